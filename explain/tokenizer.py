@@ -1,0 +1,466 @@
+"""The tokenizer stage: text to token ids and back, and chat messages to a prompt.
+
+A `Tokenizer` wraps a `tokenizers.Tokenizer` (the Rust library transformers' fast tokenizers use), built
+either from a folder's tokenizer.json or from the vocabulary and merges stored in a GGUF file, the way
+transformers builds it, so ids, decoded text and chat prompts are the ones transformers gives.
+
+    tokenizer = load_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf", trace=trace)
+    tokenizer.encode_with_details("Hello world")   # ids, tokens, offsets, special
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+from tokenizers import Tokenizer as Backend
+
+from .errors import CorruptFileError, ExplainError, UnsupportedError
+
+NO_LIMIT = int(1e30)  # transformers' VERY_LARGE_INTEGER: the model_max_length of a tokenizer that states none
+NAMED_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")  # in transformers' order
+CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token_type values for special and added tokens
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # names transformers copies a message's reasoning to
+
+# The split regex llama.cpp's tokenizer.ggml.pre names, as transformers' GGUF_PRE_TOKENIZER_SPLITS maps them.
+# Any other name (gpt2, smollm, ...) keeps GPT-2's own ByteLevel regex.
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN35_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
+                r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+TEKKEN_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+                r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+                r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+               r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+               r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+GGUF_PRE_TOKENIZER_SPLITS = {
+    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                     "jina-v5-nano", "dbrx", "smaug-bpe"), LLAMA3_SPLIT),
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"), QWEN2_SPLIT),
+    **dict.fromkeys(("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"), GPT4O_SPLIT),
+    "qwen35": QWEN35_SPLIT,
+    "tekken": TEKKEN_SPLIT,
+}
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte alphabet: every byte spelled as a printable character (the space byte is 'Ġ')."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    spelled, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            spelled[byte] = chr(byte)
+        else:
+            spelled[byte] = chr(256 + extra)  # unprintable bytes move past the first 256 code points
+            extra += 1
+    return spelled
+
+
+class Tokenizer:
+    """A tokenizers.Tokenizer plus what transformers keeps beside it: named special tokens and the chat template."""
+
+    def __init__(self, backend: Backend, *, bos_token: str | None = None, eos_token: str | None = None,
+                 pad_token: str | None = None, unk_token: str | None = None, chat_template: str | dict | None = None,
+                 add_bos_token: bool | None = None, add_eos_token: bool | None = None,
+                 model_max_length: int = NO_LIMIT, source: str = "tokenizer.json", extra_special_tokens=(),
+                 num_merges: int | None = None, clean_up_tokenization_spaces: bool = False):
+        self.backend = backend
+        self.bos_token, self.eos_token, self.pad_token, self.unk_token = bos_token, eos_token, pad_token, unk_token
+        self.extra_special_tokens = [t for t in extra_special_tokens if t not in self.special_tokens_map.values()]
+        # A dict of templates is keyed by name; "default" is the one used when none is asked for (transformers' rule)
+        self.chat_templates = dict(chat_template) if isinstance(chat_template, dict) else {}
+        self.chat_template = self.chat_templates.get("default") if isinstance(chat_template, dict) else chat_template
+        self.model_max_length = model_max_length
+        self.source = source
+        self.num_merges = num_merges
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        if add_bos_token is not None or add_eos_token is not None or backend.post_processor is None:
+            # transformers rebuilds the post-processor from the flags when a config states them
+            self.add_bos_token = bool(add_bos_token) and bos_token is not None
+            self.add_eos_token = bool(add_eos_token) and eos_token is not None
+            backend.post_processor = self._template_processor()
+        else:  # keep tokenizer.json's own post-processor, and report what it really does
+            ids = backend.encode("", add_special_tokens=True).ids
+            self.add_bos_token = bool(ids) and ids[0] == self.bos_token_id
+            self.add_eos_token = len(ids) > self.add_bos_token and ids[-1] == self.eos_token_id
+
+    def _template_processor(self) -> processors.TemplateProcessing:
+        """transformers' update_post_processor: BOS before and EOS after the text, as the flags say."""
+        bos, eos = self.add_bos_token, self.add_eos_token
+        single = f"{self.bos_token + ':0 ' if bos else ''}$A:0{' ' + self.eos_token + ':0' if eos else ''}"
+        pair = f"{single}{' ' + self.bos_token + ':1' if bos else ''} $B:1{' ' + self.eos_token + ':1' if eos else ''}"
+        special = [(self.bos_token, self.bos_token_id)] if bos else []
+        special += [(self.eos_token, self.eos_token_id)] if eos else []
+        return processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
+
+    # -- special tokens ---------------------------------------------------------------------------
+    def _id(self, token: str | None) -> int | None:
+        return None if token is None else self.backend.token_to_id(token)
+
+    bos_token_id = property(lambda self: self._id(self.bos_token))
+    eos_token_id = property(lambda self: self._id(self.eos_token))
+    pad_token_id = property(lambda self: self._id(self.pad_token))
+    unk_token_id = property(lambda self: self._id(self.unk_token))
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        """The named special tokens that are set; the chat template sees these as variables."""
+        return {name: getattr(self, name) for name in NAMED_TOKENS if getattr(self, name) is not None}
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        return list(dict.fromkeys([*self.special_tokens_map.values(), *self.extra_special_tokens]))
+
+    @property
+    def all_special_ids(self) -> list[int | None]:
+        return [self._id(token) for token in self.all_special_tokens]
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the id space: the model's vocabulary plus added tokens."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    # -- text to ids and back ---------------------------------------------------------------------
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def encode_with_details(self, text: str, add_special_tokens: bool = True) -> dict:
+        """The show-your-work encode: each token's id, its spelling in the vocabulary, the characters of
+        `text` it came from (start, end), and whether it is a special token."""
+        encoding = self.backend.encode(text, add_special_tokens=add_special_tokens)
+        special_ids = {i for i, added in self.backend.get_added_tokens_decoder().items() if added.special}
+        return {"ids": list(encoding.ids), "tokens": list(encoding.tokens),
+                "offsets": [list(pair) for pair in encoding.offsets],
+                "special": [i in special_ids for i in encoding.ids]}
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Bytes of the tokens joined, then read as UTF-8; a split character shows as U+FFFD, as in transformers."""
+        text = self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        if self.clean_up_tokenization_spaces and type(self.backend.model).__name__ != "BPE":  # transformers skips BPE
+            for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                                   (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+                text = text.replace(spaced, joined)
+        return text
+
+    def convert_ids_to_tokens(self, ids) -> list[str | None]:
+        return [self.backend.id_to_token(int(i)) for i in ids]
+
+    def convert_tokens_to_ids(self, tokens) -> list[int | None]:
+        return [self.backend.token_to_id(token) for token in tokens]
+
+    # -- chat template ----------------------------------------------------------------------------
+    def apply_chat_template(self, messages, add_generation_prompt: bool = False, tokenize: bool = False,
+                            chat_template: str | None = None, **kwargs):
+        """Render messages into one prompt string with the model's jinja template, exactly as transformers
+        does; with tokenize=True return its ids (encoded with add_special_tokens=False, the template writes them)."""
+        template = self.chat_templates.get(chat_template, chat_template) or self.chat_template
+        if template is None:
+            raise ExplainError("this tokenizer has no chat template, so chat messages cannot be turned into a prompt; "
+                               "pass a plain string prompt instead, or a template with chat_template=...")
+        if not messages:
+            raise ExplainError("cannot apply a chat template to an empty conversation; give at least one message")
+        chat = []
+        for message in _plain(messages):
+            if not isinstance(message, dict):
+                raise ExplainError(f"chat messages are dicts like {{'role': 'user', 'content': '...'}}, got {message!r}")
+            message = {key: value for key, value in message.items() if value is not None}
+            reasoning = next((message[k] for k in REASONING_FIELDS if message.get(k) is not None), None)
+            if reasoning is not None:  # templates read one of these names; transformers fills them all
+                message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+            chat.append(message)
+        variables = {**self.special_tokens_map, **_plain(kwargs)}  # caller's variables win, as in transformers
+        variables.setdefault("tools", None)
+        variables.setdefault("documents", None)
+        try:
+            text = _compile(template).render(messages=chat, add_generation_prompt=add_generation_prompt, **variables)
+        except Exception as error:
+            if type(error).__module__.startswith("jinja2"):
+                raise ExplainError(f"the chat template failed on these messages: {error}") from error
+            raise
+        return self.encode(text, add_special_tokens=False) if tokenize else text
+
+    # -- loading and saving -----------------------------------------------------------------------
+    @classmethod
+    def from_gguf(cls, path_or_reader) -> "Tokenizer":
+        """Rebuild the tokenizer a GGUF file describes, as transformers' GGUF loader does. Only byte-level BPE
+        (tokenizer.ggml.model 'gpt2': SmolLM2, Qwen, Llama-3 and others) is supported."""
+        reader, path = _open_gguf(path_or_reader)
+        meta = {name[len("tokenizer."):]: field.contents() for name, field in reader.fields.items()
+                if name.startswith("tokenizer.")}
+        kind = meta.get("ggml.model")
+        if kind is None:
+            raise ExplainError(f"{path} holds no tokenizer (no tokenizer.ggml.model); load one from a folder "
+                               "with tokenizer.json instead")
+        if kind != "gpt2":
+            raise UnsupportedError(f"{path} states tokenizer.ggml.model {kind!r}; explain builds GGUF tokenizers "
+                                   "only for 'gpt2' (byte-level BPE, as in SmolLM2, Qwen, Llama 3). Use the model's "
+                                   "folder with tokenizer.json instead")
+        tokens, types, merges = meta.get("ggml.tokens") or [], meta.get("ggml.token_type") or [], meta.get("ggml.merges")
+        if not tokens or not merges:
+            raise CorruptFileError(f"{path} states a byte-level BPE tokenizer but lacks its "
+                                   f"{'tokenizer.ggml.tokens' if not tokens else 'tokenizer.ggml.merges'}")
+        # The file spells most tokens in GPT-2's byte alphabet already; respell the rest (like '<|im_start|>'s
+        # neighbours with raw characters) from their UTF-8 bytes, as transformers does
+        spelling = bytes_to_unicode()
+        alphabet = set(spelling.values())
+        vocab = {token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8")): index
+                 for index, token in enumerate(tokens)}
+        backend = Backend(models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], dropout=None,
+                                     continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+        split = GGUF_PRE_TOKENIZER_SPLITS.get(meta.get("ggml.pre"))
+        if split is None:
+            backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        else:
+            backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                                                             pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                                      use_regex=False)])
+        backend.decoder = decoders.ByteLevel()
+        # CONTROL tokens become special added tokens (kept whole, skipped by skip_special_tokens); a control
+        # token spelled outside the byte alphabet is a llama.cpp mislabel that transformers skips too
+        backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t, kind in zip(tokens, types)
+                                    if kind == CONTROL and set(t) <= alphabet])
+        backend.add_tokens([AddedToken(t, normalized=False, special=False) for t, kind in zip(tokens, types)
+                            if kind == USER_DEFINED and t in vocab])
+
+        def named(key):
+            index = meta.get(f"ggml.{key}_token_id")
+            if index is not None and not 0 <= index < len(tokens):
+                raise CorruptFileError(f"{path}: tokenizer.ggml.{key}_token_id {index} is outside the vocabulary")
+            return None if index is None else tokens[index]
+
+        return cls(backend, bos_token=named("bos"), eos_token=named("eos"), unk_token=named("unknown"),
+                   pad_token=named("padding"), chat_template=meta.get("chat_template"),
+                   add_bos_token=bool(meta.get("ggml.add_bos_token", False)),
+                   add_eos_token=bool(meta.get("ggml.add_eos_token", False)), source="gguf", num_merges=len(merges))
+
+    @classmethod
+    def from_folder(cls, folder) -> "Tokenizer":
+        """tokenizer.json, with tokenizer_config.json, special_tokens_map.json and chat_template.jinja if present."""
+        folder = os.fspath(folder)
+        file = os.path.join(folder, "tokenizer.json")
+        if not os.path.isfile(file):
+            found = ", ".join(sorted(os.listdir(folder))) if os.path.isdir(folder) else "the folder does not exist"
+            raise ExplainError(f"{folder} has no tokenizer.json (found: {found or 'nothing'}). explain needs "
+                               "tokenizer.json; slow tokenizers (sentencepiece tokenizer.model, vocab.json + "
+                               "merges.txt only) are not supported. Convert one with transformers: "
+                               "AutoTokenizer.from_pretrained(folder).save_pretrained(folder)")
+        with open(file, "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+        try:
+            spec = json.loads(text)
+            backend = Backend.from_str(text)
+        except Exception as error:
+            raise CorruptFileError(f"{file} is not a readable tokenizer.json (truncated or not what its name says: "
+                                   f"{error}); download or save it again") from None
+        config = _read_json(os.path.join(folder, "tokenizer_config.json"), missing_ok=True)
+        mapped = _read_json(os.path.join(folder, "special_tokens_map.json"), missing_ok=True)
+        jinja_file = os.path.join(folder, "chat_template.jinja")  # where transformers 5 saves the template
+        chat_template = config.get("chat_template")
+        if os.path.isfile(jinja_file):
+            with open(jinja_file, encoding="utf-8") as f:
+                chat_template = f.read()
+        if isinstance(chat_template, list):  # named templates: [{"name": ..., "template": ...}]
+            chat_template = {entry["name"]: entry["template"] for entry in chat_template}
+        extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") \
+            or mapped.get("additional_special_tokens") or []
+        extra = extra.values() if isinstance(extra, dict) else extra
+        merges = spec.get("model", {}).get("merges")
+        return cls(backend, **{name: _content(config.get(name, mapped.get(name))) for name in NAMED_TOKENS},
+                   chat_template=chat_template, add_bos_token=config.get("add_bos_token"),
+                   add_eos_token=config.get("add_eos_token"),
+                   model_max_length=config.get("model_max_length", NO_LIMIT), source="tokenizer.json",
+                   extra_special_tokens=[_content(t) for t in extra], num_merges=None if merges is None else len(merges),
+                   clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)))
+
+    def save(self, folder) -> str:
+        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json that transformers'
+        AutoTokenizer.from_pretrained(folder) loads into the same tokenizer."""
+        folder = os.fspath(folder)
+        os.makedirs(folder, exist_ok=True)
+        self.backend.save(os.path.join(folder, "tokenizer.json"))
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **self.special_tokens_map,
+                  "add_bos_token": self.add_bos_token, "add_eos_token": self.add_eos_token,
+                  "model_max_length": self.model_max_length,
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
+        if self.extra_special_tokens:
+            config["extra_special_tokens"] = self.extra_special_tokens
+        if self.chat_templates:
+            config["chat_template"] = [{"name": name, "template": text} for name, text in self.chat_templates.items()]
+        elif self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        mapped = dict(self.special_tokens_map)
+        if self.extra_special_tokens:
+            mapped["additional_special_tokens"] = self.extra_special_tokens
+        for name, record in (("tokenizer_config.json", config), ("special_tokens_map.json", mapped)):
+            with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+                json.dump(record, f, indent=2, ensure_ascii=False)
+        return folder
+
+    # -- showing ----------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """Plain JSON values: what this tokenizer is made of, for the tokenizer/load event."""
+        added = self.backend.get_added_tokens_decoder()
+        return {
+            "source": self.source, "model": type(self.backend.model).__name__, "vocab_size": self.vocab_size,
+            "num_merges": self.num_merges,
+            "special_tokens": {name: {"token": token, "id": self._id(token)}
+                               for name, token in self.special_tokens_map.items()},
+            "added_tokens": [{"id": i, "token": t.content, "special": t.special} for i, t in sorted(added.items())],
+            "add_bos_token": self.add_bos_token, "add_eos_token": self.add_eos_token,
+            "model_max_length": None if self.model_max_length >= NO_LIMIT else self.model_max_length,
+            "has_chat_template": self.chat_template is not None, "chat_template": self.chat_template,
+            "normalizer": _component_name(self.backend.normalizer),
+            "pre_tokenizer": _component_name(self.backend.pre_tokenizer),
+            "post_processor": _component_name(self.backend.post_processor),
+            "decoder": _component_name(self.backend.decoder),
+        }
+
+    def __repr__(self) -> str:
+        return (f"Tokenizer({self.source}, {self.vocab_size} tokens, bos={self.bos_token!r}, eos={self.eos_token!r}, "
+                f"chat_template={'yes' if self.chat_template else 'no'})")
+
+
+def load_tokenizer(source, trace=None) -> Tokenizer:
+    """A tokenizer from a GGUF file or a folder with tokenizer.json; with a trace, emit one tokenizer/load event."""
+    path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    if path is not None and not os.path.exists(path):
+        raise ExplainError(f"no file or folder at {path}; pass a GGUF file or a folder with tokenizer.json")
+    load = Tokenizer.from_folder if path is not None and os.path.isdir(path) else Tokenizer.from_gguf
+    if trace is None:
+        return load(source)
+    with trace.span("tokenizer", "load", path=path) as data:
+        t0 = time.perf_counter()
+        tokenizer = load(source)
+        data.update(tokenizer.describe(), seconds=time.perf_counter() - t0)
+    return tokenizer
+
+
+# -- helpers --------------------------------------------------------------------------------------
+@lru_cache(maxsize=16)
+def _compile(template: str):
+    """Compile a chat template in the sandbox transformers uses, with the same extras and filters."""
+    import jinja2
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationTag(Extension):  # `{% generation %}` marks assistant text for masks; here it just renders
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
+
+        def _render(self, caller):
+            return caller()
+
+    class TemplateNamespace(jinja2.utils.Namespace):  # no underscore attributes, so no reaching into internals
+        def __init__(*args, **kwargs):
+            self, attrs = args[0], dict(*args[1:], **kwargs)
+            for name in attrs:
+                TemplateNamespace._check(name)
+            jinja2.utils.Namespace.__init__(self, attrs)
+
+        def __setitem__(self, name, value):
+            TemplateNamespace._check(name)
+            jinja2.utils.Namespace.__setitem__(self, name, value)
+
+        @staticmethod
+        def _check(name):
+            if isinstance(name, str) and name.startswith("_"):
+                raise jinja2.exceptions.SecurityError(f"chat templates cannot set {name!r} on a namespace")
+
+    class TemplateDict:
+        def __call__(self, *args, **kwargs):
+            return dict(*args, **kwargs)
+
+        def fromkeys(self, *args, **kwargs):
+            return dict.fromkeys(*args, **kwargs)
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):  # no HTML escaping
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt),
+                       dict=TemplateDict(), namespace=TemplateNamespace)
+    return env.from_string(template)
+
+
+def _plain(value):
+    """What a template may see: plain JSON-like values (transformers' _plain_template_data); anything else
+    becomes a placeholder naming its type."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    for base in (str, int, float):
+        if isinstance(value, base):
+            return getattr(base, f"__{base.__name__}__")(value)
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():  # numpy scalars
+        return _plain(value.item())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if callable(getattr(value, "model_dump", None)):  # pydantic messages
+        return _plain(value.model_dump())
+    return f"<{type(value).__name__}>"
+
+
+def _open_gguf(path_or_reader):
+    if not isinstance(path_or_reader, (str, os.PathLike)):
+        return path_or_reader, getattr(getattr(path_or_reader, "data", None), "filename", "the GGUF file")
+    import gguf
+
+    path = os.fspath(path_or_reader)
+    if not os.path.isfile(path):
+        raise ExplainError(f"no GGUF file at {path}")
+    try:
+        return gguf.GGUFReader(path), path
+    except Exception as error:
+        raise CorruptFileError(f"{path} is not a readable GGUF file ({type(error).__name__}: {error})") from None
+
+
+def _read_json(file, missing_ok=False) -> dict:
+    try:
+        with open(file, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptFileError(f"{file} is truncated or not JSON ({error}); download or save it again") from None
+
+
+def _content(token):
+    """A special token as saved: a string, or an AddedToken record {"content": ...}."""
+    return token.get("content") if isinstance(token, dict) else token
+
+
+def _component_name(component) -> str | None:
+    """'ByteLevel', or 'Sequence(Split, ByteLevel)' for a normalizer/pre-tokenizer/decoder of the tokenizers library."""
+    if component is None:
+        return None
+    spec = json.loads(component.__getstate__())
+    parts = next((v for k, v in spec.items() if k != "type" and isinstance(v, list) and v
+                  and all(isinstance(p, dict) and "type" in p for p in v)), None)
+    return f"{spec['type']}({', '.join(p['type'] for p in parts)})" if parts else spec["type"]
