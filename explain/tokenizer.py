@@ -247,7 +247,9 @@ class Tokenizer:
 
     @classmethod
     def from_folder(cls, folder) -> "Tokenizer":
-        """tokenizer.json, with tokenizer_config.json, special_tokens_map.json and chat_template.jinja if present."""
+        """tokenizer.json, with tokenizer_config.json, special_tokens_map.json and chat_template.jinja if present.
+        As in transformers 5, tokenizer.json's post-processor decides whether BOS/EOS are added: the config's
+        add_bos_token/add_eos_token are ignored."""
         folder = os.fspath(folder)
         file = os.path.join(folder, "tokenizer.json")
         if not os.path.isfile(file):
@@ -266,21 +268,18 @@ class Tokenizer:
                                    f"{error}); download or save it again") from None
         config = _read_json(os.path.join(folder, "tokenizer_config.json"), missing_ok=True)
         mapped = _read_json(os.path.join(folder, "special_tokens_map.json"), missing_ok=True)
-        jinja_file = os.path.join(folder, "chat_template.jinja")  # where transformers 5 saves the template
         chat_template = config.get("chat_template")
-        if os.path.isfile(jinja_file):
-            with open(jinja_file, encoding="utf-8") as f:
-                chat_template = f.read()
         if isinstance(chat_template, list):  # named templates: [{"name": ..., "template": ...}]
             chat_template = {entry["name"]: entry["template"] for entry in chat_template}
+        files = _template_files(folder)  # where transformers 5 saves them; they win over the config's
+        if files:
+            chat_template = files if set(files) != {"default"} else files["default"]
         extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") \
             or mapped.get("additional_special_tokens") or []
         extra = extra.values() if isinstance(extra, dict) else extra
         merges = spec.get("model", {}).get("merges")
         return cls(backend, **{name: _content(config.get(name, mapped.get(name))) for name in NAMED_TOKENS},
-                   chat_template=chat_template, add_bos_token=config.get("add_bos_token"),
-                   add_eos_token=config.get("add_eos_token"),
-                   model_max_length=config.get("model_max_length", NO_LIMIT), source="tokenizer.json",
+                   chat_template=chat_template, model_max_length=config.get("model_max_length", NO_LIMIT), source="tokenizer.json",
                    extra_special_tokens=[_content(t) for t in extra], num_merges=None if merges is None else len(merges),
                    clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)))
 
@@ -449,6 +448,21 @@ def _read_json(file, missing_ok=False) -> dict:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CorruptFileError(f"{file} is truncated or not JSON ({error}); download or save it again") from None
+
+
+def _template_files(folder) -> dict[str, str]:
+    """chat_template.jinja as "default", and additional_chat_templates/NAME.jinja by name."""
+    files = {"default": os.path.join(folder, "chat_template.jinja")}
+    extra = os.path.join(folder, "additional_chat_templates")
+    if os.path.isdir(extra):
+        files.update({name[:-len(".jinja")]: os.path.join(extra, name) for name in sorted(os.listdir(extra))
+                      if name.endswith(".jinja")})
+    templates = {}
+    for name, file in files.items():
+        if os.path.isfile(file):
+            with open(file, encoding="utf-8") as f:
+                templates[name] = f.read()
+    return templates
 
 
 def _content(token):
