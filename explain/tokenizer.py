@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
@@ -54,15 +55,9 @@ GGUF_PRE_TOKENIZER_SPLITS = {
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte alphabet: every byte spelled as a printable character (the space byte is 'Ġ')."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    spelled, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            spelled[byte] = chr(byte)
-        else:
-            spelled[byte] = chr(256 + extra)  # unprintable bytes move past the first 256 code points
-            extra += 1
-    return spelled
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
+    unprintable = [byte for byte in range(256) if byte not in printable]  # these move past the first 256 code points
+    return {**{byte: chr(byte) for byte in printable}, **{byte: chr(256 + n) for n, byte in enumerate(unprintable)}}
 
 
 class Tokenizer:
@@ -83,6 +78,8 @@ class Tokenizer:
         self.source = source
         self.num_merges = num_merges
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        added = {token.content for token in backend.get_added_tokens_decoder().values()}
+        backend.add_tokens([AddedToken(t, special=True) for t in self.all_special_tokens if t not in added])
         if add_bos_token is not None or add_eos_token is not None or backend.post_processor is None:
             # transformers rebuilds the post-processor from the flags when a config states them
             self.add_bos_token = bool(add_bos_token) and bos_token is not None
@@ -167,8 +164,9 @@ class Tokenizer:
         does; with tokenize=True return its ids (encoded with add_special_tokens=False, the template writes them)."""
         template = self.chat_templates.get(chat_template, chat_template) or self.chat_template
         if template is None:
-            raise ExplainError("this tokenizer has no chat template, so chat messages cannot be turned into a prompt; "
-                               "pass a plain string prompt instead, or a template with chat_template=...")
+            named = f" (it has templates named {sorted(self.chat_templates)}, none 'default')" if self.chat_templates else ""
+            raise ExplainError(f"this tokenizer has no chat template{named}, so chat messages cannot be turned into a "
+                               "prompt; pass a plain string prompt instead, or a template with chat_template=...")
         if not messages:
             raise ExplainError("cannot apply a chat template to an empty conversation; give at least one message")
         chat = []
@@ -266,8 +264,8 @@ class Tokenizer:
         except Exception as error:
             raise CorruptFileError(f"{file} is not a readable tokenizer.json (truncated or not what its name says: "
                                    f"{error}); download or save it again") from None
-        config = _read_json(os.path.join(folder, "tokenizer_config.json"), missing_ok=True)
-        mapped = _read_json(os.path.join(folder, "special_tokens_map.json"), missing_ok=True)
+        config = _read_json(os.path.join(folder, "tokenizer_config.json"))
+        mapped = _read_json(os.path.join(folder, "special_tokens_map.json"))
         chat_template = config.get("chat_template")
         if isinstance(chat_template, list):  # named templates: [{"name": ..., "template": ...}]
             chat_template = {entry["name"]: entry["template"] for entry in chat_template}
@@ -365,28 +363,24 @@ def _compile(template: str):
         def _render(self, caller):
             return caller()
 
+    def check(name):
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(f"chat templates cannot set {name!r} on a namespace")
+
     class TemplateNamespace(jinja2.utils.Namespace):  # no underscore attributes, so no reaching into internals
         def __init__(*args, **kwargs):
             self, attrs = args[0], dict(*args[1:], **kwargs)
             for name in attrs:
-                TemplateNamespace._check(name)
+                check(name)
             jinja2.utils.Namespace.__init__(self, attrs)
 
         def __setitem__(self, name, value):
-            TemplateNamespace._check(name)
+            check(name)
             jinja2.utils.Namespace.__setitem__(self, name, value)
 
-        @staticmethod
-        def _check(name):
-            if isinstance(name, str) and name.startswith("_"):
-                raise jinja2.exceptions.SecurityError(f"chat templates cannot set {name!r} on a namespace")
-
-    class TemplateDict:
-        def __call__(self, *args, **kwargs):
-            return dict(*args, **kwargs)
-
-        def fromkeys(self, *args, **kwargs):
-            return dict.fromkeys(*args, **kwargs)
+    class TemplateDict:  # dict(...) and dict.fromkeys(...), without the rest of the type
+        __call__ = staticmethod(dict)
+        fromkeys = staticmethod(dict.fromkeys)
 
     def raise_exception(message):
         raise jinja2.exceptions.TemplateError(message)
@@ -438,31 +432,24 @@ def _open_gguf(path_or_reader):
         raise CorruptFileError(f"{path} is not a readable GGUF file ({type(error).__name__}: {error})") from None
 
 
-def _read_json(file, missing_ok=False) -> dict:
+def _read_json(file) -> dict:
+    """An optional JSON file: {} when it is not there."""
     try:
         with open(file, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
-        if missing_ok:
-            return {}
-        raise
+        return {}
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CorruptFileError(f"{file} is truncated or not JSON ({error}); download or save it again") from None
 
 
 def _template_files(folder) -> dict[str, str]:
     """chat_template.jinja as "default", and additional_chat_templates/NAME.jinja by name."""
-    files = {"default": os.path.join(folder, "chat_template.jinja")}
     extra = os.path.join(folder, "additional_chat_templates")
-    if os.path.isdir(extra):
-        files.update({name[:-len(".jinja")]: os.path.join(extra, name) for name in sorted(os.listdir(extra))
-                      if name.endswith(".jinja")})
-    templates = {}
-    for name, file in files.items():
-        if os.path.isfile(file):
-            with open(file, encoding="utf-8") as f:
-                templates[name] = f.read()
-    return templates
+    files = {"default": os.path.join(folder, "chat_template.jinja"),
+             **{name.removesuffix(".jinja"): os.path.join(extra, name)
+                for name in (sorted(os.listdir(extra)) if os.path.isdir(extra) else []) if name.endswith(".jinja")}}
+    return {name: Path(file).read_text(encoding="utf-8") for name, file in files.items() if os.path.isfile(file)}
 
 
 def _content(token):

@@ -43,8 +43,14 @@ def ref():
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return Tokenizer.from_gguf(GGUF)
+def loaded():
+    trace = Trace()
+    return load_tokenizer(GGUF, trace=trace), trace
+
+
+@pytest.fixture(scope="module")
+def tok(loaded):
+    return loaded[0]
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +156,7 @@ def test_custom_template_sees_the_same_environment(tok, ref):
     template = (
         "{{ bos_token }}{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.role == 'skip' %}{% continue %}"
         "{% endif %}{% set ns.n = ns.n + 1 %}\n  {{ m.role | upper }}: {{ m | tojson }}{% endfor %}\n"
-        "{{ ns.n }} {{ dict(a=1) | tojson }} {{ extra }} {{ tools is none }} {{ eos_token }}"
+        "{{ ns.n }} {{ dict(a=1) | tojson }} {{ extra }} {{ tools is none }} {{ eos_token }} {{ strftime_now('%Y') }}"
         "{% if add_generation_prompt %}GO{% endif %}")
     chat = [{"role": "user", "content": "<b>\"é\"</b>", "name": None}, {"role": "skip", "content": "x"},
             {"role": "assistant", "content": "ok", "reasoning": "think"}]
@@ -158,6 +164,23 @@ def test_custom_template_sees_the_same_environment(tok, ref):
     theirs = ref.apply_chat_template(chat, add_generation_prompt=True, chat_template=template, extra=(1, 2),
                                      tokenize=False)
     assert ours == theirs
+
+
+def test_named_templates_survive_save_and_transformers(tok, tmp_path):
+    from tokenizers import Tokenizer as Backend
+    from transformers import AutoTokenizer
+
+    templates = {"default": tok.chat_template, "short": "{% for m in messages %}{{ m.role }}>{{ m.content }}\n{% endfor %}"}
+    named = Tokenizer(Backend.from_str(tok.backend.to_str()), bos_token=tok.bos_token, eos_token=tok.eos_token,
+                      chat_template=templates)
+    assert named.chat_template == tok.chat_template
+    theirs, again = AutoTokenizer.from_pretrained(named.save(tmp_path)), Tokenizer.from_folder(tmp_path)
+    chat = CHATS["multi_turn"]
+    for name in (None, "short"):
+        expected = theirs.apply_chat_template(chat, chat_template=name, tokenize=False)
+        assert named.apply_chat_template(chat, chat_template=name) == again.apply_chat_template(
+            chat, chat_template=name) == expected
+    assert again.apply_chat_template(chat, chat_template="short").startswith("system>Be kind.\n")
 
 
 def test_template_exception_becomes_explain_error(tok):
@@ -261,6 +284,8 @@ def test_gguf_with_sentencepiece_tokenizer_is_unsupported(tmp_path):
     writer.close()
     with pytest.raises(UnsupportedError, match="'llama'.*'gpt2'"):
         load_tokenizer(path)
+    with pytest.raises(UnsupportedError, match="'llama'.*'gpt2'"):
+        Tokenizer.from_gguf(gguf.GGUFReader(path))  # a reader the weights stage already opened
 
 
 def test_not_a_gguf_file(tmp_path):
@@ -273,18 +298,26 @@ def test_not_a_gguf_file(tmp_path):
 
 
 # -- the trace event --------------------------------------------------------------------------------
-def test_load_emits_one_json_event(saved):
-    trace = Trace()
-    tokenizer = load_tokenizer(saved, trace=trace)
+def test_load_emits_one_json_event(loaded):
+    tokenizer, trace = loaded
     assert len(trace) == 1
     event = trace.events[0]
     assert (event.stage, event.kind) == ("tokenizer", "load")
     assert json.loads(json.dumps(event.to_dict())) == event.to_dict()
     data = event.data
-    assert data["path"] == os.fspath(saved) and data["seconds"] >= 0 and event.duration >= data["seconds"]
+    assert data["path"] == GGUF and data["source"] == "gguf"
+    assert 0 <= data["seconds"] <= event.duration
     assert data["special_tokens"]["bos_token"] == {"token": "<|im_start|>", "id": 1}
     assert data["special_tokens"]["eos_token"] == {"token": "<|im_end|>", "id": 2}
     assert data["vocab_size"] == tokenizer.vocab_size == 49152 and data["num_merges"] == 48900
     assert (data["model"], data["pre_tokenizer"], data["decoder"], data["normalizer"]) == (
         "BPE", "ByteLevel", "ByteLevel", None)
     assert data["chat_template"] == tokenizer.chat_template and data["has_chat_template"] is True
+    assert data["add_bos_token"] is False and len(data["added_tokens"]) == 17
+
+
+def test_load_from_folder_emits_its_path(saved):
+    trace = Trace()
+    load_tokenizer(saved, trace=trace)
+    assert [(e.stage, e.kind, e.data["path"], e.data["source"]) for e in trace.events] == [
+        ("tokenizer", "load", os.fspath(saved), "tokenizer.json")]
