@@ -14,6 +14,11 @@ from ..errors import UnsupportedError
 # architecture name (as in config.json) -> (module, class name)
 ARCHITECTURES = {
     "LlamaForCausalLM": ("llama", "LlamaForCausalLM"),
+    "MistralForCausalLM": ("llama", "LlamaForCausalLM"),  # Llama's layers and names; sliding_window checked there
+    "GPT2LMHeadModel": ("gpt2", "GPT2LMHeadModel"),
+    "Qwen2ForCausalLM": ("qwen2", "Qwen2ForCausalLM"),
+    "Qwen3ForCausalLM": ("qwen3", "Qwen3ForCausalLM"),
+    "SmolLM3ForCausalLM": ("smollm3", "SmolLM3ForCausalLM"),
 }
 # GGUF general.architecture -> the architecture name transformers gives the same checkpoint
 GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",

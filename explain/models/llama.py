@@ -34,6 +34,7 @@ class LlamaConfig:
     rope_parameters: dict | None = None  # transformers 5 keeps rope_theta and the scaling here
     attention_bias: bool = False
     mlp_bias: bool = False
+    sliding_window: int | None = None  # Mistral: a query sees only the last sliding_window positions
     tie_word_embeddings: bool = False
     bos_token_id: int | list | None = None
     eos_token_id: int | list | None = None
@@ -210,11 +211,16 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = LlamaRotaryEmbedding(config)
+        self.sliding_window = config.sliding_window
 
     def forward(self, input_ids, cache=None, position_ids=None, output_attentions=False):
+        past = len(cache) if cache is not None else 0
+        if self.sliding_window is not None and past + input_ids.shape[1] > self.sliding_window:
+            raise NotImplementedError(f"{past + input_ids.shape[1]} positions exceed this config's sliding_window "
+                                      f"of {self.sliding_window}; explain implements full attention only, which "
+                                      "equals the window up to that length. Shorten the prompt or max_new_tokens")
         hidden_states = self.embed_tokens(input_ids)  # (B, T, hidden_size)
         if position_ids is None:
-            past = len(cache) if cache is not None else 0
             position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]
         cos, sin = self.rotary_emb(hidden_states, position_ids)
         attentions = []
