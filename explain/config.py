@@ -1,0 +1,148 @@
+"""Stage 2b, config: the model's config.json, or the same keys read from a GGUF file's metadata.
+
+For GGUF the key names come from the `gguf` package's constants (gguf.Keys), and the mapping to config.json
+keys is the one transformers applies (transformers/integrations/ggml.py, GGUF_CONFIG_MAPPING).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import gguf
+
+from .errors import CorruptFileError, ExplainError
+from .models import GGUF_ARCHITECTURES, architecture_of
+from .trace import Trace
+
+# GGUF metadata key (after "<arch>.") -> config.json key, per GGUF architecture, as transformers maps them
+_LLAMA_LIKE = {
+    "context_length": "max_position_embeddings", "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size", "embedding_length": "hidden_size",
+    "rope.freq_base": "rope_theta", "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads", "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "vocab_size": "vocab_size",
+}
+GGUF_CONFIG_KEYS = {
+    "llama": {**_LLAMA_LIKE, "rope.dimension_count": "head_dim"},  # dimension_count == head_dim for llama only
+    "mistral": {**_LLAMA_LIKE, "rope.dimension_count": "head_dim"},
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": {**_LLAMA_LIKE, "attention.key_length": "head_dim"},
+    "gpt2": {"block_count": "n_layer", "context_length": "n_ctx", "embedding_length": "n_embd",
+             "attention.head_count": "n_head", "attention.layer_norm_epsilon": "layer_norm_epsilon"},
+}
+# the hyperparameters worth showing, in the names each family uses
+KEY_HYPERPARAMETERS = ("vocab_size", "hidden_size", "n_embd", "intermediate_size", "num_hidden_layers", "n_layer",
+                       "num_attention_heads", "n_head", "num_key_value_heads", "head_dim", "max_position_embeddings",
+                       "n_positions", "n_ctx", "rope_theta", "rope_scaling", "rms_norm_eps", "layer_norm_epsilon",
+                       "tie_word_embeddings", "hidden_act", "bos_token_id", "eos_token_id", "pad_token_id")
+# what a GenerationConfig holds by default (transformers' GenerationConfig.__init__), the parts explain uses
+GENERATION_DEFAULTS = {"max_length": 20, "max_new_tokens": None, "min_length": 0, "min_new_tokens": None,
+                       "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None,
+                       "repetition_penalty": 1.0, "bos_token_id": None, "eos_token_id": None,
+                       "pad_token_id": None, "stop_strings": None}
+
+
+def read_json(path: str, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptFileError(f"{path} is not valid JSON ({error}); the {what} is truncated or corrupt: "
+                               "download it again or restore it from the original checkpoint") from None
+    if not isinstance(value, dict):
+        raise CorruptFileError(f"{path} holds JSON but not an object; it is not a {what}")
+    return value
+
+
+def gguf_reader(path: str) -> gguf.GGUFReader:
+    """Open a GGUF file (memory-mapped); a truncated or foreign file gets an error naming it."""
+    try:
+        return gguf.GGUFReader(path, "r")
+    except Exception as error:  # the reader raises ValueError, IndexError, struct errors... on bad bytes
+        raise CorruptFileError(f"{path} is not a readable GGUF file ({type(error).__name__}: {error}); "
+                               "it is truncated or corrupt: download it again (or run `python -m explain "
+                               "provision` for the embedded model)") from None
+
+
+def gguf_metadata(reader: gguf.GGUFReader, skip_arrays: bool = True) -> dict:
+    """Every metadata field as plain Python (vocabulary-sized arrays skipped unless asked)."""
+    meta = {}
+    for name, value in reader.fields.items():
+        if name.startswith("GGUF.") or (skip_arrays and name in (
+                gguf.Keys.Tokenizer.LIST, gguf.Keys.Tokenizer.TOKEN_TYPE, gguf.Keys.Tokenizer.MERGES,
+                gguf.Keys.Tokenizer.SCORES)):
+            continue
+        meta[name] = value.contents()
+    return meta
+
+
+def config_from_gguf(reader: gguf.GGUFReader, path: str) -> dict:
+    meta = gguf_metadata(reader)
+    arch = meta.get(gguf.Keys.General.ARCHITECTURE)
+    if arch not in GGUF_CONFIG_KEYS:
+        raise ExplainError(f"{path}: GGUF architecture {arch!r} is not supported; supported GGUF architectures: "
+                           f"{', '.join(sorted(GGUF_CONFIG_KEYS))}")
+    config = {"model_type": arch, "architectures": [GGUF_ARCHITECTURES[arch]],
+              "_name_or_path": meta.get(gguf.Keys.General.NAME)}
+    for key, hf_key in GGUF_CONFIG_KEYS[arch].items():
+        if f"{arch}.{key}" in meta:
+            config[hf_key] = meta[f"{arch}.{key}"]
+    if "vocab_size" not in config and gguf.Keys.Tokenizer.LIST in reader.fields:
+        config["vocab_size"] = len(reader.fields[gguf.Keys.Tokenizer.LIST].data)
+    for key, hf_key in ((gguf.Keys.Tokenizer.BOS_ID, "bos_token_id"), (gguf.Keys.Tokenizer.EOS_ID, "eos_token_id"),
+                        (gguf.Keys.Tokenizer.PAD_ID, "pad_token_id"), (gguf.Keys.Tokenizer.UNK_ID, "unk_token_id")):
+        if key in meta:
+            config[hf_key] = meta[key]
+    names = {t.name for t in reader.tensors}
+    config["tie_word_embeddings"] = "output.weight" not in names  # no separate LM head: it reuses the embedding
+    if arch == "gpt2":
+        config["n_positions"] = config.get("n_ctx")
+    config["torch_dtype"] = "float32"  # GGUF tensors are dequantised to float32, as transformers does
+    return config
+
+
+def generation_config(config: dict, generation_file: dict | None) -> tuple[dict, dict]:
+    """The model's generation defaults: transformers' defaults, then config.json's token ids, then
+    generation_config.json. Returns (values, where each value came from)."""
+    values, source = dict(GENERATION_DEFAULTS), {k: "transformers default" for k in GENERATION_DEFAULTS}
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if config.get(key) is not None:
+            values[key], source[key] = config[key], "model config"
+    for key, value in (generation_file or {}).items():
+        if not key.startswith("_") and key != "transformers_version":
+            values[key], source[key] = value, "generation_config.json"
+    return values, source
+
+
+def load_config(config_path: str | None, gguf_path: str | None, generation_path: str | None,
+                trace: Trace, reader: gguf.GGUFReader | None = None) -> tuple[dict, dict, dict]:
+    """Run the config stage. Returns (config dict, generation defaults, their sources); emits `config/config`."""
+    with trace.span("config", "config") as data:
+        if config_path is not None:
+            config = read_json(config_path, "model config (config.json)")
+            data["source"] = config_path
+        else:
+            config = config_from_gguf(reader or gguf_reader(gguf_path), gguf_path)
+            data["source"] = f"GGUF metadata of {gguf_path}"
+        architecture_of(config)  # a config with no architectures entry fails here, with the fix
+        generation_file = read_json(generation_path, "generation config") if generation_path else None
+        generation, sources = generation_config(config, generation_file)
+        data.update(architecture=config["architectures"][0], model_type=config.get("model_type"),
+                    hyperparameters={k: config[k] for k in KEY_HYPERPARAMETERS if k in config},
+                    checkpoint_dtype=config.get("dtype") or config.get("torch_dtype"),
+                    generation_config=generation, generation_config_source=sources,
+                    has_generation_config_file=generation_file is not None)
+    return config, generation, sources
+
+
+def describe_parameters(config: dict) -> dict:
+    """A few derived facts a reader wants next to the raw config."""
+    hidden = config.get("hidden_size") or config.get("n_embd")
+    heads = config.get("num_attention_heads") or config.get("n_head")
+    return {"head_dim": config.get("head_dim") or (hidden // heads if hidden and heads else None),
+            "grouped_query": bool(config.get("num_key_value_heads")) and config.get("num_key_value_heads") != heads}
+
+
+def folder_has_gguf(folder: str) -> list[str]:
+    return sorted(f for f in os.listdir(folder) if f.endswith(".gguf")) if os.path.isdir(folder) else []

@@ -1,0 +1,249 @@
+"""One generation run, advanced one token at a time, every step traced.
+
+A step is what transformers' sampling loop does once: take the next-token logits (from the prefill forward
+for the first step, else a forward of the last token through the KV cache), run the logits processors,
+pick a token (argmax, or torch.multinomial on the softmax when sampling, exactly as transformers draws),
+append it, check the stopping criteria. Because the state lives in this object, a run can pause between steps
+(the step-through controller), change its knobs, ask "what if" of a recorded step, or branch with a forced token.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from ..errors import ExplainError
+from ..models.cache import KVCache
+from ..trace import Trace
+from .processors import build_processors
+from .settings import eos_ids, validate
+
+
+def _floats(values: torch.Tensor) -> list[float]:
+    """float32 values written with the fewest digits that read back as the same float32."""
+    return [float(np.format_float_positional(v, unique=True, trim="-")) for v in values.float().cpu().numpy()]
+
+
+class Generation:
+    def __init__(self, model, tokenizer, prompt_ids: list[int], settings: dict, trace: Trace,
+                 trace_top: int | str = 20, keep_logits: bool = False, branch: int = 0):
+        if not prompt_ids:
+            raise ExplainError("the prompt has no tokens: this model has no BOS token to start from, so give it "
+                               "some text (or a chat message list)")
+        if trace_top != "all" and (not isinstance(trace_top, int) or trace_top < 1):
+            raise ExplainError(f"trace_top must be a positive integer or \"all\", got {trace_top!r}")
+        self.model, self.tokenizer, self.trace = model, tokenizer, trace
+        self.device = next(model.parameters()).device
+        self.settings = dict(settings)
+        self.input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
+        self.prompt_length = len(prompt_ids)
+        self.processors = build_processors(self.settings, self.prompt_length)
+        self.eos = set(eos_ids(self.settings))
+        self.stop_strings = self._stop_strings(self.settings.get("stop_strings"))
+        self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        self.trace_top, self.keep_logits, self.branch = trace_top, keep_logits, branch
+        self.cache = KVCache()
+        self.next_logits: torch.Tensor | None = None
+        self.steps: list[dict] = []
+        self.raw_logits: list[torch.Tensor] = []  # whole rows, kept only when keep_logits (step-through, what-if)
+        self.printed = ""  # decoded text of the generated tokens that is complete (no half UTF-8 sequence)
+        self.finished, self.stop_reason = False, None
+        self._token_text: dict[int, str] = {}
+        if self.settings["max_length"] <= self.prompt_length:
+            self._finish("max_length")
+
+    # -- state -----------------------------------------------------------------------------------------
+    @property
+    def generated_ids(self) -> list[int]:
+        return self.input_ids[0, self.prompt_length:].tolist()
+
+    @property
+    def text(self) -> str:
+        return self.tokenizer.decode(self.generated_ids, skip_special_tokens=False)
+
+    def token_text(self, token_id: int) -> str:
+        if token_id not in self._token_text:
+            self._token_text[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
+        return self._token_text[token_id]
+
+    @staticmethod
+    def _stop_strings(value) -> list[str]:
+        return [] if value is None else ([value] if isinstance(value, str) else list(value))
+
+    # -- the model -------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(ids, cache=self.cache, logits_to_keep=1)
+        return out.logits[:, -1, :].to(dtype=torch.float32)  # (1, vocab): processors work in fp32, as in transformers
+
+    def prefill(self) -> dict:
+        start, t0 = time.time(), time.perf_counter()
+        self.next_logits = self._forward(self.input_ids)
+        duration = time.perf_counter() - t0
+        data = {"prompt_tokens": self.prompt_length, "tokens_per_s": self.prompt_length / max(duration, 1e-9),
+                "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes}, "branch": self.branch}
+        self.trace.emit("generation", "prefill", data, start=start, duration=duration)
+        return data
+
+    # -- one step --------------------------------------------------------------------------------------
+    def _top(self, scores: torch.Tensor, token_texts: dict) -> dict:
+        row = scores[0]
+        k = row.numel() if self.trace_top == "all" else min(self.trace_top, row.numel())
+        values, ids = torch.topk(row, k) if self.trace_top != "all" else (row, torch.arange(row.numel()))
+        keep = torch.isfinite(values)
+        values, ids = values[keep], ids[keep].tolist()
+        if self.trace_top != "all":
+            for token_id in ids:
+                token_texts[token_id] = self.token_text(token_id)
+        return {"ids": ids, "values": _floats(values)}
+
+    @torch.inference_mode()
+    def step(self) -> dict:
+        """Generate one token; emits and returns the step's `generation/step` data."""
+        if self.finished:
+            raise ExplainError(f"this generation has finished ({self.stop_reason}); start a new call or reset")
+        start, t0 = time.time(), time.perf_counter()
+        index = len(self.steps)
+        if self.next_logits is None:
+            if index == 0:
+                self.prefill()
+                forward = "prefill"
+            else:
+                self.next_logits = self._forward(self.input_ids[:, -1:])
+                forward = "decode"
+        else:
+            forward = "prefill" if index == 0 else "decode"
+        forward_time = time.perf_counter() - t0
+        raw = self.next_logits
+        self.next_logits = None
+        if self.keep_logits:
+            self.raw_logits.append(raw[0].detach().cpu())
+        token_texts: dict[int, str] = {}
+        record = {"step": index, "position": self.input_ids.shape[1], "branch": self.branch,
+                  "logits_top": self._top(raw, token_texts), "processors": []}
+        scores = raw
+        for processor in self.processors:
+            before = scores
+            scores = processor(self.input_ids, scores)
+            removed = int((torch.isfinite(before) & ~torch.isfinite(scores)).sum())
+            changed = int((before != scores).sum())
+            record["processors"].append({"name": processor.name, "args": processor.args(), "removed": removed,
+                                         "changed": changed, "kept": int(torch.isfinite(scores).sum()),
+                                         "top": self._top(scores, token_texts) if changed else None})
+        probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
+        if self.settings.get("do_sample"):
+            token = int(torch.multinomial(probs, num_samples=1)[0, 0])
+            method = "sample"
+        else:
+            token = int(torch.argmax(scores, dim=-1)[0])
+            method = "greedy"
+        raw_probs = torch.softmax(raw, dim=-1)
+        p = probs[0]
+        entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
+        top_probs, top_ids = torch.topk(p, min(10 if self.trace_top != "all" else p.numel(), p.numel()))
+        for token_id in top_ids.tolist():
+            token_texts.setdefault(token_id, self.token_text(token_id))
+        self.input_ids = torch.cat([self.input_ids, torch.tensor([[token]], device=self.device)], dim=1)
+        full = self.text
+        piece = ""
+        if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
+            piece, self.printed = full[len(self.printed):], full
+        record.update(
+            token_id=token, token=self.token_text(token), text=piece, method=method,
+            prob=float(probs[0, token]), raw_prob=float(raw_probs[0, token]),
+            logit=float(raw[0, token]), rank=int((raw[0] > raw[0, token]).sum()) + 1,
+            entropy_bits=entropy, probs_top={"ids": top_ids.tolist(), "values": _floats(top_probs)},
+            kv_cache={"length": len(self.cache), "bytes": self.cache.nbytes},
+            forward=forward, forward_time=forward_time, token_texts=token_texts)
+        if token in self.eos:
+            self._finish("eos", record)
+        elif self.input_ids.shape[1] >= self.settings["max_length"]:
+            self._finish("max_length", record)
+        elif self.context and self.input_ids.shape[1] >= self.context:
+            self._finish("context_window", record)
+        elif any(s in full[-(len(s) + len(record["token"]) + 8):] for s in self.stop_strings):
+            self._finish("stop_string", record)
+        self.steps.append(record)
+        self.trace.emit("generation", "step", record, start=start, duration=time.perf_counter() - t0)
+        return record
+
+    def _finish(self, reason: str, record: dict | None = None) -> None:
+        self.finished, self.stop_reason = True, reason
+        if record is not None:
+            record["stop_reason"] = reason
+
+    def run(self, max_steps: int | None = None) -> "Generation":
+        """Step until finished (or max_steps more tokens)."""
+        count = 0
+        while not self.finished and (max_steps is None or count < max_steps):
+            self.step()
+            count += 1
+        return self
+
+    # -- knobs, what-if, forcing ------------------------------------------------------------------------
+    def set_settings(self, **knobs) -> None:
+        """Change sampling knobs (temperature, top_k, top_p, min_p, repetition_penalty, do_sample) for the next steps."""
+        allowed = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty", "do_sample", "min_new_tokens"}
+        unknown = set(knobs) - allowed
+        if unknown:
+            raise ExplainError(f"cannot change {sorted(unknown)} mid-run; knobs are {', '.join(sorted(allowed))}")
+        settings = {**self.settings, **knobs}
+        validate(settings)
+        self.processors = build_processors(settings, self.prompt_length)
+        self.settings = settings
+
+    def what_if(self, step: int, **knobs) -> dict:
+        """Re-apply processors built from other knobs to step `step`'s recorded raw logits; nothing is generated."""
+        if not self.keep_logits:
+            raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
+                               "(the step-through controller does)")
+        if not 0 <= step < len(self.raw_logits):
+            raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.raw_logits) - 1} exist")
+        settings = {**self.settings, **knobs}
+        validate(settings)
+        ids = self.input_ids[:, : self.steps[step]["position"]]
+        scores = self.raw_logits[step][None].to(self.device)
+        for processor in build_processors(settings, self.prompt_length):
+            scores = processor(ids, scores)
+        probs = torch.softmax(scores, dim=-1)[0]
+        top_probs, top_ids = torch.topk(probs, 10)
+        return {"step": step, "settings": {k: settings.get(k) for k in ("do_sample", "temperature", "top_k", "top_p",
+                                                                        "min_p", "repetition_penalty")},
+                "ids": top_ids.tolist(), "probs": _floats(top_probs),
+                "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
+                "recorded_token": self.steps[step]["token_id"],
+                "recorded_token_prob": float(probs[self.steps[step]["token_id"]])}
+
+    def force(self, step: int, token_id: int) -> "Generation":
+        """A new run that is this one up to `step`, then takes `token_id` there; this run is left as it was."""
+        if not 0 <= step < len(self.steps):
+            raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.steps) - 1} exist")
+        vocab = self.model.config.vocab_size
+        if not 0 <= token_id < vocab:
+            raise ExplainError(f"token id {token_id} is outside the vocabulary (0..{vocab - 1})")
+        position = self.steps[step]["position"]
+        other = Generation.__new__(Generation)
+        other.__dict__.update(self.__dict__)
+        other.branch = 1 + len(self.trace.filter("generation", "force"))  # each forced run gets a new branch id
+        other.cache = KVCache()
+        other.cache.keys, other.cache.values = list(self.cache.keys), list(self.cache.values)
+        other.cache.crop(position)
+        other.input_ids = torch.cat([self.input_ids[:, :position],
+                                     torch.tensor([[token_id]], device=self.device)], dim=1)
+        other.steps = [dict(s) for s in self.steps[:step]]
+        forced = dict(self.steps[step], token_id=token_id, token=self.token_text(token_id), forced=True,
+                      branch=other.branch, text=None)
+        other.steps.append(forced)
+        other.raw_logits = list(self.raw_logits[: step + 1])
+        other.next_logits = None
+        other.printed = other.text if not other.text.endswith("\ufffd") else ""
+        other.finished, other.stop_reason = False, None
+        if token_id in other.eos or other.input_ids.shape[1] >= other.settings["max_length"]:
+            other._finish("eos" if token_id in other.eos else "max_length", forced)
+        self.trace.emit("generation", "force", {"step": step, "position": position, "token_id": token_id,
+                                                "token": forced["token"], "from_branch": self.branch,
+                                                "branch": other.branch, "replaced": self.steps[step]["token_id"]})
+        return other

@@ -1,0 +1,149 @@
+"""`explain.pipeline(...)`: transformers' pipeline call, each loading stage run for real and traced.
+
+    registry -> config (files from the Hub cache or a folder, then config.json or GGUF metadata)
+             -> tokenizer -> weights -> placement
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import torch
+from accelerate import init_empty_weights
+
+from . import hub, registry
+from .config import folder_has_gguf, gguf_reader, load_config
+from .embedded import ensure_provisioned
+from .errors import ExplainError, UnsupportedError
+from .models import model_class
+from .placement import place
+from .tokenizer import Tokenizer, load_tokenizer
+from .trace import Trace
+from .weights import dtype_name, load_weights, resolve_dtype, safetensors_files
+
+# transformers.pipeline's own arguments that do not apply to a text-only pipeline; accepted and ignored
+IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video_processor", "use_fast",
+                     "framework", "pipeline_class", "batch_size", "num_workers", "binary_output", "model_card")
+MODEL_KWARGS = ("dtype", "torch_dtype", "device_map", "max_memory", "gguf_file", "revision", "token",
+                "trust_remote_code", "low_cpu_mem_usage", "attn_implementation", "cache_dir")
+
+REMOTE_CODE_REFUSAL = (
+    "trust_remote_code=True asks to download and run Python code from the model repository. explain refuses: "
+    "it only runs its own readable model files (explain/models/) so that every number it shows comes from code "
+    "you can inspect. Use a model whose architecture explain supports, without trust_remote_code.")
+
+
+def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=None, revision: str | None = None,
+             token=None, device=None, device_map=None, dtype="auto", torch_dtype=None, trust_remote_code=None,
+             model_kwargs: dict | None = None, gguf_file: str | None = None, trace: Trace | None = None,
+             **kwargs):
+    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline."""
+    from .text_generation import GENERATE_ARGUMENTS, TextGenerationPipeline
+    model_kwargs = dict(model_kwargs or {})
+    unknown = [k for k in model_kwargs if k not in MODEL_KWARGS]
+    if unknown:
+        raise ExplainError(f"unknown model_kwargs {unknown}; explain understands {', '.join(MODEL_KWARGS)}")
+    trust_remote_code = model_kwargs.pop("trust_remote_code", trust_remote_code)
+    if trust_remote_code:
+        raise UnsupportedError(REMOTE_CODE_REFUSAL)
+    dtype = model_kwargs.pop("dtype", model_kwargs.pop("torch_dtype", torch_dtype if torch_dtype is not None else dtype))
+    device_map = model_kwargs.pop("device_map", device_map)
+    gguf_file = model_kwargs.pop("gguf_file", gguf_file)
+    revision = model_kwargs.pop("revision", revision)
+    token = model_kwargs.pop("token", token)
+    max_memory = model_kwargs.pop("max_memory", None)
+    generate_defaults = {}
+    for key, value in kwargs.items():
+        if key in IGNORED_ARGUMENTS:
+            continue
+        if key in GENERATE_ARGUMENTS:
+            generate_defaults[key] = value
+            continue
+        close = difflib.get_close_matches(key, list(GENERATE_ARGUMENTS) + ["model", "tokenizer", "device",
+                                          "device_map", "dtype", "model_kwargs", "gguf_file", "revision"], n=1)
+        raise ExplainError(f"unknown argument {key!r} to explain.pipeline"
+                           + (f"; did you mean {close[0]!r}?" if close else ""))
+
+    trace = trace if trace is not None else Trace()
+    trace.meta.setdefault("explain_version", __import__("explain").__version__)
+    trace.meta.setdefault("torch_version", torch.__version__)
+    found = registry.lookup(task, model if isinstance(model, (str, type(None))) else "<object>", trace)
+    if model is None:
+        model, revision, gguf_file = found["model_used"], found["revision_used"], found["gguf_file_used"]
+        ensure_provisioned()
+    if not isinstance(model, (str, os.PathLike)):
+        raise ExplainError("model must be a Hub repo id or a local folder (a string); explain loads the "
+                           "weights itself so that it can trace them")
+    model = os.fspath(model)
+
+    def resolve(filename, required=True):
+        return hub.resolve(model, filename, revision=revision, token=token, trace=trace, required=required)
+
+    # -- config stage: files, then the config itself ----------------------------------------------------
+    reader = gguf_path = config_path = None
+    if hub.is_local(model) and gguf_file is None and not os.path.isfile(os.path.join(model, "config.json")):
+        ggufs = folder_has_gguf(model)
+        hint = f" It holds GGUF files ({', '.join(ggufs)}): pass gguf_file=\"{ggufs[0]}\"." if ggufs else ""
+        raise ExplainError(f"the folder {model} has no config.json, so it is not a Hugging Face model folder.{hint} "
+                           "A model folder needs config.json, *.safetensors and tokenizer.json "
+                           "(write one with pipe.save_pretrained(folder)).")
+    if gguf_file is not None:
+        gguf_path = resolve(gguf_file)
+        reader = gguf_reader(gguf_path)
+    if config is not None:
+        config_path = config if os.path.isfile(str(config)) else hub.resolve(config, "config.json", revision=revision,
+                                                                               token=token, trace=trace)
+    elif gguf_path is None:
+        config_path = resolve("config.json")
+    generation_path = resolve("generation_config.json", required=False) if gguf_path is None else None
+    config_dict, generation, generation_sources = load_config(config_path, gguf_path, generation_path, trace, reader)
+    cls = model_class(config_dict)
+
+    # -- tokenizer stage -----------------------------------------------------------------------------------
+    if isinstance(tokenizer, Tokenizer):
+        tok = tokenizer
+    else:
+        if tokenizer is not None:
+            source = hub.resolve(tokenizer, "tokenizer.json", revision=revision, token=token, trace=trace)
+            source = os.path.dirname(source)
+        elif gguf_path is not None:
+            source = gguf_path
+        else:
+            source = os.path.dirname(resolve("tokenizer.json"))
+            for optional in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+                resolve(optional, required=False)
+        tok = load_tokenizer(source, trace=trace)
+
+    # -- weights stage ---------------------------------------------------------------------------------------
+    torch_dtype = resolve_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
+    model_config = cls.config_class.from_dict(config_dict)
+    with init_empty_weights(include_buffers=False):  # a skeleton on the meta device: names and shapes, no memory
+        module = cls(model_config)
+    if gguf_path is not None:
+        files = {"gguf": gguf_path}
+    else:
+        index = resolve("model.safetensors.index.json", required=False)
+        if index is not None:
+            files = {"safetensors": safetensors_files(resolve, model, index)}
+        else:
+            single = resolve("model.safetensors", required=False)
+            if single is not None:
+                files = {"safetensors": [single]}
+            else:
+                binary = resolve("pytorch_model.bin", required=False)
+                if binary is None:
+                    raise ExplainError(f"{model} has no weights explain can read: no model.safetensors, "
+                                       "model.safetensors.index.json or pytorch_model.bin")
+                files = {"bin": [binary]}
+    tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
+    state = load_weights(module, files, config_dict, torch_dtype, trace, tied=tied, reader=reader)
+
+    # -- placement stage -------------------------------------------------------------------------------------
+    module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,
+                   tied=tied)
+    del state
+    return TextGenerationPipeline(task=found["task"], model=module, tokenizer=tok, config=config_dict,
+                                  generation_config=generation, generation_config_source=generation_sources,
+                                  trace=trace, name_or_path=model, dtype=dtype_name(torch_dtype),
+                                  generate_defaults=generate_defaults)

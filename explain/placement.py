@@ -1,0 +1,160 @@
+"""Stage 5, placement: which device each module's weights live on, decided by accelerate as transformers does.
+
+device="cpu" / "cuda:0" / 0         everything on one device
+device_map="auto" (or "balanced", "sequential", "balanced_low_0")
+                                    accelerate.infer_auto_device_map over the devices accelerate finds, with
+                                    max_memory from accelerate.utils.get_max_memory (or the caller's)
+device_map={"model.layers.0": 0, ...}  the caller's own map
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from accelerate import dispatch_model
+from accelerate.utils import get_max_memory, infer_auto_device_map, set_module_tensor_to_device
+
+from .errors import ExplainError
+from .trace import Trace
+from .weights import dtype_name
+
+AUTO_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _available(device: str) -> tuple[bool, str]:
+    kind = device.split(":")[0]
+    if kind == "cpu":
+        return True, ""
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return False, (f"torch.cuda.is_available() is False (torch {torch.__version__}"
+                           f"{', a CPU-only build' if torch.version.cuda is None else ''})")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            return False, f"there are {torch.cuda.device_count()} CUDA devices"
+        return True, ""
+    if kind == "mps":
+        ok = torch.backends.mps.is_available()
+        return ok, "" if ok else "torch.backends.mps.is_available() is False"
+    if kind == "disk":
+        return False, "explain runs models fully loaded and does not offload weights to disk"
+    return False, "it is not a device torch knows (cpu, cuda, cuda:N, mps)"
+
+
+def normalise_device(device) -> str:
+    if isinstance(device, torch.device):
+        device = str(device)
+    if isinstance(device, int):
+        device = "cpu" if device < 0 else f"cuda:{device}"
+    device = str(device)
+    ok, why = _available(device)
+    if not ok:
+        raise ExplainError(f"device {device!r} was asked for but {why} on this machine; use device=\"cpu\", or "
+                           "device_map=\"auto\" to take whatever devices exist")
+    return device
+
+
+def plan(model: torch.nn.Module, dtype: torch.dtype, device=None, device_map=None, max_memory=None) -> dict:
+    """Decide the device map without moving anything; returns the facts the placement event shows."""
+    if device is not None and device_map is not None:
+        raise ExplainError("pass either device= or device_map=, not both (transformers refuses both too)")
+    no_split = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))})
+    facts = {"asked": {"device": str(device) if device is not None else None,
+                       "device_map": device_map if not isinstance(device_map, dict) else "dict"},
+             "no_split_module_classes": no_split, "dtype": dtype_name(dtype)}
+    if isinstance(device_map, str) and device_map in AUTO_STRATEGIES:
+        memory = get_max_memory(max_memory)
+        gpus = [k for k in memory if k not in ("cpu", "disk", "mps")]
+        found = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split, dtype=dtype)
+        facts.update(strategy=device_map, max_memory=memory, device_map=dict(found))
+        if not gpus:
+            facts["reason"] = ("no accelerator is visible (torch.cuda.is_available() is False"
+                               + (", no MPS" if not torch.backends.mps.is_available() else "")
+                               + "), so accelerate's get_max_memory() lists only the CPU "
+                               f"({memory.get('cpu', 0) / 2**30:.1f} GiB free) and every module goes to cpu")
+        else:
+            facts["reason"] = (f"accelerate filled the devices in order ({', '.join(map(str, memory))}) within "
+                               "max_memory, keeping each decoder layer whole")
+    elif isinstance(device_map, dict):
+        facts.update(strategy="given", device_map=dict(device_map), reason="device_map given by the caller")
+    else:
+        target = normalise_device(device_map if device_map is not None else (device if device is not None else "cpu"))
+        facts.update(strategy="single device", device_map={"": target},
+                     reason="no device given: transformers' default is the CPU" if device is None and device_map is None
+                     else f"everything on {target}, as asked")
+    devices = set()
+    for module, where in facts["device_map"].items():
+        where = normalise_device(where) if where != "disk" else where
+        if where == "disk":
+            raise ExplainError(f"the device map puts {module or 'the model'} on disk: the model does not fit the "
+                               "memory given; explain runs fully loaded models only. Use a smaller dtype "
+                               "(torch_dtype=torch.bfloat16) or a smaller model, or raise max_memory")
+        devices.add(where)
+    facts["devices"] = sorted(devices)
+    return facts
+
+
+def _device_of(name: str, device_map: dict) -> str:
+    """The device of the longest device-map prefix that owns `name`."""
+    best = None
+    for module, where in device_map.items():
+        if module == "" or name == module or name.startswith(module + "."):
+            if best is None or len(module) > len(best):
+                best = module
+    if best is None:
+        raise ExplainError(f"the device map does not place {name!r}; add its module (or \"\") to device_map")
+    where = device_map[best]
+    return f"cuda:{where}" if isinstance(where, int) else str(where)
+
+
+def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace, device=None, device_map=None,
+          max_memory=None, tied: dict | None = None) -> torch.nn.Module:
+    """Run the placement stage: put each checkpoint tensor on its device, tie weights, emit `placement/place`."""
+    start, t0 = time.time(), time.perf_counter()
+    facts = plan(model, dtype, device, device_map, max_memory)
+    device_map = facts["device_map"]
+    for name, tensor in state.items():
+        set_module_tensor_to_device(model, name, _device_of(name, device_map), value=tensor)
+    for target, source in (tied or {}).items():
+        _tie(model, target, source)
+    for name, buffer in list(model.named_buffers()):  # computed buffers (rotary frequencies) follow their module
+        set_module_tensor_to_device(model, name, _device_of(name, device_map), value=buffer)
+    if len(facts["devices"]) > 1:
+        dispatch_model(model, device_map=device_map)  # hooks that move activations between devices
+    per_device, seen = {}, set()
+    for _, parameter in model.named_parameters():
+        if parameter.data_ptr() in seen:
+            continue
+        seen.add(parameter.data_ptr())
+        key = str(parameter.device)
+        per_device[key] = per_device.get(key, 0) + parameter.numel() * parameter.element_size()
+    facts.update(bytes_per_device=per_device, tied=dict(tied or {}),
+                 modules={name: str(next(m.parameters()).device) for name, m in model.named_children()
+                          if any(True for _ in m.parameters())})
+    facts["layers"] = _layer_devices(model)
+    trace.emit("placement", "place", facts, start=start, duration=time.perf_counter() - t0)
+    model.eval()
+    return model
+
+
+def _layer_devices(model: torch.nn.Module) -> dict:
+    """Top-level modules and each decoder layer -> its device, the view a reader wants."""
+    out = {}
+    for name, module in model.named_modules():
+        depth = name.count(".")
+        params = list(module.parameters(recurse=False))
+        if params and depth <= 3:
+            out[name] = str(params[0].device)
+        elif name.split(".")[-1].isdigit() and depth <= 2:
+            first = next(module.parameters(), None)
+            if first is not None:
+                out[name] = str(first.device)
+    return out
+
+
+def _tie(model: torch.nn.Module, target: str, source: str) -> None:
+    target_module, _, target_name = target.rpartition(".")
+    source_module, _, source_name = source.rpartition(".")
+    setattr(model.get_submodule(target_module), target_name,
+            getattr(model.get_submodule(source_module), source_name))

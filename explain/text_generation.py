@@ -1,0 +1,229 @@
+"""TextGenerationPipeline: transformers' text-generation pipeline, with the tokenization, generation and
+decoding stages traced. Inputs and outputs are those of transformers.TextGenerationPipeline:
+
+    pipe("Once upon a time")                      -> [{"generated_text": "Once upon a time..."}]
+    pipe([{"role": "user", "content": "Hi"}])     -> [{"generated_text": [..messages.., {"role": "assistant", ...}]}]
+    pipe(["a", "b"])                              -> [[{...}], [{...}]]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import torch
+
+from .errors import ExplainError
+from .generation import SETTINGS, Generation, resolve
+from .trace import Trace
+
+CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
+                "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
+                "trace_top", "keep_logits")
+GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS
+
+
+def _is_chat(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(m, dict) and "role" in m for m in value)
+
+
+class TextGenerationPipeline:
+    def __init__(self, task, model, tokenizer, config, generation_config, generation_config_source, trace: Trace,
+                 name_or_path, dtype, generate_defaults=None):
+        self.task, self.model, self.tokenizer, self.config = task, model, tokenizer, config
+        self.generation_config, self.generation_config_source = generation_config, generation_config_source
+        self.trace, self.name_or_path, self.dtype = trace, name_or_path, dtype
+        self.generate_defaults = dict(generate_defaults or {})
+        self.device = next(model.parameters()).device
+        self.last_generation: Generation | None = None
+
+    def __repr__(self):
+        return (f"explain.TextGenerationPipeline({self.name_or_path!r}, {self.config['architectures'][0]}, "
+                f"dtype={self.dtype}, device={self.device}, {len(self.trace)} trace events)")
+
+    # -- call ------------------------------------------------------------------------------------------
+    def __call__(self, text_inputs, **kwargs):
+        if isinstance(text_inputs, str) or _is_chat(text_inputs):
+            return self._one(text_inputs, kwargs)
+        if isinstance(text_inputs, (list, tuple)) and text_inputs:
+            return [self._one(item, kwargs) for item in text_inputs]
+        raise ExplainError(f"text_inputs must be a string, a chat (a list of {{'role', 'content'}} dicts) or a list "
+                           f"of those; got {type(text_inputs).__name__}")
+
+    def start(self, text_inputs, **kwargs) -> Generation:
+        """Tokenize and set up a generation without running it: advance it with .step() / .run()."""
+        options, settings_call = self._split(kwargs)
+        return self._prepare(text_inputs, options, settings_call)
+
+    def _split(self, kwargs):
+        kwargs = {**self.generate_defaults, **kwargs}
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in CALL_OPTIONS}
+        return options, kwargs
+
+    def _prepare(self, prompt, options, settings_call) -> Generation:
+        self.trace.new_run()
+        ids, prompt_text = self._tokenize(prompt, options)
+        handle = options.get("handle_long_generation")
+        context = self.config.get("max_position_embeddings") or self.config.get("n_positions")
+        new_tokens = settings_call.get("max_new_tokens") or 0
+        if context and len(ids) + (new_tokens if handle == "hole" else 0) >= context + (0 if handle == "hole" else 1):
+            if handle == "hole":
+                keep = context - new_tokens
+                if keep <= 0:
+                    raise ExplainError(f"max_new_tokens={new_tokens} does not fit the context window of {context}")
+                ids = ids[-keep:]
+            else:
+                raise ExplainError(f"the prompt is {len(ids)} tokens but the model's context window is {context} "
+                                   "tokens; shorten the prompt, or pass handle_long_generation=\"hole\" to keep "
+                                   "only its last tokens")
+        with self.trace.span("generation", "settings") as data:
+            settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
+                                        len(ids), context, self.tokenizer.pad_token_id)
+            generation = Generation(self.model, self.tokenizer, ids, settings, self.trace,
+                                    trace_top=options.get("trace_top", 20), keep_logits=options.get("keep_logits", False))
+            data.update(settings=settings, sources=sources, processors=[
+                {"name": p.name, "class": type(p).__name__, "args": p.args()} for p in generation.processors],
+                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device))
+        generation.prompt_text, generation.options = prompt_text, options
+        self.last_generation = generation
+        return generation
+
+    def _one(self, prompt, kwargs):
+        options, settings_call = self._split(kwargs)
+        generation = self._prepare(prompt, options, settings_call)
+        start, t0 = time.time(), time.perf_counter()
+        interrupted = False
+        try:
+            generation.run()
+        except KeyboardInterrupt:
+            interrupted = True
+            generation._finish("interrupted")
+            raise
+        finally:
+            self._end(generation, start, time.perf_counter() - t0, interrupted)
+        return self._postprocess(generation, options)
+
+    # -- stages ----------------------------------------------------------------------------------------
+    def _tokenize(self, prompt, options) -> tuple[list[int], object]:
+        with self.trace.span("tokenization", "encode") as data:
+            prefix = options.get("prefix") or ""
+            if isinstance(prompt, str):
+                text = prefix + prompt
+                add_special = options.get("add_special_tokens", True)
+                data.update(kind_of_input="text", chat_template_text=None, segments=None)
+            else:
+                messages = [dict(m) for m in prompt]
+                continue_final = options.get("continue_final_message")
+                if continue_final is None:
+                    continue_final = messages[-1]["role"] == "assistant"
+                text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=not continue_final)
+                if continue_final:  # cut after the last message's content, so the model continues it
+                    final = messages[-1]["content"]
+                    text = text[: text.rindex(final) + len(final)] if final and final in text else text
+                add_special = False  # the template writes its own special tokens
+                data.update(kind_of_input="chat", chat_template_text=text, messages=messages,
+                            segments=self._role_segments(messages, text),
+                            add_generation_prompt=not continue_final)
+            details = self.tokenizer.encode_with_details(text, add_special_tokens=add_special)
+            data.update(text=text, ids=details["ids"], tokens=details["tokens"], offsets=details["offsets"],
+                        special=details["special"], count=len(details["ids"]), add_special_tokens=add_special)
+        if not details["ids"] and self.tokenizer.bos_token_id is None:
+            raise ExplainError("the prompt is empty and this model has no BOS token to start from; give it some text")
+        ids = details["ids"] or [self.tokenizer.bos_token_id]
+        return ids, prompt
+
+    def _role_segments(self, messages, text):
+        """Character ranges of each message in the rendered template (the template is rendered per prefix)."""
+        segments, start = [], 0
+        for i in range(len(messages)):
+            try:
+                end = len(self.tokenizer.apply_chat_template(messages[: i + 1], add_generation_prompt=False))
+            except Exception:  # a template that refuses partial conversations: no segments, nothing is lost
+                return None
+            if not text.startswith(text[:end]) or end > len(text):
+                return None
+            segments.append({"role": messages[i]["role"], "start": start, "end": end})
+            start = end
+        if start < len(text):
+            segments.append({"role": "generation prompt", "start": start, "end": len(text)})
+        return segments
+
+    def _end(self, generation: Generation, start, duration, interrupted):
+        steps = generation.steps
+        decode_steps = [s for s in steps if s.get("forward") == "decode"]
+        prefill = self.trace.last("generation", "prefill")
+        self.trace.emit("generation", "end", {
+            "stop_reason": generation.stop_reason or ("interrupted" if interrupted else None),
+            "interrupted": interrupted, "new_tokens": len(steps), "prompt_tokens": generation.prompt_length,
+            "prefill_time": prefill.duration if prefill is not None and prefill.run == self.trace.run else None,
+            "decode_tokens_per_s": (len(decode_steps) / sum(s["forward_time"] for s in decode_steps)
+                                    if decode_steps else None),
+            "tokens_per_s": len(steps) / duration if duration > 0 else None}, start=start, duration=duration)
+        with self.trace.span("decoding", "decode") as data:
+            ids = generation.generated_ids
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            data.update(ids=ids, text=text, text_with_special=generation.text,
+                        stop_reason=data.get("stop_reason") or generation.stop_reason, interrupted=interrupted,
+                        skip_special_tokens=True)
+        generation.output_text = text
+
+    def _postprocess(self, generation: Generation, options):
+        if options.get("return_tensors"):
+            return [{"generated_token_ids": generation.input_ids[0].tolist()}]
+        skip = options.get("skip_special_tokens", True)
+        text = generation.output_text if skip else generation.text
+        full = options.get("return_full_text", True) and options.get("return_text", True) is not False
+        prompt = generation.prompt_text
+        if not full:
+            return [{"generated_text": text}]
+        if isinstance(prompt, str):
+            return [{"generated_text": prompt + text}]
+        messages = [dict(m) for m in prompt]
+        continue_final = options.get("continue_final_message")
+        if continue_final is None:
+            continue_final = messages[-1]["role"] == "assistant"
+        if continue_final:
+            messages[-1] = {**messages[-1], "content": messages[-1]["content"] + text}
+            return [{"generated_text": messages}]
+        return [{"generated_text": messages + [{"role": "assistant", "content": text}]}]
+
+    # -- saving ----------------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str) -> str:
+        """Write a plain Hugging Face folder: config.json, model.safetensors, tokenizer files, generation_config.json.
+
+        Files are written to a temporary folder beside the target and moved in at the end, so a failure leaves
+        no half-written model behind.
+        """
+        from safetensors.torch import save_model
+        folder = os.path.abspath(folder)
+        parent = os.path.dirname(folder)
+        os.makedirs(parent, exist_ok=True)
+        if os.path.exists(folder) and os.listdir(folder):
+            existing = set(os.listdir(folder)) - {"config.json", "model.safetensors", "tokenizer.json",
+                                                   "tokenizer_config.json", "special_tokens_map.json",
+                                                   "generation_config.json", "chat_template.jinja"}
+            if existing:
+                raise ExplainError(f"{folder} already holds other files ({sorted(existing)[:3]}); "
+                                   "save into an empty or new folder")
+        staging = tempfile.mkdtemp(prefix=".explain-save-", dir=parent)
+        try:
+            config = {k: v for k, v in self.config.items() if not k.startswith("_")}
+            config["torch_dtype"] = config["dtype"] = self.dtype
+            with open(os.path.join(staging, "config.json"), "w") as f:
+                json.dump(config, f, indent=2)
+            generation = {k: v for k, v in self.generation_config.items()
+                          if v is not None and self.generation_config_source.get(k) != "transformers default"}
+            with open(os.path.join(staging, "generation_config.json"), "w") as f:
+                json.dump(generation, f, indent=2)
+            save_model(self.model, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
+            self.tokenizer.save(staging)
+            os.makedirs(folder, exist_ok=True)
+            for name in os.listdir(staging):
+                os.replace(os.path.join(staging, name), os.path.join(folder, name))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
