@@ -40,8 +40,10 @@ QWEN35_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\
 TEKKEN_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
                 r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
                 r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-               r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+               r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+               r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+               r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
                r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 GGUF_PRE_TOKENIZER_SPLITS = {
     **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
@@ -81,7 +83,7 @@ class Tokenizer:
         added = {token.content for token in backend.get_added_tokens_decoder().values()}
         backend.add_tokens([AddedToken(t, special=True) for t in self.all_special_tokens if t not in added])
         if add_bos_token is not None or add_eos_token is not None or backend.post_processor is None:
-            # transformers rebuilds the post-processor from the flags when a config states them
+            # the flags are stated (a GGUF states them): add BOS/EOS as transformers' update_post_processor does
             self.add_bos_token = bool(add_bos_token) and bos_token is not None
             self.add_eos_token = bool(add_eos_token) and eos_token is not None
             backend.post_processor = self._template_processor()
@@ -144,7 +146,8 @@ class Tokenizer:
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         """Bytes of the tokens joined, then read as UTF-8; a split character shows as U+FFFD, as in transformers."""
-        text = self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        ids = [int(i) for i in (ids if hasattr(ids, "__iter__") else [ids])]  # a list, a tensor or one id
+        text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
         if self.clean_up_tokenization_spaces and type(self.backend.model).__name__ != "BPE":  # transformers skips BPE
             for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
                                    (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
@@ -164,15 +167,18 @@ class Tokenizer:
         does; with tokenize=True return its ids (encoded with add_special_tokens=False, the template writes them)."""
         template = self.chat_templates.get(chat_template, chat_template) or self.chat_template
         if template is None:
-            named = f" (it has templates named {sorted(self.chat_templates)}, none 'default')" if self.chat_templates else ""
-            raise ExplainError(f"this tokenizer has no chat template{named}, so chat messages cannot be turned into a "
+            names = f" (only templates named {sorted(self.chat_templates)})" if self.chat_templates else ""
+            raise ExplainError(f"this tokenizer has no chat template{names}, so chat messages cannot be turned into a "
                                "prompt; pass a plain string prompt instead, or a template with chat_template=...")
-        if not messages:
-            raise ExplainError("cannot apply a chat template to an empty conversation; give at least one message")
+        if not messages or isinstance(messages, str):
+            raise ExplainError("a chat template needs a non-empty list of messages like [{'role': 'user', 'content': "
+                               "'Hi'}]; a plain string prompt goes to encode() as it is")
+        if any(callable(tool) for tool in kwargs.get("tools") or ()):
+            raise UnsupportedError("pass tools as JSON-schema dicts; explain does not turn functions into schemas")
         chat = []
         for message in _plain(messages):
             if not isinstance(message, dict):
-                raise ExplainError(f"chat messages are dicts like {{'role': 'user', 'content': '...'}}, got {message!r}")
+                raise ExplainError(f"a chat message is a dict with 'role' and 'content', not {message!r}")
             message = {key: value for key, value in message.items() if value is not None}
             reasoning = next((message[k] for k in REASONING_FIELDS if message.get(k) is not None), None)
             if reasoning is not None:  # templates read one of these names; transformers fills them all
@@ -205,7 +211,8 @@ class Tokenizer:
             raise UnsupportedError(f"{path} states tokenizer.ggml.model {kind!r}; explain builds GGUF tokenizers "
                                    "only for 'gpt2' (byte-level BPE, as in SmolLM2, Qwen, Llama 3). Use the model's "
                                    "folder with tokenizer.json instead")
-        tokens, types, merges = meta.get("ggml.tokens") or [], meta.get("ggml.token_type") or [], meta.get("ggml.merges")
+        tokens, types = meta.get("ggml.tokens") or [], meta.get("ggml.token_type") or []
+        merges = meta.get("ggml.merges")
         if not tokens or not merges:
             raise CorruptFileError(f"{path} states a byte-level BPE tokenizer but lacks its "
                                    f"{'tokenizer.ggml.tokens' if not tokens else 'tokenizer.ggml.merges'}")
@@ -277,8 +284,9 @@ class Tokenizer:
         extra = extra.values() if isinstance(extra, dict) else extra
         merges = spec.get("model", {}).get("merges")
         return cls(backend, **{name: _content(config.get(name, mapped.get(name))) for name in NAMED_TOKENS},
-                   chat_template=chat_template, model_max_length=config.get("model_max_length", NO_LIMIT), source="tokenizer.json",
-                   extra_special_tokens=[_content(t) for t in extra], num_merges=None if merges is None else len(merges),
+                   chat_template=chat_template, model_max_length=config.get("model_max_length", NO_LIMIT),
+                   source="tokenizer.json", extra_special_tokens=[_content(t) for t in extra],
+                   num_merges=None if merges is None else len(merges),
                    clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)))
 
     def save(self, folder) -> str:

@@ -170,7 +170,8 @@ def test_named_templates_survive_save_and_transformers(tok, tmp_path):
     from tokenizers import Tokenizer as Backend
     from transformers import AutoTokenizer
 
-    templates = {"default": tok.chat_template, "short": "{% for m in messages %}{{ m.role }}>{{ m.content }}\n{% endfor %}"}
+    templates = {"default": tok.chat_template,
+                 "short": "{% for m in messages %}{{ m.role }}>{{ m.content }}\n{% endfor %}"}
     named = Tokenizer(Backend.from_str(tok.backend.to_str()), bos_token=tok.bos_token, eos_token=tok.eos_token,
                       chat_template=templates)
     assert named.chat_template == tok.chat_template
@@ -201,7 +202,8 @@ def test_missing_chat_template_says_what_to_do(saved, tmp_path):
     assert plain.chat_template is None and plain.describe()["has_chat_template"] is False
     with pytest.raises(ExplainError, match="no chat template.*plain string prompt.*chat_template="):
         plain.apply_chat_template([{"role": "user", "content": "hi"}])
-    assert plain.apply_chat_template([{"role": "user", "content": "hi"}], chat_template="{{ messages[0].content }}") == "hi"
+    hi = [{"role": "user", "content": "hi"}]
+    assert plain.apply_chat_template(hi, chat_template="{{ messages[0].content }}") == "hi"
 
 
 # -- saving and loading folders ---------------------------------------------------------------------
