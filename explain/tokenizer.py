@@ -216,8 +216,8 @@ class Tokenizer:
         if not tokens or not merges:
             raise CorruptFileError(f"{path} states a byte-level BPE tokenizer but lacks its "
                                    f"{'tokenizer.ggml.tokens' if not tokens else 'tokenizer.ggml.merges'}")
-        # The file spells most tokens in GPT-2's byte alphabet already; respell the rest (like '<|im_start|>'s
-        # neighbours with raw characters) from their UTF-8 bytes, as transformers does
+        # The file spells tokens in GPT-2's byte alphabet ('Ġthe'); respell any written as raw text (a plain
+        # space, a CJK character) from their UTF-8 bytes, as transformers does
         spelling = bytes_to_unicode()
         alphabet = set(spelling.values())
         vocab = {token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8")): index
@@ -284,7 +284,7 @@ class Tokenizer:
         extra = extra.values() if isinstance(extra, dict) else extra
         merges = spec.get("model", {}).get("merges")
         return cls(backend, **{name: _content(config.get(name, mapped.get(name))) for name in NAMED_TOKENS},
-                   chat_template=chat_template, model_max_length=config.get("model_max_length", NO_LIMIT),
+                   chat_template=chat_template, model_max_length=config.get("model_max_length") or NO_LIMIT,
                    source="tokenizer.json", extra_special_tokens=[_content(t) for t in extra],
                    num_merges=None if merges is None else len(merges),
                    clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)))
