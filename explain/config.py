@@ -116,14 +116,17 @@ def generation_config(config: dict, generation_file: dict | None) -> tuple[dict,
 
 
 def load_config(config_path: str | None, gguf_path: str | None, generation_path: str | None,
-                trace: Trace, reader: gguf.GGUFReader | None = None) -> tuple[dict, dict, dict]:
-    """Run the config stage. Returns (config dict, generation defaults, their sources); emits `config/config`."""
+                trace: Trace) -> tuple[dict, dict, dict, gguf.GGUFReader | None]:
+    """Run the config stage. Returns (config dict, generation defaults, their sources, the open GGUF reader if
+    any, for the tokenizer and weights stages to reuse); emits `config/config`."""
+    reader = None
     with trace.span("config", "config") as data:
         if config_path is not None:
             config = read_json(config_path, "model config (config.json)")
             data["source"] = config_path
         else:
-            config = config_from_gguf(reader or gguf_reader(gguf_path), gguf_path)
+            reader = gguf_reader(gguf_path)  # parses the header and metadata; tensors stay memory-mapped
+            config = config_from_gguf(reader, gguf_path)
             data["source"] = f"GGUF metadata of {gguf_path}"
         architecture_of(config)  # a config with no architectures entry fails here, with the fix
         generation_file = read_json(generation_path, "generation config") if generation_path else None
@@ -133,7 +136,7 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
                     checkpoint_dtype=config.get("dtype") or config.get("torch_dtype"),
                     generation_config=generation, generation_config_source=sources,
                     has_generation_config_file=generation_file is not None)
-    return config, generation, sources
+    return config, generation, sources, reader
 
 
 def describe_parameters(config: dict) -> dict:

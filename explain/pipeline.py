@@ -10,10 +10,9 @@ import difflib
 import os
 
 import torch
-from accelerate import init_empty_weights
 
 from . import hub, registry
-from .config import folder_has_gguf, gguf_reader, load_config
+from .config import folder_has_gguf, load_config
 from .embedded import ensure_provisioned
 from .errors import ExplainError, UnsupportedError
 from .models import model_class
@@ -81,7 +80,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
         return hub.resolve(model, filename, revision=revision, token=token, trace=trace, required=required)
 
     # -- config stage: files, then the config itself ----------------------------------------------------
-    reader = gguf_path = config_path = None
+    gguf_path = config_path = None
     if hub.is_local(model) and gguf_file is None and not os.path.isfile(os.path.join(model, "config.json")):
         ggufs = folder_has_gguf(model)
         hint = f" It holds GGUF files ({', '.join(ggufs)}): pass gguf_file=\"{ggufs[0]}\"." if ggufs else ""
@@ -90,14 +89,13 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
                            "(write one with pipe.save_pretrained(folder)).")
     if gguf_file is not None:
         gguf_path = resolve(gguf_file)
-        reader = gguf_reader(gguf_path)
     if config is not None:
         config_path = config if os.path.isfile(str(config)) else hub.resolve(config, "config.json", revision=revision,
                                                                                token=token, trace=trace)
     elif gguf_path is None:
         config_path = resolve("config.json")
     generation_path = resolve("generation_config.json", required=False) if gguf_path is None else None
-    config_dict, generation, generation_sources = load_config(config_path, gguf_path, generation_path, trace, reader)
+    config_dict, generation, generation_sources, reader = load_config(config_path, gguf_path, generation_path, trace)
     cls = model_class(config_dict)
 
     # -- tokenizer stage -----------------------------------------------------------------------------------
@@ -108,7 +106,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
             source = hub.resolve(tokenizer, "tokenizer.json", revision=revision, token=token, trace=trace)
             source = os.path.dirname(source)
         elif gguf_path is not None:
-            source = gguf_path
+            source = reader  # the GGUF file is parsed once, in the config stage
         else:
             source = os.path.dirname(resolve("tokenizer.json"))
             for optional in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
@@ -118,8 +116,6 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     # -- weights stage ---------------------------------------------------------------------------------------
     torch_dtype = resolve_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
     model_config = cls.config_class.from_dict(config_dict)
-    with init_empty_weights(include_buffers=False):  # a skeleton on the meta device: names and shapes, no memory
-        module = cls(model_config)
     if gguf_path is not None:
         files = {"gguf": gguf_path}
     else:
@@ -137,7 +133,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
                                        "model.safetensors.index.json or pytorch_model.bin")
                 files = {"bin": [binary]}
     tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
-    state = load_weights(module, files, config_dict, torch_dtype, trace, tied=tied, reader=reader)
+    module, state = load_weights(cls, model_config, files, config_dict, torch_dtype, trace, tied=tied, reader=reader)
 
     # -- placement stage -------------------------------------------------------------------------------------
     module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,

@@ -17,6 +17,7 @@ import gguf
 import numpy as np
 import safetensors
 import torch
+from accelerate import init_empty_weights
 from gguf.quants import dequantize
 
 from .errors import CorruptFileError, ExplainError
@@ -125,14 +126,18 @@ def read_pytorch_bin(paths: list[str], expected: list[str], trace: Trace, dtype:
                    "file_bytes": sum(os.path.getsize(p) for p in paths), "shards": len(paths)}
 
 
-def load_weights(model: torch.nn.Module, files: dict, config: dict, dtype: torch.dtype, trace: Trace,
-                 tied: dict | None = None, reader: gguf.GGUFReader | None = None) -> dict:
-    """Read the checkpoint into a CPU state dict of `dtype`, checked against `model`'s parameter names.
+def load_weights(model_class, model_config, files: dict, config: dict, dtype: torch.dtype, trace: Trace,
+                 tied: dict | None = None, reader: gguf.GGUFReader | None = None) -> tuple[torch.nn.Module, dict]:
+    """Build the model's skeleton on the meta device, then read the checkpoint into a CPU state dict of
+    `dtype`, checked against the skeleton's parameter names. Returns (skeleton, state dict).
 
     `files` is {"gguf": path} or {"safetensors": [paths]} or {"bin": [paths]}. A weight the architecture
     needs and the checkpoint lacks is an error: explain never shows numbers from random initialisation.
     """
     start, t0 = time.time(), time.perf_counter()
+    with init_empty_weights(include_buffers=False):  # names and shapes only, no memory
+        model = model_class(model_config)
+    skeleton_time = time.perf_counter() - t0
     tied = tied or {}  # target -> source, e.g. lm_head.weight -> model.embed_tokens.weight
     expected = [n for n, _ in model.named_parameters(remove_duplicate=False)] + \
                [n for n, b in model.named_buffers() if _persistent(model, n)]
@@ -153,13 +158,14 @@ def load_weights(model: torch.nn.Module, files: dict, config: dict, dtype: torch
     data = dict(facts, files=[os.path.basename(p) for p in paths], tensors=len(state),
                 bytes=sum(t.numel() * t.element_size() for t in state.values()),
                 parameters=sum(t.numel() for t in state.values()), dtype=dtype_name(dtype),
+                skeleton_seconds=skeleton_time,
                 missing=missing, tied=tied_used, unexpected_count=len(facts["unexpected"]))
     trace.emit("weights", "load", data, start=start, duration=time.perf_counter() - t0)
     if missing:
         raise ExplainError(f"the checkpoint ({', '.join(data['files'])}) lacks {len(missing)} weights that "
                            f"{config['architectures'][0]} with this config needs, e.g. {missing[:3]}; the config and "
                            "the weights do not belong together (check num_hidden_layers / the repo revision)")
-    return state
+    return model, state
 
 
 def _persistent(model: torch.nn.Module, name: str) -> bool:

@@ -1,0 +1,98 @@
+"""Command line: python -m explain {provision, load, generate, trace} ..."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _pipeline_args(parser):
+    parser.add_argument("--model", default=None, help="Hub repo id or local folder (default: the embedded SmolLM2)")
+    parser.add_argument("--gguf-file", default=None, help="GGUF file inside the repo or folder")
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--device-map", default=None)
+    parser.add_argument("--save-trace", default=None, metavar="FILE", help="write the trace as JSON")
+
+
+def _load(args):
+    import explain
+    return explain.pipeline("text-generation", model=args.model, gguf_file=args.gguf_file, revision=args.revision,
+                            dtype=args.dtype, device=args.device, device_map=args.device_map)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m explain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("provision", help="put the embedded model into the Hugging Face cache")
+    load = sub.add_parser("load", help="load a model and print the loading stages as a timeline")
+    _pipeline_args(load)
+    gen = sub.add_parser("generate", help="generate text, streaming tokens with their probabilities")
+    gen.add_argument("prompt")
+    gen.add_argument("--chat", action="store_true", help="send the prompt as a user message through the chat template")
+    gen.add_argument("--max-new-tokens", type=int, default=40)
+    gen.add_argument("--sample", action="store_true", help="sample (do_sample=True) instead of greedy")
+    gen.add_argument("--temperature", type=float, default=None)
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--repetition-penalty", type=float, default=None)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--steps", action="store_true", help="print a table of every step after the text")
+    _pipeline_args(gen)
+    show = sub.add_parser("trace", help="print a saved trace as a timeline")
+    show.add_argument("file")
+    args = parser.parse_args(argv)
+
+    from .console import TokenStream, print_steps, print_summary, print_timeline
+    from .errors import ExplainError
+    try:
+        if args.command == "provision":
+            from .embedded import provision
+            provision(quiet=False)
+        elif args.command == "load":
+            pipe = _load(args)
+            print_timeline(pipe.trace, run=0)
+            if args.save_trace:
+                pipe.trace.save(args.save_trace)
+        elif args.command == "generate":
+            import torch
+            pipe = _load(args)
+            print_timeline(pipe.trace, run=0)
+            if args.seed is not None:
+                torch.manual_seed(args.seed)
+            knobs = {"max_new_tokens": args.max_new_tokens, "do_sample": args.sample}
+            for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
+                if getattr(args, name) is not None:
+                    knobs[name] = getattr(args, name)
+            prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
+            print()
+            if not args.chat:
+                print(args.prompt, end="", flush=True)
+            pipe.trace.subscribe(TokenStream())
+            try:
+                pipe(prompt, **knobs)
+            except KeyboardInterrupt:
+                print("\n[interrupted]")
+            print("\n")
+            if args.steps:
+                print_steps(pipe.trace, pipe.trace.run)
+            print_timeline(pipe.trace, run=pipe.trace.run)
+            print_summary(pipe.trace, pipe.trace.run)
+            if args.save_trace:
+                pipe.trace.save(args.save_trace)
+        elif args.command == "trace":
+            from .trace import Trace
+            trace = Trace.load(args.file)
+            for run in range(trace.run + 1):
+                print(f"-- run {run}")
+                print_timeline(trace, run=run)
+    except ExplainError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

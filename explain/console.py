@@ -1,0 +1,126 @@
+"""The console view: a sink that prints the trace as a readable timeline, and streams generated tokens."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .trace import Event, Trace
+
+
+def _size(n) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f} ms"
+
+
+def describe(event: Event) -> str | None:
+    """One line for a loading or summary event; None for events shown elsewhere (steps, progress)."""
+    d = event.data
+    if event.stage == "registry":
+        return (f"task {d.get('task')!r} -> {d.get('pipeline_class')} + {d.get('model_class')}; "
+                f"transformers' default {d.get('default_model')}@{d.get('default_revision')}, "
+                f"explain uses {d.get('model_used')}")
+    if event.stage == "config" and event.kind == "file":
+        if d.get("absent"):
+            return f"{d['filename']}: not in {d['repo']} (optional)"
+        commit = (d.get("commit") or "")[:7]
+        return (f"{d['filename']}: {d['cache']}{' @' + commit if commit else ''}, {_size(d.get('size'))}"
+                f"{' (offline)' if d.get('offline') else ''}")
+    if event.stage == "config" and event.kind == "config":
+        h = d.get("hyperparameters", {})
+        layers = h.get("num_hidden_layers", h.get("n_layer"))
+        hidden = h.get("hidden_size", h.get("n_embd"))
+        heads = h.get("num_attention_heads", h.get("n_head"))
+        return (f"{d['architecture']} ({d['model_type']}): {layers} layers, hidden {hidden}, {heads} heads"
+                f"{', ' + str(h['num_key_value_heads']) + ' kv heads' if 'num_key_value_heads' in h else ''}, "
+                f"vocab {h.get('vocab_size')}, tied embeddings {h.get('tie_word_embeddings', False)}")
+    if event.stage == "tokenizer":
+        special = ", ".join(f"{k.replace('_token', '')}={v['token']!r}" for k, v in
+                            (d.get("special_tokens") or {}).items() if isinstance(v, dict))
+        return (f"{d.get('model')} from {d.get('source')}: {d.get('vocab_size')} tokens, {d.get('num_merges')} merges; "
+                f"{special}; chat template: {'yes' if d.get('has_chat_template') else 'no'}")
+    if event.stage == "weights" and event.kind == "load":
+        kinds = ", ".join(f"{n} x {k}" for k, n in (d.get("quantization_types") or d.get("stored_dtypes") or {}).items())
+        tied = f"; tied {', '.join(d['tied'])}" if d.get("tied") else ""
+        return (f"{d['format']}: {d['tensors']} tensors ({kinds}) -> {d['dtype']}, {d['parameters'] / 1e6:.1f} M "
+                f"parameters, {_size(d['bytes'])}{tied}; missing {len(d['missing'])}, unexpected {d['unexpected_count']}")
+    if event.stage == "placement":
+        per = ", ".join(f"{k}: {_size(v)}" for k, v in d.get("bytes_per_device", {}).items())
+        return f"{d.get('strategy')} -> {', '.join(d.get('devices', []))} ({per}); {d.get('reason')}"
+    if event.stage == "tokenization":
+        return f"{d['count']} tokens from {d['kind_of_input']} input"
+    if event.stage == "generation" and event.kind == "prefill":
+        return f"prefill: {d['prompt_tokens']} tokens, {d['tokens_per_s']:.0f} tokens/s"
+    if event.stage == "generation" and event.kind == "end":
+        rate = d.get("decode_tokens_per_s")
+        return (f"{d['new_tokens']} new tokens, stopped by {d['stop_reason']}"
+                f"{f', decode {rate:.1f} tokens/s' if rate else ''}")
+    if event.stage == "decoding":
+        return f"{len(d['ids'])} ids -> {len(d['text'])} characters"
+    return None
+
+
+def print_timeline(trace: Trace, run: int | None = 0, file=None) -> None:
+    file = file or sys.stdout
+    events = [e for e in trace.events if run is None or e.run == run]
+    if not events:
+        return
+    origin = events[0].start
+    for event in events:
+        line = describe(event)
+        if line is not None:
+            print(f"{event.start - origin:7.2f}s {_ms(event.duration)}  {event.stage:<12} {line}", file=file)
+
+
+class TokenStream:
+    """A sink that prints each generated token as it arrives, coloured by its probability on a terminal."""
+
+    def __init__(self, file=None, color: bool | None = None):
+        self.file = file or sys.stdout
+        self.color = color if color is not None else (self.file.isatty() and not os.environ.get("NO_COLOR"))
+
+    def __call__(self, event: Event) -> None:
+        if event.stage != "generation" or event.kind != "step":
+            return
+        text, p = event.data.get("text") or "", event.data.get("prob", 1.0)
+        if self.color:
+            code = 32 if p >= 0.6 else 33 if p >= 0.2 else 31  # green, yellow, red
+            text = f"\x1b[{code}m{text}\x1b[0m"
+        self.file.write(text)
+        self.file.flush()
+
+
+def print_steps(trace: Trace, run: int, file=None, alternatives: int = 3) -> None:
+    """A table: each generated token, its probability and rank, and the runners-up."""
+    file = file or sys.stdout
+    print(f"{'step':>4}  {'token':<16} {'prob':>6} {'rank':>4}  runners-up", file=file)
+    for event in trace.filter("generation", "step", run):
+        d = event.data
+        texts = d.get("token_texts", {})
+        others = [(i, v) for i, v in zip(d["probs_top"]["ids"], d["probs_top"]["values"]) if i != d["token_id"]]
+        runners = "  ".join(f"{texts.get(str(i), texts.get(i, '?'))!r} {v:.2f}" for i, v in others[:alternatives])
+        print(f"{d['step']:>4}  {d['token']!r:<16} {d['prob']:6.3f} {d['rank']:>4}  {runners}", file=file)
+
+
+def print_summary(trace: Trace, run: int, file=None) -> None:
+    file = file or sys.stdout
+    loading = sum(e.duration for e in trace.events if e.run == 0 and e.kind != "progress" and e.stage != "registry")
+    end = trace.last("generation", "end")
+    prefill = [e for e in trace.filter("generation", "prefill", run)]
+    print(f"load {loading:.2f} s", end="", file=file)
+    if prefill:
+        print(f" | prefill {prefill[0].duration * 1000:.0f} ms ({prefill[0].data['prompt_tokens']} tokens)",
+              end="", file=file)
+    if end is not None and end.run == run:
+        rate = end.data.get("decode_tokens_per_s")
+        print(f" | decode {end.data['new_tokens']} tokens{f' at {rate:.1f} tokens/s' if rate else ''}"
+              f" | stopped by {end.data['stop_reason']}", end="", file=file)
+    print(file=file)
