@@ -85,17 +85,29 @@ def read_gguf(reader: gguf.GGUFReader, path: str, expected: list[str], config: d
     return state, facts
 
 
-def read_safetensors(paths: list[str], expected: list[str], trace: Trace, dtype: torch.dtype) -> tuple[dict, dict]:
+def _named_as_model(name: str, wanted: set, prefix: str | None) -> str | None:
+    """The model's name for a checkpoint tensor. Old checkpoints (OpenAI's GPT-2) store the base model without
+    its prefix ("h.0.attn.c_attn.weight" for "transformer.h.0.attn.c_attn.weight"), as transformers allows."""
+    if name in wanted:
+        return name
+    if prefix and f"{prefix}.{name}" in wanted:
+        return f"{prefix}.{name}"
+    return None
+
+
+def read_safetensors(paths: list[str], expected: list[str], trace: Trace, dtype: torch.dtype,
+                     prefix: str | None = None) -> tuple[dict, dict]:
     state, stored, unexpected = {}, Counter(), []
     wanted = set(expected)
     for number, path in enumerate(paths, 1):
         try:
             with safetensors.safe_open(path, framework="pt") as f:  # memory-mapped: read one tensor at a time
-                for name in f.keys():
-                    if name not in wanted:
-                        unexpected.append(name)
+                for stored_name in f.keys():
+                    name = _named_as_model(stored_name, wanted, prefix)
+                    if name is None:
+                        unexpected.append(stored_name)
                         continue
-                    tensor = f.get_tensor(name)
+                    tensor = f.get_tensor(stored_name)
                     stored[dtype_name(tensor.dtype)] += 1
                     state[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
         except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as error:
@@ -106,8 +118,10 @@ def read_safetensors(paths: list[str], expected: list[str], trace: Trace, dtype:
                    "file_bytes": sum(os.path.getsize(p) for p in paths), "shards": len(paths)}
 
 
-def read_pytorch_bin(paths: list[str], expected: list[str], trace: Trace, dtype: torch.dtype) -> tuple[dict, dict]:
+def read_pytorch_bin(paths: list[str], expected: list[str], trace: Trace, dtype: torch.dtype,
+                     prefix: str | None = None) -> tuple[dict, dict]:
     state, stored, unexpected = {}, Counter(), []
+    wanted = set(expected)
     for number, path in enumerate(paths, 1):
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -115,9 +129,10 @@ def read_pytorch_bin(paths: list[str], expected: list[str], trace: Trace, dtype:
             raise CorruptFileError(f"{path} could not be read as a weights-only PyTorch checkpoint ({error}). "
                                    "explain never unpickles arbitrary objects; convert the checkpoint to "
                                    "safetensors") from None
-        for name, tensor in loaded.items():
-            if name not in expected:
-                unexpected.append(name)
+        for stored_name, tensor in loaded.items():
+            name = _named_as_model(stored_name, wanted, prefix)
+            if name is None:
+                unexpected.append(stored_name)
                 continue
             stored[dtype_name(tensor.dtype)] += 1
             state[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
@@ -147,10 +162,10 @@ def load_weights(model_class, model_config, files: dict, config: dict, dtype: to
         paths = [path]
     elif "safetensors" in files:
         paths = files["safetensors"]
-        state, facts = read_safetensors(paths, expected, trace, dtype)
+        state, facts = read_safetensors(paths, expected, trace, dtype, getattr(model, "base_model_prefix", None))
     else:
         paths = files["bin"]
-        state, facts = read_pytorch_bin(paths, expected, trace, dtype)
+        state, facts = read_pytorch_bin(paths, expected, trace, dtype, getattr(model, "base_model_prefix", None))
     tied_used = {k: v for k, v in tied.items() if v in state}
     for name in tied_used:
         state.pop(name, None)  # a tied copy in the checkpoint is ignored, as transformers does
