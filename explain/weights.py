@@ -75,6 +75,8 @@ def read_gguf(reader: gguf.GGUFReader, path: str, expected: list[str], config: d
         if arch_name in ("llama", "mistral") and name.endswith(("q_proj.weight", "k_proj.weight")):
             heads = config["num_attention_heads"] if "q_proj" in name else config["num_key_value_heads"]
             values = _reverse_permute(values, heads)
+        if not values.flags.writeable:  # F32 tensors come back as read-only views of the memory-mapped file
+            values = values.copy()
         state[name] = torch.from_numpy(np.ascontiguousarray(values)).to(dtype)
         if index % 16 == 0 or index == len(reader.tensors) - 1:
             trace.emit("weights", "progress", {"file": os.path.basename(path), "done": index + 1,
