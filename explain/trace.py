@@ -149,6 +149,7 @@ class Trace:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
+            os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; a trace is meant to be shared like any file
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -168,8 +169,28 @@ class Trace:
             raise TraceFileError(f"{path} is not a readable trace (truncated or not JSON: {error}); "
                                  "save it again with trace.save(path)") from None
         if not isinstance(record, dict) or record.get("format") != FORMAT:
-            raise TraceFileError(f"{path} is JSON but not an explain trace (no \"format\": \"{FORMAT}\")")
-        if record.get("version", 0) > VERSION:
-            raise TraceFileError(f"{path} was written by a newer explain (trace version {record['version']}); "
+            raise TraceFileError(f"{path} is JSON but not an explain trace (no \"format\": \"{FORMAT}\"); "
+                                 "open a file written by pipe.trace.save(path)")
+        version = record.get("version", 0)
+        if not isinstance(version, int) or version > VERSION:
+            raise TraceFileError(f"{path} was written by a newer explain (trace version {version!r}); "
                                  "upgrade explain to read it")
-        return cls([Event.from_dict(e) for e in record.get("events", [])], record.get("meta"))
+        events = record.get("events", [])
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise TraceFileError(f"{path}: \"events\" is not a list of event records; the file was edited or "
+                                 "damaged: save the trace again with pipe.trace.save(path)")
+        try:
+            return cls([Event.from_dict(e) for e in events], record.get("meta"))
+        except TraceFileError as error:
+            raise TraceFileError(f"{path}: {error}; the file was edited or damaged: save the trace again "
+                                 "with pipe.trace.save(path)") from None
+
+
+def _file_mode(path: str) -> int:
+    """The mode open() would give a new file (0666 less the umask), or the mode of the file being replaced."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
