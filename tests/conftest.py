@@ -1,0 +1,104 @@
+"""Shared fixtures. Every test runs offline against a Hugging Face cache in a temporary HF_HOME.
+
+The environment is set here, at import time, before explain, huggingface_hub or transformers are imported by any
+test module: huggingface_hub reads HF_HOME / HF_HUB_OFFLINE into constants when it is first imported, and a
+test must never read or write the real ~/.cache/huggingface.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+HF_HOME = tempfile.mkdtemp(prefix="explain-tests-hf-home-")
+os.environ["HF_HOME"] = HF_HOME
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE",
+              "XDG_CACHE_HOME"):
+    os.environ.pop(_name, None)
+atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
+
+import pytest  # noqa: E402  (after the environment, on purpose)
+
+HUB_CACHE = os.path.join(HF_HOME, "hub")
+
+
+def cache_listing(root: str = HF_HOME) -> dict:
+    """Every file and folder under `root` (the cache) -> its size (None for folders, the target for links),
+    to compare before and after something that must not write into the cache."""
+    listing = {}
+    for folder, folders, files in os.walk(root):
+        for name in folders + files:
+            path = os.path.join(folder, name)
+            relative = os.path.relpath(path, root)
+            if os.path.islink(path):
+                listing[relative] = "-> " + os.readlink(path)
+            elif os.path.isdir(path):
+                listing[relative] = None
+            else:
+                listing[relative] = os.path.getsize(path)
+    return listing
+
+
+@pytest.fixture(scope="session")
+def hf_home() -> str:
+    """The session's HF_HOME; fails loudly if huggingface_hub resolved its cache somewhere else."""
+    import huggingface_hub.constants
+
+    assert huggingface_hub.constants.HF_HUB_CACHE == HUB_CACHE, (
+        f"huggingface_hub was imported before tests/conftest.py set HF_HOME (its cache is "
+        f"{huggingface_hub.constants.HF_HUB_CACHE}); a plugin or an earlier conftest imported it too early")
+    assert huggingface_hub.constants.HF_HUB_OFFLINE
+    return HF_HOME
+
+
+@pytest.fixture(scope="session")
+def provisioned(hf_home) -> dict:
+    """The embedded model laid into the session cache by explain.provision(); returns provision's report."""
+    import explain
+
+    return explain.provision()
+
+
+@pytest.fixture(scope="session")
+def embedded_pipe(provisioned):
+    """The real embedded pipeline (SmolLM2-135M-Instruct, Q4_1 GGUF -> float32, CPU), loaded once per session.
+
+    Shared: tests may call it (each call adds a run to its trace) but must not change its model or settings."""
+    import explain
+
+    return explain.pipeline("text-generation")
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf(provisioned) -> str:
+    """Path of the embedded GGUF inside the session cache (a snapshot symlink to the blob)."""
+    return provisioned["path"]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, embedded_pipe):
+    """A tiny random Llama written by transformers itself (config.json, model.safetensors, generation_config.json)
+    with the embedded model's tokenizer files. Returns a namespace: folder, model (transformers', eval mode),
+    tokenizer (explain's)."""
+    from types import SimpleNamespace
+
+    import torch
+    import transformers
+
+    tokenizer = embedded_pipe.tokenizer
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, rope_theta=10000.0)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    model.generation_config.max_new_tokens = 7  # a value only generation_config.json holds
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tokenizer.save(folder)
+    return SimpleNamespace(folder=str(folder), model=model, tokenizer=tokenizer)
