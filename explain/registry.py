@@ -33,10 +33,12 @@ SUPPORTED_TASKS = {
     "image-text-to-text": ("ImageTextToTextPipeline", "AutoModelForImageTextToText", "Qwen/Qwen3-VL-2B-Instruct", "8964489", "multimodal"),
     "object-detection": ("ObjectDetectionPipeline", "AutoModelForObjectDetection", "facebook/detr-resnet-50", "1d5f47b", "multimodal"),
     "zero-shot-object-detection": ("ZeroShotObjectDetectionPipeline", "AutoModelForZeroShotObjectDetection", "google/owlvit-base-patch32", "cbc355f", "multimodal"),
+    "decision": ("DecisionPipeline", "AutoModelForDecision", "Qwen/Qwen2.5-0.5B-Instruct", "7ae5576", "multimodal"),
     "depth-estimation": ("DepthEstimationPipeline", "AutoModelForDepthEstimation", "Intel/dpt-large", "bc15f29", "image"),
     "video-classification": ("VideoClassificationPipeline", "AutoModelForVideoClassification", "MCG-NJU/videomae-base-finetuned-kinetics", "488eb9a", "video"),
     "mask-generation": ("MaskGenerationPipeline", "AutoModelForMaskGeneration", "facebook/sam-vit-huge", "87aecf0", "multimodal"),
     "keypoint-matching": ("KeypointMatchingPipeline", "AutoModelForKeypointMatching", "magic-leap-community/superglue_outdoor", "f4041f8", "image"),
+    "any-to-any": ("AnyToAnyPipeline", "AutoModelForMultimodalLM", "google/gemma-3n-E4B-it", "c1221e9", "multimodal"),
 }
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification", "text-to-speech": "text-to-audio"}
 REMOVED_TASKS = {
