@@ -27,7 +27,7 @@ import pytest  # noqa: E402  (after the environment, on purpose)
 HUB_CACHE = os.path.join(HF_HOME, "hub")
 
 
-def cache_listing(root: str = HF_HOME) -> dict:
+def listing(root: str = HF_HOME) -> dict:
     """Every file and folder under `root` (the cache) -> its size (None for folders, the target for links),
     to compare before and after something that must not write into the cache."""
     listing = {}
@@ -41,6 +41,12 @@ def cache_listing(root: str = HF_HOME) -> dict:
                 listing[relative] = None
             else:
                 listing[relative] = os.path.getsize(path)
+    return listing
+
+
+@pytest.fixture(scope="session")
+def cache_listing():
+    """listing(root=HF_HOME): every path under the cache -> size / link target, to check nothing was written."""
     return listing
 
 
