@@ -1,4 +1,4 @@
-"""Command line: python -m explain {provision, load, generate, trace} ..."""
+"""Command line: python -m explain {provision, load, generate, trace, plan} ..."""
 
 from __future__ import annotations
 
@@ -43,6 +43,17 @@ def main(argv=None) -> int:
     _pipeline_args(gen)
     show = sub.add_parser("trace", help="print a saved trace as a timeline")
     show.add_argument("file")
+    plan = sub.add_parser("plan", help="where device_map=\"auto\" would put each layer of a model on some hardware "
+                          "(no weights needed); exits 1 when it does not fit")
+    plan.add_argument("model", help="Hub repo id (shipped config or HF cache), folder, or config.json path")
+    plan.add_argument("--hardware", default=None, help="a profile: cpu-8gb, cpu-16gb, colab-t4, a100-80gb, "
+                      "2x-a100-80gb, 8x-a100-80gb, h100-80gb, apple-m-16gb, apple-m-32gb (default: this machine)")
+    plan.add_argument("--max-memory", default=None, metavar="DEVICE=SIZE,...", help="instead of --hardware, "
+                      "e.g. 0=8GiB,cpu=30GiB")
+    plan.add_argument("--dtype", default=None, help="float32, bf16, fp16, int8, 4bit (default: the config's)")
+    plan.add_argument("--strategy", default="auto", help="auto, balanced, balanced_low_0, sequential")
+    plan.add_argument("--context", type=int, default=None, help="tokens per sequence for the KV cache")
+    plan.add_argument("--batch", type=int, default=1, help="sequences for the KV cache")
     args = parser.parse_args(argv)
 
     from .console import TokenStream, print_steps, print_summary, print_timeline
@@ -88,6 +99,12 @@ def main(argv=None) -> int:
             for run in range(trace.run + 1):
                 print(f"-- run {run}")
                 print_timeline(trace, run=run)
+        elif args.command == "plan":
+            from .device_plan import plan_device_map
+            result = plan_device_map(args.model, hardware=args.hardware, max_memory=args.max_memory,
+                                     dtype=args.dtype, strategy=args.strategy, context=args.context, batch=args.batch)
+            print(result)
+            return 0 if result.fits else 1
     except ExplainError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

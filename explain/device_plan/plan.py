@@ -1,0 +1,320 @@
+"""The plan: accelerate's own device map for a model on some hardware, with the bytes that explain it.
+
+Every number comes from accelerate: module sizes from accelerate.utils.compute_module_sizes, the map from
+accelerate.utils.infer_auto_device_map (fed the max_memory transformers would feed it, see memory.py). explain
+adds what accelerate leaves out: which layers went where, the KV cache each device holds during generation,
+whether that fits, and, when it does not, the smallest change that does, found by planning again.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+from accelerate.utils import compute_module_sizes, get_max_memory, infer_auto_device_map
+
+from .memory import (DTYPES, NON_ACCELERATORS, SMALLER, device_label, dtype_name, headroom, order, profile,
+                     profiles, size_text)
+from .source import Source, build
+
+DEFAULT_CONTEXT = 4096
+QUANTISED_CLASSES = ("Linear", "Conv1D")  # what bitsandbytes replaces (GPT-2's projections are Conv1D)
+
+
+@dataclass
+class Plan:
+    name: str  # the model
+    where: str  # where its config came from
+    architecture: str
+    parameters: int  # tied weights counted once
+    dtype: str
+    hardware: str  # a profile name, "max_memory", "this machine" or "actual placement"
+    hardware_description: str
+    strategy: str  # the device_map string: "auto", "balanced", "balanced_low_0", "sequential"
+    memory: dict  # device -> the memory it has (bytes), before any headroom
+    max_memory: dict  # device -> the budget infer_auto_device_map was given
+    no_split_module_classes: list
+    device_map: dict  # exactly what accelerate returned
+    module_sizes: dict  # accelerate's compute_module_sizes: module or tensor name -> bytes
+    units: list  # [{"name", "device", "bytes", "parameters", "layer", "tied_to"}], in model order
+    device_bytes: dict  # device -> bytes of weights placed there
+    kv_cache: dict | None  # {"context", "batch", "bytes_per_token", "bytes", "per_device", ...}
+    status: str  # "fits", "fits with cpu offload", "does not fit"
+    reasons: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  # the headroom steps and other facts worth knowing
+    suggestions: list = field(default_factory=list)  # [{"change", "arguments", "status", "summary"}], smallest first
+
+    @property
+    def fits(self) -> bool:
+        """True when nothing goes to disk and the KV cache fits (CPU offload still counts as fitting)."""
+        return self.status != "does not fit"
+
+    @property
+    def devices(self) -> list:
+        used = {u["device"] for u in self.units} | set(self.device_bytes)
+        return [d for d in list(self.memory) + ["disk"] if d in used or d in self.memory]
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (device keys become strings, as in a saved trace)."""
+        from ..trace import plain
+        return plain({**asdict(self), "fits": self.fits})
+
+    def __str__(self) -> str:
+        from .view import text
+        return text(self)
+
+    def __repr__(self) -> str:
+        return self.__str__()
+
+    def _repr_html_(self) -> str:
+        from .view import html
+        return html(self)
+
+    @classmethod
+    def from_event(cls, event, model: torch.nn.Module | None = None, name: str | None = None,
+                   context: int | None = None, batch: int = 1) -> "Plan":
+        from .actual import from_event
+        return from_event(event, model=model, name=name, context=context, batch=batch)
+
+
+# -- pieces ----------------------------------------------------------------------------------------------------------
+@contextmanager
+def quiet_accelerate():
+    """accelerate warns that GPU 0 "is not available" when planning for hardware this machine lacks: that is the point."""
+    logger = logging.getLogger("accelerate.utils.modeling")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def no_split_classes(module: torch.nn.Module) -> list:
+    """The decoder-layer class accelerate must keep whole (transformers' _no_split_modules)."""
+    declared = getattr(module, "_no_split_modules", None)
+    if declared:
+        return sorted(set(declared))
+    return sorted({type(m).__name__ for m in module.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))})
+
+
+def quantised_weights(module: torch.nn.Module, quantised_dtype) -> dict:
+    """special_dtypes for int8 / 4-bit: the weight of every Linear (and GPT-2 Conv1D) becomes `quantised_dtype`,
+    except the modules transformers keeps in 16 bit (get_keys_to_not_convert: the LM head, tied weights, the module
+    of the last parameter). Biases, embeddings and norms stay in the compute dtype."""
+    seen, tied = {}, set()
+    for name, parameter in module.named_parameters(remove_duplicate=False):
+        owner = name.rpartition(".")[0]
+        if id(parameter) in seen:
+            tied.update({owner, seen[id(parameter)]})
+        seen.setdefault(id(parameter), owner)
+    names = [n for n, _ in module.named_parameters()]
+    keep = tied | {"lm_head"} | ({names[-1].rpartition(".")[0]} if names else set())
+    return {f"{name}.weight": quantised_dtype for name, m in module.named_modules()
+            if type(m).__name__ in QUANTISED_CLASSES and name not in keep and getattr(m, "weight", None) is not None}
+
+
+def owner(name: str, device_map: dict):
+    """The device_map entry that places `name`: the longest key that is `name` or a prefix of it."""
+    best = None
+    for key in device_map:
+        if key == "" or name == key or name.startswith(key + "."):
+            if best is None or len(key) > len(best):
+                best = key
+    return best
+
+
+def units(module: torch.nn.Module, device_map: dict, sizes: dict, no_split: list) -> list:
+    """The model cut where accelerate may cut it: each decoder layer whole, the other modules down to their leaves."""
+    rows, seen = [], {}
+
+    def add(name, tensors, layer):
+        parameters, tied_to = 0, None
+        for tensor_name, tensor in tensors:
+            if id(tensor) in seen and isinstance(tensor, torch.nn.Parameter):
+                tied_to = tied_to or seen[id(tensor)]
+                continue
+            seen[id(tensor)] = name
+            parameters += tensor.numel() if isinstance(tensor, torch.nn.Parameter) else 0
+        inside = {device_map[k] for k in device_map if k.startswith(name + ".")}
+        key = owner(name, device_map)
+        where = {device_map[key]} if key is not None else set()
+        devices = sorted(inside | where, key=str) if inside else sorted(where, key=str)
+        rows.append({"name": name, "device": devices[0] if len(devices) == 1 else "split:" + ",".join(map(str, devices)),
+                     "bytes": int(sizes.get(name, 0)), "parameters": parameters, "layer": layer, "tied_to": tied_to})
+
+    def walk(prefix, parent):
+        for name, tensor in list(parent.named_parameters(recurse=False)) + list(parent.named_buffers(recurse=False)):
+            add(prefix + name, [(name, tensor)], False)
+        for name, child in parent.named_children():
+            full = prefix + name
+            layer = type(child).__name__ in no_split
+            if layer or not any(True for _ in child.children()):
+                tensors = list(child.named_parameters(remove_duplicate=False)) + list(child.named_buffers())
+                if tensors:
+                    add(full, tensors, layer)
+            else:
+                walk(full + ".", child)
+
+    walk("", module)
+    return rows
+
+
+def attention_shape(config: dict) -> dict | None:
+    layers = config.get("num_hidden_layers") or config.get("n_layer")
+    heads = config.get("num_attention_heads") or config.get("n_head")
+    hidden = config.get("hidden_size") or config.get("n_embd")
+    if not (layers and heads and hidden):
+        return None
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or hidden // heads
+    window = config.get("sliding_window")
+    if config.get("layer_types"):
+        sliding = [kind == "sliding_attention" for kind in config["layer_types"]]
+    else:  # Mistral slides on every layer; Qwen2 only with use_sliding_window (off in the released models)
+        slides = window and (config.get("model_type") == "mistral" or config.get("use_sliding_window"))
+        sliding = [bool(slides)] * layers
+    return {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim, "sliding": sliding, "window": window,
+            "max_positions": config.get("max_position_embeddings") or config.get("n_positions")}
+
+
+def kv_cache(config: dict, units_: list, dtype: str, context: int | None, batch: int) -> dict | None:
+    """2 (K and V) x kv_heads x head_dim x bytes x tokens x batch per layer, on the device that runs the layer.
+    A layer offloaded to cpu or disk runs on the main device (accelerate's hooks bring its weights there), so its
+    cache lives there too."""
+    shape = attention_shape(config)
+    if shape is None:
+        return None
+    limit = shape["max_positions"]
+    tokens = context if context is not None else min(DEFAULT_CONTEXT, limit or DEFAULT_CONTEXT)
+    element = torch.finfo(DTYPES[dtype][0]).bits // 8  # int8 / 4-bit models compute, and cache, in bfloat16
+    per_token = 2 * shape["kv_heads"] * shape["head_dim"] * element  # one layer, one token, K and V
+    layer_devices = [u["device"] for u in units_ if u["layer"]]
+    if len(layer_devices) != shape["layers"]:
+        layer_devices = [None] * shape["layers"]
+    computing = [d for d in layer_devices if d is not None and d not in NON_ACCELERATORS]
+    main = computing[0] if computing else "cpu"
+    per_device, total = {}, 0
+    for index, device in enumerate(layer_devices):
+        kept = min(tokens, shape["window"]) if shape["sliding"][index] and shape["window"] else tokens
+        size = per_token * kept * batch
+        device = main if device is None or device in NON_ACCELERATORS or str(device).startswith("split") else device
+        per_device[device] = per_device.get(device, 0) + size
+        total += size
+    return {"context": tokens, "batch": batch, "bytes_per_token": per_token * shape["layers"], "bytes": total,
+            "per_device": per_device, "layers": shape["layers"], "kv_heads": shape["kv_heads"],
+            "head_dim": shape["head_dim"], "element_bytes": element, "window": shape["window"] if any(
+                shape["sliding"]) else None, "beyond_max_positions": bool(limit and tokens > limit),
+            "max_positions": limit}
+
+
+def verdict(memory: dict, device_bytes: dict, kv: dict | None, units_: list) -> tuple[str, list]:
+    """("fits" / "fits with cpu offload" / "does not fit", the reasons). A budget of None is unknown: not checked."""
+    computing = [d for d in memory if d not in NON_ACCELERATORS and (memory[d] is None or memory[d] > 0)] or ["cpu"]
+    reasons, status = [], "fits"
+    on_disk = [u for u in units_ if u["device"] == "disk"]
+    if device_bytes.get("disk"):
+        layers = sum(u["layer"] for u in on_disk)
+        status = "does not fit"
+        reasons.append(f"{size_text(device_bytes['disk'])} of weights ({layers} decoder layers"
+                       f"{' and ' + str(len(on_disk) - layers) + ' other modules' if len(on_disk) > layers else ''}) "
+                       "find no room in memory and go to disk: every forward pass reads them back from disk")
+    offloaded = {d: b for d, b in device_bytes.items() if d not in computing and d != "disk" and b}
+    if offloaded and status == "fits":
+        status = "fits with cpu offload"
+        reasons.append(f"{size_text(sum(offloaded.values()))} of weights live in CPU RAM and are copied to "
+                       f"{device_label(computing[0])} for every forward pass (slow, but it runs)")
+    for device, size in (kv or {}).get("per_device", {}).items():
+        need = device_bytes.get(device, 0) + size
+        if memory.get(device) is not None and need > memory[device]:
+            status = "does not fit"
+            reasons.append(f"on {device_label(device)} the weights ({size_text(device_bytes.get(device, 0))}) and "
+                           f"the KV cache for {kv['context']} tokens x batch {kv['batch']} ({size_text(size)}) need "
+                           f"{size_text(need)}, more than its {size_text(memory[device])}")
+    if status == "fits":
+        reasons.append(f"all weights and the KV cache fit on {', '.join(map(device_label, computing))}")
+    return status, reasons
+
+
+# -- the planner -------------------------------------------------------------------------------------------------------
+@dataclass
+class Request:
+    """Everything a plan depends on, so that a suggestion is the same request with one thing changed."""
+    source: Source
+    dtype: str
+    hardware: str | None = None
+    max_memory: dict | None = None
+    strategy: str = "auto"
+    context: int | None = None
+    batch: int = 1
+
+
+def budget(request: Request) -> tuple[dict, bool, str, str]:
+    """(memory, set by the user?, hardware name, description)."""
+    if request.max_memory is not None:
+        return order(dict(request.max_memory)), True, "max_memory", "the max_memory you gave"
+    if request.hardware is not None:
+        entry = profile(request.hardware)
+        return dict(entry["memory"]), False, request.hardware, f"{entry['description']} ({entry['assumes']})"
+    with quiet_accelerate():
+        memory = get_max_memory()
+    return order(memory), False, "this machine", "this machine, as accelerate.utils.get_max_memory() sees it now"
+
+
+def compute(request: Request, suggest: bool = True) -> Plan:
+    source, dtype = request.source, dtype_name(request.dtype)
+    module = source.module
+    base, quantised, _ = DTYPES[dtype]
+    notes = []
+    own = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    if torch.finfo(base).bits > torch.finfo(own).bits and source.config.get("architectures"):
+        module = build(source.config)  # accelerate sizes a tensor at min(dtype, its own dtype): start from fp32
+        notes.append(f"the module is {str(own)[6:]}; planned from its config on the meta device to size it as {dtype}")
+    no_split = no_split_classes(module)
+    special = quantised_weights(module, quantised) if quantised is not None else None
+    memory, user_set, hardware, description = budget(request)
+    sizes = dict(compute_module_sizes(module, dtype=base, special_dtypes=special))
+    max_memory, steps = headroom(memory, module, sizes, no_split, user_set, request.strategy, quantised is not None)
+    with quiet_accelerate():
+        device_map = dict(infer_auto_device_map(module, max_memory=dict(max_memory), no_split_module_classes=no_split,
+                                                dtype=base, special_dtypes=special))
+    rows = units(module, device_map, sizes, no_split)
+    device_bytes = {}
+    for key, device in device_map.items():
+        device_bytes[device] = device_bytes.get(device, 0) + int(sizes.get(key, 0))
+    kv = kv_cache(source.config, rows, dtype, request.context, request.batch)
+    status, reasons = verdict(memory, device_bytes, kv, rows)
+    notes = steps + notes
+    if quantised is not None:
+        notes.append(f"{dtype}: {DTYPES[dtype][2]}, as transformers counts them (bitsandbytes also keeps one scale per "
+                     "block of weights, a few % more, which neither transformers nor accelerate counts)")
+        if any(d in ("cpu", "disk") for d in device_map.values()):
+            notes.append("bitsandbytes refuses a quantised model spread over cpu or disk unless "
+                         "BitsAndBytesConfig(llm_int8_enable_fp32_cpu_offload=True) (and then the offloaded part "
+                         "stays in float32)")
+    if kv and kv["beyond_max_positions"]:
+        notes.append(f"a context of {kv['context']} tokens is beyond the model's max_position_embeddings "
+                     f"({kv['max_positions']})")
+    if kv and kv["window"]:
+        notes.append(f"sliding-window layers keep only the last {kv['window']} tokens in their cache")
+    plan = Plan(name=source.name, where=source.where, architecture=(source.config.get("architectures") or
+                [type(module).__name__])[0], parameters=sum(p.numel() for p in module.parameters()), dtype=dtype,
+                hardware=hardware, hardware_description=description, strategy=request.strategy, memory=memory,
+                max_memory=max_memory, no_split_module_classes=no_split, device_map=device_map, module_sizes=sizes,
+                units=rows, device_bytes=device_bytes, kv_cache=kv, status=status, reasons=reasons, notes=notes)
+    if suggest and status != "fits":
+        from .suggest import suggestions
+        plan.suggestions = suggestions(request, plan)
+    return plan
+
+
+def hardware_names() -> list:
+    return list(profiles())
+
+
+def smaller_dtypes(dtype: str) -> list:
+    order_ = list(SMALLER)
+    start = order_.index(dtype) + 1 if dtype in order_ else 1  # float16 sits beside bfloat16
+    return order_[start:]
