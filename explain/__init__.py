@@ -13,4 +13,11 @@ from .errors import ExplainError
 from .pipeline import pipeline
 from .trace import STAGES, Event, Trace
 
-__all__ = ["pipeline", "provision", "Trace", "Event", "STAGES", "ExplainError", "__version__"]
+
+def plan_device_map(model, **kwargs):
+    """Where device_map="auto" puts each layer of `model` on some hardware (explain.device_plan.plan_device_map)."""
+    from .device_plan import plan_device_map as plan  # loads the planner only when asked
+    return plan(model, **kwargs)
+
+
+__all__ = ["pipeline", "provision", "Trace", "Event", "STAGES", "ExplainError", "plan_device_map", "__version__"]
