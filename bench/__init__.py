@@ -1,0 +1,1 @@
+"""The benchmark: explain against transformers on the embedded model (`python -m bench`; see bench/run.py)."""

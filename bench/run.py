@@ -1,0 +1,334 @@
+"""`python -m bench`: explain against transformers on the embedded SmolLM2-135M-Instruct, fp32 and bf16.
+
+For each dtype, in one process: explain traced, explain untraced, explain with the live widget sink and
+transformers' generate take turns on the same prompt ids (the order rotates every run, so the machine's drift
+hits all of them), greedy, EOS disabled, same torch threads. Then, in fresh processes, each cold load and its
+peak RSS. Writes bench/results/<date>-<machine>.json, the same as a markdown table, and latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+
+from . import report
+from .contenders import ExplainContender, TransformersContender, Unavailable
+from .roofline import read_bandwidth, weight_bytes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "bench", "results")
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PROMPTS = (
+    "The history of the printing press begins",
+    "Here is a recipe for a simple vegetable soup:",
+    "In a distant galaxy, a small robot woke up and",
+)
+# prose long enough to cut a prompt of any length from (the prefill and time-to-first-token test)
+LONG_TEXT = ("The lighthouse stood at the end of a narrow spit of rock, and every evening its keeper climbed the "
+             "one hundred and twelve steps to light the lamp. Ships passing in the night saw the beam sweep across "
+             "the water and knew where the reef lay. ")
+CONTENDERS = ("explain_traced", "explain_untraced", "explain_widget", "transformers")
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny settings for the test suite: 4 new tokens, 1 prompt, float32, 1 cold load of "
+                             "explain only, 32-token prefill; write to --out (required)")
+    parser.add_argument("--out", default=None, help=f"results folder (default {os.path.relpath(RESULTS, REPO)})")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for every contender (default 1: on a small machine shared with other "
+                             "jobs, a second thread waits on a busy core and makes runs several times slower)")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompts", type=int, default=len(PROMPTS), choices=range(1, len(PROMPTS) + 1))
+    parser.add_argument("--rounds", type=int, default=1, help="times each prompt is run by each contender")
+    parser.add_argument("--warmup-tokens", type=int, default=8)
+    parser.add_argument("--prefill-tokens", type=int, default=512)
+    parser.add_argument("--prefill-repeats", type=int, default=3)
+    parser.add_argument("--load-runs", type=int, default=3, help="cold loads per contender and dtype (median)")
+    parser.add_argument("--no-transformers-load", action="store_true", help="skip transformers' cold loads")
+    parser.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer summed to measure read bandwidth")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        if args.out is None:
+            parser.error("--smoke writes only to a folder you name: add --out DIR")
+        args.new_tokens, args.prompts, args.dtypes, args.rounds, args.warmup_tokens = 4, 1, "float32", 1, 2
+        args.prefill_tokens, args.prefill_repeats, args.load_runs = 32, 1, 1
+        args.no_transformers_load, args.bandwidth_mib = True, 64
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    args.out = args.out or RESULTS
+    return args
+
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import numpy
+    import transformers
+
+    import explain
+    info = {"hostname": socket.gethostname(), "cpu": model, "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "numpy": numpy.__version__,
+            "explain": explain.__version__, "platform": platform.platform()}
+    try:
+        import psutil
+        info["memory_bytes"] = psutil.virtual_memory().total
+    except ImportError:
+        pass
+    info["slug"] = re.sub(r"[^a-z0-9]+", "-", f"{model} {info['cpus']}cpu".lower()).strip("-")
+    return info
+
+
+def rotated(items: list, k: int) -> list:
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+# -- in-process measurements ---------------------------------------------------------------------------------
+def load_contenders(dtype: str) -> tuple[dict, dict, object]:
+    """(name -> contender, name -> why unavailable, explain pipeline) for one dtype."""
+    import transformers
+
+    import explain
+    from explain.embedded import packaged_gguf
+    pipe = explain.pipeline("text-generation", dtype=dtype)
+    contenders = {"explain_traced": ExplainContender("explain_traced", pipe),
+                  "explain_untraced": ExplainContender("explain_untraced", pipe, traced=False)}
+    unavailable = {}
+    try:
+        contenders["explain_widget"] = ExplainContender("explain_widget", pipe, widget=True)
+    except Unavailable as error:
+        unavailable["explain_widget"] = f"not available: {error}"
+    folder = os.path.dirname(packaged_gguf())
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=getattr(torch, dtype))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
+    contenders["transformers"] = TransformersContender("transformers", model.eval(), tokenizer)
+    return contenders, unavailable, pipe
+
+
+def run_record(timing, prompt: int, round_: int, position: int) -> dict:
+    record = {"prompt": prompt, "round": round_, "position_in_turn": position, "new_tokens": len(timing.ids),
+              "decode_tokens": timing.decode_tokens, "decode_s": timing.decode_s,
+              "tokens_per_s": timing.decode_tokens / timing.decode_s if timing.decode_s > 0 else None,
+              "first_token_s": timing.first_token_s, "prefill_s": timing.prefill_s}
+    if timing.forward_s is not None:
+        record["forward_s"] = timing.forward_s  # the model's share of decode_s; the rest is the loop and the trace
+    return record
+
+
+def measure_decode(contenders: dict, prompts: list, args) -> tuple[dict, dict]:
+    names = list(contenders)
+    for name in names:  # warm-up: every code path once, allocator and caches settled
+        text, ids = prompts[0]
+        contenders[name].generate(text, ids, args.warmup_tokens)
+    runs = {name: [] for name in names}
+    tokens = {name: {} for name in names}
+    turn = 0
+    for round_ in range(args.rounds):
+        for index, (text, ids) in enumerate(prompts):
+            for position, name in enumerate(rotated(names, turn)):
+                timing = contenders[name].generate(text, ids, args.new_tokens)
+                runs[name].append(run_record(timing, index, round_, position))
+                runs[name][-1]["trace_run"] = timing.trace_run
+                tokens[name][(index, round_)] = timing.ids
+            turn += 1
+    return runs, tokens
+
+
+def summarize_decode(runs: list) -> dict:
+    decode_tokens = sum(r["decode_tokens"] for r in runs)
+    decode_s = sum(r["decode_s"] for r in runs)
+    summary = {"available": True, "decode_tokens": decode_tokens, "decode_s": decode_s,
+               "tokens_per_s": decode_tokens / decode_s, "ms_per_token": 1000 * decode_s / decode_tokens,
+               "runs_tokens_per_s": {"min": min(r["tokens_per_s"] for r in runs),
+                                     "median": statistics.median(r["tokens_per_s"] for r in runs),
+                                     "max": max(r["tokens_per_s"] for r in runs)},
+               "runs": runs}
+    if all("forward_s" in r for r in runs):
+        forward = sum(r["forward_s"] for r in runs)
+        summary["forward_ms_per_token"] = 1000 * forward / decode_tokens
+        summary["outside_forward_ms_per_token"] = 1000 * (decode_s - forward) / decode_tokens
+    return summary
+
+
+def agreement(tokens: dict) -> dict:
+    """Do explain's greedy tokens equal transformers' (same prompt ids, same dtype)?"""
+    reference = tokens.get("transformers", {})
+    out = {}
+    for name, by_run in tokens.items():
+        if name == "transformers" or not reference:
+            continue
+        same = [by_run[key] == reference[key] for key in by_run]
+        first = [next((i for i, (a, b) in enumerate(zip(by_run[k], reference[k])) if a != b), None) for k in by_run]
+        out[name] = {"identical_runs": sum(same), "runs": len(same), "first_difference_at": first}
+    return out
+
+
+def long_prompt(pipe, length: int) -> tuple[str, list]:
+    """A text that explain tokenizes to exactly `length` ids."""
+    text = LONG_TEXT * (1 + length // 40)
+    ids = pipe.tokenizer.encode(text)
+    while len(ids) < length:
+        text, ids = text + LONG_TEXT, pipe.tokenizer.encode(text + LONG_TEXT)
+    for cut in range(length, length - 8, -1):
+        candidate = pipe.tokenizer.decode(ids[:cut])
+        again = pipe.tokenizer.encode(candidate)
+        if len(again) == length:
+            return candidate, again
+    raise RuntimeError(f"could not cut a prompt of exactly {length} tokens")
+
+
+def measure_prefill(contenders: dict, pipe, args) -> dict:
+    text, ids = long_prompt(pipe, args.prefill_tokens)
+    runs = {name: [] for name in contenders}
+    for repeat in range(args.prefill_repeats):
+        for name in rotated(list(contenders), repeat):
+            timing = contenders[name].generate(text, ids, 1)
+            runs[name].append({"prefill_s": timing.prefill_s, "first_token_s": timing.first_token_s})
+    out = {}
+    for name, records in runs.items():
+        prefill = statistics.median(r["prefill_s"] for r in records)
+        out[name] = {"prompt_tokens": len(ids), "prefill_s": prefill, "prompt_tokens_per_s": len(ids) / prefill,
+                     "first_token_s": statistics.median(r["first_token_s"] for r in records), "runs": records}
+    return out
+
+
+def trace_bytes_per_step(pipe, runs: list) -> dict:
+    """Bytes of the JSON of the traced runs' generation/step events, per step."""
+    wanted = {r["trace_run"] for r in runs}
+    events = [e for e in pipe.trace.filter("generation", "step") if e.run in wanted]
+    sizes = [len(json.dumps(e.to_dict(), ensure_ascii=False, allow_nan=False).encode()) for e in events]
+    return {"steps": len(sizes), "bytes": sum(sizes), "bytes_per_step": sum(sizes) / len(sizes),
+            "max_step_bytes": max(sizes)}
+
+
+# -- fresh processes -------------------------------------------------------------------------------------------
+def child(contender: str, dtype: str, threads: int, new_tokens: int = 0) -> dict:
+    command = [sys.executable, "-m", "bench.child", contender, dtype, str(threads)] + ([str(new_tokens)] if new_tokens else [])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_cold(dtype: str, args) -> dict:
+    names = ["explain"] + ([] if args.no_transformers_load else ["transformers"])
+    records = {name: [] for name in names}
+    for run in range(args.load_runs):
+        for name in rotated(names, run):
+            records[name].append(child(name, dtype, args.threads, args.new_tokens if run == 0 else 0))
+    out = {}
+    for name in ("explain", "transformers"):
+        if name not in records:
+            out[name] = {"available": False, "reason": "skipped (--no-transformers-load or --smoke)"}
+            continue
+        loads = [r["load_s"] for r in records[name]]
+        first = records[name][0]
+        out[name] = {"available": True, "load_s": statistics.median(loads), "runs_s": loads,
+                     "peak_rss_after_load_bytes": max(r["peak_rss_after_load"] for r in records[name]),
+                     "peak_rss_after_generate_bytes": first.get("peak_rss_after_generate"),
+                     "generated_tokens": first.get("new_tokens")}
+    return out
+
+
+# -- the whole benchmark ---------------------------------------------------------------------------------------
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore")
+    started, t0 = datetime.datetime.now(), time.perf_counter()
+    results = {"format": "explain-bench", "version": 1, "date": started.strftime("%Y-%m-%d"),
+               "started": started.isoformat(timespec="seconds"), "machine": machine(),
+               "settings": {k: v for k, v in vars(args).items() if k != "out"},
+               "load_average_start": os.getloadavg(), "dtypes": {}}
+    phases = results["phases_s"] = {}
+    mark = time.perf_counter()
+
+    def phase(name):
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = now - mark
+        mark = now
+
+    bandwidth = read_bandwidth(args.bandwidth_mib << 20)
+    phase("bandwidth")
+    for dtype in args.dtypes:
+        contenders, unavailable, pipe = load_contenders(dtype)
+        phase(f"{dtype} load in-process")
+        prompts = [(text, pipe.tokenizer.encode(text)) for text in PROMPTS[: args.prompts]]
+        runs, tokens = measure_decode(contenders, prompts, args)
+        phase(f"{dtype} decode")
+        decode = {name: summarize_decode(runs[name]) if name in runs else {"available": False,
+                                                                            "reason": unavailable.get(name)}
+                  for name in CONTENDERS}
+        if "explain_widget" in contenders:
+            decode["explain_widget"]["widget"] = contenders["explain_widget"].widget_entry
+        entry = {"weights": weight_bytes(pipe.model), "decode": decode, "agreement_with_transformers": agreement(tokens),
+                 "prompt_tokens": [len(ids) for _, ids in prompts],
+                 "transformers_tokenizer_same_ids": contenders["transformers"].same_ids,
+                 "trace_bytes_per_step": trace_bytes_per_step(pipe, runs["explain_traced"]),
+                 "prefill": measure_prefill(contenders, pipe, args)}
+        phase(f"{dtype} prefill")
+        results["dtypes"][dtype] = entry
+        del contenders, pipe
+        gc.collect()
+        entry["cold_load"] = measure_cold(dtype, args)
+        phase(f"{dtype} cold load")
+    again = read_bandwidth(args.bandwidth_mib << 20)  # best of the start and the end
+    results["bandwidth"] = max((bandwidth, again), key=lambda b: b["bytes_per_s"])
+    results["bandwidth"]["start_and_end_bytes_per_s"] = [bandwidth["bytes_per_s"], again["bytes_per_s"]]
+    for entry in results["dtypes"].values():
+        bound = results["bandwidth"]["bytes_per_s"] / entry["weights"]["bytes_per_token"]
+        entry["roofline_tokens_per_s"] = bound
+        for summary in entry["decode"].values():
+            if summary["available"]:
+                summary["roofline_share"] = summary["tokens_per_s"] / bound
+    results["load_average_end"] = os.getloadavg()
+    results["duration_s"] = time.perf_counter() - t0
+    results["targets"] = report.targets(results)
+    return results
+
+
+def write(results: dict, folder: str) -> dict:
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.join(folder, f"{results['date']}-{results['machine']['slug']}")
+    with open(stem + ".json", "w") as f:
+        json.dump(results, f, indent=1, allow_nan=False)
+        f.write("\n")
+    with open(stem + ".md", "w") as f:
+        f.write(report.markdown(results, os.path.basename(stem) + ".json"))
+    shutil.copyfile(stem + ".md", os.path.join(folder, "latest.md"))
+    return {"json": stem + ".json", "markdown": stem + ".md", "latest": os.path.join(folder, "latest.md")}
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    results = run(args)
+    paths = write(results, args.out)
+    print(report.markdown(results, os.path.basename(paths["json"])))
+    print(f"wrote {paths['json']}, {paths['markdown']}, {paths['latest']}", file=sys.stderr)
+    return 0

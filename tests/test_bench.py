@@ -1,0 +1,166 @@
+"""The benchmark cannot rot: its smoke run (`python -m bench --smoke`, tiny settings, results in a temporary folder)
+must write a well-formed results file whose numbers are real and agree with each other; the small pieces (targets,
+the widget hook, the turn order) are checked on made-up inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # bench/ is a folder of the repository, not an installed package
+
+from bench import contenders, report, run  # noqa: E402
+from explain.trace import Trace  # noqa: E402
+CONTENDERS = ("explain_traced", "explain_untraced", "explain_widget", "transformers")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    names = sorted(os.listdir(out))
+    stems = [n[: -len(".json")] for n in names if n.endswith(".json")]
+    assert len(stems) == 1, names
+    with open(out / f"{stems[0]}.json") as f:
+        results = json.load(f)
+    return out, stems[0], results, done.stdout
+
+
+def close(a, b, rel=1e-9):
+    return math.isclose(a, b, rel_tol=rel)
+
+
+def test_smoke_writes_json_markdown_and_latest_to_its_folder(smoke):
+    out, stem, results, stdout = smoke
+    assert sorted(os.listdir(out)) == sorted([f"{stem}.json", f"{stem}.md", "latest.md"])
+    assert stem == f"{results['date']}-{results['machine']['slug']}"
+    markdown = (out / f"{stem}.md").read_text()
+    assert markdown == (out / "latest.md").read_text() and markdown in stdout
+    for label in report.LABELS.values():
+        assert label in markdown
+
+
+def test_smoke_results_have_every_measurement(smoke):
+    results = smoke[2]
+    assert results["format"] == "explain-bench" and results["settings"]["smoke"] is True
+    assert list(results["dtypes"]) == ["float32"]
+    entry = results["dtypes"]["float32"]
+    assert set(entry["decode"]) == set(CONTENDERS)
+    for name in ("explain_traced", "explain_untraced", "transformers"):
+        assert entry["decode"][name]["available"] is True
+    widget = entry["decode"]["explain_widget"]
+    assert widget["available"] is True or widget["reason"].startswith("not available")
+    assert set(entry["prefill"]) == {n for n in CONTENDERS if entry["decode"][n]["available"]}
+    assert entry["cold_load"]["explain"]["available"] is True
+    assert entry["cold_load"]["transformers"]["available"] is False  # skipped in the smoke run: it is slow
+    assert {t["key"] for t in results["targets"]} == set(report.WHY)
+
+
+def test_smoke_numbers_are_real_and_consistent(smoke):
+    results = smoke[2]
+    settings, entry = results["settings"], results["dtypes"]["float32"]
+    new_tokens = settings["new_tokens"]
+    bound = results["bandwidth"]["bytes_per_s"] / entry["weights"]["bytes_per_token"]
+    assert close(entry["roofline_tokens_per_s"], bound)
+    weights = entry["weights"]
+    assert weights["tied_embedding"] is True and weights["parameter_bytes"] == 4 * weights["parameters"]
+    assert weights["bytes_per_token"] > weights["parameter_bytes"] > weights["embedding_bytes"] > 0
+    for name, summary in entry["decode"].items():
+        if not summary["available"]:
+            continue
+        runs = summary["runs"]
+        assert len(runs) == settings["prompts"] * settings["rounds"]
+        for r in runs:
+            assert r["new_tokens"] == new_tokens and r["decode_tokens"] == new_tokens - 1
+            assert r["decode_s"] > 0 and close(r["tokens_per_s"], r["decode_tokens"] / r["decode_s"])
+            assert 0 < r["prefill_s"] <= r["first_token_s"]
+            if name.startswith("explain"):
+                assert 0 < r["forward_s"] < r["decode_s"]
+        assert summary["decode_tokens"] == sum(r["decode_tokens"] for r in runs)
+        assert close(summary["decode_s"], sum(r["decode_s"] for r in runs))
+        assert close(summary["tokens_per_s"], summary["decode_tokens"] / summary["decode_s"])
+        assert close(summary["ms_per_token"], 1000 / summary["tokens_per_s"])
+        assert close(summary["roofline_share"], summary["tokens_per_s"] / bound)
+        assert summary["runs_tokens_per_s"]["min"] <= summary["runs_tokens_per_s"]["max"]
+    for name, prefill in entry["prefill"].items():
+        assert prefill["prompt_tokens"] == settings["prefill_tokens"]
+        assert 0 < prefill["prefill_s"] <= prefill["first_token_s"]
+        assert close(prefill["prompt_tokens_per_s"], prefill["prompt_tokens"] / prefill["prefill_s"])
+    cold = entry["cold_load"]["explain"]
+    assert cold["load_s"] > 0 and cold["generated_tokens"] == new_tokens
+    assert cold["peak_rss_after_generate_bytes"] >= cold["peak_rss_after_load_bytes"] > weights["parameter_bytes"]
+    trace = entry["trace_bytes_per_step"]
+    assert trace["steps"] == new_tokens * settings["prompts"] * settings["rounds"]
+    assert close(trace["bytes_per_step"], trace["bytes"] / trace["steps"]) and trace["max_step_bytes"] > 0
+    agreement = entry["agreement_with_transformers"]["explain_traced"]
+    assert agreement["identical_runs"] == agreement["runs"]  # fp32 greedy: the same tokens as transformers
+
+
+# -- the pieces, on made-up inputs ---------------------------------------------------------------------------------
+def made_up(traced=97.0, untraced=100.0, widget=None, reference=80.0, load=(2.0, 10.0), trace_bytes=1500.0):
+    def summary(rate):
+        return {"available": True, "tokens_per_s": rate} if rate else {"available": False, "reason": "not available: x"}
+    return {"dtypes": {"float32": {
+        "decode": {"explain_traced": summary(traced), "explain_untraced": summary(untraced),
+                   "explain_widget": summary(widget), "transformers": summary(reference)},
+        "cold_load": {"explain": {"load_s": load[0]}, "transformers": {"load_s": load[1]}},
+        "trace_bytes_per_step": {"bytes_per_step": trace_bytes}}}}
+
+
+def by_key(results):
+    return {t["key"]: t for t in report.targets(results)}
+
+
+def test_targets_met_and_missed_say_by_how_much():
+    met = by_key(made_up(traced=97.5, reference=70.0))
+    assert met["tracing_overhead"]["met"] and math.isclose(met["tracing_overhead"]["value"], 2.5)
+    assert met["speedup_vs_transformers"]["met"] and met["cold_load_ratio"]["met"]
+    assert met["widget_overhead"]["met"] is None and "not available" in met["widget_overhead"]["note"]
+    missed = by_key(made_up(traced=90.0, widget=80.0, reference=80.0, load=(4.0, 10.0), trace_bytes=5000.0))
+    assert missed["tracing_overhead"]["miss"] == "7.0 points over"
+    assert missed["widget_overhead"]["miss"] == "15.0 points over"
+    assert missed["speedup_vs_transformers"]["miss"].startswith("0.18x short")
+    assert missed["cold_load_ratio"]["miss"].startswith("0.15x over")
+    assert missed["trace_bytes_per_step"]["miss"] == "904 B over"
+
+
+def test_turns_rotate_so_each_contender_goes_first_in_turn():
+    names = ["a", "b", "c"]
+    assert [run.rotated(names, k)[0] for k in range(4)] == ["a", "b", "c", "a"]
+    assert sorted(run.rotated(names, 2)) == names
+
+
+class FakePipe:
+    def __init__(self):
+        self.trace = Trace()
+
+
+def test_widget_hook_joins_a_dashboard_that_subscribes_itself(monkeypatch):
+    class Dashboard:
+        def __init__(self, source):
+            self.seen = []
+            source.trace.subscribe(self.seen.append)
+    monkeypatch.setitem(sys.modules, "explain.widgets", types.SimpleNamespace(Dashboard=Dashboard))
+    pipe = FakePipe()
+    view, sinks, entry = contenders.attach_widget(pipe)
+    assert entry == "explain.widgets.Dashboard" and len(sinks) == 1
+    pipe.trace.emit("generation", "step", {"step": 0})
+    assert len(view.seen) == 1
+
+
+def test_widget_hook_reports_not_available_with_the_reason(monkeypatch):
+    monkeypatch.setitem(sys.modules, "explain.widgets", types.SimpleNamespace())
+    with pytest.raises(contenders.Unavailable, match="no live view entry point"):
+        contenders.attach_widget(FakePipe())
+    monkeypatch.setitem(sys.modules, "explain.widgets", None)  # import fails
+    with pytest.raises(contenders.Unavailable, match="not importable"):
+        contenders.attach_widget(FakePipe())
