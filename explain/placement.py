@@ -114,8 +114,8 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
     start, t0 = time.time(), time.perf_counter()
     facts = plan(model, dtype, device, device_map, max_memory)
     device_map = facts["device_map"]
-    for name, tensor in state.items():
-        set_module_tensor_to_device(model, name, _device_of(name, device_map), value=tensor)
+    for name, tensor in state.items():  # dtype given, or accelerate casts to the skeleton's float32
+        set_module_tensor_to_device(model, name, _device_of(name, device_map), value=tensor, dtype=tensor.dtype)
     for target, source in (tied or {}).items():
         _tie(model, target, source)
     for name, buffer in list(model.named_buffers()):  # computed buffers (rotary frequencies) follow their module
