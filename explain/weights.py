@@ -168,6 +168,9 @@ def load_weights(model_class, model_config, files: dict, config: dict, dtype: to
     else:
         paths = files["bin"]
         state, facts = read_pytorch_bin(paths, expected, trace, dtype, getattr(model, "base_model_prefix", None))
+    for target, source in tied.items():  # a tied pair stored under the other name (safetensors' save_model
+        if source not in state and target in state:  # keeps lm_head.weight); transformers loads it too
+            state[source] = state.pop(target)
     tied_used = {k: v for k, v in tied.items() if v in state}
     for name in tied_used:
         state.pop(name, None)  # a tied copy in the checkpoint is ignored, as transformers does
