@@ -9,7 +9,9 @@ append it, check the stopping criteria. Because the state lives in this object, 
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
 
 import numpy as np
@@ -17,9 +19,27 @@ import torch
 
 from ..errors import ExplainError
 from ..models.cache import KVCache
+from ..tokenizer import bytes_to_unicode
 from ..trace import Trace
 from .processors import build_processors
 from .settings import eos_ids, validate
+
+
+BYTE_DECODER = {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+def _byte_mode(tokenizer) -> str | None:
+    """How StopStringCriteria reads token spellings: "byte_level" (GPT-2 alphabet), "byte_fallback" (<0xNN>) or None."""
+    decoder = getattr(getattr(tokenizer, "backend", None), "decoder", None)
+    if decoder is None:
+        return None
+    try:
+        state = json.dumps(json.loads(decoder.__getstate__()))
+    except (TypeError, ValueError, AttributeError):
+        return "byte_level" if type(decoder).__name__ == "ByteLevel" else None
+    if '"type": "ByteFallback"' in state:
+        return "byte_fallback"
+    return "byte_level" if '"type": "ByteLevel"' in state else None
 
 
 def _floats(values: torch.Tensor) -> list[float]:
@@ -52,6 +72,7 @@ class Generation:
         self.printed = ""  # decoded text of the generated tokens that is complete (no half UTF-8 sequence)
         self.finished, self.stop_reason = False, None
         self._token_text: dict[int, str] = {}
+        self._bytes: dict[int, bytes] = {}
         if self.settings["max_length"] <= self.prompt_length:
             self._finish("max_length")
 
@@ -164,11 +185,48 @@ class Generation:
             self._finish("max_length", record)
         elif self.context and self.input_ids.shape[1] >= self.context:
             self._finish("context_window", record)
-        elif any(s in full[-(len(s) + len(record["token"]) + 8):] for s in self.stop_strings):
+        elif self._completes_stop_string():
             self._finish("stop_string", record)
         self.steps.append(record)
         self.trace.emit("generation", "step", record, start=start, duration=time.perf_counter() - t0)
         return record
+
+    def _completes_stop_string(self) -> bool:
+        """transformers' StopStringCriteria: a stop string counts when it ends inside the last token. The text is
+        the tokens' own bytes, prompt included, so a stop string begun in the prompt and ended by a new token stops
+        (and one that a later token merely extends does not stop again)."""
+        if not self.stop_strings:
+            return False
+        stops = [s.encode("utf-8") for s in self.stop_strings]
+        ids = self.input_ids[0].tolist()
+        last = self._token_bytes(ids[-1])
+        tail, used = last, 1
+        while len(tail) < max(map(len, stops)) + len(last) and used < len(ids):  # enough to hold any stop string
+            used += 1
+            tail = self._token_bytes(ids[-used]) + tail
+        last_start = len(tail) - len(last)
+        for stop in stops:
+            start = tail.find(stop)
+            while start != -1:
+                if start + len(stop) > last_start:  # the match reaches into the last token
+                    return True
+                start = tail.find(stop, start + 1)
+        return False
+
+    def _token_bytes(self, token_id: int) -> bytes:
+        """A token's bytes, as StopStringCriteria reads the vocabulary: byte-level BPE spellings ('Ġcat') and
+        byte-fallback tokens ('<0xE2>') give their raw bytes, so a character split across tokens still matches."""
+        if token_id not in self._bytes:
+            spelling = self.tokenizer.convert_ids_to_tokens([token_id])[0] or ""
+            mode = _byte_mode(self.tokenizer)
+            if mode == "byte_level" and all(c in BYTE_DECODER for c in spelling):
+                value = bytes(BYTE_DECODER[c] for c in spelling)
+            elif mode == "byte_fallback" and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", spelling):
+                value = bytes([int(spelling[3:5], 16)])
+            else:
+                value = self.token_text(token_id).encode("utf-8")
+            self._bytes[token_id] = value
+        return self._bytes[token_id]
 
     def _finish(self, reason: str, record: dict | None = None) -> None:
         self.finished, self.stop_reason = True, reason
