@@ -62,6 +62,10 @@ def resolve(call: dict, model_generation: dict, model_sources: dict, prompt_leng
         if max_position_embeddings:
             settings["max_length"] = min(settings["max_length"], max_position_embeddings)
         source["max_length"] = f"generate() default: 20 new tokens + prompt length {prompt_length}"
+    if settings["max_length"] <= prompt_length:  # generate() refuses this too (_validate_generated_length)
+        raise ExplainError(f"the prompt is {prompt_length} tokens but max_length={settings['max_length']} "
+                           f"({source['max_length']}) counts the prompt too, so no token is left to generate; "
+                           "raise max_length, or better, set max_new_tokens (the number of new tokens)")
     if settings["min_new_tokens"] is not None:
         settings["min_length"] = settings["min_new_tokens"] + prompt_length
     settings["max_new_tokens_effective"] = max(settings["max_length"] - prompt_length, 0)
@@ -74,6 +78,9 @@ def validate(settings: dict) -> None:
         value = settings.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise ExplainError(f"{key} must be a non-negative integer, got {value!r}")
+    if settings.get("max_new_tokens") == 0:  # transformers' GenerationConfig.validate refuses it too
+        raise ExplainError("max_new_tokens must be at least 1, got 0; to only see how the prompt is tokenized, "
+                           "use pipe.tokenizer.encode_with_details(text)")
     if settings.get("do_sample"):
         temperature = settings.get("temperature")
         if temperature is not None and (not isinstance(temperature, (int, float)) or temperature <= 0):
