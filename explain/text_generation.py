@@ -22,7 +22,7 @@ from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
-                "trace_top", "keep_logits")
+                "stop_sequence", "tokenizer", "trace_top", "keep_logits")
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS
 
 
@@ -60,8 +60,19 @@ class TextGenerationPipeline:
         return self._prepare(text_inputs, options, settings_call)
 
     def _split(self, kwargs):
+        """(pipeline options, generation settings), checked as transformers' _sanitize_parameters checks them."""
         kwargs = {**self.generate_defaults, **kwargs}
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in CALL_OPTIONS}
+        given = [k for k in ("return_full_text", "return_text", "return_tensors") if options.get(k) is not None]
+        if "return_full_text" in given and len(given) > 1 or given == ["return_text", "return_tensors"]:
+            raise ExplainError(f"{given[0]} and {given[1]} are mutually exclusive (as in transformers); pass only one")
+        if options.get("handle_long_generation") not in (None, "hole"):
+            raise ExplainError(f"handle_long_generation={options['handle_long_generation']!r} is not a strategy; "
+                               "use None (the default) or \"hole\" (keep only the prompt's last tokens)")
+        stop = options.pop("stop_sequence", None)
+        if stop is not None:  # the pipeline's name for generate()'s stop_strings
+            kwargs["stop_strings"] = [stop] if isinstance(stop, str) else list(stop)
+        options.pop("tokenizer", None)  # generate() needs it for stop strings; explain always has its own
         return options, kwargs
 
     def _prepare(self, prompt, options, settings_call) -> Generation:
@@ -69,20 +80,23 @@ class TextGenerationPipeline:
         ids, prompt_text = self._tokenize(prompt, options)
         handle = options.get("handle_long_generation")
         context = self.config.get("max_position_embeddings") or self.config.get("n_positions")
-        new_tokens = settings_call.get("max_new_tokens") or 0
-        if context and len(ids) + (new_tokens if handle == "hole" else 0) >= context + (0 if handle == "hole" else 1):
-            if handle == "hole":
-                keep = context - new_tokens
-                if keep <= 0:
-                    raise ExplainError(f"max_new_tokens={new_tokens} does not fit the context window of {context}")
-                ids = ids[-keep:]
-            else:
-                raise ExplainError(f"the prompt is {len(ids)} tokens but the model's context window is {context} "
-                                   "tokens; shorten the prompt, or pass handle_long_generation=\"hole\" to keep "
-                                   "only its last tokens")
+        if context and handle is None and len(ids) > context:
+            raise ExplainError(f"the prompt is {len(ids)} tokens but the model's context window is {context} "
+                               "tokens; shorten the prompt, or pass handle_long_generation=\"hole\" to keep "
+                               "only its last tokens")
         with self.trace.span("generation", "settings") as data:
             settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
                                         len(ids), context, self.tokenizer.pad_token_id)
+            new_tokens = settings["max_length"] - len(ids)  # max_new_tokens, or what max_length leaves
+            if context and handle == "hole" and len(ids) + new_tokens > context:
+                keep = context - new_tokens  # transformers' "hole": drop the prompt's start to leave room
+                if keep <= 0:
+                    raise ExplainError(f"{new_tokens} new tokens do not fit the context window of {context} "
+                                       "even with an empty prompt; ask for fewer new tokens")
+                data["hole"] = {"prompt_tokens": len(ids), "kept": keep, "dropped": len(ids) - keep}
+                ids = ids[-keep:]
+                settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
+                                            len(ids), context, self.tokenizer.pad_token_id)
             generation = Generation(self.model, self.tokenizer, ids, settings, self.trace,
                                     trace_top=options.get("trace_top", 20), keep_logits=options.get("keep_logits", False))
             data.update(settings=settings, sources=sources, processors=[
@@ -176,7 +190,7 @@ class TextGenerationPipeline:
             return [{"generated_token_ids": generation.input_ids[0].tolist()}]
         skip = options.get("skip_special_tokens", True)
         text = generation.output_text if skip else generation.text
-        full = options.get("return_full_text", True) and options.get("return_text", True) is not False
+        full = options.get("return_full_text", True) is not False  # return_text only selects text over tensors
         prompt = generation.prompt_text
         if not full:
             return [{"generated_text": text}]
