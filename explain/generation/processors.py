@@ -155,11 +155,10 @@ class MinPLogitsWarper(LogitsProcessor):
         probs = torch.softmax(scores, dim=-1)
         top_probs = probs.amax(dim=-1, keepdim=True)
         tokens_to_remove = probs < self.min_p * top_probs
-        sorted_indices = torch.argsort(scores, descending=True, dim=-1)
-        sorted_indices_to_remove = torch.gather(tokens_to_remove, dim=-1, index=sorted_indices)
-        sorted_indices_to_remove[..., :self.min_tokens_to_keep] = False
-        indices_to_remove = sorted_indices_to_remove.scatter(1, sorted_indices, sorted_indices_to_remove)
-        return scores.masked_fill(indices_to_remove, FILTER_VALUE)
+        # the min_tokens_to_keep most likely always stay; torch.topk picks among ties exactly as transformers does
+        keep = torch.topk(probs, min(self.min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
+        tokens_to_remove = tokens_to_remove.scatter(-1, keep, False)
+        return scores.masked_fill(tokens_to_remove, FILTER_VALUE)
 
 
 def build_processors(settings: dict, prompt_length: int) -> list[LogitsProcessor]:
