@@ -41,7 +41,7 @@ def meta_model(config: dict):
     return model
 
 
-# -- the map is accelerate's ---------------------------------------------------------------------------------------------
+# -- the map is accelerate's -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("repo, dtype, max_memory, strategy", [
     ("meta-llama/Llama-3.1-8B", torch.bfloat16, {0: 8 * GiB, "cpu": 30 * GiB}, "auto"),  # one GPU: nothing to balance
     ("meta-llama/Llama-3.1-8B", torch.float32, {0: 8 * GiB, 1: 8 * GiB, "cpu": 10 * GiB}, "sequential"),
@@ -81,7 +81,7 @@ def test_quantised_linear_weights_as_transformers_counts_them(dtype, quantised):
     assert plan.module_sizes["lm_head"] == 128256 * 4096 * 2
 
 
-# -- the map is transformers' -------------------------------------------------------------------------------------------
+# -- the map is transformers' ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def transformers_folders(tmp_path_factory):
     """Tiny Llamas written by transformers: untied and tied (8 layers, so a budget can cut between layers)."""
@@ -156,7 +156,7 @@ def test_explicit_multi_gpu_max_memory_equals_transformers():
     assert plan.device_map == dict(expected)
 
 
-# -- sizes, parameters, KV cache --------------------------------------------------------------------------------------------
+# -- sizes, parameters, KV cache ---------------------------------------------------------------------------------------
 PUBLISHED = {  # parameters, as the model cards and the Hub count them
     "meta-llama/Llama-3.1-8B": 8.03e9, "meta-llama/Llama-3.1-8B-Instruct": 8.03e9,
     "meta-llama/Llama-3.1-70B": 70.55e9, "meta-llama/Llama-3.1-70B-Instruct": 70.55e9,
@@ -211,7 +211,7 @@ def test_headroom_as_transformers_keeps_it():
     assert given.max_memory == given.memory == {0: 15 * GiB, "cpu": 12 * GiB}  # an explicit budget is taken as is
 
 
-# -- verdicts and suggestions -------------------------------------------------------------------------------------------
+# -- verdicts and suggestions ------------------------------------------------------------------------------------------
 def test_fits_offloads_and_does_not_fit():
     assert plan_device_map("HuggingFaceTB/SmolLM2-135M", hardware="colab-t4").status == "fits"
     offloaded = plan_device_map("meta-llama/Llama-3.1-8B", hardware="colab-t4", dtype="bfloat16")
@@ -252,7 +252,7 @@ def test_explicit_max_memory_without_room_suggests_more_cpu():
     assert plan_device_map("meta-llama/Llama-3.1-8B", dtype="bf16", **more_cpu["arguments"]).fits
 
 
-# -- bad input ------------------------------------------------------------------------------------------------------------
+# -- bad input ---------------------------------------------------------------------------------------------------------
 def test_unknown_profile_lists_the_profiles():
     with pytest.raises(HardwareError) as error:
         plan_device_map("gpt2", hardware="colab")
@@ -290,7 +290,7 @@ def test_bad_arguments():
         plan_device_map("gpt2", hardware="colab-t4", dtype="int3")
 
 
-# -- other sources: the cache, a folder, a dict, a module, the real placement -----------------------------------------------
+# -- other sources: the cache, a folder, a dict, a module, the real placement ------------------------------------------
 def test_config_from_the_hf_cache_and_a_folder(hf_home, tmp_path):
     config = {**shipped_config("HuggingFaceTB/SmolLM2-135M"), "num_hidden_layers": 3}
     snapshot = os.path.join(hf_home, "hub", "models--someone--tiny", "snapshots", "a" * 40)
@@ -341,11 +341,11 @@ def test_the_real_placement_renders_with_the_same_view(tmp_path):
     assert plan_device_map(pipe, hardware="cpu-8gb").hardware == "cpu-8gb"  # a pipeline's model, planned elsewhere
     trace.save(tmp_path / "trace.json")  # a saved trace, no model: the layer table the event carries
     replayed = Plan.from_event(Trace.load(tmp_path / "trace.json").last("placement", "place"))
-    assert replayed.device_map == plan.device_map and "model.layers.1" in str(replayed)
+    assert replayed.device_map == plan.device_map and "model.layers.0-1" in str(replayed)
     assert "<table>" in replayed._repr_html_()
 
 
-# -- views --------------------------------------------------------------------------------------------------------------------
+# -- views -------------------------------------------------------------------------------------------------------------
 def test_html_escapes_and_shows_bars_and_layers():
     config = {**shipped_config("HuggingFaceTB/SmolLM2-135M"), "_name_or_path": "<script>alert(1)</script>"}
     plan = plan_device_map(config, max_memory={0: "60MiB", "cpu": "1GiB"}, dtype="bf16")

@@ -42,9 +42,11 @@ def from_event(event, model: torch.nn.Module | None = None, name: str | None = N
         parameters = sum(p.numel() for p in model.parameters())
         dtype = module_dtype(model)
     else:  # a saved trace with no model: the layer table the event itself carries, sizes unknown
-        no_split, sizes, config, parameters = list(data.get("no_split_module_classes") or []), {}, {}, 0
-        rows = [{"name": n, "device": device(d), "bytes": 0, "parameters": 0, "layer": n.split(".")[-1].isdigit(),
-                 "tied_to": None} for n, d in (data.get("layers") or {}).items()]
+        no_split, sizes, config, parameters = list(data.get("no_split_module_classes") or []), {}, {}, None
+        layers = data.get("layers") or {}  # top-level modules, each decoder layer, and the layers' own parts
+        inside = {n for n in layers for other in layers if other.split(".")[-1].isdigit() and n.startswith(other + ".")}
+        rows = [{"name": n, "device": device(d), "bytes": None, "parameters": None,
+                 "layer": n.split(".")[-1].isdigit(), "tied_to": None} for n, d in layers.items() if n not in inside]
         dtype = data.get("dtype") or "float32"
     if not memory:  # one device, no max_memory: its budget is unknown (None)
         memory = dict.fromkeys(device_bytes)
@@ -53,12 +55,15 @@ def from_event(event, model: torch.nn.Module | None = None, name: str | None = N
     notes = [data.get("reason") or ""]
     if data.get("tied"):
         notes.append("tied: " + ", ".join(f"{k} = {v}" for k, v in data["tied"].items()))
+    asked = data.get("asked") or {}
     title = name or (config.get("_name_or_path") if config else None) or "the loaded model"
     total = sum(device_bytes.values())
     return Plan(name=title, where=f"the pipeline's placement/place event ({size_text(total)} placed)",
-                architecture=(config.get("architectures") or [type(model).__name__ if model is not None else "?"])[0],
+                architecture=(config.get("architectures") or [type(model).__name__ if model is not None else
+                                                              "architecture not recorded"])[0],
                 parameters=parameters, dtype=dtype, hardware="actual placement",
-                hardware_description=f"what explain.placement did when loading (device={data.get('asked', {})})",
+                hardware_description=f"what explain.placement did when loading (device={asked.get('device')!r}, "
+                                     f"device_map={asked.get('device_map')!r})",
                 strategy=str(data.get("strategy")), memory=memory, max_memory=dict(memory), no_split_module_classes=
                 no_split, device_map=device_map, module_sizes=sizes, units=rows, device_bytes=device_bytes,
                 kv_cache=kv, status=status, reasons=reasons, notes=[n for n in notes if n])

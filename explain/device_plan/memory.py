@@ -203,8 +203,10 @@ def headroom(memory: dict, model: torch.nn.Module, sizes: dict, no_split: list, 
             steps.append(f"with one GPU, transformers keeps 10% of GPU {changed[0]} free for activations "
                          "(get_balanced_memory)")
         elif changed:
-            steps.append(f"device_map={strategy!r} balances the GPUs: GPU(s) {', '.join(map(str, changed))} get at "
-                         "most model size / GPUs + 1.25 x the biggest layer (get_balanced_memory)")
+            many = len(changed) > 1
+            steps.append(f"device_map={strategy!r} balances the GPUs: GPU{'s' if many else ''} "
+                         f"{', '.join(map(str, changed))} {'get' if many else 'gets'} at most model size / GPUs + "
+                         "1.25 x the biggest layer or leaf module (get_balanced_memory)")
     if quantized:
         memory = {k: v * 0.90 for k, v in memory.items()}
         steps.append("bitsandbytes keeps 10% of every device free for quantisation buffers (adjust_max_memory)")

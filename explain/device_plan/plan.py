@@ -9,14 +9,17 @@ whether that fits, and, when it does not, the smallest change that does, found b
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
 from accelerate.utils import compute_module_sizes, get_max_memory, infer_auto_device_map
+from accelerate.utils.modeling import get_max_layer_size
 
-from .memory import (DTYPES, NON_ACCELERATORS, SMALLER, device_label, dtype_name, headroom, order, profile,
-                     profiles, size_text)
+from ..errors import ExplainError
+from .memory import (DTYPES, NON_ACCELERATORS, SMALLER, accelerators, device_label, dtype_name, headroom, order,
+                     profile, size_text)
 from .source import Source, build
 
 DEFAULT_CONTEXT = 4096
@@ -28,7 +31,7 @@ class Plan:
     name: str  # the model
     where: str  # where its config came from
     architecture: str
-    parameters: int  # tied weights counted once
+    parameters: int | None  # tied weights counted once; None when a replayed trace does not say
     dtype: str
     hardware: str  # a profile name, "max_memory", "this machine" or "actual placement"
     hardware_description: str
@@ -53,8 +56,10 @@ class Plan:
 
     @property
     def devices(self) -> list:
-        used = {u["device"] for u in self.units} | set(self.device_bytes)
-        return [d for d in list(self.memory) + ["disk"] if d in used or d in self.memory]
+        """Every device with a budget or with weights, in accelerate's order (GPUs, mps, cpu, disk)."""
+        used = [d for d in self.device_bytes if self.device_bytes[d]] + [u["device"] for u in self.units]
+        known = dict.fromkeys(list(self.memory) + [d for d in used if not str(d).startswith("split:")])
+        return list(order(known))
 
     def to_dict(self) -> dict:
         """Plain JSON-able values (device keys become strings, as in a saved trace)."""
@@ -82,7 +87,7 @@ class Plan:
 # -- pieces ----------------------------------------------------------------------------------------------------------
 @contextmanager
 def quiet_accelerate():
-    """accelerate warns that GPU 0 "is not available" when planning for hardware this machine lacks: that is the point."""
+    """accelerate warns "Device 0 is not available" when planning for hardware this machine lacks: that is the point."""
     logger = logging.getLogger("accelerate.utils.modeling")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -132,18 +137,18 @@ def units(module: torch.nn.Module, device_map: dict, sizes: dict, no_split: list
 
     def add(name, tensors, layer):
         parameters, tied_to = 0, None
-        for tensor_name, tensor in tensors:
+        for _, tensor in tensors:
             if id(tensor) in seen and isinstance(tensor, torch.nn.Parameter):
                 tied_to = tied_to or seen[id(tensor)]
                 continue
             seen[id(tensor)] = name
             parameters += tensor.numel() if isinstance(tensor, torch.nn.Parameter) else 0
-        inside = {device_map[k] for k in device_map if k.startswith(name + ".")}
-        key = owner(name, device_map)
-        where = {device_map[key]} if key is not None else set()
-        devices = sorted(inside | where, key=str) if inside else sorted(where, key=str)
-        rows.append({"name": name, "device": devices[0] if len(devices) == 1 else "split:" + ",".join(map(str, devices)),
-                     "bytes": int(sizes.get(name, 0)), "parameters": parameters, "layer": layer, "tied_to": tied_to})
+        key = owner(name, device_map)  # the entry that places it, and any entries inside it (a split module)
+        devices = sorted({device_map[k] for k in device_map if k.startswith(name + ".")}
+                         | ({device_map[key]} if key is not None else set()), key=str)
+        where = devices[0] if len(devices) == 1 else "split:" + ",".join(map(str, devices))
+        rows.append({"name": name, "device": where, "bytes": int(sizes.get(name, 0)), "parameters": parameters,
+                     "layer": layer, "tied_to": tied_to})
 
     def walk(prefix, parent):
         for name, tensor in list(parent.named_parameters(recurse=False)) + list(parent.named_buffers(recurse=False)):
@@ -233,7 +238,11 @@ def verdict(memory: dict, device_bytes: dict, kv: dict | None, units_: list) -> 
             reasons.append(f"on {device_label(device)} the weights ({size_text(device_bytes.get(device, 0))}) and "
                            f"the KV cache for {kv['context']} tokens x batch {kv['batch']} ({size_text(size)}) need "
                            f"{size_text(need)}, more than its {size_text(memory[device])}")
-    if status == "fits":
+    unknown = [d for d in computing if memory.get(d, 0) is None]
+    if status == "fits" and unknown:
+        reasons.append(f"the weights are in memory on {', '.join(map(device_label, unknown))}; how much room is left "
+                       "for the KV cache was not recorded (no max_memory)")
+    elif status == "fits":
         reasons.append(f"all weights and the KV cache fit on {', '.join(map(device_label, computing))}")
     return status, reasons
 
@@ -260,7 +269,7 @@ def budget(request: Request) -> tuple[dict, bool, str, str]:
         return dict(entry["memory"]), False, request.hardware, f"{entry['description']} ({entry['assumes']})"
     with quiet_accelerate():
         memory = get_max_memory()
-    return order(memory), False, "this machine", "this machine, as accelerate.utils.get_max_memory() sees it now"
+    return order(memory), False, "this machine", "as accelerate.utils.get_max_memory() sees it now"
 
 
 def compute(request: Request, suggest: bool = True) -> Plan:
@@ -269,9 +278,14 @@ def compute(request: Request, suggest: bool = True) -> Plan:
     base, quantised, _ = DTYPES[dtype]
     notes = []
     own = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
-    if torch.finfo(base).bits > torch.finfo(own).bits and source.config.get("architectures"):
-        module = build(source.config)  # accelerate sizes a tensor at min(dtype, its own dtype): start from fp32
-        notes.append(f"the module is {str(own)[6:]}; planned from its config on the meta device to size it as {dtype}")
+    if torch.finfo(base).bits > torch.finfo(own).bits:  # accelerate sizes a tensor at min(dtype, its own dtype)
+        try:
+            module = build(source.config)  # so start again from the config, in float32 on the meta device
+            notes.append(f"the module is {str(own)[6:]}; planned from its config on the meta device to size it as "
+                         f"{dtype}")
+        except ExplainError:
+            notes.append(f"the module is {str(own)[6:]} and accelerate never sizes a tensor above its own dtype, so "
+                         f"this plan counts {str(own)[6:]}, not {dtype}")
     no_split = no_split_classes(module)
     special = quantised_weights(module, quantised) if quantised is not None else None
     memory, user_set, hardware, description = budget(request)
@@ -287,10 +301,21 @@ def compute(request: Request, suggest: bool = True) -> Plan:
     kv = kv_cache(source.config, rows, dtype, request.context, request.batch)
     status, reasons = verdict(memory, device_bytes, kv, rows)
     notes = steps + notes
+    offloaded = [d for d in ("cpu", "disk") if device_bytes.get(d)]
+    main = next((d for d in device_map.values() if d not in NON_ACCELERATORS), "cpu")
+    if offloaded and (main != "cpu" or "disk" in offloaded):
+        top = list(module.named_parameters(recurse=False)) + list(module.named_children())
+        biggest, names = get_max_layer_size(top, defaultdict(int, sizes), no_split)  # as accelerate's own dict
+        notes.append(f"with offload, accelerate keeps {size_text(biggest)} free on {device_label(main)} (the biggest "
+                     f"piece it may have to bring in to run it, {names[0] if names else '?'}), so that device is "
+                     "not filled to its budget")
     if quantised is not None:
         notes.append(f"{dtype}: {DTYPES[dtype][2]}, as transformers counts them (bitsandbytes also keeps one scale per "
                      "block of weights, a few % more, which neither transformers nor accelerate counts)")
-        if any(d in ("cpu", "disk") for d in device_map.values()):
+        if "mps" in memory or not accelerators(memory):
+            notes.append("bitsandbytes is built for CUDA GPUs; check that your version supports "
+                         f"{'Apple silicon (mps)' if 'mps' in memory else 'the CPU'} before counting on this plan")
+        if any(d in ("cpu", "disk") for d in device_map.values()) and accelerators(memory):
             notes.append("bitsandbytes refuses a quantised model spread over cpu or disk unless "
                          "BitsAndBytesConfig(llm_int8_enable_fp32_cpu_offload=True) (and then the offloaded part "
                          "stays in float32)")
@@ -308,10 +333,6 @@ def compute(request: Request, suggest: bool = True) -> Plan:
         from .suggest import suggestions
         plan.suggestions = suggestions(request, plan)
     return plan
-
-
-def hardware_names() -> list:
-    return list(profiles())
 
 
 def smaller_dtypes(dtype: str) -> list:

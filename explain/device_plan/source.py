@@ -1,4 +1,4 @@
-"""What to plan for: a model name, a folder, a config, a pipeline or a module -> a model whose sizes accelerate can read.
+"""What to plan for: a model name, a folder, a config, a pipeline or a module -> a model accelerate can size.
 
 From a config, the model is built on the meta device (accelerate's init_empty_weights) from explain's own model
 files: every parameter has its shape and dtype but no storage, so a 70B model costs no memory and no download.
@@ -131,7 +131,7 @@ def resolve(model, revision: str | None = None) -> Source:
         config = config_of(model)
         name = config.get("_name_or_path") or type(model).__name__
         return Source(model, config, name, f"the module you passed ({type(model).__name__})", module_dtype(model))
-    if hasattr(model, "model") and isinstance(getattr(model, "model"), torch.nn.Module):  # a pipeline
+    if hasattr(model, "model") and isinstance(model.model, torch.nn.Module):  # a pipeline
         source = resolve(model.model)
         source.name = getattr(model, "name_or_path", None) or source.name
         source.config = dict(getattr(model, "config", None) or source.config)

@@ -40,7 +40,7 @@ def suggestions(request, plan) -> list:
             other = again(context=context)
             if other.fits:
                 found.append(_entry(f"context={context}", {"context": context}, other,
-                                    f"the KV cache shrinks with the context"))
+                                    "the KV cache shrinks with the context"))
                 break
             context //= 2
         batch = plan.kv_cache["batch"] // 2

@@ -28,7 +28,7 @@ def groups(plan) -> list:
         if (last is not None and unit["layer"] and last["layer"] and last["device"] == unit["device"]
                 and last["each"] == unit["bytes"]):
             last["names"].append(unit["name"])
-            last["bytes"] += unit["bytes"]
+            last["bytes"] = None if unit["bytes"] is None else last["bytes"] + unit["bytes"]
             continue
         rows.append({"names": [unit["name"]], "device": unit["device"], "bytes": unit["bytes"], "each": unit["bytes"],
                      "layer": unit["layer"], "tied_to": unit["tied_to"]})
@@ -45,6 +45,8 @@ def groups(plan) -> list:
 
 
 def _bytes_cell(row) -> str:
+    if row["bytes"] is None:  # a replayed trace without its model: sizes unknown
+        return f"{row['count']} layers" if row["count"] > 1 else "-"
     if row["tied_to"] and not row["bytes"]:
         return f"0 B (tied: shares {row['tied_to']})"
     if row["count"] > 1:
@@ -72,14 +74,19 @@ def kv_formula(kv: dict) -> str:
 
 
 def header(plan) -> list:
-    billions = plan.parameters / 1e9
-    count = f"{billions:.2f} B" if billions >= 1 else f"{plan.parameters / 1e6:.1f} M"
-    return [f"{plan.architecture}, {count} parameters, {plan.dtype}; config: {plan.where}",
+    if plan.parameters is None:
+        count = "parameter count not recorded"
+    elif plan.parameters >= 1e9:
+        count = f"{plan.parameters / 1e9:.2f} B parameters"
+    else:
+        count = f"{plan.parameters / 1e6:.1f} M parameters"
+    return [f"{plan.architecture}, {count}, {plan.dtype}; config: {plan.where}",
             f"hardware: {plan.hardware} - {plan.hardware_description}",
-            f"device_map={plan.strategy!r}, decoder layers kept whole: {', '.join(plan.no_split_module_classes) or '-'}"]
+            f"device_map={plan.strategy!r}, decoder layers kept whole: "
+            f"{', '.join(plan.no_split_module_classes) or '-'}"]
 
 
-# -- text ------------------------------------------------------------------------------------------------------------------
+# -- text --------------------------------------------------------------------------------------------------------------
 def text(plan) -> str:
     lines = [f"Device plan for {plan.name}"] + ["  " + line for line in header(plan)]
     allowed = ", ".join(f"{device_label(d)} {size_text(v)}" for d, v in plan.max_memory.items() if v is not None)
@@ -114,17 +121,20 @@ def text(plan) -> str:
     return "\n".join(lines)
 
 
-# -- HTML ------------------------------------------------------------------------------------------------------------------
+# -- HTML --------------------------------------------------------------------------------------------------------------
 STYLE = """<style>
 .xdp{font-family:system-ui,-apple-system,sans-serif;font-size:13px;line-height:1.4;max-width:980px}
 .xdp h4{margin:4px 0 2px 0;font-size:15px}.xdp .sub{color:#666;margin:0 0 8px 0}
 .xdp .dev{display:flex;align-items:center;gap:8px;margin:3px 0}
 .xdp .name{width:64px;font-family:monospace}.xdp .bar{flex:1;height:16px;background:#eee;border-radius:3px;
 display:flex;overflow:hidden;position:relative}
-.xdp .seg{height:100%}.xdp .kv{background-image:repeating-linear-gradient(45deg,rgba(255,255,255,.5) 0 3px,
+.xdp .seg{height:100%;flex-shrink:0}.xdp .bar.over{outline:2px solid #c8553d}
+.xdp .cap{position:absolute;top:-2px;bottom:-2px;width:2px;background:#c8553d}
+.xdp .kv{background-image:repeating-linear-gradient(45deg,rgba(255,255,255,.5) 0 3px,
 transparent 3px 6px)}.xdp .held{background:repeating-linear-gradient(45deg,#ccc 0 3px,#e4e4e4 3px 6px)}
 .xdp .fig{width:260px;font-family:monospace;font-size:12px;color:#333}
-.xdp table{border-collapse:collapse;margin:8px 0}.xdp td,.xdp th{padding:1px 10px 1px 0;text-align:left}
+.xdp table{border-collapse:collapse;margin:8px 0}
+.xdp td,.xdp th{padding:1px 10px 1px 0;text-align:left;font-size:13px}
 .xdp td.mono{font-family:monospace}.xdp .chip{display:inline-block;width:10px;height:10px;border-radius:2px;
 margin-right:4px;vertical-align:middle}
 .xdp .verdict{padding:6px 10px;border-radius:4px;margin:8px 0;color:#fff}.xdp ul{margin:2px 0 6px 18px;padding:0}
@@ -137,25 +147,33 @@ def _e(value) -> str:
 
 
 def _bars(plan) -> str:
-    rows = device_rows(plan)
+    """Each bar is the device's memory: weights (solid), KV cache (hatched), what transformers keeps free (grey, at
+    the end). A device asked to hold more than it has gets a red bar scaled to the need, its capacity marked."""
     out = []
-    for row in rows:
-        has = row["has"] or row["used"] or 1
-        scale = max(has, row["used"])
+    for row in device_rows(plan):
+        has, used = row["has"], row["used"]
+        scale = max(has or 0, used) or 1
         segments = [(row["weights"], colour(row["device"]), "", f"weights {size_text(row['weights'])}"),
                     (row["kv"], colour(row["device"]), " kv", f"KV cache {size_text(row['kv'])}")]
-        allowed = row["allowed"]
-        if row["has"] is not None and allowed is not None and allowed < row["has"]:
-            held = row["has"] - allowed
-            segments.append((held, "", " held", f"kept free by transformers / accelerate rules: {size_text(held)}"))
-        bar = "".join(f'<div class="seg{cls}" style="width:{100 * size / scale:.2f}%;'
-                      f'{"background-color:" + fill + ";" if fill else ""}" title="{_e(tip)}"></div>'
-                      for size, fill, cls, tip in segments if size > 0)
-        has_text = f" of {size_text(row['has'])}" if row["has"] is not None else ""
-        kv_text = f" + KV {size_text(row['kv'])}" if row["kv"] else ""
-        out.append(f'<div class="dev"><span class="name">{_e(row["label"])}</span><div class="bar">{bar}</div>'
-                   f'<span class="fig">{_e(size_text(row["weights"]) + kv_text + has_text)}</span></div>')
-    return "".join(out)
+        held = has - row["allowed"] if has is not None and row["allowed"] is not None else 0
+        bar = "".join(f'<div class="seg{cls}" style="width:{100 * size / scale:.2f}%;background-color:{fill}" '
+                      f'title="{_e(tip)}"></div>' for size, fill, cls, tip in segments if size > 0)
+        if 0 < held and used + held <= has:
+            bar += (f'<div class="seg held" style="width:{100 * held / scale:.2f}%;margin-left:auto" title="'
+                    f'{_e("kept free by transformers: " + size_text(held))}"></div>')
+        over = has is not None and used > has
+        if over:
+            bar += f'<div class="cap" style="left:{100 * has / scale:.2f}%" title="{_e(size_text(has))}"></div>'
+        if has is None:
+            figure = f"{size_text(row['weights'])} + KV {size_text(row['kv'])}, capacity not recorded"
+        else:
+            figure = (f"{size_text(row['weights'])}" + (f" + KV {size_text(row['kv'])}" if row["kv"] else "")
+                      + f" of {size_text(has)}" + (f", {size_text(used - has)} over" if over else ""))
+        out.append(f'<div class="dev"><span class="name">{_e(row["label"])}</span><div class="bar'
+                   f'{" over" if over else ""}">{bar}</div><span class="fig">{_e(figure)}</span></div>')
+    legend = ('<p class="sub">solid: weights; hatched: KV cache; grey: kept free by transformers\' headroom rules; '
+              "hover a segment for its size</p>")
+    return "".join(out) + legend
 
 
 def _table(plan) -> str:
