@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 
 import torch
@@ -16,7 +17,7 @@ from .config import folder_has_gguf, load_config
 from .embedded import ensure_provisioned
 from .errors import ExplainError, UnsupportedError
 from .models import model_class
-from .placement import place
+from .placement import AUTO_STRATEGIES, normalise_device, place
 from .tokenizer import Tokenizer, load_tokenizer
 from .trace import Trace
 from .weights import dtype_name, load_weights, resolve_dtype, safetensors_files
@@ -47,11 +48,27 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     if trust_remote_code:
         raise UnsupportedError(REMOTE_CODE_REFUSAL)
     dtype = model_kwargs.pop("dtype", model_kwargs.pop("torch_dtype", torch_dtype if torch_dtype is not None else dtype))
+    if device_map is not None and "device_map" in model_kwargs:
+        raise ExplainError("device_map given both as an argument and in model_kwargs; pass it once "
+                           "(transformers refuses this too)")
     device_map = model_kwargs.pop("device_map", device_map)
     gguf_file = model_kwargs.pop("gguf_file", gguf_file)
     revision = model_kwargs.pop("revision", revision)
     token = model_kwargs.pop("token", token)
     max_memory = model_kwargs.pop("max_memory", None)
+    # arguments that cannot work fail here, before seconds of reading files
+    if dtype is not None and dtype != "auto":
+        resolve_dtype(dtype, None)
+    if device is not None and device_map is not None:
+        raise ExplainError("pass either device= or device_map=, not both (transformers warns that they "
+                           "conflict and lets device= win)")
+    if device is not None:
+        normalise_device(device)
+    elif isinstance(device_map, (str, int)) and device_map not in AUTO_STRATEGIES:
+        normalise_device(device_map)
+    elif isinstance(device_map, dict):
+        for where in set(device_map.values()) - {"disk"}:
+            normalise_device(where)
     generate_defaults = {}
     for key, value in kwargs.items():
         if key in IGNORED_ARGUMENTS:
@@ -59,8 +76,8 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
         if key in GENERATE_ARGUMENTS:
             generate_defaults[key] = value
             continue
-        close = difflib.get_close_matches(key, list(GENERATE_ARGUMENTS) + ["model", "tokenizer", "device",
-                                          "device_map", "dtype", "model_kwargs", "gguf_file", "revision"], n=1)
+        own = [name for name in inspect.signature(pipeline).parameters if name != "kwargs"]
+        close = difflib.get_close_matches(key, list(GENERATE_ARGUMENTS) + own, n=1)
         raise ExplainError(f"unknown argument {key!r} to explain.pipeline"
                            + (f"; did you mean {close[0]!r}?" if close else ""))
 

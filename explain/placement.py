@@ -58,7 +58,8 @@ def normalise_device(device) -> str:
 def plan(model: torch.nn.Module, dtype: torch.dtype, device=None, device_map=None, max_memory=None) -> dict:
     """Decide the device map without moving anything; returns the facts the placement event shows."""
     if device is not None and device_map is not None:
-        raise ExplainError("pass either device= or device_map=, not both (transformers refuses both too)")
+        raise ExplainError("pass either device= or device_map=, not both (transformers warns that they "
+                           "conflict and lets device= win)")
     no_split = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))})
     facts = {"asked": {"device": str(device) if device is not None else None,
                        "device_map": device_map if not isinstance(device_map, dict) else "dict"},
