@@ -40,8 +40,8 @@ def test_aliases_and_removed_tasks_match_transformers():
         assert registry.REMOVED_TASKS[task] == advice.replace("\N{HUGGING FACE} ", ""), task
 
 
-@pytest.mark.parametrize("task", sorted(transformers.pipelines.SUPPORTED_TASKS) + sorted(transformers.pipelines.TASK_ALIASES)
-                         + ["image-to-text"])
+@pytest.mark.parametrize("task", sorted(transformers.pipelines.SUPPORTED_TASKS)
+                         + sorted(transformers.pipelines.TASK_ALIASES) + ["image-to-text"])
 def test_check_task_normalises_as_transformers_does(task):
     theirs, _, _ = transformers.pipelines.check_task(task)
     ours, entry = registry.check_task(task)
