@@ -27,6 +27,7 @@ import torch
 
 from . import report
 from .contenders import ExplainContender, TransformersContender, Unavailable
+from .forward import forward_breakdown
 from .roofline import read_bandwidth, weight_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,6 +62,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup-tokens", type=int, default=8)
     parser.add_argument("--prefill-tokens", type=int, default=512)
     parser.add_argument("--prefill-repeats", type=int, default=3)
+    parser.add_argument("--forward-repeats", type=int, default=20, help="forwards timed for the breakdown")
     parser.add_argument("--load-runs", type=int, default=3, help="cold loads per contender and dtype (median)")
     parser.add_argument("--no-transformers-load", action="store_true", help="skip transformers' cold loads")
     parser.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer summed to measure read bandwidth")
@@ -69,7 +71,7 @@ def parse(argv=None) -> argparse.Namespace:
         if args.out is None:
             parser.error("--smoke writes only to a folder you name: add --out DIR")
         args.new_tokens, args.prompts, args.dtypes, args.rounds, args.warmup_tokens = 4, 1, "float32", 1, 2
-        args.prefill_tokens, args.prefill_repeats, args.load_runs = 32, 1, 1
+        args.prefill_tokens, args.prefill_repeats, args.load_runs, args.forward_repeats = 32, 1, 1, 3
         args.no_transformers_load, args.bandwidth_mib = True, 64
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     args.out = args.out or RESULTS
@@ -293,6 +295,9 @@ def run(args) -> dict:
                  "trace_bytes_per_step": trace_bytes_per_step(pipe, runs["explain_traced"]),
                  "prefill": measure_prefill(contenders, pipe, args)}
         phase(f"{dtype} prefill")
+        entry["forward_breakdown"] = forward_breakdown(pipe.model, contenders["transformers"].model, prompts[0][1],
+                                                       repeats=args.forward_repeats)
+        phase(f"{dtype} forward breakdown")
         results["dtypes"][dtype] = entry
         del contenders, pipe
         gc.collect()
