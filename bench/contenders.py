@@ -33,6 +33,7 @@ class Timing:
     first_token_s: float  # prompt (text) in -> first new token out: time to first token
     prefill_s: float  # the prompt's forward and the first token's pick
     decode_s: float  # first new token out -> last new token out
+    step_s: list  # the time each decoded token took (decode_tokens of them, summing to decode_s)
     forward_s: float | None = None  # explain only: the model's forward time within decode_s
     trace_run: int | None = None  # explain only: the trace's run number for this generation
 
@@ -66,10 +67,11 @@ class ExplainContender:
             generation = self.pipe.start(text, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None)
             ts = time.perf_counter()
             generation.step()
-            t1 = time.perf_counter()
+            stamps = [time.perf_counter()]  # after each token
             while not generation.finished:
                 generation.step()
-            t2 = time.perf_counter()
+                stamps.append(time.perf_counter())
+            t1, t2 = stamps[0], stamps[-1]
             # what pipe(...) does after the last token (generation/end and decoding events, which a live view
             # draws its final state on); outside the timed window, as it is once per call, not per token
             self.pipe._end(generation, time.time() - (t2 - t0), t2 - t0, False)
@@ -81,7 +83,7 @@ class ExplainContender:
             raise RuntimeError(f"{self.name}: explain tokenized the prompt differently from the ids given")
         steps = generation.steps
         return Timing(ids=generation.generated_ids, first_token_s=t1 - t0, prefill_s=t1 - ts, decode_s=t2 - t1,
-                      forward_s=sum(s["forward_time"] for s in steps[1:]), trace_run=trace.run)
+                      step_s=_gaps(stamps), forward_s=sum(s["forward_time"] for s in steps[1:]), trace_run=trace.run)
 
 
 class TransformersContender:
@@ -106,7 +108,11 @@ class TransformersContender:
         if len(new) != new_tokens or len(clock.times) != new_tokens + 1:
             raise RuntimeError(f"{self.name}: generated {len(new)} tokens, expected {new_tokens}")
         return Timing(ids=new, first_token_s=clock.times[1] - t0, prefill_s=clock.times[1] - clock.times[0],
-                      decode_s=clock.times[-1] - clock.times[1])
+                      decode_s=clock.times[-1] - clock.times[1], step_s=_gaps(clock.times[1:]))
+
+
+def _gaps(stamps: list[float]) -> list[float]:
+    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 class Clock:

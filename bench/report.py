@@ -49,7 +49,7 @@ def targets(results: dict) -> list[dict]:
     out = []
     for dtype, entry in results["dtypes"].items():
         decode = entry["decode"]
-        rate = {k: v["tokens_per_s"] if v.get("available") else None for k, v in decode.items()}
+        rate = {k: v["median_tokens_per_s"] if v.get("available") else None for k, v in decode.items()}
         traced, untraced = rate.get("explain_traced"), rate.get("explain_untraced")
         overhead = None if not traced or not untraced else 100 * (1 - traced / untraced)
         out.append(_target("tracing_overhead", dtype, "tracing overhead at default capture", overhead, 3.0, "%",
@@ -111,20 +111,24 @@ def markdown(results: dict, json_name: str) -> str:
              f"{results['load_average_end'][0]:.1f} at the end (the machine is shared). Raw numbers: "
              f"[{json_name}]({json_name}).", "",
              "## Decode", "",
-             "| dtype | contender | tokens/s | ms/token | vs tracing off | vs transformers | share of roofline |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| dtype | contender | tokens/s | median token, ms | tokens/s at the median | vs tracing off | "
+             "vs transformers | share of roofline |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for dtype, entry in results["dtypes"].items():
         decode = entry["decode"]
-        base = decode["explain_untraced"].get("tokens_per_s")
-        ref = decode["transformers"].get("tokens_per_s")
+        base = decode["explain_untraced"].get("median_tokens_per_s")
+        ref = decode["transformers"].get("median_tokens_per_s")
         for name, summary in decode.items():
             if not summary.get("available"):
-                lines.append(f"| {dtype} | {LABELS[name]} | {summary.get('reason') or 'not available'} | | | | |")
+                lines.append(f"| {dtype} | {LABELS[name]} | {summary.get('reason') or 'not available'} | | | | | |")
                 continue
-            rate = summary["tokens_per_s"]
-            lines.append(f"| {dtype} | {LABELS[name]} | {rate:.2f} | {summary['ms_per_token']:.1f} | "
-                         f"{_num(_ratio(rate, base), 3, 'x')} | {_num(_ratio(rate, ref), 2, 'x')} | "
-                         f"{100 * summary['roofline_share']:.0f}% |")
+            rate = summary["median_tokens_per_s"]
+            lines.append(f"| {dtype} | {LABELS[name]} | {summary['tokens_per_s']:.2f} | "
+                         f"{summary['median_ms_per_token']:.1f} | {rate:.2f} | {_num(_ratio(rate, base), 3, 'x')} | "
+                         f"{_num(_ratio(rate, ref), 2, 'x')} | {100 * summary['roofline_share']:.0f}% |")
+    lines += ["", "tokens/s is new tokens / seconds over all runs (the first token, from the prefill, not counted). "
+              "The ratios and the roofline share are taken at the median token's time: other jobs on a shared "
+              "machine only ever add time, in bursts, and the median is what they disturb least."]
     lines += ["", f"Roofline: measured read bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s ({bw['method']}, best of "
               f"{bw['repeats']} over {bw['buffer_bytes'] >> 20} MiB, at the start and the end). "]
     for dtype, entry in results["dtypes"].items():

@@ -82,14 +82,17 @@ def test_smoke_numbers_are_real_and_consistent(smoke):
         for r in runs:
             assert r["new_tokens"] == new_tokens and r["decode_tokens"] == new_tokens - 1
             assert r["decode_s"] > 0 and close(r["tokens_per_s"], r["decode_tokens"] / r["decode_s"])
-            assert 0 < r["prefill_s"] <= r["first_token_s"]
+            assert 0 < r["prefill_s"] <= r["first_token_s"] and 0 < r["median_step_s"] < r["decode_s"]
             if name.startswith("explain"):
                 assert 0 < r["forward_s"] < r["decode_s"]
         assert summary["decode_tokens"] == sum(r["decode_tokens"] for r in runs)
         assert close(summary["decode_s"], sum(r["decode_s"] for r in runs))
         assert close(summary["tokens_per_s"], summary["decode_tokens"] / summary["decode_s"])
         assert close(summary["ms_per_token"], 1000 / summary["tokens_per_s"])
-        assert close(summary["roofline_share"], summary["tokens_per_s"] / bound)
+        assert close(summary["roofline_share"], summary["median_tokens_per_s"] / bound)
+        assert close(summary["median_ms_per_token"], 1000 / summary["median_tokens_per_s"])
+        percentiles = summary["token_ms_percentiles"]
+        assert 0 < percentiles["10"] <= percentiles["50"] <= percentiles["90"]
         assert summary["runs_tokens_per_s"]["min"] <= summary["runs_tokens_per_s"]["max"]
     for name, prefill in entry["prefill"].items():
         assert prefill["prompt_tokens"] == settings["prefill_tokens"]
@@ -108,7 +111,7 @@ def test_smoke_numbers_are_real_and_consistent(smoke):
 # -- the pieces, on made-up inputs ---------------------------------------------------------------------------------
 def made_up(traced=97.0, untraced=100.0, widget=None, reference=80.0, load=(2.0, 10.0), trace_bytes=1500.0):
     def summary(rate):
-        return {"available": True, "tokens_per_s": rate} if rate else {"available": False, "reason": "not available: x"}
+        return {"available": True, "median_tokens_per_s": rate} if rate else {"available": False, "reason": "not available: x"}
     return {"dtypes": {"float32": {
         "decode": {"explain_traced": summary(traced), "explain_untraced": summary(untraced),
                    "explain_widget": summary(widget), "transformers": summary(reference)},
