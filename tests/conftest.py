@@ -17,12 +17,15 @@ os.environ["HF_HOME"] = HF_HOME
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# one intra-op thread: the test models are small, and on a busy 2-core machine torch's OpenMP threads wait for
+# each other (a 576x576 linear took 6-30 ms with 2 threads, 0.7 ms with 1). Set OMP_NUM_THREADS to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE",
               "XDG_CACHE_HOME"):
     os.environ.pop(_name, None)
 atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
 
-import pytest  # noqa: E402  (after the environment, on purpose)
+import pytest  # after the environment, on purpose
 
 HUB_CACHE = os.path.join(HF_HOME, "hub")
 
