@@ -178,7 +178,8 @@ class Generation:
             logit=float(raw[0, token]), rank=int((raw[0] > raw[0, token]).sum()) + 1,
             entropy_bits=entropy, probs_top={"ids": top_ids.tolist(), "values": _floats(top_probs)},
             kv_cache={"length": len(self.cache), "bytes": self.cache.nbytes},
-            forward=forward, forward_time=forward_time, token_texts=token_texts)
+            forward=forward, forward_time=forward_time,
+            token_texts={str(k): v for k, v in token_texts.items()})  # str keys: as JSON has them, live or replayed
         if token in self.eos:
             self._finish("eos", record)
         elif self.input_ids.shape[1] >= self.settings["max_length"]:
