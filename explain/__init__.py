@@ -4,6 +4,9 @@
     pipe = explain.pipeline("text-generation")        # the embedded SmolLM2-135M-Instruct, offline
     pipe("Write a story about a cat", max_new_tokens=40)
     for e in pipe.trace.events: print(e.stage, e.kind, e.data)
+
+In Jupyter: explain.show(pipe) shows a live dashboard, explain.step_through(pipe, prompt) a step-by-step
+controller, explain.show(explain.Trace.load(path)) replays a saved trace (pip install "explain[notebook]").
 """
 
 __version__ = "0.1.0"
@@ -14,10 +17,23 @@ from .pipeline import pipeline
 from .trace import STAGES, Event, Trace
 
 
+def show(source, **kwargs) -> None:
+    """Display a dashboard of a pipeline (it fills in live as the pipeline runs) or of a saved Trace."""
+    from .widgets import show as show_widgets  # ipywidgets, anywidget and plotly load only here
+    return show_widgets(source, **kwargs)
+
+
+def step_through(pipe, prompt, **generate_kwargs):
+    """A controller widget that advances a paused generation token by token (Next token, Run N, knobs, ...)."""
+    from .widgets import step_through as step_through_widget
+    return step_through_widget(pipe, prompt, **generate_kwargs)
+
+
 def plan_device_map(model, **kwargs):
     """Where device_map="auto" puts each layer of `model` on some hardware (explain.device_plan.plan_device_map)."""
     from .device_plan import plan_device_map as plan  # loads the planner only when asked
     return plan(model, **kwargs)
 
 
-__all__ = ["pipeline", "provision", "Trace", "Event", "STAGES", "ExplainError", "plan_device_map", "__version__"]
+__all__ = ["pipeline", "show", "step_through", "provision", "Trace", "Event", "STAGES", "ExplainError",
+           "plan_device_map", "__version__"]

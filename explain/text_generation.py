@@ -59,6 +59,13 @@ class TextGenerationPipeline:
         options, settings_call = self._split(kwargs)
         return self._prepare(text_inputs, options, settings_call)
 
+    def finish(self, generation: Generation) -> str:
+        """Close a run advanced by hand (start + step/run): emit generation/end and decoding/decode as a call
+        does, with the steps' own time as its duration (not the pauses between them); returns the text."""
+        duration = sum(step.get("forward_time") or 0.0 for step in generation.steps)
+        self._end(generation, time.time() - duration, duration, interrupted=False)
+        return generation.output_text
+
     def _split(self, kwargs):
         """(pipeline options, generation settings), checked as transformers' _sanitize_parameters checks them."""
         kwargs = {**self.generate_defaults, **kwargs}

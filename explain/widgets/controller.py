@@ -1,0 +1,256 @@
+"""Step-through: a paused generation a teacher advances one token at a time, changing knobs as they go.
+
+    explain.step_through(pipe, "Write a story about a cat", max_new_tokens=40)
+
+The buttons work because generation is resumable (pipe.start returns a Generation that keeps its KV cache
+and every step's raw logits), not because a cell is running. Knobs change the next steps
+(Generation.set_settings); "What if?" re-applies the processors with the knobs to a recorded step
+(Generation.what_if); "Force" takes another candidate at a step and continues from there in a new branch
+(Generation.force), the original run kept beside it.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+import ipywidgets as widgets
+
+from ..errors import ExplainError
+from .dashboard import Dashboard, StaticFallback, claim
+from .state import visible
+
+KNOBS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
+
+
+def _prompt_text(prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return " | ".join(f"{m.get('role')}: {m.get('content')}" for m in prompt)
+
+
+class StepThrough(StaticFallback, widgets.VBox):
+    """Buttons (Next token, Run N, Run to end, Reset), knob sliders, what-if and force, over a Dashboard."""
+
+    def __init__(self, pipe, prompt, **generate_kwargs):
+        self.pipe, self.prompt = pipe, prompt
+        self.generate_kwargs = {**generate_kwargs, "keep_logits": True}
+        wide = {"description_width": "initial"}
+        self.next_button = widgets.Button(description="Next token", icon="step-forward", button_style="primary",
+                                          tooltip="Run the model once and add one token")
+        self.count = widgets.BoundedIntText(value=5, min=1, max=1000, layout=widgets.Layout(width="64px"))
+        self.run_button = widgets.Button(description="Run N", icon="forward", tooltip="Add N tokens")
+        self.end_button = widgets.Button(description="Run to end", icon="fast-forward",
+                                         tooltip="Generate until a stop condition")
+        self.reset_button = widgets.Button(description="Reset", icon="undo",
+                                           tooltip="Start again from the prompt, with the knobs as they are now")
+        self.message = widgets.HTML()
+        self.do_sample = widgets.Checkbox(description="sample (do_sample)", indent=False,
+                                          layout=widgets.Layout(width="150px"))
+        self.temperature = widgets.FloatSlider(value=1.0, min=0.05, max=2.0, step=0.05, description="temperature",
+                                               style=wide, continuous_update=False)
+        self.top_k = widgets.IntSlider(value=50, min=0, max=200, description="top-k", style=wide,
+                                       continuous_update=False)
+        self.top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p", style=wide,
+                                         continuous_update=False)
+        self.repetition_penalty = widgets.FloatSlider(value=1.0, min=1.0, max=2.0, step=0.05, style=wide,
+                                                      description="repetition penalty", continuous_update=False)
+        self.what_if_button = widgets.Button(description="What if? (knobs at this step)", icon="question",
+                                             layout=widgets.Layout(width="auto"),
+                                             tooltip="Re-apply the processors with the knobs above to this step's "
+                                                     "recorded logits; nothing is generated")
+        self.force_choice = widgets.Dropdown(description="another token", style=wide,
+                                             layout=widgets.Layout(width="300px"))
+        self.force_button = widgets.Button(description="Force it and continue", icon="code-branch",
+                                           layout=widgets.Layout(width="auto"),
+                                           tooltip="A new branch: this run up to the step, then this token")
+        tools = widgets.HBox([self.what_if_button, self.force_choice, self.force_button],
+                             layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self.dashboard = Dashboard(pipe, step_tools=tools, runs=set())
+        title = widgets.HTML(f"<div class='explain-w'><b style='font-size: 15px'>Step through</b> "
+                             f"<span class='explain-muted'>prompt:</span> <code>{escape(_prompt_text(prompt))}"
+                             f"</code></div>")
+        buttons = widgets.HBox([self.next_button, self.count, self.run_button, self.end_button, self.reset_button,
+                                self.message], layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
+        knobs = widgets.HBox([self.do_sample, self.temperature, self.top_k, self.top_p, self.repetition_penalty],
+                             layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        hint = widgets.HTML("<div class='explain-w explain-muted'>Knobs change the next tokens. Temperature, top-k "
+                            "and top-p act only when sampling; greedy decoding always takes the most likely token."
+                            "</div>")
+        super().__init__(children=[title, buttons, knobs, hint, self.dashboard])
+        self.add_class("explain-step-through")
+        self.generations: dict = {}
+        self._quiet = False
+        self.next_button.on_click(lambda _: self.next())
+        self.run_button.on_click(lambda _: self.run(self.count.value))
+        self.end_button.on_click(lambda _: self.run())
+        self.reset_button.on_click(lambda _: self.reset())
+        self.what_if_button.on_click(lambda _: self.what_if())
+        self.force_button.on_click(lambda _: self.force())
+        for knob in (self.do_sample, self.temperature, self.top_k, self.top_p, self.repetition_penalty):
+            knob.observe(self._on_knob, "value")
+        self.dashboard.text.observe(lambda _: self._update_force_choices(), "selected")
+        self._start(dict(self.generate_kwargs))
+
+    def __repr__(self) -> str:
+        generation = self.generation
+        return f"explain.StepThrough({len(generation.steps) if generation else 0} steps, {self.dashboard!r})"
+
+    # -- the generation shown --------------------------------------------------------------------------
+    @property
+    def generation(self):
+        """The Generation of the branch on screen (the original, or a forced branch)."""
+        return self.generations.get(self.dashboard.state.branch) or self.generations.get(0)
+
+    def _start(self, kwargs) -> None:
+        run = self.pipe.trace.run + 1  # the call pipe.start is about to make
+        self.dashboard.runs.add(run)
+        claim(self.pipe.trace, run)
+        generation = self.pipe.start(self.prompt, **kwargs)
+        self.generations = {generation.branch: generation}
+        self._finished = set()
+        self._set_knobs(generation.settings)
+        self._after()
+
+    def _set_knobs(self, settings: dict) -> None:
+        self._quiet = True
+        try:
+            self.do_sample.value = bool(settings.get("do_sample"))
+            self.temperature.value = float(settings.get("temperature") or 1.0)
+            self.top_k.value = int(settings.get("top_k") or 0)
+            self.top_p.value = float(settings.get("top_p") or 1.0)
+            self.repetition_penalty.value = float(settings.get("repetition_penalty") or 1.0)
+        finally:
+            self._quiet = False
+        self._enable_knobs()
+
+    def knobs(self) -> dict:
+        return {"do_sample": self.do_sample.value, "temperature": round(self.temperature.value, 4),
+                "top_k": self.top_k.value, "top_p": round(self.top_p.value, 4),
+                "repetition_penalty": round(self.repetition_penalty.value, 4)}
+
+    # -- buttons ---------------------------------------------------------------------------------------
+    def next(self) -> dict | None:
+        """Generate exactly one token."""
+        return self._advance(1)
+
+    def run(self, count: int | None = None) -> None:
+        """Generate `count` tokens, or until the generation stops."""
+        self._advance(count)
+
+    def _advance(self, count: int | None):
+        generation = self.generation
+        if generation.finished:
+            self._say(f"This run has finished ({generation.stop_reason}). Press Reset to start again.")
+            return None
+        record = None
+        try:
+            for _ in range(count if count is not None else 10**9):
+                if generation.finished:
+                    break
+                record = generation.step()
+        except ExplainError as error:
+            self._say(str(error), error=True)
+        self._after()
+        return record
+
+    def reset(self) -> None:
+        """Start again from the prompt (a new call of the pipeline), with the knobs as they are now."""
+        self._start({**self.generate_kwargs, **self.knobs()})
+        self._say("Started again from the prompt.")
+
+    def what_if(self, step: int | None = None, **knobs) -> dict | None:
+        """Re-apply the processors with these knobs (default: the sliders) to a recorded step; shows the result."""
+        step = self.dashboard.selected_step() if step is None else step
+        if step is None:
+            self._say("Generate a token first: what-if looks at a recorded step.")
+            return None
+        try:
+            result = self.generation.what_if(step, **(knobs or self.knobs()))
+        except ExplainError as error:
+            self._say(str(error), error=True)
+            return None
+        self.dashboard.select(step)
+        self.dashboard.show_what_if(result)
+        recorded = visible(self.generation.token_text(result["recorded_token"]))
+        self._say(f"What if at step {step}: the recorded token {recorded} would have p = "
+                  f"{result['recorded_token_prob']:.3f}; {result['kept']} tokens keep a chance.")
+        return result
+
+    def force(self, step: int | None = None, token_id: int | None = None):
+        """Take `token_id` at `step` instead and continue from there, in a new branch; the original stays."""
+        step = self.dashboard.selected_step() if step is None else step
+        token_id = self.force_choice.value if token_id is None else token_id
+        if step is None or token_id is None:
+            self._say("Pick a step (click a token) and another candidate first.")
+            return None
+        try:
+            branch = self.generation.force(step, token_id)
+        except ExplainError as error:
+            self._say(str(error), error=True)
+            return None
+        self.generations[branch.branch] = branch
+        self._after()
+        self._say(f"Branch {branch.branch}: forced {visible(branch.token_text(token_id))} at step {step}. "
+                  "Next token continues the new branch; the original is kept below the text.")
+        return branch
+
+    # -- keeping the screen in step ----------------------------------------------------------------------
+    def _after(self) -> None:
+        generation = self.generation
+        if generation.finished and id(generation) not in self._finished:
+            self._finished.add(id(generation))
+            self.pipe.finish(generation)  # emits generation/end and decoding/decode, as a call does
+        self.dashboard.flush()
+        done = generation.finished
+        for button in (self.next_button, self.run_button, self.end_button):
+            button.disabled = done
+        self._update_force_choices()
+        if done:
+            self._refresh_displays()
+
+    def _update_force_choices(self) -> None:
+        state = self.dashboard.state
+        step_index = self.dashboard.selected_step()
+        if step_index is None:
+            self.force_choice.options = []
+            return
+        step = state.steps()[step_index]
+        texts = step.get("token_texts", {})
+        options, seen = [], {step.get("token_id")}
+        probs = dict(zip(step["probs_top"]["ids"], step["probs_top"]["values"]))
+        for token_id in step["probs_top"]["ids"] + step["logits_top"]["ids"]:
+            if token_id in seen:
+                continue
+            seen.add(token_id)
+            p = probs.get(token_id)
+            text = visible(texts.get(str(token_id), texts.get(token_id, f"#{token_id}")))
+            options.append((f"{text}  (p {p:.3f})" if p else f"{text}  (filtered out, p 0)", token_id))
+        self.force_choice.options = options
+        self.force_choice.value = options[0][1] if options else None  # ipywidgets 8 leaves it None
+        self.force_button.description = f"Force it at step {step_index} and continue"
+        self.what_if_button.description = f"What if? (knobs at step {step_index})"
+
+    def _on_knob(self, change) -> None:
+        self._enable_knobs()
+        if self._quiet:
+            return
+        try:
+            self.generation.set_settings(**self.knobs())
+        except ExplainError as error:
+            self._say(str(error), error=True)
+            return
+        self._say("Knobs set: they apply from the next token.")
+        if self.dashboard.what_if is not None:
+            self.what_if()
+
+    def _enable_knobs(self) -> None:
+        sampling = self.do_sample.value
+        for knob in (self.temperature, self.top_k, self.top_p):
+            knob.disabled = not sampling
+
+    def _say(self, text: str, error: bool = False) -> None:
+        color = "#cf222e" if error else "var(--jp-ui-font-color2, #59636e)"
+        self.message.value = f"<span class='explain-w' style='color: {color}'>{escape(text)}</span>"
+
+    def _static_html(self) -> str:
+        return self.dashboard._static_html()

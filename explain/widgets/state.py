@@ -1,0 +1,266 @@
+"""What the dashboard shows, folded from trace events one at a time. Plain Python: no display library.
+
+`DashboardState.apply(event)` does O(1) work (it keeps references to the events' data); the views read the
+state when the sink flushes. The same state builds the live widgets, a replayed trace and the static HTML.
+"""
+
+from __future__ import annotations
+
+from ..trace import STAGES, Event, Trace
+
+LOADING_STAGES = STAGES[:5]  # run 0: registry, config, tokenizer, weights, placement
+RUN_STAGES = STAGES[5:]  # every call of the pipeline: tokenization, generation, decoding
+ROLE_NAMES = ("system", "user", "assistant", "generation prompt", "tool")
+
+
+def size_text(n) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def seconds_text(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def visible(text: str) -> str:
+    """A token's text with its whitespace made visible (a leading space is part of a BPE token)."""
+    return text.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5") if text else "\u2205"
+
+
+class DashboardState:
+    """The loading facts (run 0) and one run of the pipeline: its prompt, settings and steps per branch."""
+
+    def __init__(self):
+        self.loading: dict[str, list[Event]] = {stage: [] for stage in LOADING_STAGES}
+        self.progress: dict | None = None  # the latest weights/progress
+        self.runs: list[int] = []
+        self.events = 0
+        self._reset_run(None)
+
+    def _reset_run(self, run: int | None) -> None:
+        self.run = run
+        self.encode: Event | None = None
+        self.settings: Event | None = None
+        self.prefill: Event | None = None
+        self.end: Event | None = None
+        self.end_branch = 0
+        self.decode: Event | None = None
+        self.branches: dict[int, list[dict]] = {0: []}
+        self.forks: dict[int, dict] = {}  # branch -> its generation/force data
+        self.branch = 0  # the branch that moved last
+        self.step_seconds = 0.0
+
+    @classmethod
+    def from_trace(cls, trace: Trace, run: int | None = None) -> "DashboardState":
+        state = cls()
+        for event in trace.events:
+            if run is None or event.run in (0, run):
+                state.apply(event)
+        return state
+
+    # -- folding events in ------------------------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        self.events += 1
+        if event.run == 0:
+            if event.stage == "weights" and event.kind == "progress":
+                self.progress = event.data
+            elif event.stage in self.loading:
+                self.loading[event.stage].append(event)
+            return
+        if event.run != self.run:
+            self._reset_run(event.run)
+            self.runs.append(event.run)
+        key = (event.stage, event.kind)
+        if key == ("tokenization", "encode"):
+            self.encode = event
+        elif key == ("generation", "settings"):
+            self.settings = event
+        elif key == ("generation", "prefill"):
+            self.prefill = event
+        elif key == ("generation", "step"):
+            branch = event.data.get("branch", 0)
+            self.branches.setdefault(branch, []).append(event.data)
+            self.branch = branch
+            self.step_seconds += event.duration
+        elif key == ("generation", "force"):
+            self._fork(event.data)
+        elif key == ("generation", "end"):
+            self.end, self.end_branch = event, self.branch
+        elif key == ("decoding", "decode"):
+            self.decode = event
+
+    def _fork(self, data: dict) -> None:
+        """A forced token: the new branch is the old one up to the step, then the forced token there."""
+        parent = self.branches.get(data.get("from_branch", 0), [])
+        step = data["step"]
+        if step >= len(parent):
+            return
+        forced = dict(parent[step], token_id=data["token_id"], token=data["token"], forced=True,
+                      branch=data["branch"], text=data["token"], stop_reason=None,
+                      prob=self.prob_of(parent[step], data["token_id"]))
+        self.branches[data["branch"]] = parent[:step] + [forced]
+        self.forks[data["branch"]] = data
+        self.branch = data["branch"]
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def steps(self, branch: int | None = None) -> list[dict]:
+        return self.branches.get(self.branch if branch is None else branch, [])
+
+    @staticmethod
+    def prob_of(step: dict, token_id: int) -> float | None:
+        """The final probability a step gave `token_id`, when it is among the recorded top candidates."""
+        top = step.get("probs_top") or {}
+        for i, value in zip(top.get("ids", []), top.get("values", [])):
+            if i == token_id:
+                return value
+        return None
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        if self.settings is None:
+            return None
+        return self.settings.data.get("settings", {}).get("max_new_tokens_effective")
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the shown branch stopped (eos, max_length, interrupted, ...), None while it can go on."""
+        steps = self.steps()
+        if steps and steps[-1].get("stop_reason"):
+            return steps[-1]["stop_reason"]
+        if self.end is not None and self.end_branch == self.branch:
+            return self.end.data.get("stop_reason") or "ended"
+        return None
+
+    def model_name(self) -> str | None:
+        lookup = self.loading["registry"]
+        return lookup[-1].data.get("model_used") if lookup else None
+
+    def prompt_tokens(self) -> list[list]:
+        """[text, id, start, end, special, role] for each prompt token; text is the prompt's own characters."""
+        if self.encode is None:
+            return []
+        d = self.encode.data
+        text, segments = d.get("text") or "", d.get("segments") or []
+        rows = []
+        for i, token_id in enumerate(d.get("ids", [])):
+            start, end = (d.get("offsets") or [[0, 0]] * (i + 1))[i]
+            piece = text[start:end] if end > start else (d.get("tokens") or [""] * (i + 1))[i]
+            role = next((s["role"] for s in segments if s["start"] <= start < s["end"]), None)
+            rows.append([piece, token_id, start, end, bool((d.get("special") or [False] * (i + 1))[i]), role])
+        return rows
+
+    def generated_tokens(self, branch: int | None = None) -> list[list]:
+        """[text, prob, forced] for each generated token of a branch."""
+        return [[s.get("token", ""), s.get("prob"), bool(s.get("forced"))] for s in self.steps(branch)]
+
+    def text(self, branch: int | None = None) -> str:
+        if self.decode is not None and (branch is None or branch == self.branch):
+            return self.decode.data.get("text", "")
+        return "".join(s.get("text") or s.get("token", "") for s in self.steps(branch))
+
+    # -- the stage timeline ----------------------------------------------------------------------------
+    def stage_rows(self) -> list[dict]:
+        """One row per stage: seconds, short facts, and whether it is done, running or still to come."""
+        rows = []
+        for stage in STAGES:
+            seconds, facts, status = self._stage(stage)
+            rows.append({"stage": stage, "seconds": seconds, "time": seconds_text(seconds) if seconds is not None
+                         else "", "facts": facts, "status": status})
+        return rows
+
+    def _stage(self, stage: str) -> tuple[float | None, list[str], str]:
+        if stage in LOADING_STAGES:
+            events = self.loading[stage]
+            if not events:
+                if stage == "weights" and self.progress:
+                    return None, [f"tensors {self.progress['done']}/{self.progress['total']}"], "running"
+                return None, [], "waiting"
+            return sum(e.duration for e in events), loading_facts(stage, events), "done"
+        if stage == "tokenization":
+            if self.encode is None:
+                return None, [], "waiting"
+            d = self.encode.data
+            facts = [f"{d.get('count', len(d.get('ids', [])))} tokens",
+                     "chat template" if d.get("kind_of_input") == "chat" else "plain text"]
+            return self.encode.duration, facts, "done"
+        if stage == "generation":
+            if self.settings is None:
+                return None, [], "waiting"
+            settings = self.settings.data.get("settings", {})
+            steps = self.steps()
+            facts = [f"{len(steps)}/{self.max_new_tokens} tokens",
+                     "sampling" if settings.get("do_sample") else "greedy"]
+            if self.prefill is not None:
+                facts.append(f"prefill {self.prefill.data.get('prompt_tokens')} tokens "
+                             f"in {seconds_text(self.prefill.duration)}")
+            decode = [s["forward_time"] for s in steps if s.get("forward") == "decode"]
+            if decode and sum(decode) > 0:
+                facts.append(f"{len(decode) / sum(decode):.1f} tokens/s")
+            if self.stop_reason:
+                facts.append(f"stopped: {self.stop_reason}")
+            if self.end is not None:
+                return self.end.duration, facts, "done"
+            return self.step_seconds, facts, "done" if self.finished else "running"
+        if self.decode is None:  # decoding
+            return None, [], "waiting"
+        d = self.decode.data
+        facts = [f"{len(d.get('ids', []))} ids \u2192 {len(d.get('text', ''))} characters"]
+        if d.get("skip_special_tokens"):
+            facts.append("special tokens skipped")
+        return self.decode.duration, facts, "done"
+
+
+def loading_facts(stage: str, events: list[Event]) -> list[str]:
+    """The key facts of a loading stage: where files came from, the model's shape, dtype, bytes, devices."""
+    d = events[-1].data
+    if stage == "registry":
+        facts = [f"{d.get('task')} \u2192 {d.get('pipeline_class')}", f"model {d.get('model_used')}"]
+        if d.get("default_model") and d.get("model_used") != d.get("default_model") and d.get("gguf_file_used"):
+            facts.append(f"embedded instead of {d.get('default_model')}")
+        return facts
+    if stage == "config":
+        files = [e.data for e in events if e.kind == "file" and not e.data.get("absent")]
+        facts = []
+        if files:
+            caches = {}
+            for f in files:
+                caches[f.get("cache")] = caches.get(f.get("cache"), 0) + 1
+            how = ", ".join(f"cache {c}" if n == len(files) else f"{n} cache {c}" for c, n in caches.items())
+            facts.append(f"{len(files)} file{'s' if len(files) != 1 else ''} ({how})")
+            commits = {f.get("commit") for f in files if f.get("commit")}
+            if len(commits) == 1:
+                facts.append(f"commit {next(iter(commits))[:7]}")
+            facts.append(size_text(sum(f.get("size") or 0 for f in files)))
+        config = [e.data for e in events if e.kind == "config"]
+        if config:
+            h = config[-1].get("hyperparameters", {})
+            layers = h.get("num_hidden_layers", h.get("n_layer"))
+            facts.append(f"{config[-1].get('architecture')}, {layers} layers, vocab {h.get('vocab_size')}")
+        return facts
+    if stage == "tokenizer":
+        facts = [str(d.get("model")), f"{d.get('vocab_size')} tokens"]
+        if d.get("has_chat_template"):
+            facts.append("chat template")
+        return facts
+    if stage == "weights":
+        load = next((e.data for e in reversed(events) if e.kind == "load"), d)
+        facts = [str(load.get("format")), f"{load.get('tensors')} tensors"]
+        if load.get("parameters"):
+            facts.append(f"{load['parameters'] / 1e6:.1f} M parameters")
+        facts += [f"dtype {load.get('dtype')}", size_text(load.get("bytes"))]
+        return facts
+    if stage == "placement":
+        devices = ", ".join(d.get("devices", []))
+        per = d.get("bytes_per_device") or {}
+        return [str(d.get("strategy")), f"devices {devices}", size_text(sum(per.values())) if per else ""]
+    return []

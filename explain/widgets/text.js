@@ -1,0 +1,95 @@
+// The generated text, token by token: each span shaded by the probability the token was chosen with.
+// Click a token to show its step; arrow keys move the selection. New tokens are appended, not redrawn.
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function probColor(p) {
+  if (p === null || p === undefined) return "rgba(128,128,128,0.25)";
+  return `hsla(${Math.round(120 * Math.max(0, Math.min(1, p)))}, 75%, 45%, 0.28)`;
+}
+
+function render({ model, el: root }) {
+  const box = el("div", "explain-w explain-gen");
+  const status = el("div", "explain-gen-status");
+  const count = el("span", "explain-gen-count", "0");
+  const words = el("span", "explain-muted");
+  status.append(count, words);
+  const text = el("div", "explain-gen-text");
+  text.tabIndex = 0;
+  const prefix = el("span", "explain-prefix");
+  const cursor = el("span", "explain-cursor");
+  const legend = el("div", "explain-legend");
+  const scale = el("span");
+  scale.append(document.createTextNode("probability: unlikely "), el("span", "explain-scale"),
+    document.createTextNode(" confident"));
+  legend.append(scale, el("span", "", "\u00b7 wavy underline: forced token \u00b7 click a token to see its step " +
+    "(\u2190 \u2192 to move)"));
+  box.append(status, text, legend);
+  root.appendChild(box);
+
+  let spans = [];
+  let key = null;
+
+  function select(index) {
+    model.set("selected", index);
+    model.save_changes();
+  }
+
+  function addToken([token, prob, forced], index) {
+    const span = el("span", `explain-token${forced ? " forced" : ""}`, token);
+    span.dataset.step = index;
+    span.style.background = probColor(prob);
+    span.title = `step ${index} \u00b7 p = ${prob === null || prob === undefined ? "?" : prob.toFixed(3)}` +
+      `${forced ? " \u00b7 forced" : ""}`;
+    span.addEventListener("click", () => select(index));
+    text.insertBefore(span, cursor);
+    spans.push(span);
+  }
+
+  function drawTokens() {
+    const tokens = model.get("tokens") || [];
+    if (model.get("key") !== key || tokens.length < spans.length) {
+      key = model.get("key");
+      spans = [];
+      prefix.textContent = model.get("prefix") || "";
+      text.replaceChildren(prefix, cursor);
+    }
+    for (let i = spans.length; i < tokens.length; i++) addToken(tokens[i], i);
+    count.textContent = String(tokens.length);
+    drawSelected();
+    drawStatus();
+    if (model.get("running")) text.scrollTop = text.scrollHeight;
+  }
+
+  function drawSelected() {
+    const selected = model.get("selected");
+    for (const span of text.querySelectorAll(".explain-token.selected")) span.classList.remove("selected");
+    const index = selected < 0 ? spans.length - 1 : selected;
+    if (selected >= 0 && spans[index]) spans[index].classList.add("selected");
+  }
+
+  function drawStatus() {
+    words.textContent = model.get("status") || "";
+    cursor.style.display = model.get("running") ? "inline-block" : "none";
+  }
+
+  text.addEventListener("keydown", (event) => {
+    if (!spans.length || (event.key !== "ArrowLeft" && event.key !== "ArrowRight")) return;
+    const current = model.get("selected") < 0 ? spans.length - 1 : model.get("selected");
+    const next = Math.max(0, Math.min(spans.length - 1, current + (event.key === "ArrowLeft" ? -1 : 1)));
+    select(next);
+    event.preventDefault();
+  });
+
+  drawTokens();
+  const handlers = { "change:tokens": drawTokens, "change:key": drawTokens, "change:prefix": drawTokens,
+    "change:selected": drawSelected, "change:status": drawStatus, "change:running": drawStatus };
+  for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);
+  return () => { for (const [name, handler] of Object.entries(handlers)) model.off(name, handler); };
+}
+
+export default { render };

@@ -1,0 +1,227 @@
+"""The dashboard in a real JupyterLab, driven by headless Chromium through playwright.
+
+One notebook, run top to bottom on the embedded model: a live dashboard that must change while the cell
+generating 60 tokens is still running, then a step-through whose "Next token" adds exactly one token, on a
+prompt that is an HTML injection attempt (it must show as text and run nothing). Screenshots go to
+test-artifacts/. Skipped, with the reason, where chromium, playwright or JupyterLab is missing.
+
+    apt-get install chromium && pip install -e ".[test]" && pytest tests/browser -v
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+EVIL = "<img src=x onerror=alert(1)>"
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip("chromium is not installed (Debian: apt-get install chromium); the browser test needs it",
+                allow_module_level=True)
+if importlib.util.find_spec("playwright") is None:
+    pytest.skip("playwright is not installed (pip install playwright; the browser comes from apt, never "
+                "`playwright install`)", allow_module_level=True)
+if importlib.util.find_spec("jupyterlab") is None:
+    pytest.skip("jupyterlab is not installed (pip install jupyterlab)", allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+CELLS = [
+    "import explain\npipe = explain.pipeline('text-generation')",
+    "explain.show(pipe)",
+    "out = pipe([{'role': 'user', 'content': 'Write a story about a cat'}], max_new_tokens=60, do_sample=False)\n"
+    "print('FINAL:' + out[0]['generated_text'][-1]['content'])",
+    f"st = explain.step_through(pipe, {EVIL!r}, max_new_tokens=30, do_sample=True, temperature=0.8, top_k=20, "
+    "top_p=0.9)\nst",
+]
+
+
+def _notebook(cells) -> dict:
+    return {"nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+            "cells": [{"cell_type": "code", "id": f"cell{i}", "metadata": {}, "execution_count": None,
+                       "outputs": [], "source": source} for i, source in enumerate(cells)]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    (root / "live.ipynb").write_text(json.dumps(_notebook(CELLS)))
+    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
+                                                                             "checkForUpdates": False}))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces"), "PYTHONPATH": str(ROOT)}
+    log = open(root / "jupyter.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+         "--ServerApp.disable_check_xsrf=True"] + (["--allow-root"] if os.geteuid() == 0 else []),
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n" + (root / "jupyter.log").read_text()[-3000:])
+                time.sleep(0.3)
+        yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root}
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)  # the server's own process group: it and its kernel
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(lab):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.dialogs = []
+
+        def on_dialog(dialog):
+            page.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+        page.goto(f"{lab['url']}/lab/tree/live.ipynb?token={lab['token']}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel"
+                               "?.status === 'idle'", timeout=60_000)
+        try:
+            yield page
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab-last.png"))
+            browser.close()
+
+
+def _cell(page, index):
+    return page.locator(".jp-Notebook .jp-Cell").nth(index)
+
+
+def _busy(page, index) -> bool:
+    return "*" in _cell(page, index).locator(".jp-InputPrompt").inner_text()
+
+
+def _dashboard_reading(page) -> tuple[int, str]:
+    dashboard = page.locator(".explain-dashboard").first
+    count = dashboard.locator(".explain-gen-count").first.inner_text(timeout=5_000)
+    text = dashboard.locator(".explain-gen-text").first.inner_text(timeout=5_000)
+    return int(count or 0), text
+
+
+def test_live_dashboard_then_step_through(page):
+    started = time.time()
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # not awaited
+
+    # -- live: the step count and the text change while cell 2 (60 tokens) is still running ----------------
+    page.wait_for_selector(".explain-dashboard .explain-gen-text", timeout=120_000)
+    deadline = time.time() + 120
+    while not _busy(page, 2) and time.time() < deadline:
+        time.sleep(0.05)
+    seen, shot = [], False
+    while time.time() < deadline:
+        busy = _busy(page, 2)
+        count, text = _dashboard_reading(page)
+        if busy and count > 0:
+            seen.append((count, text))
+            if not shot and count >= 10:
+                page.locator(".explain-dashboard").first.screenshot(path=str(ARTIFACTS / "jupyterlab-live-running.png"))
+                shot = True
+        if not busy and _cell(page, 2).locator(".jp-OutputArea-output").count():
+            break
+        time.sleep(0.1)
+    counts = sorted({c for c, _ in seen})
+    assert len(counts) >= 3, f"the dashboard did not update while the cell ran: counts seen while busy {counts}"
+    assert len({t for _, t in seen}) >= 3, "the generated text did not grow while the cell ran"
+    assert counts[0] < 60, f"the first update came only at {counts[0]} tokens"
+
+    # -- the final text and the step chart are there ----------------------------------------------------
+    final = _cell(page, 2).locator(".jp-OutputArea-output").first.inner_text()
+    assert "FINAL:" in final, final
+    expected = final.split("FINAL:", 1)[1].strip()
+    page.wait_for_function(
+        "() => /done/.test(document.querySelector('.explain-dashboard .explain-status')?.textContent || '')",
+        timeout=30_000)
+    count, text = _dashboard_reading(page)
+    assert 1 <= count <= 60
+    assert " ".join(expected.split()) in " ".join(text.split()), (expected, text)
+    dashboard = page.locator(".explain-dashboard").first
+    chart = dashboard.locator(".js-plotly-plot").first
+    chart.wait_for(timeout=30_000)
+    assert chart.locator(".bars path").count() > 0, "the step chart has no bars"
+    assert "probabilities" in chart.inner_text()
+    assert dashboard.locator(".explain-chip").count() > 10, "no prompt token chips"
+    assert dashboard.locator(".explain-tl-row.explain-status-done").count() == 8, "not every stage is done"
+    dashboard.screenshot(path=str(ARTIFACTS / "jupyterlab-live-done.png"))
+
+    # -- step-through: one click on Next token adds exactly one token --------------------------------------
+    controller = page.locator(".explain-step-through")
+    controller.wait_for(timeout=120_000)
+    tokens = controller.locator(".explain-gen-text .explain-token")
+    next_button = controller.get_by_role("button", name="Next token")
+    next_button.wait_for(timeout=30_000)
+    page.wait_for_function("() => !/\\*/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[3]"
+                           ".querySelector('.jp-InputPrompt').textContent)", timeout=60_000)
+    before = tokens.count()
+    next_button.click()
+    page.wait_for_function(f"() => document.querySelectorAll('.explain-step-through .explain-gen-text "
+                           f".explain-token').length > {before}", timeout=30_000)
+    time.sleep(1.0)  # anything more would have arrived by now
+    assert tokens.count() == before + 1
+    next_button.click()
+    page.wait_for_function(f"() => document.querySelectorAll('.explain-step-through .explain-gen-text "
+                           f".explain-token').length > {before + 1}", timeout=30_000)
+    time.sleep(0.5)
+    assert tokens.count() == before + 2
+    for _ in range(3):
+        count = tokens.count()
+        next_button.click()
+        page.wait_for_function(f"() => document.querySelectorAll('.explain-step-through .explain-gen-text "
+                               f".explain-token').length > {count}", timeout=30_000)
+    tokens.nth(1).click()
+    controller.get_by_role("button", name=re.compile("What if")).click()
+    controller.locator(".js-plotly-plot", has_text="what if?").wait_for(timeout=30_000)
+    controller.screenshot(path=str(ARTIFACTS / "jupyterlab-step-through.png"))
+
+    # -- the prompt was an HTML injection attempt: it shows as text and ran nothing -------------------------
+    assert page.dialogs == [], f"a dialog fired: {page.dialogs}"
+    assert page.locator("img[src='x']").count() == 0
+    assert controller.get_by_text(EVIL, exact=False).first.is_visible()
+    assert EVIL in controller.locator(".explain-gen-text").first.inner_text()
+    print(f"browser test: {time.time() - started:.0f} s in the notebook")
