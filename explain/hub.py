@@ -13,7 +13,7 @@ import time
 import huggingface_hub
 from huggingface_hub import errors as hub_errors
 
-from .errors import NotCachedError
+from .errors import ExplainError, NotCachedError
 from .trace import Trace
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -77,7 +77,8 @@ def resolve(model: str, filename: str, revision: str | None = None, token: str |
             if os.path.isfile(candidate):
                 path = candidate
             elif required:
-                raise FileNotFoundError(candidate)
+                raise ExplainError(f"{candidate} is missing: the folder {model} has no {filename}. Copy it from the "
+                                   "original checkpoint, or write a complete folder with pipe.save_pretrained(folder)")
         else:
             cache = cache_dir()
             hit = huggingface_hub.try_to_load_from_cache(model, filename, cache_dir=cache, revision=revision)
