@@ -138,7 +138,12 @@ def test_missing_weights_file(folder):
 def test_sharded_index_naming_a_missing_shard(folder):
     index = {"weight_map": {"lm_head.weight": "gone.safetensors"}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
-    raises(FileNotFoundError, "gone.safetensors", model=str(folder))
+    raises(ExplainError, f"{folder / 'gone.safetensors'} is missing", "pipe.save_pretrained(folder)", model=str(folder))
+
+
+def test_folder_without_tokenizer_json(folder):
+    os.remove(folder / "tokenizer.json")
+    raises(ExplainError, f"the folder {folder} has no tokenizer.json", model=str(folder))
 
 
 def test_config_that_does_not_fit_the_weights(folder):

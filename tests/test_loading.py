@@ -14,6 +14,7 @@ import copy
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -140,7 +141,8 @@ def saved(embedded_pipe, tmp_path_factory):
     """The real pipeline written by pipe.save_pretrained: config.json, model.safetensors (float32), tokenizer."""
     folder = str(tmp_path_factory.mktemp("saved") / "smollm2")
     assert embedded_pipe.save_pretrained(folder) == folder
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)  # 540 MB that pytest would otherwise keep for three sessions
 
 
 @pytest.fixture(scope="module")
