@@ -175,16 +175,25 @@ def load_weights(model_class, model_config, files: dict, config: dict, dtype: to
     for name in tied_used:
         state.pop(name, None)  # a tied copy in the checkpoint is ignored, as transformers does
     missing = [n for n in expected if n not in state and n not in tied_used]
+    shapes = {n: list(t.shape) for n, t in list(model.named_parameters()) + list(model.named_buffers())}
+    mismatched = {n: {"checkpoint": list(t.shape), "config": shapes[n]} for n, t in state.items()
+                  if n in shapes and list(t.shape) != shapes[n]}
     data = dict(facts, files=[os.path.basename(p) for p in paths], tensors=len(state),
                 bytes=sum(t.numel() * t.element_size() for t in state.values()),
                 parameters=sum(t.numel() for t in state.values()), dtype=dtype_name(dtype),
-                skeleton_seconds=skeleton_time,
-                missing=missing, tied=tied_used, unexpected_count=len(facts["unexpected"]))
+                skeleton_seconds=skeleton_time, missing=missing, mismatched=mismatched, tied=tied_used,
+                unexpected_count=len(facts["unexpected"]))
     trace.emit("weights", "load", data, start=start, duration=time.perf_counter() - t0)
     if missing:
         raise ExplainError(f"the checkpoint ({', '.join(data['files'])}) lacks {len(missing)} weights that "
                            f"{config['architectures'][0]} with this config needs, e.g. {missing[:3]}; the config and "
                            "the weights do not belong together (check num_hidden_layers / the repo revision)")
+    if mismatched:
+        name, shape = next(iter(mismatched.items()))
+        raise ExplainError(f"the checkpoint ({', '.join(data['files'])}) has {name} of shape {shape['checkpoint']} but "
+                           f"{config['architectures'][0]} with this config needs {shape['config']} ({len(mismatched)} "
+                           "tensors differ); the config and the weights do not belong together (check hidden_size, "
+                           "intermediate_size and the head counts in config.json / the repo revision)")
     return model, state
 
 
