@@ -153,6 +153,23 @@ def test_config_that_does_not_fit_the_weights(folder):
     raises(ExplainError, "lacks", "model.layers.2", "do not belong together", model=str(folder))
 
 
+def test_config_whose_shapes_do_not_fit_the_weights(folder):
+    config = json.loads((folder / "config.json").read_text())
+    config["intermediate_size"] *= 2
+    (folder / "config.json").write_text(json.dumps(config))
+    trace = explain.Trace()
+    with pytest.raises(ExplainError) as error:
+        explain.pipeline(model=str(folder), trace=trace)
+    message = str(error.value)
+    layers = config["num_hidden_layers"]  # gate_proj, up_proj and down_proj of every layer
+    assert f"of shape [32, 64] but LlamaForCausalLM with this config needs [32, 128] ({3 * layers} tensors" in message
+    assert "intermediate_size" in message and "do not belong together" in message
+    mismatched = trace.last("weights", "load").data["mismatched"]
+    assert mismatched["model.layers.0.mlp.up_proj.weight"] == {"checkpoint": [64, 32], "config": [128, 32]}
+    assert len(mismatched) == 3 * layers
+    assert trace.filter("placement") == []
+
+
 def test_trust_remote_code_is_refused():
     raises(UnsupportedError, "trust_remote_code=True", "explain refuses", early=True, trust_remote_code=True)
     raises(UnsupportedError, "trust_remote_code=True", early=True, model_kwargs={"trust_remote_code": True})
