@@ -49,9 +49,9 @@ def _commit_of(path: str, repo_id: str) -> str | None:
 
 
 def _not_cached_message(repo_id: str, filename: str, revision: str | None) -> str:
-    from .registry import EMBEDDED_MODEL
+    from .registry import EMBEDDED_GGUF, EMBEDDED_MODEL
     where = f"{repo_id}/{filename} (revision {revision or 'main'})"
-    if repo_id == EMBEDDED_MODEL:
+    if repo_id == EMBEDDED_MODEL and filename == EMBEDDED_GGUF:
         fix = "run `python -m explain provision` (or explain.provision()) to put the embedded model in the cache"
     else:
         fix = (f"download it once while online (`hf download {repo_id} {filename}`), unset HF_HUB_OFFLINE, "

@@ -15,7 +15,7 @@ import torch
 from . import hub, registry
 from .config import folder_has_gguf, load_config
 from .embedded import ensure_provisioned
-from .errors import ExplainError, UnsupportedError
+from .errors import ExplainError, NotCachedError, UnsupportedError
 from .models import model_class
 from .placement import AUTO_STRATEGIES, normalise_device, place
 from .tokenizer import Tokenizer, load_tokenizer
@@ -110,7 +110,14 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
         config_path = config if os.path.isfile(str(config)) else hub.resolve(config, "config.json", revision=revision,
                                                                                token=token, trace=trace)
     elif gguf_path is None:
-        config_path = resolve("config.json")
+        try:
+            config_path = resolve("config.json")
+        except NotCachedError:
+            ggufs = [f for f in hub.list_files(model, revision) if f.endswith(".gguf")]
+            if not ggufs:
+                raise
+            raise ExplainError(f"{model} has no config.json but holds GGUF files ({', '.join(ggufs)}): pass "
+                               f"gguf_file=\"{ggufs[0]}\" (transformers needs gguf_file= for these repos too)") from None
     generation_path = resolve("generation_config.json", required=False) if gguf_path is None else None
     config_dict, generation, generation_sources, reader = load_config(config_path, gguf_path, generation_path, trace)
     cls = model_class(config_dict)
