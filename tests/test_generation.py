@@ -1,0 +1,362 @@
+"""The traced generation of the embedded model: what each event holds, that events stream while the model runs,
+how settings are resolved and recorded, why a run stops, interruption, bfloat16, errors, and the step-through
+API (start / step / what_if / force). Parity with transformers' own outputs is in test_fidelity.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers.generation import logits_process as hf
+
+import explain
+from explain.errors import ExplainError
+from explain.trace import Trace
+
+VOCAB = 49152
+
+
+@pytest.fixture(scope="module")
+def pipe(embedded_pipe):
+    return embedded_pipe
+
+
+def run_events(pipe, stage=None, kind=None):
+    return pipe.trace.filter(stage, kind, pipe.trace.run)
+
+
+# -- settings: where every value came from ----------------------------------------------------------------
+def test_settings_event_records_where_each_value_came_from(pipe):
+    torch.manual_seed(0)
+    pipe("Hello", max_new_tokens=3, top_k=10)
+    data = run_events(pipe, "generation", "settings")[0].data
+    sources, settings = data["sources"], data["settings"]
+    assert sources["max_new_tokens"] == sources["top_k"] == "call"
+    assert sources["do_sample"] == sources["temperature"] == "text-generation pipeline default"
+    assert settings["do_sample"] is True and settings["temperature"] == 0.7
+    assert sources["top_p"] == sources["repetition_penalty"] == sources["min_length"] == "generate() default"
+    assert sources["eos_token_id"] == sources["pad_token_id"] == "model config"  # the GGUF's token ids
+    assert settings["eos_token_id"] == pipe.tokenizer.eos_token_id
+    assert "max_new_tokens (call)" in sources["max_length"]
+    assert [p["class"] for p in data["processors"]] == ["TemperatureLogitsWarper", "TopKLogitsWarper"]
+    assert data["processors"][1]["args"] == {"top_k": 10}
+    assert data["dtype"] == "float32" and data["device"] == "cpu"
+
+
+def test_greedy_leaves_out_the_sampling_defaults(pipe):
+    pipe("Hello", do_sample=False, max_new_tokens=2)
+    data = run_events(pipe, "generation", "settings")[0].data
+    assert data["sources"]["temperature"] == "generate() default" and data["settings"]["temperature"] == 1.0
+    assert data["processors"] == []
+    assert all(step["method"] == "greedy" for step in pipe.last_generation.steps)
+
+
+def test_max_new_tokens_wins_over_max_length(pipe):
+    prompt_length = len(pipe.tokenizer.encode("The sky is"))
+    pipe("The sky is", do_sample=False, max_new_tokens=3, max_length=prompt_length + 10)
+    assert len(pipe.last_generation.steps) == 3
+    data = run_events(pipe, "generation", "settings")[0].data
+    assert data["settings"]["max_length"] == prompt_length + 3
+    assert data["settings"]["max_new_tokens_effective"] == 3
+
+    pipe("The sky is", do_sample=False, max_length=prompt_length + 2)  # max_length counts the prompt
+    assert len(pipe.last_generation.steps) == 2
+    assert pipe.last_generation.stop_reason == "max_length"
+    data = run_events(pipe, "generation", "settings")[0].data
+    assert data["sources"]["max_length"] == "call" and data["settings"]["max_new_tokens"] is None
+
+
+# -- stopping -----------------------------------------------------------------------------------------
+def test_eos_stops_and_the_end_event_says_so(pipe):
+    output = pipe([{"role": "user", "content": "What is 2+2?"}], do_sample=False, max_new_tokens=30)
+    generation = pipe.last_generation
+    assert generation.stop_reason == "eos" and len(generation.steps) < 30
+    assert generation.generated_ids[-1] == pipe.tokenizer.eos_token_id
+    assert generation.steps[-1]["stop_reason"] == "eos"
+    end = run_events(pipe, "generation", "end")[0].data
+    assert end["stop_reason"] == "eos" and end["interrupted"] is False
+    assert end["new_tokens"] == len(generation.steps)
+    decoding = run_events(pipe, "decoding", "decode")[0].data
+    assert "<|im_end|>" not in output[0]["generated_text"][-1]["content"]  # special tokens skipped
+    assert decoding["text_with_special"].endswith("<|im_end|>") and decoding["stop_reason"] == "eos"
+
+
+def test_length_stops(pipe):
+    pipe("Once upon a time", do_sample=False, max_new_tokens=4)
+    assert pipe.last_generation.stop_reason == "max_length"
+    assert run_events(pipe, "generation", "end")[0].data["stop_reason"] == "max_length"
+
+
+# -- what one call emits ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sampled(pipe):
+    """One sampled run with every kind of processor, its raw logits kept, and what a sink saw while it ran."""
+    seen = []
+
+    def sink(event):
+        generation = pipe.last_generation
+        seen.append({"stage": event.stage, "kind": event.kind, "trace_length": len(pipe.trace),
+                     "steps_so_far": len(generation.steps) if generation is not None else None,
+                     "finished": generation.finished if generation is not None else None})
+
+    unsubscribe = pipe.trace.subscribe(sink)
+    torch.manual_seed(7)
+    try:
+        output = pipe("Write a story about a cat", max_new_tokens=16, temperature=0.8, top_k=40, top_p=0.9,
+                      repetition_penalty=1.2, keep_logits=True)
+    finally:
+        unsubscribe()
+    return {"output": output, "generation": pipe.last_generation, "run": pipe.trace.run,
+            "events": pipe.trace.filter(run=pipe.trace.run), "seen": seen}
+
+
+def test_events_reach_a_sink_as_they_happen(sampled):
+    seen = [s for s in sampled["seen"] if s["stage"] != "registry"]
+    kinds = [(s["stage"], s["kind"]) for s in seen]
+    assert kinds[:3] == [("tokenization", "encode"), ("generation", "settings"), ("generation", "prefill")]
+    assert kinds[-2:] == [("generation", "end"), ("decoding", "decode")]  # decoding comes last
+    steps = [s for s in seen if s["kind"] == "step"]
+    assert len(steps) == len(sampled["generation"].steps) == 16
+    # the k-th step event arrives when exactly k steps exist, while the run is still going (but for the last)
+    assert [s["steps_so_far"] for s in steps] == list(range(1, 17))
+    assert [s["finished"] for s in steps] == [False] * 15 + [True]
+    assert [s["trace_length"] for s in steps] == sorted({s["trace_length"] for s in steps})  # one event each
+
+
+def test_step_events_hold_what_the_step_did(sampled, pipe):
+    generation = sampled["generation"]
+    steps = [e for e in sampled["events"] if e.kind == "step"]
+    prefill = [e for e in sampled["events"] if e.kind == "prefill"]
+    assert len(prefill) == 1 and prefill[0].seq < steps[0].seq  # prefill is its own event, before step 0
+    assert prefill[0].data["prompt_tokens"] == generation.prompt_length
+    assert prefill[0].data["kv_cache"]["length"] == generation.prompt_length
+    per_position = None
+    for index, (event, raw) in enumerate(zip(steps, generation.raw_logits, strict=True)):
+        step = event.data
+        position = generation.prompt_length + index
+        assert step["step"] == index and step["position"] == position
+        assert step["token_id"] == generation.input_ids[0, position]
+        assert step["token"] == pipe.tokenizer.decode([step["token_id"]])
+        assert step["method"] == "sample"
+        assert step["forward"] == ("prefill" if index == 0 else "decode")
+        assert step["forward_time"] > 0 and event.duration >= step["forward_time"]
+        # logits_top: the 20 highest raw logits, exactly
+        values, ids = torch.topk(raw, 20)
+        assert step["logits_top"]["ids"] == ids.tolist()
+        assert torch.equal(torch.tensor(step["logits_top"]["values"], dtype=torch.float32), values)
+        assert step["rank"] == int((raw > raw[step["token_id"]]).sum()) + 1
+        assert step["logit"] == pytest.approx(float(raw[step["token_id"]]), abs=0)
+        # each processor: what it removed, what it kept, the new top (replayed here from the raw row)
+        scores = raw[None]
+        input_ids = generation.input_ids[:, :position]
+        assert [p["name"] for p in step["processors"]] == ["repetition_penalty", "temperature", "top_k", "top_p"]
+        for record, processor in zip(step["processors"], generation.processors, strict=True):
+            after = processor(input_ids, scores)
+            assert record["removed"] == int((torch.isfinite(scores) & ~torch.isfinite(after)).sum())
+            assert record["kept"] == int(torch.isfinite(after).sum())
+            top_values, top_ids = torch.topk(after[0], 20)
+            finite = torch.isfinite(top_values)
+            assert record["top"]["ids"] == top_ids[finite].tolist()
+            scores = after
+        assert step["processors"][2]["kept"] <= 40  # top_k=40
+        probs = torch.softmax(scores[0], dim=-1)
+        assert step["prob"] == pytest.approx(float(probs[step["token_id"]]), rel=1e-6)
+        assert 0 < step["prob"] <= 1 and step["probs_top"]["ids"][0] == int(probs.argmax())
+        # the KV cache holds every position before this step's token, growing by one a step
+        assert step["kv_cache"]["length"] == position
+        if per_position is None:
+            per_position = step["kv_cache"]["bytes"] / position
+        assert step["kv_cache"]["bytes"] == per_position * position
+    assert "".join(e.data["text"] for e in steps) == generation.text  # streamed pieces add up to the text
+
+
+def test_tokenization_and_decoding_events(pipe):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
+    output = pipe(messages, do_sample=False, max_new_tokens=3)
+    data = run_events(pipe, "tokenization", "encode")[0].data
+    assert data["kind_of_input"] == "chat" and data["add_generation_prompt"] is True
+    text = data["chat_template_text"]
+    assert text == pipe.tokenizer.apply_chat_template(messages, add_generation_prompt=True) == data["text"]
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>") and text.endswith("<|im_start|>assistant\n")
+    assert data["ids"] == pipe.tokenizer.encode(text, add_special_tokens=False) and data["count"] == len(data["ids"])
+    assert data["tokens"] == pipe.tokenizer.convert_ids_to_tokens(data["ids"])
+    for token_id, (start, end), special in zip(data["ids"], data["offsets"], data["special"], strict=True):
+        assert special == (token_id in pipe.tokenizer.all_special_ids)
+        if not special:
+            assert pipe.tokenizer.decode([token_id]) == text[start:end].replace("\n", "\n")
+    assert data["special"][0] and data["ids"][0] == pipe.tokenizer.convert_tokens_to_ids(["<|im_start|>"])[0]
+    assert [s["role"] for s in data["segments"]] == ["system", "user", "generation prompt"]
+
+    decoding = run_events(pipe, "decoding", "decode")[0].data
+    assert decoding["ids"] == pipe.last_generation.generated_ids
+    assert decoding["text"] == output[0]["generated_text"][-1]["content"]
+
+    pipe("Hello world", do_sample=False, max_new_tokens=1)
+    data = run_events(pipe, "tokenization", "encode")[0].data
+    assert data["kind_of_input"] == "text" and data["chat_template_text"] is None
+    assert data["tokens"] == ["Hello", "Ġworld"] and data["offsets"] == [[0, 5], [5, 11]]
+
+
+# -- trace size ---------------------------------------------------------------------------------------
+def test_default_capture_is_a_few_kilobytes_per_step(sampled):
+    steps = [e for e in sampled["events"] if e.kind == "step"]
+    size = sum(len(json.dumps(e.to_dict())) for e in steps) / len(steps)
+    print(f"\naverage step event: {size:.0f} bytes as JSON")
+    assert size < 6 * 1024
+    assert all(len(e.data["logits_top"]["ids"]) == 20 for e in steps)
+
+
+def test_trace_top_all_keeps_the_whole_row(pipe):
+    pipe("The capital of France is", do_sample=False, max_new_tokens=2, trace_top="all", keep_logits=True)
+    steps = run_events(pipe, "generation", "step")
+    for event, raw in zip(steps, pipe.last_generation.raw_logits, strict=True):
+        top = event.data["logits_top"]
+        assert len(top["ids"]) == len(top["values"]) == VOCAB
+        row = torch.zeros(VOCAB)
+        row[torch.tensor(top["ids"])] = torch.tensor(top["values"], dtype=torch.float32)
+        assert torch.equal(row, raw)  # the JSON numbers read back as the very float32 logits
+
+
+# -- interruption -------------------------------------------------------------------------------------
+def test_keyboard_interrupt_leaves_a_valid_trace_and_a_working_pipeline(pipe, tmp_path):
+    prompt = "The three primary colors are"
+    before = pipe(prompt, do_sample=False, max_new_tokens=8)
+
+    def interrupt_at_step_5(event):
+        if event.kind == "step" and event.data["step"] == 5:
+            raise KeyboardInterrupt
+
+    unsubscribe = pipe.trace.subscribe(interrupt_at_step_5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pipe(prompt, do_sample=False, max_new_tokens=40)
+    finally:
+        unsubscribe()
+    run = pipe.trace.run
+    assert len(pipe.trace.filter("generation", "step", run)) == 6
+    end = pipe.trace.filter("generation", "end", run)[0].data
+    assert end["interrupted"] is True and end["stop_reason"] == "interrupted" and end["new_tokens"] == 6
+    decoding = pipe.trace.filter("decoding", "decode", run)
+    assert len(decoding) == 1 and decoding[0].data["interrupted"] is True
+    assert pipe.trace.filter(run=run)[-1].stage == "decoding"
+
+    path = pipe.trace.save(tmp_path / "interrupted.json")  # a valid trace: it survives a JSON round trip
+    loaded = Trace.load(path)
+    assert [e.to_dict() for e in loaded.events] == [e.to_dict() for e in pipe.trace.events]
+
+    assert pipe(prompt, do_sample=False, max_new_tokens=8) == before  # the next call works, same result
+    assert pipe.trace.filter("generation", "end", pipe.trace.run)[0].data["interrupted"] is False
+
+
+# -- bfloat16 -----------------------------------------------------------------------------------------
+def test_bfloat16_pipeline_is_sensible_and_says_its_dtype(provisioned):
+    pipe = explain.pipeline("text-generation", dtype=torch.bfloat16)
+    assert next(pipe.model.parameters()).dtype == torch.bfloat16
+    output = pipe([{"role": "user", "content": "What is the capital of France?"}], do_sample=False,
+                  max_new_tokens=12, return_full_text=False)
+    assert "Paris" in output[0]["generated_text"]
+    assert pipe.trace.filter("placement")[0].data["dtype"] == "bfloat16"
+    assert pipe.trace.last("generation", "settings").data["dtype"] == "bfloat16"
+
+
+# -- errors that say what to do -----------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(max_new_tokens=-1), ["max_new_tokens", "-1"]),
+    (dict(max_new_tokens=0), ["max_new_tokens", "at least 1"]),
+    (dict(do_sample=True, temperature=0), ["temperature", "do_sample=False"]),
+    (dict(do_sample=True, temperature=-0.5), ["temperature", "do_sample=False"]),
+    (dict(do_sample=True, top_p=1.5), ["top_p", "(0, 1]"]),
+    (dict(do_sample=True, top_p=0.0), ["top_p", "(0, 1]"]),
+    (dict(max_new_token=5), ["max_new_token", "did you mean 'max_new_tokens'"]),
+    (dict(max_length=1), ["max_length=1", "max_new_tokens"]),
+    (dict(return_full_text=False, return_text=True), ["mutually exclusive"]),
+    (dict(handle_long_generation="middle"), ["handle_long_generation", "hole"]),
+])
+def test_bad_arguments_say_what_is_wrong_and_the_fix(pipe, kwargs, words):
+    with pytest.raises(ExplainError) as error:
+        pipe("Hello there", **kwargs)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_empty_prompt_needs_a_bos_token(pipe, monkeypatch):
+    monkeypatch.setattr(pipe.tokenizer, "bos_token", None)  # a model with no BOS (restored after the test)
+    with pytest.raises(ExplainError, match="the prompt is empty and this model has no BOS token"):
+        pipe("", max_new_tokens=2)
+
+
+def test_prompt_longer_than_the_context_window(pipe):
+    long_prompt = "word " * 8300  # more tokens than the 8192 positions of the model
+    with pytest.raises(ExplainError) as error:
+        pipe(long_prompt, max_new_tokens=2)
+    message = str(error.value)
+    assert "context window is 8192" in message and 'handle_long_generation="hole"' in message
+    # "hole" keeps the prompt's last tokens, leaving room for the new ones (start(): nothing is run)
+    generation = pipe.start(long_prompt, max_new_tokens=10, handle_long_generation="hole")
+    assert generation.prompt_length == 8192 - 10 and generation.settings["max_length"] == 8192
+    hole = pipe.trace.last("generation", "settings").data["hole"]
+    assert hole["kept"] == 8182 and hole["dropped"] == hole["prompt_tokens"] - 8182
+
+
+# -- the step-through API -----------------------------------------------------------------------------
+def test_start_and_step_add_one_token_each(pipe):
+    expected = pipe("Once upon a time", do_sample=False, max_new_tokens=5)
+    expected_ids = pipe.last_generation.input_ids[0].tolist()
+    generation = pipe.start("Once upon a time", do_sample=False, max_new_tokens=5)
+    assert generation.steps == [] and not generation.finished
+    length = generation.input_ids.shape[1]
+    for index in range(5):
+        step = generation.step()
+        assert len(generation.steps) == index + 1 and generation.input_ids.shape[1] == length + index + 1
+        assert step["token_id"] == generation.input_ids[0, -1]
+    assert generation.finished and generation.stop_reason == "max_length"
+    assert generation.input_ids[0].tolist() == expected_ids
+    assert "Once upon a time" + generation.text == expected[0]["generated_text"]
+    with pytest.raises(ExplainError, match="finished"):
+        generation.step()
+
+
+def test_what_if_equals_transformers_processors_on_the_recorded_row(pipe):
+    generation = pipe.start("My favourite fruit is", do_sample=False, max_new_tokens=3, keep_logits=True).run()
+    knobs = dict(do_sample=True, temperature=0.6, top_k=30, top_p=0.8, repetition_penalty=1.4)
+    result = generation.what_if(1, **knobs)
+    raw = generation.raw_logits[1][None].clone()  # (1, vocab): step 1's row, as recorded
+    input_ids = generation.input_ids[:, :generation.steps[1]["position"]]
+    for processor in (hf.RepetitionPenaltyLogitsProcessor(1.4), hf.TemperatureLogitsWarper(0.6),
+                      hf.TopKLogitsWarper(30), hf.TopPLogitsWarper(0.8)):
+        raw = processor(input_ids, raw)
+    probs = torch.softmax(raw, dim=-1)[0]
+    top_probs, top_ids = torch.topk(probs, 10)
+    assert result["ids"] == top_ids.tolist()
+    assert torch.equal(torch.tensor(result["probs"], dtype=torch.float32), top_probs)
+    assert result["kept"] == int((probs > 0).sum())
+    assert result["recorded_token"] == generation.steps[1]["token_id"]
+    assert result["recorded_token_prob"] == pytest.approx(float(probs[result["recorded_token"]]))
+    as_recorded = generation.what_if(1)  # no knobs: the run's own (greedy) settings give back the recorded step
+    assert as_recorded["ids"][0] == generation.steps[1]["token_id"]
+    assert as_recorded["probs"][0] == pytest.approx(generation.steps[1]["prob"])
+
+
+def test_force_branches_and_leaves_the_original_intact(pipe):
+    generation = pipe.start("The best programming language is", do_sample=False, max_new_tokens=6,
+                            keep_logits=True).run()
+    original_ids = generation.input_ids.clone()
+    original_steps = json.dumps(generation.steps)
+    forced_token = pipe.tokenizer.encode(" Rust", add_special_tokens=False)[0]
+    branch = generation.force(2, forced_token)
+    branch.run()
+    assert torch.equal(generation.input_ids, original_ids) and json.dumps(generation.steps) == original_steps
+    position = generation.steps[2]["position"]
+    assert torch.equal(branch.input_ids[:, :position], original_ids[:, :position])
+    assert branch.input_ids[0, position] == forced_token and branch.steps[2]["forced"] is True
+    assert branch.input_ids.shape == original_ids.shape and branch.stop_reason == "max_length"
+    assert branch.branch != generation.branch
+    # each token after the forced one is the greedy choice given the branch's own history (a fresh forward)
+    with torch.inference_mode():
+        logits = pipe.model(branch.input_ids).logits[0]  # (T, vocab), no cache
+    for j in range(position + 1, branch.input_ids.shape[1]):
+        assert branch.input_ids[0, j] == logits[j - 1].argmax()
+    force = pipe.trace.last("generation", "force").data
+    assert force["replaced"] == int(original_ids[0, position]) and force["token_id"] == forced_token
