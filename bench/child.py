@@ -2,7 +2,8 @@
 
 Times from the first `import` to a pipeline ready to generate (model and tokenizer loaded), then, when NEW_TOKENS
 is given, generates that many tokens greedily. Prints one JSON line: load seconds and peak RSS after loading and
-after generating (resource.getrusage's ru_maxrss, the high-water mark of the whole process).
+after generating (VmHWM, the high-water mark of this process's own memory. Not getrusage's ru_maxrss: Linux
+keeps that across fork and exec, so a child started by a large parent reports the parent's peak).
 """
 
 import time
@@ -18,7 +19,14 @@ PROMPT = "Write a short story about a lighthouse keeper who finds a message in a
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def load_explain(dtype: str):

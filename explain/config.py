@@ -10,6 +10,7 @@ import json
 import os
 
 import gguf
+import numpy as np
 
 from .errors import CorruptFileError, ExplainError
 from .models import GGUF_ARCHITECTURES, architecture_of
@@ -55,10 +56,28 @@ def read_json(path: str, what: str) -> dict:
     return value
 
 
+class GGUFFile(gguf.GGUFReader):
+    """gguf's own reader, over a plain ndarray view of its memory map: the same bytes, no copy, parsed ~3x faster.
+
+    The reader slices its data once per part of every metadata field: about 250,000 small slices for a 49,152-token
+    vocabulary and its merges. On an np.memmap each slice runs the subclass's Python hooks (__getitem__,
+    __array_finalize__), which were two thirds of the parse and a third of the whole load of the embedded model.
+    """
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):  # GGUFReader.__init__ assigns its np.memmap here
+        self.filename = getattr(value, "filename", None)
+        self._data = value.view(np.ndarray)  # still the mapped file: the view keeps the memmap as its base
+
+
 def gguf_reader(path: str) -> gguf.GGUFReader:
     """Open a GGUF file (memory-mapped); a truncated or foreign file gets an error naming it."""
     try:
-        return gguf.GGUFReader(path, "r")
+        return GGUFFile(path, "r")
     except Exception as error:  # the reader raises ValueError, IndexError, struct errors... on bad bytes
         raise CorruptFileError(f"{path} is not a readable GGUF file ({type(error).__name__}: {error}); "
                                "it is truncated or corrupt: download it again (or run `python -m explain "

@@ -428,14 +428,17 @@ def _plain(value):
 
 def _open_gguf(path_or_reader):
     if not isinstance(path_or_reader, (str, os.PathLike)):
-        return path_or_reader, getattr(getattr(path_or_reader, "data", None), "filename", "the GGUF file")
+        return path_or_reader, (getattr(path_or_reader, "filename", None)
+                                or getattr(getattr(path_or_reader, "data", None), "filename", "the GGUF file"))
     import gguf
 
     path = os.fspath(path_or_reader)
     if not os.path.isfile(path):
         raise ExplainError(f"no GGUF file at {path}")
+    from .config import GGUFFile
+
     try:
-        return gguf.GGUFReader(path), path
+        return GGUFFile(path, "r"), path
     except Exception as error:
         raise CorruptFileError(f"{path} is not a readable GGUF file ({type(error).__name__}: {error})") from None
 

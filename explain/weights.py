@@ -20,6 +20,7 @@ import torch
 from accelerate import init_empty_weights
 from gguf.quants import dequantize
 
+from .config import gguf_reader
 from .errors import CorruptFileError, ExplainError
 from .trace import Trace
 
@@ -160,7 +161,7 @@ def load_weights(model_class, model_config, files: dict, config: dict, dtype: to
                [n for n, b in model.named_buffers() if _persistent(model, n)]
     if "gguf" in files:
         path = files["gguf"]
-        state, facts = read_gguf(reader or gguf.GGUFReader(path, "r"), path, expected, config, trace, dtype)
+        state, facts = read_gguf(reader or gguf_reader(path), path, expected, config, trace, dtype)
         paths = [path]
     elif "safetensors" in files:
         paths = files["safetensors"]

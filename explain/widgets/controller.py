@@ -254,3 +254,7 @@ class StepThrough(StaticFallback, widgets.VBox):
 
     def _static_html(self) -> str:
         return self.dashboard._static_html()
+
+    def close(self):
+        self.dashboard.close()  # it stops following the trace
+        super().close()

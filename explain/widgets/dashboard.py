@@ -149,6 +149,8 @@ class Dashboard(StaticFallback, widgets.VBox):
         self._render_header()
 
     def close(self):
+        if not hasattr(self, "_unsubscribe"):  # __init__ refused its source: nothing was built or subscribed
+            return
         self._unsubscribe()
         for child in (self.header, self.timeline, self.prompt, self.text, self.run_picker, self.branch_picker,
                       self.branches, self.step_caption, self.figure.widget):
