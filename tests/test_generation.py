@@ -360,3 +360,37 @@ def test_force_branches_and_leaves_the_original_intact(pipe):
         assert branch.input_ids[0, j] == logits[j - 1].argmax()
     force = pipe.trace.last("generation", "force").data
     assert force["replaced"] == int(original_ids[0, position]) and force["token_id"] == forced_token
+
+
+# -- the terminal main job (the README's first command) ------------------------------------------------------
+def test_cli_generate_streams_the_greedy_text_and_a_summary(pipe, tmp_path):
+    import subprocess
+    import sys
+    prompt, trace_file = "Write a story about a cat", tmp_path / "run.json"
+    expected = pipe(prompt, do_sample=False, max_new_tokens=12)[0]["generated_text"]
+    run = subprocess.run([sys.executable, "-m", "explain", "generate", prompt, "--max-new-tokens", "12", "--steps",
+                          "--save-trace", str(trace_file)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    out = run.stdout
+    assert expected in out  # the prompt, then each token as it came: the same text as the pipeline's
+    for stage in ("registry", "config", "tokenizer", "weights", "placement", "tokenization", "generation",
+                  "decoding"):
+        assert f" {stage} " in out, f"no {stage} line in the timeline:\n{out}"
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("load ") and "prefill" in summary and "decode 12 tokens at" in summary
+    assert "tokens/s | stopped by max_length" in summary
+    saved = Trace.load(trace_file)
+    steps = saved.filter("generation", "step", saved.run)
+    assert len(steps) == 12 and prompt + "".join(s.data["text"] or "" for s in steps) == expected
+    table = out[out.index("runners-up"):]  # --steps: one row a token with its probability
+    assert all(f"{s.data['prob']:6.3f}" in table for s in steps)
+
+
+def test_cli_generate_bad_argument_exits_2_naming_the_fix():
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "explain", "generate", "Hi", "--sample", "--temperature", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stdout.count("\n") < 30
+    assert run.stderr.startswith("error: ") and "do_sample=False" in run.stderr and "Traceback" not in run.stderr
