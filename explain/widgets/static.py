@@ -50,7 +50,8 @@ def _timeline(state: DashboardState) -> str:
             "</thead><tbody>"]
     for row in state.stage_rows():
         facts = " · ".join(f for f in row["facts"] if f) or ("waiting" if row["status"] == "waiting" else "")
-        rows.append(f"<tr><td><b>{_e(row['stage'])}</b></td><td style='text-align:right; padding: 0 8px'>"
+        rows.append(f"<tr><td><b>{_e(row['stage'])}</b></td>"
+                    f"<td style='text-align:right; padding: 0 8px; white-space: nowrap'>"
                     f"{_e(row['time'])}</td><td>{_e(facts)}</td></tr>")
     rows.append("</tbody></table>")
     return "".join(rows)
