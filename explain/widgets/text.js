@@ -42,6 +42,8 @@ function render({ model, el: root }) {
   function addToken([token, prob, forced], index) {
     const span = el("span", `explain-token${forced ? " forced" : ""}`, token);
     span.dataset.step = index;
+    // a line break has no width: a visible mark (CSS, not text, so the text stays the model's) keeps it clickable
+    if (token.includes("\n")) span.classList.add("explain-nl");
     span.style.background = probColor(prob);
     span.title = `step ${index} \u00b7 p = ${prob === null || prob === undefined ? "?" : prob.toFixed(3)}` +
       `${forced ? " \u00b7 forced" : ""}`;
