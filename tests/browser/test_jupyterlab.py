@@ -1,4 +1,4 @@
-"""The dashboard in a real JupyterLab, driven by headless Chromium through playwright.
+"""The dashboard in a real JupyterLab and in Notebook 7, driven by headless Chromium through playwright.
 
 One notebook, run top to bottom on the embedded model: a live dashboard that must change while the cell
 generating 60 tokens is still running, then a step-through whose "Next token" adds exactly one token, on a
@@ -32,6 +32,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage"]
 EVIL = "<img src=x onerror=alert(1)>"
+FRONT_ENDS = {"jupyterlab": "/lab/tree/", "notebook7": "/notebooks/"}  # the same server serves both
 
 if not os.path.exists(CHROMIUM):
     pytest.skip("chromium is not installed (Debian: apt-get install chromium); the browser test needs it",
@@ -71,7 +72,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    (root / "live.ipynb").write_text(json.dumps(_notebook(CELLS)))
+    for front_end in FRONT_ENDS:  # a notebook each, so each front end gets its own kernel
+        (root / f"live-{front_end}.ipynb").write_text(json.dumps(_notebook(CELLS)))
     settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
@@ -83,7 +85,7 @@ def lab(tmp_path_factory):
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-         "--ServerApp.disable_check_xsrf=True"] + (["--allow-root"] if os.geteuid() == 0 else []),
+         "--JupyterNotebookApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True"] + (["--allow-root"] if os.geteuid() == 0 else []),
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 60
@@ -106,8 +108,11 @@ def lab(tmp_path_factory):
         log.close()
 
 
-@pytest.fixture(scope="module")
-def page(lab):
+@pytest.fixture(scope="module", params=list(FRONT_ENDS))
+def page(lab, request):
+    front_end = request.param
+    if front_end == "notebook7" and importlib.util.find_spec("notebook") is None:
+        pytest.skip("Notebook 7 is not installed (pip install 'notebook>=7')")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -120,14 +125,15 @@ def page(lab):
             dialog.dismiss()
 
         page.on("dialog", on_dialog)
-        page.goto(f"{lab['url']}/lab/tree/live.ipynb?token={lab['token']}")
+        page.front_end = front_end
+        page.goto(f"{lab['url']}{FRONT_ENDS[front_end]}live-{front_end}.ipynb?token={lab['token']}")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
         page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel"
                                "?.status === 'idle'", timeout=60_000)
         try:
             yield page
         finally:
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab-last.png"))
+            page.screenshot(path=str(ARTIFACTS / f"{front_end}-last.png"))
             browser.close()
 
 
@@ -173,9 +179,10 @@ def test_live_dashboard_then_step_through(page):
     # -- live: the step count and the text change while cell 2 (60 tokens) is still running ----------------
     try:
         page.wait_for_function("() => window.explainSeen.some(r => r.busy && r.count >= 10)", timeout=180_000)
-        page.locator(".explain-dashboard").first.screenshot(path=str(ARTIFACTS / "jupyterlab-live-running.png"))
-    except Exception:  # noqa: BLE001 - the assertions below say what was seen
-        pass
+        # the viewport, not the element: the run may end (and its output be redrawn) while an element shot waits
+        page.screenshot(path=str(ARTIFACTS / f"{page.front_end}-live-running.png"))
+    except Exception as error:  # noqa: BLE001 - the assertions below say what was seen
+        print(f"no screenshot of the running dashboard: {error}")
     page.wait_for_function(CELL2_DONE, timeout=180_000)
     seen = [(r["count"], r["text"]) for r in page.evaluate("() => window.explainSeen") if r["busy"] and r["count"]]
     counts = sorted({c for c, _ in seen})
@@ -200,7 +207,7 @@ def test_live_dashboard_then_step_through(page):
     assert "probabilities" in chart.inner_text()
     assert dashboard.locator(".explain-chip").count() > 10, "no prompt token chips"
     assert dashboard.locator(".explain-tl-row.explain-status-done").count() == 8, "not every stage is done"
-    dashboard.screenshot(path=str(ARTIFACTS / "jupyterlab-live-done.png"))
+    dashboard.screenshot(path=str(ARTIFACTS / f"{page.front_end}-live-done.png"))
 
     # -- step-through: one click on Next token adds exactly one token --------------------------------------
     controller = page.locator(".explain-step-through")
@@ -232,7 +239,7 @@ def test_live_dashboard_then_step_through(page):
                            ".innerHTML)", timeout=30_000)
     controller.get_by_role("button", name=re.compile("What if")).click()
     controller.locator(".js-plotly-plot", has_text="what if?").wait_for(timeout=30_000)
-    controller.screenshot(path=str(ARTIFACTS / "jupyterlab-step-through.png"))
+    controller.screenshot(path=str(ARTIFACTS / f"{page.front_end}-step-through.png"))
 
     # -- the prompt was an HTML injection attempt: it shows as text and ran nothing -------------------------
     assert page.dialogs == [], f"a dialog fired: {page.dialogs}"
