@@ -226,3 +226,46 @@ def test_step_through_escapes_its_prompt(pipe):
         assert "<img" not in st._repr_mimebundle_()["text/html"]
     finally:
         st.close()
+
+
+# -- ipywidgets 7 (what Colab still ships) ------------------------------------------------------------------
+IPYWIDGETS_7 = """
+import ipywidgets, torch, explain
+from explain.widgets import Dashboard, StepThrough
+assert ipywidgets.__version__.startswith("7."), ipywidgets.__version__
+pipe = explain.pipeline("text-generation")
+dashboard = Dashboard(pipe)
+pipe("Hello there", max_new_tokens=5, do_sample=False)
+assert [t[0] for t in dashboard.text.tokens] == [s["token"] for s in pipe.last_generation.steps]
+st = StepThrough(pipe, "Once upon a time", max_new_tokens=6, do_sample=False)
+st.next_button.click()
+st.count.value = 2
+st.run_button.click()
+assert len(st.dashboard.text.tokens) == 3
+st.dashboard.text.selected = 1
+st.do_sample.value, st.top_k.value = True, 5
+st.what_if_button.click()
+assert "5 tokens keep a chance" in st.message.value, st.message.value
+st.force_button.click()
+assert "Branch 1" in st.message.value and len(st.dashboard.state.branches) == 2
+bundle = dashboard._repr_mimebundle_()
+assert bundle["application/vnd.jupyter.widget-view+json"]["version_major"] == 2
+print("ok", ipywidgets.__version__)
+"""
+
+
+def test_widgets_work_with_ipywidgets_7(tmp_path, provisioned):
+    """The views and the step-through, in a virtual environment that has this machine's packages but
+    ipywidgets 7 (pip install 'ipywidgets<8' over them)."""
+    import os
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run([python, "-m", "pip", "install", "-q", "ipywidgets>=7.6,<8"], capture_output=True,
+                             text=True)
+    assert install.returncode == 0, install.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([python, "-c", IPYWIDGETS_7], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().startswith("ok 7.")
