@@ -381,3 +381,23 @@ def test_cli_error_exits_2_with_the_message_on_stderr(cli):
     assert run.returncode == 2
     assert run.stderr.startswith("error: ") and f"the folder {cli.folder} has no config.json" in run.stderr
     assert "Traceback" not in run.stderr and run.stdout == ""
+
+
+def test_gguf_file_reads_what_ggufs_own_reader_reads(provisioned):
+    """explain's GGUFFile is gguf.GGUFReader over a plain ndarray view of the map: every field and tensor equal."""
+    import gguf
+    import numpy as np
+
+    from explain.config import GGUFFile, gguf_reader
+    ours, theirs = gguf_reader(provisioned["path"]), gguf.GGUFReader(provisioned["path"], "r")
+    assert isinstance(ours, GGUFFile) and ours.filename == provisioned["path"]
+    assert type(ours.data) is np.ndarray and ours.data.base is not None  # no copy of the 94 MB file
+    assert list(ours.fields) == list(theirs.fields)
+    for name, field in theirs.fields.items():
+        mine = ours.fields[name]
+        assert mine.types == field.types and mine.data == field.data, name
+        assert len(mine.parts) == len(field.parts)
+        assert all(np.array_equal(a, b) for a, b in zip(mine.parts, field.parts)), name
+    assert [(t.name, t.tensor_type, t.shape.tolist()) for t in ours.tensors] == \
+        [(t.name, t.tensor_type, t.shape.tolist()) for t in theirs.tensors]
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(ours.tensors, theirs.tensors))
