@@ -430,17 +430,12 @@ def _open_gguf(path_or_reader):
     if not isinstance(path_or_reader, (str, os.PathLike)):
         return path_or_reader, (getattr(path_or_reader, "filename", None)
                                 or getattr(getattr(path_or_reader, "data", None), "filename", "the GGUF file"))
-    import gguf
+    from .config import gguf_reader
 
     path = os.fspath(path_or_reader)
     if not os.path.isfile(path):
         raise ExplainError(f"no GGUF file at {path}")
-    from .config import GGUFFile
-
-    try:
-        return GGUFFile(path, "r"), path
-    except Exception as error:
-        raise CorruptFileError(f"{path} is not a readable GGUF file ({type(error).__name__}: {error})") from None
+    return gguf_reader(path), path
 
 
 def _read_json(file) -> dict:
