@@ -6,15 +6,7 @@ import os
 import sys
 
 from .trace import Event, Trace
-
-
-def _size(n) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+from .units import size_text
 
 
 def _ms(seconds: float) -> str:
@@ -32,7 +24,7 @@ def describe(event: Event) -> str | None:
         if d.get("absent"):
             return f"{d['filename']}: not in {d['repo']} (optional)"
         commit = (d.get("commit") or "")[:7]
-        return (f"{d['filename']}: {d['cache']}{' @' + commit if commit else ''}, {_size(d.get('size'))}"
+        return (f"{d['filename']}: {d['cache']}{' @' + commit if commit else ''}, {size_text(d.get('size'))}"
                 f"{' (offline)' if d.get('offline') else ''}")
     if event.stage == "config" and event.kind == "config":
         h = d.get("hyperparameters", {})
@@ -51,9 +43,9 @@ def describe(event: Event) -> str | None:
         kinds = ", ".join(f"{n} x {k}" for k, n in (d.get("quantization_types") or d.get("stored_dtypes") or {}).items())
         tied = f"; tied {', '.join(d['tied'])}" if d.get("tied") else ""
         return (f"{d['format']}: {d['tensors']} tensors ({kinds}) -> {d['dtype']}, {d['parameters'] / 1e6:.1f} M "
-                f"parameters, {_size(d['bytes'])}{tied}; missing {len(d['missing'])}, unexpected {d['unexpected_count']}")
+                f"parameters, {size_text(d['bytes'])}{tied}; missing {len(d['missing'])}, unexpected {d['unexpected_count']}")
     if event.stage == "placement":
-        per = ", ".join(f"{k}: {_size(v)}" for k, v in d.get("bytes_per_device", {}).items())
+        per = ", ".join(f"{k}: {size_text(v)}" for k, v in d.get("bytes_per_device", {}).items())
         return f"{d.get('strategy')} -> {', '.join(d.get('devices', []))} ({per}); {d.get('reason')}"
     if event.stage == "tokenization":
         return f"{d['count']} tokens from {d['kind_of_input']} input"

@@ -10,7 +10,7 @@ import torch
 from accelerate.utils import compute_module_sizes
 
 from ..errors import ExplainError
-from .memory import size_text
+from ..units import size_text
 from .plan import Plan, kv_cache, no_split_classes, units, verdict
 from .source import config_of, module_dtype
 

@@ -215,13 +215,3 @@ def headroom(memory: dict, model: torch.nn.Module, sizes: dict, no_split: list, 
 
 def device_label(device) -> str:
     return f"cuda:{device}" if isinstance(device, int) else str(device)
-
-
-def size_text(n) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB" if abs(n) < 10 else f"{n:.1f} TiB"

@@ -18,8 +18,9 @@ from accelerate.utils import compute_module_sizes, get_max_memory, infer_auto_de
 from accelerate.utils.modeling import get_max_layer_size
 
 from ..errors import ExplainError
+from ..units import size_text
 from .memory import (DTYPES, NON_ACCELERATORS, SMALLER, accelerators, device_label, dtype_name, headroom, order,
-                     profile, size_text)
+                     profile)
 from .source import Source, build
 
 DEFAULT_CONTEXT = 4096

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .memory import NON_ACCELERATORS, device_label, profiles, size_text
+from ..units import size_text
+from .memory import NON_ACCELERATORS, device_label, profiles
 
 RANK = {"fits": 0, "fits with cpu offload": 1, "does not fit": 2}
 

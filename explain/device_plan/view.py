@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import html as _html
 
-from .memory import device_label, size_text
+from ..units import size_text
+from .memory import device_label
 
 COLOURS = {"cpu": "#e8a33d", "mps": "#9b6ad6", "disk": "#c8553d"}
 GPU_COLOURS = ("#3d7be8", "#2fa37a", "#5bb8d6", "#6c7fd9", "#3aa0a0", "#4f9a4f", "#2f6fb0", "#7aa5e8")

@@ -17,8 +17,9 @@ from html import escape
 import ipywidgets as widgets
 
 from ..trace import Event, Trace
+from ..units import size_text
 from .sink import ThrottledSink
-from .state import DashboardState, size_text, visible
+from .state import DashboardState, visible
 from .static import summary_html
 from .step_figure import StepFigure
 from .views import GeneratedText, StageTimeline, TokenChips

@@ -7,19 +7,11 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 from __future__ import annotations
 
 from ..trace import STAGES, Event, Trace
+from ..units import size_text
 
 LOADING_STAGES = STAGES[:5]  # run 0: registry, config, tokenizer, weights, placement
 RUN_STAGES = STAGES[5:]  # every call of the pipeline: tokenization, generation, decoding
 ROLE_NAMES = ("system", "user", "assistant", "generation prompt", "tool")
-
-
-def size_text(n) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def seconds_text(seconds: float | None) -> str:
