@@ -159,6 +159,9 @@ def test_step_events_hold_what_the_step_did(sampled, pipe):
             top_values, top_ids = torch.topk(after[0], 20)
             finite = torch.isfinite(top_values)
             assert record["top"]["ids"] == top_ids[finite].tolist()
+            # the chosen token's score and rank after this processor, recorded even when it is outside the top
+            assert record["token_score"] == float(after[0, step["token_id"]])
+            assert record["token_rank"] == int((after[0] > after[0, step["token_id"]]).sum()) + 1
             scores = after
         assert step["processors"][2]["kept"] <= 40  # top_k=40
         probs = torch.softmax(scores[0], dim=-1)
@@ -334,6 +337,7 @@ def test_what_if_equals_transformers_processors_on_the_recorded_row(pipe):
     assert result["kept"] == int((probs > 0).sum())
     assert result["recorded_token"] == generation.steps[1]["token_id"]
     assert result["recorded_token_prob"] == pytest.approx(float(probs[result["recorded_token"]]))
+    assert result["recorded_token_rank"] == int((probs > probs[result["recorded_token"]]).sum()) + 1
     as_recorded = generation.what_if(1)  # no knobs: the run's own (greedy) settings give back the recorded step
     assert as_recorded["ids"][0] == generation.steps[1]["token_id"]
     assert as_recorded["probs"][0] == pytest.approx(generation.steps[1]["prob"])

@@ -146,9 +146,11 @@ class Generation:
         record = {"step": index, "position": self.input_ids.shape[1], "branch": self.branch,
                   "logits_top": self._top(raw, token_texts), "processors": []}
         scores = raw
+        outputs = []  # each processor's scores, to read the chosen token's score and rank once it is picked
         for processor in self.processors:
             before = scores
             scores = processor(self.input_ids, scores)
+            outputs.append(scores)
             removed = int((torch.isfinite(before) & ~torch.isfinite(scores)).sum())
             changed = int((before != scores).sum())
             record["processors"].append({"name": processor.name, "args": processor.args(), "removed": removed,
@@ -161,6 +163,9 @@ class Generation:
         else:
             token = int(torch.argmax(scores, dim=-1)[0])
             method = "greedy"
+        for entry, output in zip(record["processors"], outputs):  # the chosen token, even outside the top
+            entry["token_score"] = float(output[0, token])
+            entry["token_rank"] = int((output[0] > output[0, token]).sum()) + 1
         raw_probs = torch.softmax(raw, dim=-1)
         p = probs[0]
         entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
@@ -274,7 +279,8 @@ class Generation:
                 "ids": top_ids.tolist(), "probs": _floats(top_probs),
                 "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
                 "recorded_token": self.steps[step]["token_id"],
-                "recorded_token_prob": float(probs[self.steps[step]["token_id"]])}
+                "recorded_token_prob": float(probs[self.steps[step]["token_id"]]),
+                "recorded_token_rank": int((probs > probs[self.steps[step]["token_id"]]).sum()) + 1}
 
     def force(self, step: int, token_id: int) -> "Generation":
         """A new run that is this one up to `step`, then takes `token_id` there; this run is left as it was."""
