@@ -19,7 +19,7 @@ from .trace import STAGES, Event, Trace
 
 def show(source, **kwargs) -> None:
     """Display a dashboard of a pipeline (it fills in live as the pipeline runs) or of a saved Trace."""
-    from .widgets import show as show_widgets  # ipywidgets, anywidget and plotly load only here
+    from .widgets import show as show_widgets  # ipywidgets and anywidget load only here
     return show_widgets(source, **kwargs)
 
 

@@ -1,4 +1,5 @@
-"""Errors that name the problem and the fix. Each is a ValueError, so `except ValueError` still works."""
+"""Errors that name the problem and the fix. Each is a ValueError, so `except ValueError` still works (but
+GenerationInterrupted, a KeyboardInterrupt)."""
 
 
 class ExplainError(ValueError):
@@ -19,3 +20,39 @@ class CorruptFileError(ExplainError):
 
 class UnsupportedError(ExplainError):
     """Something explain knows about but does not run (an architecture, a task, remote code)."""
+
+
+class GenerationInterrupted(KeyboardInterrupt):
+    """Ctrl-C (Kernel > Interrupt in Jupyter) while a generation ran. The run was ended cleanly first: the trace holds
+    every step made, a generation/end event with stop_reason "interrupted", and the decoded text so far.
+
+    It is a KeyboardInterrupt, so a script stops as on any Ctrl-C and `except KeyboardInterrupt` still catches it;
+    in IPython and Jupyter it is shown as one line instead of a traceback through explain's and torch's frames
+    (and, being an error, it still stops a Run All)."""
+
+
+def interrupted(message: str) -> GenerationInterrupted:
+    """The exception to raise for a Ctrl-C during generation; under IPython it will show as one line."""
+    _one_line_in_ipython()
+    return GenerationInterrupted(message)
+
+
+def _one_line_in_ipython() -> None:
+    """Register, once, an IPython handler that shows GenerationInterrupted as one line. Only when IPython is already
+    running this code (explain never imports IPython), and never over another library's handler."""
+    import sys
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    if shell is None or not hasattr(shell, "set_custom_exc"):
+        return
+    handled = tuple(getattr(shell, "custom_exceptions", ()) or ())
+    if GenerationInterrupted in handled:
+        return
+    if handled:  # someone else's handler: leave it, the interrupt shows as a traceback there
+        return
+
+    def one_line(shell, etype, value, tb, tb_offset=None):
+        shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])  # what ipykernel sends as the error
+        return None
+
+    shell.set_custom_exc((GenerationInterrupted,), one_line)

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from .errors import ExplainError
+from .errors import ExplainError, interrupted as interrupted_error
 from .generation import SETTINGS, Generation, resolve
 from .trace import Trace
 
@@ -120,10 +120,12 @@ class TextGenerationPipeline:
         interrupted = False
         try:
             generation.run()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, Kernel > Interrupt: end the run cleanly (its trace stays whole), then stop
             interrupted = True
             generation._finish("interrupted")
-            raise
+            steps = len(generation.steps)
+            raise interrupted_error(f"interrupted at step {steps} of call {self.trace.run}: the {steps} tokens "
+                                    "generated so far are kept (pipe.last_generation, pipe.trace)") from None
         finally:
             self._end(generation, start, time.perf_counter() - t0, interrupted)
         return self._postprocess(generation, options)

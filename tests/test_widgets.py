@@ -133,9 +133,10 @@ def test_selecting_a_token_shows_its_step(live):
     assert "Step 4" in dashboard.step_caption.value
     assert f"<code>{escape(visible(generation.steps[4]['token']))}</code>" in dashboard.step_caption.value
     assert f"p = {generation.steps[4]['prob']:.3f}" in dashboard.step_caption.value
-    titles = dashboard.figure.panel_titles  # one panel of bars each: logits, each processor, probabilities
-    assert titles[0] == "model logits" and titles[-1].startswith("probabilities, sampled")
+    titles = [p["title"] for p in dashboard.chart.step["panels"]]  # logits, each processor, probabilities
+    assert titles[0].startswith("model logits") and titles[-1].startswith("probabilities, sampled")
     assert [t.split(" ")[0] for t in titles[1:-1]] == ["temperature", "top-k"]
+    assert dashboard.chart.step["index"] == 4 and dashboard.chart.curves["selected"] == 4
 
 
 # -- replay -------------------------------------------------------------------------------------------------

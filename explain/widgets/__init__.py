@@ -1,7 +1,8 @@
 """Jupyter views of the pipeline: a live dashboard, step-through, replay of a saved trace.
 
-Importing this package imports ipywidgets, anywidget and plotly; `import explain` does not (explain.show and
-explain.step_through import it when first called).
+Importing this package imports ipywidgets and anywidget (plotly.js is read from the plotly package, whose Python
+side is never imported); `import explain` does not (explain.show and explain.step_through import it when first
+called).
 """
 
 from __future__ import annotations

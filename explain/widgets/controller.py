@@ -15,9 +15,10 @@ from html import escape
 
 import ipywidgets as widgets
 
-from ..errors import ExplainError
-from .dashboard import Dashboard, StaticFallback, claim
+from ..errors import ExplainError, interrupted
+from .dashboard import Dashboard, StaticFallback, claim, release
 from .state import visible
+from .views import stop_text
 
 KNOBS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
 
@@ -45,7 +46,7 @@ class StepThrough(StaticFallback, widgets.VBox):
                                            tooltip="Start again from the prompt, with the knobs as they are now")
         self.message = widgets.HTML()
         self.do_sample = widgets.Checkbox(description="sample (do_sample)", indent=False,
-                                          layout=widgets.Layout(width="150px"))
+                                          layout=widgets.Layout(width="auto", margin="0 16px 0 0"))
         self.temperature = widgets.FloatSlider(value=1.0, min=0.05, max=2.0, step=0.05, description="temperature",
                                                style=wide, continuous_update=False)
         self.top_k = widgets.IntSlider(value=50, min=0, max=200, description="top-k", style=wide,
@@ -79,6 +80,7 @@ class StepThrough(StaticFallback, widgets.VBox):
         super().__init__(children=[title, buttons, knobs, hint, self.dashboard])
         self.add_class("explain-step-through")
         self.generations: dict = {}
+        self._tooltips = {b.description: b.tooltip for b in (self.next_button, self.run_button, self.end_button)}
         self._quiet = False
         self.next_button.on_click(lambda _: self.next())
         self.run_button.on_click(lambda _: self.run(self.count.value))
@@ -102,10 +104,21 @@ class StepThrough(StaticFallback, widgets.VBox):
         return self.generations.get(self.dashboard.state.branch) or self.generations.get(0)
 
     def _start(self, kwargs) -> None:
-        run = self.pipe.trace.run + 1  # the call pipe.start is about to make
-        self.dashboard.runs.add(run)
-        claim(self.pipe.trace, run)
-        generation = self.pipe.start(self.prompt, **kwargs)
+        trace = self.pipe.trace
+        expected = trace.run + 1  # the run id pipe.start is about to give: claimed first, so that no other
+        self.dashboard.follow(expected)  # dashboard shows its tokenization and settings events
+        try:
+            generation = self.pipe.start(self.prompt, **kwargs)
+        except BaseException:
+            self.dashboard.runs.discard(expected)
+            release(trace, expected)
+            raise
+        run = getattr(generation, "run", None)
+        if isinstance(run, int) and run != expected:  # the generation carries its own run id: follow that one
+            self.dashboard.runs.discard(expected)
+            release(trace, expected)
+            self.dashboard.follow(run)
+            self.dashboard.state = type(self.dashboard.state).from_trace(trace, run=run)
         self.generations = {generation.branch: generation}
         self._finished = set()
         self._set_knobs(generation.settings)
@@ -143,6 +156,7 @@ class StepThrough(StaticFallback, widgets.VBox):
             self._say(f"This run has finished ({generation.stop_reason}). Press Reset to start again.")
             return None
         record = None
+        self.dashboard.set_paused(False)
         try:
             for _ in range(count if count is not None else 10**9):
                 if generation.finished:
@@ -150,6 +164,12 @@ class StepThrough(StaticFallback, widgets.VBox):
                 record = generation.step()
         except ExplainError as error:
             self._say(str(error), error=True)
+        except KeyboardInterrupt:  # Kernel > Interrupt during Run N / Run to end: the run pauses, it can go on
+            self._after()
+            steps = len(generation.steps)
+            self._say(f"Interrupted after step {steps - 1 if steps else 0}: paused; Next token goes on from here.")
+            raise interrupted(f"step-through interrupted after {steps} tokens: paused, and Next token "
+                                        "goes on from there") from None
         self._after()
         return record
 
@@ -202,10 +222,16 @@ class StepThrough(StaticFallback, widgets.VBox):
             self.pipe.finish(generation)  # emits generation/end and decoding/decode, as a call does
         self.dashboard.flush()
         done = generation.finished
+        self.dashboard.set_paused(not done)
         for button in (self.next_button, self.run_button, self.end_button):
             button.disabled = done
+            button.tooltip = ("The run has ended: Reset starts again; Force branches from an earlier step" if done
+                              else self._tooltips[button.description])
         self._update_force_choices()
         if done:
+            self._say(f"Finished after {len(generation.steps)} tokens: {stop_text(generation.stop_reason)}. "
+                      "Next token and Run are off because this run has ended; Reset starts again, or click a "
+                      "token and Force another to branch from there.")
             self._refresh_displays()
 
     def _update_force_choices(self) -> None:

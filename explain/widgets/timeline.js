@@ -6,15 +6,6 @@ function el(tag, className, text) {
   return node;
 }
 
-// plotly's FigureWidget sizes itself to 700 px unless told the window changed; it fires this event after each
-// render, so answer with a resize (once per page), and the step figure fills the notebook's width.
-if (!window.__explainResize) {
-  window.__explainResize = true;
-  document.addEventListener("plotlywidget-after-render", () => {
-    setTimeout(() => window.dispatchEvent(new Event("resize")), 50);
-  });
-}
-
 function render({ model, el: root }) {
   const box = el("div", "explain-w explain-timeline");
   root.appendChild(box);

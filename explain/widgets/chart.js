@@ -1,0 +1,334 @@
+// The step chart: one panel of bars per stage of a step (the model's logits, each logits processor, the
+// probabilities, a what-if), then three curves over all steps. The data comes from step_chart.py as plain numbers
+// and strings; this module lays it out for the width it has (panels wrap into as many rows as they need), colours
+// it from the page's theme (JupyterLab's CSS variables), and draws it with plotly.js. Text reaches plotly, which
+// reads a little HTML, only through esc().
+//
+// Redraws are coalesced to one per animation frame, skipped while the chart is scrolled out of view, and spaced
+// so that drawing takes at most about a tenth of the time (a slow machine draws less often, never falls behind).
+
+const LABEL = 112; // px left of each panel for the token labels
+const GAP = 18; // px between a panel's bars and the next panel's labels
+const MIN_BARS = 150; // px: narrower than this, the panels take fewer columns
+const BAR = 24; // px per bar
+const TITLE_LINE = 17; // px per line of a panel title
+const AXIS = 26; // px under a panel for its tick numbers
+const CURVE = 150; // px of a curve's plot
+const FONT = 13; // px: tick labels and numbers, readable on a projector
+
+export function esc(value) {
+  return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+}
+
+export function visible(text) {
+  if (!text) return "\u2205";
+  return text.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
+}
+
+function isNumber(v) {
+  return typeof v === "number" && Number.isFinite(v);
+}
+
+function fixed(v, digits) {
+  return isNumber(v) ? v.toFixed(digits) : "?";
+}
+
+function percent(v) {
+  if (!isNumber(v)) return "?";
+  return v >= 0.1 ? `${(100 * v).toFixed(0)}%` : v >= 0.001 ? `${(100 * v).toFixed(1)}%` : `${(100 * v).toPrecision(1)}%`;
+}
+
+function short(text, width) {
+  const shown = visible(String(text));
+  return shown.length > width ? shown.slice(0, width - 1) + "\u2026" : shown;
+}
+
+// -- the theme: JupyterLab's CSS variables (light or dark), with light fallbacks outside JupyterLab -------------
+function rgb(el, color) {
+  const probe = document.createElement("span");
+  probe.style.color = color;
+  probe.style.display = "none";
+  el.appendChild(probe);
+  const value = getComputedStyle(probe).color;
+  probe.remove();
+  const m = value.match(/[\d.]+/g) || [255, 255, 255];
+  return m.slice(0, 3).map(Number);
+}
+
+export function theme(el) {
+  const css = getComputedStyle(el);
+  const v = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
+  const background = v("--jp-layout-color0", "#ffffff");
+  const [r, g, b] = rgb(el, background);
+  const dark = 0.2126 * r + 0.7152 * g + 0.0722 * b < 128;
+  return {
+    dark,
+    text: v("--jp-ui-font-color1", dark ? "#e6edf3" : "#1f2328"),
+    muted: v("--jp-ui-font-color2", dark ? "#9198a1" : "#59636e"),
+    grid: dark ? "rgba(255,255,255,0.14)" : "rgba(0,0,0,0.10)",
+    background,
+    font: v("--jp-ui-font-family", "system-ui, sans-serif"),
+    mono: v("--jp-code-font-family", "monospace"),
+    chosen: dark ? "#f0883e" : "#d9480f",
+    logit: dark ? "#5b8fc7" : "#8fb3de",
+    prob: dark ? "#4493f8" : "#0969da",
+    whatIf: dark ? "#3fb950" : "#2da44e",
+    curves: dark ? ["#4493f8", "#a371f7", "#9198a1"] : ["#0969da", "#8250df", "#57606a"],
+  };
+}
+
+// -- layout: columns from the width, rows from the number of panels, in pixels, then in plotly's paper units ----
+function wrap(text, width) {
+  const words = text.split(" ");
+  const lines = [];
+  let line = "";
+  for (const w of words) {
+    if (line && (line + " " + w).length > width) {
+      lines.push(line);
+      line = w;
+    } else line = line ? line + " " + w : w;
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+export function geometry(width, panels) {
+  const inner = Math.max(200, width - 8);
+  const columns = Math.max(1, Math.min(panels.length || 1, Math.floor((inner + GAP) / (LABEL + MIN_BARS + GAP))));
+  const bars = (inner - LABEL - (columns - 1) * (GAP + LABEL)) / columns; // px of bars per panel
+  const chars = Math.max(12, Math.floor((bars + LABEL) / 7.4));
+  const boxes = [];
+  let top = 0;
+  for (let start = 0; start < panels.length; start += columns) {
+    const row = panels.slice(start, start + columns);
+    const titles = row.map((p) => wrap(p.title, chars));
+    const lines = Math.max(...titles.map((t) => t.length));
+    const count = Math.max(...row.map((p) => p.bars.length + (p.extra ? 1.7 : 0)), 1);
+    row.forEach((p, i) => {
+      const left = LABEL + i * (bars + GAP + LABEL);
+      boxes.push({ left, right: left + bars, titleTop: top, top: top + lines * TITLE_LINE + 4,
+        bottom: top + lines * TITLE_LINE + 4 + count * BAR, title: titles[i] });
+    });
+    top += lines * TITLE_LINE + 4 + count * BAR + AXIS + 10;
+  }
+  const curveColumns = inner >= 640 ? 3 : 1;
+  const curveWidth = (inner - 56 - (curveColumns - 1) * 56) / curveColumns;
+  const curves = [];
+  const curveStart = top + 8;
+  for (let i = 0; i < 3; i++) {
+    const row = Math.floor(i / curveColumns), column = i % curveColumns;
+    const titleTop = curveStart + row * (CURVE + TITLE_LINE + 44);
+    const left = 56 + column * (curveWidth + 56);
+    curves.push({ left, right: left + curveWidth, titleTop, top: titleTop + TITLE_LINE + 4,
+      bottom: titleTop + TITLE_LINE + 4 + CURVE });
+  }
+  const height = curves[2].bottom + 34;
+  return { width: inner, height, columns, boxes, curves };
+}
+
+// -- the plotly figure ---------------------------------------------------------------------------------------
+function axisName(n, letter) {
+  return `${letter}axis${n > 1 ? n : ""}`;
+}
+
+function ref(n, letter) {
+  return `${letter}${n > 1 ? n : ""}`;
+}
+
+const CURVES = [["p(chosen token)", "p", (v) => fixed(v, 3)], ["entropy (bits)", "entropy", (v) => fixed(v, 2)],
+  ["step time (ms)", "ms", (v) => fixed(v, 0)]];
+
+export function figure(step, curves, width, colors) {
+  const panels = (step && step.panels) || [];
+  const geo = geometry(width, panels);
+  const W = geo.width, H = geo.height;
+  const x = (px) => px / W, y = (px) => 1 - px / H;
+  const data = [], annotations = [];
+  const layout = {
+    width: W, height: H, margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false, dragmode: false,
+    paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", bargap: 0.28,
+    font: { family: colors.font, size: FONT, color: colors.muted },
+    hoverlabel: { bgcolor: colors.background, bordercolor: colors.grid, font: { color: colors.text, size: 13 } },
+    annotations,
+  };
+  const title = (lines, xPx, yPx, anchor) => annotations.push({ text: lines.map((l) => `<b>${esc(l)}</b>`).join("<br>"),
+    x: x(xPx), y: y(yPx), xref: "paper", yref: "paper", xanchor: anchor, yanchor: "top", showarrow: false,
+    align: anchor, font: { size: 13, color: colors.text } });
+  panels.forEach((panel, index) => {
+    const n = index + 1, box = geo.boxes[index];
+    const isProb = panel.kind !== "logit";
+    const other = panel.kind === "what-if" ? colors.whatIf : isProb ? colors.prob : colors.logit;
+    const rows = panel.bars.map(([word, id, value], i) => ({ word, id, value, y: i, chosen: id === panel.chosen }));
+    if (panel.extra) rows.push({ word: panel.extra.word, id: panel.extra.id, value: panel.extra.value,
+      y: panel.bars.length + 0.7, chosen: true, rank: panel.extra.rank });
+    const shown = rows.filter((r) => isNumber(r.value));
+    const values = shown.map((r) => r.value);
+    let range, base;
+    if (isProb) {
+      base = 0;
+      range = [0, Math.max(...values, 0.01) * 1.32];
+    } else {
+      const low = Math.min(...values, Infinity), high = Math.max(...values, -Infinity);
+      const span = values.length ? (high - low) || Math.abs(high) || 1 : 1;
+      base = values.length ? low - 0.4 * span : 0;
+      range = [base, (values.length ? high : 1) + 0.32 * span];
+    }
+    const label = (r) => r.rank !== undefined ? `#${r.rank === null ? "?" : r.rank} ${short(r.word, 10)}` : short(r.word, 13);
+    data.push({
+      type: "bar", orientation: "h", xaxis: ref(n, "x"), yaxis: ref(n, "y"),
+      y: shown.map((r) => r.y), x: shown.map((r) => r.value - base), base,
+      marker: { color: shown.map((r) => (r.chosen ? colors.chosen : other)) },
+      text: shown.map((r) => (isProb ? percent(r.value) : fixed(r.value, 1))),
+      textposition: "outside", cliponaxis: false, textfont: { size: 12, color: colors.text },
+      hovertemplate: "%{customdata}<extra></extra>",
+      customdata: shown.map((r) => `${esc(short(r.word, 40))} (id ${esc(r.id)})<br>` +
+        `${isProb ? "probability" : "score"} ${isProb ? fixed(r.value, 4) : fixed(r.value, 3)}` +
+        (r.chosen ? `<br>the chosen token${r.rank !== undefined ? `, rank ${esc(r.rank ?? "?")}` : ""}` : "")),
+    });
+    const ticks = rows.map((r) => r.y), texts = rows.map((r) => (r.chosen ? `<b>${esc(label(r))}</b>` : esc(label(r))));
+    if (panel.extra) { // the gap: a vertical ellipsis where the candidates between the top and the chosen one are
+      ticks.push(panel.bars.length - 0.05);
+      texts.push("\u22ee");
+    }
+    const last = rows.length ? rows[rows.length - 1].y : 0;
+    layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), range, fixedrange: true,
+      zeroline: false, gridcolor: colors.grid, nticks: 4, tickformat: isProb ? ".0%" : "", ticks: "",
+      tickfont: { size: 11, color: colors.muted }, showline: false };
+    layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), range: [last + 0.6, -0.6],
+      fixedrange: true, tickmode: "array", tickvals: ticks, ticktext: texts, showgrid: false, zeroline: false,
+      ticks: "", tickfont: { family: colors.mono, size: FONT, color: colors.text }, automargin: false };
+    title(box.title, box.left - LABEL + 4, box.titleTop, "left");
+  });
+  const c = curves || { x: [], selected: -1 };
+  const count = (c.x || []).length;
+  CURVES.forEach(([name, key, format], i) => {
+    const n = panels.length + 1 + i, box = geo.curves[i];
+    const values = c[key] || [];
+    const present = values.filter(isNumber);
+    const top = key === "p" ? 1.05 : Math.max(...present, 0) * 1.15 || 1;
+    data.push({ type: "scatter", mode: "lines+markers", x: c.x || [], y: values, xaxis: ref(n, "x"),
+      yaxis: ref(n, "y"), line: { color: colors.curves[i], width: 2 }, marker: { size: 5 }, connectgaps: false,
+      hovertemplate: `step %{x}<br>${esc(name)}: %{customdata}<extra></extra>`, customdata: values.map(format) });
+    const s = c.selected;
+    const mark = Number.isInteger(s) && s >= 0 && s < count && isNumber(values[s]);
+    data.push({ type: "scatter", mode: "markers", x: mark ? [c.x[s]] : [], y: mark ? [values[s]] : [],
+      xaxis: ref(n, "x"), yaxis: ref(n, "y"), hoverinfo: "skip", cliponaxis: false,
+      marker: { size: 15, color: "rgba(0,0,0,0)", line: { color: colors.chosen, width: 3 } } });
+    layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), fixedrange: true,
+      range: [-0.6, Math.max(count - 1, 1) + 0.6], zeroline: false, gridcolor: colors.grid, nticks: 6,
+      title: { text: "step", font: { size: 12, color: colors.muted }, standoff: 2 },
+      tickfont: { size: 11, color: colors.muted } };
+    layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), fixedrange: true,
+      range: [0, top], zeroline: false, gridcolor: colors.grid, nticks: 4, tickfont: { size: 11, color: colors.muted } };
+    title([name], box.left - 40, box.titleTop, "left");
+  });
+  return { data, layout, geometry: geo };
+}
+
+// -- plotly.js: on the page already (an exported page inlines it), or brought by the PlotlyLibrary widget --------
+function plotly(model) {
+  if (globalThis.Plotly && globalThis.Plotly.react) return Promise.resolve(globalThis.Plotly);
+  if (!globalThis.__explainPlotly) {
+    let resolve;
+    globalThis.__explainPlotly = new Promise((r) => { resolve = r; });
+    globalThis.__explainPlotly.resolve = resolve;
+  }
+  const library = model.get("library"); // "IPY_MODEL_<id>": asking for it makes a lazy widget manager create it
+  if (library && model.widget_manager && model.widget_manager.get_model) {
+    Promise.resolve(model.widget_manager.get_model(library.replace(/^IPY_MODEL_/, ""))).catch(() => {});
+  }
+  return globalThis.__explainPlotly;
+}
+
+function render({ model, el }) {
+  const box = document.createElement("div");
+  box.className = "explain-w explain-chart";
+  const empty = document.createElement("div");
+  empty.className = "explain-muted explain-chart-empty";
+  const plot = document.createElement("div");
+  plot.className = "explain-chart-plot";
+  box.append(empty, plot);
+  el.appendChild(box);
+
+  let Plotly = null, drawn = false, frame = 0, timer = 0, lastDraw = -Infinity, cost = 0, onScreen = true;
+  let dirty = true, closed = false;
+
+  function draw() {
+    frame = 0;
+    if (closed) return;
+    const step = model.get("step") || { panels: [] };
+    const message = model.get("message") || "";
+    const hasPanels = step.panels && step.panels.length > 0;
+    empty.textContent = hasPanels ? "" : message;
+    empty.style.display = hasPanels ? "none" : "block";
+    plot.style.display = hasPanels ? "block" : "none";
+    if (!hasPanels) {
+      if (drawn && Plotly) Plotly.purge(plot);
+      drawn = false;
+      dirty = false;
+      box.dataset.drawn = "empty";
+      return;
+    }
+    const width = box.clientWidth;
+    if (!Plotly || !onScreen || width === 0) { dirty = true; return; } // drawn when loaded, seen and sized
+    const wait = lastDraw + 9 * cost - performance.now();
+    if (wait > 0) { // the last draw was costly: wait, so drawing stays a small share of the time
+      dirty = true;
+      if (!timer) timer = setTimeout(() => { timer = 0; schedule(); }, wait);
+      return;
+    }
+    const started = performance.now();
+    const { data, layout, geometry } = figure(step, model.get("curves"), width, theme(box));
+    Plotly.react(plot, data, layout, { displayModeBar: false, responsive: false, staticPlot: false });
+    drawn = true;
+    dirty = false;
+    lastDraw = performance.now();
+    cost = lastDraw - started;
+    box.dataset.drawn = String((box.dataset.draws | 0) + 1);
+    box.dataset.draws = box.dataset.drawn;
+    box.dataset.columns = String(geometry.columns);
+    box.dataset.panels = String(step.panels.length);
+    box.dataset.step = String(step.index);
+  }
+
+  function schedule() {
+    if (!frame && !closed) frame = requestAnimationFrame(draw);
+  }
+
+  const changed = () => { dirty = true; schedule(); };
+  const handlers = { "change:step": changed, "change:curves": changed, "change:message": changed };
+  for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);
+
+  let width = 0;
+  const resize = new ResizeObserver(() => {
+    if (box.clientWidth !== width) { width = box.clientWidth; changed(); }
+  });
+  resize.observe(box);
+  const seen = new IntersectionObserver((entries) => {
+    onScreen = entries[entries.length - 1].isIntersecting;
+    if (onScreen && dirty) schedule();
+  });
+  seen.observe(box);
+  // JupyterLab switches themes by changing these attributes on <body>; an exported page follows the system
+  const themed = new MutationObserver(changed);
+  themed.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
+  const media = globalThis.matchMedia ? globalThis.matchMedia("(prefers-color-scheme: dark)") : null;
+  if (media && media.addEventListener) media.addEventListener("change", changed);
+
+  plotly(model).then((library) => { Plotly = library; changed(); });
+  draw();
+  return () => {
+    closed = true;
+    for (const [name, handler] of Object.entries(handlers)) model.off(name, handler);
+    resize.disconnect();
+    seen.disconnect();
+    themed.disconnect();
+    if (media && media.removeEventListener) media.removeEventListener("change", changed);
+    if (frame) cancelAnimationFrame(frame);
+    if (timer) clearTimeout(timer);
+    if (drawn && Plotly) Plotly.purge(plot);
+  };
+}
+
+export default { render };
