@@ -7,7 +7,7 @@
 // Redraws are coalesced to one per animation frame, skipped while the chart is scrolled out of view, and spaced
 // so that drawing takes at most about a tenth of the time (a slow machine draws less often, never falls behind).
 
-const LABEL = 112; // px left of each panel for the token labels
+const LABEL = 124; // px left of each panel for the token labels
 const GAP = 18; // px between a panel's bars and the next panel's labels
 const MIN_BARS = 150; // px: narrower than this, the panels take fewer columns
 const BAR = 24; // px per bar
@@ -174,7 +174,7 @@ export function figure(step, curves, width, colors) {
       base = values.length ? low - 0.4 * span : 0;
       range = [base, (values.length ? high : 1) + 0.32 * span];
     }
-    const label = (r) => r.rank !== undefined ? `#${r.rank === null ? "?" : r.rank} ${short(r.word, 10)}` : short(r.word, 13);
+    const label = (r) => r.rank !== undefined ? `#${r.rank === null ? "?" : r.rank} ${short(r.word, 9)}` : short(r.word, 14);
     data.push({
       type: "bar", orientation: "h", xaxis: ref(n, "x"), yaxis: ref(n, "y"),
       y: shown.map((r) => r.y), x: shown.map((r) => r.value - base), base,

@@ -3,47 +3,19 @@
 One notebook, run top to bottom on the embedded model: a live dashboard that must change while the cell
 generating 60 tokens is still running, then a step-through whose "Next token" adds exactly one token, on a
 prompt that is an HTML injection attempt (it must show as text and run nothing). Screenshots go to
-test-artifacts/. Skipped, with the reason, where chromium, playwright or JupyterLab is missing.
-
-    apt-get install chromium && pip install -e ".[test]" && pytest tests/browser -v
+test-artifacts/. The server, the browser and the skips are in conftest.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
 import re
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
+from browser_support import ARTIFACTS, FRONT_ENDS
+
 EVIL = "<img src=x onerror=alert(1)>"
-FRONT_ENDS = {"jupyterlab": "/lab/tree/", "notebook7": "/notebooks/"}  # the same server serves both
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip("chromium is not installed (Debian: apt-get install chromium); the browser test needs it",
-                allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed (pip install playwright; the browser comes from apt, never "
-                "`playwright install`)", allow_module_level=True)
-if importlib.util.find_spec("jupyterlab") is None:
-    pytest.skip("jupyterlab is not installed (pip install jupyterlab)", allow_module_level=True)
-
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 CELLS = [
     "import explain\npipe = explain.pipeline('text-generation')",
@@ -56,85 +28,17 @@ CELLS = [
 ]
 
 
-def _notebook(cells) -> dict:
-    return {"nbformat": 4, "nbformat_minor": 5,
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-            "cells": [{"cell_type": "code", "id": f"cell{i}", "metadata": {}, "execution_count": None,
-                       "outputs": [], "source": source} for i, source in enumerate(cells)]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab")
-    for front_end in FRONT_ENDS:  # a notebook each, so each front end gets its own kernel
-        (root / f"live-{front_end}.ipynb").write_text(json.dumps(_notebook(CELLS)))
-    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
-                                                                             "checkForUpdates": False}))
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces"), "PYTHONPATH": str(ROOT)}
-    log = open(root / "jupyter.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-         "--JupyterNotebookApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True"] + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("JupyterLab did not start:\n" + (root / "jupyter.log").read_text()[-3000:])
-                time.sleep(0.3)
-        yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root}
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)  # the server's own process group: it and its kernel
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-        log.close()
-
-
 @pytest.fixture(scope="module", params=list(FRONT_ENDS))
-def page(lab, request):
+def page(open_notebook, request):
     front_end = request.param
-    if front_end == "notebook7" and importlib.util.find_spec("notebook") is None:
-        pytest.skip("Notebook 7 is not installed (pip install 'notebook>=7')")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.dialogs = []
-
-        def on_dialog(dialog):
-            page.dialogs.append(dialog.message)
-            dialog.dismiss()
-
-        page.on("dialog", on_dialog)
-        page.front_end = front_end
-        page.goto(f"{lab['url']}{FRONT_ENDS[front_end]}live-{front_end}.ipynb?token={lab['token']}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel"
-                               "?.status === 'idle'", timeout=60_000)
-        try:
-            yield page
-        finally:
-            page.screenshot(path=str(ARTIFACTS / f"{front_end}-last.png"))
-            browser.close()
+    notebook = open_notebook(f"live-{front_end}", CELLS, front_end=front_end)
+    page = notebook.page
+    page.dialogs = notebook.dialogs
+    page.front_end = front_end
+    try:
+        yield page
+    finally:
+        page.screenshot(path=str(ARTIFACTS / f"{front_end}-last.png"))
 
 
 def _cell(page, index):

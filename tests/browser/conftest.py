@@ -1,0 +1,135 @@
+"""A real JupyterLab 4 (and Notebook 7, served by the same server) with Debian's chromium, driven by playwright.
+
+`lab` starts one server for the session, its kernels importing this checkout; `browser` is one chromium;
+`notebook(cells, ...)` writes a notebook and opens it in a new page with its own kernel. Skipped, with the reason,
+where chromium, playwright or JupyterLab is missing. Screenshots go to test-artifacts/.
+
+    apt-get install chromium && pip install -e ".[test]" && pytest tests/browser -v
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from browser_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, FRONT_ENDS, ROOT, Notebook, notebook_json  # noqa: F401
+
+MISSING = None
+if not os.path.exists(CHROMIUM):
+    MISSING = "chromium is not installed (Debian: apt-get install chromium); the browser tests need it"
+elif importlib.util.find_spec("playwright") is None:
+    MISSING = "playwright is not installed (pip install playwright; the browser comes from apt, never `playwright install`)"
+elif importlib.util.find_spec("jupyterlab") is None:
+    MISSING = "jupyterlab is not installed (pip install jupyterlab)"
+
+
+def pytest_collection_modifyitems(config, items):
+    if MISSING:
+        skip = pytest.mark.skip(reason=MISSING)
+        for item in items:
+            if "tests/browser" in str(item.fspath).replace(os.sep, "/"):
+                item.add_marker(skip)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
+                                                                             "checkForUpdates": False}))
+    # every cell rendered (no virtual scrolling), so a test can read outputs below the fold
+    notebook_settings = root / ".settings" / "@jupyterlab" / "notebook-extension"
+    notebook_settings.mkdir(parents=True)
+    (notebook_settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces"), "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    log = open(root / "jupyter.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+         "--JupyterNotebookApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True"]
+        + (["--allow-root"] if os.geteuid() == 0 else []),
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n" + (root / "jupyter.log").read_text()[-3000:])
+                time.sleep(0.3)
+        yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root}
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)  # the server's own process group: it and its kernels
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="session")
+def open_notebook(lab, browser):
+    """open_notebook(name, cells, front_end="jupyterlab", width=1400) -> Notebook, its kernel idle."""
+    contexts = []
+
+    def open_(name: str, cells, front_end: str = "jupyterlab", width: int = 1400, height: int = 1000) -> Notebook:
+        if front_end == "notebook7" and importlib.util.find_spec("notebook") is None:
+            pytest.skip("Notebook 7 is not installed (pip install 'notebook>=7')")
+        (lab["root"] / f"{name}.ipynb").write_text(json.dumps(notebook_json(cells)))
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        page = context.new_page()
+        notebook = Notebook(page, front_end)
+
+        def on_dialog(dialog):
+            notebook.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+        page.on("pageerror", lambda error: notebook.errors.append(str(error)))
+        page.goto(f"{lab['url']}{FRONT_ENDS[front_end]}{name}.ipynb?token={lab['token']}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        notebook.wait_idle()
+        return notebook
+
+    yield open_
+    for context in contexts:
+        try:
+            context.close()
+        except Exception:  # noqa: BLE001 - the browser may be gone already
+            pass
