@@ -6,7 +6,8 @@
     for e in pipe.trace.events: print(e.stage, e.kind, e.data)
 
 In Jupyter: explain.show(pipe) shows a live dashboard, explain.step_through(pipe, prompt) a step-by-step
-controller, explain.show(explain.Trace.load(path)) replays a saved trace (pip install "explain[notebook]").
+controller, explain.show(explain.Trace.load(path)) replays a saved trace, explain.export(pipe, "run.html") writes
+a page anyone can open (pip install "explain[notebook]").
 """
 
 __version__ = "0.1.0"
@@ -29,11 +30,18 @@ def step_through(pipe, prompt, **generate_kwargs):
     return step_through_widget(pipe, prompt, **generate_kwargs)
 
 
+def export(source, path, **kwargs) -> str:
+    """Write a run's dashboard as one self-contained HTML page (click a token, see its step; no kernel, network or
+    CDN): `source` is a pipeline, an explain.Trace or a saved trace's path. Returns the path."""
+    from .widgets.export import export as export_page  # ipywidgets, anywidget and plotly.js load only here
+    return export_page(source, path, **kwargs)
+
+
 def plan_device_map(model, **kwargs):
     """Where device_map="auto" puts each layer of `model` on some hardware (explain.device_plan.plan_device_map)."""
     from .device_plan import plan_device_map as plan  # loads the planner only when asked
     return plan(model, **kwargs)
 
 
-__all__ = ["pipeline", "show", "step_through", "provision", "Trace", "Event", "STAGES", "ExplainError",
+__all__ = ["pipeline", "show", "step_through", "export", "provision", "Trace", "Event", "STAGES", "ExplainError",
            "plan_device_map", "__version__"]

@@ -1,9 +1,10 @@
-"""Command line: python -m explain {provision, load, generate, trace, plan} ..."""
+"""Command line: python -m explain {provision, load, generate, trace, export, plan} ..."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -43,6 +44,11 @@ def main(argv=None) -> int:
     _pipeline_args(gen)
     show = sub.add_parser("trace", help="print a saved trace as a timeline")
     show.add_argument("file")
+    page = sub.add_parser("export", help="write a saved trace as one self-contained HTML page (the dashboard's "
+                          "views; no kernel, no network)")
+    page.add_argument("file", help="a trace saved with pipe.trace.save(path) or --save-trace")
+    page.add_argument("output", help="the HTML file to write, e.g. run.html")
+    page.add_argument("--run", type=int, default=None, help="only this call of the pipeline (default: every call)")
     plan = sub.add_parser("plan", help="where device_map=\"auto\" would put each layer of a model on some hardware "
                           "(no weights needed); exits 1 when it does not fit")
     plan.add_argument("model", help="Hub repo id (shipped config or HF cache), folder, or config.json path")
@@ -99,6 +105,18 @@ def main(argv=None) -> int:
             for run in range(trace.run + 1):
                 print(f"-- run {run}")
                 print_timeline(trace, run=run)
+        elif args.command == "export":
+            from .trace import TraceFileError
+            try:
+                from .widgets.export import export
+            except ImportError as error:
+                raise ExplainError(f"export needs the notebook extra ({error}): pip install \"explain[notebook]\"") \
+                    from None
+            try:
+                written = export(args.file, args.output, run=args.run)
+            except TraceFileError as error:
+                raise ExplainError(str(error)) from None
+            print(f"wrote {written} ({os.path.getsize(written) / 2**20:.1f} MiB): open it in any browser")
         elif args.command == "plan":
             from .device_plan import plan_device_map
             result = plan_device_map(args.model, hardware=args.hardware, max_memory=args.max_memory,

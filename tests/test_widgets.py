@@ -23,6 +23,9 @@ from html import escape  # noqa: E402
 
 from explain.widgets.state import visible  # noqa: E402
 from explain.widgets import Dashboard, DashboardState, StepThrough, ThrottledSink, summary_html  # noqa: E402
+from explain.widgets.step_chart import CANDIDATES, chart_step, processor_title  # noqa: E402
+from explain.widgets.views import step_caption  # noqa: E402
+from explain.errors import GenerationInterrupted  # noqa: E402
 
 EVIL = "<img src=x onerror=alert(1)>"
 STAGES = ["registry", "config", "tokenizer", "weights", "placement", "tokenization", "generation", "decoding"]
@@ -136,7 +139,7 @@ def test_selecting_a_token_shows_its_step(live):
     titles = [p["title"] for p in dashboard.chart.step["panels"]]  # logits, each processor, probabilities
     assert titles[0].startswith("model logits") and titles[-1].startswith("probabilities, sampled")
     assert [t.split(" ")[0] for t in titles[1:-1]] == ["temperature", "top-k"]
-    assert dashboard.chart.step["index"] == 4 and dashboard.chart.curves["selected"] == 4
+    assert dashboard.chart.step["index"] == 4 and dashboard.chart.selected == 4
 
 
 # -- replay -------------------------------------------------------------------------------------------------
@@ -270,3 +273,292 @@ def test_widgets_work_with_ipywidgets_7(tmp_path, provisioned):
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().startswith("ok 7.")
+
+
+# -- the step view: the chosen token in every panel ---------------------------------------------------------
+def test_the_chosen_token_is_in_every_panel_with_its_rank(pipe):
+    """At a high temperature the sampled token is often outside the top 8: it still has its bar in every panel
+    (an extra one, below the gap, with the score the trace recorded) and the caption says its rank."""
+    torch.manual_seed(0)
+    pipe("Write a story about a cat", max_new_tokens=24, do_sample=True, temperature=1.8, top_k=80, top_p=0.98)
+    generation = pipe.last_generation
+    extras = 0
+    for step in generation.steps:
+        chart = chart_step(step)
+        assert [p["kind"] for p in chart["panels"]] == ["logit"] * 4 + ["prob"]  # logits, 3 processors, probs
+        for panel, processor in zip(chart["panels"], [None] + step["processors"] + [None]):
+            ids = [bar[1] for bar in panel["bars"]]
+            if step["token_id"] in ids:
+                assert panel["extra"] is None
+                continue
+            extras += 1
+            extra = panel["extra"]
+            assert extra["id"] == step["token_id"] and extra["word"] == step["token"]
+            if panel["kind"] == "prob":
+                assert extra["value"] == step["prob"] and extra["rank"] == step["processors"][-1]["token_rank"]
+            elif processor is None:
+                assert extra["value"] == step["logit"] and extra["rank"] == step["rank"]
+            else:
+                assert extra["value"] == processor["token_score"] and extra["rank"] == processor["token_rank"]
+            assert extra["rank"] > CANDIDATES
+    assert extras > 0, "no sampled token outside the top 8: pick another seed"
+    outside = next(s for s in generation.steps if s["rank"] > CANDIDATES)
+    caption = step_caption(outside)
+    assert f"rank {outside['rank']} of the model's logits" in caption
+    assert f"rank {outside['processors'][-1]['token_rank']} after the processors" in caption or \
+        outside["processors"][-1]["token_rank"] == outside["rank"]
+
+
+def test_top_k_title_explains_ties():
+    assert processor_title({"name": "top_k", "args": {"top_k": 50}, "removed": 49099, "kept": 53}) == \
+        "top-k 50 (keeps 53: 3 more tie with the 50th score)"
+    assert processor_title({"name": "top_k", "args": {"top_k": 50}, "removed": 49102, "kept": 50}) == \
+        "top-k 50 (keeps 50)"
+    assert processor_title({"name": "temperature", "args": {"temperature": 0.8}, "removed": 0, "kept": 9}) == \
+        "temperature 0.8"
+    assert processor_title({"name": "x", "title": "my own title", "removed": 0}) == "my own title"
+
+
+# -- a trace is a file people share: every value is escaped, numbers included -----------------------------
+HOSTILE = ("<img src=x onerror=alert(1)>", "<svg onload=alert(2)>", "<script>alert(3)</script>")
+
+
+def _hostile_trace(trace: Trace) -> Trace:
+    """The trace of one run with markup in every numeric field a view shows (step, position, rank, prob, ids...)."""
+    import copy
+    events = [copy.deepcopy(e) for e in trace.events if e.run in (0, trace.run)]
+    img, svg, script = HOSTILE
+    for event in events:
+        d = event.data
+        if event.kind == "step":
+            d.update(step=script, position=img, rank=svg, prob=img, raw_prob=svg, entropy_bits=script, token_id=img,
+                     forward_time=svg, kv_cache={"length": script, "bytes": img}, stop_reason=svg, forward=img)
+            d["token_texts"] = {k: img for k in d.get("token_texts", {})}
+            d["logits_top"]["values"] = [svg] * len(d["logits_top"]["values"])
+            d["probs_top"]["ids"] = [script] * len(d["probs_top"]["ids"])
+            for p in d.get("processors", []):
+                p.update(kept=img, removed=svg, token_score=script, token_rank=img)
+        elif event.kind == "encode":
+            d.update(count=img, ids=[svg] * len(d["ids"]))
+        elif event.kind == "settings":
+            d["settings"]["max_new_tokens_effective"] = script
+        elif event.kind == "end":
+            d.update(stop_reason=img)
+        elif event.kind == "lookup":
+            d.update(model_used=svg)
+    return Trace(events)
+
+
+def test_a_hostile_trace_shows_as_text_everywhere(pipe):
+    pipe("Hello", max_new_tokens=3, do_sample=False)
+    trace = _hostile_trace(pipe.trace)
+    dashboard = Dashboard(trace)
+    try:
+        dashboard.select(1)
+        pages = {"static": summary_html(dashboard.state), "header": dashboard.header.value,
+                 "caption": dashboard.step_caption.value, "bundle": dashboard._repr_mimebundle_()["text/html"]}
+        for name, html in pages.items():
+            for markup in HOSTILE:
+                assert markup not in html, f"{name} renders {markup}"
+            assert "<img" not in html and "<svg" not in html and "<script" not in html, name
+        assert "&lt;img src=x onerror=alert(1)&gt;" in pages["caption"]  # shown, as text
+        numbers = [v for panel in dashboard.chart.step["panels"] for bar in panel["bars"] for v in bar[1:]]
+        numbers += [v for key in ("x", "p", "entropy", "ms") for v in dashboard.chart.curves[key]]
+        assert all(v is None or isinstance(v, (int, float)) for v in numbers), numbers  # no string reaches a number
+        assert all(c[1] is None for c in dashboard.prompt.tokens)  # ids that are markup are dropped, not shown
+        assert all(isinstance(t[0], str) and (t[1] is None) for t in dashboard.text.tokens)
+    finally:
+        dashboard.close()
+
+
+# -- the view registry ------------------------------------------------------------------------------------
+def test_a_registered_view_is_drawn_by_every_new_dashboard(pipe):
+    from explain.widgets import views
+
+    class StepCount(views.View):
+        name, reads, section = "step-count", frozenset({views.STEPS}), ("Count", "steps so far")
+
+        def draw(self, scene):
+            return {"value": f"<b>{len(scene.state.steps())} steps</b>"}
+
+    views.register(StepCount())
+    try:
+        with pytest.raises(ValueError, match="registered already"):
+            views.register(StepCount())
+        dashboard = Dashboard(pipe.trace)
+        try:
+            assert [v.name for v in dashboard.views][-1] == "step-count"
+            assert dashboard.parts["step-count"] in dashboard.children
+            assert dashboard.parts["step-count"].value == f"<b>{len(dashboard.state.steps())} steps</b>"
+        finally:
+            dashboard.close()
+    finally:
+        views.VIEWS[:] = [v for v in views.VIEWS if v.name != "step-count"]
+
+
+# -- a display belongs to its run ---------------------------------------------------------------------------
+def _event(kind: str, run: int, **data) -> Event:
+    stage = {"encode": "tokenization", "decode": "decoding"}.get(kind, "generation")
+    return Event(stage=stage, kind=kind, run=run, start=0.0, duration=0.0, data=data)
+
+
+def test_a_dashboard_for_some_runs_ignores_every_other_run():
+    trace = Trace()
+    mine = Dashboard(trace, runs={2})
+    everything = Dashboard(trace)
+    try:
+        for run in (1, 2, 3):
+            trace.run = run
+            trace.events.append(_event("settings", run, settings={"max_new_tokens_effective": 5}))
+            for sink in list(trace._sinks):
+                sink(trace.events[-1])
+            step = _event("step", run, step=0, token=f"t{run}", token_id=run, prob=0.5, branch=0)
+            trace.events.append(step)
+            for sink in list(trace._sinks):
+                sink(step)
+        mine.flush()
+        everything.flush()
+        assert mine.state.run == 2 and [t[0] for t in mine.text.tokens] == ["t2"]
+        assert everything.state.run == 3 and [t[0] for t in everything.text.tokens] == ["t3"]
+        late = _event("step", 1, step=1, token="late", token_id=9, prob=0.5, branch=0)  # an older run, stepped again
+        for sink in list(trace._sinks):
+            sink(late)
+        mine.flush()
+        everything.flush()
+        assert [t[0] for t in everything.text.tokens] == ["t3"], "an older run's step took the display over"
+    finally:
+        mine.close()
+        everything.close()
+
+
+def test_step_through_display_belongs_to_its_run(pipe):
+    """Cells run after a step-through (a call, a paused run stepped and forced) leave its display alone, and its
+    own Next token still draws."""
+    st = StepThrough(pipe, "Once upon a time", max_new_tokens=20, do_sample=False)
+    try:
+        st.run(6)
+        shown = (list(st.dashboard.text.tokens), st.dashboard.header.value, st.dashboard.chart.step)
+        pipe("Hello there", max_new_tokens=5, do_sample=False)
+        g = pipe.start("The capital of France is", max_new_tokens=8, do_sample=False)
+        g.run()
+        b = g.force(2, g.steps[2]["probs_top"]["ids"][1])
+        b.run()
+        st.dashboard.flush()
+        assert (list(st.dashboard.text.tokens), st.dashboard.header.value, st.dashboard.chart.step) == shown
+        assert len(st.dashboard.state.branches) == 1 and "paused at 6/20 tokens" in st.dashboard.header.value
+        st.next_button.click()
+        assert len(st.dashboard.text.tokens) == 7 and st.dashboard.chart.step["index"] == 6
+        assert [t[0] for t in st.dashboard.text.tokens] == [s["token"] for s in st.generation.steps]
+    finally:
+        st.close()
+
+
+# -- the paused step-through says what it is doing --------------------------------------------------------
+def test_paused_step_through_before_and_after(pipe):
+    st = StepThrough(pipe, "The capital of France is", max_new_tokens=3, do_sample=False)
+    try:
+        header = st.dashboard.header.value
+        assert "ready: press Next token to generate the first of 3 tokens" in header and "#bf8700" not in header
+        assert st.dashboard.chart.step["panels"] == [] and "fills in with the first token" in st.dashboard.chart.message
+        assert st.dashboard.step_caption.layout.display == "none"  # no blank space where a caption would be
+        st.next_button.click()
+        assert "paused at 1/3 tokens" in st.dashboard.header.value and st.dashboard.chart.message == ""
+        assert st.dashboard.step_caption.layout.display == "block" and len(st.dashboard.chart.step["panels"]) == 2
+        st.end_button.click()
+        assert all(b.disabled for b in (st.next_button, st.run_button, st.end_button))
+        assert "Next token and Run are off because this run has ended" in st.message.value
+        assert "the token limit" in st.message.value and "Reset starts again" in st.next_button.tooltip
+        assert "done: 3 tokens" in st.dashboard.header.value
+    finally:
+        st.close()
+
+
+# -- Ctrl-C / Kernel > Interrupt ----------------------------------------------------------------------------
+def test_an_interrupt_ends_the_run_cleanly(pipe):
+    dashboard = Dashboard(pipe)
+    seen = []
+
+    def interrupt_at_fourth_step(event):
+        seen.append(event.kind)
+        if event.kind == "step" and seen.count("step") == 4:
+            raise KeyboardInterrupt  # as Ctrl-C would, in the middle of the run
+
+    unsubscribe = pipe.trace.subscribe(interrupt_at_fourth_step)
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:  # still a KeyboardInterrupt: scripts stop as on Ctrl-C
+            pipe("Write a long story", max_new_tokens=50, do_sample=False)
+    finally:
+        unsubscribe()
+    assert isinstance(raised.value, GenerationInterrupted)
+    run = pipe.trace.run
+    assert str(raised.value).startswith(f"interrupted at step 4 of call {run}: the 4 tokens generated so far")
+    events = pipe.trace.filter(run=run)
+    assert [e.kind for e in events if e.kind == "step"] == ["step"] * 4
+    end = pipe.trace.last("generation", "end").data
+    assert end["stop_reason"] == "interrupted" and end["interrupted"] and end["new_tokens"] == 4
+    decode = pipe.trace.last("decoding", "decode")
+    assert decode.run == run and decode.data["text"] == pipe.last_generation.output_text
+    assert [e.kind for e in events][-2:] == ["end", "decode"]
+    try:
+        assert "interrupted at step 4: 4 tokens kept" in dashboard.header.value
+        assert "interrupted at step 4" in dashboard.text.status
+        assert "interrupted at step 4" in {r["stage"]: r for r in dashboard.timeline.rows}["generation"]["facts"]
+    finally:
+        dashboard.close()
+
+
+IPYTHON_INTERRUPT = """
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.run_cell("from explain.errors import interrupted\\nraise interrupted('interrupted at step 3 of call 1: kept')")
+print("AFTER")
+"""
+
+
+def test_an_interrupt_is_one_line_in_ipython():
+    run = subprocess.run([sys.executable, "-c", IPYTHON_INTERRUPT], capture_output=True, text=True, timeout=120)
+    shown = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
+    assert shown == ["GenerationInterrupted: interrupted at step 3 of call 1: kept", "AFTER"], shown
+
+
+# -- the standalone page --------------------------------------------------------------------------------------
+def test_the_exported_page_is_drawn_by_the_same_views(pipe):
+    """explain.export's values are the live dashboard's, view by view and step by step (one implementation)."""
+    from explain.widgets.export import export_data
+    torch.manual_seed(5)
+    pipe("Once upon a time", max_new_tokens=6, do_sample=True, temperature=0.9)
+    dashboard = Dashboard(pipe.trace)
+    try:
+        data = export_data(pipe.trace, run=pipe.trace.run)
+        assert [k["key"] for k in data["keys"]] == [f"{pipe.trace.run}:0"]
+        assert [v["name"] for v in data["views"]] == [v.name for v in dashboard.views]
+        page = data["pages"][f"{pipe.trace.run}:0"]
+        for name, values in page["values"].items():
+            assert values == {k: getattr(dashboard.parts[name], k) for k in values}, name
+        for index in range(len(dashboard.state.steps())):
+            dashboard.select(index)
+            for name, table in page["steps"].items():
+                values = {**page["values"][name], **table[index]}
+                assert values == {k: getattr(dashboard.parts[name], k) for k in values}, (name, index)
+    finally:
+        dashboard.close()
+
+
+def test_export_writes_one_page_and_refuses_bad_paths(pipe, tmp_path):
+    from explain.trace import TraceFileError
+    pipe("Hello", max_new_tokens=3, do_sample=False)
+    written = explain.export(pipe, tmp_path / "run.html")
+    html = (tmp_path / "run.html").read_text()
+    assert written == str(tmp_path / "run.html") and html.startswith("<!DOCTYPE html>")
+    assert "Content-Security-Policy" in html and "connect-src 'none'" in html
+    assert "http://" not in html.split("<script", 1)[0] and "<link" not in html  # nothing fetched, all inline
+    assert (tmp_path / "run.html").stat().st_mode & 0o044  # readable by others, like any file the user writes
+    with pytest.raises(explain.ExplainError, match="is a folder"):
+        explain.export(pipe, tmp_path)
+    with pytest.raises(explain.ExplainError, match="does not exist"):
+        explain.export(pipe, tmp_path / "missing" / "run.html")
+    with pytest.raises(TraceFileError, match="no trace file"):
+        explain.export(tmp_path / "none.json", tmp_path / "x.html")
+    with pytest.raises(explain.ExplainError, match="no call 999"):
+        explain.export(pipe, tmp_path / "x.html", run=999)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.html"]  # no temporary file left behind

@@ -139,7 +139,7 @@ function ref(n, letter) {
 const CURVES = [["p(chosen token)", "p", (v) => fixed(v, 3)], ["entropy (bits)", "entropy", (v) => fixed(v, 2)],
   ["step time (ms)", "ms", (v) => fixed(v, 0)]];
 
-export function figure(step, curves, width, colors) {
+export function figure(step, curves, selected, width, colors) {
   const panels = (step && step.panels) || [];
   const geo = geometry(width, panels);
   const W = geo.width, H = geo.height;
@@ -200,7 +200,7 @@ export function figure(step, curves, width, colors) {
       ticks: "", tickfont: { family: colors.mono, size: FONT, color: colors.text }, automargin: false };
     title(box.title, box.left - LABEL + 4, box.titleTop, "left");
   });
-  const c = curves || { x: [], selected: -1 };
+  const c = curves || { x: [] };
   const count = (c.x || []).length;
   CURVES.forEach(([name, key, format], i) => {
     const n = panels.length + 1 + i, box = geo.curves[i];
@@ -210,7 +210,7 @@ export function figure(step, curves, width, colors) {
     data.push({ type: "scatter", mode: "lines+markers", x: c.x || [], y: values, xaxis: ref(n, "x"),
       yaxis: ref(n, "y"), line: { color: colors.curves[i], width: 2 }, marker: { size: 5 }, connectgaps: false,
       hovertemplate: `step %{x}<br>${esc(name)}: %{customdata}<extra></extra>`, customdata: values.map(format) });
-    const s = c.selected;
+    const s = selected;
     const mark = Number.isInteger(s) && s >= 0 && s < count && isNumber(values[s]);
     data.push({ type: "scatter", mode: "markers", x: mark ? [c.x[s]] : [], y: mark ? [values[s]] : [],
       xaxis: ref(n, "x"), yaxis: ref(n, "y"), hoverinfo: "skip", cliponaxis: false,
@@ -271,22 +271,29 @@ function render({ model, el }) {
       return;
     }
     const width = box.clientWidth;
-    if (!Plotly || !onScreen || width === 0) { dirty = true; return; } // drawn when loaded, seen and sized
+    if (!Plotly || !onScreen || width === 0) { // drawn once plotly.js is loaded and the chart is seen and sized
+      dirty = true;
+      box.dataset.waiting = !Plotly ? "plotly.js" : !onScreen ? "off screen" : "no width";
+      return;
+    }
     const wait = lastDraw + 9 * cost - performance.now();
     if (wait > 0) { // the last draw was costly: wait, so drawing stays a small share of the time
       dirty = true;
+      box.dataset.waiting = "spacing";
       if (!timer) timer = setTimeout(() => { timer = 0; schedule(); }, wait);
       return;
     }
+    box.dataset.waiting = "";
     const started = performance.now();
-    const { data, layout, geometry } = figure(step, model.get("curves"), width, theme(box));
+    const { data, layout, geometry } = figure(step, model.get("curves"), model.get("selected"), width, theme(box));
     Plotly.react(plot, data, layout, { displayModeBar: false, responsive: false, staticPlot: false });
     drawn = true;
     dirty = false;
     lastDraw = performance.now();
     cost = lastDraw - started;
-    box.dataset.drawn = String((box.dataset.draws | 0) + 1);
+    box.dataset.drawn = String((box.dataset.draws | 0) + 1); // for tests and the benchmark: draws and their time
     box.dataset.draws = box.dataset.drawn;
+    box.dataset.drawMs = String(Math.round((+box.dataset.drawMs || 0) + cost));
     box.dataset.columns = String(geometry.columns);
     box.dataset.panels = String(step.panels.length);
     box.dataset.step = String(step.index);
@@ -297,7 +304,8 @@ function render({ model, el }) {
   }
 
   const changed = () => { dirty = true; schedule(); };
-  const handlers = { "change:step": changed, "change:curves": changed, "change:message": changed };
+  const handlers = { "change:step": changed, "change:curves": changed, "change:selected": changed,
+    "change:message": changed };
   for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);
 
   let width = 0;

@@ -128,11 +128,10 @@ def chart_step(step: dict | None, what_if: dict | None = None) -> dict:
     return {"index": integer(step.get("step")), "panels": out}
 
 
-def chart_curves(steps: list[dict], selected: int | None) -> dict:
-    """The curves' value: per step its number, p(chosen), entropy (bits) and time (ms); the selected index."""
+def chart_curves(steps: list[dict]) -> dict:
+    """The curves' value: per step its number, p(chosen), entropy (bits) and time (ms)."""
     return {"x": [integer(s.get("step")) if integer(s.get("step")) is not None else i for i, s in enumerate(steps)],
             "p": [number(s.get("prob")) for s in steps],
             "entropy": [number(s.get("entropy_bits")) for s in steps],
             "ms": [None if number(s.get("forward_time")) is None else round(1000 * number(s.get("forward_time")), 1)
-                   for s in steps],
-            "selected": selected if selected is not None and 0 <= selected < len(steps) else -1}
+                   for s in steps]}

@@ -108,6 +108,7 @@ class StepChart(anywidget.AnyWidget):
     _css = HERE / "widgets.css"
     step = traitlets.Dict().tag(sync=True)  # step_chart.chart_step
     curves = traitlets.Dict().tag(sync=True)  # step_chart.chart_curves
+    selected = traitlets.Int(-1).tag(sync=True)  # the step ringed on the curves
     message = traitlets.Unicode("").tag(sync=True)  # shown instead of the chart when there is no step
     library = traitlets.Unicode("").tag(sync=True)  # "IPY_MODEL_<id>" of the PlotlyLibrary
 
@@ -353,8 +354,8 @@ class ChartView(View):
         what_if = scene.what_if if scene.what_if and step is not None and scene.what_if.get("step") == index else None
         message = ("The step view fills in with the first token: each step runs the model once, turns its logits "
                    "into probabilities and picks one token." if step is None else "")
-        return {"step": chart_step(step, what_if), "curves": chart_curves(scene.state.steps(), index),
-                "message": message}
+        return {"step": chart_step(step, what_if), "curves": chart_curves(scene.state.steps()),
+                "selected": -1 if index is None else index, "message": message}
 
 
 for _view in (HeaderView(), TimelineView(), PromptView(), TextView(), BranchesView(), CaptionView(), ChartView()):

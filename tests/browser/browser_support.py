@@ -48,8 +48,8 @@ class Notebook:
         self.page.wait_for_function(self.cell_done(index), timeout=timeout * 1000)
 
     def wait_idle(self, timeout: float = 120) -> None:
-        self.page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-                                    ".status === 'idle'", timeout=timeout * 1000)
+        self.page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel"
+                                    "?.status === 'idle'", timeout=timeout * 1000)
 
     def theme(self, name: str) -> None:
         """Switch JupyterLab's theme ("light" or "dark") and wait until the page has it."""
@@ -63,8 +63,68 @@ class Notebook:
         return self.cell(index).locator(".jp-OutputArea").first.inner_text()
 
     def screenshot(self, locator, name: str) -> Path:
+        """The element as it is on screen: scrolled to the top of the notebook, the viewport clipped to it (an
+        element screenshot of JupyterLab's inner scroll area would paint the page's toolbars over it)."""
         path = ARTIFACTS / f"{name}.png"
-        locator.scroll_into_view_if_needed()
-        time.sleep(0.3)
-        locator.screenshot(path=str(path))
+        locator.evaluate("(e) => e.scrollIntoView({block: 'start'})")
+        time.sleep(0.5)
+        box = locator.bounding_box()
+        viewport = self.page.viewport_size
+        top = max(0, box["y"])
+        clip = {"x": max(0, box["x"]), "y": top, "width": min(box["width"], viewport["width"] - max(0, box["x"])),
+                "height": max(1, min(box["height"], viewport["height"] - top))}
+        self.page.screenshot(path=str(path), clip=clip)
         return path
+
+
+# What a drawn step chart shows, read from its SVG: per panel (plotly subplot) the bar colours, the token labels and
+# their colour, and the box of what it draws (its bars, their numbers, its labels: the subplot's <g> also holds
+# full-size layers, so its own box says nothing); the titles' boxes. Called with the .explain-chart element.
+CHART_PROBE = """(chart) => {
+    const plot = chart.querySelector('.js-plotly-plot');
+    if (!plot) return {drawn: chart.dataset.drawn, message: chart.querySelector('.explain-chart-empty').textContent,
+                       subplots: [], titles: []};
+    const box = plot.getBoundingClientRect();
+    const rect = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+    const union = (boxes) => boxes.filter((b) => b[2] > b[0]).reduce((a, b) =>
+        [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[2], b[2]), Math.max(a[3], b[3])], [1e9, 1e9, -1e9, -1e9]);
+    const subplots = [...plot.querySelectorAll('.cartesianlayer > .subplot')].map((g) => ({
+        name: [...g.classList].find((c) => c !== 'subplot'),
+        bars: [...g.querySelectorAll('.bars path')].map((p) => p.style.fill),
+        labels: [...g.querySelectorAll('.yaxislayer-above text')].map((t) => t.textContent),
+        labelFill: g.querySelector('.yaxislayer-above text')?.style.fill,
+        box: union([...g.querySelectorAll('.bars path, .bartext, .yaxislayer-above text, .scatterlayer .trace path')]
+                   .map(rect))}));
+    const titles = [...plot.querySelectorAll('.annotation')].map((a) => ({text: a.textContent, box: rect(a)}));
+    return {drawn: chart.dataset.drawn, width: box.width, right: box.right, left: box.left, subplots, titles,
+            columns: +chart.dataset.columns, step: chart.dataset.step,
+            overflow: chart.scrollWidth - chart.clientWidth};
+}"""
+CHOSEN_FILLS = ("rgb(217, 72, 15)", "rgb(240, 136, 62)")  # chart.js's chosen-token orange, light and dark
+
+
+def overlap(a, b, slack: float = 1.0) -> bool:
+    return a[0] < b[2] - slack and b[0] < a[2] - slack and a[1] < b[3] - slack and b[1] < a[3] - slack
+
+
+def check_chart_layout(seen: dict, where: str) -> list[dict]:
+    """Assert that no two panels or titles overlap and nothing runs past the chart; returns the bar panels."""
+    subplots, titles = seen["subplots"], seen["titles"]
+    for a in range(len(subplots)):
+        for b in range(a + 1, len(subplots)):
+            assert not overlap(subplots[a]["box"], subplots[b]["box"]), (
+                f"{where}: panel {subplots[a]['name']} overlaps {subplots[b]['name']}")
+    for a in range(len(titles)):
+        for b in range(a + 1, len(titles)):
+            assert not overlap(titles[a]["box"], titles[b]["box"]), (
+                f"{where}: titles {titles[a]['text']!r} and {titles[b]['text']!r} overlap")
+    assert all(s["box"][2] <= seen["right"] + 1 and s["box"][0] >= seen["left"] - 1 for s in subplots), (
+        f"{where}: a panel runs past the chart's edge")
+    assert seen["overflow"] <= 0, f"{where}: the chart is wider than its place"
+    return [s for s in subplots if s["bars"] and s["labels"]]
+
+
+def rgb(color: str) -> tuple:
+    """The red, green and blue of a CSS colour as the browser writes it (plotly moves the alpha to fill-opacity)."""
+    import re
+    return tuple(int(float(v)) for v in re.findall(r"[\d.]+", color or "")[:3])

@@ -15,7 +15,7 @@ import pytest
 from explain.widgets.step_chart import chart_curves, chart_step
 from explain.widgets.views import plotly_js_path
 
-from browser_support import ARTIFACTS, ROOT
+from browser_support import ARTIFACTS, CHART_PROBE, CHOSEN_FILLS, ROOT, check_chart_layout
 
 CHART_JS = ROOT / "explain" / "widgets" / "chart.js"
 CSS = ROOT / "explain" / "widgets" / "widgets.css"
@@ -60,40 +60,19 @@ window.explainChart = { geometry, figure, render: (values) => {
     context.close()
 
 
-def draw(page, step, curves, width: int, dark: bool = False) -> dict:
+def draw(page, step, curves, width: int, dark: bool = False, selected: int = -1) -> dict:
     page.evaluate(f"""() => {{
         const host = document.getElementById('host');
         host.style.width = '{width}px';
         document.body.setAttribute('style', 'margin: 0; {DARK if dark else ''}');
         document.body.style.background = '{'#111111' if dark else '#ffffff'}';
-        window.explainChart.render({json.dumps({"step": step, "curves": curves, "message": "no step yet"})});
+        window.explainChart.render({json.dumps({"step": step, "curves": curves, "selected": selected, "message": "no step yet"})});
     }}""")
     page.wait_for_function("() => document.querySelector('#host .explain-chart')?.dataset.drawn")
-    return page.evaluate("""() => {
-        const plot = document.querySelector('#host .js-plotly-plot');
-        if (!plot) return {drawn: document.querySelector('#host .explain-chart').dataset.drawn,
-                           message: document.querySelector('#host .explain-chart-empty').textContent};
-        const box = plot.getBoundingClientRect();
-        const rect = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
-        const union = (boxes) => boxes.filter((b) => b[2] > b[0]).reduce((a, b) =>
-            [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[2], b[2]), Math.max(a[3], b[3])]);
-        // a panel is what it draws: its bars with their numbers, and its token labels (the subplot's <g> also
-        // holds full-size layers, so its own box says nothing)
-        const subplots = [...plot.querySelectorAll('.cartesianlayer > .subplot')].map((g) => ({
-            name: [...g.classList].find((c) => c !== 'subplot'),
-            bars: [...g.querySelectorAll('.bars path')].map((p) => p.style.fill),
-            labels: [...g.querySelectorAll('.yaxislayer-above text')].map((t) => t.textContent),
-            labelFill: g.querySelector('.yaxislayer-above text')?.style.fill,
-            box: union([...g.querySelectorAll('.bars path, .bartext, .yaxislayer-above text, .scatterlayer .trace path')].map(rect))}));
-        const titles = [...plot.querySelectorAll('.annotation')].map((a) => ({text: a.textContent, box: rect(a)}));
-        return {width: box.width, right: box.right, left: box.left, subplots, titles,
-                columns: +document.querySelector('#host .explain-chart').dataset.columns,
-                overflow: document.getElementById('host').scrollWidth - document.getElementById('host').clientWidth};
-    }""")
-
-
-def overlap(a, b, slack=1.0) -> bool:
-    return a[0] < b[2] - slack and b[0] < a[2] - slack and a[1] < b[3] - slack and b[1] < a[3] - slack
+    seen = page.evaluate(CHART_PROBE, page.query_selector("#host .explain-chart"))
+    seen["overflow"] = page.evaluate("() => document.getElementById('host').scrollWidth - "
+                                     "document.getElementById('host').clientWidth")
+    return seen
 
 
 @pytest.mark.parametrize("processors", [2, 22])
@@ -102,37 +81,27 @@ def test_every_panel_has_room_and_the_chosen_token(chart_page, processors):
     panels = step["panels"]
     assert len(panels) == processors + 2  # logits, each processor, probabilities: no fixed number of slots
     assert all(p["extra"] and p["extra"]["id"] == CHOSEN for p in panels)  # outside the top 8 everywhere
-    curves = chart_curves([{"step": i, "prob": 0.5, "entropy_bits": 2.0, "forward_time": 0.02} for i in range(6)], 5)
+    curves = chart_curves([{"step": i, "prob": 0.5, "entropy_bits": 2.0, "forward_time": 0.02} for i in range(6)])
     for width in (700, 800, 1400):
         for dark in (False, True):
-            seen = draw(chart_page, step, curves, width, dark)
-            bars = [s for s in seen["subplots"] if s["bars"] and s["labels"]]
+            seen = draw(chart_page, step, curves, width, dark, selected=5)
+            bars = check_chart_layout(seen, f"{width}px {'dark' if dark else 'light'}")
             assert len(bars) == len(panels), f"{width}px: {len(bars)} panels drawn of {len(panels)}"
-            for a in range(len(seen["subplots"])):
-                for b in range(a + 1, len(seen["subplots"])):
-                    assert not overlap(seen["subplots"][a]["box"], seen["subplots"][b]["box"]), (
-                        f"{width}px: {seen['subplots'][a]['name']} overlaps {seen['subplots'][b]['name']}")
-            for a in range(len(seen["titles"])):
-                for b in range(a + 1, len(seen["titles"])):
-                    assert not overlap(seen["titles"][a]["box"], seen["titles"][b]["box"]), (
-                        f"{width}px: titles {seen['titles'][a]['text']!r} and {seen['titles'][b]['text']!r} overlap")
-            assert all(s["box"][2] <= seen["right"] + 1 and s["box"][0] >= seen["left"] - 1
-                       for s in seen["subplots"]), f"{width}px: a panel runs past the chart"
-            assert seen["overflow"] <= 0
             for panel in bars:  # the chosen token: an orange bar, labelled with its rank, below the gap
-                assert sum(1 for fill in panel["bars"] if fill in ("rgb(217, 72, 15)", "rgb(240, 136, 62)")) == 1
-                assert any(label.startswith("#") and "\u2423chosen" in label for label in panel["labels"]), panel["labels"]
+                assert sum(1 for fill in panel["bars"] if fill in CHOSEN_FILLS) == 1
+                assert any(label.startswith("#") and "\u2423chosen" in label for label in panel["labels"]), (
+                    panel["labels"])
                 assert "\u22ee" in panel["labels"]
             expected = "rgb(238, 238, 238)" if dark else "rgb(31, 35, 40)"
             assert bars[0]["labelFill"] == expected, f"token labels in {bars[0]['labelFill']}, theme text {expected}"
             assert seen["columns"] >= (4 if width == 1400 else 2)
             if processors == 22:
-                chart_page.screenshot(full_page=True,
-                                      path=str(ARTIFACTS / f"chart-22-processors-{width}px-{'dark' if dark else 'light'}.png"))
+                name = f"chart-22-processors-{width}px-{'dark' if dark else 'light'}.png"
+                chart_page.screenshot(full_page=True, path=str(ARTIFACTS / name))
     assert chart_page.errors == []
 
 
 def test_no_step_shows_a_line_not_empty_axes(chart_page):
-    seen = draw(chart_page, chart_step(None), chart_curves([], None), 800)
+    seen = draw(chart_page, chart_step(None), chart_curves([]), 800)
     assert seen["drawn"] == "empty" and seen["message"] == "no step yet"
     assert chart_page.locator("#host .js-plotly-plot .subplot").count() == 0

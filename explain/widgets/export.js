@@ -1,0 +1,138 @@
+// The exported page (export.py): the dashboard's own ES modules (timeline.js, tokens.js, text.js, chart.js), each
+// drawing from a small in-page model that stands in for the kernel's widget model. The values were computed in
+// Python by the same views as the live dashboard (views.VIEWS), for the newest step and for every step a reader may
+// click; clicking a token here swaps in its step's values, as the dashboard does in the notebook.
+//
+// Text reaches the page through textContent; the HTML views' markup was escaped in Python (safe.esc / safe.fmt).
+
+const data = JSON.parse(document.getElementById("explain-data").textContent);
+const sources = JSON.parse(document.getElementById("explain-modules").textContent);
+
+class Model { // the part of anywidget's model the modules use: get, set, on, off, save_changes
+  constructor(values) {
+    this.values = { ...values };
+    this.handlers = new Map();
+  }
+  get(name) { return this.values[name]; }
+  set(name, value) {
+    if (JSON.stringify(this.values[name]) === JSON.stringify(value)) return;
+    this.values[name] = value;
+    for (const handler of this.handlers.get(`change:${name}`) || []) handler();
+  }
+  update(values) { for (const [name, value] of Object.entries(values)) this.set(name, value); }
+  on(event, handler) {
+    if (!this.handlers.has(event)) this.handlers.set(event, []);
+    this.handlers.get(event).push(handler);
+  }
+  off(event, handler) {
+    if (!event) { this.handlers.clear(); return; }
+    this.handlers.set(event, (this.handlers.get(event) || []).filter((h) => h !== handler));
+  }
+  save_changes() {}
+  send() {}
+}
+
+async function load(name) {
+  const url = URL.createObjectURL(new Blob([sources[name]], { type: "text/javascript" }));
+  try {
+    return (await import(url)).default;
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// -- the theme: auto (the system's), light or dark, as JupyterLab marks it on <body> ----------------------------
+const media = matchMedia("(prefers-color-scheme: dark)");
+let themeChoice = "auto";
+function applyTheme() {
+  const dark = themeChoice === "dark" || (themeChoice === "auto" && media.matches);
+  document.body.dataset.jpThemeLight = dark ? "false" : "true";
+  document.body.dataset.jpThemeName = dark ? "JupyterLab Dark" : "JupyterLab Light";
+}
+media.addEventListener("change", applyTheme);
+applyTheme();
+
+async function main() {
+  const root = document.getElementById("explain-root");
+  const page = el("div", "explain-dashboard explain-export");
+  const bar = el("div", "explain-w explain-export-bar");
+  const picker = el("select", "explain-export-picker");
+  picker.setAttribute("aria-label", "run and branch");
+  for (const key of data.keys) {
+    const option = el("option", "", key.label);
+    option.value = key.key;
+    picker.appendChild(option);
+  }
+  picker.style.display = data.keys.length > 1 ? "" : "none";
+  const theme = el("button", "explain-export-theme", "theme: auto");
+  theme.type = "button";
+  theme.addEventListener("click", () => {
+    themeChoice = { auto: "light", light: "dark", dark: "auto" }[themeChoice];
+    theme.textContent = `theme: ${themeChoice}`;
+    applyTheme();
+  });
+  bar.append(el("span", "explain-muted", data.note), picker, theme);
+  page.appendChild(bar);
+
+  const models = {}, hosts = {};
+  let pageData = data.pages[data.keys[0].key];
+  for (const view of data.views) {
+    if (view.section) {
+      const title = el("div", "explain-w explain-caption explain-section", view.section[0]);
+      title.appendChild(document.createTextNode(" "));
+      title.appendChild(el("span", "explain-muted", view.section[1]));
+      page.appendChild(title);
+    }
+    const host = el("div", `explain-view explain-view-${view.name}`);
+    page.appendChild(host);
+    hosts[view.name] = host;
+    models[view.name] = new Model(pageData.values[view.name]);
+  }
+  root.replaceChildren(page);
+
+  function drawHtml(name) { // an HTML view: markup escaped in Python, shown only when it has something to say
+    const value = models[name].get("value") || "";
+    hosts[name].innerHTML = value;
+    hosts[name].style.display = value ? "" : "none";
+  }
+
+  for (const view of data.views) {
+    if (view.module) {
+      const module = await load(view.module);
+      module.render({ model: models[view.name], el: hosts[view.name] });
+    } else {
+      drawHtml(view.name);
+      models[view.name].on("change:value", () => drawHtml(view.name));
+    }
+  }
+
+  function select() { // what the dashboard does in Python when a token is clicked: the views that read it redraw
+    const index = models.text ? models.text.get("selected") : -1;
+    for (const [name, table] of Object.entries(pageData.steps)) {
+      const values = { ...pageData.values[name], ...(index >= 0 && table[index] ? table[index] : {}) };
+      models[name].update(values);
+    }
+  }
+  if (models.text) models.text.on("change:selected", select);
+
+  picker.addEventListener("change", () => {
+    pageData = data.pages[picker.value];
+    for (const view of data.views) models[view.name].update(pageData.values[view.name]);
+    if (models.text) models.text.set("selected", -1);
+    select();
+  });
+  document.body.dataset.explainReady = "true";
+}
+
+main().catch((error) => {
+  const message = el("pre", "explain-export-error", `This page could not draw its views: ${error}`);
+  document.getElementById("explain-root").prepend(message);
+  throw error;
+});
