@@ -16,7 +16,7 @@ from html import escape
 import ipywidgets as widgets
 
 from ..errors import ExplainError, interrupted
-from .dashboard import Dashboard, StaticFallback, claim, release
+from .dashboard import Dashboard, StaticFallback
 from .state import visible
 from .views import stop_text
 
@@ -104,21 +104,9 @@ class StepThrough(StaticFallback, widgets.VBox):
         return self.generations.get(self.dashboard.state.branch) or self.generations.get(0)
 
     def _start(self, kwargs) -> None:
-        trace = self.pipe.trace
-        expected = trace.run + 1  # the run id pipe.start is about to give: claimed first, so that no other
-        self.dashboard.follow(expected)  # dashboard shows its tokenization and settings events
-        try:
-            generation = self.pipe.start(self.prompt, **kwargs)
-        except BaseException:
-            self.dashboard.runs.discard(expected)
-            release(trace, expected)
-            raise
-        run = getattr(generation, "run", None)
-        if isinstance(run, int) and run != expected:  # the generation carries its own run id: follow that one
-            self.dashboard.runs.discard(expected)
-            release(trace, expected)
-            self.dashboard.follow(run)
-            self.dashboard.state = type(self.dashboard.state).from_trace(trace, run=run)
+        run = self.pipe.trace.new_run()  # reserved before its first event: this display follows this run id only,
+        self.dashboard.follow(run)  # and other dashboards leave it out, whatever other cells do meanwhile
+        generation = self.pipe.start(self.prompt, run=run, **kwargs)
         self.generations = {generation.branch: generation}
         self._finished = set()
         self._set_knobs(generation.settings)

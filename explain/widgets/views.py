@@ -23,6 +23,7 @@ import anywidget
 import ipywidgets as widgets
 import traitlets
 
+from ..events import LOADING_STAGES
 from ..units import size_text
 from .safe import esc, fmt, integer, number, text
 from .state import DashboardState, visible
@@ -220,8 +221,7 @@ class TimelineView(View):
         rows = state.stage_rows()
         group = f"call {state.run}" if state.run else "each call"
         for row in rows:
-            row["group"] = "loading (once per pipeline)" if row["stage"] in ("registry", "config", "tokenizer",
-                                                                             "weights", "placement") else group
+            row["group"] = "loading (once per pipeline)" if row["stage"] in LOADING_STAGES else group
             row["facts"] = [text(f) for f in row["facts"]]
             if row["stage"] == "generation" and state.stop_reason == "interrupted":
                 row["facts"] = [f for f in row["facts"] if not f.startswith("stopped")] + [
