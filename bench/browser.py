@@ -176,7 +176,8 @@ def measure(args) -> dict:
 
             def run(index: int, timeout: float = 900) -> None:
                 page.evaluate(f"() => {{ const nb = window.jupyterapp.shell.currentWidget.content; "
-                              f"nb.activeCellIndex = {index}; window.jupyterapp.commands.execute('notebook:run-cell'); }}")
+                              f"nb.activeCellIndex = {index}; "
+                              f"window.jupyterapp.commands.execute('notebook:run-cell'); }}")
                 wait(index, timeout)
 
             def wait(index: int, timeout: float = 900) -> None:
@@ -244,14 +245,17 @@ def markdown(report: dict) -> str:
              f"screen (the order alternating). explain from {report['settings']['explain_path']}. Load average "
              f"{report['load_average'][0]:.1f} at the start, {report['load_average'][1]:.1f} at the end.",
              "",
-             "| | tokens/s (median) | page frames per token | bytes per token | chart draws per call | chart draw ms per call |",
+             "| | tokens/s (median) | page frames per token | bytes per token | chart draws per call "
+             "| chart draw ms per call |",
              "|---|---:|---:|---:|---:|---:|",
              f"| no dashboard | {s['tokens_per_s_without']:.2f} | | | | |",
              f"| live dashboard on screen | {s['tokens_per_s_with']:.2f} | {s['frames_per_token']:.1f} | "
-             f"{s['frame_bytes_per_token']:,.0f} | {s['chart_draws_per_call']:.0f} | {s['chart_draw_ms_per_call']:.0f} |",
+             f"{s['frame_bytes_per_token']:,.0f} | {s['chart_draws_per_call']:.0f} | "
+             f"{s['chart_draw_ms_per_call']:.0f} |",
              "",
              f"**Cost of the live dashboard: {s['cost_percent']:.1f}%** of the tokens/s (target "
-             f"{s['targets']['cost_percent']['target']}: {'met' if s['targets']['cost_percent']['met'] else 'missed'}).",
+             f"{s['targets']['cost_percent']['target']}: "
+             f"{'met' if s['targets']['cost_percent']['met'] else 'missed'}).",
              "",
              "Time to first display (cell sent -> its view's stage timeline on the page): " + ", ".join(
                  f"{name} {seconds:.2f} s" for name, seconds in s["first_display_s"].items())

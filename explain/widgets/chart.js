@@ -4,8 +4,9 @@
 // it from the page's theme (JupyterLab's CSS variables), and draws it with plotly.js. Text reaches plotly, which
 // reads a little HTML, only through esc().
 //
-// Redraws are coalesced to one per animation frame, skipped while the chart is scrolled out of view, and spaced
-// so that drawing takes at most about a tenth of the time (a slow machine draws less often, never falls behind).
+// Redraws are coalesced to one per animation frame and skipped while the chart is scrolled out of view; while a
+// run streams new steps they are spaced so that drawing takes at most about a tenth of the time (a slow machine
+// draws less often, never falls behind); a click, a resize or a theme change is drawn at once.
 
 const LABEL = 124; // px left of each panel for the token labels
 const GAP = 18; // px between a panel's bars and the next panel's labels
@@ -226,22 +227,46 @@ export function figure(step, curves, selected, width, colors) {
   return { data, layout, geometry: geo };
 }
 
-// -- plotly.js: on the page already (an exported page inlines it), or brought by the PlotlyLibrary widget --------
+// -- plotly.js: on the page already (an exported page inlines it), or the PlotlyLibrary widget's source ------------
+function idle() { // after the views of this output have been set up: evaluating plotly.js holds the page a while
+  return new Promise((resolve) => (globalThis.requestIdleCallback ? requestIdleCallback(resolve, { timeout: 400 })
+    : setTimeout(resolve, 50)));
+}
+
+async function loadPlotly(model) {
+  const ref = model.get("library"); // "IPY_MODEL_<id>"
+  if (!ref || !model.widget_manager || !model.widget_manager.get_model) {
+    throw new Error("plotly.js is not on this page and no PlotlyLibrary was given");
+  }
+  const library = await model.widget_manager.get_model(ref.replace(/^IPY_MODEL_/, ""));
+  await idle();
+  if (globalThis.Plotly && globalThis.Plotly.react) return globalThis.Plotly;
+  const url = URL.createObjectURL(new Blob([library.get("source")], { type: "text/javascript" }));
+  try {
+    await new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = url;
+      script.onload = resolve;
+      script.onerror = () => reject(new Error("plotly.js did not load"));
+      document.head.appendChild(script);
+    });
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+  return globalThis.Plotly;
+}
+
 function plotly(model) {
   if (globalThis.Plotly && globalThis.Plotly.react) return Promise.resolve(globalThis.Plotly);
-  if (!globalThis.__explainPlotly) {
-    let resolve;
-    globalThis.__explainPlotly = new Promise((r) => { resolve = r; });
-    globalThis.__explainPlotly.resolve = resolve;
-  }
-  const library = model.get("library"); // "IPY_MODEL_<id>": asking for it makes a lazy widget manager create it
-  if (library && model.widget_manager && model.widget_manager.get_model) {
-    Promise.resolve(model.widget_manager.get_model(library.replace(/^IPY_MODEL_/, ""))).catch(() => {});
+  if (!globalThis.__explainPlotly) { // one load per page, whichever chart asks first
+    globalThis.__explainPlotly = loadPlotly(model);
+    globalThis.__explainPlotly.catch(() => { globalThis.__explainPlotly = null; });
   }
   return globalThis.__explainPlotly;
 }
 
 function render({ model, el }) {
+  if (typeof heal === "function") heal(model); // heal.js, prepended by views.module_source
   const box = document.createElement("div");
   box.className = "explain-w explain-chart";
   const empty = document.createElement("div");
@@ -252,11 +277,11 @@ function render({ model, el }) {
   el.appendChild(box);
 
   let Plotly = null, drawn = false, frame = 0, timer = 0, lastDraw = -Infinity, cost = 0, onScreen = true;
-  let dirty = true, closed = false;
+  let dirty = true, closed = false, urgent = true;
 
   function draw() {
     frame = 0;
-    if (closed) return;
+    if (closed || !dirty) return;
     const step = model.get("step") || { panels: [] };
     const message = model.get("message") || "";
     const hasPanels = step.panels && step.panels.length > 0;
@@ -276,14 +301,18 @@ function render({ model, el }) {
       box.dataset.waiting = !Plotly ? "plotly.js" : !onScreen ? "off screen" : "no width";
       return;
     }
-    const wait = lastDraw + 9 * cost - performance.now();
-    if (wait > 0) { // the last draw was costly: wait, so drawing stays a small share of the time
+    // new data while a run streams: after a costly draw, wait (up to 2 s), so drawing stays a small share of the
+    // time; what a reader did (a click, a resize, a theme) is drawn at once
+    const wait = urgent ? 0 : Math.min(lastDraw + 9 * cost, lastDraw + 2000) - performance.now();
+    if (wait > 0) {
       dirty = true;
       box.dataset.waiting = "spacing";
       if (!timer) timer = setTimeout(() => { timer = 0; schedule(); }, wait);
       return;
     }
     box.dataset.waiting = "";
+    urgent = false;
+    if (timer) { clearTimeout(timer); timer = 0; }
     const started = performance.now();
     const { data, layout, geometry } = figure(step, model.get("curves"), model.get("selected"), width, theme(box));
     Plotly.react(plot, data, layout, { displayModeBar: false, responsive: false, staticPlot: false });
@@ -303,28 +332,32 @@ function render({ model, el }) {
     if (!frame && !closed) frame = requestAnimationFrame(draw);
   }
 
-  const changed = () => { dirty = true; schedule(); };
-  const handlers = { "change:step": changed, "change:curves": changed, "change:selected": changed,
-    "change:message": changed };
+  const changed = () => { dirty = true; schedule(); }; // new data
+  const asked = () => { urgent = true; changed(); }; // something the reader did
+  const handlers = { "change:step": changed, "change:curves": changed, "change:selected": asked,
+    "change:message": asked };
   for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);
 
   let width = 0;
   const resize = new ResizeObserver(() => {
-    if (box.clientWidth !== width) { width = box.clientWidth; changed(); }
+    if (box.clientWidth !== width) { width = box.clientWidth; asked(); }
   });
   resize.observe(box);
   const seen = new IntersectionObserver((entries) => {
     onScreen = entries[entries.length - 1].isIntersecting;
-    if (onScreen && dirty) schedule();
+    if (onScreen && dirty) asked();
   });
   seen.observe(box);
   // JupyterLab switches themes by changing these attributes on <body>; an exported page follows the system
-  const themed = new MutationObserver(changed);
+  const themed = new MutationObserver(asked);
   themed.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
   const media = globalThis.matchMedia ? globalThis.matchMedia("(prefers-color-scheme: dark)") : null;
-  if (media && media.addEventListener) media.addEventListener("change", changed);
+  if (media && media.addEventListener) media.addEventListener("change", asked);
 
-  plotly(model).then((library) => { Plotly = library; changed(); });
+  plotly(model).then((library) => { Plotly = library; asked(); }, (error) => {
+    empty.textContent = `The step chart could not load plotly.js: ${error.message}`;
+    empty.style.display = "block";
+  });
   draw();
   return () => {
     closed = true;
@@ -332,7 +365,7 @@ function render({ model, el }) {
     resize.disconnect();
     seen.disconnect();
     themed.disconnect();
-    if (media && media.removeEventListener) media.removeEventListener("change", changed);
+    if (media && media.removeEventListener) media.removeEventListener("change", asked);
     if (frame) cancelAnimationFrame(frame);
     if (timer) clearTimeout(timer);
     if (drawn && Plotly) Plotly.purge(plot);

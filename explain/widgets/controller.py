@@ -198,7 +198,7 @@ class StepThrough(StaticFallback, widgets.VBox):
             return None
         self.generations[branch.branch] = branch
         self._after()
-        self._say(f"Branch {branch.branch}: forced {visible(branch.token_text(token_id))} at step {step}. "
+        self._say(f"Branch {branch.branch}: forced \u201c{visible(branch.token_text(token_id))}\u201d at step {step}. "
                   "Next token continues the new branch; the original is kept below the text.")
         return branch
 

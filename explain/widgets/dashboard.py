@@ -236,8 +236,8 @@ class Dashboard(StaticFallback, widgets.VBox):
     def _set_pickers(self) -> None:
         state = self.state
         branches = sorted(b for b in state.branches if b in state.forks)
-        options = [("original", 0)] + [(f"branch {b}: forced {visible(str(state.forks[b].get('token', '')))} at "
-                                        f"step {state.forks[b].get('step')}", b) for b in branches]
+        options = [("original", 0)] + [(f"branch {b}: forced \u201c{visible(str(state.forks[b].get('token', '')))}"
+                                        f"\u201d at step {state.forks[b].get('step')}", b) for b in branches]
         if [o[1] for o in options] != [o[1] for o in self.branch_picker.options]:
             self.branch_picker.options = options
         if self.branch_picker.value != state.branch and state.branch in [v for _, v in options]:
@@ -265,7 +265,8 @@ class Dashboard(StaticFallback, widgets.VBox):
         self._render({SELECTION})
 
     def _on_branch(self, change) -> None:
-        if not self._quiet and change["new"] is not None and change["new"] in self.state.branches and change["new"] != self.state.branch:
+        branch = change["new"]
+        if not self._quiet and branch is not None and branch in self.state.branches and branch != self.state.branch:
             self.state.branch = change["new"]
             self._render(EVERYTHING)
 

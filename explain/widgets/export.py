@@ -27,7 +27,7 @@ from ..errors import ExplainError
 from ..trace import Trace
 from .state import DashboardState
 from .static import summary_html
-from .views import HERE, SELECTION, VIEWS, Scene, plotly_js_path
+from .views import HERE, SELECTION, VIEWS, Scene, module_source, plotly_js_path
 from .safe import esc
 
 # JupyterLab's theme variables the views read, for a page outside JupyterLab: light, and dark when <body> says so
@@ -121,8 +121,7 @@ def export_html(source, run: int | None = None) -> str:
     """The page as a string (see export)."""
     trace = _trace(source)
     data = export_data(trace, run)
-    modules = {view["module"]: (HERE / view["module"]).read_text(encoding="utf-8")
-               for view in data["views"] if view["module"]}
+    modules = {view["module"]: module_source(view["module"]) for view in data["views"] if view["module"]}
     nonce = secrets.token_urlsafe(18)
     state = DashboardState.from_trace(trace, run=run if run is not None else (trace.run or None))
     model = state.model_name() or "a saved trace"

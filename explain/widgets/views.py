@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import uuid
 from dataclasses import dataclass, field
 
 import anywidget
@@ -72,26 +73,38 @@ class Scene:
 
 
 # -- the widgets ------------------------------------------------------------------------------------------------
-class StageTimeline(anywidget.AnyWidget):
-    """The eight stages of the pipeline: how long each took and its key facts."""
-    _esm = HERE / "timeline.js"
+def module_source(name: str) -> str:
+    """A view's ES module as the page gets it: heal.js (see there), then the module."""
+    return (HERE / "heal.js").read_text(encoding="utf-8") + (HERE / name).read_text(encoding="utf-8")
+
+
+class ViewWidget(anywidget.AnyWidget):
+    """An anywidget whose module knows its own model id (`ref`), so heal.js can re-attach it if anywidget gave up."""
     _css = HERE / "widgets.css"
+    ref = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, **kwargs):
+        model_id = uuid.uuid4().hex  # the comm's id, chosen here so the first state can carry it
+        super().__init__(model_id=model_id, ref=model_id, **kwargs)
+
+
+class StageTimeline(ViewWidget):
+    """The eight stages of the pipeline: how long each took and its key facts."""
+    _esm = module_source("timeline.js")
     rows = traitlets.List().tag(sync=True)  # [{stage, group, seconds, time, facts, status}]
     caption = traitlets.Unicode("").tag(sync=True)
 
 
-class TokenChips(anywidget.AnyWidget):
+class TokenChips(ViewWidget):
     """The prompt as the model sees it: one chip per token, its id, its characters, its chat role."""
-    _esm = HERE / "tokens.js"
-    _css = HERE / "widgets.css"
+    _esm = module_source("tokens.js")
     tokens = traitlets.List().tag(sync=True)  # [[text, id, start, end, special, role]]
     caption = traitlets.Unicode("").tag(sync=True)
 
 
-class GeneratedText(anywidget.AnyWidget):
+class GeneratedText(ViewWidget):
     """The generated text, token by token, each shaded by the probability it was chosen with."""
-    _esm = HERE / "text.js"
-    _css = HERE / "widgets.css"
+    _esm = module_source("text.js")
     tokens = traitlets.List().tag(sync=True)  # [[text, prob, forced]]
     key = traitlets.Unicode("").tag(sync=True)  # run:branch; a new key redraws, the same key appends
     prefix = traitlets.Unicode("").tag(sync=True)  # the prompt, shown dimmed before a plain-text continuation
@@ -103,10 +116,9 @@ class GeneratedText(anywidget.AnyWidget):
         return f"GeneratedText({len(self.tokens)} tokens, selected={self.selected})"
 
 
-class StepChart(anywidget.AnyWidget):
+class StepChart(ViewWidget):
     """The step view's bars and curves (chart.js draws them with plotly.js)."""
-    _esm = HERE / "chart.js"
-    _css = HERE / "widgets.css"
+    _esm = module_source("chart.js")
     step = traitlets.Dict().tag(sync=True)  # step_chart.chart_step
     curves = traitlets.Dict().tag(sync=True)  # step_chart.chart_curves
     selected = traitlets.Int(-1).tag(sync=True)  # the step ringed on the curves
@@ -127,8 +139,12 @@ def plotly_js_path() -> pathlib.Path:
 
 class PlotlyLibrary(anywidget.AnyWidget):
     """plotly.js for every step chart of the kernel, sent to the page once (not once per chart, as a plotly
-    FigureWidget sends its 5 MB bundle). Never displayed: its ES module sets window.Plotly when the page creates it."""
+    FigureWidget sends its 5 MB bundle). Never displayed. Its source is a plain trait, not the module: anywidget
+    gives a model's module 2 s to load before it gives up on the model (and then drops every message to it), and
+    plotly.js can take longer than that to evaluate on a busy machine. chart.js evaluates it once the chart is up."""
+    _esm = "export default {};"
     _css = ""
+    source = traitlets.Unicode("").tag(sync=True)
 
 
 _library: PlotlyLibrary | None = None
@@ -137,12 +153,7 @@ _library: PlotlyLibrary | None = None
 def plotly_library() -> PlotlyLibrary:
     global _library
     if _library is None or getattr(_library, "comm", None) is None:
-        if "_esm" not in PlotlyLibrary.__dict__:
-            source = plotly_js_path().read_text(encoding="utf-8")
-            PlotlyLibrary._esm = (source + "\n;{ const waiting = globalThis.__explainPlotly;"
-                                  " if (waiting && waiting.resolve) waiting.resolve(globalThis.Plotly); }\n"
-                                  "export default {};\n")
-        _library = PlotlyLibrary()
+        _library = PlotlyLibrary(source=plotly_js_path().read_text(encoding="utf-8"))
     return _library
 
 
@@ -290,8 +301,9 @@ class BranchesView(View):
         lines = ["<div class='explain-w explain-branches'>"]
         for branch in branches:
             fork = state.forks.get(branch, {})
+            token = esc(visible(text(fork.get("token"))))
             name = ("original" if branch == 0 else
-                    f"branch {fmt(branch)}: forced {esc(visible(text(fork.get('token'))))} at step {fmt(fork.get('step'))}")
+                    f"branch {fmt(branch)}: forced \u201c{token}\u201d at step {fmt(fork.get('step'))}")
             pieces = []
             for i, s in enumerate(state.steps(branch)):
                 piece = esc(s.get("token", ""))

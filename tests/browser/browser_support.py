@@ -66,8 +66,15 @@ class Notebook:
         """The element as it is on screen: scrolled to the top of the notebook, the viewport clipped to it (an
         element screenshot of JupyterLab's inner scroll area would paint the page's toolbars over it)."""
         path = ARTIFACTS / f"{name}.png"
-        locator.evaluate("(e) => e.scrollIntoView({block: 'start'})")
-        time.sleep(0.5)
+        locator.evaluate("""(e) => {
+            let scroller = e.parentElement;
+            const scrolls = (s) => /(auto|scroll)/.test(getComputedStyle(s).overflowY)
+                && s.scrollHeight > s.clientHeight + 1;
+            while (scroller && !scrolls(scroller)) scroller = scroller.parentElement;
+            const top = scroller ? scroller.getBoundingClientRect().top : 0;
+            if (scroller) scroller.scrollTop += e.getBoundingClientRect().top - top - 4;
+        }""")
+        time.sleep(0.8)  # views out of sight redraw when they come into view
         box = locator.bounding_box()
         viewport = self.page.viewport_size
         top = max(0, box["y"])
@@ -87,7 +94,8 @@ CHART_PROBE = """(chart) => {
     const box = plot.getBoundingClientRect();
     const rect = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
     const union = (boxes) => boxes.filter((b) => b[2] > b[0]).reduce((a, b) =>
-        [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[2], b[2]), Math.max(a[3], b[3])], [1e9, 1e9, -1e9, -1e9]);
+        [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[2], b[2]), Math.max(a[3], b[3])],
+        [1e9, 1e9, -1e9, -1e9]);
     const subplots = [...plot.querySelectorAll('.cartesianlayer > .subplot')].map((g) => ({
         name: [...g.classList].find((c) => c !== 'subplot'),
         bars: [...g.querySelectorAll('.bars path')].map((p) => p.style.fill),

@@ -28,7 +28,8 @@ MISSING = None
 if not os.path.exists(CHROMIUM):
     MISSING = "chromium is not installed (Debian: apt-get install chromium); the browser tests need it"
 elif importlib.util.find_spec("playwright") is None:
-    MISSING = "playwright is not installed (pip install playwright; the browser comes from apt, never `playwright install`)"
+    MISSING = ("playwright is not installed (pip install playwright; the browser comes from apt, never "
+               "`playwright install`)")
 elif importlib.util.find_spec("jupyterlab") is None:
     MISSING = "jupyterlab is not installed (pip install jupyterlab)"
 
@@ -102,19 +103,24 @@ def browser():
             chromium.close()
 
 
-@pytest.fixture(scope="session")
-def open_notebook(lab, browser):
-    """open_notebook(name, cells, front_end="jupyterlab", width=1400) -> Notebook, its kernel idle."""
-    contexts = []
+@pytest.fixture
+def open_notebook(lab, browser, request):
+    """open_notebook(name, cells, front_end="jupyterlab", width=1400) -> Notebook, its kernel idle. After the test:
+    a screenshot of each page (test-artifacts/<name>-last.png), its page closed and its kernel shut down, so the
+    next test does not share the machine with it."""
+    opened = []
 
-    def open_(name: str, cells, front_end: str = "jupyterlab", width: int = 1400, height: int = 1000) -> Notebook:
+    def open_(name: str, cells, front_end: str = "jupyterlab", width: int = 1400, height: int = 1000,
+              init_script: str | None = None) -> Notebook:
         if front_end == "notebook7" and importlib.util.find_spec("notebook") is None:
             pytest.skip("Notebook 7 is not installed (pip install 'notebook>=7')")
         (lab["root"] / f"{name}.ipynb").write_text(json.dumps(notebook_json(cells)))
         context = browser.new_context(viewport={"width": width, "height": height})
-        contexts.append(context)
+        if init_script:
+            context.add_init_script(init_script)
         page = context.new_page()
         notebook = Notebook(page, front_end)
+        opened.append((name, context, notebook))
 
         def on_dialog(dialog):
             notebook.dialogs.append(dialog.message)
@@ -122,14 +128,29 @@ def open_notebook(lab, browser):
 
         page.on("dialog", on_dialog)
         page.on("pageerror", lambda error: notebook.errors.append(str(error)))
-        page.goto(f"{lab['url']}{FRONT_ENDS[front_end]}{name}.ipynb?token={lab['token']}")
+        # a workspace of its own (reset), so the page does not reopen the notebooks of earlier tests
+        workspace = f"/lab/workspaces/{name}/tree/" if front_end == "jupyterlab" else FRONT_ENDS[front_end]
+        page.goto(f"{lab['url']}{workspace}{name}.ipynb?reset&token={lab['token']}")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
         notebook.wait_idle()
         return notebook
 
     yield open_
-    for context in contexts:
+    for name, context, notebook in opened:
         try:
-            context.close()
-        except Exception:  # noqa: BLE001 - the browser may be gone already
+            notebook.page.screenshot(path=str(ARTIFACTS / f"{name}-last.png"))
+        except Exception:  # noqa: BLE001 - the page may be gone already
             pass
+        context.close()
+    shutdown_kernels(lab)
+
+
+def shutdown_kernels(lab) -> None:
+    """Shut every kernel of the server down (its REST API), so tests do not pile up models in memory."""
+    headers = {"Authorization": f"token {lab['token']}"}
+    request = urllib.request.Request(f"{lab['url']}/api/kernels", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        kernels = json.load(response)
+    for kernel in kernels:
+        urllib.request.urlopen(urllib.request.Request(f"{lab['url']}/api/kernels/{kernel['id']}", method="DELETE",
+                                                      headers=headers), timeout=30)

@@ -66,7 +66,8 @@ def draw(page, step, curves, width: int, dark: bool = False, selected: int = -1)
         host.style.width = '{width}px';
         document.body.setAttribute('style', 'margin: 0; {DARK if dark else ''}');
         document.body.style.background = '{'#111111' if dark else '#ffffff'}';
-        window.explainChart.render({json.dumps({"step": step, "curves": curves, "selected": selected, "message": "no step yet"})});
+        window.explainChart.render({json.dumps({"step": step, "curves": curves, "selected": selected,
+                                                 "message": "no step yet"})});
     }}""")
     page.wait_for_function("() => document.querySelector('#host .explain-chart')?.dataset.drawn")
     seen = page.evaluate(CHART_PROBE, page.query_selector("#host .explain-chart"))

@@ -33,7 +33,7 @@ def _chart(locator) -> dict:
             if (svg && Math.abs(svg.getBoundingClientRect().width - Math.max(200, c.clientWidth - 8)) <= 1) resolve();
             else if (performance.now() - started > 15000) reject(new Error(`the chart did not redraw for its width ` +
                 `${c.clientWidth}: svg ${svg && svg.getBoundingClientRect().width}, draws ${c.dataset.draws}, ` +
-                `waiting for ${c.dataset.waiting}, in view ${c.getBoundingClientRect().top}-${c.getBoundingClientRect().bottom}`));
+                `waiting for ${c.dataset.waiting}, at ${c.getBoundingClientRect().top}`));
             else setTimeout(check, 100);
         };
         check();
@@ -47,7 +47,8 @@ def _no_overflow(notebook, selector: str, where: str) -> None:
         const out = [];
         for (const root of document.querySelectorAll(selector)) {
             const box = root.getBoundingClientRect();
-            for (const el of root.querySelectorAll('.explain-w, .explain-fact, .explain-chip, .widget-button, .widget-hslider')) {
+            const parts = '.explain-w, .explain-fact, .explain-chip, .widget-button, .widget-hslider';
+            for (const el of root.querySelectorAll(parts)) {
                 const r = el.getBoundingClientRect();
                 if (r.width && (r.right > box.right + 1 || r.left < box.left - 1))
                     out.push(`${el.className}: ${Math.round(r.left)}-${Math.round(r.right)} outside ` +
@@ -120,7 +121,19 @@ def test_every_view_in_both_themes_and_narrow(open_notebook):
             bars = check_chart_layout(seen, f"step-through {where}")
             assert any(p["labels"] and seen["titles"] for p in bars)
             assert any("what if?" in t["text"] for t in seen["titles"]), f"{where}: no what-if panel"
-    assert notebook.dialogs == [] and notebook.errors == [], (notebook.dialogs, notebook.errors)
+    # anywidget may give up on a model on a busy machine (see test_step_chart_is_never_blank): the views recover
+    assert notebook.dialogs == [] and set(notebook.errors) <= {GAVE_UP}, (notebook.dialogs, notebook.errors)
+
+
+# anywidget gives each widget model 2 s to load its module, then gives up on it and drops every later message to
+# it: after a long task on a busy page (plotly.js evaluating: 17-24 s measured here under load; a chart drawing:
+# 1-2 s) the views created meanwhile froze as first drawn, blank. This makes anywidget give up on every model at
+# once, so the views must recover (heal.js) every time, not only when the machine happens to be slow.
+ANYWIDGET_GIVES_UP = """
+const timeout = AbortSignal.timeout.bind(AbortSignal);
+AbortSignal.timeout = (ms) => ms === 2000 ? timeout(1) : timeout(ms);
+"""
+GAVE_UP = "[anywidget] Failed to initialize model."
 
 
 def test_step_chart_is_never_blank(open_notebook):
@@ -128,14 +141,14 @@ def test_step_chart_is_never_blank(open_notebook):
     for i in range(3):  # each advanced by the next cell, while its front end may still be loading
         cells += [f"st{i} = explain.step_through(pipe, 'Once upon a time', max_new_tokens=20, do_sample=False)\n"
                   f"st{i}", f"st{i}.run(6)"]
-    notebook = open_notebook("never-blank", cells)
+    notebook = open_notebook("never-blank", cells, init_script=ANYWIDGET_GIVES_UP)
     notebook.run_all()
     notebook.wait_cell(len(cells) - 1, timeout=300)
     controllers = notebook.page.locator(".explain-step-through")
     assert controllers.count() == 3
     for i in range(3):
         controller = controllers.nth(i)
-        controller.scroll_into_view_if_needed()
+        controller.locator(".explain-chart").first.scroll_into_view_if_needed()  # out of sight, a chart waits
         notebook.page.wait_for_function(
             f"() => document.querySelectorAll('.explain-step-through')[{i}].querySelectorAll("
             f"'.explain-chart .bars path').length > 0", timeout=30_000)
@@ -145,6 +158,8 @@ def test_step_chart_is_never_blank(open_notebook):
         assert controller.locator(".explain-status").first.inner_text().startswith("call"), "no status"
         assert "paused at 6/20 tokens" in controller.locator(".explain-status").first.inner_text()
     controllers.nth(2).screenshot(path=str(ARTIFACTS / "never-blank-third.png"))
+    assert GAVE_UP in notebook.errors, "anywidget did not give up on the models: the test tested nothing"
+    assert set(notebook.errors) == {GAVE_UP}, notebook.errors
 
 
 def test_step_through_keeps_its_run(open_notebook):

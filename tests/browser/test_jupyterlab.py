@@ -28,17 +28,14 @@ CELLS = [
 ]
 
 
-@pytest.fixture(scope="module", params=list(FRONT_ENDS))
+@pytest.fixture(params=list(FRONT_ENDS))
 def page(open_notebook, request):
     front_end = request.param
     notebook = open_notebook(f"live-{front_end}", CELLS, front_end=front_end)
     page = notebook.page
     page.dialogs = notebook.dialogs
     page.front_end = front_end
-    try:
-        yield page
-    finally:
-        page.screenshot(path=str(ARTIFACTS / f"{front_end}-last.png"))
+    return page
 
 
 def _cell(page, index):
