@@ -170,7 +170,7 @@ def measure(args) -> dict:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             page = browser.new_page(viewport={"width": 1400, "height": 2200})
             page.on("websocket", on_socket)
-            page.goto(f"{lab['url']}/lab/tree/bench.ipynb?token={lab['token']}")
+            page.goto(f"{lab['url']}/lab/workspaces/bench/tree/bench.ipynb?reset&token={lab['token']}")
             page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel"
                                    "?.status === 'idle'", timeout=120_000)
 

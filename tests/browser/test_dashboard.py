@@ -121,6 +121,7 @@ def test_every_view_in_both_themes_and_narrow(open_notebook):
             bars = check_chart_layout(seen, f"step-through {where}")
             assert any(p["labels"] and seen["titles"] for p in bars)
             assert any("what if?" in t["text"] for t in seen["titles"]), f"{where}: no what-if panel"
+    notebook.theme("light")  # JupyterLab keeps the theme in its settings: the next tests start light
     # anywidget may give up on a model on a busy machine (see test_step_chart_is_never_blank): the views recover
     assert notebook.dialogs == [] and set(notebook.errors) <= {GAVE_UP}, (notebook.dialogs, notebook.errors)
 
@@ -189,6 +190,7 @@ def test_step_through_keeps_its_run(open_notebook):
     controller.get_by_role("button", name="Next token").click()
     page.wait_for_function("() => document.querySelector('.explain-step-through').querySelectorAll("
                            "'.explain-gen-text .explain-token').length === 7", timeout=30_000)
+    controller.locator(".explain-chart").first.scroll_into_view_if_needed()  # out of sight, a chart waits
     page.wait_for_function("() => document.querySelector('.explain-step-through .explain-chart')?.dataset.step "
                            "=== '6'", timeout=30_000)
     assert "paused at 7/20 tokens" in status.inner_text()
@@ -212,9 +214,9 @@ def test_interrupt_ends_the_run_with_one_line(open_notebook):
         notebook.wait_cell(index, timeout=240)
     notebook.run_cell(2)
     page.wait_for_function("() => +(document.querySelector('.explain-dashboard .explain-gen-count')?.textContent "
-                           "|| 0) >= 5", timeout=120_000)
+                           "|| 0) >= 3", timeout=300_000, polling=500)
     page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:interrupt')")
-    notebook.wait_cell(2, timeout=120)
+    notebook.wait_cell(2, timeout=300)
     output = notebook.output_text(2).strip()
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1, f"{len(lines)} lines under the interrupted cell:\n{output[:2000]}"
