@@ -204,10 +204,10 @@ def measure(args) -> dict:
                     raise RuntimeError(f"cell {index} printed no result:\n{output(index)[-2000:]}")
                 record = {"kind": kind, **json.loads(found.group(1)), "frames": frames["count"],
                           "frame_bytes": frames["bytes"]}
-                if kind == "with":
-                    chart = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".explain-chart").first
-                    data = chart.evaluate("(c) => ({draws: +c.dataset.draws || 0, ms: +c.dataset.drawMs || 0, "
-                                          "visible: c.getBoundingClientRect().height > 0})")
+                charts = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".explain-chart")
+                if kind == "with" and charts.count():  # (a checkout from before chart.js has no .explain-chart)
+                    data = charts.first.evaluate("(c) => ({draws: +c.dataset.draws || 0, ms: +c.dataset.drawMs || 0, "
+                                                 "visible: c.getBoundingClientRect().height > 0})")
                     record.update(chart_draws=data["draws"], chart_draw_ms=data["ms"], chart_visible=data["visible"])
                 results["calls"].append(record)
             browser.close()

@@ -7,6 +7,7 @@ escaped in the static HTML; the step-through controller adds exactly the tokens 
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
@@ -268,7 +269,7 @@ def test_widgets_work_with_ipywidgets_7(tmp_path, provisioned):
     install = subprocess.run([python, "-m", "pip", "install", "-q", "ipywidgets>=7.6,<8"], capture_output=True,
                              text=True)
     assert install.returncode == 0, install.stderr[-2000:]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}  # this checkout's explain
     run = subprocess.run([python, "-c", IPYWIDGETS_7], capture_output=True, text=True, env=env, cwd=tmp_path,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

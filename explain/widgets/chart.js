@@ -267,7 +267,7 @@ function plotly(model) {
 }
 
 function render({ model, el }) {
-  if (typeof heal === "function") heal(model); // heal.js, prepended by views.module_source
+  if (typeof heal === "function") heal(model); // heal.js, prepended by elements.module_source
   const box = document.createElement("div");
   box.className = "explain-w explain-chart";
   const empty = document.createElement("div");

@@ -27,7 +27,8 @@ from ..errors import ExplainError
 from ..trace import Trace
 from .state import DashboardState
 from .static import summary_html
-from .views import HERE, SELECTION, VIEWS, Scene, module_source, plotly_js_path
+from .elements import HERE, module_source, plotly_js_path
+from .views import SELECTION, VIEWS, Scene
 from .safe import esc
 
 # JupyterLab's theme variables the views read, for a page outside JupyterLab: light, and dark when <body> says so

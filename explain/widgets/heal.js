@@ -1,4 +1,4 @@
-// Prepended to each of the dashboard's ES modules (views.module_source). anywidget gives a widget model 2 s to load
+// Prepended to each of the dashboard's ES modules (elements.module_source). anywidget gives a widget model 2 s to load
 // its module; when the page is busy longer than that (plotly.js evaluating, a chart drawing on a loaded machine)
 // it gives up on the model with "[anywidget] Failed to initialize model." and from then on drops every message
 // the kernel sends to it, so the view stays as first drawn: a blank chart, an empty text, for good. heal() takes

@@ -13,7 +13,7 @@ function probColor(p) {
 }
 
 function render({ model, el: root }) {
-  if (typeof heal === "function") heal(model); // heal.js, prepended by views.module_source
+  if (typeof heal === "function") heal(model); // heal.js, prepended by elements.module_source
   const box = el("div", "explain-w explain-gen");
   const status = el("div", "explain-gen-status");
   const count = el("span", "explain-gen-count", "0");

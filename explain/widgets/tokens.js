@@ -15,7 +15,7 @@ function visible(text) {
 }
 
 function render({ model, el: root }) {
-  if (typeof heal === "function") heal(model); // heal.js, prepended by views.module_source
+  if (typeof heal === "function") heal(model); // heal.js, prepended by elements.module_source
   const box = el("div", "explain-w explain-tokens");
   root.appendChild(box);
   function draw() {

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from explain.widgets.step_chart import chart_curves, chart_step
-from explain.widgets.views import plotly_js_path
+from explain.widgets.elements import plotly_js_path
 
 from browser_support import ARTIFACTS, CHART_PROBE, CHOSEN_FILLS, ROOT, check_chart_layout
 
