@@ -18,6 +18,7 @@ import torch
 
 from .errors import ExplainError
 from .generation import SETTINGS, Generation, resolve
+from .placement import input_device
 from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
@@ -38,7 +39,7 @@ class TextGenerationPipeline:
         self.generation_config, self.generation_config_source = generation_config, generation_config_source
         self.trace, self.name_or_path, self.dtype = trace, name_or_path, dtype
         self.generate_defaults = dict(generate_defaults or {})
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.last_generation: Generation | None = None
 
     def __repr__(self):

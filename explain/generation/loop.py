@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ExplainError
 from ..models.cache import KVCache
+from ..placement import input_device, synchronize
 from ..tokenizer import bytes_to_unicode
 from ..trace import Trace
 from .processors import build_processors
@@ -56,7 +57,7 @@ class Generation:
         if trace_top != "all" and (not isinstance(trace_top, int) or trace_top < 1):
             raise ExplainError(f"trace_top must be a positive integer or \"all\", got {trace_top!r}")
         self.model, self.tokenizer, self.trace = model, tokenizer, trace
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.settings = dict(settings)
         self.input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
         self.prompt_length = len(prompt_ids)
@@ -98,7 +99,10 @@ class Generation:
     @torch.inference_mode()
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         out = self.model(ids, cache=self.cache, logits_to_keep=1)
-        return out.logits[:, -1, :].to(dtype=torch.float32)  # (1, vocab): processors work in fp32, as in transformers
+        # (1, vocab): processors work in fp32, as in transformers, beside input_ids (the head may be on another GPU)
+        logits = out.logits[:, -1, :].to(device=self.device, dtype=torch.float32)
+        synchronize(logits.device)  # so that the forward's time is the forward's, not the queueing of its kernels
+        return logits
 
     def prefill(self) -> dict:
         start, t0 = time.time(), time.perf_counter()
