@@ -43,6 +43,19 @@ def _byte_mode(tokenizer) -> str | None:
     return "byte_level" if '"type": "ByteLevel"' in state else None
 
 
+def _read(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Several tensors brought to the host in one copy, as float32: on a GPU each read waits for the device, so a
+    step reads once what it needs rather than once per number. Token ids (< 2**24) are exact in float32."""
+    host = torch.cat([t.reshape(-1).to(torch.float32) for t in tensors]).cpu()
+    return list(host.split([t.numel() for t in tensors]))
+
+
+def _counts(before: torch.Tensor, after: torch.Tensor) -> list[int]:
+    """(removed, changed, kept) by a processor that turned `before` into `after`, read in one copy."""
+    finite = torch.isfinite(after)
+    return torch.stack([(torch.isfinite(before) & ~finite).sum(), (before != after).sum(), finite.sum()]).tolist()
+
+
 def _floats(values: torch.Tensor) -> list[float]:
     """float32 values written with the fewest digits that read back as the same float32."""
     return [float(np.format_float_positional(v, unique=True, trim="-")) for v in values.float().cpu().numpy()]
@@ -117,9 +130,10 @@ class Generation:
     def _top(self, scores: torch.Tensor, token_texts: dict) -> dict:
         row = scores[0]
         k = row.numel() if self.trace_top == "all" else min(self.trace_top, row.numel())
-        values, ids = torch.topk(row, k) if self.trace_top != "all" else (row, torch.arange(row.numel()))
+        values, ids = torch.topk(row, k) if self.trace_top != "all" else (row, torch.arange(k, device=row.device))
+        values, ids = _read(values, ids)
         keep = torch.isfinite(values)
-        values, ids = values[keep], ids[keep].tolist()
+        values, ids = values[keep], ids[keep].long().tolist()
         if self.trace_top != "all":
             for token_id in ids:
                 token_texts[token_id] = self.token_text(token_id)
@@ -153,34 +167,38 @@ class Generation:
         for processor in self.processors:
             before = scores
             scores = processor(self.input_ids, scores)
-            removed = int((torch.isfinite(before) & ~torch.isfinite(scores)).sum())
-            changed = int((before != scores).sum())
+            removed, changed, kept = _counts(before, scores)
             record["processors"].append({"name": processor.name, "args": processor.args(), "removed": removed,
-                                         "changed": changed, "kept": int(torch.isfinite(scores).sum()),
+                                         "changed": changed, "kept": kept,
                                          "top": self._top(scores, token_texts) if changed else None})
         probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
         if self.settings.get("do_sample"):
-            token = int(torch.multinomial(probs, num_samples=1)[0, 0])
+            chosen = torch.multinomial(probs, num_samples=1)[0, 0]
             method = "sample"
         else:
-            token = int(torch.argmax(scores, dim=-1)[0])
+            chosen = torch.argmax(scores, dim=-1)[0]
             method = "greedy"
         raw_probs = torch.softmax(raw, dim=-1)
         p = probs[0]
-        entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
         top_probs, top_ids = torch.topk(p, min(10 if self.trace_top != "all" else p.numel(), p.numel()))
-        for token_id in top_ids.tolist():
+        # the step's numbers in one read: the token, its probabilities and logit, the logits above it, the entropy
+        # (entr(p) = -p ln p, and 0 where p is 0)
+        facts = torch.stack([chosen.to(torch.float32), probs[0, chosen], raw_probs[0, chosen], raw[0, chosen],
+                             (raw[0] > raw[0, chosen]).sum().to(torch.float32), torch.special.entr(p).sum()])
+        facts, top_probs, top_ids = _read(facts, top_probs, top_ids)
+        token, prob, raw_prob, logit, above, entropy = facts.tolist()
+        token, top_ids = int(token), top_ids.long().tolist()
+        for token_id in top_ids:
             token_texts.setdefault(token_id, self.token_text(token_id))
-        self.input_ids = torch.cat([self.input_ids, torch.tensor([[token]], device=self.device)], dim=1)
+        self.input_ids = torch.cat([self.input_ids, chosen.view(1, 1)], dim=1)  # the token never left the device
         full = self.text
         piece = ""
         if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
             piece, self.printed = full[len(self.printed):], full
         record.update(
             token_id=token, token=self.token_text(token), text=piece, method=method,
-            prob=float(probs[0, token]), raw_prob=float(raw_probs[0, token]),
-            logit=float(raw[0, token]), rank=int((raw[0] > raw[0, token]).sum()) + 1,
-            entropy_bits=entropy, probs_top={"ids": top_ids.tolist(), "values": _floats(top_probs)},
+            prob=prob, raw_prob=raw_prob, logit=logit, rank=int(above) + 1,
+            entropy_bits=entropy / math.log(2), probs_top={"ids": top_ids, "values": _floats(top_probs)},
             kv_cache={"length": len(self.cache), "bytes": self.cache.nbytes},
             forward=forward, forward_time=forward_time,
             token_texts={str(k): v for k, v in token_texts.items()})  # str keys: as JSON has them, live or replayed
