@@ -95,7 +95,7 @@ def shard_plan(shapes: dict, element_bytes: int, limit: int = SHARD_BYTES) -> li
     """Names grouped into shards of at most `limit` bytes, in order (a tensor larger than `limit` gets its own)."""
     shards, current, size = [], [], 0
     for name, shape in shapes.items():
-        nbytes = element_bytes * _numel(shape)
+        nbytes = element_bytes * numel(shape)
         if current and size + nbytes > limit:
             shards.append(current)
             current, size = [], 0
@@ -106,7 +106,7 @@ def shard_plan(shapes: dict, element_bytes: int, limit: int = SHARD_BYTES) -> li
     return shards
 
 
-def _numel(shape) -> int:
+def numel(shape) -> int:
     total = 1
     for n in shape:
         total *= n
@@ -168,7 +168,7 @@ def write_folder(folder: str, config: dict, device: str = "cpu", seed: int = 0, 
         del tensors
     with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": index}, f, indent=2)
-    report = {"folder": folder, "parameters": sum(_numel(s) for s in shapes.values()), "bytes": total,
+    report = {"folder": folder, "parameters": sum(numel(s) for s in shapes.values()), "bytes": total,
               "shards": len(shards), "dtype": str(dtype).replace("torch.", ""), "drawn_on": device,
               "tokenizer_s": tokenizer_s, "draw_s": draw_s, "save_s": save_s,
               "seconds": time.perf_counter() - t0, "reused": False}

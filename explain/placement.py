@@ -78,14 +78,17 @@ def plan(model: torch.nn.Module, dtype: torch.dtype, device=None, device_map=Non
         budget, steps = headroom(memory, model, sizes, no_split, max_memory is not None, device_map, quantized=False)
         found = infer_auto_device_map(model, max_memory=dict(budget), no_split_module_classes=no_split, dtype=dtype)
         facts.update(strategy=device_map, max_memory=memory, budget=budget, headroom=steps, device_map=dict(found))
-        if not gpus:
+        if not gpus and max_memory is not None:
+            facts["reason"] = (f"the max_memory given names no accelerator ({', '.join(map(str, memory))}), so "
+                               "every module goes to cpu")
+        elif not gpus:
             facts["reason"] = ("no accelerator is visible (torch.cuda.is_available() is False"
                                + (", no MPS" if not torch.backends.mps.is_available() else "")
                                + "), so accelerate's get_max_memory() lists only the CPU "
                                f"({memory.get('cpu', 0) / 2**30:.1f} GiB free) and every module goes to cpu")
         else:
             facts["reason"] = (f"accelerate filled the devices in order ({', '.join(map(str, memory))}) within "
-                               "max_memory, keeping each decoder layer whole")
+                               "max_memory, keeping each decoder layer whole" + "".join(f"; {s}" for s in steps))
     elif isinstance(device_map, dict):
         facts.update(strategy="given", device_map=dict(device_map), reason="device_map given by the caller")
     else:
@@ -144,6 +147,9 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
     if len(facts["devices"]) > 1:
         dispatch_model(model, device_map=device_map)  # hooks that move activations (and offloaded weights)
     facts.update(execution(model, device_map))
+    if facts["offloaded"]:
+        facts["reason"] += (f"; {len(facts['offloaded'])} module(s) mapped to cpu keep their weights in CPU RAM and "
+                            f"run on {facts['main_device']}: accelerate copies their weights there for every forward")
     trace.emit("placement", "place", facts, start=start, duration=time.perf_counter() - t0)
     model.eval()
     return model
