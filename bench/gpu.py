@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,9 @@ def parse(argv=None) -> argparse.Namespace:
                         help=f"comma-separated, from {', '.join(SECTIONS)} (weights always runs: it is reused)")
     parser.add_argument("--out", default=None, help="results folder (default bench/results, or a temporary "
                                                     "folder with --smoke)")
+    parser.add_argument("--mirror", default=None,
+                        help="a second folder that gets a copy of the results after every section (the device "
+                             "tool's $OUT, which is emptied before each call, while --out keeps them for reruns)")
     parser.add_argument("--model", default=None, help="where the weights are written (default: a folder under the "
                                                       "system's temporary folder, reused by later runs)")
     parser.add_argument("--new-tokens", type=int, default=128, help="decode length per run")
@@ -110,8 +114,21 @@ def parse(argv=None) -> argparse.Namespace:
         args.out = args.out or tempfile.mkdtemp(prefix="explain-bench-gpu-smoke-")
     args.out = args.out or RESULTS
     kind = "smoke" if args.smoke else "llama-3.1-8b-instruct"
-    args.model = args.model or os.path.join(tempfile.gettempdir(), f"explain-bench-{kind}")
+    args.model = args.model or os.path.join(model_parent(args.smoke), f"explain-bench-{kind}")
     return args
+
+
+def model_parent(smoke: bool) -> str:
+    """Where the weights go: /dev/shm (memory) when it has room for the 16 GB with some to spare, since writing
+    them to a slow disk is the run's longest wait; otherwise the temporary folder. Both libraries read the same
+    files, so the comparison is fair either way."""
+    if not smoke and os.path.isdir("/dev/shm"):
+        try:
+            if shutil.disk_usage("/dev/shm").free > 24 * 2**30:
+                return "/dev/shm"
+        except OSError:
+            pass
+    return tempfile.gettempdir()
 
 
 # -- the machine -----------------------------------------------------------------------------------------------
@@ -185,7 +202,7 @@ class Run:
             if previous.get("format") == self.results["format"]:
                 self.results["sections"] = previous.get("sections", {})
                 self.results["earlier_runs"] = previous.get("earlier_runs", []) + [previous.get("started")]
-        self.results["settings"] = {k: v for k, v in vars(args).items() if k not in ("out",)}
+        self.results["settings"] = {k: v for k, v in vars(args).items() if k not in ("out", "mirror")}
         self.results["settings"]["dtype"] = "bfloat16"
         self.results["settings"]["placement"] = self.placement()
 
@@ -209,6 +226,9 @@ class Run:
             with open(temporary, "w") as f:
                 f.write(text)
             os.replace(temporary, self.paths[kind])
+            if self.args.mirror:
+                os.makedirs(self.args.mirror, exist_ok=True)
+                shutil.copyfile(self.paths[kind], os.path.join(self.args.mirror, os.path.basename(self.paths[kind])))
 
     def section(self, name: str, function) -> None:
         elapsed = time.perf_counter() - self.t0
