@@ -26,7 +26,9 @@ The tolerance, derived (every number below is in the results file, so the deriva
   that is about 0.3: two or three bfloat16 steps of the largest logit, and a small fraction of a real model's
   logit range. The estimate is checked wherever the run can afford a float32 copy of the model (the smoke run on
   the CPU, and the GPU run when the GPU has the room): the measured root mean square of bfloat16 - float32 must be
-  within a factor of 2 of sigma's (rms(z) in place of |z|), and its largest value below k sigma.
+  between a quarter and twice sigma's (rms(z) in place of |z|), and its largest value below k sigma. The estimate
+  is meant as an upper one (rounding errors partly cancel, and a rounded value's relative error is often below
+  u): on this machine's tiny Llamas the measured noise was 0.76 (4 layers) and 0.60 (32 layers) of it.
 
 Greedy ids: transformers and explain pick the argmax of their own logits. They can only disagree at a step whose
 two best logits are closer than the two implementations' difference there; the check passes when all ids agree,
@@ -72,7 +74,7 @@ def check_noise_model(low: torch.Tensor, exact: torch.Tensor, bound: dict) -> di
     ratio = measured["rms"] / bound["predicted_noise_rms"]
     return {**measured, "predicted_rms": bound["predicted_noise_rms"], "rms_ratio": ratio,
             "bound": bound["one_implementation_bound"],
-            "passed": 0.5 <= ratio <= 2.0 and measured["max"] <= bound["one_implementation_bound"]}
+            "passed": 0.25 <= ratio <= 2.0 and measured["max"] <= bound["one_implementation_bound"]}
 
 
 def greedy(explain_ids: list, reference_ids: list, explain_rows: torch.Tensor, reference_rows: torch.Tensor,
