@@ -24,7 +24,7 @@ from ..tokenizer import bytes_to_unicode
 from ..trace import Trace
 from ..units import size_text
 from .processors import build_processors
-from .rows import KeptLogits, encode_row
+from .rows import KeptLogits, encode_row, float32_list
 from .settings import eos_ids, validate
 
 
@@ -46,9 +46,6 @@ def _byte_mode(tokenizer) -> str | None:
     return "byte_level" if '"type": "ByteLevel"' in state else None
 
 
-def _floats(values: torch.Tensor) -> list[float]:
-    """float32 values written with the fewest digits that read back as the same float32."""
-    return [float(np.format_float_positional(v, unique=True, trim="-")) for v in values.float().cpu().numpy()]
 
 
 class Generation:
@@ -139,7 +136,7 @@ class Generation:
         values, ids = values[keep], ids[keep].tolist()
         for token_id in ids:
             token_texts[token_id] = self.token_text(token_id)
-        return {"ids": ids, "values": _floats(values)}
+        return {"ids": ids, "values": float32_list(values)}
 
     @torch.inference_mode()
     def step(self) -> dict:
@@ -202,7 +199,7 @@ class Generation:
             token_id=token, token=self.token_text(token), text=piece, method=method,
             prob=float(probs[0, token]), raw_prob=float(raw_probs[0, token]),
             logit=float(raw[0, token]), rank=int((raw[0] > raw[0, token]).sum()) + 1,
-            entropy_bits=entropy, probs_top={"ids": top_ids.tolist(), "values": _floats(top_probs)},
+            entropy_bits=entropy, probs_top={"ids": top_ids.tolist(), "values": float32_list(top_probs)},
             kv_cache={"length": len(self.cache), "bytes": self.cache.nbytes},
             forward=forward, forward_time=forward_time,
             token_texts={str(k): v for k, v in token_texts.items()})  # str keys: as JSON has them, live or replayed
@@ -268,6 +265,13 @@ class Generation:
             count += 1
         return self
 
+    # -- looking inside ---------------------------------------------------------------------------------
+    def inspect(self, step: int, what=("lens", "attention"), **options) -> dict:
+        """The logit lens, attention weights and/or input attribution of step `step` (explain.inside), computed
+        by replaying the step from this run's KV cache; what=("lens", "attention", "attribution")."""
+        from ..inside import inspect_step  # Captum and the views' helpers load only when asked
+        return inspect_step(self, step, what=what, **options)
+
     # -- knobs, what-if, forcing ------------------------------------------------------------------------
     def set_settings(self, **knobs) -> None:
         """Change sampling knobs (temperature, top_k, top_p, min_p, repetition_penalty, do_sample) for the next steps."""
@@ -295,7 +299,7 @@ class Generation:
         top_probs, top_ids = torch.topk(probs, 10)
         return {"step": step, "settings": {k: settings.get(k) for k in ("do_sample", "temperature", "top_k", "top_p",
                                                                         "min_p", "repetition_penalty")},
-                "ids": top_ids.tolist(), "probs": _floats(top_probs),
+                "ids": top_ids.tolist(), "probs": float32_list(top_probs),
                 "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
                 "recorded_token": self.steps[step]["token_id"],
                 "recorded_token_prob": float(probs[self.steps[step]["token_id"]])}
