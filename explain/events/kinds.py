@@ -272,6 +272,7 @@ class GenerationInspect(TypedDict):
     token: str
     context_ids: list[int]
     context_tokens: list[str]
+    token_texts: NotRequired[dict[str, str]]  # the text of every token id the lens shows
     lens: NotRequired[Lens]
     attention: NotRequired[Attention]
     attribution: NotRequired[Attribution]

@@ -92,6 +92,9 @@ def inspect_step(generation, step: int, what=("lens", "attention"), attribution_
             look["lens"] = _lens(parts, seen.hidden_states, chosen, seen.logits)
         if "attention" in what:
             look["attention"] = _attention(seen.attentions)
+    if "lens" in look:
+        shown = {i for layer in look["lens"]["layers"] for i in layer["ids"]} | {chosen}
+        look["token_texts"] = {str(i): generation.token_text(i) for i in sorted(shown)}
     if "attribution" in what:
         from .attribution import attribute
         look["attribution"] = dict(attribute(generation.model, generation.tokenizer, ids, chosen, parts.embedding,
