@@ -423,7 +423,7 @@ def fidelity_section(run: Run) -> dict:
     generation.run()
     pipe.finish(generation)
     prompt = generation.input_ids[0, : generation.prompt_length].tolist()
-    explain_ids, explain_rows = generation.generated_ids, torch.stack(generation.raw_logits)  # (tokens, vocab)
+    explain_ids, explain_rows = generation.generated_ids, torch.stack(list(generation.raw_logits))  # (tokens, vocab)
     device = model.device
     ids = torch.tensor([prompt], device=device)
     with torch.inference_mode():

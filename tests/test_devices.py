@@ -112,8 +112,9 @@ def test_generation_on_an_offloaded_model_equals_the_plain_one(tiny, tmp_path):
     ids = tiny.tokenizer.encode("The quick brown fox")
     settings, _ = resolve({"max_new_tokens": 6, "do_sample": False}, tiny.generation_config,
                           tiny.generation_config_source, len(ids), 128, tiny.tokenizer.pad_token_id)
-    plain = Generation(tiny.model, tiny.tokenizer, ids, settings, Trace()).run()
-    offloaded = Generation(model, tiny.tokenizer, ids, settings, Trace()).run()
+    first, second = Trace(), Trace()
+    plain = Generation(tiny.model, tiny.tokenizer, ids, settings, first, first.new_run()).run()
+    offloaded = Generation(model, tiny.tokenizer, ids, settings, second, second.new_run()).run()
     assert offloaded.device == torch.device("cpu")
     assert offloaded.generated_ids == plain.generated_ids
     assert [s["logits_top"] for s in offloaded.steps] == [s["logits_top"] for s in plain.steps]
