@@ -89,7 +89,7 @@ def parse(argv=None) -> argparse.Namespace:
                                                                       "the CPU (each token copies it to the GPU)")
     parser.add_argument("--offload-fraction", type=float, default=0.85,
                         help="GPU budget as a fraction of the weights' bytes in the offload section")
-    parser.add_argument("--budget-s", type=float, default=480.0,
+    parser.add_argument("--budget-s", type=float, default=420.0,
                         help="sections not started by then are skipped (rerun them with --sections)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
