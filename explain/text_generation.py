@@ -22,7 +22,7 @@ from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
-                "stop_sequence", "tokenizer", "trace_top", "keep_logits")
+                "stop_sequence", "tokenizer", "trace_top", "keep_logits", "capture")
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS
 
 
@@ -110,6 +110,7 @@ class TextGenerationPipeline:
                                             len(ids), context, self.tokenizer.pad_token_id)
             generation = Generation(self.model, self.tokenizer, ids, settings, self.trace, run,
                                     trace_top=options.get("trace_top", 20), keep_logits=options.get("keep_logits", False),
+                                    capture=options.get("capture"),
                                     prompt=prompt, options=options)
             data.update(settings=settings, sources=sources, processors=[
                 {"name": p.name, "class": type(p).__name__, "args": p.args()} for p in generation.processors],
