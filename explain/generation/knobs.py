@@ -104,15 +104,20 @@ def number(low: float | None = None, high: float | None = None, low_open: bool =
     return check
 
 
-def token_id_problem(value, vocab_size: int | None) -> str | None:
+def token_id_problem(value, vocab_size: int | None, within: bool = False) -> str | None:
+    """What is wrong with a token id; `within` words it for an item of a list ("holds 12, which is ...")."""
     if not is_integer(value):
-        return f"must be a token id (an integer), got {value!r}"
-    if value < 0:
-        return (f"must be a token id (0 or more), got {value!r}; -1 is not \"none\" here: leave the argument out "
-                "(or pass None) instead")
-    if vocab_size is not None and value >= vocab_size:
-        return f"must be a token id below the vocabulary size {vocab_size}, got {value!r}"
-    return None
+        problem = "a token id (an integer)"
+    elif value < 0:
+        problem = "a token id (0 or more)"
+        if not within:
+            return (f"must be {problem}, got {value!r}; -1 is not \"none\" here: leave the argument out (or pass None) "
+                    "instead")
+    elif vocab_size is not None and value >= vocab_size:
+        problem = f"a token id below the vocabulary size {vocab_size}"
+    else:
+        return None
+    return f"holds {value!r}, which is not {problem}" if within else f"must be {problem}, got {value!r}"
 
 
 def token_id(value, vocab_size=None) -> str | None:
@@ -124,11 +129,7 @@ def token_ids(value, vocab_size=None) -> str | None:
     if isinstance(value, (list, tuple)):
         if not value:
             return "must be a token id or a non-empty list of token ids, got an empty list; leave it out instead"
-        for item in value:
-            problem = token_id_problem(item, vocab_size)
-            if problem:
-                return f"holds {item!r}, which {problem.replace('must be', 'is not')}"
-        return None
+        return next((p for p in (token_id_problem(item, vocab_size, within=True) for item in value) if p), None)
     return token_id_problem(value, vocab_size)
 
 
@@ -136,11 +137,7 @@ def token_list(value, vocab_size=None) -> str | None:
     """A list of token ids (suppress_tokens)."""
     if not isinstance(value, (list, tuple)):
         return f"must be a list of token ids, got {value!r}; for one token write [{value!r}]"
-    for item in value:
-        problem = token_id_problem(item, vocab_size)
-        if problem:
-            return f"holds {item!r}, which {problem.replace('must be', 'is not')}"
-    return None
+    return next((p for p in (token_id_problem(item, vocab_size, within=True) for item in value) if p), None)
 
 
 def boolean(value, vocab_size=None) -> str | None:

@@ -34,9 +34,9 @@ def check_negative_prompt(value, vocab_size=None) -> str | None:
         return (f"must be the token ids of one negative prompt (a list, or a tensor of shape (1, T)), got {value!r}; "
                 "tokenize it with pipe.tokenizer.encode(text)")
     for token in ids:
-        problem = token_id_problem(token, vocab_size)
+        problem = token_id_problem(token, vocab_size, within=True)
         if problem:
-            return f"holds {token!r}, which {problem.replace('must be', 'is not')}"
+            return problem
     return None
 
 

@@ -17,9 +17,9 @@ def _sequence_problem(ids, vocab_size, what: str) -> str | None:
     if not isinstance(ids, (list, tuple)) or not ids:
         return f"has {ids!r} where a non-empty list of token ids belongs ({what})"
     for token in ids:
-        problem = token_id_problem(token, vocab_size)
+        problem = token_id_problem(token, vocab_size, within=True)
         if problem:
-            return f"holds {token!r}, which {problem.replace('must be', 'is not')}"
+            return problem
     return None
 
 
