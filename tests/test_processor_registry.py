@@ -129,7 +129,7 @@ def test_everything_that_lists_knobs_reads_the_registry():
     assert set(SETTINGS) <= set(GENERATE_ARGUMENTS)  # the pipeline's arguments (and explain.pipeline's defaults)
     values, sources = generation_config({"eos_token_id": 2}, {"typical_p": 0.5})  # the model's generation defaults
     assert set(KNOBS) <= set(values) and values["typical_p"] == 0.5 and sources["typical_p"] == "generation_config.json"
-    assert sources["top_h"] == "transformers default" and values["eos_token_id"] == 2
+    assert sources["eta_cutoff"] == "transformers default" and values["eos_token_id"] == 2
     every_knob = {knob.name for cls in ordered() for knob in cls.knobs}
     assert every_knob <= set(LIVE_SETTINGS)  # every processor's knob can change between steps
     assert {"max_new_tokens", "stop_strings", "eos_token_id"}.isdisjoint(LIVE_SETTINGS)
@@ -170,7 +170,6 @@ BAD = [  # (call, words of the message); each checked with a 10-token vocabulary
     (dict(do_sample=True, typical_p=1.5), ["typical_p", "(0, 1]", "1.0 turns it off"]),  # transformers ignores it
     (dict(do_sample=True, epsilon_cutoff=1.0), ["epsilon_cutoff", "[0, 1)"]),
     (dict(do_sample=True, eta_cutoff=-0.1), ["eta_cutoff", "[0, 1)"]),
-    (dict(do_sample=True, top_h=0), ["top_h", "(0, 1]"]),
     (dict(do_sample=True, top_k=-1), ["top_k", "positive integer", "0 to turn top-k off"]),
     (dict(encoder_repetition_penalty=0), ["encoder_repetition_penalty", "> 0"]),
     (dict(bad_words_ids=[]), ["bad_words_ids", "non-empty"]),
