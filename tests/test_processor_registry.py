@@ -69,7 +69,7 @@ EVERYTHING = dict(  # every knob that builds a processor, at once
     repetition_penalty=1.2, no_repeat_ngram_size=2, encoder_no_repeat_ngram_size=3, bad_words_ids=[[5, 6]],
     min_length=6, min_new_tokens=2, prefix_allowed_tokens_fn=allow_all, forced_bos_token_id=1,
     forced_eos_token_id=9, remove_invalid_values=True, exponential_decay_length_penalty=(2, 1.5),
-    suppress_tokens=[7], begin_suppress_tokens=[8], temperature=0.7, top_k=5, top_p=0.9, min_p=0.05,
+    suppress_tokens=[7], begin_suppress_tokens=[8], temperature=0.7, top_h=0.9, top_k=5, top_p=0.9, min_p=0.05,
     typical_p=0.9, epsilon_cutoff=0.01, eta_cutoff=0.01, watermarking_config={"bias": 1.5},
     renormalize_logits=True)
 MIXES = {
@@ -170,6 +170,7 @@ BAD = [  # (call, words of the message); each checked with a 10-token vocabulary
     (dict(do_sample=True, typical_p=1.5), ["typical_p", "(0, 1]", "1.0 turns it off"]),  # transformers ignores it
     (dict(do_sample=True, epsilon_cutoff=1.0), ["epsilon_cutoff", "[0, 1)"]),
     (dict(do_sample=True, eta_cutoff=-0.1), ["eta_cutoff", "[0, 1)"]),
+    (dict(do_sample=True, top_h=0), ["top_h", "(0, 1]"]),
     (dict(do_sample=True, top_k=-1), ["top_k", "positive integer", "0 to turn top-k off"]),
     (dict(encoder_repetition_penalty=0), ["encoder_repetition_penalty", "> 0"]),
     (dict(bad_words_ids=[]), ["bad_words_ids", "non-empty"]),

@@ -129,6 +129,12 @@ def test_typical_p_keeps_the_tokens_whose_surprise_is_near_the_entropy():
     assert kept(ours.TypicalLogitsWarper(0.9)(IDS, RAMP)) == [7, 8, 9]
 
 
+def test_top_h_keeps_the_top_tokens_within_an_entropy_budget():
+    # -p ln p summed from the top: 0.29 (token 9), 0.63 (+8), 0.84 (+7); the budget is top_h * 1.04
+    assert kept(ours.TopHLogitsWarper(0.5)(IDS, RAMP)) == [9]
+    assert kept(ours.TopHLogitsWarper(0.7)(IDS, RAMP)) == [8, 9]
+
+
 # -- against transformers, random rows -------------------------------------------------------------------
 def random_rows(seed: int, batch: int = 1, vocab: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, scores): coarse scores with ties, some -inf; ids with repeats so that n-grams recur."""
@@ -163,6 +169,8 @@ STATELESS = [  # (explain processor, transformers processor), same arguments
     (lambda: ours.PrefixConstrainedLogitsProcessor(lambda b, ids: [int(ids[-1]), 7, 30]),
      lambda: hf.PrefixConstrainedLogitsProcessor(lambda b, ids: [int(ids[-1]), 7, 30], 1)),
     (lambda: ours.LogitNormalization(), lambda: hf.LogitNormalization()),
+    (lambda: ours.TopHLogitsWarper(0.4), lambda: hf.TopHLogitsWarper(0.4)),
+    (lambda: ours.TopHLogitsWarper(0.9), lambda: hf.TopHLogitsWarper(0.9)),
     (lambda: ours.TypicalLogitsWarper(0.3), lambda: hf.TypicalLogitsWarper(0.3)),
     (lambda: ours.TypicalLogitsWarper(0.95), lambda: hf.TypicalLogitsWarper(0.95)),
     (lambda: ours.EpsilonLogitsWarper(0.02), lambda: hf.EpsilonLogitsWarper(0.02)),
