@@ -91,7 +91,7 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.more_knobs = widgets.Accordion(children=[widgets.HBox(
             [self.knob_widgets[name] for name in MORE_KNOBS],
             layout=widgets.Layout(flex_flow="row wrap", align_items="center"))], selected_index=None)
-        self.more_knobs.set_title(0, f"more knobs ({len(MORE_KNOBS)}: {', '.join(MORE_KNOBS)})")
+        self.more_knobs.set_title(0, "more knobs: " + ", ".join(WIDGET_KNOBS[n].widget.label for n in MORE_KNOBS))
         hint = widgets.HTML("<div class='explain-w explain-muted'>Knobs change the next tokens. Temperature, top-k "
                             "and top-p act only when sampling; greedy decoding always takes the most likely token."
                             "</div>")
