@@ -72,6 +72,21 @@ def test_tiny_llama_many_processors_equal_generate(tiny, sampling):
     assert len(names) == (19 if sampling else 11)
 
 
+@pytest.mark.parametrize("kwargs, words", [  # issue 15: each was accepted, or failed with a raw error
+    (dict(stop_strings=""), ["stop_strings", "empty string"]),
+    (dict(stop_strings=5), ["stop_strings", "a string or a list of strings"]),
+    (dict(temperature=float("inf")), ["temperature", "finite"]),  # the pipeline samples by default
+    (dict(repetition_penalty=float("inf")), ["repetition_penalty", "finite"]),
+    (dict(eos_token_id=-1), ["eos_token_id", "-1", "leave the argument out"]),
+])
+def test_pipeline_refuses_what_used_to_go_wrong_silently(embedded_pipe, kwargs, words):
+    with pytest.raises(ExplainError) as error:
+        embedded_pipe("Hello", max_new_tokens=3, **kwargs)
+    for word in words:
+        assert word in str(error.value)
+    assert not embedded_pipe.trace.filter("generation", "step", embedded_pipe.trace.run)  # nothing was generated
+
+
 # -- the step records and the step-through API -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def run(embedded_pipe):
