@@ -227,6 +227,60 @@ class GenerationStep(TypedDict):
     # base64 of little-endian float32 (explain.generation.rows.decode_row)
 
 
+class LensLayer(TypedDict):
+    layer: int  # 0 = the embeddings (the input of the first layer), n = the output of layer n
+    ids: list[int]  # the top tokens if the model stopped here
+    probs: list[float]
+    chosen_prob: float  # the probability this layer's reading gives the token the step picked
+    chosen_rank: int
+
+
+class Lens(TypedDict):
+    layers: list[LensLayer]
+    last_layer_difference: float  # max |last layer's reading - the step's logits|: 0 when the replay is exact
+    note: str
+
+
+class Attention(TypedDict):
+    heads: list[list[list[float]]]  # (layers, heads, positions): the new position's weights over the context,
+    mean: list[list[float]]  # (layers, positions), heads averaged; both to 6 decimals
+    layers: int
+    num_heads: int
+    positions: int
+    first_token_share: float  # mean weight on position 0, over layers and heads
+    uniform_share: float  # 1 / positions: what an even spread would give each position
+    sink: bool  # the first position takes more than twice the even share (an attention sink)
+    note: str
+
+
+class Attribution(TypedDict):
+    method: str  # gradient_x_input or integrated_gradients
+    captum: str  # the Captum class that computed it
+    target: int
+    scores: list[float]  # per context position, summed over the embedding dimension
+    shares: list[float]  # |score| / sum |score|
+    steps: int
+    completeness_gap: float | None  # integrated gradients: sum(scores) - (log p(token) - log p(token | baseline))
+    seconds: float
+    note: str
+
+
+class GenerationInspect(TypedDict):
+    """What happened inside the model at one step (generation.inspect or capture="inside")."""
+    step: int
+    position: int
+    branch: int
+    token_id: int
+    token: str
+    context_ids: list[int]
+    context_tokens: list[str]
+    token_texts: NotRequired[dict[str, str]]  # the text of every token id the lens shows
+    lens: NotRequired[Lens]
+    attention: NotRequired[Attention]
+    attribution: NotRequired[Attribution]
+    seconds: float
+
+
 class GenerationForce(TypedDict):
     step: int
     position: int
@@ -332,6 +386,22 @@ def _generation_force(d: dict) -> str:
             f"instead of id {d['replaced']}")
 
 
+def _generation_inspect(d: dict) -> str:
+    parts = []
+    if "lens" in d:
+        first = next((layer["layer"] for layer in d["lens"]["layers"] if layer["chosen_rank"] == 1), None)
+        parts.append(f"lens: {d['token']!r} is the top reading from layer {first}" if first is not None
+                     else f"lens: {d['token']!r} is never the top reading")
+    if "attention" in d:
+        parts.append(f"attention: {d['attention']['first_token_share']:.0%} on the first token")
+    if "attribution" in d:
+        shares = d["attribution"]["shares"]
+        top = max(range(len(shares)), key=shares.__getitem__) if shares else None
+        parts.append(f"attribution: {d['context_tokens'][top]!r} weighs most ({shares[top]:.0%})"
+                     if top is not None else "attribution: empty context")
+    return f"inside step {d['step']}: " + "; ".join(parts)
+
+
 def _generation_end(d: dict) -> str:
     rate = d["decode_tokens_per_s"]
     return (f"{d['new_tokens']} new tokens, stopped by {d['stop_reason']}"
@@ -373,6 +443,7 @@ KINDS: dict[tuple[str, str], Kind] = {(k.stage, k.kind): k for k in (
     Kind("generation", "prefill", GenerationPrefill, _generation_prefill),
     Kind("generation", "step", GenerationStep, _generation_step),
     Kind("generation", "force", GenerationForce, _generation_force),
+    Kind("generation", "inspect", GenerationInspect, _generation_inspect),
     Kind("generation", "end", GenerationEnd, _generation_end),
     Kind("decoding", "decode", DecodingDecode, _decoding_decode),
 )}

@@ -25,7 +25,7 @@ from ..tokenizer import bytes_to_unicode
 from ..trace import Trace
 from ..units import size_text
 from .processors import build_processors
-from .rows import KeptLogits, encode_row
+from .rows import KeptLogits, encode_row, float32_list
 from .settings import KNOBS, LIVE_SETTINGS, eos_ids, unknown_argument, validate
 
 
@@ -56,11 +56,6 @@ def _index(value, what: str) -> int:
         return operator.index(value)
     except TypeError:
         raise ExplainError(f"the {what} must be an integer, got {value!r}") from None
-
-
-def _floats(values: torch.Tensor) -> list[float]:
-    """float32 values written with the fewest digits that read back as the same float32."""
-    return [float(np.format_float_positional(v, unique=True, trim="-")) for v in values.float().cpu().numpy()]
 
 
 class Generation:
@@ -155,7 +150,7 @@ class Generation:
         values, ids = values[keep], ids[keep].tolist()
         for token_id in ids:
             token_texts[token_id] = self.token_text(token_id)
-        return {"ids": ids, "values": _floats(values)}
+        return {"ids": ids, "values": float32_list(values)}
 
     @torch.inference_mode()
     def step(self) -> dict:
@@ -219,7 +214,7 @@ class Generation:
             token_id=token, token=self.token_text(token), text=piece, method=method,
             prob=float(probs[0, token]), raw_prob=float(raw_probs[0, token]),
             logit=float(raw[0, token]), rank=int((raw[0] > raw[0, token]).sum()) + 1,
-            entropy_bits=entropy, probs_top={"ids": top_ids.tolist(), "values": _floats(top_probs)},
+            entropy_bits=entropy, probs_top={"ids": top_ids.tolist(), "values": float32_list(top_probs)},
             kv_cache={"length": len(self.cache), "bytes": self.cache.nbytes},
             forward=forward, forward_time=forward_time,
             token_texts={str(k): v for k, v in token_texts.items()})  # str keys: as JSON has them, live or replayed
@@ -285,6 +280,13 @@ class Generation:
             count += 1
         return self
 
+    # -- looking inside ---------------------------------------------------------------------------------
+    def inspect(self, step: int, what=("lens", "attention"), **options) -> dict:
+        """The logit lens, attention weights and/or input attribution of step `step` (explain.inside), computed
+        by replaying the step from this run's KV cache; what=("lens", "attention", "attribution")."""
+        from ..inside import inspect_step  # Captum and the views' helpers load only when asked
+        return inspect_step(self, step, what=what, **options)
+
     # -- knobs, what-if, forcing ------------------------------------------------------------------------
     def _with_knobs(self, knobs: dict, what: str) -> dict:
         """The run's settings with these knobs changed, validated; an unknown, misspelt or fixed knob is refused."""
@@ -323,7 +325,7 @@ class Generation:
         top_probs, top_ids = torch.topk(probs, 10)
         shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *knobs)
         return {"step": step, "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
-                "ids": top_ids.tolist(), "probs": _floats(top_probs),
+                "ids": top_ids.tolist(), "probs": float32_list(top_probs),
                 "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
                 "recorded_token": self.steps[step]["token_id"],
                 "recorded_token_prob": float(probs[self.steps[step]["token_id"]])}
