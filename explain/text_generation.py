@@ -24,7 +24,7 @@ from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
-                "stop_sequence", "tokenizer", "trace_top", "keep_logits")
+                "stop_sequence", "tokenizer", "trace_top", "keep_logits", "capture")
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
 
 
@@ -113,6 +113,7 @@ class TextGenerationPipeline:
                                             len(ids), context, self.tokenizer.pad_token_id, vocab_size)
             generation = Generation(self.model, self.tokenizer, ids, settings, self.trace, run,
                                     trace_top=options.get("trace_top", 20), keep_logits=options.get("keep_logits", False),
+                                    capture=options.get("capture"),
                                     prompt=prompt, options=options)
             for message in warnings_for(settings, sources):  # what transformers warns about these settings
                 generation.warnings.append(message)

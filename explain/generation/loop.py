@@ -29,6 +29,7 @@ from .rows import KeptLogits, encode_row, float32_list
 from .settings import KNOBS, LIVE_SETTINGS, eos_ids, unknown_argument, validate
 
 
+CAPTURES = (None, "default", "inside")  # what each step records besides the default
 TOP_WHEN_ALL = 20  # trace_top="all": the usual top entries, and the whole rows in "rows"
 BYTE_DECODER = {char: byte for byte, char in bytes_to_unicode().items()}
 
@@ -64,7 +65,7 @@ class Generation:
 
     def __init__(self, model, tokenizer, prompt_ids: list[int], settings: dict, trace: Trace, run: int,
                  trace_top: int | str = 20, keep_logits: bool = False, branch: int = 0, prompt=None,
-                 options: dict | None = None):
+                 options: dict | None = None, capture: str | None = None):
         if not prompt_ids:
             raise ExplainError("the prompt has no tokens: this model has no BOS token to start from, so give it "
                                "some text (or a chat message list)")
@@ -79,7 +80,12 @@ class Generation:
         self.eos = set(eos_ids(self.settings))
         self.stop_strings = self._stop_strings(self.settings.get("stop_strings"))
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        if capture not in CAPTURES:
+            raise ExplainError(f"capture={capture!r} is not a capture mode; use None (the default: tokens, logits and "
+                               "processors) or \"inside\" (also each step's logit lens and attention weights, for "
+                               "replay with no model; about three forward passes a step)")
         self.trace_top, self.keep_logits, self.run_id, self.branch = trace_top, keep_logits, run, branch
+        self.capture = capture
         self.prompt, self.options = prompt, dict(options or {})  # what the call was given, for its postprocess
         self.warnings: list[str] = []  # what the settings event tells the reader about this run
         if trace_top == "all":
@@ -228,6 +234,8 @@ class Generation:
             self._finish("stop_string", record)
         self.steps.append(record)
         self.trace.emit("generation", "step", record, run=self.run_id, start=start, duration=time.perf_counter() - t0)
+        if self.capture == "inside":
+            self.inspect(index)
         return record
 
     def _completes_stop_string(self) -> bool:
@@ -343,7 +351,7 @@ class Generation:
         branch = Generation(self.model, self.tokenizer, self.input_ids[0, : self.prompt_length].tolist(),
                             self.settings, self.trace, self.run_id, trace_top=self.trace_top,
                             keep_logits=self.keep_logits, branch=self.trace.new_branch(self.run_id),
-                            prompt=self.prompt, options=self.options)
+                            prompt=self.prompt, options=self.options, capture=self.capture)
         branch.cache.keys, branch.cache.values = list(self.cache.keys), list(self.cache.values)
         branch.cache.crop(position)
         branch.input_ids = torch.cat([self.input_ids[:, :position],
