@@ -119,3 +119,36 @@ def test_bad_requests_say_what_to_ask(tokenizer):
         generation.inspect(0, what=("heads",))
     with pytest.raises(ExplainError, match="unknown attribution method 'shap'"):
         generation.inspect(0, what=("attribution",), attribution_method="shap")
+
+
+def test_capture_inside_records_every_step_for_replay_with_no_model(embedded_pipe, tmp_path):
+    """capture="inside" inspects each step as it is generated; the saved trace's InsideView shows it with no
+    model, and says what it cannot do there (attribution needs the model)."""
+    from explain.widgets import InsideView
+
+    pipe = embedded_pipe
+    pipe("Red, green and", max_new_tokens=3, do_sample=False, capture="inside")
+    run = pipe.trace.run
+    looks = [e.data for e in pipe.trace.filter("generation", "inspect", run)]
+    assert [look["step"] for look in looks] == [0, 1, 2] and all("lens" in look for look in looks)
+    replayed = Trace.load(pipe.trace.save(tmp_path / "captured.json"))
+    view = InsideView(replayed, step=1, run=run)
+    assert view.look == looks[1] and view.status == ""
+    view.request = "attribution:gradient_x_input:1"
+    assert "needs the model" in view.status and "attribution" not in view.look
+    view.show(7)
+    assert view.look == {} and "capture=\"inside\"" in view.status
+    with pytest.raises(ExplainError, match="not a capture mode"):
+        pipe("Hi", max_new_tokens=1, capture="everything")
+
+
+def test_the_view_computes_attribution_when_asked(embedded_pipe):
+    from explain.widgets import InsideView
+
+    generation = embedded_pipe.start("Two plus two is", max_new_tokens=2, do_sample=False).run()
+    view = InsideView(generation, step=1)
+    assert set(view.look) >= {"lens", "attention"} and "attribution" not in view.look
+    view.request = "attribution:gradient_x_input:1"
+    attribution = view.look["attribution"]
+    assert attribution["captum"] == "LayerGradientXActivation" and view.status == ""
+    assert len(attribution["scores"]) == view.look["position"]
