@@ -18,6 +18,7 @@ import torch
 
 from .errors import ExplainError
 from .generation import SETTINGS, Generation, resolve
+from .generation.settings import context_window_warnings
 from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
@@ -86,11 +87,12 @@ class TextGenerationPipeline:
         self.trace.new_run()
         ids, prompt_text = self._tokenize(prompt, options)
         handle = options.get("handle_long_generation")
-        context = self.config.get("max_position_embeddings") or self.config.get("n_positions")
-        if context and handle is None and len(ids) > context:
+        context, learned = self.model.config.max_position_embeddings, self.model.learned_positions
+        if learned and handle is None and len(ids) > context:  # rotary positions go on past it, learned ones do not
             raise ExplainError(f"the prompt is {len(ids)} tokens but the model's context window is {context} "
-                               "tokens; shorten the prompt, or pass handle_long_generation=\"hole\" to keep "
-                               "only its last tokens")
+                               "tokens, one learned position embedding each (transformers' generate fails with an "
+                               "IndexError here); shorten the prompt, or pass handle_long_generation=\"hole\" to "
+                               "keep only its last tokens")
         with self.trace.span("generation", "settings") as data:
             settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
                                         len(ids), context, self.tokenizer.pad_token_id)
@@ -108,7 +110,9 @@ class TextGenerationPipeline:
                                     trace_top=options.get("trace_top", 20), keep_logits=options.get("keep_logits", False))
             data.update(settings=settings, sources=sources, processors=[
                 {"name": p.name, "class": type(p).__name__, "args": p.args()} for p in generation.processors],
-                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device))
+                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device),
+                context_window=context, warnings=context_window_warnings(len(ids), settings["max_length"], context,
+                                                                         learned))
         generation.prompt_text, generation.options = prompt_text, options
         self.last_generation = generation
         return generation

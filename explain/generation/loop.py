@@ -13,6 +13,7 @@ import json
 import math
 import re
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -26,6 +27,17 @@ from .settings import eos_ids, validate
 
 
 BYTE_DECODER = {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+def context_window_message(context: int, length: int, learned: bool) -> str:
+    """Why a run stops at, or goes past, the model's context window (max_position_embeddings)."""
+    if learned:
+        return (f"stopped at the context window: the model learned one position embedding for each of its {context} "
+                f"positions (max_position_embeddings), and the next token would need position {context}, which "
+                "has none (transformers' generate fails there with an IndexError)")
+    return (f"the sequence is {length} tokens, past the model's context window of {context} positions "
+            "(max_position_embeddings): its rotary positions go on, as transformers' generate goes on after its "
+            "\"friendly reminder\" warning, but the model was not trained this far and may write worse text")
 
 
 def _byte_mode(tokenizer) -> str | None:
@@ -63,7 +75,8 @@ class Generation:
         self.processors = build_processors(self.settings, self.prompt_length)
         self.eos = set(eos_ids(self.settings))
         self.stop_strings = self._stop_strings(self.settings.get("stop_strings"))
-        self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        self.context = model.config.max_position_embeddings  # every model file's config answers this name
+        self.learned_positions = model.learned_positions  # True: no position past the window has an embedding
         self.trace_top, self.keep_logits, self.branch = trace_top, keep_logits, branch
         self.cache = KVCache()
         self.next_logits: torch.Tensor | None = None
@@ -71,6 +84,7 @@ class Generation:
         self.raw_logits: list[torch.Tensor] = []  # whole rows, kept only when keep_logits (step-through, what-if)
         self.printed = ""  # decoded text of the generated tokens that is complete (no half UTF-8 sequence)
         self.finished, self.stop_reason = False, None
+        self.past_context_window = False  # set at the step whose token takes the sequence past the window
         self._token_text: dict[int, str] = {}
         self._bytes: dict[int, bytes] = {}
         if self.settings["max_length"] <= self.prompt_length:
@@ -184,10 +198,16 @@ class Generation:
             self._finish("eos", record)
         elif self.input_ids.shape[1] >= self.settings["max_length"]:
             self._finish("max_length", record)
-        elif self.context and self.input_ids.shape[1] >= self.context:
+        elif self.learned_positions and self.input_ids.shape[1] >= self.context:
             self._finish("context_window", record)
+            record["warnings"] = [context_window_message(self.context, self.input_ids.shape[1], learned=True)]
         elif self._completes_stop_string():
             self._finish("stop_string", record)
+        if not self.finished and self.input_ids.shape[1] > self.context and not self.past_context_window:
+            # where transformers' MaxLengthCriteria warns (once) and goes on: the next forward is past the window
+            self.past_context_window = True
+            record["warnings"] = [context_window_message(self.context, self.input_ids.shape[1], learned=False)]
+            warnings.warn(record["warnings"][0], UserWarning, stacklevel=2)
         self.steps.append(record)
         self.trace.emit("generation", "step", record, start=start, duration=time.perf_counter() - t0)
         return record
@@ -300,6 +320,7 @@ class Generation:
         other.next_logits = None
         other.printed = other.text if not other.text.endswith("\ufffd") else ""
         other.finished, other.stop_reason = False, None
+        other.past_context_window = other.input_ids.shape[1] > other.context
         if token_id in other.eos or other.input_ids.shape[1] >= other.settings["max_length"]:
             other._finish("eos" if token_id in other.eos else "max_length", forced)
         self.trace.emit("generation", "force", {"step": step, "position": position, "token_id": token_id,
