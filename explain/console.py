@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .models import common_config
 from .trace import Event, Trace
 from .units import size_text
 
@@ -28,12 +29,11 @@ def describe(event: Event) -> str | None:
                 f"{' (offline)' if d.get('offline') else ''}")
     if event.stage == "config" and event.kind == "config":
         h = d.get("hyperparameters", {})
-        layers = h.get("num_hidden_layers", h.get("n_layer"))
-        hidden = h.get("hidden_size", h.get("n_embd"))
-        heads = h.get("num_attention_heads", h.get("n_head"))
-        return (f"{d['architecture']} ({d['model_type']}): {layers} layers, hidden {hidden}, {heads} heads"
+        common = common_config(h)
+        return (f"{d['architecture']} ({d['model_type']}): {common['num_hidden_layers']} layers, hidden "
+                f"{common['hidden_size']}, {common['num_attention_heads']} heads"
                 f"{', ' + str(h['num_key_value_heads']) + ' kv heads' if 'num_key_value_heads' in h else ''}, "
-                f"vocab {h.get('vocab_size')}, tied embeddings {h.get('tie_word_embeddings', False)}")
+                f"vocab {common['vocab_size']}, tied embeddings {h.get('tie_word_embeddings', False)}")
     if event.stage == "tokenizer":
         special = ", ".join(f"{k.replace('_token', '')}={v['token']!r}" for k, v in
                             (d.get("special_tokens") or {}).items() if isinstance(v, dict))
