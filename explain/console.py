@@ -49,6 +49,10 @@ def describe(event: Event) -> str | None:
         return f"{d.get('strategy')} -> {', '.join(d.get('devices', []))} ({per}); {d.get('reason')}"
     if event.stage == "tokenization":
         return f"{d['count']} tokens from {d['kind_of_input']} input"
+    if event.stage == "generation" and event.kind == "settings" and d.get("warnings"):
+        return "warning: " + "; ".join(d["warnings"])  # the context window, said before the run
+    if event.stage == "generation" and event.kind == "step" and d.get("warnings"):
+        return f"step {d['step']}: " + "; ".join(d["warnings"])
     if event.stage == "generation" and event.kind == "prefill":
         return f"prefill: {d['prompt_tokens']} tokens, {d['tokens_per_s']:.0f} tokens/s"
     if event.stage == "generation" and event.kind == "end":
