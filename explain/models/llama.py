@@ -3,8 +3,9 @@
 Covers SmolLM2, Llama 2/3.x and Mistral-style checkpoints: grouped-query attention, optional tied embeddings,
 every rope scaling transformers' Llama reads (linear, dynamic, yarn, longrope, llama3). The pieces the other
 Llama-family files share (rotary embedding, attention, block, model) are written here once; qwen2.py, qwen3.py
-and smollm3.py carry marked copies (`# Copied from explain.models.llama.<name>`, checked by tests/test_copies.py). Module names are the checkpoint's names (model.layers.0.self_attn.q_proj.weight),
-so a state dict loads as it is. Mirrors transformers' modeling_llama.py numerically.
+and smollm3.py carry marked copies (`# Copied from explain.models.llama.<name>`, checked by tests/test_copies.py).
+Module names are the checkpoint's names (model.layers.0.self_attn.q_proj.weight), so a state dict loads as it is.
+Mirrors transformers' modeling_llama.py numerically.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def standardize_rope_parameters(config: LlamaConfig) -> dict:
     if rope["rope_type"] not in ROPE_TYPES:
         raise NotImplementedError(f"rope_type {rope['rope_type']!r} in config.json is not implemented; explain "
                                   f"implements {', '.join(ROPE_TYPES)}")
-    needs = {"linear": ["factor"], "dynamic": ["factor"], "yarn": ["factor"], "longrope": ["long_factor", "short_factor"],
+    needs = {"linear": ["factor"], "dynamic": ["factor"], "yarn": ["factor"],
+             "longrope": ["long_factor", "short_factor"],
              "llama3": ["factor", "low_freq_factor", "high_freq_factor"]}.get(rope["rope_type"], [])
     missing = [key for key in needs if key not in rope]
     if missing:

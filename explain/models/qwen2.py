@@ -5,6 +5,10 @@ attention is off in every released config (use_sliding_window: false); a config 
 only while the sequence fits in the window, where it equals full attention. Module names are the checkpoint's
 names (model.layers.0.self_attn.q_proj.bias), so a state dict loads as it is. Mirrors transformers'
 modeling_qwen2.py numerically.
+
+Everything it shares with Llama (rope parameters and every rope scaling transformers reads, RMSNorm, rotary
+embedding, attention, block, model, LM head) is a marked copy of llama.py (`# Copied from explain.models.llama...`,
+checked by tests/test_copies.py); what differs is written out here.
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ def standardize_rope_parameters(config: Qwen2Config) -> dict:
     if rope["rope_type"] not in ROPE_TYPES:
         raise NotImplementedError(f"rope_type {rope['rope_type']!r} in config.json is not implemented; explain "
                                   f"implements {', '.join(ROPE_TYPES)}")
-    needs = {"linear": ["factor"], "dynamic": ["factor"], "yarn": ["factor"], "longrope": ["long_factor", "short_factor"],
+    needs = {"linear": ["factor"], "dynamic": ["factor"], "yarn": ["factor"],
+             "longrope": ["long_factor", "short_factor"],
              "llama3": ["factor", "low_freq_factor", "high_freq_factor"]}.get(rope["rope_type"], [])
     missing = [key for key in needs if key not in rope]
     if missing:
@@ -287,7 +292,6 @@ class Qwen2Attention(nn.Module):
         out, weights = attend(q, k, v, self.scaling, output_attentions)
         out = out.transpose(1, 2).reshape(batch, length, -1)  # (B, T, num_heads * head_dim)
         return self.o_proj(out), weights
-
 
 
 class Qwen2MLP(nn.Module):
