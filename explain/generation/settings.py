@@ -128,4 +128,3 @@ def context_window_warnings(prompt_length: int, max_length: int, context: int, l
                 f"{max_length - prompt_length} new ones. Past it the rotary positions go on, as in transformers "
                 "(which warns when it gets there), but the model was not trained this far"]
     return []
-
