@@ -168,8 +168,9 @@ class TokenizationEncode(TypedDict):
 
 
 class ProcessorSpec(TypedDict):
-    name: str
+    name: str  # the knob that turned it on (explain.generation.processors: the registry)
     args: dict[str, Any]
+    title: NotRequired[str]  # the short human title of its panel in the step view (absent in older traces)
 
 
 class GenerationSettings(TypedDict):
@@ -194,7 +195,8 @@ class GenerationPrefill(TypedDict):
 
 class ProcessorStep(TypedDict):
     """What one logits processor did at one step."""
-    name: str
+    name: str  # the knob that turned it on, e.g. "top_p"; "logits_processor" for one of the call's own
+    title: NotRequired[str]  # the panel title in the step view, e.g. "top-p (nucleus)" (absent in older traces)
     args: dict[str, Any]
     removed: int  # tokens it made impossible (-inf)
     changed: int  # scores it changed

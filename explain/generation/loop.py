@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import time
 import warnings
@@ -25,7 +26,7 @@ from ..trace import Trace
 from ..units import size_text
 from .processors import build_processors
 from .rows import KeptLogits, encode_row, float32_list
-from .settings import context_window_warnings, eos_ids, validate
+from .settings import KNOBS, LIVE_SETTINGS, context_window_warnings, eos_ids, unknown_argument, validate
 
 
 CAPTURES = (None, "default", "inside")  # what each step records besides the default
@@ -58,6 +59,15 @@ def _byte_mode(tokenizer) -> str | None:
     return "byte_level" if '"type": "ByteLevel"' in state else None
 
 
+def _index(value, what: str) -> int:
+    """A step number or token id: an integer (a Python, numpy or 0-d torch integer), never a float or a bool."""
+    if isinstance(value, bool) or isinstance(value, float) or (
+            isinstance(value, torch.Tensor) and value.is_floating_point()):
+        raise ExplainError(f"the {what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ExplainError(f"the {what} must be an integer, got {value!r}") from None
 
 
 class Generation:
@@ -77,7 +87,7 @@ class Generation:
         self.settings = dict(settings)
         self.input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
         self.prompt_length = len(prompt_ids)
-        self.processors = build_processors(self.settings, self.prompt_length)
+        self.processors = self._build_processors(self.settings)
         self.eos = set(eos_ids(self.settings))
         self.stop_strings = self._stop_strings(self.settings.get("stop_strings"))
         self.context = model.config.max_position_embeddings  # every model file's config answers this name
@@ -128,6 +138,10 @@ class Generation:
         if token_id not in self._token_text:
             self._token_text[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
         return self._token_text[token_id]
+
+    def _build_processors(self, settings: dict) -> list:
+        return build_processors(settings, self.prompt_length, prompt_ids=self.input_ids[:, :self.prompt_length],
+                                model=self.model, vocab_size=self.model.config.vocab_size, device=self.device)
 
     @staticmethod
     def _stop_strings(value) -> list[str]:
@@ -191,7 +205,8 @@ class Generation:
                 processed.append(scores[0])
             removed = int((torch.isfinite(before) & ~torch.isfinite(scores)).sum())
             changed = int((before != scores).sum())
-            record["processors"].append({"name": processor.name, "args": processor.args(), "removed": removed,
+            record["processors"].append({"name": processor.name, "title": processor.title,
+                                         "args": processor.args(), "removed": removed,
                                          "changed": changed, "kept": int(torch.isfinite(scores).sum()),
                                          "top": self._top(scores, token_texts) if changed else None})
         probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
@@ -302,15 +317,25 @@ class Generation:
         return inspect_step(self, step, what=what, **options)
 
     # -- knobs, what-if, forcing ------------------------------------------------------------------------
+    def _with_knobs(self, knobs: dict, what: str) -> dict:
+        """The run's settings with these knobs changed, validated; an unknown, misspelt or fixed knob is refused."""
+        for name in knobs:
+            if name not in KNOBS:
+                raise unknown_argument(name, LIVE_SETTINGS, f"knob for {what}")
+            if name not in LIVE_SETTINGS:
+                raise ExplainError(f"{name} cannot change {what}: it is fixed when the run starts; start a new run "
+                                   f"with it (pipe.start(prompt, {name}=...)). Knobs that can change: "
+                                   f"{', '.join(LIVE_SETTINGS)}")
+        settings = validate({**self.settings, **knobs}, self.model.config.vocab_size)
+        if "min_new_tokens" in knobs and settings["min_new_tokens"] is not None:
+            settings["min_length"] = settings["min_new_tokens"] + self.prompt_length  # as resolve() does
+        return settings
+
     def set_settings(self, **knobs) -> None:
-        """Change sampling knobs (temperature, top_k, top_p, min_p, repetition_penalty, do_sample) for the next steps."""
-        allowed = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty", "do_sample", "min_new_tokens"}
-        unknown = set(knobs) - allowed
-        if unknown:
-            raise ExplainError(f"cannot change {sorted(unknown)} mid-run; knobs are {', '.join(sorted(allowed))}")
-        settings = {**self.settings, **knobs}
-        validate(settings)
-        self.processors = build_processors(settings, self.prompt_length)
+        """Change knobs (temperature, top_k, top_p, repetition_penalty, do_sample, or any other processor's) for
+        the next steps; the processors are rebuilt from them."""
+        settings = self._with_knobs(knobs, "mid-run")
+        self.processors = self._build_processors(settings)
         self.settings = settings
 
     def what_if(self, step: int, **knobs) -> dict:
@@ -318,23 +343,26 @@ class Generation:
         if self.raw_logits is None:
             raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
                                "(the step-through controller does)")
-        settings = {**self.settings, **knobs}
-        validate(settings)
+        step = _index(step, "step")
+        scores = self.raw_logits[step][None].to(self.device)  # refuses a step not generated, or no longer kept
+        settings = self._with_knobs(knobs, "in a what-if")
         ids = self.input_ids[:, : self.steps[step]["position"]]
-        scores = self.raw_logits[step][None].to(self.device)
-        for processor in build_processors(settings, self.prompt_length):
-            scores = processor(ids, scores)
+        with torch.inference_mode():
+            for processor in self._build_processors(settings):
+                scores = processor(ids, scores)
         probs = torch.softmax(scores, dim=-1)[0]
         top_probs, top_ids = torch.topk(probs, 10)
-        return {"step": step, "settings": {k: settings.get(k) for k in ("do_sample", "temperature", "top_k", "top_p",
-                                                                        "min_p", "repetition_penalty")},
+        shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *knobs)
+        return {"step": step, "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
                 "ids": top_ids.tolist(), "probs": float32_list(top_probs),
                 "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
                 "recorded_token": self.steps[step]["token_id"],
                 "recorded_token_prob": float(probs[self.steps[step]["token_id"]])}
 
     def force(self, step: int, token_id: int) -> "Generation":
-        """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was."""
+        """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was.
+        The branch builds its own processors (some keep state: guidance's second sequence)."""
+        step, token_id = _index(step, "step"), _index(token_id, "token id")
         if not 0 <= step < len(self.steps):
             raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.steps) - 1} exist")
         vocab = self.model.config.vocab_size
