@@ -13,7 +13,7 @@ import gguf
 import numpy as np
 
 from .errors import CorruptFileError, ExplainError
-from .models import GGUF_ARCHITECTURES, architecture_of
+from .models import GGUF_ARCHITECTURES, architecture_of, common_config
 from .trace import Trace
 
 # GGUF metadata key (after "<arch>.") -> config.json key, per GGUF architecture, as transformers maps them
@@ -35,8 +35,11 @@ GGUF_CONFIG_KEYS = {
 # the hyperparameters worth showing, in the names each family uses
 KEY_HYPERPARAMETERS = ("vocab_size", "hidden_size", "n_embd", "intermediate_size", "num_hidden_layers", "n_layer",
                        "num_attention_heads", "n_head", "num_key_value_heads", "head_dim", "max_position_embeddings",
-                       "n_positions", "n_ctx", "rope_theta", "rope_scaling", "rms_norm_eps", "layer_norm_epsilon",
-                       "tie_word_embeddings", "hidden_act", "bos_token_id", "eos_token_id", "pad_token_id")
+                       "n_positions", "n_ctx", "rope_theta", "rope_scaling", "rope_parameters", "rms_norm_eps",
+                       "layer_norm_epsilon", "tie_word_embeddings", "hidden_act", "bos_token_id", "eos_token_id",
+                       "pad_token_id")
+
+
 def read_json(path: str, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
@@ -155,8 +158,8 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
 
 def describe_parameters(config: dict) -> dict:
     """A few derived facts a reader wants next to the raw config."""
-    hidden = config.get("hidden_size") or config.get("n_embd")
-    heads = config.get("num_attention_heads") or config.get("n_head")
+    common = common_config(config)
+    hidden, heads = common["hidden_size"], common["num_attention_heads"]
     return {"head_dim": config.get("head_dim") or (hidden // heads if hidden and heads else None),
             "grouped_query": bool(config.get("num_key_value_heads")) and config.get("num_key_value_heads") != heads}
 

@@ -93,11 +93,12 @@ class TextGenerationPipeline:
         run = self.trace.new_run() if run is None else run
         ids = self._tokenize(prompt, options, run)
         handle = options.get("handle_long_generation")
-        context = self.config.get("max_position_embeddings") or self.config.get("n_positions")
-        if context and handle is None and len(ids) > context:
+        context, learned = self.model.config.max_position_embeddings, self.model.learned_positions
+        if learned and handle is None and len(ids) > context:  # rotary positions go on past it, learned ones do not
             raise ExplainError(f"the prompt is {len(ids)} tokens but the model's context window is {context} "
-                               "tokens; shorten the prompt, or pass handle_long_generation=\"hole\" to keep "
-                               "only its last tokens")
+                               "tokens, one learned position embedding each (transformers' generate fails with an "
+                               "IndexError here); shorten the prompt, or pass handle_long_generation=\"hole\" to "
+                               "keep only its last tokens")
         with self.trace.span("generation", "settings", run=run) as data:
             vocab_size = self.config.get("vocab_size")
             settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
@@ -122,7 +123,8 @@ class TextGenerationPipeline:
             data.update(settings=settings, sources=sources, processors=[
                 {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
                 for p in generation.processors],
-                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device), warnings=generation.warnings)
+                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device), warnings=generation.warnings,
+                context_window=context)
         self.last_generation = generation
         return generation
 

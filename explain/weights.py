@@ -22,6 +22,7 @@ from gguf.quants import dequantize
 
 from .config import gguf_reader
 from .errors import CorruptFileError, ExplainError
+from .models import common_config
 from .trace import Trace
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32, "float16": torch.float16,
@@ -59,7 +60,7 @@ def read_gguf(reader: gguf.GGUFReader, path: str, expected: list[str], config: d
     arch = {n: a for a, n in gguf.MODEL_ARCH_NAMES.items()}.get(arch_name)
     if arch is None:
         raise ExplainError(f"{path}: the gguf package knows no architecture {arch_name!r}")
-    name_map = gguf.get_tensor_name_map(arch, config.get("num_hidden_layers") or config.get("n_layer"))
+    name_map = gguf.get_tensor_name_map(arch, common_config(config)["num_hidden_layers"])
     gguf_to_hf = {}
     for name in expected:
         gguf_name = name_map.get_name(name, try_suffixes=(".weight", ".bias"))

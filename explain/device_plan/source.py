@@ -111,9 +111,6 @@ def config_of(module: torch.nn.Module) -> dict:
     if dataclasses.is_dataclass(config):
         values = dataclasses.asdict(config)
         values.update(values.pop("extra", {}) or {})
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim"):
-            if name not in values and hasattr(config, name):  # GPT-2's config answers these as properties
-                values[name] = getattr(config, name)
         return values
     if hasattr(config, "to_dict"):  # a transformers PretrainedConfig
         return config.to_dict()

@@ -7,6 +7,7 @@ declared fields directly (`data["prob"]`): `explain.events.check_event` has prov
 
 from typing import Any, Callable, Literal, NotRequired, TypedDict
 
+from ..models import common_config
 from ..units import size_text
 
 
@@ -185,7 +186,9 @@ class GenerationSettings(TypedDict):
     dtype: str
     device: str
     hole: NotRequired[dict[str, int]]
-    warnings: NotRequired[list[str]]  # what the reader should know about this run (e.g. trace_top="all" costs)
+    warnings: NotRequired[list[str]]  # what the reader should know about this run (e.g. trace_top="all" costs,
+    # the context window it may pass or stop at)
+    context_window: NotRequired[int]  # the model's max_position_embeddings
 
 
 class GenerationPrefill(TypedDict):
@@ -227,6 +230,8 @@ class GenerationStep(TypedDict):
     forward_time: float | None
     token_texts: dict[str, str]  # token id (as JSON keys are strings) -> its text, for every id shown
     stop_reason: NotRequired[str | None]
+    warnings: NotRequired[list[str]]  # the context window passed here (rotary positions go on, as in transformers)
+    # or reached (learned positions: stop_reason "context_window")
     forced: NotRequired[bool]
     rows: NotRequired[dict[str, str]]  # trace_top="all": "logits", each processor, "probs" -> the whole row as
     # base64 of little-endian float32 (explain.generation.rows.decode_row)
@@ -333,12 +338,11 @@ def _config_file(d: dict) -> str:
 
 def _config_config(d: dict) -> str:
     h = d["hyperparameters"]
-    layers = h.get("num_hidden_layers", h.get("n_layer"))
-    hidden = h.get("hidden_size", h.get("n_embd"))
-    heads = h.get("num_attention_heads", h.get("n_head"))
+    common = common_config(h)  # GPT-2's n_layer, n_embd... under the common names
     kv = f", {h['num_key_value_heads']} kv heads" if "num_key_value_heads" in h else ""
-    return (f"{d['architecture']} ({d['model_type']}): {layers} layers, hidden {hidden}, {heads} heads{kv}, "
-            f"vocab {h.get('vocab_size')}, tied embeddings {h.get('tie_word_embeddings', False)}")
+    return (f"{d['architecture']} ({d['model_type']}): {common['num_hidden_layers']} layers, hidden "
+            f"{common['hidden_size']}, {common['num_attention_heads']} heads{kv}, vocab {common['vocab_size']}, "
+            f"tied embeddings {h.get('tie_word_embeddings', False)}")
 
 
 def _tokenizer_load(d: dict) -> str:
@@ -374,7 +378,8 @@ def _generation_settings(d: dict) -> str:
     s = d["settings"]
     how = "sampling" if s.get("do_sample") else "greedy"
     names = ", ".join(p["name"] for p in d["processors"]) or "none"
-    return f"{how}, up to {s.get('max_new_tokens_effective')} new tokens; logits processors: {names}"
+    warned = "".join(f"; warning: {warning}" for warning in d.get("warnings", []))
+    return f"{how}, up to {s.get('max_new_tokens_effective')} new tokens; logits processors: {names}{warned}"
 
 
 def _generation_prefill(d: dict) -> str:
@@ -383,7 +388,8 @@ def _generation_prefill(d: dict) -> str:
 
 def _generation_step(d: dict) -> str:
     how = "forced" if d.get("forced") else d["method"]
-    return f"step {d['step']}: {d['token']!r} ({how}, p {_number(d['prob'])}, rank {d['rank']})"
+    warned = "".join(f"; {warning}" for warning in d.get("warnings", []))
+    return f"step {d['step']}: {d['token']!r} ({how}, p {_number(d['prob'])}, rank {d['rank']}){warned}"
 
 
 def _generation_force(d: dict) -> str:

@@ -311,6 +311,8 @@ class Dashboard(StaticFallback, widgets.VBox):
                      f"KV cache {kv.get('length', '?')} positions ({size_text(kv.get('bytes'))})")
         if step.get("stop_reason"):
             parts.append(f" \u00b7 generation stopped here: {escape(str(step['stop_reason']))}")
+        for warning in step.get("warnings") or []:  # the context window passed (or reached) at this step
+            parts.append(f"<br>\u26a0 {escape(str(warning))}")
         parts.append("</span>")
         return f"<div class='explain-w'>{''.join(parts)}</div>"
 

@@ -7,6 +7,7 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 from __future__ import annotations
 
 from ..events import LOADING_STAGES, STAGES
+from ..models import common_config
 from ..trace import Event, Trace
 from ..units import size_text
 ROLE_NAMES = ("system", "user", "assistant", "generation prompt", "tool")
@@ -233,9 +234,9 @@ def loading_facts(stage: str, events: list[Event]) -> list[str]:
             facts.append(size_text(sum(f.get("size") or 0 for f in files)))
         config = [e.data for e in events if e.kind == "config"]
         if config:
-            h = config[-1].get("hyperparameters", {})
-            layers = h.get("num_hidden_layers", h.get("n_layer"))
-            facts.append(f"{config[-1].get('architecture')}, {layers} layers, vocab {h.get('vocab_size')}")
+            common = common_config(config[-1].get("hyperparameters", {}))
+            facts.append(f"{config[-1].get('architecture')}, {common['num_hidden_layers']} layers, "
+                         f"vocab {common['vocab_size']}")
         return facts
     if stage == "tokenizer":
         facts = [str(d.get("model")), f"{d.get('vocab_size')} tokens"]
