@@ -16,13 +16,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
+from .errors import TraceFileError  # an ExplainError: the CLI prints it in one line
+
 STAGES = ("registry", "config", "tokenizer", "weights", "placement", "tokenization", "generation", "decoding")
 FORMAT = "explain-trace"
 VERSION = 1
-
-
-class TraceFileError(ValueError):
-    """A trace file that cannot be read back (wrong format, truncated, another program's JSON)."""
 
 
 @dataclass
@@ -165,6 +163,12 @@ class Trace:
                 record = json.load(f)
         except FileNotFoundError:
             raise TraceFileError(f"no trace file at {path}; save one with pipe.trace.save(path)") from None
+        except IsADirectoryError:
+            raise TraceFileError(f"{path} is a folder, not a trace file; pass the path of a file written by "
+                                 "pipe.trace.save(path)") from None
+        except OSError as error:
+            raise TraceFileError(f"{path} cannot be read ({error.strerror or error}); check the path and its "
+                                 "permissions") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise TraceFileError(f"{path} is not a readable trace (truncated or not JSON: {error}); "
                                  "save it again with trace.save(path)") from None
