@@ -12,6 +12,7 @@ import os
 import gguf
 import numpy as np
 
+from .config_checks import check_config
 from .errors import CorruptFileError, ExplainError
 from .models import GGUF_ARCHITECTURES, architecture_of
 from .trace import Trace
@@ -44,13 +45,24 @@ GENERATION_DEFAULTS = {"max_length": 20, "max_new_tokens": None, "min_length": 0
                        "pad_token_id": None, "stop_strings": None}
 
 
+JSON_LIMIT = 64 * 2**20  # a config or an index is kilobytes; a bigger file is not one, and is not read into memory
+
+
 def read_json(path: str, what: str) -> dict:
     try:
+        size = os.path.getsize(path)
+        if size > JSON_LIMIT:
+            raise CorruptFileError(f"{path} is {size / 2**20:.0f} MiB, far more than a {what} ever is (explain reads at "
+                                   f"most {JSON_LIMIT // 2**20} MiB); it is not what its name says: get it again")
         with open(path, encoding="utf-8") as f:
             value = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CorruptFileError(f"{path} is not valid JSON ({error}); the {what} is truncated or corrupt: "
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise CorruptFileError(f"{path} is not valid JSON ({reason}); the {what} is truncated or corrupt: "
                                "download it again or restore it from the original checkpoint") from None
+    except OSError as error:
+        raise CorruptFileError(f"{path} cannot be read ({error.strerror or error}); check the file and its "
+                               "permissions") from None
     if not isinstance(value, dict):
         raise CorruptFileError(f"{path} holds JSON but not an object; it is not a {what}")
     return value
@@ -148,6 +160,7 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
             config = config_from_gguf(reader, gguf_path)
             data["source"] = f"GGUF metadata of {gguf_path}"
         architecture_of(config)  # a config with no architectures entry fails here, with the fix
+        check_config(config, config_path or f"the GGUF metadata of {gguf_path}")  # sizes, epsilons: before any use
         generation_file = read_json(generation_path, "generation config") if generation_path else None
         generation, sources = generation_config(config, generation_file)
         data.update(architecture=config["architectures"][0], model_type=config.get("model_type"),

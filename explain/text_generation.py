@@ -16,19 +16,16 @@ import time
 
 import torch
 
+from .chat_template import TemplateLimitError
 from .errors import ExplainError
 from .generation import SETTINGS, Generation, resolve
+from .inputs import check_inputs, check_prompt
 from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
                 "stop_sequence", "tokenizer", "trace_top", "keep_logits")
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS
-
-
-def _is_chat(value) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        isinstance(m, dict) and "role" in m for m in value)
 
 
 class TextGenerationPipeline:
@@ -47,15 +44,13 @@ class TextGenerationPipeline:
 
     # -- call ------------------------------------------------------------------------------------------
     def __call__(self, text_inputs, **kwargs):
-        if isinstance(text_inputs, str) or _is_chat(text_inputs):
-            return self._one(text_inputs, kwargs)
-        if isinstance(text_inputs, (list, tuple)) and text_inputs:
+        if check_inputs(text_inputs):  # a batch: every prompt is checked before the first runs
             return [self._one(item, kwargs) for item in text_inputs]
-        raise ExplainError(f"text_inputs must be a string, a chat (a list of {{'role', 'content'}} dicts) or a list "
-                           f"of those; got {type(text_inputs).__name__}")
+        return self._one(text_inputs, kwargs)
 
     def start(self, text_inputs, **kwargs) -> Generation:
         """Tokenize and set up a generation without running it: advance it with .step() / .run()."""
+        check_prompt(text_inputs)
         options, settings_call = self._split(kwargs)
         return self._prepare(text_inputs, options, settings_call)
 
@@ -163,6 +158,8 @@ class TextGenerationPipeline:
         for i in range(len(messages)):
             try:
                 end = len(self.tokenizer.apply_chat_template(messages[: i + 1], add_generation_prompt=False))
+            except TemplateLimitError:  # the same template ran within its limits on the whole chat: say so
+                raise
             except Exception:  # a template that refuses partial conversations: no segments, nothing is lost
                 return None
             if not text.startswith(text[:end]) or end > len(text):
