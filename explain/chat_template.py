@@ -7,7 +7,8 @@ bounds transformers does not have:
 
   time     every loop step, call, attribute lookup and operator checks the clock: a template still running after
            TIME_LIMIT seconds (nested loops) stops with a ChatTemplateError naming its source file;
-  output   every string or list the template builds, and the text it writes, is counted before it is made:
+  output   every string or list the template builds (a list item counting as 16 characters), and the text it
+           writes, is counted before it is made:
            beyond the output limit (OUTPUT_LIMIT characters, or 4x the messages' own size if that is more) it stops
            with the same error, instead of exhausting memory.
 
@@ -34,6 +35,8 @@ from .errors import ChatTemplateError
 TIME_LIMIT = 5.0  # seconds; real chat templates render in milliseconds
 OUTPUT_LIMIT = 16 * 2**20  # characters of any one string, list or the output (a prompt of ~4 million tokens)
 WIDTH = re.compile(r"%[-+ #0]*(\d+)|\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")  # field widths in "%10s" and "{:>10}" formats
+TEMPLATE_LIMIT = 2**20  # characters of template source; the longest real ones (with tool instructions) are ~50,000
+LIST_ITEM = 16  # what one item of a list costs against the output limit, in characters
 BIG_INTEGER_BITS = 1 << 16  # a template computes indices and counters, not numbers of 20,000 digits
 
 _render_state = threading.local()  # the limits of the render running on this thread
@@ -55,11 +58,12 @@ class _Budget:
                                      "was stopped (it loops too long: a template that renders a conversation takes "
                                      "milliseconds); fix the template, or pass a plain string prompt")
 
-    def size(self, length: int, what: str) -> None:
+    def size(self, length: int, what: str, unit: str = "characters", built: bool = False) -> None:
         if length > self.characters:
-            raise TemplateLimitError(f"the chat template from {self.source} {what} of {length:,} characters, beyond "
-                                     f"the limit of {self.characters:,}, and was stopped before building it; fix the "
-                                     "template, or pass a plain string prompt")
+            when = "was stopped" if built else "was stopped before making it"
+            raise TemplateLimitError(f"the chat template from {self.source} {what} of {length:,} {unit}, beyond "
+                                     f"the limit of {self.characters:,}, and {when}; fix the template, or pass a "
+                                     "plain string prompt")
 
 
 def _budget() -> _Budget | None:
@@ -67,7 +71,10 @@ def _budget() -> _Budget | None:
 
 
 def _length(value) -> int | None:
-    return len(value) if isinstance(value, (str, list, tuple)) else None
+    """A string's characters; a list's items count LIST_ITEM characters each (each is a pointer and an object)."""
+    if isinstance(value, str):
+        return len(value)
+    return len(value) * LIST_ITEM if isinstance(value, (list, tuple)) else None
 
 
 def _check_widths(text: str) -> None:
@@ -124,12 +131,13 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
                     if _length(sequence) is not None and isinstance(count, int):
                         budget.size(_length(sequence) * max(count, 0), "repeats a string or list (*)")
                 if isinstance(left, int) and isinstance(right, int):
-                    budget.size((left.bit_length() + right.bit_length()) // 8, "multiplies integers into bytes")
+                    budget.size((left.bit_length() + right.bit_length()) // 8, "multiplies integers into a number",
+                                "bytes")
             elif operator == "+" and _length(left) is not None and _length(right) is not None:
                 budget.size(_length(left) + _length(right), "adds strings or lists (+)")
             elif operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
                 if right * left.bit_length() > BIG_INTEGER_BITS:
-                    budget.size(right * left.bit_length() // 8, "raises an integer to a power of bytes")
+                    budget.size(right * left.bit_length() // 8, "raises an integer to a power", "bytes")
             elif operator == "%" and isinstance(left, str):
                 _check_widths(left)
         return super().call_binop(context, operator, left, right)
@@ -158,7 +166,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
                         budget.size(value, f"asks {getattr(__obj, '__name__', 'a method')}() for a size")
         result = super().call(__context, __obj, *args, **kwargs)
         if budget is not None and _length(result) is not None:
-            budget.size(_length(result), "built a value")
+            budget.size(_length(result), "built a value", built=True)
         return result
 
 
@@ -178,9 +186,15 @@ def _bounded_filter(name: str, function):
                         budget.size(value, f"asks the {name} filter for a size")
             elif name == "format" and args and isinstance(args[0], str):
                 _check_widths(args[0])
+            elif name == "join":  # join(eval_context, value, separator): every gap holds the separator
+                items = next((a for a in args if isinstance(a, (list, tuple))), None)
+                separator = args[2] if len(args) > 2 and isinstance(args[2], str) else kwargs.get("d", "")
+                if items is not None and isinstance(separator, str):
+                    budget.size(len(items) * len(separator) + sum(len(i) for i in items if isinstance(i, str)),
+                                "joins a string (join filter)")
         result = function(*args, **kwargs)
         if budget is not None and _length(result) is not None:
-            budget.size(_length(result), f"built a value with the {name} filter")
+            budget.size(_length(result), f"built a value with the {name} filter", built=True)
         return result
     if hasattr(function, "jinja_pass_arg"):  # keep jinja2's pass_context / pass_environment marker
         bounded.jinja_pass_arg = function.jinja_pass_arg
@@ -259,11 +273,15 @@ def render(template: str, source: str, time_limit: float | None = None, output_l
     budget = _Budget(source, TIME_LIMIT if time_limit is None else time_limit, limit)
     outer, _render_state.budget = _budget(), budget
     try:
+        if len(template) > TEMPLATE_LIMIT:
+            raise TemplateLimitError(f"the chat template from {source} is {len(template):,} characters long; real "
+                                     f"chat templates are a few thousand (explain compiles at most {TEMPLATE_LIMIT:,}): "
+                                     "pass another with chat_template=, or a plain string prompt")
         compiled = compile_template(template)
         pieces = []
         for piece in compiled.generate(**variables):
             budget.written += len(piece)
-            budget.size(budget.written, "wrote a prompt")
+            budget.size(budget.written, "wrote a prompt", built=True)
             budget.tick()
             pieces.append(piece)
         return "".join(pieces)
