@@ -18,6 +18,7 @@ import torch
 
 from .chat_template import TemplateLimitError
 from .errors import ExplainError
+from .files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
 from .inputs import check_inputs, check_prompt
 from .trace import Trace
@@ -219,7 +220,6 @@ class TextGenerationPipeline:
         from safetensors.torch import save_model
         folder = os.path.abspath(folder)
         parent = os.path.dirname(folder)
-        os.makedirs(parent, exist_ok=True)
         if os.path.exists(folder) and os.listdir(folder):
             existing = set(os.listdir(folder)) - {"config.json", "model.safetensors", "tokenizer.json",
                                                    "tokenizer_config.json", "special_tokens_map.json",
@@ -227,7 +227,11 @@ class TextGenerationPipeline:
             if existing:
                 raise ExplainError(f"{folder} already holds other files ({sorted(existing)[:3]}); "
                                    "save into an empty or new folder")
-        staging = tempfile.mkdtemp(prefix=".explain-save-", dir=parent)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".explain-save-", dir=parent)
+        except OSError as error:
+            raise cannot_write(parent, error) from None
         try:
             config = {k: v for k, v in self.config.items() if not k.startswith("_")}
             config["torch_dtype"] = config["dtype"] = self.dtype
@@ -240,8 +244,10 @@ class TextGenerationPipeline:
             save_model(self.model, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
             self.tokenizer.save(staging)
             os.makedirs(folder, exist_ok=True)
-            for name in os.listdir(staging):
-                os.replace(os.path.join(staging, name), os.path.join(folder, name))
+            for name in os.listdir(staging):  # with the mode a new file there gets (safetensors writes 0600)
+                publish(os.path.join(staging, name), os.path.join(folder, name))
+        except OSError as error:
+            raise cannot_write(folder, error) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return folder
