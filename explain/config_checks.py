@@ -35,7 +35,7 @@ LAYER = re.compile(r"^(.*?(?:^|\.)(?:layers|h|blk|block|blocks)\.)(\d+)\.")
 
 def _fix(source: str) -> str:
     return (f"correct it in {source}, or get the file again from the model's original repository"
-            if not source.startswith("GGUF") else "the file is damaged or was written wrong: download it again")
+            if "GGUF metadata" not in source else "the file is damaged or was written wrong: download it again")
 
 
 def check_config(config: dict, source: str) -> None:
