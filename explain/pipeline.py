@@ -122,7 +122,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
 
     # -- config stage: files, then the config itself ----------------------------------------------------
     gguf_path = config_path = None
-    if hub.is_local(model) and gguf_file is None and not os.path.isfile(os.path.join(model, "config.json")):
+    if hub.is_local(model) and gguf_file is None and not os.path.lexists(os.path.join(model, "config.json")):
         ggufs = folder_has_gguf(model)
         hint = f" It holds GGUF files ({', '.join(ggufs)}): pass gguf_file=\"{ggufs[0]}\"." if ggufs else ""
         raise ExplainError(f"the folder {model} has no config.json, so it is not a Hugging Face model folder.{hint} "
