@@ -18,6 +18,11 @@ from .errors import ArgumentError
 FORMS = ("a string, a chat (a list of {\"role\": ..., \"content\": ...} dicts) or a non-empty list of those")
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_text(text: str, where: str) -> None:
     try:
         text.encode("utf-8")
@@ -55,7 +60,7 @@ def check_chat(messages, where: str) -> None:
                                 "\"user\" or \"assistant\"")
         content = message.get("content")
         if not isinstance(content, str):
-            raise ArgumentError(f"{here} ({role}) has content {str(content)[:60]!r} ({type(content).__name__}); "
+            raise ArgumentError(f"{here} ({role}) has content {_short(content)} ({type(content).__name__}); "
                                 "explain runs text models, so a message's content is a string")
         _check_strings(dict(message), here)
 
@@ -67,7 +72,7 @@ def check_prompt(value, where: str = "text_inputs") -> None:
     elif is_chat(value):
         check_chat(value, where)
     else:
-        raise ArgumentError(f"{where} is a {type(value).__name__} ({str(value)[:60]!r}); a prompt is {FORMS}")
+        raise ArgumentError(f"{where} is a {type(value).__name__} ({_short(value)}); a prompt is {FORMS}")
 
 
 def check_inputs(text_inputs) -> bool:
@@ -79,4 +84,4 @@ def check_inputs(text_inputs) -> bool:
         for index, item in enumerate(text_inputs):
             check_prompt(item, f"text_inputs[{index}]")
         return True
-    raise ArgumentError(f"text_inputs must be {FORMS}; got {type(text_inputs).__name__} {str(text_inputs)[:60]!r}")
+    raise ArgumentError(f"text_inputs must be {FORMS}; got {type(text_inputs).__name__} {_short(text_inputs)}")
