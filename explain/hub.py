@@ -154,14 +154,18 @@ def resolve(model: str, filename: str, revision: str | None = None, token: str |
                 raise ExplainError(f"{candidate} is missing: the folder {model} has no {filename}. Copy it from the "
                                    "original checkpoint, or write a complete folder with pipe.save_pretrained(folder)")
         else:
+            try:
+                validate_repo_id(model)
+            except hub_errors.HFValidationError as error:
+                raise ArgumentError(f"{model!r} is neither a local folder nor a valid Hub repo id ({error})") from None
             cache = cache_dir()
             hit = huggingface_hub.try_to_load_from_cache(model, filename, cache_dir=cache, revision=revision)
             data["cache"] = "hit" if isinstance(hit, str) else "miss"
             try:
                 path = huggingface_hub.hf_hub_download(model, filename, revision=revision, token=token,
                                                        cache_dir=cache, local_files_only=offline())
-            except hub_errors.HFValidationError as error:
-                raise ArgumentError(f"{model!r} is not a valid Hub repo id ({error})") from None
+            except ValueError as error:  # huggingface_hub refuses a file name with ".." or an absolute path
+                raise ArgumentError(f"{model}: cannot fetch {filename!r} ({error})") from None
             except hub_errors.RemoteEntryNotFoundError:  # the Hub answered: this repo has no such file
                 if required:
                     raise

@@ -123,7 +123,10 @@ def file_bytes(paths: list[str]) -> int:
     return sum(os.path.getsize(p) for p in paths)
 
 
-from . import gguf_format, pytorch_format, safetensors_format  # noqa: E402  (each registers itself, in this order)
+# each registers itself; the order of these lines is the order find_weights asks them in
+from . import gguf_format  # noqa: E402, I001  (first: a GGUF file the caller named wins)
+from . import safetensors_format  # noqa: E402
+from . import pytorch_format  # noqa: E402  (last: pickles, opened weights-only)
 
 __all__ = ["FORMATS", "ReadRequest", "WeightFormat", "find_weights", "register", "shard_names", "read_index",
            "named_as_model", "gguf_format", "safetensors_format", "pytorch_format"]
