@@ -33,6 +33,7 @@ GGUF_CONFIG_KEYS = {
     "gpt2": {"block_count": "n_layer", "context_length": "n_ctx", "embedding_length": "n_embd",
              "attention.head_count": "n_head", "attention.layer_norm_epsilon": "layer_norm_epsilon"},
 }
+GGUF_REQUIRED_KEYS = ("block_count", "embedding_length", "attention.head_count")  # a model's shape needs them
 # the hyperparameters worth showing, in the names each family uses
 KEY_HYPERPARAMETERS = ("vocab_size", "hidden_size", "n_embd", "intermediate_size", "num_hidden_layers", "n_layer",
                        "num_attention_heads", "n_head", "num_key_value_heads", "head_dim", "max_position_embeddings",
@@ -109,11 +110,19 @@ def gguf_metadata(reader: gguf.GGUFReader, skip_arrays: bool = True) -> dict:
 
 
 def config_from_gguf(reader: gguf.GGUFReader, path: str) -> dict:
-    meta = gguf_metadata(reader)
+    try:
+        meta = gguf_metadata(reader)
+    except (ValueError, TypeError, IndexError) as error:  # a field whose bytes are not what its type says
+        raise CorruptFileError(f"{path}: its metadata cannot be read ({type(error).__name__}: {error}); the file is "
+                               "truncated or corrupt: download it again") from None
     arch = meta.get(gguf.Keys.General.ARCHITECTURE)
-    if arch not in GGUF_CONFIG_KEYS:
+    if not isinstance(arch, str) or arch not in GGUF_CONFIG_KEYS:
         raise ExplainError(f"{path}: GGUF architecture {arch!r} is not supported; supported GGUF architectures: "
                            f"{', '.join(sorted(GGUF_CONFIG_KEYS))}")
+    lacking = [f"{arch}.{key}" for key in GGUF_REQUIRED_KEYS if f"{arch}.{key}" not in meta]
+    if lacking:
+        raise CorruptFileError(f"{path} lacks the metadata {', '.join(lacking)} that every {arch} GGUF file holds; "
+                               "it is damaged or was written wrong: download it again")
     config = {"model_type": arch, "architectures": [GGUF_ARCHITECTURES[arch]],
               "_name_or_path": meta.get(gguf.Keys.General.NAME)}
     for key, hf_key in GGUF_CONFIG_KEYS[arch].items():

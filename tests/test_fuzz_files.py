@@ -1,0 +1,86 @@
+"""Property-based tests of the readers on damaged real files: the tiny model's model.safetensors, its GGUF,
+config.json, tokenizer.json and tokenizer_config.json, truncated and bit-flipped by Hypothesis. Each damaged
+copy either loads or raises an ExplainError; none hangs, none makes explain write a file, none leaves the cache
+changed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from fuzzing import fingerprint, fuzz, time_limit
+from hypothesis import given
+from hypothesis import strategies as st
+
+import explain
+from explain.errors import ExplainError
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def damage(data: bytes, draw_cut, flips) -> bytes:
+    """`data` cut at a position (None: kept whole) and with bits flipped at positions given as fractions."""
+    data = bytearray(data)
+    for where, bit in flips:
+        if data:
+            data[min(int(where * len(data)), len(data) - 1)] ^= 1 << bit
+    if draw_cut is not None:
+        data = data[:int(draw_cut * len(data))]
+    return bytes(data)
+
+
+damages = st.tuples(st.one_of(st.none(), st.floats(0, 1, exclude_max=True)),
+                    st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), max_size=6)).filter(
+    lambda d: d[0] is not None or d[1])  # at least one cut or flip
+header_damages = st.tuples(st.one_of(st.none(), st.floats(0, 0.2)),  # GGUF and safetensors keep their structure
+                           st.lists(st.tuples(st.floats(0, 0.2), st.integers(0, 7)), max_size=4)).filter(
+    lambda d: d[0] is not None or d[1])  # in the first part of the file: damage there most
+
+
+def load_damaged(folder, cache_listing, **arguments):
+    """Load the damaged folder: it works or raises an ExplainError; nothing under it or in the cache changes."""
+    before, cache = fingerprint(folder), cache_listing()
+    try:
+        with time_limit():
+            explain.pipeline(model=str(folder), **arguments)
+    except ExplainError as error:
+        assert str(error), "an ExplainError with no message"
+    assert fingerprint(folder) == before, "loading changed a file of the model folder"
+    assert cache_listing() == cache, "loading wrote into the Hugging Face cache"
+
+
+EXAMPLES = {"model.safetensors": 100, "config.json": 50, "tokenizer.json": 40, "tokenizer_config.json": 30}
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_damaged_files_of_a_model_folder(tiny_folder, work, cache_listing, name):
+    original = open(os.path.join(tiny_folder, name), "rb").read()
+    folder = work / f"folder-{name}"
+
+    @fuzz(EXAMPLES[name])
+    @given(damage_=st.one_of(damages, header_damages) if name == "model.safetensors" else damages)
+    def check(damage_):
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(tiny_folder, folder)
+        (folder / name).write_bytes(damage(original, *damage_))
+        load_damaged(folder, cache_listing)
+
+    check()
+
+
+def test_damaged_gguf(tiny_gguf, work, cache_listing):
+    original = open(tiny_gguf, "rb").read()
+    folder = work / "gguf"
+    folder.mkdir()
+
+    @fuzz(150)
+    @given(damage_=st.one_of(damages, header_damages))
+    def check(damage_):
+        (folder / "tiny.gguf").write_bytes(damage(original, *damage_))
+        load_damaged(folder, cache_listing, gguf_file="tiny.gguf")
+
+    check()
