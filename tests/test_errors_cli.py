@@ -28,11 +28,10 @@ def one_line_error(code, err, *words):
 
 
 @pytest.fixture
-def saved_trace(tmp_path, provisioned):
+def saved_trace(tmp_path, tiny_folder):
+    """The trace of loading the tiny model, saved."""
     import explain
-    trace = explain.Trace()
-    trace.emit("registry", "lookup", {"task": "text-generation"})
-    return trace.save(tmp_path / "trace.json")
+    return explain.pipeline(model=tiny_folder).trace.save(tmp_path / "trace.json")
 
 
 def test_trace_on_a_missing_file(capsys, tmp_path):

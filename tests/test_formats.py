@@ -35,7 +35,7 @@ def reference(tiny_folder):
 
 def run(pipe):
     out = pipe("the tea", max_new_tokens=4, do_sample=False, return_tensors=True, keep_logits=True)
-    return out[0]["generated_token_ids"], torch.stack(pipe.last_generation.raw_logits)
+    return out[0]["generated_token_ids"], torch.stack(list(pipe.last_generation.raw_logits))
 
 
 def same(result, reference) -> bool:
