@@ -168,8 +168,8 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
             reader = gguf_reader(gguf_path)  # parses the header and metadata; tensors stay memory-mapped
             config = config_from_gguf(reader, gguf_path)
             data["source"] = f"GGUF metadata of {gguf_path}"
-        architecture_of(config)  # a config with no architectures entry fails here, with the fix
         check_config(config, config_path or f"the GGUF metadata of {gguf_path}")  # sizes, epsilons: before any use
+        architecture_of(config)  # a config with no architectures entry fails here, with the fix
         generation_file = read_json(generation_path, "generation config") if generation_path else None
         generation, sources = generation_config(config, generation_file)
         data.update(architecture=config["architectures"][0], model_type=config.get("model_type"),

@@ -28,6 +28,12 @@ NON_NEGATIVE_INTEGERS = ("max_window_layers",)
 OPTIONAL = ("n_inner", "num_key_value_heads", "head_dim", "sliding_window", "n_ctx")  # null means "derive it"
 POSITIVE_NUMBERS = ("rms_norm_eps", "layer_norm_epsilon", "layer_norm_eps", "rope_theta")
 BOOLEANS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "use_sliding_window", "scale_attn_weights")
+STRINGS = ("model_type", "hidden_act", "activation_function")
+OPTIONAL_STRINGS = ("torch_dtype", "dtype")  # "bfloat16", or null
+OBJECTS = ("rope_scaling", "rope_parameters")  # a dict, or null
+LISTS = ("layer_types", "no_rope_layers")  # a list, or null
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")  # an id, a list of ids, or null
+LARGEST_NUMBER = 1e12  # rope_theta reaches 1e8 in long-context models; torch cannot take an int beyond 2**63
 LARGEST = 2**31 - 1  # torch sizes a dimension with int64, but no real model comes near this
 INTEGER = re.compile(r"^(u?int\d+|[iu]\d+|bool)$", re.IGNORECASE)  # torch, safetensors and GGUF integer dtypes
 LAYER = re.compile(r"^(.*?(?:^|\.)(?:layers|h|blk|block|blocks)\.)(\d+)\.")
@@ -52,15 +58,36 @@ def check_config(config: dict, source: str) -> None:
             raise ConfigValueError(f"{source}: \"{key}\" is {value}; it must be between {least} and {LARGEST}: "
                                    f"{_fix(source)}")
     for key in POSITIVE_NUMBERS:
-        value = config.get(key)
-        if value is None:
+        if key not in config:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= LARGEST_NUMBER \
+                or not math.isfinite(value):
             raise ConfigValueError(f"{source}: \"{key}\" is {value!r}; it must be a positive finite number (a NaN or "
                                    f"a negative {key} makes every logit NaN): {_fix(source)}")
-    for key in BOOLEANS:
-        if key in config and not isinstance(config[key], bool):
-            raise ConfigValueError(f"{source}: \"{key}\" is {config[key]!r}; it must be true or false: {_fix(source)}")
+    names = config.get("architectures")
+    if "architectures" in config and not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise ConfigValueError(f"{source}: \"architectures\" is {names!r}; it must be a list of class names such as "
+                               f"[\"LlamaForCausalLM\"]: {_fix(source)}")
+    for keys, kinds, what in ((BOOLEANS, bool, "true or false"), (STRINGS, str, "a string"),
+                              (OPTIONAL_STRINGS, (str, type(None)), "a string (or null)"),
+                              (OBJECTS, (dict, type(None)), "an object (or null)"),
+                              (LISTS, (list, type(None)), "a list (or null)")):
+        for key in keys:
+            if key in config and not isinstance(config[key], kinds):
+                raise ConfigValueError(f"{source}: \"{key}\" is {config[key]!r}; it must be {what}: {_fix(source)}")
+    for key in OBJECTS:  # rope_scaling / rope_parameters: their factors and lengths are numbers
+        for name, value in (config.get(key) or {}).items():
+            if name.endswith(("factor", "theta", "max_position_embeddings", "beta_fast", "beta_slow")) and (
+                    isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise ConfigValueError(f"{source}: \"{key}\"[\"{name}\"] is {value!r}; it must be a finite number: "
+                                       f"{_fix(source)}")
+    for key in TOKEN_IDS:
+        value = config.get(key)
+        ids = value if isinstance(value, list) else [value]
+        if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ConfigValueError(f"{source}: \"{key}\" is {value!r}; it must be a token id, a list of token ids, or "
+                                   f"null: {_fix(source)}")
     heads = config.get("num_attention_heads") or config.get("n_head")
     kv_heads = config.get("num_key_value_heads")
     if heads and kv_heads and heads % kv_heads:

@@ -15,7 +15,7 @@ from accelerate import init_empty_weights
 
 from .config_checks import check_against_checkpoint, check_memory
 from .dtypes import dtype_name, runnable_dtype
-from .errors import ExplainError
+from .errors import ConfigValueError, ExplainError, UnsupportedError
 from .formats import ReadRequest, WeightFormat
 from .trace import Trace
 
@@ -39,8 +39,15 @@ def load_weights(model_class, model_config, weight_format: WeightFormat, paths: 
     inventory = weight_format.inventory(paths, request)
     check_against_checkpoint(config, inventory, config_source, files_text)
     check_memory(inventory, dtype, files_text)
-    with init_empty_weights(include_buffers=False):  # names and shapes only, no memory
-        model = model_class(model_config)
+    try:
+        with init_empty_weights(include_buffers=False):  # names and shapes only, no memory
+            model = model_class(model_config)
+    except NotImplementedError as error:  # a model file refusing a setting it does not implement (hidden_act, ...)
+        raise UnsupportedError(f"{config_source}: {error}") from None
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:  # the skeleton reads only the config
+        raise ConfigValueError(f"{config_source}: {config['architectures'][0]} cannot be built from this config "
+                               f"({type(error).__name__}: {error}); a key it needs is missing or of the wrong kind "
+                               "(e.g. in rope_scaling): correct it, or get the file again") from None
     skeleton_time = time.perf_counter() - t0
     tied = tied or {}  # target -> source, e.g. lm_head.weight -> model.embed_tokens.weight
     request.expected = [n for n, _ in model.named_parameters(remove_duplicate=False)] + \

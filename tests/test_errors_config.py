@@ -81,11 +81,29 @@ def test_sizes_larger_than_any_tensor_of_the_checkpoint(folder, key, value):
     ("rope_theta", float("inf"), ["is inf"]),
     ("tie_word_embeddings", "false", ["is 'false'", "true or false"]),
     ("num_key_value_heads", 3, ["(4) is not a multiple of", "num_key_value_heads"]),
+    ("architectures", "LlamaForCausalLM", ["must be a list of class names"]),
+    ("rope_scaling", "linear", ["must be an object (or null)"]),
+    ("rope_scaling", {"rope_type": "llama3", "factor": "8"}, ['["factor"] is \'8\'', "a finite number"]),
+    ("hidden_act", 5, ["must be a string"]),
+    ("eos_token_id", "2", ["must be a token id, a list of token ids, or null"]),
+    ("rope_theta", 10**30, ["positive finite number"]),
 ])
 def test_config_values_of_the_wrong_type_or_range(folder, key, value, words):
     path = edit_config(folder, **{key: value})
     trace = refused(folder, str(path), f'"{key}"' if "multiple" not in words[0] else "", *words)
+    assert isinstance(trace, explain.Trace)
     assert trace.filter("tokenizer") == [], "refused only after the config stage"
+
+
+def test_a_config_the_model_file_cannot_build_from(folder):
+    """rope_scaling llama3 without its factor: the model file's KeyError becomes an error naming config.json."""
+    path = edit_config(folder, rope_scaling={"rope_type": "llama3"})
+    refused(folder, str(path), "LlamaForCausalLM cannot be built from this config", "KeyError: 'factor'")
+
+
+def test_an_activation_the_model_file_does_not_implement(folder):
+    path = edit_config(folder, hidden_act="relu6")
+    refused(folder, str(path), "hidden_act 'relu6'", error_class=UnsupportedError)
 
 
 def test_a_nan_epsilon_is_refused_before_it_makes_every_logit_nan(folder):

@@ -84,3 +84,32 @@ def test_damaged_gguf(tiny_gguf, work, cache_listing):
         load_damaged(folder, cache_listing, gguf_file="tiny.gguf")
 
     check()
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
+                                     st.text(max_size=8)),
+                           lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                   st.dictionaries(st.text(max_size=12), inner, max_size=3)),
+                           max_leaves=6)
+CONFIG_KEYS = ("architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+               "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps",
+               "rope_theta", "rope_scaling", "rope_parameters", "hidden_act", "tie_word_embeddings", "attention_bias",
+               "mlp_bias", "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype", "layer_types")
+
+
+def test_config_values_of_any_json(tiny_folder, work, cache_listing):
+    """config.json with keys set to any JSON value (a list for a size, an object for a flag, NaN for an epsilon,
+    2**70 for a layer count): loading works or raises an ExplainError naming config.json."""
+    import json
+    original = json.loads(open(os.path.join(tiny_folder, "config.json")).read())
+    folder = work / "config-values"
+
+    @fuzz(120)
+    @given(changes=st.dictionaries(st.sampled_from(CONFIG_KEYS), json_values, min_size=1, max_size=3))
+    def check(changes):
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(tiny_folder, folder)
+        (folder / "config.json").write_text(json.dumps({**original, **changes}))
+        load_damaged(folder, cache_listing)
+
+    check()
