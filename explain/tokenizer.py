@@ -302,13 +302,23 @@ class Tokenizer:
                 chat_template, template_source = chat_template["default"], template_source["default"]
         extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") \
             or mapped.get("additional_special_tokens") or []
-        extra = extra.values() if isinstance(extra, dict) else extra
-        merges = spec.get("model", {}).get("merges")
-        return cls(backend, **{name: _content(config.get(name, mapped.get(name))) for name in NAMED_TOKENS},
-                   chat_template=chat_template, model_max_length=config.get("model_max_length") or NO_LIMIT,
-                   source="tokenizer.json", extra_special_tokens=[_content(t) for t in extra],
-                   num_merges=None if merges is None else len(merges),
-                   clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
+        extra = list(extra.values()) if isinstance(extra, dict) else extra
+        if not isinstance(extra, list):
+            raise CorruptFileError(f"{config_file}: the extra special tokens are {extra!r}, not a list of tokens; save "
+                                   "the tokenizer again")
+        named = {name: _content(config.get(name, mapped.get(name)), config_file, name) for name in NAMED_TOKENS}
+        length = config.get("model_max_length")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, (int, float))
+                                   or not 0 < length < float("inf")):
+            raise CorruptFileError(f"{config_file}: \"model_max_length\" is {length!r}, not a number of tokens; "
+                                   "correct it or save the tokenizer again")
+        merges = spec.get("model", {}).get("merges") if isinstance(spec.get("model"), dict) else None
+        return cls(backend, **named, chat_template=chat_template,
+                   model_max_length=min(int(length), NO_LIMIT) if length else NO_LIMIT,
+                   source="tokenizer.json", extra_special_tokens=[_content(t, config_file, "extra special tokens")
+                                                                  for t in extra],
+                   num_merges=len(merges) if isinstance(merges, list) else None,
+                   clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces") is True,
                    chat_template_source=template_source)
 
     def save(self, folder) -> str:
@@ -456,9 +466,13 @@ def _template_files(folder) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _content(token):
-    """A special token as saved: a string, or an AddedToken record {"content": ...}."""
-    return token.get("content") if isinstance(token, dict) else token
+def _content(token, file=None, key=None):
+    """A special token as saved: a string, or an AddedToken record {"content": ...}; anything else names the file."""
+    content = token.get("content") if isinstance(token, dict) else token
+    if content is not None and not isinstance(content, str):
+        raise CorruptFileError(f"{file}: {key} is {token!r}, not a token (a string, or {{\"content\": ...}}); correct "
+                               "it or save the tokenizer again")
+    return content
 
 
 def _component_name(component) -> str | None:

@@ -113,3 +113,25 @@ def test_config_values_of_any_json(tiny_folder, work, cache_listing):
         load_damaged(folder, cache_listing)
 
     check()
+
+
+TOKENIZER_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token", "chat_template", "model_max_length",
+                  "extra_special_tokens", "additional_special_tokens", "clean_up_tokenization_spaces",
+                  "add_bos_token", "tokenizer_class")
+
+
+def test_tokenizer_config_values_of_any_json(tiny_folder, work, cache_listing):
+    """tokenizer_config.json with keys set to any JSON value: loading works or raises an ExplainError."""
+    import json
+    original = json.loads(open(os.path.join(tiny_folder, "tokenizer_config.json")).read())
+    folder = work / "tokenizer-config-values"
+
+    @fuzz(100)
+    @given(changes=st.dictionaries(st.sampled_from(TOKENIZER_KEYS), json_values, min_size=1, max_size=3))
+    def check(changes):
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(tiny_folder, folder)
+        (folder / "tokenizer_config.json").write_text(json.dumps({**original, **changes}))
+        load_damaged(folder, cache_listing)
+
+    check()
