@@ -17,9 +17,12 @@ import warnings
 
 import torch
 
+from .chat_template import TemplateLimitError
 from .errors import ExplainError
+from .files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
 from .generation.settings import warnings_for
+from .inputs import check_inputs, check_prompt
 from .placement import input_device
 from .trace import Trace
 
@@ -27,11 +30,6 @@ CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_t
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
                 "stop_sequence", "tokenizer", "trace_top", "keep_logits", "capture")
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
-
-
-def _is_chat(value) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        isinstance(m, dict) and "role" in m for m in value)
 
 
 class TextGenerationPipeline:
@@ -50,18 +48,16 @@ class TextGenerationPipeline:
 
     # -- call ------------------------------------------------------------------------------------------
     def __call__(self, text_inputs, **kwargs):
-        if isinstance(text_inputs, str) or _is_chat(text_inputs):
-            return self._one(text_inputs, kwargs)
-        if isinstance(text_inputs, (list, tuple)) and text_inputs:
+        if check_inputs(text_inputs):  # a batch: every prompt is checked before the first runs
             return [self._one(item, kwargs) for item in text_inputs]
-        raise ExplainError(f"text_inputs must be a string, a chat (a list of {{'role', 'content'}} dicts) or a list "
-                           f"of those; got {type(text_inputs).__name__}")
+        return self._one(text_inputs, kwargs)
 
     def start(self, text_inputs, *, run: int | None = None, **kwargs) -> Generation:
         """Tokenize and set up a generation without running it: advance it with .step() / .run().
 
         `run` is a run id reserved beforehand with pipe.trace.new_run() (a view that wants to know its run's
         id before the first event); by default the call reserves a new one."""
+        check_prompt(text_inputs)
         options, settings_call = self._split(kwargs)
         return self._prepare(text_inputs, options, settings_call, run)
 
@@ -177,6 +173,8 @@ class TextGenerationPipeline:
         for i in range(len(messages)):
             try:
                 end = len(self.tokenizer.apply_chat_template(messages[: i + 1], add_generation_prompt=False))
+            except TemplateLimitError:  # the same template ran within its limits on the whole chat: say so
+                raise
             except Exception:  # a template that refuses partial conversations: no segments, nothing is lost
                 return None
             if not text.startswith(text[:end]) or end > len(text):
@@ -239,7 +237,6 @@ class TextGenerationPipeline:
         from safetensors.torch import save_model
         folder = os.path.abspath(folder)
         parent = os.path.dirname(folder)
-        os.makedirs(parent, exist_ok=True)
         if os.path.exists(folder) and os.listdir(folder):
             existing = set(os.listdir(folder)) - {"config.json", "model.safetensors", "tokenizer.json",
                                                    "tokenizer_config.json", "special_tokens_map.json",
@@ -247,7 +244,11 @@ class TextGenerationPipeline:
             if existing:
                 raise ExplainError(f"{folder} already holds other files ({sorted(existing)[:3]}); "
                                    "save into an empty or new folder")
-        staging = tempfile.mkdtemp(prefix=".explain-save-", dir=parent)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".explain-save-", dir=parent)
+        except OSError as error:
+            raise cannot_write(parent, error) from None
         try:
             config = {k: v for k, v in self.config.items() if not k.startswith("_")}
             config["torch_dtype"] = config["dtype"] = self.dtype
@@ -260,8 +261,10 @@ class TextGenerationPipeline:
             save_model(self.model, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
             self.tokenizer.save(staging)
             os.makedirs(folder, exist_ok=True)
-            for name in os.listdir(staging):
-                os.replace(os.path.join(staging, name), os.path.join(folder, name))
+            for name in os.listdir(staging):  # with the mode a new file there gets (safetensors writes 0600)
+                publish(os.path.join(staging, name), os.path.join(folder, name))
+        except OSError as error:
+            raise cannot_write(folder, error) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return folder

@@ -17,6 +17,7 @@ import torch
 from accelerate import init_empty_weights
 
 from .. import hub
+from ..dtypes import dtype_name
 from ..errors import ExplainError
 from ..models import model_class
 
@@ -119,7 +120,7 @@ def config_of(module: torch.nn.Module) -> dict:
 
 def module_dtype(module: torch.nn.Module) -> str:
     first = next((p for p in module.parameters() if p.is_floating_point()), None)
-    return str(first.dtype).replace("torch.", "") if first is not None else "float32"
+    return dtype_name(first.dtype) if first is not None else "float32"
 
 
 def resolve(model, revision: str | None = None) -> Source:
