@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from . import long_context
+from .inside import markdown as inside_markdown
+
 LABELS = {"explain_traced": "explain, traced (default capture)", "explain_untraced": "explain, tracing off",
           "explain_widget": "explain + live widget sink", "transformers": "transformers generate"}
 
@@ -139,6 +142,7 @@ def markdown(results: dict, json_name: str) -> str:
                       f"({w['parameters'] / 1e6:.1f} M parameters) -> at most {entry['roofline_tokens_per_s']:.1f} "
                       f"tokens/s. ")
     lines[-1] += f"The {next(iter(results['dtypes'].values()))['weights']['note']}; the KV cache's reads are left out."
+    lines += long_context.markdown(results)
     lines += ["", f"## Prefill ({s['prefill_tokens']}-token prompt, median of {s['prefill_repeats']})", "",
               "| dtype | contender | prefill s | prompt tokens/s | time to first token s |", "|---|---|---:|---:|---:|"]
     for dtype, entry in results["dtypes"].items():
@@ -157,11 +161,18 @@ def markdown(results: dict, json_name: str) -> str:
                 continue
             lines.append(f"| {dtype} | {name} | {c['load_s']:.2f} | {_mib(c['peak_rss_after_load_bytes'])} | "
                          f"{_mib(c['peak_rss_after_generate_bytes'])} |")
-    lines += ["", "## Trace size (default capture)", "", "| dtype | bytes per step | largest step | steps |",
-              "|---|---:|---:|---:|"]
+    lines += ["", "## Trace size (default capture)", "",
+              "Bytes each generated token adds to a file written by Trace.save (the runs saved with and without "
+              "their step events).", "",
+              "| dtype | call | bytes per step | largest step | steps |", "|---|---|---:|---:|---:|"]
     for dtype, entry in results["dtypes"].items():
         t = entry["trace_bytes_per_step"]
-        lines.append(f"| {dtype} | {t['bytes_per_step']:,.0f} | {t['max_step_bytes']:,} | {t['steps']} |")
+        lines.append(f"| {dtype} | greedy (the decode runs above) | {t['bytes_per_step']:,.0f} | "
+                     f"{t['max_step_bytes']:,} | {t['steps']} |")
+        d = entry.get("trace_bytes_per_step_default_call")
+        if d:
+            lines.append(f"| {dtype} | pipeline defaults (sampling: {', '.join(d['processors'])}) | "
+                         f"{d['bytes_per_step']:,.0f} | {d['max_step_bytes']:,} | {d['steps']} |")
     lines += ["", "## Targets", "", "| target | dtype | value | target | met | missed by |", "|---|---|---:|---:|---|---|"]
     for t in results["targets"]:
         value = "n/a" if t["value"] is None else f"{t['value']:.2f}{t['unit']}" if t["unit"] != "B" else f"{t['value']:,.0f} B"
@@ -193,6 +204,9 @@ def markdown(results: dict, json_name: str) -> str:
             if ref.get("available"):
                 lines.append(f"- {dtype}, ceiling: if everything but the products were free, explain could be at "
                              f"most {ref['ms_per_token'] / f['linear_only_ms']:.2f}x transformers' decode tokens/s")
+    for entry in results["dtypes"].values():
+        if entry.get("inside"):
+            lines += inside_markdown(entry["inside"])
     notes = results.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]

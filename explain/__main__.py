@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 
 
 def _pipeline_args(parser):
@@ -18,31 +19,84 @@ def _pipeline_args(parser):
     parser.add_argument("--save-trace", default=None, metavar="FILE", help="write the trace as JSON")
 
 
+TERMINAL_MAX_NEW_TOKENS = 40  # a short default for the terminal
+
+
+def _cli_knobs() -> dict:
+    from .generation.settings import KNOBS
+    return {name: knob for name, knob in KNOBS.items() if knob.cli}
+
+
+def _json_or_text(text: str):
+    """A list, dict or number given as JSON ([[1, 2]], {"bias": 1.5}, 2); anything else is the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _knob_args(parser) -> None:
+    """One flag per generation knob of the registry (generation/knobs.py and each logits processor's)."""
+    types = {"int": int, "float": float, "json": _json_or_text}
+    group = parser.add_argument_group("generation knobs", "every generate() argument explain runs; lists as JSON")
+    for name, knob in _cli_knobs().items():
+        flag = "--" + name.replace("_", "-")
+        if knob.kind == "bool":
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=knob.help)
+        else:
+            metavar = "JSON" if knob.kind == "json" else knob.kind.upper()
+            more = f" (default here: {TERMINAL_MAX_NEW_TOKENS}, unless --max-length)" if name == "max_new_tokens" else ""
+            group.add_argument(flag, dest=name, type=types[knob.kind], default=None, metavar=metavar,
+                               help=knob.help + more)
+
+
 def _load(args):
     import explain
     return explain.pipeline("text-generation", model=args.model, gguf_file=args.gguf_file, revision=args.revision,
                             dtype=args.dtype, device=args.device, device_map=args.device_map)
 
 
+def _check_output(path: str | None) -> None:
+    """--save-trace names a file that can be written, checked before seconds of loading."""
+    from .errors import ArgumentError
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise ArgumentError(f"--save-trace {path} is a folder; name a file, e.g. {os.path.join(path, 'trace.json')}")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ArgumentError(f"--save-trace {path} cannot be written ({parent} is not a folder you can write to); "
+                            "name a file in a folder you can write to")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explain", description=__doc__)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, show the full traceback instead of one line")
+    parser = argparse.ArgumentParser(prog="python -m explain", description=__doc__,
+                                     epilog="An error a user can cause prints one line and exits with code 2 "
+                                            "(--debug shows the traceback).")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("provision", help="put the embedded model into the Hugging Face cache")
-    load = sub.add_parser("load", help="load a model and print the loading stages as a timeline")
+    sub.add_parser("provision", help="put the embedded model into the Hugging Face cache", parents=[debug])
+    load = sub.add_parser("load", help="load a model and print the loading stages as a timeline", parents=[debug])
     _pipeline_args(load)
-    gen = sub.add_parser("generate", help="generate text, streaming tokens with their probabilities")
+    gen = sub.add_parser("generate", help="generate text, streaming tokens with their probabilities", parents=[debug])
     gen.add_argument("prompt")
     gen.add_argument("--chat", action="store_true", help="send the prompt as a user message through the chat template")
-    gen.add_argument("--max-new-tokens", type=int, default=40)
-    gen.add_argument("--sample", action="store_true", help="sample (do_sample=True) instead of greedy")
-    gen.add_argument("--temperature", type=float, default=None)
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--repetition-penalty", type=float, default=None)
+    gen.add_argument("--sample", dest="do_sample", action="store_true", default=None,
+                     help="sample (do_sample=True) instead of greedy")
+    _knob_args(gen)
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--steps", action="store_true", help="print a table of every step after the text")
     _pipeline_args(gen)
-    show = sub.add_parser("trace", help="print a saved trace as a timeline")
+    show = sub.add_parser("trace", help="print a saved trace as a timeline", parents=[debug])
     show.add_argument("file")
     page = sub.add_parser("export", help="write a saved trace as one self-contained HTML page (the dashboard's "
                           "views; no kernel, no network)")
@@ -50,7 +104,7 @@ def main(argv=None) -> int:
     page.add_argument("output", help="the HTML file to write, e.g. run.html")
     page.add_argument("--run", type=int, default=None, help="only this call of the pipeline (default: every call)")
     plan = sub.add_parser("plan", help="where device_map=\"auto\" would put each layer of a model on some hardware "
-                          "(no weights needed); exits 1 when it does not fit")
+                          "(no weights needed); exits 1 when it does not fit", parents=[debug])
     plan.add_argument("model", help="Hub repo id (shipped config or HF cache), folder, or config.json path")
     plan.add_argument("--hardware", default=None, help="a profile: cpu-8gb, cpu-16gb, colab-t4, a100-80gb, "
                       "2x-a100-80gb, 8x-a100-80gb, h100-80gb, apple-m-16gb, apple-m-32gb (default: this machine)")
@@ -65,6 +119,10 @@ def main(argv=None) -> int:
     from .console import TokenStream, print_steps, print_summary, print_timeline
     from .errors import ExplainError
     try:
+        _check_output(getattr(args, "save_trace", None))
+        if args.command == "generate":
+            from .inputs import check_text
+            check_text(args.prompt, "the prompt")  # before seconds of loading (a lone surrogate from a bad decode)
         if args.command == "provision":
             from .embedded import provision
             provision(quiet=False)
@@ -79,10 +137,10 @@ def main(argv=None) -> int:
             print_timeline(pipe.trace, run=0)
             if args.seed is not None:
                 torch.manual_seed(args.seed)
-            knobs = {"max_new_tokens": args.max_new_tokens, "do_sample": args.sample}
-            for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
-                if getattr(args, name) is not None:
-                    knobs[name] = getattr(args, name)
+            knobs = {name: getattr(args, name) for name in _cli_knobs() if getattr(args, name) is not None}
+            knobs["do_sample"] = bool(knobs.get("do_sample"))
+            if "max_new_tokens" not in knobs and "max_length" not in knobs:
+                knobs["max_new_tokens"] = TERMINAL_MAX_NEW_TOKENS
             prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
             print()
             if not args.chat:
@@ -123,8 +181,10 @@ def main(argv=None) -> int:
                                      dtype=args.dtype, strategy=args.strategy, context=args.context, batch=args.batch)
             print(result)
             return 0 if result.fits else 1
-    except ExplainError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ExplainError, OSError) as error:  # OSError: a disk that is full, a file that cannot be written
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
 

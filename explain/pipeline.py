@@ -15,12 +15,14 @@ import torch
 from . import hub, registry
 from .config import folder_has_gguf, load_config
 from .embedded import ensure_provisioned
-from .errors import ExplainError, NotCachedError, UnsupportedError
+from .dtypes import dtype_name, runnable_dtype
+from .errors import ArgumentError, ExplainError, NotCachedError, UnsupportedError
+from .formats import find_weights
 from .models import model_class
 from .placement import AUTO_STRATEGIES, normalise_device, place
 from .tokenizer import Tokenizer, load_tokenizer
 from .trace import Trace
-from .weights import dtype_name, load_weights, resolve_dtype, safetensors_files
+from .weights import load_weights
 
 # transformers.pipeline's own arguments that do not apply to a text-only pipeline; accepted and ignored
 IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video_processor", "use_fast",
@@ -34,12 +36,47 @@ REMOTE_CODE_REFUSAL = (
     "you can inspect. Use a model whose architecture explain supports, without trust_remote_code.")
 
 
+def _check_arguments(model, revision, gguf_file, token, dtype, device, device_map, max_memory):
+    """Refuse, before any stage runs, the loading arguments that cannot work; returns max_memory in bytes."""
+    runnable_dtype(dtype, None)
+    if model is not None:
+        hub.check_model(model)
+    for name, value, what in (("revision", revision, "a branch, tag or commit"),
+                              ("gguf_file", gguf_file, "the name of a .gguf file in the repo or folder")):
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value)):
+            raise ArgumentError(f"{name}={value!r} is not {what}; pass a non-empty string")
+    if token is not None and not isinstance(token, (str, bool)):
+        raise ArgumentError(f"token={type(token).__name__} is not a token; pass a Hugging Face access token (a string), "
+                            "True (the saved login) or False")
+    if device is not None and device_map is not None:
+        raise ExplainError("pass either device= or device_map=, not both (transformers warns that they "
+                           "conflict and lets device= win)")
+    if device is not None:
+        normalise_device(device, "device")
+    elif isinstance(device_map, dict):
+        for module, where in device_map.items():
+            if not isinstance(module, str):
+                raise ArgumentError(f"device_map key {module!r} is not a module name; use \"\" for the whole model or "
+                                    "names such as \"model.layers.0\"")
+            if where != "disk":
+                normalise_device(where, f"device_map[{module!r}]")
+    elif device_map is not None and device_map not in AUTO_STRATEGIES:
+        normalise_device(device_map, "device_map")
+    if max_memory is None:
+        return None
+    from .device_plan.memory import parse_max_memory
+    return parse_max_memory(max_memory)  # {0: "8GiB", "cpu": "30GiB"} -> bytes, or the format it takes and a fix
+
+
 def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=None, revision: str | None = None,
              token=None, device=None, device_map=None, dtype="auto", torch_dtype=None, trust_remote_code=None,
              model_kwargs: dict | None = None, gguf_file: str | None = None, trace: Trace | None = None,
              **kwargs):
     """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline."""
     from .text_generation import GENERATE_ARGUMENTS, TextGenerationPipeline
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise ArgumentError(f"model_kwargs must be a dict such as {{\"torch_dtype\": torch.bfloat16}}, not "
+                            f"{type(model_kwargs).__name__} {str(model_kwargs)[:60]!r}")
     model_kwargs = dict(model_kwargs or {})
     unknown = [k for k in model_kwargs if k not in MODEL_KWARGS]
     if unknown:
@@ -57,18 +94,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     token = model_kwargs.pop("token", token)
     max_memory = model_kwargs.pop("max_memory", None)
     # arguments that cannot work fail here, before seconds of reading files
-    if dtype is not None and dtype != "auto":
-        resolve_dtype(dtype, None)
-    if device is not None and device_map is not None:
-        raise ExplainError("pass either device= or device_map=, not both (transformers warns that they "
-                           "conflict and lets device= win)")
-    if device is not None:
-        normalise_device(device)
-    elif isinstance(device_map, (str, int)) and device_map not in AUTO_STRATEGIES:
-        normalise_device(device_map)
-    elif isinstance(device_map, dict):
-        for where in set(device_map.values()) - {"disk"}:
-            normalise_device(where)
+    max_memory = _check_arguments(model, revision, gguf_file, token, dtype, device, device_map, max_memory)
     generate_defaults = {}
     for key, value in kwargs.items():
         if key in IGNORED_ARGUMENTS:
@@ -88,17 +114,15 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     if model is None:
         model, revision, gguf_file = found["model_used"], found["revision_used"], found["gguf_file_used"]
         ensure_provisioned()
-    if not isinstance(model, (str, os.PathLike)):
-        raise ExplainError("model must be a Hub repo id or a local folder (a string); explain loads the "
-                           "weights itself so that it can trace them")
     model = os.fspath(model)
 
-    def resolve(filename, required=True):
-        return hub.resolve(model, filename, revision=revision, token=token, trace=trace, required=required)
+    def resolve(filename, required=True, named_by=None):
+        return hub.resolve(model, filename, revision=revision, token=token, trace=trace, required=required,
+                           named_by=named_by)
 
     # -- config stage: files, then the config itself ----------------------------------------------------
     gguf_path = config_path = None
-    if hub.is_local(model) and gguf_file is None and not os.path.isfile(os.path.join(model, "config.json")):
+    if hub.is_local(model) and gguf_file is None and not os.path.lexists(os.path.join(model, "config.json")):
         ggufs = folder_has_gguf(model)
         hint = f" It holds GGUF files ({', '.join(ggufs)}): pass gguf_file=\"{ggufs[0]}\"." if ggufs else ""
         raise ExplainError(f"the folder {model} has no config.json, so it is not a Hugging Face model folder.{hint} "
@@ -138,26 +162,12 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
         tok = load_tokenizer(source, trace=trace)
 
     # -- weights stage ---------------------------------------------------------------------------------------
-    torch_dtype = resolve_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
+    torch_dtype = runnable_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
     model_config = cls.config_class.from_dict(config_dict)
-    if gguf_path is not None:
-        files = {"gguf": gguf_path}
-    else:
-        index = resolve("model.safetensors.index.json", required=False)
-        if index is not None:
-            files = {"safetensors": safetensors_files(resolve, model, index)}
-        else:
-            single = resolve("model.safetensors", required=False)
-            if single is not None:
-                files = {"safetensors": [single]}
-            else:
-                binary = resolve("pytorch_model.bin", required=False)
-                if binary is None:
-                    raise ExplainError(f"{model} has no weights explain can read: no model.safetensors, "
-                                       "model.safetensors.index.json or pytorch_model.bin")
-                files = {"bin": [binary]}
+    weight_format, paths = find_weights(model, resolve, gguf_path)
     tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
-    module, state = load_weights(cls, model_config, files, config_dict, torch_dtype, trace, tied=tied, reader=reader)
+    module, state = load_weights(cls, model_config, weight_format, paths, config_dict, torch_dtype, trace, tied=tied,
+                                 reader=reader, config_source=config_path or f"the GGUF metadata of {gguf_path}")
 
     # -- placement stage -------------------------------------------------------------------------------------
     module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,

@@ -13,22 +13,23 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 
 import torch
 
+from .chat_template import TemplateLimitError
 from .errors import ExplainError, interrupted as interrupted_error
+from .files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
+from .generation.settings import warnings_for
+from .inputs import check_inputs, check_prompt
+from .placement import input_device
 from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
-                "stop_sequence", "tokenizer", "trace_top", "keep_logits")
-GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS
-
-
-def _is_chat(value) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        isinstance(m, dict) and "role" in m for m in value)
+                "stop_sequence", "tokenizer", "trace_top", "keep_logits", "capture")
+GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
 
 
 class TextGenerationPipeline:
@@ -38,7 +39,7 @@ class TextGenerationPipeline:
         self.generation_config, self.generation_config_source = generation_config, generation_config_source
         self.trace, self.name_or_path, self.dtype = trace, name_or_path, dtype
         self.generate_defaults = dict(generate_defaults or {})
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.last_generation: Generation | None = None
 
     def __repr__(self):
@@ -47,18 +48,16 @@ class TextGenerationPipeline:
 
     # -- call ------------------------------------------------------------------------------------------
     def __call__(self, text_inputs, **kwargs):
-        if isinstance(text_inputs, str) or _is_chat(text_inputs):
-            return self._one(text_inputs, kwargs)
-        if isinstance(text_inputs, (list, tuple)) and text_inputs:
+        if check_inputs(text_inputs):  # a batch: every prompt is checked before the first runs
             return [self._one(item, kwargs) for item in text_inputs]
-        raise ExplainError(f"text_inputs must be a string, a chat (a list of {{'role', 'content'}} dicts) or a list "
-                           f"of those; got {type(text_inputs).__name__}")
+        return self._one(text_inputs, kwargs)
 
     def start(self, text_inputs, *, run: int | None = None, **kwargs) -> Generation:
         """Tokenize and set up a generation without running it: advance it with .step() / .run().
 
         `run` is a run id reserved beforehand with pipe.trace.new_run() (a view that wants to know its run's
         id before the first event); by default the call reserves a new one."""
+        check_prompt(text_inputs)
         options, settings_call = self._split(kwargs)
         return self._prepare(text_inputs, options, settings_call, run)
 
@@ -90,14 +89,16 @@ class TextGenerationPipeline:
         run = self.trace.new_run() if run is None else run
         ids = self._tokenize(prompt, options, run)
         handle = options.get("handle_long_generation")
-        context = self.config.get("max_position_embeddings") or self.config.get("n_positions")
-        if context and handle is None and len(ids) > context:
+        context, learned = self.model.config.max_position_embeddings, self.model.learned_positions
+        if learned and handle is None and len(ids) > context:  # rotary positions go on past it, learned ones do not
             raise ExplainError(f"the prompt is {len(ids)} tokens but the model's context window is {context} "
-                               "tokens; shorten the prompt, or pass handle_long_generation=\"hole\" to keep "
-                               "only its last tokens")
+                               "tokens, one learned position embedding each (transformers' generate fails with an "
+                               "IndexError here); shorten the prompt, or pass handle_long_generation=\"hole\" to "
+                               "keep only its last tokens")
         with self.trace.span("generation", "settings", run=run) as data:
+            vocab_size = self.config.get("vocab_size")
             settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
-                                        len(ids), context, self.tokenizer.pad_token_id)
+                                        len(ids), context, self.tokenizer.pad_token_id, vocab_size)
             new_tokens = settings["max_length"] - len(ids)  # max_new_tokens, or what max_length leaves
             if context and handle == "hole" and len(ids) + new_tokens > context:
                 keep = context - new_tokens  # transformers' "hole": drop the prompt's start to leave room
@@ -107,13 +108,19 @@ class TextGenerationPipeline:
                 data["hole"] = {"prompt_tokens": len(ids), "kept": keep, "dropped": len(ids) - keep}
                 ids = ids[-keep:]
                 settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
-                                            len(ids), context, self.tokenizer.pad_token_id)
+                                            len(ids), context, self.tokenizer.pad_token_id, vocab_size)
             generation = Generation(self.model, self.tokenizer, ids, settings, self.trace, run,
                                     trace_top=options.get("trace_top", 20), keep_logits=options.get("keep_logits", False),
+                                    capture=options.get("capture"),
                                     prompt=prompt, options=options)
+            for message in warnings_for(settings, sources):  # what transformers warns about these settings
+                generation.warnings.append(message)
+                warnings.warn(message, stacklevel=4)
             data.update(settings=settings, sources=sources, processors=[
-                {"name": p.name, "class": type(p).__name__, "args": p.args()} for p in generation.processors],
-                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device), warnings=generation.warnings)
+                {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
+                for p in generation.processors],
+                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device), warnings=generation.warnings,
+                context_window=context)
         self.last_generation = generation
         return generation
 
@@ -168,6 +175,8 @@ class TextGenerationPipeline:
         for i in range(len(messages)):
             try:
                 end = len(self.tokenizer.apply_chat_template(messages[: i + 1], add_generation_prompt=False))
+            except TemplateLimitError:  # the same template ran within its limits on the whole chat: say so
+                raise
             except Exception:  # a template that refuses partial conversations: no segments, nothing is lost
                 return None
             if not text.startswith(text[:end]) or end > len(text):
@@ -230,7 +239,6 @@ class TextGenerationPipeline:
         from safetensors.torch import save_model
         folder = os.path.abspath(folder)
         parent = os.path.dirname(folder)
-        os.makedirs(parent, exist_ok=True)
         if os.path.exists(folder) and os.listdir(folder):
             existing = set(os.listdir(folder)) - {"config.json", "model.safetensors", "tokenizer.json",
                                                    "tokenizer_config.json", "special_tokens_map.json",
@@ -238,7 +246,11 @@ class TextGenerationPipeline:
             if existing:
                 raise ExplainError(f"{folder} already holds other files ({sorted(existing)[:3]}); "
                                    "save into an empty or new folder")
-        staging = tempfile.mkdtemp(prefix=".explain-save-", dir=parent)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".explain-save-", dir=parent)
+        except OSError as error:
+            raise cannot_write(parent, error) from None
         try:
             config = {k: v for k, v in self.config.items() if not k.startswith("_")}
             config["torch_dtype"] = config["dtype"] = self.dtype
@@ -251,8 +263,10 @@ class TextGenerationPipeline:
             save_model(self.model, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
             self.tokenizer.save(staging)
             os.makedirs(folder, exist_ok=True)
-            for name in os.listdir(staging):
-                os.replace(os.path.join(staging, name), os.path.join(folder, name))
+            for name in os.listdir(staging):  # with the mode a new file there gets (safetensors writes 0600)
+                publish(os.path.join(staging, name), os.path.join(folder, name))
+        except OSError as error:
+            raise cannot_write(folder, error) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return folder

@@ -302,15 +302,17 @@ def test_empty_prompt_needs_a_bos_token(pipe, monkeypatch):
 
 def test_prompt_longer_than_the_context_window(pipe):
     long_prompt = "word " * 8300  # more tokens than the 8192 positions of the model
-    with pytest.raises(ExplainError) as error:
-        pipe(long_prompt, max_new_tokens=2)
-    message = str(error.value)
-    assert "context window is 8192" in message and 'handle_long_generation="hole"' in message
-    # "hole" keeps the prompt's last tokens, leaving room for the new ones (start(): nothing is run)
+    # a rotary model goes on, as transformers does, and says so before it runs (start(): nothing is run)
+    generation = pipe.start(long_prompt, max_new_tokens=2)
+    assert generation.prompt_length > 8192
+    warnings = pipe.trace.last("generation", "settings").data["warnings"]
+    assert len(warnings) == 1 and "longer than the model's context window of 8192 positions" in warnings[0]
+    # "hole" keeps the prompt's last tokens, leaving room for the new ones
     generation = pipe.start(long_prompt, max_new_tokens=10, handle_long_generation="hole")
     assert generation.prompt_length == 8192 - 10 and generation.settings["max_length"] == 8192
-    hole = pipe.trace.last("generation", "settings").data["hole"]
-    assert hole["kept"] == 8182 and hole["dropped"] == hole["prompt_tokens"] - 8182
+    settings = pipe.trace.last("generation", "settings").data
+    assert settings["hole"]["kept"] == 8182 and settings["hole"]["dropped"] == settings["hole"]["prompt_tokens"] - 8182
+    assert settings["warnings"] == [] and settings["context_window"] == 8192
 
 
 # -- the step-through API -----------------------------------------------------------------------------

@@ -223,6 +223,38 @@ def test_step_through_knobs_what_if_and_force(pipe):
         st.close()
 
 
+def test_step_through_knob_widgets_come_from_the_registry(pipe):
+    """The five knobs of the first row look as they always did; every other knob with a widget declaration sits
+    under "more knobs", and moving it changes the run (and a what-if) like any knob."""
+    import ipywidgets as widgets
+    from explain.generation.settings import KNOBS
+    from explain.widgets.controller import MORE_KNOBS
+    st = StepThrough(pipe, "Once upon a time", max_new_tokens=6, do_sample=False)
+    try:
+        first_row = st.children[2].children
+        assert [(type(w).__name__, w.description) for w in first_row] == [
+            ("Checkbox", "sample (do_sample)"), ("FloatSlider", "temperature"), ("IntSlider", "top-k"),
+            ("FloatSlider", "top-p"), ("FloatSlider", "repetition penalty")]
+        assert [(w.min, w.max, w.step) for w in first_row[1:]] == [(0.05, 2.0, 0.05), (0, 200, 1), (0.05, 1.0, 0.05),
+                                                                  (1.0, 2.0, 0.05)]
+        assert st.temperature is first_row[1] and st.top_k.value == 50 and st.temperature.disabled  # greedy
+        more = st.more_knobs.children[0].children
+        assert set(MORE_KNOBS) == {n for n, k in KNOBS.items() if k.widget is not None} - {
+            "do_sample", "temperature", "top_k", "top_p", "repetition_penalty"}
+        assert len(more) == len(MORE_KNOBS) >= 8 and all(isinstance(w, widgets.Widget) for w in more)
+        assert st.knobs()["min_p"] is None and st.knobs()["guidance_scale"] is None  # sliders at "off"
+        st.run(2)
+        st.do_sample.value = True
+        st.typical_p.value = 0.5
+        assert st.generation.settings["typical_p"] == 0.5 and st.typical_p.disabled is False
+        st.no_repeat_ngram_size.value = 2
+        assert [p.name for p in st.generation.processors][:1] == ["no_repeat_ngram_size"]
+        result = st.what_if(1)
+        assert result["settings"]["typical_p"] == 0.5 and result == st.generation.what_if(1, **st.knobs())
+    finally:
+        st.close()
+
+
 def test_step_through_escapes_its_prompt(pipe):
     st = StepThrough(pipe, EVIL, max_new_tokens=2, do_sample=False)
     try:
@@ -464,7 +496,7 @@ def test_paused_step_through_before_and_after(pipe):
         assert st.dashboard.step_caption.layout.display == "none"  # no blank space where a caption would be
         st.next_button.click()
         assert "paused at 1/3 tokens" in st.dashboard.header.value and st.dashboard.chart.message == ""
-        assert st.dashboard.step_caption.layout.display == "block" and len(st.dashboard.chart.step["panels"]) == 2
+        assert st.dashboard.step_caption.layout.display != "none" and len(st.dashboard.chart.step["panels"]) == 2
         st.end_button.click()
         assert all(b.disabled for b in (st.next_button, st.run_button, st.end_button))
         assert "Next token and Run are off because this run has ended" in st.message.value
@@ -534,13 +566,18 @@ def test_the_exported_page_is_drawn_by_the_same_views(pipe):
         assert [k["key"] for k in data["keys"]] == [f"{pipe.trace.run}:0"]
         assert [v["name"] for v in data["views"]] == [v.name for v in dashboard.views]
         page = data["pages"][f"{pipe.trace.run}:0"]
+        def on_screen(name, values):  # the widget's traits, and whether it is shown
+            part = dashboard.parts[name]
+            return {**{k: getattr(part, k) for k in values if k != "shown"},
+                    **({"shown": part.layout.display != "none"} if "shown" in values else {})}
+
         for name, values in page["values"].items():
-            assert values == {k: getattr(dashboard.parts[name], k) for k in values}, name
+            assert values == on_screen(name, values), name
         for index in range(len(dashboard.state.steps())):
             dashboard.select(index)
             for name, table in page["steps"].items():
                 values = {**page["values"][name], **table[index]}
-                assert values == {k: getattr(dashboard.parts[name], k) for k in values}, (name, index)
+                assert values == on_screen(name, values), (name, index)
     finally:
         dashboard.close()
 
@@ -563,3 +600,30 @@ def test_export_writes_one_page_and_refuses_bad_paths(pipe, tmp_path):
     with pytest.raises(explain.ExplainError, match="no call 999"):
         explain.export(pipe, tmp_path / "x.html", run=999)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.html"]  # no temporary file left behind
+
+
+# -- inside the model, as a view of the dashboard -----------------------------------------------------------------
+def test_the_inside_view_shows_the_inspected_steps_of_the_run(pipe, tmp_path):
+    """With capture="inside" the dashboard's "Inside the model" view shows the selected step's generation/inspect
+    data (the same as InsideView of the saved trace); a run that inspected nothing hides the view and its title;
+    the exported page carries it per step."""
+    from explain.widgets import InsideView
+    from explain.widgets.export import export_data
+    pipe("Red, green and", max_new_tokens=3, do_sample=False, capture="inside")
+    run = pipe.trace.run
+    dashboard = Dashboard(pipe.trace)
+    try:
+        inside, title = dashboard.inside, dashboard.sections["inside"]
+        assert inside.look["step"] == 2 and "lens" in inside.look and "attention" in inside.look
+        assert inside.layout.display != "none" and title.layout.display != "none"
+        dashboard.select(0)
+        assert inside.look == InsideView(pipe.trace, step=0, run=run).look and inside.look["step"] == 0
+        page = export_data(pipe.trace, run=run)["pages"][f"{run}:0"]
+        assert page["values"]["inside"]["look"]["step"] == 2 and page["steps"]["inside"][0]["look"]["step"] == 0
+        pipe("Hello", max_new_tokens=2, do_sample=False)  # nothing inspected: the view takes no room
+        assert dashboard.state.run == pipe.trace.run and dashboard.inside.look == {}
+        assert inside.layout.display == "none" and title.layout.display == "none"
+        html = pathlib.Path(explain.export(pipe.trace, tmp_path / "inside.html", run=run)).read_text()
+        assert '"inside.js":' in html and ".explain-in-lens-grid" in html  # its module and its style sheet
+    finally:
+        dashboard.close()

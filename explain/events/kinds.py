@@ -7,6 +7,7 @@ declared fields directly (`data["prob"]`): `explain.events.check_event` has prov
 
 from typing import Any, Callable, Literal, NotRequired, TypedDict
 
+from ..models import common_config
 from ..units import size_text
 
 
@@ -138,10 +139,15 @@ class PlacementPlace(TypedDict):
     dtype: str
     no_split_module_classes: list[str]
     max_memory: NotRequired[dict[str, int | str]]
-    bytes_per_device: dict[str, int]
+    budget: NotRequired[dict[str, int | float]]  # device_map="auto": the max_memory given to infer_auto_device_map
+    headroom: NotRequired[list[str]]  # the steps from max_memory to budget, as transformers takes them
+    bytes_per_device: dict[str, int]  # where the weights are stored (an offloaded module's: CPU RAM)
     tied: dict[str, str]
     modules: dict[str, str]
     layers: dict[str, str]
+    main_device: str  # where inputs go
+    execution_devices: dict[str, str]  # device-map module -> the device its forward runs on
+    offloaded: list[str]  # modules whose weights stay in CPU RAM and are copied to main_device for every forward
 
 
 # -- a call: run n ----------------------------------------------------------------------------------------
@@ -167,8 +173,9 @@ class TokenizationEncode(TypedDict):
 
 
 class ProcessorSpec(TypedDict):
-    name: str
+    name: str  # the knob that turned it on (explain.generation.processors: the registry)
     args: dict[str, Any]
+    title: NotRequired[str]  # the short human title of its panel in the step view (absent in older traces)
 
 
 class GenerationSettings(TypedDict):
@@ -179,7 +186,9 @@ class GenerationSettings(TypedDict):
     dtype: str
     device: str
     hole: NotRequired[dict[str, int]]
-    warnings: NotRequired[list[str]]  # what the reader should know about this run (e.g. trace_top="all" costs)
+    warnings: NotRequired[list[str]]  # what the reader should know about this run (e.g. trace_top="all" costs,
+    # the context window it may pass or stop at)
+    context_window: NotRequired[int]  # the model's max_position_embeddings
 
 
 class GenerationPrefill(TypedDict):
@@ -191,7 +200,8 @@ class GenerationPrefill(TypedDict):
 
 class ProcessorStep(TypedDict):
     """What one logits processor did at one step."""
-    name: str
+    name: str  # the knob that turned it on, e.g. "top_p"; "logits_processor" for one of the call's own
+    title: NotRequired[str]  # the panel title in the step view, e.g. "top-p (nucleus)" (absent in older traces)
     args: dict[str, Any]
     removed: int  # tokens it made impossible (-inf)
     changed: int  # scores it changed
@@ -223,9 +233,65 @@ class GenerationStep(TypedDict):
     forward_time: float | None
     token_texts: dict[str, str]  # token id (as JSON keys are strings) -> its text, for every id shown
     stop_reason: NotRequired[str | None]
+    warnings: NotRequired[list[str]]  # the context window passed here (rotary positions go on, as in transformers)
+    # or reached (learned positions: stop_reason "context_window")
     forced: NotRequired[bool]
     rows: NotRequired[dict[str, str]]  # trace_top="all": "logits", each processor, "probs" -> the whole row as
     # base64 of little-endian float32 (explain.generation.rows.decode_row)
+
+
+class LensLayer(TypedDict):
+    layer: int  # 0 = the embeddings (the input of the first layer), n = the output of layer n
+    ids: list[int]  # the top tokens if the model stopped here
+    probs: list[float]
+    chosen_prob: float  # the probability this layer's reading gives the token the step picked
+    chosen_rank: int
+
+
+class Lens(TypedDict):
+    layers: list[LensLayer]
+    last_layer_difference: float  # max |last layer's reading - the step's logits|: 0 when the replay is exact
+    note: str
+
+
+class Attention(TypedDict):
+    heads: list[list[list[float]]]  # (layers, heads, positions): the new position's weights over the context,
+    mean: list[list[float]]  # (layers, positions), heads averaged; both to 6 decimals
+    layers: int
+    num_heads: int
+    positions: int
+    first_token_share: float  # mean weight on position 0, over layers and heads
+    uniform_share: float  # 1 / positions: what an even spread would give each position
+    sink: bool  # the first position takes more than twice the even share (an attention sink)
+    note: str
+
+
+class Attribution(TypedDict):
+    method: str  # gradient_x_input or integrated_gradients
+    captum: str  # the Captum class that computed it
+    target: int
+    scores: list[float]  # per context position, summed over the embedding dimension
+    shares: list[float]  # |score| / sum |score|
+    steps: int
+    completeness_gap: float | None  # integrated gradients: sum(scores) - (log p(token) - log p(token | baseline))
+    seconds: float
+    note: str
+
+
+class GenerationInspect(TypedDict):
+    """What happened inside the model at one step (generation.inspect or capture="inside")."""
+    step: int
+    position: int
+    branch: int
+    token_id: int
+    token: str
+    context_ids: list[int]
+    context_tokens: list[str]
+    token_texts: NotRequired[dict[str, str]]  # the text of every token id the lens shows
+    lens: NotRequired[Lens]
+    attention: NotRequired[Attention]
+    attribution: NotRequired[Attribution]
+    seconds: float
 
 
 class GenerationForce(TypedDict):
@@ -275,12 +341,11 @@ def _config_file(d: dict) -> str:
 
 def _config_config(d: dict) -> str:
     h = d["hyperparameters"]
-    layers = h.get("num_hidden_layers", h.get("n_layer"))
-    hidden = h.get("hidden_size", h.get("n_embd"))
-    heads = h.get("num_attention_heads", h.get("n_head"))
+    common = common_config(h)  # GPT-2's n_layer, n_embd... under the common names
     kv = f", {h['num_key_value_heads']} kv heads" if "num_key_value_heads" in h else ""
-    return (f"{d['architecture']} ({d['model_type']}): {layers} layers, hidden {hidden}, {heads} heads{kv}, "
-            f"vocab {h.get('vocab_size')}, tied embeddings {h.get('tie_word_embeddings', False)}")
+    return (f"{d['architecture']} ({d['model_type']}): {common['num_hidden_layers']} layers, hidden "
+            f"{common['hidden_size']}, {common['num_attention_heads']} heads{kv}, vocab {common['vocab_size']}, "
+            f"tied embeddings {h.get('tie_word_embeddings', False)}")
 
 
 def _tokenizer_load(d: dict) -> str:
@@ -316,7 +381,8 @@ def _generation_settings(d: dict) -> str:
     s = d["settings"]
     how = "sampling" if s.get("do_sample") else "greedy"
     names = ", ".join(p["name"] for p in d["processors"]) or "none"
-    return f"{how}, up to {s.get('max_new_tokens_effective')} new tokens; logits processors: {names}"
+    warned = "".join(f"; warning: {warning}" for warning in d.get("warnings", []))
+    return f"{how}, up to {s.get('max_new_tokens_effective')} new tokens; logits processors: {names}{warned}"
 
 
 def _generation_prefill(d: dict) -> str:
@@ -325,12 +391,29 @@ def _generation_prefill(d: dict) -> str:
 
 def _generation_step(d: dict) -> str:
     how = "forced" if d.get("forced") else d["method"]
-    return f"step {d['step']}: {d['token']!r} ({how}, p {_number(d['prob'])}, rank {d['rank']})"
+    warned = "".join(f"; {warning}" for warning in d.get("warnings", []))
+    return f"step {d['step']}: {d['token']!r} ({how}, p {_number(d['prob'])}, rank {d['rank']}){warned}"
 
 
 def _generation_force(d: dict) -> str:
     return (f"branch {d['branch']}: forced {d['token']!r} (id {d['token_id']}) at step {d['step']} "
             f"instead of id {d['replaced']}")
+
+
+def _generation_inspect(d: dict) -> str:
+    parts = []
+    if "lens" in d:
+        first = next((layer["layer"] for layer in d["lens"]["layers"] if layer["chosen_rank"] == 1), None)
+        parts.append(f"lens: {d['token']!r} is the top reading from layer {first}" if first is not None
+                     else f"lens: {d['token']!r} is never the top reading")
+    if "attention" in d:
+        parts.append(f"attention: {d['attention']['first_token_share']:.0%} on the first token")
+    if "attribution" in d:
+        shares = d["attribution"]["shares"]
+        top = max(range(len(shares)), key=shares.__getitem__) if shares else None
+        parts.append(f"attribution: {d['context_tokens'][top]!r} weighs most ({shares[top]:.0%})"
+                     if top is not None else "attribution: empty context")
+    return f"inside step {d['step']}: " + "; ".join(parts)
 
 
 def _generation_end(d: dict) -> str:
@@ -374,6 +457,7 @@ KINDS: dict[tuple[str, str], Kind] = {(k.stage, k.kind): k for k in (
     Kind("generation", "prefill", GenerationPrefill, _generation_prefill),
     Kind("generation", "step", GenerationStep, _generation_step),
     Kind("generation", "force", GenerationForce, _generation_force),
+    Kind("generation", "inspect", GenerationInspect, _generation_inspect),
     Kind("generation", "end", GenerationEnd, _generation_end),
     Kind("decoding", "decode", DecodingDecode, _decoding_decode),
 )}

@@ -78,3 +78,9 @@ def encode_row(row: torch.Tensor) -> str:
 def decode_row(text: str) -> np.ndarray:
     """A row written by encode_row, as float32 (bit-identical to the tensor it came from)."""
     return np.frombuffer(base64.b64decode(text, validate=True), dtype="<f4")
+
+
+def float32_list(values: torch.Tensor) -> list[float]:
+    """float32 values written with the fewest digits that read back as the same float32 (what JSON stores)."""
+    return [float(np.format_float_positional(v, unique=True, trim="-")) for v in
+            values.detach().float().cpu().numpy().ravel()]

@@ -25,7 +25,7 @@ from ..trace import Event, Trace
 from .sink import ThrottledSink
 from .state import DashboardState, visible
 from .static import summary_html
-from .views import LOADING, RUN, SELECTION, STATUS, STEPS, VIEWS, Scene
+from .views import LOADING, RUN, SELECTION, STATUS, STEPS, VIEWS, Scene, shown, traits
 
 CLAIMED: "weakref.WeakKeyDictionary[Trace, set[int]]" = weakref.WeakKeyDictionary()  # runs a step-through owns
 EVERYTHING = frozenset({LOADING, RUN, STEPS, SELECTION, STATUS})
@@ -110,9 +110,10 @@ class Dashboard(StaticFallback, widgets.VBox):
     def _layout(self) -> list[widgets.Widget]:
         """The views in registry order, each under its section title; the pickers and tools where they belong."""
         children = []
+        self.sections = {}  # view name -> its section title (hidden with the view)
         for view in self.views:
             if view.section:
-                title = _section(*view.section)
+                title = self.sections[view.name] = _section(*view.section)
                 children.append(widgets.HBox([title, self.run_picker], layout=widgets.Layout(
                     justify_content="space-between", flex_flow="row wrap")) if view.name == "text" else title)
             children.append(self.parts[view.name])
@@ -130,6 +131,7 @@ class Dashboard(StaticFallback, widgets.VBox):
     branches = property(lambda self: self.parts["branches"])
     step_caption = property(lambda self: self.parts["caption"])
     chart = property(lambda self: self.parts["chart"])
+    inside = property(lambda self: self.parts["inside"])
 
     def __repr__(self) -> str:
         steps = len(self.state.steps())
@@ -218,11 +220,15 @@ class Dashboard(StaticFallback, widgets.VBox):
                 part = self.parts[view.name]
                 values = view.draw(scene)
                 stack.enter_context(part.hold_sync())
-                for name, value in values.items():
+                for name, value in traits(values).items():
                     if getattr(part, name) != value:
                         setattr(part, name, value)
-                if view.module is None:  # an HTML view takes no room when it has nothing to say
-                    part.layout.display = "block" if values.get("value") else "none"
+                # a view takes no room when it has nothing to say; its section title goes with it when it says so
+                section = self.sections.get(view.name)
+                for widget, display in ((part, shown(view, values)), (section, values.get("shown", True))):
+                    display = "" if display else "none"
+                    if widget is not None and widget.layout.display != display:
+                        widget.layout.display = display
         if RUN in changes or STEPS in changes:
             self._render_pickers()
 

@@ -14,6 +14,8 @@ import uuid
 import anywidget
 import traitlets
 
+from .inside import InsideView
+
 HERE = pathlib.Path(__file__).parent
 
 
@@ -99,3 +101,10 @@ def plotly_library() -> PlotlyLibrary:
     if _library is None or getattr(_library, "comm", None) is None:
         _library = PlotlyLibrary(source=plotly_js_path().read_text(encoding="utf-8"))
     return _library
+
+
+class InsideElement(InsideView, ViewWidget):
+    """The inside-the-model view (inside.py) as a dashboard part: it draws the generation/inspect events the run
+    recorded for the selected step (capture="inside", or generation.inspect(step) while the run is traced)."""
+    _esm = module_source("inside.js")
+    _css = HERE / "inside.css"

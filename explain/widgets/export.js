@@ -81,7 +81,7 @@ async function main() {
   bar.append(el("span", "explain-muted", data.note), picker, theme);
   page.appendChild(bar);
 
-  const models = {}, hosts = {};
+  const models = {}, hosts = {}, titles = {};
   let pageData = data.pages[data.keys[0].key];
   for (const view of data.views) {
     if (view.section) {
@@ -89,6 +89,7 @@ async function main() {
       title.appendChild(document.createTextNode(" "));
       title.appendChild(el("span", "explain-muted", view.section[1]));
       page.appendChild(title);
+      titles[view.name] = title;
     }
     const host = el("div", `explain-view explain-view-${view.name}`);
     page.appendChild(host);
@@ -103,7 +104,14 @@ async function main() {
     hosts[name].style.display = value ? "" : "none";
   }
 
+  function drawShown(name) { // a view (and its title) drawn as "shown": false takes no room, as in the notebook
+    const display = models[name].get("shown") === false ? "none" : "";
+    for (const node of [hosts[name], titles[name]]) if (node) node.style.display = display;
+  }
+
   for (const view of data.views) {
+    models[view.name].on("change:shown", () => drawShown(view.name));
+    drawShown(view.name);
     if (view.module) {
       const module = await load(view.module);
       module.render({ model: models[view.name], el: hosts[view.name] });

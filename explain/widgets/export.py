@@ -123,6 +123,8 @@ def export_html(source, run: int | None = None) -> str:
     trace = _trace(source)
     data = export_data(trace, run)
     modules = {view["module"]: module_source(view["module"]) for view in data["views"] if view["module"]}
+    sheets = ["widgets.css"] + [view.css for view in VIEWS if view.css]
+    styles = "".join((HERE / name).read_text(encoding="utf-8") for name in dict.fromkeys(sheets))
     nonce = secrets.token_urlsafe(18)
     state = DashboardState.from_trace(trace, run=run if run is not None else (trace.run or None))
     model = state.model_name() or "a saved trace"
@@ -133,7 +135,7 @@ def export_html(source, run: int | None = None) -> str:
         f"<meta http-equiv='Content-Security-Policy' content=\"{policy}\">",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>explain: {esc(model)}</title>",
-        f"<style>{THEME_CSS}{(HERE / 'widgets.css').read_text(encoding='utf-8')}</style>",
+        f"<style>{THEME_CSS}{styles}</style>",
         f"<script nonce='{nonce}'>{_script_source(plotly_js_path().read_text(encoding='utf-8'))}</script>",
         f"<script type='application/json' id='explain-data'>{_json_for_script(data)}</script>",
         f"<script type='application/json' id='explain-modules'>{_json_for_script(modules)}</script>",

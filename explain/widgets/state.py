@@ -7,6 +7,7 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 from __future__ import annotations
 
 from ..events import LOADING_STAGES, STAGES
+from ..models import common_config
 from ..trace import Event, Trace
 from ..units import size_text
 ROLE_NAMES = ("system", "user", "assistant", "generation prompt", "tool")
@@ -44,6 +45,7 @@ class DashboardState:
         self.branches: dict[int, list[dict]] = {0: []}
         self.forks: dict[int, dict] = {}  # branch -> its generation/force data
         self.branch = 0  # the branch that moved last
+        self.inspected: dict[tuple[int, int], dict] = {}  # (branch, step) -> its generation/inspect data, merged
         self.step_seconds = 0.0
 
     @classmethod
@@ -78,6 +80,9 @@ class DashboardState:
             self.branches.setdefault(branch, []).append(event.data)
             self.branch = branch
             self.step_seconds += event.duration
+        elif key == ("generation", "inspect"):  # lens and attention from one inspection, attribution from another
+            where = (event.data.get("branch", 0), event.data.get("step"))
+            self.inspected[where] = {**self.inspected.get(where, {}), **event.data}
         elif key == ("generation", "force"):
             self._fork(event.data)
         elif key == ("generation", "end"):
@@ -233,9 +238,9 @@ def loading_facts(stage: str, events: list[Event]) -> list[str]:
             facts.append(size_text(sum(f.get("size") or 0 for f in files)))
         config = [e.data for e in events if e.kind == "config"]
         if config:
-            h = config[-1].get("hyperparameters", {})
-            layers = h.get("num_hidden_layers", h.get("n_layer"))
-            facts.append(f"{config[-1].get('architecture')}, {layers} layers, vocab {h.get('vocab_size')}")
+            common = common_config(config[-1].get("hyperparameters", {}))
+            facts.append(f"{config[-1].get('architecture')}, {common['num_hidden_layers']} layers, "
+                         f"vocab {common['vocab_size']}")
         return facts
     if stage == "tokenizer":
         facts = [str(d.get("model")), f"{d.get('vocab_size')} tokens"]

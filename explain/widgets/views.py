@@ -22,7 +22,7 @@ import ipywidgets as widgets
 from ..events import LOADING_STAGES
 from ..units import size_text
 from .safe import esc, fmt, integer, number, text
-from .elements import GeneratedText, StageTimeline, StepChart, TokenChips
+from .elements import GeneratedText, InsideElement, StageTimeline, StepChart, TokenChips
 from .state import DashboardState, visible
 from .step_chart import chart_curves, chart_step
 
@@ -72,13 +72,25 @@ class View:
     reads: frozenset = frozenset()
     section: tuple[str, str] | None = None  # (title, hint) shown above the view
     module: str | None = None  # the ES module (file name next to this one) that draws it; None: an HTML view
+    css: str | None = None  # a style sheet of its own (file name next to this one), beside widgets.css
 
     def create(self) -> widgets.Widget:
         return widgets.HTML()
 
     def draw(self, scene: Scene) -> dict:
-        """The widget's values for this scene (for an HTML view: {"value": markup})."""
+        """The widget's values for this scene (for an HTML view: {"value": markup}). An optional "shown": False
+        hides the view and its section title; an HTML view with empty markup is hidden (not its section title)."""
         raise NotImplementedError
+
+
+def shown(view: View, values: dict) -> bool:
+    """Whether a view's drawn values are to be shown (see View.draw)."""
+    return bool(values.get("shown", True) and (view.module is not None or values.get("value")))
+
+
+def traits(values: dict) -> dict:
+    """A view's drawn values without "shown": what its widget's traits get."""
+    return {k: v for k, v in values.items() if k != "shown"}
 
 
 VIEWS: list[View] = []
@@ -258,6 +270,8 @@ def step_caption(step: dict) -> str:
                  f"({esc(size_text(number(kv.get('bytes'))))})")
     if step.get("stop_reason"):
         parts.append(f" \u00b7 generation stopped here: {esc(stop_text(step['stop_reason']))}")
+    for warning in step.get("warnings") if isinstance(step.get("warnings"), list) else []:
+        parts.append(f"<br>\u26a0 {esc(text(warning))}")  # the context window passed (or reached) at this step
     parts.append("</span>")
     return f"<div class='explain-w explain-step-caption'>{''.join(parts)}</div>"
 
@@ -278,5 +292,21 @@ class ChartView(View):
                 "selected": -1 if index is None else index, "message": message}
 
 
-for _view in (HeaderView(), TimelineView(), PromptView(), TextView(), BranchesView(), CaptionView(), ChartView()):
+class InsideStepView(View):
+    """Inside the model at the selected step (the logit lens, attention, attribution), from the run's
+    generation/inspect events: shown for the steps that were inspected (capture="inside" records every step)."""
+    name, reads, module, css = "inside", frozenset({RUN, STEPS, SELECTION}), "inside.js", "inside.css"
+    section = ("Inside the model", "what each layer would predict, what the new token attended to")
+
+    def create(self) -> widgets.Widget:
+        return InsideElement()
+
+    def draw(self, scene: Scene) -> dict:
+        step = scene.step  # a branch's steps before its fork are its parent's, and carry the parent's branch
+        look = {} if step is None else scene.state.inspected.get((step.get("branch", 0), step.get("step")), {})
+        return {"look": look, "status": "", "shown": bool(look)}
+
+
+for _view in (HeaderView(), TimelineView(), PromptView(), TextView(), BranchesView(), CaptionView(), ChartView(),
+              InsideStepView()):
     register(_view)
