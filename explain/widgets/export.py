@@ -89,7 +89,7 @@ def export_data(trace: Trace, run: int | None = None) -> dict:
             raise ExplainError(f"the trace has no call {run}; its calls are {runs or 'none (loading only)'}")
         runs = [run]
     keys, pages = [], {}
-    for number in runs or [None]:
+    for number in reversed(runs or [None]):  # the newest call first, as the live dashboard shows it
         state = DashboardState.from_trace(trace, run=number)
         branches = [0] + sorted(b for b in state.branches if b in state.forks)
         for branch in branches:
@@ -100,7 +100,6 @@ def export_data(trace: Trace, run: int | None = None) -> dict:
                 f", branch {branch}: forced at step {fork.get('step')}" if branch else "")
             keys.append({"key": key, "label": label})
             pages[key] = _page(state)
-    keys.reverse()  # the newest call first, as the live dashboard shows it
     views = [{"name": v.name, "module": v.module, "section": list(v.section) if v.section else None} for v in VIEWS]
     note = (f"exported by explain on {datetime.date.today().isoformat()}: no kernel, no network; click a token "
             "to see its step")

@@ -231,3 +231,42 @@ def test_interrupt_ends_the_run_with_one_line(open_notebook):
     notebook.wait_cell(3)
     assert f"END interrupted {steps} {steps} True True" in notebook.output_text(3), notebook.output_text(3)
     page.locator(".explain-dashboard").first.screenshot(path=str(ARTIFACTS / "dashboard-interrupted.png"))
+
+
+def test_inside_the_model_view_follows_the_selected_step(open_notebook):
+    """A run with capture="inside": the dashboard's "Inside the model" view draws the lens of the selected step, in
+    both themes (its text in the theme's colour) and at 700 px (the lens grid scrolls inside its view)."""
+    cells = [LOAD, "explain.show(pipe)",
+             "out = pipe('Red, green and', max_new_tokens=4, do_sample=False, capture='inside')"]
+    notebook = open_notebook("inside", cells, height=1400)
+    page = notebook.page
+    notebook.run_all()
+    notebook.wait_cell(len(cells) - 1, timeout=300)
+    dashboard = page.locator(".explain-dashboard").first
+    inside = dashboard.locator(".explain-inside").first
+    inside.scroll_into_view_if_needed()
+    page.wait_for_function("() => /at step 3/.test(document.querySelector('.explain-dashboard .explain-inside')"
+                           "?.textContent || '')", timeout=60_000)
+    assert inside.locator(".explain-in-lens-grid .explain-in-cell.chosen").count() >= 1, "no chosen token in the lens"
+    dashboard.locator(".explain-gen-text .explain-token").nth(1).click()
+    page.wait_for_function("() => /at step 1/.test(document.querySelector('.explain-dashboard .explain-inside')"
+                           ".textContent)", timeout=30_000)
+    for theme in ("light", "dark"):
+        notebook.theme(theme)
+        for width in (1400, 700):
+            page.set_viewport_size({"width": width, "height": 2600})
+            time.sleep(1.0)
+            where = f"{theme} {width}px"
+            inside.scroll_into_view_if_needed()
+            notebook.screenshot(inside, f"inside-{theme}-{width}px")
+            box, view = inside.bounding_box(), dashboard.bounding_box()
+            assert box["x"] >= view["x"] - 1 and box["x"] + box["width"] <= view["x"] + view["width"] + 1, where
+            colors = inside.evaluate("""(box) => ({
+                layer: getComputedStyle(box.querySelector('.explain-in-layer')).color,
+                theme: getComputedStyle(document.body).getPropertyValue('--jp-ui-font-color2').trim()})""")
+            fill = page.evaluate("(c) => { const s = document.createElement('span'); s.style.color = c; "
+                                 "document.body.appendChild(s); const v = getComputedStyle(s).color; s.remove(); "
+                                 "return v; }", colors["theme"])
+            assert rgb(colors["layer"]) == rgb(fill), f"{where}: layer names {colors['layer']}, theme {fill}"
+    notebook.theme("light")
+    assert notebook.dialogs == [] and set(notebook.errors) <= {GAVE_UP}, (notebook.dialogs, notebook.errors)

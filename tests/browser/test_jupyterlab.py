@@ -139,7 +139,9 @@ def test_live_dashboard_then_step_through(page):
     page.wait_for_function("() => /Step 1<\\/b>|Step 1 /.test(document.querySelector('.explain-step-through')"
                            ".innerHTML)", timeout=30_000)
     controller.get_by_role("button", name=re.compile("What if")).click()
-    controller.locator(".js-plotly-plot", has_text="what if?").wait_for(timeout=30_000)
+    controller.locator(".explain-chart").first.scroll_into_view_if_needed()  # a chart out of sight waits to redraw
+    page.wait_for_function("() => /what if\\?/.test(document.querySelector('.explain-step-through .explain-chart')"
+                           "?.textContent || '')", timeout=60_000)
     controller.screenshot(path=str(ARTIFACTS / f"{page.front_end}-step-through.png"))
 
     # -- the prompt was an HTML injection attempt: it shows as text and ran nothing -------------------------
