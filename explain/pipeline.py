@@ -22,7 +22,7 @@ from .models import model_class
 from .placement import AUTO_STRATEGIES, normalise_device, place
 from .tokenizer import Tokenizer, load_tokenizer
 from .trace import Trace
-from .weights import load_weights
+from .weights import load_weights, model_config_from
 
 # transformers.pipeline's own arguments that do not apply to a text-only pipeline; accepted and ignored
 IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video_processor", "use_fast",
@@ -163,11 +163,12 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
 
     # -- weights stage ---------------------------------------------------------------------------------------
     torch_dtype = runnable_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
-    model_config = cls.config_class.from_dict(config_dict)
+    config_source = config_path or f"the GGUF metadata of {gguf_path}"
+    model_config = model_config_from(cls, config_dict, config_source)
     weight_format, paths = find_weights(model, resolve, gguf_path)
     tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
     module, state = load_weights(cls, model_config, weight_format, paths, config_dict, torch_dtype, trace, tied=tied,
-                                 reader=reader, config_source=config_path or f"the GGUF metadata of {gguf_path}")
+                                 reader=reader, config_source=config_source)
 
     # -- placement stage -------------------------------------------------------------------------------------
     module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,

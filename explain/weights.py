@@ -22,6 +22,23 @@ from .trace import Trace
 resolve_dtype = runnable_dtype  # the name this module used to export
 
 
+def model_config_from(model_class, config: dict, config_source: str = "config.json"):
+    """The model file's config dataclass built from config.json (or GGUF metadata), a refusal naming the file when
+    the model file cannot build from it (a missing rope_scaling key, a value of the wrong kind)."""
+    try:
+        return model_class.config_class.from_dict(config)
+    except NotImplementedError as error:
+        raise UnsupportedError(f"{config_source}: {error}") from None
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+        raise _cannot_build(config, config_source, error) from None
+
+
+def _cannot_build(config: dict, config_source: str, error: Exception) -> ConfigValueError:
+    return ConfigValueError(f"{config_source}: {config['architectures'][0]} cannot be built from this config "
+                            f"({type(error).__name__}: {error}); a key it needs is missing or of the wrong kind "
+                            "(e.g. in rope_scaling): correct it, or get the file again")
+
+
 def load_weights(model_class, model_config, weight_format: WeightFormat, paths: list[str], config: dict,
                  dtype: torch.dtype, trace: Trace, tied: dict | None = None, reader=None,
                  config_source: str = "config.json", options: dict | None = None) -> tuple[torch.nn.Module, dict]:
@@ -45,9 +62,7 @@ def load_weights(model_class, model_config, weight_format: WeightFormat, paths: 
     except NotImplementedError as error:  # a model file refusing a setting it does not implement (hidden_act, ...)
         raise UnsupportedError(f"{config_source}: {error}") from None
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:  # the skeleton reads only the config
-        raise ConfigValueError(f"{config_source}: {config['architectures'][0]} cannot be built from this config "
-                               f"({type(error).__name__}: {error}); a key it needs is missing or of the wrong kind "
-                               "(e.g. in rope_scaling): correct it, or get the file again") from None
+        raise _cannot_build(config, config_source, error) from None
     skeleton_time = time.perf_counter() - t0
     tied = tied or {}  # target -> source, e.g. lm_head.weight -> model.embed_tokens.weight
     request.expected = [n for n, _ in model.named_parameters(remove_duplicate=False)] + \
