@@ -9,6 +9,11 @@ from .trace import Event, Trace
 from .units import size_text
 
 
+# one line wherever a plain string met a model that has a chat template (tokenization/encode chat_template_skipped)
+TEMPLATE_SKIPPED = ("a plain string skips the chat template, so the model continues the text; to have it answer, "
+                    "pass [{\"role\": \"user\", \"content\": ...}]")
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f} ms"
 
@@ -48,7 +53,8 @@ def describe(event: Event) -> str | None:
         per = ", ".join(f"{k}: {size_text(v)}" for k, v in d.get("bytes_per_device", {}).items())
         return f"{d.get('strategy')} -> {', '.join(d.get('devices', []))} ({per}); {d.get('reason')}"
     if event.stage == "tokenization":
-        return f"{d['count']} tokens from {d['kind_of_input']} input"
+        return f"{d['count']} tokens from {d['kind_of_input']} input" + (f"; {TEMPLATE_SKIPPED} (command line: --chat)"
+                                                                          if d.get("chat_template_skipped") else "")
     if event.stage == "generation" and event.kind == "prefill":
         return f"prefill: {d['prompt_tokens']} tokens, {d['tokens_per_s']:.0f} tokens/s"
     if event.stage == "generation" and event.kind == "end":

@@ -145,11 +145,13 @@ def read_pytorch_bin(paths: list[str], expected: list[str], trace: Trace, dtype:
 
 
 def load_weights(model_class, model_config, files: dict, config: dict, dtype: torch.dtype, trace: Trace,
-                 tied: dict | None = None, reader: gguf.GGUFReader | None = None) -> tuple[torch.nn.Module, dict]:
+                 tied: dict | None = None, reader: gguf.GGUFReader | None = None,
+                 notes: dict | None = None) -> tuple[torch.nn.Module, dict]:
     """Build the model's skeleton on the meta device, then read the checkpoint into a CPU state dict of
     `dtype`, checked against the skeleton's parameter names. Returns (skeleton, state dict).
 
-    `files` is {"gguf": path} or {"safetensors": [paths]} or {"bin": [paths]}. A weight the architecture
+    `files` is {"gguf": path} or {"safetensors": [paths]} or {"bin": [paths]}; `notes` are facts of the call that
+    go into the weights/load event as they are (which argument asked for the dtype, the warnings it raised). A weight the architecture
     needs and the checkpoint lacks is an error: explain never shows numbers from random initialisation.
     """
     start, t0 = time.time(), time.perf_counter()
@@ -183,7 +185,7 @@ def load_weights(model_class, model_config, files: dict, config: dict, dtype: to
                 bytes=sum(t.numel() * t.element_size() for t in state.values()),
                 parameters=sum(t.numel() for t in state.values()), dtype=dtype_name(dtype),
                 skeleton_seconds=skeleton_time, missing=missing, mismatched=mismatched, tied=tied_used,
-                unexpected_count=len(facts["unexpected"]))
+                unexpected_count=len(facts["unexpected"]), **(notes or {}))
     trace.emit("weights", "load", data, start=start, duration=time.perf_counter() - t0)
     if missing:
         raise ExplainError(f"the checkpoint ({', '.join(data['files'])}) lacks {len(missing)} weights that "

@@ -6,6 +6,7 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 
 from __future__ import annotations
 
+from ..console import TEMPLATE_SKIPPED
 from ..trace import STAGES, Event, Trace
 from ..units import size_text
 
@@ -151,6 +152,17 @@ class DashboardState:
             rows.append([piece, token_id, start, end, bool((d.get("special") or [False] * (i + 1))[i]), role])
         return rows
 
+    def prompt_caption(self) -> str:
+        """One line under the prompt's tokens: how many, from what; a plain string that skipped the model's chat
+        template says so, and how to use it."""
+        if self.encode is None:
+            return "no call yet"
+        d = self.encode.data
+        count = d.get("count", len(d.get("ids", [])))
+        if d.get("kind_of_input") == "chat":
+            return f"{count} tokens from a chat, through the chat template"
+        return f"{count} tokens from plain text" + (f": {TEMPLATE_SKIPPED}" if d.get("chat_template_skipped") else "")
+
     def generated_tokens(self, branch: int | None = None) -> list[list]:
         """[text, prob, forced] for each generated token of a branch."""
         return [[s.get("token", ""), s.get("prob"), bool(s.get("forced"))] for s in self.steps(branch)]
@@ -183,7 +195,8 @@ class DashboardState:
                 return None, [], "waiting"
             d = self.encode.data
             facts = [f"{d.get('count', len(d.get('ids', [])))} tokens",
-                     "chat template" if d.get("kind_of_input") == "chat" else "plain text"]
+                     "chat template" if d.get("kind_of_input") == "chat" else
+                     "plain text, chat template skipped" if d.get("chat_template_skipped") else "plain text"]
             return self.encode.duration, facts, "done"
         if stage == "generation":
             if self.settings is None:
