@@ -143,6 +143,8 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
             for optional in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
                 resolve(optional, required=False)
         tok = load_tokenizer(source, trace=trace)
+    if reader is not None:  # the weights need only the tensor table: let the metadata's ~250,000 parsed slices go
+        reader.fields.clear()  # (vocabulary and merges, ~130 MiB of Python objects) before the weights arrive
 
     # -- weights stage ---------------------------------------------------------------------------------------
     torch_dtype = resolve_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
