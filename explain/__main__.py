@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         elif args.command == "trace":
             from .trace import Trace
             trace = Trace.load(args.file)
-            for run in range(trace.run + 1):
+            for run in trace.runs():  # the runs that have events, however large their ids
                 print(f"-- run {run}")
                 print_timeline(trace, run=run)
         elif args.command == "plan":

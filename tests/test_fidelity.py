@@ -84,7 +84,7 @@ def test_greedy_equals_transformers(pipe, reference, name):
     assert pipe.trace.last("decoding").data["text"] == tokenizer.decode(logits.argmax(-1), skip_special_tokens=True)
 
     assert len(generation.raw_logits) == len(logits) == len(generation.steps)
-    difference = float((torch.stack(generation.raw_logits) - logits).abs().max())
+    difference = float((torch.stack(list(generation.raw_logits)) - logits).abs().max())
     MEASURED[name] = difference
     print(f"\n{name}: {len(generation.steps)} steps, max |logit difference| {difference:.2e}")
     assert difference <= LOGIT_TOLERANCE

@@ -159,7 +159,7 @@ def test_a_plain_string_to_a_chat_model_is_captioned_with_how_to_use_the_templat
     dashboard = Dashboard(pipe.trace)
     try:
         caption = dashboard.prompt.caption
-        assert caption.startswith("6 tokens from plain text: a plain string skips the chat template")
+        assert caption.startswith("6 tokens from plain text; a plain string skips the chat template")
         assert '[{"role": "user", "content": ...}]' in caption
         assert "plain text, chat template skipped" in dashboard.state.stage_rows()[5]["facts"]
         html = summary_html(dashboard.state)  # the static fallback says it too

@@ -102,10 +102,10 @@ class StepThrough(StaticFallback, widgets.VBox):
         return self.generations.get(self.dashboard.state.branch) or self.generations.get(0)
 
     def _start(self, kwargs) -> None:
-        run = self.pipe.trace.run + 1  # the call pipe.start is about to make
+        run = self.pipe.trace.new_run()  # reserved before its first event, so the views know it is theirs
         self.dashboard.runs.add(run)
         claim(self.pipe.trace, run)
-        generation = self.pipe.start(self.prompt, **kwargs)
+        generation = self.pipe.start(self.prompt, run=run, **kwargs)
         self.generations = {generation.branch: generation}
         self._finished = set()
         self._set_knobs(generation.settings)

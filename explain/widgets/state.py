@@ -6,12 +6,9 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 
 from __future__ import annotations
 
-from ..console import TEMPLATE_SKIPPED
-from ..trace import STAGES, Event, Trace
+from ..events import LOADING_STAGES, STAGES, describe
+from ..trace import Event, Trace
 from ..units import size_text
-
-LOADING_STAGES = STAGES[:5]  # run 0: registry, config, tokenizer, weights, placement
-RUN_STAGES = STAGES[5:]  # every call of the pipeline: tokenization, generation, decoding
 ROLE_NAMES = ("system", "user", "assistant", "generation prompt", "tool")
 
 
@@ -153,15 +150,9 @@ class DashboardState:
         return rows
 
     def prompt_caption(self) -> str:
-        """One line under the prompt's tokens: how many, from what; a plain string that skipped the model's chat
-        template says so, and how to use it."""
-        if self.encode is None:
-            return "no call yet"
-        d = self.encode.data
-        count = d.get("count", len(d.get("ids", [])))
-        if d.get("kind_of_input") == "chat":
-            return f"{count} tokens from a chat, through the chat template"
-        return f"{count} tokens from plain text" + (f": {TEMPLATE_SKIPPED}" if d.get("chat_template_skipped") else "")
+        """One line under the prompt's tokens (the event's own description): how many, from what; a plain string
+        that skipped the model's chat template says so, and how to use it."""
+        return describe(self.encode) if self.encode is not None else "no call yet"
 
     def generated_tokens(self, branch: int | None = None) -> list[list]:
         """[text, prob, forced] for each generated token of a branch."""
