@@ -68,6 +68,7 @@ def test_lesson_has_goals_a_hidden_solution_a_summary_and_the_transformers_code(
     for block in blocks:
         ast.parse(block)  # it is real Python (docs/workshop.md says where each was run)
     assert SOURCE_LINK.search("\n".join(markdown)), "the lesson links the transformers source lines it explains"
+    assert not [text for text in markdown if "{src(" in text], "a source link left unrendered"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the kernel's peak memory from /proc")
