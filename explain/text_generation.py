@@ -13,17 +13,20 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 
 import torch
 
 from .errors import ExplainError
 from .generation import SETTINGS, Generation, resolve
+from .generation.settings import warnings_for
+from .placement import input_device
 from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
                 "stop_sequence", "tokenizer", "trace_top", "keep_logits", "capture")
-GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS
+GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
 
 
 def _is_chat(value) -> bool:
@@ -38,7 +41,7 @@ class TextGenerationPipeline:
         self.generation_config, self.generation_config_source = generation_config, generation_config_source
         self.trace, self.name_or_path, self.dtype = trace, name_or_path, dtype
         self.generate_defaults = dict(generate_defaults or {})
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.last_generation: Generation | None = None
 
     def __repr__(self):
@@ -96,8 +99,9 @@ class TextGenerationPipeline:
                                "tokens; shorten the prompt, or pass handle_long_generation=\"hole\" to keep "
                                "only its last tokens")
         with self.trace.span("generation", "settings", run=run) as data:
+            vocab_size = self.config.get("vocab_size")
             settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
-                                        len(ids), context, self.tokenizer.pad_token_id)
+                                        len(ids), context, self.tokenizer.pad_token_id, vocab_size)
             new_tokens = settings["max_length"] - len(ids)  # max_new_tokens, or what max_length leaves
             if context and handle == "hole" and len(ids) + new_tokens > context:
                 keep = context - new_tokens  # transformers' "hole": drop the prompt's start to leave room
@@ -107,13 +111,17 @@ class TextGenerationPipeline:
                 data["hole"] = {"prompt_tokens": len(ids), "kept": keep, "dropped": len(ids) - keep}
                 ids = ids[-keep:]
                 settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
-                                            len(ids), context, self.tokenizer.pad_token_id)
+                                            len(ids), context, self.tokenizer.pad_token_id, vocab_size)
             generation = Generation(self.model, self.tokenizer, ids, settings, self.trace, run,
                                     trace_top=options.get("trace_top", 20), keep_logits=options.get("keep_logits", False),
                                     capture=options.get("capture"),
                                     prompt=prompt, options=options)
+            for message in warnings_for(settings, sources):  # what transformers warns about these settings
+                generation.warnings.append(message)
+                warnings.warn(message, stacklevel=4)
             data.update(settings=settings, sources=sources, processors=[
-                {"name": p.name, "class": type(p).__name__, "args": p.args()} for p in generation.processors],
+                {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
+                for p in generation.processors],
                 prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device), warnings=generation.warnings)
         self.last_generation = generation
         return generation

@@ -19,7 +19,7 @@ from explain.trace import Trace, TraceFileError
 @pytest.fixture(scope="module")
 def real_trace(embedded_pipe, tmp_path_factory):
     """Every kind of event from the real embedded model, saved and loaded: a greedy text call, a sampled chat call
-    with processors, a step-through run with a forced branch, a failed registry lookup."""
+    with processors, a step-through run with a forced branch and a look inside one step."""
     pipe = embedded_pipe
     first = pipe.trace.run + 1
     pipe("The capital of France is", max_new_tokens=3, do_sample=False)
@@ -30,6 +30,7 @@ def real_trace(embedded_pipe, tmp_path_factory):
     branch = generation.force(1, 42)
     branch.step()
     pipe.finish(generation)
+    generation.inspect(1, what=("lens",))
     path = tmp_path_factory.mktemp("events") / "trace.json"
     trace = Trace([e for e in pipe.trace.events if e.run == 0 or e.run >= first], pipe.trace.meta)
     trace.save(path)

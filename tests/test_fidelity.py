@@ -137,6 +137,25 @@ def test_min_p_sampling_equals_the_pipeline_under_a_seed(pipe, reference):
     assert [p.name for p in pipe.last_generation.processors] == ["temperature", "top_k", "min_p"]
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("sampling", [False, True], ids=["greedy", "sampling"])
+def test_many_processors_at_once_equal_generate(pipe, reference, sampling):
+    """Classifier-free guidance, n-gram and prompt penalties, sequence bias, bad words, suppressed tokens, forced EOS,
+    the EOS boost, inf/nan removal and renormalisation (and, sampling, typical-p, epsilon and eta cutoffs, min-p and a
+    watermark) in one call: the same tokens as generate(), under the same seed. The knobs aim at the tokens a plain
+    greedy run chose, so that each changes the text."""
+    from test_processor_generation import both, knobs_for
+    _, model, _ = reference
+    prompt, new = "Write a story about a cat. Once upon a time", 16
+    pipe(prompt, do_sample=False, max_new_tokens=new)
+    plain = pipe.last_generation.generated_ids
+    knobs = knobs_for(plain, pipe.tokenizer.eos_token_id, sampling)
+    ours, theirs = both(pipe, model, prompt, 3, do_sample=sampling, max_new_tokens=new, **knobs)
+    assert ours == theirs
+    assert ours[pipe.last_generation.prompt_length:] != plain
+    assert len(pipe.last_generation.processors) == (19 if sampling else 11)
+
+
 def test_pipeline_defaults_are_transformers_defaults(pipe, reference):
     """What transformers' TextGenerationPipeline adds to a call that sets nothing, explain adds too."""
     from explain.generation.settings import PIPELINE_DEFAULTS

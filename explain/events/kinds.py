@@ -142,10 +142,15 @@ class PlacementPlace(TypedDict):
     dtype: str
     no_split_module_classes: list[str]
     max_memory: NotRequired[dict[str, int | str]]
-    bytes_per_device: dict[str, int]
+    budget: NotRequired[dict[str, int | float]]  # device_map="auto": the max_memory given to infer_auto_device_map
+    headroom: NotRequired[list[str]]  # the steps from max_memory to budget, as transformers takes them
+    bytes_per_device: dict[str, int]  # where the weights are stored (an offloaded module's: CPU RAM)
     tied: dict[str, str]
     modules: dict[str, str]
     layers: dict[str, str]
+    main_device: str  # where inputs go
+    execution_devices: dict[str, str]  # device-map module -> the device its forward runs on
+    offloaded: list[str]  # modules whose weights stay in CPU RAM and are copied to main_device for every forward
 
 
 # -- a call: run n ----------------------------------------------------------------------------------------
@@ -174,8 +179,9 @@ class TokenizationEncode(TypedDict):
 
 
 class ProcessorSpec(TypedDict):
-    name: str
+    name: str  # the knob that turned it on (explain.generation.processors: the registry)
     args: dict[str, Any]
+    title: NotRequired[str]  # the short human title of its panel in the step view (absent in older traces)
 
 
 class GenerationSettings(TypedDict):
@@ -198,7 +204,8 @@ class GenerationPrefill(TypedDict):
 
 class ProcessorStep(TypedDict):
     """What one logits processor did at one step."""
-    name: str
+    name: str  # the knob that turned it on, e.g. "top_p"; "logits_processor" for one of the call's own
+    title: NotRequired[str]  # the panel title in the step view, e.g. "top-p (nucleus)" (absent in older traces)
     args: dict[str, Any]
     removed: int  # tokens it made impossible (-inf)
     changed: int  # scores it changed

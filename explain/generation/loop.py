@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import time
 import warnings
@@ -20,12 +21,13 @@ import torch
 
 from ..errors import ExplainError
 from ..models.cache import KVCache
+from ..placement import input_device, synchronize
 from ..tokenizer import bytes_to_unicode
 from ..trace import Trace
 from ..units import size_text
 from .processors import build_processors
 from .rows import KeptLogits, encode_row, float32_list
-from .settings import eos_ids, validate
+from .settings import KNOBS, LIVE_SETTINGS, eos_ids, unknown_argument, validate
 
 
 CAPTURES = (None, "default", "inside")  # what each step records besides the default
@@ -47,6 +49,28 @@ def _byte_mode(tokenizer) -> str | None:
     return "byte_level" if '"type": "ByteLevel"' in state else None
 
 
+def _read(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Several tensors brought to the host in one copy, as float32: on a GPU each read waits for the device, so a
+    step reads once what it needs rather than once per number. Token ids (< 2**24) are exact in float32."""
+    host = torch.cat([t.reshape(-1).to(torch.float32) for t in tensors]).cpu()
+    return list(host.split([t.numel() for t in tensors]))
+
+
+def _counts(before: torch.Tensor, after: torch.Tensor) -> list[int]:
+    """(removed, changed, kept) by a processor that turned `before` into `after`, read in one copy."""
+    finite = torch.isfinite(after)
+    return torch.stack([(torch.isfinite(before) & ~finite).sum(), (before != after).sum(), finite.sum()]).tolist()
+
+
+def _index(value, what: str) -> int:
+    """A step number or token id: an integer (a Python, numpy or 0-d torch integer), never a float or a bool."""
+    if isinstance(value, bool) or isinstance(value, float) or (
+            isinstance(value, torch.Tensor) and value.is_floating_point()):
+        raise ExplainError(f"the {what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ExplainError(f"the {what} must be an integer, got {value!r}") from None
 
 
 class Generation:
@@ -62,11 +86,11 @@ class Generation:
         if trace_top != "all" and (not isinstance(trace_top, int) or isinstance(trace_top, bool) or trace_top < 1):
             raise ExplainError(f"trace_top must be a positive integer or \"all\", got {trace_top!r}")
         self.model, self.tokenizer, self.trace = model, tokenizer, trace
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.settings = dict(settings)
         self.input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
         self.prompt_length = len(prompt_ids)
-        self.processors = build_processors(self.settings, self.prompt_length)
+        self.processors = self._build_processors(self.settings)
         self.eos = set(eos_ids(self.settings))
         self.stop_strings = self._stop_strings(self.settings.get("stop_strings"))
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
@@ -114,6 +138,10 @@ class Generation:
             self._token_text[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
         return self._token_text[token_id]
 
+    def _build_processors(self, settings: dict) -> list:
+        return build_processors(settings, self.prompt_length, prompt_ids=self.input_ids[:, :self.prompt_length],
+                                model=self.model, vocab_size=self.model.config.vocab_size, device=self.device)
+
     @staticmethod
     def _stop_strings(value) -> list[str]:
         return [] if value is None else ([value] if isinstance(value, str) else list(value))
@@ -122,7 +150,10 @@ class Generation:
     @torch.inference_mode()
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         out = self.model(ids, cache=self.cache, logits_to_keep=1)
-        return out.logits[:, -1, :].to(dtype=torch.float32)  # (1, vocab): processors work in fp32, as in transformers
+        # (1, vocab): processors work in fp32, as in transformers, beside input_ids (the head may be on another GPU)
+        logits = out.logits[:, -1, :].to(device=self.device, dtype=torch.float32)
+        synchronize(logits.device)  # so that the forward's time is the forward's, not the queueing of its kernels
+        return logits
 
     def prefill(self) -> dict:
         start, t0 = time.time(), time.perf_counter()
@@ -137,9 +168,9 @@ class Generation:
     def _top(self, scores: torch.Tensor, token_texts: dict) -> dict:
         row = scores[0]
         k = min(TOP_WHEN_ALL if self.trace_top == "all" else self.trace_top, row.numel())
-        values, ids = torch.topk(row, k)
+        values, ids = _read(*torch.topk(row, k))  # one read for both
         keep = torch.isfinite(values)
-        values, ids = values[keep], ids[keep].tolist()
+        values, ids = values[keep], ids[keep].long().tolist()
         for token_id in ids:
             token_texts[token_id] = self.token_text(token_id)
         return {"ids": ids, "values": float32_list(values)}
@@ -174,10 +205,10 @@ class Generation:
             scores = processor(self.input_ids, scores)
             if self.trace_top == "all":
                 processed.append(scores[0])
-            removed = int((torch.isfinite(before) & ~torch.isfinite(scores)).sum())
-            changed = int((before != scores).sum())
-            record["processors"].append({"name": processor.name, "args": processor.args(), "removed": removed,
-                                         "changed": changed, "kept": int(torch.isfinite(scores).sum()),
+            removed, changed, kept = _counts(before, scores)
+            record["processors"].append({"name": processor.name, "title": processor.title,
+                                         "args": processor.args(), "removed": removed,
+                                         "changed": changed, "kept": kept,
                                          "top": self._top(scores, token_texts) if changed else None})
         probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
         if self.trace_top == "all":
@@ -185,27 +216,32 @@ class Generation:
                                                                zip(record["processors"], processed)},
                               "probs": encode_row(probs[0])}
         if self.settings.get("do_sample"):
-            token = int(torch.multinomial(probs, num_samples=1)[0, 0])
+            chosen = torch.multinomial(probs, num_samples=1)[0, 0]
             method = "sample"
         else:
-            token = int(torch.argmax(scores, dim=-1)[0])
+            chosen = torch.argmax(scores, dim=-1)[0]
             method = "greedy"
         raw_probs = torch.softmax(raw, dim=-1)
         p = probs[0]
-        entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
         top_probs, top_ids = torch.topk(p, min(10, p.numel()))
-        for token_id in top_ids.tolist():
+        # the step's numbers in one read: the token, its probabilities and logit, the logits above it, the entropy
+        # (entr(p) = -p ln p, and 0 where p is 0)
+        facts = torch.stack([chosen.to(torch.float32), probs[0, chosen], raw_probs[0, chosen], raw[0, chosen],
+                             (raw[0] > raw[0, chosen]).sum().to(torch.float32), torch.special.entr(p).sum()])
+        facts, top_probs, top_ids = _read(facts, top_probs, top_ids)
+        token, prob, raw_prob, logit, above, entropy = facts.tolist()
+        token, top_ids = int(token), top_ids.long().tolist()
+        for token_id in top_ids:
             token_texts.setdefault(token_id, self.token_text(token_id))
-        self.input_ids = torch.cat([self.input_ids, torch.tensor([[token]], device=self.device)], dim=1)
+        self.input_ids = torch.cat([self.input_ids, chosen.view(1, 1)], dim=1)  # the token never left the device
         full = self.text
         piece = ""
         if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
             piece, self.printed = full[len(self.printed):], full
         record.update(
             token_id=token, token=self.token_text(token), text=piece, method=method,
-            prob=float(probs[0, token]), raw_prob=float(raw_probs[0, token]),
-            logit=float(raw[0, token]), rank=int((raw[0] > raw[0, token]).sum()) + 1,
-            entropy_bits=entropy, probs_top={"ids": top_ids.tolist(), "values": float32_list(top_probs)},
+            prob=prob, raw_prob=raw_prob, logit=logit, rank=int(above) + 1,
+            entropy_bits=entropy / math.log(2), probs_top={"ids": top_ids, "values": float32_list(top_probs)},
             kv_cache={"length": len(self.cache), "bytes": self.cache.nbytes},
             forward=forward, forward_time=forward_time,
             token_texts={str(k): v for k, v in token_texts.items()})  # str keys: as JSON has them, live or replayed
@@ -281,15 +317,25 @@ class Generation:
         return inspect_step(self, step, what=what, **options)
 
     # -- knobs, what-if, forcing ------------------------------------------------------------------------
+    def _with_knobs(self, knobs: dict, what: str) -> dict:
+        """The run's settings with these knobs changed, validated; an unknown, misspelt or fixed knob is refused."""
+        for name in knobs:
+            if name not in KNOBS:
+                raise unknown_argument(name, LIVE_SETTINGS, f"knob for {what}")
+            if name not in LIVE_SETTINGS:
+                raise ExplainError(f"{name} cannot change {what}: it is fixed when the run starts; start a new run "
+                                   f"with it (pipe.start(prompt, {name}=...)). Knobs that can change: "
+                                   f"{', '.join(LIVE_SETTINGS)}")
+        settings = validate({**self.settings, **knobs}, self.model.config.vocab_size)
+        if "min_new_tokens" in knobs and settings["min_new_tokens"] is not None:
+            settings["min_length"] = settings["min_new_tokens"] + self.prompt_length  # as resolve() does
+        return settings
+
     def set_settings(self, **knobs) -> None:
-        """Change sampling knobs (temperature, top_k, top_p, min_p, repetition_penalty, do_sample) for the next steps."""
-        allowed = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty", "do_sample", "min_new_tokens"}
-        unknown = set(knobs) - allowed
-        if unknown:
-            raise ExplainError(f"cannot change {sorted(unknown)} mid-run; knobs are {', '.join(sorted(allowed))}")
-        settings = {**self.settings, **knobs}
-        validate(settings)
-        self.processors = build_processors(settings, self.prompt_length)
+        """Change knobs (temperature, top_k, top_p, repetition_penalty, do_sample, or any other processor's) for
+        the next steps; the processors are rebuilt from them."""
+        settings = self._with_knobs(knobs, "mid-run")
+        self.processors = self._build_processors(settings)
         self.settings = settings
 
     def what_if(self, step: int, **knobs) -> dict:
@@ -297,23 +343,26 @@ class Generation:
         if self.raw_logits is None:
             raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
                                "(the step-through controller does)")
-        settings = {**self.settings, **knobs}
-        validate(settings)
+        step = _index(step, "step")
+        scores = self.raw_logits[step][None].to(self.device)  # refuses a step not generated, or no longer kept
+        settings = self._with_knobs(knobs, "in a what-if")
         ids = self.input_ids[:, : self.steps[step]["position"]]
-        scores = self.raw_logits[step][None].to(self.device)
-        for processor in build_processors(settings, self.prompt_length):
-            scores = processor(ids, scores)
+        with torch.inference_mode():
+            for processor in self._build_processors(settings):
+                scores = processor(ids, scores)
         probs = torch.softmax(scores, dim=-1)[0]
         top_probs, top_ids = torch.topk(probs, 10)
-        return {"step": step, "settings": {k: settings.get(k) for k in ("do_sample", "temperature", "top_k", "top_p",
-                                                                        "min_p", "repetition_penalty")},
+        shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *knobs)
+        return {"step": step, "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
                 "ids": top_ids.tolist(), "probs": float32_list(top_probs),
                 "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
                 "recorded_token": self.steps[step]["token_id"],
                 "recorded_token_prob": float(probs[self.steps[step]["token_id"]])}
 
     def force(self, step: int, token_id: int) -> "Generation":
-        """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was."""
+        """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was.
+        The branch builds its own processors (some keep state: guidance's second sequence)."""
+        step, token_id = _index(step, "step"), _index(token_id, "token id")
         if not 0 <= step < len(self.steps):
             raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.steps) - 1} exist")
         vocab = self.model.config.vocab_size
