@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import warnings
 
 import torch
 
@@ -29,6 +30,10 @@ IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video
                      "framework", "pipeline_class", "batch_size", "num_workers", "binary_output", "model_card")
 MODEL_KWARGS = ("dtype", "torch_dtype", "device_map", "max_memory", "gguf_file", "revision", "token",
                 "trust_remote_code", "low_cpu_mem_usage", "attn_implementation", "cache_dir")
+
+# transformers 5 renamed torch_dtype to dtype and warns with these words (pipelines/__init__.py:1103-1110,
+# logger.warning_once; modeling_utils.py:1404 says the same); explain warns once per pipeline() call
+TORCH_DTYPE_DEPRECATED = "`torch_dtype` is deprecated! Use `dtype` instead!"
 
 REMOTE_CODE_REFUSAL = (
     "trust_remote_code=True asks to download and run Python code from the model repository. explain refuses: "
@@ -84,7 +89,9 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     trust_remote_code = model_kwargs.pop("trust_remote_code", trust_remote_code)
     if trust_remote_code:
         raise UnsupportedError(REMOTE_CODE_REFUSAL)
-    dtype = model_kwargs.pop("dtype", model_kwargs.pop("torch_dtype", torch_dtype if torch_dtype is not None else dtype))
+    dtype, dtype_argument, dtype_warnings = _dtype_argument(dtype, torch_dtype, model_kwargs)
+    for message in dtype_warnings:
+        warnings.warn(message, FutureWarning, stacklevel=2)
     if device_map is not None and "device_map" in model_kwargs:
         raise ExplainError("device_map given both as an argument and in model_kwargs; pass it once "
                            "(transformers refuses this too)")
@@ -160,6 +167,8 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
             for optional in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
                 resolve(optional, required=False)
         tok = load_tokenizer(source, trace=trace)
+    if reader is not None:  # the weights need only the tensor table: let the metadata's ~250,000 parsed slices go
+        reader.fields.clear()  # (vocabulary and merges, ~130 MiB of Python objects) before the weights arrive
 
     # -- weights stage ---------------------------------------------------------------------------------------
     torch_dtype = runnable_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
@@ -168,7 +177,8 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     weight_format, paths = find_weights(model, resolve, gguf_path)
     tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
     module, state = load_weights(cls, model_config, weight_format, paths, config_dict, torch_dtype, trace, tied=tied,
-                                 reader=reader, config_source=config_source)
+                                 reader=reader, config_source=config_source,
+                                 notes={"dtype_argument": dtype_argument, "warnings": dtype_warnings})
 
     # -- placement stage -------------------------------------------------------------------------------------
     module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,
@@ -178,3 +188,27 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
                                   generation_config=generation, generation_config_source=generation_sources,
                                   trace=trace, name_or_path=model, dtype=dtype_name(torch_dtype),
                                   generate_defaults=generate_defaults)
+
+
+def _dtype_argument(dtype, torch_dtype, model_kwargs: dict) -> tuple[object, str, list[str]]:
+    """(the dtype asked for, which argument gave it, warnings), as transformers.pipeline reads them
+    (pipelines/__init__.py:1103-1124): `torch_dtype` is the deprecated name of `dtype` and warns; a top-level
+    `torch_dtype` counts only where `dtype` was left "auto"; a dtype in model_kwargs with a top-level one too is
+    refused; inside model_kwargs `dtype` wins over `torch_dtype`, as in from_pretrained (modeling_utils.py:4184).
+    Pops them from model_kwargs."""
+    argument, messages = "dtype" if dtype != "auto" else "default (\"auto\")", []
+    if torch_dtype is not None:
+        messages.append(TORCH_DTYPE_DEPRECATED)
+        if dtype == "auto":
+            dtype, argument = torch_dtype, "torch_dtype"
+    if "torch_dtype" in model_kwargs or "dtype" in model_kwargs:
+        if "torch_dtype" in model_kwargs and not messages:
+            messages.append(TORCH_DTYPE_DEPRECATED)
+        if dtype != "auto":
+            given = "dtype" if "dtype" in model_kwargs else "torch_dtype"
+            raise ExplainError(f"a dtype given both as {argument}= and in model_kwargs[{given!r}]; pass it once, "
+                               "preferably as dtype=... (transformers refuses this too)")
+        argument = "model_kwargs['dtype']" if "dtype" in model_kwargs else "model_kwargs['torch_dtype']"
+        given = model_kwargs.pop("torch_dtype", None)
+        dtype = model_kwargs.pop("dtype", given)
+    return dtype, argument, messages

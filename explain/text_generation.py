@@ -146,7 +146,10 @@ class TextGenerationPipeline:
             if isinstance(prompt, str):
                 text = prefix + prompt
                 add_special = options.get("add_special_tokens", True)
-                data.update(kind_of_input="text", chat_template_text=None, segments=None)
+                # transformers tokenizes a string as it is (pipelines/text_generation.py:350): a model with a chat
+                # template then continues the text instead of answering it; the views say so in one line
+                data.update(kind_of_input="text", chat_template_text=None, segments=None,
+                            chat_template_skipped=self.tokenizer.chat_template is not None)
             else:
                 messages = [dict(m) for m in prompt]
                 continue_final = options.get("continue_final_message")
@@ -157,7 +160,7 @@ class TextGenerationPipeline:
                     final = messages[-1]["content"]
                     text = text[: text.rindex(final) + len(final)] if final and final in text else text
                 add_special = False  # the template writes its own special tokens
-                data.update(kind_of_input="chat", chat_template_text=text, messages=messages,
+                data.update(kind_of_input="chat", chat_template_text=text, messages=messages, chat_template_skipped=False,
                             segments=self._role_segments(messages, text),
                             add_generation_prompt=not continue_final)
             details = self.tokenizer.encode_with_details(text, add_special_tokens=add_special)

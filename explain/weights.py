@@ -41,13 +41,16 @@ def _cannot_build(config: dict, config_source: str, error: Exception) -> ConfigV
 
 def load_weights(model_class, model_config, weight_format: WeightFormat, paths: list[str], config: dict,
                  dtype: torch.dtype, trace: Trace, tied: dict | None = None, reader=None,
-                 config_source: str = "config.json", options: dict | None = None) -> tuple[torch.nn.Module, dict]:
+                 config_source: str = "config.json", options: dict | None = None,
+                 notes: dict | None = None) -> tuple[torch.nn.Module, dict]:
     """Build the model's skeleton on the meta device, then read the checkpoint into a CPU state dict of
     `dtype`, checked against the skeleton's parameter names. Returns (skeleton, state dict).
 
     Before anything is allocated, the config's layer count and sizes are checked against the checkpoint's tensors
-    (read from the files' headers) and the state's size against this machine's free memory. A weight the
-    architecture needs and the checkpoint lacks is an error: explain never shows numbers from random initialisation.
+    (read from the files' headers) and the state's size against this machine's free memory. `notes` are facts of
+    the call that go into the weights/load event as they are (which argument asked for the dtype, the warnings it
+    raised). A weight the architecture needs and the checkpoint lacks is an error: explain never shows numbers from
+    random initialisation.
     """
     start, t0 = time.time(), time.perf_counter()
     request = ReadRequest(expected=[], dtype=dtype, config=config, trace=trace, reader=reader,
@@ -83,7 +86,7 @@ def load_weights(model_class, model_config, weight_format: WeightFormat, paths: 
                 bytes=sum(t.nbytes for t in state.values()),  # a quantised tensor subclass reports its stored bytes
                 parameters=sum(t.numel() for t in state.values()), dtype=dtype_name(dtype),
                 skeleton_seconds=skeleton_time, missing=missing, mismatched=mismatched, tied=tied_used,
-                unexpected_count=len(facts["unexpected"]))
+                unexpected_count=len(facts["unexpected"]), **(notes or {}))
     trace.emit("weights", "load", data, start=start, duration=time.perf_counter() - t0)
     if missing:
         raise ExplainError(f"the checkpoint ({', '.join(data['files'])}) lacks {len(missing)} weights that "

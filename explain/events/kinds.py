@@ -128,6 +128,10 @@ class WeightsLoad(TypedDict):
     unexpected_count: int
     mismatched: dict[str, ShapeMismatch]
     tied: dict[str, str]
+    # which argument set the dtype: "dtype", "torch_dtype", "model_kwargs['dtype']", "model_kwargs['torch_dtype']",
+    # 'default ("auto")'; and the warnings it raised (torch_dtype: transformers 5's deprecation, word for word)
+    dtype_argument: NotRequired[str]
+    warnings: NotRequired[list[str]]
 
 
 class PlacementPlace(TypedDict):
@@ -170,6 +174,9 @@ class TokenizationEncode(TypedDict):
     segments: list[Segment] | None
     messages: NotRequired[list[dict[str, Any]]]
     add_generation_prompt: NotRequired[bool]
+    # a plain string went to a model that has a chat template, which transformers then does not apply
+    # (pipelines/text_generation.py:349-350): the instruct model continues the text instead of answering it
+    chat_template_skipped: NotRequired[bool]
 
 
 class ProcessorSpec(TypedDict):
@@ -369,9 +376,14 @@ def _placement_place(d: dict) -> str:
     return f"{d['strategy']} -> {', '.join(d['devices'])} ({per}); {d['reason']}"
 
 
+# one line wherever a plain string met a model that has a chat template (tokenization/encode chat_template_skipped)
+TEMPLATE_SKIPPED = ("a plain string skips the chat template, so the model continues the text; to have it answer, "
+                    "pass [{\"role\": \"user\", \"content\": ...}]")
+
+
 def _tokenization_encode(d: dict) -> str:
     how = "a chat, through the chat template" if d["kind_of_input"] == "chat" else "plain text"
-    return f"{d['count']} tokens from {how}"
+    return f"{d['count']} tokens from {how}" + (f"; {TEMPLATE_SKIPPED}" if d.get("chat_template_skipped") else "")
 
 
 def _generation_settings(d: dict) -> str:
