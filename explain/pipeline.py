@@ -13,11 +13,13 @@ import os
 import torch
 
 from . import hub, registry
-from .config import folder_has_gguf, load_config
+from .config import folder_has_gguf, gguf_reader, load_config
 from .embedded import ensure_provisioned
 from .errors import ExplainError, NotCachedError, UnsupportedError
 from .models import model_class
 from .placement import AUTO_STRATEGIES, normalise_device, place
+from .quantization import check as quantization_method
+from .quantization import make_quantizer
 from .tokenizer import Tokenizer, load_tokenizer
 from .trace import Trace
 from .weights import dtype_name, load_weights, resolve_dtype, safetensors_files
@@ -37,8 +39,9 @@ REMOTE_CODE_REFUSAL = (
 def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=None, revision: str | None = None,
              token=None, device=None, device_map=None, dtype="auto", torch_dtype=None, trust_remote_code=None,
              model_kwargs: dict | None = None, gguf_file: str | None = None, trace: Trace | None = None,
-             **kwargs):
-    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline."""
+             quantization: str | None = None, adapter=None, **kwargs):
+    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline, and two of explain's:
+    quantization ("gguf", "int8", "int4": explain.quantization) and adapter (a PEFT LoRA folder: explain.adapters)."""
     from .text_generation import GENERATE_ARGUMENTS, TextGenerationPipeline
     model_kwargs = dict(model_kwargs or {})
     unknown = [k for k in model_kwargs if k not in MODEL_KWARGS]
@@ -69,6 +72,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     elif isinstance(device_map, dict):
         for where in set(device_map.values()) - {"disk"}:
             normalise_device(where)
+    method = quantization_method(quantization, device, device_map)
     generate_defaults = {}
     for key, value in kwargs.items():
         if key in IGNORED_ARGUMENTS:
@@ -157,13 +161,29 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
                                        "model.safetensors.index.json or pytorch_model.bin")
                 files = {"bin": [binary]}
     tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
-    module, state = load_weights(cls, model_config, files, config_dict, torch_dtype, trace, tied=tied, reader=reader)
+    quantizer = None
+    if method is not None:  # weights kept quantized: explain.quantization
+        if gguf_path is not None and reader is None:
+            reader = gguf_reader(gguf_path)
+        quantizer = make_quantizer(method, dtype not in (None, "auto"), torch_dtype, reader)
+        torch_dtype = quantizer.dtype
+    module, state = load_weights(cls, model_config, files, config_dict, torch_dtype, trace, tied=tied, reader=reader,
+                                 quantizer=quantizer)
+    if quantizer is not None:
+        quantizer.install(module, state, tied)
 
     # -- placement stage -------------------------------------------------------------------------------------
     module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,
                    tied=tied)
     del state
+    quantized = None
+    if quantizer is not None:
+        quantized = quantizer.emit(module, trace, trace.last("weights", "load").data["parameters"])
+    adapted = None
+    if adapter is not None:  # a PEFT LoRA adapter on top: explain.adapters
+        from .adapters import load_adapter
+        adapted = load_adapter(module, adapter, trace, config=config_dict)
     return TextGenerationPipeline(task=found["task"], model=module, tokenizer=tok, config=config_dict,
                                   generation_config=generation, generation_config_source=generation_sources,
                                   trace=trace, name_or_path=model, dtype=dtype_name(torch_dtype),
-                                  generate_defaults=generate_defaults)
+                                  generate_defaults=generate_defaults, quantization=quantized, adapter=adapted)

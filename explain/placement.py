@@ -124,7 +124,7 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
     if len(facts["devices"]) > 1:
         dispatch_model(model, device_map=device_map)  # hooks that move activations between devices
     per_device, seen = {}, set()
-    for _, parameter in model.named_parameters():
+    for parameter in _stored_tensors(model):  # parameters, and the buffers a quantized layer keeps its weight in
         if parameter.data_ptr() in seen:
             continue
         seen.add(parameter.data_ptr())
@@ -137,6 +137,15 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
     trace.emit("placement", "place", facts, start=start, duration=time.perf_counter() - t0)
     model.eval()
     return model
+
+
+def _stored_tensors(model: torch.nn.Module) -> list:
+    """Parameters and persistent buffers: what the checkpoint holds (not computed buffers like rotary frequencies)."""
+    tensors = [parameter for _, parameter in model.named_parameters()]
+    for module in model.modules():
+        tensors += [buffer for name, buffer in module.named_buffers(recurse=False)
+                    if buffer is not None and name not in module._non_persistent_buffers_set]
+    return tensors
 
 
 def _layer_devices(model: torch.nn.Module) -> dict:

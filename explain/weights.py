@@ -9,6 +9,7 @@ Formats, each read by the library made for it:
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import Counter
@@ -45,16 +46,24 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def _reverse_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
+def reverse_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's converter interleaves the rotary halves of q/k rows; undo it (transformers does the same)."""
     dim = weights.shape[0] // n_head // 2
     w = weights.reshape(n_head, dim, 2, *weights.shape[1:])  # (heads, head_dim/2, 2, in)
     return w.swapaxes(2, 1).reshape(weights.shape)
 
 
+def permuted_heads(config: dict, name: str) -> int | None:
+    """The head count whose rows llama.cpp's converter permuted in this tensor (llama and mistral q/k), or None."""
+    if config["model_type"] in ("llama", "mistral") and name.endswith(("q_proj.weight", "k_proj.weight")):
+        return config["num_attention_heads"] if "q_proj" in name else config["num_key_value_heads"]
+    return None
+
+
 def read_gguf(reader: gguf.GGUFReader, path: str, expected: list[str], config: dict, trace: Trace,
-              dtype: torch.dtype) -> tuple[dict, dict]:
-    """Dequantise the GGUF tensors the architecture expects; returns (state dict, facts for the event)."""
+              dtype: torch.dtype, take=None) -> tuple[dict, dict]:
+    """Dequantise the GGUF tensors the architecture expects; returns (state dict, facts for the event).
+    `take(name, tensor, heads)`, when given (a quantizer's), may keep a tensor's blocks as stored instead."""
     arch_name = config["model_type"]
     arch = {n: a for a, n in gguf.MODEL_ARCH_NAMES.items()}.get(arch_name)
     if arch is None:
@@ -72,10 +81,12 @@ def read_gguf(reader: gguf.GGUFReader, path: str, expected: list[str], config: d
         if name is None:
             unexpected.append(tensor.name)
             continue
+        heads = permuted_heads(config, name)
+        if take is not None and take(name, tensor, heads):
+            continue  # kept quantized, as stored: the quantizer packs it for its kernel
         values = dequantize(tensor.data, tensor.tensor_type)  # float32, shape as the HF checkpoint has it
-        if arch_name in ("llama", "mistral") and name.endswith(("q_proj.weight", "k_proj.weight")):
-            heads = config["num_attention_heads"] if "q_proj" in name else config["num_key_value_heads"]
-            values = _reverse_permute(values, heads)
+        if heads is not None:
+            values = reverse_permute(values, heads)
         if not values.flags.writeable:  # F32 tensors come back as read-only views of the memory-mapped file
             values = values.copy()
         state[name] = torch.from_numpy(np.ascontiguousarray(values)).to(dtype)
@@ -145,12 +156,14 @@ def read_pytorch_bin(paths: list[str], expected: list[str], trace: Trace, dtype:
 
 
 def load_weights(model_class, model_config, files: dict, config: dict, dtype: torch.dtype, trace: Trace,
-                 tied: dict | None = None, reader: gguf.GGUFReader | None = None) -> tuple[torch.nn.Module, dict]:
+                 tied: dict | None = None, reader: gguf.GGUFReader | None = None,
+                 quantizer=None) -> tuple[torch.nn.Module, dict]:
     """Build the model's skeleton on the meta device, then read the checkpoint into a CPU state dict of
     `dtype`, checked against the skeleton's parameter names. Returns (skeleton, state dict).
 
     `files` is {"gguf": path} or {"safetensors": [paths]} or {"bin": [paths]}. A weight the architecture
     needs and the checkpoint lacks is an error: explain never shows numbers from random initialisation.
+    A `quantizer` (explain.quantization) may keep GGUF tensors as stored; they are checked here like the others.
     """
     start, t0 = time.time(), time.perf_counter()
     with init_empty_weights(include_buffers=False):  # names and shapes only, no memory
@@ -161,7 +174,8 @@ def load_weights(model_class, model_config, files: dict, config: dict, dtype: to
                [n for n, b in model.named_buffers() if _persistent(model, n)]
     if "gguf" in files:
         path = files["gguf"]
-        state, facts = read_gguf(reader or gguf_reader(path), path, expected, config, trace, dtype)
+        state, facts = read_gguf(reader or gguf_reader(path), path, expected, config, trace, dtype,
+                                 take=quantizer.take_gguf if quantizer is not None else None)
         paths = [path]
     elif "safetensors" in files:
         paths = files["safetensors"]
@@ -172,16 +186,20 @@ def load_weights(model_class, model_config, files: dict, config: dict, dtype: to
     for target, source in tied.items():  # a tied pair stored under the other name (safetensors' save_model
         if source not in state and target in state:  # keeps lm_head.weight); transformers loads it too
             state[source] = state.pop(target)
-    tied_used = {k: v for k, v in tied.items() if v in state}
+    kept = quantizer.kept_shapes() if quantizer is not None else {}  # name -> shape of tensors kept quantized
+    tied_used = {k: v for k, v in tied.items() if v in state or v in kept}
     for name in tied_used:
         state.pop(name, None)  # a tied copy in the checkpoint is ignored, as transformers does
-    missing = [n for n in expected if n not in state and n not in tied_used]
+    missing = [n for n in expected if n not in state and n not in tied_used and n not in kept]
     shapes = {n: list(t.shape) for n, t in list(model.named_parameters()) + list(model.named_buffers())}
-    mismatched = {n: {"checkpoint": list(t.shape), "config": shapes[n]} for n, t in state.items()
-                  if n in shapes and list(t.shape) != shapes[n]}
-    data = dict(facts, files=[os.path.basename(p) for p in paths], tensors=len(state),
-                bytes=sum(t.numel() * t.element_size() for t in state.values()),
-                parameters=sum(t.numel() for t in state.values()), dtype=dtype_name(dtype),
+    checked = {**{n: list(t.shape) for n, t in state.items()}, **kept}
+    mismatched = {n: {"checkpoint": shape, "config": shapes[n]} for n, shape in checked.items()
+                  if n in shapes and shape != shapes[n]}
+    data = dict(facts, files=[os.path.basename(p) for p in paths], tensors=len(state) + len(kept),
+                bytes=sum(t.numel() * t.element_size() for t in state.values()) +
+                (quantizer.kept_bytes() if quantizer is not None else 0),
+                parameters=sum(t.numel() for t in state.values()) + sum(math.prod(s) for s in kept.values()),
+                kept_quantized=len(kept), dtype=dtype_name(dtype),
                 skeleton_seconds=skeleton_time, missing=missing, mismatched=mismatched, tied=tied_used,
                 unexpected_count=len(facts["unexpected"]))
     trace.emit("weights", "load", data, start=start, duration=time.perf_counter() - t0)
