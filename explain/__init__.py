@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 from .embedded import provision
 from .errors import ExplainError
+from .compare import Comparison, compare
 from .pipeline import pipeline
 from .trace import STAGES, Event, Trace
 
@@ -35,5 +36,5 @@ def plan_device_map(model, **kwargs):
     return plan(model, **kwargs)
 
 
-__all__ = ["pipeline", "show", "step_through", "provision", "Trace", "Event", "STAGES", "ExplainError",
+__all__ = ["pipeline", "compare", "Comparison", "show", "step_through", "provision", "Trace", "Event", "STAGES", "ExplainError",
            "plan_device_map", "__version__"]

@@ -182,7 +182,8 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     adapted = None
     if adapter is not None:  # a PEFT LoRA adapter on top: explain.adapters
         from .adapters import load_adapter
-        adapted = load_adapter(module, adapter, trace, config=config_dict)
+        parameters = trace.last("weights", "load").data["parameters"]
+        adapted = load_adapter(module, adapter, trace, base_parameters=parameters)
     return TextGenerationPipeline(task=found["task"], model=module, tokenizer=tok, config=config_dict,
                                   generation_config=generation, generation_config_source=generation_sources,
                                   trace=trace, name_or_path=model, dtype=dtype_name(torch_dtype),
