@@ -111,3 +111,12 @@ def tiny_llama(tmp_path_factory, embedded_pipe):
     model.save_pretrained(folder)
     tokenizer.save(folder)
     return SimpleNamespace(folder=str(folder), model=model, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="session")
+def gguf_pipe(provisioned):
+    """The embedded model run as its GGUF file stores it: quantization="gguf", the fast form (4-bit weights,
+    bfloat16 activations), loaded once per session. Shared: do not change its model."""
+    import explain
+
+    return explain.pipeline("text-generation", quantization="gguf")
