@@ -44,6 +44,26 @@ def describe(event: Event) -> str | None:
         tied = f"; tied {', '.join(d['tied'])}" if d.get("tied") else ""
         return (f"{d['format']}: {d['tensors']} tensors ({kinds}) -> {d['dtype']}, {d['parameters'] / 1e6:.1f} M "
                 f"parameters, {size_text(d['bytes'])}{tied}; missing {len(d['missing'])}, unexpected {d['unexpected_count']}")
+    if event.stage == "weights" and event.kind == "quantize":
+        kept = ", ".join(f"{c['tensors']} x {c['from']} -> {c['to'].split(':')[0]}" for c in d["conversions"])
+        memory = d.get("process_memory") or {}
+        process = (f"; process {size_text(memory['rss_bytes'])} (peak {size_text(memory['peak_rss_bytes'])})"
+                   if memory.get("rss_bytes") else "")
+        return (f"quantization {d['method']} ({d['form']}, {d['compute_dtype']} activations): {kept}; "
+                f"{size_text(d['float32_bytes'])} in float32 -> {size_text(d['total_after'])} "
+                f"({d['ratio_to_float32']:.2f}x, {d['bits_per_parameter']:.1f} bits per parameter){process}")
+    if event.stage == "weights" and event.kind == "adapter":
+        return (f"LoRA adapter {d['adapter']!r}: r={d['r']}, alpha={d['lora_alpha']} on {d['layers']} layers; "
+                f"{d['adapter_parameters'] / 1e6:.2f} M parameters, {d['share_of_base']:.2%} of the base's "
+                f"{d['base_parameters'] / 1e6:.1f} M; applied with {d['applied_with']}")
+    if event.stage == "weights" and event.kind == "adapter_merge":
+        return (f"adapter {d['adapter']!r} {'merged: W + (alpha / r) B A' if d['merged'] else 'unmerged: W back'} "
+                f"in {d['layers']} layers")
+    if event.stage == "generation" and event.kind == "compare":
+        summary, first = d["summary"], d["first_divergence"]
+        return (f"compare {d['labels'][0]} vs {d['labels'][1]}: top-1 agreement {summary['agreement']:.0%} over "
+                f"{summary['steps']} steps, mean KL {summary['mean_kl']:.4f} nats; "
+                + (f"texts first differ at step {first['step']}" if first else "identical texts"))
     if event.stage == "placement":
         per = ", ".join(f"{k}: {size_text(v)}" for k, v in d.get("bytes_per_device", {}).items())
         return f"{d.get('strategy')} -> {', '.join(d.get('devices', []))} ({per}); {d.get('reason')}"

@@ -28,6 +28,8 @@ from ..errors import CorruptFileError, ExplainError, UnsupportedError
 from ..trace import Trace
 from .lora import LoraLinear
 
+__all__ = ["load_adapter", "read_adapter", "check_fits", "Adapter", "LoraLinear", "LoraSettings"]
+
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."  # peft's PeftModel wraps the base model twice (PeftModel.base_model.model)
 

@@ -47,7 +47,7 @@ class Quantizer:
         self.before: Counter = Counter()  # stored kind -> bytes, before quantization
         self.left_in_float: dict[str, str] = {}  # name -> why it was not quantized
         self.stored: dict[str, str] = {}  # name -> its GGUF type, for every tensor the GGUF file gave
-        self.start, self.seconds = time.time(), 0.0
+        self.start, self.seconds = time.time(), 0.0  # when and how long install() ran
 
     # -- weights stage: keep GGUF blocks as stored ----------------------------------------------------------------
     def take_gguf(self, name: str, tensor, heads: int | None) -> bool:
@@ -69,6 +69,7 @@ class Quantizer:
     def install(self, model: nn.Module, state: dict, tied: dict) -> None:
         """Replace linears by quantized layers (their tensors leave `state`); others stay in `state` as floats."""
         t0 = time.perf_counter()
+        self.start = time.time()
         tied_names = set(tied) | set(tied.values())
         if self.method.reads == "gguf":
             self._install_gguf(model, state, tied_names)
@@ -80,9 +81,10 @@ class Quantizer:
         if self.reader is not None:
             for tensor in self.reader.tensors:  # the file as stored, every tensor explain reads or not
                 self.before[tensor.tensor_type.name] += int(tensor.n_bytes)
+        shapes = self.kept_shapes()
         for name, (tensor, heads) in self.kept.items():
             kind = tensor.tensor_type.name
-            out_features, _ = self.kept_shapes()[name]
+            out_features, _ = shapes[name]
             blocks = unpack(tensor.data, kind, rows=out_features)
             if heads is not None:  # llama.cpp's converter permuted these rows; whole blocks move, so it is exact
                 blocks = permute_rows(blocks, partial(reverse_permute, n_head=heads))
@@ -162,8 +164,8 @@ class Quantizer:
                 "float32_bytes": float32_bytes, "parameters": parameters,
                 "ratio_to_float32": sum(after.values()) / float32_bytes if float32_bytes else None,
                 "bits_per_parameter": 8 * sum(after.values()) / parameters if parameters else None,
-                "process_memory": process_memory(), "install_seconds": self.seconds}
-        trace.emit("weights", "quantize", data, start=self.start, duration=time.time() - self.start)
+                "process_memory": process_memory(), "seconds": self.seconds}
+        trace.emit("weights", "quantize", data, start=self.start, duration=self.seconds)
         return data
 
     def form(self) -> tuple[str, str]:
