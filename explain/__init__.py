@@ -19,7 +19,8 @@ from .trace import STAGES, Event, Trace
 
 
 def show(source, **kwargs) -> None:
-    """Display a dashboard of a pipeline (it fills in live as the pipeline runs) or of a saved Trace."""
+    """Display a dashboard of a pipeline (it fills in live as the pipeline runs) or of a saved Trace, or the view
+    of an explain.compare(...) result."""
     from .widgets import show as show_widgets  # ipywidgets, anywidget and plotly load only here
     return show_widgets(source, **kwargs)
 
