@@ -36,8 +36,8 @@ WHY = {
         "few hundredths is this shared machine's noise; a real margin needs the dequantisation spread over "
         "threads."),
     "quantized_weight_memory": (
-        "The 210 matrices are stored in 4.5 bits per weight (int4 values and a bfloat16 scale and zero per group of "
-        "32), but the tied embedding / LM head (28 M of the 134.5 M parameters) is kept in bfloat16: torch has no "
+        "The 210 matrices are stored in 5 bits per weight (int4 values and a bfloat16 scale and zero per group of "
+        "32, the file's own size), but the tied embedding / LM head (28 M of the 134.5 M parameters) is kept in bfloat16: torch has no "
         "group-wise int8 kernel for the Q8_0 head, and the embedding lookup needs its rows."),
     "quantized_speed_vs_transformers_bf16": (
         "The 4-bit products read a quarter of the bytes, but the tied LM head (49152 x 576) stays a bfloat16 "

@@ -13,13 +13,14 @@ import os
 import torch
 
 from . import hub, registry
-from .config import folder_has_gguf, gguf_reader, load_config
+from .config import GGUFFile, folder_has_gguf, gguf_reader, load_config
 from .embedded import ensure_provisioned
 from .errors import ExplainError, NotCachedError, UnsupportedError
 from .models import model_class
 from .placement import AUTO_STRATEGIES, normalise_device, place
 from .quantization import check as quantization_method
 from .quantization import make_quantizer
+from .quantization.memory import release_freed_memory
 from .tokenizer import Tokenizer, load_tokenizer
 from .trace import Trace
 from .weights import dtype_name, load_weights, resolve_dtype, safetensors_files
@@ -141,6 +142,9 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
                 resolve(optional, required=False)
         tok = load_tokenizer(source, trace=trace)
 
+    if isinstance(reader, GGUFFile):
+        reader.release_metadata()  # config and tokenizer have read it; the weights stage reads only the tensors
+
     # -- weights stage ---------------------------------------------------------------------------------------
     torch_dtype = resolve_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
     model_config = cls.config_class.from_dict(config_dict)
@@ -176,6 +180,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,
                    tied=tied)
     del state
+    release_freed_memory()  # the loading stages' temporaries (parsed metadata, converted tensors): freed, not kept
     quantized = None
     if quantizer is not None:
         quantized = quantizer.emit(module, trace, trace.last("weights", "load").data["parameters"])

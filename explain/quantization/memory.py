@@ -26,3 +26,18 @@ def process_memory() -> dict:
     except ImportError:
         rss = None
     return {"rss_bytes": rss, "peak_rss_bytes": peak, "source": "psutil / getrusage"}
+
+
+def release_freed_memory() -> bool:
+    """Hand memory that Python and torch have freed back to the operating system (glibc's malloc_trim).
+
+    Loading makes many short-lived arrays (a GGUF file's parsed metadata, one tensor's conversion after another);
+    glibc keeps their freed pages for reuse, so the process stays ~150 MB larger than what it holds. Returns False
+    where there is no glibc (macOS, Windows, musl), which changes nothing but the resident size."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

@@ -25,7 +25,7 @@ from ..trace import Trace
 from ..weights import dtype_name, reverse_permute
 from .blocks import permute_rows, unpack
 from .linear import QuantizedLinear
-from .memory import process_memory
+from .memory import process_memory, release_freed_memory
 from .methods import GGUF_KINDS, Method
 
 FORMS = {  # activations dtype -> (form, what it is), for the GGUF method
@@ -82,7 +82,9 @@ class Quantizer:
             for tensor in self.reader.tensors:  # the file as stored, every tensor explain reads or not
                 self.before[tensor.tensor_type.name] += int(tensor.n_bytes)
         shapes = self.kept_shapes()
-        for name, (tensor, heads) in self.kept.items():
+        for index, (name, (tensor, heads)) in enumerate(self.kept.items()):
+            if index % 32 == 31:
+                release_freed_memory()  # each conversion's temporaries, so they do not pile up as free heap
             kind = tensor.tensor_type.name
             out_features, _ = shapes[name]
             blocks = unpack(tensor.data, kind, rows=out_features)
