@@ -99,7 +99,7 @@ def _run(pipe, prompt, kwargs):
     t0 = time.perf_counter()
     generation.run()
     pipe.finish(generation)
-    end = pipe.trace.last("generation", "end")
+    end = pipe.trace.last("generation", "end", run=generation.run_id)
     return generation, end.data.get("decode_tokens_per_s"), time.perf_counter() - t0
 
 
@@ -160,7 +160,7 @@ def compare(pipe_a, pipe_b, prompt, max_new_tokens: int = 32, labels: list | Non
     comparison = Comparison(prompt=prompt, labels=list(labels or [label_of(pipe_a), label_of(pipe_b)]), steps=steps,
                             texts=[run_a.output_text, run_b.output_text], ids=[ids_a, ids_b], first_divergence=first,
                             summary=summary)
-    pipe_b.trace.emit("generation", "compare", comparison.to_dict())
+    pipe_b.trace.emit("generation", "compare", comparison.to_dict(), run=run_b.run_id)
     if print_result:
         comparison.print(file=file)
     return comparison
