@@ -14,13 +14,16 @@ import warnings
 import torch
 
 from . import hub, registry
-from .config import folder_has_gguf, load_config
+from .config import folder_has_gguf, gguf_reader, load_config
 from .embedded import ensure_provisioned
 from .dtypes import dtype_name, runnable_dtype
 from .errors import ArgumentError, ExplainError, NotCachedError, UnsupportedError
 from .formats import find_weights
 from .models import model_class
 from .placement import AUTO_STRATEGIES, normalise_device, place
+from .quantization import check as quantization_method
+from .quantization import make_quantizer
+from .quantization.memory import release_freed_memory
 from .tokenizer import Tokenizer, load_tokenizer
 from .trace import Trace
 from .weights import load_weights, model_config_from
@@ -76,8 +79,9 @@ def _check_arguments(model, revision, gguf_file, token, dtype, device, device_ma
 def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=None, revision: str | None = None,
              token=None, device=None, device_map=None, dtype="auto", torch_dtype=None, trust_remote_code=None,
              model_kwargs: dict | None = None, gguf_file: str | None = None, trace: Trace | None = None,
-             **kwargs):
-    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline."""
+             quantization: str | None = None, adapter=None, **kwargs):
+    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline, and two of explain's:
+    quantization ("gguf", "int8", "int4": explain.quantization) and adapter (a PEFT LoRA folder: explain.adapters)."""
     from .text_generation import GENERATE_ARGUMENTS, TextGenerationPipeline
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise ArgumentError(f"model_kwargs must be a dict such as {{\"torch_dtype\": torch.bfloat16}}, not "
@@ -102,6 +106,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     max_memory = model_kwargs.pop("max_memory", None)
     # arguments that cannot work fail here, before seconds of reading files
     max_memory = _check_arguments(model, revision, gguf_file, token, dtype, device, device_map, max_memory)
+    method = quantization_method(quantization, device, device_map)
     generate_defaults = {}
     for key, value in kwargs.items():
         if key in IGNORED_ARGUMENTS:
@@ -176,18 +181,35 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     model_config = model_config_from(cls, config_dict, config_source)
     weight_format, paths = find_weights(model, resolve, gguf_path)
     tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
+    quantizer = None
+    if method is not None:  # weights kept quantized: explain.quantization
+        if gguf_path is not None and reader is None:
+            reader = gguf_reader(gguf_path)
+        quantizer = make_quantizer(method, dtype not in (None, "auto"), torch_dtype, reader)
+        torch_dtype = quantizer.dtype
     module, state = load_weights(cls, model_config, weight_format, paths, config_dict, torch_dtype, trace, tied=tied,
-                                 reader=reader, config_source=config_source,
+                                 reader=reader, config_source=config_source, quantizer=quantizer,
                                  notes={"dtype_argument": dtype_argument, "warnings": dtype_warnings})
+    if quantizer is not None:
+        quantizer.install(module, state, tied)
 
     # -- placement stage -------------------------------------------------------------------------------------
     module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,
                    tied=tied)
     del state
+    release_freed_memory()  # the loading stages' temporaries (parsed metadata, converted tensors): freed, not kept
+    quantized = None
+    if quantizer is not None:
+        quantized = quantizer.emit(module, trace, trace.last("weights", "load").data["parameters"])
+    adapted = None
+    if adapter is not None:  # a PEFT LoRA adapter on top: explain.adapters
+        from .adapters import load_adapter
+        parameters = trace.last("weights", "load").data["parameters"]
+        adapted = load_adapter(module, adapter, trace, base_parameters=parameters)
     return TextGenerationPipeline(task=found["task"], model=module, tokenizer=tok, config=config_dict,
                                   generation_config=generation, generation_config_source=generation_sources,
                                   trace=trace, name_or_path=model, dtype=dtype_name(torch_dtype),
-                                  generate_defaults=generate_defaults)
+                                  generate_defaults=generate_defaults, quantization=quantized, adapter=adapted)
 
 
 def _dtype_argument(dtype, torch_dtype, model_kwargs: dict) -> tuple[object, str, list[str]]:

@@ -34,8 +34,10 @@ GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of t
 
 class TextGenerationPipeline:
     def __init__(self, task, model, tokenizer, config, generation_config, generation_config_source, trace: Trace,
-                 name_or_path, dtype, generate_defaults=None):
+                 name_or_path, dtype, generate_defaults=None, quantization: dict | None = None, adapter=None):
         self.task, self.model, self.tokenizer, self.config = task, model, tokenizer, config
+        self.quantization = quantization  # the weights/quantize event's data, or None (explain.quantization)
+        self.adapter = adapter  # the applied LoRA adapter (explain.adapters.Adapter), or None
         self.generation_config, self.generation_config_source = generation_config, generation_config_source
         self.trace, self.name_or_path, self.dtype = trace, name_or_path, dtype
         self.generate_defaults = dict(generate_defaults or {})
@@ -43,8 +45,10 @@ class TextGenerationPipeline:
         self.last_generation: Generation | None = None
 
     def __repr__(self):
+        extra = f", quantization={self.quantization['method']} ({self.quantization['form']})" if self.quantization else ""
+        extra += f", adapter={self.adapter.name!r}" if self.adapter is not None else ""
         return (f"explain.TextGenerationPipeline({self.name_or_path!r}, {self.config['architectures'][0]}, "
-                f"dtype={self.dtype}, device={self.device}, {len(self.trace)} trace events)")
+                f"dtype={self.dtype}{extra}, device={self.device}, {len(self.trace)} trace events)")
 
     # -- call ------------------------------------------------------------------------------------------
     def __call__(self, text_inputs, **kwargs):
@@ -238,6 +242,11 @@ class TextGenerationPipeline:
         no half-written model behind.
         """
         from safetensors.torch import save_model
+        if self.quantization is not None or self.adapter is not None:
+            what = "quantized weights" if self.quantization is not None else "a LoRA adapter"
+            raise ExplainError(f"this pipeline runs {what}, which a plain Hugging Face folder cannot hold as they are; "
+                               "save the pipeline loaded without quantization= / adapter= (the adapter's own folder "
+                               "already holds it)")
         folder = os.path.abspath(folder)
         parent = os.path.dirname(folder)
         if os.path.exists(folder) and os.listdir(folder):

@@ -7,6 +7,7 @@ model's skeleton on the meta device, checks the state dict against it, and emits
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -42,7 +43,7 @@ def _cannot_build(config: dict, config_source: str, error: Exception) -> ConfigV
 def load_weights(model_class, model_config, weight_format: WeightFormat, paths: list[str], config: dict,
                  dtype: torch.dtype, trace: Trace, tied: dict | None = None, reader=None,
                  config_source: str = "config.json", options: dict | None = None,
-                 notes: dict | None = None) -> tuple[torch.nn.Module, dict]:
+                 notes: dict | None = None, quantizer=None) -> tuple[torch.nn.Module, dict]:
     """Build the model's skeleton on the meta device, then read the checkpoint into a CPU state dict of
     `dtype`, checked against the skeleton's parameter names. Returns (skeleton, state dict).
 
@@ -50,7 +51,8 @@ def load_weights(model_class, model_config, weight_format: WeightFormat, paths: 
     (read from the files' headers) and the state's size against this machine's free memory. `notes` are facts of
     the call that go into the weights/load event as they are (which argument asked for the dtype, the warnings it
     raised). A weight the architecture needs and the checkpoint lacks is an error: explain never shows numbers from
-    random initialisation.
+    random initialisation. A `quantizer` (explain.quantization) may keep GGUF tensors as stored; they are checked
+    here like the others.
     """
     start, t0 = time.time(), time.perf_counter()
     request = ReadRequest(expected=[], dtype=dtype, config=config, trace=trace, reader=reader,
@@ -71,20 +73,26 @@ def load_weights(model_class, model_config, weight_format: WeightFormat, paths: 
     request.expected = [n for n, _ in model.named_parameters(remove_duplicate=False)] + \
                        [n for n, b in model.named_buffers() if _persistent(model, n)]
     request.prefix = getattr(model, "base_model_prefix", None)
+    if quantizer is not None:
+        request.options["take"] = quantizer.take_gguf  # GGUF only: blocks kept as stored, packed for its kernel
     state, facts = weight_format.read(paths, request)
     for target, source in tied.items():  # a tied pair stored under the other name (safetensors' save_model
         if source not in state and target in state:  # keeps lm_head.weight); transformers loads it too
             state[source] = state.pop(target)
-    tied_used = {k: v for k, v in tied.items() if v in state}
+    kept = quantizer.kept_shapes() if quantizer is not None else {}  # name -> shape of tensors kept quantized
+    tied_used = {k: v for k, v in tied.items() if v in state or v in kept}
     for name in tied_used:
         state.pop(name, None)  # a tied copy in the checkpoint is ignored, as transformers does
-    missing = [n for n in request.expected if n not in state and n not in tied_used]
+    missing = [n for n in request.expected if n not in state and n not in tied_used and n not in kept]
     shapes = {n: list(t.shape) for n, t in list(model.named_parameters()) + list(model.named_buffers())}
-    mismatched = {n: {"checkpoint": list(t.shape), "config": shapes[n]} for n, t in state.items()
-                  if n in shapes and list(t.shape) != shapes[n]}
-    data = dict(facts, files=[os.path.basename(p) for p in paths], tensors=len(state),
-                bytes=sum(t.nbytes for t in state.values()),  # a quantised tensor subclass reports its stored bytes
-                parameters=sum(t.numel() for t in state.values()), dtype=dtype_name(dtype),
+    checked = {**{n: list(t.shape) for n, t in state.items()}, **kept}
+    mismatched = {n: {"checkpoint": shape, "config": shapes[n]} for n, shape in checked.items()
+                  if n in shapes and shape != shapes[n]}
+    data = dict(facts, files=[os.path.basename(p) for p in paths], tensors=len(state) + len(kept),
+                bytes=sum(t.nbytes for t in state.values()) +  # a quantised tensor subclass reports its stored bytes
+                (quantizer.kept_bytes() if quantizer is not None else 0),
+                parameters=sum(t.numel() for t in state.values()) + sum(math.prod(s) for s in kept.values()),
+                kept_quantized=len(kept), dtype=dtype_name(dtype),
                 skeleton_seconds=skeleton_time, missing=missing, mismatched=mismatched, tied=tied_used,
                 unexpected_count=len(facts["unexpected"]), **(notes or {}))
     trace.emit("weights", "load", data, start=start, duration=time.perf_counter() - t0)

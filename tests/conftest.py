@@ -133,3 +133,12 @@ def tiny_folder(tiny_gguf, tmp_path_factory) -> str:
 
     pipe = explain.pipeline(model=os.path.dirname(tiny_gguf), gguf_file=os.path.basename(tiny_gguf))
     return pipe.save_pretrained(tmp_path_factory.mktemp("tiny-folder") / "model")
+
+
+@pytest.fixture(scope="session")
+def gguf_pipe(provisioned):
+    """The embedded model run as its GGUF file stores it: quantization="gguf", the fast form (4-bit weights,
+    bfloat16 activations), loaded once per session. Shared: do not change its model."""
+    import explain
+
+    return explain.pipeline("text-generation", quantization="gguf")
