@@ -187,10 +187,10 @@ def test_saved_trace_bytes_per_step_are_what_the_file_grows_by(tmp_path):
     trace = Trace()
     trace.check_events = False  # made-up events: only their sizes matter here
     trace.emit("config", "config", {"architecture": "X"})
-    trace.new_run()
+    run = trace.new_run()
     for step in range(3):
-        trace.emit("generation", "step", {"step": step, "token": "caf\u00e9" * (step + 1)})  # UTF-8, not escaped
-    trace.emit("generation", "end", {"new_tokens": 3})
+        trace.emit("generation", "step", {"step": step, "token": "caf\u00e9" * (step + 1)}, run=run)  # UTF-8
+    trace.emit("generation", "end", {"new_tokens": 3}, run=run)
     measured = trace_size.saved_bytes_per_step(trace, {0, 1})
     each = [len(json.dumps(e.to_dict(), ensure_ascii=False).encode()) + 2 for e in trace.filter("generation", "step")]
     assert measured["steps"] == 3 and measured["bytes"] == sum(each) and measured["max_step_bytes"] == max(each)
