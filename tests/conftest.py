@@ -142,3 +142,19 @@ def gguf_pipe(provisioned):
     import explain
 
     return explain.pipeline("text-generation", quantization="gguf")
+
+
+@pytest.fixture
+def cache_untouched(provisioned, cache_listing):
+    """Fails the test if it wrote anything into the Hugging Face cache (a refused load must not)."""
+    before = cache_listing()
+    yield
+    assert cache_listing() == before, "a refused load or call wrote into the Hugging Face cache"
+
+
+@pytest.fixture
+def folder(tiny_llama, tmp_path):
+    """A private copy of the tiny Llama folder, to damage (a module may override it with another model)."""
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_llama.folder, copy)
+    return copy

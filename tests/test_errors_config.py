@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import resource
-import shutil
 
 import pytest
 import torch
@@ -16,18 +15,7 @@ from explain.config_checks import check_memory
 from explain.errors import ConfigValueError, CorruptFileError, ExplainError, UnsupportedError
 
 
-@pytest.fixture(autouse=True)
-def cache_untouched(provisioned, cache_listing):
-    before = cache_listing()
-    yield
-    assert cache_listing() == before, "a failed load wrote into the Hugging Face cache"
-
-
-@pytest.fixture
-def folder(tiny_llama, tmp_path):
-    copy = tmp_path / "model"
-    shutil.copytree(tiny_llama.folder, copy)
-    return copy
+pytestmark = pytest.mark.usefixtures("cache_untouched")
 
 
 def edit_config(folder, **changes):
