@@ -25,7 +25,7 @@ import warnings
 
 import torch
 
-from . import long_context, report, trace_size
+from . import long_context, quantized, report, trace_size
 from .contenders import ExplainContender, TransformersContender, Unavailable
 from .forward import forward_breakdown
 from .inside import measure as measure_inside
@@ -71,6 +71,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--load-runs", type=int, default=3, help="cold loads per contender and dtype (median)")
     parser.add_argument("--no-transformers-load", action="store_true", help="skip transformers' cold loads")
     parser.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer summed to measure read bandwidth")
+    parser.add_argument("--quantized", choices=("on", "off", "only"), default="on",
+                        help="the quantization=\"gguf\" rows (bench/quantized.py): with the others, not at all, or "
+                             "alone (no dtype rows)")
     args = parser.parse_args(argv)
     if args.smoke:
         if args.out is None:
@@ -286,7 +289,7 @@ def run(args) -> dict:
 
     bandwidth = read_bandwidth(args.bandwidth_mib << 20)
     phase("bandwidth")
-    for dtype in args.dtypes:
+    for dtype in (args.dtypes if args.quantized != "only" else []):
         contenders, unavailable, pipe = load_contenders(dtype)
         phase(f"{dtype} load in-process")
         prompts = [(text, pipe.tokenizer.encode(text)) for text in PROMPTS[: args.prompts]]
@@ -321,9 +324,14 @@ def run(args) -> dict:
         gc.collect()
         entry["cold_load"] = measure_cold(dtype, args)
         phase(f"{dtype} cold load")
+    if args.quantized != "off":
+        results["quantized"] = quantized.measure(args, PROMPTS, GGUF)
+        phase("quantized")
     again = read_bandwidth(args.bandwidth_mib << 20)  # best of the start and the end
     results["bandwidth"] = max((bandwidth, again), key=lambda b: b["bytes_per_s"])
     results["bandwidth"]["start_and_end_bytes_per_s"] = [bandwidth["bytes_per_s"], again["bytes_per_s"]]
+    if "quantized" in results:
+        quantized.add_roofline(results["quantized"], results["bandwidth"]["bytes_per_s"])
     for entry in results["dtypes"].values():
         bound = results["bandwidth"]["bytes_per_s"] / entry["weights"]["bytes_per_token"]
         entry["roofline_tokens_per_s"] = bound

@@ -9,26 +9,34 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import warnings
 
 import torch
 
 from . import hub, registry
-from .config import folder_has_gguf, load_config
+from .config import folder_has_gguf, gguf_reader, load_config
 from .embedded import ensure_provisioned
 from .dtypes import dtype_name, runnable_dtype
 from .errors import ArgumentError, ExplainError, NotCachedError, UnsupportedError
 from .formats import find_weights
 from .models import model_class
 from .placement import AUTO_STRATEGIES, normalise_device, place
+from .quantization import check as quantization_method
+from .quantization import make_quantizer
+from .quantization.memory import release_freed_memory
 from .tokenizer import Tokenizer, load_tokenizer
 from .trace import Trace
-from .weights import load_weights
+from .weights import load_weights, model_config_from
 
 # transformers.pipeline's own arguments that do not apply to a text-only pipeline; accepted and ignored
 IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video_processor", "use_fast",
                      "framework", "pipeline_class", "batch_size", "num_workers", "binary_output", "model_card")
 MODEL_KWARGS = ("dtype", "torch_dtype", "device_map", "max_memory", "gguf_file", "revision", "token",
                 "trust_remote_code", "low_cpu_mem_usage", "attn_implementation", "cache_dir")
+
+# transformers 5 renamed torch_dtype to dtype and warns with these words (pipelines/__init__.py:1103-1110,
+# logger.warning_once; modeling_utils.py:1404 says the same); explain warns once per pipeline() call
+TORCH_DTYPE_DEPRECATED = "`torch_dtype` is deprecated! Use `dtype` instead!"
 
 REMOTE_CODE_REFUSAL = (
     "trust_remote_code=True asks to download and run Python code from the model repository. explain refuses: "
@@ -71,8 +79,9 @@ def _check_arguments(model, revision, gguf_file, token, dtype, device, device_ma
 def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=None, revision: str | None = None,
              token=None, device=None, device_map=None, dtype="auto", torch_dtype=None, trust_remote_code=None,
              model_kwargs: dict | None = None, gguf_file: str | None = None, trace: Trace | None = None,
-             **kwargs):
-    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline."""
+             quantization: str | None = None, adapter=None, **kwargs):
+    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline, and two of explain's:
+    quantization ("gguf", "int8", "int4": explain.quantization) and adapter (a PEFT LoRA folder: explain.adapters)."""
     from .text_generation import GENERATE_ARGUMENTS, TextGenerationPipeline
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise ArgumentError(f"model_kwargs must be a dict such as {{\"torch_dtype\": torch.bfloat16}}, not "
@@ -84,7 +93,9 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     trust_remote_code = model_kwargs.pop("trust_remote_code", trust_remote_code)
     if trust_remote_code:
         raise UnsupportedError(REMOTE_CODE_REFUSAL)
-    dtype = model_kwargs.pop("dtype", model_kwargs.pop("torch_dtype", torch_dtype if torch_dtype is not None else dtype))
+    dtype, dtype_argument, dtype_warnings = _dtype_argument(dtype, torch_dtype, model_kwargs)
+    for message in dtype_warnings:
+        warnings.warn(message, FutureWarning, stacklevel=2)
     if device_map is not None and "device_map" in model_kwargs:
         raise ExplainError("device_map given both as an argument and in model_kwargs; pass it once "
                            "(transformers refuses this too)")
@@ -95,6 +106,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     max_memory = model_kwargs.pop("max_memory", None)
     # arguments that cannot work fail here, before seconds of reading files
     max_memory = _check_arguments(model, revision, gguf_file, token, dtype, device, device_map, max_memory)
+    method = quantization_method(quantization, device, device_map)
     generate_defaults = {}
     for key, value in kwargs.items():
         if key in IGNORED_ARGUMENTS:
@@ -160,20 +172,65 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
             for optional in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
                 resolve(optional, required=False)
         tok = load_tokenizer(source, trace=trace)
+    if reader is not None:  # the weights need only the tensor table: let the metadata's ~250,000 parsed slices go
+        reader.fields.clear()  # (vocabulary and merges, ~130 MiB of Python objects) before the weights arrive
 
     # -- weights stage ---------------------------------------------------------------------------------------
     torch_dtype = runnable_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
-    model_config = cls.config_class.from_dict(config_dict)
+    config_source = config_path or f"the GGUF metadata of {gguf_path}"
+    model_config = model_config_from(cls, config_dict, config_source)
     weight_format, paths = find_weights(model, resolve, gguf_path)
     tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
+    quantizer = None
+    if method is not None:  # weights kept quantized: explain.quantization
+        if gguf_path is not None and reader is None:
+            reader = gguf_reader(gguf_path)
+        quantizer = make_quantizer(method, dtype not in (None, "auto"), torch_dtype, reader)
+        torch_dtype = quantizer.dtype
     module, state = load_weights(cls, model_config, weight_format, paths, config_dict, torch_dtype, trace, tied=tied,
-                                 reader=reader, config_source=config_path or f"the GGUF metadata of {gguf_path}")
+                                 reader=reader, config_source=config_source, quantizer=quantizer,
+                                 notes={"dtype_argument": dtype_argument, "warnings": dtype_warnings})
+    if quantizer is not None:
+        quantizer.install(module, state, tied)
 
     # -- placement stage -------------------------------------------------------------------------------------
     module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,
                    tied=tied)
     del state
+    release_freed_memory()  # the loading stages' temporaries (parsed metadata, converted tensors): freed, not kept
+    quantized = None
+    if quantizer is not None:
+        quantized = quantizer.emit(module, trace, trace.last("weights", "load").data["parameters"])
+    adapted = None
+    if adapter is not None:  # a PEFT LoRA adapter on top: explain.adapters
+        from .adapters import load_adapter
+        parameters = trace.last("weights", "load").data["parameters"]
+        adapted = load_adapter(module, adapter, trace, base_parameters=parameters)
     return TextGenerationPipeline(task=found["task"], model=module, tokenizer=tok, config=config_dict,
                                   generation_config=generation, generation_config_source=generation_sources,
                                   trace=trace, name_or_path=model, dtype=dtype_name(torch_dtype),
-                                  generate_defaults=generate_defaults)
+                                  generate_defaults=generate_defaults, quantization=quantized, adapter=adapted)
+
+
+def _dtype_argument(dtype, torch_dtype, model_kwargs: dict) -> tuple[object, str, list[str]]:
+    """(the dtype asked for, which argument gave it, warnings), as transformers.pipeline reads them
+    (pipelines/__init__.py:1103-1124): `torch_dtype` is the deprecated name of `dtype` and warns; a top-level
+    `torch_dtype` counts only where `dtype` was left "auto"; a dtype in model_kwargs with a top-level one too is
+    refused; inside model_kwargs `dtype` wins over `torch_dtype`, as in from_pretrained (modeling_utils.py:4184).
+    Pops them from model_kwargs."""
+    argument, messages = "dtype" if dtype != "auto" else "default (\"auto\")", []
+    if torch_dtype is not None:
+        messages.append(TORCH_DTYPE_DEPRECATED)
+        if dtype == "auto":
+            dtype, argument = torch_dtype, "torch_dtype"
+    if "torch_dtype" in model_kwargs or "dtype" in model_kwargs:
+        if "torch_dtype" in model_kwargs and not messages:
+            messages.append(TORCH_DTYPE_DEPRECATED)
+        if dtype != "auto":
+            given = "dtype" if "dtype" in model_kwargs else "torch_dtype"
+            raise ExplainError(f"a dtype given both as {argument}= and in model_kwargs[{given!r}]; pass it once, "
+                               "preferably as dtype=... (transformers refuses this too)")
+        argument = "model_kwargs['dtype']" if "dtype" in model_kwargs else "model_kwargs['torch_dtype']"
+        given = model_kwargs.pop("torch_dtype", None)
+        dtype = model_kwargs.pop("dtype", given)
+    return dtype, argument, messages

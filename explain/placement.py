@@ -133,7 +133,7 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
     for name, buffer in list(model.named_buffers()):  # computed buffers (rotary frequencies) follow their module
         set_module_tensor_to_device(model, name, _device_of(name, device_map), value=buffer)
     per_device, seen = {}, set()  # where the weights are stored, counted before dispatch makes offloaded ones meta
-    for _, parameter in model.named_parameters():
+    for parameter in _stored_tensors(model):  # parameters, and the buffers a quantized layer keeps its weight in
         if parameter.data_ptr() in seen:
             continue
         seen.add(parameter.data_ptr())
@@ -152,6 +152,15 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
     trace.emit("placement", "place", facts, start=start, duration=time.perf_counter() - t0)
     model.eval()
     return model
+
+
+def _stored_tensors(model: torch.nn.Module) -> list:
+    """Parameters and persistent buffers: what the checkpoint holds (not computed buffers like rotary frequencies)."""
+    tensors = [parameter for _, parameter in model.named_parameters()]
+    for module in model.modules():
+        tensors += [buffer for name, buffer in module.named_buffers(recurse=False)
+                    if buffer is not None and name not in module._non_persistent_buffers_set]
+    return tensors
 
 
 def execution(model: torch.nn.Module, device_map: dict) -> dict:

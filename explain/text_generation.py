@@ -34,8 +34,10 @@ GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of t
 
 class TextGenerationPipeline:
     def __init__(self, task, model, tokenizer, config, generation_config, generation_config_source, trace: Trace,
-                 name_or_path, dtype, generate_defaults=None):
+                 name_or_path, dtype, generate_defaults=None, quantization: dict | None = None, adapter=None):
         self.task, self.model, self.tokenizer, self.config = task, model, tokenizer, config
+        self.quantization = quantization  # the weights/quantize event's data, or None (explain.quantization)
+        self.adapter = adapter  # the applied LoRA adapter (explain.adapters.Adapter), or None
         self.generation_config, self.generation_config_source = generation_config, generation_config_source
         self.trace, self.name_or_path, self.dtype = trace, name_or_path, dtype
         self.generate_defaults = dict(generate_defaults or {})
@@ -43,8 +45,10 @@ class TextGenerationPipeline:
         self.last_generation: Generation | None = None
 
     def __repr__(self):
+        extra = f", quantization={self.quantization['method']} ({self.quantization['form']})" if self.quantization else ""
+        extra += f", adapter={self.adapter.name!r}" if self.adapter is not None else ""
         return (f"explain.TextGenerationPipeline({self.name_or_path!r}, {self.config['architectures'][0]}, "
-                f"dtype={self.dtype}, device={self.device}, {len(self.trace)} trace events)")
+                f"dtype={self.dtype}{extra}, device={self.device}, {len(self.trace)} trace events)")
 
     # -- call ------------------------------------------------------------------------------------------
     def __call__(self, text_inputs, **kwargs):
@@ -148,7 +152,10 @@ class TextGenerationPipeline:
             if isinstance(prompt, str):
                 text = prefix + prompt
                 add_special = options.get("add_special_tokens", True)
-                data.update(kind_of_input="text", chat_template_text=None, segments=None)
+                # transformers tokenizes a string as it is (pipelines/text_generation.py:350): a model with a chat
+                # template then continues the text instead of answering it; the views say so in one line
+                data.update(kind_of_input="text", chat_template_text=None, segments=None,
+                            chat_template_skipped=self.tokenizer.chat_template is not None)
             else:
                 messages = [dict(m) for m in prompt]
                 continue_final = options.get("continue_final_message")
@@ -159,7 +166,7 @@ class TextGenerationPipeline:
                     final = messages[-1]["content"]
                     text = text[: text.rindex(final) + len(final)] if final and final in text else text
                 add_special = False  # the template writes its own special tokens
-                data.update(kind_of_input="chat", chat_template_text=text, messages=messages,
+                data.update(kind_of_input="chat", chat_template_text=text, messages=messages, chat_template_skipped=False,
                             segments=self._role_segments(messages, text),
                             add_generation_prompt=not continue_final)
             details = self.tokenizer.encode_with_details(text, add_special_tokens=add_special)
@@ -237,6 +244,11 @@ class TextGenerationPipeline:
         no half-written model behind.
         """
         from safetensors.torch import save_model
+        if self.quantization is not None or self.adapter is not None:
+            what = "quantized weights" if self.quantization is not None else "a LoRA adapter"
+            raise ExplainError(f"this pipeline runs {what}, which a plain Hugging Face folder cannot hold as they are; "
+                               "save the pipeline loaded without quantization= / adapter= (the adapter's own folder "
+                               "already holds it)")
         folder = os.path.abspath(folder)
         parent = os.path.dirname(folder)
         if os.path.exists(folder) and os.listdir(folder):

@@ -7,6 +7,7 @@ model's skeleton on the meta device, checks the state dict against it, and emits
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -22,15 +23,36 @@ from .trace import Trace
 resolve_dtype = runnable_dtype  # the name this module used to export
 
 
+def model_config_from(model_class, config: dict, config_source: str = "config.json"):
+    """The model file's config dataclass built from config.json (or GGUF metadata), a refusal naming the file when
+    the model file cannot build from it (a missing rope_scaling key, a value of the wrong kind)."""
+    try:
+        return model_class.config_class.from_dict(config)
+    except NotImplementedError as error:
+        raise UnsupportedError(f"{config_source}: {error}") from None
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+        raise _cannot_build(config, config_source, error) from None
+
+
+def _cannot_build(config: dict, config_source: str, error: Exception) -> ConfigValueError:
+    return ConfigValueError(f"{config_source}: {config['architectures'][0]} cannot be built from this config "
+                            f"({type(error).__name__}: {error}); a key it needs is missing or of the wrong kind "
+                            "(e.g. in rope_scaling): correct it, or get the file again")
+
+
 def load_weights(model_class, model_config, weight_format: WeightFormat, paths: list[str], config: dict,
                  dtype: torch.dtype, trace: Trace, tied: dict | None = None, reader=None,
-                 config_source: str = "config.json", options: dict | None = None) -> tuple[torch.nn.Module, dict]:
+                 config_source: str = "config.json", options: dict | None = None,
+                 notes: dict | None = None, quantizer=None) -> tuple[torch.nn.Module, dict]:
     """Build the model's skeleton on the meta device, then read the checkpoint into a CPU state dict of
     `dtype`, checked against the skeleton's parameter names. Returns (skeleton, state dict).
 
     Before anything is allocated, the config's layer count and sizes are checked against the checkpoint's tensors
-    (read from the files' headers) and the state's size against this machine's free memory. A weight the
-    architecture needs and the checkpoint lacks is an error: explain never shows numbers from random initialisation.
+    (read from the files' headers) and the state's size against this machine's free memory. `notes` are facts of
+    the call that go into the weights/load event as they are (which argument asked for the dtype, the warnings it
+    raised). A weight the architecture needs and the checkpoint lacks is an error: explain never shows numbers from
+    random initialisation. A `quantizer` (explain.quantization) may keep GGUF tensors as stored; they are checked
+    here like the others.
     """
     start, t0 = time.time(), time.perf_counter()
     request = ReadRequest(expected=[], dtype=dtype, config=config, trace=trace, reader=reader,
@@ -45,30 +67,34 @@ def load_weights(model_class, model_config, weight_format: WeightFormat, paths: 
     except NotImplementedError as error:  # a model file refusing a setting it does not implement (hidden_act, ...)
         raise UnsupportedError(f"{config_source}: {error}") from None
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:  # the skeleton reads only the config
-        raise ConfigValueError(f"{config_source}: {config['architectures'][0]} cannot be built from this config "
-                               f"({type(error).__name__}: {error}); a key it needs is missing or of the wrong kind "
-                               "(e.g. in rope_scaling): correct it, or get the file again") from None
+        raise _cannot_build(config, config_source, error) from None
     skeleton_time = time.perf_counter() - t0
     tied = tied or {}  # target -> source, e.g. lm_head.weight -> model.embed_tokens.weight
     request.expected = [n for n, _ in model.named_parameters(remove_duplicate=False)] + \
                        [n for n, b in model.named_buffers() if _persistent(model, n)]
     request.prefix = getattr(model, "base_model_prefix", None)
+    if quantizer is not None:
+        request.options["take"] = quantizer.take_gguf  # GGUF only: blocks kept as stored, packed for its kernel
     state, facts = weight_format.read(paths, request)
     for target, source in tied.items():  # a tied pair stored under the other name (safetensors' save_model
         if source not in state and target in state:  # keeps lm_head.weight); transformers loads it too
             state[source] = state.pop(target)
-    tied_used = {k: v for k, v in tied.items() if v in state}
+    kept = quantizer.kept_shapes() if quantizer is not None else {}  # name -> shape of tensors kept quantized
+    tied_used = {k: v for k, v in tied.items() if v in state or v in kept}
     for name in tied_used:
         state.pop(name, None)  # a tied copy in the checkpoint is ignored, as transformers does
-    missing = [n for n in request.expected if n not in state and n not in tied_used]
+    missing = [n for n in request.expected if n not in state and n not in tied_used and n not in kept]
     shapes = {n: list(t.shape) for n, t in list(model.named_parameters()) + list(model.named_buffers())}
-    mismatched = {n: {"checkpoint": list(t.shape), "config": shapes[n]} for n, t in state.items()
-                  if n in shapes and list(t.shape) != shapes[n]}
-    data = dict(facts, files=[os.path.basename(p) for p in paths], tensors=len(state),
-                bytes=sum(t.nbytes for t in state.values()),  # a quantised tensor subclass reports its stored bytes
-                parameters=sum(t.numel() for t in state.values()), dtype=dtype_name(dtype),
+    checked = {**{n: list(t.shape) for n, t in state.items()}, **kept}
+    mismatched = {n: {"checkpoint": shape, "config": shapes[n]} for n, shape in checked.items()
+                  if n in shapes and shape != shapes[n]}
+    data = dict(facts, files=[os.path.basename(p) for p in paths], tensors=len(state) + len(kept),
+                bytes=sum(t.nbytes for t in state.values()) +  # a quantised tensor subclass reports its stored bytes
+                (quantizer.kept_bytes() if quantizer is not None else 0),
+                parameters=sum(t.numel() for t in state.values()) + sum(math.prod(s) for s in kept.values()),
+                kept_quantized=len(kept), dtype=dtype_name(dtype),
                 skeleton_seconds=skeleton_time, missing=missing, mismatched=mismatched, tied=tied_used,
-                unexpected_count=len(facts["unexpected"]))
+                unexpected_count=len(facts["unexpected"]), **(notes or {}))
     trace.emit("weights", "load", data, start=start, duration=time.perf_counter() - t0)
     if missing:
         raise ExplainError(f"the checkpoint ({', '.join(data['files'])}) lacks {len(missing)} weights that "

@@ -133,3 +133,28 @@ def tiny_folder(tiny_gguf, tmp_path_factory) -> str:
 
     pipe = explain.pipeline(model=os.path.dirname(tiny_gguf), gguf_file=os.path.basename(tiny_gguf))
     return pipe.save_pretrained(tmp_path_factory.mktemp("tiny-folder") / "model")
+
+
+@pytest.fixture(scope="session")
+def gguf_pipe(provisioned):
+    """The embedded model run as its GGUF file stores it: quantization="gguf", the fast form (4-bit weights,
+    bfloat16 activations), loaded once per session. Shared: do not change its model."""
+    import explain
+
+    return explain.pipeline("text-generation", quantization="gguf")
+
+
+@pytest.fixture
+def cache_untouched(provisioned, cache_listing):
+    """Fails the test if it wrote anything into the Hugging Face cache (a refused load must not)."""
+    before = cache_listing()
+    yield
+    assert cache_listing() == before, "a refused load or call wrote into the Hugging Face cache"
+
+
+@pytest.fixture
+def folder(tiny_llama, tmp_path):
+    """A private copy of the tiny Llama folder, to damage (a module may override it with another model)."""
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_llama.folder, copy)
+    return copy

@@ -13,11 +13,7 @@ from explain.devices import device_text, parse_device
 from explain.errors import ArgumentError, ExplainError
 
 
-@pytest.fixture(autouse=True)
-def cache_untouched(provisioned, cache_listing):
-    before = cache_listing()
-    yield
-    assert cache_listing() == before, "a refused call wrote into the Hugging Face cache"
+pytestmark = pytest.mark.usefixtures("cache_untouched")
 
 
 def refused_early(*words, error_class=ExplainError, **arguments) -> str:

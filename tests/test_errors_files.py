@@ -23,13 +23,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
-def folder(tiny_llama, tmp_path):
-    copy = tmp_path / "model"
-    shutil.copytree(tiny_llama.folder, copy)
-    return copy
-
-
-@pytest.fixture
 def outside(tiny_llama, tmp_path):
     """A valid checkpoint outside the model folder: opening it would load the model, so only the check refuses."""
     elsewhere = tmp_path / "elsewhere"

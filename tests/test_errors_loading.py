@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 import torch
@@ -14,19 +13,7 @@ import explain
 from explain.errors import CorruptFileError, ExplainError, NotCachedError, UnknownTaskError, UnsupportedError
 
 
-@pytest.fixture(autouse=True)
-def cache_untouched(provisioned, cache_listing):
-    before = cache_listing()
-    yield
-    assert cache_listing() == before, "a failed load wrote into the Hugging Face cache"
-
-
-@pytest.fixture
-def folder(tiny_llama, tmp_path):
-    """A private copy of the tiny Llama folder, to damage."""
-    copy = tmp_path / "model"
-    shutil.copytree(tiny_llama.folder, copy)
-    return copy
+pytestmark = pytest.mark.usefixtures("cache_untouched")
 
 
 def raises(error_class, *words, early: bool = False, **arguments) -> str:

@@ -39,9 +39,18 @@ def reverse_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
     return w.swapaxes(2, 1).reshape(weights.shape)
 
 
+def permuted_heads(config: dict, name: str) -> int | None:
+    """The head count whose rows llama.cpp's converter permuted in this tensor (llama and mistral q/k), or None."""
+    if config["model_type"] in ("llama", "mistral") and name.endswith(("q_proj.weight", "k_proj.weight")):
+        return config["num_attention_heads"] if "q_proj" in name else config["num_key_value_heads"]
+    return None
+
+
 def read(paths: list[str], request: ReadRequest) -> tuple[dict, dict]:
-    """Dequantise the GGUF tensors the architecture expects; returns (state dict, facts for the event)."""
+    """Dequantise the GGUF tensors the architecture expects; returns (state dict, facts for the event).
+    `request.options["take"]`, when given (quantization="gguf"), may keep a tensor's blocks as stored instead."""
     path, reader, config = paths[0], _reader(paths, request), request.config
+    take = request.options.get("take")  # a quantizer's take(name, tensor, heads): True when it keeps the blocks
     arch_name = config["model_type"]
     arch = {n: a for a, n in gguf.MODEL_ARCH_NAMES.items()}.get(arch_name)
     if arch is None:
@@ -59,10 +68,12 @@ def read(paths: list[str], request: ReadRequest) -> tuple[dict, dict]:
         if name is None:
             unexpected.append(tensor.name)
             continue
+        heads = permuted_heads(config, name)
+        if take is not None and take(name, tensor, heads):
+            continue  # kept quantized, as stored: the quantizer packs it for its kernel (explain.quantization)
         try:
             values = dequantize(tensor.data, tensor.tensor_type)  # float32, shape as the HF checkpoint has it
-            if arch_name in ("llama", "mistral") and name.endswith(("q_proj.weight", "k_proj.weight")):
-                heads = config["num_attention_heads"] if "q_proj" in name else config["num_key_value_heads"]
+            if heads is not None:
                 values = reverse_permute(values, heads)
         except (ValueError, TypeError, NotImplementedError, IndexError) as error:
             raise CorruptFileError(f"{path}: tensor {tensor.name} ({tensor.tensor_type.name}) cannot be read "

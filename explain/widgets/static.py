@@ -63,7 +63,9 @@ def _prompt(state: DashboardState) -> str:
                      f"inline-block'>{esc(visible(str(text)))}<sub style='color: grey'>{fmt(token_id)}</sub></code>")
     count = fmt(state.encode.data.get("count", len(chips)))
     kind = "chat template" if state.encode.data.get("kind_of_input") == "chat" else "text"
-    return (f"<h4 style='margin: 8px 0 2px'>Prompt: {count} tokens ({esc(kind)})</h4>"
+    note = (f"<div style='color: #9a6700'>{esc(state.prompt_caption())}</div>"
+            if state.encode.data.get("chat_template_skipped") else "")
+    return (f"<h4 style='margin: 8px 0 2px'>Prompt: {count} tokens ({esc(kind)})</h4>{note}"
             f"<div>{''.join(chips)}</div>")
 
 

@@ -171,12 +171,9 @@ class PromptView(View):
         state = scene.state
         if state.encode is None:
             return {"tokens": [], "caption": "no call yet"}
-        d = state.encode.data
-        how = "a chat, through the chat template" if d.get("kind_of_input") == "chat" else "plain text"
         tokens = [[text(t), integer(i), integer(s), integer(e), bool(sp), text(r) if r else None]
                   for t, i, s, e, sp, r in state.prompt_tokens()]
-        count = integer(d.get("count"))
-        return {"tokens": tokens, "caption": f"{count if count is not None else len(tokens)} tokens from {how}"}
+        return {"tokens": tokens, "caption": text(state.prompt_caption())}  # the encode event's own description
 
 
 class TextView(View):
