@@ -20,7 +20,7 @@ const SPACING = 19; // while a run streams, the chart waits 19 times its last dr
 
 export function esc(value) {
   return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+    .replace(/"/g, "&#34;").replace(/'/g, "&#39;");
 }
 
 export function visible(text) {

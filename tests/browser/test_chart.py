@@ -26,7 +26,7 @@ CHOSEN = 42
 def synthetic_step(processors: int) -> dict:
     """A sampled step whose chosen token (id 42) is the 30th logit, outside every panel's top 8."""
     top = {"ids": list(range(20)), "values": [20.0 - i * 0.5 for i in range(20)]}
-    texts = {str(i): f" w{i}" for i in range(20)} | {str(CHOSEN): " chosen<b>"}
+    texts = {str(i): f" w{i}" for i in range(20)} | {str(CHOSEN): " chosen<b>", "1": " \"&'"}  # shown as typed
     step = {"step": 3, "position": 12, "token_id": CHOSEN, "token": " chosen<b>", "method": "sample", "logit": 5.0,
             "rank": 30, "prob": 0.004, "raw_prob": 0.0001, "entropy_bits": 5.1, "token_texts": texts,
             "logits_top": top, "processors": [],
@@ -93,6 +93,7 @@ def test_every_panel_has_room_and_the_chosen_token(chart_page, processors):
                 assert any(label.startswith("#") and "\u2423chosen" in label for label in panel["labels"]), (
                     panel["labels"])
                 assert "\u22ee" in panel["labels"]
+            assert "\u2423\"&'" in bars[0]["labels"], bars[0]["labels"]  # quotes and & as they are, no entity
             expected = "rgb(238, 238, 238)" if dark else "rgb(31, 35, 40)"
             assert bars[0]["labelFill"] == expected, f"token labels in {bars[0]['labelFill']}, theme text {expected}"
             assert seen["columns"] >= (4 if width == 1400 else 2)
