@@ -13,6 +13,7 @@ import os
 import torch
 
 from . import hub, registry
+from .backends import check_backend, transformers_backend
 from .config import folder_has_gguf, load_config
 from .embedded import ensure_provisioned
 from .errors import ExplainError, NotCachedError, UnsupportedError
@@ -37,8 +38,16 @@ REMOTE_CODE_REFUSAL = (
 def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=None, revision: str | None = None,
              token=None, device=None, device_map=None, dtype="auto", torch_dtype=None, trust_remote_code=None,
              model_kwargs: dict | None = None, gguf_file: str | None = None, trace: Trace | None = None,
-             **kwargs):
-    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline."""
+             backend: str = "explain", **kwargs):
+    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline.
+
+    backend="explain" (the default) runs explain's readable model files; backend="transformers" runs the real
+    transformers.pipeline(...) and traces it (explain/backends/transformers/), in the same events."""
+    if check_backend(backend) == "transformers":
+        return transformers_backend().pipeline(
+            task, model=model, config=config, tokenizer=tokenizer, revision=revision, token=token, device=device,
+            device_map=device_map, dtype=dtype, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs, gguf_file=gguf_file, trace=trace, **kwargs)
     from .text_generation import GENERATE_ARGUMENTS, TextGenerationPipeline
     model_kwargs = dict(model_kwargs or {})
     unknown = [k for k in model_kwargs if k not in MODEL_KWARGS]
@@ -121,6 +130,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     generation_path = resolve("generation_config.json", required=False) if gguf_path is None else None
     config_dict, generation, generation_sources, reader = load_config(config_path, gguf_path, generation_path, trace)
     cls = model_class(config_dict)
+    trace.meta.update(backend="explain", model_class=cls.__name__, source_file=inspect.getsourcefile(cls))
 
     # -- tokenizer stage -----------------------------------------------------------------------------------
     if isinstance(tokenizer, Tokenizer):

@@ -9,6 +9,7 @@ Formats, each read by the library made for it:
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections import Counter
@@ -183,7 +184,8 @@ def load_weights(model_class, model_config, files: dict, config: dict, dtype: to
                 bytes=sum(t.numel() * t.element_size() for t in state.values()),
                 parameters=sum(t.numel() for t in state.values()), dtype=dtype_name(dtype),
                 skeleton_seconds=skeleton_time, missing=missing, mismatched=mismatched, tied=tied_used,
-                unexpected_count=len(facts["unexpected"]))
+                unexpected_count=len(facts["unexpected"]), backend="explain", model_class=model_class.__name__,
+                source_file=inspect.getsourcefile(model_class))
     trace.emit("weights", "load", data, start=start, duration=time.perf_counter() - t0)
     if missing:
         raise ExplainError(f"the checkpoint ({', '.join(data['files'])}) lacks {len(missing)} weights that "
