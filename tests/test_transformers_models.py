@@ -277,3 +277,23 @@ class TestBadInput:
     def test_bad_generation_setting(self, pipes):
         with pytest.raises(ExplainError, match="do_sample=False"):
             pipes["opt"]("Hi", do_sample=True, temperature=0, max_new_tokens=2)
+
+
+def test_cli_generate_with_the_transformers_backend(folders, pipes, tmp_path):
+    import subprocess
+    import sys
+    trace_file = tmp_path / "run.json"
+    expected = pipes["falcon"]("Hello", do_sample=False, max_new_tokens=5)[0]["generated_text"]
+    run = subprocess.run([sys.executable, "-m", "explain", "generate", "Hello", "--model", folders["falcon"],
+                          "--backend", "transformers", "--max-new-tokens", "5", "--steps", "--save-trace",
+                          str(trace_file)], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert out.startswith("backend transformers: FalconForCausalLM from ") and "modeling_falcon.py" in out
+    assert expected in out
+    for stage in ("registry", "config", "tokenizer", "weights", "placement", "tokenization", "generation",
+                  "decoding"):
+        assert f" {stage} " in out, f"no {stage} line in the timeline:\n{out}"
+    saved = explain.Trace.load(trace_file)
+    assert saved.meta["backend"] == "transformers" and len(saved.filter("generation", "step", saved.run)) == 5
