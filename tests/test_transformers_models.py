@@ -28,6 +28,7 @@ transformers.logging.disable_progress_bar()
 
 import explain  # noqa: E402
 from explain.errors import CorruptFileError, ExplainError, NotCachedError, UnknownTaskError, UnsupportedError  # noqa: E402
+from explain.widgets import Dashboard  # noqa: E402
 from explain.widgets.state import DashboardState  # noqa: E402
 
 LOADING = ("registry", "config", "tokenizer", "weights", "placement")
@@ -195,7 +196,48 @@ def test_device_map_auto_with_max_memory_offloads(embedded_pipe, tmp_path):
     assert output[0]["generated_text"].startswith("Hi")
 
 
-def test_remote_code_is_marked(folders):
+MODELING_CODE = '''from transformers import LlamaConfig, LlamaForCausalLM
+
+
+class ShoutConfig(LlamaConfig):
+    model_type = "shout_llama"
+
+
+class ShoutForCausalLM(LlamaForCausalLM):
+    config_class = ShoutConfig
+'''
+
+
+def test_remote_code_runs_when_asked_and_is_marked(tiny_llama, tmp_path):
+    """A folder whose config names its own Python code (auto_map): the transformers backend refuses it as
+    transformers does, unless trust_remote_code=True; then transformers imports that code, and the trace, its
+    events and the dashboard say that remote code ran."""
+    folder = tmp_path / "shout"
+    shutil.copytree(tiny_llama.folder, folder)
+    (folder / "modeling_shout.py").write_text(MODELING_CODE)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="shout_llama", architectures=["ShoutForCausalLM"],
+                  auto_map={"AutoConfig": "modeling_shout.ShoutConfig",
+                            "AutoModelForCausalLM": "modeling_shout.ShoutForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExplainError, match="trust_remote_code=True"):
+        explain.pipeline("text-generation", model=str(folder), backend="transformers")
+    pipe = explain.pipeline("text-generation", model=str(folder), backend="transformers", trust_remote_code=True)
+    assert type(pipe.model).__name__ == "ShoutForCausalLM" and type(pipe.model).__module__.startswith(
+        "transformers_modules")
+    weights = pipe.trace.filter("weights", "load")[0].data
+    assert weights["remote_code"] is True and weights["source_file"].endswith("modeling_shout.py")
+    assert pipe.trace.filter("config", "config")[0].data["remote_code"] is True
+    assert pipe.trace.meta["remote_code"] is True
+    pipe("Hi", max_new_tokens=2, do_sample=False)
+    dashboard = Dashboard(pipe)
+    try:
+        assert "remote code ran" in dashboard.header.value and "modeling_shout.py" in dashboard.header.value
+    finally:
+        dashboard.close()
+
+
+def test_remote_code_flag_without_remote_code(folders):
     """trust_remote_code=True: the explain backend refuses it; the transformers backend passes it to transformers
     (a folder without code loads transformers' own classes, so no remote code ran, and the trace says so)."""
     with pytest.raises(UnsupportedError, match="trust_remote_code"):
