@@ -88,7 +88,7 @@ class TransformersGeneration:
 
     @property
     def text(self) -> str:
-        return self.tokenizer.decode(self.generated_ids, skip_special_tokens=False)
+        return self.pipeline.decode_ids(self.generated_ids, skip_special_tokens=False)
 
     def token_text(self, token_id: int) -> str:
         return self.pipeline.token_text(token_id)
@@ -187,12 +187,20 @@ class TransformersGeneration:
         record = {"step": len(self.steps), "position": self.input_ids.shape[1] - 1, "branch": self.branch,
                   "logits_top": top(raw, self.trace_top, remember), "processors": pending["processors"]}
         probs = torch.softmax(scores, dim=-1)  # (1, vocab): the distribution generate() drew from (or took the max of)
-        raw_probs = torch.softmax(raw, dim=-1)
+        raw_probs = probs if scores is raw else torch.softmax(raw, dim=-1)
         p = probs[0]
-        entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
-        top_probs, top_ids = torch.topk(p, min(10 if self.trace_top != "all" else p.numel(), p.numel()))
+        entropy = float(torch.special.entr(p).sum()) / math.log(2)  # -sum p log p, 0 log 0 = 0, in one pass
+        # the 10 most likely tokens are the first 10 of the scores' own top (softmax keeps the order): the record of
+        # the last processor that changed the scores, or the raw logits' when none did
+        ranked = next((r["top"] for r in reversed(pending["processors"]) if r["top"] is not None), record["logits_top"])
+        if self.trace_top != "all" and len(ranked["ids"]) >= 10:
+            top_ids = torch.tensor(ranked["ids"][:10])
+            top_probs = p[top_ids]
+        else:
+            top_probs, top_ids = torch.topk(p, min(10 if self.trace_top != "all" else p.numel(), p.numel()))
         for token_id in top_ids.tolist():
             remember(token_id)
+        self.pipeline.remember_texts([*texts, token])  # every id the record names, decoded in one batch
         full = self.text
         piece = ""
         if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
@@ -200,7 +208,7 @@ class TransformersGeneration:
         record.update(
             token_id=token, token=self.token_text(token), text=piece, method=method,
             prob=float(p[token]), raw_prob=float(raw_probs[0, token]), logit=float(raw[0, token]),
-            rank=int((raw[0] > raw[0, token]).sum()) + 1, entropy_bits=entropy,
+            rank=_rank(raw, token, record["logits_top"]), entropy_bits=entropy,
             probs_top={"ids": top_ids.tolist(), "values": floats(top_probs)},
             kv_cache=self._forward.get("kv_cache", cache_record(self.cache)),
             forward=self._forward.get("forward"), forward_time=self._forward.get("forward_time"),
@@ -348,6 +356,14 @@ class TransformersGeneration:
         elif ids.shape[1] >= (other.generation_config.max_length or math.inf):
             other._finish("max_length", forced)
         return other
+
+
+def _rank(raw: torch.Tensor, token: int, logits_top: dict) -> int:
+    """1 + how many raw logits are above the token's. A token inside the recorded top has every higher logit before
+    it in that list, so the list answers; otherwise count over the vocabulary."""
+    if token in logits_top["ids"]:
+        return 1 + int((raw[0, logits_top["ids"]] > raw[0, token]).sum())
+    return int((raw[0] > raw[0, token]).sum()) + 1
 
 
 def _cropped(cache, length: int):
