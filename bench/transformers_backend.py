@@ -96,7 +96,7 @@ def generate(pipe, sinks: list, text: str, new_tokens: int) -> dict:
             "steps": steps, "text": output[0]["generated_text"]}
 
 
-def run(args) -> dict:
+def run(args, on_dtype=None) -> dict:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
@@ -132,6 +132,8 @@ def run(args) -> dict:
             "trace_bytes_per_step": sum(len(json.dumps(e.to_dict())) for e in step_events) / max(len(step_events), 1),
             "model": type(loaded.model).__name__, "source_file": loaded.trace.meta.get("source_file")}
         del pipes, loaded
+        if on_dtype is not None:  # a slow machine keeps what it measured so far
+            on_dtype(dict(results, load_average_end=os.getloadavg(), targets=targets(results)))
     results["load_average_end"] = os.getloadavg()
     results["duration_s"] = time.perf_counter() - t0
     results["targets"] = targets(results)
@@ -199,7 +201,7 @@ def write(results: dict, folder: str) -> dict:
 
 def main(argv=None) -> int:
     args = parse(argv)
-    results = run(args)
+    results = run(args, on_dtype=lambda partial: write(partial, args.out))
     paths = write(results, args.out)
     print(markdown(results, os.path.basename(paths["json"])))
     print(f"wrote {paths['json']}, {paths['markdown']}", file=sys.stderr)
