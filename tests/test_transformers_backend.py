@@ -174,6 +174,38 @@ def test_step_through_on_the_real_generate_equals_a_call(tf_embedded):
         ["encode", "settings", "prefill"] + ["step"] * 10 + ["end", "decode"]
 
 
+# -- a tiny Llama written by transformers, through both backends ---------------------------------------------------
+
+@pytest.mark.parametrize("knobs", [dict(min_p=0.05, temperature=1.3), dict(top_p=0.8, repetition_penalty=1.5),
+                                   dict(top_k=0, min_new_tokens=3, temperature=0.6)], ids=["min_p", "top_p", "min_new"])
+def test_processor_records_equal_on_a_tiny_llama(tf_tiny, tiny_llama, knobs):
+    """Every processor explain implements, named, parametrised and counted the same from either backend."""
+    ours = explain.pipeline("text-generation", model=tiny_llama.folder)
+    kwargs = dict(do_sample=True, max_new_tokens=8, **knobs)
+    torch.manual_seed(3)
+    expected = ours("Hello", **kwargs)
+    torch.manual_seed(3)
+    assert tf_tiny("Hello", **kwargs) == expected
+    settings = [p.trace.filter("generation", "settings")[-1].data["processors"] for p in (ours, tf_tiny)]
+    assert [(p["name"], p["class"], p["args"]) for p in settings[1]] == [(p["name"], p["class"], p["args"])
+                                                                        for p in settings[0]]
+    for a, b in zip(steps_of(ours), steps_of(tf_tiny), strict=True):
+        assert a["token_id"] == b["token_id"]
+        same_records(b["processors"], a["processors"])
+        assert a["probs_top"]["ids"] == b["probs_top"]["ids"]
+        assert a["rank"] == b["rank"] and abs(a["entropy_bits"] - b["entropy_bits"]) < 1e-4
+
+
+def test_a_list_of_prompts_is_one_run_each(tf_tiny):
+    plain = transformers.TextGenerationPipeline(model=tf_tiny.model, tokenizer=tf_tiny.tokenizer)
+    prompts = ["Hello", [{"role": "user", "content": "Hi"}]]
+    before = tf_tiny.trace.run
+    assert tf_tiny(prompts, max_new_tokens=3, do_sample=False) == plain(prompts, max_new_tokens=3, do_sample=False)
+    assert tf_tiny.trace.run == before + 2
+    kinds = [e.data["kind_of_input"] for e in tf_tiny.trace.filter("tokenization", "encode") if e.run > before]
+    assert kinds == ["text", "chat"]
+
+
 # -- step-through, what-if, force, on a tiny model ----------------------------------------------------------------
 
 def test_what_if_and_force_drive_the_real_model(tf_tiny):
