@@ -197,13 +197,16 @@ def test_processor_records_equal_on_a_tiny_llama(tf_tiny, tiny_llama, knobs):
 
 
 def test_a_list_of_prompts_is_one_run_each(tf_tiny):
+    """A list of prompts (or of chats) is one traced run per prompt, with what transformers returns for the list."""
     plain = transformers.TextGenerationPipeline(model=tf_tiny.model, tokenizer=tf_tiny.tokenizer)
-    prompts = ["Hello", [{"role": "user", "content": "Hi"}]]
     before = tf_tiny.trace.run
-    assert tf_tiny(prompts, max_new_tokens=3, do_sample=False) == plain(prompts, max_new_tokens=3, do_sample=False)
-    assert tf_tiny.trace.run == before + 2
-    kinds = [e.data["kind_of_input"] for e in tf_tiny.trace.filter("tokenization", "encode") if e.run > before]
-    assert kinds == ["text", "chat"]
+    for prompts, kind in ((["Hello", "Once upon"], "text"),
+                          ([[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Bye"}]], "chat")):
+        assert tf_tiny(prompts, max_new_tokens=3, do_sample=False) == plain(prompts, max_new_tokens=3, do_sample=False)
+        kinds = [e.data["kind_of_input"] for e in tf_tiny.trace.filter("tokenization", "encode") if e.run > before]
+        assert kinds == [kind, kind] and tf_tiny.trace.run == before + 2
+        assert all(len(tf_tiny.trace.filter("generation", "step", run)) == 3 for run in (before + 1, before + 2))
+        before = tf_tiny.trace.run
 
 
 # -- step-through, what-if, force, on a tiny model ----------------------------------------------------------------

@@ -76,12 +76,13 @@ def top(scores: torch.Tensor, count, token_text) -> dict:
         values, ids = row, torch.arange(row.numel())
     else:
         values, ids = torch.topk(row, min(count, row.numel()))
-    keep = torch.isfinite(values)
-    values, ids = values[keep], ids[keep].tolist()
+    values, ids = values.float().cpu().numpy(), ids.cpu().numpy()  # a few numbers: numpy is cheaper than torch
+    keep = np.isfinite(values)
+    ids = ids[keep].tolist()
     if count != "all":
         for token_id in ids:
             token_text(token_id)
-    return {"ids": ids, "values": floats(values)}
+    return {"ids": ids, "values": [float(np.format_float_positional(v, unique=True, trim="-")) for v in values[keep]]}
 
 
 def processor_effect(processor, before: torch.Tensor, after: torch.Tensor, count, token_text) -> dict:
