@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .inside import markdown as inside_markdown
+
 LABELS = {"explain_traced": "explain, traced (default capture)", "explain_untraced": "explain, tracing off",
           "explain_widget": "explain + live widget sink", "transformers": "transformers generate"}
 
@@ -193,6 +195,9 @@ def markdown(results: dict, json_name: str) -> str:
             if ref.get("available"):
                 lines.append(f"- {dtype}, ceiling: if everything but the products were free, explain could be at "
                              f"most {ref['ms_per_token'] / f['linear_only_ms']:.2f}x transformers' decode tokens/s")
+    for entry in results["dtypes"].values():
+        if entry.get("inside"):
+            lines += inside_markdown(entry["inside"])
     notes = results.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]

@@ -28,6 +28,7 @@ import torch
 from . import report
 from .contenders import ExplainContender, TransformersContender, Unavailable
 from .forward import forward_breakdown
+from .inside import measure as measure_inside
 from .roofline import read_bandwidth, weight_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,6 +310,9 @@ def run(args) -> dict:
         entry["forward_breakdown"] = forward_breakdown(pipe.model, contenders["transformers"].model, prompts[0][1],
                                                        repeats=args.forward_repeats)
         phase(f"{dtype} forward breakdown")
+        if dtype == "float32":
+            entry["inside"] = measure_inside(pipe)
+            phase("inside the model")
         results["dtypes"][dtype] = entry
         del contenders, pipe
         gc.collect()

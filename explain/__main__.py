@@ -20,6 +20,37 @@ def _pipeline_args(parser):
                              "transformers.pipeline, traced (needs pip install \"explain[transformers]\")")
 
 
+TERMINAL_MAX_NEW_TOKENS = 40  # a short default for the terminal
+
+
+def _cli_knobs() -> dict:
+    from .generation.settings import KNOBS
+    return {name: knob for name, knob in KNOBS.items() if knob.cli}
+
+
+def _json_or_text(text: str):
+    """A list, dict or number given as JSON ([[1, 2]], {"bias": 1.5}, 2); anything else is the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _knob_args(parser) -> None:
+    """One flag per generation knob of the registry (generation/knobs.py and each logits processor's)."""
+    types = {"int": int, "float": float, "json": _json_or_text}
+    group = parser.add_argument_group("generation knobs", "every generate() argument explain runs; lists as JSON")
+    for name, knob in _cli_knobs().items():
+        flag = "--" + name.replace("_", "-")
+        if knob.kind == "bool":
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=knob.help)
+        else:
+            metavar = "JSON" if knob.kind == "json" else knob.kind.upper()
+            more = f" (default here: {TERMINAL_MAX_NEW_TOKENS}, unless --max-length)" if name == "max_new_tokens" else ""
+            group.add_argument(flag, dest=name, type=types[knob.kind], default=None, metavar=metavar,
+                               help=knob.help + more)
+
+
 def _load(args):
     import explain
     pipe = explain.pipeline("text-generation", model=args.model, gguf_file=args.gguf_file, revision=args.revision,
@@ -38,12 +69,9 @@ def main(argv=None) -> int:
     gen = sub.add_parser("generate", help="generate text, streaming tokens with their probabilities")
     gen.add_argument("prompt")
     gen.add_argument("--chat", action="store_true", help="send the prompt as a user message through the chat template")
-    gen.add_argument("--max-new-tokens", type=int, default=40)
-    gen.add_argument("--sample", action="store_true", help="sample (do_sample=True) instead of greedy")
-    gen.add_argument("--temperature", type=float, default=None)
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--repetition-penalty", type=float, default=None)
+    gen.add_argument("--sample", dest="do_sample", action="store_true", default=None,
+                     help="sample (do_sample=True) instead of greedy")
+    _knob_args(gen)
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--steps", action="store_true", help="print a table of every step after the text")
     _pipeline_args(gen)
@@ -79,10 +107,10 @@ def main(argv=None) -> int:
             print_timeline(pipe.trace, run=0)
             if args.seed is not None:
                 torch.manual_seed(args.seed)
-            knobs = {"max_new_tokens": args.max_new_tokens, "do_sample": args.sample}
-            for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
-                if getattr(args, name) is not None:
-                    knobs[name] = getattr(args, name)
+            knobs = {name: getattr(args, name) for name in _cli_knobs() if getattr(args, name) is not None}
+            knobs["do_sample"] = bool(knobs.get("do_sample"))
+            if "max_new_tokens" not in knobs and "max_length" not in knobs:
+                knobs["max_new_tokens"] = TERMINAL_MAX_NEW_TOKENS
             prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
             print()
             if not args.chat:
@@ -102,7 +130,7 @@ def main(argv=None) -> int:
         elif args.command == "trace":
             from .trace import Trace
             trace = Trace.load(args.file)
-            for run in range(trace.run + 1):
+            for run in trace.runs():  # the runs that have events, however large their ids
                 print(f"-- run {run}")
                 print_timeline(trace, run=run)
         elif args.command == "plan":

@@ -37,13 +37,6 @@ KEY_HYPERPARAMETERS = ("vocab_size", "hidden_size", "n_embd", "intermediate_size
                        "num_attention_heads", "n_head", "num_key_value_heads", "head_dim", "max_position_embeddings",
                        "n_positions", "n_ctx", "rope_theta", "rope_scaling", "rms_norm_eps", "layer_norm_epsilon",
                        "tie_word_embeddings", "hidden_act", "bos_token_id", "eos_token_id", "pad_token_id")
-# what a GenerationConfig holds by default (transformers' GenerationConfig.__init__), the parts explain uses
-GENERATION_DEFAULTS = {"max_length": 20, "max_new_tokens": None, "min_length": 0, "min_new_tokens": None,
-                       "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None,
-                       "repetition_penalty": 1.0, "bos_token_id": None, "eos_token_id": None,
-                       "pad_token_id": None, "stop_strings": None}
-
-
 def read_json(path: str, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
@@ -124,7 +117,9 @@ def config_from_gguf(reader: gguf.GGUFReader, path: str) -> dict:
 def generation_config(config: dict, generation_file: dict | None) -> tuple[dict, dict]:
     """The model's generation defaults: transformers' defaults, then config.json's token ids, then
     generation_config.json. Returns (values, where each value came from)."""
-    values, source = dict(GENERATION_DEFAULTS), {k: "transformers default" for k in GENERATION_DEFAULTS}
+    from .generation.settings import GENERATE_DEFAULTS  # every knob's transformers default (the knob registry)
+    values = dict(GENERATE_DEFAULTS)
+    source = {k: "transformers default" for k in GENERATE_DEFAULTS}
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if config.get(key) is not None:
             values[key], source[key] = config[key], "model config"

@@ -5,59 +5,23 @@ from __future__ import annotations
 import os
 import sys
 
+from .events import describe as describe_event
 from .trace import Event, Trace
-from .units import size_text
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f} ms"
 
 
+# shown another way on the console: steps stream as text (TokenStream), progress is only for live views
+NOT_IN_TIMELINE = {("generation", "step"), ("weights", "progress")}
+
+
 def describe(event: Event) -> str | None:
-    """One line for a loading or summary event; None for events shown elsewhere (steps, progress)."""
-    d = event.data
-    if event.stage == "registry":
-        return (f"task {d.get('task')!r} -> {d.get('pipeline_class')} + {d.get('model_class')}; "
-                f"transformers' default {d.get('default_model')}@{d.get('default_revision')}, "
-                f"explain uses {d.get('model_used')}")
-    if event.stage == "config" and event.kind == "file":
-        if d.get("absent"):
-            return f"{d['filename']}: not in {d['repo']} (optional)"
-        commit = (d.get("commit") or "")[:7]
-        return (f"{d['filename']}: {d['cache']}{' @' + commit if commit else ''}, {size_text(d.get('size'))}"
-                f"{' (offline)' if d.get('offline') else ''}")
-    if event.stage == "config" and event.kind == "config":
-        h = d.get("hyperparameters", {})
-        layers = h.get("num_hidden_layers", h.get("n_layer"))
-        hidden = h.get("hidden_size", h.get("n_embd"))
-        heads = h.get("num_attention_heads", h.get("n_head"))
-        return (f"{d['architecture']} ({d['model_type']}): {layers} layers, hidden {hidden}, {heads} heads"
-                f"{', ' + str(h['num_key_value_heads']) + ' kv heads' if 'num_key_value_heads' in h else ''}, "
-                f"vocab {h.get('vocab_size')}, tied embeddings {h.get('tie_word_embeddings', False)}")
-    if event.stage == "tokenizer":
-        special = ", ".join(f"{k.replace('_token', '')}={v['token']!r}" for k, v in
-                            (d.get("special_tokens") or {}).items() if isinstance(v, dict))
-        return (f"{d.get('model')} from {d.get('source')}: {d.get('vocab_size')} tokens, {d.get('num_merges')} merges; "
-                f"{special}; chat template: {'yes' if d.get('has_chat_template') else 'no'}")
-    if event.stage == "weights" and event.kind == "load":
-        kinds = ", ".join(f"{n} x {k}" for k, n in (d.get("quantization_types") or d.get("stored_dtypes") or {}).items())
-        tied = f"; tied {', '.join(d['tied'])}" if d.get("tied") else ""
-        return (f"{d['format']}: {d['tensors']} tensors ({kinds}) -> {d['dtype']}, {d['parameters'] / 1e6:.1f} M "
-                f"parameters, {size_text(d['bytes'])}{tied}; missing {len(d['missing'])}, unexpected {d['unexpected_count']}")
-    if event.stage == "placement":
-        per = ", ".join(f"{k}: {size_text(v)}" for k, v in d.get("bytes_per_device", {}).items())
-        return f"{d.get('strategy')} -> {', '.join(d.get('devices', []))} ({per}); {d.get('reason')}"
-    if event.stage == "tokenization":
-        return f"{d['count']} tokens from {d['kind_of_input']} input"
-    if event.stage == "generation" and event.kind == "prefill":
-        return f"prefill: {d['prompt_tokens']} tokens, {d['tokens_per_s']:.0f} tokens/s"
-    if event.stage == "generation" and event.kind == "end":
-        rate = d.get("decode_tokens_per_s")
-        return (f"{d['new_tokens']} new tokens, stopped by {d['stop_reason']}"
-                f"{f', decode {rate:.1f} tokens/s' if rate else ''}")
-    if event.stage == "decoding":
-        return f"{len(d['ids'])} ids -> {len(d['text'])} characters"
-    return None
+    """The timeline's line for an event (explain.events.describe), or None for one the console shows otherwise."""
+    if (event.stage, event.kind) in NOT_IN_TIMELINE:
+        return None
+    return describe_event(event)
 
 
 def print_timeline(trace: Trace, run: int | None = 0, file=None) -> None:
@@ -82,7 +46,7 @@ class TokenStream:
     def __call__(self, event: Event) -> None:
         if event.stage != "generation" or event.kind != "step":
             return
-        text, p = event.data.get("text") or "", event.data.get("prob", 1.0)
+        text, p = event.data["text"] or "", event.data["prob"]
         if self.color:
             code = 32 if p >= 0.6 else 33 if p >= 0.2 else 31  # green, yellow, red
             text = f"\x1b[{code}m{text}\x1b[0m"
@@ -96,7 +60,7 @@ def print_steps(trace: Trace, run: int, file=None, alternatives: int = 3) -> Non
     print(f"{'step':>4}  {'token':<16} {'prob':>6} {'rank':>4}  runners-up", file=file)
     for event in trace.filter("generation", "step", run):
         d = event.data
-        texts = d.get("token_texts", {})
+        texts = d["token_texts"]
         others = [(i, v) for i, v in zip(d["probs_top"]["ids"], d["probs_top"]["values"]) if i != d["token_id"]]
         runners = "  ".join(f"{texts.get(str(i), '?')!r} {v:.2f}" for i, v in others[:alternatives])
         print(f"{d['step']:>4}  {d['token']!r:<16} {d['prob']:6.3f} {d['rank']:>4}  {runners}", file=file)
@@ -105,14 +69,14 @@ def print_steps(trace: Trace, run: int, file=None, alternatives: int = 3) -> Non
 def print_summary(trace: Trace, run: int, file=None) -> None:
     file = file or sys.stdout
     loading = sum(e.duration for e in trace.events if e.run == 0 and e.kind != "progress" and e.stage != "registry")
-    end = trace.last("generation", "end")
-    prefill = [e for e in trace.filter("generation", "prefill", run)]
+    end = trace.last("generation", "end", run)
+    prefill = trace.filter("generation", "prefill", run)
     print(f"load {loading:.2f} s", end="", file=file)
     if prefill:
         print(f" | prefill {prefill[0].duration * 1000:.0f} ms ({prefill[0].data['prompt_tokens']} tokens)",
               end="", file=file)
-    if end is not None and end.run == run:
-        rate = end.data.get("decode_tokens_per_s")
+    if end is not None:
+        rate = end.data["decode_tokens_per_s"]
         print(f" | decode {end.data['new_tokens']} tokens{f' at {rate:.1f} tokens/s' if rate else ''}"
               f" | stopped by {end.data['stop_reason']}", end="", file=file)
     print(file=file)

@@ -13,17 +13,20 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 
 import torch
 
 from .errors import ExplainError
 from .generation import SETTINGS, Generation, resolve
+from .generation.settings import warnings_for
+from .placement import input_device
 from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
-                "stop_sequence", "tokenizer", "trace_top", "keep_logits")
-GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS
+                "stop_sequence", "tokenizer", "trace_top", "keep_logits", "capture")
+GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
 
 
 def _is_chat(value) -> bool:
@@ -38,7 +41,7 @@ class TextGenerationPipeline:
         self.generation_config, self.generation_config_source = generation_config, generation_config_source
         self.trace, self.name_or_path, self.dtype = trace, name_or_path, dtype
         self.generate_defaults = dict(generate_defaults or {})
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.last_generation: Generation | None = None
 
     def __repr__(self):
@@ -54,15 +57,19 @@ class TextGenerationPipeline:
         raise ExplainError(f"text_inputs must be a string, a chat (a list of {{'role', 'content'}} dicts) or a list "
                            f"of those; got {type(text_inputs).__name__}")
 
-    def start(self, text_inputs, **kwargs) -> Generation:
-        """Tokenize and set up a generation without running it: advance it with .step() / .run()."""
+    def start(self, text_inputs, *, run: int | None = None, **kwargs) -> Generation:
+        """Tokenize and set up a generation without running it: advance it with .step() / .run().
+
+        `run` is a run id reserved beforehand with pipe.trace.new_run() (a view that wants to know its run's
+        id before the first event); by default the call reserves a new one."""
         options, settings_call = self._split(kwargs)
-        return self._prepare(text_inputs, options, settings_call)
+        return self._prepare(text_inputs, options, settings_call, run)
 
     def finish(self, generation: Generation) -> str:
         """Close a run advanced by hand (start + step/run): emit generation/end and decoding/decode as a call
-        does, with the steps' own time as its duration (not the pauses between them); returns the text."""
-        duration = sum(step.get("forward_time") or 0.0 for step in generation.steps)
+        does, with the steps' own time as its duration (not the pauses between them); returns the text.
+        A run ends once: finishing it again returns the same text and emits nothing."""
+        duration = sum(step["forward_time"] or 0.0 for step in generation.steps)
         self._end(generation, time.time() - duration, duration, interrupted=False)
         return generation.output_text
 
@@ -82,18 +89,19 @@ class TextGenerationPipeline:
         options.pop("tokenizer", None)  # generate() needs it for stop strings; explain always has its own
         return options, kwargs
 
-    def _prepare(self, prompt, options, settings_call) -> Generation:
-        self.trace.new_run()
-        ids, prompt_text = self._tokenize(prompt, options)
+    def _prepare(self, prompt, options, settings_call, run: int | None = None) -> Generation:
+        run = self.trace.new_run() if run is None else run
+        ids = self._tokenize(prompt, options, run)
         handle = options.get("handle_long_generation")
         context = self.config.get("max_position_embeddings") or self.config.get("n_positions")
         if context and handle is None and len(ids) > context:
             raise ExplainError(f"the prompt is {len(ids)} tokens but the model's context window is {context} "
                                "tokens; shorten the prompt, or pass handle_long_generation=\"hole\" to keep "
                                "only its last tokens")
-        with self.trace.span("generation", "settings") as data:
+        with self.trace.span("generation", "settings", run=run) as data:
+            vocab_size = self.config.get("vocab_size")
             settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
-                                        len(ids), context, self.tokenizer.pad_token_id)
+                                        len(ids), context, self.tokenizer.pad_token_id, vocab_size)
             new_tokens = settings["max_length"] - len(ids)  # max_new_tokens, or what max_length leaves
             if context and handle == "hole" and len(ids) + new_tokens > context:
                 keep = context - new_tokens  # transformers' "hole": drop the prompt's start to leave room
@@ -103,13 +111,18 @@ class TextGenerationPipeline:
                 data["hole"] = {"prompt_tokens": len(ids), "kept": keep, "dropped": len(ids) - keep}
                 ids = ids[-keep:]
                 settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
-                                            len(ids), context, self.tokenizer.pad_token_id)
-            generation = Generation(self.model, self.tokenizer, ids, settings, self.trace,
-                                    trace_top=options.get("trace_top", 20), keep_logits=options.get("keep_logits", False))
+                                            len(ids), context, self.tokenizer.pad_token_id, vocab_size)
+            generation = Generation(self.model, self.tokenizer, ids, settings, self.trace, run,
+                                    trace_top=options.get("trace_top", 20), keep_logits=options.get("keep_logits", False),
+                                    capture=options.get("capture"),
+                                    prompt=prompt, options=options)
+            for message in warnings_for(settings, sources):  # what transformers warns about these settings
+                generation.warnings.append(message)
+                warnings.warn(message, stacklevel=4)
             data.update(settings=settings, sources=sources, processors=[
-                {"name": p.name, "class": type(p).__name__, "args": p.args()} for p in generation.processors],
-                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device))
-        generation.prompt_text, generation.options = prompt_text, options
+                {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
+                for p in generation.processors],
+                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device), warnings=generation.warnings)
         self.last_generation = generation
         return generation
 
@@ -129,8 +142,8 @@ class TextGenerationPipeline:
         return self._postprocess(generation, options)
 
     # -- stages ----------------------------------------------------------------------------------------
-    def _tokenize(self, prompt, options) -> tuple[list[int], object]:
-        with self.trace.span("tokenization", "encode") as data:
+    def _tokenize(self, prompt, options, run: int) -> list[int]:
+        with self.trace.span("tokenization", "encode", run=run) as data:
             prefix = options.get("prefix") or ""
             if isinstance(prompt, str):
                 text = prefix + prompt
@@ -154,8 +167,7 @@ class TextGenerationPipeline:
                         special=details["special"], count=len(details["ids"]), add_special_tokens=add_special)
         if not details["ids"] and self.tokenizer.bos_token_id is None:
             raise ExplainError("the prompt is empty and this model has no BOS token to start from; give it some text")
-        ids = details["ids"] or [self.tokenizer.bos_token_id]
-        return ids, prompt
+        return details["ids"] or [self.tokenizer.bos_token_id]
 
     def _role_segments(self, messages, text):
         """Character ranges of each message in the rendered template (the template is rendered per prefix)."""
@@ -174,22 +186,25 @@ class TextGenerationPipeline:
         return segments
 
     def _end(self, generation: Generation, start, duration, interrupted):
+        if generation.ended:  # a run ends once
+            return
+        generation.ended = True
         steps = generation.steps
-        decode_steps = [s for s in steps if s.get("forward") == "decode"]
-        prefill = self.trace.last("generation", "prefill")
+        decode_time = sum(s["forward_time"] for s in steps if s["forward"] == "decode")
+        decode_steps = sum(1 for s in steps if s["forward"] == "decode")
+        prefill = self.trace.last("generation", "prefill", run=generation.run_id)
         self.trace.emit("generation", "end", {
             "stop_reason": generation.stop_reason or ("interrupted" if interrupted else None),
             "interrupted": interrupted, "new_tokens": len(steps), "prompt_tokens": generation.prompt_length,
-            "prefill_time": prefill.duration if prefill is not None and prefill.run == self.trace.run else None,
-            "decode_tokens_per_s": (len(decode_steps) / sum(s["forward_time"] for s in decode_steps)
-                                    if decode_steps else None),
-            "tokens_per_s": len(steps) / duration if duration > 0 else None}, start=start, duration=duration)
-        with self.trace.span("decoding", "decode") as data:
+            "prefill_time": prefill.duration if prefill is not None else None,
+            "decode_tokens_per_s": decode_steps / decode_time if decode_steps and decode_time > 0 else None,
+            "tokens_per_s": len(steps) / duration if duration > 0 else None, "branch": generation.branch},
+            run=generation.run_id, start=start, duration=duration)
+        with self.trace.span("decoding", "decode", run=generation.run_id) as data:
             ids = generation.generated_ids
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            data.update(ids=ids, text=text, text_with_special=generation.text,
-                        stop_reason=data.get("stop_reason") or generation.stop_reason, interrupted=interrupted,
-                        skip_special_tokens=True)
+            data.update(ids=ids, text=text, text_with_special=generation.text, stop_reason=generation.stop_reason,
+                        interrupted=interrupted, skip_special_tokens=True, branch=generation.branch)
         generation.output_text = text
 
     def _postprocess(self, generation: Generation, options):
@@ -198,7 +213,7 @@ class TextGenerationPipeline:
         skip = options.get("skip_special_tokens", True)
         text = generation.output_text if skip else generation.text
         full = options.get("return_full_text", True) is not False  # return_text only selects text over tensors
-        prompt = generation.prompt_text
+        prompt = generation.prompt
         if not full:
             return [{"generated_text": text}]
         if isinstance(prompt, str):

@@ -1,7 +1,13 @@
 """The trace: every event a pipeline emits, in order, delivered to sinks as it happens.
 
 An event is a plain record (stage, kind, run, start, duration, data) that survives a JSON round trip
-unchanged, so a saved trace replays in the same views with no model loaded.
+unchanged, so a saved trace replays in the same views with no model loaded. What each (stage, kind) holds is
+declared once, in explain.events; a trace file is checked against it when it is loaded (it may come from
+anyone), and with EXPLAIN_CHECK_EVENTS=1 (the tests) every emitted event is checked too.
+
+Runs own their events: loading is run 0, and each call (each step-through run) reserves its run id with
+`new_run()` when it starts and passes it to every `emit`, so events land in the right run whatever else
+happens meanwhile (another thread's call, an older paused run stepped after a newer call).
 """
 
 from __future__ import annotations
@@ -10,19 +16,25 @@ import json
 import math
 import os
 import tempfile
+import threading
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
-STAGES = ("registry", "config", "tokenizer", "weights", "placement", "tokenization", "generation", "decoding")
+from .errors import ExplainError
+from .events import STAGE_INFO, STAGES, SchemaError, check_event
+
 FORMAT = "explain-trace"
-VERSION = 1
+VERSION = 2  # 2: events checked against explain.events, a failed stage's event carries "error"
+READABLE_VERSIONS = (1, 2)  # version 1 files hold the same records, written before the schema existed
+MAX_LOAD_BYTES = 256 * 2**20  # a larger file needs max_bytes= (JSON of that size takes ~10x its size in memory)
 
 
-class TraceFileError(ValueError):
-    """A trace file that cannot be read back (wrong format, truncated, another program's JSON)."""
+class TraceFileError(ExplainError):
+    """A trace file that cannot be read back (wrong format, truncated, another program's JSON, a field of the
+    wrong type)."""
 
 
 @dataclass
@@ -40,9 +52,18 @@ class Event:
 
     @classmethod
     def from_dict(cls, record: dict) -> "Event":
+        """An event from its JSON record, checked: the envelope's types, then the data against its kind."""
         missing = {"stage", "kind", "run", "start", "duration", "data"} - set(record)
         if missing:
-            raise TraceFileError(f"event record lacks {sorted(missing)}: {str(record)[:120]}")
+            raise SchemaError("", f"lacks {', '.join(sorted(missing))}")
+        for name, kinds in (("stage", str), ("kind", str), ("run", int), ("seq", int), ("start", (int, float)),
+                            ("duration", (int, float))):
+            value = record.get(name, 0)
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                raise SchemaError(name, f"expected {'a string' if kinds is str else 'a number'}, got {value!r:.60}")
+        if record["run"] < 0:
+            raise SchemaError("run", f"expected a run id >= 0, got {record['run']}")
+        check_event(record["stage"], record["kind"], record["data"])
         return cls(**{k: record[k] for k in ("stage", "kind", "run", "start", "duration", "data", "seq") if k in record})
 
 
@@ -71,12 +92,16 @@ Sink = Callable[[Event], None]
 class Trace:
     """Every event of one pipeline, in order; subscribed sinks see each event the moment it is emitted."""
 
+    check_events: bool = os.environ.get("EXPLAIN_CHECK_EVENTS", "") == "1"  # check each emitted event (tests)
+
     def __init__(self, events: list[Event] | None = None, meta: dict | None = None):
         self.events: list[Event] = list(events or [])
         self.meta: dict = dict(meta or {})
-        self.run: int = max((e.run for e in self.events), default=0)
+        self.run: int = max((e.run for e in self.events), default=0)  # the newest run id handed out
         self.enabled: bool = True
         self._sinks: list[Sink] = []
+        self._branches: dict[int, int] = {}  # run -> forced branches handed out
+        self._lock = threading.Lock()
 
     # -- emitting ---------------------------------------------------------------------------------
     def subscribe(self, sink: Sink, replay: bool = False) -> Callable[[], None]:
@@ -91,14 +116,28 @@ class Trace:
         if sink in self._sinks:
             self._sinks.remove(sink)
 
-    def emit(self, stage: str, kind: str, data: dict | None = None, start: float | None = None,
-             duration: float = 0.0) -> Event:
-        if stage not in STAGES:
+    def emit(self, stage: str, kind: str, data: dict | None = None, *, run: int | None = None,
+             start: float | None = None, duration: float = 0.0) -> Event:
+        """Record one event and hand it to every sink. Loading stages belong to run 0; an event of a call
+        needs the run id its call reserved with new_run()."""
+        if stage not in STAGE_INFO:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-        event = Event(stage, kind, self.run, time.time() if start is None else start, float(duration),
-                      plain(data or {}), seq=len(self.events))
-        if self.enabled:
-            self.events.append(event)
+        if run is None:
+            if STAGE_INFO[stage].phase == "call":
+                raise ValueError(f"{stage}/{kind} belongs to a call: emit it with run=<the id new_run() gave the "
+                                 "call>")
+            run = 0
+        data = plain(data or {})
+        if self.check_events:
+            try:
+                check_event(stage, kind, data)
+            except SchemaError as error:
+                raise ValueError(f"{stage}/{kind} event does not fit explain.events: {error}") from None
+        with self._lock:
+            event = Event(stage, kind, run, time.time() if start is None else start, float(duration), data,
+                          seq=len(self.events))
+            if self.enabled:
+                self.events.append(event)
         for sink in list(self._sinks):
             try:
                 sink(event)
@@ -107,25 +146,43 @@ class Trace:
         return event
 
     @contextmanager
-    def span(self, stage: str, kind: str, **data: Any) -> Iterator[dict]:
-        """Time a block and emit one event when it ends; the block fills in the yielded dict."""
+    def span(self, stage: str, kind: str, run: int | None = None, **data: Any) -> Iterator[dict]:
+        """Time a block and emit one event when it ends; the block fills in the yielded dict. When the block
+        raises, the event still goes out, with what was gathered and "error", and the error goes on."""
         start, t0 = time.time(), time.perf_counter()
-        yield data
-        self.emit(stage, kind, data, start=start, duration=time.perf_counter() - t0)
+        try:
+            yield data
+        except (Exception, KeyboardInterrupt) as error:
+            data["error"] = {"type": type(error).__name__, "message": str(error)}
+            self.emit(stage, kind, data, run=run, start=start, duration=time.perf_counter() - t0)
+            raise
+        self.emit(stage, kind, data, run=run, start=start, duration=time.perf_counter() - t0)
 
     def new_run(self) -> int:
-        self.run += 1
-        return self.run
+        """Reserve the id of a new call; everything the call emits carries it."""
+        with self._lock:
+            self.run += 1
+            return self.run
 
-    # -- reading ----------------------------------------------------------------------------------
+    def new_branch(self, run: int) -> int:
+        """Reserve the id of a new forced branch of `run` (its original is branch 0)."""
+        with self._lock:
+            self._branches[run] = self._branches.get(run, 0) + 1
+            return self._branches[run]
+
+    # -- reading ----------------------------------------------------------------------------------------
     def filter(self, stage: str | None = None, kind: str | None = None, run: int | None = None) -> list[Event]:
         return [e for e in self.events
                 if (stage is None or e.stage == stage) and (kind is None or e.kind == kind)
                 and (run is None or e.run == run)]
 
-    def last(self, stage: str, kind: str | None = None) -> Event | None:
-        found = self.filter(stage, kind)
+    def last(self, stage: str, kind: str | None = None, run: int | None = None) -> Event | None:
+        found = self.filter(stage, kind, run)
         return found[-1] if found else None
+
+    def runs(self) -> list[int]:
+        """The run ids that have events, in order (0, the loading, first when present)."""
+        return sorted({e.run for e in self.events})
 
     def __len__(self) -> int:
         return len(self.events)
@@ -158,32 +215,56 @@ class Trace:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Trace":
+    def load(cls, path: str | os.PathLike, max_bytes: int = MAX_LOAD_BYTES) -> "Trace":
+        """Read a saved trace. Every event is checked against explain.events: a trace is a file people share,
+        and a field of the wrong type (markup where a number belongs) is refused, naming where it is."""
         path = os.fspath(path)
         try:
+            size = os.stat(path).st_size
+            if os.path.isdir(path):
+                raise TraceFileError(f"{path} is a folder, not a trace file; pass the .json file that "
+                                     "pipe.trace.save(path) wrote")
+            if size > max_bytes:
+                raise TraceFileError(f"{path} is {size / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB "
+                                     "explain reads by default (a JSON trace takes about ten times its size in "
+                                     "memory); if you trust it and have the memory, pass "
+                                     f"Trace.load(path, max_bytes={size})")
             with open(path, encoding="utf-8") as f:
                 record = json.load(f)
         except FileNotFoundError:
             raise TraceFileError(f"no trace file at {path}; save one with pipe.trace.save(path)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise TraceFileError(f"{path} is not a readable trace (truncated or not JSON: {error}); "
                                  "save it again with trace.save(path)") from None
+        except OSError as error:
+            raise TraceFileError(f"{path} cannot be read ({error.strerror or error}); check the path and its "
+                                 "permissions") from None
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise TraceFileError(f"{path} is JSON but not an explain trace (no \"format\": \"{FORMAT}\"); "
                                  "open a file written by pipe.trace.save(path)")
         version = record.get("version", 0)
-        if not isinstance(version, int) or version > VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
             raise TraceFileError(f"{path} was written by a newer explain (trace version {version!r}); "
                                  "upgrade explain to read it")
-        events = record.get("events", [])
-        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-            raise TraceFileError(f"{path}: \"events\" is not a list of event records; the file was edited or "
-                                 "damaged: save the trace again with pipe.trace.save(path)")
-        try:
-            return cls([Event.from_dict(e) for e in events], record.get("meta"))
-        except TraceFileError as error:
-            raise TraceFileError(f"{path}: {error}; the file was edited or damaged: save the trace again "
-                                 "with pipe.trace.save(path)") from None
+        if version not in READABLE_VERSIONS:
+            raise TraceFileError(f"{path} has trace version {version!r}, which no explain release wrote; "
+                                 "save the trace again with pipe.trace.save(path)")
+        events, meta = record.get("events", []), record.get("meta") or {}
+        if not isinstance(events, list) or not isinstance(meta, dict):
+            raise TraceFileError(f"{path}: \"events\" is not a list of event records (or \"meta\" not an "
+                                 "object); the file was edited or damaged: save the trace again with "
+                                 "pipe.trace.save(path)")
+        loaded = []
+        for index, event in enumerate(events):
+            try:
+                if not isinstance(event, dict):
+                    raise SchemaError("", f"expected an event record, got {event!r:.60}")
+                loaded.append(Event.from_dict(event))
+            except SchemaError as error:
+                where = f" ({event.get('stage')}/{event.get('kind')})" if isinstance(event, dict) else ""
+                raise TraceFileError(f"{path}: event {index}{where}: {error}; the file was edited or damaged: "
+                                     "save the trace again with pipe.trace.save(path)") from None
+        return cls(loaded, meta)
 
 
 def _file_mode(path: str) -> int:

@@ -17,6 +17,7 @@ os.environ["HF_HOME"] = HF_HOME
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["EXPLAIN_CHECK_EVENTS"] = "1"  # every event any test emits is checked against explain.events
 # one intra-op thread: the test models are small, and on a busy 2-core machine torch's OpenMP threads wait for
 # each other (a 576x576 linear took 6-30 ms with 2 threads, 0.7 ms with 1). Set OMP_NUM_THREADS to override.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -156,7 +156,7 @@ def test_widget_hook_joins_a_dashboard_that_subscribes_itself(monkeypatch):
     pipe = FakePipe()
     view, sinks, entry = contenders.attach_widget(pipe)
     assert entry == "explain.widgets.Dashboard" and len(sinks) == 1
-    pipe.trace.emit("generation", "step", {"step": 0})
+    pipe.trace.emit("weights", "progress", {"file": "model.safetensors", "done": 1, "total": 1})
     assert len(view.seen) == 1
 
 

@@ -84,7 +84,7 @@ def test_greedy_equals_transformers(pipe, reference, name):
     assert pipe.trace.last("decoding").data["text"] == tokenizer.decode(logits.argmax(-1), skip_special_tokens=True)
 
     assert len(generation.raw_logits) == len(logits) == len(generation.steps)
-    difference = float((torch.stack(generation.raw_logits) - logits).abs().max())
+    difference = float((torch.stack(list(generation.raw_logits)) - logits).abs().max())
     MEASURED[name] = difference
     print(f"\n{name}: {len(generation.steps)} steps, max |logit difference| {difference:.2e}")
     assert difference <= LOGIT_TOLERANCE
@@ -135,6 +135,25 @@ def test_min_p_sampling_equals_the_pipeline_under_a_seed(pipe, reference):
     torch.manual_seed(99)
     assert output == reference_pipe(prompt, **kwargs)
     assert [p.name for p in pipe.last_generation.processors] == ["temperature", "top_k", "min_p"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("sampling", [False, True], ids=["greedy", "sampling"])
+def test_many_processors_at_once_equal_generate(pipe, reference, sampling):
+    """Classifier-free guidance, n-gram and prompt penalties, sequence bias, bad words, suppressed tokens, forced EOS,
+    the EOS boost, inf/nan removal and renormalisation (and, sampling, typical-p, epsilon and eta cutoffs, min-p and a
+    watermark) in one call: the same tokens as generate(), under the same seed. The knobs aim at the tokens a plain
+    greedy run chose, so that each changes the text."""
+    from test_processor_generation import both, knobs_for
+    _, model, _ = reference
+    prompt, new = "Write a story about a cat. Once upon a time", 16
+    pipe(prompt, do_sample=False, max_new_tokens=new)
+    plain = pipe.last_generation.generated_ids
+    knobs = knobs_for(plain, pipe.tokenizer.eos_token_id, sampling)
+    ours, theirs = both(pipe, model, prompt, 3, do_sample=sampling, max_new_tokens=new, **knobs)
+    assert ours == theirs
+    assert ours[pipe.last_generation.prompt_length:] != plain
+    assert len(pipe.last_generation.processors) == (19 if sampling else 11)
 
 
 def test_pipeline_defaults_are_transformers_defaults(pipe, reference):

@@ -13,6 +13,7 @@ from transformers.generation import logits_process as hf
 
 import explain
 from explain.errors import ExplainError
+from explain.generation.rows import decode_row
 from explain.trace import Trace
 
 VOCAB = 49152
@@ -208,15 +209,24 @@ def test_default_capture_is_a_few_kilobytes_per_step(sampled):
     assert all(len(e.data["logits_top"]["ids"]) == 20 for e in steps)
 
 
-def test_trace_top_all_keeps_the_whole_row(pipe):
-    pipe("The capital of France is", do_sample=False, max_new_tokens=2, trace_top="all", keep_logits=True)
+def test_trace_top_all_keeps_whole_rows_compactly_and_warns_of_the_cost(pipe, tmp_path):
+    with pytest.warns(UserWarning, match=r"keeps 4 whole rows of 49152 values per step: 1\.0 MiB of trace a step, up to 2\.0 MiB for 2"):
+        pipe("The capital of France is", do_sample=True, top_k=5, temperature=0.5, max_new_tokens=2,
+             trace_top="all", keep_logits=True)
+    settings = run_events(pipe, "generation", "settings")[0].data
+    assert "trace_top" in settings["warnings"][0]
     steps = run_events(pipe, "generation", "step")
-    for event, raw in zip(steps, pipe.last_generation.raw_logits, strict=True):
-        top = event.data["logits_top"]
-        assert len(top["ids"]) == len(top["values"]) == VOCAB
-        row = torch.zeros(VOCAB)
-        row[torch.tensor(top["ids"])] = torch.tensor(top["values"], dtype=torch.float32)
-        assert torch.equal(row, raw)  # the JSON numbers read back as the very float32 logits
+    generation = pipe.last_generation
+    for event, raw in zip(steps, generation.raw_logits, strict=True):
+        rows = event.data["rows"]
+        assert list(rows) == ["logits", "temperature", "top_k", "probs"]
+        assert torch.equal(torch.from_numpy(decode_row(rows["logits"]).copy()), raw)  # bit for bit
+        probs = decode_row(rows["probs"])
+        assert (probs > 0).sum() == 5 and abs(probs.sum() - 1) < 1e-5
+        assert len(event.data["logits_top"]["ids"]) == 20  # the views' top entries stay as usual
+        assert len(json.dumps(event.to_dict())) < 4 * 270_000  # base64 float32: ~262 KB a row, not ~1 MB
+    saved = Trace.load(pipe.trace.save(tmp_path / "all.json"))
+    assert saved.filter("generation", "step", pipe.trace.run)[0].data["rows"] == steps[0].data["rows"]
 
 
 # -- interruption -------------------------------------------------------------------------------------
@@ -363,6 +373,26 @@ def test_force_branches_and_leaves_the_original_intact(pipe):
 
 
 # -- the terminal main job (the README's first command) ------------------------------------------------------
+def test_keep_logits_keeps_a_bounded_window_and_names_what_was_dropped(pipe):
+    """keep_logits=True kept a 196 KB row per step without bound; now it keeps the newest KEEP_LOGITS rows, and
+    keep_logits=<n> keeps n. A step whose row was dropped says so and how to keep it."""
+    from explain.generation.rows import KEEP_LOGITS
+
+    generation = pipe.start("One, two, three,", do_sample=False, max_new_tokens=6, keep_logits=3).run()
+    assert len(generation.raw_logits) == 6 and len(list(generation.raw_logits)) == 3
+    assert generation.what_if(4, do_sample=True, top_k=2)["kept"] == 2
+    with pytest.raises(ExplainError, match=r"step 1 are no longer kept.*keep_logits=6"):
+        generation.what_if(1, do_sample=True)
+    with pytest.raises(ExplainError, match="no longer kept"):
+        generation.force(2, 42)
+    branch = generation.force(3, 42)
+    assert torch.equal(branch.raw_logits[3], generation.raw_logits[3])
+    assert pipe.start("Hi", max_new_tokens=2, keep_logits=True).raw_logits.limit == KEEP_LOGITS
+    for bad in (0, -1, "yes", 2.5):
+        with pytest.raises(ExplainError, match="keep_logits must be"):
+            pipe.start("Hi", max_new_tokens=2, keep_logits=bad)
+
+
 def test_cli_generate_streams_the_greedy_text_and_a_summary(pipe, tmp_path):
     import subprocess
     import sys

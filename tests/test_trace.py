@@ -79,8 +79,8 @@ def test_run_numbers(generated):
         assert stages[0] == "tokenization" and stages[-1] == "decoding"
         assert {"tokenization", "generation", "decoding"} == set(stages)
     assert trace.run >= second
-    runs = [e.run for e in trace.events]
-    assert runs == sorted(runs), "a run's events are interleaved with another run's"
+    last_of_first = max(e.seq for e in trace.filter(run=first))
+    assert all(e.seq > last_of_first for e in trace.filter(run=second)), "the second call began before the first ended"
     steps = trace.filter("generation", "step", run=first)
     assert len(steps) == 4
 
@@ -110,20 +110,48 @@ def test_save_and_load_round_trip_exactly(generated, tmp_path):
     assert os.listdir(tmp_path) == ["trace.json"]  # no temporary file left beside it
 
 
+ENCODE = {"kind_of_input": "text", "text": "Hi you", "ids": [1, 2], "tokens": ["Hi", "Ġyou"],
+          "offsets": [[0, 2], [2, 6]], "special": [False, False], "count": 2, "add_special_tokens": True,
+          "chat_template_text": None, "segments": None}
+DECODE = {"ids": [3], "text": "!", "text_with_special": "!", "stop_reason": "eos", "interrupted": False,
+          "skip_special_tokens": True}
+PROGRESS = {"file": "model.safetensors", "done": 1, "total": 2}
+
+
 def _small_trace() -> Trace:
+    from explain import registry
+
     trace = Trace(meta={"what": "test"})
-    trace.emit("registry", "lookup", {"task": "text-generation", "value": 1.5, "nan": float("nan")})
-    trace.new_run()
-    trace.emit("tokenization", "encode", {"ids": [1, 2, 3]})
+    registry.lookup("text-generation", "some/model", trace)  # a real registry/lookup event
+    trace.emit("weights", "progress", dict(PROGRESS, seconds=float("nan")))  # a fact the schema does not declare
+    run = trace.new_run()
+    trace.emit("tokenization", "encode", ENCODE, run=run)
     return trace
 
 
 def test_emit_makes_data_json_and_refuses_unknown_stages():
     trace = _small_trace()
-    assert trace.events[0].data["nan"] == "nan"  # JSON has no NaN; it stays readable
-    assert [e.run for e in trace.events] == [0, 1]
+    assert trace.events[1].data["seconds"] == "nan"  # JSON has no NaN; it stays readable
+    assert [e.run for e in trace.events] == [0, 0, 1]
     with pytest.raises(ValueError, match="unknown stage 'loading'"):
         trace.emit("loading", "x")
+
+
+def test_emit_of_a_call_stage_needs_its_run():
+    with pytest.raises(ValueError, match="run="):
+        Trace().emit("tokenization", "encode", ENCODE)
+
+
+def test_emit_checks_each_event_against_the_schema():
+    """The tests run with EXPLAIN_CHECK_EVENTS=1 (tests/conftest.py), so a producer that emits a field of the
+    wrong type, or forgets one, fails where it emits."""
+    assert Trace.check_events
+    with pytest.raises(ValueError, match=r"data.count: expected an integer, got '2'"):
+        Trace().emit("tokenization", "encode", dict(ENCODE, count="2"), run=1)
+    with pytest.raises(ValueError, match="lacks the field ids"):
+        Trace().emit("tokenization", "encode", {k: v for k, v in ENCODE.items() if k != "ids"}, run=1)
+    with pytest.raises(ValueError, match="unknown kind 'x' of stage 'registry'"):
+        Trace().emit("registry", "x")
 
 
 def test_a_failing_sink_does_not_break_the_run():
@@ -135,9 +163,9 @@ def test_a_failing_sink_does_not_break_the_run():
         raise RuntimeError("view crashed")
 
     trace.subscribe(broken)
-    for stage in ("registry", "config"):
+    for _ in range(2):
         with pytest.warns(UserWarning, match="view crashed"):
-            trace.emit(stage, "x")
+            trace.emit("weights", "progress", PROGRESS)
     assert calls == [0, 1] and len(trace) == 2
 
 
@@ -145,10 +173,10 @@ def test_subscribe_with_replay_and_unsubscribe():
     trace = _small_trace()
     seen = []
     unsubscribe = trace.subscribe(seen.append, replay=True)
-    assert [e.seq for e in seen] == [0, 1]
+    assert [e.seq for e in seen] == [0, 1, 2]
     unsubscribe()
-    trace.emit("decoding", "decode")
-    assert len(seen) == 2 and len(trace) == 3
+    trace.emit("decoding", "decode", DECODE, run=1)
+    assert len(seen) == 3 and len(trace) == 4
 
 
 def test_failed_save_with_unserialisable_data_keeps_the_old_file(tmp_path):
@@ -156,10 +184,10 @@ def test_failed_save_with_unserialisable_data_keeps_the_old_file(tmp_path):
     path = tmp_path / "trace.json"
     trace.save(path)
     before = path.read_bytes()
-    trace.events[0].data["bad"] = object()  # patched in after emit: not JSON
+    trace.events[1].data["bad"] = object()  # patched in after emit: not JSON
     with pytest.raises(TypeError):
         trace.save(path)
-    trace.events[0].data["bad"] = float("inf")  # JSON has no inf either
+    trace.events[1].data["bad"] = float("inf")  # JSON has no inf either
     with pytest.raises(ValueError):
         trace.save(path)
     assert path.read_bytes() == before
@@ -171,7 +199,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
     path = tmp_path / "trace.json"
     trace.save(path)
     before = path.read_bytes()
-    trace.emit("decoding", "decode", {"text": "more"})
+    trace.emit("decoding", "decode", DECODE, run=1)
 
     def full_disk(source, target):
         raise OSError(28, "No space left on device")
@@ -182,7 +210,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["trace.json"]
-    assert len(Trace.load(path)) == 2
+    assert len(Trace.load(path)) == 3
 
 
 def test_saved_file_is_readable_by_others(tmp_path):

@@ -218,6 +218,38 @@ def test_step_through_knobs_what_if_and_force(pipe):
         st.close()
 
 
+def test_step_through_knob_widgets_come_from_the_registry(pipe):
+    """The five knobs of the first row look as they always did; every other knob with a widget declaration sits
+    under "more knobs", and moving it changes the run (and a what-if) like any knob."""
+    import ipywidgets as widgets
+    from explain.generation.settings import KNOBS
+    from explain.widgets.controller import MORE_KNOBS
+    st = StepThrough(pipe, "Once upon a time", max_new_tokens=6, do_sample=False)
+    try:
+        first_row = st.children[2].children
+        assert [(type(w).__name__, w.description) for w in first_row] == [
+            ("Checkbox", "sample (do_sample)"), ("FloatSlider", "temperature"), ("IntSlider", "top-k"),
+            ("FloatSlider", "top-p"), ("FloatSlider", "repetition penalty")]
+        assert [(w.min, w.max, w.step) for w in first_row[1:]] == [(0.05, 2.0, 0.05), (0, 200, 1), (0.05, 1.0, 0.05),
+                                                                  (1.0, 2.0, 0.05)]
+        assert st.temperature is first_row[1] and st.top_k.value == 50 and st.temperature.disabled  # greedy
+        more = st.more_knobs.children[0].children
+        assert set(MORE_KNOBS) == {n for n, k in KNOBS.items() if k.widget is not None} - {
+            "do_sample", "temperature", "top_k", "top_p", "repetition_penalty"}
+        assert len(more) == len(MORE_KNOBS) >= 8 and all(isinstance(w, widgets.Widget) for w in more)
+        assert st.knobs()["min_p"] is None and st.knobs()["guidance_scale"] is None  # sliders at "off"
+        st.run(2)
+        st.do_sample.value = True
+        st.typical_p.value = 0.5
+        assert st.generation.settings["typical_p"] == 0.5 and st.typical_p.disabled is False
+        st.no_repeat_ngram_size.value = 2
+        assert [p.name for p in st.generation.processors][:1] == ["no_repeat_ngram_size"]
+        result = st.what_if(1)
+        assert result["settings"]["typical_p"] == 0.5 and result == st.generation.what_if(1, **st.knobs())
+    finally:
+        st.close()
+
+
 def test_step_through_escapes_its_prompt(pipe):
     st = StepThrough(pipe, EVIL, max_new_tokens=2, do_sample=False)
     try:

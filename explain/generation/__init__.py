@@ -1,7 +1,7 @@
-"""Generation: settings resolution, logits processors, and the step-by-step loop."""
+"""Generation: the knobs, settings resolution, the registry of logits processors, and the step-by-step loop."""
 
 from .loop import Generation
 from .processors import build_processors
-from .settings import SETTINGS, resolve
+from .settings import KNOBS, SETTINGS, resolve
 
-__all__ = ["Generation", "build_processors", "SETTINGS", "resolve"]
+__all__ = ["Generation", "build_processors", "KNOBS", "SETTINGS", "resolve"]

@@ -11,20 +11,27 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import time
+import warnings
 
 import numpy as np
 import torch
 
 from ..errors import ExplainError
 from ..models.cache import KVCache
+from ..placement import input_device, synchronize
 from ..tokenizer import bytes_to_unicode
 from ..trace import Trace
+from ..units import size_text
 from .processors import build_processors
-from .settings import eos_ids, validate
+from .rows import KeptLogits, encode_row, float32_list
+from .settings import KNOBS, LIVE_SETTINGS, eos_ids, unknown_argument, validate
 
 
+CAPTURES = (None, "default", "inside")  # what each step records besides the default
+TOP_WHEN_ALL = 20  # trace_top="all": the usual top entries, and the whole rows in "rows"
 BYTE_DECODER = {char: byte for byte, char in bytes_to_unicode().items()}
 
 
@@ -42,35 +49,76 @@ def _byte_mode(tokenizer) -> str | None:
     return "byte_level" if '"type": "ByteLevel"' in state else None
 
 
-def _floats(values: torch.Tensor) -> list[float]:
-    """float32 values written with the fewest digits that read back as the same float32."""
-    return [float(np.format_float_positional(v, unique=True, trim="-")) for v in values.float().cpu().numpy()]
+def _read(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Several tensors brought to the host in one copy, as float32: on a GPU each read waits for the device, so a
+    step reads once what it needs rather than once per number. Token ids (< 2**24) are exact in float32."""
+    host = torch.cat([t.reshape(-1).to(torch.float32) for t in tensors]).cpu()
+    return list(host.split([t.numel() for t in tensors]))
+
+
+def _counts(before: torch.Tensor, after: torch.Tensor) -> list[int]:
+    """(removed, changed, kept) by a processor that turned `before` into `after`, read in one copy."""
+    finite = torch.isfinite(after)
+    return torch.stack([(torch.isfinite(before) & ~finite).sum(), (before != after).sum(), finite.sum()]).tolist()
+
+
+def _index(value, what: str) -> int:
+    """A step number or token id: an integer (a Python, numpy or 0-d torch integer), never a float or a bool."""
+    if isinstance(value, bool) or isinstance(value, float) or (
+            isinstance(value, torch.Tensor) and value.is_floating_point()):
+        raise ExplainError(f"the {what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ExplainError(f"the {what} must be an integer, got {value!r}") from None
 
 
 class Generation:
-    def __init__(self, model, tokenizer, prompt_ids: list[int], settings: dict, trace: Trace,
-                 trace_top: int | str = 20, keep_logits: bool = False, branch: int = 0):
+    """One run of one prompt. `run_id` is the id its call reserved (trace.new_run()); every event it emits carries
+    it. A forced branch (force) is another Generation of the same run, with its own branch id."""
+
+    def __init__(self, model, tokenizer, prompt_ids: list[int], settings: dict, trace: Trace, run: int,
+                 trace_top: int | str = 20, keep_logits: bool = False, branch: int = 0, prompt=None,
+                 options: dict | None = None, capture: str | None = None):
         if not prompt_ids:
             raise ExplainError("the prompt has no tokens: this model has no BOS token to start from, so give it "
                                "some text (or a chat message list)")
-        if trace_top != "all" and (not isinstance(trace_top, int) or trace_top < 1):
+        if trace_top != "all" and (not isinstance(trace_top, int) or isinstance(trace_top, bool) or trace_top < 1):
             raise ExplainError(f"trace_top must be a positive integer or \"all\", got {trace_top!r}")
         self.model, self.tokenizer, self.trace = model, tokenizer, trace
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.settings = dict(settings)
         self.input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
         self.prompt_length = len(prompt_ids)
-        self.processors = build_processors(self.settings, self.prompt_length)
+        self.processors = self._build_processors(self.settings)
         self.eos = set(eos_ids(self.settings))
         self.stop_strings = self._stop_strings(self.settings.get("stop_strings"))
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-        self.trace_top, self.keep_logits, self.branch = trace_top, keep_logits, branch
+        if capture not in CAPTURES:
+            raise ExplainError(f"capture={capture!r} is not a capture mode; use None (the default: tokens, logits and "
+                               "processors) or \"inside\" (also each step's logit lens and attention weights, for "
+                               "replay with no model; about three forward passes a step)")
+        self.trace_top, self.keep_logits, self.run_id, self.branch = trace_top, keep_logits, run, branch
+        self.capture = capture
+        self.prompt, self.options = prompt, dict(options or {})  # what the call was given, for its postprocess
+        self.warnings: list[str] = []  # what the settings event tells the reader about this run
+        if trace_top == "all":
+            rows = 2 + len(self.processors)
+            per_step = rows * 4 * math.ceil(model.config.vocab_size * 4 / 3)
+            steps = max(self.settings["max_length"] - self.prompt_length, 0)
+            self.warnings.append(f"trace_top=\"all\" keeps {rows} whole rows of {model.config.vocab_size} values per "
+                                 f"step: {size_text(per_step)} of trace a step, up to {size_text(per_step * steps)} "
+                                 f"for {steps} steps")
+            warnings.warn(self.warnings[-1] + "; pass trace_top=20 (the default) to keep only the top entries",
+                          stacklevel=4)
         self.cache = KVCache()
         self.next_logits: torch.Tensor | None = None
         self.steps: list[dict] = []
-        self.raw_logits: list[torch.Tensor] = []  # whole rows, kept only when keep_logits (step-through, what-if)
+        self.raw_logits = KeptLogits.from_option(keep_logits)  # whole rows for what-if and force, or None
         self.printed = ""  # decoded text of the generated tokens that is complete (no half UTF-8 sequence)
         self.finished, self.stop_reason = False, None
+        self.ended = False  # True once the pipeline has emitted this run's end and decode events
+        self.output_text: str | None = None  # the decoded text, once ended
         self._token_text: dict[int, str] = {}
         self._bytes: dict[int, bytes] = {}
         if self.settings["max_length"] <= self.prompt_length:
@@ -90,6 +138,10 @@ class Generation:
             self._token_text[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
         return self._token_text[token_id]
 
+    def _build_processors(self, settings: dict) -> list:
+        return build_processors(settings, self.prompt_length, prompt_ids=self.input_ids[:, :self.prompt_length],
+                                model=self.model, vocab_size=self.model.config.vocab_size, device=self.device)
+
     @staticmethod
     def _stop_strings(value) -> list[str]:
         return [] if value is None else ([value] if isinstance(value, str) else list(value))
@@ -98,7 +150,10 @@ class Generation:
     @torch.inference_mode()
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         out = self.model(ids, cache=self.cache, logits_to_keep=1)
-        return out.logits[:, -1, :].to(dtype=torch.float32)  # (1, vocab): processors work in fp32, as in transformers
+        # (1, vocab): processors work in fp32, as in transformers, beside input_ids (the head may be on another GPU)
+        logits = out.logits[:, -1, :].to(device=self.device, dtype=torch.float32)
+        synchronize(logits.device)  # so that the forward's time is the forward's, not the queueing of its kernels
+        return logits
 
     def prefill(self) -> dict:
         start, t0 = time.time(), time.perf_counter()
@@ -106,20 +161,19 @@ class Generation:
         duration = time.perf_counter() - t0
         data = {"prompt_tokens": self.prompt_length, "tokens_per_s": self.prompt_length / max(duration, 1e-9),
                 "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes}, "branch": self.branch}
-        self.trace.emit("generation", "prefill", data, start=start, duration=duration)
+        self.trace.emit("generation", "prefill", data, run=self.run_id, start=start, duration=duration)
         return data
 
     # -- one step --------------------------------------------------------------------------------------
     def _top(self, scores: torch.Tensor, token_texts: dict) -> dict:
         row = scores[0]
-        k = row.numel() if self.trace_top == "all" else min(self.trace_top, row.numel())
-        values, ids = torch.topk(row, k) if self.trace_top != "all" else (row, torch.arange(row.numel()))
+        k = min(TOP_WHEN_ALL if self.trace_top == "all" else self.trace_top, row.numel())
+        values, ids = _read(*torch.topk(row, k))  # one read for both
         keep = torch.isfinite(values)
-        values, ids = values[keep], ids[keep].tolist()
-        if self.trace_top != "all":
-            for token_id in ids:
-                token_texts[token_id] = self.token_text(token_id)
-        return {"ids": ids, "values": _floats(values)}
+        values, ids = values[keep], ids[keep].long().tolist()
+        for token_id in ids:
+            token_texts[token_id] = self.token_text(token_id)
+        return {"ids": ids, "values": float32_list(values)}
 
     @torch.inference_mode()
     def step(self) -> dict:
@@ -140,43 +194,54 @@ class Generation:
         forward_time = time.perf_counter() - t0
         raw = self.next_logits
         self.next_logits = None
-        if self.keep_logits:
-            self.raw_logits.append(raw[0].detach().cpu())
+        if self.raw_logits is not None:
+            self.raw_logits.append(raw[0])
         token_texts: dict[int, str] = {}
         record = {"step": index, "position": self.input_ids.shape[1], "branch": self.branch,
                   "logits_top": self._top(raw, token_texts), "processors": []}
-        scores = raw
+        scores, processed = raw, []
         for processor in self.processors:
             before = scores
             scores = processor(self.input_ids, scores)
-            removed = int((torch.isfinite(before) & ~torch.isfinite(scores)).sum())
-            changed = int((before != scores).sum())
-            record["processors"].append({"name": processor.name, "args": processor.args(), "removed": removed,
-                                         "changed": changed, "kept": int(torch.isfinite(scores).sum()),
+            if self.trace_top == "all":
+                processed.append(scores[0])
+            removed, changed, kept = _counts(before, scores)
+            record["processors"].append({"name": processor.name, "title": processor.title,
+                                         "args": processor.args(), "removed": removed,
+                                         "changed": changed, "kept": kept,
                                          "top": self._top(scores, token_texts) if changed else None})
         probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
+        if self.trace_top == "all":
+            record["rows"] = {"logits": encode_row(raw[0]), **{p["name"]: encode_row(row) for p, row in
+                                                               zip(record["processors"], processed)},
+                              "probs": encode_row(probs[0])}
         if self.settings.get("do_sample"):
-            token = int(torch.multinomial(probs, num_samples=1)[0, 0])
+            chosen = torch.multinomial(probs, num_samples=1)[0, 0]
             method = "sample"
         else:
-            token = int(torch.argmax(scores, dim=-1)[0])
+            chosen = torch.argmax(scores, dim=-1)[0]
             method = "greedy"
         raw_probs = torch.softmax(raw, dim=-1)
         p = probs[0]
-        entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
-        top_probs, top_ids = torch.topk(p, min(10 if self.trace_top != "all" else p.numel(), p.numel()))
-        for token_id in top_ids.tolist():
+        top_probs, top_ids = torch.topk(p, min(10, p.numel()))
+        # the step's numbers in one read: the token, its probabilities and logit, the logits above it, the entropy
+        # (entr(p) = -p ln p, and 0 where p is 0)
+        facts = torch.stack([chosen.to(torch.float32), probs[0, chosen], raw_probs[0, chosen], raw[0, chosen],
+                             (raw[0] > raw[0, chosen]).sum().to(torch.float32), torch.special.entr(p).sum()])
+        facts, top_probs, top_ids = _read(facts, top_probs, top_ids)
+        token, prob, raw_prob, logit, above, entropy = facts.tolist()
+        token, top_ids = int(token), top_ids.long().tolist()
+        for token_id in top_ids:
             token_texts.setdefault(token_id, self.token_text(token_id))
-        self.input_ids = torch.cat([self.input_ids, torch.tensor([[token]], device=self.device)], dim=1)
+        self.input_ids = torch.cat([self.input_ids, chosen.view(1, 1)], dim=1)  # the token never left the device
         full = self.text
         piece = ""
         if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
             piece, self.printed = full[len(self.printed):], full
         record.update(
             token_id=token, token=self.token_text(token), text=piece, method=method,
-            prob=float(probs[0, token]), raw_prob=float(raw_probs[0, token]),
-            logit=float(raw[0, token]), rank=int((raw[0] > raw[0, token]).sum()) + 1,
-            entropy_bits=entropy, probs_top={"ids": top_ids.tolist(), "values": _floats(top_probs)},
+            prob=prob, raw_prob=raw_prob, logit=logit, rank=int(above) + 1,
+            entropy_bits=entropy / math.log(2), probs_top={"ids": top_ids, "values": float32_list(top_probs)},
             kv_cache={"length": len(self.cache), "bytes": self.cache.nbytes},
             forward=forward, forward_time=forward_time,
             token_texts={str(k): v for k, v in token_texts.items()})  # str keys: as JSON has them, live or replayed
@@ -189,7 +254,9 @@ class Generation:
         elif self._completes_stop_string():
             self._finish("stop_string", record)
         self.steps.append(record)
-        self.trace.emit("generation", "step", record, start=start, duration=time.perf_counter() - t0)
+        self.trace.emit("generation", "step", record, run=self.run_id, start=start, duration=time.perf_counter() - t0)
+        if self.capture == "inside":
+            self.inspect(index)
         return record
 
     def _completes_stop_string(self) -> bool:
@@ -242,67 +309,85 @@ class Generation:
             count += 1
         return self
 
+    # -- looking inside ---------------------------------------------------------------------------------
+    def inspect(self, step: int, what=("lens", "attention"), **options) -> dict:
+        """The logit lens, attention weights and/or input attribution of step `step` (explain.inside), computed
+        by replaying the step from this run's KV cache; what=("lens", "attention", "attribution")."""
+        from ..inside import inspect_step  # Captum and the views' helpers load only when asked
+        return inspect_step(self, step, what=what, **options)
+
     # -- knobs, what-if, forcing ------------------------------------------------------------------------
+    def _with_knobs(self, knobs: dict, what: str) -> dict:
+        """The run's settings with these knobs changed, validated; an unknown, misspelt or fixed knob is refused."""
+        for name in knobs:
+            if name not in KNOBS:
+                raise unknown_argument(name, LIVE_SETTINGS, f"knob for {what}")
+            if name not in LIVE_SETTINGS:
+                raise ExplainError(f"{name} cannot change {what}: it is fixed when the run starts; start a new run "
+                                   f"with it (pipe.start(prompt, {name}=...)). Knobs that can change: "
+                                   f"{', '.join(LIVE_SETTINGS)}")
+        settings = validate({**self.settings, **knobs}, self.model.config.vocab_size)
+        if "min_new_tokens" in knobs and settings["min_new_tokens"] is not None:
+            settings["min_length"] = settings["min_new_tokens"] + self.prompt_length  # as resolve() does
+        return settings
+
     def set_settings(self, **knobs) -> None:
-        """Change sampling knobs (temperature, top_k, top_p, min_p, repetition_penalty, do_sample) for the next steps."""
-        allowed = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty", "do_sample", "min_new_tokens"}
-        unknown = set(knobs) - allowed
-        if unknown:
-            raise ExplainError(f"cannot change {sorted(unknown)} mid-run; knobs are {', '.join(sorted(allowed))}")
-        settings = {**self.settings, **knobs}
-        validate(settings)
-        self.processors = build_processors(settings, self.prompt_length)
+        """Change knobs (temperature, top_k, top_p, repetition_penalty, do_sample, or any other processor's) for
+        the next steps; the processors are rebuilt from them."""
+        settings = self._with_knobs(knobs, "mid-run")
+        self.processors = self._build_processors(settings)
         self.settings = settings
 
     def what_if(self, step: int, **knobs) -> dict:
         """Re-apply processors built from other knobs to step `step`'s recorded raw logits; nothing is generated."""
-        if not self.keep_logits:
+        if self.raw_logits is None:
             raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
                                "(the step-through controller does)")
-        if not 0 <= step < len(self.raw_logits):
-            raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.raw_logits) - 1} exist")
-        settings = {**self.settings, **knobs}
-        validate(settings)
+        step = _index(step, "step")
+        scores = self.raw_logits[step][None].to(self.device)  # refuses a step not generated, or no longer kept
+        settings = self._with_knobs(knobs, "in a what-if")
         ids = self.input_ids[:, : self.steps[step]["position"]]
-        scores = self.raw_logits[step][None].to(self.device)
-        for processor in build_processors(settings, self.prompt_length):
-            scores = processor(ids, scores)
+        with torch.inference_mode():
+            for processor in self._build_processors(settings):
+                scores = processor(ids, scores)
         probs = torch.softmax(scores, dim=-1)[0]
         top_probs, top_ids = torch.topk(probs, 10)
-        return {"step": step, "settings": {k: settings.get(k) for k in ("do_sample", "temperature", "top_k", "top_p",
-                                                                        "min_p", "repetition_penalty")},
-                "ids": top_ids.tolist(), "probs": _floats(top_probs),
+        shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *knobs)
+        return {"step": step, "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
+                "ids": top_ids.tolist(), "probs": float32_list(top_probs),
                 "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
                 "recorded_token": self.steps[step]["token_id"],
                 "recorded_token_prob": float(probs[self.steps[step]["token_id"]])}
 
     def force(self, step: int, token_id: int) -> "Generation":
-        """A new run that is this one up to `step`, then takes `token_id` there; this run is left as it was."""
+        """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was.
+        The branch builds its own processors (some keep state: guidance's second sequence)."""
+        step, token_id = _index(step, "step"), _index(token_id, "token id")
         if not 0 <= step < len(self.steps):
             raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.steps) - 1} exist")
         vocab = self.model.config.vocab_size
         if not 0 <= token_id < vocab:
             raise ExplainError(f"token id {token_id} is outside the vocabulary (0..{vocab - 1})")
         position = self.steps[step]["position"]
-        other = Generation.__new__(Generation)
-        other.__dict__.update(self.__dict__)
-        other.branch = 1 + len(self.trace.filter("generation", "force"))  # each forced run gets a new branch id
-        other.cache = KVCache()
-        other.cache.keys, other.cache.values = list(self.cache.keys), list(self.cache.values)
-        other.cache.crop(position)
-        other.input_ids = torch.cat([self.input_ids[:, :position],
-                                     torch.tensor([[token_id]], device=self.device)], dim=1)
-        other.steps = [dict(s) for s in self.steps[:step]]
+        branch = Generation(self.model, self.tokenizer, self.input_ids[0, : self.prompt_length].tolist(),
+                            self.settings, self.trace, self.run_id, trace_top=self.trace_top,
+                            keep_logits=self.keep_logits, branch=self.trace.new_branch(self.run_id),
+                            prompt=self.prompt, options=self.options, capture=self.capture)
+        branch.cache.keys, branch.cache.values = list(self.cache.keys), list(self.cache.values)
+        branch.cache.crop(position)
+        branch.input_ids = torch.cat([self.input_ids[:, :position],
+                                      torch.tensor([[token_id]], device=self.device)], dim=1)
         forced = dict(self.steps[step], token_id=token_id, token=self.token_text(token_id), forced=True,
-                      branch=other.branch, text=None)
-        other.steps.append(forced)
-        other.raw_logits = list(self.raw_logits[: step + 1])
-        other.next_logits = None
-        other.printed = other.text if not other.text.endswith("\ufffd") else ""
-        other.finished, other.stop_reason = False, None
-        if token_id in other.eos or other.input_ids.shape[1] >= other.settings["max_length"]:
-            other._finish("eos" if token_id in other.eos else "max_length", forced)
+                      branch=branch.branch, text=None)
+        forced.pop("stop_reason", None)
+        branch.steps = [dict(s, branch=branch.branch) for s in self.steps[:step]] + [forced]
+        branch.raw_logits = self.raw_logits.upto(step) if self.raw_logits is not None else None
+        text = branch.text
+        branch.printed = text if not text.endswith("\ufffd") else ""
+        if token_id in branch.eos or branch.input_ids.shape[1] >= branch.settings["max_length"]:
+            branch._finish("eos" if token_id in branch.eos else "max_length", forced)
         self.trace.emit("generation", "force", {"step": step, "position": position, "token_id": token_id,
                                                 "token": forced["token"], "from_branch": self.branch,
-                                                "branch": other.branch, "replaced": self.steps[step]["token_id"]})
-        return other
+                                                "branch": branch.branch, "replaced": self.steps[step]["token_id"]},
+                        run=self.run_id)
+        return branch

@@ -1,4 +1,4 @@
-"""Which generation settings a call ends up with, and where each came from.
+"""Which generation settings a call ends up with, where each came from, and whether they are valid.
 
 Priority, as in transformers 5 (TextGenerationPipeline + GenerationMixin._prepare_generation_config):
   1. the call's arguments (and those given to explain.pipeline(...) at construction)
@@ -6,33 +6,38 @@ Priority, as in transformers 5 (TextGenerationPipeline + GenerationMixin._prepar
   3. the pipeline's defaults for what neither set: max_new_tokens=256, do_sample=True, temperature=0.7
      (temperature only when sampling; max_new_tokens not when max_length was given)
   4. generate()'s global defaults: max_length=20 new tokens, top_k=50, top_p=1.0, ...
+
+The settings are the knobs of generation/knobs.py and of every registered logits processor: this module lists none.
 """
 
 from __future__ import annotations
 
-import difflib
-
 from ..errors import ExplainError
+from .knobs import suggest_name
+from .processors import knobs, ordered
+from .processors.base import eos_ids  # noqa: F401  (the loop's import)
 
-GENERATE_DEFAULTS = {"max_length": 20, "min_length": 0, "do_sample": False, "temperature": 1.0, "top_k": 50,
-                     "top_p": 1.0, "repetition_penalty": 1.0, "max_new_tokens": None, "min_new_tokens": None,
-                     "min_p": None, "stop_strings": None, "eos_token_id": None, "pad_token_id": None,
-                     "bos_token_id": None}
+KNOBS = knobs()  # name -> Knob: every generate() argument explain takes, in transformers' order
+SETTINGS = tuple(KNOBS)
+GENERATE_DEFAULTS = {name: knob.default for name, knob in KNOBS.items()}
 PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
-SAMPLING_SETTINGS = {"temperature", "top_k", "top_p", "min_p"}
-SETTINGS = tuple(GENERATE_DEFAULTS)
+SAMPLING_SETTINGS = {name for name, knob in KNOBS.items() if knob.sampling_only}
+LIVE_SETTINGS = tuple(name for name, knob in KNOBS.items() if knob.live)  # may change between steps
+
+
+def unknown_argument(name: str, allowed, what: str = "generation argument") -> ExplainError:
+    return ExplainError(f"unknown {what} {name!r}" + suggest_name(name, allowed))
 
 
 def resolve(call: dict, model_generation: dict, model_sources: dict, prompt_length: int,
-            max_position_embeddings: int | None, pad_token_id: int | None) -> tuple[dict, dict]:
+            max_position_embeddings: int | None, pad_token_id: int | None,
+            vocab_size: int | None = None) -> tuple[dict, dict]:
     """Returns (settings, source of each). Lengths are resolved to a total max_length as generate() does."""
-    unknown = [k for k in call if k not in SETTINGS]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], SETTINGS, n=1)
-        raise ExplainError(f"unknown generation argument {unknown[0]!r}"
-                           + (f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(SETTINGS)}"))
+    for key in call:
+        if key not in KNOBS:
+            raise unknown_argument(key, SETTINGS)
     model_set = {k: v for k, v in model_generation.items()
-                 if k in SETTINGS and v is not None and model_sources.get(k) != "transformers default"}
+                 if k in KNOBS and v is not None and model_sources.get(k) != "transformers default"}
     settings, source = {}, {}
     for key, value in call.items():
         settings[key], source[key] = value, "call"
@@ -52,7 +57,7 @@ def resolve(call: dict, model_generation: dict, model_sources: dict, prompt_leng
     for key, value in GENERATE_DEFAULTS.items():
         if key not in settings:
             settings[key], source[key] = value, "generate() default"
-    validate(settings)
+    settings = validate(settings, vocab_size, source)
     # lengths: max_new_tokens wins over max_length; a default max_length means 20 *new* tokens
     if settings["max_new_tokens"] is not None:
         settings["max_length"], source["max_length"] = settings["max_new_tokens"] + prompt_length, \
@@ -72,34 +77,41 @@ def resolve(call: dict, model_generation: dict, model_sources: dict, prompt_leng
     return settings, source
 
 
-def validate(settings: dict) -> None:
-    """The checks whose failure has a clear fix; each names the argument."""
-    for key in ("max_new_tokens", "max_length", "min_new_tokens", "min_length"):
-        value = settings.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise ExplainError(f"{key} must be a non-negative integer, got {value!r}")
-    if settings.get("max_new_tokens") == 0:  # transformers' GenerationConfig.validate refuses it too
-        raise ExplainError("max_new_tokens must be at least 1, got 0; to only see how the prompt is tokenized, "
-                           "use pipe.tokenizer.encode_with_details(text)")
-    if settings.get("do_sample"):
-        temperature = settings.get("temperature")
-        if temperature is not None and (not isinstance(temperature, (int, float)) or temperature <= 0):
-            raise ExplainError(f"temperature must be > 0 when sampling, got {temperature!r}; for greedy decoding "
-                               "(always the most likely token) use do_sample=False")
-    top_p = settings.get("top_p")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ExplainError(f"top_p must be in (0, 1], got {top_p!r}; top_p=1.0 disables nucleus filtering")
-    top_k = settings.get("top_k")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
-        raise ExplainError(f"top_k must be a non-negative integer, got {top_k!r}; 0 disables it")
-    penalty = settings.get("repetition_penalty")
-    if penalty is not None and (not isinstance(penalty, (int, float)) or penalty <= 0):
-        raise ExplainError(f"repetition_penalty must be > 0, got {penalty!r}; 1.0 means no penalty")
-    stops = settings.get("stop_strings")
-    if stops is not None and not (isinstance(stops, str) or all(isinstance(s, str) and s for s in stops)):
-        raise ExplainError(f"stop_strings must be a string or a list of non-empty strings, got {stops!r}")
+def validate(settings: dict, vocab_size: int | None = None, sources: dict | None = None) -> dict:
+    """Each knob checked by its own check (a sampling knob only when sampling, as transformers builds warpers only
+    then), then the combinations the processors refuse. Returns the settings with values in their plain form
+    (tensors to lists, config objects to dicts). One ExplainError per mistake, naming the argument and the fix."""
+    sources = sources or {}
+    checked = dict(settings)
+    for name, value in settings.items():
+        knob = KNOBS.get(name)
+        if knob is None or value is None or (knob.sampling_only and not settings.get("do_sample")):
+            continue
+        problem = knob.problem(value, vocab_size)
+        if problem:
+            origin = sources.get(name)
+            where = f" (set by the {origin})" if origin not in (None, "call") else ""
+            raise ExplainError(f"{name}{where} {problem}")
+        if knob.convert is not None:
+            checked[name] = knob.convert(value)
+    for cls in ordered():
+        problem = cls.settings_problem(checked)
+        if problem:
+            raise ExplainError(problem)
+    return checked
 
 
-def eos_ids(settings: dict) -> list[int]:
-    eos = settings.get("eos_token_id")
-    return [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+def warnings_for(settings: dict, sources: dict) -> list[str]:
+    """What transformers warns about for these settings (GenerationConfig.validate's minor issues and
+    _validate_generated_length): sampling knobs the call set while decoding greedily, a minimum length beyond the
+    maximum."""
+    found = []
+    if not settings.get("do_sample"):
+        for name in sorted(SAMPLING_SETTINGS):
+            if sources.get(name) == "call" and settings.get(name) not in (None, KNOBS[name].default):
+                found.append(f"do_sample is False, so {name}={settings[name]!r} has no effect (it only acts when "
+                             "sampling): set do_sample=True, or leave it out")
+    if settings.get("min_length") and settings["min_length"] > settings["max_length"]:
+        found.append(f"min_length ({settings['min_length']}) is beyond max_length ({settings['max_length']}): "
+                     "generation stops at max_length anyway")
+    return found

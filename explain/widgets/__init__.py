@@ -10,6 +10,7 @@ import weakref
 
 from .controller import StepThrough
 from .dashboard import Dashboard
+from .inside import InsideView
 from .sink import ThrottledSink
 from .state import DashboardState
 from .static import summary_html
@@ -38,4 +39,4 @@ def step_through(pipe, prompt, **generate_kwargs) -> StepThrough:
     return StepThrough(pipe, prompt, **generate_kwargs)
 
 
-__all__ = ["show", "step_through", "Dashboard", "StepThrough", "DashboardState", "ThrottledSink", "summary_html"]
+__all__ = ["show", "step_through", "Dashboard", "InsideView", "StepThrough", "DashboardState", "ThrottledSink", "summary_html"]

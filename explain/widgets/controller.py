@@ -16,10 +16,32 @@ from html import escape
 import ipywidgets as widgets
 
 from ..errors import ExplainError
+from ..generation.knobs import Slider, Toggle
+from ..generation.settings import KNOBS as ALL_KNOBS
 from .dashboard import Dashboard, StaticFallback, claim
 from .state import visible
 
-KNOBS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
+# the knobs with a widget, from the registry: the main row first (do_sample, the sampling knobs, the others)
+WIDGET_KNOBS = {name: knob for name, knob in ALL_KNOBS.items() if knob.widget is not None}
+KNOBS = tuple(sorted((n for n, k in WIDGET_KNOBS.items() if k.widget.main),
+                     key=lambda n: (not isinstance(WIDGET_KNOBS[n].widget, Toggle), not WIDGET_KNOBS[n].sampling_only)))
+MORE_KNOBS = tuple(n for n, k in WIDGET_KNOBS.items() if not k.widget.main)
+
+
+def knob_widget(knob) -> widgets.Widget:
+    """A checkbox or a slider for a knob, from its declaration (generation/knobs.py, the processors' classes)."""
+    spec = knob.widget
+    if isinstance(spec, Toggle):
+        widget = widgets.Checkbox(description=spec.label, indent=False, layout=widgets.Layout(width="150px"))
+    else:
+        kind = widgets.IntSlider if knob.kind == "int" else widgets.FloatSlider
+        extra = {} if knob.kind == "int" else {"readout_format": spec.format}
+        widget = kind(value=spec.off if spec.off is not None else knob.default, min=spec.minimum, max=spec.maximum,
+                      step=spec.step, description=spec.label, style={"description_width": "initial"},
+                      continuous_update=False, **extra)
+    tooltip = "tooltip" if "tooltip" in widget.trait_names() else "description_tooltip"  # ipywidgets 8 / 7
+    setattr(widget, tooltip, f"{knob.name}: {knob.help}")
+    return widget
 
 
 def _prompt_text(prompt) -> str:
@@ -44,16 +66,9 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.reset_button = widgets.Button(description="Reset", icon="undo",
                                            tooltip="Start again from the prompt, with the knobs as they are now")
         self.message = widgets.HTML()
-        self.do_sample = widgets.Checkbox(description="sample (do_sample)", indent=False,
-                                          layout=widgets.Layout(width="150px"))
-        self.temperature = widgets.FloatSlider(value=1.0, min=0.05, max=2.0, step=0.05, description="temperature",
-                                               style=wide, continuous_update=False)
-        self.top_k = widgets.IntSlider(value=50, min=0, max=200, description="top-k", style=wide,
-                                       continuous_update=False)
-        self.top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p", style=wide,
-                                         continuous_update=False)
-        self.repetition_penalty = widgets.FloatSlider(value=1.0, min=1.0, max=2.0, step=0.05, style=wide,
-                                                      description="repetition penalty", continuous_update=False)
+        self.knob_widgets = {name: knob_widget(WIDGET_KNOBS[name]) for name in KNOBS + MORE_KNOBS}
+        for name, widget in self.knob_widgets.items():  # st.temperature, st.top_k, ...: each knob's widget
+            setattr(self, name, widget)
         self.what_if_button = widgets.Button(description="What if? (knobs at this step)", icon="question",
                                              layout=widgets.Layout(width="auto"),
                                              tooltip="Re-apply the processors with the knobs above to this step's "
@@ -71,12 +86,16 @@ class StepThrough(StaticFallback, widgets.VBox):
                              f"</code></div>")
         buttons = widgets.HBox([self.next_button, self.count, self.run_button, self.end_button, self.reset_button,
                                 self.message], layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
-        knobs = widgets.HBox([self.do_sample, self.temperature, self.top_k, self.top_p, self.repetition_penalty],
+        knobs = widgets.HBox([self.knob_widgets[name] for name in KNOBS],
                              layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self.more_knobs = widgets.Accordion(children=[widgets.HBox(
+            [self.knob_widgets[name] for name in MORE_KNOBS],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="center"))], selected_index=None)
+        self.more_knobs.set_title(0, "more knobs: " + ", ".join(WIDGET_KNOBS[n].widget.label for n in MORE_KNOBS))
         hint = widgets.HTML("<div class='explain-w explain-muted'>Knobs change the next tokens. Temperature, top-k "
                             "and top-p act only when sampling; greedy decoding always takes the most likely token."
                             "</div>")
-        super().__init__(children=[title, buttons, knobs, hint, self.dashboard])
+        super().__init__(children=[title, buttons, knobs, self.more_knobs, hint, self.dashboard])
         self.add_class("explain-step-through")
         self.generations: dict = {}
         self._quiet = False
@@ -86,8 +105,8 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.reset_button.on_click(lambda _: self.reset())
         self.what_if_button.on_click(lambda _: self.what_if())
         self.force_button.on_click(lambda _: self.force())
-        for knob in (self.do_sample, self.temperature, self.top_k, self.top_p, self.repetition_penalty):
-            knob.observe(self._on_knob, "value")
+        for widget in self.knob_widgets.values():
+            widget.observe(self._on_knob, "value")
         self.dashboard.text.observe(lambda _: self._update_force_choices(), "selected")
         self._start(dict(self.generate_kwargs))
 
@@ -102,10 +121,10 @@ class StepThrough(StaticFallback, widgets.VBox):
         return self.generations.get(self.dashboard.state.branch) or self.generations.get(0)
 
     def _start(self, kwargs) -> None:
-        run = self.pipe.trace.run + 1  # the call pipe.start is about to make
+        run = self.pipe.trace.new_run()  # reserved before its first event, so the views know it is theirs
         self.dashboard.runs.add(run)
         claim(self.pipe.trace, run)
-        generation = self.pipe.start(self.prompt, **kwargs)
+        generation = self.pipe.start(self.prompt, run=run, **kwargs)
         self.generations = {generation.branch: generation}
         self._finished = set()
         self._set_knobs(generation.settings)
@@ -114,19 +133,31 @@ class StepThrough(StaticFallback, widgets.VBox):
     def _set_knobs(self, settings: dict) -> None:
         self._quiet = True
         try:
-            self.do_sample.value = bool(settings.get("do_sample"))
-            self.temperature.value = float(settings.get("temperature") or 1.0)
-            self.top_k.value = int(settings.get("top_k") or 0)
-            self.top_p.value = float(settings.get("top_p") or 1.0)
-            self.repetition_penalty.value = float(settings.get("repetition_penalty") or 1.0)
+            for name, widget in self.knob_widgets.items():
+                knob, value = WIDGET_KNOBS[name], settings.get(name)
+                if isinstance(knob.widget, Toggle):
+                    widget.value = bool(value)
+                    continue
+                if value is None:
+                    value = knob.widget.off if knob.widget.off is not None else knob.default
+                widget.max, widget.min = max(widget.max, value), min(widget.min, value)  # shown, not clamped
+                widget.value = value
         finally:
             self._quiet = False
         self._enable_knobs()
 
     def knobs(self) -> dict:
-        return {"do_sample": self.do_sample.value, "temperature": round(self.temperature.value, 4),
-                "top_k": self.top_k.value, "top_p": round(self.top_p.value, 4),
-                "repetition_penalty": round(self.repetition_penalty.value, 4)}
+        """The knobs as the widgets set them; a slider at its "off" position gives the knob's default."""
+        values = {}
+        for name, widget in self.knob_widgets.items():
+            knob, value = WIDGET_KNOBS[name], widget.value
+            if isinstance(knob.widget, Slider):
+                if knob.widget.off is not None and value == knob.widget.off:
+                    value = knob.default
+                elif knob.kind == "float":
+                    value = round(value, 6)
+            values[name] = value
+        return values
 
     # -- buttons ---------------------------------------------------------------------------------------
     def next(self) -> dict | None:
@@ -244,9 +275,10 @@ class StepThrough(StaticFallback, widgets.VBox):
             self.what_if()
 
     def _enable_knobs(self) -> None:
-        sampling = self.do_sample.value
-        for knob in (self.temperature, self.top_k, self.top_p):
-            knob.disabled = not sampling
+        sampling = self.knob_widgets["do_sample"].value
+        for name, widget in self.knob_widgets.items():
+            if WIDGET_KNOBS[name].sampling_only:
+                widget.disabled = not sampling
 
     def _say(self, text: str, error: bool = False) -> None:
         color = "#cf222e" if error else "var(--jp-ui-font-color2, #59636e)"

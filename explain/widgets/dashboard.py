@@ -16,6 +16,7 @@ from html import escape
 
 import ipywidgets as widgets
 
+from ..events import LOADING_STAGES
 from ..trace import Event, Trace
 from ..units import size_text
 from .sink import ThrottledSink
@@ -166,8 +167,7 @@ class Dashboard(StaticFallback, widgets.VBox):
             self._render_header()
             rows = state.stage_rows()
             for row in rows:
-                row["group"] = "loading (once per pipeline)" if row["stage"] in (
-                    "registry", "config", "tokenizer", "weights", "placement") else \
+                row["group"] = "loading (once per pipeline)" if row["stage"] in LOADING_STAGES else \
                     f"call {state.run}" if state.run else "each call"
             self.timeline.rows = rows
             if state.encode is not self._prompt_event:

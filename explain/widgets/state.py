@@ -6,11 +6,9 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 
 from __future__ import annotations
 
-from ..trace import STAGES, Event, Trace
+from ..events import LOADING_STAGES, STAGES
+from ..trace import Event, Trace
 from ..units import size_text
-
-LOADING_STAGES = STAGES[:5]  # run 0: registry, config, tokenizer, weights, placement
-RUN_STAGES = STAGES[5:]  # every call of the pipeline: tokenization, generation, decoding
 ROLE_NAMES = ("system", "user", "assistant", "generation prompt", "tool")
 
 

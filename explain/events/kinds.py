@@ -1,0 +1,454 @@
+"""Every event a producer may emit: its fields and their types (a TypedDict per (stage, kind)), and one line
+that describes it. The console, the dashboard and the static HTML all describe events through `describe`.
+
+A field that is NotRequired may be absent; one typed `X | None` is always there and may be null. Readers index
+declared fields directly (`data["prob"]`): `explain.events.check_event` has proven they are there.
+"""
+
+from typing import Any, Callable, Literal, NotRequired, TypedDict
+
+from ..units import size_text
+
+
+# -- pieces shared by several kinds ---------------------------------------------------------------------
+class Top(TypedDict):
+    """The highest entries of a row over the vocabulary, best first (token ids and their values)."""
+    ids: list[int]
+    values: list[float]
+
+
+class CacheSize(TypedDict):
+    length: int  # positions held
+    bytes: int
+
+
+class ErrorInfo(TypedDict):
+    type: str
+    message: str
+
+
+# -- loading: run 0 -------------------------------------------------------------------------------------
+class RegistryLookup(TypedDict):
+    task_asked: str
+    task: str
+    pipeline_class: str
+    model_class: str | None
+    default_model: str | None
+    default_revision: str | None
+    type: str
+    alias_of: str | None
+    historical_default: dict[str, str]
+    known_tasks: list[str]
+    runnable_tasks: list[str]
+    model_used: str
+    revision_used: NotRequired[str | None]
+    gguf_file_used: NotRequired[str | None]
+    default_reason: str
+
+
+class ConfigFile(TypedDict):
+    repo: str
+    filename: str
+    revision_asked: str | None
+    commit: str | None
+    cache: str | None  # "hit", "miss" or "local folder"
+    size: int | None
+    path: str | None
+    offline: bool
+    absent: NotRequired[bool]  # an optional file the model does not have
+
+
+class ConfigConfig(TypedDict):
+    source: str
+    architecture: str
+    model_type: str | None
+    hyperparameters: dict[str, Any]
+    checkpoint_dtype: str | None
+    generation_config: dict[str, Any]
+    generation_config_source: dict[str, str]
+    has_generation_config_file: bool
+
+
+class SpecialToken(TypedDict):
+    token: str | None
+    id: int | None
+
+
+class AddedToken(TypedDict):
+    id: int
+    token: str
+    special: bool
+
+
+class TokenizerLoad(TypedDict):
+    path: str | None
+    source: str
+    model: str
+    vocab_size: int
+    num_merges: int | None
+    special_tokens: dict[str, SpecialToken]
+    added_tokens: list[AddedToken]
+    add_bos_token: bool | None
+    add_eos_token: bool | None
+    model_max_length: int | None
+    has_chat_template: bool
+    chat_template: str | None
+    normalizer: str | None
+    pre_tokenizer: str | None
+    post_processor: str | None
+    decoder: str | None
+    seconds: float
+
+
+class WeightsProgress(TypedDict):
+    file: str
+    done: int
+    total: int
+
+
+class ShapeMismatch(TypedDict):
+    checkpoint: list[int]
+    config: list[int]
+
+
+class WeightsLoad(TypedDict):
+    format: str
+    files: list[str]
+    tensors: int
+    bytes: int
+    parameters: int
+    dtype: str
+    stored_dtypes: dict[str, int]
+    quantization_types: NotRequired[dict[str, int]]
+    file_bytes: NotRequired[int]
+    skeleton_seconds: float
+    missing: list[str]
+    unexpected: list[str]
+    unexpected_count: int
+    mismatched: dict[str, ShapeMismatch]
+    tied: dict[str, str]
+
+
+class PlacementPlace(TypedDict):
+    asked: dict[str, Any]
+    strategy: str
+    device_map: dict[str, str | int]
+    reason: str
+    devices: list[str]
+    dtype: str
+    no_split_module_classes: list[str]
+    max_memory: NotRequired[dict[str, int | str]]
+    budget: NotRequired[dict[str, int | float]]  # device_map="auto": the max_memory given to infer_auto_device_map
+    headroom: NotRequired[list[str]]  # the steps from max_memory to budget, as transformers takes them
+    bytes_per_device: dict[str, int]  # where the weights are stored (an offloaded module's: CPU RAM)
+    tied: dict[str, str]
+    modules: dict[str, str]
+    layers: dict[str, str]
+    main_device: str  # where inputs go
+    execution_devices: dict[str, str]  # device-map module -> the device its forward runs on
+    offloaded: list[str]  # modules whose weights stay in CPU RAM and are copied to main_device for every forward
+
+
+# -- a call: run n ----------------------------------------------------------------------------------------
+class Segment(TypedDict):
+    role: str
+    start: int
+    end: int
+
+
+class TokenizationEncode(TypedDict):
+    kind_of_input: Literal["text", "chat"]
+    text: str
+    ids: list[int]
+    tokens: list[str]
+    offsets: list[list[int]]
+    special: list[bool]
+    count: int
+    add_special_tokens: bool
+    chat_template_text: str | None
+    segments: list[Segment] | None
+    messages: NotRequired[list[dict[str, Any]]]
+    add_generation_prompt: NotRequired[bool]
+
+
+class ProcessorSpec(TypedDict):
+    name: str  # the knob that turned it on (explain.generation.processors: the registry)
+    args: dict[str, Any]
+    title: NotRequired[str]  # the short human title of its panel in the step view (absent in older traces)
+
+
+class GenerationSettings(TypedDict):
+    settings: dict[str, Any]
+    sources: dict[str, str]
+    processors: list[ProcessorSpec]
+    prompt_tokens: int
+    dtype: str
+    device: str
+    hole: NotRequired[dict[str, int]]
+    warnings: NotRequired[list[str]]  # what the reader should know about this run (e.g. trace_top="all" costs)
+
+
+class GenerationPrefill(TypedDict):
+    prompt_tokens: int
+    tokens_per_s: float
+    kv_cache: CacheSize
+    branch: int
+
+
+class ProcessorStep(TypedDict):
+    """What one logits processor did at one step."""
+    name: str  # the knob that turned it on, e.g. "top_p"; "logits_processor" for one of the call's own
+    title: NotRequired[str]  # the panel title in the step view, e.g. "top-p (nucleus)" (absent in older traces)
+    args: dict[str, Any]
+    removed: int  # tokens it made impossible (-inf)
+    changed: int  # scores it changed
+    kept: int  # tokens still possible after it
+    top: Top | None  # the top scores after it, when it changed any
+
+
+class GenerationStep(TypedDict):
+    step: int  # 0 for the first new token
+    position: int  # its position in the sequence (prompt length + step)
+    branch: int  # 0 for the run itself, n for the n-th forced branch of the run
+    logits_top: Top  # the model's raw logits
+    processors: list[ProcessorStep]
+    probs_top: Top  # the distribution the token was picked from
+    token_id: int
+    token: str
+    text: str | None  # the text this step completed (None for a forced token)
+    method: Literal["greedy", "sample"]
+    prob: float
+    raw_prob: float
+    logit: float
+    rank: int  # 1 = the model's most likely token
+    entropy_bits: float
+    kv_cache: CacheSize
+    forward: Literal["prefill", "decode"]
+    forward_time: float | None
+    token_texts: dict[str, str]  # token id (as JSON keys are strings) -> its text, for every id shown
+    stop_reason: NotRequired[str | None]
+    forced: NotRequired[bool]
+    rows: NotRequired[dict[str, str]]  # trace_top="all": "logits", each processor, "probs" -> the whole row as
+    # base64 of little-endian float32 (explain.generation.rows.decode_row)
+
+
+class LensLayer(TypedDict):
+    layer: int  # 0 = the embeddings (the input of the first layer), n = the output of layer n
+    ids: list[int]  # the top tokens if the model stopped here
+    probs: list[float]
+    chosen_prob: float  # the probability this layer's reading gives the token the step picked
+    chosen_rank: int
+
+
+class Lens(TypedDict):
+    layers: list[LensLayer]
+    last_layer_difference: float  # max |last layer's reading - the step's logits|: 0 when the replay is exact
+    note: str
+
+
+class Attention(TypedDict):
+    heads: list[list[list[float]]]  # (layers, heads, positions): the new position's weights over the context,
+    mean: list[list[float]]  # (layers, positions), heads averaged; both to 6 decimals
+    layers: int
+    num_heads: int
+    positions: int
+    first_token_share: float  # mean weight on position 0, over layers and heads
+    uniform_share: float  # 1 / positions: what an even spread would give each position
+    sink: bool  # the first position takes more than twice the even share (an attention sink)
+    note: str
+
+
+class Attribution(TypedDict):
+    method: str  # gradient_x_input or integrated_gradients
+    captum: str  # the Captum class that computed it
+    target: int
+    scores: list[float]  # per context position, summed over the embedding dimension
+    shares: list[float]  # |score| / sum |score|
+    steps: int
+    completeness_gap: float | None  # integrated gradients: sum(scores) - (log p(token) - log p(token | baseline))
+    seconds: float
+    note: str
+
+
+class GenerationInspect(TypedDict):
+    """What happened inside the model at one step (generation.inspect or capture="inside")."""
+    step: int
+    position: int
+    branch: int
+    token_id: int
+    token: str
+    context_ids: list[int]
+    context_tokens: list[str]
+    token_texts: NotRequired[dict[str, str]]  # the text of every token id the lens shows
+    lens: NotRequired[Lens]
+    attention: NotRequired[Attention]
+    attribution: NotRequired[Attribution]
+    seconds: float
+
+
+class GenerationForce(TypedDict):
+    step: int
+    position: int
+    token_id: int
+    token: str
+    replaced: int
+    from_branch: int
+    branch: int
+
+
+class GenerationEnd(TypedDict):
+    stop_reason: str | None
+    interrupted: bool
+    new_tokens: int
+    prompt_tokens: int
+    prefill_time: float | None
+    decode_tokens_per_s: float | None
+    tokens_per_s: float | None
+    branch: NotRequired[int]
+
+
+class DecodingDecode(TypedDict):
+    ids: list[int]
+    text: str
+    text_with_special: str
+    stop_reason: str | None
+    interrupted: bool
+    skip_special_tokens: bool
+    branch: NotRequired[int]
+
+
+# -- one line per event ---------------------------------------------------------------------------------
+def _registry_lookup(d: dict) -> str:
+    return (f"task {d['task']!r} -> {d['pipeline_class']} + {d['model_class']}; transformers' default "
+            f"{d['default_model']}@{d['default_revision']}, explain uses {d['model_used']}")
+
+
+def _config_file(d: dict) -> str:
+    if d.get("absent"):
+        return f"{d['filename']}: not in {d['repo']} (optional)"
+    commit = (d["commit"] or "")[:7]
+    return (f"{d['filename']}: {d['cache']}{' @' + commit if commit else ''}, {size_text(d['size'])}"
+            f"{' (offline)' if d['offline'] else ''}")
+
+
+def _config_config(d: dict) -> str:
+    h = d["hyperparameters"]
+    layers = h.get("num_hidden_layers", h.get("n_layer"))
+    hidden = h.get("hidden_size", h.get("n_embd"))
+    heads = h.get("num_attention_heads", h.get("n_head"))
+    kv = f", {h['num_key_value_heads']} kv heads" if "num_key_value_heads" in h else ""
+    return (f"{d['architecture']} ({d['model_type']}): {layers} layers, hidden {hidden}, {heads} heads{kv}, "
+            f"vocab {h.get('vocab_size')}, tied embeddings {h.get('tie_word_embeddings', False)}")
+
+
+def _tokenizer_load(d: dict) -> str:
+    special = ", ".join(f"{name.replace('_token', '')}={value['token']!r}"
+                        for name, value in d["special_tokens"].items())
+    return (f"{d['model']} from {d['source']}: {d['vocab_size']} tokens, {d['num_merges']} merges; {special}; "
+            f"chat template: {'yes' if d['has_chat_template'] else 'no'}")
+
+
+def _weights_progress(d: dict) -> str:
+    return f"{d['file']}: {d['done']}/{d['total']}"
+
+
+def _weights_load(d: dict) -> str:
+    kinds = ", ".join(f"{n} x {k}" for k, n in (d.get("quantization_types") or d["stored_dtypes"]).items())
+    tied = f"; tied {', '.join(d['tied'])}" if d["tied"] else ""
+    return (f"{d['format']}: {d['tensors']} tensors ({kinds}) -> {d['dtype']}, {d['parameters'] / 1e6:.1f} M "
+            f"parameters, {size_text(d['bytes'])}{tied}; missing {len(d['missing'])}, "
+            f"unexpected {d['unexpected_count']}")
+
+
+def _placement_place(d: dict) -> str:
+    per = ", ".join(f"{k}: {size_text(v)}" for k, v in d["bytes_per_device"].items())
+    return f"{d['strategy']} -> {', '.join(d['devices'])} ({per}); {d['reason']}"
+
+
+def _tokenization_encode(d: dict) -> str:
+    how = "a chat, through the chat template" if d["kind_of_input"] == "chat" else "plain text"
+    return f"{d['count']} tokens from {how}"
+
+
+def _generation_settings(d: dict) -> str:
+    s = d["settings"]
+    how = "sampling" if s.get("do_sample") else "greedy"
+    names = ", ".join(p["name"] for p in d["processors"]) or "none"
+    return f"{how}, up to {s.get('max_new_tokens_effective')} new tokens; logits processors: {names}"
+
+
+def _generation_prefill(d: dict) -> str:
+    return f"prefill: {d['prompt_tokens']} tokens, {_rate(d['tokens_per_s'])} tokens/s"
+
+
+def _generation_step(d: dict) -> str:
+    how = "forced" if d.get("forced") else d["method"]
+    return f"step {d['step']}: {d['token']!r} ({how}, p {_number(d['prob'])}, rank {d['rank']})"
+
+
+def _generation_force(d: dict) -> str:
+    return (f"branch {d['branch']}: forced {d['token']!r} (id {d['token_id']}) at step {d['step']} "
+            f"instead of id {d['replaced']}")
+
+
+def _generation_inspect(d: dict) -> str:
+    parts = []
+    if "lens" in d:
+        first = next((layer["layer"] for layer in d["lens"]["layers"] if layer["chosen_rank"] == 1), None)
+        parts.append(f"lens: {d['token']!r} is the top reading from layer {first}" if first is not None
+                     else f"lens: {d['token']!r} is never the top reading")
+    if "attention" in d:
+        parts.append(f"attention: {d['attention']['first_token_share']:.0%} on the first token")
+    if "attribution" in d:
+        shares = d["attribution"]["shares"]
+        top = max(range(len(shares)), key=shares.__getitem__) if shares else None
+        parts.append(f"attribution: {d['context_tokens'][top]!r} weighs most ({shares[top]:.0%})"
+                     if top is not None else "attribution: empty context")
+    return f"inside step {d['step']}: " + "; ".join(parts)
+
+
+def _generation_end(d: dict) -> str:
+    rate = d["decode_tokens_per_s"]
+    return (f"{d['new_tokens']} new tokens, stopped by {d['stop_reason']}"
+            f"{f', decode {_rate(rate)} tokens/s' if rate is not None else ''}")
+
+
+def _decoding_decode(d: dict) -> str:
+    return f"{len(d['ids'])} ids -> {len(d['text'])} characters"
+
+
+def _number(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _rate(value) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) else str(value)
+
+
+class Kind:
+    """One (stage, kind): the declaration of its data and its one-line description."""
+
+    def __init__(self, stage: str, kind: str, fields: type, describe: Callable[[dict], str]):
+        self.stage, self.kind, self.fields, self.describe = stage, kind, fields, describe
+
+    def __repr__(self) -> str:
+        return f"Kind({self.stage}/{self.kind}: {self.fields.__name__})"
+
+
+KINDS: dict[tuple[str, str], Kind] = {(k.stage, k.kind): k for k in (
+    Kind("registry", "lookup", RegistryLookup, _registry_lookup),
+    Kind("config", "file", ConfigFile, _config_file),
+    Kind("config", "config", ConfigConfig, _config_config),
+    Kind("tokenizer", "load", TokenizerLoad, _tokenizer_load),
+    Kind("weights", "progress", WeightsProgress, _weights_progress),
+    Kind("weights", "load", WeightsLoad, _weights_load),
+    Kind("placement", "place", PlacementPlace, _placement_place),
+    Kind("tokenization", "encode", TokenizationEncode, _tokenization_encode),
+    Kind("generation", "settings", GenerationSettings, _generation_settings),
+    Kind("generation", "prefill", GenerationPrefill, _generation_prefill),
+    Kind("generation", "step", GenerationStep, _generation_step),
+    Kind("generation", "force", GenerationForce, _generation_force),
+    Kind("generation", "inspect", GenerationInspect, _generation_inspect),
+    Kind("generation", "end", GenerationEnd, _generation_end),
+    Kind("decoding", "decode", DecodingDecode, _decoding_decode),
+)}

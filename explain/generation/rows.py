@@ -1,0 +1,86 @@
+"""Whole rows over the vocabulary, kept in bounded, compact form.
+
+`KeptLogits` holds each step's raw logits for what-if and forcing (keep_logits=True, what the step-through uses):
+a 49,152-token row is 196 KB, so it keeps the newest KEEP_LOGITS rows (about 100 MB for the embedded model)
+unless asked for more, and says which step was dropped when one is asked for.
+
+`encode_row` / `decode_row` write a row as base64 of little-endian float32 (trace_top="all"): 262 KB of JSON a
+row, read back bit for bit, where a list of JSON numbers took ~1 MB and 21 MiB of Python objects.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import deque
+
+import numpy as np
+import torch
+
+from ..errors import ExplainError
+
+KEEP_LOGITS = 512  # rows keep_logits=True keeps (the newest); keep_logits=<n> keeps n
+
+
+class KeptLogits:
+    """The raw logits of steps 0..n-1, of which the newest `limit` are still held (float32, on the CPU)."""
+
+    def __init__(self, limit: int, rows=()):
+        self.limit = limit
+        self.rows: deque[torch.Tensor] = deque(rows, maxlen=limit)
+        self.count = len(self.rows)  # steps recorded, kept or not
+
+    @classmethod
+    def from_option(cls, keep_logits) -> "KeptLogits | None":
+        """keep_logits=False (None), True (the newest KEEP_LOGITS rows) or a positive int (that many)."""
+        if keep_logits is None or keep_logits is False:
+            return None
+        if keep_logits is True:
+            return cls(KEEP_LOGITS)
+        if isinstance(keep_logits, int) and keep_logits > 0:
+            return cls(keep_logits)
+        raise ExplainError(f"keep_logits must be True, False or a positive number of steps, got {keep_logits!r}")
+
+    def append(self, row: torch.Tensor) -> None:
+        self.rows.append(row.detach().to("cpu", torch.float32))
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        if isinstance(step, int) and -self.count <= step < 0:  # raw_logits[-1]: the newest step, as with a list
+            step += self.count
+        if not isinstance(step, int) or not 0 <= step < self.count:
+            raise ExplainError(f"step {step} has not been generated; steps 0..{self.count - 1} exist")
+        first = self.count - len(self.rows)
+        if step < first:
+            raise ExplainError(f"the logits of step {step} are no longer kept: keep_logits keeps the newest "
+                               f"{self.limit} steps ({first}..{self.count - 1} now); start the run with "
+                               f"keep_logits={self.count} or more to look back that far")
+        return self.rows[step - first]
+
+    def upto(self, step: int) -> "KeptLogits":
+        """The rows of steps 0..step, for a branch that leaves this run at `step`."""
+        self[step]  # raises when dropped
+        first = self.count - len(self.rows)
+        kept = KeptLogits(self.limit, list(self.rows)[: step - first + 1])
+        kept.count = step + 1
+        return kept
+
+
+def encode_row(row: torch.Tensor) -> str:
+    return base64.b64encode(row.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes()).decode("ascii")
+
+
+def decode_row(text: str) -> np.ndarray:
+    """A row written by encode_row, as float32 (bit-identical to the tensor it came from)."""
+    return np.frombuffer(base64.b64decode(text, validate=True), dtype="<f4")
+
+
+def float32_list(values: torch.Tensor) -> list[float]:
+    """float32 values written with the fewest digits that read back as the same float32 (what JSON stores)."""
+    return [float(np.format_float_positional(v, unique=True, trim="-")) for v in
+            values.detach().float().cpu().numpy().ravel()]
