@@ -18,7 +18,9 @@ from collections import Counter
 
 import torch
 
-from ...config import GENERATION_DEFAULTS, KEY_HYPERPARAMETERS
+from ...config import KEY_HYPERPARAMETERS
+from ...placement import execution
+from ...generation.settings import GENERATE_DEFAULTS
 from ...tokenizer import NAMED_TOKENS, NO_LIMIT, component_name
 
 
@@ -52,7 +54,7 @@ def config_facts(config, generation_config, source: str | None, has_generation_f
         hyperparameters["rope_theta"] = rope["rope_theta"]
     generation, sources = {}, {}
     defaults_source = "generation_config.json" if has_generation_file else "model config"
-    for key, default in GENERATION_DEFAULTS.items():
+    for key, default in GENERATE_DEFAULTS.items():
         value = getattr(generation_config, key, None) if generation_config is not None else None
         if isinstance(value, torch.Tensor):
             value = value.tolist()
@@ -258,8 +260,8 @@ def placement_facts(model, asked: dict, plan: dict) -> dict:
         if name and name.split(".")[-1].isdigit() and depth <= 2 and any(True for _ in module.parameters()):
             layers[name] = _where(name, device_map)
     devices = sorted({str(v) if not isinstance(v, int) else f"cuda:{v}" for v in device_map.values()})
-    offloaded = sorted(k for k, v in device_map.items() if str(v) in ("cpu", "disk")) \
-        if any(d not in ("cpu", "disk") for d in devices) else sorted(k for k, v in device_map.items() if v == "disk")
+    runs = execution(model, device_map)  # where each module runs, as explain's placement reads accelerate's hooks
+    offloaded = runs["offloaded"]
     hooks = hooks_facts(model)
     if strategy in AUTO_STRATEGIES:
         memory = plan.get("max_memory")
@@ -276,7 +278,8 @@ def placement_facts(model, asked: dict, plan: dict) -> dict:
     return {"asked": {"device": None if asked.get("device") is None else str(asked.get("device")),
                       "device_map": asked_map if not isinstance(asked_map, dict) else "dict"},
             "no_split_module_classes": list(getattr(model, "_no_split_modules", None) or []),
-            "dtype": dtype_name(model.dtype), "strategy": strategy, "max_memory": plan.get("max_memory"),
+            "dtype": dtype_name(model.dtype), "strategy": strategy,
             "max_memory_asked": asked.get("max_memory"), "device_map": device_map, "reason": reason,
             "devices": devices, "bytes_per_device": per_device, "tied": tied_weights(model), "modules": modules,
-            "layers": layers, "hooks": hooks, "offloaded": offloaded, "offload_folder": asked.get("offload_folder")}
+            "layers": layers, "hooks": hooks, "offload_folder": asked.get("offload_folder"), **runs,
+            **({"max_memory": plan["max_memory"]} if plan.get("max_memory") is not None else {})}

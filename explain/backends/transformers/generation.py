@@ -24,9 +24,10 @@ from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteriaList
 
 from ...errors import ExplainError
+from ...generation.rows import KeptLogits
 from ...generation.settings import validate
 from .hooks import PauseAfterOneToken, generation_mode, observing
-from .records import (cache_record, processor_effect, processor_record, settings_record, stop_reason, top,
+from .records import (cache_record, processor_effect, processor_records, settings_record, stop_reason, top,
                       floats)
 
 KNOBS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "do_sample", "min_new_tokens")
@@ -40,7 +41,7 @@ class SettingsResolved(Exception):
 class TransformersGeneration:
     """The state of one run: ids, the model's Cache, the steps recorded, whether and why it stopped."""
 
-    def __init__(self, pipeline, input_ids: torch.Tensor, generate_kwargs: dict, trace_top=20,
+    def __init__(self, pipeline, input_ids: torch.Tensor, generate_kwargs: dict, run: int, trace_top=20,
                  keep_logits: bool = False, branch: int = 0, sources: dict | None = None):
         if trace_top != "all" and (not isinstance(trace_top, int) or isinstance(trace_top, bool) or trace_top < 1):
             raise ExplainError(f"trace_top must be a positive integer or \"all\", got {trace_top!r}")
@@ -50,16 +51,17 @@ class TransformersGeneration:
         self.prompt_length = input_ids.shape[1]
         self.generate_kwargs = dict(generate_kwargs)  # what the pipeline passes to generate()
         self.sources = dict(sources or {})
-        self.trace_top, self.keep_logits, self.branch = trace_top, keep_logits, branch
+        self.trace_top, self.keep_logits, self.branch, self.run_id = trace_top, keep_logits, branch, run
         self.generation_config = None  # the GenerationConfig generate() prepared (first step)
         self.settings: dict = {}
         self.processors = LogitsProcessorList()  # the list the last step ran
         self.criteria: list = []
         self.cache = None  # transformers' Cache object, kept between the steps of a step-through
         self.steps: list[dict] = []
-        self.raw_logits: list[torch.Tensor] = []
+        self.raw_logits = KeptLogits.from_option(keep_logits)  # whole rows for what-if and force, or None
         self.printed = ""
         self.finished, self.stop_reason = False, None
+        self.ended = False  # True once the pipeline has emitted this run's end and decode events
         self.traces_steps = False
         self.mode = None
         self.prompt_text, self.options, self.output_text = None, {}, None
@@ -67,6 +69,7 @@ class TransformersGeneration:
         self._pending: dict | None = None
         self._forward: dict = {}
         self._settings_only = False
+        self._records: dict[int, dict] = {}  # id(processor) -> its record (records.processor_records)
 
     @property
     def criteria_names(self) -> list[str]:
@@ -94,10 +97,13 @@ class TransformersGeneration:
         return self.pipeline.token_text(token_id)
 
     # -- what the hooks report (hooks.observing) -------------------------------------------------------------
-    def on_settings(self, config, processors) -> bool:
-        """generate() built its processors for `config`; returns whether its steps are traced."""
+    def on_settings(self, config, processors, arguments: dict) -> bool:
+        """generate() built its processors for `config` (`arguments`: what it passed the builder); returns whether
+        its steps are traced."""
         self.processors, self.mode = processors, generation_mode(config, getattr(self.pipeline, "assistant_model", None))
         self.traces_steps = self.mode in TRACED_MODES and self.input_ids.shape[0] == 1
+        records = processor_records(config, processors, arguments, self.model.config.get_text_config().vocab_size)
+        self._records = {id(p): r for p, r in zip(processors, records)}
         if self.generation_config is not None:  # a later step of a step-through
             return self.traces_steps
         self.generation_config = copy.deepcopy(config)
@@ -106,13 +112,13 @@ class TransformersGeneration:
         if config.min_new_tokens is not None:
             self._totals.update(min_length=config.min_length, min_new_tokens=None)
         data = {"settings": self.settings, "sources": self.sources,
-                "processors": [processor_record(p) for p in processors], "prompt_tokens": self.prompt_length,
+                "processors": records, "prompt_tokens": self.prompt_length,
                 "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.device),
                 "generation_mode": self.mode, "steps_traced": self.traces_steps}
         if not self.traces_steps:
             data["why_not_traced"] = (f"{self.mode} keeps several candidates per step; explain traces one sequence "
                                       "(greedy search or sampling, batch of one)")
-        self.trace.emit("generation", "settings", data)
+        self.trace.emit("generation", "settings", data, run=self.run_id)
         if self._settings_only:
             raise SettingsResolved()
         return self.traces_steps
@@ -134,20 +140,21 @@ class TransformersGeneration:
             self.trace.emit("generation", "prefill", {
                 "prompt_tokens": tokens, "tokens_per_s": tokens / max(duration, 1e-9),
                 "kv_cache": self._forward["kv_cache"], "branch": self.branch},
-                start=self._forward["start"], duration=duration)
+                run=self.run_id, start=self._forward["start"], duration=duration)
 
     def on_logits(self, input_ids, raw: torch.Tensor) -> None:
         if self.finished:
             return
         self._pending = {"raw": raw.clone() if len(self.processors) else raw, "processors": [], "token_texts": {},
                          "start": self._forward.get("start", time.time()), "clock": time.perf_counter()}
-        if self.keep_logits:
-            self.raw_logits.append(raw[0].detach().float().cpu().clone())
+        if self.raw_logits is not None:
+            self.raw_logits.append(raw[0])
 
     def on_processor(self, processor, input_ids, before, after) -> None:
         if self._pending is not None:
             self._pending["processors"].append(
-                processor_effect(processor, before, after, self.trace_top, self._remember(self._pending)))
+                processor_effect(self._records[id(processor)], before, after, self.trace_top,
+                                 self._remember(self._pending)))
 
     def on_scores(self, scores: torch.Tensor) -> None:
         if self._pending is not None:
@@ -173,7 +180,7 @@ class TransformersGeneration:
             self._finish(reason, record)
         self.steps.append(record)
         duration = self._forward.get("forward_time", 0.0) + time.perf_counter() - pending["clock"]
-        self.trace.emit("generation", "step", record, start=pending["start"], duration=duration)
+        self.trace.emit("generation", "step", record, run=self.run_id, start=pending["start"], duration=duration)
 
     @staticmethod
     def _remember(pending):
@@ -294,15 +301,13 @@ class TransformersGeneration:
 
     def what_if(self, step: int, **knobs) -> dict:
         """Run the processors transformers builds for other knobs on step `step`'s recorded raw logits."""
-        if not self.keep_logits:
+        if self.raw_logits is None:
             raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
                                "(the step-through controller does)")
-        if not 0 <= step < len(self.raw_logits):
-            raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.raw_logits) - 1} exist")
+        scores = self.raw_logits[step][None].to(self.device)  # refuses a step not generated, or no longer kept
         settings = {**self.settings, **knobs}
         validate(settings)
         ids = self.input_ids[:, : self.steps[step]["position"]].to(self.device)
-        scores = self.raw_logits[step][None].to(self.device)
         scores = self._processors_for({k: settings[k] for k in KNOBS if k in settings and k != "min_new_tokens"})(
             ids, scores)
         probs = torch.softmax(scores, dim=-1)[0]
@@ -325,7 +330,8 @@ class TransformersGeneration:
         other = TransformersGeneration.branch_of(self, step, token_id)
         self.trace.emit("generation", "force", {"step": step, "position": position, "token_id": token_id,
                                                 "token": other.steps[-1]["token"], "from_branch": self.branch,
-                                                "branch": other.branch, "replaced": self.steps[step]["token_id"]})
+                                                "branch": other.branch, "replaced": self.steps[step]["token_id"]},
+                        run=self.run_id)
         return other
 
     @classmethod
@@ -335,15 +341,15 @@ class TransformersGeneration:
         position = parent.steps[step]["position"]
         ids = torch.cat([parent.input_ids[:, :position], torch.tensor([[token_id]])], dim=1)
         other = cls(parent.pipeline, parent.input_ids[:, : parent.prompt_length], parent.generate_kwargs,
-                    trace_top=parent.trace_top, keep_logits=parent.keep_logits,
-                    branch=1 + len(parent.trace.filter("generation", "force")), sources=parent.sources)
+                    run=parent.run_id, trace_top=parent.trace_top, keep_logits=parent.keep_logits,
+                    branch=parent.trace.new_branch(parent.run_id), sources=parent.sources)
         other.input_ids = ids
         other.generation_config, other.settings = copy.deepcopy(parent.generation_config), dict(parent.settings)
         other.traces_steps, other.mode, other._totals = parent.traces_steps, parent.mode, dict(parent._totals)
         other.prompt_text, other.options = parent.prompt_text, dict(parent.options)
         other.cache = _cropped(parent.cache, position)
-        other.steps = [dict(s) for s in parent.steps[:step]]
-        other.raw_logits = list(parent.raw_logits[: step + 1])
+        other.steps = [dict(s, branch=other.branch) for s in parent.steps[:step]]
+        other.raw_logits = parent.raw_logits.upto(step) if parent.raw_logits is not None else None
         forced = dict(parent.steps[step], token_id=token_id, token=other.token_text(token_id), forced=True,
                       branch=other.branch, text=None)
         forced.pop("stop_reason", None)

@@ -73,14 +73,6 @@ class PauseAfterOneToken(StoppingCriteria):
         return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def _argument(method, name: str, args: tuple, kwargs: dict):
-    """The value `name` had in a call of `method(*args, **kwargs)` (the builders are called with keywords)."""
-    if name in kwargs:
-        return kwargs[name]
-    bound = inspect.signature(method).bind_partial(*args, **kwargs)
-    return bound.arguments.get(name)
-
-
 @contextmanager
 def observing(model, recorder):
     """Watch one generate() call of `model`: processors, criteria and forwards report to `recorder`.
@@ -92,8 +84,8 @@ def observing(model, recorder):
 
     def logits_processor(*args, **kwargs):
         processors = build_processors(*args, **kwargs)
-        config = _argument(build_processors, "generation_config", args, kwargs)
-        if not recorder.on_settings(config, processors):
+        arguments = inspect.signature(build_processors).bind_partial(*args, **kwargs).arguments
+        if not recorder.on_settings(arguments["generation_config"], processors, arguments):
             return processors  # a decoding mode whose steps are not traced (beam search, assisted)
         return RecordingProcessorList(processors, recorder)
 

@@ -12,6 +12,7 @@ transformers.TextGenerationPipeline computes (it is one: isinstance checks, save
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from transformers import TextGenerationPipeline
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
@@ -37,6 +38,10 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
                                          else "model config")
         self.last_generation: TransformersGeneration | None = None
         self.token_texts: dict[int, str] = {}
+        # the run ids preprocess reserved, in order, for the _forward that follows each (transformers' iterator
+        # runs preprocess, _forward, postprocess item after item; model_inputs may not carry other values)
+        self._runs: deque[int] = deque()
+        self._reserved_run: int | None = None  # a run id start(run=...) was handed, for its preprocess
         super().__init__(*args, **kwargs)
 
     @classmethod
@@ -120,12 +125,17 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         return sources
 
     # -- the three stages ----------------------------------------------------------------------------------------
+    def __call__(self, text_inputs, *args, **kwargs):
+        self._runs.clear()  # a run reserved by a call that failed before its _forward is not this call's
+        return super().__call__(text_inputs, *args, **kwargs)
+
     def preprocess(self, prompt_text, **params):
-        self.trace.new_run()
+        run, self._reserved_run = (self._reserved_run or self.trace.new_run()), None
         start, t0 = time.time(), time.perf_counter()
         inputs = super().preprocess(prompt_text, **params)
         data = self._encode_record(prompt_text, inputs, params)
-        self.trace.emit("tokenization", "encode", data, start=start, duration=time.perf_counter() - t0)
+        self.trace.emit("tokenization", "encode", data, run=run, start=start, duration=time.perf_counter() - t0)
+        self._runs.append(run)
         return inputs
 
     def _encode_record(self, prompt, inputs, params) -> dict:
@@ -196,7 +206,8 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         validate({k: v for k, v in call.items() if k in SETTINGS})  # explain's messages for settings that cannot work
         ids = model_inputs["input_ids"]
         prepared = self._prepare_generate_kwargs({k: v for k, v in generate_kwargs.items() if k != "prefix_length"})
-        generation = TransformersGeneration(self, ids.detach().to("cpu") if ids is not None else None, {},
+        run = self._runs.popleft() if self._runs else self.trace.new_run()
+        generation = TransformersGeneration(self, ids.detach().to("cpu") if ids is not None else None, {}, run=run,
                                             trace_top=trace_top, keep_logits=keep_logits,
                                             sources=self._sources(call, prepared, ids.shape[1]))
         generation.prompt_text = model_inputs.get("prompt_text")
@@ -223,28 +234,35 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         data = {"ids": ids, "text": text, "text_with_special": self.tokenizer.decode(ids, skip_special_tokens=False),
                 "stop_reason": generation.stop_reason if generation is not None else None,
                 "interrupted": interrupted, "skip_special_tokens": skip_special_tokens, **facts}
-        self.trace.emit("decoding", "decode", data, start=start, duration=time.perf_counter() - t0)
+        if generation is not None:
+            data["branch"] = generation.branch
+        self.trace.emit("decoding", "decode", data, run=generation.run_id if generation is not None else self.trace.run,
+                        start=start, duration=time.perf_counter() - t0)
         if generation is not None:
             generation.output_text = text
         return text
 
     def _end(self, generation: TransformersGeneration, start: float, duration: float, interrupted: bool) -> None:
+        generation.ended = True
         steps = generation.steps
         decode_steps = [s for s in steps if s.get("forward") == "decode"]
-        prefill = self.trace.last("generation", "prefill")
+        prefill = self.trace.last("generation", "prefill", run=generation.run_id)
         self.trace.emit("generation", "end", {
             "stop_reason": generation.stop_reason or ("interrupted" if interrupted else None),
             "interrupted": interrupted, "new_tokens": len(steps), "prompt_tokens": generation.prompt_length,
-            "prefill_time": prefill.duration if prefill is not None and prefill.run == self.trace.run else None,
+            "prefill_time": prefill.duration if prefill is not None else None,
             "decode_tokens_per_s": (len(decode_steps) / sum(s["forward_time"] for s in decode_steps)
                                     if decode_steps and sum(s["forward_time"] for s in decode_steps) > 0 else None),
             "tokens_per_s": len(steps) / duration if duration > 0 else None,
-            "stopping_criteria": generation.criteria_names, "steps_traced": generation.traces_steps},
-            start=start, duration=duration)
+            "stopping_criteria": generation.criteria_names, "steps_traced": generation.traces_steps,
+            "branch": generation.branch}, run=generation.run_id, start=start, duration=duration)
 
     # -- step by step --------------------------------------------------------------------------------------------
-    def start(self, text_inputs, **kwargs) -> TransformersGeneration:
-        """Preprocess and set up a generation without running it: advance it with .step() / .run()."""
+    def start(self, text_inputs, *, run: int | None = None, **kwargs) -> TransformersGeneration:
+        """Preprocess and set up a generation without running it: advance it with .step() / .run().
+
+        `run` is a run id reserved beforehand with pipe.trace.new_run() (a view that wants to know its run's id
+        before the first event); by default the call reserves a new one."""
         if isinstance(text_inputs, (list, tuple)) and text_inputs and is_valid_message(text_inputs[0]):
             text_inputs = Chat(text_inputs)  # as Pipeline.__call__ reads a list of messages
         elif not isinstance(text_inputs, str):
@@ -252,7 +270,12 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
         preprocess = {**self._preprocess_params, **preprocess}
         forward = {**self._forward_params, **forward}
-        model_inputs = self.preprocess(text_inputs, **preprocess)
+        self._runs.clear()
+        self._reserved_run = run
+        try:
+            model_inputs = self.preprocess(text_inputs, **preprocess)
+        finally:
+            self._reserved_run = None
         generation = self._generation(model_inputs, forward)
         prefix_length = forward.pop("prefix_length", 0)
         generate_kwargs = self._prepare_generate_kwargs(forward)
@@ -267,7 +290,10 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         return generation
 
     def finish(self, generation: TransformersGeneration) -> str:
-        """Close a run advanced by hand: generation/end and decoding/decode as a call emits them; returns the text."""
+        """Close a run advanced by hand: generation/end and decoding/decode as a call emits them; returns the text.
+        A run ends once: finishing it again returns the same text and emits nothing."""
+        if generation.ended:
+            return generation.output_text
         duration = sum(step.get("forward_time") or 0.0 for step in generation.steps)
         self._end(generation, time.time() - duration, duration, interrupted=False)
         skip = generation.options.get("skip_special_tokens")

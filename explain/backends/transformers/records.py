@@ -1,6 +1,7 @@
 """Plain records of transformers objects, in the fields explain's events use.
 
-    processor_record(processor)   TemperatureLogitsWarper(0.7) -> {"name": "temperature", "class": ..., "args": ...}
+    processor_records(...)        generate()'s processor list -> {"name", "class", "title", "args"} of each, as
+                                  explain's processor registry names them
     processor_effect(...)         what one processor did to one step's scores (removed, changed, kept, top)
     settings_record(config, ...)  a prepared GenerationConfig -> the `settings` of generation/settings
     cache_record(cache)           transformers' Cache object -> {"length", "bytes"}
@@ -10,25 +11,15 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import torch
 
-from ...generation.settings import GENERATE_DEFAULTS
+from ...errors import ExplainError
+from ...generation.processors import build_processors
+from ...generation.settings import GENERATE_DEFAULTS, KNOBS, validate
 
-# transformers' processor class -> (explain's processor name, {explain's argument: transformers' attribute}).
-# The names and arguments are those of explain's own processors (explain/generation/processors.py), so a record
-# reads the same from either backend; tests/test_transformers_backend.py checks both build the same records.
-PROCESSORS = {
-    "RepetitionPenaltyLogitsProcessor": ("repetition_penalty", {"penalty": "penalty"}),
-    "MinLengthLogitsProcessor": ("min_length", {"min_length": "min_length", "eos_token_ids": "eos_token_id"}),
-    "MinNewTokensLengthLogitsProcessor": ("min_new_tokens", {"min_new_tokens": "min_new_tokens",
-                                                              "eos_token_ids": "eos_token_id"}),
-    "TemperatureLogitsWarper": ("temperature", {"temperature": "temperature"}),
-    "TopKLogitsWarper": ("top_k", {"top_k": "top_k"}),
-    "TopPLogitsWarper": ("top_p", {"top_p": "top_p"}),
-    "MinPLogitsWarper": ("min_p", {"min_p": "min_p"}),
-}
 # transformers' stopping criteria -> explain's stop reasons, in the order explain checks them
 STOP_REASONS = {"EosTokenCriteria": "eos", "MaxLengthCriteria": "max_length", "StopStringCriteria": "stop_string",
                 "MaxTimeCriteria": "max_time", "ConfidenceCriteria": "confidence"}
@@ -54,19 +45,54 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() or "processor"
 
 
-def processor_record(processor) -> dict:
-    """{"name", "class", "args"} of one of transformers' processors, named as explain names its own."""
+def generic_record(processor) -> dict:
+    """A processor explain's registry has no entry for (a class of the user's, or one transformers added): its
+    class name, and its public scalar settings as arguments."""
     cls = type(processor).__name__
-    if cls in PROCESSORS:
-        name, attributes = PROCESSORS[cls]
-        args = {key: plain_value(getattr(processor, attribute)) for key, attribute in attributes.items()}
-    else:  # a processor explain has no counterpart of: its public scalar settings
-        name = snake_case(cls)
-        args = {key: plain_value(value) for key, value in vars(processor).items()
-                if not key.startswith("_") and key != "filter_value" and (
-                    isinstance(value, (bool, int, float, str)) or
-                    (isinstance(value, torch.Tensor) and value.numel() <= 16))}
-    return {"name": name, "class": cls, "args": args}
+    args = {key: plain_value(value) for key, value in vars(processor).items()
+            if not key.startswith("_") and key != "filter_value" and (
+                isinstance(value, (bool, int, float, str)) or (isinstance(value, torch.Tensor) and value.numel() <= 16))}
+    return {"name": snake_case(cls), "class": cls, "title": cls, "args": args}
+
+
+def processor_records(config, processors, arguments: dict, vocab_size: int | None) -> list[dict]:
+    """The record of each processor generate() built, in its order: name, title and arguments from explain's
+    processor registry (explain/generation/processors/), which builds its list from the same settings (the
+    GenerationConfig generate() prepared, and the builder's own arguments: the call's logits_processor list, the
+    prefix function, the prompt), pairing each of transformers' processors with the registry's of the same class.
+    A processor with no registry twin gets generic_record. Both backends therefore name, title and parametrise a
+    processor the same way (tests/test_transformers_backend.py compares them)."""
+    prompt = arguments.get("encoder_input_ids")
+    settings = {key: plain_value(getattr(config, key)) if hasattr(config, key) else None for key in KNOBS}
+    settings.update(logits_processor=list(arguments.get("logits_processor") or []) or None,
+                    prefix_allowed_tokens_fn=arguments.get("prefix_allowed_tokens_fn"),
+                    negative_prompt_ids=arguments.get("negative_prompt_ids"))
+    settings = {key: GENERATE_DEFAULTS[key] if value is None and key in GENERATE_DEFAULTS else value
+                for key, value in settings.items()}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # transformers warned already, where it had something to say
+            ours = build_processors(validate(settings, vocab_size), arguments.get("input_ids_seq_length") or 0,
+                                    prompt_ids=prompt, vocab_size=vocab_size, device="cpu")
+    except (ExplainError, TypeError, ValueError, RuntimeError):  # settings only transformers takes: generic records
+        ours = []
+    records = []
+    for processor in processors:
+        twin = next((p for p in ours if _twins(p, processor)), None)
+        if twin is None:
+            records.append(generic_record(processor))
+            continue
+        ours.remove(twin)
+        records.append({"name": twin.name, "class": type(processor).__name__, "title": twin.title,
+                        "args": twin.args()})
+    return records
+
+
+def _twins(ours, theirs) -> bool:
+    function = getattr(ours, "function", None)  # the call's own processor, wrapped by the registry's CallProcessor
+    if function is not None and getattr(ours, "transformers_class_name", None) is not None:
+        return function is theirs
+    return ours.transformers_class() == type(theirs).__name__
 
 
 def top(scores: torch.Tensor, count, token_text) -> dict:
@@ -85,11 +111,10 @@ def top(scores: torch.Tensor, count, token_text) -> dict:
     return {"ids": ids, "values": [float(np.format_float_positional(v, unique=True, trim="-")) for v in values[keep]]}
 
 
-def processor_effect(processor, before: torch.Tensor, after: torch.Tensor, count, token_text) -> dict:
-    """What one processor did at one step: explain's per-processor record."""
-    record = processor_record(processor)
+def processor_effect(record: dict, before: torch.Tensor, after: torch.Tensor, count, token_text) -> dict:
+    """What one processor (its processor_records entry) did at one step: explain's per-processor record."""
     changed = int((before != after).sum())
-    return {"name": record["name"], "args": record["args"],
+    return {"name": record["name"], "title": record["title"], "args": record["args"],
             "removed": int((torch.isfinite(before) & ~torch.isfinite(after)).sum()), "changed": changed,
             "kept": int(torch.isfinite(after).sum()), "top": top(after, count, token_text) if changed else None}
 
