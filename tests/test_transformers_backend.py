@@ -100,7 +100,7 @@ def test_greedy_same_tokens_logits_and_output_on_both_backends(tf_embedded, embe
     assert theirs == ours  # the returned structure, the chat with the answer included
     a, b = embedded_pipe.last_generation, tf_embedded.last_generation
     assert b.generated_ids == a.generated_ids and b.prompt_length == a.prompt_length
-    difference = float((torch.stack(b.raw_logits) - torch.stack(a.raw_logits)).abs().max())
+    difference = float((torch.stack(list(b.raw_logits)) - torch.stack(list(a.raw_logits))).abs().max())
     assert difference <= LOGIT_TOLERANCE
     encode = [p.trace.filter("tokenization", "encode", p.trace.run)[0].data for p in (embedded_pipe, tf_embedded)]
     for key in ("ids", "tokens", "offsets", "special", "text", "kind_of_input", "chat_template_text", "segments"):
@@ -143,7 +143,7 @@ def test_per_step_numbers_equal_generates_own_outputs(tf_embedded):
     logits, scores = torch.tensor(output[0]["logits"]), torch.tensor(output[0]["scores"])  # (steps, vocab)
     steps, generation = steps_of(tf_embedded), tf_embedded.last_generation
     assert len(steps) == len(logits) == len(scores) == 12
-    assert torch.equal(torch.stack(generation.raw_logits), logits)  # generate()'s own raw logits, bit for bit
+    assert torch.equal(torch.stack(list(generation.raw_logits)), logits)  # generate()'s own raw logits, bit for bit
     for step, raw, final in zip(steps, logits, scores):
         assert step["logits_top"]["ids"] == torch.topk(raw, 20).indices.tolist()
         assert torch.allclose(torch.tensor(step["logits_top"]["values"]), raw[step["logits_top"]["ids"]])

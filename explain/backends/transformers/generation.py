@@ -18,19 +18,23 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 
 import torch
 from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteriaList
 
 from ...errors import ExplainError
-from ...generation.rows import KeptLogits
-from ...generation.settings import validate
+from ...generation.loop import CAPTURES
+from ...generation.rows import KeptLogits, all_rows_warning, encode_row
+from ...generation.settings import KNOBS as ALL_KNOBS, LIVE_SETTINGS, unknown_argument, validate
 from .hooks import PauseAfterOneToken, generation_mode, observing
 from .records import (cache_record, processor_effect, processor_records, settings_record, stop_reason, top,
                       floats)
 
-KNOBS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "do_sample", "min_new_tokens")
+# the knobs that are generate() arguments rather than GenerationConfig fields
+GENERATE_ARGUMENTS = ("logits_processor", "prefix_allowed_tokens_fn", "negative_prompt_ids",
+                      "negative_prompt_attention_mask")
 TRACED_MODES = ("greedy_search", "sample")
 
 
@@ -42,9 +46,14 @@ class TransformersGeneration:
     """The state of one run: ids, the model's Cache, the steps recorded, whether and why it stopped."""
 
     def __init__(self, pipeline, input_ids: torch.Tensor, generate_kwargs: dict, run: int, trace_top=20,
-                 keep_logits: bool = False, branch: int = 0, sources: dict | None = None):
+                 keep_logits: bool = False, branch: int = 0, sources: dict | None = None, capture: str | None = None):
         if trace_top != "all" and (not isinstance(trace_top, int) or isinstance(trace_top, bool) or trace_top < 1):
             raise ExplainError(f"trace_top must be a positive integer or \"all\", got {trace_top!r}")
+        if capture not in CAPTURES:
+            raise ExplainError(f"capture={capture!r} is not a capture mode; use None (the default: tokens, logits and "
+                               "processors) or \"inside\" (also each step's logit lens and attention weights, for "
+                               "replay with no model; about three forward passes a step)")
+        self.capture = capture
         self.pipeline, self.model, self.tokenizer, self.trace = (pipeline, pipeline.model, pipeline.tokenizer,
                                                                  pipeline.trace)
         self.input_ids = input_ids  # (1, T), grows by one each step
@@ -115,6 +124,11 @@ class TransformersGeneration:
                 "processors": records, "prompt_tokens": self.prompt_length,
                 "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.device),
                 "generation_mode": self.mode, "steps_traced": self.traces_steps}
+        if self.trace_top == "all":
+            steps = max((config.max_length or 0) - self.prompt_length, 0)
+            warning = all_rows_warning(len(processors), self.model.config.get_text_config().vocab_size, steps)
+            data["warnings"] = [warning]
+            warnings.warn(warning + "; pass trace_top=20 (the default) to keep only the top entries", stacklevel=2)
         if not self.traces_steps:
             data["why_not_traced"] = (f"{self.mode} keeps several candidates per step; explain traces one sequence "
                                       "(greedy search or sampling, batch of one)")
@@ -147,14 +161,18 @@ class TransformersGeneration:
             return
         self._pending = {"raw": raw.clone() if len(self.processors) else raw, "processors": [], "token_texts": {},
                          "start": self._forward.get("start", time.time()), "clock": time.perf_counter()}
+        if self.trace_top == "all":  # whole rows, as the explain backend keeps them (explain.generation.rows)
+            self._pending["rows"] = {"logits": encode_row(raw[0])}
         if self.raw_logits is not None:
             self.raw_logits.append(raw[0])
 
     def on_processor(self, processor, input_ids, before, after) -> None:
         if self._pending is not None:
+            record = self._records[id(processor)]
             self._pending["processors"].append(
-                processor_effect(self._records[id(processor)], before, after, self.trace_top,
-                                 self._remember(self._pending)))
+                processor_effect(record, before, after, self.trace_top, self._remember(self._pending)))
+            if "rows" in self._pending:
+                self._pending["rows"][record["name"]] = encode_row(after[0])
 
     def on_scores(self, scores: torch.Tensor) -> None:
         if self._pending is not None:
@@ -181,6 +199,20 @@ class TransformersGeneration:
         self.steps.append(record)
         duration = self._forward.get("forward_time", 0.0) + time.perf_counter() - pending["clock"]
         self.trace.emit("generation", "step", record, run=self.run_id, start=pending["start"], duration=duration)
+        if self.capture == "inside":
+            self.inspect(record["step"])
+
+    # -- looking inside ------------------------------------------------------------------------------------------
+    def inspect(self, step: int, what=("lens", "attention"), **options) -> dict:
+        """The logit lens, attention weights and/or input attribution of step `step` (explain.inside), computed by
+        replaying the step on transformers' model from this run's Cache; what=("lens", "attention", "attribution")."""
+        from ...inside import inspect_step
+        return inspect_step(self, step, what=what, **options)
+
+    def replay_step(self, step: int, attentions: bool = True):
+        """explain.inside's replay of one step, on transformers' forward (backends/transformers/inside.py)."""
+        from .inside import replay
+        return replay(self, step, attentions=attentions)
 
     @staticmethod
     def _remember(pending):
@@ -200,11 +232,11 @@ class TransformersGeneration:
         # the 10 most likely tokens are the first 10 of the scores' own top (softmax keeps the order): the record of
         # the last processor that changed the scores, or the raw logits' when none did
         ranked = next((r["top"] for r in reversed(pending["processors"]) if r["top"] is not None), record["logits_top"])
-        if self.trace_top != "all" and len(ranked["ids"]) >= 10:
+        if len(ranked["ids"]) >= 10:
             top_ids = torch.tensor(ranked["ids"][:10])
             top_probs = p[top_ids]
         else:
-            top_probs, top_ids = torch.topk(p, min(10 if self.trace_top != "all" else p.numel(), p.numel()))
+            top_probs, top_ids = torch.topk(p, min(10, p.numel()))
         for token_id in top_ids.tolist():
             remember(token_id)
         self.pipeline.remember_texts([*texts, token])  # every id the record names, decoded in one batch
@@ -220,6 +252,8 @@ class TransformersGeneration:
             kv_cache=self._forward.get("kv_cache", cache_record(self.cache)),
             forward=self._forward.get("forward"), forward_time=self._forward.get("forward_time"),
             token_texts={str(k): self.token_text(k) for k in texts})  # str keys: as JSON has them
+        if "rows" in pending:
+            record["rows"] = {**pending["rows"], "probs": encode_row(p)}
         return record
 
     def _finish(self, reason: str, record: dict | None = None) -> None:
@@ -278,26 +312,50 @@ class TransformersGeneration:
         return self
 
     # -- knobs, what-if, forcing ---------------------------------------------------------------------------------
-    def set_settings(self, **knobs) -> None:
-        """Change sampling knobs for the next steps: generate() builds its processors from them."""
-        unknown = set(knobs) - set(KNOBS)
-        if unknown:
-            raise ExplainError(f"cannot change {sorted(unknown)} mid-run; knobs are {', '.join(sorted(KNOBS))}")
-        validate({**self.settings, **knobs})
-        if "min_new_tokens" in knobs:  # a total, as the steps after the first pass it (see the module docstring)
-            minimum = knobs.pop("min_new_tokens")
-            self._totals.update(min_new_tokens=None, min_length=self.prompt_length + (minimum or 0))
-        self.generate_kwargs.update(knobs)
-        self.settings.update(knobs)
+    def _changed(self, knobs: dict, what: str) -> dict:
+        """The knobs whose value differs from the run's, checked as the explain backend checks them: a knob of the
+        processor registry that may change between steps (LIVE_SETTINGS), a value its own check accepts."""
+        for name in knobs:
+            if name not in ALL_KNOBS:
+                raise unknown_argument(name, LIVE_SETTINGS, f"knob for {what}")
+            if name not in LIVE_SETTINGS:
+                raise ExplainError(f"{name} cannot change {what}: it is fixed when the run starts; start a new run "
+                                   f"with it (pipe.start(prompt, {name}=...)). Knobs that can change: "
+                                   f"{', '.join(LIVE_SETTINGS)}")
+        changed = {}
+        for name, value in knobs.items():
+            try:
+                same = bool(value == self.settings.get(name))
+            except (TypeError, ValueError, RuntimeError):  # tensors, objects: take the value as given
+                same = False
+            if not same:
+                changed[name] = value
+        validate({**self.settings, **changed}, self.model.config.get_text_config().vocab_size)
+        return changed
 
-    def _processors_for(self, knobs: dict) -> LogitsProcessorList:
+    def set_settings(self, **knobs) -> None:
+        """Change knobs (any processor's of the registry that may change mid-run) for the next steps: generate()
+        builds its processors from them."""
+        changed = self._changed(knobs, "mid-run")
+        self.settings.update(changed)
+        if "min_new_tokens" in changed:  # a total, as the steps after the first pass it (see the module docstring)
+            minimum = changed.pop("min_new_tokens")
+            self._totals.update(min_new_tokens=None, min_length=self.prompt_length + (minimum or 0))
+        self.generate_kwargs.update(changed)
+
+    def _processors_for(self, overrides: dict) -> LogitsProcessorList:
+        """The processor list generate() builds with these knobs changed (its own builder, GenerationMixin)."""
         config = copy.deepcopy(self.generation_config)
-        config.update(**knobs)
+        arguments = {name: overrides.get(name, self.generate_kwargs.get(name)) for name in GENERATE_ARGUMENTS}
+        config.update(**{k: v for k, v in overrides.items() if k not in GENERATE_ARGUMENTS and hasattr(config, k)
+                         and k != "min_new_tokens"})
         prompt = self.input_ids[:, : self.prompt_length].to(self.device)
-        return self.model._get_logits_processor(  # what generate() calls to build the list (GenerationMixin)
+        return self.model._get_logits_processor(
             generation_config=config, input_ids_seq_length=self.prompt_length, encoder_input_ids=prompt,
-            prefix_allowed_tokens_fn=None, logits_processor=LogitsProcessorList(), device=self.device,
-            model_kwargs={}, negative_prompt_ids=None, negative_prompt_attention_mask=None)
+            prefix_allowed_tokens_fn=arguments["prefix_allowed_tokens_fn"],
+            logits_processor=LogitsProcessorList(arguments["logits_processor"] or []), device=self.device,
+            model_kwargs={}, negative_prompt_ids=arguments["negative_prompt_ids"],
+            negative_prompt_attention_mask=arguments["negative_prompt_attention_mask"])
 
     def what_if(self, step: int, **knobs) -> dict:
         """Run the processors transformers builds for other knobs on step `step`'s recorded raw logits."""
@@ -305,16 +363,17 @@ class TransformersGeneration:
             raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
                                "(the step-through controller does)")
         scores = self.raw_logits[step][None].to(self.device)  # refuses a step not generated, or no longer kept
-        settings = {**self.settings, **knobs}
-        validate(settings)
+        changed = self._changed(knobs, "in a what-if")
+        settings = {**self.settings, **changed}
+        live = {k: v for k, v in self.generate_kwargs.items() if k in LIVE_SETTINGS}  # set_settings' changes too
         ids = self.input_ids[:, : self.steps[step]["position"]].to(self.device)
-        scores = self._processors_for({k: settings[k] for k in KNOBS if k in settings and k != "min_new_tokens"})(
-            ids, scores)
+        with torch.inference_mode():
+            scores = self._processors_for({**live, **changed})(ids, scores)
         probs = torch.softmax(scores, dim=-1)[0]
         top_probs, top_ids = torch.topk(probs, min(10, probs.numel()))
         recorded = self.steps[step]["token_id"]
-        return {"step": step, "settings": {k: settings.get(k) for k in ("do_sample", "temperature", "top_k", "top_p",
-                                                                        "min_p", "repetition_penalty")},
+        shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *changed)
+        return {"step": step, "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
                 "ids": top_ids.tolist(), "probs": floats(top_probs),
                 "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
                 "recorded_token": recorded, "recorded_token_prob": float(probs[recorded])}
@@ -341,7 +400,7 @@ class TransformersGeneration:
         position = parent.steps[step]["position"]
         ids = torch.cat([parent.input_ids[:, :position], torch.tensor([[token_id]])], dim=1)
         other = cls(parent.pipeline, parent.input_ids[:, : parent.prompt_length], parent.generate_kwargs,
-                    run=parent.run_id, trace_top=parent.trace_top, keep_logits=parent.keep_logits,
+                    run=parent.run_id, trace_top=parent.trace_top, keep_logits=parent.keep_logits, capture=parent.capture,
                     branch=parent.trace.new_branch(parent.run_id), sources=parent.sources)
         other.input_ids = ids
         other.generation_config, other.settings = copy.deepcopy(parent.generation_config), dict(parent.settings)

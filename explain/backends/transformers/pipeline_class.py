@@ -24,7 +24,7 @@ from ...generation.settings import SETTINGS, validate
 from ...trace import Trace
 from .generation import TransformersGeneration
 
-EXPLAIN_OPTIONS = ("trace_top", "keep_logits")  # explain's own call options, never passed to transformers
+EXPLAIN_OPTIONS = ("trace_top", "keep_logits", "capture")  # explain's own call options, never passed to transformers
 
 
 class TracedTextGenerationPipeline(TextGenerationPipeline):
@@ -97,9 +97,9 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         self.token_texts.update(zip(new, texts))
 
     # -- parameters ----------------------------------------------------------------------------------------------
-    def _sanitize_parameters(self, trace_top=None, keep_logits=None, **kwargs):
+    def _sanitize_parameters(self, trace_top=None, keep_logits=None, capture=None, **kwargs):
         preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
-        for name, value in (("trace_top", trace_top), ("keep_logits", keep_logits)):
+        for name, value in (("trace_top", trace_top), ("keep_logits", keep_logits), ("capture", capture)):
             if value is not None:
                 forward[name] = value
         return preprocess, forward, postprocess
@@ -203,12 +203,13 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         call = dict(generate_kwargs)
         trace_top = generate_kwargs.pop("trace_top", 20)
         keep_logits = generate_kwargs.pop("keep_logits", False)
+        capture = generate_kwargs.pop("capture", None)
         validate({k: v for k, v in call.items() if k in SETTINGS})  # explain's messages for settings that cannot work
         ids = model_inputs["input_ids"]
         prepared = self._prepare_generate_kwargs({k: v for k, v in generate_kwargs.items() if k != "prefix_length"})
         run = self._runs.popleft() if self._runs else self.trace.new_run()
         generation = TransformersGeneration(self, ids.detach().to("cpu") if ids is not None else None, {}, run=run,
-                                            trace_top=trace_top, keep_logits=keep_logits,
+                                            trace_top=trace_top, keep_logits=keep_logits, capture=capture,
                                             sources=self._sources(call, prepared, ids.shape[1]))
         generation.prompt_text = model_inputs.get("prompt_text")
         self.last_generation = generation

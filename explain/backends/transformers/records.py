@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ...errors import ExplainError
+from ...generation.loop import TOP_WHEN_ALL
 from ...generation.processors import build_processors
 from ...generation.settings import GENERATE_DEFAULTS, KNOBS, validate
 
@@ -96,18 +97,15 @@ def _twins(ours, theirs) -> bool:
 
 
 def top(scores: torch.Tensor, count, token_text) -> dict:
-    """The `count` highest finite values of a (1, vocab) row ("all": every value), as explain records them."""
+    """The `count` highest finite values of a (1, vocab) row, as explain records them (trace_top="all": the top
+    TOP_WHEN_ALL, the whole rows going into the step's "rows")."""
     row = scores[0]
-    if count == "all":
-        values, ids = row, torch.arange(row.numel())
-    else:
-        values, ids = torch.topk(row, min(count, row.numel()))
+    values, ids = torch.topk(row, min(TOP_WHEN_ALL if count == "all" else count, row.numel()))
     values, ids = values.float().cpu().numpy(), ids.cpu().numpy()  # a few numbers: numpy is cheaper than torch
     keep = np.isfinite(values)
     ids = ids[keep].tolist()
-    if count != "all":
-        for token_id in ids:
-            token_text(token_id)
+    for token_id in ids:
+        token_text(token_id)
     return {"ids": ids, "values": [float(np.format_float_positional(v, unique=True, trim="-")) for v in values[keep]]}
 
 
