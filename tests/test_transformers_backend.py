@@ -22,6 +22,7 @@ transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
 import explain  # noqa: E402
+from explain.errors import ExplainError  # noqa: E402
 from explain.widgets import Dashboard, DashboardState, StepThrough  # noqa: E402
 
 LOGIT_TOLERANCE = 1e-4
@@ -50,8 +51,8 @@ def steps_of(pipe, run=None) -> list[dict]:
 
 def same_records(ours: list[dict], theirs: list[dict]) -> None:
     """Per-processor records: names, arguments and counts exactly; the top values within the logit tolerance."""
-    assert [(r["name"], r["args"], r["removed"], r["changed"], r["kept"]) for r in ours] == \
-        [(r["name"], r["args"], r["removed"], r["changed"], r["kept"]) for r in theirs]
+    assert [(r["name"], r["title"], r["args"], r["removed"], r["changed"], r["kept"]) for r in ours] == \
+        [(r["name"], r["title"], r["args"], r["removed"], r["changed"], r["kept"]) for r in theirs]
     for a, b in zip(ours, theirs):
         assert (a["top"] is None) == (b["top"] is None)
         if a["top"] is not None:
@@ -187,13 +188,88 @@ def test_processor_records_equal_on_a_tiny_llama(tf_tiny, tiny_llama, knobs):
     torch.manual_seed(3)
     assert tf_tiny("Hello", **kwargs) == expected
     settings = [p.trace.filter("generation", "settings")[-1].data["processors"] for p in (ours, tf_tiny)]
-    assert [(p["name"], p["class"], p["args"]) for p in settings[1]] == [(p["name"], p["class"], p["args"])
-                                                                        for p in settings[0]]
+    assert [(p["name"], p["class"], p["title"], p["args"]) for p in settings[1]] == \
+        [(p["name"], p["class"], p["title"], p["args"]) for p in settings[0]]
     for a, b in zip(steps_of(ours), steps_of(tf_tiny), strict=True):
         assert a["token_id"] == b["token_id"]
         same_records(b["processors"], a["processors"])
         assert a["probs_top"]["ids"] == b["probs_top"]["ids"]
         assert a["rank"] == b["rank"] and abs(a["entropy_bits"] - b["entropy_bits"]) < 1e-4
+
+
+def test_trace_top_all_keeps_the_same_rows_on_both_backends(tf_tiny, tiny_llama):
+    """trace_top="all": the top 20 as usual, and the whole rows (logits, after each processor, probabilities) in
+    the same keys, the logits row bit for bit the raw logits generate() produced."""
+    from explain.generation.rows import decode_row
+    ours = explain.pipeline("text-generation", model=tiny_llama.folder)
+    kwargs = dict(do_sample=True, top_k=5, temperature=0.8, max_new_tokens=2, trace_top="all", keep_logits=True)
+    with pytest.warns(UserWarning, match="whole rows"):
+        ours("Hello", **kwargs)
+    with pytest.warns(UserWarning, match="whole rows"):
+        tf_tiny("Hello", **kwargs)
+    settings = [p.trace.filter("generation", "settings", p.trace.run)[0].data for p in (ours, tf_tiny)]
+    assert settings[0]["warnings"] == settings[1]["warnings"]
+    for a, b in zip(steps_of(ours), steps_of(tf_tiny), strict=True):
+        assert set(a["rows"]) == set(b["rows"]) == {"logits", "temperature", "top_k", "probs"}
+        assert len(a["logits_top"]["ids"]) == len(b["logits_top"]["ids"]) == 20
+    kept = tf_tiny.last_generation.raw_logits
+    for step, record in enumerate(steps_of(tf_tiny)):
+        assert torch.equal(torch.from_numpy(decode_row(record["rows"]["logits"]).copy()), kept[step])
+        probs = decode_row(record["rows"]["probs"])
+        assert abs(float(probs.sum()) - 1) < 1e-5 and int((probs > 0).sum()) == 5  # top_k=5 left five
+
+
+def test_inspect_equals_the_explain_backend(tf_tiny, tiny_llama):
+    """Generation.inspect on the transformers backend (the step replayed on transformers' forward and Cache) reads
+    what the explain backend reads on the same weights: the lens, the attention weights, Captum's attribution;
+    capture="inside" records the same looks as the run goes."""
+    pytest.importorskip("captum")
+    ours = explain.pipeline("text-generation", model=tiny_llama.folder)
+    runs = []
+    for pipe in (ours, tf_tiny):
+        generation = pipe.start("The capital of France is", max_new_tokens=4, do_sample=False)
+        generation.run()
+        pipe.finish(generation)
+        runs.append(generation)
+    assert runs[0].generated_ids == runs[1].generated_ids
+    for step in (0, 3):
+        a, b = (g.inspect(step, what=("lens", "attention", "attribution")) for g in runs)
+        assert a["context_ids"] == b["context_ids"] and a["token_id"] == b["token_id"]
+        for one, other in zip(a["lens"]["layers"], b["lens"]["layers"], strict=True):
+            assert one["ids"] == other["ids"] and one["chosen_rank"] == other["chosen_rank"]
+            assert one["probs"] == pytest.approx(other["probs"], abs=1e-5)
+        assert b["lens"]["last_layer_difference"] < 1e-5
+        assert torch.allclose(torch.tensor(a["attention"]["heads"]), torch.tensor(b["attention"]["heads"]), atol=1e-5)
+        assert a["attribution"]["shares"] == pytest.approx(b["attribution"]["shares"], abs=1e-4)
+        assert tf_tiny.trace.filter("generation", "inspect", runs[1].run_id)[-1].data["step"] == step
+    captured = tf_tiny.start("The capital of France is", max_new_tokens=4, do_sample=False, capture="inside")
+    captured.run()
+    looks = [e.data for e in tf_tiny.trace.filter("generation", "inspect", captured.run_id)]
+    assert [look["step"] for look in looks] == [0, 1, 2, 3] and all("attribution" not in look for look in looks)
+    assert looks[3]["lens"]["layers"] == runs[1].inspect(3)["lens"]["layers"]
+
+
+def test_what_if_and_set_settings_take_every_registry_knob(tf_tiny, tiny_llama):
+    """A knob beyond the first row (no_repeat_ngram_size) changes what-if and the next steps on either backend
+    alike; the processor it adds is named and titled by the registry."""
+    ours = explain.pipeline("text-generation", model=tiny_llama.folder)
+    prompt = "the the the the the the"
+    runs = [p.start(prompt, max_new_tokens=6, do_sample=False, keep_logits=True) for p in (ours, tf_tiny)]
+    for generation in runs:
+        generation.run(2)
+    a, b = (g.what_if(1, no_repeat_ngram_size=1, do_sample=True, top_k=4) for g in runs)
+    assert a["ids"][:4] == b["ids"][:4] and a["kept"] == b["kept"] == 4
+    assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
+    with pytest.raises(ExplainError, match="cannot change"):
+        runs[1].set_settings(max_new_tokens=3)
+    for generation in runs:
+        generation.set_settings(no_repeat_ngram_size=1)
+        generation.step()
+    records = [g.steps[-1]["processors"] for g in runs]
+    assert [(r["name"], r["title"], r["args"]) for r in records[1]] == \
+        [(r["name"], r["title"], r["args"]) for r in records[0]] == [("no_repeat_ngram_size", "no repeated n-grams",
+                                                                       {"ngram_size": 1})]
+    same_records(records[1], records[0])
 
 
 def test_a_list_of_prompts_is_one_run_each(tf_tiny):

@@ -126,6 +126,33 @@ def test_generates_with_every_stage_live_and_replayed(pipes, name, tmp_path):
     assert all(row["status"] == "done" for row in live.stage_rows())
 
 
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_looks_inside_every_architecture(pipes, name):
+    """capture="inside" on the transformers backend: each step's lens and attention, replayed on transformers'
+    forward from its Cache. The lens's last layer reads the step's own logits (Gemma 2 caps its logits with a tanh
+    after the head, which the lens does not apply: the difference is reported, not hidden)."""
+    pipe = pipes[name]
+    implementation = pipe.model.config._attn_implementation
+    generation = pipe.start("Once upon a time", max_new_tokens=3, do_sample=False, capture="inside")
+    generation.run()
+    pipe.finish(generation)
+    looks = [e.data for e in pipe.trace.filter("generation", "inspect", generation.run_id)]
+    assert [look["step"] for look in looks] == [0, 1, 2]
+    layers = pipe.model.config.num_hidden_layers
+    for look, step in zip(looks, generation.steps):
+        assert look["token_id"] == step["token_id"] and look["context_ids"] == generation.input_ids[
+            0, : step["position"]].tolist()
+        assert len(look["lens"]["layers"]) == layers + 1
+        assert len(look["attention"]["heads"]) == layers and look["attention"]["positions"] == step["position"]
+        assert all(abs(sum(row) - 1) < 1e-4 for layer in look["attention"]["heads"] for row in layer)
+        if name == "gemma2":
+            assert look["lens"]["last_layer_difference"] > 0  # the soft cap
+        else:
+            assert look["lens"]["last_layer_difference"] < 1e-4
+            assert look["lens"]["layers"][-1]["chosen_rank"] == step["rank"]
+    assert pipe.model.config._attn_implementation == implementation  # eager only for the attention pass
+
+
 @pytest.mark.parametrize("name", ["gemma2", "opt"])
 def test_sampling_under_a_seed_equals_transformers(pipes, name):
     """The traced call, transformers' own pipeline on the same model and a step-through: the same tokens."""
