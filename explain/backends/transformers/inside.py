@@ -6,9 +6,10 @@ with hooks on the decoder layers (explain/inside/replay.py does it for explain's
 transformers' forward: the prompt for step 0, else the token before the step over a copy of the run's Cache
 cropped to the positions before it (transformers' Cache.crop), so it is the pass generate() ran.
 
-The hidden states are read by forward hooks on the layers, not through output_hidden_states: transformers 5 gives
-the final norm's output as the last of output_hidden_states (post-norm), while the lens applies the final norm to
-every layer's output itself, so it needs the last layer's output before the norm. Attention weights need the
+The hidden states are read by forward hooks on the layers, not through output_hidden_states: transformers 5 puts
+the final norm's output in the last place of output_hidden_states (`capture_outputs(tie_last_hidden_states=True)`,
+transformers/utils/output_capturing.py:310-322 and 377-379, 5.24), while the lens applies the final norm to every
+layer's output itself, so it needs the last layer's output before the norm. Attention weights need the
 eager implementation (SDPA and flash attention never form them): the model is switched to "eager" with
 transformers' set_attn_implementation for that one pass, and switched back.
 """
