@@ -272,6 +272,37 @@ def test_what_if_and_set_settings_take_every_registry_knob(tf_tiny, tiny_llama):
     same_records(records[1], records[0])
 
 
+def test_every_declared_kind_from_the_transformers_backend(tiny_llama, tmp_path):
+    """The scenario of tests/test_events.py on backend="transformers": every (stage, kind) explain.events declares
+    is emitted and fits (the checker also runs on every emit in tests), each call's events carry its own run, a
+    forced branch stays in its run, a run ends once, and the saved trace loads checked and equal."""
+    from explain import events
+    pipe = explain.pipeline("text-generation", model=tiny_llama.folder, backend="transformers")
+    pipe("The capital of France is", max_new_tokens=3, do_sample=False)
+    pipe([{"role": "user", "content": "Hi"}], max_new_tokens=3, do_sample=True, temperature=0.7, top_k=5,
+         top_p=0.9, repetition_penalty=1.2, min_p=0.05, min_new_tokens=2)
+    reserved = pipe.trace.new_run()
+    generation = pipe.start("Once upon a time", run=reserved, max_new_tokens=4, keep_logits=True)
+    assert generation.run_id == reserved
+    generation.run(2)
+    branch = generation.force(1, 42)
+    branch.step()
+    text = pipe.finish(generation)
+    count = len(pipe.trace)
+    assert pipe.finish(generation) == text and len(pipe.trace) == count  # a run ends once
+    generation.inspect(1, what=("lens",))
+    emitted = {(e.stage, e.kind) for e in pipe.trace.events}
+    assert emitted == set(events.KINDS), f"declared but never emitted: {set(events.KINDS) - emitted}"
+    assert pipe.trace.runs() == [0, 1, 2, reserved]
+    assert {e.data["branch"] for e in pipe.trace.filter("generation", "step", reserved)} == {0, branch.branch}
+    assert all(e.run == reserved for e in pipe.trace.events if e.kind in ("force", "inspect"))
+    for event in pipe.trace.events:
+        events.check_event(event.stage, event.kind, event.data)
+        assert events.describe(event)
+    path = pipe.trace.save(tmp_path / "trace.json")
+    assert explain.Trace.load(path).to_dict() == pipe.trace.to_dict()
+
+
 def test_a_list_of_prompts_is_one_run_each(tf_tiny):
     """A list of prompts (or of chats) is one traced run per prompt, with what transformers returns for the list."""
     plain = transformers.TextGenerationPipeline(model=tf_tiny.model, tokenizer=tf_tiny.tokenizer)
