@@ -239,6 +239,34 @@ class ShoutForCausalLM(LlamaForCausalLM):
 '''
 
 
+def test_a_peft_adapter_loads_as_transformers_loads_it(tiny_llama, tmp_path):
+    """A LoRA adapter folder (adapter_config.json naming a local base model): transformers loads the base, then the
+    adapter (PeftAdapterMixin); the traced pipeline generates what transformers.pipeline generates, and the
+    weights event names the adapter file and the adapter's settings."""
+    peft = pytest.importorskip("peft")
+    base = transformers.LlamaForCausalLM.from_pretrained(tiny_llama.folder)
+    torch.manual_seed(1)
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                     init_lora_weights=False))  # random B: the adapter changes logits
+    folder = tmp_path / "adapter"
+    lora.save_pretrained(folder)
+    tiny_llama.tokenizer.save(folder)
+    settings = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps(dict(settings, base_model_name_or_path=tiny_llama.folder)))
+    reference = transformers.pipeline("text-generation", model=str(folder))
+    pipe = explain.pipeline("text-generation", model=str(folder), backend="transformers")
+    kwargs = dict(max_new_tokens=6, do_sample=False)
+    assert pipe("Hello", **kwargs) == reference("Hello", **kwargs)
+    plain = transformers.pipeline("text-generation", model=tiny_llama.folder)
+    assert pipe("Hello", **kwargs) != plain("Hello", **kwargs)  # the adapter is in the forward
+    (weights,) = pipe.trace.filter("weights", "load")
+    assert weights.data["files"] == ["model.safetensors", "adapter_model.safetensors"]
+    assert weights.data["adapters"] == {"default": {"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                    "target_modules": ["q_proj", "v_proj"],
+                                                    "base_model": tiny_llama.folder}}
+    assert weights.data["parameters"] == sum(p.numel() for p in pipe.model.parameters())
+
+
 def test_remote_code_runs_when_asked_and_is_marked(tiny_llama, tmp_path):
     """A folder whose config names its own Python code (auto_map): the transformers backend refuses it as
     transformers does, unless trust_remote_code=True; then transformers imports that code, and the trace, its

@@ -56,6 +56,14 @@ class QuantizationInfo(TypedDict):
     quantizer: str | None  # transformers' HfQuantizer class that loaded the weights
 
 
+class AdapterInfo(TypedDict):
+    peft_type: str  # LORA, IA3, ...
+    r: int | None
+    lora_alpha: float | None
+    target_modules: list[str] | str | None
+    base_model: str | None
+
+
 class HooksInfo(TypedDict):
     count: int  # accelerate hooks on the model's modules
     classes: dict[str, int]
@@ -159,6 +167,7 @@ class WeightsLoad(TypedDict):
     error_msgs: NotRequired[list[str]]
     conversion_errors: NotRequired[dict[str, Any]]
     quantization: NotRequired[QuantizationInfo | None]
+    adapters: NotRequired[dict[str, AdapterInfo] | None]  # PEFT adapters transformers loaded, by adapter name
     remote_code: NotRequired[bool]
     seconds: NotRequired[float | None]
     given: NotRequired[bool]

@@ -173,6 +173,22 @@ def quantization_facts(model) -> dict | None:
             "quantizer": type(quantizer).__name__ if quantizer is not None else None}
 
 
+def adapter_facts(model) -> dict | None:
+    """The PEFT adapters transformers loaded into the model (its PeftAdapterMixin keeps their configs in
+    model.peft_config): name -> type, rank, alpha, target modules, the base model it was trained on."""
+    configs = getattr(model, "peft_config", None)
+    if not configs:
+        return None
+    out = {}
+    for name, config in configs.items():
+        targets = getattr(config, "target_modules", None)
+        out[name] = {"peft_type": str(getattr(config.peft_type, "value", config.peft_type)),
+                     "r": getattr(config, "r", None), "lora_alpha": getattr(config, "lora_alpha", None),
+                     "target_modules": sorted(targets) if isinstance(targets, (set, list, tuple)) else targets,
+                     "base_model": getattr(config, "base_model_name_or_path", None)}
+    return out
+
+
 def weights_facts(model, report, files: list[str], seconds: float | None) -> dict:
     files = list(dict.fromkeys(files))  # transformers may resolve a file twice (a GGUF file: config, then weights)
     tensors = unique_tensors(model)
@@ -194,7 +210,8 @@ def weights_facts(model, report, files: list[str], seconds: float | None) -> dic
             "unexpected": unexpected, "unexpected_count": len(unexpected),
             "error_msgs": list(getattr(report, "error_msgs", None) or []),
             "conversion_errors": dict(getattr(report, "conversion_errors", None) or {}),
-            "quantization": quantization_facts(model), "model_class": type(model).__name__,
+            "quantization": quantization_facts(model), "adapters": adapter_facts(model),
+            "model_class": type(model).__name__,
             "source_file": source_file(model), "remote_code": is_remote(model), "backend": "transformers",
             "seconds": seconds}
     if quant_types is not None:
