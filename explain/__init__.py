@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 from .embedded import provision
 from .errors import ExplainError
+from .compare import Comparison, compare
 from .pipeline import pipeline
 from .trace import STAGES, Event, Trace
 
@@ -28,7 +29,8 @@ def attach(tpipe, trace: Trace | None = None):
 
 
 def show(source, **kwargs) -> None:
-    """Display a dashboard of a pipeline (it fills in live as the pipeline runs) or of a saved Trace."""
+    """Display a dashboard of a pipeline (it fills in live as the pipeline runs) or of a saved Trace, or the view
+    of an explain.compare(...) result."""
     from .widgets import show as show_widgets  # ipywidgets, anywidget and plotly load only here
     return show_widgets(source, **kwargs)
 
@@ -45,5 +47,6 @@ def plan_device_map(model, **kwargs):
     return plan(model, **kwargs)
 
 
-__all__ = ["pipeline", "attach", "show", "step_through", "provision", "Trace", "Event", "STAGES", "ExplainError",
+__all__ = ["pipeline", "attach", "compare", "Comparison", "show", "step_through", "provision", "Trace", "Event",
+           "STAGES", "ExplainError",
            "plan_device_map", "__version__"]

@@ -14,6 +14,7 @@ from .inside import InsideView
 from .sink import ThrottledSink
 from .state import DashboardState
 from .static import summary_html
+from .weights_views import AdapterView, CompareView, QuantizationView
 
 _shown: dict[int, weakref.ref] = {}  # id(trace) -> the dashboard explain.show last displayed for it
 
@@ -26,6 +27,9 @@ def show(source, **kwargs) -> None:
     plotly's fig.show() does; to keep the object use `explain.widgets.Dashboard(source)`.
     """
     from IPython.display import display
+    if hasattr(source, "to_dict") and hasattr(source, "first_divergence"):  # an explain.Comparison
+        display(CompareView(source))
+        return
     dashboard = Dashboard(source, **kwargs)
     previous = _shown.get(id(dashboard.trace))
     if previous is not None and previous() is not None and previous() is not dashboard:
@@ -39,4 +43,5 @@ def step_through(pipe, prompt, **generate_kwargs) -> StepThrough:
     return StepThrough(pipe, prompt, **generate_kwargs)
 
 
-__all__ = ["show", "step_through", "Dashboard", "InsideView", "StepThrough", "DashboardState", "ThrottledSink", "summary_html"]
+__all__ = ["show", "step_through", "Dashboard", "InsideView", "StepThrough", "DashboardState", "ThrottledSink",
+           "summary_html", "CompareView", "QuantizationView", "AdapterView"]
