@@ -27,7 +27,8 @@ transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
 import explain  # noqa: E402
-from explain.errors import CorruptFileError, ExplainError, NotCachedError, UnknownTaskError, UnsupportedError  # noqa: E402
+from explain.errors import (ArgumentError, CorruptFileError, ExplainError, NotCachedError,  # noqa: E402
+                           UnknownTaskError, UnsupportedError)
 from explain.widgets import Dashboard  # noqa: E402
 from explain.widgets.state import DashboardState  # noqa: E402
 
@@ -237,6 +238,13 @@ class ShoutConfig(LlamaConfig):
 class ShoutForCausalLM(LlamaForCausalLM):
     config_class = ShoutConfig
 '''
+
+
+@pytest.mark.parametrize("argument, fix", [({"quantization": "int8"}, "quantization_config"),
+                                           ({"adapter": "some/folder"}, "adapter folder")])
+def test_explains_own_quantization_and_adapter_are_refused_naming_transformers_way(argument, fix):
+    with pytest.raises(ArgumentError, match=fix):
+        explain.pipeline("text-generation", model="any/model", backend="transformers", **argument)
 
 
 def test_a_peft_adapter_loads_as_transformers_loads_it(tiny_llama, tmp_path):
