@@ -187,6 +187,17 @@ def test_attach_traces_a_pipeline_built_outside_explain(folders):
         explain.attach(object())
 
 
+def test_device_map_auto_on_one_cpu(folders):
+    """device_map="auto" with no max_memory: transformers gives accelerate a share of the free memory (a float of
+    bytes), recorded in whole bytes; everything fits the CPU, nothing is offloaded."""
+    pipe = explain.pipeline("text-generation", model=folders["phi3"], backend="transformers", device_map="auto")
+    (placement,) = pipe.trace.filter("placement", "place")
+    data = placement.data
+    assert data["strategy"] == "auto" and data["devices"] == ["cpu"] and data["offloaded"] == []
+    assert isinstance(data["max_memory"]["cpu"], int) and data["max_memory"]["cpu"] > 0
+    assert data["main_device"] == "cpu" and set(data["execution_devices"].values()) == {"cpu"}
+
+
 def test_device_map_auto_with_max_memory_offloads(embedded_pipe, tmp_path):
     """On a CPU-only machine, a max_memory too small for the weights makes accelerate put the rest on disk; the
     model runs through accelerate's hooks, which load each offloaded module at its forward. (transformers' pipeline

@@ -271,7 +271,8 @@ class LoadingObserver:
         def infer_auto_device_map(*args, **kwargs):
             memory = _arguments(original, args, kwargs).get("max_memory")
             if memory is not None:
-                self.plan["max_memory"] = {str(k): v for k, v in memory.items()}
+                # bytes; transformers' headroom (a share of the free memory) makes some floats: whole bytes here
+                self.plan["max_memory"] = {str(k): int(v) if isinstance(v, float) else v for k, v in memory.items()}
             return original(*args, **kwargs)
         return infer_auto_device_map
 
