@@ -645,3 +645,23 @@ def test_the_inside_view_shows_the_inspected_steps_of_the_run(pipe, tmp_path):
         assert '"inside.js":' in html and ".explain-in-lens-grid" in html  # its module and its style sheet
     finally:
         dashboard.close()
+
+
+def test_the_header_names_the_backend_and_model_code_from_the_trace_meta(pipe):
+    """The header says which backend ran and links the model file (the trace's meta), live and in the exported page;
+    a hostile meta shows as text."""
+    from explain.widgets.export import export_data
+    pipe("Hi", max_new_tokens=1, do_sample=False)
+    dashboard = Dashboard(pipe.trace)
+    try:
+        assert "backend explain" in dashboard.header.value and "llama.py" in dashboard.header.value
+        page = export_data(pipe.trace, run=pipe.trace.run)["pages"][f"{pipe.trace.run}:0"]
+        assert page["values"]["header"]["value"] == dashboard.header.value
+    finally:
+        dashboard.close()
+    hostile = Trace(list(pipe.trace.events), meta={**pipe.trace.meta, "backend": "<img src=x onerror=alert(1)>"})
+    dashboard = Dashboard(hostile)
+    try:
+        assert "<img" not in dashboard.header.value and "&lt;img src=x" in dashboard.header.value
+    finally:
+        dashboard.close()

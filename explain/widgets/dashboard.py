@@ -202,7 +202,7 @@ class Dashboard(StaticFallback, widgets.VBox):
     def scene(self) -> Scene:
         selected = self.text.selected
         return Scene(self.state, selected=selected if selected >= 0 else None, what_if=self.what_if,
-                     paused=self.paused, detached=self.detached)
+                     paused=self.paused, detached=self.detached, meta=self.trace.meta)
 
     def _render(self, changes) -> None:
         state = self.state

@@ -66,16 +66,16 @@ def _trace(source) -> Trace:
                        f"a saved trace, got {type(source).__name__}")
 
 
-def _page(state: DashboardState) -> dict:
+def _page(state: DashboardState, meta: dict) -> dict:
     """Every view's values for the newest step, and, for the views that read the selection, what differs per step."""
-    values = {view.name: view.draw(Scene(state)) for view in VIEWS}
+    values = {view.name: view.draw(Scene(state, meta=meta)) for view in VIEWS}
     steps = {}
     for view in VIEWS:
         if SELECTION not in view.reads:
             continue
         table = []
         for index in range(len(state.steps())):
-            drawn = view.draw(Scene(state, selected=index))
+            drawn = view.draw(Scene(state, selected=index, meta=meta))
             table.append({k: v for k, v in drawn.items() if v != values[view.name].get(k)})
         steps[view.name] = table
     return {"values": values, "steps": steps}
@@ -99,7 +99,7 @@ def export_data(trace: Trace, run: int | None = None) -> dict:
             label = (f"call {number}" if number else "loading") + (
                 f", branch {branch}: forced at step {fork.get('step')}" if branch else "")
             keys.append({"key": key, "label": label})
-            pages[key] = _page(state)
+            pages[key] = _page(state, trace.meta)
     views = [{"name": v.name, "module": v.module, "section": list(v.section) if v.section else None} for v in VIEWS]
     note = (f"exported by explain on {datetime.date.today().isoformat()}: no kernel, no network; click a token "
             "to see its step")

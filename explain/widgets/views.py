@@ -15,13 +15,14 @@ every value from the trace passed through safe.esc / safe.fmt (a trace is a file
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ipywidgets as widgets
 
 from ..events import LOADING_STAGES
 from ..units import size_text
 from .safe import esc, fmt, integer, number, text
+from .code_link import code_html
 from .elements import GeneratedText, InsideElement, StageTimeline, StepChart, TokenChips
 from .state import DashboardState, visible
 from .step_chart import chart_curves, chart_step
@@ -51,6 +52,7 @@ class Scene:
     what_if: dict | None = None  # a what-if result for the selected step
     paused: bool = False  # a step-through between two clicks (not generating)
     detached: str | None = None  # why this dashboard stopped following its trace
+    meta: dict = field(default_factory=dict)  # the trace's meta: the backend and the model code that ran
 
     @property
     def step_index(self) -> int | None:
@@ -110,7 +112,7 @@ class HeaderView(View):
 
     def draw(self, scene: Scene) -> dict:
         state = scene.state
-        model = state.model_name() or "no model loaded (replay)"
+        model = state.model_name() or text(scene.meta.get("model")) or "no model loaded (replay)"
         steps = state.steps()
         total = state.max_new_tokens
         color = "var(--jp-ui-font-color2, #59636e)"
@@ -136,7 +138,7 @@ class HeaderView(View):
         return {"value": (
             f"<div class='explain-w explain-header'>"
             f"<span style='font-size: 16px; font-weight: 700'>explain</span>"
-            f"<span>{esc(model)}</span>"
+            f"<span>{esc(model)}</span>{code_html(scene.meta)}"
             f"<span class='explain-status' data-steps='{len(steps)}' style='color: {color}; font-weight: 600'>"
             f"{call}{esc(status)}</span>{detached}</div>")}
 
