@@ -14,6 +14,7 @@ from .inside import InsideView
 from .sink import ThrottledSink
 from .state import DashboardState
 from .static import summary_html
+from .strategy_views import BeamTree, DraftView, SamplingTree
 
 _shown: dict[int, weakref.ref] = {}  # id(trace) -> the dashboard explain.show last displayed for it
 
@@ -39,4 +40,5 @@ def step_through(pipe, prompt, **generate_kwargs) -> StepThrough:
     return StepThrough(pipe, prompt, **generate_kwargs)
 
 
-__all__ = ["show", "step_through", "Dashboard", "InsideView", "StepThrough", "DashboardState", "ThrottledSink", "summary_html"]
+__all__ = ["show", "step_through", "Dashboard", "InsideView", "StepThrough", "DashboardState", "ThrottledSink", "summary_html",
+           "SamplingTree", "BeamTree", "DraftView"]

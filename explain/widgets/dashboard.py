@@ -23,6 +23,7 @@ from .sink import ThrottledSink
 from .state import DashboardState, visible
 from .static import summary_html
 from .step_figure import StepFigure
+from .strategy_views import strategy_view
 from .views import GeneratedText, StageTimeline, TokenChips
 
 FIGURE_BUDGET = 0.02  # the step figure may use at most ~2% of the run's time; it redraws less often if costly
@@ -87,6 +88,8 @@ class Dashboard(StaticFallback, widgets.VBox):
         self.branch_picker = widgets.ToggleButtons(options=[("original", 0)], value=0, style={"button_width": "auto"},
                                                    layout=widgets.Layout(display="none"))
         self.branches = widgets.HTML(layout=widgets.Layout(display="none"))
+        self.strategy = widgets.VBox(layout=widgets.Layout(display="none"))  # the decoding strategy's own view
+        self._strategy_settings = None
         self.step_caption = widgets.HTML()
         self.figure = StepFigure()
         self.step_tools = step_tools if step_tools is not None else widgets.Box(layout=widgets.Layout(display="none"))
@@ -96,7 +99,7 @@ class Dashboard(StaticFallback, widgets.VBox):
             self.prompt,
             widgets.HBox([_section("Generation", "each token shaded by the probability it was picked with"),
                           self.run_picker], layout=widgets.Layout(justify_content="space-between")),
-            self.text, self.branch_picker, self.branches,
+            self.text, self.branch_picker, self.branches, self.strategy,
             _section("Step view", "what the model proposed at one step, and how each logits processor changed it"),
             self.step_caption, self.step_tools, self.figure.widget], **kwargs)
         self.add_class("explain-dashboard")
@@ -155,7 +158,7 @@ class Dashboard(StaticFallback, widgets.VBox):
             return
         self._unsubscribe()
         for child in (self.header, self.timeline, self.prompt, self.text, self.run_picker, self.branch_picker,
-                      self.branches, self.step_caption, self.figure.widget):
+                      self.branches, *self.strategy.children, self.strategy, self.step_caption, self.figure.widget):
             child.close()
         super().close()
 
@@ -177,6 +180,7 @@ class Dashboard(StaticFallback, widgets.VBox):
                                        f"{'a chat, through the chat template' if d.get('kind_of_input') == 'chat' else 'plain text'}"
                                        if state.encode is not None else "no call yet")
             moved = self._render_text()
+            self._render_strategy()
         now = time.perf_counter()
         if final or moved or now - self._figure_time >= max(self.sink.interval, self._figure_cost / FIGURE_BUDGET):
             self._render_step()
@@ -235,6 +239,19 @@ class Dashboard(StaticFallback, widgets.VBox):
             self.text.status = f"/ {state.max_new_tokens} tokens \u00b7 generating\u2026{rate}"
         self.text.running = running
         return moved
+
+    def _render_strategy(self) -> None:
+        """Several samples, beam search or assisted decoding: their view (a sampling tree, a beam tree, drafts)."""
+        settings = self.state.settings
+        if settings is self._strategy_settings:
+            return
+        self._strategy_settings = settings
+        for view in self.strategy.children:
+            view.close()
+        name = settings.data.get("strategy", {}).get("name") if settings is not None else None
+        view = strategy_view(self.trace, self.state.run, name) if name else None
+        self.strategy.children = [view] if view is not None else []
+        self.strategy.layout.display = "flex" if view is not None else "none"
 
     def _render_pickers(self) -> None:
         self._quiet = True
