@@ -99,7 +99,7 @@ class TransformersContender:
         own = self.tokenizer(text, add_special_tokens=True)["input_ids"]
         if own != list(ids):
             self.same_ids = False  # keep the comparison on the same ids: use explain's
-        input_ids = torch.tensor([list(ids)])  # (1, T)
+        input_ids = torch.tensor([list(ids)], device=self.model.device)  # (1, T), where generate wants it
         with torch.inference_mode():
             out = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=new_tokens,
                                       min_new_tokens=None, do_sample=False, eos_token_id=None,

@@ -5,6 +5,11 @@ device_map="auto" (or "balanced", "sequential", "balanced_low_0")
                                     accelerate.infer_auto_device_map over the devices accelerate finds, with
                                     max_memory from accelerate.utils.get_max_memory (or the caller's)
 device_map={"model.layers.0": 0, ...}  the caller's own map
+
+When the map spans devices, accelerate's dispatch_model attaches hooks that move activations between them; a module
+mapped to "cpu" beside a GPU is *offloaded*: its weights stay in CPU RAM (its parameters become meta tensors) and
+are copied to the GPU for every forward, so it runs on the GPU. The event says both: where each module's weights
+are stored (device_map, bytes_per_device, layers) and where it runs (execution_devices, offloaded, main_device).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import time
 
 import torch
 from accelerate import dispatch_model
-from accelerate.utils import get_max_memory, infer_auto_device_map, set_module_tensor_to_device
+from accelerate.utils import compute_module_sizes, get_max_memory, infer_auto_device_map, set_module_tensor_to_device
 
+from .device_plan.memory import headroom, order
 from .errors import ExplainError
 from .trace import Trace
 from .weights import dtype_name
@@ -65,18 +71,24 @@ def plan(model: torch.nn.Module, dtype: torch.dtype, device=None, device_map=Non
                        "device_map": device_map if not isinstance(device_map, dict) else "dict"},
              "no_split_module_classes": no_split, "dtype": dtype_name(dtype)}
     if isinstance(device_map, str) and device_map in AUTO_STRATEGIES:
-        memory = get_max_memory(max_memory)
+        memory = order(get_max_memory(dict(max_memory) if max_memory is not None else None))
         gpus = [k for k in memory if k not in ("cpu", "disk", "mps")]
-        found = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split, dtype=dtype)
-        facts.update(strategy=device_map, max_memory=memory, device_map=dict(found))
-        if not gpus:
+        # the budget from_pretrained hands accelerate: headroom and GPU balancing as transformers does them
+        sizes = dict(compute_module_sizes(model, dtype=dtype))
+        budget, steps = headroom(memory, model, sizes, no_split, max_memory is not None, device_map, quantized=False)
+        found = infer_auto_device_map(model, max_memory=dict(budget), no_split_module_classes=no_split, dtype=dtype)
+        facts.update(strategy=device_map, max_memory=memory, budget=budget, headroom=steps, device_map=dict(found))
+        if not gpus and max_memory is not None:
+            facts["reason"] = (f"the max_memory given names no accelerator ({', '.join(map(str, memory))}), so "
+                               "every module goes to cpu")
+        elif not gpus:
             facts["reason"] = ("no accelerator is visible (torch.cuda.is_available() is False"
                                + (", no MPS" if not torch.backends.mps.is_available() else "")
                                + "), so accelerate's get_max_memory() lists only the CPU "
                                f"({memory.get('cpu', 0) / 2**30:.1f} GiB free) and every module goes to cpu")
         else:
             facts["reason"] = (f"accelerate filled the devices in order ({', '.join(map(str, memory))}) within "
-                               "max_memory, keeping each decoder layer whole")
+                               "max_memory, keeping each decoder layer whole" + "".join(f"; {s}" for s in steps))
     elif isinstance(device_map, dict):
         facts.update(strategy="given", device_map=dict(device_map), reason="device_map given by the caller")
     else:
@@ -121,9 +133,7 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
         _tie(model, target, source)
     for name, buffer in list(model.named_buffers()):  # computed buffers (rotary frequencies) follow their module
         set_module_tensor_to_device(model, name, _device_of(name, device_map), value=buffer)
-    if len(facts["devices"]) > 1:
-        dispatch_model(model, device_map=device_map)  # hooks that move activations between devices
-    per_device, seen = {}, set()
+    per_device, seen = {}, set()  # where the weights are stored, counted before dispatch makes offloaded ones meta
     for _, parameter in model.named_parameters():
         if parameter.data_ptr() in seen:
             continue
@@ -134,9 +144,61 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
                  modules={name: str(next(m.parameters()).device) for name, m in model.named_children()
                           if any(True for _ in m.parameters())})
     facts["layers"] = _layer_devices(model)
+    if len(facts["devices"]) > 1:
+        dispatch_model(model, device_map=device_map)  # hooks that move activations (and offloaded weights)
+    facts.update(execution(model, device_map))
+    if facts["offloaded"]:
+        facts["reason"] += (f"; {len(facts['offloaded'])} module(s) mapped to cpu keep their weights in CPU RAM and "
+                            f"run on {facts['main_device']}: accelerate copies their weights there for every forward")
     trace.emit("placement", "place", facts, start=start, duration=time.perf_counter() - t0)
     model.eval()
     return model
+
+
+def execution(model: torch.nn.Module, device_map: dict) -> dict:
+    """Where each module of the device map runs, as accelerate's hooks will run it: {"main_device": where inputs go,
+    "execution_devices": {module: device}, "offloaded": [modules whose weights are copied in for every forward]}.
+    Without hooks (one device) every module runs where its weights are."""
+    runs, offloaded = {}, []
+    for name, where in device_map.items():
+        module = model.get_submodule(name) if name else model
+        hooked = _hook_device(module)
+        runs[name] = hooked if hooked is not None else _label(where)
+        if any(p.device.type == "meta" for p in module.parameters()):
+            offloaded.append(name)
+    return {"main_device": str(input_device(model)), "execution_devices": runs, "offloaded": offloaded}
+
+
+def _label(device) -> str:
+    return f"cuda:{device}" if isinstance(device, int) else str(device)
+
+
+def _hook_device(module: torch.nn.Module) -> str | None:
+    """The execution device of accelerate's AlignDevicesHook on `module` (None when it has none)."""
+    hook = getattr(module, "_hf_hook", None)
+    for one in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):  # SequentialHook holds several
+        device = getattr(one, "execution_device", None)
+        if device is not None:
+            return _label(device if not isinstance(device, torch.device) else str(device))
+    return None
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where a forward's inputs go: the execution device of accelerate's top hook when the model was dispatched
+    (its first parameter may be an offloaded meta tensor), else the device of its first parameter not on meta (of
+    its first parameter, for a model wholly on meta)."""
+    hooked = _hook_device(model)
+    if hooked is not None:
+        return torch.device(hooked)
+    devices = [p.device for p in model.parameters()]
+    return next((d for d in devices if d.type != "meta"), devices[0] if devices else torch.device("cpu"))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on `device` (CUDA returns from a call before its kernels ran), so that a clock
+    read after it measures the work itself. Nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _layer_devices(model: torch.nn.Module) -> dict:

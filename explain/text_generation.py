@@ -27,6 +27,7 @@ from .generation import SETTINGS, Generation, resolve
 from .generation.settings import warnings_for
 from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
+from .placement import input_device
 from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
@@ -47,7 +48,7 @@ class TextGenerationPipeline:
         self.generation_config, self.generation_config_source = generation_config, generation_config_source
         self.trace, self.name_or_path, self.dtype = trace, name_or_path, dtype
         self.generate_defaults = dict(generate_defaults or {})
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.last_generation: Generation | None = None
 
     def __repr__(self):

@@ -16,7 +16,8 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))
 LESSONS = ["00_quickstart", "01_registry_and_config", "02_tokenization_and_chat_templates",
-           "03_weights_dtypes_quantization", "04_device_map_auto", "05_generation_step_by_step", "06_sampling_knobs"]
+           "03_weights_dtypes_quantization", "04_device_map_auto", "05_generation_step_by_step", "06_sampling_knobs",
+           "10_inside_the_model"]
 
 
 def test_every_lesson_is_there():

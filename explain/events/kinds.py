@@ -138,10 +138,15 @@ class PlacementPlace(TypedDict):
     dtype: str
     no_split_module_classes: list[str]
     max_memory: NotRequired[dict[str, int | str]]
-    bytes_per_device: dict[str, int]
+    budget: NotRequired[dict[str, int | float]]  # device_map="auto": the max_memory given to infer_auto_device_map
+    headroom: NotRequired[list[str]]  # the steps from max_memory to budget, as transformers takes them
+    bytes_per_device: dict[str, int]  # where the weights are stored (an offloaded module's: CPU RAM)
     tied: dict[str, str]
     modules: dict[str, str]
     layers: dict[str, str]
+    main_device: str  # where inputs go
+    execution_devices: dict[str, str]  # device-map module -> the device its forward runs on
+    offloaded: list[str]  # modules whose weights stay in CPU RAM and are copied to main_device for every forward
 
 
 # -- a call: run n ----------------------------------------------------------------------------------------

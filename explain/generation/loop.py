@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ExplainError
 from ..models.cache import KVCache
+from ..placement import input_device, synchronize
 from ..trace import Trace
 from ..units import size_text
 from .processors import build_processors
@@ -29,6 +30,19 @@ from .stopping import StopStrings
 
 CAPTURES = (None, "default", "inside")  # what each step records besides the default
 TOP_WHEN_ALL = 20  # trace_top="all": the usual top entries, and the whole rows in "rows"
+
+
+def _read(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Several tensors brought to the host in one copy, as float32: on a GPU each read waits for the device, so a
+    step reads once what it needs rather than once per number. Token ids (< 2**24) are exact in float32."""
+    host = torch.cat([t.reshape(-1).to(torch.float32) for t in tensors]).cpu()
+    return list(host.split([t.numel() for t in tensors]))
+
+
+def _counts(before: torch.Tensor, after: torch.Tensor) -> list[int]:
+    """(removed, changed, kept) by a processor that turned `before` into `after`, read in one copy."""
+    finite = torch.isfinite(after)
+    return torch.stack([(torch.isfinite(before) & ~finite).sum(), (before != after).sum(), finite.sum()]).tolist()
 
 
 def _index(value, what: str) -> int:
@@ -55,7 +69,7 @@ class Generation:
         if trace_top != "all" and (not isinstance(trace_top, int) or isinstance(trace_top, bool) or trace_top < 1):
             raise ExplainError(f"trace_top must be a positive integer or \"all\", got {trace_top!r}")
         self.model, self.tokenizer, self.trace = model, tokenizer, trace
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.settings = dict(settings)
         self.input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
         self.prompt_length = len(prompt_ids)
@@ -119,7 +133,10 @@ class Generation:
     @torch.inference_mode()
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         out = self.model(ids, cache=self.cache, logits_to_keep=1)
-        return out.logits[:, -1, :].to(dtype=torch.float32)  # (1, vocab): processors work in fp32, as in transformers
+        # (1, vocab): processors work in fp32, as in transformers, beside input_ids (the head may be on another GPU)
+        logits = out.logits[:, -1, :].to(device=self.device, dtype=torch.float32)
+        synchronize(logits.device)  # so that the forward's time is the forward's, not the queueing of its kernels
+        return logits
 
     def prefill(self) -> dict:
         start, t0 = time.time(), time.perf_counter()
@@ -134,9 +151,9 @@ class Generation:
     def _top(self, scores: torch.Tensor, token_texts: dict) -> dict:
         row = scores[0]
         k = min(TOP_WHEN_ALL if self.trace_top == "all" else self.trace_top, row.numel())
-        values, ids = torch.topk(row, k)
+        values, ids = _read(*torch.topk(row, k))  # one read for both
         keep = torch.isfinite(values)
-        values, ids = values[keep], ids[keep].tolist()
+        values, ids = values[keep], ids[keep].long().tolist()
         for token_id in ids:
             token_texts[token_id] = self.token_text(token_id)
         return {"ids": ids, "values": float32_list(values)}
@@ -171,11 +188,10 @@ class Generation:
             scores = processor(self.input_ids, scores)
             if self.trace_top == "all":
                 processed.append(scores[0])
-            removed = int((torch.isfinite(before) & ~torch.isfinite(scores)).sum())
-            changed = int((before != scores).sum())
+            removed, changed, kept = _counts(before, scores)
             record["processors"].append({"name": processor.name, "title": processor.title,
                                          "args": processor.args(), "removed": removed,
-                                         "changed": changed, "kept": int(torch.isfinite(scores).sum()),
+                                         "changed": changed, "kept": kept,
                                          "top": self._top(scores, token_texts) if changed else None})
         probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
         if self.trace_top == "all":
@@ -183,27 +199,32 @@ class Generation:
                                                                zip(record["processors"], processed)},
                               "probs": encode_row(probs[0])}
         if self.settings.get("do_sample"):
-            token = int(torch.multinomial(probs, num_samples=1)[0, 0])
+            chosen = torch.multinomial(probs, num_samples=1)[0, 0]
             method = "sample"
         else:
-            token = int(torch.argmax(scores, dim=-1)[0])
+            chosen = torch.argmax(scores, dim=-1)[0]
             method = "greedy"
         raw_probs = torch.softmax(raw, dim=-1)
         p = probs[0]
-        entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
         top_probs, top_ids = torch.topk(p, min(10, p.numel()))
-        for token_id in top_ids.tolist():
+        # the step's numbers in one read: the token, its probabilities and logit, the logits above it, the entropy
+        # (entr(p) = -p ln p, and 0 where p is 0)
+        facts = torch.stack([chosen.to(torch.float32), probs[0, chosen], raw_probs[0, chosen], raw[0, chosen],
+                             (raw[0] > raw[0, chosen]).sum().to(torch.float32), torch.special.entr(p).sum()])
+        facts, top_probs, top_ids = _read(facts, top_probs, top_ids)
+        token, prob, raw_prob, logit, above, entropy = facts.tolist()
+        token, top_ids = int(token), top_ids.long().tolist()
+        for token_id in top_ids:
             token_texts.setdefault(token_id, self.token_text(token_id))
-        self.input_ids = torch.cat([self.input_ids, torch.tensor([[token]], device=self.device)], dim=1)
+        self.input_ids = torch.cat([self.input_ids, chosen.view(1, 1)], dim=1)  # the token never left the device
         full = self.text
         piece = ""
         if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
             piece, self.printed = full[len(self.printed):], full
         record.update(
             token_id=token, token=self.token_text(token), text=piece, method=method,
-            prob=float(probs[0, token]), raw_prob=float(raw_probs[0, token]),
-            logit=float(raw[0, token]), rank=int((raw[0] > raw[0, token]).sum()) + 1,
-            entropy_bits=entropy, probs_top={"ids": top_ids.tolist(), "values": float32_list(top_probs)},
+            prob=prob, raw_prob=raw_prob, logit=logit, rank=int(above) + 1,
+            entropy_bits=entropy / math.log(2), probs_top={"ids": top_ids, "values": float32_list(top_probs)},
             kv_cache={"length": len(self.cache), "bytes": self.cache.nbytes},
             forward=forward, forward_time=forward_time,
             token_texts={str(k): v for k, v in token_texts.items()})  # str keys: as JSON has them, live or replayed

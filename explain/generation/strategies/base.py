@@ -31,6 +31,7 @@ import torch
 
 from ...errors import ExplainError
 from ...models.cache import KVCache
+from ...placement import input_device, synchronize
 from ..knobs import Knob
 from ..processors import build_processors
 from ..processors.base import eos_ids
@@ -102,7 +103,7 @@ class Run:
                                " runs several (or drafts): leave capture out, or run one sequence "
                                "(num_return_sequences=1, num_beams=1, no assistant)")
         self.model, self.tokenizer, self.trace = model, tokenizer, trace
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.settings = dict(settings)
         self.prompt_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
         self.prompt_length = len(prompt_ids)
@@ -151,7 +152,10 @@ class Run:
     def forward(self, ids: torch.Tensor, keep: int = 1) -> torch.Tensor:
         """The model on new tokens `ids` (B, t) through the run's cache: float32 logits (B, keep, vocab)."""
         out = self.model(ids, cache=self.cache, logits_to_keep=keep)
-        return out.logits[:, -keep:, :].to(dtype=torch.float32)
+        # float32 beside input_ids (the head may be on another GPU); the time is the forward's, not its queueing
+        logits = out.logits[:, -keep:, :].to(device=self.device, dtype=torch.float32)
+        synchronize(logits.device)
+        return logits
 
     def stop_reason_of(self, ids: list[int]) -> str | None:
         """Why a sequence (prompt included) stops after its last token, checked as Generation checks it: EOS, the

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ...models.cache import KVCache
+from ...placement import input_device
 
 
 @dataclass
@@ -41,7 +42,7 @@ class AssistantDraft:
         self.min_new_tokens = min_new_tokens  # the processor class for a draft that must not end too soon
         self.max_length, self.min_length = max_length, min_length or 0
         self.num_tokens, self.schedule, self.threshold = num_tokens, schedule, threshold
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.cache = KVCache()
         self.fed: list[int] = []  # the tokens whose keys and values are in self.cache
 
@@ -70,7 +71,7 @@ class AssistantDraft:
         out = self.model(torch.tensor([new], dtype=torch.long, device=self.device), cache=self.cache,
                          logits_to_keep=1)
         self.fed = ids[:common] + new
-        return out.logits[:, -1, :].to(torch.float32)  # (1, vocab)
+        return out.logits[:, -1, :].to(device=self.device, dtype=torch.float32)  # (1, vocab)
 
     @torch.inference_mode()
     def propose(self, ids: list[int]) -> Draft:
