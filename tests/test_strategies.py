@@ -291,4 +291,5 @@ def test_settings_event_names_the_strategy(tiny, small):
         assert settings is not None
         strategy = settings.data["strategy"]
         assert (strategy["name"], strategy["mode"]) == (name, mode)
-        assert isinstance(settings.data["settings"].get("assistant_model", ""), str)  # an object is shown by label
+    label = settings.data["settings"]["assistant_model"]  # the last call's assistant, shown by a label, not an object
+    assert isinstance(label, str) and "LlamaForCausalLM" in label and "M parameters" in label
