@@ -293,3 +293,36 @@ def test_settings_event_names_the_strategy(tiny, small):
         assert (strategy["name"], strategy["mode"]) == (name, mode)
     label = settings.data["settings"]["assistant_model"]  # the last call's assistant, shown by a label, not an object
     assert isinstance(label, str) and "LlamaForCausalLM" in label and "M parameters" in label
+
+
+def test_a_list_of_prompts_is_answered_as_the_pipeline_answers_it(tiny):
+    """One prompt after another (transformers' pipeline default, batch_size=1), and the trace says so."""
+    ours, theirs = tiny
+    prompts = [PROMPT, "Once upon a time"]
+    for call in (dict(num_beams=3, num_return_sequences=2), dict(prompt_lookup_num_tokens=2)):
+        mine, expected = both(ours, theirs, prompts, do_sample=False, max_new_tokens=6, **call)
+        assert mine == expected and len(mine) == 2
+    note = ours.trace.last("generation", "settings", run=ours.last_generation.run_id).data["batch"]
+    assert (note["index"], note["size"], note["batch_size"]) == (1, 2, 1) and "one after another" in note["note"]
+
+
+def test_the_console_describes_each_strategy(tiny, small, capsys):
+    from explain.console import print_timeline
+    ours, _ = tiny
+    ours(PROMPT, num_beams=3, num_return_sequences=2, max_new_tokens=4, do_sample=False)
+    print_timeline(ours.trace, run=ours.last_generation.run_id)
+    beams = capsys.readouterr().out
+    assert "beam search: 3 beams, length_penalty 1.0, early_stopping False, up to 4 new tokens" in beams
+    assert "beam step 0: running " in beams and "beam search ranked 3 finished sequences; best " in beams
+    assert "beam step 3: no beam running (every candidate finished); 3 finished (3 new)" in beams
+    assert "stopped by max_length" in beams
+    ours(PROMPT, assistant_model=small[0], max_new_tokens=8, do_sample=False)
+    print_timeline(ours.trace, run=ours.last_generation.run_id)
+    drafts = capsys.readouterr().out
+    assert "assisted decoding (greedy): drafts by " in drafts and "round 0 (assistant): " in drafts
+    rejected = next(r for r in ours.last_generation.rounds if r["rejection"])
+    assert f"round {rejected['round']} (assistant): {rejected['accepted']}/{len(rejected['drafted'])} drafted " \
+           f"tokens accepted" in drafts and "the model ranks first" in drafts
+    ours(PROMPT, do_sample=True, num_return_sequences=2, max_new_tokens=3)
+    print_timeline(ours.trace, run=ours.last_generation.run_id)
+    assert "sampling 2 sequences, up to 3 new tokens" in capsys.readouterr().out

@@ -521,10 +521,14 @@ def _generation_step(d: dict) -> str:
 
 def _generation_beams(d: dict) -> str:
     texts = d["token_texts"]
-    beams = ", ".join(f"{texts.get(str(b['token_id']), '?')!r} {b['score']:.2f}" for b in d["running"])
-    finished = f"; {len(d['finished'])} finished" if d["finished"] else ""
+    live = [b for b in d["running"] if b["score"] > -1e8]  # -1e9 marks a slot no unfinished candidate filled
+    beams = ("running " + ", ".join(f"{texts.get(str(b['token_id']), '?')!r} {b['score']:.2f}" for b in live)
+             if live else "no beam running (every candidate finished)")
+    added = sum(c["added"] for c in d["candidates"])
+    finished = (f"; {len(d['finished'])} finished" + (f" ({added} new)" if added else "")
+                + f", best {max(f['score'] for f in d['finished']):.3f}") if d["finished"] else ""
     done = f"; done: {d['done']}" if "done" in d else ""
-    return f"beam step {d['step']}: running {beams}{finished}{done}"
+    return f"beam step {d['step']}: {beams}{finished}{done}"
 
 
 def _generation_ranking(d: dict) -> str:
@@ -534,10 +538,12 @@ def _generation_ranking(d: dict) -> str:
 
 
 def _generation_draft(d: dict) -> str:
-    drafted = len(d["drafted"])
+    drafted, new = len(d["drafted"]), len(d["new_ids"])
+    head = f"round {d['round']} ({d['source'].replace('_', ' ')}): "
+    if not drafted:
+        return head + f"nothing drafted ({d['draft_stop']}); the model's own token"
     why = f"; {d['rejection']['reason']}" if d["rejection"] else ""
-    return (f"round {d['round']} ({d['source'].replace('_', ' ')}): {d['accepted']}/{drafted} drafted tokens "
-            f"accepted, +{len(d['new_ids'])} tokens{why}")
+    return f"{head}{d['accepted']}/{drafted} drafted tokens accepted, +{new} token{'s' if new > 1 else ''}{why}"
 
 
 def _generation_force(d: dict) -> str:

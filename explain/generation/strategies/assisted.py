@@ -271,12 +271,12 @@ class AssistedRun(Run):
         rejection = None
         if accepted < count:
             drafted, chose = tokens[accepted], picked[accepted]
-            how = "sampled" if self.do_sample else "would pick (its most likely token)"
+            how = "drew" if self.do_sample else "ranks first"
             rejection = {"index": accepted, "drafted_id": drafted, "target_id": chose,
                          "target_prob": float(probs[accepted, chose]), "drafted_prob": float(probs[accepted, drafted]),
-                         "reason": f"the model {how} {self.token_text(chose)!r} (p {float(probs[accepted, chose]):.3f})"
-                                   f" here, not the drafted {self.token_text(drafted)!r} "
-                                   f"(p {float(probs[accepted, drafted]):.3f})"}
+                         "reason": f"at drafted token {accepted + 1} the model {how} {self.token_text(chose)!r} "
+                                   f"(p {float(probs[accepted, chose]):.3f}), not the drafted "
+                                   f"{self.token_text(drafted)!r} (p {float(probs[accepted, drafted]):.3f})"}
         return picked[:accepted + 1], accepted, picked, rejection
 
     def _speculative(self, draft, probs) -> tuple[list[int], int, list[int], dict | None]:

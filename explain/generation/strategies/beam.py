@@ -216,13 +216,13 @@ class BeamSearchRun(Run):
     def _stop(self, hits, reasons) -> tuple[str, str] | None:
         """(stop reason, the sentence that explains it) when the search is over (transformers'
         _beam_search_has_unfinished_sequences), else None."""
+        if bool(hits.all()):  # every candidate met a stopping criterion: usually max_length
+            reason = next(r for r in reasons if r)
+            return reason, f"every candidate met a stopping criterion ({reason})"
         if not self.improvable:
             return "no_improvement", "no running beam can beat the worst finished one (the early-stopping heuristic)"
         if bool(self.is_finished.all()) and self.early_stopping is True:
             return "all_finished", f"{self.num_beams} sequences have finished (early_stopping=True)"
-        if bool(hits.all()):  # every candidate met a stopping criterion: usually max_length
-            reason = next(r for r in reasons if r)
-            return reason, f"every candidate met a stopping criterion ({reason})"
         return None
 
     def _best_possible(self, best_running: torch.Tensor) -> float:
