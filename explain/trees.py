@@ -130,7 +130,7 @@ def beam_tree(events: list[Event], prompt: str = "") -> dict:
                     node["normalized"] = candidate["normalized"]
                 nodes.append(node)
             levels.append(nodes)
-            settings = {"length_penalty": data["length_penalty"], "method": data["method"]}
+            settings.update(length_penalty=data["length_penalty"], method=data["method"])
             done = data.get("done", done)
         elif event.kind == "ranking":
             ranking = event.data

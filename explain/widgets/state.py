@@ -42,6 +42,7 @@ class DashboardState:
         self.end_branch = 0
         self.decode: Event | None = None
         self.branches: dict[int, list[dict]] = {0: []}
+        self.run_events: list[Event] = []  # the run's events in order (the strategy panels fold them: explain.trees)
         self.sequences: dict[int, list[dict]] = {}  # several sampled sequences: the steps of sequence 1, 2, ...
         self.beams: list[dict] = []  # beam search: each step's generation/beams data
         self.drafts: list[dict] = []  # assisted decoding: each round's generation/draft data
@@ -69,6 +70,7 @@ class DashboardState:
         if event.run != self.run:
             self._reset_run(event.run)
             self.runs.append(event.run)
+        self.run_events.append(event)
         key = (event.stage, event.kind)
         if key == ("tokenization", "encode"):
             self.encode = event

@@ -47,8 +47,8 @@ CELLS = [
     "SamplingTree(pipe)",
     "pipe('The capital of France is', max_new_tokens=6, num_beams=3, num_return_sequences=2, do_sample=False)\n"
     "BeamTree(pipe)",
-    "pipe('def add(a, b):\\n    return a + b\\n\\ndef sub(a, b):\\n', max_new_tokens=24, do_sample=False, "
-    "prompt_lookup_num_tokens=4)\nDraftView(pipe)",
+    "pipe('Copy this sentence: Paris is the capital of France.\\nCopy: Paris is', max_new_tokens=20, "
+    "do_sample=False, prompt_lookup_num_tokens=3)\nDraftView(pipe)",
     "run = pipe.start('The best way to learn is', max_new_tokens=8, do_sample=False, keep_logits=True)\nrun.run(4)\n"
     "branch = run.force(1, run.steps[1]['probs_top']['ids'][2])\nbranch.run()\nrun.run()\nSamplingTree(run)",
 ]
