@@ -108,6 +108,7 @@ def test_draft_rounds_add_up(pipe):
 
 
 def test_views_follow_the_pipeline_and_replay_a_file(pipe, tmp_path):
+    pipe("a b c a b", prompt_lookup_num_tokens=2, max_new_tokens=3, do_sample=False)
     torch.manual_seed(0)
     pipe(PROMPT, do_sample=True, num_return_sequences=3, max_new_tokens=4)
     samples = pipe.last_generation.run_id
@@ -118,7 +119,7 @@ def test_views_follow_the_pipeline_and_replay_a_file(pipe, tmp_path):
     beams.sink.flush()
     assert beams.run == pipe.last_generation.run_id and len(beams.data["levels"]) == 4
     assert tree.run == samples  # a beam search has nothing for the sampling tree: it stays on the samples
-    assert drafts.run is not None and drafts.data["rounds"]  # the module's earlier prompt lookup call
+    assert drafts.run is not None and drafts.data["rounds"]  # the prompt lookup call before the samples
     path = tmp_path / "trace.json"
     pipe.trace.save(path)
     replay = BeamTree(Trace.load(path), run=beams.run)
