@@ -112,19 +112,28 @@ def test_views_follow_the_pipeline_and_replay_a_file(pipe, tmp_path):
     torch.manual_seed(0)
     pipe(PROMPT, do_sample=True, num_return_sequences=3, max_new_tokens=4)
     samples = pipe.last_generation.run_id
-    beams, drafts = BeamTree(pipe), DraftView(pipe)
+    beams, drafts, following = BeamTree(pipe), DraftView(pipe), SamplingTree(pipe, follow=True)
     tree = SamplingTree(pipe)
     assert tree.run == samples and tree.data["count"] == 3 and "3 sampled sequences" in tree.caption
+    assert beams.run is None and "no beam search yet" in beams.caption  # made before its call: it waits for it
     pipe(PROMPT, num_beams=2, max_new_tokens=3, do_sample=False)
     beams.sink.flush()
-    assert beams.run == pipe.last_generation.run_id and len(beams.data["levels"]) == 4
+    first_beams = beams.run
+    assert first_beams == pipe.last_generation.run_id and len(beams.data["levels"]) == 4
     assert tree.run == samples  # a beam search has nothing for the sampling tree: it stays on the samples
+    torch.manual_seed(1)
+    pipe(PROMPT, do_sample=True, num_return_sequences=2, max_new_tokens=3)
+    pipe(PROMPT, num_beams=3, max_new_tokens=3, do_sample=False)
+    for view in (tree, following, beams):
+        view.sink.flush()
+    assert tree.run == samples and beams.run == first_beams  # each shows its call
+    assert following.run == pipe.last_generation.run_id - 1 and following.data["count"] == 2  # follow=True moves
     assert drafts.run is not None and drafts.data["rounds"]  # the prompt lookup call before the samples
     path = tmp_path / "trace.json"
     pipe.trace.save(path)
     replay = BeamTree(Trace.load(path), run=beams.run)
     assert replay.data == beams.data
-    for view in (tree, beams, drafts, replay):
+    for view in (tree, beams, drafts, replay, following):
         view.close()
     with pytest.raises(TypeError, match="needs a pipeline"):
         SamplingTree("not a trace")

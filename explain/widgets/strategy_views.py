@@ -131,14 +131,17 @@ class RunView:
     """What the three views share: which trace and run they show, and following it live."""
     panel = ""
 
-    def __init__(self, source, run: int | None = None, **kwargs):
+    def __init__(self, source, run: int | None = None, follow: bool = False, **kwargs):
+        """`run`: the call to show. Without it, the newest call that has something to show (a view made before its
+        call waits for it, then draws it live); that call stays on screen unless `follow=True` (then each newer
+        call replaces it, as on the dashboard)."""
         super().__init__(**kwargs)
         trace = source if isinstance(source, Trace) else getattr(source, "trace", None)
         if not isinstance(trace, Trace):
             raise TypeError(f"{type(self).__name__} needs a pipeline, an explain.Trace or a run from pipe.start(), "
                             f"got {type(source).__name__}")
         run = run if run is not None else getattr(source, "run_id", None)
-        self.trace, self.run, self.follow = trace, run, run is None
+        self.trace, self.run, self.follow = trace, run, follow and run is None
         self.sink = ThrottledSink(lambda events: self.refresh(), interval=0.1)
         self._unsubscribe = trace.subscribe(self.sink)
         self.refresh()
@@ -148,7 +151,7 @@ class RunView:
 
     def refresh(self) -> None:
         """Rebuild `data` from the run's events (the newest run that has something to draw, when following)."""
-        if self.follow:
+        if self.follow or self.run is None:
             for run in reversed([r for r in self.trace.runs() if r > 0]):
                 if PANELS[self.panel].wanted(self.trace.filter(run=run)):
                     self.run = run
