@@ -174,6 +174,7 @@ def test_step_through_advances_every_beam(pipe):
     controller = explain.step_through(pipe, PROMPT, num_beams=3, max_new_tokens=4, do_sample=False)
     try:
         generation = controller.generation
+        assert controller.next_button.description == "Next step"
         controller.next_button.click()
         assert len(generation.steps) == 1 and len(generation.steps[0]["running"]) == 3
         controller.next_button.click()

@@ -83,7 +83,7 @@ function treeView(data) {
 function rankingView(ranking) {
   const table = el("table", "explain-bt-rank");
   const head = el("tr");
-  for (const name of ["rank", "returned", "text", "log p", "length", "score = log p / length^lp"]) head.appendChild(el("th", "", name));
+  for (const name of ["rank", "returned", "text", "log p", "length", "score"]) head.appendChild(el("th", "", name));
   table.appendChild(head);
   for (const h of ranking.hypotheses) {
     const row = el("tr", h.returned ? "returned" : "");
@@ -123,7 +123,8 @@ function render({ model, el: root }) {
     box.appendChild(legend);
     if (data.ranking) {
       box.appendChild(el("div", "explain-caption", "Final ranking"));
-      box.appendChild(el("div", "explain-muted", `${data.ranking.reason}; the first ${data.ranking.num_return_sequences} are returned`));
+      box.appendChild(el("div", "explain-muted", `${data.ranking.reason}; score = log p / length ^ ` +
+        `${data.ranking.length_penalty} (length_penalty); the first ${data.ranking.num_return_sequences} are returned`));
       box.appendChild(rankingView(data.ranking));
     }
   }

@@ -125,6 +125,11 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.dashboard.runs.add(run)
         claim(self.pipe.trace, run)
         generation = self.pipe.start(self.prompt, run=run, **kwargs)
+        strategy = getattr(type(generation), "title", None)  # several samples, beam search, assisted decoding
+        self.next_button.description = "Next step" if strategy else "Next token"
+        self.next_button.tooltip = (f"Run the model once ({strategy}: every sequence or beam gains a token; assisted "
+                                    "decoding: one draft-and-check round)" if strategy
+                                    else "Run the model once and add one token")
         self.generations = {generation.branch: generation}
         self._finished = set()
         self._set_knobs(generation.settings)

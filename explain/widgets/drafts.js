@@ -61,6 +61,21 @@ function roundView(round) {
   return row;
 }
 
+function idleView(rounds) {
+  const row = el("div", "explain-dv-round");
+  row.appendChild(el("span", "explain-dv-label", `rounds ${rounds[0].round}\u2013${rounds[rounds.length - 1].round}`));
+  const chips = el("span", "explain-dv-chips");
+  chips.appendChild(el("span", "explain-muted", "no draft"));
+  chips.appendChild(el("span", "explain-dv-arrow", "\u2192"));
+  for (const round of rounds) {
+    const own = round.new_ids[0], text = (round.token_texts || {})[String(own)] ?? `#${own}`;
+    chips.appendChild(chip(text, "own", `round ${round.round}: the model's own token ${JSON.stringify(text)} (id ${own})`));
+  }
+  row.appendChild(chips);
+  row.appendChild(el("div", "explain-dv-why", `${rounds[0].draft_stop}: one forward pass a token, as without a draft`));
+  return row;
+}
+
 function render({ model, el: root }) {
   const box = el("div", "explain-w explain-dv");
   root.appendChild(box);
@@ -72,7 +87,14 @@ function render({ model, el: root }) {
     if (!data.rounds || !data.rounds.length) return;
     box.appendChild(summary(data));
     const list = el("div", "explain-dv-rounds");
-    for (const round of data.rounds) list.appendChild(roundView(round));
+    let i = 0;
+    while (i < data.rounds.length) {  // consecutive rounds with nothing drafted, for the same reason: one row
+      let j = i;
+      while (!data.rounds[i].drafted.length && j + 1 < data.rounds.length && !data.rounds[j + 1].drafted.length &&
+             data.rounds[j + 1].draft_stop === data.rounds[i].draft_stop) j += 1;
+      list.appendChild(j > i ? idleView(data.rounds.slice(i, j + 1)) : roundView(data.rounds[i]));
+      i = j + 1;
+    }
     box.appendChild(list);
     const legend = el("div", "explain-legend");
     for (const [kind, words] of [["accepted", "drafted, accepted"], ["rejected", "drafted, rejected"],

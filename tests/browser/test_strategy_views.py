@@ -123,7 +123,8 @@ def test_strategy_views_light_and_dark(lab):
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
             page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel"
                                    "?.status === 'idle'", timeout=60_000)
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            page.evaluate("() => { window.jupyterapp.commands.execute('application:toggle-left-area'); "
+                          "window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
             for name, (index, selector) in VIEWS.items():
                 _cell(page, index).locator(selector).first.wait_for(timeout=300_000)
             page.wait_for_function("() => document.querySelectorAll('.explain-bt-rank tr').length > 1",
@@ -142,10 +143,12 @@ def test_strategy_views_light_and_dark(lab):
             drafts = _cell(page, 3).locator(".explain-dv").first
             assert drafts.locator(".explain-dv-chip.accepted").count() >= 1, "prompt lookup accepted nothing"
             assert "drafted tokens accepted" in drafts.inner_text()
+            assert "rounds " in drafts.locator(".explain-dv-label").last.inner_text()  # idle rounds in one row
             forced = _cell(page, 4).locator(".explain-st").first
             assert "branch 1" in forced.inner_text() and forced.locator(".explain-st-forced").count() == 1
             assert dialogs == [] and page.locator("img[src='x']").count() == 0
 
+            colors = {}
             for theme, command in (("light", "JupyterLab Light"), ("dark", "JupyterLab Dark")):
                 page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', "
                               f"{{theme: '{command}'}})")
@@ -156,8 +159,8 @@ def test_strategy_views_light_and_dark(lab):
                     view = _cell(page, index).locator(selector).first
                     view.scroll_into_view_if_needed()
                     view.screenshot(path=str(ARTIFACTS / f"strategy-{name}-{theme}.png"))
-                text_color = tree.evaluate("e => getComputedStyle(e).color")
-                assert (text_color != "rgb(31, 35, 40)") == (theme == "dark"), text_color  # theme variables
+                colors[theme] = tree.evaluate("e => getComputedStyle(e).color")
+            assert colors["light"] != colors["dark"], colors  # the views follow the theme's variables
         finally:
             page.screenshot(path=str(ARTIFACTS / "strategy-views-last.png"))
             browser.close()
