@@ -1,4 +1,4 @@
-"""One cold load in a fresh process: `python -m bench.child explain|transformers DTYPE THREADS [NEW_TOKENS]`.
+"""One cold load in a fresh process: `python -m bench.child explain|explain_gguf|transformers DTYPE THREADS [NEW_TOKENS]`.
 
 Times from the first `import` to a pipeline ready to generate (model and tokenizer loaded), then, when NEW_TOKENS
 is given, generates that many tokens greedily. Prints one JSON line: load seconds and peak RSS after loading and
@@ -39,6 +39,17 @@ def load_explain(dtype: str):
     return generate
 
 
+def load_explain_gguf(dtype: str):
+    """quantization="gguf": the file's blocks kept as stored (the dtype argument is ignored: the fast form)."""
+    import explain
+    pipe = explain.pipeline("text-generation", quantization="gguf")
+
+    def generate(new_tokens):
+        return len(pipe(PROMPT, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+                        return_tensors=True)[0]["generated_token_ids"])
+    return generate
+
+
 def load_transformers(dtype: str):
     import importlib.util
 
@@ -61,7 +72,8 @@ def main(argv) -> dict:
     new_tokens = int(argv[3]) if len(argv) > 3 else 0
     import torch
     torch.set_num_threads(threads)
-    generate = {"explain": load_explain, "transformers": load_transformers}[contender](dtype)
+    generate = {"explain": load_explain, "explain_gguf": load_explain_gguf,
+                "transformers": load_transformers}[contender](dtype)
     result = {"contender": contender, "dtype": dtype, "threads": threads, "pid": os.getpid(),
               "load_s": time.perf_counter() - START, "peak_rss_after_load": peak_rss_bytes()}
     if new_tokens:

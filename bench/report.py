@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import long_context
 from .inside import markdown as inside_markdown
 from .strategies import markdown as strategies_markdown
 
@@ -38,6 +39,21 @@ WHY = {
         "explain/config.py), and dequantizing the Q4_1 tensors with gguf.quants on one thread (~2 s). A miss of a "
         "few hundredths is this shared machine's noise; a real margin needs the dequantisation spread over "
         "threads."),
+    "quantized_weight_memory": (
+        "The 210 matrices are stored in 5 bits per weight (int4 values and a bfloat16 scale and zero per group of "
+        "32, the file's own size), but the tied embedding / LM head (28 M of the 134.5 M parameters) is kept in bfloat16: torch has no "
+        "group-wise int8 kernel for the Q8_0 head, and the embedding lookup needs its rows."),
+    "quantized_speed_vs_transformers_bf16": (
+        "The 4-bit products read a quarter of the bytes, but the tied LM head (49152 x 576) stays a bfloat16 "
+        "product, which on a CPU without native bfloat16 arithmetic converts as it goes and takes a large part "
+        "of each step; torch's int4 kernel on one thread is also far from the memory roofline."),
+    "quantized_agreement": (
+        "The fast form rounds the activations and the scales to bfloat16 (8 significant bits), so near-ties between "
+        "the two most likely tokens can flip; the exact form (dtype=torch.float32) agrees to float32 rounding."),
+    "quantized_vs_llama_cpp": (
+        "llama.cpp multiplies the Q4_1 blocks with hand-tuned SIMD kernels that quantize the activations to 8 bits "
+        "too (q4_1 x q8_1 dot products) and runs no Python per token; explain calls torch's int4 kernel once per "
+        "matrix from Python and keeps bfloat16 activations."),
     "trace_bytes_per_step": (
         "Each step stores the top-20 logits before and after every processor that changed anything, the top-10 "
         "probabilities and the text of every token id it names; more processors (sampling with top-k/top-p) "
@@ -72,7 +88,28 @@ def targets(results: dict) -> list[dict]:
                            _ratio(explain_load, transformers_load), 0.25, "x", "max", cold.get("transformers")))
         out.append(_target("trace_bytes_per_step", dtype, "default trace size per step",
                            entry["trace_bytes_per_step"]["bytes_per_step"], 4096, "B", "max", {"available": True}))
-    return out
+    return out + quantized_targets(results.get("quantized"))
+
+
+def quantized_targets(entry: dict | None) -> list[dict]:
+    """The quantization="gguf" targets (issue 14); "not measured" rows when the section did not run."""
+    absent = {"available": False, "reason": "not measured (--quantized off)"}
+    entry = entry or {"decode": {}, "weights": {}, "agreement_with_float32": {}}
+    decode = entry["decode"]
+    rate = {k: v.get("median_tokens_per_s") if v.get("available") else None for k, v in decode.items()}
+    gguf = rate.get("explain_gguf")
+    agreement = entry["agreement_with_float32"].get("agreement")
+    return [
+        _target("quantized_weight_memory", "gguf", "quantization=\"gguf\" weights vs explain float32's",
+                entry["weights"].get("ratio"), 0.3, "x", "max", decode.get("explain_gguf", absent)),
+        _target("quantized_speed_vs_transformers_bf16", "gguf", "quantization=\"gguf\" decode vs transformers "
+                "bfloat16", _ratio(gguf, rate.get("transformers_bfloat16")), 1.5, "x", "min",
+                decode.get("transformers_bfloat16", absent)),
+        _target("quantized_agreement", "gguf", "greedy top-1 agreement with float32",
+                None if agreement is None else 100 * agreement, 90.0, "%", "min", decode.get("explain_gguf", absent)),
+        _target("quantized_vs_llama_cpp", "gguf", "stretch: quantization=\"gguf\" decode vs llama.cpp",
+                _ratio(gguf, rate.get("llama_cpp")), 0.5, "x", "min", decode.get("llama_cpp", absent)),
+    ]
 
 
 def _target(key, dtype, name, value, limit, unit, kind, source) -> dict:
@@ -85,6 +122,8 @@ def _target(key, dtype, name, value, limit, unit, kind, source) -> dict:
     target["met"] = met
     if met:
         target["miss"] = None
+    elif unit == "%" and kind == "min":
+        target["miss"] = f"{limit - value:.1f} points short"
     elif unit == "%":
         target["miss"] = f"{value - limit:.1f} points over"
     elif unit == "x" and kind == "min":
@@ -97,6 +136,61 @@ def _target(key, dtype, name, value, limit, unit, kind, source) -> dict:
 
 
 # -- markdown ----------------------------------------------------------------------------------------------
+QUANTIZED_LABELS = {"explain_float32": "explain float32 (dequantized)",
+                    "explain_gguf": "explain quantization=\"gguf\" (fast: 4-bit weights, bfloat16 activations)",
+                    "transformers_bfloat16": "transformers bfloat16 (dequantized)",
+                    "llama_cpp": "llama.cpp (llama-cpp-python), same file"}
+
+
+def _targets_markdown(results: dict) -> list[str]:
+    lines = ["", "## Targets", "", "| target | dtype | value | target | met | missed by |", "|---|---|---:|---:|---|---|"]
+    for t in results["targets"]:
+        value = "n/a" if t["value"] is None else f"{t['value']:.2f}{t['unit']}" if t["unit"] != "B" else f"{t['value']:,.0f} B"
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['dtype']} | {value} | {t['rule']} | {met} | {t['miss'] or t.get('note') or ''} |")
+    missed = []
+    for t in results["targets"]:
+        if t["met"] is False and t["key"] not in missed:
+            missed.append(t["key"])
+    if missed:
+        lines += ["", "## Why the misses", ""] + [f"- **{key.replace('_', ' ')}**: {WHY[key]}" for key in missed]
+    return lines
+
+
+def quantized_markdown(entry: dict, settings: dict) -> list[str]:
+    decode, weights = entry["decode"], entry["weights"]
+    reference = decode.get("transformers_bfloat16", {}).get("median_tokens_per_s")
+    lines = ["", "## Quantized: the GGUF file's blocks as stored (quantization=\"gguf\")", "",
+             f"The same {settings['new_tokens']} greedy tokens per prompt, contenders taking turns. Weights in memory: "
+             f"{_mib(weights['explain_gguf_bytes'])} for quantization=\"gguf\" against {_mib(weights['explain_float32_bytes'])} "
+             f"for explain's float32 load ({weights['ratio']:.2f}x; {weights['bits_per_parameter']:.2f} bits per "
+             f"parameter: " + ", ".join(f"{k} {_mib(v)}" for k, v in weights["bytes_after"].items()) + ").", "",
+             "| contender | tokens/s | median token, ms | tokens/s at the median | vs transformers bf16 |",
+             "|---|---:|---:|---:|---:|"]
+    for name, label in QUANTIZED_LABELS.items():
+        summary = decode.get(name, {})
+        if not summary.get("available"):
+            lines.append(f"| {label} | {summary.get('reason') or 'not available'} | | | |")
+            continue
+        rate = summary["median_tokens_per_s"]
+        lines.append(f"| {label} | {summary['tokens_per_s']:.2f} | {summary['median_ms_per_token']:.1f} | {rate:.2f} | "
+                     f"{_num(_ratio(rate, reference), 2, 'x')} |")
+    agreement = entry["agreement_with_float32"]
+    firsts = entry["first_difference_from_float32"].get("explain_gguf")
+    lines += ["", f"Greedy top-1 agreement with float32, on float32's own tokens (teacher forcing): "
+              f"{agreement['agreeing_steps']}/{agreement['steps']} steps ({100 * agreement['agreement']:.1f}%); "
+              f"the free-running texts first differ at step(s) {firsts} (None: identical)."]
+    if entry.get("roofline_tokens_per_s"):
+        share = decode["explain_gguf"].get("roofline_share")
+        lines[-1] += (f" Roofline for {_mib(weights['explain_gguf_bytes'])} of weights: "
+                      f"{entry['roofline_tokens_per_s']:.0f} tokens/s"
+                      + (f"; quantization=\"gguf\" reaches {100 * share:.0f}% of it." if share else "."))
+    cold = entry.get("cold_load") or {}
+    if cold.get("available"):
+        lines.append(f"Cold load in a fresh process: {cold['load_s']:.2f} s, peak RSS {_mib(cold['peak_rss_after_load_bytes'])} "
+                     f"after loading and {_mib(cold['peak_rss_after_generate_bytes'])} after {cold['generated_tokens']} "
+                     "tokens (compare the dtype rows' cold loads above).")
+    return lines
 def _num(value, digits=1, suffix=""):
     return "n/a" if value is None else f"{value:,.{digits}f}{suffix}"
 
@@ -114,8 +208,12 @@ def markdown(results: dict, json_name: str) -> str:
              f"take turns in a rotating order. torch {m['torch']}, transformers {m['transformers']}, explain "
              f"{m['explain']}. Load average {results['load_average_start'][0]:.1f} at the start, "
              f"{results['load_average_end'][0]:.1f} at the end (the machine is shared). Raw numbers: "
-             f"[{json_name}]({json_name}).", "",
-             "## Decode", "",
+             f"[{json_name}]({json_name}).", ""]
+    if not results["dtypes"]:  # --quantized only
+        lines += [f"Measured read bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s ({bw['method']})."]
+        lines += quantized_markdown(results["quantized"], s) + _targets_markdown(results)
+        return "\n".join(lines) + "\n"
+    lines += ["## Decode", "",
              "| dtype | contender | tokens/s | median token, ms | tokens/s at the median | vs tracing off | "
              "vs transformers | share of roofline |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -141,7 +239,12 @@ def markdown(results: dict, json_name: str) -> str:
         lines[-1] += (f"{dtype}: {w['bytes_per_token'] / 1e6:.0f} MB of weights read per token "
                       f"({w['parameters'] / 1e6:.1f} M parameters) -> at most {entry['roofline_tokens_per_s']:.1f} "
                       f"tokens/s. ")
-    lines[-1] += f"The {next(iter(results['dtypes'].values()))['weights']['note']}; the KV cache's reads are left out."
+    if results["dtypes"]:
+        lines[-1] += (f"The {next(iter(results['dtypes'].values()))['weights']['note']}; the KV cache's reads are "
+                      "left out.")
+    lines += long_context.markdown(results)
+    if results.get("quantized"):
+        lines += quantized_markdown(results["quantized"], s)
     lines += ["", f"## Prefill ({s['prefill_tokens']}-token prompt, median of {s['prefill_repeats']})", "",
               "| dtype | contender | prefill s | prompt tokens/s | time to first token s |", "|---|---|---:|---:|---:|"]
     for dtype, entry in results["dtypes"].items():
@@ -160,22 +263,19 @@ def markdown(results: dict, json_name: str) -> str:
                 continue
             lines.append(f"| {dtype} | {name} | {c['load_s']:.2f} | {_mib(c['peak_rss_after_load_bytes'])} | "
                          f"{_mib(c['peak_rss_after_generate_bytes'])} |")
-    lines += ["", "## Trace size (default capture)", "", "| dtype | bytes per step | largest step | steps |",
-              "|---|---:|---:|---:|"]
+    lines += ["", "## Trace size (default capture)", "",
+              "Bytes each generated token adds to a file written by Trace.save (the runs saved with and without "
+              "their step events).", "",
+              "| dtype | call | bytes per step | largest step | steps |", "|---|---|---:|---:|---:|"]
     for dtype, entry in results["dtypes"].items():
         t = entry["trace_bytes_per_step"]
-        lines.append(f"| {dtype} | {t['bytes_per_step']:,.0f} | {t['max_step_bytes']:,} | {t['steps']} |")
-    lines += ["", "## Targets", "", "| target | dtype | value | target | met | missed by |", "|---|---|---:|---:|---|---|"]
-    for t in results["targets"]:
-        value = "n/a" if t["value"] is None else f"{t['value']:.2f}{t['unit']}" if t["unit"] != "B" else f"{t['value']:,.0f} B"
-        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        lines.append(f"| {t['target']} | {t['dtype']} | {value} | {t['rule']} | {met} | {t['miss'] or t.get('note') or ''} |")
-    missed = []
-    for t in results["targets"]:
-        if t["met"] is False and t["key"] not in missed:
-            missed.append(t["key"])
-    if missed:
-        lines += ["", "## Why the misses", ""] + [f"- **{key.replace('_', ' ')}**: {WHY[key]}" for key in missed]
+        lines.append(f"| {dtype} | greedy (the decode runs above) | {t['bytes_per_step']:,.0f} | "
+                     f"{t['max_step_bytes']:,} | {t['steps']} |")
+        d = entry.get("trace_bytes_per_step_default_call")
+        if d:
+            lines.append(f"| {dtype} | pipeline defaults (sampling: {', '.join(d['processors'])}) | "
+                         f"{d['bytes_per_step']:,.0f} | {d['max_step_bytes']:,} | {d['steps']} |")
+    lines += _targets_markdown(results)
     lines += ["", "## Where explain's decode time goes", ""]
     for dtype, entry in results["dtypes"].items():
         for name in ("explain_traced", "explain_untraced", "explain_widget"):

@@ -25,7 +25,7 @@ import warnings
 
 import torch
 
-from . import report
+from . import long_context, quantized, report, trace_size
 from .contenders import ExplainContender, TransformersContender, Unavailable
 from .forward import forward_breakdown
 from .inside import measure as measure_inside
@@ -64,10 +64,17 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup-tokens", type=int, default=8)
     parser.add_argument("--prefill-tokens", type=int, default=512)
     parser.add_argument("--prefill-repeats", type=int, default=3)
+    parser.add_argument("--long-context-tokens", type=int, default=2000,
+                        help="prompt length of the long-context decode rows (0 skips them)")
+    parser.add_argument("--long-context-new-tokens", type=int, default=32)
+    parser.add_argument("--long-context-rounds", type=int, default=2)
     parser.add_argument("--forward-repeats", type=int, default=20, help="forwards timed for the breakdown")
     parser.add_argument("--load-runs", type=int, default=3, help="cold loads per contender and dtype (median)")
     parser.add_argument("--no-transformers-load", action="store_true", help="skip transformers' cold loads")
     parser.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer summed to measure read bandwidth")
+    parser.add_argument("--quantized", choices=("on", "off", "only"), default="on",
+                        help="the quantization=\"gguf\" rows (bench/quantized.py): with the others, not at all, or "
+                             "alone (no dtype rows)")
     args = parser.parse_args(argv)
     if args.smoke:
         if args.out is None:
@@ -75,6 +82,7 @@ def parse(argv=None) -> argparse.Namespace:
         args.new_tokens, args.prompts, args.dtypes, args.rounds, args.warmup_tokens = 4, 1, "float32", 1, 2
         args.prefill_tokens, args.prefill_repeats, args.load_runs, args.forward_repeats = 32, 1, 1, 3
         args.no_transformers_load, args.bandwidth_mib = True, 64
+        args.long_context_tokens, args.long_context_new_tokens, args.long_context_rounds = 48, 3, 1
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     args.out = args.out or RESULTS
     return args
@@ -228,15 +236,6 @@ def measure_prefill(contenders: dict, pipe, args) -> dict:
     return out
 
 
-def trace_bytes_per_step(pipe, runs: list) -> dict:
-    """Bytes of the JSON of the traced runs' generation/step events, per step."""
-    wanted = {r["trace_run"] for r in runs}
-    events = [e for e in pipe.trace.filter("generation", "step") if e.run in wanted]
-    sizes = [len(json.dumps(e.to_dict(), ensure_ascii=False, allow_nan=False).encode()) for e in events]
-    return {"steps": len(sizes), "bytes": sum(sizes), "bytes_per_step": sum(sizes) / len(sizes),
-            "max_step_bytes": max(sizes)}
-
-
 # -- fresh processes -------------------------------------------------------------------------------------------
 def child(contender: str, dtype: str, threads: int, new_tokens: int = 0) -> dict:
     command = [sys.executable, "-m", "bench.child", contender, dtype, str(threads)] + ([str(new_tokens)] if new_tokens else [])
@@ -291,7 +290,7 @@ def run(args) -> dict:
 
     bandwidth = read_bandwidth(args.bandwidth_mib << 20)
     phase("bandwidth")
-    for dtype in args.dtypes:
+    for dtype in (args.dtypes if args.quantized != "only" else []):
         contenders, unavailable, pipe = load_contenders(dtype)
         phase(f"{dtype} load in-process")
         prompts = [(text, pipe.tokenizer.encode(text)) for text in PROMPTS[: args.prompts]]
@@ -305,9 +304,16 @@ def run(args) -> dict:
         entry = {"weights": weight_bytes(pipe.model), "decode": decode, "agreement_with_transformers": agreement(tokens),
                  "prompt_tokens": [len(ids) for _, ids in prompts],
                  "transformers_tokenizer_same_ids": contenders["transformers"].same_ids,
-                 "trace_bytes_per_step": trace_bytes_per_step(pipe, runs["explain_traced"]),
+                 "trace_bytes_per_step": trace_size.saved_bytes_per_step(
+                     pipe.trace, {r["trace_run"] for r in runs["explain_traced"]}),
+                 "trace_bytes_per_step_default_call": trace_size.default_call(pipe, PROMPTS[0], args.new_tokens),
                  "prefill": measure_prefill(contenders, pipe, args)}
         phase(f"{dtype} prefill")
+        if args.long_context_tokens:
+            text, ids = long_prompt(pipe, args.long_context_tokens)
+            entry["long_context"] = long_context.measure(contenders, text, ids, args.long_context_new_tokens,
+                                                         args.long_context_rounds)
+            phase(f"{dtype} long-context decode")
         entry["forward_breakdown"] = forward_breakdown(pipe.model, contenders["transformers"].model, prompts[0][1],
                                                        repeats=args.forward_repeats)
         phase(f"{dtype} forward breakdown")
@@ -321,9 +327,14 @@ def run(args) -> dict:
         gc.collect()
         entry["cold_load"] = measure_cold(dtype, args)
         phase(f"{dtype} cold load")
+    if args.quantized != "off":
+        results["quantized"] = quantized.measure(args, PROMPTS, GGUF)
+        phase("quantized")
     again = read_bandwidth(args.bandwidth_mib << 20)  # best of the start and the end
     results["bandwidth"] = max((bandwidth, again), key=lambda b: b["bytes_per_s"])
     results["bandwidth"]["start_and_end_bytes_per_s"] = [bandwidth["bytes_per_s"], again["bytes_per_s"]]
+    if "quantized" in results:
+        quantized.add_roofline(results["quantized"], results["bandwidth"]["bytes_per_s"])
     for entry in results["dtypes"].values():
         bound = results["bandwidth"]["bytes_per_s"] / entry["weights"]["bytes_per_token"]
         entry["roofline_tokens_per_s"] = bound

@@ -13,12 +13,14 @@ __version__ = "0.1.0"
 
 from .embedded import provision
 from .errors import ExplainError
+from .compare import Comparison, compare
 from .pipeline import pipeline
 from .trace import STAGES, Event, Trace
 
 
 def show(source, **kwargs) -> None:
-    """Display a dashboard of a pipeline (it fills in live as the pipeline runs) or of a saved Trace."""
+    """Display a dashboard of a pipeline (it fills in live as the pipeline runs) or of a saved Trace, or the view
+    of an explain.compare(...) result."""
     from .widgets import show as show_widgets  # ipywidgets, anywidget and plotly load only here
     return show_widgets(source, **kwargs)
 
@@ -35,5 +37,5 @@ def plan_device_map(model, **kwargs):
     return plan(model, **kwargs)
 
 
-__all__ = ["pipeline", "show", "step_through", "provision", "Trace", "Event", "STAGES", "ExplainError",
+__all__ = ["pipeline", "compare", "Comparison", "show", "step_through", "provision", "Trace", "Event", "STAGES", "ExplainError",
            "plan_device_map", "__version__"]

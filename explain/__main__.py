@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 
 
 def _pipeline_args(parser):
@@ -54,13 +56,38 @@ def _load(args):
                             dtype=args.dtype, device=args.device, device_map=args.device_map)
 
 
+def _check_output(path: str | None) -> None:
+    """--save-trace names a file that can be written, checked before seconds of loading."""
+    from .errors import ArgumentError
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise ArgumentError(f"--save-trace {path} is a folder; name a file, e.g. {os.path.join(path, 'trace.json')}")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ArgumentError(f"--save-trace {path} cannot be written ({parent} is not a folder you can write to); "
+                            "name a file in a folder you can write to")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explain", description=__doc__)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, show the full traceback instead of one line")
+    parser = argparse.ArgumentParser(prog="python -m explain", description=__doc__,
+                                     epilog="An error a user can cause prints one line and exits with code 2 "
+                                            "(--debug shows the traceback).")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("provision", help="put the embedded model into the Hugging Face cache")
-    load = sub.add_parser("load", help="load a model and print the loading stages as a timeline")
+    sub.add_parser("provision", help="put the embedded model into the Hugging Face cache", parents=[debug])
+    load = sub.add_parser("load", help="load a model and print the loading stages as a timeline", parents=[debug])
     _pipeline_args(load)
-    gen = sub.add_parser("generate", help="generate text, streaming tokens with their probabilities")
+    gen = sub.add_parser("generate", help="generate text, streaming tokens with their probabilities", parents=[debug])
     gen.add_argument("prompt")
     gen.add_argument("--chat", action="store_true", help="send the prompt as a user message through the chat template")
     gen.add_argument("--sample", dest="do_sample", action="store_true", default=None,
@@ -69,10 +96,10 @@ def main(argv=None) -> int:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--steps", action="store_true", help="print a table of every step after the text")
     _pipeline_args(gen)
-    show = sub.add_parser("trace", help="print a saved trace as a timeline")
+    show = sub.add_parser("trace", help="print a saved trace as a timeline", parents=[debug])
     show.add_argument("file")
     plan = sub.add_parser("plan", help="where device_map=\"auto\" would put each layer of a model on some hardware "
-                          "(no weights needed); exits 1 when it does not fit")
+                          "(no weights needed); exits 1 when it does not fit", parents=[debug])
     plan.add_argument("model", help="Hub repo id (shipped config or HF cache), folder, or config.json path")
     plan.add_argument("--hardware", default=None, help="a profile: cpu-8gb, cpu-16gb, colab-t4, a100-80gb, "
                       "2x-a100-80gb, 8x-a100-80gb, h100-80gb, apple-m-16gb, apple-m-32gb (default: this machine)")
@@ -87,6 +114,10 @@ def main(argv=None) -> int:
     from .console import TokenStream, print_steps, print_summary, print_timeline
     from .errors import ExplainError
     try:
+        _check_output(getattr(args, "save_trace", None))
+        if args.command == "generate":
+            from .inputs import check_text
+            check_text(args.prompt, "the prompt")  # before seconds of loading (a lone surrogate from a bad decode)
         if args.command == "provision":
             from .embedded import provision
             provision(quiet=False)
@@ -138,8 +169,10 @@ def main(argv=None) -> int:
                                      dtype=args.dtype, strategy=args.strategy, context=args.context, batch=args.batch)
             print(result)
             return 0 if result.fits else 1
-    except ExplainError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ExplainError, OSError) as error:  # OSError: a disk that is full, a file that cannot be written
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
 

@@ -12,8 +12,9 @@ import os
 import gguf
 import numpy as np
 
+from .config_checks import check_config
 from .errors import CorruptFileError, ExplainError
-from .models import GGUF_ARCHITECTURES, architecture_of
+from .models import GGUF_ARCHITECTURES, architecture_of, common_config
 from .trace import Trace
 
 # GGUF metadata key (after "<arch>.") -> config.json key, per GGUF architecture, as transformers maps them
@@ -32,18 +33,33 @@ GGUF_CONFIG_KEYS = {
     "gpt2": {"block_count": "n_layer", "context_length": "n_ctx", "embedding_length": "n_embd",
              "attention.head_count": "n_head", "attention.layer_norm_epsilon": "layer_norm_epsilon"},
 }
+GGUF_REQUIRED_KEYS = ("block_count", "embedding_length", "attention.head_count")  # a model's shape needs them
 # the hyperparameters worth showing, in the names each family uses
 KEY_HYPERPARAMETERS = ("vocab_size", "hidden_size", "n_embd", "intermediate_size", "num_hidden_layers", "n_layer",
                        "num_attention_heads", "n_head", "num_key_value_heads", "head_dim", "max_position_embeddings",
-                       "n_positions", "n_ctx", "rope_theta", "rope_scaling", "rms_norm_eps", "layer_norm_epsilon",
-                       "tie_word_embeddings", "hidden_act", "bos_token_id", "eos_token_id", "pad_token_id")
+                       "n_positions", "n_ctx", "rope_theta", "rope_scaling", "rope_parameters", "rms_norm_eps",
+                       "layer_norm_epsilon", "tie_word_embeddings", "hidden_act", "bos_token_id", "eos_token_id",
+                       "pad_token_id")
+
+
+JSON_LIMIT = 64 * 2**20  # a config or an index is kilobytes; a bigger file is not one, and is not read into memory
+
+
 def read_json(path: str, what: str) -> dict:
     try:
+        size = os.path.getsize(path)
+        if size > JSON_LIMIT:
+            raise CorruptFileError(f"{path} is {size / 2**20:.0f} MiB, far more than a {what} ever is (explain reads at "
+                                   f"most {JSON_LIMIT // 2**20} MiB); it is not what its name says: get it again")
         with open(path, encoding="utf-8") as f:
             value = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CorruptFileError(f"{path} is not valid JSON ({error}); the {what} is truncated or corrupt: "
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise CorruptFileError(f"{path} is not valid JSON ({reason}); the {what} is truncated or corrupt: "
                                "download it again or restore it from the original checkpoint") from None
+    except OSError as error:
+        raise CorruptFileError(f"{path} cannot be read ({error.strerror or error}); check the file and its "
+                               "permissions") from None
     if not isinstance(value, dict):
         raise CorruptFileError(f"{path} holds JSON but not an object; it is not a {what}")
     return value
@@ -90,11 +106,19 @@ def gguf_metadata(reader: gguf.GGUFReader, skip_arrays: bool = True) -> dict:
 
 
 def config_from_gguf(reader: gguf.GGUFReader, path: str) -> dict:
-    meta = gguf_metadata(reader)
+    try:
+        meta = gguf_metadata(reader)
+    except (ValueError, TypeError, IndexError) as error:  # a field whose bytes are not what its type says
+        raise CorruptFileError(f"{path}: its metadata cannot be read ({type(error).__name__}: {error}); the file is "
+                               "truncated or corrupt: download it again") from None
     arch = meta.get(gguf.Keys.General.ARCHITECTURE)
-    if arch not in GGUF_CONFIG_KEYS:
+    if not isinstance(arch, str) or arch not in GGUF_CONFIG_KEYS:
         raise ExplainError(f"{path}: GGUF architecture {arch!r} is not supported; supported GGUF architectures: "
                            f"{', '.join(sorted(GGUF_CONFIG_KEYS))}")
+    lacking = [f"{arch}.{key}" for key in GGUF_REQUIRED_KEYS if f"{arch}.{key}" not in meta]
+    if lacking:
+        raise CorruptFileError(f"{path} lacks the metadata {', '.join(lacking)} that every {arch} GGUF file holds; "
+                               "it is damaged or was written wrong: download it again")
     config = {"model_type": arch, "architectures": [GGUF_ARCHITECTURES[arch]],
               "_name_or_path": meta.get(gguf.Keys.General.NAME)}
     for key, hf_key in GGUF_CONFIG_KEYS[arch].items():
@@ -142,6 +166,7 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
             reader = gguf_reader(gguf_path)  # parses the header and metadata; tensors stay memory-mapped
             config = config_from_gguf(reader, gguf_path)
             data["source"] = f"GGUF metadata of {gguf_path}"
+        check_config(config, config_path or f"the GGUF metadata of {gguf_path}")  # sizes, epsilons: before any use
         architecture_of(config)  # a config with no architectures entry fails here, with the fix
         generation_file = read_json(generation_path, "generation config") if generation_path else None
         generation, sources = generation_config(config, generation_file)
@@ -155,8 +180,8 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
 
 def describe_parameters(config: dict) -> dict:
     """A few derived facts a reader wants next to the raw config."""
-    hidden = config.get("hidden_size") or config.get("n_embd")
-    heads = config.get("num_attention_heads") or config.get("n_head")
+    common = common_config(config)
+    hidden, heads = common["hidden_size"], common["num_attention_heads"]
     return {"head_dim": config.get("head_dim") or (hidden // heads if hidden and heads else None),
             "grouped_query": bool(config.get("num_key_value_heads")) and config.get("num_key_value_heads") != heads}
 

@@ -21,7 +21,10 @@ def describe(event: Event) -> str | None:
     """The timeline's line for an event (explain.events.describe), or None for one the console shows otherwise."""
     if (event.stage, event.kind) in NOT_IN_TIMELINE:
         return None
-    return describe_event(event)
+    line = describe_event(event)
+    if event.stage == "tokenization" and event.data.get("chat_template_skipped"):
+        line += " (command line: --chat)"
+    return line
 
 
 def print_timeline(trace: Trace, run: int | None = 0, file=None) -> None:

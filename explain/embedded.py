@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 
 from filelock import FileLock
 
 from .errors import ExplainError
+from .files import cannot_write, copy_atomic, write_atomic
 from .hub import cache_dir, repo_folder
 from .registry import EMBEDDED_GGUF, EMBEDDED_MODEL, EMBEDDED_REVISION
 
@@ -47,16 +46,19 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def provision(quiet: bool = True) -> dict:
-    """Seed the Hugging Face cache with the embedded model. Returns what it found and did."""
+    """Seed the Hugging Face cache with the embedded model. Returns what it found and did. A cache that cannot be
+    written (read-only, full, not yours) gives a CacheWriteError saying which folder and what to do, and leaves no
+    temporary file behind."""
     source = packaged_gguf()
+    try:
+        return _provision(source, quiet)
+    except OSError as error:
+        raise cannot_write(f"the Hugging Face cache at {cache_dir()}", error,
+                           needs=f"the embedded model takes {os.path.getsize(source) / 2**20:.0f} MiB") from None
+
+
+def _provision(source: str, quiet: bool) -> dict:
     repo = repo_folder(EMBEDDED_MODEL)
     blobs, snapshot, refs = (os.path.join(repo, "blobs"), os.path.join(repo, "snapshots", EMBEDDED_REVISION),
                              os.path.join(repo, "refs"))
@@ -71,28 +73,23 @@ def provision(quiet: bool = True) -> dict:
         blob = os.path.join(blobs, sha)
         report["sha256"] = sha
         if not (os.path.isfile(blob) and os.path.getsize(blob) == os.path.getsize(source)):
-            fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".incomplete-")
-            os.close(fd)
-            try:
-                shutil.copyfile(source, tmp)
-                os.replace(tmp, blob)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            copy_atomic(source, blob)  # with the mode huggingface_hub gives a blob (umask), not mkstemp's 0600
             report["copied"] = True
         target = os.path.relpath(blob, snapshot)
-        if os.path.islink(link) and os.readlink(link) == target and os.path.isfile(link):
-            pass
-        else:
+        if not (os.path.islink(link) and os.readlink(link) == target and os.path.isfile(link)):
             tmp_link = link + ".tmp-link"
             if os.path.lexists(tmp_link):
                 os.unlink(tmp_link)
-            os.symlink(target, tmp_link)
-            os.replace(tmp_link, link)
+            try:
+                os.symlink(target, tmp_link)
+                os.replace(tmp_link, link)
+            finally:
+                if os.path.lexists(tmp_link):
+                    os.unlink(tmp_link)
             report["linked"] = True
         ref = os.path.join(refs, "main")
         if not (os.path.isfile(ref) and open(ref).read().strip() == EMBEDDED_REVISION):
-            _write_atomic(ref, EMBEDDED_REVISION)
+            write_atomic(ref, EMBEDDED_REVISION)
     report["size"] = os.path.getsize(link)
     if not quiet:
         state = "copied into" if report["copied"] else "already in"

@@ -9,18 +9,24 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import warnings
 
 import torch
 
 from . import hub, registry
-from .config import folder_has_gguf, load_config
+from .config import folder_has_gguf, gguf_reader, load_config
 from .embedded import ensure_provisioned
-from .errors import ExplainError, NotCachedError, UnsupportedError
+from .dtypes import dtype_name, runnable_dtype
+from .errors import ArgumentError, ExplainError, NotCachedError, UnsupportedError
+from .formats import find_weights
 from .models import model_class
 from .placement import AUTO_STRATEGIES, normalise_device, place
+from .quantization import check as quantization_method
+from .quantization import make_quantizer
+from .quantization.memory import release_freed_memory
 from .tokenizer import Tokenizer, load_tokenizer
 from .trace import Trace
-from .weights import dtype_name, load_weights, resolve_dtype, safetensors_files
+from .weights import load_weights, model_config_from
 
 # transformers.pipeline's own arguments that do not apply to a text-only pipeline; accepted and ignored
 IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video_processor", "use_fast",
@@ -28,18 +34,58 @@ IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video
 MODEL_KWARGS = ("dtype", "torch_dtype", "device_map", "max_memory", "gguf_file", "revision", "token",
                 "trust_remote_code", "low_cpu_mem_usage", "attn_implementation", "cache_dir")
 
+# transformers 5 renamed torch_dtype to dtype and warns with these words (pipelines/__init__.py:1103-1110,
+# logger.warning_once; modeling_utils.py:1404 says the same); explain warns once per pipeline() call
+TORCH_DTYPE_DEPRECATED = "`torch_dtype` is deprecated! Use `dtype` instead!"
+
 REMOTE_CODE_REFUSAL = (
     "trust_remote_code=True asks to download and run Python code from the model repository. explain refuses: "
     "it only runs its own readable model files (explain/models/) so that every number it shows comes from code "
     "you can inspect. Use a model whose architecture explain supports, without trust_remote_code.")
 
 
+def _check_arguments(model, revision, gguf_file, token, dtype, device, device_map, max_memory):
+    """Refuse, before any stage runs, the loading arguments that cannot work; returns max_memory in bytes."""
+    runnable_dtype(dtype, None)
+    if model is not None:
+        hub.check_model(model)
+    for name, value, what in (("revision", revision, "a branch, tag or commit"),
+                              ("gguf_file", gguf_file, "the name of a .gguf file in the repo or folder")):
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value)):
+            raise ArgumentError(f"{name}={value!r} is not {what}; pass a non-empty string")
+    if token is not None and not isinstance(token, (str, bool)):
+        raise ArgumentError(f"token={type(token).__name__} is not a token; pass a Hugging Face access token (a string), "
+                            "True (the saved login) or False")
+    if device is not None and device_map is not None:
+        raise ExplainError("pass either device= or device_map=, not both (transformers warns that they "
+                           "conflict and lets device= win)")
+    if device is not None:
+        normalise_device(device, "device")
+    elif isinstance(device_map, dict):
+        for module, where in device_map.items():
+            if not isinstance(module, str):
+                raise ArgumentError(f"device_map key {module!r} is not a module name; use \"\" for the whole model or "
+                                    "names such as \"model.layers.0\"")
+            if where != "disk":
+                normalise_device(where, f"device_map[{module!r}]")
+    elif device_map is not None and device_map not in AUTO_STRATEGIES:
+        normalise_device(device_map, "device_map")
+    if max_memory is None:
+        return None
+    from .device_plan.memory import parse_max_memory
+    return parse_max_memory(max_memory)  # {0: "8GiB", "cpu": "30GiB"} -> bytes, or the format it takes and a fix
+
+
 def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=None, revision: str | None = None,
              token=None, device=None, device_map=None, dtype="auto", torch_dtype=None, trust_remote_code=None,
              model_kwargs: dict | None = None, gguf_file: str | None = None, trace: Trace | None = None,
-             **kwargs):
-    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline."""
+             quantization: str | None = None, adapter=None, **kwargs):
+    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline, and two of explain's:
+    quantization ("gguf", "int8", "int4": explain.quantization) and adapter (a PEFT LoRA folder: explain.adapters)."""
     from .text_generation import GENERATE_ARGUMENTS, TextGenerationPipeline
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise ArgumentError(f"model_kwargs must be a dict such as {{\"torch_dtype\": torch.bfloat16}}, not "
+                            f"{type(model_kwargs).__name__} {str(model_kwargs)[:60]!r}")
     model_kwargs = dict(model_kwargs or {})
     unknown = [k for k in model_kwargs if k not in MODEL_KWARGS]
     if unknown:
@@ -47,7 +93,9 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     trust_remote_code = model_kwargs.pop("trust_remote_code", trust_remote_code)
     if trust_remote_code:
         raise UnsupportedError(REMOTE_CODE_REFUSAL)
-    dtype = model_kwargs.pop("dtype", model_kwargs.pop("torch_dtype", torch_dtype if torch_dtype is not None else dtype))
+    dtype, dtype_argument, dtype_warnings = _dtype_argument(dtype, torch_dtype, model_kwargs)
+    for message in dtype_warnings:
+        warnings.warn(message, FutureWarning, stacklevel=2)
     if device_map is not None and "device_map" in model_kwargs:
         raise ExplainError("device_map given both as an argument and in model_kwargs; pass it once "
                            "(transformers refuses this too)")
@@ -57,18 +105,8 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     token = model_kwargs.pop("token", token)
     max_memory = model_kwargs.pop("max_memory", None)
     # arguments that cannot work fail here, before seconds of reading files
-    if dtype is not None and dtype != "auto":
-        resolve_dtype(dtype, None)
-    if device is not None and device_map is not None:
-        raise ExplainError("pass either device= or device_map=, not both (transformers warns that they "
-                           "conflict and lets device= win)")
-    if device is not None:
-        normalise_device(device)
-    elif isinstance(device_map, (str, int)) and device_map not in AUTO_STRATEGIES:
-        normalise_device(device_map)
-    elif isinstance(device_map, dict):
-        for where in set(device_map.values()) - {"disk"}:
-            normalise_device(where)
+    max_memory = _check_arguments(model, revision, gguf_file, token, dtype, device, device_map, max_memory)
+    method = quantization_method(quantization, device, device_map)
     generate_defaults = {}
     for key, value in kwargs.items():
         if key in IGNORED_ARGUMENTS:
@@ -88,17 +126,15 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     if model is None:
         model, revision, gguf_file = found["model_used"], found["revision_used"], found["gguf_file_used"]
         ensure_provisioned()
-    if not isinstance(model, (str, os.PathLike)):
-        raise ExplainError("model must be a Hub repo id or a local folder (a string); explain loads the "
-                           "weights itself so that it can trace them")
     model = os.fspath(model)
 
-    def resolve(filename, required=True):
-        return hub.resolve(model, filename, revision=revision, token=token, trace=trace, required=required)
+    def resolve(filename, required=True, named_by=None):
+        return hub.resolve(model, filename, revision=revision, token=token, trace=trace, required=required,
+                           named_by=named_by)
 
     # -- config stage: files, then the config itself ----------------------------------------------------
     gguf_path = config_path = None
-    if hub.is_local(model) and gguf_file is None and not os.path.isfile(os.path.join(model, "config.json")):
+    if hub.is_local(model) and gguf_file is None and not os.path.lexists(os.path.join(model, "config.json")):
         ggufs = folder_has_gguf(model)
         hint = f" It holds GGUF files ({', '.join(ggufs)}): pass gguf_file=\"{ggufs[0]}\"." if ggufs else ""
         raise ExplainError(f"the folder {model} has no config.json, so it is not a Hugging Face model folder.{hint} "
@@ -136,34 +172,65 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
             for optional in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
                 resolve(optional, required=False)
         tok = load_tokenizer(source, trace=trace)
+    if reader is not None:  # the weights need only the tensor table: let the metadata's ~250,000 parsed slices go
+        reader.fields.clear()  # (vocabulary and merges, ~130 MiB of Python objects) before the weights arrive
 
     # -- weights stage ---------------------------------------------------------------------------------------
-    torch_dtype = resolve_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
-    model_config = cls.config_class.from_dict(config_dict)
-    if gguf_path is not None:
-        files = {"gguf": gguf_path}
-    else:
-        index = resolve("model.safetensors.index.json", required=False)
-        if index is not None:
-            files = {"safetensors": safetensors_files(resolve, model, index)}
-        else:
-            single = resolve("model.safetensors", required=False)
-            if single is not None:
-                files = {"safetensors": [single]}
-            else:
-                binary = resolve("pytorch_model.bin", required=False)
-                if binary is None:
-                    raise ExplainError(f"{model} has no weights explain can read: no model.safetensors, "
-                                       "model.safetensors.index.json or pytorch_model.bin")
-                files = {"bin": [binary]}
+    torch_dtype = runnable_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
+    config_source = config_path or f"the GGUF metadata of {gguf_path}"
+    model_config = model_config_from(cls, config_dict, config_source)
+    weight_format, paths = find_weights(model, resolve, gguf_path)
     tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
-    module, state = load_weights(cls, model_config, files, config_dict, torch_dtype, trace, tied=tied, reader=reader)
+    quantizer = None
+    if method is not None:  # weights kept quantized: explain.quantization
+        if gguf_path is not None and reader is None:
+            reader = gguf_reader(gguf_path)
+        quantizer = make_quantizer(method, dtype not in (None, "auto"), torch_dtype, reader)
+        torch_dtype = quantizer.dtype
+    module, state = load_weights(cls, model_config, weight_format, paths, config_dict, torch_dtype, trace, tied=tied,
+                                 reader=reader, config_source=config_source, quantizer=quantizer,
+                                 notes={"dtype_argument": dtype_argument, "warnings": dtype_warnings})
+    if quantizer is not None:
+        quantizer.install(module, state, tied)
 
     # -- placement stage -------------------------------------------------------------------------------------
     module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,
                    tied=tied)
     del state
+    release_freed_memory()  # the loading stages' temporaries (parsed metadata, converted tensors): freed, not kept
+    quantized = None
+    if quantizer is not None:
+        quantized = quantizer.emit(module, trace, trace.last("weights", "load").data["parameters"])
+    adapted = None
+    if adapter is not None:  # a PEFT LoRA adapter on top: explain.adapters
+        from .adapters import load_adapter
+        parameters = trace.last("weights", "load").data["parameters"]
+        adapted = load_adapter(module, adapter, trace, base_parameters=parameters)
     return TextGenerationPipeline(task=found["task"], model=module, tokenizer=tok, config=config_dict,
                                   generation_config=generation, generation_config_source=generation_sources,
                                   trace=trace, name_or_path=model, dtype=dtype_name(torch_dtype),
-                                  generate_defaults=generate_defaults)
+                                  generate_defaults=generate_defaults, quantization=quantized, adapter=adapted)
+
+
+def _dtype_argument(dtype, torch_dtype, model_kwargs: dict) -> tuple[object, str, list[str]]:
+    """(the dtype asked for, which argument gave it, warnings), as transformers.pipeline reads them
+    (pipelines/__init__.py:1103-1124): `torch_dtype` is the deprecated name of `dtype` and warns; a top-level
+    `torch_dtype` counts only where `dtype` was left "auto"; a dtype in model_kwargs with a top-level one too is
+    refused; inside model_kwargs `dtype` wins over `torch_dtype`, as in from_pretrained (modeling_utils.py:4184).
+    Pops them from model_kwargs."""
+    argument, messages = "dtype" if dtype != "auto" else "default (\"auto\")", []
+    if torch_dtype is not None:
+        messages.append(TORCH_DTYPE_DEPRECATED)
+        if dtype == "auto":
+            dtype, argument = torch_dtype, "torch_dtype"
+    if "torch_dtype" in model_kwargs or "dtype" in model_kwargs:
+        if "torch_dtype" in model_kwargs and not messages:
+            messages.append(TORCH_DTYPE_DEPRECATED)
+        if dtype != "auto":
+            given = "dtype" if "dtype" in model_kwargs else "torch_dtype"
+            raise ExplainError(f"a dtype given both as {argument}= and in model_kwargs[{given!r}]; pass it once, "
+                               "preferably as dtype=... (transformers refuses this too)")
+        argument = "model_kwargs['dtype']" if "dtype" in model_kwargs else "model_kwargs['torch_dtype']"
+        given = model_kwargs.pop("torch_dtype", None)
+        dtype = model_kwargs.pop("dtype", given)
+    return dtype, argument, messages

@@ -21,9 +21,10 @@ from accelerate import dispatch_model
 from accelerate.utils import compute_module_sizes, get_max_memory, infer_auto_device_map, set_module_tensor_to_device
 
 from .device_plan.memory import headroom, order
-from .errors import ExplainError
+from .devices import device_text, parse_device
+from .dtypes import dtype_name
+from .errors import ArgumentError, ExplainError
 from .trace import Trace
-from .weights import dtype_name
 
 AUTO_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -43,17 +44,16 @@ def _available(device: str) -> tuple[bool, str]:
     if kind == "mps":
         ok = torch.backends.mps.is_available()
         return ok, "" if ok else "torch.backends.mps.is_available() is False"
-    if kind == "disk":
-        return False, "explain runs models fully loaded and does not offload weights to disk"
-    return False, "it is not a device torch knows (cpu, cuda, cuda:N, mps)"
+    return False, "explain runs models fully loaded and does not offload weights to disk"  # "disk"
 
 
-def normalise_device(device) -> str:
-    if isinstance(device, torch.device):
-        device = str(device)
-    if isinstance(device, int):
-        device = "cpu" if device < 0 else f"cuda:{device}"
-    device = str(device)
+def normalise_device(device, what: str = "device") -> str:
+    """torch's spelling of a device this machine has ("cpu", "cuda:0", "mps"); any spelling explain.devices reads."""
+    try:
+        device = device_text(parse_device(device, what))
+    except ArgumentError as error:
+        raise ArgumentError(f"{error}; use device=\"cpu\", or device_map=\"auto\" to take whatever devices "
+                            "exist") from None
     ok, why = _available(device)
     if not ok:
         raise ExplainError(f"device {device!r} was asked for but {why} on this machine; use device=\"cpu\", or "
@@ -117,8 +117,7 @@ def _device_of(name: str, device_map: dict) -> str:
                 best = module
     if best is None:
         raise ExplainError(f"the device map does not place {name!r}; add its module (or \"\") to device_map")
-    where = device_map[best]
-    return f"cuda:{where}" if isinstance(where, int) else str(where)
+    return device_text(device_map[best])
 
 
 def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace, device=None, device_map=None,
@@ -134,7 +133,7 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
     for name, buffer in list(model.named_buffers()):  # computed buffers (rotary frequencies) follow their module
         set_module_tensor_to_device(model, name, _device_of(name, device_map), value=buffer)
     per_device, seen = {}, set()  # where the weights are stored, counted before dispatch makes offloaded ones meta
-    for _, parameter in model.named_parameters():
+    for parameter in _stored_tensors(model):  # parameters, and the buffers a quantized layer keeps its weight in
         if parameter.data_ptr() in seen:
             continue
         seen.add(parameter.data_ptr())
@@ -153,6 +152,15 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
     trace.emit("placement", "place", facts, start=start, duration=time.perf_counter() - t0)
     model.eval()
     return model
+
+
+def _stored_tensors(model: torch.nn.Module) -> list:
+    """Parameters and persistent buffers: what the checkpoint holds (not computed buffers like rotary frequencies)."""
+    tensors = [parameter for _, parameter in model.named_parameters()]
+    for module in model.modules():
+        tensors += [buffer for name, buffer in module.named_buffers(recurse=False)
+                    if buffer is not None and name not in module._non_persistent_buffers_set]
+    return tensors
 
 
 def execution(model: torch.nn.Module, device_map: dict) -> dict:

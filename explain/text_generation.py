@@ -22,11 +22,14 @@ import warnings
 
 import torch
 
+from .chat_template import TemplateLimitError
 from .errors import ExplainError
+from .files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
 from .generation.settings import warnings_for
 from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
+from .inputs import check_inputs, check_prompt
 from .placement import input_device
 from .trace import Trace
 
@@ -36,15 +39,12 @@ CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_t
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
 
 
-def _is_chat(value) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        isinstance(m, dict) and "role" in m for m in value)
-
-
 class TextGenerationPipeline:
     def __init__(self, task, model, tokenizer, config, generation_config, generation_config_source, trace: Trace,
-                 name_or_path, dtype, generate_defaults=None):
+                 name_or_path, dtype, generate_defaults=None, quantization: dict | None = None, adapter=None):
         self.task, self.model, self.tokenizer, self.config = task, model, tokenizer, config
+        self.quantization = quantization  # the weights/quantize event's data, or None (explain.quantization)
+        self.adapter = adapter  # the applied LoRA adapter (explain.adapters.Adapter), or None
         self.generation_config, self.generation_config_source = generation_config, generation_config_source
         self.trace, self.name_or_path, self.dtype = trace, name_or_path, dtype
         self.generate_defaults = dict(generate_defaults or {})
@@ -52,17 +52,16 @@ class TextGenerationPipeline:
         self.last_generation: Generation | None = None
 
     def __repr__(self):
+        extra = f", quantization={self.quantization['method']} ({self.quantization['form']})" if self.quantization else ""
+        extra += f", adapter={self.adapter.name!r}" if self.adapter is not None else ""
         return (f"explain.TextGenerationPipeline({self.name_or_path!r}, {self.config['architectures'][0]}, "
-                f"dtype={self.dtype}, device={self.device}, {len(self.trace)} trace events)")
+                f"dtype={self.dtype}{extra}, device={self.device}, {len(self.trace)} trace events)")
 
     # -- call ------------------------------------------------------------------------------------------
     def __call__(self, text_inputs, **kwargs):
-        if isinstance(text_inputs, str) or _is_chat(text_inputs):
-            return self._one(text_inputs, kwargs)
-        if isinstance(text_inputs, (list, tuple)) and text_inputs:  # one after another, as transformers' pipeline
+        if check_inputs(text_inputs):  # a batch: every prompt is checked first, then run one after another
             return [self._one(item, kwargs, batch=(i, len(text_inputs))) for i, item in enumerate(text_inputs)]
-        raise ExplainError(f"text_inputs must be a string, a chat (a list of {{'role', 'content'}} dicts) or a list "
-                           f"of those; got {type(text_inputs).__name__}")
+        return self._one(text_inputs, kwargs)
 
     def start(self, text_inputs, *, run: int | None = None, **kwargs) -> Generation:
         """Tokenize and set up a generation without running it: advance it with .step() / .run().
@@ -72,6 +71,7 @@ class TextGenerationPipeline:
         a Generation for one sequence; for several samples, beam search or assisted decoding an object with the
         same step() / run() / finished / steps / sequences (a step advances every sequence, every beam, or one
         round of draft and check)."""
+        check_prompt(text_inputs)
         options, settings_call = self._split(kwargs)
         return self._prepare(text_inputs, options, settings_call, run)
 
@@ -103,11 +103,12 @@ class TextGenerationPipeline:
         run = self.trace.new_run() if run is None else run
         ids = self._tokenize(prompt, options, run)
         handle = options.get("handle_long_generation")
-        context = self.config.get("max_position_embeddings") or self.config.get("n_positions")
-        if context and handle is None and len(ids) > context:
+        context, learned = self.model.config.max_position_embeddings, self.model.learned_positions
+        if learned and handle is None and len(ids) > context:  # rotary positions go on past it, learned ones do not
             raise ExplainError(f"the prompt is {len(ids)} tokens but the model's context window is {context} "
-                               "tokens; shorten the prompt, or pass handle_long_generation=\"hole\" to keep "
-                               "only its last tokens")
+                               "tokens, one learned position embedding each (transformers' generate fails with an "
+                               "IndexError here); shorten the prompt, or pass handle_long_generation=\"hole\" to "
+                               "keep only its last tokens")
         with self.trace.span("generation", "settings", run=run) as data:
             vocab_size = self.config.get("vocab_size")
             settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
@@ -136,7 +137,8 @@ class TextGenerationPipeline:
             data.update(settings=plain_settings(settings), sources=sources, processors=[
                 {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
                 for p in generation.processors],
-                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device), warnings=generation.warnings)
+                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device), warnings=generation.warnings,
+                context_window=context)
         self.last_generation = generation
         return generation
 
@@ -174,7 +176,10 @@ class TextGenerationPipeline:
             if isinstance(prompt, str):
                 text = prefix + prompt
                 add_special = options.get("add_special_tokens", True)
-                data.update(kind_of_input="text", chat_template_text=None, segments=None)
+                # transformers tokenizes a string as it is (pipelines/text_generation.py:350): a model with a chat
+                # template then continues the text instead of answering it; the views say so in one line
+                data.update(kind_of_input="text", chat_template_text=None, segments=None,
+                            chat_template_skipped=self.tokenizer.chat_template is not None)
             else:
                 messages = [dict(m) for m in prompt]
                 continue_final = options.get("continue_final_message")
@@ -185,7 +190,7 @@ class TextGenerationPipeline:
                     final = messages[-1]["content"]
                     text = text[: text.rindex(final) + len(final)] if final and final in text else text
                 add_special = False  # the template writes its own special tokens
-                data.update(kind_of_input="chat", chat_template_text=text, messages=messages,
+                data.update(kind_of_input="chat", chat_template_text=text, messages=messages, chat_template_skipped=False,
                             segments=self._role_segments(messages, text),
                             add_generation_prompt=not continue_final)
             details = self.tokenizer.encode_with_details(text, add_special_tokens=add_special)
@@ -201,6 +206,8 @@ class TextGenerationPipeline:
         for i in range(len(messages)):
             try:
                 end = len(self.tokenizer.apply_chat_template(messages[: i + 1], add_generation_prompt=False))
+            except TemplateLimitError:  # the same template ran within its limits on the whole chat: say so
+                raise
             except Exception:  # a template that refuses partial conversations: no segments, nothing is lost
                 return None
             if not text.startswith(text[:end]) or end > len(text):
@@ -271,9 +278,13 @@ class TextGenerationPipeline:
         no half-written model behind.
         """
         from safetensors.torch import save_model
+        if self.quantization is not None or self.adapter is not None:
+            what = "quantized weights" if self.quantization is not None else "a LoRA adapter"
+            raise ExplainError(f"this pipeline runs {what}, which a plain Hugging Face folder cannot hold as they are; "
+                               "save the pipeline loaded without quantization= / adapter= (the adapter's own folder "
+                               "already holds it)")
         folder = os.path.abspath(folder)
         parent = os.path.dirname(folder)
-        os.makedirs(parent, exist_ok=True)
         if os.path.exists(folder) and os.listdir(folder):
             existing = set(os.listdir(folder)) - {"config.json", "model.safetensors", "tokenizer.json",
                                                    "tokenizer_config.json", "special_tokens_map.json",
@@ -281,7 +292,11 @@ class TextGenerationPipeline:
             if existing:
                 raise ExplainError(f"{folder} already holds other files ({sorted(existing)[:3]}); "
                                    "save into an empty or new folder")
-        staging = tempfile.mkdtemp(prefix=".explain-save-", dir=parent)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".explain-save-", dir=parent)
+        except OSError as error:
+            raise cannot_write(parent, error) from None
         try:
             config = {k: v for k, v in self.config.items() if not k.startswith("_")}
             config["torch_dtype"] = config["dtype"] = self.dtype
@@ -294,8 +309,10 @@ class TextGenerationPipeline:
             save_model(self.model, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
             self.tokenizer.save(staging)
             os.makedirs(folder, exist_ok=True)
-            for name in os.listdir(staging):
-                os.replace(os.path.join(staging, name), os.path.join(folder, name))
+            for name in os.listdir(staging):  # with the mode a new file there gets (safetensors writes 0600)
+                publish(os.path.join(staging, name), os.path.join(folder, name))
+        except OSError as error:
+            raise cannot_write(folder, error) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return folder

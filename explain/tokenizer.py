@@ -15,15 +15,14 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from datetime import datetime
-from functools import lru_cache
-from pathlib import Path
 
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
+from .chat_template import render
 from .errors import CorruptFileError, ExplainError, UnsupportedError
 
+TOKENIZER_JSON_LIMIT = 256 * 2**20  # the biggest tokenizer.json files (262k-token vocabularies) are ~35 MB
 NO_LIMIT = int(1e30)  # transformers' VERY_LARGE_INTEGER: the model_max_length of a tokenizer that states none
 NAMED_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")  # in transformers' order
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token_type values for special and added tokens
@@ -69,13 +68,19 @@ class Tokenizer:
                  pad_token: str | None = None, unk_token: str | None = None, chat_template: str | dict | None = None,
                  add_bos_token: bool | None = None, add_eos_token: bool | None = None,
                  model_max_length: int = NO_LIMIT, source: str = "tokenizer.json", extra_special_tokens=(),
-                 num_merges: int | None = None, clean_up_tokenization_spaces: bool = False):
+                 num_merges: int | None = None, clean_up_tokenization_spaces: bool = False,
+                 chat_template_source: str | dict | None = None):
         self.backend = backend
         self.bos_token, self.eos_token, self.pad_token, self.unk_token = bos_token, eos_token, pad_token, unk_token
         self.extra_special_tokens = [t for t in extra_special_tokens if t not in self.special_tokens_map.values()]
         # A dict of templates is keyed by name; "default" is the one used when none is asked for (transformers' rule)
         self.chat_templates = dict(chat_template) if isinstance(chat_template, dict) else {}
         self.chat_template = self.chat_templates.get("default") if isinstance(chat_template, dict) else chat_template
+        # where each template came from (a file, a GGUF field), named when a template fails
+        sources = chat_template_source if isinstance(chat_template_source, dict) else \
+            {"default": chat_template_source or "the tokenizer's chat_template"}
+        self.chat_template_sources = {name: sources.get(name, sources.get("default")) for name in
+                                      (self.chat_templates or {"default": None})}
         self.model_max_length = model_max_length
         self.source = source
         self.num_merges = num_merges
@@ -165,7 +170,12 @@ class Tokenizer:
                             chat_template: str | None = None, **kwargs):
         """Render messages into one prompt string with the model's jinja template, exactly as transformers
         does; with tokenize=True return its ids (encoded with add_special_tokens=False, the template writes them)."""
-        template = self.chat_templates.get(chat_template, chat_template) or self.chat_template
+        if chat_template in self.chat_templates:
+            template, source = self.chat_templates[chat_template], self.chat_template_sources[chat_template]
+        elif chat_template is not None:
+            template, source = chat_template, "the chat_template= argument"
+        else:
+            template, source = self.chat_template, self.chat_template_sources.get("default")
         if template is None:
             names = f" (only templates named {sorted(self.chat_templates)})" if self.chat_templates else ""
             raise ExplainError(f"this tokenizer has no chat template{names}, so chat messages cannot be turned into a "
@@ -187,12 +197,7 @@ class Tokenizer:
         variables = {**self.special_tokens_map, **_plain(kwargs)}  # caller's variables win, as in transformers
         variables.setdefault("tools", None)
         variables.setdefault("documents", None)
-        try:
-            text = _compile(template).render(messages=chat, add_generation_prompt=add_generation_prompt, **variables)
-        except Exception as error:
-            if type(error).__module__.startswith("jinja2"):
-                raise ExplainError(f"the chat template failed on these messages: {error}") from error
-            raise
+        text = render(template, source, messages=chat, add_generation_prompt=add_generation_prompt, **variables)
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
     # -- loading and saving -----------------------------------------------------------------------
@@ -248,7 +253,8 @@ class Tokenizer:
         return cls(backend, bos_token=named("bos"), eos_token=named("eos"), unk_token=named("unknown"),
                    pad_token=named("padding"), chat_template=meta.get("chat_template"),
                    add_bos_token=bool(meta.get("ggml.add_bos_token", False)),
-                   add_eos_token=bool(meta.get("ggml.add_eos_token", False)), source="gguf", num_merges=len(merges))
+                   add_eos_token=bool(meta.get("ggml.add_eos_token", False)), source="gguf", num_merges=len(merges),
+                   chat_template_source=f"{path} (its tokenizer.chat_template)")
 
     @classmethod
     def from_folder(cls, folder) -> "Tokenizer":
@@ -263,6 +269,10 @@ class Tokenizer:
                                "tokenizer.json; slow tokenizers (sentencepiece tokenizer.model, vocab.json + "
                                "merges.txt only) are not supported. Convert one with transformers: "
                                "AutoTokenizer.from_pretrained(folder).save_pretrained(folder)")
+        _inside(folder, file)
+        if os.path.getsize(file) > TOKENIZER_JSON_LIMIT:
+            raise CorruptFileError(f"{file} is {os.path.getsize(file) / 2**20:.0f} MiB; no tokenizer.json is that big "
+                                   f"(explain reads at most {TOKENIZER_JSON_LIMIT // 2**20} MiB): get it again")
         with open(file, "rb") as f:
             text = f.read().decode("utf-8", errors="replace")
         try:
@@ -271,23 +281,45 @@ class Tokenizer:
         except Exception as error:
             raise CorruptFileError(f"{file} is not a readable tokenizer.json (truncated or not what its name says: "
                                    f"{error}); download or save it again") from None
-        config = _read_json(os.path.join(folder, "tokenizer_config.json"))
-        mapped = _read_json(os.path.join(folder, "special_tokens_map.json"))
-        chat_template = config.get("chat_template")
+        config_file = os.path.join(folder, "tokenizer_config.json")
+        config = _read_json(folder, config_file)
+        mapped = _read_json(folder, os.path.join(folder, "special_tokens_map.json"))
+        chat_template, template_source = config.get("chat_template"), config_file
         if isinstance(chat_template, list):  # named templates: [{"name": ..., "template": ...}]
+            if not all(isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("template"), str)
+                       for e in chat_template):
+                raise CorruptFileError(f"{config_file}: \"chat_template\" is a list but not of {{\"name\": ..., "
+                                       "\"template\": ...}} entries; save the tokenizer again")
             chat_template = {entry["name"]: entry["template"] for entry in chat_template}
+        elif chat_template is not None and not isinstance(chat_template, str):
+            raise CorruptFileError(f"{config_file}: \"chat_template\" is a {type(chat_template).__name__}, not a "
+                                   "jinja template (a string); save the tokenizer again")
         files = _template_files(folder)  # where transformers 5 saves them; they win over the config's
         if files:
-            chat_template = files if set(files) != {"default"} else files["default"]
+            chat_template = {name: text for name, (text, _) in files.items()}
+            template_source = {name: path for name, (_, path) in files.items()}
+            if set(files) == {"default"}:
+                chat_template, template_source = chat_template["default"], template_source["default"]
         extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") \
             or mapped.get("additional_special_tokens") or []
-        extra = extra.values() if isinstance(extra, dict) else extra
-        merges = spec.get("model", {}).get("merges")
-        return cls(backend, **{name: _content(config.get(name, mapped.get(name))) for name in NAMED_TOKENS},
-                   chat_template=chat_template, model_max_length=config.get("model_max_length") or NO_LIMIT,
-                   source="tokenizer.json", extra_special_tokens=[_content(t) for t in extra],
-                   num_merges=None if merges is None else len(merges),
-                   clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)))
+        extra = list(extra.values()) if isinstance(extra, dict) else extra
+        if not isinstance(extra, list):
+            raise CorruptFileError(f"{config_file}: the extra special tokens are {extra!r}, not a list of tokens; save "
+                                   "the tokenizer again")
+        named = {name: _content(config.get(name, mapped.get(name)), config_file, name) for name in NAMED_TOKENS}
+        length = config.get("model_max_length")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, (int, float))
+                                   or not 0 < length < float("inf")):
+            raise CorruptFileError(f"{config_file}: \"model_max_length\" is {length!r}, not a number of tokens; "
+                                   "correct it or save the tokenizer again")
+        merges = spec.get("model", {}).get("merges") if isinstance(spec.get("model"), dict) else None
+        return cls(backend, **named, chat_template=chat_template,
+                   model_max_length=min(int(length), NO_LIMIT) if length else NO_LIMIT,
+                   source="tokenizer.json", extra_special_tokens=[_content(t, config_file, "extra special tokens")
+                                                                  for t in extra],
+                   num_merges=len(merges) if isinstance(merges, list) else None,
+                   clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces") is True,
+                   chat_template_source=template_source)
 
     def save(self, folder) -> str:
         """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json that transformers'
@@ -353,56 +385,6 @@ def load_tokenizer(source, trace=None) -> Tokenizer:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-@lru_cache(maxsize=16)
-def _compile(template: str):
-    """Compile a chat template in the sandbox transformers uses, with the same extras and filters."""
-    import jinja2
-    from jinja2.ext import Extension, loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class GenerationTag(Extension):  # `{% generation %}` marks assistant text for masks; here it just renders
-        tags = {"generation"}
-
-        def parse(self, parser):
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
-            return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
-
-        def _render(self, caller):
-            return caller()
-
-    def check(name):
-        if isinstance(name, str) and name.startswith("_"):
-            raise jinja2.exceptions.SecurityError(f"chat templates cannot set {name!r} on a namespace")
-
-    class TemplateNamespace(jinja2.utils.Namespace):  # no underscore attributes, so no reaching into internals
-        def __init__(*args, **kwargs):
-            self, attrs = args[0], dict(*args[1:], **kwargs)
-            for name in attrs:
-                check(name)
-            jinja2.utils.Namespace.__init__(self, attrs)
-
-        def __setitem__(self, name, value):
-            check(name)
-            jinja2.utils.Namespace.__setitem__(self, name, value)
-
-    class TemplateDict:  # dict(...) and dict.fromkeys(...), without the rest of the type
-        __call__ = staticmethod(dict)
-        fromkeys = staticmethod(dict.fromkeys)
-
-    def raise_exception(message):
-        raise jinja2.exceptions.TemplateError(message)
-
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):  # no HTML escaping
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt),
-                       dict=TemplateDict(), namespace=TemplateNamespace)
-    return env.from_string(template)
-
-
 def _plain(value):
     """What a template may see: plain JSON-like values (transformers' _plain_template_data); anything else
     becomes a placeholder naming its type."""
@@ -438,29 +420,59 @@ def _open_gguf(path_or_reader):
     return gguf_reader(path), path
 
 
-def _read_json(file) -> dict:
-    """An optional JSON file: {} when it is not there."""
+def _inside(folder, file) -> str:
+    from .hub import inside_folder
+    return inside_folder(folder, file)
+
+
+def _read_json(folder, file) -> dict:
+    """An optional JSON file of the folder: {} when it is not there."""
+    if not os.path.lexists(file):
+        return {}
+    _inside(folder, file)
     try:
+        if os.path.getsize(file) > TOKENIZER_JSON_LIMIT:
+            raise CorruptFileError(f"{file} is {os.path.getsize(file) / 2**20:.0f} MiB, not a tokenizer's settings; "
+                                   "get it again")
         with open(file, encoding="utf-8") as f:
-            return json.load(f)
+            value = json.load(f)
     except FileNotFoundError:
         return {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CorruptFileError(f"{file} is truncated or not JSON ({error}); download or save it again") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise CorruptFileError(f"{file} is truncated or not JSON ({error or 'nested too deeply'}); download or save "
+                               "it again") from None
+    except OSError as error:
+        raise CorruptFileError(f"{file} cannot be read ({error.strerror or error})") from None
+    if not isinstance(value, dict):
+        raise CorruptFileError(f"{file} holds JSON but not an object; download or save it again")
+    return value
 
 
-def _template_files(folder) -> dict[str, str]:
-    """chat_template.jinja as "default", and additional_chat_templates/NAME.jinja by name."""
+def _template_files(folder) -> dict[str, tuple[str, str]]:
+    """chat_template.jinja as "default", and additional_chat_templates/NAME.jinja by name: name -> (text, path)."""
     extra = os.path.join(folder, "additional_chat_templates")
     files = {"default": os.path.join(folder, "chat_template.jinja"),
              **{name.removesuffix(".jinja"): os.path.join(extra, name)
                 for name in (sorted(os.listdir(extra)) if os.path.isdir(extra) else []) if name.endswith(".jinja")}}
-    return {name: Path(file).read_text(encoding="utf-8") for name, file in files.items() if os.path.isfile(file)}
+    found = {}
+    for name, file in files.items():
+        if os.path.lexists(file):
+            _inside(folder, file)
+        if os.path.isfile(file):
+            if os.path.getsize(file) > TOKENIZER_JSON_LIMIT:
+                raise CorruptFileError(f"{file} is {os.path.getsize(file) / 2**20:.0f} MiB, not a chat template")
+            with open(file, "rb") as f:
+                found[name] = (f.read().decode("utf-8", errors="replace"), file)
+    return found
 
 
-def _content(token):
-    """A special token as saved: a string, or an AddedToken record {"content": ...}."""
-    return token.get("content") if isinstance(token, dict) else token
+def _content(token, file=None, key=None):
+    """A special token as saved: a string, or an AddedToken record {"content": ...}; anything else names the file."""
+    content = token.get("content") if isinstance(token, dict) else token
+    if content is not None and not isinstance(content, str):
+        raise CorruptFileError(f"{file}: {key} is {token!r}, not a token (a string, or {{\"content\": ...}}); correct "
+                               "it or save the tokenizer again")
+    return content
 
 
 def _component_name(component) -> str | None:

@@ -23,18 +23,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
-from .errors import ExplainError
+from .errors import TraceFileError  # TraceFileError: an ExplainError, the CLI prints it in one line
 from .events import STAGE_INFO, STAGES, SchemaError, check_event
 
 FORMAT = "explain-trace"
 VERSION = 2  # 2: events checked against explain.events, a failed stage's event carries "error"
 READABLE_VERSIONS = (1, 2)  # version 1 files hold the same records, written before the schema existed
 MAX_LOAD_BYTES = 256 * 2**20  # a larger file needs max_bytes= (JSON of that size takes ~10x its size in memory)
-
-
-class TraceFileError(ExplainError):
-    """A trace file that cannot be read back (wrong format, truncated, another program's JSON, a field of the
-    wrong type)."""
 
 
 @dataclass
@@ -233,6 +228,9 @@ class Trace:
                 record = json.load(f)
         except FileNotFoundError:
             raise TraceFileError(f"no trace file at {path}; save one with pipe.trace.save(path)") from None
+        except IsADirectoryError:
+            raise TraceFileError(f"{path} is a folder, not a trace file; pass the path of a file written by "
+                                 "pipe.trace.save(path)") from None
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise TraceFileError(f"{path} is not a readable trace (truncated or not JSON: {error}); "
                                  "save it again with trace.save(path)") from None

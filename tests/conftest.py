@@ -112,3 +112,49 @@ def tiny_llama(tmp_path_factory, embedded_pipe):
     model.save_pretrained(folder)
     tokenizer.save(folder)
     return SimpleNamespace(folder=str(folder), model=model, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, provisioned) -> str:
+    """A one-layer Llama GGUF (~24 KB: hidden size 8, 259 tokens, a chat template) written by tests/tiny_files.py
+    with the gguf package; small enough to truncate and bit-flip by the thousand. Read-only: copy it to damage it."""
+    from tiny_files import write_tiny_gguf
+
+    path = write_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")
+    os.chmod(path, 0o444)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tiny_gguf, tmp_path_factory) -> str:
+    """The tiny GGUF model saved as a Hugging Face folder by explain (config.json, model.safetensors of ~22 KB,
+    tokenizer.json, tokenizer_config.json with the chat template)."""
+    import explain
+
+    pipe = explain.pipeline(model=os.path.dirname(tiny_gguf), gguf_file=os.path.basename(tiny_gguf))
+    return pipe.save_pretrained(tmp_path_factory.mktemp("tiny-folder") / "model")
+
+
+@pytest.fixture(scope="session")
+def gguf_pipe(provisioned):
+    """The embedded model run as its GGUF file stores it: quantization="gguf", the fast form (4-bit weights,
+    bfloat16 activations), loaded once per session. Shared: do not change its model."""
+    import explain
+
+    return explain.pipeline("text-generation", quantization="gguf")
+
+
+@pytest.fixture
+def cache_untouched(provisioned, cache_listing):
+    """Fails the test if it wrote anything into the Hugging Face cache (a refused load must not)."""
+    before = cache_listing()
+    yield
+    assert cache_listing() == before, "a refused load or call wrote into the Hugging Face cache"
+
+
+@pytest.fixture
+def folder(tiny_llama, tmp_path):
+    """A private copy of the tiny Llama folder, to damage (a module may override it with another model)."""
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_llama.folder, copy)
+    return copy

@@ -104,6 +104,19 @@ def test_smoke_numbers_are_real_and_consistent(smoke):
     trace = entry["trace_bytes_per_step"]
     assert trace["steps"] == new_tokens * settings["prompts"] * settings["rounds"]
     assert close(trace["bytes_per_step"], trace["bytes"] / trace["steps"]) and trace["max_step_bytes"] > 0
+    assert trace["file_bytes"] > trace["bytes"] >= trace["steps"] * 500  # a greedy step is over a kilobyte
+    default = entry["trace_bytes_per_step_default_call"]
+    assert default["steps"] == new_tokens and default["processors"] == ["temperature", "top_k"]
+    assert default["bytes_per_step"] > trace["bytes_per_step"]  # sampling keeps a top-20 list per processor
+    long = entry["long_context"]
+    assert long["prompt_tokens"] == settings["long_context_tokens"] and long["new_tokens"] == 3
+    for name in ("explain_traced", "transformers"):
+        row = long["contenders"][name]
+        assert row["decode_tokens"] == 2 and close(row["median_tokens_per_s"], 1000 / row["median_ms_per_token"])
+    assert close(long["explain_time_vs_transformers"], long["contenders"]["explain_traced"]["median_ms_per_token"]
+                 / long["contenders"]["transformers"]["median_ms_per_token"])
+    assert long["same_tokens_as_transformers"] is True
+    assert "## Decode at a long context (48-token prompt)" in smoke[3]
     agreement = entry["agreement_with_transformers"]["explain_traced"]
     assert agreement["identical_runs"] == agreement["runs"]  # fp32 greedy: the same tokens as transformers
 
@@ -183,3 +196,72 @@ def test_widget_hook_reports_not_available_with_the_reason(monkeypatch):
     monkeypatch.setitem(sys.modules, "explain.widgets", None)  # import fails
     with pytest.raises(contenders.Unavailable, match="not importable"):
         contenders.attach_widget(FakePipe())
+
+
+def test_saved_trace_bytes_per_step_are_what_the_file_grows_by(tmp_path):
+    from bench import trace_size
+    trace = Trace()
+    trace.check_events = False  # made-up events: only their sizes matter here
+    trace.emit("config", "config", {"architecture": "X"})
+    run = trace.new_run()
+    for step in range(3):
+        trace.emit("generation", "step", {"step": step, "token": "caf\u00e9" * (step + 1)}, run=run)  # UTF-8
+    trace.emit("generation", "end", {"new_tokens": 3}, run=run)
+    measured = trace_size.saved_bytes_per_step(trace, {0, 1})
+    each = [len(json.dumps(e.to_dict(), ensure_ascii=False).encode()) + 2 for e in trace.filter("generation", "step")]
+    assert measured["steps"] == 3 and measured["bytes"] == sum(each) and measured["max_step_bytes"] == max(each)
+    path = trace.save(tmp_path / "t.json")
+    assert measured["file_bytes"] == os.path.getsize(path)
+
+
+def test_long_context_section_only_when_measured():
+    from bench import long_context
+    assert long_context.markdown({"dtypes": {"float32": {}}}) == []
+    row = {"median_ms_per_token": 80.0, "median_tokens_per_s": 12.5, "forward_ms_per_token": 78.0}
+    results = {"dtypes": {"float32": {"long_context": {
+        "prompt_tokens": 2000, "new_tokens": 32, "rounds": 2, "same_tokens_as_transformers": True,
+        "contenders": {"explain_traced": row, "transformers": dict(row, median_ms_per_token=100.0,
+                                                                   forward_ms_per_token=None)}}}}}
+    text = "\n".join(long_context.markdown(results))
+    assert "## Decode at a long context (2,000-token prompt)" in text
+    assert "| float32 | explain traced | 80.0 | 12.50 | 78.0 | 0.80x |" in text
+    assert "| float32 | transformers | 100.0 | 12.50 | n/a | 1.00x |" in text
+
+
+def test_smoke_quantized_section(smoke):
+    """quantization="gguf" rows (bench/quantized.py): measured, consistent, and its targets stated."""
+    results = smoke[2]
+    settings, entry = results["settings"], results["quantized"]
+    decode = entry["decode"]
+    assert decode["explain_float32"]["available"] and decode["explain_gguf"]["available"]
+    assert decode["transformers_bfloat16"] == {"available": False,
+                                               "reason": "skipped in the smoke run (--smoke): it is slow to load"}
+    assert decode["llama_cpp"]["available"] or "llama-cpp-python" in decode["llama_cpp"]["reason"]
+    for name in ("explain_float32", "explain_gguf"):
+        assert [r["new_tokens"] for r in decode[name]["runs"]] == [settings["new_tokens"]] * settings["prompts"]
+    weights = entry["weights"]
+    assert weights["ratio"] == weights["explain_gguf_bytes"] / weights["explain_float32_bytes"] < 0.3
+    assert weights["explain_float32_bytes"] == 4 * 134_515_008
+    agreement = entry["agreement_with_float32"]
+    assert agreement["steps"] == settings["new_tokens"] * settings["prompts"]
+    assert agreement["agreement"] == agreement["agreeing_steps"] / agreement["steps"]
+    cold = entry["cold_load"]
+    assert cold["peak_rss_after_generate_bytes"] >= cold["peak_rss_after_load_bytes"] > weights["explain_gguf_bytes"]
+    targets = {t["key"]: t for t in results["targets"]}
+    assert targets["quantized_weight_memory"]["met"] is True
+    assert targets["quantized_speed_vs_transformers_bf16"]["met"] is None  # no transformers in the smoke run
+    assert "quantization=\"gguf\"" in (smoke[0] / "latest.md").read_text()
+
+
+def test_quantized_targets_on_made_up_numbers():
+    entry = {"decode": {"explain_gguf": {"available": True, "median_tokens_per_s": 30.0},
+                        "transformers_bfloat16": {"available": True, "median_tokens_per_s": 25.0},
+                        "llama_cpp": {"available": True, "median_tokens_per_s": 75.0}},
+             "weights": {"ratio": 0.35}, "agreement_with_float32": {"agreement": 0.85}}
+    targets = {t["key"]: t for t in report.quantized_targets(entry)}
+    assert targets["quantized_weight_memory"]["miss"].startswith("0.05x over")
+    assert targets["quantized_speed_vs_transformers_bf16"]["miss"].startswith("0.30x short (25% more")
+    assert targets["quantized_agreement"]["miss"] == "5.0 points short"
+    assert targets["quantized_vs_llama_cpp"]["miss"].startswith("0.10x short")
+    absent = {t["key"]: t for t in report.quantized_targets(None)}
+    assert all(t["met"] is None and "not measured" in t["note"] for t in absent.values())

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from explain import events
 from explain.__main__ import main as cli
@@ -41,9 +42,34 @@ def real_trace(embedded_pipe, tmp_path_factory):
     return trace, path, generation
 
 
-def test_every_declared_kind_is_emitted_by_a_real_run_and_fits(real_trace):
+@pytest.fixture(scope="module")
+def quantized_and_adapted(tiny_llama, tmp_path_factory) -> list:
+    """The kinds of quantized and adapted runs (explain.quantization, explain.adapters, explain.compare), from the
+    tiny Llama: int8 on load, a LoRA adapter written in peft's format (merged and unmerged), and a comparison."""
+    import explain
+    from explain.adapters import load_adapter
+    from safetensors.torch import save_file
+    folder = tmp_path_factory.mktemp("events-lora")
+    torch.manual_seed(0)
+    save_file({f"base_model.model.model.layers.{i}.self_attn.q_proj.lora_{part}.weight": torch.randn(shape) * 0.1
+               for i in range(2) for part, shape in (("A", (2, 32)), ("B", (32, 2)))},
+              str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4}))
+    quantized = explain.pipeline("text-generation", model=tiny_llama.folder, quantization="int8")
+    adapted = explain.pipeline("text-generation", model=tiny_llama.folder)
+    adapter = load_adapter(adapted.model, str(folder), adapted.trace, apply_with="explain")
+    adapter.merge()
+    adapter.unmerge()
+    explain.compare(quantized, adapted, "Hello", max_new_tokens=2)
+    return quantized.trace.events + adapted.trace.events
+
+
+def test_every_declared_kind_is_emitted_by_a_real_run_and_fits(real_trace, quantized_and_adapted):
     trace, _, _ = real_trace
-    emitted = {(e.stage, e.kind) for e in trace.events}
+    for event in quantized_and_adapted:
+        events.check_event(event.stage, event.kind, event.data)
+        assert events.describe(event)
+    emitted = {(e.stage, e.kind) for e in trace.events + quantized_and_adapted}
     assert emitted == set(events.KINDS), f"declared but never emitted: {set(events.KINDS) - emitted}"
     for event in trace.events:
         events.check_event(event.stage, event.kind, event.data)

@@ -178,6 +178,7 @@ def test_tokenization_and_decoding_events(pipe):
     output = pipe(messages, do_sample=False, max_new_tokens=3)
     data = run_events(pipe, "tokenization", "encode")[0].data
     assert data["kind_of_input"] == "chat" and data["add_generation_prompt"] is True
+    assert data["chat_template_skipped"] is False
     text = data["chat_template_text"]
     assert text == pipe.tokenizer.apply_chat_template(messages, add_generation_prompt=True) == data["text"]
     assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>") and text.endswith("<|im_start|>assistant\n")
@@ -198,6 +199,29 @@ def test_tokenization_and_decoding_events(pipe):
     data = run_events(pipe, "tokenization", "encode")[0].data
     assert data["kind_of_input"] == "text" and data["chat_template_text"] is None
     assert data["tokens"] == ["Hello", "Ġworld"] and data["offsets"] == [[0, 5], [5, 11]]
+
+
+def test_a_plain_string_to_a_chat_model_says_in_one_line_that_it_skipped_the_template(pipe, tiny_llama):
+    """transformers tokenizes a string as it is (text_generation.py:350), so an instruct model continues the text;
+    the event says the template was skipped and the console line says how to use it."""
+    from explain.console import describe
+    pipe("Write a story about a cat", max_new_tokens=1, do_sample=False)
+    event = run_events(pipe, "tokenization", "encode")[0]
+    assert event.data["chat_template_skipped"] is True and event.data["ids"] == pipe.tokenizer.encode(
+        "Write a story about a cat")  # behaviour unchanged: the string's own tokens, no template
+    line = describe(event)
+    assert line.startswith("6 tokens from plain text; a plain string skips the chat template, so the model "
+                           "continues the text") and '[{"role": "user", "content": ...}]' in line
+    assert line.endswith("(command line: --chat)") and "\n" not in line
+    pipe([{"role": "user", "content": "Write a story about a cat"}], max_new_tokens=1, do_sample=False)
+    event = run_events(pipe, "tokenization", "encode")[0]
+    assert event.data["chat_template_skipped"] is False
+    assert describe(event) == "36 tokens from a chat, through the chat template"
+    plain = explain.pipeline(model=tiny_llama.folder)
+    plain.tokenizer.chat_template = None  # a base model: there was no template to skip
+    plain("Write a story about a cat", max_new_tokens=1, do_sample=False)
+    event = plain.trace.last("tokenization", "encode")
+    assert event.data["chat_template_skipped"] is False and describe(event) == "6 tokens from plain text"
 
 
 # -- trace size ---------------------------------------------------------------------------------------
@@ -299,15 +323,17 @@ def test_empty_prompt_needs_a_bos_token(pipe, monkeypatch):
 
 def test_prompt_longer_than_the_context_window(pipe):
     long_prompt = "word " * 8300  # more tokens than the 8192 positions of the model
-    with pytest.raises(ExplainError) as error:
-        pipe(long_prompt, max_new_tokens=2)
-    message = str(error.value)
-    assert "context window is 8192" in message and 'handle_long_generation="hole"' in message
-    # "hole" keeps the prompt's last tokens, leaving room for the new ones (start(): nothing is run)
+    # a rotary model goes on, as transformers does, and says so before it runs (start(): nothing is run)
+    generation = pipe.start(long_prompt, max_new_tokens=2)
+    assert generation.prompt_length > 8192
+    warnings = pipe.trace.last("generation", "settings").data["warnings"]
+    assert len(warnings) == 1 and "longer than the model's context window of 8192 positions" in warnings[0]
+    # "hole" keeps the prompt's last tokens, leaving room for the new ones
     generation = pipe.start(long_prompt, max_new_tokens=10, handle_long_generation="hole")
     assert generation.prompt_length == 8192 - 10 and generation.settings["max_length"] == 8192
-    hole = pipe.trace.last("generation", "settings").data["hole"]
-    assert hole["kept"] == 8182 and hole["dropped"] == hole["prompt_tokens"] - 8182
+    settings = pipe.trace.last("generation", "settings").data
+    assert settings["hole"]["kept"] == 8182 and settings["hole"]["dropped"] == settings["hole"]["prompt_tokens"] - 8182
+    assert settings["warnings"] == [] and settings["context_window"] == 8192
 
 
 # -- the step-through API -----------------------------------------------------------------------------
@@ -410,6 +436,7 @@ def test_cli_generate_streams_the_greedy_text_and_a_summary(pipe, tmp_path):
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("load ") and "prefill" in summary and "decode 12 tokens at" in summary
     assert "tokens/s | stopped by max_length" in summary
+    assert "a plain string skips the chat template" in out and "--chat" in out  # and how to use it
     saved = Trace.load(trace_file)
     steps = saved.filter("generation", "step", saved.run)
     assert len(steps) == 12 and prompt + "".join(s.data["text"] or "" for s in steps) == expected

@@ -179,9 +179,71 @@ def test_bfloat16_through_the_dtype_argument_on_the_real_model(bfloat16_pipe):
 @pytest.mark.parametrize("asked, dtype", [("bf16", torch.bfloat16), ("torch.float16", torch.float16),
                                           ("float32", torch.float32)])
 def test_dtype_given_by_name(tiny_llama, asked, dtype):
-    pipe = explain.pipeline(model=tiny_llama.folder, torch_dtype=asked)
+    pipe = explain.pipeline(model=tiny_llama.folder, dtype=asked)
     assert {p.dtype for p in pipe.model.parameters()} == {dtype}
     assert loading_event(pipe, "weights", "load")["dtype"] == str(dtype).replace("torch.", "")
+
+
+@pytest.fixture
+def transformers_warnings():
+    """The messages transformers logs (at warning level) while the test runs, its warning_once memory cleared."""
+    import logging
+    records, handler = [], logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    root = transformers.utils.logging.get_logger("transformers")
+    transformers.utils.logging.warning_once.cache_clear()
+    transformers.logging.set_verbosity_warning()
+    root.addHandler(handler)
+    yield records
+    root.removeHandler(handler)
+    transformers.logging.set_verbosity_error()
+
+
+@pytest.mark.parametrize("arguments, argument", [
+    ({"torch_dtype": torch.bfloat16}, "torch_dtype"),
+    ({"model_kwargs": {"torch_dtype": torch.bfloat16}}, "model_kwargs['torch_dtype']"),  # the seed's own call
+    ({"dtype": "auto", "torch_dtype": torch.bfloat16}, "torch_dtype"),  # "auto" is the default: torch_dtype counts
+    ({"model_kwargs": {"dtype": torch.bfloat16, "torch_dtype": torch.float16}}, "model_kwargs['dtype']"),
+])
+def test_torch_dtype_is_the_deprecated_name_of_dtype_as_in_transformers(tiny_llama, transformers_warnings, arguments,
+                                                                        argument):
+    """transformers 5 still takes torch_dtype and warns that it is deprecated (pipelines/__init__.py:1103-1110);
+    explain loads the same dtype, warns the same words as a FutureWarning and records them in weights/load."""
+    theirs = transformers.pipeline("text-generation", model=tiny_llama.folder, **arguments)
+    with pytest.warns(FutureWarning) as caught:
+        pipe = explain.pipeline("text-generation", model=tiny_llama.folder, **arguments)
+    message = explain.pipeline.__globals__["TORCH_DTYPE_DEPRECATED"]
+    # transformers' own words (logged by the pipeline, and again by from_pretrained when it sits in model_kwargs)
+    assert message in transformers_warnings and {m for m in transformers_warnings if "dtype" in m} == {message}
+    assert [str(w.message) for w in caught if w.category is FutureWarning] == [message]
+    assert message == "`torch_dtype` is deprecated! Use `dtype` instead!"
+    assert {p.dtype for p in pipe.model.parameters()} == {theirs.model.dtype} == {torch.bfloat16}
+    load = loading_event(pipe, "weights", "load")
+    assert load["warnings"] == [message] and load["dtype_argument"] == argument and load["dtype"] == "bfloat16"
+
+
+def test_dtype_warns_nothing_and_says_where_it_came_from(tiny_llama, transformers_warnings):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        pipe = explain.pipeline("text-generation", model=tiny_llama.folder, dtype=torch.bfloat16)
+        default = explain.pipeline("text-generation", model=tiny_llama.folder)
+    transformers.pipeline("text-generation", model=tiny_llama.folder, dtype=torch.bfloat16)
+    assert not [m for m in transformers_warnings if "torch_dtype" in m]
+    assert loading_event(pipe, "weights", "load")["warnings"] == []
+    assert loading_event(pipe, "weights", "load")["dtype_argument"] == "dtype"
+    assert loading_event(default, "weights", "load")["dtype_argument"] == 'default ("auto")'
+
+
+def test_dtype_twice_is_refused_as_transformers_refuses_it(tiny_llama):
+    with pytest.raises(ValueError, match="You cannot use both"):
+        transformers.pipeline("text-generation", model=tiny_llama.folder, dtype=torch.float16,
+                              model_kwargs={"torch_dtype": torch.bfloat16})
+    trace = explain.Trace()
+    with pytest.raises(explain.ExplainError, match="pass it once"):
+        explain.pipeline("text-generation", model=tiny_llama.folder, dtype=torch.float16,
+                         model_kwargs={"torch_dtype": torch.bfloat16}, trace=trace)
+    assert trace.events == []  # refused before any stage ran
 
 
 def test_dtype_auto_keeps_the_checkpoint_dtype(tiny_llama, tmp_path):

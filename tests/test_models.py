@@ -218,3 +218,22 @@ def test_unsupported_architecture_names_every_supported_one():
         assert name in message
     for name in models.ARCHITECTURES:
         assert name in message
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_config_answers_the_common_names_as_transformers_does(name):
+    """GPT-2's n_layer / n_embd / n_head / n_positions are answered under the common names by the config object
+    and by models.common_config for a plain dict (a saved trace's hyperparameters), as transformers' configs do."""
+    architecture, config_class, arguments = CASES[name]
+    hf_config = config_class(**arguments)
+    config = dict(hf_config.to_dict(), architectures=[architecture])
+    ours = models.build_config(config)
+    common = models.common_config(config)
+    assert list(common) == list(models.COMMON_NAMES)
+    for key in models.COMMON_NAMES:
+        assert common[key] == getattr(ours, key) == getattr(hf_config, key) is not None, key
+    with pytest.raises(AttributeError, match="no_such_name"):
+        ours.no_such_name  # noqa: B018 - only the mapped names are answered
+    assert models.common_config({"num_hidden_layers": 3}) == {"num_hidden_layers": 3, "hidden_size": None,
+                                                              "num_attention_heads": None,
+                                                              "max_position_embeddings": None, "vocab_size": None}

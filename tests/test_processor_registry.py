@@ -158,6 +158,7 @@ def test_model_generation_config_values_reach_the_settings_with_their_source():
 BAD = [  # (call, words of the message); each checked with a 10-token vocabulary and a 3-token prompt
     (dict(stop_strings=""), ["stop_strings", "empty string", "stop every run"]),  # issue 15: stopped after 1 token
     (dict(stop_strings=["end", ""]), ["stop_strings", "non-empty"]),
+    (dict(stop_strings=[]), ["stop_strings", "at least one string", "None"]),
     (dict(stop_strings=5), ["stop_strings", "a string or a list of strings", "5"]),  # issue 15: a raw TypeError
     (dict(do_sample=True, temperature=math.inf), ["temperature", "finite", "inf"]),  # issue 15: accepted
     (dict(do_sample=True, temperature=float("nan")), ["temperature", "finite"]),

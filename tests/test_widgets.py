@@ -154,6 +154,24 @@ def test_replayed_trace_shows_the_same(live, pipe, tmp_path):
         replay.close()
 
 
+def test_a_plain_string_to_a_chat_model_is_captioned_with_how_to_use_the_template(pipe):
+    pipe("Write a story about a cat", max_new_tokens=2, do_sample=False)
+    dashboard = Dashboard(pipe.trace)
+    try:
+        caption = dashboard.prompt.caption
+        assert caption.startswith("6 tokens from plain text; a plain string skips the chat template")
+        assert '[{"role": "user", "content": ...}]' in caption
+        assert "plain text, chat template skipped" in dashboard.state.stage_rows()[5]["facts"]
+        html = summary_html(dashboard.state)  # the static fallback says it too
+        assert "a plain string skips the chat template" in html and "[{&quot;role&quot;: &quot;user&quot;" in html
+    finally:
+        dashboard.close()
+    pipe([{"role": "user", "content": "Hi"}], max_new_tokens=2, do_sample=False)
+    state = DashboardState.from_trace(pipe.trace, pipe.trace.run)
+    assert state.prompt_caption().endswith("tokens from a chat, through the chat template")
+    assert "skips" not in summary_html(state)
+
+
 def test_show_rejects_what_is_not_a_pipeline_or_trace():
     with pytest.raises(TypeError, match="explain.pipeline"):
         Dashboard("run.json")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from accelerate.utils import compute_module_sizes
 
+from ..devices import parse_device
+from ..dtypes import RUNNABLE
 from ..errors import ExplainError
 from ..units import size_text
 from .plan import Plan, kv_cache, no_split_classes, units, verdict
@@ -16,13 +18,8 @@ from .source import config_of, module_dtype
 
 
 def device(value):
-    """"0" / "cuda:0" / 0 -> 0; "cpu" stays "cpu": accelerate's spelling of a device."""
-    text = str(value)
-    if text.isdigit():
-        return int(text)
-    if text.startswith("cuda:") and text[5:].isdigit():
-        return int(text[5:])
-    return "cpu" if text == "cuda" else text
+    """"0" / "cuda:0" / 0 -> 0; "cpu" stays "cpu": accelerate's spelling of a device (explain.devices)."""
+    return parse_device(value, "the placement event's device")
 
 
 def from_event(event, model: torch.nn.Module | None = None, name: str | None = None, context: int | None = None,
@@ -50,7 +47,7 @@ def from_event(event, model: torch.nn.Module | None = None, name: str | None = N
         dtype = data.get("dtype") or "float32"
     if not memory:  # one device, no max_memory: its budget is unknown (None)
         memory = dict.fromkeys(device_bytes)
-    kv = kv_cache(config, rows, dtype if dtype in ("float32", "bfloat16", "float16") else "float32", context, batch)
+    kv = kv_cache(config, rows, dtype if dtype in RUNNABLE else "float32", context, batch)
     status, reasons = verdict(memory, device_bytes, kv, rows)
     notes = [data.get("reason") or ""]
     if data.get("tied"):

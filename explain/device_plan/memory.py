@@ -19,8 +19,9 @@ import re
 from functools import lru_cache
 
 import torch
-from accelerate.utils import CustomDtype
 
+from ..devices import device_text, parse_device
+from ..dtypes import DTYPES, canonical_name
 from ..errors import ExplainError
 
 HARDWARE_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "hardware.json")
@@ -38,27 +39,14 @@ class HardwareError(ExplainError):
     """An unknown hardware profile or a malformed max_memory."""
 
 
-# -- dtypes: the torch dtype accelerate sizes the model in, and the dtype of quantised Linear weights ---------------
-# name -> (dtype of every tensor that is not quantised, dtype of quantised Linear weights or None, label)
-DTYPES = {
-    "float32": (torch.float32, None, "4 bytes per weight"),
-    "bfloat16": (torch.bfloat16, None, "2 bytes per weight"),
-    "float16": (torch.float16, None, "2 bytes per weight"),
-    "int8": (torch.bfloat16, torch.int8, "Linear weights 1 byte (bitsandbytes LLM.int8), the rest bfloat16"),
-    "4bit": (torch.bfloat16, CustomDtype.INT4, "Linear weights 0.5 byte (bitsandbytes 4-bit), the rest bfloat16"),
-}
-DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16",
-                 "8bit": "int8", "int4": "4bit", "nf4": "4bit", "fp4": "4bit", "load_in_8bit": "int8",
-                 "load_in_4bit": "4bit"}
+# -- dtypes: explain.dtypes' one table (name -> torch dtype of the tensors that are not quantised, dtype of quantised
+# Linear weights or None, label) --------------------------------------------------------------------------------------
 SMALLER = ("float32", "bfloat16", "int8", "4bit")  # the order dtype suggestions walk down
 
 
 def dtype_name(dtype) -> str:
     """"bf16", torch.bfloat16, "torch.bfloat16" -> "bfloat16"; an unknown name gets the accepted list."""
-    if isinstance(dtype, torch.dtype):
-        dtype = str(dtype)
-    name = str(dtype).replace("torch.", "").lower()
-    name = DTYPE_ALIASES.get(name, name)
+    name = canonical_name(dtype)
     if name not in DTYPES:
         raise HardwareError(f"dtype {dtype!r} is not one explain plans for; use one of "
                             f"{', '.join(DTYPES)} (or fp32, bf16, fp16, 8bit, nf4)")
@@ -87,20 +75,12 @@ def profile(name: str) -> dict:
 
 # -- max_memory ------------------------------------------------------------------------------------------------------
 def _device_key(key):
-    if isinstance(key, bool):
-        raise HardwareError(f"max_memory key {key!r} is not a device. {MAX_MEMORY_FORMAT}")
-    if isinstance(key, int):
-        if key < 0:
-            raise HardwareError(f"max_memory key {key} is negative; GPU indices start at 0. {MAX_MEMORY_FORMAT}")
-        return key
-    text = str(key).strip().lower()
-    if text.isdigit():
-        return int(text)
-    if text.startswith("cuda:") and text[5:].isdigit():
-        return int(text[5:])
-    if text in ("cpu", "disk", "mps"):
-        return text
-    raise HardwareError(f"max_memory key {key!r} is not a device. {MAX_MEMORY_FORMAT}")
+    if isinstance(key, int) and not isinstance(key, bool) and key < 0:
+        raise HardwareError(f"max_memory key {key} is negative; GPU indices start at 0. {MAX_MEMORY_FORMAT}")
+    try:
+        return parse_device(key, "max_memory key")
+    except ExplainError:
+        raise HardwareError(f"max_memory key {key!r} is not a device. {MAX_MEMORY_FORMAT}") from None
 
 
 def parse_size(value, where: str = "max_memory") -> int:
@@ -214,4 +194,4 @@ def headroom(memory: dict, model: torch.nn.Module, sizes: dict, no_split: list, 
 
 
 def device_label(device) -> str:
-    return f"cuda:{device}" if isinstance(device, int) else str(device)
+    return device_text(device)

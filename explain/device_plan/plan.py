@@ -18,6 +18,7 @@ from accelerate.utils import compute_module_sizes, get_max_memory, infer_auto_de
 from accelerate.utils.modeling import get_max_layer_size
 
 from ..errors import ExplainError
+from ..models import common_config
 from ..units import size_text
 from .memory import (DTYPES, NON_ACCELERATORS, SMALLER, accelerators, device_label, dtype_name, headroom, order,
                      profile)
@@ -169,9 +170,8 @@ def units(module: torch.nn.Module, device_map: dict, sizes: dict, no_split: list
 
 
 def attention_shape(config: dict) -> dict | None:
-    layers = config.get("num_hidden_layers") or config.get("n_layer")
-    heads = config.get("num_attention_heads") or config.get("n_head")
-    hidden = config.get("hidden_size") or config.get("n_embd")
+    common = common_config(config)
+    layers, heads, hidden = common["num_hidden_layers"], common["num_attention_heads"], common["hidden_size"]
     if not (layers and heads and hidden):
         return None
     kv_heads = config.get("num_key_value_heads") or heads
@@ -183,7 +183,7 @@ def attention_shape(config: dict) -> dict | None:
         slides = window and (config.get("model_type") == "mistral" or config.get("use_sliding_window"))
         sliding = [bool(slides)] * layers
     return {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim, "sliding": sliding, "window": window,
-            "max_positions": config.get("max_position_embeddings") or config.get("n_positions")}
+            "max_positions": common["max_position_embeddings"]}
 
 
 def kv_cache(config: dict, units_: list, dtype: str, context: int | None, batch: int) -> dict | None:

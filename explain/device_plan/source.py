@@ -17,6 +17,7 @@ import torch
 from accelerate import init_empty_weights
 
 from .. import hub
+from ..dtypes import dtype_name
 from ..errors import ExplainError
 from ..models import model_class
 
@@ -111,9 +112,6 @@ def config_of(module: torch.nn.Module) -> dict:
     if dataclasses.is_dataclass(config):
         values = dataclasses.asdict(config)
         values.update(values.pop("extra", {}) or {})
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim"):
-            if name not in values and hasattr(config, name):  # GPT-2's config answers these as properties
-                values[name] = getattr(config, name)
         return values
     if hasattr(config, "to_dict"):  # a transformers PretrainedConfig
         return config.to_dict()
@@ -122,7 +120,7 @@ def config_of(module: torch.nn.Module) -> dict:
 
 def module_dtype(module: torch.nn.Module) -> str:
     first = next((p for p in module.parameters() if p.is_floating_point()), None)
-    return str(first.dtype).replace("torch.", "") if first is not None else "float32"
+    return dtype_name(first.dtype) if first is not None else "float32"
 
 
 def resolve(model, revision: str | None = None) -> Source:

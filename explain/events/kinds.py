@@ -7,6 +7,7 @@ declared fields directly (`data["prob"]`): `explain.events.check_event` has prov
 
 from typing import Any, Callable, Literal, NotRequired, TypedDict
 
+from ..models import common_config
 from ..units import size_text
 
 
@@ -127,6 +128,82 @@ class WeightsLoad(TypedDict):
     unexpected_count: int
     mismatched: dict[str, ShapeMismatch]
     tied: dict[str, str]
+    # which argument set the dtype: "dtype", "torch_dtype", "model_kwargs['dtype']", "model_kwargs['torch_dtype']",
+    # 'default ("auto")'; and the warnings it raised (torch_dtype: transformers 5's deprecation, word for word)
+    dtype_argument: NotRequired[str]
+    warnings: NotRequired[list[str]]
+    kept_quantized: NotRequired[int]  # tensors kept as the file stores them (quantization="gguf")
+
+
+class ProcessMemory(TypedDict):
+    rss_bytes: int | None
+    peak_rss_bytes: int | None
+    source: str
+
+
+class WeightsQuantize(TypedDict):
+    """quantization="gguf" / "int8" / "int4" (explain.quantization): what is kept as integers, and what it saves."""
+    method: str
+    summary: str
+    form: str  # "fast" / "exact" for gguf; the activations' dtype for int8 / int4
+    label: str  # what the form is, in words
+    compute_dtype: str  # the activations' dtype
+    modules: dict[str, int]  # quantized layer class -> how many
+    kernels: dict[str, str]  # quantized layer class -> the torch op its products run in
+    conversions: list[dict[str, Any]]  # {"from", "to", "tensors", "float_round_trip", "reason"}
+    left_in_float: dict[str, str]  # tensor -> why it is not quantized
+    bytes_before: dict[str, int]  # stored type (Q4_1, F32, bfloat16...) -> bytes, in the file or as loaded
+    bytes_after: dict[str, int]  # storage kind in memory -> bytes
+    total_before: int
+    total_after: int
+    float32_bytes: int  # the same parameters in float32, for scale
+    parameters: int
+    ratio_to_float32: float | None
+    bits_per_parameter: float | None
+    process_memory: ProcessMemory
+    seconds: float
+
+
+class AdaptedModule(TypedDict):
+    module: str
+    rank: int
+    scaling: float  # alpha / r (alpha / sqrt(r) with rsLoRA)
+    in_features: int
+    out_features: int
+    parameters: int  # of lora_A and lora_B
+    bytes: int
+    base_parameters: int
+    delta_norm: float  # ||scaling B A||, Frobenius
+    weight_norm: float  # ||W|| of the base layer
+    relative_change: float | None
+    base_layer: str  # the class of the adapted layer (Linear, Int4Linear, ...)
+
+
+class WeightsAdapter(TypedDict):
+    """A PEFT LoRA adapter applied on top of the loaded weights (explain.adapters)."""
+    adapter: str
+    path: str
+    peft_type: str
+    applied_with: str
+    base_model_name_or_path: str | None
+    r: int
+    lora_alpha: float
+    use_rslora: bool
+    target_modules: Any
+    layers: int
+    modules: list[AdaptedModule]
+    adapter_parameters: int
+    base_parameters: int
+    share_of_base: float
+    adapter_bytes: int
+    merged: bool
+    formula: str
+
+
+class WeightsAdapterMerge(TypedDict):
+    adapter: str
+    merged: bool  # True: W + (alpha / r) B A written into the weights; False: taken out again
+    layers: int
 
 
 class PlacementPlace(TypedDict):
@@ -169,6 +246,9 @@ class TokenizationEncode(TypedDict):
     segments: list[Segment] | None
     messages: NotRequired[list[dict[str, Any]]]
     add_generation_prompt: NotRequired[bool]
+    # a plain string went to a model that has a chat template, which transformers then does not apply
+    # (pipelines/text_generation.py:349-350): the instruct model continues the text instead of answering it
+    chat_template_skipped: NotRequired[bool]
 
 
 class ProcessorSpec(TypedDict):
@@ -203,7 +283,9 @@ class GenerationSettings(TypedDict):
     dtype: str
     device: str
     hole: NotRequired[dict[str, int]]
-    warnings: NotRequired[list[str]]  # what the reader should know about this run (e.g. trace_top="all" costs)
+    warnings: NotRequired[list[str]]  # what the reader should know about this run (e.g. trace_top="all" costs,
+    # the context window it may pass or stop at)
+    context_window: NotRequired[int]  # the model's max_position_embeddings
     strategy: NotRequired[StrategyInfo]  # absent in older traces (one sequence, greedy or sampled)
     batch: NotRequired[BatchNote]  # the call was one prompt of a list
 
@@ -247,6 +329,8 @@ class GenerationStep(TypedDict):
     forward_time: float | None
     token_texts: dict[str, str]  # token id (as JSON keys are strings) -> its text, for every id shown
     stop_reason: NotRequired[str | None]
+    warnings: NotRequired[list[str]]  # the context window passed here (rotary positions go on, as in transformers)
+    # or reached (learned positions: stop_reason "context_window")
     forced: NotRequired[bool]
     rows: NotRequired[dict[str, str]]  # trace_top="all": "logits", each processor, "probs" -> the whole row as
     # base64 of little-endian float32 (explain.generation.rows.decode_row)
@@ -437,6 +521,43 @@ class DecodedSequence(TypedDict):
     text: str
 
 
+class CompareStep(TypedDict):
+    step: int
+    token_a: int  # the token A chose
+    text_a: str
+    top1_a: int
+    top1_b: int  # B's most likely token on A's context
+    text_b: str
+    agree: bool
+    kl: float  # KL(P_A || P_B), nats
+    p_a: float  # A's probability of its token
+    p_b: float  # B's probability of A's token
+
+
+class CompareSummary(TypedDict):
+    agreement: float
+    agreeing_steps: int
+    steps: int
+    mean_kl: float
+    max_kl: float
+    max_kl_step: int
+    weight_bytes: list[int | None]
+    decode_tokens_per_s: list[float | None]
+    prompt_tokens: int
+    identical_texts: bool
+
+
+class GenerationCompare(TypedDict):
+    """explain.compare(pipe_a, pipe_b, prompt): emitted into B's trace, in B's run of the prompt."""
+    prompt: Any
+    labels: list[str]
+    steps: list[CompareStep]
+    texts: list[str]
+    ids: list[list[int]]
+    first_divergence: dict[str, Any] | None  # {"step", "character", "token_a", "token_b"}; None: identical texts
+    summary: CompareSummary
+
+
 class DecodingDecode(TypedDict):
     ids: list[int]
     text: str
@@ -464,12 +585,11 @@ def _config_file(d: dict) -> str:
 
 def _config_config(d: dict) -> str:
     h = d["hyperparameters"]
-    layers = h.get("num_hidden_layers", h.get("n_layer"))
-    hidden = h.get("hidden_size", h.get("n_embd"))
-    heads = h.get("num_attention_heads", h.get("n_head"))
+    common = common_config(h)  # GPT-2's n_layer, n_embd... under the common names
     kv = f", {h['num_key_value_heads']} kv heads" if "num_key_value_heads" in h else ""
-    return (f"{d['architecture']} ({d['model_type']}): {layers} layers, hidden {hidden}, {heads} heads{kv}, "
-            f"vocab {h.get('vocab_size')}, tied embeddings {h.get('tie_word_embeddings', False)}")
+    return (f"{d['architecture']} ({d['model_type']}): {common['num_hidden_layers']} layers, hidden "
+            f"{common['hidden_size']}, {common['num_attention_heads']} heads{kv}, vocab {common['vocab_size']}, "
+            f"tied embeddings {h.get('tie_word_embeddings', False)}")
 
 
 def _tokenizer_load(d: dict) -> str:
@@ -491,14 +611,48 @@ def _weights_load(d: dict) -> str:
             f"unexpected {d['unexpected_count']}")
 
 
+def _weights_quantize(d: dict) -> str:
+    kept = ", ".join(f"{c['tensors']} x {c['from']} -> {c['to'].split(':')[0]}" for c in d["conversions"])
+    memory = d["process_memory"]
+    process = (f"; process {size_text(memory['rss_bytes'])} (peak {size_text(memory['peak_rss_bytes'])})"
+               if memory["rss_bytes"] else "")
+    ratio = f"{d['ratio_to_float32']:.2f}x, " if d["ratio_to_float32"] is not None else ""
+    bits = f"{d['bits_per_parameter']:.1f} bits per parameter" if d["bits_per_parameter"] is not None else ""
+    return (f"quantization {d['method']} ({d['form']}, {d['compute_dtype']} activations): {kept}; "
+            f"{size_text(d['float32_bytes'])} in float32 -> {size_text(d['total_after'])} ({ratio}{bits}){process}")
+
+
+def _weights_adapter(d: dict) -> str:
+    return (f"LoRA adapter {d['adapter']!r}: r={d['r']}, alpha={d['lora_alpha']} on {d['layers']} layers; "
+            f"{d['adapter_parameters'] / 1e6:.2f} M parameters, {d['share_of_base']:.2%} of the base's "
+            f"{d['base_parameters'] / 1e6:.1f} M; applied with {d['applied_with']}")
+
+
+def _weights_adapter_merge(d: dict) -> str:
+    return (f"adapter {d['adapter']!r} {'merged: W + (alpha / r) B A' if d['merged'] else 'unmerged: W back'} "
+            f"in {d['layers']} layers")
+
+
+def _generation_compare(d: dict) -> str:
+    summary, first = d["summary"], d["first_divergence"]
+    return (f"compare {d['labels'][0]} vs {d['labels'][1]}: top-1 agreement {summary['agreement']:.0%} over "
+            f"{summary['steps']} steps, mean KL {summary['mean_kl']:.4f} nats; "
+            + (f"texts first differ at step {first['step']}" if first else "identical texts"))
+
+
 def _placement_place(d: dict) -> str:
     per = ", ".join(f"{k}: {size_text(v)}" for k, v in d["bytes_per_device"].items())
     return f"{d['strategy']} -> {', '.join(d['devices'])} ({per}); {d['reason']}"
 
 
+# one line wherever a plain string met a model that has a chat template (tokenization/encode chat_template_skipped)
+TEMPLATE_SKIPPED = ("a plain string skips the chat template, so the model continues the text; to have it answer, "
+                    "pass [{\"role\": \"user\", \"content\": ...}]")
+
+
 def _tokenization_encode(d: dict) -> str:
     how = "a chat, through the chat template" if d["kind_of_input"] == "chat" else "plain text"
-    return f"{d['count']} tokens from {how}"
+    return f"{d['count']} tokens from {how}" + (f"; {TEMPLATE_SKIPPED}" if d.get("chat_template_skipped") else "")
 
 
 def _generation_settings(d: dict) -> str:
@@ -506,7 +660,8 @@ def _generation_settings(d: dict) -> str:
     how = d["strategy"]["label"] if "strategy" in d else "sampling" if s.get("do_sample") else "greedy"
     names = ", ".join(p["name"] for p in d["processors"]) or "none"
     batch = f" (prompt {d['batch']['index'] + 1} of {d['batch']['size']})" if "batch" in d else ""
-    return f"{how}, up to {s.get('max_new_tokens_effective')} new tokens; logits processors: {names}{batch}"
+    warned = "".join(f"; warning: {warning}" for warning in d.get("warnings", []))
+    return f"{how}, up to {s.get('max_new_tokens_effective')} new tokens; logits processors: {names}{batch}{warned}"
 
 
 def _generation_prefill(d: dict) -> str:
@@ -516,7 +671,8 @@ def _generation_prefill(d: dict) -> str:
 def _generation_step(d: dict) -> str:
     how = "forced" if d.get("forced") else d["method"]
     sequence = f"sequence {d['sequence']} " if "sequence" in d else ""
-    return f"{sequence}step {d['step']}: {d['token']!r} ({how}, p {_number(d['prob'])}, rank {d['rank']})"
+    warned = "".join(f"; {warning}" for warning in d.get("warnings", []))
+    return f"{sequence}step {d['step']}: {d['token']!r} ({how}, p {_number(d['prob'])}, rank {d['rank']}){warned}"
 
 
 def _generation_beams(d: dict) -> str:
@@ -603,6 +759,9 @@ KINDS: dict[tuple[str, str], Kind] = {(k.stage, k.kind): k for k in (
     Kind("tokenizer", "load", TokenizerLoad, _tokenizer_load),
     Kind("weights", "progress", WeightsProgress, _weights_progress),
     Kind("weights", "load", WeightsLoad, _weights_load),
+    Kind("weights", "quantize", WeightsQuantize, _weights_quantize),
+    Kind("weights", "adapter", WeightsAdapter, _weights_adapter),
+    Kind("weights", "adapter_merge", WeightsAdapterMerge, _weights_adapter_merge),
     Kind("placement", "place", PlacementPlace, _placement_place),
     Kind("tokenization", "encode", TokenizationEncode, _tokenization_encode),
     Kind("generation", "settings", GenerationSettings, _generation_settings),
@@ -614,5 +773,6 @@ KINDS: dict[tuple[str, str], Kind] = {(k.stage, k.kind): k for k in (
     Kind("generation", "force", GenerationForce, _generation_force),
     Kind("generation", "inspect", GenerationInspect, _generation_inspect),
     Kind("generation", "end", GenerationEnd, _generation_end),
+    Kind("generation", "compare", GenerationCompare, _generation_compare),
     Kind("decoding", "decode", DecodingDecode, _decoding_decode),
 )}

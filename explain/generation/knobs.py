@@ -157,7 +157,9 @@ def stop_strings(value, vocab_size=None) -> str | None:
     strings = [value] if isinstance(value, str) else value
     if not isinstance(strings, (list, tuple)) or not all(isinstance(s, str) for s in strings):
         return f"must be a string or a list of strings, got {value!r}"
-    if not strings or any(s == "" for s in strings):
+    if not strings:
+        return f"must hold at least one string, got {value!r}; pass None for no stop strings"
+    if any(s == "" for s in strings):
         return (f"must hold only non-empty strings, got {value!r}: an empty string is found everywhere, so it would "
                 "stop every run at once (transformers fails on it with \"substring not found\"); remove it, or pass "
                 "None for no stop strings")

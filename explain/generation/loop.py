@@ -24,12 +24,23 @@ from ..trace import Trace
 from ..units import size_text
 from .processors import build_processors
 from .rows import KeptLogits, encode_row, float32_list
-from .settings import KNOBS, LIVE_SETTINGS, eos_ids, unknown_argument, validate
+from .settings import KNOBS, LIVE_SETTINGS, context_window_warnings, eos_ids, unknown_argument, validate
 from .stopping import StopStrings
 
 
 CAPTURES = (None, "default", "inside")  # what each step records besides the default
 TOP_WHEN_ALL = 20  # trace_top="all": the usual top entries, and the whole rows in "rows"
+
+
+def context_window_message(context: int, length: int, learned: bool) -> str:
+    """Why a run stops at, or goes past, the model's context window (max_position_embeddings)."""
+    if learned:
+        return (f"stopped at the context window: the model learned one position embedding for each of its {context} "
+                f"positions (max_position_embeddings), and the next token would need position {context}, which "
+                "has none (transformers' generate fails there with an IndexError)")
+    return (f"the sequence is {length} tokens, past the model's context window of {context} positions "
+            "(max_position_embeddings): its rotary positions go on, as transformers' generate goes on after its "
+            "\"friendly reminder\" warning, but the model was not trained this far and may write worse text")
 
 
 def _read(*tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -76,7 +87,8 @@ class Generation:
         self.processors = self._build_processors(self.settings)
         self.eos = set(eos_ids(self.settings))
         self.stop_strings = StopStrings(tokenizer, self.settings.get("stop_strings"))
-        self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        self.context = model.config.max_position_embeddings  # every model file's config answers this name
+        self.learned_positions = model.learned_positions  # True: no position past the window has an embedding
         if capture not in CAPTURES:
             raise ExplainError(f"capture={capture!r} is not a capture mode; use None (the default: tokens, logits and "
                                "processors) or \"inside\" (also each step's logit lens and attention weights, for "
@@ -94,12 +106,15 @@ class Generation:
                                  f"for {steps} steps")
             warnings.warn(self.warnings[-1] + "; pass trace_top=20 (the default) to keep only the top entries",
                           stacklevel=4)
+        self.warnings += context_window_warnings(self.prompt_length, self.settings["max_length"], self.context,
+                                                 self.learned_positions)
         self.cache = KVCache()
         self.next_logits: torch.Tensor | None = None
         self.steps: list[dict] = []
         self.raw_logits = KeptLogits.from_option(keep_logits)  # whole rows for what-if and force, or None
         self.printed = ""  # decoded text of the generated tokens that is complete (no half UTF-8 sequence)
         self.finished, self.stop_reason = False, None
+        self.past_context_window = False  # set at the step whose token takes the sequence past the window
         self.ended = False  # True once the pipeline has emitted this run's end and decode events
         self.output_text: str | None = None  # the decoded text, once ended
         self._token_text: dict[int, str] = {}
@@ -232,10 +247,16 @@ class Generation:
             self._finish("eos", record)
         elif self.input_ids.shape[1] >= self.settings["max_length"]:
             self._finish("max_length", record)
-        elif self.context and self.input_ids.shape[1] >= self.context:
+        elif self.learned_positions and self.input_ids.shape[1] >= self.context:
             self._finish("context_window", record)
+            record["warnings"] = [context_window_message(self.context, self.input_ids.shape[1], learned=True)]
         elif self.stop_strings.completes(self.input_ids[0].tolist()):
             self._finish("stop_string", record)
+        if not self.finished and self.input_ids.shape[1] > self.context and not self.past_context_window:
+            # where transformers' MaxLengthCriteria warns (once) and goes on: the next forward is past the window
+            self.past_context_window = True
+            record["warnings"] = [context_window_message(self.context, self.input_ids.shape[1], learned=False)]
+            warnings.warn(record["warnings"][0], UserWarning, stacklevel=2)
         self.steps.append(record)
         self.trace.emit("generation", "step", record, run=self.run_id, start=start, duration=time.perf_counter() - t0)
         if self.capture == "inside":
@@ -332,6 +353,9 @@ class Generation:
         branch.printed = text if not text.endswith("\ufffd") else ""
         if token_id in branch.eos or branch.input_ids.shape[1] >= branch.settings["max_length"]:
             branch._finish("eos" if token_id in branch.eos else "max_length", forced)
+        elif branch.learned_positions and branch.input_ids.shape[1] >= branch.context:
+            branch._finish("context_window", forced)  # the forced step keeps its warning, which says why
+        branch.past_context_window = branch.input_ids.shape[1] > branch.context
         self.trace.emit("generation", "force", {"step": step, "position": position, "token_id": token_id,
                                                 "token": forced["token"], "from_branch": self.branch,
                                                 "branch": branch.branch, "replaced": self.steps[step]["token_id"]},

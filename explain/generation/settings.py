@@ -123,3 +123,28 @@ def warnings_for(settings: dict, sources: dict) -> list[str]:
     for cls in strategies.ordered():  # arguments the decoding mode ignores, as transformers warns about them
         found += cls.warnings(settings, sources)
     return found
+
+
+def context_window_warnings(prompt_length: int, max_length: int, context: int, learned_positions: bool) -> list[str]:
+    """What a call will meet at the model's context window (max_position_embeddings), said before it runs.
+
+    A model with rotary positions can go on past the window, and transformers lets it (MaxLengthCriteria warns
+    once the length passes it); a model with learned positions (GPT-2) has no embedding past it, so explain stops
+    there (transformers' generate fails with an IndexError)."""
+    if learned_positions:
+        if max_length <= context:
+            return []
+        return [f"this call stops at the context window: the model has {context} learned positions "
+                f"(max_position_embeddings), so the prompt's {prompt_length} tokens leave room for "
+                f"{context - prompt_length} new tokens of the {max_length - prompt_length} asked for "
+                "(stop reason \"context_window\")"]
+    if prompt_length > context:
+        return [f"the prompt is {prompt_length} tokens, longer than the model's context window of {context} "
+                "positions (max_position_embeddings); transformers runs it anyway, and so does explain, but the "
+                "model was not trained on positions this far and may write worse text"]
+    if max_length > context:
+        return [f"this call may run past the model's context window of {context} positions "
+                f"(max_position_embeddings): the prompt's {prompt_length} tokens plus up to "
+                f"{max_length - prompt_length} new ones. Past it the rotary positions go on, as in transformers "
+                "(which warns when it gets there), but the model was not trained this far"]
+    return []

@@ -1,12 +1,16 @@
 """The architecture registry: config.json's `architectures[0]` -> the module holding that model's one file.
 
-Each model module defines a config dataclass (fields = config.json keys) and a ...ForCausalLM class whose
-forward is `(input_ids, cache=None, position_ids=None, logits_to_keep=0, output_attentions=False)` and
-returns an object with `.logits` and `.attentions`.
+Each model module defines a config dataclass (fields = config.json keys) that answers the common names
+(num_hidden_layers, hidden_size, num_attention_heads, max_position_embeddings, vocab_size; a family with other
+names maps them in an `attribute_map`, as GPT-2's does) and a ...ForCausalLM class with `config_class`,
+`tied_weights`, `learned_positions` (True when no position past max_position_embeddings has an embedding) and a
+forward `(input_ids, cache=None, position_ids=None, logits_to_keep=0, output_attentions=False)` that returns an
+object with `.logits`, `.cache` and `.attentions`. Adding one: docs/architecture.md, "Add an architecture".
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from ..errors import UnsupportedError
@@ -27,6 +31,7 @@ GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "LlamaForCausalLM"
 
 def register(architecture: str, module: str, class_name: str) -> None:
     ARCHITECTURES[architecture] = (module, class_name)
+    _family_names.cache_clear()
 
 
 def architecture_of(config: dict) -> str:
@@ -49,3 +54,29 @@ def model_class(config: dict):
 
 def build_config(config: dict):
     return model_class(config).config_class.from_dict(config)
+
+
+COMMON_NAMES = ("num_hidden_layers", "hidden_size", "num_attention_heads", "max_position_embeddings", "vocab_size")
+
+
+@functools.cache
+def _family_names() -> dict[str, tuple[str, ...]]:
+    """Common name -> the other names families use for it, from every registered config class's attribute_map."""
+    names: dict[str, tuple[str, ...]] = {}
+    for module, class_name in ARCHITECTURES.values():
+        config_class = getattr(importlib.import_module(f"{__name__}.{module}"), class_name).config_class
+        for common, own in getattr(config_class, "attribute_map", {}).items():
+            names[common] = names.get(common, ()) + ((own,) if own not in names.get(common, ()) else ())
+    return names
+
+
+def common_config(config: dict) -> dict:
+    """A config.json dict's shape under the common names (COMMON_NAMES), whatever its family calls them (GPT-2:
+    n_layer, n_embd, n_head, n_positions), for code that reads a dict: a saved trace's hyperparameters, the device
+    planner's configs. A model's config object answers the same names itself. None where the config has no value."""
+    values = {}
+    for name in COMMON_NAMES:
+        candidates = (name,) + _family_names().get(name, ())
+        values[name] = next((config[key] for key in candidates if config.get(key) is not None), None)
+    return values
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,22 +56,15 @@ class GPT2Config:
             raise NotImplementedError("add_cross_attention: GPT-2 as the decoder of an encoder-decoder model is "
                                       "not supported by explain; use a plain GPT-2 checkpoint")
 
-    # the names the other model files use, so pipeline code can ask any config the same questions
-    @property
-    def hidden_size(self) -> int:
-        return self.n_embd
+    # the names the other model files use -> GPT-2's own (transformers' GPT2Config.attribute_map), so code that
+    # asks any config for num_hidden_layers, hidden_size... gets GPT-2's answer
+    attribute_map: ClassVar[dict] = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
+                                     "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
 
-    @property
-    def num_hidden_layers(self) -> int:
-        return self.n_layer
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.n_head
-
-    @property
-    def max_position_embeddings(self) -> int:
-        return self.n_positions
+    def __getattr__(self, name: str):  # called only for names that are not fields
+        if name in GPT2Config.attribute_map:
+            return getattr(self, GPT2Config.attribute_map[name])
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
 class Conv1D(nn.Module):
@@ -147,6 +141,7 @@ class GPT2Attention(nn.Module):
         return self.c_proj(out), weights
 
 
+# Copied from explain.models.llama.causal_mask
 def causal_mask(length: int, total: int, dtype, device) -> torch.Tensor:
     """(T, past + T) additive mask: query i (at position past + i) sees keys 0..past + i."""
     past = total - length
@@ -208,6 +203,7 @@ class GPT2Model(nn.Module):
         return self.ln_f(hidden_states), attentions if output_attentions else None
 
 
+# Copied from explain.models.llama.CausalLMOutput
 @dataclass
 class CausalLMOutput:
     logits: torch.Tensor  # (B, T or logits_to_keep, vocab_size)
@@ -219,6 +215,7 @@ class GPT2LMHeadModel(nn.Module):
     config_class = GPT2Config
     tied_weights = {"lm_head.weight": "transformer.wte.weight"}  # used when config.tie_word_embeddings
     base_model_prefix = "transformer"  # OpenAI-era checkpoints name their tensors without it (h.0..., wte...)
+    learned_positions = True  # wpe has n_positions rows: there is no position past them to embed
 
     def __init__(self, config: GPT2Config):
         super().__init__()

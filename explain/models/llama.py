@@ -1,8 +1,11 @@
 """Llama, read top to bottom: config, RMSNorm, rotary embedding, attention, MLP, block, model, LM head.
 
-Covers SmolLM2, Llama 2/3.x ("llama3" rope scaling) and Mistral-style checkpoints: grouped-query attention,
-optional tied embeddings. Module names are the checkpoint's names (model.layers.0.self_attn.q_proj.weight),
-so a state dict loads as it is. Mirrors transformers' modeling_llama.py numerically.
+Covers SmolLM2, Llama 2/3.x and Mistral-style checkpoints: grouped-query attention, optional tied embeddings,
+every rope scaling transformers' Llama reads (linear, dynamic, yarn, longrope, llama3). The pieces the other
+Llama-family files share (rotary embedding, attention, block, model) are written here once; qwen2.py, qwen3.py
+and smollm3.py carry marked copies (`# Copied from explain.models.llama.<name>`, checked by tests/test_copies.py).
+Module names are the checkpoint's names (model.layers.0.self_attn.q_proj.weight), so a state dict loads as it is.
+Mirrors transformers' modeling_llama.py numerically.
 """
 
 from __future__ import annotations
@@ -56,10 +59,45 @@ class LlamaConfig:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
-        rope = dict(self.rope_parameters or {})
-        self.rope_theta = rope.get("rope_theta", self.rope_theta)
-        if self.rope_scaling is None and rope.get("rope_type", "default") != "default":
-            self.rope_scaling = rope
+        self.rope_parameters = standardize_rope_parameters(self)
+        self.rope_theta = self.rope_parameters["rope_theta"]
+
+
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")  # transformers' ROPE_INIT_FUNCTIONS
+
+
+def standardize_rope_parameters(config: LlamaConfig) -> dict:
+    """One dict for the rotary embedding: rope_type, rope_theta and the scaling's own keys.
+
+    transformers 5 writes them to config.json as `rope_parameters`; older files have `rope_theta` and a
+    `rope_scaling` dict (its kind under "type" or "rope_type") at the top level. Read as transformers reads them
+    (RotaryEmbeddingConfigMixin.convert_rope_params_to_dict): rope_scaling wins over rope_parameters, a
+    rope_theta inside the dict wins over the top-level one.
+    """
+    rope = dict(config.rope_scaling or config.rope_parameters or {})
+    rope.setdefault("rope_type", rope.get("type", "default"))
+    rope.setdefault("rope_theta", config.rope_theta)
+    if rope["rope_type"] in ("llama3", "yarn", "longrope"):
+        rope.setdefault("original_max_position_embeddings", config.max_position_embeddings)
+    if rope["rope_type"] not in ROPE_TYPES:
+        raise NotImplementedError(f"rope_type {rope['rope_type']!r} in config.json is not implemented; explain "
+                                  f"implements {', '.join(ROPE_TYPES)}")
+    needs = {"linear": ["factor"], "dynamic": ["factor"], "yarn": ["factor"],
+             "longrope": ["long_factor", "short_factor"],
+             "llama3": ["factor", "low_freq_factor", "high_freq_factor"]}.get(rope["rope_type"], [])
+    missing = [key for key in needs if key not in rope]
+    if missing:
+        raise ValueError(f"rope_type {rope['rope_type']!r} needs {', '.join(missing)} in config.json's "
+                         "rope_parameters (or rope_scaling); the config is incomplete")
+    return rope
+
+
+def check_sliding_window(config: LlamaConfig, total: int) -> None:
+    """Within the window, sliding-window attention is full causal attention; past it, it is not implemented."""
+    if config.sliding_window is not None and total > config.sliding_window:
+        raise NotImplementedError(f"{total} positions exceed this config's sliding_window of {config.sliding_window}; "
+                                  "explain implements full attention only, which equals the window up to that "
+                                  "length. Shorten the prompt or max_new_tokens")
 
 
 class LlamaRMSNorm(nn.Module):
@@ -76,40 +114,84 @@ class LlamaRMSNorm(nn.Module):
         return self.weight * hidden_states.to(dtype)
 
 
-def rope_inverse_frequencies(config: LlamaConfig) -> torch.Tensor:
-    """Frequencies of the rotary embedding; "llama3" scaling stretches the low frequencies for long context."""
-    dim = config.head_dim
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-    scaling = config.rope_scaling or {}
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if kind == "llama3":
-        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
-        old_context = scaling["original_max_position_embeddings"]
-        low_wavelen, high_wavelen = old_context / low, old_context / high
+def rope_inverse_frequencies(config: LlamaConfig, seq_len: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """(inverse frequencies (head_dim/2,), attention factor) for config.rope_parameters, computed as transformers'
+    ROPE_INIT_FUNCTIONS compute them (modeling_rope_utils.py). `seq_len`, the length the sequence has reached, is
+    read by the two kinds that change with it: "dynamic" and "longrope"."""
+    rope, dim = config.rope_parameters, config.head_dim
+    kind, base, factor = rope["rope_type"], rope["rope_theta"], rope.get("factor")
+    original = rope.get("original_max_position_embeddings")
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim  # (dim/2,)
+    if kind == "dynamic" and seq_len is not None:  # NTK: past the context window, a larger base stretches all waves
+        seq_len = torch.maximum(seq_len, torch.tensor(config.max_position_embeddings, dtype=seq_len.dtype))
+        base = base * ((factor * seq_len / config.max_position_embeddings) - (factor - 1)) ** (dim / (dim - 2))
+    inv_freq, attention_factor = 1.0 / (base ** exponents), 1.0
+    if kind == "linear":  # positions squeezed by `factor`: the same as dividing every frequency by it
+        inv_freq = inv_freq / factor
+    elif kind == "llama3":  # long waves slowed down by `factor`, short ones kept, a smooth blend between
+        low, high = rope["low_freq_factor"], rope["high_freq_factor"]
+        low_wavelen, high_wavelen = original / low, original / high
         wavelen = 2 * math.pi / inv_freq
-        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)  # long waves: slowed down
-        smooth = (old_context / wavelen - low) / (high - low)
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (original / wavelen - low) / (high - low)
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
         inv_freq = torch.where(medium, smoothed, scaled)
-    elif kind == "linear":
-        inv_freq = inv_freq / scaling["factor"]
-    elif kind != "default":
-        raise NotImplementedError(f"rope scaling {kind!r} is not implemented; explain supports default, linear, llama3")
-    return inv_freq
+    elif kind == "yarn":  # interpolate the long waves, keep (extrapolate) the short ones, ramp between
+        factor = factor or config.max_position_embeddings / original
+        attention_factor = rope.get("attention_factor")
+        if attention_factor is None:
+            mscale, mscale_all_dim = rope.get("mscale"), rope.get("mscale_all_dim")
+            attention_factor = (_yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim)
+                                if mscale and mscale_all_dim else _yarn_mscale(factor))
+        # the dimensions that turn beta_fast and beta_slow times over the original context bound the ramp
+        bound = [dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(base))
+                 for turns in (rope.get("beta_fast") or 32, rope.get("beta_slow") or 1)]
+        if rope.get("truncate", True):
+            bound = [math.floor(bound[0]), math.ceil(bound[1])]
+        low, high = max(bound[0], 0), min(bound[1], dim - 1)
+        high = high + 0.001 if low == high else high  # no division by zero
+        ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)  # (dim/2,)
+        wave = base ** exponents
+        keep = 1 - ramp  # 1: extrapolate (unchanged frequency), 0: interpolate (frequency / factor)
+        inv_freq = 1.0 / (factor * wave) * (1 - keep) + 1.0 / wave * keep
+        attention_factor = float(attention_factor)
+    elif kind == "longrope":  # one rescale factor per frequency, a longer set once past the original context
+        factor = factor or config.max_position_embeddings / original
+        attention_factor = rope.get("attention_factor")
+        if attention_factor is None:
+            attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+        long = seq_len is not None and seq_len > original
+        rescale = torch.tensor(rope["long_factor"] if long else rope["short_factor"], dtype=torch.float32)
+        inv_freq = 1.0 / (rescale * base ** exponents)
+    return inv_freq, attention_factor
+
+
+def _yarn_mscale(scale: float, mscale: float = 1) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
 class LlamaRotaryEmbedding(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
-        self.register_buffer("inv_freq", rope_inverse_frequencies(config), persistent=False)
+        self.config = config
+        self.rope_type = config.rope_parameters["rope_type"]
+        # past this length "dynamic" and "longrope" compute other frequencies (transformers' dynamic_rope_update)
+        self.original_length = config.rope_parameters.get("original_max_position_embeddings",
+                                                          config.max_position_embeddings)
+        inv_freq, self.attention_scaling = rope_inverse_frequencies(config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = self.inv_freq[None, :, None].float().expand(position_ids.shape[0], -1, 1)  # (B, dim/2, 1)
-        freqs = (inv_freq @ position_ids[:, None, :].float()).transpose(1, 2)  # (B, T, dim/2)
+        inv_freq, scaling = self.inv_freq, self.attention_scaling
+        if self.rope_type in ("dynamic", "longrope"):
+            seq_len = position_ids.max() + 1
+            if seq_len > self.original_length:
+                inv_freq, scaling = rope_inverse_frequencies(self.config, seq_len.cpu())
+        freqs = position_ids[..., None].float() * inv_freq.to(device=x.device, dtype=torch.float)  # (B, T, dim/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, dim)
-        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        return (emb.cos() * scaling).to(x.dtype), (emb.sin() * scaling).to(x.dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -129,6 +211,36 @@ def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
     batch, kv_heads, length, head_dim = hidden_states.shape
     hidden_states = hidden_states[:, :, None, :, :].expand(batch, kv_heads, n_rep, length, head_dim)
     return hidden_states.reshape(batch, kv_heads * n_rep, length, head_dim)
+
+
+def causal_mask(length: int, total: int, dtype, device) -> torch.Tensor:
+    """(T, past + T) additive mask: query i (at position past + i) sees keys 0..past + i."""
+    past = total - length
+    allowed = torch.ones(length, total, dtype=torch.bool, device=device).tril(diagonal=past)
+    return torch.zeros(length, total, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def attend(q, k, v, scaling: float, output_attentions: bool = False):
+    """Causal attention of q (B, num_heads, T, head_dim) over k, v (B, num_key_value_heads, past + T, head_dim).
+
+    Returns (B, num_heads, T, head_dim) and the weights (B, num_heads, T, past + T) when output_attentions, else
+    None. The two paths are transformers': sdpa_attention_forward lets SDPA share each key/value head among its
+    group of query heads (enable_gqa, no copies); eager_attention_forward, the one that returns the weights,
+    repeats keys and values to one per query head first.
+    """
+    length, total = q.shape[-2], k.shape[-2]
+    groups = q.shape[1] // k.shape[1]  # query heads per key/value head
+    if output_attentions:
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, num_heads, past + T, head_dim)
+        scores = (q @ k.transpose(2, 3)) * scaling  # (B, num_heads, T, past + T)
+        scores = scores + causal_mask(length, total, scores.dtype, scores.device)
+        weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        return weights @ v, weights
+    # new tokens after a cached prefix each see the whole prefix and the new ones before them: a mask says so
+    mask = causal_mask(length, total, q.dtype, q.device) if 1 < length < total else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=length > 1 and mask is None,
+                                         scale=scaling, enable_gqa=groups > 1)
+    return out, None
 
 
 class LlamaAttention(nn.Module):
@@ -152,28 +264,9 @@ class LlamaAttention(nn.Module):
         q, k = apply_rotary(q, k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, num_key_value_heads, past + T, head_dim)
-        n_rep = self.num_heads // self.num_key_value_heads
-        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-        weights = None
-        if output_attentions:  # eager path: the weights themselves, for the views
-            scores = (q @ k.transpose(2, 3)) * self.scaling  # (B, num_heads, T, past + T)
-            scores = scores + causal_mask(length, k.shape[-2], scores.dtype, scores.device)
-            weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-            out = weights @ v  # (B, num_heads, T, head_dim)
-        elif length == k.shape[-2]:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=length > 1, scale=self.scaling)
-        else:  # new tokens after a cached prefix: each sees the whole prefix and the new ones before it
-            mask = causal_mask(length, k.shape[-2], q.dtype, q.device) if length > 1 else None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
+        out, weights = attend(q, k, v, self.scaling, output_attentions)
         out = out.transpose(1, 2).reshape(batch, length, -1)  # (B, T, num_heads * head_dim)
         return self.o_proj(out), weights
-
-
-def causal_mask(length: int, total: int, dtype, device) -> torch.Tensor:
-    """(T, past + T) additive mask: query i (at position past + i) sees keys 0..past + i."""
-    past = total - length
-    allowed = torch.ones(length, total, dtype=torch.bool, device=device).tril(diagonal=past)
-    return torch.zeros(length, total, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 class LlamaMLP(nn.Module):
@@ -207,18 +300,15 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
+        self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = LlamaRotaryEmbedding(config)
-        self.sliding_window = config.sliding_window
 
     def forward(self, input_ids, cache=None, position_ids=None, output_attentions=False):
         past = len(cache) if cache is not None else 0
-        if self.sliding_window is not None and past + input_ids.shape[1] > self.sliding_window:
-            raise NotImplementedError(f"{past + input_ids.shape[1]} positions exceed this config's sliding_window "
-                                      f"of {self.sliding_window}; explain implements full attention only, which "
-                                      "equals the window up to that length. Shorten the prompt or max_new_tokens")
+        check_sliding_window(self.config, past + input_ids.shape[1])
         hidden_states = self.embed_tokens(input_ids)  # (B, T, hidden_size)
         if position_ids is None:
             position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]
@@ -240,6 +330,7 @@ class CausalLMOutput:
 class LlamaForCausalLM(nn.Module):
     config_class = LlamaConfig
     tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}  # used when config.tie_word_embeddings
+    learned_positions = False  # rotary positions go on past max_position_embeddings (the model may do worse there)
 
     def __init__(self, config: LlamaConfig):
         super().__init__()

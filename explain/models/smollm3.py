@@ -7,10 +7,15 @@ when use_sliding_window is set, is off in the released config; a config that tur
 the sequence fits in the window, where it equals full attention. Module names are the checkpoint's names
 (model.layers.0.self_attn.q_proj.weight), so a state dict loads as it is. Mirrors transformers'
 modeling_smollm3.py numerically.
+
+Everything it shares with Llama (rope parameters and every rope scaling transformers reads, RMSNorm, rotary
+embedding, attention, block, model, LM head) is a marked copy of llama.py (`# Copied from explain.models.llama...`,
+checked by tests/test_copies.py); what differs is written out here.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -52,6 +57,7 @@ class SmolLM3Config:
     dtype: str | None = None
     extra: dict = field(default_factory=dict)  # config.json keys this file does not use
 
+    # Copied from explain.models.llama.LlamaConfig.from_dict with Llama->SmolLM3
     @classmethod
     def from_dict(cls, config: dict) -> "SmolLM3Config":
         names = {f.name for f in fields(cls)}
@@ -63,10 +69,8 @@ class SmolLM3Config:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
-        rope = dict(self.rope_parameters or {})
-        self.rope_theta = rope.get("rope_theta", self.rope_theta)
-        if self.rope_scaling is None and rope.get("rope_type", "default") != "default":
-            self.rope_scaling = rope
+        self.rope_parameters = standardize_rope_parameters(self)
+        self.rope_theta = self.rope_parameters["rope_theta"]
         if self.no_rope_layers is None:
             self.no_rope_layers = [int((i + 1) % self.no_rope_layer_interval != 0)
                                    for i in range(self.num_hidden_layers)]
@@ -74,6 +78,37 @@ class SmolLM3Config:
             self.layer_types = ["sliding_attention" if self.use_sliding_window and self.sliding_window is not None
                                 and not self.no_rope_layers[i] else "full_attention"
                                 for i in range(self.num_hidden_layers)]
+
+
+# Copied from explain.models.llama.ROPE_TYPES
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")  # transformers' ROPE_INIT_FUNCTIONS
+
+
+# Copied from explain.models.llama.standardize_rope_parameters with Llama->SmolLM3
+def standardize_rope_parameters(config: SmolLM3Config) -> dict:
+    """One dict for the rotary embedding: rope_type, rope_theta and the scaling's own keys.
+
+    transformers 5 writes them to config.json as `rope_parameters`; older files have `rope_theta` and a
+    `rope_scaling` dict (its kind under "type" or "rope_type") at the top level. Read as transformers reads them
+    (RotaryEmbeddingConfigMixin.convert_rope_params_to_dict): rope_scaling wins over rope_parameters, a
+    rope_theta inside the dict wins over the top-level one.
+    """
+    rope = dict(config.rope_scaling or config.rope_parameters or {})
+    rope.setdefault("rope_type", rope.get("type", "default"))
+    rope.setdefault("rope_theta", config.rope_theta)
+    if rope["rope_type"] in ("llama3", "yarn", "longrope"):
+        rope.setdefault("original_max_position_embeddings", config.max_position_embeddings)
+    if rope["rope_type"] not in ROPE_TYPES:
+        raise NotImplementedError(f"rope_type {rope['rope_type']!r} in config.json is not implemented; explain "
+                                  f"implements {', '.join(ROPE_TYPES)}")
+    needs = {"linear": ["factor"], "dynamic": ["factor"], "yarn": ["factor"],
+             "longrope": ["long_factor", "short_factor"],
+             "llama3": ["factor", "low_freq_factor", "high_freq_factor"]}.get(rope["rope_type"], [])
+    missing = [key for key in needs if key not in rope]
+    if missing:
+        raise ValueError(f"rope_type {rope['rope_type']!r} needs {', '.join(missing)} in config.json's "
+                         "rope_parameters (or rope_scaling); the config is incomplete")
+    return rope
 
 
 def check_sliding_window(config: SmolLM3Config, total: int) -> None:
@@ -86,6 +121,7 @@ def check_sliding_window(config: SmolLM3Config, total: int) -> None:
                                   "Shorten the prompt or max_new_tokens")
 
 
+# Copied from explain.models.llama.LlamaRMSNorm with Llama->SmolLM3
 class SmolLM3RMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
@@ -100,36 +136,102 @@ class SmolLM3RMSNorm(nn.Module):
         return self.weight * hidden_states.to(dtype)
 
 
+# Copied from explain.models.llama.rope_inverse_frequencies with Llama->SmolLM3
+def rope_inverse_frequencies(config: SmolLM3Config, seq_len: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """(inverse frequencies (head_dim/2,), attention factor) for config.rope_parameters, computed as transformers'
+    ROPE_INIT_FUNCTIONS compute them (modeling_rope_utils.py). `seq_len`, the length the sequence has reached, is
+    read by the two kinds that change with it: "dynamic" and "longrope"."""
+    rope, dim = config.rope_parameters, config.head_dim
+    kind, base, factor = rope["rope_type"], rope["rope_theta"], rope.get("factor")
+    original = rope.get("original_max_position_embeddings")
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim  # (dim/2,)
+    if kind == "dynamic" and seq_len is not None:  # NTK: past the context window, a larger base stretches all waves
+        seq_len = torch.maximum(seq_len, torch.tensor(config.max_position_embeddings, dtype=seq_len.dtype))
+        base = base * ((factor * seq_len / config.max_position_embeddings) - (factor - 1)) ** (dim / (dim - 2))
+    inv_freq, attention_factor = 1.0 / (base ** exponents), 1.0
+    if kind == "linear":  # positions squeezed by `factor`: the same as dividing every frequency by it
+        inv_freq = inv_freq / factor
+    elif kind == "llama3":  # long waves slowed down by `factor`, short ones kept, a smooth blend between
+        low, high = rope["low_freq_factor"], rope["high_freq_factor"]
+        low_wavelen, high_wavelen = original / low, original / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (original / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    elif kind == "yarn":  # interpolate the long waves, keep (extrapolate) the short ones, ramp between
+        factor = factor or config.max_position_embeddings / original
+        attention_factor = rope.get("attention_factor")
+        if attention_factor is None:
+            mscale, mscale_all_dim = rope.get("mscale"), rope.get("mscale_all_dim")
+            attention_factor = (_yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim)
+                                if mscale and mscale_all_dim else _yarn_mscale(factor))
+        # the dimensions that turn beta_fast and beta_slow times over the original context bound the ramp
+        bound = [dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(base))
+                 for turns in (rope.get("beta_fast") or 32, rope.get("beta_slow") or 1)]
+        if rope.get("truncate", True):
+            bound = [math.floor(bound[0]), math.ceil(bound[1])]
+        low, high = max(bound[0], 0), min(bound[1], dim - 1)
+        high = high + 0.001 if low == high else high  # no division by zero
+        ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)  # (dim/2,)
+        wave = base ** exponents
+        keep = 1 - ramp  # 1: extrapolate (unchanged frequency), 0: interpolate (frequency / factor)
+        inv_freq = 1.0 / (factor * wave) * (1 - keep) + 1.0 / wave * keep
+        attention_factor = float(attention_factor)
+    elif kind == "longrope":  # one rescale factor per frequency, a longer set once past the original context
+        factor = factor or config.max_position_embeddings / original
+        attention_factor = rope.get("attention_factor")
+        if attention_factor is None:
+            attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+        long = seq_len is not None and seq_len > original
+        rescale = torch.tensor(rope["long_factor"] if long else rope["short_factor"], dtype=torch.float32)
+        inv_freq = 1.0 / (rescale * base ** exponents)
+    return inv_freq, attention_factor
+
+
+# Copied from explain.models.llama._yarn_mscale
+def _yarn_mscale(scale: float, mscale: float = 1) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+# Copied from explain.models.llama.LlamaRotaryEmbedding with Llama->SmolLM3
 class SmolLM3RotaryEmbedding(nn.Module):
     def __init__(self, config: SmolLM3Config):
         super().__init__()
-        scaling = config.rope_scaling or {}
-        kind = scaling.get("rope_type", scaling.get("type", "default"))
-        if kind != "default":
-            raise NotImplementedError(f"rope scaling {kind!r} is not implemented for SmolLM3; explain supports the "
-                                      "default rotary embedding (remove rope_scaling from config.json to run "
-                                      "within the original context length)")
-        dim = config.head_dim
-        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))  # (dim/2,)
+        self.config = config
+        self.rope_type = config.rope_parameters["rope_type"]
+        # past this length "dynamic" and "longrope" compute other frequencies (transformers' dynamic_rope_update)
+        self.original_length = config.rope_parameters.get("original_max_position_embeddings",
+                                                          config.max_position_embeddings)
+        inv_freq, self.attention_scaling = rope_inverse_frequencies(config)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = position_ids[..., None].float() * self.inv_freq.float()  # (B, T, dim/2)
+        inv_freq, scaling = self.inv_freq, self.attention_scaling
+        if self.rope_type in ("dynamic", "longrope"):
+            seq_len = position_ids.max() + 1
+            if seq_len > self.original_length:
+                inv_freq, scaling = rope_inverse_frequencies(self.config, seq_len.cpu())
+        freqs = position_ids[..., None].float() * inv_freq.to(device=x.device, dtype=torch.float)  # (B, T, dim/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, dim)
-        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        return (emb.cos() * scaling).to(x.dtype), (emb.sin() * scaling).to(x.dtype)
 
 
+# Copied from explain.models.llama.rotate_half
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
     return torch.cat((-x2, x1), dim=-1)
 
 
+# Copied from explain.models.llama.apply_rotary
 def apply_rotary(q, k, cos, sin):
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, head_dim), broadcast over heads
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
+# Copied from explain.models.llama.repeat_kv
 def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
     """(B, num_key_value_heads, T, head_dim) -> (B, num_attention_heads, T, head_dim) for grouped-query attention."""
     if n_rep == 1:
@@ -137,6 +239,38 @@ def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
     batch, kv_heads, length, head_dim = hidden_states.shape
     hidden_states = hidden_states[:, :, None, :, :].expand(batch, kv_heads, n_rep, length, head_dim)
     return hidden_states.reshape(batch, kv_heads * n_rep, length, head_dim)
+
+
+# Copied from explain.models.llama.causal_mask
+def causal_mask(length: int, total: int, dtype, device) -> torch.Tensor:
+    """(T, past + T) additive mask: query i (at position past + i) sees keys 0..past + i."""
+    past = total - length
+    allowed = torch.ones(length, total, dtype=torch.bool, device=device).tril(diagonal=past)
+    return torch.zeros(length, total, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+# Copied from explain.models.llama.attend
+def attend(q, k, v, scaling: float, output_attentions: bool = False):
+    """Causal attention of q (B, num_heads, T, head_dim) over k, v (B, num_key_value_heads, past + T, head_dim).
+
+    Returns (B, num_heads, T, head_dim) and the weights (B, num_heads, T, past + T) when output_attentions, else
+    None. The two paths are transformers': sdpa_attention_forward lets SDPA share each key/value head among its
+    group of query heads (enable_gqa, no copies); eager_attention_forward, the one that returns the weights,
+    repeats keys and values to one per query head first.
+    """
+    length, total = q.shape[-2], k.shape[-2]
+    groups = q.shape[1] // k.shape[1]  # query heads per key/value head
+    if output_attentions:
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, num_heads, past + T, head_dim)
+        scores = (q @ k.transpose(2, 3)) * scaling  # (B, num_heads, T, past + T)
+        scores = scores + causal_mask(length, total, scores.dtype, scores.device)
+        weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        return weights @ v, weights
+    # new tokens after a cached prefix each see the whole prefix and the new ones before them: a mask says so
+    mask = causal_mask(length, total, q.dtype, q.device) if 1 < length < total else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=length > 1 and mask is None,
+                                         scale=scaling, enable_gqa=groups > 1)
+    return out, None
 
 
 class SmolLM3Attention(nn.Module):
@@ -163,30 +297,12 @@ class SmolLM3Attention(nn.Module):
             q, k = apply_rotary(q, k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, num_key_value_heads, past + T, head_dim)
-        n_rep = self.num_heads // self.num_key_value_heads
-        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-        weights = None
-        if output_attentions:  # eager path: the weights themselves, for the views
-            scores = (q @ k.transpose(2, 3)) * self.scaling  # (B, num_heads, T, past + T)
-            scores = scores + causal_mask(length, k.shape[-2], scores.dtype, scores.device)
-            weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-            out = weights @ v  # (B, num_heads, T, head_dim)
-        elif length == k.shape[-2]:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=length > 1, scale=self.scaling)
-        else:  # new tokens after a cached prefix: each sees the whole prefix and the new ones before it
-            mask = causal_mask(length, k.shape[-2], q.dtype, q.device) if length > 1 else None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
+        out, weights = attend(q, k, v, self.scaling, output_attentions)
         out = out.transpose(1, 2).reshape(batch, length, -1)  # (B, T, num_heads * head_dim)
         return self.o_proj(out), weights
 
 
-def causal_mask(length: int, total: int, dtype, device) -> torch.Tensor:
-    """(T, past + T) additive mask: query i (at position past + i) sees keys 0..past + i."""
-    past = total - length
-    allowed = torch.ones(length, total, dtype=torch.bool, device=device).tril(diagonal=past)
-    return torch.zeros(length, total, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-
-
+# Copied from explain.models.llama.LlamaMLP with Llama->SmolLM3
 class SmolLM3MLP(nn.Module):
     def __init__(self, config: SmolLM3Config):
         super().__init__()
@@ -200,6 +316,7 @@ class SmolLM3MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+# Copied from explain.models.llama.LlamaDecoderLayer with Llama->SmolLM3
 class SmolLM3DecoderLayer(nn.Module):
     def __init__(self, config: SmolLM3Config, layer_idx: int):
         super().__init__()
@@ -215,6 +332,7 @@ class SmolLM3DecoderLayer(nn.Module):
         return hidden_states, weights
 
 
+# Copied from explain.models.llama.LlamaModel with Llama->SmolLM3
 class SmolLM3Model(nn.Module):
     def __init__(self, config: SmolLM3Config):
         super().__init__()
@@ -238,6 +356,7 @@ class SmolLM3Model(nn.Module):
         return self.norm(hidden_states), attentions if output_attentions else None
 
 
+# Copied from explain.models.llama.CausalLMOutput
 @dataclass
 class CausalLMOutput:
     logits: torch.Tensor  # (B, T or logits_to_keep, vocab_size)
@@ -245,9 +364,11 @@ class CausalLMOutput:
     attentions: list | None = None
 
 
+# Copied from explain.models.llama.LlamaForCausalLM with Llama->SmolLM3
 class SmolLM3ForCausalLM(nn.Module):
     config_class = SmolLM3Config
     tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}  # used when config.tie_word_embeddings
+    learned_positions = False  # rotary positions go on past max_position_embeddings (the model may do worse there)
 
     def __init__(self, config: SmolLM3Config):
         super().__init__()

@@ -15,6 +15,7 @@ from .sink import ThrottledSink
 from .state import DashboardState
 from .static import summary_html
 from .strategy_views import BeamTree, DraftView, SamplingTree
+from .weights_views import AdapterView, CompareView, QuantizationView
 
 _shown: dict[int, weakref.ref] = {}  # id(trace) -> the dashboard explain.show last displayed for it
 
@@ -27,6 +28,9 @@ def show(source, **kwargs) -> None:
     plotly's fig.show() does; to keep the object use `explain.widgets.Dashboard(source)`.
     """
     from IPython.display import display
+    if hasattr(source, "to_dict") and hasattr(source, "first_divergence"):  # an explain.Comparison
+        display(CompareView(source))
+        return
     dashboard = Dashboard(source, **kwargs)
     previous = _shown.get(id(dashboard.trace))
     if previous is not None and previous() is not None and previous() is not dashboard:
@@ -40,5 +44,5 @@ def step_through(pipe, prompt, **generate_kwargs) -> StepThrough:
     return StepThrough(pipe, prompt, **generate_kwargs)
 
 
-__all__ = ["show", "step_through", "Dashboard", "InsideView", "StepThrough", "DashboardState", "ThrottledSink", "summary_html",
-           "SamplingTree", "BeamTree", "DraftView"]
+__all__ = ["show", "step_through", "Dashboard", "InsideView", "StepThrough", "DashboardState", "ThrottledSink",
+           "summary_html", "CompareView", "QuantizationView", "AdapterView", "SamplingTree", "BeamTree", "DraftView"]

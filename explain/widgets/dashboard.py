@@ -175,10 +175,7 @@ class Dashboard(StaticFallback, widgets.VBox):
             if state.encode is not self._prompt_event:
                 self._prompt_event = state.encode
                 self.prompt.tokens = state.prompt_tokens()
-                d = state.encode.data if state.encode is not None else {}
-                self.prompt.caption = (f"{d.get('count', 0)} tokens from "
-                                       f"{'a chat, through the chat template' if d.get('kind_of_input') == 'chat' else 'plain text'}"
-                                       if state.encode is not None else "no call yet")
+                self.prompt.caption = state.prompt_caption()
             moved = self._render_text()
             self._render_strategy()
         now = time.perf_counter()
@@ -328,6 +325,8 @@ class Dashboard(StaticFallback, widgets.VBox):
                      f"KV cache {kv.get('length', '?')} positions ({size_text(kv.get('bytes'))})")
         if step.get("stop_reason"):
             parts.append(f" \u00b7 generation stopped here: {escape(str(step['stop_reason']))}")
+        for warning in step.get("warnings") or []:  # the context window passed (or reached) at this step
+            parts.append(f"<br>\u26a0 {escape(str(warning))}")
         parts.append("</span>")
         return f"<div class='explain-w'>{''.join(parts)}</div>"
 

@@ -6,7 +6,8 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 
 from __future__ import annotations
 
-from ..events import LOADING_STAGES, STAGES
+from ..events import LOADING_STAGES, STAGES, describe
+from ..models import common_config
 from ..trace import Event, Trace
 from ..units import size_text
 ROLE_NAMES = ("system", "user", "assistant", "generation prompt", "tool")
@@ -159,6 +160,11 @@ class DashboardState:
             rows.append([piece, token_id, start, end, bool((d.get("special") or [False] * (i + 1))[i]), role])
         return rows
 
+    def prompt_caption(self) -> str:
+        """One line under the prompt's tokens (the event's own description): how many, from what; a plain string
+        that skipped the model's chat template says so, and how to use it."""
+        return describe(self.encode) if self.encode is not None else "no call yet"
+
     def generated_tokens(self, branch: int | None = None) -> list[list]:
         """[text, prob, forced] for each generated token of a branch."""
         return [[s.get("token", ""), s.get("prob"), bool(s.get("forced"))] for s in self.steps(branch)]
@@ -191,7 +197,8 @@ class DashboardState:
                 return None, [], "waiting"
             d = self.encode.data
             facts = [f"{d.get('count', len(d.get('ids', [])))} tokens",
-                     "chat template" if d.get("kind_of_input") == "chat" else "plain text"]
+                     "chat template" if d.get("kind_of_input") == "chat" else
+                     "plain text, chat template skipped" if d.get("chat_template_skipped") else "plain text"]
             return self.encode.duration, facts, "done"
         if stage == "generation":
             if self.settings is None:
@@ -249,9 +256,9 @@ def loading_facts(stage: str, events: list[Event]) -> list[str]:
             facts.append(size_text(sum(f.get("size") or 0 for f in files)))
         config = [e.data for e in events if e.kind == "config"]
         if config:
-            h = config[-1].get("hyperparameters", {})
-            layers = h.get("num_hidden_layers", h.get("n_layer"))
-            facts.append(f"{config[-1].get('architecture')}, {layers} layers, vocab {h.get('vocab_size')}")
+            common = common_config(config[-1].get("hyperparameters", {}))
+            facts.append(f"{config[-1].get('architecture')}, {common['num_hidden_layers']} layers, "
+                         f"vocab {common['vocab_size']}")
         return facts
     if stage == "tokenizer":
         facts = [str(d.get("model")), f"{d.get('vocab_size')} tokens"]

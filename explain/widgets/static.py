@@ -67,7 +67,9 @@ def _prompt(state: DashboardState) -> str:
                      f"inline-block'>{_e(visible(text))}<sub style='color: grey'>{token_id}</sub></code>")
     count = state.encode.data.get("count", len(chips))
     kind = "chat template" if state.encode.data.get("kind_of_input") == "chat" else "text"
-    return (f"<h4 style='margin: 8px 0 2px'>Prompt: {count} tokens ({_e(kind)})</h4>"
+    note = (f"<div style='color: #9a6700'>{_e(state.prompt_caption())}</div>"
+            if state.encode.data.get("chat_template_skipped") else "")
+    return (f"<h4 style='margin: 8px 0 2px'>Prompt: {count} tokens ({_e(kind)})</h4>{note}"
             f"<div>{''.join(chips)}</div>")
 
 

@@ -111,8 +111,8 @@ class Run:
         self.processors = self.build_processors(self.settings)
         self.eos = eos_ids(self.settings)
         self.stop_strings = StopStrings(tokenizer, self.settings.get("stop_strings"))
-        self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions",
-                                                                                       None)
+        self.context = model.config.max_position_embeddings  # every model file's config answers this name
+        self.learned_positions = model.learned_positions  # True: no position past the window has an embedding
         self.trace_top, self.run_id, self.branch = trace_top, run, branch
         self.keep_logits, self.capture = keep_logits, capture  # accepted (the step-through passes them); unused
         self.prompt, self.options = prompt, dict(options or {})
@@ -164,7 +164,7 @@ class Run:
             return "eos"
         if len(ids) >= self.settings["max_length"]:
             return "max_length"
-        if self.context and len(ids) >= self.context:
+        if self.learned_positions and len(ids) >= self.context:  # rotary positions go on, as in transformers
             return "context_window"
         if self.stop_strings.completes(ids):
             return "stop_string"
