@@ -326,3 +326,12 @@ def test_the_console_describes_each_strategy(tiny, small, capsys):
     ours(PROMPT, do_sample=True, num_return_sequences=2, max_new_tokens=3)
     print_timeline(ours.trace, run=ours.last_generation.run_id)
     assert "sampling 2 sequences, up to 3 new tokens" in capsys.readouterr().out
+
+
+def test_the_command_line_prints_every_returned_sequence(tiny_llama, capsys):
+    from explain.__main__ import main as cli
+    assert cli(["generate", PROMPT, "--model", tiny_llama.folder, "--num-beams", "3", "--num-return-sequences", "2",
+                "--max-new-tokens", "4", "--no-do-sample"]) == 0
+    out = capsys.readouterr().out
+    assert f"[0] {PROMPT}" in out and f"[1] {PROMPT}" in out and "[2]" not in out
+    assert "beam search: 3 beams" in out and "beam search ranked 3 finished sequences" in out
