@@ -5,6 +5,9 @@
     pipe("Write a story about a cat", max_new_tokens=40)
     for e in pipe.trace.events: print(e.stage, e.kind, e.data)
 
+backend="transformers" traces the real transformers.pipeline() in the same events (any model transformers runs);
+explain.attach(tpipe) traces a transformers pipeline built outside explain.
+
 In Jupyter: explain.show(pipe) shows a live dashboard, explain.step_through(pipe, prompt) a step-by-step
 controller, explain.show(explain.Trace.load(path)) replays a saved trace (pip install "explain[notebook]").
 """
@@ -16,6 +19,13 @@ from .errors import ExplainError
 from .compare import Comparison, compare
 from .pipeline import pipeline
 from .trace import STAGES, Event, Trace
+
+
+def attach(tpipe, trace: Trace | None = None):
+    """Trace the calls of a pipeline built with transformers.pipeline(...) from now on: returns a traced pipeline over
+    the same model and tokenizer (no loading events: it was built outside explain). Needs transformers."""
+    from .backends import transformers_backend  # transformers is imported only here
+    return transformers_backend().attach(tpipe, trace=trace)
 
 
 def show(source, **kwargs) -> None:
@@ -37,5 +47,6 @@ def plan_device_map(model, **kwargs):
     return plan(model, **kwargs)
 
 
-__all__ = ["pipeline", "compare", "Comparison", "show", "step_through", "provision", "Trace", "Event", "STAGES", "ExplainError",
+__all__ = ["pipeline", "attach", "compare", "Comparison", "show", "step_through", "provision", "Trace", "Event",
+           "STAGES", "ExplainError",
            "plan_device_map", "__version__"]

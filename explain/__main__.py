@@ -17,6 +17,9 @@ def _pipeline_args(parser):
     parser.add_argument("--device", default=None)
     parser.add_argument("--device-map", default=None)
     parser.add_argument("--save-trace", default=None, metavar="FILE", help="write the trace as JSON")
+    parser.add_argument("--backend", default="explain", choices=("explain", "transformers"),
+                        help="explain: explain's readable model files (default); transformers: the real "
+                             "transformers.pipeline, traced (needs pip install \"explain[transformers]\")")
 
 
 TERMINAL_MAX_NEW_TOKENS = 40  # a short default for the terminal
@@ -52,8 +55,11 @@ def _knob_args(parser) -> None:
 
 def _load(args):
     import explain
-    return explain.pipeline("text-generation", model=args.model, gguf_file=args.gguf_file, revision=args.revision,
-                            dtype=args.dtype, device=args.device, device_map=args.device_map)
+    pipe = explain.pipeline("text-generation", model=args.model, gguf_file=args.gguf_file, revision=args.revision,
+                            dtype=args.dtype, device=args.device, device_map=args.device_map, backend=args.backend)
+    print(f"backend {pipe.trace.meta.get('backend')}: {pipe.trace.meta.get('model_class')} from "
+          f"{pipe.trace.meta.get('source_file')}")
+    return pipe
 
 
 def _check_output(path: str | None) -> None:

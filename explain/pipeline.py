@@ -14,6 +14,7 @@ import warnings
 import torch
 
 from . import hub, registry
+from .backends import check_backend, transformers_backend
 from .config import folder_has_gguf, gguf_reader, load_config
 from .embedded import ensure_provisioned
 from .dtypes import dtype_name, runnable_dtype
@@ -79,9 +80,23 @@ def _check_arguments(model, revision, gguf_file, token, dtype, device, device_ma
 def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=None, revision: str | None = None,
              token=None, device=None, device_map=None, dtype="auto", torch_dtype=None, trust_remote_code=None,
              model_kwargs: dict | None = None, gguf_file: str | None = None, trace: Trace | None = None,
-             quantization: str | None = None, adapter=None, **kwargs):
-    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline, and two of explain's:
-    quantization ("gguf", "int8", "int4": explain.quantization) and adapter (a PEFT LoRA folder: explain.adapters)."""
+             quantization: str | None = None, adapter=None, backend: str = "explain", **kwargs):
+    """Build a traced text-generation pipeline. Arguments are those of transformers.pipeline, and three of explain's:
+    quantization ("gguf", "int8", "int4": explain.quantization) and adapter (a PEFT LoRA folder: explain.adapters),
+    and backend: "explain" (the default) runs explain's readable model files; "transformers" runs the real
+    transformers.pipeline(...) and traces it (explain/backends/transformers/), in the same events."""
+    if check_backend(backend) == "transformers":
+        for name, value in (("quantization", quantization), ("adapter", adapter)):
+            if value is not None:
+                raise ArgumentError(
+                    f"{name}= is the explain backend's; on backend=\"transformers\" load the way transformers does: "
+                    + ("model_kwargs={\"quantization_config\": ...} (or a GGUF through gguf_file=)"
+                       if name == "quantization" else "model=<the adapter folder> (its adapter_config.json names "
+                       "the base model; transformers loads both with peft)"))
+        return transformers_backend().pipeline(
+            task, model=model, config=config, tokenizer=tokenizer, revision=revision, token=token, device=device,
+            device_map=device_map, dtype=dtype, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs, gguf_file=gguf_file, trace=trace, **kwargs)
     from .text_generation import GENERATE_ARGUMENTS, TextGenerationPipeline
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise ArgumentError(f"model_kwargs must be a dict such as {{\"torch_dtype\": torch.bfloat16}}, not "
@@ -157,6 +172,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     generation_path = resolve("generation_config.json", required=False) if gguf_path is None else None
     config_dict, generation, generation_sources, reader = load_config(config_path, gguf_path, generation_path, trace)
     cls = model_class(config_dict)
+    trace.meta.update(backend="explain", model_class=cls.__name__, source_file=inspect.getsourcefile(cls))
 
     # -- tokenizer stage -----------------------------------------------------------------------------------
     if isinstance(tokenizer, Tokenizer):

@@ -483,3 +483,6 @@ def _component_name(component) -> str | None:
     parts = next((v for k, v in spec.items() if k != "type" and isinstance(v, list) and v
                   and all(isinstance(p, dict) and "type" in p for p in v)), None)
     return f"{spec['type']}({', '.join(p['type'] for p in parts)})" if parts else spec["type"]
+
+
+component_name = _component_name  # public: the transformers backend names its tokenizer's components the same way

@@ -7,6 +7,7 @@ model's skeleton on the meta device, checks the state dict against it, and emits
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -94,7 +95,8 @@ def load_weights(model_class, model_config, weight_format: WeightFormat, paths: 
                 parameters=sum(t.numel() for t in state.values()) + sum(math.prod(s) for s in kept.values()),
                 kept_quantized=len(kept), dtype=dtype_name(dtype),
                 skeleton_seconds=skeleton_time, missing=missing, mismatched=mismatched, tied=tied_used,
-                unexpected_count=len(facts["unexpected"]), **(notes or {}))
+                unexpected_count=len(facts["unexpected"]), backend="explain", model_class=model_class.__name__,
+                source_file=inspect.getsourcefile(model_class), **(notes or {}))
     trace.emit("weights", "load", data, start=start, duration=time.perf_counter() - t0)
     if missing:
         raise ExplainError(f"the checkpoint ({', '.join(data['files'])}) lacks {len(missing)} weights that "

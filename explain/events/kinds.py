@@ -45,6 +45,30 @@ class RegistryLookup(TypedDict):
     revision_used: NotRequired[str | None]
     gguf_file_used: NotRequired[str | None]
     default_reason: str
+    # backend="transformers" (explain/backends/transformers): the lookup transformers itself did
+    backend: NotRequired[str]  # "transformers"
+    pipeline_class_used: NotRequired[str]  # the traced subclass of the pipeline class transformers named
+    trust_remote_code: NotRequired[bool]  # what the call asked
+
+
+class QuantizationInfo(TypedDict):
+    method: str  # the quant_method of transformers' quantization config (bitsandbytes, gptq, torchao, ...)
+    config: dict[str, Any]
+    quantizer: str | None  # transformers' HfQuantizer class that loaded the weights
+
+
+class AdapterInfo(TypedDict):
+    peft_type: str  # LORA, IA3, ...
+    r: int | None
+    lora_alpha: float | None
+    target_modules: list[str] | str | None
+    base_model: str | None
+
+
+class HooksInfo(TypedDict):
+    count: int  # accelerate hooks on the model's modules
+    classes: dict[str, int]
+    offloading_modules: int
 
 
 class ConfigFile(TypedDict):
@@ -57,6 +81,7 @@ class ConfigFile(TypedDict):
     path: str | None
     offline: bool
     absent: NotRequired[bool]  # an optional file the model does not have
+    stage: NotRequired[str]  # backend="transformers": the loading stage that asked for the file
 
 
 class ConfigConfig(TypedDict):
@@ -68,6 +93,9 @@ class ConfigConfig(TypedDict):
     generation_config: dict[str, Any]
     generation_config_source: dict[str, str]
     has_generation_config_file: bool
+    config_class: NotRequired[str]  # backend="transformers": the PretrainedConfig class transformers built
+    remote_code: NotRequired[bool]  # backend="transformers": the class came from the model's own code (trust_remote_code)
+    given: NotRequired[bool]  # backend="transformers": the model was built by the caller (read off it, not loaded)
 
 
 class SpecialToken(TypedDict):
@@ -99,6 +127,9 @@ class TokenizerLoad(TypedDict):
     post_processor: str | None
     decoder: str | None
     seconds: float
+    tokenizer_class: NotRequired[str]  # backend="transformers": the tokenizer class transformers built
+    remote_code: NotRequired[bool]
+    given: NotRequired[bool]
 
 
 class WeightsProgress(TypedDict):
@@ -122,12 +153,25 @@ class WeightsLoad(TypedDict):
     stored_dtypes: dict[str, int]
     quantization_types: NotRequired[dict[str, int]]
     file_bytes: NotRequired[int]
-    skeleton_seconds: float
+    skeleton_seconds: float | None  # None: backend="transformers", which builds the skeleton inside its own loading
     missing: list[str]
     unexpected: list[str]
     unexpected_count: int
     mismatched: dict[str, ShapeMismatch]
     tied: dict[str, str]
+    shards: NotRequired[int | None]
+    backend: NotRequired[str]  # "explain" or "transformers": whose code built the model
+    model_class: NotRequired[str]  # the model class that ran (explain's, or transformers' ...ForCausalLM)
+    source_file: NotRequired[str | None]  # the file that class is written in (the dashboard links it)
+    # backend="transformers": transformers' own loading report and what it loaded with
+    parameter_dtypes: NotRequired[dict[str, int]]  # dtype -> parameters in it, after loading
+    error_msgs: NotRequired[list[str]]
+    conversion_errors: NotRequired[dict[str, Any]]
+    quantization: NotRequired[QuantizationInfo | None]
+    adapters: NotRequired[dict[str, AdapterInfo] | None]  # PEFT adapters transformers loaded, by adapter name
+    remote_code: NotRequired[bool]
+    seconds: NotRequired[float | None]
+    given: NotRequired[bool]
     # which argument set the dtype: "dtype", "torch_dtype", "model_kwargs['dtype']", "model_kwargs['torch_dtype']",
     # 'default ("auto")'; and the warnings it raised (torch_dtype: transformers 5's deprecation, word for word)
     dtype_argument: NotRequired[str]
@@ -224,6 +268,11 @@ class PlacementPlace(TypedDict):
     main_device: str  # where inputs go
     execution_devices: dict[str, str]  # device-map module -> the device its forward runs on
     offloaded: list[str]  # modules whose weights stay in CPU RAM and are copied to main_device for every forward
+    # backend="transformers"
+    hooks: NotRequired[HooksInfo]
+    max_memory_asked: NotRequired[dict[str, int | str] | None]
+    offload_folder: NotRequired[str | None]
+    given: NotRequired[bool]
 
 
 # -- a call: run n ----------------------------------------------------------------------------------------
@@ -238,7 +287,7 @@ class TokenizationEncode(TypedDict):
     text: str
     ids: list[int]
     tokens: list[str]
-    offsets: list[list[int]]
+    offsets: list[list[int]] | None  # None: a tokenizer with no offsets (transformers' slow, Python tokenizers)
     special: list[bool]
     count: int
     add_special_tokens: bool
@@ -246,15 +295,23 @@ class TokenizationEncode(TypedDict):
     segments: list[Segment] | None
     messages: NotRequired[list[dict[str, Any]]]
     add_generation_prompt: NotRequired[bool]
+    hole: NotRequired[dict[str, int]]  # handle_long_generation="hole": the prompt's start was cut
+    # backend="transformers": the pipeline's own preprocess output
+    attention_mask: NotRequired[list[int] | None]
+    continue_final_message: NotRequired[bool]
     # a plain string went to a model that has a chat template, which transformers then does not apply
     # (pipelines/text_generation.py:349-350): the instruct model continues the text instead of answering it
     chat_template_skipped: NotRequired[bool]
 
 
-class ProcessorSpec(TypedDict):
-    name: str  # the knob that turned it on (explain.generation.processors: the registry)
-    args: dict[str, Any]
-    title: NotRequired[str]  # the short human title of its panel in the step view (absent in older traces)
+# the class that ran ("class", a keyword, hence the functional form): explain's, named after the transformers class it
+# mirrors, or transformers' own (backend="transformers"); a processor the registry lacks is named after its class
+ProcessorSpec = TypedDict("ProcessorSpec", {
+    "name": str,  # the knob that turned it on (explain.generation.processors: the registry)
+    "args": dict[str, Any],
+    "title": NotRequired[str],  # the short human title of its panel in the step view (absent in older traces)
+    "class": NotRequired[str],
+})
 
 
 class StrategyInfo(TypedDict):
@@ -288,6 +345,11 @@ class GenerationSettings(TypedDict):
     context_window: NotRequired[int]  # the model's max_position_embeddings
     strategy: NotRequired[StrategyInfo]  # absent in older traces (one sequence, greedy or sampled)
     batch: NotRequired[BatchNote]  # the call was one prompt of a list
+    # backend="transformers": the decoding mode generate() chose, and whether explain traces its steps (greedy
+    # search and sampling of one sequence); beam search and assisted decoding run untraced, with the reason
+    generation_mode: NotRequired[str]
+    steps_traced: NotRequired[bool]
+    why_not_traced: NotRequired[str]
 
 
 class GenerationPrefill(TypedDict):
@@ -329,6 +391,7 @@ class GenerationStep(TypedDict):
     forward_time: float | None
     token_texts: dict[str, str]  # token id (as JSON keys are strings) -> its text, for every id shown
     stop_reason: NotRequired[str | None]
+    stopped_by: NotRequired[list[str]]  # backend="transformers": the stopping criteria (classes) that fired
     warnings: NotRequired[list[str]]  # the context window passed here (rotary positions go on, as in transformers)
     # or reached (learned positions: stop_reason "context_window")
     forced: NotRequired[bool]
@@ -514,6 +577,8 @@ class GenerationEnd(TypedDict):
     tokens_per_s: float | None
     branch: NotRequired[int]
     sequences: NotRequired[int]  # how many sequences the call returns
+    stopping_criteria: NotRequired[list[str]]  # backend="transformers": the criteria generate() checked each token
+    steps_traced: NotRequired[bool]  # backend="transformers": False for a mode whose steps are not traced
 
 
 class DecodedSequence(TypedDict):
@@ -567,6 +632,10 @@ class DecodingDecode(TypedDict):
     skip_special_tokens: bool
     branch: NotRequired[int]
     sequences: NotRequired[list[DecodedSequence]]  # several returned sequences: each one (the first is ids/text)
+    # backend="transformers": what the pipeline's postprocess returned, and the options that shaped it
+    output: NotRequired[list[dict[str, Any]]]
+    return_full_text: NotRequired[bool]
+    return_tensors: NotRequired[bool]
 
 
 # -- one line per event ---------------------------------------------------------------------------------

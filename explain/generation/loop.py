@@ -21,9 +21,8 @@ from ..errors import ExplainError
 from ..models.cache import KVCache
 from ..placement import input_device, synchronize
 from ..trace import Trace
-from ..units import size_text
 from .processors import build_processors
-from .rows import KeptLogits, encode_row, float32_list
+from .rows import KeptLogits, all_rows_warning, encode_row, float32_list
 from .settings import KNOBS, LIVE_SETTINGS, context_window_warnings, eos_ids, unknown_argument, validate
 from .stopping import StopStrings
 
@@ -98,12 +97,8 @@ class Generation:
         self.prompt, self.options = prompt, dict(options or {})  # what the call was given, for its postprocess
         self.warnings: list[str] = []  # what the settings event tells the reader about this run
         if trace_top == "all":
-            rows = 2 + len(self.processors)
-            per_step = rows * 4 * math.ceil(model.config.vocab_size * 4 / 3)
             steps = max(self.settings["max_length"] - self.prompt_length, 0)
-            self.warnings.append(f"trace_top=\"all\" keeps {rows} whole rows of {model.config.vocab_size} values per "
-                                 f"step: {size_text(per_step)} of trace a step, up to {size_text(per_step * steps)} "
-                                 f"for {steps} steps")
+            self.warnings.append(all_rows_warning(len(self.processors), model.config.vocab_size, steps))
             warnings.warn(self.warnings[-1] + "; pass trace_top=20 (the default) to keep only the top entries",
                           stacklevel=4)
         self.warnings += context_window_warnings(self.prompt_length, self.settings["max_length"], self.context,

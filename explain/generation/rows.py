@@ -11,12 +11,14 @@ row, read back bit for bit, where a list of JSON numbers took ~1 MB and 21 MiB o
 from __future__ import annotations
 
 import base64
+import math
 from collections import deque
 
 import numpy as np
 import torch
 
 from ..errors import ExplainError
+from ..units import size_text
 
 KEEP_LOGITS = 512  # rows keep_logits=True keeps (the newest); keep_logits=<n> keeps n
 
@@ -69,6 +71,14 @@ class KeptLogits:
         kept = KeptLogits(self.limit, list(self.rows)[: step - first + 1])
         kept.count = step + 1
         return kept
+
+
+def all_rows_warning(processors: int, vocab_size: int, steps: int) -> str:
+    """What trace_top="all" costs, as both backends tell the reader in generation/settings's warnings."""
+    rows = 2 + processors
+    per_step = rows * 4 * math.ceil(vocab_size * 4 / 3)
+    return (f"trace_top=\"all\" keeps {rows} whole rows of {vocab_size} values per step: {size_text(per_step)} of "
+            f"trace a step, up to {size_text(per_step * steps)} for {steps} steps")
 
 
 def encode_row(row: torch.Tensor) -> str:

@@ -87,7 +87,9 @@ def inspect_step(generation, step: int, what=("lens", "attention"), attribution_
             "token": record["token"], "context_ids": ids,
             "context_tokens": [generation.token_text(i) for i in ids]}
     if "lens" in what or "attention" in what:
-        seen = replay(generation, step, attentions="attention" in what)
+        # a producer whose model is not explain's brings its own replay (backend="transformers": its forward, Cache)
+        replayed = getattr(generation, "replay_step", None) or (lambda *a, **k: replay(generation, *a, **k))
+        seen = replayed(step, attentions="attention" in what)
         if "lens" in what:
             look["lens"] = _lens(parts, seen.hidden_states, chosen, seen.logits)
         if "attention" in what:

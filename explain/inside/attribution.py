@@ -35,6 +35,9 @@ class CaptumTokenizer:
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     def __call__(self, text, return_offsets_mapping=False, add_special_tokens=True, **kwargs):
+        if not hasattr(self.tokenizer, "encode_with_details"):  # transformers' tokenizer (backend="transformers")
+            encoded = self.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+            return {"input_ids": encoded["input_ids"], "offset_mapping": [tuple(o) for o in encoded["offset_mapping"]]}
         details = self.tokenizer.encode_with_details(text, add_special_tokens=add_special_tokens)
         return {"input_ids": details["ids"], "offset_mapping": [tuple(o) for o in details["offsets"]]}
 

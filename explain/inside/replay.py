@@ -18,9 +18,9 @@ from torch import nn
 from ..errors import ExplainError
 from ..models.cache import KVCache
 
-# where decoder-only models keep their parts, in the names transformers' modeling files use
-BASES = ("model", "transformer", "gpt_neox")
-EMBEDDINGS = ("embed_tokens", "wte", "embed_in")
+# where decoder-only models keep their parts, in the names transformers' modeling files use ("model.decoder": OPT)
+BASES = ("model", "transformer", "gpt_neox", "model.decoder")
+EMBEDDINGS = ("embed_tokens", "wte", "embed_in", "word_embeddings")
 LAYERS = ("layers", "h")
 FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")
 
@@ -33,20 +33,26 @@ class Parts:
     head: nn.Module  # the LM head: hidden state -> one logit per vocabulary entry
 
 
+def _module(owner, path: str) -> nn.Module | None:
+    for name in path.split("."):
+        owner = getattr(owner, name, None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
 def decoder_parts(model: nn.Module) -> Parts:
     """The embedding, layers, final norm and LM head of a decoder-only model (explain's or transformers')."""
-    base = next((getattr(model, name) for name in BASES if isinstance(getattr(model, name, None), nn.Module)), None)
     head = getattr(model, "lm_head", None) or getattr(model, "embed_out", None)
-    found = {}
-    if base is not None:
-        for key, names in (("embedding", EMBEDDINGS), ("layers", LAYERS), ("final_norm", FINAL_NORMS)):
-            found[key] = next((getattr(base, n) for n in names if isinstance(getattr(base, n, None), nn.Module)),
-                              None)
-    if base is None or head is None or None in found.values():
-        raise ExplainError(f"cannot find the layers of {type(model).__name__} (looked for {'/'.join(BASES)} with "
-                           f"{'/'.join(LAYERS)}, {'/'.join(FINAL_NORMS)} and lm_head): looking inside needs a "
-                           "decoder-only model laid out as transformers lays them out")
-    return Parts(found["embedding"], found["layers"], found["final_norm"], head)
+    for path in BASES:
+        base = _module(model, path)
+        if base is None or head is None:
+            continue
+        found = {key: next((getattr(base, n) for n in names if isinstance(getattr(base, n, None), nn.Module)), None)
+                 for key, names in (("embedding", EMBEDDINGS), ("layers", LAYERS), ("final_norm", FINAL_NORMS))}
+        if None not in found.values() and getattr(base, "project_out", None) is None:  # OPT-350m projects: not read
+            return Parts(found["embedding"], found["layers"], found["final_norm"], head)
+    raise ExplainError(f"cannot find the layers of {type(model).__name__} (looked for {'/'.join(BASES)} with "
+                       f"{'/'.join(LAYERS)}, {'/'.join(FINAL_NORMS)} and lm_head): looking inside needs a "
+                       "decoder-only model laid out as transformers lays them out")
 
 
 @dataclass

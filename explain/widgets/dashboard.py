@@ -20,6 +20,7 @@ from ..events import LOADING_STAGES
 from ..trace import Event, Trace
 from ..units import size_text
 from .sink import ThrottledSink
+from .code_link import code_html
 from .state import DashboardState, visible
 from .static import summary_html
 from .step_figure import StepFigure
@@ -186,7 +187,7 @@ class Dashboard(StaticFallback, widgets.VBox):
 
     def _render_header(self) -> None:
         state = self.state
-        model = state.model_name() or "no model loaded (replay)"
+        model = state.model_name() or self.trace.meta.get("model") or "no model loaded (replay)"
         steps = state.steps()
         if state.run is None:
             status = "loaded; call the pipeline to see it work" if state.model_name() else "waiting for events"
@@ -200,7 +201,7 @@ class Dashboard(StaticFallback, widgets.VBox):
         self.header.value = (
             f"<div class='explain-w' style='display: flex; gap: 10px; align-items: baseline; flex-wrap: wrap'>"
             f"<span style='font-size: 16px; font-weight: 700'>explain</span>"
-            f"<span>{escape(model)}</span>"
+            f"<span>{escape(model)}</span>{code_html(self.trace.meta)}"
             f"<span class='explain-status' data-steps='{len(steps)}' style='color: {color}; font-weight: 600'>"
             f"{escape(call)}{escape(status)}</span>"
             f"{detached}</div>")

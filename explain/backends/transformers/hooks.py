@@ -1,0 +1,126 @@
+"""How the transformers backend watches generate() without changing what it computes.
+
+generate() builds two lists each call (transformers/generation/utils.py, GenerationMixin.generate, step 8):
+`self._get_logits_processor(...)` -> a LogitsProcessorList and `self._get_stopping_criteria(...)` -> a
+StoppingCriteriaList, then its decoding loop (`_sample`) calls them once per token:
+
+    next_token_scores = logits_processor(input_ids, next_token_logits)      # raw logits in, processed out
+    ... argmax or torch.multinomial(softmax(next_token_scores)) ...
+    input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)
+    unfinished_sequences = unfinished_sequences & ~stopping_criteria(input_ids, scores)
+
+`observing(model, recorder)` shadows the two builder methods on the model instance for the duration of one
+generate() call: each returns the list transformers built, in a recording subclass that runs the same processors
+(and criteria) in the same order through transformers' own list code, one element at a time, and reports each
+result to the recorder. Forward hooks (torch's register_forward_pre_hook / register_forward_hook) time each forward
+and hand over transformers' own Cache object. Nothing is re-implemented: the chain, the token choice and the loop
+are transformers'.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from contextlib import contextmanager
+
+import torch
+from transformers import GenerationConfig
+from transformers.generation.logits_process import LogitsProcessorList
+from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
+
+
+class RecordingProcessorList(LogitsProcessorList):
+    """The processor list generate() built, same processors, same order; each one's effect goes to the recorder."""
+
+    def __init__(self, processors, recorder):
+        super().__init__(processors)
+        self.recorder = recorder
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        self.recorder.on_logits(input_ids, scores)
+        for processor in self:
+            before = scores.clone()  # a processor may work in place; the record needs what it received
+            scores = LogitsProcessorList([processor])(input_ids, scores, **kwargs)  # transformers' own dispatch
+            self.recorder.on_processor(processor, input_ids, before, scores)
+        self.recorder.on_scores(scores)
+        return scores
+
+
+class RecordingCriteriaList(StoppingCriteriaList):
+    """The stopping criteria generate() built; which of them fired goes to the recorder with the new token."""
+
+    def __init__(self, criteria, recorder):
+        super().__init__(criteria)
+        self.recorder = recorder
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        is_done = torch.full((input_ids.shape[0],), False, device=input_ids.device, dtype=torch.bool)
+        fired = []
+        for criterion in self:
+            done = StoppingCriteriaList([criterion])(input_ids, scores, **kwargs)  # transformers' own code
+            is_done = is_done | done
+            if bool(done[0]):
+                fired.append(criterion)
+        self.recorder.on_token(input_ids, fired)
+        return is_done
+
+
+class PauseAfterOneToken(StoppingCriteria):
+    """A stopping criterion (generate's public extension point) that ends a generate() call after one new token,
+    so a step-through advances the real generate() one token at a time. It is never reported as a stop reason."""
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+@contextmanager
+def observing(model, recorder):
+    """Watch one generate() call of `model`: processors, criteria and forwards report to `recorder`.
+
+    The two builders are shadowed on this model instance only (another model generating meanwhile is not touched)
+    and removed on exit, even when generate() raises."""
+    build_processors = model._get_logits_processor  # the bound method generate() would call
+    build_criteria = model._get_stopping_criteria
+
+    def logits_processor(*args, **kwargs):
+        processors = build_processors(*args, **kwargs)
+        arguments = inspect.signature(build_processors).bind_partial(*args, **kwargs).arguments
+        if not recorder.on_settings(arguments["generation_config"], processors, arguments):
+            return processors  # a decoding mode whose steps are not traced (beam search, assisted)
+        return RecordingProcessorList(processors, recorder)
+
+    def stopping_criteria(*args, **kwargs):
+        criteria = build_criteria(*args, **kwargs)
+        recorder.on_criteria(criteria)
+        if not recorder.traces_steps:
+            return criteria
+        return RecordingCriteriaList(criteria, recorder)
+
+    def before_forward(module, args, kwargs):
+        recorder.on_forward_start(kwargs.get("input_ids"), kwargs.get("cache"), time.perf_counter())
+
+    def after_forward(module, args, kwargs, output):
+        cache = getattr(output, "cache", None) if not isinstance(output, tuple) else None
+        recorder.on_forward_end(cache if cache is not None else kwargs.get("cache"), time.perf_counter())
+
+    shadowed = {"_get_logits_processor": logits_processor, "_get_stopping_criteria": stopping_criteria}
+    for name, replacement in shadowed.items():
+        if name in vars(model):
+            raise RuntimeError(f"{type(model).__name__}.{name} is already shadowed on this model: is another "
+                               "traced generate() running on it?")
+        setattr(model, name, replacement)
+    handles = [model.register_forward_pre_hook(before_forward, with_kwargs=True),
+               model.register_forward_hook(after_forward, with_kwargs=True)]
+    try:
+        yield recorder
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name in shadowed:
+            vars(model).pop(name, None)
+
+
+def generation_mode(config: GenerationConfig, assistant_model=None) -> str:
+    """transformers' name of the decoding mode ("greedy_search", "sample", "beam_search", ...)."""
+    mode = config.get_generation_mode(assistant_model)
+    return getattr(mode, "value", str(mode))

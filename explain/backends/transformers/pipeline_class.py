@@ -1,0 +1,321 @@
+"""TracedTextGenerationPipeline: transformers' own TextGenerationPipeline, its three stages traced.
+
+    preprocess   -> tokenization/encode   the pipeline's own output (ids, attention mask), the chat-template text
+    _forward     -> generation/settings, prefill, step..., end    generate() watched by hooks.observing
+    postprocess  -> decoding/decode        what the pipeline returns (return_full_text, the chat with the answer)
+
+Each override calls transformers' method and records what it returned; the pipeline computes exactly what
+transformers.TextGenerationPipeline computes (it is one: isinstance checks, save_pretrained, ... all work).
+`start(prompt, ...)` runs preprocess and sets up a TransformersGeneration to advance token by token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from transformers import TextGenerationPipeline
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
+from transformers.pipelines.text_generation import ReturnType
+from transformers.utils.chat_template_utils import Chat, is_valid_message
+
+from ...errors import ExplainError
+from ...generation.settings import SETTINGS, validate
+from ...trace import Trace
+from .generation import TransformersGeneration
+
+EXPLAIN_OPTIONS = ("trace_top", "keep_logits", "capture")  # explain's own call options, never passed to transformers
+
+
+class TracedTextGenerationPipeline(TextGenerationPipeline):
+    """A transformers TextGenerationPipeline whose calls emit explain's events into `self.trace`."""
+
+    def __init__(self, *args, trace: Trace | None = None, **kwargs):
+        self.trace = trace if trace is not None else Trace()
+        config = self.trace.last("config", "config")  # emitted while transformers loaded the model, if it did
+        self.generation_config_source = ("model generation config" if config is None else
+                                         "generation_config.json" if config.data.get("has_generation_config_file")
+                                         else "model config")
+        self.last_generation: TransformersGeneration | None = None
+        self.token_texts: dict[int, str] = {}
+        # the run ids preprocess reserved, in order, for the _forward that follows each (transformers' iterator
+        # runs preprocess, _forward, postprocess item after item; model_inputs may not carry other values)
+        self._runs: deque[int] = deque()
+        self._reserved_run: int | None = None  # a run id start(run=...) was handed, for its preprocess
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def following(cls, pipeline: TextGenerationPipeline, trace: Trace | None = None) -> "TracedTextGenerationPipeline":
+        """A traced pipeline over an already-built one: the same model, tokenizer and device (no copy of the
+        weights), with the generation and call parameters it was built with."""
+        if not isinstance(pipeline, TextGenerationPipeline):
+            raise ExplainError(f"explain.attach traces a transformers text-generation pipeline, got "
+                               f"{type(pipeline).__name__}; build one with transformers.pipeline(\"text-generation\", "
+                               "model=...)")
+        device = None if getattr(pipeline.model, "hf_device_map", None) is not None else pipeline.device
+        traced = cls(model=pipeline.model, tokenizer=pipeline.tokenizer, task=pipeline.task, device=device,
+                     trace=trace, assistant_model=pipeline.assistant_model,
+                     assistant_tokenizer=pipeline.assistant_tokenizer)
+        # what the user gave transformers.pipeline(...) beyond the components: generate() arguments and call options
+        traced._generate_kwargs = dict(pipeline._generate_kwargs)
+        traced._preprocess_params = dict(pipeline._preprocess_params)
+        traced._forward_params = dict(pipeline._forward_params)
+        traced._postprocess_params = dict(pipeline._postprocess_params)
+        traced._batch_size, traced._num_workers = pipeline._batch_size, pipeline._num_workers
+        return traced
+
+    def __repr__(self) -> str:
+        return (f"explain.TracedTextGenerationPipeline({type(self.model).__name__}, dtype="
+                f"{str(self.model.dtype).replace('torch.', '')}, device={self.device}, {len(self.trace)} trace events)")
+
+    def token_text(self, token_id: int) -> str:
+        """One token decoded on its own (special tokens kept), remembered: the step records name tokens by it."""
+        text = self.token_texts.get(token_id)
+        if text is None:
+            self.remember_texts([token_id])
+            text = self.token_texts[token_id]
+        return text
+
+    def decode_ids(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        """tokenizer.decode(ids), through the Rust backend when that is all transformers' decode would do."""
+        if type(self.tokenizer)._decode is TokenizersBackend._decode and not self.tokenizer.clean_up_tokenization_spaces:
+            return self.tokenizer.backend_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def remember_texts(self, token_ids) -> None:
+        """Decode the ids not seen yet, each on its own. A fast tokenizer that cleans up no spaces decodes exactly
+        as its Rust backend does (TokenizersBackend._decode), so the ids go straight to the backend (about 1 us an
+        id, against 40 us through transformers' decode; decode_batch is slower still: it starts threads)."""
+        new = [i for i in dict.fromkeys(token_ids) if i not in self.token_texts]
+        if not new:
+            return
+        if type(self.tokenizer)._decode is TokenizersBackend._decode and not self.tokenizer.clean_up_tokenization_spaces:
+            decode = self.tokenizer.backend_tokenizer.decode
+            texts = [decode([i], skip_special_tokens=False) for i in new]
+        else:
+            texts = [self.tokenizer.decode([i], skip_special_tokens=False) for i in new]
+        self.token_texts.update(zip(new, texts))
+
+    # -- parameters ----------------------------------------------------------------------------------------------
+    def _sanitize_parameters(self, trace_top=None, keep_logits=None, capture=None, **kwargs):
+        preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
+        for name, value in (("trace_top", trace_top), ("keep_logits", keep_logits), ("capture", capture)):
+            if value is not None:
+                forward[name] = value
+        return preprocess, forward, postprocess
+
+    def _sources(self, call: dict, generate_kwargs: dict, prompt_length: int) -> dict:
+        """Where each setting came from, in explain's words: the call (or the pipeline's construction), the model's
+        generation config, the text-generation pipeline's defaults, generate()'s defaults."""
+        model_set = self.model.generation_config.to_diff_dict()
+        sources = {}
+        for key in SETTINGS:
+            if key in call or key in self._generate_kwargs:
+                sources[key] = "call"
+            elif key in self._generation_defaults and key in generate_kwargs and key not in model_set:
+                sources[key] = "tokenizer pad token" if key == "pad_token_id" else "text-generation pipeline default"
+            elif key in model_set:
+                sources[key] = self.generation_config_source
+            else:
+                sources[key] = "generate() default"
+        if sources["max_new_tokens"] != "generate() default" and "max_new_tokens" in generate_kwargs | model_set:
+            sources["max_length"] = f"max_new_tokens ({sources['max_new_tokens']}) + prompt length {prompt_length}"
+        elif sources["max_length"] == "generate() default":
+            sources["max_length"] = f"generate() default: 20 new tokens + prompt length {prompt_length}"
+        return sources
+
+    # -- the three stages ----------------------------------------------------------------------------------------
+    def __call__(self, text_inputs, *args, **kwargs):
+        self._runs.clear()  # a run reserved by a call that failed before its _forward is not this call's
+        return super().__call__(text_inputs, *args, **kwargs)
+
+    def preprocess(self, prompt_text, **params):
+        run, self._reserved_run = (self._reserved_run or self.trace.new_run()), None
+        start, t0 = time.time(), time.perf_counter()
+        inputs = super().preprocess(prompt_text, **params)
+        data = self._encode_record(prompt_text, inputs, params)
+        self.trace.emit("tokenization", "encode", data, run=run, start=start, duration=time.perf_counter() - t0)
+        self._runs.append(run)
+        return inputs
+
+    def _encode_record(self, prompt, inputs, params) -> dict:
+        ids = inputs["input_ids"][0].tolist()
+        mask = inputs.get("attention_mask")
+        data = {"ids": ids, "count": len(ids), "attention_mask": mask[0].tolist() if mask is not None else None,
+                "tokens": self.tokenizer.convert_ids_to_tokens(ids)}
+        if isinstance(prompt, Chat):
+            messages = [dict(m) for m in prompt.messages]
+            continue_final = params.get("continue_final_message")
+            if continue_final is None:
+                continue_final = messages[-1]["role"] == "assistant"
+            text = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=not continue_final, continue_final_message=continue_final,
+                tokenize=False, tools=params.get("tools"), documents=params.get("documents"))
+            add_special = False
+            data.update(kind_of_input="chat", chat_template_text=text, messages=messages,
+                        segments=role_segments(self.tokenizer, messages, text), add_generation_prompt=not continue_final,
+                        continue_final_message=continue_final)
+        else:
+            text = (params.get("prefix") or "") + prompt
+            add_special = params.get("add_special_tokens")
+            add_special = True if add_special is None else add_special
+            data.update(kind_of_input="text", chat_template_text=None, segments=None)
+        data.update(text=text, add_special_tokens=add_special, **self._offsets(text, ids, add_special))
+        special = set(self.tokenizer.all_special_ids)
+        data["special"] = [i in special for i in ids]
+        return data
+
+    def _offsets(self, text: str, ids: list, add_special: bool) -> dict:
+        """Each token's characters in `text`, from the fast tokenizer's offsets, when re-encoding gives the ids the
+        pipeline made (a "hole" cut the prompt's start: the offsets of the kept end)."""
+        try:
+            encoding = self.tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+        except (NotImplementedError, ValueError, TypeError):  # a slow (Python) tokenizer has no offsets
+            return {"offsets": None}
+        full = encoding["input_ids"]
+        if full[len(full) - len(ids):] != ids:
+            return {"offsets": None}
+        offsets = [list(pair) for pair in encoding["offset_mapping"][len(full) - len(ids):]]
+        out = {"offsets": offsets}
+        if len(full) > len(ids):
+            out["hole"] = {"prompt_tokens": len(full), "kept": len(ids), "dropped": len(full) - len(ids)}
+        return out
+
+    def _forward(self, model_inputs, **generate_kwargs):
+        generation = self._generation(model_inputs, generate_kwargs)
+        start, t0 = time.time(), time.perf_counter()
+        interrupted = False
+        try:
+            with generation.watching():
+                outputs = super()._forward(model_inputs, **generate_kwargs)
+        except KeyboardInterrupt:
+            interrupted = True
+            generation._finish("interrupted")
+            raise
+        finally:
+            self._end(generation, start, time.perf_counter() - t0, interrupted)
+            if interrupted:  # postprocess will not run
+                self._decode(generation.generated_ids, generation, skip_special_tokens=True, interrupted=True)
+        return outputs
+
+    def _generation(self, model_inputs, generate_kwargs: dict) -> TransformersGeneration:
+        """A TransformersGeneration for this call (its explain options taken out of `generate_kwargs`)."""
+        call = dict(generate_kwargs)
+        trace_top = generate_kwargs.pop("trace_top", 20)
+        keep_logits = generate_kwargs.pop("keep_logits", False)
+        capture = generate_kwargs.pop("capture", None)
+        validate({k: v for k, v in call.items() if k in SETTINGS})  # explain's messages for settings that cannot work
+        ids = model_inputs["input_ids"]
+        prepared = self._prepare_generate_kwargs({k: v for k, v in generate_kwargs.items() if k != "prefix_length"})
+        run = self._runs.popleft() if self._runs else self.trace.new_run()
+        generation = TransformersGeneration(self, ids.detach().to("cpu") if ids is not None else None, {}, run=run,
+                                            trace_top=trace_top, keep_logits=keep_logits, capture=capture,
+                                            sources=self._sources(call, prepared, ids.shape[1]))
+        generation.prompt_text = model_inputs.get("prompt_text")
+        self.last_generation = generation
+        return generation
+
+    def postprocess(self, model_outputs, **params):
+        records = super().postprocess(model_outputs, **params)
+        sequence = model_outputs["generated_sequence"][0][0].tolist()
+        prompt = model_outputs["input_ids"]
+        generated = sequence[prompt.shape[-1] if prompt is not None else 0:]
+        skip = params.get("skip_special_tokens")
+        return_type = params.get("return_type", ReturnType.FULL_TEXT)
+        self._decode(generated, self.last_generation, skip_special_tokens=True if skip is None else skip,
+                     clean_up=params.get("clean_up_tokenization_spaces"), output=records,
+                     return_full_text=return_type == ReturnType.FULL_TEXT,
+                     return_tensors=return_type == ReturnType.TENSORS)
+        return records
+
+    def _decode(self, ids, generation, skip_special_tokens: bool, interrupted: bool = False, clean_up=None,
+                **facts) -> str:
+        start, t0 = time.time(), time.perf_counter()
+        text = self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=clean_up)
+        data = {"ids": ids, "text": text, "text_with_special": self.tokenizer.decode(ids, skip_special_tokens=False),
+                "stop_reason": generation.stop_reason if generation is not None else None,
+                "interrupted": interrupted, "skip_special_tokens": skip_special_tokens, **facts}
+        if generation is not None:
+            data["branch"] = generation.branch
+        self.trace.emit("decoding", "decode", data, run=generation.run_id if generation is not None else self.trace.run,
+                        start=start, duration=time.perf_counter() - t0)
+        if generation is not None:
+            generation.output_text = text
+        return text
+
+    def _end(self, generation: TransformersGeneration, start: float, duration: float, interrupted: bool) -> None:
+        generation.ended = True
+        steps = generation.steps
+        decode_steps = [s for s in steps if s.get("forward") == "decode"]
+        prefill = self.trace.last("generation", "prefill", run=generation.run_id)
+        self.trace.emit("generation", "end", {
+            "stop_reason": generation.stop_reason or ("interrupted" if interrupted else None),
+            "interrupted": interrupted, "new_tokens": len(steps), "prompt_tokens": generation.prompt_length,
+            "prefill_time": prefill.duration if prefill is not None else None,
+            "decode_tokens_per_s": (len(decode_steps) / sum(s["forward_time"] for s in decode_steps)
+                                    if decode_steps and sum(s["forward_time"] for s in decode_steps) > 0 else None),
+            "tokens_per_s": len(steps) / duration if duration > 0 else None,
+            "stopping_criteria": generation.criteria_names, "steps_traced": generation.traces_steps,
+            "branch": generation.branch}, run=generation.run_id, start=start, duration=duration)
+
+    # -- step by step --------------------------------------------------------------------------------------------
+    def start(self, text_inputs, *, run: int | None = None, **kwargs) -> TransformersGeneration:
+        """Preprocess and set up a generation without running it: advance it with .step() / .run().
+
+        `run` is a run id reserved beforehand with pipe.trace.new_run() (a view that wants to know its run's id
+        before the first event); by default the call reserves a new one."""
+        if isinstance(text_inputs, (list, tuple)) and text_inputs and is_valid_message(text_inputs[0]):
+            text_inputs = Chat(text_inputs)  # as Pipeline.__call__ reads a list of messages
+        elif not isinstance(text_inputs, str):
+            raise ExplainError("start() takes one prompt: a string or a chat (a list of {'role', 'content'} dicts)")
+        preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
+        preprocess = {**self._preprocess_params, **preprocess}
+        forward = {**self._forward_params, **forward}
+        self._runs.clear()
+        self._reserved_run = run
+        try:
+            model_inputs = self.preprocess(text_inputs, **preprocess)
+        finally:
+            self._reserved_run = None
+        generation = self._generation(model_inputs, forward)
+        prefix_length = forward.pop("prefix_length", 0)
+        generate_kwargs = self._prepare_generate_kwargs(forward)
+        if prefix_length:  # as TextGenerationPipeline._forward: totals include the prefix
+            params = self._get_set_generation_params(generate_kwargs)
+            for length, new_tokens in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
+                if length in params and new_tokens not in params:
+                    generate_kwargs[length] = params[length] + prefix_length
+        generation.generate_kwargs = generate_kwargs
+        generation.options = {**self._postprocess_params, **postprocess}
+        generation.prepare()
+        return generation
+
+    def finish(self, generation: TransformersGeneration) -> str:
+        """Close a run advanced by hand: generation/end and decoding/decode as a call emits them; returns the text.
+        A run ends once: finishing it again returns the same text and emits nothing."""
+        if generation.ended:
+            return generation.output_text
+        duration = sum(step.get("forward_time") or 0.0 for step in generation.steps)
+        self._end(generation, time.time() - duration, duration, interrupted=False)
+        skip = generation.options.get("skip_special_tokens")
+        return self._decode(generation.generated_ids, generation, skip_special_tokens=True if skip is None else skip)
+
+
+def role_segments(tokenizer, messages: list, text: str) -> list | None:
+    """Character ranges of each message in the rendered template (the template rendered for each prefix of the
+    conversation); None when a template refuses partial conversations."""
+    # the same rule as explain.text_generation.TextGenerationPipeline._role_segments, on transformers' tokenizer
+    segments, start = [], 0
+    for index in range(len(messages)):
+        try:
+            end = len(tokenizer.apply_chat_template(messages[: index + 1], add_generation_prompt=False, tokenize=False))
+        except Exception:  # a template that refuses partial conversations: no segments, nothing is lost
+            return None
+        if end > len(text) or end < start:
+            return None
+        segments.append({"role": messages[index]["role"], "start": start, "end": end})
+        start = end
+    if start < len(text):
+        segments.append({"role": "generation prompt", "start": start, "end": len(text)})
+    return segments
+
