@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import long_context
 from .inside import markdown as inside_markdown
+from .strategies import markdown as strategies_markdown
 
 LABELS = {"explain_traced": "explain, traced (default capture)", "explain_untraced": "explain, tracing off",
           "explain_widget": "explain + live widget sink", "transformers": "transformers generate"}
@@ -298,6 +299,8 @@ def markdown(results: dict, json_name: str) -> str:
     for entry in results["dtypes"].values():
         if entry.get("inside"):
             lines += inside_markdown(entry["inside"])
+        if entry.get("strategies"):
+            lines += strategies_markdown(entry["strategies"])
     notes = results.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]

@@ -29,6 +29,7 @@ from . import long_context, quantized, report, trace_size
 from .contenders import ExplainContender, TransformersContender, Unavailable
 from .forward import forward_breakdown
 from .inside import measure as measure_inside
+from .strategies import measure as measure_strategies
 from .roofline import read_bandwidth, weight_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -319,6 +320,8 @@ def run(args) -> dict:
         if dtype == "float32":
             entry["inside"] = measure_inside(pipe)
             phase("inside the model")
+            entry["strategies"] = measure_strategies(pipe, new_tokens=4 if args.smoke else 12)
+            phase("decoding strategies")
         results["dtypes"][dtype] = entry
         del contenders, pipe
         gc.collect()

@@ -152,11 +152,16 @@ def main(argv=None) -> int:
             if not args.chat:
                 print(args.prompt, end="", flush=True)
             pipe.trace.subscribe(TokenStream())
+            out = None
             try:
-                pipe(prompt, **knobs)
+                out = pipe(prompt, **knobs)
             except KeyboardInterrupt:
                 print("\n[interrupted]")
             print("\n")
+            if out is not None and (len(out) > 1 or not pipe.trace.filter("generation", "step", pipe.trace.run)):
+                for i, record in enumerate(out):  # several sequences, or beam search (nothing streamed)
+                    text = record["generated_text"]
+                    print(f"[{i}] {text if isinstance(text, str) else text[-1]['content']}\n")
             if args.steps:
                 print_steps(pipe.trace, pipe.trace.run)
             print_timeline(pipe.trace, run=pipe.trace.run)

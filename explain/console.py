@@ -47,8 +47,8 @@ class TokenStream:
         self.color = color if color is not None else (self.file.isatty() and not os.environ.get("NO_COLOR"))
 
     def __call__(self, event: Event) -> None:
-        if event.stage != "generation" or event.kind != "step":
-            return
+        if event.stage != "generation" or event.kind != "step" or event.data.get("sequence", 0):
+            return  # several sequences: the first streams, the others are printed at the end
         text, p = event.data["text"] or "", event.data["prob"]
         if self.color:
             code = 32 if p >= 0.6 else 33 if p >= 0.2 else 31  # green, yellow, red
@@ -63,6 +63,8 @@ def print_steps(trace: Trace, run: int, file=None, alternatives: int = 3) -> Non
     print(f"{'step':>4}  {'token':<16} {'prob':>6} {'rank':>4}  runners-up", file=file)
     for event in trace.filter("generation", "step", run):
         d = event.data
+        if d.get("sequence", 0):
+            continue
         texts = d["token_texts"]
         others = [(i, v) for i, v in zip(d["probs_top"]["ids"], d["probs_top"]["values"]) if i != d["token_id"]]
         runners = "  ".join(f"{texts.get(str(i), '?')!r} {v:.2f}" for i, v in others[:alternatives])

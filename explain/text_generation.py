@@ -4,6 +4,11 @@ decoding stages traced. Inputs and outputs are those of transformers.TextGenerat
     pipe("Once upon a time")                      -> [{"generated_text": "Once upon a time..."}]
     pipe([{"role": "user", "content": "Hi"}])     -> [{"generated_text": [..messages.., {"role": "assistant", ...}]}]
     pipe(["a", "b"])                              -> [[{...}], [{...}]]
+    pipe("a", num_return_sequences=3)             -> [{...}, {...}, {...}]   (also num_beams=3, num_return_sequences=3)
+
+The decoding strategy (greedy or sampling of one sequence, several samples, beam search, assisted decoding) is
+chosen from the settings as generate() chooses it (explain/generation/strategies/). A list of prompts is answered
+one prompt after another, as transformers' pipeline does with its default batch_size=1.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ from .errors import ExplainError, interrupted as interrupted_error
 from .files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
 from .generation.settings import warnings_for
+from .generation.strategies import choose
+from .generation.strategies.registry import plain_settings
 from .inputs import check_inputs, check_prompt
 from .placement import input_device
 from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
-                "stop_sequence", "tokenizer", "trace_top", "keep_logits", "capture")
+                "stop_sequence", "tokenizer", "trace_top", "keep_logits", "capture", "batch_size")
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
 
 
@@ -52,15 +59,18 @@ class TextGenerationPipeline:
 
     # -- call ------------------------------------------------------------------------------------------
     def __call__(self, text_inputs, **kwargs):
-        if check_inputs(text_inputs):  # a batch: every prompt is checked before the first runs
-            return [self._one(item, kwargs) for item in text_inputs]
+        if check_inputs(text_inputs):  # a batch: every prompt is checked first, then run one after another
+            return [self._one(item, kwargs, batch=(i, len(text_inputs))) for i, item in enumerate(text_inputs)]
         return self._one(text_inputs, kwargs)
 
     def start(self, text_inputs, *, run: int | None = None, **kwargs) -> Generation:
         """Tokenize and set up a generation without running it: advance it with .step() / .run().
 
         `run` is a run id reserved beforehand with pipe.trace.new_run() (a view that wants to know its run's
-        id before the first event); by default the call reserves a new one."""
+        id before the first event); by default the call reserves a new one. The run is the decoding strategy's:
+        a Generation for one sequence; for several samples, beam search or assisted decoding an object with the
+        same step() / run() / finished / steps / sequences (a step advances every sequence, every beam, or one
+        round of draft and check)."""
         check_prompt(text_inputs)
         options, settings_call = self._split(kwargs)
         return self._prepare(text_inputs, options, settings_call, run)
@@ -89,7 +99,7 @@ class TextGenerationPipeline:
         options.pop("tokenizer", None)  # generate() needs it for stop strings; explain always has its own
         return options, kwargs
 
-    def _prepare(self, prompt, options, settings_call, run: int | None = None) -> Generation:
+    def _prepare(self, prompt, options, settings_call, run: int | None = None, batch=None) -> Generation:
         run = self.trace.new_run() if run is None else run
         ids = self._tokenize(prompt, options, run)
         handle = options.get("handle_long_generation")
@@ -113,14 +123,18 @@ class TextGenerationPipeline:
                 ids = ids[-keep:]
                 settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
                                             len(ids), context, self.tokenizer.pad_token_id, vocab_size)
-            generation = Generation(self.model, self.tokenizer, ids, settings, self.trace, run,
-                                    trace_top=options.get("trace_top", 20), keep_logits=options.get("keep_logits", False),
-                                    capture=options.get("capture"),
-                                    prompt=prompt, options=options)
+            strategy = choose(settings)  # greedy/sampling, several samples, beam search, assisted decoding
+            data["strategy"] = strategy.record(settings)
+            generation = strategy.run_class()(
+                self.model, self.tokenizer, ids, settings, self.trace, run, trace_top=options.get("trace_top", 20),
+                keep_logits=options.get("keep_logits", False), capture=options.get("capture"), prompt=prompt,
+                options=options)
+            if batch is not None:
+                data["batch"] = self._batch_note(batch, options)
             for message in warnings_for(settings, sources):  # what transformers warns about these settings
                 generation.warnings.append(message)
                 warnings.warn(message, stacklevel=4)
-            data.update(settings=settings, sources=sources, processors=[
+            data.update(settings=plain_settings(settings), sources=sources, processors=[
                 {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
                 for p in generation.processors],
                 prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device), warnings=generation.warnings,
@@ -128,9 +142,21 @@ class TextGenerationPipeline:
         self.last_generation = generation
         return generation
 
-    def _one(self, prompt, kwargs):
+    @staticmethod
+    def _batch_note(batch, options) -> dict:
+        """What the trace says about a list of prompts: explain answers them one after another."""
+        index, size = batch
+        asked = options.get("batch_size") or 1
+        note = ("prompts run one after another, as transformers' pipeline runs them with its default batch_size=1"
+                if asked == 1 else
+                f"batch_size={asked}: transformers would left-pad {min(asked, size)} prompts into one batch; explain "
+                "runs them one after another without padding (the same greedy texts; sampled draws differ from a "
+                "batched draw)")
+        return {"index": index, "size": size, "batch_size": asked, "note": note}
+
+    def _one(self, prompt, kwargs, batch=None):
         options, settings_call = self._split(kwargs)
-        generation = self._prepare(prompt, options, settings_call)
+        generation = self._prepare(prompt, options, settings_call, batch=batch)
         start, t0 = time.time(), time.perf_counter()
         interrupted = False
         try:
@@ -207,34 +233,44 @@ class TextGenerationPipeline:
             "interrupted": interrupted, "new_tokens": len(steps), "prompt_tokens": generation.prompt_length,
             "prefill_time": prefill.duration if prefill is not None else None,
             "decode_tokens_per_s": decode_steps / decode_time if decode_steps and decode_time > 0 else None,
-            "tokens_per_s": len(steps) / duration if duration > 0 else None, "branch": generation.branch},
+            "tokens_per_s": len(steps) / duration if duration > 0 else None, "branch": generation.branch,
+            "sequences": len(generation.sequences)},
             run=generation.run_id, start=start, duration=duration)
         with self.trace.span("decoding", "decode", run=generation.run_id) as data:
             ids = generation.generated_ids
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             data.update(ids=ids, text=text, text_with_special=generation.text, stop_reason=generation.stop_reason,
                         interrupted=interrupted, skip_special_tokens=True, branch=generation.branch)
+            sequences = generation.sequences
+            if len(sequences) > 1:  # several returned sequences: each decoded, the first is ids/text above
+                data["sequences"] = [{"ids": row[generation.prompt_length:],
+                                      "text": self.tokenizer.decode(row[generation.prompt_length:],
+                                                                    skip_special_tokens=True)} for row in sequences]
         generation.output_text = text
 
     def _postprocess(self, generation: Generation, options):
+        """One record per returned sequence, as transformers' TextGenerationPipeline.postprocess builds them."""
+        return [self._record(generation, row, options) for row in generation.sequences]
+
+    def _record(self, generation: Generation, sequence: list[int], options) -> dict:
         if options.get("return_tensors"):
-            return [{"generated_token_ids": generation.input_ids[0].tolist()}]
+            return {"generated_token_ids": sequence}
         skip = options.get("skip_special_tokens", True)
-        text = generation.output_text if skip else generation.text
+        text = self.tokenizer.decode(sequence[generation.prompt_length:], skip_special_tokens=skip)
         full = options.get("return_full_text", True) is not False  # return_text only selects text over tensors
         prompt = generation.prompt
         if not full:
-            return [{"generated_text": text}]
+            return {"generated_text": text}
         if isinstance(prompt, str):
-            return [{"generated_text": prompt + text}]
+            return {"generated_text": prompt + text}
         messages = [dict(m) for m in prompt]
         continue_final = options.get("continue_final_message")
         if continue_final is None:
             continue_final = messages[-1]["role"] == "assistant"
         if continue_final:
             messages[-1] = {**messages[-1], "content": messages[-1]["content"] + text}
-            return [{"generated_text": messages}]
-        return [{"generated_text": messages + [{"role": "assistant", "content": text}]}]
+            return {"generated_text": messages}
+        return {"generated_text": messages + [{"role": "assistant", "content": text}]}
 
     # -- saving ----------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str) -> str:

@@ -121,6 +121,22 @@ def test_smoke_numbers_are_real_and_consistent(smoke):
     assert agreement["identical_runs"] == agreement["runs"]  # fp32 greedy: the same tokens as transformers
 
 
+
+def test_smoke_measures_the_decoding_strategies(smoke):
+    """One forward pass of each strategy in time and trace bytes, against greedy (issue 11: 4 beams, 5 samples)."""
+    out, stem, results, _ = smoke
+    measured = results["dtypes"]["float32"]["strategies"]
+    strategies = measured["strategies"]
+    assert list(strategies) == ["greedy", "5 samples", "4 beams", "prompt lookup"]
+    for name, e in strategies.items():
+        assert e["new_tokens"] == measured["new_tokens"] and e["trace_bytes"] > 0 and e["seconds"] > 0
+        assert close(e["bytes_per_step"], e["trace_bytes"] / e["forward_passes"])
+        assert close(e["bytes_vs_greedy"], e["bytes_per_step"] / strategies["greedy"]["bytes_per_step"])
+    assert strategies["5 samples"]["sequences"] == 5 and strategies["greedy"]["forward_passes"] == measured["new_tokens"]
+    assert strategies["prompt lookup"]["forward_passes"] <= measured["new_tokens"]
+    assert 1 < strategies["4 beams"]["bytes_vs_greedy"] < 8  # every beam's top candidates, never whole rows
+    assert "## Decoding strategies (float32)" in (out / f"{stem}.md").read_text()
+
 # -- the pieces, on made-up inputs ---------------------------------------------------------------------------------
 def made_up(traced=97.0, untraced=100.0, widget=None, reference=80.0, load=(2.0, 10.0), trace_bytes=1500.0):
     def summary(rate):

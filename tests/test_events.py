@@ -20,7 +20,8 @@ from explain.trace import Trace, TraceFileError
 @pytest.fixture(scope="module")
 def real_trace(embedded_pipe, tmp_path_factory):
     """Every kind of event from the real embedded model, saved and loaded: a greedy text call, a sampled chat call
-    with processors, a step-through run with a forced branch and a look inside one step."""
+    with processors, a step-through run with a forced branch and a look inside one step, and the other decoding
+    strategies (two samples, beam search, prompt lookup)."""
     pipe = embedded_pipe
     first = pipe.trace.run + 1
     pipe("The capital of France is", max_new_tokens=3, do_sample=False)
@@ -32,6 +33,9 @@ def real_trace(embedded_pipe, tmp_path_factory):
     branch.step()
     pipe.finish(generation)
     generation.inspect(1, what=("lens",))
+    pipe("The capital of France is", max_new_tokens=3, num_return_sequences=2, do_sample=True)
+    pipe("The capital of France is", max_new_tokens=3, num_beams=2, do_sample=False)
+    pipe("a b c a b", max_new_tokens=3, prompt_lookup_num_tokens=2, do_sample=False)
     path = tmp_path_factory.mktemp("events") / "trace.json"
     trace = Trace([e for e in pipe.trace.events if e.run == 0 or e.run >= first], pipe.trace.meta)
     trace.save(path)

@@ -20,6 +20,7 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NEW_TOKENS = 48
 LOGIT_TOLERANCE = 1e-4
 MEASURED: dict[str, float] = {}  # prompt name -> max |logit difference| over every step, printed at the end
+MEASURED_SCORES: dict[str, float] = {}  # beam search prompt -> max |sequences_scores difference|
 
 
 @pytest.fixture(scope="module")
@@ -227,9 +228,66 @@ def test_stop_strings_stop_where_transformers_stops(pipe, reference, stop):
     assert pipe.trace.last("generation", "settings").data["settings"]["stop_strings"] == [stop]
 
 
+# -- the other decoding strategies (issue 11): several samples, beam search, assisted decoding --------------------
+# (the same on tiny random Llamas, with EOS, length penalty and early stopping in play: test_strategies.py)
+def test_several_samples_equal_the_pipeline_under_a_seed(pipe, reference):
+    _, _, reference_pipe = reference
+    call = dict(do_sample=True, num_return_sequences=3, max_new_tokens=16)
+    torch.manual_seed(5)
+    output = pipe("Once upon a time", **call)
+    torch.manual_seed(5)
+    assert output == reference_pipe("Once upon a time", **call)
+    assert len(output) == 3 and len({o["generated_text"] for o in output}) > 1
+
+
+@pytest.mark.parametrize("prompt", ["The capital of France is", [{"role": "user", "content": "What is 2 + 2?"}]],
+                         ids=["text", "chat, ending at <|im_end|>"])
+def test_beam_search_equals_transformers(pipe, reference, prompt):
+    """The pipeline's output, and generate()'s sequences and sequences_scores (within 1e-4)."""
+    tokenizer, model, reference_pipe = reference
+    call = dict(do_sample=False, num_beams=4, num_return_sequences=2, max_new_tokens=14)
+    output = pipe(prompt, **call)
+    assert output == reference_pipe(prompt, **call)
+    generation = pipe.last_generation
+    input_ids = reference_prompt_ids(tokenizer, prompt)
+    with torch.inference_mode():
+        expected = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), return_dict_in_generate=True,
+                                  output_scores=True, **call)
+    assert generation.sequences == expected.sequences.tolist()
+    assert generation.sequences_scores == pytest.approx(expected.sequences_scores.tolist(), abs=1e-4)
+    MEASURED_SCORES[str(type(prompt).__name__)] = max(
+        abs(a - b) for a, b in zip(generation.sequences_scores, expected.sequences_scores.tolist()))
+
+
+def test_prompt_lookup_equals_greedy_and_the_pipeline(pipe, reference):
+    _, _, reference_pipe = reference
+    prompt = "Copy this sentence: Paris is the capital of France.\nCopy: Paris is"  # 5 of 21 drafted accepted
+    call = dict(do_sample=False, max_new_tokens=20)
+    plain = pipe(prompt, **call)
+    output = pipe(prompt, prompt_lookup_num_tokens=3, **call)
+    assert output == plain == reference_pipe(prompt, prompt_lookup_num_tokens=3, **call)
+    acceptance = pipe.last_generation.acceptance
+    assert acceptance["accepted"] > 0 and acceptance["rounds"] < 20  # fewer forward passes than tokens
+    print(f"\nprompt lookup: {acceptance}")
+
+
+def test_the_model_as_its_own_assistant_equals_greedy_and_the_pipeline(pipe, reference):
+    """Speculative decoding's guarantee: the text is the model's greedy text; here every draft is accepted."""
+    _, model, reference_pipe = reference
+    prompt = "The capital of France is"
+    call = dict(do_sample=False, max_new_tokens=12)
+    plain = pipe(prompt, **call)
+    output = pipe(prompt, assistant_model=pipe, **call)
+    assert output == plain == reference_pipe(prompt, assistant_model=model, **call)
+    acceptance = pipe.last_generation.acceptance
+    assert acceptance["accepted"] == acceptance["drafted"] > 0
+
+
 def test_report_measured_differences():
     """Runs last in this file: prints what the greedy tests measured (pytest -s shows it)."""
     if MEASURED:
         print("\nmax |logit difference| per prompt: "
               + ", ".join(f"{name}: {value:.2e}" for name, value in MEASURED.items()))
         assert max(MEASURED.values()) <= LOGIT_TOLERANCE
+    if MEASURED_SCORES:
+        print("max |beam score difference|: " + ", ".join(f"{k}: {v:.2e}" for k, v in MEASURED_SCORES.items()))

@@ -23,7 +23,7 @@ nbclient = pytest.importorskip("nbclient")
 NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))
 LESSONS = ["00_quickstart", "01_registry_and_config", "02_tokenization_and_chat_templates", "03_tensors_and_shapes",
            "04_weights_dtypes_quantization", "05_device_map_auto", "06_generation_step_by_step", "07_sampling_knobs",
-           "09_transformers_backend", "10_inside_the_model",
+           "08_decoding_strategies", "09_transformers_backend", "10_inside_the_model",
            "11_quantization_and_adapters"]
 # A Binder kernel is guaranteed 1 GB (953 MiB); a lesson holds one model in bfloat16 at a time: measured peaks are
 # 0.73-0.87 GiB, loading included (docs/workshop.md lists them). VmHWM counts the memory-mapped GGUF's pages too.

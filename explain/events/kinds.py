@@ -314,6 +314,24 @@ ProcessorSpec = TypedDict("ProcessorSpec", {
 })
 
 
+class StrategyInfo(TypedDict):
+    """The decoding strategy a call runs (explain.generation.strategies: the registry)."""
+    name: str  # the registry's key: one_sequence, samples, beam_search, assisted
+    mode: str  # transformers' GenerationMode: greedy_search, sample, beam_search, beam_sample, assisted_generation
+    title: str
+    label: str  # one line with its settings: "beam search: 4 beams, length_penalty 1.0, early_stopping False"
+    description: str
+    source: str  # where transformers runs it
+
+
+class BatchNote(TypedDict):
+    """A list of prompts: which one this call is, and how explain runs them."""
+    index: int
+    size: int
+    batch_size: int  # what the call asked for (transformers' pipeline default: 1)
+    note: str
+
+
 class GenerationSettings(TypedDict):
     settings: dict[str, Any]
     sources: dict[str, str]
@@ -325,6 +343,8 @@ class GenerationSettings(TypedDict):
     warnings: NotRequired[list[str]]  # what the reader should know about this run (e.g. trace_top="all" costs,
     # the context window it may pass or stop at)
     context_window: NotRequired[int]  # the model's max_position_embeddings
+    strategy: NotRequired[StrategyInfo]  # absent in older traces (one sequence, greedy or sampled)
+    batch: NotRequired[BatchNote]  # the call was one prompt of a list
     # backend="transformers": the decoding mode generate() chose, and whether explain traces its steps (greedy
     # search and sampling of one sequence); beam search and assisted decoding run untraced, with the reason
     generation_mode: NotRequired[str]
@@ -380,6 +400,110 @@ class GenerationStep(TypedDict):
     forced: NotRequired[bool]
     rows: NotRequired[dict[str, str]]  # trace_top="all": "logits", each processor, "probs" -> the whole row as
     # base64 of little-endian float32 (explain.generation.rows.decode_row)
+    sequence: NotRequired[int]  # several sampled sequences: the row (absent: 0, the only one)
+    round: NotRequired[int]  # assisted decoding: the draft-and-check round that produced the token
+    drafted: NotRequired[bool]  # assisted decoding: a drafted token the model accepted (False: the model's own)
+
+
+class BeamState(TypedDict):
+    beam: int  # its slot among the running beams
+    score: float  # its summed log-probability before this step
+    top: Top  # its best next tokens and their (processed) log-probabilities: enough to show every pick
+
+
+class BeamCandidate(TypedDict):
+    """One of the K best (beam, token) pairs of a step, and what became of it."""
+    beam: int  # the running beam it extends
+    token_id: int
+    score: float  # the summed log-probability with this token
+    finished: str | None  # the stopping criterion it met (eos, max_length, stop_string, ...), or None
+    kept: int | None  # the slot it runs in next (unfinished and among the num_beams best), or None: pruned
+    added: bool  # it entered the list of finished sequences
+    normalized: NotRequired[float]  # finished: score / generated_length ** length_penalty
+
+
+class RunningBeam(TypedDict):
+    parent: int  # the slot of the beam it continues
+    token_id: int
+    score: float
+
+
+class FinishedBeam(TypedDict):
+    score: float  # length-penalised
+    length: int  # new tokens
+
+
+class GenerationBeams(TypedDict):
+    """One step of beam search: every beam advanced by one token."""
+    step: int
+    position: int  # where the new tokens go (the running length before the step)
+    method: Literal["beam_search", "beam_sample"]
+    beams: list[BeamState]  # the running beams (at step 0 only the first: the others are copies, held back)
+    candidates: list[BeamCandidate]  # the K best pairs over all beams, best first
+    running: list[RunningBeam]  # the beams after the step
+    finished: list[FinishedBeam]  # the finished list after the step
+    length_penalty: float
+    generated_length: int  # new tokens after this step (the length the penalty uses)
+    kv_cache: CacheSize
+    forward: Literal["prefill", "decode"]
+    forward_time: float | None
+    token_texts: dict[str, str]
+    done: NotRequired[str]  # why beam search stops after this step
+
+
+class Hypothesis(TypedDict):
+    rank: int
+    ids: list[int]  # new tokens
+    text: str
+    score: float  # log_prob / length ** length_penalty: generate()'s sequences_scores
+    log_prob: float
+    length: int
+    path: list[int]  # the slot of the running beam it came from at each step (transformers' beam_indices)
+    returned: bool  # among the num_return_sequences the call returns
+
+
+class GenerationRanking(TypedDict):
+    """The end of beam search: the finished sequences, best first."""
+    hypotheses: list[Hypothesis]
+    num_return_sequences: int
+    num_beams: int
+    length_penalty: float
+    early_stopping: bool | str
+    reason: str
+    steps: int
+
+
+class Rejection(TypedDict):
+    index: int  # which drafted token (0 = the first)
+    drafted_id: int
+    target_id: int  # the token the model put there instead
+    target_prob: float  # the model's probability of its own token
+    drafted_prob: float  # the model's probability of the drafted token
+    draft_prob: NotRequired[float]  # speculative sampling: the assistant's probability of it (q)
+    ratio: NotRequired[float]  # speculative sampling: p / q, the chance of keeping it
+    random: NotRequired[float]  # speculative sampling: the uniform draw compared with the ratio
+    reason: str
+
+
+class GenerationDraft(TypedDict):
+    """One round of assisted decoding: draft, check in one forward pass, keep."""
+    round: int
+    position: int  # the sequence length before the round
+    source: Literal["assistant", "prompt_lookup"]
+    drafted: list[int]
+    draft_probs: list[float] | None  # the assistant's probability of each drafted token (None: prompt lookup)
+    draft_stop: str  # why the draft ended there
+    budget: int  # the most tokens this draft could hold
+    target_ids: list[int]  # what the model picked at each checked position
+    target_probs: list[float]  # the model's probability of each drafted token
+    accepted: int
+    new_ids: list[int]  # the tokens this round added: the accepted ones and the model's own
+    rejection: Rejection | None
+    method: Literal["greedy", "sample"]
+    draft_time: float
+    verify_time: float
+    token_texts: dict[str, str]
+    lookup: NotRequired[dict[str, Any]]  # prompt lookup: the n-gram matched, where, where the copy starts
 
 
 class LensLayer(TypedDict):
@@ -455,8 +579,14 @@ class GenerationEnd(TypedDict):
     decode_tokens_per_s: float | None
     tokens_per_s: float | None
     branch: NotRequired[int]
+    sequences: NotRequired[int]  # how many sequences the call returns
     stopping_criteria: NotRequired[list[str]]  # backend="transformers": the criteria generate() checked each token
     steps_traced: NotRequired[bool]  # backend="transformers": False for a mode whose steps are not traced
+
+
+class DecodedSequence(TypedDict):
+    ids: list[int]
+    text: str
 
 
 class CompareStep(TypedDict):
@@ -504,6 +634,7 @@ class DecodingDecode(TypedDict):
     interrupted: bool
     skip_special_tokens: bool
     branch: NotRequired[int]
+    sequences: NotRequired[list[DecodedSequence]]  # several returned sequences: each one (the first is ids/text)
     # backend="transformers": what the pipeline's postprocess returned, and the options that shaped it
     output: NotRequired[list[dict[str, Any]]]
     return_full_text: NotRequired[bool]
@@ -598,10 +729,11 @@ def _tokenization_encode(d: dict) -> str:
 
 def _generation_settings(d: dict) -> str:
     s = d["settings"]
-    how = "sampling" if s.get("do_sample") else "greedy"
+    how = d["strategy"]["label"] if "strategy" in d else "sampling" if s.get("do_sample") else "greedy"
     names = ", ".join(p["name"] for p in d["processors"]) or "none"
+    batch = f" (prompt {d['batch']['index'] + 1} of {d['batch']['size']})" if "batch" in d else ""
     warned = "".join(f"; warning: {warning}" for warning in d.get("warnings", []))
-    return f"{how}, up to {s.get('max_new_tokens_effective')} new tokens; logits processors: {names}{warned}"
+    return f"{how}, up to {s.get('max_new_tokens_effective')} new tokens; logits processors: {names}{batch}{warned}"
 
 
 def _generation_prefill(d: dict) -> str:
@@ -610,8 +742,36 @@ def _generation_prefill(d: dict) -> str:
 
 def _generation_step(d: dict) -> str:
     how = "forced" if d.get("forced") else d["method"]
+    sequence = f"sequence {d['sequence']} " if "sequence" in d else ""
     warned = "".join(f"; {warning}" for warning in d.get("warnings", []))
-    return f"step {d['step']}: {d['token']!r} ({how}, p {_number(d['prob'])}, rank {d['rank']}){warned}"
+    return f"{sequence}step {d['step']}: {d['token']!r} ({how}, p {_number(d['prob'])}, rank {d['rank']}){warned}"
+
+
+def _generation_beams(d: dict) -> str:
+    texts = d["token_texts"]
+    live = [b for b in d["running"] if b["score"] > -1e8]  # -1e9 marks a slot no unfinished candidate filled
+    beams = ("running " + ", ".join(f"{texts.get(str(b['token_id']), '?')!r} {b['score']:.2f}" for b in live)
+             if live else "no beam running (every candidate finished)")
+    added = sum(c["added"] for c in d["candidates"])
+    finished = (f"; {len(d['finished'])} finished" + (f" ({added} new)" if added else "")
+                + f", best {max(f['score'] for f in d['finished']):.3f}") if d["finished"] else ""
+    done = f"; done: {d['done']}" if "done" in d else ""
+    return f"beam step {d['step']}: {beams}{finished}{done}"
+
+
+def _generation_ranking(d: dict) -> str:
+    best = d["hypotheses"][0] if d["hypotheses"] else None
+    head = f"best {best['text']!r} (score {best['score']:.3f})" if best else "no finished sequence"
+    return f"beam search ranked {len(d['hypotheses'])} finished sequences; {head}; {d['reason']}"
+
+
+def _generation_draft(d: dict) -> str:
+    drafted, new = len(d["drafted"]), len(d["new_ids"])
+    head = f"round {d['round']} ({d['source'].replace('_', ' ')}): "
+    if not drafted:
+        return head + f"nothing drafted ({d['draft_stop']}); the model's own token"
+    why = f"; {d['rejection']['reason']}" if d["rejection"] else ""
+    return f"{head}{d['accepted']}/{drafted} drafted tokens accepted, +{new} token{'s' if new > 1 else ''}{why}"
 
 
 def _generation_force(d: dict) -> str:
@@ -642,7 +802,8 @@ def _generation_end(d: dict) -> str:
 
 
 def _decoding_decode(d: dict) -> str:
-    return f"{len(d['ids'])} ids -> {len(d['text'])} characters"
+    more = f" (and {len(d['sequences']) - 1} more sequences)" if "sequences" in d else ""
+    return f"{len(d['ids'])} ids -> {len(d['text'])} characters{more}"
 
 
 def _number(value) -> str:
@@ -678,6 +839,9 @@ KINDS: dict[tuple[str, str], Kind] = {(k.stage, k.kind): k for k in (
     Kind("generation", "settings", GenerationSettings, _generation_settings),
     Kind("generation", "prefill", GenerationPrefill, _generation_prefill),
     Kind("generation", "step", GenerationStep, _generation_step),
+    Kind("generation", "beams", GenerationBeams, _generation_beams),
+    Kind("generation", "ranking", GenerationRanking, _generation_ranking),
+    Kind("generation", "draft", GenerationDraft, _generation_draft),
     Kind("generation", "force", GenerationForce, _generation_force),
     Kind("generation", "inspect", GenerationInspect, _generation_inspect),
     Kind("generation", "end", GenerationEnd, _generation_end),

@@ -9,10 +9,8 @@ append it, check the stopping criteria. Because the state lives in this object, 
 
 from __future__ import annotations
 
-import json
 import math
 import operator
-import re
 import time
 import warnings
 
@@ -22,16 +20,15 @@ import torch
 from ..errors import ExplainError
 from ..models.cache import KVCache
 from ..placement import input_device, synchronize
-from ..tokenizer import bytes_to_unicode
 from ..trace import Trace
 from .processors import build_processors
 from .rows import KeptLogits, all_rows_warning, encode_row, float32_list
 from .settings import KNOBS, LIVE_SETTINGS, context_window_warnings, eos_ids, unknown_argument, validate
+from .stopping import StopStrings
 
 
 CAPTURES = (None, "default", "inside")  # what each step records besides the default
 TOP_WHEN_ALL = 20  # trace_top="all": the usual top entries, and the whole rows in "rows"
-BYTE_DECODER = {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 def context_window_message(context: int, length: int, learned: bool) -> str:
@@ -43,20 +40,6 @@ def context_window_message(context: int, length: int, learned: bool) -> str:
     return (f"the sequence is {length} tokens, past the model's context window of {context} positions "
             "(max_position_embeddings): its rotary positions go on, as transformers' generate goes on after its "
             "\"friendly reminder\" warning, but the model was not trained this far and may write worse text")
-
-
-def _byte_mode(tokenizer) -> str | None:
-    """How StopStringCriteria reads token spellings: "byte_level" (GPT-2 alphabet), "byte_fallback" (<0xNN>) or None."""
-    decoder = getattr(getattr(tokenizer, "backend", None), "decoder", None)
-    if decoder is None:
-        return None
-    try:
-        state = json.dumps(json.loads(decoder.__getstate__()))
-    except (TypeError, ValueError, AttributeError):
-        return "byte_level" if type(decoder).__name__ == "ByteLevel" else None
-    if '"type": "ByteFallback"' in state:
-        return "byte_fallback"
-    return "byte_level" if '"type": "ByteLevel"' in state else None
 
 
 def _read(*tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -102,7 +85,7 @@ class Generation:
         self.prompt_length = len(prompt_ids)
         self.processors = self._build_processors(self.settings)
         self.eos = set(eos_ids(self.settings))
-        self.stop_strings = self._stop_strings(self.settings.get("stop_strings"))
+        self.stop_strings = StopStrings(tokenizer, self.settings.get("stop_strings"))
         self.context = model.config.max_position_embeddings  # every model file's config answers this name
         self.learned_positions = model.learned_positions  # True: no position past the window has an embedding
         if capture not in CAPTURES:
@@ -130,7 +113,6 @@ class Generation:
         self.ended = False  # True once the pipeline has emitted this run's end and decode events
         self.output_text: str | None = None  # the decoded text, once ended
         self._token_text: dict[int, str] = {}
-        self._bytes: dict[int, bytes] = {}
         if self.settings["max_length"] <= self.prompt_length:
             self._finish("max_length")
 
@@ -143,6 +125,11 @@ class Generation:
     def text(self) -> str:
         return self.tokenizer.decode(self.generated_ids, skip_special_tokens=False)
 
+    @property
+    def sequences(self) -> list[list[int]]:
+        """The sequences the call returns, prompt included (one here; every decoding strategy's run has this)."""
+        return [self.input_ids[0].tolist()]
+
     def token_text(self, token_id: int) -> str:
         if token_id not in self._token_text:
             self._token_text[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
@@ -151,10 +138,6 @@ class Generation:
     def _build_processors(self, settings: dict) -> list:
         return build_processors(settings, self.prompt_length, prompt_ids=self.input_ids[:, :self.prompt_length],
                                 model=self.model, vocab_size=self.model.config.vocab_size, device=self.device)
-
-    @staticmethod
-    def _stop_strings(value) -> list[str]:
-        return [] if value is None else ([value] if isinstance(value, str) else list(value))
 
     # -- the model -------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -267,7 +250,7 @@ class Generation:
         elif self.learned_positions and self.input_ids.shape[1] >= self.context:
             self._finish("context_window", record)
             record["warnings"] = [context_window_message(self.context, self.input_ids.shape[1], learned=True)]
-        elif self._completes_stop_string():
+        elif self.stop_strings.completes(self.input_ids[0].tolist()):
             self._finish("stop_string", record)
         if not self.finished and self.input_ids.shape[1] > self.context and not self.past_context_window:
             # where transformers' MaxLengthCriteria warns (once) and goes on: the next forward is past the window
@@ -279,43 +262,6 @@ class Generation:
         if self.capture == "inside":
             self.inspect(index)
         return record
-
-    def _completes_stop_string(self) -> bool:
-        """transformers' StopStringCriteria: a stop string counts when it ends inside the last token. The text is
-        the tokens' own bytes, prompt included, so a stop string begun in the prompt and ended by a new token stops
-        (and one that a later token merely extends does not stop again)."""
-        if not self.stop_strings:
-            return False
-        stops = [s.encode("utf-8") for s in self.stop_strings]
-        ids = self.input_ids[0].tolist()
-        last = self._token_bytes(ids[-1])
-        tail, used = last, 1
-        while len(tail) < max(map(len, stops)) + len(last) and used < len(ids):  # enough to hold any stop string
-            used += 1
-            tail = self._token_bytes(ids[-used]) + tail
-        last_start = len(tail) - len(last)
-        for stop in stops:
-            start = tail.find(stop)
-            while start != -1:
-                if start + len(stop) > last_start:  # the match reaches into the last token
-                    return True
-                start = tail.find(stop, start + 1)
-        return False
-
-    def _token_bytes(self, token_id: int) -> bytes:
-        """A token's bytes, as StopStringCriteria reads the vocabulary: byte-level BPE spellings ('Ġcat') and
-        byte-fallback tokens ('<0xE2>') give their raw bytes, so a character split across tokens still matches."""
-        if token_id not in self._bytes:
-            spelling = self.tokenizer.convert_ids_to_tokens([token_id])[0] or ""
-            mode = _byte_mode(self.tokenizer)
-            if mode == "byte_level" and all(c in BYTE_DECODER for c in spelling):
-                value = bytes(BYTE_DECODER[c] for c in spelling)
-            elif mode == "byte_fallback" and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", spelling):
-                value = bytes([int(spelling[3:5], 16)])
-            else:
-                value = self.token_text(token_id).encode("utf-8")
-            self._bytes[token_id] = value
-        return self._bytes[token_id]
 
     def _finish(self, reason: str, record: dict | None = None) -> None:
         self.finished, self.stop_reason = True, reason

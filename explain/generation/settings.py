@@ -7,7 +7,8 @@ Priority, as in transformers 5 (TextGenerationPipeline + GenerationMixin._prepar
      (temperature only when sampling; max_new_tokens not when max_length was given)
   4. generate()'s global defaults: max_length=20 new tokens, top_k=50, top_p=1.0, ...
 
-The settings are the knobs of generation/knobs.py and of every registered logits processor: this module lists none.
+The settings are the knobs of generation/knobs.py, of every registered logits processor and of every decoding
+strategy: this module lists none.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from ..errors import ExplainError
 from .knobs import suggest_name
 from .processors import knobs, ordered
 from .processors.base import eos_ids  # noqa: F401  (the loop's import)
+from .strategies import registry as strategies
 
-KNOBS = knobs()  # name -> Knob: every generate() argument explain takes, in transformers' order
+KNOBS = {**knobs(), **strategies.strategy_knobs()}  # name -> Knob: every generate() argument explain takes: the
+# general ones and each processor's in transformers' order, then each decoding strategy's
 SETTINGS = tuple(KNOBS)
 GENERATE_DEFAULTS = {name: knob.default for name, knob in KNOBS.items()}
 PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
@@ -98,6 +101,9 @@ def validate(settings: dict, vocab_size: int | None = None, sources: dict | None
         problem = cls.settings_problem(checked)
         if problem:
             raise ExplainError(problem)
+    problem = strategies.settings_problem(checked)  # a combination the decoding strategy refuses
+    if problem:
+        raise ExplainError(problem)
     return checked
 
 
@@ -114,6 +120,8 @@ def warnings_for(settings: dict, sources: dict) -> list[str]:
     if settings.get("min_length") and settings["min_length"] > settings["max_length"]:
         found.append(f"min_length ({settings['min_length']}) is beyond max_length ({settings['max_length']}): "
                      "generation stops at max_length anyway")
+    for cls in strategies.ordered():  # arguments the decoding mode ignores, as transformers warns about them
+        found += cls.warnings(settings, sources)
     return found
 
 

@@ -33,3 +33,9 @@ class KVCache:
         """Forget every position from `length` on (used to rewind a step-through run)."""
         self.keys = [k[..., :length, :] for k in self.keys]
         self.values = [v[..., :length, :] for v in self.values]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep row rows[i] as row i (beam search: each new beam continues the cache of the beam it came from), as
+        transformers' Cache.reorder_cache does with index_select on the batch dimension."""
+        self.keys = [k.index_select(0, rows.to(k.device)) for k in self.keys]
+        self.values = [v.index_select(0, rows.to(v.device)) for v in self.values]

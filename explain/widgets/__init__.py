@@ -15,6 +15,7 @@ from .inside import InsideView
 from .sink import ThrottledSink
 from .state import DashboardState
 from .static import summary_html
+from .strategy_views import BeamTree, DraftView, SamplingTree
 from .weights_views import AdapterView, CompareView, QuantizationView
 
 _shown: dict[int, weakref.ref] = {}  # id(trace) -> the dashboard explain.show last displayed for it
@@ -45,4 +46,4 @@ def step_through(pipe, prompt, **generate_kwargs) -> StepThrough:
 
 
 __all__ = ["show", "step_through", "Dashboard", "InsideView", "StepThrough", "DashboardState", "ThrottledSink",
-           "summary_html", "CompareView", "QuantizationView", "AdapterView"]
+           "summary_html", "CompareView", "QuantizationView", "AdapterView", "SamplingTree", "BeamTree", "DraftView"]

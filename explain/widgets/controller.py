@@ -128,6 +128,11 @@ class StepThrough(StaticFallback, widgets.VBox):
         run = self.pipe.trace.new_run()  # reserved before its first event: this display follows this run id only,
         self.dashboard.follow(run)  # and other dashboards leave it out, whatever other cells do meanwhile
         generation = self.pipe.start(self.prompt, run=run, **kwargs)
+        strategy = getattr(type(generation), "title", None)  # several samples, beam search, assisted decoding
+        self.next_button.description = "Next step" if strategy else "Next token"
+        self.next_button.tooltip = (f"Run the model once ({strategy}: every sequence or beam gains a token; assisted "
+                                    "decoding: one draft-and-check round)" if strategy
+                                    else "Run the model once and add one token")
         self.generations = {generation.branch: generation}
         self._finished = set()
         self._set_knobs(generation.settings)

@@ -122,7 +122,7 @@ def export_html(source, run: int | None = None) -> str:
     trace = _trace(source)
     data = export_data(trace, run)
     modules = {view["module"]: module_source(view["module"]) for view in data["views"] if view["module"]}
-    sheets = ["widgets.css"] + [view.css for view in VIEWS if view.css]
+    sheets = list(dict.fromkeys(["widgets.css"] + [view.css for view in VIEWS if view.css]))  # panels may share one
     styles = "".join((HERE / name).read_text(encoding="utf-8") for name in dict.fromkeys(sheets))
     nonce = secrets.token_urlsafe(18)
     state = DashboardState.from_trace(trace, run=run if run is not None else (trace.run or None))

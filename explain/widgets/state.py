@@ -43,6 +43,10 @@ class DashboardState:
         self.end_branch = 0
         self.decode: Event | None = None
         self.branches: dict[int, list[dict]] = {0: []}
+        self.run_events: list[Event] = []  # the run's events in order (the strategy panels fold them: explain.trees)
+        self.sequences: dict[int, list[dict]] = {}  # several sampled sequences: the steps of sequence 1, 2, ...
+        self.beams: list[dict] = []  # beam search: each step's generation/beams data
+        self.drafts: list[dict] = []  # assisted decoding: each round's generation/draft data
         self.forks: dict[int, dict] = {}  # branch -> its generation/force data
         self.branch = 0  # the branch that moved last
         self.inspected: dict[tuple[int, int], dict] = {}  # (branch, step) -> its generation/inspect data, merged
@@ -68,6 +72,7 @@ class DashboardState:
         if event.run != self.run:
             self._reset_run(event.run)
             self.runs.append(event.run)
+        self.run_events.append(event)
         key = (event.stage, event.kind)
         if key == ("tokenization", "encode"):
             self.encode = event
@@ -75,6 +80,11 @@ class DashboardState:
             self.settings = event
         elif key == ("generation", "prefill"):
             self.prefill = event
+        elif key == ("generation", "step") and event.data.get("sequence", 0):
+            self.sequences.setdefault(event.data["sequence"], []).append(event.data)  # the views show sequence 0
+        elif key in (("generation", "beams"), ("generation", "draft")):
+            (self.beams if event.kind == "beams" else self.drafts).append(event.data)
+            self.step_seconds += event.duration
         elif key == ("generation", "step"):
             branch = event.data.get("branch", 0)
             self.branches.setdefault(branch, []).append(event.data)
@@ -199,8 +209,14 @@ class DashboardState:
                 return None, [], "waiting"
             settings = self.settings.data.get("settings", {})
             steps = self.steps()
-            facts = [f"{len(steps)}/{self.max_new_tokens} tokens",
-                     "sampling" if settings.get("do_sample") else "greedy"]
+            strategy = self.settings.data.get("strategy", {})
+            facts = [f"{len(self.beams)}/{self.max_new_tokens} beam steps" if self.beams else
+                     f"{len(steps)}/{self.max_new_tokens} tokens",
+                     strategy.get("label") or ("sampling" if settings.get("do_sample") else "greedy")]
+            if self.drafts:
+                drafted = sum(len(d["drafted"]) for d in self.drafts)
+                accepted = sum(d["accepted"] for d in self.drafts)
+                facts.append(f"{accepted}/{drafted} drafted tokens accepted")
             if self.prefill is not None:
                 facts.append(f"prefill {self.prefill.data.get('prompt_tokens')} tokens "
                              f"in {seconds_text(self.prefill.duration)}")

@@ -15,6 +15,7 @@ every value from the trace passed through safe.esc / safe.fmt (a trace is a file
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import ipywidgets as widgets
@@ -309,3 +310,10 @@ class InsideStepView(View):
 for _view in (HeaderView(), TimelineView(), PromptView(), TextView(), BranchesView(), CaptionView(), ChartView(),
               InsideStepView()):
     register(_view)
+
+# the decoding strategies' panels (a sampling tree, a beam tree, assisted decoding's drafts), before the step chart;
+# each is hidden unless the run used its strategy
+from . import strategy_views  # noqa: E402 (it does not import this module)
+
+for _view in strategy_views.dashboard_views(sys.modules[__name__]):
+    register(_view, before="chart")

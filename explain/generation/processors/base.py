@@ -35,6 +35,8 @@ class BuildContext:
     vocab_size: int | None = None
     model: Any = None
     device: Any = "cpu"
+    num_beams: int = 1  # sequences per prompt (beams, or sampled sequences): PrefixConstrained's batch_id is row // it
+    min_tokens_to_keep: int = 1  # warpers keep this many (transformers: EOS count + 1 in beam search, else 1)
 
 
 class LogitsProcessor:

@@ -98,22 +98,22 @@ class PrefixConstrainedLogitsProcessor(LogitsProcessor):
     knobs = (Knob("prefix_allowed_tokens_fn", None, "object",
                   "a function (batch_id, input_ids) -> the token ids allowed next", check=check_callable, cli=False),)
 
-    def __init__(self, prefix_allowed_tokens_fn):
+    def __init__(self, prefix_allowed_tokens_fn, num_beams: int = 1):
         require(self.knobs[0], prefix_allowed_tokens_fn)
-        self.function = prefix_allowed_tokens_fn
+        self.function, self.num_beams = prefix_allowed_tokens_fn, int(num_beams)
 
     @classmethod
     def build(cls, settings, context):
         value = settings.get("prefix_allowed_tokens_fn")
-        return cls(value) if value is not None else None
+        return cls(value, context.num_beams) if value is not None else None
 
     def args(self):
         return {"function": getattr(self.function, "__name__", type(self.function).__name__)}
 
     def __call__(self, input_ids, scores):
         mask = torch.full_like(scores, FILTER_VALUE)
-        for row in range(input_ids.shape[0]):
-            allowed = self.function(row, input_ids[row])
+        for row in range(input_ids.shape[0]):  # the function gets the prompt's index, as in transformers
+            allowed = self.function(row // self.num_beams, input_ids[row])
             if len(allowed) == 0:
                 raise ExplainError(f"prefix_allowed_tokens_fn returned no token for the text so far "
                                    f"({input_ids.shape[-1]} tokens): the constraint cannot be met; make the "

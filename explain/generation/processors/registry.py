@@ -25,9 +25,10 @@ GenerationMixin._get_logits_processor (transformers/generation/utils.py, 5.24), 
     900 watermarking_config       WatermarkLogitsProcessor / SynthIDTextWatermarkLogitsProcessor
     999 renormalize_logits        LogitNormalization (always last)
 
-Left out, because transformers only builds them for encoder-decoder models, beam search or other modes:
-forced_decoder_ids / Whisper's processors, constraints and force_words_ids (removed in v5), diversity_penalty
-(group beam search, moved to the Hub), length_penalty and early_stopping (beam scoring), DoLa, contrastive search.
+Left out, because transformers only builds them for encoder-decoder models or other modes: forced_decoder_ids /
+Whisper's processors, constraints and force_words_ids (constrained beam search, moved to the Hub), diversity_penalty
+(group beam search, moved to the Hub), DoLa, contrastive search. length_penalty and early_stopping are not
+processors: they are beam search's knobs (explain/generation/strategies/beam.py).
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ def knobs() -> dict[str, Knob]:
 
 
 def build_processors(settings: dict, prompt_length: int, *, prompt_ids=None, model=None, vocab_size=None,
-                     device="cpu") -> list[LogitsProcessor]:
-    """The processors transformers' generate() builds for these (validated, resolved) settings, in its order."""
+                     device="cpu", num_beams: int = 1, min_tokens_to_keep: int = 1) -> list[LogitsProcessor]:
+    """The processors transformers' generate() builds for these (validated, resolved) settings, in its order.
+    `num_beams`: the rows each prompt has (beams or sampled sequences); `min_tokens_to_keep`: what the warpers
+    keep (transformers: the EOS count + 1 in beam search)."""
     context = BuildContext(prompt_length=prompt_length, prompt_ids=prompt_ids, vocab_size=vocab_size, model=model,
-                           device=device)
+                           device=device, num_beams=num_beams, min_tokens_to_keep=min_tokens_to_keep)
     processors: list[LogitsProcessor] = []
     merged = False
     for cls in ordered():

@@ -68,7 +68,7 @@ class TopKLogitsWarper(LogitsProcessor):
     @classmethod
     def build(cls, settings, context):
         value = settings.get("top_k")
-        return cls(value) if value is not None and value != 0 else None
+        return cls(value, context.min_tokens_to_keep) if value is not None and value != 0 else None
 
     def args(self):
         return {"top_k": self.top_k}
@@ -95,7 +95,7 @@ class TopPLogitsWarper(LogitsProcessor):
     @classmethod
     def build(cls, settings, context):
         value = settings.get("top_p")
-        return cls(value) if value is not None and value < 1.0 else None
+        return cls(value, context.min_tokens_to_keep) if value is not None and value < 1.0 else None
 
     def args(self):
         return {"top_p": self.top_p}
@@ -124,7 +124,7 @@ class MinPLogitsWarper(LogitsProcessor):
     @classmethod
     def build(cls, settings, context):
         value = settings.get("min_p")
-        return cls(value) if value is not None else None
+        return cls(value, context.min_tokens_to_keep) if value is not None else None
 
     def args(self):
         return {"min_p": self.min_p}
@@ -156,7 +156,7 @@ class TypicalLogitsWarper(LogitsProcessor):
     @classmethod
     def build(cls, settings, context):
         value = settings.get("typical_p")
-        return cls(value) if value is not None and value < 1.0 else None
+        return cls(value, context.min_tokens_to_keep) if value is not None and value < 1.0 else None
 
     def args(self):
         return {"typical_p": self.mass}
@@ -196,7 +196,7 @@ class EpsilonLogitsWarper(LogitsProcessor):
     @classmethod
     def build(cls, settings, context):
         value = settings.get("epsilon_cutoff")
-        return cls(value) if value is not None and 0.0 < value < 1.0 else None
+        return cls(value, context.min_tokens_to_keep) if value is not None and 0.0 < value < 1.0 else None
 
     def args(self):
         return {"epsilon": self.epsilon}
@@ -225,7 +225,8 @@ class EtaLogitsWarper(LogitsProcessor):
     @classmethod
     def build(cls, settings, context):
         value = settings.get("eta_cutoff")
-        return cls(value, device=context.device) if value is not None and 0.0 < value < 1.0 else None
+        return (cls(value, context.min_tokens_to_keep, device=context.device)
+                if value is not None and 0.0 < value < 1.0 else None)
 
     def args(self):
         return {"eta": self.given}
