@@ -161,10 +161,13 @@ def test_the_dashboard_shows_the_strategy_panel(pipe):
     try:
         pipe(PROMPT, num_beams=2, max_new_tokens=3, do_sample=False)
         dashboard.sink.flush()
-        assert [type(v).__name__ for v in dashboard.strategy.children] == ["BeamTree"]
-        pipe(PROMPT, max_new_tokens=2, do_sample=False)
+        shown = [name for name in PANELS if dashboard.parts[name].layout.display != "none"]
+        assert shown == ["beam_tree"]
+        assert len(dashboard.parts["beam_tree"].data["levels"]) == 4, "the prompt and the 3 steps of the beams"
+        pipe(PROMPT, max_new_tokens=2, do_sample=False)  # one sequence: no strategy panel, nor its title
         dashboard.sink.flush()
-        assert dashboard.strategy.children == () or list(dashboard.strategy.children) == []
+        assert all(dashboard.parts[name].layout.display == "none" for name in PANELS)
+        assert all(dashboard.sections[name].layout.display == "none" for name in PANELS)
     finally:
         dashboard.close()
 

@@ -26,7 +26,7 @@ function visible(text) {
 }
 
 const short = (text, n) => (text.length > n ? text.slice(0, n - 1) + "\u2026" : text);
-const num = (x) => (x === null || x === undefined ? "?" : x.toFixed(2));
+const num = (x) => (x === null || x === undefined ? "?" : Number(x).toFixed(2));
 
 function layout(levels) {
   const placed = levels.map((nodes, level) => nodes.map((node, row) => ({
@@ -71,7 +71,7 @@ function treeView(data) {
       const tip = node.kind === "root" ? node.text
         : `${JSON.stringify(node.text)} (id ${node.token_id}) \u00b7 ${node.kind}` +
           ` \u00b7 summed log-probability ${num(node.score)}` +
-          (node.normalized !== undefined ? ` \u00b7 length-penalised score ${node.normalized.toFixed(4)}` : "") +
+          (node.normalized !== undefined ? ` \u00b7 length-penalised score ${Number(node.normalized).toFixed(4)}` : "") +
           (node.reason ? ` \u00b7 met ${node.reason}` : "") + (node.parent !== null && node.parent !== undefined ? ` \u00b7 extends slot ${node.parent}` : "");
       group.appendChild(svg("title", {}, tip));
       nodes.appendChild(group);
@@ -90,9 +90,9 @@ function rankingView(ranking) {
     row.appendChild(el("td", "", String(h.rank)));
     row.appendChild(el("td", "", h.returned ? "\u2713" : ""));
     row.appendChild(el("td", "explain-bt-text", h.text));
-    row.appendChild(el("td", "", h.log_prob.toFixed(3)));
+    row.appendChild(el("td", "", Number(h.log_prob).toFixed(3)));
     row.appendChild(el("td", "", String(h.length)));
-    row.appendChild(el("td", "", h.score.toFixed(4)));
+    row.appendChild(el("td", "", Number(h.score).toFixed(4)));
     table.appendChild(row);
   }
   return table;

@@ -101,7 +101,7 @@ class StepThrough(StaticFallback, widgets.VBox):
         super().__init__(children=[title, buttons, knobs, self.more_knobs, hint, self.dashboard])
         self.add_class("explain-step-through")
         self.generations: dict = {}
-        self._tooltips = {b.description: b.tooltip for b in (self.next_button, self.run_button, self.end_button)}
+        self._tooltips = [(b, b.tooltip) for b in (self.next_button, self.run_button, self.end_button)]
         self._quiet = False
         self.next_button.on_click(lambda _: self.next())
         self.run_button.on_click(lambda _: self.run(self.count.value))
@@ -249,10 +249,10 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.dashboard.flush()
         done = generation.finished
         self.dashboard.set_paused(not done)
-        for button in (self.next_button, self.run_button, self.end_button):
+        for button, tooltip in self._tooltips:
             button.disabled = done
             button.tooltip = ("The run has ended: Reset starts again; Force branches from an earlier step" if done
-                              else self._tooltips[button.description])
+                              else tooltip)
         self._update_force_choices()
         if done:
             self._say(f"Finished after {len(generation.steps)} tokens: {stop_text(generation.stop_reason)}. "

@@ -43,8 +43,8 @@ function roundView(round) {
   const chips = el("span", "explain-dv-chips");
   const rejectedAt = round.rejection ? round.rejection.index : null;
   round.drafted.forEach((id, i) => {
-    const q = round.draft_probs ? ` \u00b7 draft p ${round.draft_probs[i].toFixed(3)}` : "";
-    const p = ` \u00b7 model p ${round.target_probs[i].toFixed(3)}`;
+    const q = round.draft_probs ? ` \u00b7 draft p ${Number(round.draft_probs[i]).toFixed(3)}` : "";
+    const p = ` \u00b7 model p ${Number(round.target_probs[i]).toFixed(3)}`;
     const kind = i < round.accepted ? "accepted" : i === rejectedAt ? "rejected" : "unchecked";
     chips.appendChild(chip(text(id), kind, `drafted ${JSON.stringify(text(id))} (id ${id}) \u00b7 ${kind}${q}${p}`));
   });

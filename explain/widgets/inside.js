@@ -85,7 +85,7 @@ function attentionView(look, model) {
     weights.forEach((w, i) => {
       const cell = el("div", "explain-in-hcell" + (l === layer ? " selected" : ""));
       cell.style.background = blue(w / top);
-      cell.title = `layer ${l + 1}, position ${i} ${JSON.stringify(tokens[i])}: weight ${w.toFixed(4)}`;
+      cell.title = `layer ${l + 1}, position ${i} ${JSON.stringify(tokens[i])}: weight ${Number(w).toFixed(4)}`;
       cell.addEventListener("click", () => { model.set("layer", l); model.save_changes(); });
       heat.appendChild(cell);
     });
@@ -109,7 +109,7 @@ function attentionView(look, model) {
     const row = el("div", "explain-in-ltok", visible(t));
     row.style.height = `${lineHeight}px`;
     row.style.background = blue(0.6 * weights[i] / top);
-    row.title = `weight ${weights[i].toFixed(4)}`;
+    row.title = `weight ${Number(weights[i]).toFixed(4)}`;
     left.appendChild(row);
     const line = document.createElementNS(svgNS, "line");
     line.setAttribute("x1", "0");

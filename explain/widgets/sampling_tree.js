@@ -68,7 +68,7 @@ function segmentView(data, index) {
     const span = el("span", "explain-st-tok" + (forced ? " forced" : ""), token);
     if (token.includes("\n")) span.classList.add("explain-st-nl");
     span.style.background = shade(prob);
-    span.title = `step ${segment.start + i} \u00b7 p = ${prob === null || prob === undefined ? "?" : prob.toFixed(3)}` +
+    span.title = `step ${segment.start + i} \u00b7 p = ${prob === null || prob === undefined ? "?" : Number(prob).toFixed(3)}` +
       (forced ? " \u00b7 forced" : "");
     text.appendChild(span);
   });
