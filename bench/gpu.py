@@ -347,6 +347,7 @@ def seed_generation(pipe, is_explain: bool, max_length: int = SEED_MAX_LENGTH) -
 def speed(run: Run) -> dict:
     from bench import contenders as bench_contenders
     from bench import run as cpu_bench
+    from bench import trace_size
     from bench.forward import forward_breakdown
     from bench.report import targets as cpu_targets
     from bench.syncs import count_step_syncs
@@ -386,7 +387,8 @@ def speed(run: Run) -> dict:
         decode["explain_widget"]["widget"] = contenders["explain_widget"].widget_entry
     out["decode"] = decode
     out["agreement_with_transformers"] = cpu_bench.agreement(tokens)
-    out["trace_bytes_per_step"] = cpu_bench.trace_bytes_per_step(pipe, runs["explain_traced"])
+    out["trace_bytes_per_step"] = trace_size.saved_bytes_per_step(pipe.trace,
+                                                                  {r["trace_run"] for r in runs["explain_traced"]})
     run.log(f"speed: prefill of {run.args.prefill_tokens} tokens")
     out["prefill"] = cpu_bench.measure_prefill(contenders, pipe, args)
     run.log("speed: one decode forward of each model")

@@ -232,7 +232,8 @@ class Generation:
         for token_id in top_ids:
             token_texts.setdefault(token_id, self.token_text(token_id))
         self.input_ids = torch.cat([self.input_ids, chosen.view(1, 1)], dim=1)  # the token never left the device
-        full = self.text
+        ids = self.input_ids[0].tolist()  # one read for the text and the stop strings
+        full = self.tokenizer.decode(ids[self.prompt_length:], skip_special_tokens=False)
         piece = ""
         if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
             piece, self.printed = full[len(self.printed):], full
@@ -250,7 +251,7 @@ class Generation:
         elif self.learned_positions and self.input_ids.shape[1] >= self.context:
             self._finish("context_window", record)
             record["warnings"] = [context_window_message(self.context, self.input_ids.shape[1], learned=True)]
-        elif self.stop_strings.completes(self.input_ids[0].tolist()):
+        elif self.stop_strings.completes(ids):
             self._finish("stop_string", record)
         if not self.finished and self.input_ids.shape[1] > self.context and not self.past_context_window:
             # where transformers' MaxLengthCriteria warns (once) and goes on: the next forward is past the window
