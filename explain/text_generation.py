@@ -23,7 +23,7 @@ import warnings
 import torch
 
 from .chat_template import TemplateLimitError
-from .errors import ExplainError, interrupted as interrupted_error
+from .errors import ArgumentError, ExplainError, interrupted as interrupted_error
 from .files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
 from .generation.settings import warnings_for
@@ -36,6 +36,8 @@ from .trace import Trace
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
                 "stop_sequence", "tokenizer", "trace_top", "keep_logits", "capture", "batch_size")
+BOOLEAN_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces",
+                   "add_special_tokens", "continue_final_message", "skip_special_tokens")
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
 
 
@@ -90,6 +92,12 @@ class TextGenerationPipeline:
         given = [k for k in ("return_full_text", "return_text", "return_tensors") if options.get(k) is not None]
         if "return_full_text" in given and len(given) > 1 or given == ["return_text", "return_tensors"]:
             raise ExplainError(f"{given[0]} and {given[1]} are mutually exclusive (as in transformers); pass only one")
+        for name in BOOLEAN_OPTIONS:
+            value = options.get(name)
+            if name in options and value is None:
+                del options[name]  # None is "not given", as transformers' _sanitize_parameters reads it
+            elif value is not None and not isinstance(value, (bool, int)):  # transformers takes 0 and 1 too
+                raise ArgumentError(f"{name}={value!r:.60} is not a boolean; pass True or False")
         if options.get("handle_long_generation") not in (None, "hole"):
             raise ExplainError(f"handle_long_generation={options['handle_long_generation']!r} is not a strategy; "
                                "use None (the default) or \"hole\" (keep only the prompt's last tokens)")

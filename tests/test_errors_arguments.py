@@ -158,6 +158,12 @@ def test_lone_surrogates_in_a_prompt_and_in_a_message(pipe):
         pipe.start("\udc80")
 
 
+@pytest.mark.parametrize("name", ["skip_special_tokens", "return_full_text", "add_special_tokens"])
+def test_a_pipeline_option_that_is_not_a_boolean(pipe, name):
+    """Found by Hypothesis: skip_special_tokens=[''] reached the tokenizer and raised a raw TypeError."""
+    refused_call(pipe, "Hello", f"{name}=[''] is not a boolean", "True or False", **{name: [""]})
+
+
 def test_good_inputs_still_run(pipe):
     out = pipe(["Hello", [{"role": "user", "content": "Hi 👋 ünïcödé"}]], max_new_tokens=2, do_sample=False)
     assert len(out) == 2 and out[0][0]["generated_text"].startswith("Hello")
