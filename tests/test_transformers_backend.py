@@ -326,6 +326,26 @@ def test_a_list_of_prompts_is_one_run_each(tf_tiny):
 
 # -- step-through, what-if, force, on a tiny model ----------------------------------------------------------------
 
+def test_a_second_call_while_one_is_traced_is_refused(tf_tiny):
+    """The transformers backend traces one generate() at a time per model (README): a second call that starts while
+    one is traced (another thread) gets an UnsupportedError saying so, and the first call's hooks are untouched."""
+    from explain.backends.transformers.hooks import observing
+    from explain.errors import UnsupportedError
+
+    model = tf_tiny.model
+
+    class Recorder:  # observing() reports to it only once generate() builds its processors
+        pass
+
+    with observing(model, Recorder()):
+        with pytest.raises(UnsupportedError, match="one call at a time per model.*backend=\"explain\""):
+            with observing(model, Recorder()):
+                pass
+        assert "_get_logits_processor" in vars(model)
+    assert "_get_logits_processor" not in vars(model), "the hooks outlived their call"
+    assert tf_tiny("Hello", max_new_tokens=2, do_sample=False)[0]["generated_text"].startswith("Hello")
+
+
 def test_what_if_and_force_drive_the_real_model(tf_tiny):
     generation = tf_tiny.start("Once upon a time", max_new_tokens=6, do_sample=False, keep_logits=True)
     generation.run(3)

@@ -28,6 +28,8 @@ from transformers import GenerationConfig
 from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 
+from ...errors import UnsupportedError
+
 
 class RecordingProcessorList(LogitsProcessorList):
     """The processor list generate() built, same processors, same order; each one's effect goes to the recorder."""
@@ -106,8 +108,10 @@ def observing(model, recorder):
     shadowed = {"_get_logits_processor": logits_processor, "_get_stopping_criteria": stopping_criteria}
     for name, replacement in shadowed.items():
         if name in vars(model):
-            raise RuntimeError(f"{type(model).__name__}.{name} is already shadowed on this model: is another "
-                               "traced generate() running on it?")
+            raise UnsupportedError(f"a traced generate() is already running on this {type(model).__name__} (its "
+                                   f"{name} is shadowed): the transformers backend traces one call at a time per "
+                                   "model; call the pipeline from one thread, or use backend=\"explain\", which "
+                                   "takes calls from several threads")
         setattr(model, name, replacement)
     handles = [model.register_forward_pre_hook(before_forward, with_kwargs=True),
                model.register_forward_hook(after_forward, with_kwargs=True)]
