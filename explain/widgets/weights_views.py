@@ -58,7 +58,8 @@ class CompareView(_View):
     probability each gives A's token, and the two texts from where they part."""
 
     def __init__(self, comparison):
-        data = comparison.to_dict() if hasattr(comparison, "to_dict") else _event(comparison, "generation", "compare")
+        data = (_event(comparison, "generation", "compare")  # a pipeline, a (saved) Trace or the event's data
+                if isinstance(comparison, (dict, Trace)) or hasattr(comparison, "trace") else comparison.to_dict())
         self.data = data
         steps, summary = data["steps"], data["summary"]
         x = [s["step"] for s in steps]

@@ -148,6 +148,8 @@ class LoadingObserver:
     def emit_config(self, model) -> None:
         if self.config is None or self.config_emitted:
             return
+        if model is None and not getattr(self.config, "architectures", None):
+            return  # the load failed and the config (a GGUF's) names no architecture: nothing true to say of it
         self.config_emitted = True
         start, duration = self.config_time or (time.time(), 0.0)
         files = [f for f in self.files if not f.get("absent")]
