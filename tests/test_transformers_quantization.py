@@ -104,6 +104,21 @@ def test_quantize_event_is_measured(quantized, tiny_llama, name):
     assert sum(pipe.trace.last("placement", "place").data["bytes_per_device"].values()) == data["total_after"] + computed
 
 
+def test_tied_output_head_is_named(tiny_llama, tmp_path):
+    """SmolLM2 ties lm_head to the embedding: the float head is listed under its own name, saying it is tied."""
+    config = copy.deepcopy(tiny_llama.model.config)
+    config.tie_word_embeddings = True
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tiny_llama.tokenizer.save(tmp_path)
+    pipe = explain.pipeline("text-generation", model=str(tmp_path), backend="transformers",
+                            model_kwargs={"quantization_config": transformers.QuantoConfig(weights="int8")})
+    data = pipe.trace.last("weights", "quantize").data
+    assert list(data["left_in_float"]) == ["lm_head.weight"]
+    assert data["left_in_float"]["lm_head.weight"].startswith("tied to model.embed_tokens.weight: ")
+    assert data["parameters"] == sum(p.numel() for p in pipe.model.parameters())  # the tied tensor once
+
+
 def test_quantized_model_runs_close_to_float(quantized, tiny_llama):
     ids = torch.tensor([tiny_llama.tokenizer.encode(PROMPT)])
     with torch.no_grad():

@@ -126,12 +126,16 @@ def quantize_facts(model, stored: dict[str, tuple[str, int]] | None, start: floa
     method = getattr(config, "quant_method", None)
     method = str(getattr(method, "value", method) or type(config).__name__)
     modules, kernels, conversions, after = Counter(), {}, Counter(), Counter()
-    left_in_float, seen, parameters = {}, set(), 0
+    left_in_float, seen, parameters, first_names = {}, set(), 0, {}
     for module_name, module in model.named_modules():
         for name, tensor in module.named_parameters(recurse=False):
             full = f"{module_name}.{name}" if module_name else name
-            if id(tensor) in seen:
-                continue  # a tied weight, counted under its first name
+            if id(tensor) in seen:  # a tied weight, counted under its first name
+                if name == "weight" and isinstance(module, nn.Linear) and not is_quantized(tensor):
+                    left_in_float[full] = (f"tied to {first_names[id(tensor)]}: "
+                                           + _skip_reason(module_name, module, quantizer, config, model))
+                continue
+            first_names[id(tensor)] = full
             seen.add(id(tensor))
             parameters += tensor.numel()
             if is_quantized(tensor):
