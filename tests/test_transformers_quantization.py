@@ -119,6 +119,24 @@ def test_tied_output_head_is_named(tiny_llama, tmp_path):
     assert data["parameters"] == sum(p.numel() for p in pipe.model.parameters())  # the tied tensor once
 
 
+def test_a_checkpoint_saved_quantized(quantized, tiny_llama, tmp_path):
+    """torchao's int8 saved by save_pretrained and loaded again: bytes_before is the file's int8 and float parts."""
+    pipe, _ = quantized["torchao int8"]
+    pipe.model.save_pretrained(tmp_path)
+    tiny_llama.tokenizer.save(tmp_path)
+    again = explain.pipeline("text-generation", model=str(tmp_path), backend="transformers")
+    data, first = again.trace.last("weights", "quantize").data, pipe.trace.last("weights", "quantize").data
+    assert "read as saved by TorchAoHfQuantizer" in data["summary"]
+    stored = safetensors.torch.load_file(os.path.join(tmp_path, "model.safetensors"))
+    by_dtype = {}
+    for tensor in stored.values():
+        by_dtype[str(tensor.dtype).removeprefix("torch.")] = by_dtype.get(str(tensor.dtype).removeprefix("torch."),
+                                                                          0) + tensor.nbytes
+    assert data["bytes_before"] == by_dtype and "int8" in by_dtype
+    assert data["total_after"] == first["total_after"] and data["modules"] == first["modules"]
+    assert data["conversions"][0]["from"] == "stored in parts"
+
+
 def test_quantized_model_runs_close_to_float(quantized, tiny_llama):
     ids = torch.tensor([tiny_llama.tokenizer.encode(PROMPT)])
     with torch.no_grad():

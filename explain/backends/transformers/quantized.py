@@ -115,7 +115,7 @@ def _skip_reason(module_name: str, module: nn.Module, quantizer, config, model) 
     return f"{type(quantizer).__name__ if quantizer is not None else 'the quantizer'} did not convert it"
 
 
-def quantize_facts(model, stored: dict[str, tuple[str, int]] | None, start: float | None = None) -> dict | None:
+def quantize_facts(model, stored: dict[str, tuple[str, int]] | None) -> dict | None:
     """The weights/quantize event for a model transformers quantized on load, or None if it is not quantized.
     `stored`: tensor name in the checkpoint -> (stored type, bytes), from the files' headers (None: not known)."""
     config = getattr(model.config, "quantization_config", None)
@@ -144,11 +144,10 @@ def quantize_facts(model, stored: dict[str, tuple[str, int]] | None, start: floa
                 kernels[kind] = KERNELS.get(kind, f"{type(tensor.data).__module__}.{kind}'s own linear")
                 for part, size in storage_of(tensor).items():
                     after[part] += size
-                source = (stored or {}).get(full, ("float", 0))[0]
-                round_trip = source not in ("float32", "bfloat16", "float16", "float")
-                conversions[(source, f"{kind} ({config_name(config)})", round_trip,
-                             "transformers dequantizes the GGUF blocks to float when it loads them, then "
-                             "quantizes again" if round_trip else "")] += 1
+                # a float checkpoint quantized once, or a checkpoint saved quantized, whose parts have other names
+                # (transformers refuses a quantization_config with a GGUF file: no dequantized round trip here)
+                source = (stored or {}).get(full, ("stored in parts" if stored else "not known", 0))[0]
+                conversions[(source, f"{kind} ({config_name(config)})", False, "")] += 1
                 continue
             after[dtype_name(tensor.dtype)] += tensor.numel() * tensor.element_size()
             if name == "weight" and isinstance(module, nn.Linear):
@@ -167,7 +166,10 @@ def quantize_facts(model, stored: dict[str, tuple[str, int]] | None, start: floa
     float32_bytes, total_after = parameters * 4, sum(after.values())
     import transformers
     data = {"method": method, "summary": f"transformers {transformers.__version__}: quantization_config="
-                                         f"{config_name(config)}, applied by {type(quantizer).__name__} on load",
+                                         f"{config_name(config)}, "
+                                         + (f"read as saved by {type(quantizer).__name__} (a quantized checkpoint)"
+                                            if getattr(quantizer, "pre_quantized", False) else
+                                            f"applied by {type(quantizer).__name__} on load"),
             "form": compute, "label": f"{config_name(config)}; {compute} activations",
             "compute_dtype": compute, "modules": dict(modules), "kernels": kernels,
             "conversions": [{"from": source, "to": target, "tensors": count, "float_round_trip": round_trip,
