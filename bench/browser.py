@@ -53,9 +53,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def jupyter_lab(root: str, explain_path: str = REPO, settings: dict | None = None):
-    """A JupyterLab server on a free local port, serving `root`, its kernels importing explain from explain_path.
-    Yields {"url", "token", "root"}; the server and its kernels are stopped on exit."""
+def jupyter_lab(root: str, explain_path: str = REPO, settings: dict | None = None, start_timeout: float = 90):
+    """A JupyterLab server on a free local port, serving `root`, its kernels importing explain from explain_path,
+    every cell rendered (no virtual scrolling) and no news checks. Yields {"url", "token", "root"}; the server and
+    its kernels are stopped on exit. tests/browser/conftest.py's `lab` is this server."""
     settings_dir = os.path.join(root, ".settings")
     for name, values in {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false",
                                                                          "checkForUpdates": False},
@@ -77,7 +78,7 @@ def jupyter_lab(root: str, explain_path: str = REPO, settings: dict | None = Non
         + (["--allow-root"] if os.geteuid() == 0 else []),
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + start_timeout
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)

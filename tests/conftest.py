@@ -74,6 +74,23 @@ def provisioned(hf_home) -> dict:
     return explain.provision()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def notebooks_in_background(request):
+    """The lessons this session selected, started at its first test and executed one at a time on a thread of their
+    own while the other tests run (tests/notebook_runner.py); None when no lesson is selected."""
+    paths = [item.callspec.params["path"] for item in request.session.items
+             if getattr(item, "originalname", None) == "test_notebook_runs_offline"]
+    if not paths:
+        yield None
+        return
+    from notebook_runner import BackgroundNotebooks
+
+    request.getfixturevalue("provisioned")
+    runner = BackgroundNotebooks(paths, HF_HOME)
+    yield runner
+    runner.close()
+
+
 @pytest.fixture(scope="session")
 def embedded_pipe(provisioned):
     """The real embedded pipeline (SmolLM2-135M-Instruct, Q4_1 GGUF -> float32, CPU), loaded once per session.

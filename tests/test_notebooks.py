@@ -1,8 +1,9 @@
 """The workshop notebooks run top to bottom, offline, on the embedded model (CI executes every one), each within
 the memory of a small notebook server; each has the parts a lesson needs.
 
-Each notebook runs in a fresh kernel that inherits this session's environment: HF_HUB_OFFLINE=1 and the
-temporary HF_HOME that provision() seeded, so a notebook that tried to download anything would fail here.
+Each notebook runs in a fresh kernel with this session's environment (HF_HUB_OFFLINE=1) and a copy of the temporary
+HF_HOME that provision() seeded, so a notebook that tried to download anything would fail here. The kernels run in
+the background from the session's first test, while the other tests run (tests/notebook_runner.py).
 Memory is a test (the kernel's peak resident memory, read from /proc at the end); speed is not (docs/workshop.md
 gives the measured times).
 """
@@ -28,7 +29,6 @@ LESSONS = ["00_quickstart", "01_registry_and_config", "02_tokenization_and_chat_
 # A Binder kernel is guaranteed 1 GB (953 MiB); a lesson holds one model in bfloat16 at a time: measured peaks are
 # 0.73-0.87 GiB, loading included (docs/workshop.md lists them). VmHWM counts the memory-mapped GGUF's pages too.
 KERNEL_PEAK_MIB = 950
-PEAK_CELL = "print('VmHWM', [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])"
 SOURCE_LINK = re.compile(r"https://github\.com/huggingface/transformers/blob/v[0-9.]+/src/transformers/\S+#L\d+")
 
 
@@ -78,15 +78,9 @@ def test_lesson_has_goals_a_hidden_solution_a_summary_and_the_transformers_code(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the kernel's peak memory from /proc")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p)[:-6] for p in NOTEBOOKS])
-def test_notebook_runs_offline(path, provisioned, tmp_path):
-    notebook = nbformat.read(path, as_version=4)
-    for cell in notebook.cells:  # a learner who tried: every solution runs, so its answer is checked too
-        cell.source = cell.source.replace("tried = False", "tried = True")
-    notebook.cells.append(nbformat.v4.new_code_cell(PEAK_CELL))  # the kernel's peak resident memory, at the end
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError, naming the cell, on any error
-    peak_mib = int(notebook.cells.pop().outputs[0].text.split()[1]) / 1024
+def test_notebook_runs_offline(path, notebooks_in_background):
+    """Executed in the background from the session's start (tests/notebook_runner.py); checked here."""
+    notebook, peak_mib = notebooks_in_background.result(path)  # raises CellExecutionError, naming the cell
     print(f"{os.path.basename(path)}: kernel peak {peak_mib:.0f} MiB")
     assert peak_mib < KERNEL_PEAK_MIB, (f"{os.path.basename(path)} peaked at {peak_mib:.0f} MiB; a lesson must fit a "
                                         f"1 GB kernel: bfloat16, one model at a time, free what it is done with")

@@ -12,12 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import secrets
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -42,53 +37,16 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
+    """One JupyterLab for the session (bench/browser.py's server), its kernels importing this checkout; it must be
+    up within 60 s."""
+    sys.path.insert(0, str(ROOT))  # bench/ is a folder of the repository, not an installed package
+    from bench.browser import jupyter_lab
+
     root = tmp_path_factory.mktemp("lab")
-    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
-                                                                             "checkForUpdates": False}))
-    # every cell rendered (no virtual scrolling), so a test can read outputs below the fold
-    notebook_settings = root / ".settings" / "@jupyterlab" / "notebook-extension"
-    notebook_settings.mkdir(parents=True)
-    (notebook_settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces"), "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    log = open(root / "jupyter.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-         "--JupyterNotebookApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True"]
-        + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("JupyterLab did not start:\n" + (root / "jupyter.log").read_text()[-3000:])
-                time.sleep(0.3)
-        yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root}
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)  # the server's own process group: it and its kernels
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+    with jupyter_lab(str(root), str(ROOT), start_timeout=60) as server:
+        yield {**server, "root": root}
 
 
 @pytest.fixture(scope="session")
