@@ -23,13 +23,30 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .dtypes import dtype_name
 from .errors import ExplainError
 from .models.cache import KVCache
 from .units import size_text
 
 
+def _event_data(pipe, stage: str, kind: str) -> dict | None:
+    event = pipe.trace.last(stage, kind) if getattr(pipe, "trace", None) is not None else None
+    return event.data if event is not None else None
+
+
+def is_transformers_pipe(pipe) -> bool:
+    """A pipeline of backend="transformers" (explain.pipeline(..., backend="transformers") or explain.attach)."""
+    return getattr(pipe, "trace", None) is not None and pipe.trace.meta.get("backend") == "transformers"
+
+
 def label_of(pipe) -> str:
-    """A short name for a pipeline: its dtype, its quantization and its adapter."""
+    """A short name for a pipeline: its dtype, its quantization and its adapter (on backend="transformers", read
+    from its weights events: transformers' quantization_config and the peft adapter it loaded)."""
+    if is_transformers_pipe(pipe):
+        quantization, adapter = _event_data(pipe, "weights", "quantize"), _event_data(pipe, "weights", "adapter")
+        text = "transformers " + (f"{quantization['method']} ({quantization['label']})" if quantization
+                                  else dtype_name(pipe.model.dtype))
+        return text + (f" + LoRA {adapter['adapter']}" if adapter else "")
     quantization = getattr(pipe, "quantization", None)
     text = (f"{quantization['method']} ({quantization['form']}, {quantization['compute_dtype']} activations)"
             if quantization else pipe.dtype)
@@ -103,15 +120,29 @@ def _run(pipe, prompt, kwargs):
     return generation, end.data.get("decode_tokens_per_s"), time.perf_counter() - t0
 
 
+def is_transformers_model(model) -> bool:
+    """A transformers PreTrainedModel (or peft's PeftModel around one), not one of explain's readable models."""
+    classes = [getattr(sys.modules.get(module), name, None) for module, name in
+               (("transformers", "PreTrainedModel"), ("peft", "PeftModel"))]
+    return any(cls is not None and isinstance(model, cls) for cls in classes)
+
+
 def _forced_logits(model, input_ids: torch.Tensor, prompt_length: int) -> torch.Tensor:
     """B's next-token logits at each of A's steps, computed as B's own run computes them (the prompt's forward, then
-    one token at a time through the KV cache), so that up to the first difference they equal B's free run's."""
+    one token at a time through the KV cache), so that up to the first difference they equal B's free run's.
+    explain's models take cache=KVCache(); a transformers model (backend="transformers") takes transformers'
+    DynamicCache, as generate() builds it (transformers 5.24 names the argument cache=; past_key_values= is its
+    deprecated name)."""
     device = next(model.parameters()).device
     ids = input_ids.to(device)  # (1, P + N)
-    cache = KVCache()
-    rows = [model(ids[:, :prompt_length], cache=cache, logits_to_keep=1).logits[0, -1]]
+    if is_transformers_model(model):
+        from transformers import DynamicCache
+        cache, options = DynamicCache(config=model.config), {"use_cache": True}
+    else:
+        cache, options = KVCache(), {}
+    rows = [model(ids[:, :prompt_length], cache=cache, logits_to_keep=1, **options).logits[0, -1]]
     for position in range(prompt_length, ids.shape[1] - 1):
-        rows.append(model(ids[:, position: position + 1], cache=cache, logits_to_keep=1).logits[0, -1])
+        rows.append(model(ids[:, position: position + 1], cache=cache, logits_to_keep=1, **options).logits[0, -1])
     return torch.stack(rows).float().cpu()  # (N, vocab)
 
 

@@ -28,7 +28,7 @@ from ..errors import CorruptFileError, ExplainError, UnsupportedError
 from ..trace import Trace
 from .lora import LoraLinear
 
-__all__ = ["load_adapter", "read_adapter", "check_fits", "Adapter", "LoraLinear", "LoraSettings"]
+__all__ = ["load_adapter", "adapter_event", "delta_facts", "read_adapter", "check_fits", "Adapter", "LoraLinear", "LoraSettings"]
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."  # peft's PeftModel wraps the base model twice (PeftModel.base_model.model)
@@ -217,7 +217,7 @@ def _apply_readable(model: nn.Module, settings: LoraSettings, weights: dict) -> 
     return layers
 
 
-def _delta_facts(name: str, pair: dict, base: nn.Module, scaling: float) -> dict:
+def delta_facts(name: str, pair: dict, base: nn.Module, scaling: float) -> dict:
     a, b = pair["lora_A"].float(), pair["lora_B"].float()
     # ||B A||_F^2 = sum((B^T B) * (A A^T)): two r x r matrices instead of the (out, in) product
     delta_norm = scaling * float(((b.t() @ b) * (a @ a.t())).sum().clamp(min=0).sqrt())
@@ -228,6 +228,22 @@ def _delta_facts(name: str, pair: dict, base: nn.Module, scaling: float) -> dict
             "bytes": pair["lora_A"].nbytes + pair["lora_B"].nbytes, "base_parameters": int(a.shape[1] * b.shape[0]),
             "delta_norm": delta_norm, "weight_norm": weight_norm,
             "relative_change": delta_norm / weight_norm if weight_norm else None, "base_layer": type(base).__name__}
+
+
+def adapter_event(name: str, path: str, settings: LoraSettings, facts: list[dict], applied_with: str,
+                  base_parameters: int, merged: bool = False) -> dict:
+    """The weights/adapter event's data: the settings, one delta_facts entry per adapted layer, the totals (the
+    transformers backend fills it from peft's layers with the same function)."""
+    adapter_parameters = sum(f["parameters"] for f in facts)
+    return {"adapter": name, "path": path, "peft_type": "LORA", "applied_with": applied_with,
+            "base_model_name_or_path": settings.base_model_name_or_path, "r": settings.r,
+            "lora_alpha": settings.lora_alpha, "use_rslora": settings.use_rslora,
+            "target_modules": sorted(settings.target_modules) if isinstance(settings.target_modules, (list, set))
+            else settings.target_modules,
+            "layers": len(facts), "modules": facts, "adapter_parameters": adapter_parameters,
+            "base_parameters": base_parameters, "share_of_base": adapter_parameters / base_parameters,
+            "adapter_bytes": sum(f["bytes"] for f in facts), "merged": merged,
+            "formula": "W' = W + (alpha / r) B A; unmerged: y = base(x) + (alpha / r) B(A(x))"}
 
 
 def load_adapter(model: nn.Module, path, trace: Trace, apply_with: str | None = None,
@@ -246,7 +262,7 @@ def load_adapter(model: nn.Module, path, trace: Trace, apply_with: str | None = 
     elif apply_with == "peft" and not use_peft:
         raise ExplainError(f"apply_with=\"peft\" but {why.split(':')[0]}")
     bases = {name: model.get_submodule(name) for name in weights}
-    facts = [_delta_facts(name, pair, bases[name], settings.scaling(name, pair["lora_A"].shape[0]))
+    facts = [delta_facts(name, pair, bases[name], settings.scaling(name, pair["lora_A"].shape[0]))
              for name, pair in weights.items()]
     with torch.no_grad():
         if use_peft:
@@ -257,18 +273,8 @@ def load_adapter(model: nn.Module, path, trace: Trace, apply_with: str | None = 
             layers = _apply_readable(model, settings, weights)
             applied_with = f"explain.adapters.lora.LoraLinear ({why})"
     adapter = Adapter(path, adapter_config, settings, layers, applied_with, trace)
-    adapter_parameters = sum(f["parameters"] for f in facts)
     if base_parameters is None:
         base_parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    trace.emit("weights", "adapter", {
-        "adapter": adapter.name, "path": path, "peft_type": "LORA", "applied_with": applied_with,
-        "base_model_name_or_path": settings.base_model_name_or_path, "r": settings.r,
-        "lora_alpha": settings.lora_alpha, "use_rslora": settings.use_rslora,
-        "target_modules": sorted(settings.target_modules) if isinstance(settings.target_modules, (list, set))
-        else settings.target_modules,
-        "layers": len(facts), "modules": facts, "adapter_parameters": adapter_parameters,
-        "base_parameters": base_parameters, "share_of_base": adapter_parameters / base_parameters,
-        "adapter_bytes": sum(f["bytes"] for f in facts), "merged": False,
-        "formula": "W' = W + (alpha / r) B A; unmerged: y = base(x) + (alpha / r) B(A(x))"},
-        start=start, duration=time.perf_counter() - t0)
+    trace.emit("weights", "adapter", adapter_event(adapter.name, path, settings, facts, applied_with, base_parameters),
+               start=start, duration=time.perf_counter() - t0)
     return adapter

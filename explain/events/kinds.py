@@ -186,26 +186,36 @@ class ProcessMemory(TypedDict):
 
 
 class WeightsQuantize(TypedDict):
-    """quantization="gguf" / "int8" / "int4" (explain.quantization): what is kept as integers, and what it saves."""
-    method: str
+    """quantization="gguf" / "int8" / "int4" (explain.quantization), or on backend="transformers" the model's
+    quantization_config (TorchAoConfig, QuantoConfig, ...; explain/backends/transformers/quantized.py): what is kept
+    as integers, and what it saves."""
+    method: str  # explain's method name, or transformers' quant_method ("torchao", "quanto", "bitsandbytes", ...)
     summary: str
-    form: str  # "fast" / "exact" for gguf; the activations' dtype for int8 / int4
+    form: str  # "fast" / "exact" for gguf; the activations' dtype for int8 / int4 and on backend="transformers"
     label: str  # what the form is, in words
     compute_dtype: str  # the activations' dtype
-    modules: dict[str, int]  # quantized layer class -> how many
-    kernels: dict[str, str]  # quantized layer class -> the torch op its products run in
+    modules: dict[str, int]  # quantized layer class (transformers: "layer class (tensor class weight)") -> how many
+    kernels: dict[str, str]  # quantized layer (transformers: tensor) class -> the op its products run in
     conversions: list[dict[str, Any]]  # {"from", "to", "tensors", "float_round_trip", "reason"}
-    left_in_float: dict[str, str]  # tensor -> why it is not quantized
-    bytes_before: dict[str, int]  # stored type (Q4_1, F32, bfloat16...) -> bytes, in the file or as loaded
-    bytes_after: dict[str, int]  # storage kind in memory -> bytes
-    total_before: int
+    left_in_float: dict[str, str]  # tensor -> why it is not quantized (transformers: the linears it left in float)
+    # stored type (Q4_1, F32, bfloat16...) -> bytes, in the file or as loaded; absent where the files are not known
+    # (backend="transformers" with a model given or attached)
+    bytes_before: NotRequired[dict[str, int]]
+    bytes_after: dict[str, int]  # storage kind in memory -> bytes (transformers: "qdata (int8)", "scale (float32)")
+    total_before: NotRequired[int]
     total_after: int
     float32_bytes: int  # the same parameters in float32, for scale
     parameters: int
     ratio_to_float32: float | None
     bits_per_parameter: float | None
     process_memory: ProcessMemory
-    seconds: float
+    seconds: NotRequired[float]  # explain's install time; absent on backend="transformers", which quantizes while loading
+    # backend="transformers"
+    backend: NotRequired[str]
+    config: NotRequired[dict[str, Any]]  # the quantization config as transformers writes it (to_dict), as text
+    quantizer: NotRequired[str | None]  # transformers' HfQuantizer class
+    bytes_before_source: NotRequired[str]  # "checkpoint files": bytes_before read from the files' headers
+    given: NotRequired[bool]  # read off a model built outside explain (explain.attach or a model object)
 
 
 class AdaptedModule(TypedDict):
@@ -242,6 +252,7 @@ class WeightsAdapter(TypedDict):
     adapter_bytes: int
     merged: bool
     formula: str
+    given: NotRequired[bool]  # backend="transformers": read off a model built outside explain (explain.attach)
 
 
 class WeightsAdapterMerge(TypedDict):

@@ -58,7 +58,8 @@ class CompareView(_View):
     probability each gives A's token, and the two texts from where they part."""
 
     def __init__(self, comparison):
-        data = comparison.to_dict() if hasattr(comparison, "to_dict") else _event(comparison, "generation", "compare")
+        data = (_event(comparison, "generation", "compare")  # a pipeline, a (saved) Trace or the event's data
+                if isinstance(comparison, (dict, Trace)) or hasattr(comparison, "trace") else comparison.to_dict())
         self.data = data
         steps, summary = data["steps"], data["summary"]
         x = [s["step"] for s in steps]
@@ -110,9 +111,10 @@ class QuantizationView(_View):
 
     def __init__(self, source):
         data = self.data = _event(source, "weights", "quantize")
-        bars = [("in the file" if data["method"] == "gguf" else "as loaded", data["bytes_before"]),
-                ("in memory, quantized", data["bytes_after"]), ("float32 (for scale)", {"float32":
-                                                                                       data["float32_bytes"]})]
+        in_file = data["method"] == "gguf" or data.get("bytes_before_source") == "checkpoint files"
+        bars = ([("in the file" if in_file else "as loaded", data["bytes_before"])] if "bytes_before" in data else [])
+        bars += [("in memory, quantized", data["bytes_after"]), ("float32 (for scale)", {"float32":
+                                                                                        data["float32_bytes"]})]
         kinds = list(dict.fromkeys(k for _, parts in bars for k in parts))
         figure = go.FigureWidget(layout={**LAYOUT, "height": 240, "barmode": "stack", "showlegend": True,
                                          "xaxis": {"title": "MiB"}, "legend": {"orientation": "h", "y": -0.35}})
@@ -124,12 +126,17 @@ class QuantizationView(_View):
                  f"{data['bits_per_parameter']:.2f} bits per parameter", f"activations {data['compute_dtype']}"]
         if memory.get("rss_bytes"):
             facts.append(f"process {size_text(memory['rss_bytes'])}, peak {size_text(memory['peak_rss_bytes'])}")
-        header = (f"<div class='explain-caption'>quantization={_e(data['method'])!s}: {_e(data['form'])} "
+        asked = (f"quantization_config={_e(data['label'].split(';')[0])} (transformers' {_e(data['method'])})"
+                 if data.get("backend") == "transformers" else f"quantization={_e(data['method'])}")
+        header = (f"<div class='explain-caption'>{asked}: {_e(data['form'])} "
                   f"<span class='explain-muted'>{_e(data['label'])}</span></div><div class='explain-tl-facts'>"
                   + "".join(f"<span class='explain-fact'>{_e(f)}</span>" for f in facts) + "</div>")
         rows = "".join(f"<tr><td>{c['tensors']} x {_e(c['from'])}</td><td>{_e(c['to'])}</td><td>"
                        f"{'yes: ' + _e(c['reason']) if c['float_round_trip'] else 'no'}</td></tr>"
                        for c in data["conversions"])
+        floats = (data.get("left_in_float") or {}) if data.get("backend") == "transformers" else {}
+        rows += "".join(f"<tr><td>{_e(name)}</td><td>left in float</td><td>{_e(why)}</td></tr>"
+                        for name, why in list(floats.items())[:20])
         footer = ("<table style='font-size: 12px'><thead><tr><th style='text-align:left'>stored</th><th "
                   "style='text-align:left'>run as</th><th style='text-align:left'>through float?</th></tr></thead>"
                   f"<tbody>{rows}</tbody></table>")

@@ -23,6 +23,7 @@ from ...trace import Trace
 from .errors import translated
 from .facts import config_facts, is_remote, placement_facts, source_file, tokenizer_facts, weights_facts
 from .loading import LoadingObserver
+from .quantized import emit_weights_details
 from .pipeline_class import TracedTextGenerationPipeline
 
 
@@ -72,6 +73,7 @@ def _emit_given(trace: Trace, observer: LoadingObserver, pipe) -> None:
         trace.emit("weights", "load", dict(weights_facts(pipe.model, None, [], None), format="given by the caller",
                                            given=True), start=now)
         trace.emit("placement", "place", dict(placement_facts(pipe.model, {}, {}), given=True), start=now)
+        emit_weights_details(trace, pipe.model, None, start=now, given=True)
     if "tokenizer" not in observer.emitted and pipe.tokenizer is not None:
         trace.emit("tokenizer", "load", dict(tokenizer_facts(pipe.tokenizer, "given by the caller", None), given=True),
                    start=now)
@@ -133,5 +135,9 @@ def attach(tpipe, trace: Trace | None = None) -> TracedTextGenerationPipeline:
     if isinstance(tpipe, TracedTextGenerationPipeline):
         return tpipe
     traced = TracedTextGenerationPipeline.following(tpipe, trace)
-    _meta(traced.trace, traced, "outside explain (transformers.pipeline, then explain.attach): no loading events")
+    # what the weights are (quantized by transformers, LoRA adapters by peft), read off the model: the weights
+    # views need them; the files it came from are not known, so the quantize event has no bytes_before
+    emit_weights_details(traced.trace, traced.model, None, given=True)
+    _meta(traced.trace, traced, "outside explain (transformers.pipeline, then explain.attach): no loading events "
+          "(weights/quantize and weights/adapter are read off the model)")
     return traced

@@ -60,7 +60,35 @@ def reworded(error: Exception, model, revision, observer) -> ExplainError | None
     if "size mismatch" in message or "mismatched" in message.lower():
         return ExplainError(f"the weights of {where} do not fit its config ({message[:300]}); the config and the "
                             "weights do not belong together (check hidden_size, intermediate_size, the head counts)")
+    quantization = _quantization_refusal(message)
+    if quantization is not None:
+        return quantization
     return None
+
+
+CPU_QUANTIZATION = ("on a CPU, transformers runs TorchAoConfig(Int8WeightOnlyConfig()) or TorchAoConfig("
+                    "torchao.prototype.quantization.int4.PrototypeInt4WeightOnlyConfig(group_size=32)) (pip install "
+                    "torchao) and QuantoConfig(weights=\"int8\" or \"int4\") (pip install optimum-quanto); the explain "
+                    "backend runs quantization=\"int8\", \"int4\" or \"gguf\"")
+
+
+def _quantization_refusal(message: str) -> ExplainError | None:
+    """A quantization_config transformers cannot run here: bitsandbytes missing or without a GPU backend, or a
+    quantization combined with a GGUF file (transformers/quantizers/auto.py, get_hf_quantizer)."""
+    first = next((line.strip() for line in message.splitlines() if "bitsandbytes" in line.lower()
+                  or "cannot combine Quantization" in line), None)
+    if first is None:
+        return None
+    if "cannot combine Quantization" in first:
+        return UnsupportedError(
+            f"transformers cannot quantize a model it loads from a GGUF file ({first[:200]}); it dequantizes the "
+            "GGUF to float first. Save the dequantized model as a folder (pipe.save_pretrained(folder)) and load "
+            "that with model_kwargs={\"quantization_config\": ...}, or run the file's own 4-bit blocks with the "
+            "explain backend's quantization=\"gguf\"")
+    return UnsupportedError(
+        f"quantization_config=BitsAndBytesConfig(...) cannot run on this machine: bitsandbytes needs a GPU backend "
+        f"(CUDA, ROCm, XPU) or its CPU build, and transformers said: {first[:300]}. {CPU_QUANTIZATION[0].upper()}"
+        f"{CPU_QUANTIZATION[1:]}")
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from ...config import KEY_HYPERPARAMETERS
 from ...placement import execution
 from ...generation.settings import GENERATE_DEFAULTS
 from ...tokenizer import NAMED_TOKENS, NO_LIMIT, component_name
+from .quantized import tensor_bytes
 
 
 def is_remote(obj) -> bool:
@@ -203,7 +204,7 @@ def weights_facts(model, report, files: list[str], seconds: float | None) -> dic
             "shards": sum(1 for p in files if p.endswith((".safetensors", ".bin"))) or None,
             "file_bytes": sum(os.path.getsize(p) for p in files if os.path.isfile(p)),
             "stored_dtypes": stored, "tensors": len(tensors),
-            "bytes": sum(t.numel() * t.element_size() for _, t in tensors),
+            "bytes": sum(tensor_bytes(t) for _, t in tensors),  # a quantized tensor's inner tensors
             "parameters": sum(t.numel() for t in parameters),
             "dtype": dtypes.most_common(1)[0][0] if dtypes else None, "parameter_dtypes": dict(dtypes),
             "skeleton_seconds": None, "missing": missing, "mismatched": mismatched, "tied": tied_weights(model),
@@ -267,7 +268,7 @@ def placement_facts(model, asked: dict, plan: dict) -> dict:
     layers, modules = {}, {}
     for name, tensor in tensors:
         where = _where(name, device_map)
-        per_device[where] = per_device.get(where, 0) + tensor.numel() * tensor.element_size()
+        per_device[where] = per_device.get(where, 0) + tensor_bytes(tensor)
     for name, child in model.named_children():
         if any(True for _ in child.parameters()):
             first = next(n for n, _ in child.named_parameters())

@@ -23,6 +23,7 @@ from ... import registry
 from ...errors import UnsupportedError
 from ...trace import Trace
 from .facts import config_facts, placement_facts, tokenizer_facts, weights_facts
+from .quantized import emit_weights_details
 from .patches import listening
 
 PROGRESS_EVERY = 16  # weights/progress: one event per this many tensors, as the explain backend emits them
@@ -147,6 +148,8 @@ class LoadingObserver:
     def emit_config(self, model) -> None:
         if self.config is None or self.config_emitted:
             return
+        if model is None and not getattr(self.config, "architectures", None):
+            return  # the load failed and the config (a GGUF's) names no architecture: nothing true to say of it
         self.config_emitted = True
         start, duration = self.config_time or (time.time(), 0.0)
         files = [f for f in self.files if not f.get("absent")]
@@ -244,9 +247,12 @@ class LoadingObserver:
                 self.emit_file(folder, "generation_config.json", None, path, "local folder", time.time(), 0.0)
 
     def emit_model(self, model, start: float, weights_seconds: float, placement_seconds: float) -> None:
-        files = [f["path"] for f in self.files if f["stage"] == "weights" and not f.get("absent")
+        found = [f["path"] for f in self.files if f["stage"] == "weights" and not f.get("absent")
                  and f["filename"].endswith((".safetensors", ".gguf", ".bin", ".pt", ".pth"))]
+        files = [p for p in found if not os.path.basename(p).startswith("adapter_model")]  # the base model's
+        adapters = [os.path.dirname(p) for p in found if os.path.basename(p).startswith("adapter_model")]
         self.emit("weights", "load", weights_facts(model, self.report, files, weights_seconds), start, weights_seconds)
+        emit_weights_details(self.trace, model, files, adapters[0] if adapters else None, start)
         self.emit("placement", "place", placement_facts(model, self.asked, self.plan), time.time() - placement_seconds,
                   placement_seconds)
 
