@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from concurrent.futures import Future
 
 # the kernel's peak resident memory, read from /proc at the end
@@ -25,7 +26,7 @@ PEAK_CELL = "print('VmHWM', [line.split()[1] for line in open('/proc/self/status
 
 def execute(path: str, env: dict, workdir: str):
     """Run the notebook at `path` top to bottom as a learner who tried each exercise: returns (notebook with its
-    outputs, kernel peak in MiB); raises nbclient's CellExecutionError, naming the cell, on any error."""
+    outputs, kernel peak in MiB, seconds it ran); raises nbclient's CellExecutionError, naming the cell, on any error."""
     import nbclient
     import nbformat
 
@@ -35,9 +36,10 @@ def execute(path: str, env: dict, workdir: str):
     notebook.cells.append(nbformat.v4.new_code_cell(PEAK_CELL))
     client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": workdir}})
+    start = time.perf_counter()
     client.execute(env=env)
     peak_mib = int(notebook.cells.pop().outputs[0].text.split()[1]) / 1024
-    return notebook, peak_mib
+    return notebook, peak_mib, time.perf_counter() - start
 
 
 class BackgroundNotebooks:

@@ -21,7 +21,7 @@ function lensView(look, texts) {
   const lens = look.lens;
   const box = el("div", "explain-in-lens");
   const grid = el("div", "explain-in-lens-grid");
-  grid.style.gridTemplateColumns = `44px repeat(${lens.layers[0].ids.length}, minmax(64px, 1fr)) 104px`;  // 700 px wide fits 5 readings
+  grid.style.gridTemplateColumns = `56px repeat(${lens.layers[0].ids.length}, minmax(72px, 1fr)) 120px`;
   grid.appendChild(el("div", "explain-in-head", "layer"));
   lens.layers[0].ids.forEach((_, i) => grid.appendChild(el("div", "explain-in-head", i === 0 ? "top reading" : "")));
   grid.appendChild(el("div", "explain-in-head", `p(${visible(look.token)})`));
