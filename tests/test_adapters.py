@@ -6,7 +6,6 @@ embedded model; init_lora_weights=False makes B non-zero, so an adapter really c
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ import torch
 import explain
 from explain.adapters import LoraLinear, load_adapter
 from explain.errors import CorruptFileError, ExplainError, UnsupportedError
+from tiny_files import make_lora
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -25,14 +25,7 @@ transformers = pytest.importorskip("transformers")
 PROMPT = "Write a story about a cat"
 
 
-def make_adapter(model, folder, **options) -> torch.nn.Module:
-    """peft's adapter on a copy of `model`, saved to `folder`; returns the peft model (eval mode)."""
-    settings = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"],
-                "init_lora_weights": False, **options}
-    torch.manual_seed(0)
-    peft_model = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(**settings)).eval()
-    peft_model.save_pretrained(folder)
-    return peft_model
+make_adapter = make_lora  # peft's adapter on a copy of a model, saved to a folder (tests/tiny_files.py)
 
 
 @pytest.fixture(scope="module")

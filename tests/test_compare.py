@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 
 import explain
 from explain.errors import ExplainError
+from tiny_files import make_lora
 
 PROMPT = "Once upon a time"
 
@@ -19,12 +19,9 @@ PROMPT = "Once upon a time"
 @pytest.fixture(scope="module")
 def pipes(tiny_llama, tmp_path_factory):
     """The tiny Llama (A), a second load of it, and the same with a LoRA adapter made by peft (B)."""
-    peft = pytest.importorskip("peft")
+    pytest.importorskip("peft")
     folder = tmp_path_factory.mktemp("lora-compare")
-    torch.manual_seed(0)
-    adapted = peft.get_peft_model(copy.deepcopy(tiny_llama.model), peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    adapted.save_pretrained(folder)
+    make_lora(tiny_llama.model, folder, target_modules=["q_proj", "v_proj"])
     return (explain.pipeline("text-generation", model=tiny_llama.folder),
             explain.pipeline("text-generation", model=tiny_llama.folder),
             explain.pipeline("text-generation", model=tiny_llama.folder, adapter=str(folder)))

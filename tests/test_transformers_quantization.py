@@ -24,6 +24,7 @@ transformers.logging.disable_progress_bar()
 import explain  # noqa: E402
 from explain.errors import ExplainError, UnsupportedError  # noqa: E402
 from explain.trace import Trace  # noqa: E402
+from tiny_files import make_lora  # noqa: E402
 
 PROMPT = "Once upon a time"
 LINEARS = 14  # 2 layers x (q, k, v, o, gate, up, down); lm_head is left in float by transformers
@@ -199,14 +200,9 @@ def test_attached_quantized_pipeline(quantized):
 @pytest.fixture(scope="module")
 def lora(tiny_llama, tmp_path_factory):
     """A LoRA adapter made by peft on the tiny Llama, its adapter_config.json naming the tiny Llama's folder."""
-    peft = pytest.importorskip("peft")
+    pytest.importorskip("peft")
     folder = tmp_path_factory.mktemp("tf-lora")
-    torch.manual_seed(0)
-    model = peft.get_peft_model(copy.deepcopy(tiny_llama.model), peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)).eval()
-    model.peft_config["default"].base_model_name_or_path = tiny_llama.folder
-    model.save_pretrained(folder)
-    return str(folder), model
+    return str(folder), make_lora(tiny_llama.model, folder, base=tiny_llama.folder)
 
 
 def test_adapter_event_equals_the_explain_backends(tiny_llama, lora):

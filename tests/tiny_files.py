@@ -65,3 +65,21 @@ def write_tiny_gguf(path, chat_template: str | None = CHAT_TEMPLATE, seed: int =
     writer.write_tensors_to_file()
     writer.close()
     return str(path)
+
+
+def make_lora(model, folder, base: str | None = None, seed: int = 0, **options):
+    """A LoRA adapter made by peft itself on a copy of `model` (random B, so it changes the logits), saved to `folder`
+    with adapter_config.json naming `base` when given; returns the peft model (eval mode)."""
+    import copy
+
+    import peft
+    import torch
+
+    settings = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"],
+                "init_lora_weights": False, **options}
+    torch.manual_seed(seed)
+    peft_model = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(**settings)).eval()
+    if base is not None:
+        peft_model.peft_config["default"].base_model_name_or_path = base
+    peft_model.save_pretrained(folder)
+    return peft_model
