@@ -260,8 +260,8 @@ def test_explains_own_quantization_and_adapter_are_refused_naming_transformers_w
 
 def test_a_peft_adapter_loads_as_transformers_loads_it(tiny_llama, tmp_path):
     """A LoRA adapter folder (adapter_config.json naming a local base model): transformers loads the base, then the
-    adapter (PeftAdapterMixin); the traced pipeline generates what transformers.pipeline generates, and the
-    weights event names the adapter file and the adapter's settings."""
+    adapter (PeftAdapterMixin); the traced pipeline generates what transformers.pipeline generates, weights/load
+    names the base's file and the adapter's settings, and weights/adapter the adapter's folder."""
     peft = pytest.importorskip("peft")
     base = transformers.LlamaForCausalLM.from_pretrained(tiny_llama.folder)
     torch.manual_seed(1)
@@ -279,7 +279,9 @@ def test_a_peft_adapter_loads_as_transformers_loads_it(tiny_llama, tmp_path):
     plain = transformers.pipeline("text-generation", model=tiny_llama.folder)
     assert pipe("Hello", **kwargs) != plain("Hello", **kwargs)  # the adapter is in the forward
     (weights,) = pipe.trace.filter("weights", "load")
-    assert weights.data["files"] == ["model.safetensors", "adapter_model.safetensors"]
+    assert weights.data["files"] == ["model.safetensors"]  # the base model's; the adapter's file has its own event
+    (adapter,) = pipe.trace.filter("weights", "adapter")
+    assert adapter.data["path"] == str(folder) and adapter.data["r"] == 4 and adapter.data["layers"] == 4  # 2 x q, v
     assert weights.data["adapters"] == {"default": {"peft_type": "LORA", "r": 4, "lora_alpha": 8,
                                                     "target_modules": ["q_proj", "v_proj"],
                                                     "base_model": tiny_llama.folder}}
