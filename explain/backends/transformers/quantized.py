@@ -3,7 +3,7 @@
     model_kwargs={"quantization_config": TorchAoConfig(...) / QuantoConfig(...) / BitsAndBytesConfig(...)}
         transformers' HfQuantizer replaces each linear weight while it loads: torchao by a tensor subclass
         (Int8Tensor, Int4OpaqueTensor, ...) inside the same nn.Linear, quanto by a QLinear holding a QTensor
-    -> quantize_facts(model, files, ...)   the weights/quantize event, in the schema the explain backend fills
+    -> quantize_facts(model, files)        the weights/quantize event, in the schema the explain backend fills
 
     model=<a PEFT adapter folder> (transformers' PeftAdapterMixin.load_adapter), or a peft PeftModel
         peft's LoRA layers wrap the base linears: lora_A / lora_B per adapter name, scaling per adapter name
@@ -115,13 +115,14 @@ def _skip_reason(module_name: str, module: nn.Module, quantizer, config, model) 
     return f"{type(quantizer).__name__ if quantizer is not None else 'the quantizer'} did not convert it"
 
 
-def quantize_facts(model, stored: dict[str, tuple[str, int]] | None) -> dict | None:
+def quantize_facts(model, files: list[str] | None) -> dict | None:
     """The weights/quantize event for a model transformers quantized on load, or None if it is not quantized.
-    `stored`: tensor name in the checkpoint -> (stored type, bytes), from the files' headers (None: not known)."""
+    `files`: the checkpoint files it loaded, whose headers say what they stored (None: not known)."""
     config = getattr(model.config, "quantization_config", None)
     quantizer = getattr(model, "hf_quantizer", None)
     if config is None and quantizer is None:
         return None
+    stored = stored_tensors(files) if files else None  # read only for a quantized model, not on every load
     config = config if config is not None else getattr(quantizer, "quantization_config", None)
     method = getattr(config, "quant_method", None)
     method = str(getattr(method, "value", method) or type(config).__name__)
@@ -275,7 +276,7 @@ def emit_weights_details(trace, model, files: list[str] | None, adapter_path: st
     `files`: the checkpoint files it loaded (None: a model given or attached, whose files explain did not see)."""
     import time
     now = time.time() if start is None else start
-    data = quantize_facts(model, stored_tensors(files) if files else None)
+    data = quantize_facts(model, files)
     if data is not None:
         trace.emit("weights", "quantize", dict(data, given=True) if given else data, start=now)
     for data in adapter_facts(model, adapter_path):
