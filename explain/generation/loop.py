@@ -21,14 +21,14 @@ from ..errors import ExplainError
 from ..models.cache import KVCache
 from ..placement import input_device, synchronize
 from ..trace import Trace
+from .contract import RunState
+from .options import DEFAULT_TRACE_TOP, RunOptions
 from .processors import build_processors
-from .rows import KeptLogits, all_rows_warning, encode_row, float32_list
+from .rows import all_rows_warning, encode_row, float32_list
 from .settings import KNOBS, LIVE_SETTINGS, context_window_warnings, eos_ids, unknown_argument, validate
 from .stopping import StopStrings
 
 
-CAPTURES = (None, "default", "inside")  # what each step records besides the default
-TOP_WHEN_ALL = 20  # trace_top="all": the usual top entries, and the whole rows in "rows"
 
 
 def context_window_message(context: int, length: int, learned: bool) -> str:
@@ -66,19 +66,22 @@ def _index(value, what: str) -> int:
         raise ExplainError(f"the {what} must be an integer, got {value!r}") from None
 
 
-class Generation:
-    """One run of one prompt. `run_id` is the id its call reserved (trace.new_run()); every event it emits carries
-    it. A forced branch (force) is another Generation of the same run, with its own branch id."""
+def no_prompt_tokens() -> ExplainError:
+    return ExplainError("the prompt has no tokens: this model has no BOS token to start from, so give it some text "
+                        "(or a chat message list)")
+
+
+class Generation(RunState):
+    """One run of one prompt (the Generation interface, generation/contract.py). `run_id` is the id its call
+    reserved (trace.new_run()); every event it emits carries it. A forced branch (force) is another Generation of
+    the same run, with its own branch id."""
 
     def __init__(self, model, tokenizer, prompt_ids: list[int], settings: dict, trace: Trace, run: int,
-                 trace_top: int | str = 20, keep_logits: bool = False, branch: int = 0, prompt=None,
-                 options: dict | None = None, capture: str | None = None):
+                 run_options: RunOptions | None = None, branch: int = 0, prompt=None, options: dict | None = None):
         if not prompt_ids:
-            raise ExplainError("the prompt has no tokens: this model has no BOS token to start from, so give it "
-                               "some text (or a chat message list)")
-        if trace_top != "all" and (not isinstance(trace_top, int) or isinstance(trace_top, bool) or trace_top < 1):
-            raise ExplainError(f"trace_top must be a positive integer or \"all\", got {trace_top!r}")
-        self.model, self.tokenizer, self.trace = model, tokenizer, trace
+            raise no_prompt_tokens()
+        self.start_state(trace, run, run_options, branch)
+        self.model, self.tokenizer = model, tokenizer
         self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.settings = dict(settings)
         self.input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
@@ -88,30 +91,17 @@ class Generation:
         self.stop_strings = StopStrings(tokenizer, self.settings.get("stop_strings"))
         self.context = model.config.max_position_embeddings  # every model file's config answers this name
         self.learned_positions = model.learned_positions  # True: no position past the window has an embedding
-        if capture not in CAPTURES:
-            raise ExplainError(f"capture={capture!r} is not a capture mode; use None (the default: tokens, logits and "
-                               "processors) or \"inside\" (also each step's logit lens and attention weights, for "
-                               "replay with no model; about three forward passes a step)")
-        self.trace_top, self.keep_logits, self.run_id, self.branch = trace_top, keep_logits, run, branch
-        self.capture = capture
         self.prompt, self.options = prompt, dict(options or {})  # what the call was given, for its postprocess
-        self.warnings: list[str] = []  # what the settings event tells the reader about this run
-        if trace_top == "all":
+        if self.trace_top == "all":
             steps = max(self.settings["max_length"] - self.prompt_length, 0)
             self.warnings.append(all_rows_warning(len(self.processors), model.config.vocab_size, steps))
-            warnings.warn(self.warnings[-1] + "; pass trace_top=20 (the default) to keep only the top entries",
-                          stacklevel=4)
+            warnings.warn(self.warnings[-1] + f"; pass trace_top={DEFAULT_TRACE_TOP} (the default) to keep only the "
+                          "top entries", stacklevel=4)
         self.warnings += context_window_warnings(self.prompt_length, self.settings["max_length"], self.context,
                                                  self.learned_positions)
         self.cache = KVCache()
         self.next_logits: torch.Tensor | None = None
-        self.steps: list[dict] = []
-        self.raw_logits = KeptLogits.from_option(keep_logits)  # whole rows for what-if and force, or None
-        self.printed = ""  # decoded text of the generated tokens that is complete (no half UTF-8 sequence)
-        self.finished, self.stop_reason = False, None
         self.past_context_window = False  # set at the step whose token takes the sequence past the window
-        self.ended = False  # True once the pipeline has emitted this run's end and decode events
-        self.output_text: str | None = None  # the decoded text, once ended
         self._token_text: dict[int, str] = {}
         if self.settings["max_length"] <= self.prompt_length:
             self._finish("max_length")
@@ -160,7 +150,7 @@ class Generation:
     # -- one step --------------------------------------------------------------------------------------
     def _top(self, scores: torch.Tensor, token_texts: dict) -> dict:
         row = scores[0]
-        k = min(TOP_WHEN_ALL if self.trace_top == "all" else self.trace_top, row.numel())
+        k = min(self.run_options.top_count, row.numel())
         values, ids = _read(*torch.topk(row, k))  # one read for both
         keep = torch.isfinite(values)
         values, ids = values[keep], ids[keep].long().tolist()
@@ -264,19 +254,6 @@ class Generation:
             self.inspect(index)
         return record
 
-    def _finish(self, reason: str, record: dict | None = None) -> None:
-        self.finished, self.stop_reason = True, reason
-        if record is not None:
-            record["stop_reason"] = reason
-
-    def run(self, max_steps: int | None = None) -> "Generation":
-        """Step until finished (or max_steps more tokens)."""
-        count = 0
-        while not self.finished and (max_steps is None or count < max_steps):
-            self.step()
-            count += 1
-        return self
-
     # -- looking inside ---------------------------------------------------------------------------------
     def inspect(self, step: int, what=("lens", "attention"), **options) -> dict:
         """The logit lens, attention weights and/or input attribution of step `step` (explain.inside), computed
@@ -339,9 +316,8 @@ class Generation:
             raise ExplainError(f"token id {token_id} is outside the vocabulary (0..{vocab - 1})")
         position = self.steps[step]["position"]
         branch = Generation(self.model, self.tokenizer, self.input_ids[0, : self.prompt_length].tolist(),
-                            self.settings, self.trace, self.run_id, trace_top=self.trace_top,
-                            keep_logits=self.keep_logits, branch=self.trace.new_branch(self.run_id),
-                            prompt=self.prompt, options=self.options, capture=self.capture)
+                            self.settings, self.trace, self.run_id, self.run_options,
+                            branch=self.trace.new_branch(self.run_id), prompt=self.prompt, options=self.options)
         branch.cache.keys, branch.cache.values = list(self.cache.keys), list(self.cache.values)
         branch.cache.crop(position)
         branch.input_ids = torch.cat([self.input_ids[:, :position],

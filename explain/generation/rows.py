@@ -33,14 +33,11 @@ class KeptLogits:
 
     @classmethod
     def from_option(cls, keep_logits) -> "KeptLogits | None":
-        """keep_logits=False (None), True (the newest KEEP_LOGITS rows) or a positive int (that many)."""
+        """keep_logits=False (None), True (the newest KEEP_LOGITS rows) or a positive int (that many), as
+        RunOptions has checked it."""
         if keep_logits is None or keep_logits is False:
             return None
-        if keep_logits is True:
-            return cls(KEEP_LOGITS)
-        if isinstance(keep_logits, int) and keep_logits > 0:
-            return cls(keep_logits)
-        raise ExplainError(f"keep_logits must be True, False or a positive number of steps, got {keep_logits!r}")
+        return cls(KEEP_LOGITS if keep_logits is True else keep_logits)
 
     def append(self, row: torch.Tensor) -> None:
         self.rows.append(row.detach().to("cpu", torch.float32))

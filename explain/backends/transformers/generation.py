@@ -25,8 +25,9 @@ from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteriaList
 
 from ...errors import ExplainError
-from ...generation.loop import CAPTURES
-from ...generation.rows import KeptLogits, all_rows_warning, encode_row
+from ...generation.contract import RunState
+from ...generation.options import DEFAULT_TRACE_TOP, RunOptions
+from ...generation.rows import all_rows_warning, encode_row
 from ...generation.settings import KNOBS as ALL_KNOBS, LIVE_SETTINGS, unknown_argument, validate
 from .hooks import PauseAfterOneToken, generation_mode, observing
 from .records import (cache_record, processor_effect, processor_records, settings_record, stop_reason, top,
@@ -42,38 +43,26 @@ class SettingsResolved(Exception):
     """Raised from inside generate() once it has resolved its settings, to stop it there (prepare)."""
 
 
-class TransformersGeneration:
-    """The state of one run: ids, the model's Cache, the steps recorded, whether and why it stopped."""
+class TransformersGeneration(RunState):
+    """The state of one run (the Generation interface, explain/generation/contract.py): ids, the model's Cache,
+    the steps recorded, whether and why it stopped."""
 
-    def __init__(self, pipeline, input_ids: torch.Tensor, generate_kwargs: dict, run: int, trace_top=20,
-                 keep_logits: bool = False, branch: int = 0, sources: dict | None = None, capture: str | None = None):
-        if trace_top != "all" and (not isinstance(trace_top, int) or isinstance(trace_top, bool) or trace_top < 1):
-            raise ExplainError(f"trace_top must be a positive integer or \"all\", got {trace_top!r}")
-        if capture not in CAPTURES:
-            raise ExplainError(f"capture={capture!r} is not a capture mode; use None (the default: tokens, logits and "
-                               "processors) or \"inside\" (also each step's logit lens and attention weights, for "
-                               "replay with no model; about three forward passes a step)")
-        self.capture = capture
-        self.pipeline, self.model, self.tokenizer, self.trace = (pipeline, pipeline.model, pipeline.tokenizer,
-                                                                 pipeline.trace)
+    def __init__(self, pipeline, input_ids: torch.Tensor, generate_kwargs: dict, run: int,
+                 run_options: RunOptions | None = None, branch: int = 0, sources: dict | None = None):
+        self.start_state(pipeline.trace, run, run_options, branch)
+        self.pipeline, self.model, self.tokenizer = pipeline, pipeline.model, pipeline.tokenizer
         self.input_ids = input_ids  # (1, T), grows by one each step
         self.prompt_length = input_ids.shape[1]
         self.generate_kwargs = dict(generate_kwargs)  # what the pipeline passes to generate()
         self.sources = dict(sources or {})
-        self.trace_top, self.keep_logits, self.branch, self.run_id = trace_top, keep_logits, branch, run
         self.generation_config = None  # the GenerationConfig generate() prepared (first step)
         self.settings: dict = {}
         self.processors = LogitsProcessorList()  # the list the last step ran
         self.criteria: list = []
         self.cache = None  # transformers' Cache object, kept between the steps of a step-through
-        self.steps: list[dict] = []
-        self.raw_logits = KeptLogits.from_option(keep_logits)  # whole rows for what-if and force, or None
-        self.printed = ""
-        self.finished, self.stop_reason = False, None
-        self.ended = False  # True once the pipeline has emitted this run's end and decode events
         self.traces_steps = False
         self.mode = None
-        self.prompt_text, self.options, self.output_text = None, {}, None
+        self.prompt_text = None
         self._totals: dict = {}  # max_length / min_length as totals, for the steps after the first
         self._pending: dict | None = None
         self._forward: dict = {}
@@ -102,6 +91,11 @@ class TransformersGeneration:
     def text(self) -> str:
         return self.pipeline.decode_ids(self.generated_ids, skip_special_tokens=False)
 
+    @property
+    def sequences(self) -> list[list[int]]:
+        """The sequence the call returns, prompt included (explain traces a batch of one)."""
+        return [self.input_ids[0].tolist()]
+
     def token_text(self, token_id: int) -> str:
         return self.pipeline.token_text(token_id)
 
@@ -128,7 +122,8 @@ class TransformersGeneration:
             steps = max((config.max_length or 0) - self.prompt_length, 0)
             warning = all_rows_warning(len(processors), self.model.config.get_text_config().vocab_size, steps)
             data["warnings"] = [warning]
-            warnings.warn(warning + "; pass trace_top=20 (the default) to keep only the top entries", stacklevel=2)
+            warnings.warn(warning + f"; pass trace_top={DEFAULT_TRACE_TOP} (the default) to keep only the top "
+                          "entries", stacklevel=2)
         if not self.traces_steps:
             data["why_not_traced"] = (f"{self.mode} keeps several candidates per step; explain traces one sequence "
                                       "(greedy search or sampling, batch of one)")
@@ -256,11 +251,6 @@ class TransformersGeneration:
             record["rows"] = {**pending["rows"], "probs": encode_row(p)}
         return record
 
-    def _finish(self, reason: str, record: dict | None = None) -> None:
-        self.finished, self.stop_reason = True, reason
-        if record is not None:
-            record["stop_reason"] = reason
-
     # -- running: a pipeline call, or one token of a step-through ------------------------------------------------
     def watching(self):
         """The hooks that report one generate() call of the pipeline's model to this object."""
@@ -302,14 +292,6 @@ class TransformersGeneration:
         if len(self.steps) != count + 1:
             raise RuntimeError(f"generate() made {len(self.steps) - count} steps where one was asked")
         return self.steps[-1]
-
-    def run(self, max_steps: int | None = None) -> "TransformersGeneration":
-        """Step until finished (or max_steps more tokens)."""
-        count = 0
-        while not self.finished and (max_steps is None or count < max_steps):
-            self.step()
-            count += 1
-        return self
 
     # -- knobs, what-if, forcing ---------------------------------------------------------------------------------
     def _changed(self, knobs: dict, what: str) -> dict:
@@ -400,8 +382,8 @@ class TransformersGeneration:
         position = parent.steps[step]["position"]
         ids = torch.cat([parent.input_ids[:, :position], torch.tensor([[token_id]])], dim=1)
         other = cls(parent.pipeline, parent.input_ids[:, : parent.prompt_length], parent.generate_kwargs,
-                    run=parent.run_id, trace_top=parent.trace_top, keep_logits=parent.keep_logits, capture=parent.capture,
-                    branch=parent.trace.new_branch(parent.run_id), sources=parent.sources)
+                    run=parent.run_id, run_options=parent.run_options, branch=parent.trace.new_branch(parent.run_id),
+                    sources=parent.sources)
         other.input_ids = ids
         other.generation_config, other.settings = copy.deepcopy(parent.generation_config), dict(parent.settings)
         other.traces_steps, other.mode, other._totals = parent.traces_steps, parent.mode, dict(parent._totals)

@@ -20,11 +20,10 @@ from transformers.pipelines.text_generation import ReturnType
 from transformers.utils.chat_template_utils import Chat, is_valid_message
 
 from ...errors import ExplainError
+from ...generation.options import RUN_OPTIONS, RunOptions, check_limits
 from ...generation.settings import SETTINGS, validate
 from ...trace import Trace
 from .generation import TransformersGeneration
-
-EXPLAIN_OPTIONS = ("trace_top", "keep_logits", "capture")  # explain's own call options, never passed to transformers
 
 
 class TracedTextGenerationPipeline(TextGenerationPipeline):
@@ -97,11 +96,11 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         self.token_texts.update(zip(new, texts))
 
     # -- parameters ----------------------------------------------------------------------------------------------
-    def _sanitize_parameters(self, trace_top=None, keep_logits=None, capture=None, **kwargs):
+    def _sanitize_parameters(self, **kwargs):
+        given = {name: kwargs.pop(name) for name in RUN_OPTIONS if name in kwargs}
         preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
-        for name, value in (("trace_top", trace_top), ("keep_logits", keep_logits), ("capture", capture)):
-            if value is not None:
-                forward[name] = value
+        RunOptions.from_call(given)  # checked here, before any work (construction and call options merge later)
+        forward.update({name: value for name, value in given.items() if value is not None})
         return preprocess, forward, postprocess
 
     def _sources(self, call: dict, generate_kwargs: dict, prompt_length: int) -> dict:
@@ -200,17 +199,15 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
 
     def _generation(self, model_inputs, generate_kwargs: dict) -> TransformersGeneration:
         """A TransformersGeneration for this call (its explain options taken out of `generate_kwargs`)."""
+        run_options = RunOptions.from_call({name: generate_kwargs.pop(name, None) for name in RUN_OPTIONS})
         call = dict(generate_kwargs)
-        trace_top = generate_kwargs.pop("trace_top", 20)
-        keep_logits = generate_kwargs.pop("keep_logits", False)
-        capture = generate_kwargs.pop("capture", None)
         validate({k: v for k, v in call.items() if k in SETTINGS})  # explain's messages for settings that cannot work
+        check_limits(call)
         ids = model_inputs["input_ids"]
         prepared = self._prepare_generate_kwargs({k: v for k, v in generate_kwargs.items() if k != "prefix_length"})
         run = self._runs.popleft() if self._runs else self.trace.new_run()
         generation = TransformersGeneration(self, ids.detach().to("cpu") if ids is not None else None, {}, run=run,
-                                            trace_top=trace_top, keep_logits=keep_logits, capture=capture,
-                                            sources=self._sources(call, prepared, ids.shape[1]))
+                                            run_options=run_options, sources=self._sources(call, prepared, ids.shape[1]))
         generation.prompt_text = model_inputs.get("prompt_text")
         self.last_generation = generation
         return generation

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ...errors import ExplainError
-from ...generation.loop import TOP_WHEN_ALL
+from ...generation.options import TOP_WHEN_ALL
 from ...generation.processors import build_processors
 from ...generation.settings import GENERATE_DEFAULTS, KNOBS, validate
 

@@ -15,11 +15,12 @@ and implements
     label(settings)              one line for the console: "beam search: 4 beams, length_penalty 1.0"
     mode(settings)               transformers' GenerationMode value ("greedy_search", "beam_sample", ...)
     run_class()                  the class of its runs: every one is built with the same arguments,
-                                 run_class()(model, tokenizer, prompt_ids, settings, trace, run, **options),
-                                 and has step(), run(), finished, steps, sequences, set_settings() (Generation's API)
+                                 run_class()(model, tokenizer, prompt_ids, settings, trace, run, run_options,
+                                 prompt=..., options=...), and has the Generation interface
+                                 (generation/contract.py's GenerationInterface)
 
-`Run` below is the state the strategies' runs share (the default, greedy or sampling of one sequence, is
-generation/loop.py's Generation, which keeps its own).
+`Run` below is what the strategies' runs add to the state every run shares (contract.RunState); the default,
+greedy or sampling of one sequence, is generation/loop.py's Generation.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ import torch
 from ...errors import ExplainError
 from ...models.cache import KVCache
 from ...placement import input_device, synchronize
+from ..contract import RunState
 from ..knobs import Knob
+from ..options import RunOptions
 from ..processors import build_processors
 from ..processors.base import eos_ids
 from ..rows import float32_list
@@ -83,26 +86,27 @@ def set_by_call(settings: dict, sources: dict, name: str) -> bool:
     return sources.get(name) == "call" and settings.get(name) is not None
 
 
-class Run:
+class Run(RunState):
     """The state a strategy's run keeps: the model, the settings, the processors, stopping, and the trace.
     A run of `rows` sequences in a batch (beams, or samples of one prompt); `run_id` is its call's id."""
 
     def __init__(self, model, tokenizer, prompt_ids: list[int], settings: dict, trace, run: int,
-                 trace_top: int | str = 20, keep_logits=False, branch: int = 0, prompt=None,
-                 options: dict | None = None, capture: str | None = None, *, rows: int = 1,
-                 min_tokens_to_keep: int = 1):
+                 run_options: RunOptions | None = None, prompt=None, options: dict | None = None, *,
+                 rows: int = 1, min_tokens_to_keep: int = 1):
+        from ..loop import no_prompt_tokens  # the loop imports the settings, which import the strategies
         if not prompt_ids:
-            raise ExplainError("the prompt has no tokens: this model has no BOS token to start from, so give it "
-                               "some text (or a chat message list)")
-        if trace_top == "all" or not isinstance(trace_top, int) or isinstance(trace_top, bool) or trace_top < 1:
-            raise ExplainError(f"trace_top must be a positive integer with {self.strategy_title()}, got "
-                               f"{trace_top!r} (\"all\" keeps whole rows of one sequence: use it with greedy "
-                               "decoding or sampling of one sequence)")
-        if capture not in (None, "default"):
-            raise ExplainError(f"capture={capture!r} records inside the model for one sequence; {self.strategy_title()}"
-                               " runs several (or drafts): leave capture out, or run one sequence "
-                               "(num_return_sequences=1, num_beams=1, no assistant)")
-        self.model, self.tokenizer, self.trace = model, tokenizer, trace
+            raise no_prompt_tokens()
+        run_options = run_options if run_options is not None else RunOptions()
+        if run_options.trace_top == "all":  # a valid value (RunOptions checked it) that this strategy cannot keep
+            raise ExplainError(f"trace_top=\"all\" keeps whole rows of one sequence; {self.strategy_title()} runs "
+                               "several: use it with greedy decoding or sampling of one sequence, or pass a number")
+        if run_options.capture not in (None, "default"):
+            raise ExplainError(f"capture={run_options.capture!r} records inside the model for one sequence; "
+                               f"{self.strategy_title()} runs several (or drafts): leave capture out, or run one "
+                               "sequence (num_return_sequences=1, num_beams=1, no assistant)")
+        self.start_state(trace, run, run_options)
+        self.raw_logits = None  # the rows of several sequences are not kept: what_if and force refuse them
+        self.model, self.tokenizer = model, tokenizer
         self.device = input_device(model)  # where inputs go (with offload, the first parameter may be meta)
         self.settings = dict(settings)
         self.prompt_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
@@ -113,15 +117,8 @@ class Run:
         self.stop_strings = StopStrings(tokenizer, self.settings.get("stop_strings"))
         self.context = model.config.max_position_embeddings  # every model file's config answers this name
         self.learned_positions = model.learned_positions  # True: no position past the window has an embedding
-        self.trace_top, self.run_id, self.branch = trace_top, run, branch
-        self.keep_logits, self.capture = keep_logits, capture  # accepted (the step-through passes them); unused
         self.prompt, self.options = prompt, dict(options or {})
-        self.warnings: list[str] = []
         self.cache = KVCache()
-        self.steps: list[dict] = []  # one record per forward pass: {"forward", "forward_time", ...}
-        self.finished, self.stop_reason = False, None
-        self.ended = False
-        self.output_text: str | None = None
         self._token_text: dict[int, str] = {}
 
     @classmethod
@@ -176,21 +173,7 @@ class Run:
             "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes}, "branch": self.branch},
             run=self.run_id, start=start, duration=duration)
 
-    # -- the run's API (Generation's) ----------------------------------------------------------------
-    def step(self) -> dict:
-        raise NotImplementedError
-
-    def run(self, max_steps: int | None = None):
-        """Step until finished (or max_steps more steps)."""
-        count = 0
-        while not self.finished and (max_steps is None or count < max_steps):
-            self.step()
-            count += 1
-        return self
-
-    def _finish(self, reason: str) -> None:
-        self.finished, self.stop_reason = True, reason
-
+    # -- the run's API (the Generation interface) -----------------------------------------------------
     @property
     def sequences(self) -> list[list[int]]:
         """The sequences the call returns, prompt included, as generate() returns them (padded to one length)."""

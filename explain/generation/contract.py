@@ -1,0 +1,104 @@
+"""The Generation interface: what every run offers, whoever produced it.
+
+Three kinds of object run one call: the explain backend's Generation (generation/loop.py, one sequence), each
+decoding strategy's run (generation/strategies/, several samples, beams, drafts) and the transformers backend's
+TransformersGeneration. The pipeline, the step-through controller, the views, explain.inside and the end-of-run
+emitter (generation/ending.py) read them only through `GenerationInterface`; tests/test_generation_contract.py
+proves each implementation has it.
+
+`RunState` is the state they share, set up in one place: the run's ids in the trace, its RunOptions, the steps
+recorded, whether and why it finished, whether its end was emitted, and the loop that steps it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from .options import RunOptions
+from .rows import KeptLogits
+
+
+@runtime_checkable
+class GenerationInterface(Protocol):
+    """One run of one prompt, advanced a step at a time (a step: one token, one token of every sequence or beam,
+    or one round of draft and check). Every event it emits carries `run_id`; a forced branch has its own `branch`."""
+
+    model: Any
+    tokenizer: Any
+    trace: Any  # explain.trace.Trace
+    run_id: int
+    branch: int  # 0, or the branch id force() reserved
+    run_options: RunOptions  # trace_top, keep_logits, capture
+    trace_top: int | str
+    keep_logits: bool | int
+    capture: str | None
+    settings: dict  # the generation settings it runs with (generation/settings event)
+    processors: Any  # the logits processors of the next step, in order
+    prompt_length: int
+    steps: list[dict]  # each step's generation/step data
+    raw_logits: KeptLogits | None  # each step's raw logits when keep_logits, for what_if and force
+    printed: Any  # the generated text printed so far, never half a UTF-8 character (one str per row of samples)
+    finished: bool
+    stop_reason: str | None  # "eos", "max_length", "stop_string", "context_window", "interrupted", ...
+    ended: bool  # True once its generation/end and decoding/decode are emitted (it ends once)
+    output_text: str | None  # the decoded text, once ended
+    options: dict  # the call's pipeline options (return_full_text, ...), for its postprocess
+    warnings: list[str]  # what the settings event tells the reader about this run
+
+    @property
+    def generated_ids(self) -> list[int]: ...  # the first sequence's new tokens
+
+    @property
+    def text(self) -> str: ...  # generated_ids decoded, special tokens kept
+
+    @property
+    def sequences(self) -> list[list[int]]: ...  # what the call returns, prompt included
+
+    def token_text(self, token_id: int) -> str: ...
+
+    def step(self) -> dict: ...
+
+    def run(self, max_steps: int | None = None) -> Any: ...
+
+    def set_settings(self, **knobs) -> None: ...
+
+    def what_if(self, step: int, **knobs) -> dict: ...
+
+    def force(self, step: int, token_id: int) -> Any: ...
+
+    def inspect(self, step: int, what=("lens", "attention"), **options) -> dict: ...
+
+
+class RunState:
+    """The state every run keeps, and the loop that steps it; each producer adds its model, ids and settings."""
+
+    def start_state(self, trace, run: int, run_options: RunOptions | None, branch: int = 0) -> None:
+        run_options = run_options if run_options is not None else RunOptions()
+        self.trace, self.run_id, self.branch = trace, run, branch
+        self.run_options = run_options
+        self.trace_top, self.keep_logits, self.capture = (run_options.trace_top, run_options.keep_logits,
+                                                          run_options.capture)
+        self.steps: list[dict] = []
+        self.raw_logits = KeptLogits.from_option(run_options.keep_logits)  # whole rows for what-if and force
+        self.printed = ""  # decoded text of the generated tokens that is complete (no half UTF-8 sequence)
+        self.finished, self.stop_reason = False, None
+        self.ended = False  # True once the pipeline has emitted this run's end and decode events
+        self.output_text: str | None = None
+        self.options: dict = {}
+        self.warnings: list[str] = []
+
+    def step(self) -> dict:
+        raise NotImplementedError
+
+    def run(self, max_steps: int | None = None):
+        """Step until finished (or max_steps more steps)."""
+        count = 0
+        while not self.finished and (max_steps is None or count < max_steps):
+            self.step()
+            count += 1
+        return self
+
+    def _finish(self, reason: str, record: dict | None = None) -> None:
+        self.finished, self.stop_reason = True, reason
+        if record is not None:
+            record["stop_reason"] = reason
