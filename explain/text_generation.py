@@ -26,6 +26,8 @@ from .chat_template import TemplateLimitError
 from .errors import ArgumentError, ExplainError, interrupted as interrupted_error
 from .files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
+from .generation.ending import emit_decode, emit_end, role_segments
+from .generation.options import RunOptions, check_limits
 from .generation.settings import warnings_for
 from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
@@ -105,6 +107,8 @@ class TextGenerationPipeline:
         if stop is not None:  # the pipeline's name for generate()'s stop_strings
             kwargs["stop_strings"] = [stop] if isinstance(stop, str) else list(stop)
         options.pop("tokenizer", None)  # generate() needs it for stop strings; explain always has its own
+        options["run_options"] = RunOptions.from_call(options)  # trace_top, keep_logits, capture: checked once
+        check_limits({**kwargs, **options})
         return options, kwargs
 
     def _prepare(self, prompt, options, settings_call, run: int | None = None, batch=None) -> Generation:
@@ -133,10 +137,8 @@ class TextGenerationPipeline:
                                             len(ids), context, self.tokenizer.pad_token_id, vocab_size)
             strategy = choose(settings)  # greedy/sampling, several samples, beam search, assisted decoding
             data["strategy"] = strategy.record(settings)
-            generation = strategy.run_class()(
-                self.model, self.tokenizer, ids, settings, self.trace, run, trace_top=options.get("trace_top", 20),
-                keep_logits=options.get("keep_logits", False), capture=options.get("capture"), prompt=prompt,
-                options=options)
+            generation = strategy.run_class()(self.model, self.tokenizer, ids, settings, self.trace, run,
+                                              run_options=options["run_options"], prompt=prompt, options=options)
             if batch is not None:
                 data["batch"] = self._batch_note(batch, options)
             for message in warnings_for(settings, sources):  # what transformers warns about these settings
@@ -212,49 +214,14 @@ class TextGenerationPipeline:
 
     def _role_segments(self, messages, text):
         """Character ranges of each message in the rendered template (the template is rendered per prefix)."""
-        segments, start = [], 0
-        for i in range(len(messages)):
-            try:
-                end = len(self.tokenizer.apply_chat_template(messages[: i + 1], add_generation_prompt=False))
-            except TemplateLimitError:  # the same template ran within its limits on the whole chat: say so
-                raise
-            except Exception:  # a template that refuses partial conversations: no segments, nothing is lost
-                return None
-            if not text.startswith(text[:end]) or end > len(text):
-                return None
-            segments.append({"role": messages[i]["role"], "start": start, "end": end})
-            start = end
-        if start < len(text):
-            segments.append({"role": "generation prompt", "start": start, "end": len(text)})
-        return segments
+        # a template over its limits on a prefix ran within them on the whole chat: say so (TemplateLimitError)
+        return role_segments(lambda prefix: self.tokenizer.apply_chat_template(prefix, add_generation_prompt=False),
+                             messages, text, passes=(TemplateLimitError,))
 
     def _end(self, generation: Generation, start, duration, interrupted):
-        if generation.ended:  # a run ends once
-            return
-        generation.ended = True
-        steps = generation.steps
-        decode_time = sum(s["forward_time"] for s in steps if s["forward"] == "decode")
-        decode_steps = sum(1 for s in steps if s["forward"] == "decode")
-        prefill = self.trace.last("generation", "prefill", run=generation.run_id)
-        self.trace.emit("generation", "end", {
-            "stop_reason": generation.stop_reason or ("interrupted" if interrupted else None),
-            "interrupted": interrupted, "new_tokens": len(steps), "prompt_tokens": generation.prompt_length,
-            "prefill_time": prefill.duration if prefill is not None else None,
-            "decode_tokens_per_s": decode_steps / decode_time if decode_steps and decode_time > 0 else None,
-            "tokens_per_s": len(steps) / duration if duration > 0 else None, "branch": generation.branch,
-            "sequences": len(generation.sequences)},
-            run=generation.run_id, start=start, duration=duration)
-        with self.trace.span("decoding", "decode", run=generation.run_id) as data:
-            ids = generation.generated_ids
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            data.update(ids=ids, text=text, text_with_special=generation.text, stop_reason=generation.stop_reason,
-                        interrupted=interrupted, skip_special_tokens=True, branch=generation.branch)
-            sequences = generation.sequences
-            if len(sequences) > 1:  # several returned sequences: each decoded, the first is ids/text above
-                data["sequences"] = [{"ids": row[generation.prompt_length:],
-                                      "text": self.tokenizer.decode(row[generation.prompt_length:],
-                                                                    skip_special_tokens=True)} for row in sequences]
-        generation.output_text = text
+        if emit_end(generation, start, duration, interrupted, sequences=len(generation.sequences)):  # a run ends once
+            emit_decode(self.trace, generation, lambda ids, skip: self.tokenizer.decode(ids, skip_special_tokens=skip),
+                        interrupted=interrupted)
 
     def _postprocess(self, generation: Generation, options):
         """One record per returned sequence, as transformers' TextGenerationPipeline.postprocess builds them."""

@@ -14,6 +14,7 @@ strategy: this module lists none.
 from __future__ import annotations
 
 from ..errors import ExplainError
+from .ending import max_new_tokens_effective
 from .knobs import suggest_name
 from .processors import knobs, ordered
 from .processors.base import eos_ids  # noqa: F401  (the loop's import)
@@ -76,7 +77,7 @@ def resolve(call: dict, model_generation: dict, model_sources: dict, prompt_leng
                            "raise max_length, or better, set max_new_tokens (the number of new tokens)")
     if settings["min_new_tokens"] is not None:
         settings["min_length"] = settings["min_new_tokens"] + prompt_length
-    settings["max_new_tokens_effective"] = max(settings["max_length"] - prompt_length, 0)
+    settings["max_new_tokens_effective"] = max_new_tokens_effective(settings["max_length"], prompt_length)
     return settings, source
 
 

@@ -20,6 +20,7 @@ from transformers.pipelines.text_generation import ReturnType
 from transformers.utils.chat_template_utils import Chat, is_valid_message
 
 from ...errors import ExplainError
+from ...generation.ending import emit_decode, emit_end, role_segments
 from ...generation.options import RUN_OPTIONS, RunOptions, check_limits
 from ...generation.settings import SETTINGS, validate
 from ...trace import Trace
@@ -152,7 +153,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
                 tokenize=False, tools=params.get("tools"), documents=params.get("documents"))
             add_special = False
             data.update(kind_of_input="chat", chat_template_text=text, messages=messages,
-                        segments=role_segments(self.tokenizer, messages, text), add_generation_prompt=not continue_final,
+                        segments=tokenizer_role_segments(self.tokenizer, messages, text), add_generation_prompt=not continue_final,
                         continue_final_message=continue_final)
         else:
             text = (params.get("prefix") or "") + prompt
@@ -227,33 +228,14 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
 
     def _decode(self, ids, generation, skip_special_tokens: bool, interrupted: bool = False, clean_up=None,
                 **facts) -> str:
-        start, t0 = time.time(), time.perf_counter()
-        text = self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=clean_up)
-        data = {"ids": ids, "text": text, "text_with_special": self.tokenizer.decode(ids, skip_special_tokens=False),
-                "stop_reason": generation.stop_reason if generation is not None else None,
-                "interrupted": interrupted, "skip_special_tokens": skip_special_tokens, **facts}
-        if generation is not None:
-            data["branch"] = generation.branch
-        self.trace.emit("decoding", "decode", data, run=generation.run_id if generation is not None else self.trace.run,
-                        start=start, duration=time.perf_counter() - t0)
-        if generation is not None:
-            generation.output_text = text
-        return text
+        def decode(ids, skip):  # the postprocess's options shape the text; the text with special tokens is plain
+            options = {"clean_up_tokenization_spaces": clean_up} if skip == skip_special_tokens else {}
+            return self.tokenizer.decode(ids, skip_special_tokens=skip, **options)
+        return emit_decode(self.trace, generation, decode, ids, skip_special_tokens, interrupted, **facts)
 
     def _end(self, generation: TransformersGeneration, start: float, duration: float, interrupted: bool) -> None:
-        generation.ended = True
-        steps = generation.steps
-        decode_steps = [s for s in steps if s.get("forward") == "decode"]
-        prefill = self.trace.last("generation", "prefill", run=generation.run_id)
-        self.trace.emit("generation", "end", {
-            "stop_reason": generation.stop_reason or ("interrupted" if interrupted else None),
-            "interrupted": interrupted, "new_tokens": len(steps), "prompt_tokens": generation.prompt_length,
-            "prefill_time": prefill.duration if prefill is not None else None,
-            "decode_tokens_per_s": (len(decode_steps) / sum(s["forward_time"] for s in decode_steps)
-                                    if decode_steps and sum(s["forward_time"] for s in decode_steps) > 0 else None),
-            "tokens_per_s": len(steps) / duration if duration > 0 else None,
-            "stopping_criteria": generation.criteria_names, "steps_traced": generation.traces_steps,
-            "branch": generation.branch}, run=generation.run_id, start=start, duration=duration)
+        emit_end(generation, start, duration, interrupted, stopping_criteria=generation.criteria_names,
+                 steps_traced=generation.traces_steps)
 
     # -- step by step --------------------------------------------------------------------------------------------
     def start(self, text_inputs, *, run: int | None = None, **kwargs) -> TransformersGeneration:
@@ -298,21 +280,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         return self._decode(generation.generated_ids, generation, skip_special_tokens=True if skip is None else skip)
 
 
-def role_segments(tokenizer, messages: list, text: str) -> list | None:
-    """Character ranges of each message in the rendered template (the template rendered for each prefix of the
-    conversation); None when a template refuses partial conversations."""
-    # the same rule as explain.text_generation.TextGenerationPipeline._role_segments, on transformers' tokenizer
-    segments, start = [], 0
-    for index in range(len(messages)):
-        try:
-            end = len(tokenizer.apply_chat_template(messages[: index + 1], add_generation_prompt=False, tokenize=False))
-        except Exception:  # a template that refuses partial conversations: no segments, nothing is lost
-            return None
-        if end > len(text) or end < start:
-            return None
-        segments.append({"role": messages[index]["role"], "start": start, "end": end})
-        start = end
-    if start < len(text):
-        segments.append({"role": "generation prompt", "start": start, "end": len(text)})
-    return segments
-
+def tokenizer_role_segments(tokenizer, messages: list, text: str) -> list | None:
+    """Character ranges of each message in the rendered template, as the explain backend finds them."""
+    return role_segments(lambda prefix: tokenizer.apply_chat_template(prefix, add_generation_prompt=False,
+                                                                      tokenize=False), messages, text)

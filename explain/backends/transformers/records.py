@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ...errors import ExplainError
+from ...generation.ending import max_new_tokens_effective
 from ...generation.options import TOP_WHEN_ALL
 from ...generation.processors import build_processors
 from ...generation.settings import GENERATE_DEFAULTS, KNOBS, validate
@@ -135,7 +136,7 @@ def settings_record(config, prompt_length: int) -> dict:
     for key in SETTINGS:
         value = getattr(config, key, None)
         settings[key] = plain_value(value)
-    settings["max_new_tokens_effective"] = max((config.max_length or 0) - prompt_length, 0)
+    settings["max_new_tokens_effective"] = max_new_tokens_effective(config.max_length, prompt_length)
     return settings
 
 
