@@ -69,7 +69,10 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.reset_button = widgets.Button(description="Reset", icon="undo",
                                            tooltip="Start again from the prompt, with the knobs as they are now")
         self.message = widgets.HTML()
-        self.knob_widgets = {name: knob_widget(WIDGET_KNOBS[name]) for name in KNOBS + MORE_KNOBS}
+        # a backend without some processors (transformers lacks explain's own) gets no widget for their knobs
+        lacking = set(getattr(pipe, "knobs_unavailable", ()))
+        shown, more = [n for n in KNOBS if n not in lacking], [n for n in MORE_KNOBS if n not in lacking]
+        self.knob_widgets = {name: knob_widget(WIDGET_KNOBS[name]) for name in shown + more}
         for name, widget in self.knob_widgets.items():  # st.temperature, st.top_k, ...: each knob's widget
             setattr(self, name, widget)
         self.what_if_button = widgets.Button(description="What if? (knobs at this step)", icon="question",
@@ -89,12 +92,12 @@ class StepThrough(StaticFallback, widgets.VBox):
                              f"</code></div>")
         buttons = widgets.HBox([self.next_button, self.count, self.run_button, self.end_button, self.reset_button,
                                 self.message], layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
-        knobs = widgets.HBox([self.knob_widgets[name] for name in KNOBS],
+        knobs = widgets.HBox([self.knob_widgets[name] for name in shown],
                              layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
         self.more_knobs = widgets.Accordion(children=[widgets.HBox(
-            [self.knob_widgets[name] for name in MORE_KNOBS],
+            [self.knob_widgets[name] for name in more],
             layout=widgets.Layout(flex_flow="row wrap", align_items="center"))], selected_index=None)
-        self.more_knobs.set_title(0, "more knobs: " + ", ".join(WIDGET_KNOBS[n].widget.label for n in MORE_KNOBS))
+        self.more_knobs.set_title(0, "more knobs: " + ", ".join(WIDGET_KNOBS[n].widget.label for n in more))
         hint = widgets.HTML("<div class='explain-w explain-muted'>Knobs change the next tokens. Temperature, top-k "
                             "and top-p act only when sampling; greedy decoding always takes the most likely token."
                             "</div>")

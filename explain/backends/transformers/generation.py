@@ -24,9 +24,10 @@ import torch
 from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteriaList
 
-from ...errors import ExplainError
+from ...errors import ArgumentError, ExplainError
 from ...generation.contract import RunState
 from ...generation.options import DEFAULT_TRACE_TOP, RunOptions
+from ...generation.processors import transformers_lacks
 from ...generation.rows import all_rows_warning, encode_row
 from ...generation.settings import KNOBS as ALL_KNOBS, LIVE_SETTINGS, unknown_argument, validate
 from .hooks import PauseAfterOneToken, generation_mode, observing
@@ -300,6 +301,8 @@ class TransformersGeneration(RunState):
         for name in knobs:
             if name not in ALL_KNOBS:
                 raise unknown_argument(name, LIVE_SETTINGS, f"knob for {what}")
+            if transformers_lacks(name):
+                raise ArgumentError(transformers_lacks(name))
             if name not in LIVE_SETTINGS:
                 raise ExplainError(f"{name} cannot change {what}: it is fixed when the run starts; start a new run "
                                    f"with it (pipe.start(prompt, {name}=...)). Knobs that can change: "

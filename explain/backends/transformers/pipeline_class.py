@@ -19,9 +19,10 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.pipelines.text_generation import ReturnType
 from transformers.utils.chat_template_utils import Chat, is_valid_message
 
-from ...errors import ExplainError
+from ...errors import ArgumentError, ExplainError
 from ...generation.ending import emit_decode, emit_end, role_segments
 from ...generation.options import RUN_OPTIONS, RunOptions, check_limits
+from ...generation.processors import transformers_lacks
 from ...generation.settings import SETTINGS, validate
 from ...trace import Trace
 from .generation import TransformersGeneration
@@ -97,7 +98,16 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         self.token_texts.update(zip(new, texts))
 
     # -- parameters ----------------------------------------------------------------------------------------------
+    @property
+    def knobs_unavailable(self) -> tuple[str, ...]:
+        """The knobs of processors only explain has (the step-through hides their widgets)."""
+        return tuple(name for name in SETTINGS if transformers_lacks(name))
+
     def _sanitize_parameters(self, **kwargs):
+        for name in kwargs:  # else generate() fails later with its raw "model_kwargs are not used"
+            problem = transformers_lacks(name)
+            if problem:
+                raise ArgumentError(problem)
         given = {name: kwargs.pop(name) for name in RUN_OPTIONS if name in kwargs}
         preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
         RunOptions.from_call(given)  # checked here, before any work (construction and call options merge later)

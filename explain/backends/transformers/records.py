@@ -94,7 +94,7 @@ def _twins(ours, theirs) -> bool:
     function = getattr(ours, "function", None)  # the call's own processor, wrapped by the registry's CallProcessor
     if function is not None and getattr(ours, "transformers_class_name", None) is not None:
         return function is theirs
-    return ours.transformers_class() == type(theirs).__name__
+    return ours.transformers_class == type(theirs).__name__
 
 
 def top(scores: torch.Tensor, count, token_text) -> dict:

@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 
 from .base import FILTER_VALUE, BuildContext, LogitsProcessor
-from .registry import PROCESSORS, build_processors, knobs, ordered, register
+from .registry import PROCESSORS, build_processors, knobs, ordered, register, transformers_lacks
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -20,5 +20,5 @@ for _module in pkgutil.iter_modules(__path__):
 for _cls in PROCESSORS.values():
     globals()[_cls.__name__] = _cls
 
-__all__ = ["FILTER_VALUE", "BuildContext", "LogitsProcessor", "PROCESSORS", "build_processors", "knobs", "ordered",
+__all__ = ["FILTER_VALUE", "BuildContext", "LogitsProcessor", "PROCESSORS", "build_processors", "knobs", "ordered", "transformers_lacks",
            "register", *sorted(cls.__name__ for cls in PROCESSORS.values())]

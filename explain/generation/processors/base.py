@@ -7,6 +7,9 @@ A processor class declares
     knobs        the generate() arguments it reads (generation/knobs.py), with defaults, checks and widgets
     order        its place in transformers' list (GenerationMixin._get_logits_processor); see registry.py
     sampling_only  True for the warpers transformers applies only when do_sample=True
+    transformers_class  the name of the transformers class it mirrors (by default its own: explain's classes carry
+                 those names), or None for a processor only explain has: backend="transformers" then refuses its
+                 knobs with explain's message (registry.transformers_lacks) and the step-through hides their widgets
 and implements
     settings_problem(settings)  refuses a combination transformers refuses or fails on (optional)
     build(settings, context)  transformers' condition for adding it, then the instance (or None)
@@ -46,10 +49,12 @@ class LogitsProcessor:
     knobs: ClassVar[tuple[Knob, ...]] = ()
     order: ClassVar[int] = 0
     sampling_only: ClassVar[bool] = False
+    transformers_class: ClassVar[str | None] = "LogitsProcessor"
 
-    @classmethod
-    def transformers_class(cls) -> str:
-        return cls.__name__  # explain's classes carry the names of the transformers classes they mirror
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "transformers_class" not in vars(cls):  # explain's classes carry the names of the classes they mirror
+            cls.transformers_class = cls.__name__
 
     @classmethod
     def build(cls, settings: dict, context: BuildContext) -> "LogitsProcessor | None":

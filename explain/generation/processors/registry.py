@@ -68,6 +68,17 @@ def knobs() -> dict[str, Knob]:
     return table
 
 
+def transformers_lacks(name: str) -> str | None:
+    """Why backend="transformers" cannot take the knob `name`: it belongs to a processor only explain has (its
+    class declares transformers_class = None); None when transformers has it (or it is no processor's knob)."""
+    for cls in ordered():
+        if cls.transformers_class is None and any(knob.name == name for knob in cls.knobs):
+            return (f"{name} is a knob of {cls.title} ({cls.__name__}), a logits processor that explain has and "
+                    f"transformers' generate() does not: run it with backend=\"explain\" (the default), or leave "
+                    f"{name} out")
+    return None
+
+
 def build_processors(settings: dict, prompt_length: int, *, prompt_ids=None, model=None, vocab_size=None,
                      device="cpu", num_beams: int = 1, min_tokens_to_keep: int = 1) -> list[LogitsProcessor]:
     """The processors transformers' generate() builds for these (validated, resolved) settings, in its order.
@@ -99,9 +110,9 @@ def merge_custom(processors: list, custom) -> list:
     wrapped = [CallProcessor(p) for p in custom]
     result, used = [], set()
     for processor in processors:
-        same = next((w for w in wrapped if w.transformers_class_name == processor.transformers_class()), None)
+        same = next((w for w in wrapped if w.transformers_class_name == processor.transformers_class), None)
         if same is not None:
-            warnings.warn(f"your logits processor {same.label} takes the place of the {processor.transformers_class()} "
+            warnings.warn(f"your logits processor {same.label} takes the place of the {processor.transformers_class} "
                           f"that {processor.name} would build (transformers does the same, with this warning)")
             same.replaces = processor.name
             result.append(same)
