@@ -22,7 +22,9 @@ def _pipeline_args(parser):
                              "transformers.pipeline, traced (needs pip install \"explain[transformers]\")")
 
 
-TERMINAL_MAX_NEW_TOKENS = 40  # a short default for the terminal
+# not the pipeline's 256 (generation/settings.PIPELINE_DEFAULTS): the terminal prints every step's table, and 40
+# tokens fill a screen; --max-new-tokens or --max-length asks for more
+TERMINAL_MAX_NEW_TOKENS = 40
 
 
 def _cli_knobs() -> dict:

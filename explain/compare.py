@@ -28,6 +28,10 @@ from .errors import ExplainError
 from .models.cache import KVCache
 from .units import size_text
 
+# not the pipeline's 256 (generation/settings.PIPELINE_DEFAULTS): compare generates with both pipelines and then
+# runs each model again over every position, and a difference shows in the first tokens
+COMPARE_MAX_NEW_TOKENS = 32
+
 
 def _event_data(pipe, stage: str, kind: str) -> dict | None:
     event = pipe.trace.last(stage, kind) if getattr(pipe, "trace", None) is not None else None
@@ -147,7 +151,7 @@ def _forced_logits(model, input_ids: torch.Tensor, prompt_length: int) -> torch.
 
 
 @torch.inference_mode()
-def compare(pipe_a, pipe_b, prompt, max_new_tokens: int = 32, labels: list | None = None, print_result: bool = False,
+def compare(pipe_a, pipe_b, prompt, max_new_tokens: int = COMPARE_MAX_NEW_TOKENS, labels: list | None = None, print_result: bool = False,
             file=None, **generate_kwargs) -> Comparison:
     """Run `prompt` through both pipelines (greedy unless told otherwise) and compare them step by step."""
     if pipe_a.tokenizer.vocab_size != pipe_b.tokenizer.vocab_size:

@@ -299,10 +299,10 @@ class TransformersGeneration(RunState):
         """The knobs whose value differs from the run's, checked as the explain backend checks them: a knob of the
         processor registry that may change between steps (LIVE_SETTINGS), a value its own check accepts."""
         for name in knobs:
+            if transformers_lacks(name):  # a knob of a processor only explain has
+                raise ArgumentError(transformers_lacks(name))
             if name not in ALL_KNOBS:
                 raise unknown_argument(name, LIVE_SETTINGS, f"knob for {what}")
-            if transformers_lacks(name):
-                raise ArgumentError(transformers_lacks(name))
             if name not in LIVE_SETTINGS:
                 raise ExplainError(f"{name} cannot change {what}: it is fixed when the run starts; start a new run "
                                    f"with it (pipe.start(prompt, {name}=...)). Knobs that can change: "

@@ -22,7 +22,7 @@ from transformers.utils.chat_template_utils import Chat, is_valid_message
 from ...errors import ArgumentError, ExplainError
 from ...generation.ending import emit_decode, emit_end, role_segments
 from ...generation.options import RUN_OPTIONS, RunOptions, check_limits
-from ...generation.processors import transformers_lacks
+from ...generation.processors import ordered, transformers_lacks
 from ...generation.settings import SETTINGS, validate
 from ...trace import Trace
 from .generation import TransformersGeneration
@@ -101,7 +101,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
     @property
     def knobs_unavailable(self) -> tuple[str, ...]:
         """The knobs of processors only explain has (the step-through hides their widgets)."""
-        return tuple(name for name in SETTINGS if transformers_lacks(name))
+        return tuple(knob.name for cls in ordered() if cls.transformers_class is None for knob in cls.knobs)
 
     def _sanitize_parameters(self, **kwargs):
         for name in kwargs:  # else generate() fails later with its raw "model_kwargs are not used"
