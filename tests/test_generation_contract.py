@@ -186,3 +186,27 @@ def test_the_step_through_hides_the_slider_of_a_processor_transformers_lacks(our
     assert on_transformers.generation.settings["do_sample"] is True
     with pytest.raises(ArgumentError, match='top_h is a knob of top-h.*backend="explain"'):
         theirs(PROMPT, max_new_tokens=1, do_sample=True, top_h=0.5)
+
+
+def test_both_backends_check_force_and_what_if_arguments_alike(ours, theirs):
+    """The checks every run shares (contract.RunState): a finished run, a step or token id that is not an integer,
+    a step not generated, a token outside the vocabulary, what-if without kept logits."""
+    import numpy as np
+    for pipe in (ours, theirs):
+        generation = pipe.start(PROMPT, max_new_tokens=2, do_sample=False, keep_logits=True).run()
+        vocab = generation.model.config.get_text_config().vocab_size if pipe is theirs else generation.model.config.vocab_size
+        with pytest.raises(ExplainError, match=r"this generation has finished \(max_length\); start a new call or reset"):
+            generation.step()
+        with pytest.raises(ExplainError, match="the token id must be an integer, got 1.0"):
+            generation.force(0, 1.0)
+        with pytest.raises(ExplainError, match=r"step 2 has not been generated; steps 0..1 exist"):
+            generation.force(2, 5)
+        with pytest.raises(ExplainError, match=rf"token id {vocab} is outside the vocabulary \(0..{vocab - 1}\)"):
+            generation.force(0, vocab)
+        branch = generation.force(np.int64(1), np.int64(5))  # numpy integers are integers, on both backends
+        assert branch.steps[-1]["token_id"] == 5 and branch.branch != generation.branch
+        assert generation.what_if(np.int64(0), temperature=0.5)["step"] == 0
+        plain = pipe.start(PROMPT, max_new_tokens=1, do_sample=False).run()
+        with pytest.raises(ExplainError, match="what-if needs the raw logits of each step: create the run with "
+                                               "keep_logits=True"):
+            plain.what_if(0, top_k=3)

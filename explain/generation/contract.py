@@ -12,8 +12,12 @@ recorded, whether and why it finished, whether its end was emitted, and the loop
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Protocol, runtime_checkable
 
+import torch
+
+from ..errors import ExplainError
 from .options import RunOptions
 from .rows import KeptLogits
 
@@ -69,6 +73,17 @@ class GenerationInterface(Protocol):
     def inspect(self, step: int, what=("lens", "attention"), **options) -> dict: ...
 
 
+def index_argument(value, what: str) -> int:
+    """A step number or token id: an integer (a Python, numpy or 0-d torch integer), never a float or a bool."""
+    if isinstance(value, bool) or isinstance(value, float) or (
+            isinstance(value, torch.Tensor) and value.is_floating_point()):
+        raise ExplainError(f"the {what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ExplainError(f"the {what} must be an integer, got {value!r}") from None
+
+
 class RunState:
     """The state every run keeps, and the loop that steps it; each producer adds its model, ids and settings."""
 
@@ -86,6 +101,33 @@ class RunState:
         self.output_text: str | None = None
         self.options: dict = {}
         self.warnings: list[str] = []
+        self._token_text: dict[int, str] = {}
+
+    def token_text(self, token_id: int) -> str:
+        """One token's text, special tokens kept (decoded once per run)."""
+        if token_id not in self._token_text:
+            self._token_text[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
+        return self._token_text[token_id]
+
+    def refuse_if_finished(self) -> None:
+        if self.finished:
+            raise ExplainError(f"this generation has finished ({self.stop_reason}); start a new call or reset")
+
+    def kept_logits(self, step) -> torch.Tensor:
+        """Step `step`'s raw logits, kept for what-if and force (refuses a step not generated, or no longer kept)."""
+        if self.raw_logits is None:
+            raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
+                               "(the step-through controller does)")
+        return self.raw_logits[index_argument(step, "step")]
+
+    def force_arguments(self, step, token_id, vocab_size: int) -> tuple[int, int]:
+        """force()'s step and token id, checked: a step generated, a token of the vocabulary."""
+        step, token_id = index_argument(step, "step"), index_argument(token_id, "token id")
+        if not 0 <= step < len(self.steps):
+            raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.steps) - 1} exist")
+        if not 0 <= token_id < vocab_size:
+            raise ExplainError(f"token id {token_id} is outside the vocabulary (0..{vocab_size - 1})")
+        return step, token_id
 
     def step(self) -> dict:
         raise NotImplementedError

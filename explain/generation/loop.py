@@ -10,7 +10,6 @@ append it, check the stopping criteria. Because the state lives in this object, 
 from __future__ import annotations
 
 import math
-import operator
 import time
 import warnings
 
@@ -21,7 +20,7 @@ from ..errors import ExplainError
 from ..models.cache import KVCache
 from ..placement import input_device, synchronize
 from ..trace import Trace
-from .contract import RunState
+from .contract import RunState, index_argument
 from .options import DEFAULT_TRACE_TOP, RunOptions
 from .processors import build_processors
 from .rows import all_rows_warning, encode_row, float32_list
@@ -53,17 +52,6 @@ def _counts(before: torch.Tensor, after: torch.Tensor) -> list[int]:
     """(removed, changed, kept) by a processor that turned `before` into `after`, read in one copy."""
     finite = torch.isfinite(after)
     return torch.stack([(torch.isfinite(before) & ~finite).sum(), (before != after).sum(), finite.sum()]).tolist()
-
-
-def _index(value, what: str) -> int:
-    """A step number or token id: an integer (a Python, numpy or 0-d torch integer), never a float or a bool."""
-    if isinstance(value, bool) or isinstance(value, float) or (
-            isinstance(value, torch.Tensor) and value.is_floating_point()):
-        raise ExplainError(f"the {what} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ExplainError(f"the {what} must be an integer, got {value!r}") from None
 
 
 def no_prompt_tokens() -> ExplainError:
@@ -102,7 +90,6 @@ class Generation(RunState):
         self.cache = KVCache()
         self.next_logits: torch.Tensor | None = None
         self.past_context_window = False  # set at the step whose token takes the sequence past the window
-        self._token_text: dict[int, str] = {}
         if self.settings["max_length"] <= self.prompt_length:
             self._finish("max_length")
 
@@ -119,11 +106,6 @@ class Generation(RunState):
     def sequences(self) -> list[list[int]]:
         """The sequences the call returns, prompt included (one here; every decoding strategy's run has this)."""
         return [self.input_ids[0].tolist()]
-
-    def token_text(self, token_id: int) -> str:
-        if token_id not in self._token_text:
-            self._token_text[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
-        return self._token_text[token_id]
 
     def _build_processors(self, settings: dict) -> list:
         return build_processors(settings, self.prompt_length, prompt_ids=self.input_ids[:, :self.prompt_length],
@@ -161,8 +143,7 @@ class Generation(RunState):
     @torch.inference_mode()
     def step(self) -> dict:
         """Generate one token; emits and returns the step's `generation/step` data."""
-        if self.finished:
-            raise ExplainError(f"this generation has finished ({self.stop_reason}); start a new call or reset")
+        self.refuse_if_finished()
         start, t0 = time.time(), time.perf_counter()
         index = len(self.steps)
         if self.next_logits is None:
@@ -285,11 +266,8 @@ class Generation(RunState):
 
     def what_if(self, step: int, **knobs) -> dict:
         """Re-apply processors built from other knobs to step `step`'s recorded raw logits; nothing is generated."""
-        if self.raw_logits is None:
-            raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
-                               "(the step-through controller does)")
-        step = _index(step, "step")
-        scores = self.raw_logits[step][None].to(self.device)  # refuses a step not generated, or no longer kept
+        step = index_argument(step, "step")
+        scores = self.kept_logits(step)[None].to(self.device)
         settings = self._with_knobs(knobs, "in a what-if")
         ids = self.input_ids[:, : self.steps[step]["position"]]
         with torch.inference_mode():
@@ -308,12 +286,7 @@ class Generation(RunState):
     def force(self, step: int, token_id: int) -> "Generation":
         """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was.
         The branch builds its own processors (some keep state: guidance's second sequence)."""
-        step, token_id = _index(step, "step"), _index(token_id, "token id")
-        if not 0 <= step < len(self.steps):
-            raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.steps) - 1} exist")
-        vocab = self.model.config.vocab_size
-        if not 0 <= token_id < vocab:
-            raise ExplainError(f"token id {token_id} is outside the vocabulary (0..{vocab - 1})")
+        step, token_id = self.force_arguments(step, token_id, self.model.config.vocab_size)
         position = self.steps[step]["position"]
         branch = Generation(self.model, self.tokenizer, self.input_ids[0, : self.prompt_length].tolist(),
                             self.settings, self.trace, self.run_id, self.run_options,

@@ -25,7 +25,7 @@ from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteriaList
 
 from ...errors import ArgumentError, ExplainError
-from ...generation.contract import RunState
+from ...generation.contract import RunState, index_argument
 from ...generation.options import DEFAULT_TRACE_TOP, RunOptions
 from ...generation.processors import transformers_lacks
 from ...generation.rows import all_rows_warning, encode_row
@@ -277,8 +277,7 @@ class TransformersGeneration(RunState):
 
     def step(self) -> dict:
         """Generate one token with the real generate(); emits and returns the step's generation/step data."""
-        if self.finished:
-            raise ExplainError(f"this generation has finished ({self.stop_reason}); start a new call or reset")
+        self.refuse_if_finished()
         count = len(self.steps)
         criteria = StoppingCriteriaList([*(self.generate_kwargs.get("stopping_criteria") or []), PauseAfterOneToken()])
         overrides = {"stopping_criteria": criteria}
@@ -344,10 +343,8 @@ class TransformersGeneration(RunState):
 
     def what_if(self, step: int, **knobs) -> dict:
         """Run the processors transformers builds for other knobs on step `step`'s recorded raw logits."""
-        if self.raw_logits is None:
-            raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
-                               "(the step-through controller does)")
-        scores = self.raw_logits[step][None].to(self.device)  # refuses a step not generated, or no longer kept
+        step = index_argument(step, "step")
+        scores = self.kept_logits(step)[None].to(self.device)
         changed = self._changed(knobs, "in a what-if")
         settings = {**self.settings, **changed}
         live = {k: v for k, v in self.generate_kwargs.items() if k in LIVE_SETTINGS}  # set_settings' changes too
@@ -365,11 +362,7 @@ class TransformersGeneration(RunState):
 
     def force(self, step: int, token_id: int) -> "TransformersGeneration":
         """A new run that is this one up to `step`, then takes `token_id` there; this run is left as it was."""
-        if not 0 <= step < len(self.steps):
-            raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.steps) - 1} exist")
-        vocab = self.model.config.get_text_config().vocab_size
-        if not isinstance(token_id, int) or not 0 <= token_id < vocab:
-            raise ExplainError(f"token id {token_id!r} is outside the vocabulary (0..{vocab - 1})")
+        step, token_id = self.force_arguments(step, token_id, self.model.config.get_text_config().vocab_size)
         position = self.steps[step]["position"]
         other = TransformersGeneration.branch_of(self, step, token_id)
         self.trace.emit("generation", "force", {"step": step, "position": position, "token_id": token_id,

@@ -20,7 +20,6 @@ import time
 
 import torch
 
-from ...errors import ExplainError
 from ..knobs import Knob, number
 from ..processors import build_processors
 from ..processors.registry import MERGE_ORDER, PROCESSORS
@@ -203,8 +202,7 @@ class AssistedRun(Run):
     @torch.inference_mode()
     def step(self) -> dict:
         """One round: draft, verify in one forward pass, keep the agreed tokens plus one; returns generation/draft."""
-        if self.finished:
-            raise ExplainError(f"this generation has finished ({self.stop_reason}); start a new call")
+        self.refuse_if_finished()
         start, t0 = timed()
         length = self.input_ids.shape[1]
         draft = self.drafter.propose(self.input_ids[0].tolist())

@@ -119,7 +119,6 @@ class Run(RunState):
         self.learned_positions = model.learned_positions  # True: no position past the window has an embedding
         self.prompt, self.options = prompt, dict(options or {})
         self.cache = KVCache()
-        self._token_text: dict[int, str] = {}
 
     @classmethod
     def strategy_title(cls) -> str:
@@ -130,11 +129,6 @@ class Run(RunState):
         return build_processors(settings, self.prompt_length, prompt_ids=self.prompt_ids, model=self.model,
                                 vocab_size=self.model.config.vocab_size, device=self.device, num_beams=self.rows,
                                 min_tokens_to_keep=self.min_tokens_to_keep)
-
-    def token_text(self, token_id: int) -> str:
-        if token_id not in self._token_text:
-            self._token_text[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
-        return self._token_text[token_id]
 
     def top(self, row: torch.Tensor, k: int, texts: dict) -> dict:
         """The k highest finite entries of a row over the vocabulary, their texts added to `texts`."""

@@ -23,8 +23,7 @@ import time
 
 import torch
 
-from ...errors import ExplainError
-from ..knobs import Knob, boolean, number
+from ..knobs import Knob, number
 from .base import DecodingStrategy, Run, set_by_call, timed
 from .registry import register
 
@@ -139,8 +138,7 @@ class BeamSearchRun(Run):
     @torch.inference_mode()
     def step(self) -> dict:
         """Advance every beam by one token (Next step in the step-through); emits and returns generation/beams."""
-        if self.finished:
-            raise ExplainError(f"this beam search has finished ({self.stop_reason}); start a new call")
+        self.refuse_if_finished()
         start, t0 = timed()
         index, length, prompt = len(self.steps), self.cur_len, self.prompt_length
         if index == 0:

@@ -84,9 +84,7 @@ class SampledSequences(Run):
     @torch.inference_mode()
     def step(self) -> dict:
         """One token for every row: emits a generation/step per row still running; returns the batch's record."""
-        from ...errors import ExplainError
-        if self.finished:
-            raise ExplainError(f"this generation has finished ({self.stop_reason}); start a new call")
+        self.refuse_if_finished()
         start, t0 = timed()
         index = len(self.steps)
         if index == 0:
