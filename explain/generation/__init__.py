@@ -1,7 +1,10 @@
 """Generation: the knobs, settings resolution, the registry of logits processors, and the step-by-step loop."""
 
+from .contract import GenerationInterface, RunState
 from .loop import Generation
+from .options import RunOptions
 from .processors import build_processors
 from .settings import KNOBS, SETTINGS, resolve
 
-__all__ = ["Generation", "build_processors", "KNOBS", "SETTINGS", "resolve"]
+__all__ = ["Generation", "GenerationInterface", "RunOptions", "RunState", "build_processors", "KNOBS", "SETTINGS",
+           "resolve"]

@@ -73,6 +73,11 @@ class GenerationInterface(Protocol):
     def inspect(self, step: int, what=("lens", "attention"), **options) -> dict: ...
 
 
+def no_prompt_tokens() -> ExplainError:
+    return ExplainError("the prompt has no tokens: this model has no BOS token to start from, so give it some text "
+                        "(or a chat message list)")
+
+
 def index_argument(value, what: str) -> int:
     """A step number or token id: an integer (a Python, numpy or 0-d torch integer), never a float or a bool."""
     if isinstance(value, bool) or isinstance(value, float) or (

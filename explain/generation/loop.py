@@ -20,7 +20,7 @@ from ..errors import ExplainError
 from ..models.cache import KVCache
 from ..placement import input_device, synchronize
 from ..trace import Trace
-from .contract import RunState, index_argument
+from .contract import RunState, index_argument, no_prompt_tokens
 from .options import DEFAULT_TRACE_TOP, RunOptions
 from .processors import build_processors
 from .rows import all_rows_warning, encode_row, float32_list
@@ -52,11 +52,6 @@ def _counts(before: torch.Tensor, after: torch.Tensor) -> list[int]:
     """(removed, changed, kept) by a processor that turned `before` into `after`, read in one copy."""
     finite = torch.isfinite(after)
     return torch.stack([(torch.isfinite(before) & ~finite).sum(), (before != after).sum(), finite.sum()]).tolist()
-
-
-def no_prompt_tokens() -> ExplainError:
-    return ExplainError("the prompt has no tokens: this model has no BOS token to start from, so give it some text "
-                        "(or a chat message list)")
 
 
 class Generation(RunState):

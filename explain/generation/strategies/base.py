@@ -33,7 +33,7 @@ import torch
 from ...errors import ExplainError
 from ...models.cache import KVCache
 from ...placement import input_device, synchronize
-from ..contract import RunState
+from ..contract import RunState, no_prompt_tokens
 from ..knobs import Knob
 from ..options import RunOptions
 from ..processors import build_processors
@@ -93,7 +93,6 @@ class Run(RunState):
     def __init__(self, model, tokenizer, prompt_ids: list[int], settings: dict, trace, run: int,
                  run_options: RunOptions | None = None, prompt=None, options: dict | None = None, *,
                  rows: int = 1, min_tokens_to_keep: int = 1):
-        from ..loop import no_prompt_tokens  # the loop imports the settings, which import the strategies
         if not prompt_ids:
             raise no_prompt_tokens()
         run_options = run_options if run_options is not None else RunOptions()
