@@ -6,6 +6,7 @@ explain's own message and gets no widget in the step-through there."""
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -70,6 +71,18 @@ def test_every_run_of_both_producers_has_the_generation_interface(ours, theirs):
         assert generation.run(1) is generation and len(generation.steps) == 1, what
         assert generation.trace_top == generation.run_options.trace_top == DEFAULT_TRACE_TOP
     assert kinds == {"Generation", "SampledSequences", "BeamSearchRun", "AssistedRun", "TransformersGeneration"}
+
+
+if TYPE_CHECKING:  # the same, for a type checker: each implementation is assignable to the protocol
+    from explain.backends.transformers.generation import TransformersGeneration
+    from explain.generation.loop import Generation
+    from explain.generation.strategies.assisted import AssistedRun
+    from explain.generation.strategies.beam import BeamSearchRun
+    from explain.generation.strategies.samples import SampledSequences
+
+    def _assignable(a: Generation, b: SampledSequences, c: BeamSearchRun, d: AssistedRun,
+                    e: TransformersGeneration) -> list[GenerationInterface]:
+        return [a, b, c, d, e]
 
 
 def test_a_step_records_the_default_top_on_both_backends(ours, theirs):

@@ -101,7 +101,8 @@ class RunState:
         self.steps: list[dict] = []
         self.raw_logits = KeptLogits.from_option(run_options.keep_logits)  # whole rows for what-if and force
         self.printed = ""  # decoded text of the generated tokens that is complete (no half UTF-8 sequence)
-        self.finished, self.stop_reason = False, None
+        self.finished: bool = False
+        self.stop_reason: str | None = None
         self.ended = False  # True once the pipeline has emitted this run's end and decode events
         self.output_text: str | None = None
         self.options: dict = {}
