@@ -223,3 +223,14 @@ def test_both_backends_check_force_and_what_if_arguments_alike(ours, theirs):
         with pytest.raises(ExplainError, match="what-if needs the raw logits of each step: create the run with "
                                                "keep_logits=True"):
             plain.what_if(0, top_k=3)
+
+
+def test_a_bound_in_limits_is_refused_by_both_backends_with_one_message(ours, theirs, monkeypatch):
+    """options.LIMITS is the one place for resource bounds: a name added there is refused by both producers."""
+    from explain.generation import options
+    monkeypatch.setitem(options.LIMITS, "num_beams", (2, "each beam is a row of the batch"))
+    for pipe in (ours, theirs):
+        with pytest.raises(ArgumentError, match=r"^num_beams=3 is more than explain runs \(2 at most: each beam is a "
+                                                r"row of the batch\); ask for less$"):
+            pipe(PROMPT, max_new_tokens=2, num_beams=3, do_sample=False)
+        pipe(PROMPT, max_new_tokens=1, num_beams=2, do_sample=False)  # at the bound: runs
