@@ -122,7 +122,7 @@ def load_contenders(dtype: str) -> tuple[dict, dict, object]:
     import transformers
 
     import explain
-    from explain.embedded import packaged_gguf
+    from explain.features.embedded import packaged_gguf
     pipe = explain.pipeline("text-generation", dtype=dtype)
     contenders = {"explain_traced": ExplainContender("explain_traced", pipe),
                   "explain_untraced": ExplainContender("explain_untraced", pipe, traced=False)}

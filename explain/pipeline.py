@@ -13,21 +13,21 @@ import warnings
 
 import torch
 
-from . import hub, registry
+from .stages import hub, tasks
 from .backends import check_backend, transformers_backend
-from .config import folder_has_gguf, gguf_reader, load_config
-from .embedded import ensure_provisioned
-from .dtypes import dtype_name, runnable_dtype
+from .stages.config import folder_has_gguf, gguf_reader, load_config
+from .features.embedded import ensure_provisioned
+from .utils.dtypes import dtype_name, runnable_dtype
 from .errors import ArgumentError, ExplainError, NotCachedError, UnsupportedError
 from .formats import find_weights
 from .models import model_class
-from .placement import AUTO_STRATEGIES, normalise_device, place
+from .stages.placement import AUTO_STRATEGIES, normalise_device, place
 from .quantization import check as quantization_method
 from .quantization import make_quantizer
 from .quantization.memory import release_freed_memory
-from .tokenizer import Tokenizer, load_tokenizer
+from .stages.tokenizer import Tokenizer, load_tokenizer
 from .trace import Trace
-from .weights import load_weights, model_config_from
+from .stages.weights import load_weights, model_config_from
 
 # transformers.pipeline's own arguments that do not apply to a text-only pipeline; accepted and ignored
 IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video_processor", "use_fast",
@@ -137,7 +137,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     trace = trace if trace is not None else Trace()
     trace.meta.setdefault("explain_version", __import__("explain").__version__)
     trace.meta.setdefault("torch_version", torch.__version__)
-    found = registry.lookup(task, model if isinstance(model, (str, type(None))) else "<object>", trace)
+    found = tasks.lookup(task, model if isinstance(model, (str, type(None))) else "<object>", trace)
     if model is None:
         model, revision, gguf_file = found["model_used"], found["revision_used"], found["gguf_file_used"]
         ensure_provisioned()

@@ -15,7 +15,7 @@ import torch
 import transformers
 from transformers.generation import logits_process as hf
 
-from explain.config import generation_config
+from explain.stages.config import generation_config
 from explain.errors import ExplainError
 from explain.generation import KNOBS, SETTINGS
 from explain.generation.processors import PROCESSORS, build_processors, ordered

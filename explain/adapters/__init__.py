@@ -23,7 +23,7 @@ import safetensors
 import torch
 from torch import nn
 
-from ..config import read_json
+from ..stages.config import read_json
 from ..errors import CorruptFileError, ExplainError, UnsupportedError
 from ..trace import Trace
 from .lora import LoraLinear

@@ -1,6 +1,6 @@
 """The placement that really happened (the `placement/place` event of a pipeline's trace), as a Plan.
 
-The event is what explain.placement emitted while loading: the device map it used, the max_memory accelerate saw,
+The event is what explain.stages.placement emitted while loading: the device map it used, the max_memory accelerate saw,
 and the bytes that landed on each device. A saved trace (device keys turned into strings by JSON) works too.
 """
 
@@ -9,16 +9,16 @@ from __future__ import annotations
 import torch
 from accelerate.utils import compute_module_sizes
 
-from ..devices import parse_device
-from ..dtypes import RUNNABLE
+from ..utils.devices import parse_device
+from ..utils.dtypes import RUNNABLE
 from ..errors import ExplainError
-from ..units import size_text
+from ..utils.units import size_text
 from .plan import Plan, kv_cache, no_split_classes, units, verdict
 from .source import config_of, module_dtype
 
 
 def device(value):
-    """"0" / "cuda:0" / 0 -> 0; "cpu" stays "cpu": accelerate's spelling of a device (explain.devices)."""
+    """"0" / "cuda:0" / 0 -> 0; "cpu" stays "cpu": accelerate's spelling of a device (explain.utils.devices)."""
     return parse_device(value, "the placement event's device")
 
 
@@ -59,7 +59,7 @@ def from_event(event, model: torch.nn.Module | None = None, name: str | None = N
                 architecture=(config.get("architectures") or [type(model).__name__ if model is not None else
                                                               "architecture not recorded"])[0],
                 parameters=parameters, dtype=dtype, hardware="actual placement",
-                hardware_description=f"what explain.placement did when loading (device={asked.get('device')!r}, "
+                hardware_description=f"what explain.stages.placement did when loading (device={asked.get('device')!r}, "
                                      f"device_map={asked.get('device_map')!r})",
                 strategy=str(data.get("strategy")), memory=memory, max_memory=dict(memory), no_split_module_classes=
                 no_split, device_map=device_map, module_sizes=sizes, units=rows, device_bytes=device_bytes,

@@ -19,7 +19,7 @@ from accelerate.utils.modeling import get_max_layer_size
 
 from ..errors import ExplainError
 from ..models import common_config
-from ..units import size_text
+from ..utils.units import size_text
 from .memory import (DTYPES, NON_ACCELERATORS, SMALLER, accelerators, device_label, dtype_name, headroom, order,
                      profile)
 from .source import Source, build

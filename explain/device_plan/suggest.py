@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..units import size_text
+from ..utils.units import size_text
 from .memory import NON_ACCELERATORS, device_label, profiles
 
 RANK = {"fits": 0, "fits with cpu offload": 1, "does not fit": 2}

@@ -9,7 +9,7 @@ from collections import Counter
 
 import torch
 
-from ..dtypes import dtype_name
+from ..utils.dtypes import dtype_name
 from ..errors import CorruptFileError
 from . import ReadRequest, WeightFormat, file_bytes, named_as_model, read_index, register
 

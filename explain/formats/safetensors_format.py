@@ -8,7 +8,7 @@ from collections import Counter
 
 import safetensors
 
-from ..dtypes import dtype_name
+from ..utils.dtypes import dtype_name
 from ..errors import CorruptFileError
 from . import ReadRequest, WeightFormat, file_bytes, named_as_model, read_index, register
 

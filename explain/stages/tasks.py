@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import difflib
 
-from .errors import UnknownTaskError, UnsupportedError
-from .trace import Trace
+from ..errors import UnknownTaskError, UnsupportedError
+from ..trace import Trace
 
 # task: (pipeline class, model class, default model, default revision, input type) as in transformers 5.x
 SUPPORTED_TASKS = {

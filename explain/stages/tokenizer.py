@@ -20,7 +20,7 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, proc
 from tokenizers import Tokenizer as Backend
 
 from .chat_template import render
-from .errors import CorruptFileError, ExplainError, UnsupportedError
+from ..errors import CorruptFileError, ExplainError, UnsupportedError
 
 TOKENIZER_JSON_LIMIT = 256 * 2**20  # the biggest tokenizer.json files (262k-token vocabularies) are ~35 MB
 NO_LIMIT = int(1e30)  # transformers' VERY_LARGE_INTEGER: the model_max_length of a tokenizer that states none

@@ -20,11 +20,11 @@ import torch
 from accelerate import dispatch_model
 from accelerate.utils import compute_module_sizes, get_max_memory, infer_auto_device_map, set_module_tensor_to_device
 
-from .device_plan.memory import headroom, order
-from .devices import device_text, parse_device
-from .dtypes import dtype_name
-from .errors import ArgumentError, ExplainError
-from .trace import Trace
+from ..device_plan.memory import headroom, order
+from ..utils.devices import device_text, parse_device
+from ..utils.dtypes import dtype_name
+from ..errors import ArgumentError, ExplainError
+from ..trace import Trace
 
 AUTO_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -48,7 +48,7 @@ def _available(device: str) -> tuple[bool, str]:
 
 
 def normalise_device(device, what: str = "device") -> str:
-    """torch's spelling of a device this machine has ("cpu", "cuda:0", "mps"); any spelling explain.devices reads."""
+    """torch's spelling of a device this machine has ("cpu", "cuda:0", "mps"); any spelling explain.utils.devices reads."""
     try:
         device = device_text(parse_device(device, what))
     except ArgumentError as error:

@@ -13,9 +13,9 @@ import gguf
 import numpy as np
 
 from .config_checks import check_config
-from .errors import CorruptFileError, ExplainError
-from .models import GGUF_ARCHITECTURES, architecture_of, common_config
-from .trace import Trace
+from ..errors import CorruptFileError, ExplainError
+from ..models import GGUF_ARCHITECTURES, architecture_of, common_config
+from ..trace import Trace
 
 # GGUF metadata key (after "<arch>.") -> config.json key, per GGUF architecture, as transformers maps them
 _LLAMA_LIKE = {
@@ -141,7 +141,7 @@ def config_from_gguf(reader: gguf.GGUFReader, path: str) -> dict:
 def generation_config(config: dict, generation_file: dict | None) -> tuple[dict, dict]:
     """The model's generation defaults: transformers' defaults, then config.json's token ids, then
     generation_config.json. Returns (values, where each value came from)."""
-    from .generation.settings import GENERATE_DEFAULTS  # every knob's transformers default (the knob registry)
+    from ..generation.settings import GENERATE_DEFAULTS  # every knob's transformers default (the knob registry)
     values = dict(GENERATE_DEFAULTS)
     source = {k: "transformers default" for k in GENERATE_DEFAULTS}
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
