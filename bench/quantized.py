@@ -83,7 +83,7 @@ def measure(args, prompt_texts: tuple, gguf_name: str) -> dict:
     import explain
     from explain.features.embedded import packaged_gguf
 
-    from . import run as bench_run
+    from . import decode as bench_run
     marks, t0 = {}, time.perf_counter()
     pipes = {"explain_float32": explain.pipeline("text-generation", dtype="float32"),
              "explain_gguf": explain.pipeline("text-generation", quantization="gguf")}

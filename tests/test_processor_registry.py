@@ -127,7 +127,7 @@ def test_defaults_are_transformers_defaults():
 def test_everything_that_lists_knobs_reads_the_registry():
     assert SETTINGS == tuple(KNOBS) == tuple(GENERATE_DEFAULTS)
     assert set(SETTINGS) <= set(GENERATE_ARGUMENTS)  # the pipeline's arguments (and explain.pipeline's defaults)
-    values, sources = generation_config({"eos_token_id": 2}, {"typical_p": 0.5})  # the model's generation defaults
+    values, sources = generation_config({"eos_token_id": 2}, {"typical_p": 0.5}, GENERATE_DEFAULTS)
     assert set(KNOBS) <= set(values) and values["typical_p"] == 0.5 and sources["typical_p"] == "generation_config.json"
     assert sources["eta_cutoff"] == "transformers default" and values["eos_token_id"] == 2
     every_knob = {knob.name for cls in ordered() for knob in cls.knobs}

@@ -13,7 +13,7 @@ from ..utils.devices import parse_device
 from ..utils.dtypes import RUNNABLE
 from ..errors import ExplainError
 from ..utils.units import size_text
-from .plan import Plan, kv_cache, no_split_classes, units, verdict
+from .pieces import kv_cache, no_split_classes, units, verdict
 from .source import config_of, module_dtype
 
 
@@ -22,8 +22,10 @@ def device(value):
     return parse_device(value, "the placement event's device")
 
 
-def from_event(event, model: torch.nn.Module | None = None, name: str | None = None, context: int | None = None,
-               batch: int = 1) -> Plan:
+def from_event(plan_class: type, event, model: torch.nn.Module | None = None, name: str | None = None,
+               context: int | None = None, batch: int = 1):
+    """The Plan (of `plan_class`: Plan.from_event passes its class, so this module needs nothing of plan.py) of the
+    placement a pipeline really got, from its `placement/place` event."""
     data = event.data if hasattr(event, "data") else dict(event)
     if "device_map" not in data:
         raise ExplainError("this is not a placement event: Plan.from_event wants the `placement/place` event of a "
@@ -55,7 +57,7 @@ def from_event(event, model: torch.nn.Module | None = None, name: str | None = N
     asked = data.get("asked") or {}
     title = name or (config.get("_name_or_path") if config else None) or "the loaded model"
     total = sum(device_bytes.values())
-    return Plan(name=title, where=f"the pipeline's placement/place event ({size_text(total)} placed)",
+    return plan_class(name=title, where=f"the pipeline's placement/place event ({size_text(total)} placed)",
                 architecture=(config.get("architectures") or [type(model).__name__ if model is not None else
                                                               "architecture not recorded"])[0],
                 parameters=parameters, dtype=dtype, hardware="actual placement",

@@ -7,7 +7,7 @@ declared fields directly (`data["prob"]`): `explain.events.check_event` has prov
 
 from typing import Any, Callable, Literal, NotRequired, TypedDict
 
-from ..models import common_config
+from ..utils.config_names import common_config
 from ..utils.units import size_text
 
 

@@ -25,6 +25,8 @@ from ..utils.devices import device_text, parse_device
 from ..utils.dtypes import dtype_name
 from ..errors import ArgumentError, ExplainError
 from ..trace import Trace
+from ..quantization.memory import release_freed_memory
+from .loading import Loading
 
 AUTO_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -229,3 +231,15 @@ def _tie(model: torch.nn.Module, target: str, source: str) -> None:
     source_module, _, source_name = source.rpartition(".")
     setattr(model.get_submodule(target_module), target_name,
             getattr(model.get_submodule(source_module), source_name))
+
+
+def run(loading: Loading, trace: Trace) -> None:
+    """The placement stage: the model on its device or devices (placement/place); the loading stages' temporaries
+    (parsed metadata, converted tensors) freed, not kept; a quantized load's facts (weights/quantize)."""
+    loading.module = place(loading.module, loading.state, loading.torch_dtype, trace, device=loading.device,
+                           device_map=loading.device_map, max_memory=loading.max_memory, tied=loading.tied)
+    loading.state = None
+    release_freed_memory()
+    if loading.quantizer is not None:
+        parameters = trace.last("weights", "load").data["parameters"]
+        loading.quantized = loading.quantizer.emit(loading.module, trace, parameters)
