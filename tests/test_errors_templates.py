@@ -11,8 +11,8 @@ import time
 import pytest
 
 import explain
-from explain.stages import chat_template
 from explain.errors import ChatTemplateError
+from explain.stages import chat_template
 from explain.stages.tokenizer import Tokenizer
 
 CHAT = [{"role": "user", "content": "Hello"}]

@@ -15,11 +15,11 @@ import torch
 import transformers
 from transformers.generation import logits_process as hf
 
-from explain.stages.config import generation_config
 from explain.errors import ExplainError
 from explain.generation import KNOBS, SETTINGS
 from explain.generation.processors import PROCESSORS, build_processors, ordered
 from explain.generation.settings import GENERATE_DEFAULTS, LIVE_SETTINGS, resolve, validate, warnings_for
+from explain.stages.config import generation_config
 from explain.text_generation import GENERATE_ARGUMENTS
 
 transformers.logging.set_verbosity_error()

@@ -11,9 +11,9 @@ import huggingface_hub
 import pytest
 
 import explain
-from explain.stages import hub
-from explain.features.embedded import packaged_gguf
 from explain.errors import NotCachedError
+from explain.features.embedded import packaged_gguf
+from explain.stages import hub
 from explain.stages.tasks import EMBEDDED_GGUF, EMBEDDED_MODEL, EMBEDDED_REVISION
 
 REPO_FOLDER = "models--QuantFactory--SmolLM2-135M-Instruct-GGUF"

@@ -7,8 +7,8 @@ import pytest
 import transformers.pipelines
 
 import explain
-from explain.stages import tasks
 from explain.errors import UnknownTaskError, UnsupportedError
+from explain.stages import tasks
 
 
 def _name(value) -> str:

@@ -15,8 +15,8 @@ import torch
 pytest.importorskip("anywidget")
 
 import explain  # noqa: E402
-from explain.trace import Trace  # noqa: E402
 from explain.features.trees import beam_tree, draft_rounds, sampling_tree  # noqa: E402
+from explain.trace import Trace  # noqa: E402
 from explain.widgets import BeamTree, DashboardState, DraftView, SamplingTree  # noqa: E402
 from explain.widgets.strategy_views import PANELS, dashboard_views, panel_values  # noqa: E402
 

@@ -23,8 +23,8 @@ import safetensors
 import torch
 from torch import nn
 
-from ..stages.config import read_json
 from ..errors import CorruptFileError, ExplainError, UnsupportedError
+from ..stages.config import read_json
 from ..trace import Trace
 from .lora import LoraLinear
 

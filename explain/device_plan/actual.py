@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from accelerate.utils import compute_module_sizes
 
+from ..errors import ExplainError
 from ..utils.devices import parse_device
 from ..utils.dtypes import RUNNABLE
-from ..errors import ExplainError
 from ..utils.units import size_text
 from .pieces import kv_cache, no_split_classes, units, verdict
 from .source import config_of, module_dtype

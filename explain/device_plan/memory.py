@@ -20,9 +20,9 @@ from functools import lru_cache
 
 import torch
 
+from ..errors import ExplainError
 from ..utils.devices import device_text, parse_device
 from ..utils.dtypes import DTYPES, canonical_name
-from ..errors import ExplainError
 
 HARDWARE_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "hardware.json")
 NON_ACCELERATORS = ("cpu", "disk")

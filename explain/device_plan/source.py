@@ -16,10 +16,10 @@ from contextlib import contextmanager
 import torch
 from accelerate import init_empty_weights
 
-from ..stages import hub
-from ..utils.dtypes import dtype_name
 from ..errors import ExplainError
 from ..models import model_class
+from ..stages import hub
+from ..utils.dtypes import dtype_name
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "configs")
 ALIASES = {"gpt2": "openai-community/gpt2"}  # the short names the Hub redirects

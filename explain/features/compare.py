@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..utils.dtypes import dtype_name
 from ..errors import ExplainError
 from ..models.cache import KVCache
+from ..utils.dtypes import dtype_name
 from ..utils.units import size_text
 
 

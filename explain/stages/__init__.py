@@ -7,6 +7,11 @@
     weights.py    weights    the checkpoint's tensors into explain's model class (the formats in explain/formats/)
     placement.py  placement  device, device_map="auto" and dtype, as from_pretrained places a model
 
-Each stage module emits its stage's events into the Trace it is given; none imports the generation code, the
-backends or the widgets (tests/test_layers.py).
+Each stage module has one entry point of one shape, `run(loading: Loading, trace: Trace) -> None` (loading.py: the
+call's arguments and what the stages before found; each stage emits its events and writes what it found onto it).
+None imports the generation code, the backends or the widgets (tests/test_layers.py).
+
+"registry" stays the name of the first stage in the events (what transformers' pipeline() does there: look the task
+up in its task registry); the module is tasks.py, since the table is a table of tasks, not a registry of
+same-signature entries like explain/formats/, explain/models/, the logits processors' and the strategies'.
 """

@@ -13,11 +13,11 @@ import os
 import gguf
 import numpy as np
 
-from .config_checks import check_config
 from ..errors import CorruptFileError, ExplainError, NotCachedError
 from ..models import GGUF_ARCHITECTURES, architecture_of, common_config, model_class
 from ..trace import Trace
 from . import hub
+from .config_checks import check_config
 from .loading import Loading
 
 # GGUF metadata key (after "<arch>.") -> config.json key, per GGUF architecture, as transformers maps them

@@ -21,11 +21,11 @@ from accelerate import dispatch_model
 from accelerate.utils import compute_module_sizes, get_max_memory, infer_auto_device_map, set_module_tensor_to_device
 
 from ..device_plan.memory import headroom, order
+from ..errors import ArgumentError, ExplainError
+from ..quantization.memory import release_freed_memory
+from ..trace import Trace
 from ..utils.devices import device_text, parse_device
 from ..utils.dtypes import dtype_name
-from ..errors import ArgumentError, ExplainError
-from ..trace import Trace
-from ..quantization.memory import release_freed_memory
 from .loading import Loading
 
 AUTO_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")

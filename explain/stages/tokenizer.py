@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
-from .chat_template import render
 from ..errors import CorruptFileError, ExplainError, UnsupportedError
 from ..trace import Trace
 from . import hub
+from .chat_template import render
 from .loading import Loading
 
 TOKENIZER_JSON_LIMIT = 256 * 2**20  # the biggest tokenizer.json files (262k-token vocabularies) are ~35 MB

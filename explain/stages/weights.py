@@ -15,13 +15,13 @@ import time
 import torch
 from accelerate import init_empty_weights
 
-from .config_checks import check_against_checkpoint, check_memory
-from ..utils.dtypes import dtype_name, runnable_dtype
 from ..errors import ConfigValueError, ExplainError, UnsupportedError
 from ..formats import ReadRequest, WeightFormat, find_weights
-from ..trace import Trace
 from ..quantization import make_quantizer
+from ..trace import Trace
+from ..utils.dtypes import dtype_name, runnable_dtype
 from .config import gguf_reader
+from .config_checks import check_against_checkpoint, check_memory
 from .loading import Loading
 
 resolve_dtype = runnable_dtype  # the name this module used to export

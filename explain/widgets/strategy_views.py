@@ -25,8 +25,8 @@ from typing import Callable
 import anywidget
 import traitlets
 
-from ..trace import Event, Trace
 from ..features.trees import beam_tree, draft_rounds, sampling_tree
+from ..trace import Event, Trace
 from .sink import ThrottledSink
 
 HERE = pathlib.Path(__file__).parent

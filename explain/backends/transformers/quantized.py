@@ -24,8 +24,8 @@ from collections import Counter
 import torch
 from torch import nn
 
-from ...utils.dtypes import dtype_name
 from ...quantization.memory import process_memory
+from ...utils.dtypes import dtype_name
 
 
 # -- quantized tensors -------------------------------------------------------------------------------------------
