@@ -16,6 +16,8 @@ from . import hub
 
 @dataclass
 class Loading:
+    """The call's checked arguments, then each stage's findings, in the order the stages fill them in."""
+
     # -- what the call asked for (pipeline() has checked each) --------------------------------------------------------
     task: str
     model: object = None  # a repo id or folder; None: the task's default (the registry stage names it)
