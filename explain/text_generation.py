@@ -22,9 +22,9 @@ import warnings
 
 import torch
 
-from .chat_template import TemplateLimitError
+from .stages.chat_template import TemplateLimitError
 from .errors import ArgumentError, ExplainError, interrupted as interrupted_error
-from .files import cannot_write, publish
+from .utils.files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
 from .generation.ending import emit_decode, emit_end, role_segments
 from .generation.options import RunOptions, check_limits
@@ -32,7 +32,7 @@ from .generation.settings import warnings_for
 from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
 from .inputs import check_inputs, check_prompt
-from .placement import input_device
+from .stages.placement import input_device
 from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import ExplainError
 from ..models.cache import KVCache
-from ..placement import input_device, synchronize
+from ..stages.placement import input_device, synchronize
 from ..trace import Trace
 from .contract import RunState, index_argument, no_prompt_tokens
 from .options import DEFAULT_TRACE_TOP, RunOptions

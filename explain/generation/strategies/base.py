@@ -32,7 +32,7 @@ import torch
 
 from ...errors import ExplainError
 from ...models.cache import KVCache
-from ...placement import input_device, synchronize
+from ...stages.placement import input_device, synchronize
 from ..contract import RunState, no_prompt_tokens
 from ..knobs import Knob
 from ..options import RunOptions

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .dtypes import dtype_name
-from .errors import ExplainError
-from .models.cache import KVCache
-from .units import size_text
+from ..errors import ExplainError
+from ..models.cache import KVCache
+from ..utils.dtypes import dtype_name
+from ..utils.units import size_text
 
 # not the pipeline's 256 (generation/settings.PIPELINE_DEFAULTS): compare generates with both pipelines and then
 # runs each model again over every position, and a difference shows in the first tokens
