@@ -215,7 +215,8 @@ class TextGenerationPipeline:
     def _role_segments(self, messages, text):
         """Character ranges of each message in the rendered template (the template is rendered per prefix)."""
         # a template over its limits on a prefix ran within them on the whole chat: say so (TemplateLimitError)
-        return role_segments(lambda prefix: self.tokenizer.apply_chat_template(prefix, add_generation_prompt=False),
+        return role_segments(lambda prefix: self.tokenizer.apply_chat_template(prefix, add_generation_prompt=False,
+                                                                               tokenize=False),
                              messages, text, passes=(TemplateLimitError,))
 
     def _end(self, generation: Generation, start, duration, interrupted):
