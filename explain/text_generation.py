@@ -20,7 +20,6 @@ import tempfile
 import time
 import warnings
 
-import torch
 
 from .stages.chat_template import TemplateLimitError
 from .errors import ArgumentError, ExplainError, interrupted as interrupted_error

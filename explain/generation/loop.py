@@ -13,7 +13,6 @@ import math
 import time
 import warnings
 
-import numpy as np
 import torch
 
 from ..errors import ExplainError
