@@ -180,7 +180,7 @@ def test_a_knob_transformers_lacks_is_refused_with_explains_message(theirs, expl
         theirs(PROMPT, max_new_tokens=1, halve_logits=True)
     with pytest.raises(ArgumentError, match=message):
         theirs.start(PROMPT, max_new_tokens=1, halve_logits=True)
-    assert theirs.knobs_unavailable == ("halve_logits",)
+    assert "halve_logits" in theirs.knobs_unavailable  # (with any other processor transformers lacks)
     generation = theirs.start(PROMPT, max_new_tokens=2, do_sample=False)
     with pytest.raises(ArgumentError, match=message):
         generation.set_settings(halve_logits=True)

@@ -17,7 +17,8 @@ from transformers.generation import logits_process as hf
 
 from explain.errors import ExplainError
 from explain.generation import KNOBS, SETTINGS
-from explain.generation.processors import PROCESSORS, build_processors, ordered
+from explain.generation.knobs import Knob
+from explain.generation.processors import PROCESSORS, LogitsProcessor, build_processors, knobs, ordered, register
 from explain.generation.settings import GENERATE_DEFAULTS, LIVE_SETTINGS, resolve, validate, warnings_for
 from explain.stages.config import generation_config
 from explain.text_generation import GENERATE_ARGUMENTS
@@ -80,9 +81,15 @@ MIXES = {
 }
 
 
+def explain_only_knobs() -> set[str]:
+    """The knobs of processors transformers lacks (transformers_class = None): generate() has no such argument."""
+    return {knob.name for cls in ordered() if cls.transformers_class is None for knob in cls.knobs}
+
+
 def arguments_for(mix: dict) -> tuple[dict, dict]:
-    """(generate() arguments for transformers, the same for explain) for a mix."""
-    theirs, mine = dict(mix), dict(mix)
+    """(generate() arguments for transformers, the same for explain) for a mix. An explain-only processor's knob
+    goes to explain alone."""
+    theirs, mine = {k: v for k, v in mix.items() if k not in explain_only_knobs()}, dict(mix)
     if mix.get("watermarking_config") == "synthid":
         theirs["watermarking_config"] = transformers.SynthIDTextWatermarkingConfig(ngram_len=2, keys=[3, 5])
         mine["watermarking_config"] = {"type": "SynthIDTextWatermarkingConfig", "ngram_len": 2, "keys": [3, 5]}
@@ -95,17 +102,28 @@ def arguments_for(mix: dict) -> tuple[dict, dict]:
 @pytest.mark.filterwarnings("ignore::UserWarning")  # one new token cannot reach min_length; the replaced penalty
 @pytest.mark.parametrize("name", list(MIXES))
 def test_every_processor_in_generates_order_and_arithmetic(tiny_model, name):
+    check_mix(tiny_model, MIXES[name], every=name == "everything")
+
+
+def check_mix(tiny_model, mix: dict, every: bool = False, registered_late: dict | None = None) -> list:
+    """The processors explain builds for a mix, in transformers' order with transformers' arithmetic; `every`: the
+    mix builds every registered processor but the alternatives (SynthID, your own). `registered_late`: settings of a
+    processor registered after the settings table was built (a test's own), put into the resolved settings."""
     input_ids = torch.tensor([[1, 2, 3, 4]])
-    theirs_arguments, mine_arguments = arguments_for(MIXES[name])
+    theirs_arguments, mine_arguments = arguments_for(mix)
     theirs = transformers_processors(tiny_model, theirs_arguments, input_ids)
     settings, _ = resolve({**mine_arguments, "max_new_tokens": 1}, {"eos_token_id": 9}, {"eos_token_id": "model config"}, prompt_length=4,
                           max_position_embeddings=64, pad_token_id=0, vocab_size=VOCAB)
-    mine = build_processors(settings, prompt_length=4, prompt_ids=input_ids, vocab_size=VOCAB)
+    settings.update(registered_late or {})
+    built = build_processors(settings, prompt_length=4, prompt_ids=input_ids, vocab_size=VOCAB)
+    # a processor transformers lacks is built in its place (order) but has no counterpart in theirs: its arithmetic
+    # is tested on its own (test_processors_more.py), its presence here
+    mine = [p for p in built if type(p).transformers_class is not None]
+    if every:
+        assert {type(p).__name__ for p in built} == {cls.__name__ for cls in PROCESSORS.values()} - {
+            "SynthIDTextWatermarkLogitsProcessor", "CallProcessor"}
     assert [p.transformers_class_name if p.name == "logits_processor" else type(p).__name__ for p in mine] \
         == [type(p).__name__ for p in theirs]
-    if name == "everything":  # every registered processor but the alternatives (SynthID, your own) was built
-        assert {type(p).__name__ for p in mine} == {cls.__name__ for cls in PROCESSORS.values()} - {
-            "SynthIDTextWatermarkLogitsProcessor", "CallProcessor"}
     _, scores = torch.zeros(1), torch.randn(1, VOCAB, generator=torch.Generator().manual_seed(7))
     for processor, reference in zip(mine, theirs):
         expected = reference(input_ids, scores.clone())
@@ -114,6 +132,35 @@ def test_every_processor_in_generates_order_and_arithmetic(tiny_model, name):
         if processor.name not in ("guidance_scale", "watermarking_config_synthid"):
             assert torch.equal(processor(input_ids, scores), expected), type(processor).__name__
         scores = expected
+    return built
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_processor_transformers_lacks_joins_the_mix_with_its_knob_alone(tiny_model):
+    """The processor recipe's tests for a processor only explain has: its knob in EVERYTHING builds it in its order,
+    transformers gets the rest of the mix (generate() would refuse the knob), and the rest still matches."""
+
+    @register
+    class ThirdLogitsWarper(LogitsProcessor):
+        name, title, order, sampling_only = "third_logits", "a third of the logits", 186, True
+        transformers_class = None
+        knobs = (Knob("third_logits", None, "bool", "divide every logit by 3", sampling_only=True),)
+
+        @classmethod
+        def build(cls, settings, context):
+            return cls() if settings.get("third_logits") else None
+
+        def __call__(self, input_ids, scores):
+            return scores / 3
+
+    try:
+        built = check_mix(tiny_model, EVERYTHING, every=True, registered_late={"third_logits": True})
+        names = [p.name for p in built]
+        assert names.index("top_h") < names.index("third_logits") < names.index("top_k")  # orders 180 < 186 < 190
+        assert torch.equal(built[names.index("third_logits")](None, torch.ones(1, VOCAB)), torch.ones(1, VOCAB) / 3)
+    finally:
+        PROCESSORS.pop("third_logits")
+    assert "third_logits" not in knobs()
 
 
 def test_defaults_are_transformers_defaults():
