@@ -665,3 +665,59 @@ def test_the_header_names_the_backend_and_model_code_from_the_trace_meta(pipe):
         assert "<img" not in dashboard.header.value and "&lt;img src=x" in dashboard.header.value
     finally:
         dashboard.close()
+
+
+def test_a_new_kind_reaches_the_dashboard_through_its_declaration_a_handler_and_a_view():
+    """The event-kind recipe end to end, with a throwaway kind: declared (events.KINDS), emitted into a run (checked
+    against its declaration where it is emitted), folded by a handler its view registers, read as the run's newest of
+    its kind, drawn by a registered view in a live dashboard; then every piece is taken back."""
+    from typing import TypedDict
+
+    from explain import events
+    from explain.widgets import views
+    from explain.widgets.state import HANDLERS, handles, unhandle
+
+    class GenerationTally(TypedDict):
+        count: int
+
+    key = ("generation", "tally")
+    events.KINDS[key] = events.Kind(*key, GenerationTally, lambda d: f"tally of {d['count']}")
+
+    @handles(*key)
+    def tally(state, event):
+        state.folds[key] = state.folds.get(key, 0) + event.data["count"]
+
+    class TallyView(views.View):
+        name, reads, section = "tally", frozenset({views.STEPS}), ("Tally", "the run's tallies")
+
+        def draw(self, scene):
+            newest = scene.state.latest_event(*key)
+            if newest is None:
+                return {"value": ""}
+            return {"value": f"{scene.state.folds[key]} in all, {newest.data['count']} last"}
+
+    views.register(TallyView())
+    trace = Trace()
+    dashboard = Dashboard(trace)
+    try:
+        with pytest.raises(ValueError, match="generation/tally has a handler already"):
+            handles(*key)(tally)
+        first = trace.new_run()
+        trace.emit("generation", "tally", {"count": 2}, run=first)
+        trace.emit("generation", "tally", {"count": 3}, run=first)
+        dashboard.flush()
+        assert dashboard.parts["tally"].value == "5 in all, 3 last"
+        assert events.describe(trace.events[-1]) == "tally of 3"
+        second = trace.new_run()  # a new run starts its own fold
+        trace.emit("generation", "tally", {"count": 4}, run=second)
+        dashboard.flush()
+        assert dashboard.parts["tally"].value == "4 in all, 4 last"
+        with pytest.raises(ValueError, match="data.count: expected an integer"):  # checked where it is emitted
+            other = Trace()
+            other.emit("generation", "tally", {"count": "four"}, run=other.new_run())
+    finally:
+        dashboard.close()
+        views.VIEWS[:] = [v for v in views.VIEWS if v.name != "tally"]
+        unhandle(*key)
+        del events.KINDS[key]
+    assert key not in HANDLERS and key not in events.KINDS

@@ -825,11 +825,18 @@ def _rate(value) -> str:
     return f"{value:.1f}" if isinstance(value, (int, float)) else str(value)
 
 
-class Kind:
-    """One (stage, kind): the declaration of its data and its one-line description."""
+BOTH = ("explain", "transformers")  # the backends: every kind is emitted by both unless its declaration says why not
+EXPLAIN_ONLY = ("explain",)
 
-    def __init__(self, stage: str, kind: str, fields: type, describe: Callable[[dict], str]):
-        self.stage, self.kind, self.fields, self.describe = stage, kind, fields, describe
+
+class Kind:
+    """One (stage, kind): the declaration of its data, its one-line description and the backends that emit it
+    (tests/test_events.py runs the explain backend, tests/test_transformers_backend.py the transformers backend, and
+    each fails on a kind it should emit and does not)."""
+
+    def __init__(self, stage: str, kind: str, fields: type, describe: Callable[[dict], str],
+                 backends: tuple[str, ...] = BOTH):
+        self.stage, self.kind, self.fields, self.describe, self.backends = stage, kind, fields, describe, backends
 
     def __repr__(self) -> str:
         return f"Kind({self.stage}/{self.kind}: {self.fields.__name__})"
@@ -844,15 +851,17 @@ KINDS: dict[tuple[str, str], Kind] = {(k.stage, k.kind): k for k in (
     Kind("weights", "load", WeightsLoad, _weights_load),
     Kind("weights", "quantize", WeightsQuantize, _weights_quantize),
     Kind("weights", "adapter", WeightsAdapter, _weights_adapter),
-    Kind("weights", "adapter_merge", WeightsAdapterMerge, _weights_adapter_merge),
+    Kind("weights", "adapter_merge", WeightsAdapterMerge, _weights_adapter_merge, EXPLAIN_ONLY),  # explain's merge()
     Kind("placement", "place", PlacementPlace, _placement_place),
     Kind("tokenization", "encode", TokenizationEncode, _tokenization_encode),
     Kind("generation", "settings", GenerationSettings, _generation_settings),
     Kind("generation", "prefill", GenerationPrefill, _generation_prefill),
     Kind("generation", "step", GenerationStep, _generation_step),
-    Kind("generation", "beams", GenerationBeams, _generation_beams),
-    Kind("generation", "ranking", GenerationRanking, _generation_ranking),
-    Kind("generation", "draft", GenerationDraft, _generation_draft),
+    # beam search and assisted decoding: the explain backend's strategies trace them (issue 11); on
+    # backend="transformers" they run untraced, with the reason in the settings event
+    Kind("generation", "beams", GenerationBeams, _generation_beams, EXPLAIN_ONLY),
+    Kind("generation", "ranking", GenerationRanking, _generation_ranking, EXPLAIN_ONLY),
+    Kind("generation", "draft", GenerationDraft, _generation_draft, EXPLAIN_ONLY),
     Kind("generation", "force", GenerationForce, _generation_force),
     Kind("generation", "inspect", GenerationInspect, _generation_inspect),
     Kind("generation", "end", GenerationEnd, _generation_end),

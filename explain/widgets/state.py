@@ -6,6 +6,8 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..events import LOADING_STAGES, STAGES, describe
 from ..utils.config_names import common_config
 from ..trace import Event, Trace
@@ -43,6 +45,8 @@ class DashboardState:
         self.end_branch = 0
         self.decode: Event | None = None
         self.branches: dict[int, list[dict]] = {0: []}
+        self.latest: dict[tuple[str, str], Event] = {}  # (stage, kind) -> the run's newest such event
+        self.folds: dict[tuple[str, str], object] = {}  # what a registered handler (handles) folded for its kind
         self.run_events: list[Event] = []  # the run's events in order (the strategy panels fold them: explain.features.trees)
         self.sequences: dict[int, list[dict]] = {}  # several sampled sequences: the steps of sequence 1, 2, ...
         self.beams: list[dict] = []  # beam search: each step's generation/beams data
@@ -73,32 +77,14 @@ class DashboardState:
             self._reset_run(event.run)
             self.runs.append(event.run)
         self.run_events.append(event)
-        key = (event.stage, event.kind)
-        if key == ("tokenization", "encode"):
-            self.encode = event
-        elif key == ("generation", "settings"):
-            self.settings = event
-        elif key == ("generation", "prefill"):
-            self.prefill = event
-        elif key == ("generation", "step") and event.data.get("sequence", 0):
-            self.sequences.setdefault(event.data["sequence"], []).append(event.data)  # the views show sequence 0
-        elif key in (("generation", "beams"), ("generation", "draft")):
-            (self.beams if event.kind == "beams" else self.drafts).append(event.data)
-            self.step_seconds += event.duration
-        elif key == ("generation", "step"):
-            branch = event.data.get("branch", 0)
-            self.branches.setdefault(branch, []).append(event.data)
-            self.branch = branch
-            self.step_seconds += event.duration
-        elif key == ("generation", "inspect"):  # lens and attention from one inspection, attribution from another
-            where = (event.data.get("branch", 0), event.data.get("step"))
-            self.inspected[where] = {**self.inspected.get(where, {}), **event.data}
-        elif key == ("generation", "force"):
-            self._fork(event.data)
-        elif key == ("generation", "end"):
-            self.end, self.end_branch = event, self.branch
-        elif key == ("decoding", "decode"):
-            self.decode = event
+        self.latest[(event.stage, event.kind)] = event
+        handler = HANDLERS.get((event.stage, event.kind))
+        if handler is not None:
+            handler(self, event)
+
+    def latest_event(self, stage: str, kind: str) -> Event | None:
+        """The run's newest (stage, kind) event: what a view of a kind without a handler of its own reads."""
+        return self.latest.get((stage, kind))
 
     def _fork(self, data: dict) -> None:
         """A forced token: the new branch is the old one up to the step, then the forced token there."""
@@ -112,6 +98,22 @@ class DashboardState:
         self.branches[data["branch"]] = parent[:step] + [forced]
         self.forks[data["branch"]] = data
         self.branch = data["branch"]
+
+    def _step(self, event: Event) -> None:
+        if event.data.get("sequence", 0):
+            self.sequences.setdefault(event.data["sequence"], []).append(event.data)  # the views show sequence 0
+            return
+        branch = event.data.get("branch", 0)
+        self.branches.setdefault(branch, []).append(event.data)
+        self.branch = branch
+        self.step_seconds += event.duration
+
+    def _inspect(self, event: Event) -> None:  # lens and attention from one inspection, attribution from another
+        where = (event.data.get("branch", 0), event.data.get("step"))
+        self.inspected[where] = {**self.inspected.get(where, {}), **event.data}
+
+    def _end(self, event: Event) -> None:
+        self.end, self.end_branch = event, self.branch
 
     # -- reading ----------------------------------------------------------------------------------------
     def steps(self, branch: int | None = None) -> list[dict]:
@@ -281,3 +283,52 @@ def loading_facts(stage: str, events: list[Event]) -> list[str]:
         per = d.get("bytes_per_device") or {}
         return [str(d.get("strategy")), f"devices {devices}", size_text(sum(per.values())) if per else ""]
     return []
+
+
+# -- what each kind of a run's event does to the state --------------------------------------------------------------
+Handler = Callable[[DashboardState, Event], None]
+
+
+def keep(attribute: str, data: bool = False, seconds: bool = False) -> Handler:
+    """A handler that keeps the event (or with data=True its data) in `attribute`: a list appends, anything else is
+    replaced; seconds=True adds the event's duration to the run's step time."""
+    def handler(state: DashboardState, event: Event) -> None:
+        value = event.data if data else event
+        current = getattr(state, attribute)
+        if isinstance(current, list):
+            current.append(value)
+        else:
+            setattr(state, attribute, value)
+        if seconds:
+            state.step_seconds += event.duration
+    return handler
+
+
+HANDLERS: dict[tuple[str, str], Handler] = {  # (stage, kind) -> how the state folds it in; any other kind only
+    ("tokenization", "encode"): keep("encode"),  # lands in run_events and latest
+    ("generation", "settings"): keep("settings"),
+    ("generation", "prefill"): keep("prefill"),
+    ("generation", "step"): DashboardState._step,
+    ("generation", "beams"): keep("beams", data=True, seconds=True),
+    ("generation", "draft"): keep("drafts", data=True, seconds=True),
+    ("generation", "inspect"): DashboardState._inspect,
+    ("generation", "force"): lambda state, event: state._fork(event.data),
+    ("generation", "end"): DashboardState._end,
+    ("decoding", "decode"): keep("decode"),
+}
+
+
+def handles(stage: str, kind: str) -> Callable[[Handler], Handler]:
+    """Register how the dashboard state folds a kind in, for a view that needs more than the newest event of its
+    kind (state.latest_event): a sum, a list, one entry per step. The handler keeps what it folds in
+    `state.folds[(stage, kind)]` (emptied with each new run). One handler per kind; `unhandle` takes it back."""
+    def register(handler: Handler) -> Handler:
+        if (stage, kind) in HANDLERS:
+            raise ValueError(f"{stage}/{kind} has a handler already ({HANDLERS[(stage, kind)]}); fold it there")
+        HANDLERS[(stage, kind)] = handler
+        return handler
+    return register
+
+
+def unhandle(stage: str, kind: str) -> None:
+    HANDLERS.pop((stage, kind), None)
