@@ -19,6 +19,8 @@ from explain.generation.knobs import Knob  # noqa: E402
 from explain.generation.options import DEFAULT_TRACE_TOP  # noqa: E402
 from explain.generation.processors import PROCESSORS, LogitsProcessor, register  # noqa: E402
 from explain.generation.processors.top_h import TopHLogitsWarper  # noqa: E402
+from explain.generation.strategies import choose  # noqa: E402
+from explain.generation.strategies import registry as strategies  # noqa: E402
 
 PROMPT = "The capital of France is"
 
@@ -57,10 +59,13 @@ def test_every_run_of_both_producers_has_the_generation_interface(ours, theirs):
     data, methods = interface_members()
     assert {"step", "run", "set_settings", "what_if", "force", "inspect", "token_text"} <= set(methods)
     assert {"run_id", "branch", "steps", "settings", "finished", "stop_reason", "raw_logits", "sequences"} <= set(data)
-    kinds = set()
+    strategies_run = set()
     for what, generation in runs(ours, theirs).items():
         assert isinstance(generation, GenerationInterface), what
-        kinds.add(type(generation).__name__)
+        if what == "transformers":
+            assert type(generation).__name__ == "TransformersGeneration"
+        else:
+            strategies_run.add(choose(generation.settings).__name__)
         for name in data:
             assert hasattr(generation, name), (what, name)
         for name in methods:  # each method takes the protocol's parameters, by the same names
@@ -70,7 +75,9 @@ def test_every_run_of_both_producers_has_the_generation_interface(ours, theirs):
                 assert parameter in given or any(p.kind is p.VAR_KEYWORD for p in given.values()), (what, name)
         assert generation.run(1) is generation and len(generation.steps) == 1, what
         assert generation.trace_top == generation.run_options.trace_top == DEFAULT_TRACE_TOP
-    assert kinds == {"Generation", "SampledSequences", "BeamSearchRun", "AssistedRun", "TransformersGeneration"}
+    # every registered strategy has a run in runs() (a new one fails here until it is added); HubOnly refuses every
+    # call, naming the Hub repository to use
+    assert strategies_run == {cls.__name__ for cls in strategies.ordered()} - {"HubOnly"}
 
 
 if TYPE_CHECKING:  # the same, for a type checker: each implementation is assignable to the protocol
@@ -199,6 +206,66 @@ def test_the_step_through_hides_the_slider_of_a_processor_transformers_lacks(our
     assert on_transformers.generation.settings["do_sample"] is True
     with pytest.raises(ArgumentError, match='top_h is a knob of top-h.*backend="explain"'):
         theirs(PROMPT, max_new_tokens=1, do_sample=True, top_h=0.5)
+
+
+def test_a_strategy_transformers_lacks_runs_on_explain_and_is_refused_on_transformers(ours, theirs, monkeypatch):
+    """The strategy recipe end to end with a throwaway strategy only explain has (in_transformers = False): choose()
+    picks it, the explain backend runs it (its settings event names it), backend="transformers" refuses its knob
+    with explain's message before any work and lists it in knobs_unavailable; then it is taken back."""
+    from explain import text_generation
+    from explain.generation import settings as settings_table
+    from explain.generation.knobs import boolean
+    from explain.generation.strategies.base import DecodingStrategy
+
+    knob = Knob("least_likely", None, "bool", "pick the least likely token", check=boolean, live=False)
+
+    class Negate:  # turns greedy's argmax into an argmin
+        name, title = "negate", "negate"
+
+        def args(self):
+            return {}
+
+        def __call__(self, input_ids, scores):
+            return -scores
+
+    @strategies.register
+    class LeastLikely(DecodingStrategy):
+        name, title, order, in_transformers = "least_likely", "least likely", 91, False
+        description, source = "the least likely token each step", "explain only"
+        knobs = (knob,)
+
+        @classmethod
+        def applies(cls, settings):
+            return bool(settings.get("least_likely")) and not settings.get("do_sample")
+
+        @classmethod
+        def run_class(cls):
+            from explain.generation.loop import Generation
+
+            class LeastLikelyRun(Generation):
+                def _build_processors(self, settings):
+                    return super()._build_processors(settings) + [Negate()]
+            return LeastLikelyRun
+
+    # the settings tables are built when explain.generation is imported; a strategy registered now joins them here
+    monkeypatch.setitem(settings_table.KNOBS, knob.name, knob)
+    monkeypatch.setitem(settings_table.GENERATE_DEFAULTS, knob.name, None)
+    monkeypatch.setattr(settings_table, "SETTINGS", (*settings_table.SETTINGS, knob.name))
+    monkeypatch.setattr(text_generation, "GENERATE_ARGUMENTS", (*text_generation.GENERATE_ARGUMENTS, knob.name))
+    try:
+        generation = ours.start(PROMPT, max_new_tokens=3, do_sample=False, keep_logits=True, least_likely=True).run()
+        settings = ours.trace.last("generation", "settings", run=generation.run_id).data
+        assert settings["strategy"]["name"] == "least_likely" and len(generation.steps) == 3
+        for step, raw in zip(generation.steps, generation.raw_logits):
+            assert step["token_id"] == int(raw.argmin())
+        message = (r"least_likely is a knob of least likely \(LeastLikely\), a decoding strategy that explain has "
+                   r"and transformers' generate\(\) does not: run it with backend=\"explain\"")
+        with pytest.raises(ArgumentError, match=message):  # was transformers' "model_kwargs are not used"
+            theirs(PROMPT, max_new_tokens=1, least_likely=True)
+        assert "least_likely" in theirs.knobs_unavailable
+    finally:
+        strategies.STRATEGIES.pop("LeastLikely")
+    assert strategies.transformers_lacks("least_likely") is None and "least_likely" not in theirs.knobs_unavailable
 
 
 def test_both_backends_check_force_and_what_if_arguments_alike(ours, theirs):

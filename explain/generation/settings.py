@@ -17,6 +17,7 @@ from ..errors import ExplainError
 from .ending import max_new_tokens_effective
 from .knobs import suggest_name
 from .processors import knobs, ordered
+from .processors import transformers_lacks as processor_lacks
 from .processors.base import eos_ids  # noqa: F401  (the loop's import)
 from .strategies import registry as strategies
 
@@ -27,6 +28,18 @@ GENERATE_DEFAULTS = {name: knob.default for name, knob in KNOBS.items()}
 PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
 SAMPLING_SETTINGS = {name for name, knob in KNOBS.items() if knob.sampling_only}
 LIVE_SETTINGS = tuple(name for name, knob in KNOBS.items() if knob.live)  # may change between steps
+
+
+def transformers_lacks(name: str) -> str | None:
+    """Why backend="transformers" cannot take the knob `name` (a knob of a processor or a decoding strategy only
+    explain has: explain's message, naming the explain backend), or None."""
+    return processor_lacks(name) or strategies.transformers_lacks(name)
+
+
+def knobs_transformers_lacks() -> tuple[str, ...]:
+    """The knobs backend="transformers" refuses (the registries as they are now: a class registered late counts)."""
+    classes = [*ordered(), *strategies.ordered()]
+    return tuple(dict.fromkeys(knob.name for cls in classes for knob in cls.knobs if transformers_lacks(knob.name)))
 
 
 def unknown_argument(name: str, allowed, what: str = "generation argument") -> ExplainError:

@@ -27,9 +27,8 @@ from transformers.generation.stopping_criteria import StoppingCriteriaList
 from ...errors import ArgumentError, ExplainError
 from ...generation.contract import RunState, index_argument
 from ...generation.options import DEFAULT_TRACE_TOP, RunOptions
-from ...generation.processors import transformers_lacks
 from ...generation.rows import all_rows_warning, encode_row
-from ...generation.settings import KNOBS as ALL_KNOBS, LIVE_SETTINGS, unknown_argument, validate
+from ...generation.settings import KNOBS as ALL_KNOBS, LIVE_SETTINGS, transformers_lacks, unknown_argument, validate
 from .cache import cropped
 from .hooks import PauseAfterOneToken, generation_mode, observing
 from .records import (cache_record, processor_effect, processor_records, settings_record, stop_reason, top,
@@ -299,7 +298,7 @@ class TransformersGeneration(RunState):
         """The knobs whose value differs from the run's, checked as the explain backend checks them: a knob of the
         processor registry that may change between steps (LIVE_SETTINGS), a value its own check accepts."""
         for name in knobs:
-            if transformers_lacks(name):  # a knob of a processor only explain has
+            if transformers_lacks(name):  # a knob of a processor or a strategy only explain has
                 raise ArgumentError(transformers_lacks(name))
             if name not in ALL_KNOBS:
                 raise unknown_argument(name, LIVE_SETTINGS, f"knob for {what}")

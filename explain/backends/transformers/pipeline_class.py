@@ -22,8 +22,7 @@ from transformers.utils.chat_template_utils import Chat, is_valid_message
 from ...errors import ArgumentError, ExplainError
 from ...generation.ending import emit_decode, emit_end, role_segments
 from ...generation.options import RUN_OPTIONS, RunOptions, check_limits
-from ...generation.processors import ordered, transformers_lacks
-from ...generation.settings import SETTINGS, validate
+from ...generation.settings import SETTINGS, knobs_transformers_lacks, transformers_lacks, validate
 from ...trace import Trace
 from .generation import TransformersGeneration
 
@@ -100,8 +99,8 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
     # -- parameters ----------------------------------------------------------------------------------------------
     @property
     def knobs_unavailable(self) -> tuple[str, ...]:
-        """The knobs of processors only explain has (the step-through hides their widgets)."""
-        return tuple(knob.name for cls in ordered() if cls.transformers_class is None for knob in cls.knobs)
+        """The knobs of processors and strategies only explain has (the step-through hides their widgets)."""
+        return knobs_transformers_lacks()
 
     def _sanitize_parameters(self, **kwargs):
         for name in kwargs:  # else generate() fails later with its raw "model_kwargs are not used"

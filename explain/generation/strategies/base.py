@@ -7,6 +7,8 @@ A strategy class declares
     source       where transformers runs it (file and function), for the settings event and the lessons
     order        choose() asks the strategies in this order; the first that applies() runs the call
     knobs        the generate() arguments it reads (num_beams, ...), declared once (generation/knobs.py's Knob)
+    in_transformers  False for a strategy only explain has: backend="transformers" refuses its knobs with
+                 explain's message (settings.transformers_lacks) and the step-through shows no widget for them
 and implements
     applies(settings)            True when these settings select it (transformers' get_generation_mode)
     settings_problem(settings)   a combination transformers refuses, or one explain cannot run (the message
@@ -49,6 +51,7 @@ class DecodingStrategy:
     source: ClassVar[str] = ""
     order: ClassVar[int] = 0
     knobs: ClassVar[tuple[Knob, ...]] = ()
+    in_transformers: ClassVar[bool] = True
 
     @classmethod
     def applies(cls, settings: dict) -> bool:

@@ -48,6 +48,17 @@ def strategy_knobs() -> dict[str, Knob]:
     return table
 
 
+def transformers_lacks(name: str) -> str | None:
+    """Why backend="transformers" cannot take the knob `name`: it belongs to a strategy only explain has (its class
+    declares in_transformers = False); None otherwise."""
+    for cls in ordered():
+        if not cls.in_transformers and any(knob.name == name for knob in cls.knobs):
+            return (f"{name} is a knob of {cls.title} ({cls.__name__}), a decoding strategy that explain has and "
+                    f"transformers' generate() does not: run it with backend=\"explain\" (the default), or leave "
+                    f"{name} out")
+    return None
+
+
 def choose(settings: dict) -> type[DecodingStrategy]:
     """The strategy these (validated) settings select: the first, in order, that applies."""
     for cls in ordered():
