@@ -447,6 +447,45 @@ def test_a_registered_view_is_drawn_by_every_new_dashboard(pipe):
         views.VIEWS[:] = [v for v in views.VIEWS if v.name != "step-count"]
 
 
+def test_a_drawn_view_is_its_view_class_its_widget_beside_it_and_its_module(pipe):
+    """The view recipe's three pieces for a view drawn by an ES module: the View, its widget (a ViewWidget declared
+    beside the view, not in elements.py), its module; the live dashboard and the exported page both draw it."""
+    import traitlets
+
+    from explain.widgets import views
+    from explain.widgets.elements import ViewWidget, module_source
+    from explain.widgets.export import export_data
+
+    class EntropyBars(ViewWidget):
+        _esm = module_source("tokens.js")  # (a new view has its own file; any module shows the mechanism)
+        bars = traitlets.List().tag(sync=True)
+
+    class EntropyView(views.View):
+        name, reads, module = "entropy", frozenset({views.RUN, views.STEPS}), "tokens.js"
+        section = ("Entropy", "each step's entropy, in bits")
+
+        def create(self):
+            return EntropyBars()
+
+        def draw(self, scene):
+            return {"bars": [views.number(step["entropy_bits"]) for step in scene.state.steps()]}
+
+    views.register(EntropyView())
+    try:
+        pipe("Once upon a time", max_new_tokens=3, do_sample=False)
+        dashboard = Dashboard(pipe.trace)
+        try:
+            entropies = [step["entropy_bits"] for step in dashboard.state.steps()]
+            assert len(entropies) == 3 and dashboard.parts["entropy"].bars == entropies
+            assert dashboard.parts["entropy"].ref  # a ViewWidget: its module can heal (elements.module_source)
+            page = export_data(pipe.trace, run=pipe.trace.run)
+            assert page["pages"][f"{pipe.trace.run}:0"]["values"]["entropy"] == {"bars": entropies}
+        finally:
+            dashboard.close()
+    finally:
+        views.VIEWS[:] = [v for v in views.VIEWS if v.name != "entropy"]
+
+
 # -- a display belongs to its run ---------------------------------------------------------------------------
 def _event(kind: str, run: int, **data) -> Event:
     stage = {"encode": "tokenization", "decode": "decoding"}.get(kind, "generation")
