@@ -10,7 +10,6 @@ append it, check the stopping criteria. Because the state lives in this object, 
 from __future__ import annotations
 
 import math
-import operator
 import time
 import warnings
 
@@ -20,6 +19,7 @@ import torch
 from ..errors import ExplainError
 from ..models.cache import KVCache
 from ..placement import input_device, synchronize
+from ..step_index import step_number, token_number
 from ..trace import Trace
 from .processors import build_processors
 from .rows import KeptLogits, all_rows_warning, encode_row, float32_list
@@ -53,17 +53,6 @@ def _counts(before: torch.Tensor, after: torch.Tensor) -> list[int]:
     """(removed, changed, kept) by a processor that turned `before` into `after`, read in one copy."""
     finite = torch.isfinite(after)
     return torch.stack([(torch.isfinite(before) & ~finite).sum(), (before != after).sum(), finite.sum()]).tolist()
-
-
-def _index(value, what: str) -> int:
-    """A step number or token id: an integer (a Python, numpy or 0-d torch integer), never a float or a bool."""
-    if isinstance(value, bool) or isinstance(value, float) or (
-            isinstance(value, torch.Tensor) and value.is_floating_point()):
-        raise ExplainError(f"the {what} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ExplainError(f"the {what} must be an integer, got {value!r}") from None
 
 
 class Generation:
@@ -311,7 +300,7 @@ class Generation:
         if self.raw_logits is None:
             raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
                                "(the step-through controller does)")
-        step = _index(step, "step")
+        step = step_number(step, len(self.steps))  # one check for every step index (explain/step_index.py)
         scores = self.raw_logits[step][None].to(self.device)  # refuses a step not generated, or no longer kept
         settings = self._with_knobs(knobs, "in a what-if")
         ids = self.input_ids[:, : self.steps[step]["position"]]
@@ -331,12 +320,7 @@ class Generation:
     def force(self, step: int, token_id: int) -> "Generation":
         """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was.
         The branch builds its own processors (some keep state: guidance's second sequence)."""
-        step, token_id = _index(step, "step"), _index(token_id, "token id")
-        if not 0 <= step < len(self.steps):
-            raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.steps) - 1} exist")
-        vocab = self.model.config.vocab_size
-        if not 0 <= token_id < vocab:
-            raise ExplainError(f"token id {token_id} is outside the vocabulary (0..{vocab - 1})")
+        step, token_id = step_number(step, len(self.steps)), token_number(token_id, self.model.config.vocab_size)
         position = self.steps[step]["position"]
         branch = Generation(self.model, self.tokenizer, self.input_ids[0, : self.prompt_length].tolist(),
                             self.settings, self.trace, self.run_id, trace_top=self.trace_top,

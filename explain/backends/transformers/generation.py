@@ -25,6 +25,7 @@ from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteriaList
 
 from ...errors import ExplainError
+from ...step_index import step_number, token_number
 from ...generation.loop import CAPTURES
 from ...generation.rows import KeptLogits, all_rows_warning, encode_row
 from ...generation.settings import KNOBS as ALL_KNOBS, LIVE_SETTINGS, unknown_argument, validate
@@ -362,7 +363,8 @@ class TransformersGeneration:
         if self.raw_logits is None:
             raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
                                "(the step-through controller does)")
-        scores = self.raw_logits[step][None].to(self.device)  # refuses a step not generated, or no longer kept
+        step = step_number(step, len(self.steps))  # one check for every step index (explain/step_index.py)
+        scores = self.raw_logits[step][None].to(self.device)  # refuses a step no longer kept
         changed = self._changed(knobs, "in a what-if")
         settings = {**self.settings, **changed}
         live = {k: v for k, v in self.generate_kwargs.items() if k in LIVE_SETTINGS}  # set_settings' changes too
@@ -380,11 +382,8 @@ class TransformersGeneration:
 
     def force(self, step: int, token_id: int) -> "TransformersGeneration":
         """A new run that is this one up to `step`, then takes `token_id` there; this run is left as it was."""
-        if not 0 <= step < len(self.steps):
-            raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.steps) - 1} exist")
-        vocab = self.model.config.get_text_config().vocab_size
-        if not isinstance(token_id, int) or not 0 <= token_id < vocab:
-            raise ExplainError(f"token id {token_id!r} is outside the vocabulary (0..{vocab - 1})")
+        step = step_number(step, len(self.steps))  # one check for every step index (explain/step_index.py)
+        token_id = token_number(token_id, self.model.config.get_text_config().vocab_size)
         position = self.steps[step]["position"]
         other = TransformersGeneration.branch_of(self, step, token_id)
         self.trace.emit("generation", "force", {"step": step, "position": position, "token_id": token_id,
