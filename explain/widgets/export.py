@@ -21,9 +21,9 @@ import json
 import os
 import pathlib
 import secrets
-import tempfile
 
 from ..errors import ExplainError
+from ..files import save_file, writable_target
 from ..trace import Trace
 from .state import DashboardState
 from .static import summary_html
@@ -153,20 +153,6 @@ def export(source, path: str | os.PathLike, run: int | None = None) -> str:
     path = pathlib.Path(os.fspath(path))
     if path.is_dir():
         raise ExplainError(f"{path} is a folder; give the HTML file's path, e.g. {path / 'run.html'}")
+    writable_target(path, "the page")  # a device, a FIFO or a missing folder: refused before the page is built
     html = export_html(source, run)
-    folder = path.parent if str(path.parent) else pathlib.Path(".")
-    if not folder.is_dir():
-        raise ExplainError(f"the folder {folder} does not exist; create it or write the page elsewhere")
-    fd, tmp = tempfile.mkstemp(prefix=".explain-export-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a page is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return str(path)
+    return save_file(str(path), html, "the page")  # atomic; a disk error is an ExplainError naming the path
