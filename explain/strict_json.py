@@ -21,8 +21,6 @@ from .files import file_kind
 MAX_DIGITS = 20  # an integer of more digits is beyond int64/uint64, which no event field holds
 MAX_DEPTH = 64  # objects and lists inside each other; an explain trace nests about 8 deep
 CHUNK = 1 << 20
-LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_DIGITS + 1))
-LARGE_EXPONENT = re.compile(rb"[eE][+-]?[0-9]{3}")
 LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]", re.ASCII)  # the only way a JSON text holds a surrogate
 
 
@@ -106,7 +104,8 @@ def _field(where: str, key) -> str:
 
 def loads(data: bytes, surrogates_possible: bool | None = None):
     """Parse UTF-8 JSON strictly (see the module's docstring); raises NotStrictJSON naming the field, or
-    json.JSONDecodeError / UnicodeDecodeError for text that is not JSON."""
+    json.JSONDecodeError / UnicodeDecodeError for text that is not JSON. The nesting depth is the caller's to check
+    (check_depth), where no schema bounds it already."""
     flagged: list[_Refused] = []
 
     def refuse_constant(name):
@@ -125,21 +124,40 @@ def loads(data: bytes, surrogates_possible: bool | None = None):
             flagged.append(value)
         return value
 
-    hooks = {"parse_constant": refuse_constant}  # the number hooks cost time per number: only when the text needs them
-    if LONG_DIGITS.search(data):
-        hooks["parse_int"] = integer
-    if LARGE_EXPONENT.search(data):
-        hooks["parse_float"] = number
+    hooks = {"parse_constant": refuse_constant}
+    if _long_numbers(data):  # a hook per number costs seconds on a large trace: only when a number may need it
+        hooks.update(parse_int=integer, parse_float=number)
     value = json.loads(data.decode("utf-8"), **hooks)
-    if surrogates_possible is None:
-        surrogates_possible = LONE_SURROGATE_ESCAPE.search(data) is not None
-    _walk(value, bool(flagged), surrogates_possible)
+    if surrogates_possible is None:  # a byte search first: the regular expression is slower on a large file
+        surrogates_possible = (b"\\ud" in data or b"\\uD" in data) and LONE_SURROGATE_ESCAPE.search(data) is not None
+    if flagged or surrogates_possible:
+        _walk(value, bool(flagged), surrogates_possible)  # find the field; it also checks the depth
     return value
 
 
-def _walk(value, refused: bool, surrogates: bool) -> None:
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
+_LONG_RUN = b"0" * (MAX_DIGITS + 1)
+
+
+def _long_numbers(data: bytes) -> bool:
+    """Whether the text may hold an integer of more than MAX_DIGITS digits or a number beyond a double's range (an
+    exponent of 3 digits, or 21 digits in a row): two byte searches on a copy whose digits are all 0, far faster
+    than a regular expression."""
+    flat = data.translate(_DIGITS_AS_ZERO)
+    return _LONG_RUN in flat or b"e000" in flat or b"e+000" in flat or b"e-000" in flat
+
+
+def check_depth(value, where: str = "", limit: int = MAX_DEPTH) -> None:
+    """NotStrictJSON when `value` holds objects and lists nested more than `limit` deep. loads() leaves this to its
+    caller, which knows where the depth is not already bounded (explain.events checks the declared fields; only
+    meta and the fields no declaration names need this walk)."""
+    if isinstance(value, (dict, list)):
+        _walk(value, False, False, limit, where)
+
+
+def _walk(value, refused: bool, surrogates: bool, limit: int = MAX_DEPTH, start: str = "") -> None:
     """Check the depth of every container and, when the parse flagged something, find where it is."""
-    stack = [(value, "", 1)]
+    stack = [(value, start, 1)]
     while stack:
         item, where, depth = stack.pop()
         if isinstance(item, dict):
@@ -148,8 +166,9 @@ def _walk(value, refused: bool, surrogates: bool) -> None:
             children = enumerate(item)
         else:
             continue
-        if depth > MAX_DEPTH:
-            raise NotStrictJSON(where, f"nested more than {MAX_DEPTH} deep (objects and lists inside each other)")
+        if depth > limit:
+            raise NotStrictJSON(_shorten(where), f"nested more than {limit} deep (objects and lists inside each "
+                                "other)")
         for key, child in children:
             if isinstance(child, (dict, list)):
                 stack.append((child, _field(where, key), depth + 1))
@@ -165,6 +184,10 @@ def _walk(value, refused: bool, surrogates: bool) -> None:
         raise NotStrictJSON("", value.problem)
     if surrogates and isinstance(value, str) and not _encodes(value):
         raise NotStrictJSON("", f"{_lone_surrogate(value)}, which is not a character")
+
+
+def _shorten(where: str) -> str:
+    return where if len(where) <= 100 else f"{where[:50]}...{where[-40:]}"
 
 
 def _encodes(text: str) -> bool:

@@ -256,6 +256,11 @@ class Trace:
             raise TraceFileError(f"{path}: \"events\" is not a list of event records (or \"meta\" not an "
                                  "object); the file was edited or damaged: save the trace again with "
                                  "pipe.trace.save(path)")
+        try:
+            strict_json.check_depth(meta, "meta")  # the events' fields are bounded by their declarations
+        except strict_json.NotStrictJSON as error:
+            raise TraceFileError(f"{path}: {error}; the file was edited or damaged (explain never writes this): "
+                                 "save the trace again with pipe.trace.save(path)") from None
         loaded = []
         for index, event in enumerate(events):
             try:
