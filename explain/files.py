@@ -100,7 +100,7 @@ def writable_target(path: str | os.PathLike, what: str) -> str:
     path = os.fspath(path)
     target = os.path.realpath(path)  # a symbolic link is followed to its end, as open(path, "w") would
     try:
-        mode = os.stat(target).st_mode
+        info = os.stat(path)  # what open() would reach, /proc/self/fd links (/dev/stdout) included
     except FileNotFoundError:
         folder = os.path.dirname(target)
         if not os.path.isdir(folder):
@@ -109,11 +109,19 @@ def writable_target(path: str | os.PathLike, what: str) -> str:
         return target
     except OSError as error:
         raise cannot_write_file(path, error, what) from None
-    if not stat.S_ISREG(mode):
-        via = f" (a symbolic link to {target})" if target != os.path.abspath(path) else ""
-        raise CacheWriteError(f"cannot write {what} {path}{via}: it is {file_kind(mode)}, not a regular file; "
-                              "explain replaces a file whole and would not replace it, so name a new or regular file, "
-                              "e.g. trace.json or run.html")
+    via = f" (a symbolic link to {target})" if target != os.path.abspath(path) else ""
+    if not stat.S_ISREG(info.st_mode):
+        raise CacheWriteError(f"cannot write {what} {path}{via}: it is {file_kind(info.st_mode)}, not a regular "
+                              "file; explain replaces a file whole and would not replace it, so name a new or "
+                              "regular file, e.g. trace.json or run.html")
+    try:
+        same = os.stat(target)
+    except OSError:
+        same = None
+    if same is None or (same.st_dev, same.st_ino) != (info.st_dev, info.st_ino):
+        raise CacheWriteError(f"cannot write {what} {path}{via}: it leads to an open file (a /proc/self/fd link such "
+                              "as /dev/stdout) or a deleted one, not a file with a name explain could replace; name a "
+                              "new or regular file, e.g. trace.json or run.html")
     return target
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 from . import strict_json
 from .errors import ArgumentError, TraceFileError  # TraceFileError: an ExplainError, the CLI prints it in one line
 from .files import cannot_write_file, save_file
+from .units import size_text
 from .events import STAGE_INFO, STAGES, SchemaError, check_event
 
 FORMAT = "explain-trace"
@@ -227,11 +228,12 @@ class Trace:
             raise TraceFileError(f"{path} is {kind}, not a trace file; pass the path of a .json file written by "
                                  "pipe.trace.save(path)") from None
         except strict_json.TooLarge as error:
-            size = f"{error.size / 2**20:.0f} MiB" if error.size > max_bytes else "longer than that (it kept going)"
-            raise TraceFileError(f"{path} is {size}, more than the {max_bytes / 2**20:.0f} MiB explain reads by default "
-                                 "(a JSON trace takes about ten times its size in memory); if you trust it and have "
-                                 f"the memory, pass Trace.load(path, max_bytes={max(error.size, max_bytes * 2)})") \
-                from None
+            size = size_text(error.size) if error.size > max_bytes else "longer than that (it kept growing)"
+            limit = "the 256 MiB explain reads by default" if max_bytes == MAX_LOAD_BYTES else \
+                f"max_bytes={max_bytes} ({size_text(max_bytes)})"
+            raise TraceFileError(f"{path} is {size}, more than {limit} (a JSON trace takes about ten times its size "
+                                 "in memory); if you trust it and have the memory, pass "
+                                 f"Trace.load(path, max_bytes={error.size if error.size > max_bytes else max_bytes * 2})") from None
         except strict_json.NotStrictJSON as error:
             raise TraceFileError(f"{path}: {error}; the file was edited or damaged (explain never writes this): "
                                  "save the trace again with pipe.trace.save(path)") from None
