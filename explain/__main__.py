@@ -94,7 +94,7 @@ def _check_output(path: str | None) -> None:
         raise ArgumentError(f"--save-trace {path} cannot be written ({parent} is not a folder you can write to); "
                             "name a file in a folder you can write to")
     if os.path.lexists(path):
-        from .files import writable_target
+        from .utils.files import writable_target
         try:
             writable_target(path, "--save-trace")  # a device (/dev/null, /dev/stdout), a FIFO: refused now
         except ExplainError as error:
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
             from .inputs import check_text
             check_text(args.prompt, "the prompt")  # before seconds of loading (a lone surrogate from a bad decode)
         if args.command == "provision":
-            from .embedded import provision
+            from .features.embedded import provision
             provision(quiet=False)
         elif args.command == "load":
             pipe = _load(args)

@@ -22,15 +22,15 @@ import warnings
 
 import torch
 
-from .chat_template import TemplateLimitError
+from .stages.chat_template import TemplateLimitError
 from .errors import ArgumentError, ExplainError, interrupted as interrupted_error
-from .files import cannot_write, publish
+from .utils.files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
 from .generation.settings import warnings_for
 from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
 from .inputs import check_inputs, check_prompt
-from .placement import input_device
+from .stages.placement import input_device
 from .trace import Trace
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",

@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
-from . import strict_json
+from .utils import strict_json
 from .errors import ArgumentError, TraceFileError  # TraceFileError: an ExplainError, the CLI prints it in one line
-from .files import cannot_write_file, save_file
-from .units import size_text
+from .utils.files import cannot_write_file, save_file
+from .utils.units import size_text
 from .events import STAGE_INFO, STAGES, SchemaError, check_event
 
 FORMAT = "explain-trace"
@@ -196,7 +196,7 @@ class Trace:
     def save(self, path: str | os.PathLike) -> str:
         """Write the trace as JSON. The file is replaced atomically: a failed save leaves the old one intact. The
         target must be a regular file or a new path (a symbolic link is followed); a device, FIFO or folder is
-        refused, and a disk error is an ExplainError naming the path (explain.files.save_file)."""
+        refused, and a disk error is an ExplainError naming the path (explain.utils.files.save_file)."""
         path = os.fspath(path)
         try:
             data = json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -214,7 +214,7 @@ class Trace:
     def load(cls, path: str | os.PathLike, max_bytes: int | None = MAX_LOAD_BYTES) -> "Trace":
         """Read a saved trace. Every event is checked against explain.events: a trace is a file people share,
         and a field of the wrong type (markup where a number belongs) is refused, naming where it is. The JSON is
-        read strictly (explain/strict_json.py: no NaN, no lone surrogates, bounded numbers and nesting), so what
+        read strictly (explain/utils/strict_json.py: no NaN, no lone surrogates, bounded numbers and nesting), so what
         loads can be saved and exported again; at most `max_bytes` are read (None: the default, 256 MiB)."""
         path = os.fspath(path)
         max_bytes = _max_bytes(max_bytes)

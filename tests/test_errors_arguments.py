@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import explain
-from explain.devices import device_text, parse_device
+from explain.utils.devices import device_text, parse_device
 from explain.errors import ArgumentError, ExplainError
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import explain
-from explain.config_checks import check_memory
+from explain.stages.config_checks import check_memory
 from explain.errors import ConfigValueError, CorruptFileError, ExplainError, UnsupportedError
 
 
@@ -129,7 +129,7 @@ def test_gguf_metadata_is_checked_as_a_config_is(tmp_path, provisioned):
 
 def test_weights_that_do_not_fit_the_memory_this_machine_has(folder, monkeypatch):
     """The machine is asked before reading: a checkpoint that cannot fit is refused with the fix."""
-    import explain.config_checks as checks
+    import explain.stages.config_checks as checks
 
     class Small:
         available = 100_000  # bytes: less than the tiny model's float32 weights (~3.2 MB with its vocabulary)
@@ -185,7 +185,7 @@ def test_dtypes_explain_cannot_run_are_refused_at_once(dtype):
 
 
 def test_the_dtype_table_is_one_table():
-    from explain import dtypes
+    from explain.utils import dtypes
     from explain.device_plan import memory
     assert memory.DTYPES is dtypes.DTYPES
     assert dtypes.runnable_dtype("bf16") is torch.bfloat16 and dtypes.runnable_dtype("torch.float16") is torch.float16

@@ -1,5 +1,5 @@
 """Every step index and token id a user passes to inspect / what_if / force goes through one check
-(explain/step_index.py), on both backends: an int (numpy and 0-d torch integers too), never a bool, a float or a
+(explain/utils/step_index.py), on both backends: an int (numpy and 0-d torch integers too), never a bool, a float or a
 string; a negative step is refused everywhere, naming the newest step instead; what="lens" is one item."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 import explain
 from explain.errors import ArgumentError, ExplainError
-from explain.step_index import step_number, token_number
+from explain.utils.step_index import step_number, token_number
 
 
 @pytest.mark.parametrize("value", [True, False, 1.0, "1", b"1", None, [1], torch.tensor(1.0), np.float32(1)])

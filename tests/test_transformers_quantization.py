@@ -168,7 +168,7 @@ def test_compare_across_backends(quantized, tiny_llama):
 
 def test_views_of_quantized_transformers_pipes(quantized, tmp_path):
     from explain.widgets import CompareView, QuantizationView
-    from explain.units import size_text
+    from explain.utils.units import size_text
     pipe, _ = quantized["torchao int4"]
     data = pipe.trace.last("weights", "quantize").data
     for source in (pipe, Trace.load(pipe.trace.save(tmp_path / "int4.json"))):

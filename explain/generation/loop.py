@@ -18,8 +18,8 @@ import torch
 
 from ..errors import ExplainError
 from ..models.cache import KVCache
-from ..placement import input_device, synchronize
-from ..step_index import step_number, token_number
+from ..stages.placement import input_device, synchronize
+from ..utils.step_index import step_number, token_number
 from ..trace import Trace
 from .processors import build_processors
 from .rows import KeptLogits, all_rows_warning, encode_row, float32_list
@@ -300,7 +300,7 @@ class Generation:
         if self.raw_logits is None:
             raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
                                "(the step-through controller does)")
-        step = step_number(step, len(self.steps))  # one check for every step index (explain/step_index.py)
+        step = step_number(step, len(self.steps))  # one check for every step index (explain/utils/step_index.py)
         scores = self.raw_logits[step][None].to(self.device)  # refuses a step not generated, or no longer kept
         settings = self._with_knobs(knobs, "in a what-if")
         ids = self.input_ids[:, : self.steps[step]["position"]]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ExplainError
-from ..step_index import step_number
+from ..utils.step_index import step_number
 from ..generation.rows import float32_list
 from .replay import Parts, decoder_parts, replay
 
@@ -81,7 +81,7 @@ def inspect_step(generation, step: int, what=("lens", "attention"), attribution_
     unknown = [w for w in what if w not in WHAT]
     if unknown:
         raise ExplainError(f"cannot inspect {unknown}; choose from {', '.join(WHAT)}")
-    step = step_number(step, len(generation.steps))  # an int, in range (explain/step_index.py)
+    step = step_number(step, len(generation.steps))  # an int, in range (explain/utils/step_index.py)
     start, t0 = time.time(), time.perf_counter()
     record = generation.steps[step]
     chosen, position = record["token_id"], record["position"]

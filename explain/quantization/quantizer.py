@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..trace import Trace
-from ..dtypes import dtype_name
+from ..utils.dtypes import dtype_name
 from ..formats.gguf_format import reverse_permute
 from .blocks import permute_rows, unpack
 from .linear import QuantizedLinear

@@ -26,7 +26,7 @@ import pathlib
 import secrets
 
 from ..errors import ExplainError
-from ..files import save_file, writable_target
+from ..utils.files import save_file, writable_target
 from ..trace import Trace
 from .state import DashboardState
 from .static import summary_html

@@ -25,10 +25,11 @@ from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteriaList
 
 from ...errors import ExplainError
-from ...step_index import step_number, token_number
+from ...utils.step_index import step_number, token_number
 from ...generation.loop import CAPTURES
 from ...generation.rows import KeptLogits, all_rows_warning, encode_row
 from ...generation.settings import KNOBS as ALL_KNOBS, LIVE_SETTINGS, unknown_argument, validate
+from .cache import cropped
 from .hooks import PauseAfterOneToken, generation_mode, observing
 from .records import (cache_record, processor_effect, processor_records, settings_record, stop_reason, top,
                       floats)
@@ -363,7 +364,7 @@ class TransformersGeneration:
         if self.raw_logits is None:
             raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
                                "(the step-through controller does)")
-        step = step_number(step, len(self.steps))  # one check for every step index (explain/step_index.py)
+        step = step_number(step, len(self.steps))  # one check for every step index (explain/utils/step_index.py)
         scores = self.raw_logits[step][None].to(self.device)  # refuses a step no longer kept
         changed = self._changed(knobs, "in a what-if")
         settings = {**self.settings, **changed}
@@ -382,7 +383,7 @@ class TransformersGeneration:
 
     def force(self, step: int, token_id: int) -> "TransformersGeneration":
         """A new run that is this one up to `step`, then takes `token_id` there; this run is left as it was."""
-        step = step_number(step, len(self.steps))  # one check for every step index (explain/step_index.py)
+        step = step_number(step, len(self.steps))  # one check for every step index (explain/utils/step_index.py)
         token_id = token_number(token_id, self.model.config.get_text_config().vocab_size)
         position = self.steps[step]["position"]
         other = TransformersGeneration.branch_of(self, step, token_id)
@@ -405,7 +406,7 @@ class TransformersGeneration:
         other.generation_config, other.settings = copy.deepcopy(parent.generation_config), dict(parent.settings)
         other.traces_steps, other.mode, other._totals = parent.traces_steps, parent.mode, dict(parent._totals)
         other.prompt_text, other.options = parent.prompt_text, dict(parent.options)
-        other.cache = _cropped(parent.cache, position)
+        other.cache = cropped(parent.cache, position)
         other.steps = [dict(s, branch=other.branch) for s in parent.steps[:step]]
         other.raw_logits = parent.raw_logits.upto(step) if parent.raw_logits is not None else None
         forced = dict(parent.steps[step], token_id=token_id, token=other.token_text(token_id), forced=True,
@@ -444,15 +445,3 @@ def _rank(raw: torch.Tensor, token: int, logits_top: dict) -> int:
         mine = values[ids.index(token)]
         return 1 + sum(value > mine for value in values)
     return int((raw[0] > raw[0, token]).sum()) + 1
-
-
-def _cropped(cache, length: int):
-    """A copy of transformers' Cache holding its first `length` positions, or None when it cannot be cropped."""
-    if cache is None:
-        return None
-    try:
-        copied = copy.deepcopy(cache)
-        copied.crop(-(copied.get_seq_length() - length))  # transformers 5: a negative count of tokens to remove
-    except (RuntimeError, ValueError, NotImplementedError):
-        return None
-    return copied if copied.get_seq_length() == length else None

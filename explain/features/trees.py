@@ -11,7 +11,7 @@ explain/widgets/strategy_views.py draw what these return.
 
 from __future__ import annotations
 
-from .trace import Event
+from ..trace import Event
 
 DISTRIBUTION_TOP = 8  # candidates shown at a branch point
 

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .dtypes import dtype_name
-from .errors import ExplainError
-from .models.cache import KVCache
-from .units import size_text
+from ..errors import ExplainError
+from ..models.cache import KVCache
+from ..utils.dtypes import dtype_name
+from ..utils.units import size_text
 
 
 def _event_data(pipe, stage: str, kind: str) -> dict | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 
-from .errors import ArgumentError
+from ..errors import ArgumentError
 
 
 def whole_number(value, what: str) -> int:
