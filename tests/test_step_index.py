@@ -35,10 +35,16 @@ def test_ranges():
         token_number(10, 10)
 
 
-@pytest.fixture(scope="module")
-def generation(embedded_pipe):
-    return embedded_pipe.start("The capital of France is", max_new_tokens=3, do_sample=False,
-                               keep_logits=True).run()
+@pytest.fixture(scope="module", params=["explain", "transformers"])
+def generation(request, embedded_pipe, tiny_llama):
+    """A 3-step run kept for what-if and force, on each backend (transformers: the tiny Llama folder)."""
+    if request.param == "explain":
+        pipe = embedded_pipe
+    else:
+        pytest.importorskip("transformers")
+        pipe = explain.pipeline("text-generation", model=tiny_llama.folder, backend="transformers")
+    return pipe.start("The capital of France is", max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                      keep_logits=True).run()
 
 
 CALLS = {
@@ -66,7 +72,7 @@ def test_what_as_a_string_is_one_item(generation):
         generation.inspect(1, what=3)
 
 
-def test_step_through_a_saved_trace_is_refused(generation, embedded_pipe):
+def test_step_through_a_saved_trace_is_refused(embedded_pipe):
     with pytest.raises(ExplainError, match="step_through needs a pipeline, got Trace; a saved trace has no model"):
         explain.step_through(embedded_pipe.trace, "Hello")
     with pytest.raises(ExplainError, match="step_through needs a pipeline, got str"):
