@@ -23,10 +23,10 @@ ROOT = os.path.dirname(HERE)
 
 
 def small_trace() -> Trace:
-    from explain import registry
+    from explain.stages import tasks
 
     trace = Trace(meta={"what": "test"})
-    registry.lookup("text-generation", "some/model", trace)  # a real registry/lookup event
+    tasks.lookup("text-generation", "some/model", trace)  # a real registry/lookup event
     return trace
 
 
