@@ -228,7 +228,7 @@ def main(argv=None) -> int:
             traceback.print_exc()
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except Exception as error:  # not foreseen: still one line (the README promises it), and --debug shows where
+    except Exception as error:  # noqa: BLE001 (not foreseen: still one line, as the README promises; --debug shows where)
         if args.debug:
             traceback.print_exc()
         print(f"error: {_one_line(error) or type(error).__name__} ({type(error).__name__}, which explain did not "

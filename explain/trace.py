@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
-from .utils import strict_json
 from .errors import ArgumentError, TraceFileError  # TraceFileError: an ExplainError, the CLI prints it in one line
+from .events import STAGE_INFO, STAGES, SchemaError, check_event
+from .utils import strict_json
 from .utils.files import cannot_write_file, save_file
 from .utils.units import size_text
-from .events import STAGE_INFO, STAGES, SchemaError, check_event
 
 FORMAT = "explain-trace"
 VERSION = 2  # 2: events checked against explain.events, a failed stage's event carries "error"
@@ -228,12 +228,13 @@ class Trace:
             raise TraceFileError(f"{path} is {kind}, not a trace file; pass the path of a .json file written by "
                                  "pipe.trace.save(path)") from None
         except strict_json.TooLarge as error:
-            size = size_text(error.size) if error.size > max_bytes else "longer than that (it kept growing)"
+            known = error.size > max_bytes  # else the file said less than it holds (/proc), or it grew
+            size = size_text(error.size) if known else "longer than that (it kept growing)"
             limit = "the 256 MiB explain reads by default" if max_bytes == MAX_LOAD_BYTES else \
                 f"max_bytes={max_bytes} ({size_text(max_bytes)})"
             raise TraceFileError(f"{path} is {size}, more than {limit} (a JSON trace takes about ten times its size "
                                  "in memory); if you trust it and have the memory, pass "
-                                 f"Trace.load(path, max_bytes={error.size if error.size > max_bytes else max_bytes * 2})") from None
+                                 f"Trace.load(path, max_bytes={error.size if known else max_bytes * 2})") from None
         except strict_json.NotStrictJSON as error:
             raise TraceFileError(f"{path}: {error}; the file was edited or damaged (explain never writes this): "
                                  "save the trace again with pipe.trace.save(path)") from None

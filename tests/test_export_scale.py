@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-import explain  # noqa: E402
-from explain.trace import Event, Trace  # noqa: E402
-from explain.widgets import step_chart  # noqa: E402
-from explain.widgets.code_link import code_html, source_link  # noqa: E402
-from explain.widgets.export import export_data, export_html  # noqa: E402
+import explain
+from explain.trace import Event, Trace
+from explain.widgets import step_chart
+from explain.widgets.code_link import code_html, source_link
+from explain.widgets.export import export_data, export_html
 
 STEPS = 2000
 

@@ -19,8 +19,8 @@ import torch
 from ..errors import ExplainError
 from ..models.cache import KVCache
 from ..stages.placement import input_device, synchronize
-from ..utils.step_index import step_number, token_number
 from ..trace import Trace
+from ..utils.step_index import step_number, token_number
 from .processors import build_processors
 from .rows import KeptLogits, all_rows_warning, encode_row, float32_list
 from .settings import KNOBS, LIVE_SETTINGS, context_window_warnings, eos_ids, unknown_argument, validate

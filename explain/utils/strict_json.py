@@ -12,6 +12,7 @@ once, without blocking (the file is opened with O_NONBLOCK and checked with fsta
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -93,7 +94,7 @@ def _integer(text: str):
 
 def _float(text: str):
     value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         return _Refused(f"{text[:30]} is beyond the range of a double (it would read as infinity)")
     return value
 

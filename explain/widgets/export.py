@@ -26,8 +26,8 @@ import pathlib
 import secrets
 
 from ..errors import ExplainError
-from ..utils.files import save_file, writable_target
 from ..trace import Trace
+from ..utils.files import save_file, writable_target
 from .state import DashboardState
 from .static import summary_html
 from .elements import HERE, module_source, plotly_js_path
