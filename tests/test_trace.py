@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from explain import STAGES, Trace
+from explain import STAGES, ExplainError, Trace
 from explain.trace import TraceFileError
 
 LOADING = ("registry", "config", "tokenizer", "weights", "placement")
@@ -205,7 +205,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full_disk)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(ExplainError, match=f"cannot write the trace {path} \\(No space left on device\\); free space"):
         trace.save(path)
     monkeypatch.undo()
     assert path.read_bytes() == before
