@@ -86,7 +86,7 @@ def jupyter_lab(root: str, explain_path: str = REPO, settings: dict | None = Non
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
                     with open(os.path.join(root, "jupyter.log")) as f:
-                        raise RuntimeError("JupyterLab did not start:\n" + f.read()[-3000:])
+                        raise RuntimeError("JupyterLab did not start:\n" + f.read()[-3000:]) from None
                 time.sleep(0.3)
         yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root}
     finally:

@@ -1,4 +1,5 @@
-"""One cold load in a fresh process: `python -m bench.child explain|explain_gguf|transformers DTYPE THREADS [NEW_TOKENS]`.
+"""One cold load in a fresh process:
+`python -m bench.child explain|explain_gguf|transformers DTYPE THREADS [NEW_TOKENS]`.
 
 Times from the first `import` to a pipeline ready to generate (model and tokenizer loaded), then, when NEW_TOKENS
 is given, generates that many tokens greedily. Prints one JSON line: load seconds and peak RSS after loading and

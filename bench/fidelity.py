@@ -80,7 +80,7 @@ def check_noise_model(low: torch.Tensor, exact: torch.Tensor, bound: dict) -> di
 def greedy(explain_ids: list, reference_ids: list, explain_rows: torch.Tensor, reference_rows: torch.Tensor,
            limit: float) -> dict:
     """Greedy ids compared; at the first difference, is it a near-tie the logits' difference explains?"""
-    same = next((i for i, (a, b) in enumerate(zip(explain_ids, reference_ids)) if a != b), None)
+    same = next((i for i, (a, b) in enumerate(zip(explain_ids, reference_ids, strict=False)) if a != b), None)
     out = {"tokens": len(reference_ids), "equal": explain_ids == reference_ids,
            "equal_tokens": len(reference_ids) if same is None else same, "first_difference_at": same}
     if same is None:

@@ -443,7 +443,7 @@ def fidelity_section(run: Run) -> dict:
         forced_reference = model(full, logits_to_keep=keep).logits[0].float().cpu()
     bound = fidelity.tolerance(forced_reference, layers)
     limit = bound["tolerance"]
-    same = next((i for i, (a, b) in enumerate(zip(explain_ids, reference_ids)) if a != b), tokens - 1)
+    same = next((i for i, (a, b) in enumerate(zip(explain_ids, reference_ids, strict=False)) if a != b), tokens - 1)
     steps = fidelity.difference(explain_rows[: same + 1], reference_rows[: same + 1])
     forced = fidelity.difference(forced_explain, forced_reference)
     out = {"prompt_tokens": len(prompt), "tokens": tokens, "explain_ids": explain_ids, "reference_ids": reference_ids,

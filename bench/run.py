@@ -29,8 +29,8 @@ from . import long_context, quantized, report, trace_size
 from .contenders import ExplainContender, TransformersContender, Unavailable
 from .forward import forward_breakdown
 from .inside import measure as measure_inside
-from .strategies import measure as measure_strategies
 from .roofline import read_bandwidth, weight_bytes
+from .strategies import measure as measure_strategies
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -202,7 +202,7 @@ def agreement(tokens: dict) -> dict:
         if name == "transformers" or not reference:
             continue
         same = [by_run[key] == reference[key] for key in by_run]
-        first = [next((i for i, (a, b) in enumerate(zip(by_run[k], reference[k])) if a != b), None) for k in by_run]
+        first = [next((i for i, (a, b) in enumerate(zip(by_run[k], reference[k], strict=False)) if a != b), None) for k in by_run]
         out[name] = {"identical_runs": sum(same), "runs": len(same), "first_difference_at": first}
     return out
 

@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 import warnings
+from itertools import pairwise
 
 import torch
 
@@ -110,12 +111,12 @@ def generate(pipe, sinks: list, text: str, new_tokens: int) -> dict:
     stamps, cpu = clock.times[1:], clock.cpu[1:]  # the prompt, then each new token
     if len(stamps) != new_tokens:
         raise RuntimeError(f"{type(pipe).__name__}: {len(stamps)} tokens, expected {new_tokens}")
-    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    steps = [b - a for a, b in pairwise(stamps)]
     return {"run": {"prompt": None, "new_tokens": new_tokens, "decode_tokens": new_tokens - 1,
                     "decode_s": stamps[-1] - stamps[0], "first_token_s": stamps[0] - t0, "call_s": t3 - t0,
                     "tokens_per_s": (new_tokens - 1) / (stamps[-1] - stamps[0]),
                     "decode_cpu_s": cpu[-1] - cpu[0]},
-            "steps": steps, "cpu_steps": [b - a for a, b in zip(cpu, cpu[1:])], "text": output[0]["generated_text"]}
+            "steps": steps, "cpu_steps": [b - a for a, b in pairwise(cpu)], "text": output[0]["generated_text"]}
 
 
 def run(args, on_dtype=None) -> dict:

@@ -172,7 +172,7 @@ def compare(pipe_a, pipe_b, prompt, max_new_tokens: int = 32, labels: list | Non
                       "top1_b": top_b, "text_b": tokenizer.decode([top_b]), "agree": int(log_a.argmax()) == top_b,
                       "kl": kl, "p_a": float(log_a[token].exp()), "p_b": float(log_b[token].exp())})
     ids_b = run_b.generated_ids
-    divergence = next((i for i, (a, b) in enumerate(zip(ids_a, ids_b)) if a != b), None)
+    divergence = next((i for i, (a, b) in enumerate(zip(ids_a, ids_b, strict=False)) if a != b), None)
     if divergence is None and len(ids_a) != len(ids_b):
         divergence = min(len(ids_a), len(ids_b))
     first = None

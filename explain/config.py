@@ -14,7 +14,7 @@ import numpy as np
 
 from .config_checks import check_config
 from .errors import CorruptFileError, ExplainError
-from .models import GGUF_ARCHITECTURES, architecture_of, common_config
+from .models import GGUF_ARCHITECTURES, architecture_of
 from .trace import Trace
 
 # GGUF metadata key (after "<arch>.") -> config.json key, per GGUF architecture, as transformers maps them
@@ -176,14 +176,6 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
                     generation_config=generation, generation_config_source=sources,
                     has_generation_config_file=generation_file is not None)
     return config, generation, sources, reader
-
-
-def describe_parameters(config: dict) -> dict:
-    """A few derived facts a reader wants next to the raw config."""
-    common = common_config(config)
-    hidden, heads = common["hidden_size"], common["num_attention_heads"]
-    return {"head_dim": config.get("head_dim") or (hidden // heads if hidden and heads else None),
-            "grouped_query": bool(config.get("num_key_value_heads")) and config.get("num_key_value_heads") != heads}
 
 
 def folder_has_gguf(folder: str) -> list[str]:

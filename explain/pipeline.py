@@ -16,8 +16,8 @@ import torch
 from . import hub, registry
 from .backends import check_backend, transformers_backend
 from .config import folder_has_gguf, gguf_reader, load_config
-from .embedded import ensure_provisioned
 from .dtypes import dtype_name, runnable_dtype
+from .embedded import ensure_provisioned
 from .errors import ArgumentError, ExplainError, NotCachedError, UnsupportedError
 from .formats import find_weights
 from .models import model_class

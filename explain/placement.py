@@ -111,7 +111,7 @@ def plan(model: torch.nn.Module, dtype: torch.dtype, device=None, device_map=Non
 def _device_of(name: str, device_map: dict) -> str:
     """The device of the longest device-map prefix that owns `name`."""
     best = None
-    for module, where in device_map.items():
+    for module in device_map:
         if module == "" or name == module or name.startswith(module + "."):
             if best is None or len(module) > len(best):
                 best = module

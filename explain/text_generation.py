@@ -20,10 +20,9 @@ import tempfile
 import time
 import warnings
 
-import torch
-
 from .chat_template import TemplateLimitError
-from .errors import ArgumentError, ExplainError, interrupted as interrupted_error
+from .errors import ArgumentError, ExplainError
+from .errors import interrupted as interrupted_error
 from .files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
 from .generation.settings import warnings_for

@@ -19,9 +19,10 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .errors import TraceFileError  # TraceFileError: an ExplainError, the CLI prints it in one line
 from .events import STAGE_INFO, STAGES, SchemaError, check_event
@@ -46,7 +47,7 @@ class Event:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, record: dict) -> "Event":
+    def from_dict(cls, record: dict) -> Event:
         """An event from its JSON record, checked: the envelope's types, then the data against its kind."""
         missing = {"stage", "kind", "run", "start", "duration", "data"} - set(record)
         if missing:
@@ -137,7 +138,8 @@ class Trace:
             try:
                 sink(event)
             except Exception as error:  # a broken view must not break the model run
-                warnings.warn(f"trace sink {sink!r} failed on {stage}/{kind}: {error!r}; it stays subscribed")
+                warnings.warn(f"trace sink {sink!r} failed on {stage}/{kind}: {error!r}; it stays subscribed",
+                              stacklevel=2)
         return event
 
     @contextmanager
@@ -210,7 +212,7 @@ class Trace:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, max_bytes: int = MAX_LOAD_BYTES) -> "Trace":
+    def load(cls, path: str | os.PathLike, max_bytes: int = MAX_LOAD_BYTES) -> Trace:
         """Read a saved trace. Every event is checked against explain.events: a trace is a file people share,
         and a field of the wrong type (markup where a number belongs) is refused, naming where it is."""
         path = os.fspath(path)

@@ -16,12 +16,10 @@ import torch
 from accelerate import init_empty_weights
 
 from .config_checks import check_against_checkpoint, check_memory
-from .dtypes import dtype_name, runnable_dtype
+from .dtypes import dtype_name
 from .errors import ConfigValueError, ExplainError, UnsupportedError
 from .formats import ReadRequest, WeightFormat
 from .trace import Trace
-
-resolve_dtype = runnable_dtype  # the name this module used to export
 
 
 def model_config_from(model_class, config: dict, config_source: str = "config.json"):

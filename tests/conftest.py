@@ -26,7 +26,7 @@ for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF
     os.environ.pop(_name, None)
 atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
 
-import pytest  # after the environment, on purpose
+import pytest  # noqa: E402 (after the environment, on purpose)
 
 HUB_CACHE = os.path.join(HF_HOME, "hub")
 

@@ -26,7 +26,8 @@ PEAK_CELL = "print('VmHWM', [line.split()[1] for line in open('/proc/self/status
 
 def execute(path: str, env: dict, workdir: str):
     """Run the notebook at `path` top to bottom as a learner who tried each exercise: returns (notebook with its
-    outputs, kernel peak in MiB, seconds it ran); raises nbclient's CellExecutionError, naming the cell, on any error."""
+    outputs, kernel peak in MiB, seconds it ran); raises nbclient's CellExecutionError, naming the cell, on any
+    error."""
     import nbclient
     import nbformat
 

@@ -12,7 +12,6 @@ import explain
 from explain.devices import device_text, parse_device
 from explain.errors import ArgumentError, ExplainError
 
-
 pytestmark = pytest.mark.usefixtures("cache_untouched")
 
 

@@ -14,7 +14,6 @@ import explain
 from explain.config_checks import check_memory
 from explain.errors import ConfigValueError, CorruptFileError, ExplainError, UnsupportedError
 
-
 pytestmark = pytest.mark.usefixtures("cache_untouched")
 
 

@@ -59,7 +59,7 @@ def build(name: str, dtype=torch.float32, attn_implementation: str = "sdpa", **o
     return ref, our
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pair(name: str):
     return build(name)
 
@@ -115,7 +115,7 @@ def test_eager_path_and_attention_weights(name):
     expected = ref(ids, output_attentions=True)
     torch.testing.assert_close(eager.logits, expected.logits, atol=1e-5, rtol=0)
     assert len(eager.attentions) == len(expected.attentions) == ref.config.num_hidden_layers
-    for got, want in zip(eager.attentions, expected.attentions):
+    for got, want in zip(eager.attentions, expected.attentions, strict=True):
         assert got.shape == want.shape == (2, ref.config.num_attention_heads, LENGTH, LENGTH)
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
         assert torch.all(got.triu(diagonal=1) == 0)  # causal: nothing from the future

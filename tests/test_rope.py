@@ -67,7 +67,7 @@ def hf_config(arch: str, kind: str, theta: float = 10000.0):
     return config_class(**arguments, rope_parameters=rope)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pair(arch: str, kind: str):
     """(transformers model, explain model) with the same random weights, from transformers' own config.json dict."""
     config = hf_config(arch, kind)

@@ -174,7 +174,6 @@ def test_the_dashboard_shows_the_strategy_panel(pipe):
 
 def test_step_through_advances_every_beam(pipe):
     pytest.importorskip("plotly")
-    from explain.widgets import StepThrough
     controller = explain.step_through(pipe, PROMPT, num_beams=3, max_new_tokens=4, do_sample=False)
     try:
         generation = controller.generation

@@ -121,7 +121,7 @@ def test_details_offsets_map_back_to_the_text(tok):
     assert details["ids"] == tok.encode(text)
     assert len(details["tokens"]) == len(details["offsets"]) == len(details["special"]) == len(details["ids"])
     assert details["tokens"] == tok.convert_ids_to_tokens(details["ids"])
-    assert "".join(text[s:e] for (s, e), special in zip(details["offsets"], details["special"])
+    assert "".join(text[s:e] for (s, e), special in zip(details["offsets"], details["special"], strict=True)
                    if not special) == text
 
 

@@ -20,8 +20,7 @@ from accelerate.utils.modeling import get_max_layer_size
 from ..errors import ExplainError
 from ..models import common_config
 from ..units import size_text
-from .memory import (DTYPES, NON_ACCELERATORS, SMALLER, accelerators, device_label, dtype_name, headroom, order,
-                     profile)
+from .memory import DTYPES, NON_ACCELERATORS, SMALLER, accelerators, device_label, dtype_name, headroom, order, profile
 from .source import Source, build
 
 DEFAULT_CONTEXT = 4096
@@ -81,7 +80,7 @@ class Plan:
 
     @classmethod
     def from_event(cls, event, model: torch.nn.Module | None = None, name: str | None = None,
-                   context: int | None = None, batch: int = 1) -> "Plan":
+                   context: int | None = None, batch: int = 1) -> Plan:
         from .actual import from_event
         return from_event(event, model=model, name=name, context=context, batch=batch)
 

@@ -16,8 +16,9 @@ import difflib
 import math
 import numbers
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Check = Callable[[Any, "int | None"], "str | None"]  # (value, vocabulary size or None) -> what is wrong, or None
 

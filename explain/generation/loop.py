@@ -14,7 +14,6 @@ import operator
 import time
 import warnings
 
-import numpy as np
 import torch
 
 from ..errors import ExplainError
@@ -25,7 +24,6 @@ from .processors import build_processors
 from .rows import KeptLogits, all_rows_warning, encode_row, float32_list
 from .settings import KNOBS, LIVE_SETTINGS, context_window_warnings, eos_ids, unknown_argument, validate
 from .stopping import StopStrings
-
 
 CAPTURES = (None, "default", "inside")  # what each step records besides the default
 TOP_WHEN_ALL = 20  # trace_top="all": the usual top entries, and the whole rows in "rows"
@@ -206,7 +204,7 @@ class Generation:
         probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
         if self.trace_top == "all":
             record["rows"] = {"logits": encode_row(raw[0]), **{p["name"]: encode_row(row[0]) for p, row in
-                                                               zip(record["processors"], outputs)},
+                                                               zip(record["processors"], outputs, strict=True)},
                               "probs": encode_row(probs[0])}
         if self.settings.get("do_sample"):
             chosen = torch.multinomial(probs, num_samples=1)[0, 0]
@@ -226,7 +224,7 @@ class Generation:
         after = torch.stack(after) if after else raw.new_zeros(0, 2)
         facts, top_probs, top_ids, after = _read(facts, top_probs, top_ids, after)
         token, prob, raw_prob, logit, above, entropy = facts.tolist()
-        for entry, (score, higher) in zip(record["processors"], after.view(-1, 2).tolist()):
+        for entry, (score, higher) in zip(record["processors"], after.view(-1, 2).tolist(), strict=True):
             entry["token_score"], entry["token_rank"] = score, int(higher) + 1
         token, top_ids = int(token), top_ids.long().tolist()
         for token_id in top_ids:
@@ -269,7 +267,7 @@ class Generation:
         if record is not None:
             record["stop_reason"] = reason
 
-    def run(self, max_steps: int | None = None) -> "Generation":
+    def run(self, max_steps: int | None = None) -> Generation:
         """Step until finished (or max_steps more tokens)."""
         count = 0
         while not self.finished and (max_steps is None or count < max_steps):
@@ -328,7 +326,7 @@ class Generation:
                 "recorded_token_prob": float(probs[self.steps[step]["token_id"]]),
                 "recorded_token_rank": int((probs > probs[self.steps[step]["token_id"]]).sum()) + 1}
 
-    def force(self, step: int, token_id: int) -> "Generation":
+    def force(self, step: int, token_id: int) -> Generation:
         """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was.
         The branch builds its own processors (some keep state: guidance's second sequence)."""
         step, token_id = _index(step, "step"), _index(token_id, "token id")

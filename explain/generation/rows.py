@@ -32,7 +32,7 @@ class KeptLogits:
         self.count = len(self.rows)  # steps recorded, kept or not
 
     @classmethod
-    def from_option(cls, keep_logits) -> "KeptLogits | None":
+    def from_option(cls, keep_logits) -> KeptLogits | None:
         """keep_logits=False (None), True (the newest KEEP_LOGITS rows) or a positive int (that many)."""
         if keep_logits is None or keep_logits is False:
             return None
@@ -64,7 +64,7 @@ class KeptLogits:
                                f"keep_logits={self.count} or more to look back that far")
         return self.rows[step - first]
 
-    def upto(self, step: int) -> "KeptLogits":
+    def upto(self, step: int) -> KeptLogits:
         """The rows of steps 0..step, for a branch that leaves this run at `step`."""
         self[step]  # raises when dropped
         first = self.count - len(self.rows)

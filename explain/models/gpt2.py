@@ -44,7 +44,7 @@ class GPT2Config:
     extra: dict = field(default_factory=dict)  # config.json keys this file does not use
 
     @classmethod
-    def from_dict(cls, config: dict) -> "GPT2Config":
+    def from_dict(cls, config: dict) -> GPT2Config:
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in config.items() if k in names and k != "extra"}
         return cls(**known, extra={k: v for k, v in config.items() if k not in names})

@@ -49,7 +49,7 @@ class LlamaConfig:
     extra: dict = field(default_factory=dict)  # config.json keys this file does not use
 
     @classmethod
-    def from_dict(cls, config: dict) -> "LlamaConfig":
+    def from_dict(cls, config: dict) -> LlamaConfig:
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in config.items() if k in names and k != "extra"}
         return cls(**known, extra={k: v for k, v in config.items() if k not in names})

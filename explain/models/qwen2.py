@@ -54,7 +54,7 @@ class Qwen2Config:
 
     # Copied from explain.models.llama.LlamaConfig.from_dict with Llama->Qwen2
     @classmethod
-    def from_dict(cls, config: dict) -> "Qwen2Config":
+    def from_dict(cls, config: dict) -> Qwen2Config:
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in config.items() if k in names and k != "extra"}
         return cls(**known, extra={k: v for k, v in config.items() if k not in names})

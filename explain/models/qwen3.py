@@ -56,7 +56,7 @@ class Qwen3Config:
 
     # Copied from explain.models.llama.LlamaConfig.from_dict with Llama->Qwen3
     @classmethod
-    def from_dict(cls, config: dict) -> "Qwen3Config":
+    def from_dict(cls, config: dict) -> Qwen3Config:
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in config.items() if k in names and k != "extra"}
         return cls(**known, extra={k: v for k, v in config.items() if k not in names})

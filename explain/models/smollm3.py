@@ -59,7 +59,7 @@ class SmolLM3Config:
 
     # Copied from explain.models.llama.LlamaConfig.from_dict with Llama->SmolLM3
     @classmethod
-    def from_dict(cls, config: dict) -> "SmolLM3Config":
+    def from_dict(cls, config: dict) -> SmolLM3Config:
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in config.items() if k in names and k != "extra"}
         return cls(**known, extra={k: v for k, v in config.items() if k not in names})

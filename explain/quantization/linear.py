@@ -6,7 +6,8 @@
                      _convert_weight_to_int4pack_for_cpu (the kernel torchao's Int4OpaqueTensor calls on CPU)
     Int8Linear       int8 with one scale per output row: W[n, k] = q[n, k] * scale[n]
                      product: torch.ops.aten._weight_int8pack_mm
-    BlockInt8Linear  int8 in blocks of 32 with a scale per block (GGUF's Q8_0 as stored): W[n, k] = q[n, k] * d[n, k // 32]
+    BlockInt8Linear  int8 in blocks of 32 with a scale per block (GGUF's Q8_0 as stored):
+                     W[n, k] = q[n, k] * d[n, k // 32]
                      product: the weight is dequantized (torch.ops.quantized_decomposed.dequantize_per_channel_group)
                      and multiplied by F.linear, as torchao's int8 weight-only does for groups (torch has no
                      group-wise int8 kernel)
@@ -67,7 +68,7 @@ class Int4Linear(QuantizedLinear):
         self.register_buffer("scales_and_zeros", scales_and_zeros)  # (K / group, N, 2): the kernel's layout
 
     @classmethod
-    def from_blocks(cls, blocks: Blocks, dtype: torch.dtype, bias: torch.Tensor | None = None) -> "Int4Linear":
+    def from_blocks(cls, blocks: Blocks, dtype: torch.dtype, bias: torch.Tensor | None = None) -> Int4Linear:
         """Q4_1 (d * q + m) and Q4_0 (d * (q - 8)) are this layer's (q - 8) * scale + zero with scale = d and
         zero = m + 8d (Q4_1) or 0 (Q4_0): the stored integers go to the kernel as they are."""
         if blocks.kind not in ("Q4_0", "Q4_1"):
@@ -104,7 +105,7 @@ class Int8Linear(QuantizedLinear):
         self.register_buffer("scales", scales)  # (N,) one per output row, in the activations' dtype
 
     @classmethod
-    def from_float(cls, weight: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None = None) -> "Int8Linear":
+    def from_float(cls, weight: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None = None) -> Int8Linear:
         """Symmetric int8 per output row with torch's reference ops: scale = max |w| / 127, q = round(w / scale)."""
         weight = weight.detach().to(torch.float32)
         scales, zeros = torch.ops.quantized_decomposed.choose_qparams_per_token(weight, torch.int8)  # (N, 1)
@@ -133,7 +134,7 @@ class BlockInt8Linear(QuantizedLinear):
         self.register_buffer("block_scales", scales)  # (N, K / 32) float32: each block's d (a float16 in the file)
 
     @classmethod
-    def from_blocks(cls, blocks: Blocks, dtype: torch.dtype, bias: torch.Tensor | None = None) -> "BlockInt8Linear":
+    def from_blocks(cls, blocks: Blocks, dtype: torch.dtype, bias: torch.Tensor | None = None) -> BlockInt8Linear:
         if blocks.kind != "Q8_0":
             raise ValueError(f"BlockInt8Linear takes Q8_0 blocks, not {blocks.kind}")
         return cls(blocks.values, blocks.scales, bias)

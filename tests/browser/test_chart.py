@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from explain.widgets.step_chart import chart_curves, chart_step
-from explain.widgets.elements import plotly_js_path
-
 from browser_support import ARTIFACTS, CHART_PROBE, CHOSEN_FILLS, ROOT, check_chart_layout
+
+from explain.widgets.elements import plotly_js_path
+from explain.widgets.step_chart import chart_curves, chart_step
 
 CHART_JS = ROOT / "explain" / "widgets" / "chart.js"
 CSS = ROOT / "explain" / "widgets" / "widgets.css"

@@ -23,8 +23,8 @@ from ...trace import Trace
 from .errors import translated
 from .facts import config_facts, is_remote, placement_facts, source_file, tokenizer_facts, weights_facts
 from .loading import LoadingObserver
-from .quantized import emit_weights_details
 from .pipeline_class import TracedTextGenerationPipeline
+from .quantized import emit_weights_details
 
 
 def _check_arguments(task, device, device_map, dtype, kwargs) -> None:

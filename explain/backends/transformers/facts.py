@@ -19,8 +19,8 @@ from collections import Counter
 import torch
 
 from ...config import KEY_HYPERPARAMETERS
-from ...placement import execution
 from ...generation.settings import GENERATE_DEFAULTS
+from ...placement import execution
 from ...tokenizer import NAMED_TOKENS, NO_LIMIT, component_name
 from .quantized import tensor_bytes
 

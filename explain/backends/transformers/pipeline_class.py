@@ -15,16 +15,14 @@ import time
 from collections import deque
 
 from transformers import TextGenerationPipeline
-from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.pipelines.text_generation import ReturnType
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils.chat_template_utils import Chat, is_valid_message
 
 from ...errors import ExplainError
 from ...generation.settings import SETTINGS, validate
 from ...trace import Trace
 from .generation import TransformersGeneration
-
-EXPLAIN_OPTIONS = ("trace_top", "keep_logits", "capture")  # explain's own call options, never passed to transformers
 
 
 class TracedTextGenerationPipeline(TextGenerationPipeline):
@@ -45,7 +43,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         super().__init__(*args, **kwargs)
 
     @classmethod
-    def following(cls, pipeline: TextGenerationPipeline, trace: Trace | None = None) -> "TracedTextGenerationPipeline":
+    def following(cls, pipeline: TextGenerationPipeline, trace: Trace | None = None) -> TracedTextGenerationPipeline:
         """A traced pipeline over an already-built one: the same model, tokenizer and device (no copy of the
         weights), with the generation and call parameters it was built with."""
         if not isinstance(pipeline, TextGenerationPipeline):
@@ -94,7 +92,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             texts = [decode([i], skip_special_tokens=False) for i in new]
         else:
             texts = [self.tokenizer.decode([i], skip_special_tokens=False) for i in new]
-        self.token_texts.update(zip(new, texts))
+        self.token_texts.update(zip(new, texts, strict=True))
 
     # -- parameters ----------------------------------------------------------------------------------------------
     def _sanitize_parameters(self, trace_top=None, keep_logits=None, capture=None, **kwargs):

@@ -52,7 +52,7 @@ class LogitsProcessor:
         return cls.__name__  # explain's classes carry the names of the transformers classes they mirror
 
     @classmethod
-    def build(cls, settings: dict, context: BuildContext) -> "LogitsProcessor | None":
+    def build(cls, settings: dict, context: BuildContext) -> LogitsProcessor | None:
         raise NotImplementedError
 
     @classmethod

@@ -103,7 +103,8 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
 
     def unconditional_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The model's next-token logits after the unconditional sequence. The cache follows the text: a later step
-        feeds one token; a what-if or a forced branch rewinds the cache to the tokens it shares and goes on from there."""
+        feeds one token; a what-if or a forced branch rewinds the cache to the tokens it shares and goes on from
+        there."""
         from ...models.cache import KVCache
         target, first = self.unconditional_sequence(input_ids)
         if self.fed == target and self.last_logits is not None:

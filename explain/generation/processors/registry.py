@@ -102,7 +102,8 @@ def merge_custom(processors: list, custom) -> list:
         same = next((w for w in wrapped if w.transformers_class_name == processor.transformers_class()), None)
         if same is not None:
             warnings.warn(f"your logits processor {same.label} takes the place of the {processor.transformers_class()} "
-                          f"that {processor.name} would build (transformers does the same, with this warning)")
+                          f"that {processor.name} would build (transformers does the same, with this warning)",
+                          stacklevel=2)
             same.replaces = processor.name
             result.append(same)
             used.add(id(same))
