@@ -232,7 +232,7 @@ class TemplateNamespace(jinja2.utils.Namespace):  # no underscore attributes, so
 
 
 class TemplateDict:  # dict(...) and dict.fromkeys(...), without the rest of the type
-    __call__ = staticmethod(dict)
+    __call__: staticmethod = staticmethod(dict)
     fromkeys = staticmethod(dict.fromkeys)
 
 

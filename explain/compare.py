@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -135,6 +136,7 @@ def _forced_logits(model, input_ids: torch.Tensor, prompt_length: int) -> torch.
     deprecated name)."""
     device = next(model.parameters()).device
     ids = input_ids.to(device)  # (1, P + N)
+    cache: Any  # transformers' DynamicCache or explain's KVCache: the model's own kind of cache
     if is_transformers_model(model):
         from transformers import DynamicCache
         cache, options = DynamicCache(config=model.config), {"use_cache": True}

@@ -163,6 +163,7 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
             config = read_json(config_path, "model config (config.json)")
             data["source"] = config_path
         else:
+            assert gguf_path is not None, "load_config needs config.json or a GGUF file"
             reader = gguf_reader(gguf_path)  # parses the header and metadata; tensors stay memory-mapped
             config = config_from_gguf(reader, gguf_path)
             data["source"] = f"GGUF metadata of {gguf_path}"

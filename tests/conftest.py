@@ -34,7 +34,7 @@ HUB_CACHE = os.path.join(HF_HOME, "hub")
 def listing(root: str = HF_HOME) -> dict:
     """Every file and folder under `root` (the cache) -> its size (None for folders, the target for links),
     to compare before and after something that must not write into the cache."""
-    listing = {}
+    listing: dict[str, str | int | None] = {}
     for folder, folders, files in os.walk(root):
         for name in folders + files:
             path = os.path.join(folder, name)

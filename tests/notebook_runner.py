@@ -51,7 +51,7 @@ class BackgroundNotebooks:
         home = os.path.join(self.root, "hf-home")
         shutil.copytree(hf_home, home, symlinks=True, copy_function=os.link)
         self.env = {**os.environ, "HF_HOME": home}
-        self.futures = {path: Future() for path in paths}
+        self.futures: dict[str, Future] = {path: Future() for path in paths}
         self.stopped = False
         self.thread = threading.Thread(target=self._run, name="notebooks", daemon=True)
         self.thread.start()

@@ -8,6 +8,7 @@ against `generate`, and a bfloat16 run. transformers is the reference only; expl
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden
              max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 # name -> (architecture, transformers config class, config arguments)
-CASES = {
+CASES: dict[str, tuple[str, type, dict[str, Any]]] = {
     "gpt2": ("GPT2LMHeadModel", transformers.GPT2Config,
              dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=64, bos_token_id=1, eos_token_id=2)),
     "llama-gqa": ("LlamaForCausalLM", transformers.LlamaConfig, dict(SMALL, num_key_value_heads=2)),

@@ -134,7 +134,7 @@ def accelerators(memory: dict) -> list:
 # -- transformers' headroom (mirrors transformers/integrations/accelerate.py, get_max_memory & get_balanced_memory) --
 def leaf_sizes(model: torch.nn.Module, sizes: dict) -> dict:
     """Bytes held directly by each module (its own parameters and buffers): transformers' "leaves"."""
-    leaves = {}
+    leaves: dict[str, int] = {}
     for name, _ in list(model.named_parameters()) + list(model.named_buffers()):
         if "." in name:
             parent = name.rsplit(".", 1)[0]

@@ -28,7 +28,8 @@ class SchemaError(ValueError):
 def fields_of(declaration: type) -> tuple[dict[str, Any], frozenset[str]]:
     """(field -> type, required fields) of a TypedDict."""
     hints = get_type_hints(declaration)
-    return hints, frozenset(declaration.__required_keys__)
+    # a TypedDict class: typing has no type for one that declares __required_keys__
+    return hints, frozenset(declaration.__required_keys__)  # type: ignore[attr-defined]
 
 
 def _name(kind: Any) -> str:

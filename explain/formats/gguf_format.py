@@ -61,7 +61,7 @@ def read(paths: list[str], request: ReadRequest) -> tuple[dict, dict]:
         gguf_name = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if gguf_name is not None:
             gguf_to_hf[gguf_name] = name
-    state, quant_types, unexpected = {}, Counter(), []
+    state, quant_types, unexpected = {}, Counter[str](), list[str]()
     for index, tensor in enumerate(reader.tensors):
         quant_types[tensor.tensor_type.name] += 1
         name = gguf_to_hf.get(tensor.name)

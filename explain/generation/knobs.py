@@ -18,9 +18,13 @@ import numbers
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-Check = Callable[[Any, "int | None"], "str | None"]  # (value, vocabulary size or None) -> what is wrong, or None
+
+class Check(Protocol):
+    """(value, vocabulary size or None) -> what is wrong, or None; the vocabulary size may be left out."""
+
+    def __call__(self, value: Any, vocab_size: int | None = None) -> str | None: ...
 
 
 @dataclass(frozen=True)

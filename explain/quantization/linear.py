@@ -59,6 +59,8 @@ class QuantizedLinear(nn.Module):
 class Int4Linear(QuantizedLinear):
     kernel = INT4_KERNEL
     bits = 4
+    packed_weight: torch.Tensor  # a buffer: nn.Module's attribute lookup would give the checker Tensor | Module
+    scales_and_zeros: torch.Tensor
 
     def __init__(self, packed_weight: torch.Tensor, scales_and_zeros: torch.Tensor, in_features: int,
                  bias: torch.Tensor | None = None, group_size: int = GROUP_SIZE):
@@ -74,7 +76,11 @@ class Int4Linear(QuantizedLinear):
         if blocks.kind not in ("Q4_0", "Q4_1"):
             raise ValueError(f"Int4Linear takes 4-bit blocks (Q4_0, Q4_1), not {blocks.kind}")
         scale = blocks.scales  # (N, K / 32) float32
-        zero = blocks.minimums + 8 * scale if blocks.kind == "Q4_1" else torch.zeros_like(scale)
+        if blocks.kind == "Q4_1":
+            assert blocks.minimums is not None  # every Q4_1 block has its m
+            zero = blocks.minimums + 8 * scale
+        else:
+            zero = torch.zeros_like(scale)
         scales_and_zeros = torch.stack([scale.t(), zero.t()], dim=-1).to(dtype).contiguous()  # (K / 32, N, 2)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(blocks.values.to(torch.int32).contiguous(), 1)
         return cls(packed, scales_and_zeros, blocks.shape[1], bias)
@@ -98,6 +104,8 @@ class Int4Linear(QuantizedLinear):
 class Int8Linear(QuantizedLinear):
     kernel = INT8_KERNEL
     bits = 8
+    weight_int8: torch.Tensor  # a buffer: nn.Module's attribute lookup would give the checker Tensor | Module
+    scales: torch.Tensor
 
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__(weight.shape[1], weight.shape[0], bias)
@@ -127,6 +135,8 @@ class Int8Linear(QuantizedLinear):
 class BlockInt8Linear(QuantizedLinear):
     kernel = BLOCK_INT8_KERNEL
     bits = 8
+    weight_int8: torch.Tensor  # a buffer: nn.Module's attribute lookup would give the checker Tensor | Module
+    block_scales: torch.Tensor
 
     def __init__(self, values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__(values.shape[1], values.shape[0], bias)

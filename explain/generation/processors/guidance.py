@@ -10,11 +10,16 @@ follows the generated tokens: each step feeds it the last new token, one forward
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..knobs import Knob, Slider, as_plain_ids, number, token_id_problem
 from .base import LogitsProcessor, require
 from .registry import register
+
+if TYPE_CHECKING:  # for the annotation only: the code below imports it where it runs, as before
+    from ...models.cache import KVCache
 
 
 def flat_ids(value) -> list[int]:
@@ -71,7 +76,7 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
         self.guidance_scale, self.model, self.prompt_length = guidance_scale, model, int(prompt_length)
         self.unconditional_ids = None if unconditional_ids is None else list(unconditional_ids)
         self.device = device
-        self.cache = None
+        self.cache: KVCache | None = None
         self.fed: list[int] = []  # the unconditional tokens whose keys and values are in self.cache
         self.last_logits: torch.Tensor | None = None  # the logits after self.fed
 
@@ -122,6 +127,7 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
             self.fed = self.fed[:common]
         for token in target[common:]:
             self._feed([token])
+        assert self.last_logits is not None  # _feed set it: target holds at least one token
         return self.last_logits
 
     def __call__(self, input_ids, scores):
