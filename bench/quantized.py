@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import torch
 
@@ -87,7 +88,7 @@ def measure(args, prompt_texts: tuple, gguf_name: str) -> dict:
     marks, t0 = {}, time.perf_counter()
     pipes = {"explain_float32": explain.pipeline("text-generation", dtype="float32"),
              "explain_gguf": explain.pipeline("text-generation", quantization="gguf")}
-    contenders = {name: ExplainContender(name, pipe) for name, pipe in pipes.items()}
+    contenders: dict[str, Any] = {name: ExplainContender(name, pipe) for name, pipe in pipes.items()}
     unavailable = {}
     if args.smoke:
         unavailable["transformers_bfloat16"] = "skipped in the smoke run (--smoke): it is slow to load"

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import warnings
+from typing import Any
 
 import torch
 
@@ -117,14 +118,14 @@ def rotated(items: list, k: int) -> list:
 
 
 # -- in-process measurements ---------------------------------------------------------------------------------
-def load_contenders(dtype: str) -> tuple[dict, dict, object]:
+def load_contenders(dtype: str) -> tuple[dict, dict, Any]:
     """(name -> contender, name -> why unavailable, explain pipeline) for one dtype."""
     import transformers
 
     import explain
     from explain.embedded import packaged_gguf
     pipe = explain.pipeline("text-generation", dtype=dtype)
-    contenders = {"explain_traced": ExplainContender("explain_traced", pipe),
+    contenders: dict[str, Any] = {"explain_traced": ExplainContender("explain_traced", pipe),
                   "explain_untraced": ExplainContender("explain_untraced", pipe, traced=False)}
     unavailable = {}
     try:
@@ -149,14 +150,14 @@ def run_record(timing, prompt: int, round_: int, position: int) -> dict:
     return record
 
 
-def measure_decode(contenders: dict, prompts: list, args) -> tuple[dict, dict]:
+def measure_decode(contenders: dict, prompts: list, args) -> tuple[dict, dict, dict]:
     names = list(contenders)
     for name in names:  # warm-up: every code path once, allocator and caches settled
         text, ids = prompts[0]
         contenders[name].generate(text, ids, args.warmup_tokens)
-    runs = {name: [] for name in names}
-    steps = {name: [] for name in names}  # every decoded token's time, all runs
-    tokens = {name: {} for name in names}
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    steps: dict[str, list[float]] = {name: [] for name in names}  # every decoded token's time, all runs
+    tokens: dict[str, dict] = {name: {} for name in names}
     turn = 0
     for round_ in range(args.rounds):
         for index, (text, ids) in enumerate(prompts):
@@ -223,7 +224,7 @@ def long_prompt(pipe, length: int) -> tuple[str, list]:
 
 def measure_prefill(contenders: dict, pipe, args) -> dict:
     text, ids = long_prompt(pipe, args.prefill_tokens)
-    runs = {name: [] for name in contenders}
+    runs: dict[str, list] = {name: [] for name in contenders}
     for repeat in range(args.prefill_repeats):
         for name in rotated(list(contenders), repeat):
             timing = contenders[name].generate(text, ids, 1)
@@ -248,7 +249,7 @@ def child(contender: str, dtype: str, threads: int, new_tokens: int = 0) -> dict
 
 def measure_cold(dtype: str, args) -> dict:
     names = ["explain"] + ([] if args.no_transformers_load else ["transformers"])
-    records = {name: [] for name in names}
+    records: dict[str, list] = {name: [] for name in names}
     for run in range(args.load_runs):
         for name in rotated(names, run):
             records[name].append(child(name, dtype, args.threads, args.new_tokens if run == 0 else 0))
@@ -275,7 +276,7 @@ def run(args) -> dict:
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
     started, t0 = datetime.datetime.now(), time.perf_counter()
-    results = {"format": "explain-bench", "version": 1, "date": started.strftime("%Y-%m-%d"),
+    results: dict[str, Any] = {"format": "explain-bench", "version": 1, "date": started.strftime("%Y-%m-%d"),
                "started": started.isoformat(timespec="seconds"), "machine": machine(),
                "settings": {k: v for k, v in vars(args).items() if k != "out"},
                "load_average_start": os.getloadavg(), "dtypes": {}}

@@ -93,6 +93,7 @@ def inspect_step(generation, step: int, what=("lens", "attention"), attribution_
         if "lens" in what:
             look["lens"] = _lens(parts, seen.hidden_states, chosen, seen.logits)
         if "attention" in what:
+            assert seen.attentions is not None  # asked for above
             look["attention"] = _attention(seen.attentions)
     if "lens" in look:
         shown = {i for layer in look["lens"]["layers"] for i in layer["ids"]} | {chosen}

@@ -142,7 +142,7 @@ class Quantizer:
 
     # -- after placement --------------------------------------------------------------------------------------
     def emit(self, model: nn.Module, trace: Trace, parameters: int) -> dict:
-        after, modules, kernels, seen = Counter(), Counter(), {}, set()
+        after, modules, kernels, seen = Counter[str](), Counter[str](), {}, set()
         for module in model.modules():
             if isinstance(module, QuantizedLinear):
                 modules[type(module).__name__] += 1
