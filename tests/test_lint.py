@@ -64,3 +64,30 @@ def test_the_checkers_run_at_the_versions_pinned_where_ci_installs_them():
         assert installed == pins[tool], (
             f"{tool} {installed} is installed, the test extra pins {pins[tool]}: pip install -e '.[test]'"
         )
+
+
+# The modules pyproject.toml's [[tool.mypy.overrides]] leaves unchecked (ignore_errors), as they were when the
+# type checker came in. The list may only shrink: a module leaves it (here and there) once its findings are fixed.
+NOT_YET_CHECKED = {
+    "explain.generation.loop",
+    "explain.generation.strategies.base",
+    "explain.generation.strategies.assisted",
+    "explain.text_generation",
+    "explain.backends.transformers.generation",
+    "explain.backends.transformers.pipeline_class",
+    "explain.backends.transformers.records",
+    "explain.pipeline",
+    "explain.tokenizer",
+    "explain.widgets.*",
+}
+
+
+def test_no_module_joins_the_list_the_type_checker_skips():
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        overrides = tomllib.load(f)["tool"]["mypy"].get("overrides", [])
+    skipped = {module for override in overrides if override.get("ignore_errors") for module in override["module"]}
+    assert skipped <= NOT_YET_CHECKED, (
+        f"mypy skips {sorted(skipped - NOT_YET_CHECKED)} too: fix its findings instead of adding it to the list"
+    )
