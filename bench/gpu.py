@@ -556,7 +556,7 @@ def placement_checks(model, event: dict, ids: list) -> dict:
     device, or for an offloaded one the tensor accelerate keeps for it), and where each module's forward ran,
     observed in a real forward (the device of its output: accelerate moves a module's inputs and weights to its
     execution device and leaves the output there)."""
-    from explain.placement import input_device
+    from explain.stages.placement import input_device
     mismatches = []
     stored = {}
     for name, planned in event["device_map"].items():
@@ -595,7 +595,7 @@ def placement_checks(model, event: dict, ids: list) -> dict:
 
 def observe_execution(model, names: list, ids: list) -> dict:
     """module name -> the device of its output in one forward of `ids` (None when it made no tensor)."""
-    from explain.placement import input_device
+    from explain.stages.placement import input_device
     seen: dict[str, Any] = {}
     handles: list = []
     for name in names:

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from . import run
+    from . import decode as run
     parser = argparse.ArgumentParser(prog="python -m bench.long_context", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtypes", default="float32")

@@ -51,7 +51,7 @@ class LlamaCppContender:
 
 def forced_agreement(reference_tokens: dict, prompts: list, model) -> dict:
     """Top-1 agreement of `model` with float32's greedy tokens, on float32's own contexts, over every prompt."""
-    from explain.compare import _forced_logits
+    from explain.features.compare import _forced_logits
     per_prompt, agreeing, steps = [], 0, 0
     with torch.inference_mode():
         for (index, round_), tokens in sorted(reference_tokens.items()):
@@ -82,9 +82,9 @@ def measure(args, prompt_texts: tuple, gguf_name: str) -> dict:
     import transformers
 
     import explain
-    from explain.embedded import packaged_gguf
+    from explain.features.embedded import packaged_gguf
 
-    from . import run as bench_run
+    from . import decode as bench_run
     marks, t0 = {}, time.perf_counter()
     pipes = {"explain_float32": explain.pipeline("text-generation", dtype="float32"),
              "explain_gguf": explain.pipeline("text-generation", quantization="gguf")}

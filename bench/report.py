@@ -36,7 +36,7 @@ WHY = {
         "Both loads do the same work on the same file, and explain does it once where transformers does it "
         "twice. What is left of explain's ~4 s: importing torch (~1 s), gguf.GGUFReader parsing the metadata "
         "(~0.7 s over a plain ndarray view of the memory map; over np.memmap it took 2 s, see GGUFFile in "
-        "explain/config.py), and dequantizing the Q4_1 tensors with gguf.quants on one thread (~2 s). A miss of a "
+        "explain/stages/config.py), and dequantizing the Q4_1 tensors with gguf.quants on one thread (~2 s). A miss of a "
         "few hundredths is this shared machine's noise; a real margin needs the dequantisation spread over "
         "threads."),
     "quantized_weight_memory": (

@@ -130,7 +130,7 @@ def main(argv=None) -> int:
             from .inputs import check_text
             check_text(args.prompt, "the prompt")  # before seconds of loading (a lone surrogate from a bad decode)
         if args.command == "provision":
-            from .embedded import provision
+            from .features.embedded import provision
             provision(quiet=False)
         elif args.command == "load":
             pipe = _load(args)

@@ -2,6 +2,9 @@
 
     registry -> config (files from the Hub cache or a folder, then config.json or GGUF metadata)
              -> tokenizer -> weights -> placement
+
+pipeline() checks its arguments, then runs LOADING_STAGES in order on one Loading (explain/stages/loading.py: each
+stage is `run(loading, trace)`), then builds the TextGenerationPipeline from what they found.
 """
 
 from __future__ import annotations
@@ -13,21 +16,20 @@ import warnings
 
 import torch
 
-from . import hub, registry
+from . import adapters
 from .backends import check_backend, transformers_backend
-from .config import folder_has_gguf, gguf_reader, load_config
-from .dtypes import dtype_name, runnable_dtype
-from .embedded import ensure_provisioned
-from .errors import ArgumentError, ExplainError, NotCachedError, UnsupportedError
-from .formats import find_weights
-from .models import model_class
-from .placement import AUTO_STRATEGIES, normalise_device, place
+from .errors import ArgumentError, ExplainError, UnsupportedError
+from .features import embedded
 from .quantization import check as quantization_method
-from .quantization import make_quantizer
-from .quantization.memory import release_freed_memory
-from .tokenizer import Tokenizer, load_tokenizer
+from .stages import config, hub, placement, tasks, tokenizer, weights
+from .stages.loading import Loading
+from .stages.placement import AUTO_STRATEGIES, normalise_device
 from .trace import Trace
-from .weights import load_weights, model_config_from
+from .utils.dtypes import dtype_name, runnable_dtype
+
+# the loading stages in transformers' order, each `run(loading, trace)`; between the registry and config stages the
+# embedded model is provisioned when it is the task's default, and after placement an adapter= is applied
+LOADING_STAGES = (tasks.run, embedded.run, config.run, tokenizer.run, weights.run, placement.run, adapters.run)
 
 # transformers.pipeline's own arguments that do not apply to a text-only pipeline; accepted and ignored
 IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video_processor", "use_fast",
@@ -97,6 +99,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
             task, model=model, config=config, tokenizer=tokenizer, revision=revision, token=token, device=device,
             device_map=device_map, dtype=dtype, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code,
             model_kwargs=model_kwargs, gguf_file=gguf_file, trace=trace, **kwargs)
+    from .generation.settings import GENERATE_DEFAULTS  # every knob's default, for the config stage
     from .text_generation import GENERATE_ARGUMENTS, TextGenerationPipeline
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise ArgumentError(f"model_kwargs must be a dict such as {{\"torch_dtype\": torch.bfloat16}}, not "
@@ -137,95 +140,18 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     trace = trace if trace is not None else Trace()
     trace.meta.setdefault("explain_version", __import__("explain").__version__)
     trace.meta.setdefault("torch_version", torch.__version__)
-    found = registry.lookup(task, model if isinstance(model, (str, type(None))) else "<object>", trace)
-    if model is None:
-        model, revision, gguf_file = found["model_used"], found["revision_used"], found["gguf_file_used"]
-        ensure_provisioned()
-    model = os.fspath(model)
-
-    def resolve(filename, required=True, named_by=None):
-        return hub.resolve(model, filename, revision=revision, token=token, trace=trace, required=required,
-                           named_by=named_by)
-
-    # -- config stage: files, then the config itself ----------------------------------------------------
-    gguf_path = config_path = None
-    if hub.is_local(model) and gguf_file is None and not os.path.lexists(os.path.join(model, "config.json")):
-        ggufs = folder_has_gguf(model)
-        hint = f" It holds GGUF files ({', '.join(ggufs)}): pass gguf_file=\"{ggufs[0]}\"." if ggufs else ""
-        raise ExplainError(f"the folder {model} has no config.json, so it is not a Hugging Face model folder.{hint} "
-                           "A model folder needs config.json, *.safetensors and tokenizer.json "
-                           "(write one with pipe.save_pretrained(folder)).")
-    if gguf_file is not None:
-        gguf_path = resolve(gguf_file)
-    if config is not None:
-        config_path = config if os.path.isfile(str(config)) else hub.resolve(config, "config.json", revision=revision,
-                                                                               token=token, trace=trace)
-    elif gguf_path is None:
-        try:
-            config_path = resolve("config.json")
-        except NotCachedError:
-            ggufs = [f for f in hub.list_files(model, revision) if f.endswith(".gguf")]
-            if not ggufs:
-                raise
-            raise ExplainError(f"{model} has no config.json but holds GGUF files ({', '.join(ggufs)}): pass "
-                               f"gguf_file=\"{ggufs[0]}\" (transformers needs gguf_file= for these repos too)") from None
-    generation_path = resolve("generation_config.json", required=False) if gguf_path is None else None
-    config_dict, generation, generation_sources, reader = load_config(config_path, gguf_path, generation_path, trace)
-    cls = model_class(config_dict)
-    trace.meta.update(backend="explain", model_class=cls.__name__, source_file=inspect.getsourcefile(cls))
-
-    # -- tokenizer stage -----------------------------------------------------------------------------------
-    if isinstance(tokenizer, Tokenizer):
-        tok = tokenizer
-    else:
-        if tokenizer is not None:
-            source = hub.resolve(tokenizer, "tokenizer.json", revision=revision, token=token, trace=trace)
-            source = os.path.dirname(source)
-        elif gguf_path is not None:
-            source = reader  # the GGUF file is parsed once, in the config stage
-        else:
-            source = os.path.dirname(resolve("tokenizer.json"))
-            for optional in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-                resolve(optional, required=False)
-        tok = load_tokenizer(source, trace=trace)
-    if reader is not None:  # the weights need only the tensor table: let the metadata's ~250,000 parsed slices go
-        reader.fields.clear()  # (vocabulary and merges, ~130 MiB of Python objects) before the weights arrive
-
-    # -- weights stage ---------------------------------------------------------------------------------------
-    torch_dtype = runnable_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"))
-    config_source = config_path or f"the GGUF metadata of {gguf_path}"
-    model_config = model_config_from(cls, config_dict, config_source)
-    weight_format, paths = find_weights(model, resolve, gguf_path)
-    tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
-    quantizer = None
-    if method is not None:  # weights kept quantized: explain.quantization
-        if gguf_path is not None and reader is None:
-            reader = gguf_reader(gguf_path)
-        quantizer = make_quantizer(method, dtype not in (None, "auto"), torch_dtype, reader)
-        torch_dtype = quantizer.dtype
-    module, state = load_weights(cls, model_config, weight_format, paths, config_dict, torch_dtype, trace, tied=tied,
-                                 reader=reader, config_source=config_source, quantizer=quantizer,
-                                 notes={"dtype_argument": dtype_argument, "warnings": dtype_warnings})
-    if quantizer is not None:
-        quantizer.install(module, state, tied)
-
-    # -- placement stage -------------------------------------------------------------------------------------
-    module = place(module, state, torch_dtype, trace, device=device, device_map=device_map, max_memory=max_memory,
-                   tied=tied)
-    del state
-    release_freed_memory()  # the loading stages' temporaries (parsed metadata, converted tensors): freed, not kept
-    quantized = None
-    if quantizer is not None:
-        quantized = quantizer.emit(module, trace, trace.last("weights", "load").data["parameters"])
-    adapted = None
-    if adapter is not None:  # a PEFT LoRA adapter on top: explain.adapters
-        from .adapters import load_adapter
-        parameters = trace.last("weights", "load").data["parameters"]
-        adapted = load_adapter(module, adapter, trace, base_parameters=parameters)
-    return TextGenerationPipeline(task=found["task"], model=module, tokenizer=tok, config=config_dict,
-                                  generation_config=generation, generation_config_source=generation_sources,
-                                  trace=trace, name_or_path=model, dtype=dtype_name(torch_dtype),
-                                  generate_defaults=generate_defaults, quantization=quantized, adapter=adapted)
+    loading = Loading(task=task, model=model, revision=revision, token=token, gguf_file=gguf_file, config=config,
+                      tokenizer=tokenizer, dtype=dtype, dtype_argument=dtype_argument, dtype_warnings=dtype_warnings,
+                      device=device, device_map=device_map, max_memory=max_memory, quantization=method,
+                      adapter=adapter, generation_defaults=GENERATE_DEFAULTS)
+    for stage in LOADING_STAGES:
+        stage(loading, trace)
+    return TextGenerationPipeline(task=loading.found["task"], model=loading.module, tokenizer=loading.loaded_tokenizer,
+                                  config=loading.config_dict, generation_config=loading.generation,
+                                  generation_config_source=loading.generation_sources, trace=trace,
+                                  name_or_path=loading.model, dtype=dtype_name(loading.torch_dtype),
+                                  generate_defaults=generate_defaults, quantization=loading.quantized,
+                                  adapter=loading.adapted)
 
 
 def _dtype_argument(dtype, torch_dtype, model_kwargs: dict) -> tuple[object, str, list[str]]:

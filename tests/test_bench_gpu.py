@@ -206,7 +206,7 @@ def test_synthetic_checkpoint_has_llama_31_8bs_shapes_and_shards():
 def test_synthetic_tokenizer_has_llama_3s_ids(tmp_path):
     import transformers
 
-    from explain.tokenizer import Tokenizer
+    from explain.stages.tokenizer import Tokenizer
     synthetic.write_tokenizer(str(tmp_path), 128256)
     ours = Tokenizer.from_folder(tmp_path)
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)
@@ -227,7 +227,7 @@ def test_placement_checks_on_a_really_offloaded_model(tiny_llama, tmp_path):
 
     import explain
     from bench.gpu import placement_checks
-    from explain.placement import execution
+    from explain.stages.placement import execution
     pipe = explain.pipeline(model=tiny_llama.folder)
     model = type(pipe.model)(pipe.model.config).eval()
     model.load_state_dict(pipe.model.state_dict())

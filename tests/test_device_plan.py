@@ -320,7 +320,7 @@ def test_a_module_is_planned_as_it_is():
 def test_the_real_placement_renders_with_the_same_view(tmp_path):
     from types import SimpleNamespace
 
-    from explain.placement import place
+    from explain.stages.placement import place
     from explain.trace import Trace
     config = {**shipped_config("HuggingFaceTB/SmolLM2-135M"), "num_hidden_layers": 2, "vocab_size": 1000}
     cls = model_class(config)

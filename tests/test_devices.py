@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import explain
 from explain import models
 from explain.models.cache import KVCache
-from explain.placement import execution, input_device, plan
+from explain.stages.placement import execution, input_device, plan
 from explain.trace import Trace
 
 SMALL = dict(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -148,7 +148,7 @@ def transformers_meta(config: dict):
 @pytest.fixture
 def gpus_here(monkeypatch):
     """Let placement name CUDA devices (it checks they exist before planning); nothing is moved in these tests."""
-    import explain.placement as placement
+    import explain.stages.placement as placement
     monkeypatch.setattr(placement, "_available", lambda device: (True, ""))
 
 
@@ -175,7 +175,7 @@ def test_placement_keeps_transformers_headroom_when_no_max_memory_is_given(gpus_
     all of it would put more layers on the GPU than from_pretrained does."""
     import transformers.integrations.accelerate as hf_accelerate
 
-    import explain.placement as placement
+    import explain.stages.placement as placement
     memory = {0: 16 * GiB, "cpu": 64 * GiB}
     real = hf_accelerate.accelerate_max_memory
     monkeypatch.setattr(hf_accelerate, "accelerate_max_memory",

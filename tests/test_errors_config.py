@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import explain
-from explain.config_checks import check_memory
 from explain.errors import ConfigValueError, CorruptFileError, ExplainError, UnsupportedError
+from explain.stages.config_checks import check_memory
 
 pytestmark = pytest.mark.usefixtures("cache_untouched")
 
@@ -128,7 +128,7 @@ def test_gguf_metadata_is_checked_as_a_config_is(tmp_path, provisioned):
 
 def test_weights_that_do_not_fit_the_memory_this_machine_has(folder, monkeypatch):
     """The machine is asked before reading: a checkpoint that cannot fit is refused with the fix."""
-    import explain.config_checks as checks
+    import explain.stages.config_checks as checks
 
     class Small:
         available = 100_000  # bytes: less than the tiny model's float32 weights (~3.2 MB with its vocabulary)
@@ -184,8 +184,8 @@ def test_dtypes_explain_cannot_run_are_refused_at_once(dtype):
 
 
 def test_the_dtype_table_is_one_table():
-    from explain import dtypes
     from explain.device_plan import memory
+    from explain.utils import dtypes
     assert memory.DTYPES is dtypes.DTYPES
     assert dtypes.runnable_dtype("bf16") is torch.bfloat16 and dtypes.runnable_dtype("torch.float16") is torch.float16
     assert dtypes.runnable_dtype("auto", "bfloat16") is torch.bfloat16

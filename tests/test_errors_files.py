@@ -232,7 +232,7 @@ def test_provision_into_a_full_disk(tmp_path):
 def test_a_failed_copy_leaves_no_temporary_file(tmp_path, monkeypatch):
     """The copy into blobs/ fails half way (ENOSPC): nothing is left in blobs/ or refs/, and the next provision
     (with room) completes."""
-    import explain.files
+    import explain.utils.files
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     real_copy = shutil.copyfile
@@ -242,24 +242,24 @@ def test_a_failed_copy_leaves_no_temporary_file(tmp_path, monkeypatch):
             f.write(b"\0" * 1000)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
 
-    monkeypatch.setattr(explain.files.shutil, "copyfile", full_disk)
+    monkeypatch.setattr(explain.utils.files.shutil, "copyfile", full_disk)
     with pytest.raises(CacheWriteError, match="No space left on device"):
         explain.provision()
     repo = tmp_path / "hf" / "hub" / "models--QuantFactory--SmolLM2-135M-Instruct-GGUF"
     assert os.listdir(repo / "blobs") == [] and os.listdir(repo / "refs") == []
-    monkeypatch.setattr(explain.files.shutil, "copyfile", real_copy)
+    monkeypatch.setattr(explain.utils.files.shutil, "copyfile", real_copy)
     assert explain.provision()["copied"]
 
 
 def test_a_failed_ref_write_leaves_no_temporary_file(tmp_path, monkeypatch):
-    import explain.files
+    import explain.utils.files
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
 
     def fail(temporary, path):
         raise OSError(errno.EIO, os.strerror(errno.EIO), path)
 
-    monkeypatch.setattr(explain.files, "publish", fail)
+    monkeypatch.setattr(explain.utils.files, "publish", fail)
     with pytest.raises(CacheWriteError, match="Input/output error"):
         explain.provision()
     repo = tmp_path / "hf" / "hub" / "models--QuantFactory--SmolLM2-135M-Instruct-GGUF"

@@ -11,9 +11,9 @@ import time
 import pytest
 
 import explain
-from explain import chat_template
 from explain.errors import ChatTemplateError
-from explain.tokenizer import Tokenizer
+from explain.stages import chat_template
+from explain.stages.tokenizer import Tokenizer
 
 CHAT = [{"role": "user", "content": "Hello"}]
 

@@ -173,11 +173,11 @@ def test_the_cli_timeline_is_bounded_by_the_runs_that_exist(real_trace, tmp_path
 
 
 def test_a_failed_stage_still_emits_its_event_with_the_error():
-    from explain import registry
+    from explain.stages import tasks
 
     trace = Trace()
     with pytest.raises(Exception, match="text-generaton"):
-        registry.lookup("text-generaton", None, trace)
+        tasks.lookup("text-generaton", None, trace)
     (event,) = trace.events
     assert (event.stage, event.kind, event.data["task_asked"]) == ("registry", "lookup", "text-generaton")
     assert event.data["error"]["type"] == "UnknownTaskError"

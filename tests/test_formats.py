@@ -51,7 +51,7 @@ def state_of(folder) -> dict:
 
 def resolver(folder):
     def resolve(filename, required=True, named_by=None):
-        return explain.hub.resolve(str(folder), filename, required=required, named_by=named_by)
+        return explain.stages.hub.resolve(str(folder), filename, required=required, named_by=named_by)
     return resolve
 
 

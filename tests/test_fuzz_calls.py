@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import explain
 from explain.errors import ArgumentError, ExplainError
-from explain.tokenizer import bytes_to_unicode
+from explain.stages.tokenizer import bytes_to_unicode
 
 KNOBS = ("max_new_tokens", "min_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "min_p",
          "repetition_penalty", "stop_strings", "eos_token_id", "pad_token_id", "return_full_text",

@@ -77,7 +77,7 @@ NOT_YET_CHECKED = {
     "explain.backends.transformers.pipeline_class",
     "explain.backends.transformers.records",
     "explain.pipeline",
-    "explain.tokenizer",
+    "explain.stages.tokenizer",
     "explain.widgets.*",
 }
 

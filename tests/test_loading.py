@@ -23,7 +23,7 @@ import torch
 import transformers
 
 import explain
-from explain.registry import EMBEDDED_GGUF, EMBEDDED_MODEL, EMBEDDED_REVISION
+from explain.stages.tasks import EMBEDDED_GGUF, EMBEDDED_MODEL, EMBEDDED_REVISION
 
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
@@ -450,7 +450,7 @@ def test_gguf_file_reads_what_ggufs_own_reader_reads(provisioned):
     import gguf
     import numpy as np
 
-    from explain.config import GGUFFile, gguf_reader
+    from explain.stages.config import GGUFFile, gguf_reader
     ours, theirs = gguf_reader(provisioned["path"]), gguf.GGUFReader(provisioned["path"], "r")
     assert isinstance(ours, GGUFFile) and ours.filename == provisioned["path"]
     assert type(ours.data) is np.ndarray and ours.data.base is not None  # no copy of the 94 MB file

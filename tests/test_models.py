@@ -221,6 +221,17 @@ def test_unsupported_architecture_names_every_supported_one():
         assert name in message
 
 
+def test_the_schema_knows_every_familys_other_names():
+    """The event schema and the widgets read a saved trace's hyperparameters without the model registry
+    (explain/utils/config_names.py): its table of other names is exactly what the model files' attribute_maps say."""
+    from explain.utils import config_names
+    assert models._family_names() == config_names.OTHER_NAMES
+    gpt2 = {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024, "vocab_size": 50257}
+    assert config_names.common_config(gpt2) == models.common_config(gpt2) == {
+        "num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "max_position_embeddings": 1024,
+        "vocab_size": 50257}
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_every_config_answers_the_common_names_as_transformers_does(name):
     """GPT-2's n_layer / n_embd / n_head / n_positions are answered under the common names by the config object

@@ -15,11 +15,11 @@ import torch
 import transformers
 from transformers.generation import logits_process as hf
 
-from explain.config import generation_config
 from explain.errors import ExplainError
 from explain.generation import KNOBS, SETTINGS
 from explain.generation.processors import PROCESSORS, build_processors, ordered
 from explain.generation.settings import GENERATE_DEFAULTS, LIVE_SETTINGS, resolve, validate, warnings_for
+from explain.stages.config import generation_config
 from explain.text_generation import GENERATE_ARGUMENTS
 
 transformers.logging.set_verbosity_error()
@@ -127,7 +127,7 @@ def test_defaults_are_transformers_defaults():
 def test_everything_that_lists_knobs_reads_the_registry():
     assert SETTINGS == tuple(KNOBS) == tuple(GENERATE_DEFAULTS)
     assert set(SETTINGS) <= set(GENERATE_ARGUMENTS)  # the pipeline's arguments (and explain.pipeline's defaults)
-    values, sources = generation_config({"eos_token_id": 2}, {"typical_p": 0.5})  # the model's generation defaults
+    values, sources = generation_config({"eos_token_id": 2}, {"typical_p": 0.5}, GENERATE_DEFAULTS)
     assert set(KNOBS) <= set(values) and values["typical_p"] == 0.5 and sources["typical_p"] == "generation_config.json"
     assert sources["eta_cutoff"] == "transformers default" and values["eos_token_id"] == 2
     every_knob = {knob.name for cls in ordered() for knob in cls.knobs}

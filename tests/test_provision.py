@@ -11,10 +11,10 @@ import huggingface_hub
 import pytest
 
 import explain
-from explain import hub
-from explain.embedded import packaged_gguf
 from explain.errors import NotCachedError
-from explain.registry import EMBEDDED_GGUF, EMBEDDED_MODEL, EMBEDDED_REVISION
+from explain.features.embedded import packaged_gguf
+from explain.stages import hub
+from explain.stages.tasks import EMBEDDED_GGUF, EMBEDDED_MODEL, EMBEDDED_REVISION
 
 REPO_FOLDER = "models--QuantFactory--SmolLM2-135M-Instruct-GGUF"
 

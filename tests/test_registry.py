@@ -7,8 +7,8 @@ import pytest
 import transformers.pipelines
 
 import explain
-from explain import registry
 from explain.errors import UnknownTaskError, UnsupportedError
+from explain.stages import tasks
 
 
 def _name(value) -> str:
@@ -23,9 +23,9 @@ def _default(entry: dict) -> tuple[str, str]:
 
 def test_supported_tasks_match_transformers():
     theirs = transformers.pipelines.SUPPORTED_TASKS
-    assert sorted(registry.SUPPORTED_TASKS) == sorted(theirs)
+    assert sorted(tasks.SUPPORTED_TASKS) == sorted(theirs)
     for task, entry in theirs.items():
-        pipeline_class, model_class, model, revision, kind = registry.SUPPORTED_TASKS[task]
+        pipeline_class, model_class, model, revision, kind = tasks.SUPPORTED_TASKS[task]
         assert pipeline_class == _name(entry["impl"]), task
         assert model_class == entry["pt"][0].__name__, task
         assert (model, revision) == tuple(_default(entry)), task
@@ -33,24 +33,24 @@ def test_supported_tasks_match_transformers():
 
 
 def test_aliases_and_removed_tasks_match_transformers():
-    assert registry.TASK_ALIASES == transformers.pipelines.TASK_ALIASES
+    assert tasks.TASK_ALIASES == transformers.pipelines.TASK_ALIASES
     theirs = transformers.pipelines.REMOVED_TASKS
-    assert sorted(registry.REMOVED_TASKS) == sorted(theirs)
+    assert sorted(tasks.REMOVED_TASKS) == sorted(theirs)
     for task, advice in theirs.items():  # explain's messages are transformers' without the emoji
-        assert registry.REMOVED_TASKS[task] == advice.replace("\N{HUGGING FACE} ", ""), task
+        assert tasks.REMOVED_TASKS[task] == advice.replace("\N{HUGGING FACE} ", ""), task
 
 
 @pytest.mark.parametrize("task", sorted(transformers.pipelines.SUPPORTED_TASKS)
                          + sorted(transformers.pipelines.TASK_ALIASES) + ["image-to-text"])
 def test_check_task_normalises_as_transformers_does(task):
     theirs, _, _ = transformers.pipelines.check_task(task)
-    ours, entry = registry.check_task(task)
+    ours, entry = tasks.check_task(task)
     assert ours == theirs
     assert entry["alias_of"] == (ours if task != ours else None)
 
 
 def test_alias_reaches_the_task_it_names():
-    task, entry = registry.check_task("sentiment-analysis")
+    task, entry = tasks.check_task("sentiment-analysis")
     assert task == "text-classification" and entry["pipeline_class"] == "TextClassificationPipeline"
     with pytest.raises(UnsupportedError, match="'text-classification' is a transformers task"):
         explain.pipeline("sentiment-analysis")
@@ -69,7 +69,7 @@ def test_unknown_task_suggests_close_matches():
 @pytest.mark.parametrize("task", ["", None, 3])
 def test_task_that_is_not_a_name(task):
     with pytest.raises(UnknownTaskError, match="task must be a task name such as 'text-generation'"):
-        registry.check_task(task)
+        tasks.check_task(task)
 
 
 @pytest.mark.parametrize("task, instead", [("summarization", "text-generation"),
@@ -121,7 +121,7 @@ def test_lookup_event_of_the_embedded_pipeline(embedded_pipe):
 
 def test_lookup_event_when_the_caller_names_a_model():
     trace = explain.Trace()
-    data = registry.lookup("text-generation", "some/model", trace)
+    data = tasks.lookup("text-generation", "some/model", trace)
     assert data["model_used"] == "some/model" and data["default_reason"] == "model given by the caller"
     assert "revision_used" not in data
     assert trace.events[0].data == explain.trace.plain(data)

@@ -1,4 +1,4 @@
-"""The decoding strategies' pictures (explain.trees) and views (explain.widgets.strategy_views) in Python, on the tiny
+"""The decoding strategies' pictures (explain.features.trees) and views (explain.widgets.strategy_views) in Python, on the tiny
 random Llama: the sampling tree holds every sampled sequence exactly once, branching where they differ; the beam tree
 holds each step's beams and marks the returned paths; the draft rounds add up to the run's acceptance; the views
 follow a live pipeline and replay a saved trace; the dashboard shows the strategy's panel; the step-through
@@ -15,8 +15,8 @@ import torch
 pytest.importorskip("anywidget")
 
 import explain  # noqa: E402
+from explain.features.trees import beam_tree, draft_rounds, sampling_tree  # noqa: E402
 from explain.trace import Trace  # noqa: E402
-from explain.trees import beam_tree, draft_rounds, sampling_tree  # noqa: E402
 from explain.widgets import BeamTree, DashboardState, DraftView, SamplingTree  # noqa: E402
 from explain.widgets.strategy_views import PANELS, dashboard_views, panel_values  # noqa: E402
 

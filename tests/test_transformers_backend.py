@@ -67,10 +67,10 @@ def test_seed_default_loads_the_embedded_gguf_through_transformers(tf_embedded, 
     trace = tf_embedded.trace
     assert {e.stage for e in trace.filter(run=0)} == {"registry", "config", "tokenizer", "weights", "placement"}
     lookup = trace.filter("registry", "lookup")[0].data
-    assert lookup["model_used"] == explain.registry.EMBEDDED_MODEL and lookup["gguf_file_used"] == explain.registry.EMBEDDED_GGUF
+    assert lookup["model_used"] == explain.stages.tasks.EMBEDDED_MODEL and lookup["gguf_file_used"] == explain.stages.tasks.EMBEDDED_GGUF
     assert "no model given" in lookup["default_reason"] and lookup["default_model"] == "HuggingFaceTB/SmolLM3-3B"
-    gguf_files = [e.data for e in trace.filter("config", "file") if e.data["filename"] == explain.registry.EMBEDDED_GGUF]
-    assert gguf_files and all(f["cache"] == "hit" and f["commit"] == explain.registry.EMBEDDED_REVISION for f in gguf_files)
+    gguf_files = [e.data for e in trace.filter("config", "file") if e.data["filename"] == explain.stages.tasks.EMBEDDED_GGUF]
+    assert gguf_files and all(f["cache"] == "hit" and f["commit"] == explain.stages.tasks.EMBEDDED_REVISION for f in gguf_files)
     weights = trace.filter("weights", "load")[0].data
     ours = embedded_pipe.trace.filter("weights", "load")[0].data
     assert weights["format"] == "gguf" == ours["format"]

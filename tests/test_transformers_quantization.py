@@ -168,7 +168,7 @@ def test_compare_across_backends(quantized, tiny_llama):
 
 
 def test_views_of_quantized_transformers_pipes(quantized, tmp_path):
-    from explain.units import size_text
+    from explain.utils.units import size_text
     from explain.widgets import CompareView, QuantizationView
     pipe, _ = quantized["torchao int4"]
     data = pipe.trace.last("weights", "quantize").data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import explain
-from explain.compare import Comparison
+from explain.features.compare import Comparison
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("plotly")

@@ -12,7 +12,7 @@ HIDDEN, HEADS, KV_HEADS, FEED_FORWARD, CONTEXT = 8, 2, 1, 16, 64
 
 
 def byte_tokens() -> list[str]:
-    from explain.tokenizer import bytes_to_unicode
+    from explain.stages.tokenizer import bytes_to_unicode
     return list(bytes_to_unicode().values())
 
 

@@ -24,8 +24,8 @@ import safetensors
 import torch
 from torch import nn
 
-from ..config import read_json
 from ..errors import CorruptFileError, ExplainError, UnsupportedError
+from ..stages.config import read_json
 from ..trace import Trace
 from .lora import LoraLinear
 
@@ -280,3 +280,12 @@ def load_adapter(model: nn.Module, path, trace: Trace, apply_with: str | None = 
     trace.emit("weights", "adapter", adapter_event(adapter.name, path, settings, facts, applied_with, base_parameters),
                start=start, duration=time.perf_counter() - t0)
     return adapter
+
+
+def run(loading, trace: Trace) -> None:
+    """After the placement stage (a stage's shape, explain/stages/loading.py): a PEFT LoRA adapter on top, when
+    adapter= was given (adapters/adapter)."""
+    if loading.adapter is not None:
+        load = trace.last("weights", "load")
+        assert load is not None, "the weights stage emitted weights/load"
+        loading.adapted = load_adapter(loading.module, loading.adapter, trace, base_parameters=load.data["parameters"])

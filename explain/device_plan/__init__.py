@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from ..errors import ExplainError
 from .memory import DTYPES, HardwareError, parse_max_memory, profiles
-from .plan import Plan, Request, compute
+from .plan import Plan, Request
 from .source import ModelSourceError, resolve, shipped
+from .suggest import planned_with_suggestions
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -64,4 +65,4 @@ def plan_device_map(model, hardware: str | None = None, max_memory=None, dtype=N
     chosen = dtype if dtype is not None else (source.default_dtype or "float32")
     request = Request(source=source, dtype=chosen, hardware=hardware, max_memory=memory, strategy=strategy,
                       context=context, batch=batch)
-    return compute(request)
+    return planned_with_suggestions(request)

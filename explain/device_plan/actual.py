@@ -1,6 +1,6 @@
 """The placement that really happened (the `placement/place` event of a pipeline's trace), as a Plan.
 
-The event is what explain.placement emitted while loading: the device map it used, the max_memory accelerate saw,
+The event is what explain.stages.placement emitted while loading: the device map it used, the max_memory accelerate saw,
 and the bytes that landed on each device. A saved trace (device keys turned into strings by JSON) works too.
 """
 
@@ -9,21 +9,23 @@ from __future__ import annotations
 import torch
 from accelerate.utils import compute_module_sizes
 
-from ..devices import parse_device
-from ..dtypes import RUNNABLE
 from ..errors import ExplainError
-from ..units import size_text
-from .plan import Plan, kv_cache, no_split_classes, units, verdict
+from ..utils.devices import parse_device
+from ..utils.dtypes import RUNNABLE
+from ..utils.units import size_text
+from .pieces import kv_cache, no_split_classes, units, verdict
 from .source import config_of, module_dtype
 
 
 def device(value):
-    """"0" / "cuda:0" / 0 -> 0; "cpu" stays "cpu": accelerate's spelling of a device (explain.devices)."""
+    """"0" / "cuda:0" / 0 -> 0; "cpu" stays "cpu": accelerate's spelling of a device (explain.utils.devices)."""
     return parse_device(value, "the placement event's device")
 
 
-def from_event(event, model: torch.nn.Module | None = None, name: str | None = None, context: int | None = None,
-               batch: int = 1) -> Plan:
+def from_event(plan_class: type, event, model: torch.nn.Module | None = None, name: str | None = None,
+               context: int | None = None, batch: int = 1):
+    """The Plan (of `plan_class`: Plan.from_event passes its class, so this module needs nothing of plan.py) of the
+    placement a pipeline really got, from its `placement/place` event."""
     data = event.data if hasattr(event, "data") else dict(event)
     if "device_map" not in data:
         raise ExplainError("this is not a placement event: Plan.from_event wants the `placement/place` event of a "
@@ -55,11 +57,11 @@ def from_event(event, model: torch.nn.Module | None = None, name: str | None = N
     asked = data.get("asked") or {}
     title = name or (config.get("_name_or_path") if config else None) or "the loaded model"
     total = sum(device_bytes.values())
-    return Plan(name=title, where=f"the pipeline's placement/place event ({size_text(total)} placed)",
+    return plan_class(name=title, where=f"the pipeline's placement/place event ({size_text(total)} placed)",
                 architecture=(config.get("architectures") or [type(model).__name__ if model is not None else
                                                               "architecture not recorded"])[0],
                 parameters=parameters, dtype=dtype, hardware="actual placement",
-                hardware_description=f"what explain.placement did when loading (device={asked.get('device')!r}, "
+                hardware_description=f"what explain.stages.placement did when loading (device={asked.get('device')!r}, "
                                      f"device_map={asked.get('device_map')!r})",
                 strategy=str(data.get("strategy")), memory=memory, max_memory=dict(memory), no_split_module_classes=
                 no_split, device_map=device_map, module_sizes=sizes, units=rows, device_bytes=device_bytes,

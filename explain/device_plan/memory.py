@@ -20,9 +20,9 @@ from functools import lru_cache
 
 import torch
 
-from ..devices import device_text, parse_device
-from ..dtypes import DTYPES, canonical_name
 from ..errors import ExplainError
+from ..utils.devices import device_text, parse_device
+from ..utils.dtypes import DTYPES, canonical_name
 
 HARDWARE_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "hardware.json")
 NON_ACCELERATORS = ("cpu", "disk")
@@ -39,7 +39,7 @@ class HardwareError(ExplainError):
     """An unknown hardware profile or a malformed max_memory."""
 
 
-# -- dtypes: explain.dtypes' one table (name -> torch dtype of the tensors that are not quantised, dtype of quantised
+# -- dtypes: explain.utils.dtypes' one table (name -> torch dtype of the tensors that are not quantised, dtype of quantised
 # Linear weights or None, label) --------------------------------------------------------------------------------------
 SMALLER = ("float32", "bfloat16", "int8", "4bit")  # the order dtype suggestions walk down
 

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 import torch
 from accelerate import init_empty_weights
 
-from .. import hub
-from ..dtypes import dtype_name
 from ..errors import ExplainError
 from ..models import model_class
+from ..stages import hub
+from ..utils.dtypes import dtype_name
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "configs")
 ALIASES = {"gpt2": "openai-community/gpt2"}  # the short names the Hub redirects
@@ -60,7 +60,7 @@ def _offline():
 
 def find_config(name: str, revision: str | None = None) -> tuple[dict, str]:
     """(config dict, where it came from) for a folder, a config.json path, a cached repo or a shipped config."""
-    from ..config import read_json
+    from ..stages.config import read_json
     name = os.fspath(name)
     if os.path.isfile(name):
         return read_json(name, "model config (config.json)"), f"file {name}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..units import size_text
+from ..utils.units import size_text
 from .memory import NON_ACCELERATORS, device_label, profiles
+from .plan import compute, smaller_dtypes
 
 RANK = {"fits": 0, "fits with cpu offload": 1, "does not fit": 2}
 
@@ -27,10 +28,8 @@ def _total(memory: dict) -> int:
 
 
 def suggestions(request, plan) -> list:
-    from .plan import compute, smaller_dtypes
-
     def again(**changes):
-        return compute(replace(request, **changes), suggest=False)
+        return compute(replace(request, **changes))
 
     found = []
     kv_only = plan.status == "does not fit" and not plan.device_bytes.get("disk")
@@ -94,3 +93,11 @@ def suggestions(request, plan) -> list:
                       "summary": f"it runs as planned: the offloaded weights cross to {', '.join(gpus) or 'the GPU'} "
                                  "on every forward pass"})
     return found
+
+
+def planned_with_suggestions(request):
+    """accelerate's plan for `request` and, when it does not fit, the smallest changes that do, each planned again."""
+    plan = compute(request)
+    if plan.status != "fits":
+        plan.suggestions = suggestions(request, plan)
+    return plan

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html as _html
 
-from ..units import size_text
+from ..utils.units import size_text
 from .memory import device_label
 
 COLOURS = {"cpu": "#e8a33d", "mps": "#9b6ad6", "disk": "#c8553d"}

@@ -8,8 +8,8 @@ declared fields directly (`data["prob"]`): `explain.events.check_event` has prov
 from collections.abc import Callable
 from typing import Any, Literal, NotRequired, TypedDict
 
-from ..models import common_config
-from ..units import size_text
+from ..utils.config_names import common_config
+from ..utils.units import size_text
 
 
 # -- pieces shared by several kinds ---------------------------------------------------------------------

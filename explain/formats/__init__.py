@@ -7,7 +7,7 @@
 
 `find_weights` asks each entry in order (FORMATS' order is the preference: a GGUF file the caller named, then
 safetensors, then PyTorch's weights-only pickles) and returns the first that finds files. `resolve(filename,
-required)` is the pipeline's one way to turn a file name into a local path (explain.hub.resolve: a local folder,
+required)` is the pipeline's one way to turn a file name into a local path (explain.stages.hub.resolve: a local folder,
 kept inside itself, or the Hugging Face cache); a file name read from another file (an index's weight_map) goes
 through `shard_names` first, which refuses absolute paths and `..`.
 
@@ -102,7 +102,7 @@ def shard_names(index_path: str, entries: dict) -> list[str]:
 
 def read_index(index_path: str, what: str) -> list[str]:
     """The shard file names of `model.safetensors.index.json` / `pytorch_model.bin.index.json`."""
-    from ..config import read_json
+    from ..stages.config import read_json
     index = read_json(index_path, what)
     if not isinstance(index.get("weight_map"), dict) or not index["weight_map"]:
         raise CorruptFileError(f"{index_path} has no \"weight_map\" of tensor names to files; it is not a {what}")

@@ -22,7 +22,7 @@ def find(resolve, gguf_path):
 
 
 def _reader(paths: list[str], request: ReadRequest):
-    from ..config import gguf_reader
+    from ..stages.config import gguf_reader
     return request.reader if request.reader is not None else gguf_reader(paths[0])
 
 

@@ -9,8 +9,8 @@ from collections import Counter
 
 import torch
 
-from ..dtypes import dtype_name
 from ..errors import CorruptFileError
+from ..utils.dtypes import dtype_name
 from . import ReadRequest, WeightFormat, file_bytes, named_as_model, read_index, register
 
 INDEX, SINGLE = "pytorch_model.bin.index.json", "pytorch_model.bin"

@@ -8,8 +8,8 @@ from collections import Counter
 
 import safetensors
 
-from ..dtypes import dtype_name
 from ..errors import CorruptFileError
+from ..utils.dtypes import dtype_name
 from . import ReadRequest, WeightFormat, file_bytes, named_as_model, read_index, register
 
 INDEX, SINGLE = "model.safetensors.index.json", "model.safetensors"

@@ -1,7 +1,8 @@
 """Generation: the knobs, settings resolution, the registry of logits processors, and the step-by-step loop."""
 
+from .knobs import Slider, Toggle
 from .loop import Generation
 from .processors import build_processors
 from .settings import KNOBS, SETTINGS, resolve
 
-__all__ = ["Generation", "build_processors", "KNOBS", "SETTINGS", "resolve"]
+__all__ = ["Generation", "build_processors", "KNOBS", "SETTINGS", "resolve", "Slider", "Toggle"]

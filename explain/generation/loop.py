@@ -18,7 +18,7 @@ import torch
 
 from ..errors import ExplainError
 from ..models.cache import KVCache
-from ..placement import input_device, synchronize
+from ..stages.placement import input_device, synchronize
 from ..trace import Trace
 from .processors import build_processors
 from .rows import KeptLogits, all_rows_warning, encode_row, float32_list

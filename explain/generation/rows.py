@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ExplainError
-from ..units import size_text
+from ..utils.units import size_text
 
 KEEP_LOGITS = 512  # rows keep_logits=True keeps (the newest); keep_logits=<n> keeps n
 

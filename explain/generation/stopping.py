@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 
-from ..tokenizer import bytes_to_unicode
+from ..stages.tokenizer import bytes_to_unicode
 
 BYTE_DECODER = {char: byte for byte, char in bytes_to_unicode().items()}
 

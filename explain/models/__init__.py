@@ -14,6 +14,8 @@ import functools
 import importlib
 
 from ..errors import UnsupportedError
+from ..utils.config_names import COMMON_NAMES  # noqa: F401  (explain.models.COMMON_NAMES, as before)
+from ..utils.config_names import common_config as common_names_of
 
 # architecture name (as in config.json) -> (module, class name)
 ARCHITECTURES = {
@@ -56,9 +58,6 @@ def build_config(config: dict):
     return model_class(config).config_class.from_dict(config)
 
 
-COMMON_NAMES = ("num_hidden_layers", "hidden_size", "num_attention_heads", "max_position_embeddings", "vocab_size")
-
-
 @functools.cache
 def _family_names() -> dict[str, tuple[str, ...]]:
     """Common name -> the other names families use for it, from every registered config class's attribute_map."""
@@ -74,9 +73,5 @@ def common_config(config: dict) -> dict:
     """A config.json dict's shape under the common names (COMMON_NAMES), whatever its family calls them (GPT-2:
     n_layer, n_embd, n_head, n_positions), for code that reads a dict: a saved trace's hyperparameters, the device
     planner's configs. A model's config object answers the same names itself. None where the config has no value."""
-    values = {}
-    for name in COMMON_NAMES:
-        candidates = (name,) + _family_names().get(name, ())
-        values[name] = next((config[key] for key in candidates if config.get(key) is not None), None)
-    return values
+    return common_names_of(config, _family_names())
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from ..dtypes import dtype_name
 from ..errors import ExplainError, UnsupportedError
+from ..utils.dtypes import dtype_name
 from .blocks import Blocks, quantize_q4_1, unpack
 from .linear import BlockInt8Linear, Int4Linear, Int8Linear, QuantizedLinear
 from .methods import METHODS, Method, kernel_available

@@ -21,9 +21,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..dtypes import dtype_name
 from ..formats.gguf_format import reverse_permute
 from ..trace import Trace
+from ..utils.dtypes import dtype_name
 from .blocks import permute_rows, unpack
 from .linear import QuantizedLinear
 from .memory import process_memory, release_freed_memory

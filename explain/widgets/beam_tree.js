@@ -1,6 +1,6 @@
 // Beam search, step by step: one column per step, each running beam linked to the beam it extends, the
 // candidates that finished (score divided by length ** length_penalty) or were pruned, and the final ranking, with
-// the returned sequences' paths drawn thick. Draws `data` (explain.trees.beam_tree); writes nothing back.
+// the returned sequences' paths drawn thick. Draws `data` (explain.features.trees.beam_tree); writes nothing back.
 // All text reaches the page through textContent (SVG text included).
 
 const SVG = "http://www.w3.org/2000/svg";

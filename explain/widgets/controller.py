@@ -16,8 +16,8 @@ from html import escape
 import ipywidgets as widgets
 
 from ..errors import ExplainError, interrupted
-from ..generation.knobs import Slider, Toggle
-from ..generation.settings import KNOBS as ALL_KNOBS
+from ..generation import KNOBS as ALL_KNOBS
+from ..generation import Slider, Toggle
 from .dashboard import Dashboard, StaticFallback
 from .state import visible
 from .views import stop_text

@@ -1,6 +1,6 @@
 // Assisted decoding, round by round: the drafted tokens (green: accepted, red: the first one rejected, grey: never
 // checked), the token the model added itself, and why the rejected one was rejected; above, the acceptance rate and
-// the forward passes saved. Draws `data` (explain.trees.draft_rounds); writes nothing back. Text via textContent.
+// the forward passes saved. Draws `data` (explain.features.trees.draft_rounds); writes nothing back. Text via textContent.
 
 function el(tag, className, text) {
   const node = document.createElement(tag);

@@ -1,6 +1,6 @@
 // Several sequences of one call as a prefix tree: a segment holds the tokens its sequences share; where they part,
 // a branch point shows the distribution of that step and which token each sequence took. Draws `data`
-// (explain.trees.sampling_tree); writes nothing back. All text reaches the page through textContent.
+// (explain.features.trees.sampling_tree); writes nothing back. All text reaches the page through textContent.
 
 function el(tag, className, text) {
   const node = document.createElement(tag);

@@ -7,9 +7,9 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 from __future__ import annotations
 
 from ..events import LOADING_STAGES, STAGES, describe
-from ..models import common_config
+from ..utils.config_names import common_config
 from ..trace import Event, Trace
-from ..units import size_text
+from ..utils.units import size_text
 ROLE_NAMES = ("system", "user", "assistant", "generation prompt", "tool")
 
 
@@ -43,7 +43,7 @@ class DashboardState:
         self.end_branch = 0
         self.decode: Event | None = None
         self.branches: dict[int, list[dict]] = {0: []}
-        self.run_events: list[Event] = []  # the run's events in order (the strategy panels fold them: explain.trees)
+        self.run_events: list[Event] = []  # the run's events in order (the strategy panels fold them: explain.features.trees)
         self.sequences: dict[int, list[dict]] = {}  # several sampled sequences: the steps of sequence 1, 2, ...
         self.beams: list[dict] = []  # beam search: each step's generation/beams data
         self.drafts: list[dict] = []  # assisted decoding: each round's generation/draft data

@@ -1,4 +1,4 @@
-"""The decoding strategies' views, each an anywidget ES module over two traits, `data` (explain.trees builds it) and
+"""The decoding strategies' views, each an anywidget ES module over two traits, `data` (explain.features.trees builds it) and
 `caption`:
 
     SamplingTree(pipe)            several sampled sequences as a prefix tree (also a step-through's forced branches)
@@ -25,8 +25,8 @@ from typing import Callable
 import anywidget
 import traitlets
 
+from ..features.trees import beam_tree, draft_rounds, sampling_tree
 from ..trace import Event, Trace
-from ..trees import beam_tree, draft_rounds, sampling_tree
 from .sink import ThrottledSink
 
 HERE = pathlib.Path(__file__).parent

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import ipywidgets as widgets
 
 from ..events import LOADING_STAGES
-from ..units import size_text
+from ..utils.units import size_text
 from .safe import esc, fmt, integer, number, text
 from .code_link import code_html
 from .elements import GeneratedText, InsideElement, StageTimeline, StepChart, TokenChips

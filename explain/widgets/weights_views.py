@@ -16,7 +16,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..trace import Trace
-from ..units import size_text
+from ..utils.units import size_text
 from .dashboard import StaticFallback
 from .state import visible
 

@@ -16,10 +16,10 @@ from typing import cast
 import torch
 import transformers
 
-from ... import registry
-from ...embedded import ensure_provisioned
 from ...errors import ExplainError, UnsupportedError
-from ...placement import AUTO_STRATEGIES, normalise_device
+from ...features.embedded import ensure_provisioned
+from ...stages import tasks
+from ...stages.placement import AUTO_STRATEGIES, normalise_device
 from ...trace import Trace
 from .errors import translated
 from .facts import config_facts, is_remote, placement_facts, source_file, tokenizer_facts, weights_facts
@@ -33,11 +33,11 @@ def _check_arguments(task, device, device_map, dtype, kwargs) -> None:
     try:
         normalized = transformers.pipelines.check_task(task)[0]  # transformers reads config.json before this check
     except KeyError:
-        registry.check_task(task)  # explain's table is transformers' (tests/test_registry.py), with a suggestion
+        tasks.check_task(task)  # explain's table is transformers' (tests/test_registry.py), with a suggestion
         raise
-    if normalized not in registry.RUNNABLE_TASKS:
+    if normalized not in tasks.RUNNABLE_TASKS:
         raise UnsupportedError(f"{normalized!r} is a transformers task that explain does not trace yet; explain "
-                               f"traces {', '.join(registry.RUNNABLE_TASKS)}.")
+                               f"traces {', '.join(tasks.RUNNABLE_TASKS)}.")
     if "pipeline_class" in kwargs:
         raise ExplainError("backend=\"transformers\" builds its own pipeline class (TracedTextGenerationPipeline, a "
                            "TextGenerationPipeline); leave pipeline_class out")
@@ -97,7 +97,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
         if tokenizer is not None:
             raise ExplainError("a tokenizer was given without a model; pass model= too (transformers refuses this)")
         ensure_provisioned()
-        model, revision, gguf_file = registry.EMBEDDED_MODEL, registry.EMBEDDED_REVISION, registry.EMBEDDED_GGUF
+        model, revision, gguf_file = tasks.EMBEDDED_MODEL, tasks.EMBEDDED_REVISION, tasks.EMBEDDED_GGUF
         # transformers' table is a dict literal whose values its types see as object
         text_generation = cast(dict, transformers.pipelines.SUPPORTED_TASKS["text-generation"])
         default_model, default_revision = text_generation["default"]["model"]

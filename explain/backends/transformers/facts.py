@@ -18,10 +18,10 @@ from collections import Counter
 
 import torch
 
-from ...config import KEY_HYPERPARAMETERS
 from ...generation.settings import GENERATE_DEFAULTS
-from ...placement import execution
-from ...tokenizer import NAMED_TOKENS, NO_LIMIT, component_name
+from ...stages.config import KEY_HYPERPARAMETERS
+from ...stages.placement import execution
+from ...stages.tokenizer import NAMED_TOKENS, NO_LIMIT, component_name
 from .quantized import tensor_bytes
 
 
@@ -130,7 +130,7 @@ def stored_dtypes(paths: list[str], quantizer) -> tuple[dict, dict | None]:
             header = getattr(quantizer, "header", None)
             tensors = getattr(header, "tensors", None) if header is not None else None
             if tensors is None:
-                from ...config import gguf_reader
+                from ...stages.config import gguf_reader
                 tensors = gguf_reader(path).tensors
             import gguf
             for tensor in tensors:  # transformers' TensorInfo (ggml_type, an int) or gguf's ReaderTensor

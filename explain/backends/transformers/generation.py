@@ -29,6 +29,7 @@ from ...generation.loop import CAPTURES
 from ...generation.rows import KeptLogits, all_rows_warning, encode_row
 from ...generation.settings import KNOBS as ALL_KNOBS
 from ...generation.settings import LIVE_SETTINGS, unknown_argument, validate
+from .cache import cropped
 from .hooks import PauseAfterOneToken, generation_mode, observing
 from .records import cache_record, floats, processor_effect, processor_records, settings_record, stop_reason, top
 
@@ -406,7 +407,7 @@ class TransformersGeneration:
         other.generation_config, other.settings = copy.deepcopy(parent.generation_config), dict(parent.settings)
         other.traces_steps, other.mode, other._totals = parent.traces_steps, parent.mode, dict(parent._totals)
         other.prompt_text, other.options = parent.prompt_text, dict(parent.options)
-        other.cache = _cropped(parent.cache, position)
+        other.cache = cropped(parent.cache, position)
         other.steps = [dict(s, branch=other.branch) for s in parent.steps[:step]]
         other.raw_logits = parent.raw_logits.upto(step) if parent.raw_logits is not None else None
         forced = dict(parent.steps[step], token_id=token_id, token=other.token_text(token_id), forced=True,
@@ -445,15 +446,3 @@ def _rank(raw: torch.Tensor, token: int, logits_top: dict) -> int:
         mine = values[ids.index(token)]
         return 1 + sum(value > mine for value in values)
     return int((raw[0] > raw[0, token]).sum()) + 1
-
-
-def _cropped(cache, length: int):
-    """A copy of transformers' Cache holding its first `length` positions, or None when it cannot be cropped."""
-    if cache is None:
-        return None
-    try:
-        copied = copy.deepcopy(cache)
-        copied.crop(-(copied.get_seq_length() - length))  # transformers 5: a negative count of tokens to remove
-    except (RuntimeError, ValueError, NotImplementedError):
-        return None
-    return copied if copied.get_seq_length() == length else None

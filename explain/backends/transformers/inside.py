@@ -22,12 +22,12 @@ import torch
 
 from ...errors import ExplainError
 from ...inside.replay import Replay, decoder_parts
+from .cache import cropped
 
 
 def _cache_before(generation, length: int):
     """A copy of the run's Cache holding its first `length` positions (the run's own is not changed)."""
-    from .generation import _cropped
-    cache = _cropped(generation.cache, length)
+    cache = cropped(generation.cache, length)
     if cache is None:
         raise ExplainError("this run's cache cannot be cut back to the step (a sliding-window or static cache); "
                            "inspect a step of a run on a model with transformers' DynamicCache")

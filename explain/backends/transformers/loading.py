@@ -19,8 +19,8 @@ import time
 
 import huggingface_hub
 
-from ... import registry
 from ...errors import UnsupportedError
+from ...stages import tasks
 from ...trace import Trace
 from .facts import config_facts, placement_facts, tokenizer_facts, weights_facts
 from .patches import listening
@@ -91,7 +91,7 @@ class LoadingObserver:
             try:
                 normalized, targeted, options = original(task)
             except KeyError:
-                registry.check_task(task)  # explain's table is transformers' (tests/test_registry.py): same verdict,
+                tasks.check_task(task)  # explain's table is transformers' (tests/test_registry.py): same verdict,
                 raise  # with the suggestion of a close task name; re-raise if it somehow accepts it
             impl = targeted.get("impl")
             default_model, default_revision = (targeted.get("default") or {}).get("model", (None, None))
@@ -100,19 +100,19 @@ class LoadingObserver:
                     "model_class": ", ".join(c.__name__ for c in targeted.get("pt", ())),
                     "default_model": default_model, "default_revision": default_revision,
                     "type": targeted.get("type"), "alias_of": normalized if task != normalized else None,
-                    "historical_default": {"model": registry.HISTORICAL_DEFAULT[0],
-                                           "revision": registry.HISTORICAL_DEFAULT[1]},
+                    "historical_default": {"model": tasks.HISTORICAL_DEFAULT[0],
+                                           "revision": tasks.HISTORICAL_DEFAULT[1]},
                     "known_tasks": sorted(__import__("transformers").pipelines.SUPPORTED_TASKS),
-                    "runnable_tasks": list(registry.RUNNABLE_TASKS), "model_used": self.model_used,
+                    "runnable_tasks": list(tasks.RUNNABLE_TASKS), "model_used": self.model_used,
                     "default_reason": self.default_reason, "backend": "transformers",
                     "pipeline_class_used": "TracedTextGenerationPipeline",
                     "trust_remote_code": bool(self.asked.get("trust_remote_code"))}
             if self.asked.get("gguf_file_used"):
                 data.update(revision_used=self.asked.get("revision"), gguf_file_used=self.asked["gguf_file_used"])
             self.emit("registry", "lookup", data, start, time.perf_counter() - t0)
-            if normalized not in registry.RUNNABLE_TASKS:
+            if normalized not in tasks.RUNNABLE_TASKS:
                 raise UnsupportedError(f"{normalized!r} is a transformers task ({data['pipeline_class']}) that explain "
-                                       f"does not trace yet; explain traces {', '.join(registry.RUNNABLE_TASKS)}.")
+                                       f"does not trace yet; explain traces {', '.join(tasks.RUNNABLE_TASKS)}.")
             return normalized, targeted, options
         return check_task
 

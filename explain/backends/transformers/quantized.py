@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...dtypes import dtype_name
 from ...quantization.memory import process_memory
+from ...utils.dtypes import dtype_name
 
 
 # -- quantized tensors -------------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def stored_tensors(paths: list[str]) -> dict[str, tuple[str, int]]:
                         count *= size
                     out[name] = (dtype_name(dtype), count * torch.empty((), dtype=dtype).element_size())
         elif path.endswith(".gguf") and os.path.isfile(path):
-            from ...config import gguf_reader
+            from ...stages.config import gguf_reader
             for tensor in gguf_reader(path).tensors:
                 out[tensor.name] = (tensor.tensor_type.name, int(tensor.n_bytes))
     return out

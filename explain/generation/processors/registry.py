@@ -34,6 +34,7 @@ processors: they are beam search's knobs (explain/generation/strategies/beam.py)
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 from ..knobs import GENERAL, Knob
 from .base import BuildContext, LogitsProcessor
@@ -93,10 +94,11 @@ def build_processors(settings: dict, prompt_length: int, *, prompt_ids=None, mod
 def merge_custom(processors: list, custom) -> list:
     """transformers' _merge_criteria_processor_list: a processor of the call's own list replaces the built one of the
     same class, in its place (transformers warns); the others follow the built ones."""
-    from .custom import CallProcessor
     if not custom:
         return processors
-    wrapped = [CallProcessor(p) for p in custom]
+    # custom.py's CallProcessor, found as registered (no import); Any: its constructor and attributes are its own
+    call_processor: Any = PROCESSORS["logits_processor"]
+    wrapped = [call_processor(p) for p in custom]
     result, used = [], set()
     for processor in processors:
         same = next((w for w in wrapped if w.transformers_class_name == processor.transformers_class()), None)

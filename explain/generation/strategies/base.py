@@ -31,7 +31,7 @@ import torch
 
 from ...errors import ExplainError
 from ...models.cache import KVCache
-from ...placement import input_device, synchronize
+from ...stages.placement import input_device, synchronize
 from ..knobs import Knob
 from ..processors import build_processors
 from ..processors.base import eos_ids

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ...models.cache import KVCache
-from ...placement import input_device
+from ...stages.placement import input_device
 
 
 @dataclass

@@ -15,9 +15,13 @@ GENERATION_MODES_MAPPING (transformers/generation/utils.py):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...errors import ExplainError
 from ..knobs import Knob
-from .base import DecodingStrategy
+
+if TYPE_CHECKING:  # only named in annotations: base.py's run imports settings, which reads this registry
+    from .base import DecodingStrategy
 
 STRATEGIES: dict[str, type[DecodingStrategy]] = {}  # class name -> class, filled by @register
 

@@ -15,8 +15,8 @@ import huggingface_hub
 from huggingface_hub import errors as hub_errors
 from huggingface_hub.utils import validate_repo_id
 
-from .errors import ArgumentError, CorruptFileError, ExplainError, NotCachedError, OutsideFolderError
-from .trace import Trace
+from ..errors import ArgumentError, CorruptFileError, ExplainError, NotCachedError, OutsideFolderError
+from ..trace import Trace
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -115,7 +115,7 @@ def _commit_of(path: str, repo_id: str) -> str | None:
 
 
 def _not_cached_message(repo_id: str, filename: str, revision: str | None) -> str:
-    from .registry import EMBEDDED_GGUF, EMBEDDED_MODEL
+    from .tasks import EMBEDDED_GGUF, EMBEDDED_MODEL
     where = f"{repo_id}/{filename} (revision {revision or 'main'})"
     if repo_id == EMBEDDED_MODEL and filename == EMBEDDED_GGUF:
         fix = "run `python -m explain provision` (or explain.provision()) to put the embedded model in the cache"

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .dtypes import dtype_name
-from .errors import ExplainError
-from .models.cache import KVCache
-from .units import size_text
+from ..errors import ExplainError
+from ..models.cache import KVCache
+from ..utils.dtypes import dtype_name
+from ..utils.units import size_text
 
 
 def _event_data(pipe, stage: str, kind: str) -> dict | None:

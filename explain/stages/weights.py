@@ -15,11 +15,14 @@ import time
 import torch
 from accelerate import init_empty_weights
 
+from ..errors import ConfigValueError, ExplainError, UnsupportedError
+from ..formats import ReadRequest, WeightFormat, find_weights
+from ..quantization import make_quantizer
+from ..trace import Trace
+from ..utils.dtypes import dtype_name, runnable_dtype
+from .config import gguf_reader
 from .config_checks import check_against_checkpoint, check_memory
-from .dtypes import dtype_name
-from .errors import ConfigValueError, ExplainError, UnsupportedError
-from .formats import ReadRequest, WeightFormat
-from .trace import Trace
+from .loading import Loading
 
 
 def model_config_from(model_class, config: dict, config_source: str = "config.json"):
@@ -113,3 +116,32 @@ def _persistent(model: torch.nn.Module, name: str) -> bool:
     module_name, _, buffer = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     return buffer not in module._non_persistent_buffers_set
+
+
+def run(loading: Loading, trace: Trace) -> None:
+    """The weights stage: the checkpoint's tensors into the model class (weights/load), kept quantized when
+    quantization= asks (explain.quantization)."""
+    cls, config = loading.model_class, loading.config_dict
+    assert config is not None, "the config stage runs before the weights stage"
+    torch_dtype = runnable_dtype(loading.dtype, config.get("dtype") or config.get("torch_dtype"))
+    config_source = loading.config_path or f"the GGUF metadata of {loading.gguf_path}"
+    model_config = model_config_from(cls, config, config_source)
+
+    def resolve(filename, required=True, named_by=None):
+        return loading.resolve(filename, trace, required=required, named_by=named_by)
+
+    weight_format, paths = find_weights(loading.model, resolve, loading.gguf_path)
+    loading.tied = dict(cls.tied_weights) if getattr(model_config, "tie_word_embeddings", False) else {}
+    if loading.quantization is not None:  # weights kept quantized: explain.quantization
+        if loading.gguf_path is not None and loading.reader is None:
+            loading.reader = gguf_reader(loading.gguf_path)
+        loading.quantizer = make_quantizer(loading.quantization, loading.dtype not in (None, "auto"), torch_dtype,
+                                           loading.reader)
+        torch_dtype = loading.quantizer.dtype
+    loading.torch_dtype = torch_dtype
+    loading.module, loading.state = load_weights(
+        cls, model_config, weight_format, paths, config, torch_dtype, trace, tied=loading.tied, reader=loading.reader,
+        config_source=config_source, quantizer=loading.quantizer,
+        notes={"dtype_argument": loading.dtype_argument, "warnings": loading.dtype_warnings})
+    if loading.quantizer is not None:
+        loading.quantizer.install(loading.module, loading.state, loading.tied)

@@ -5,14 +5,14 @@
     device_text(0) == "cuda:0";    device_text("cpu") == "cpu"
 
 parse_device gives accelerate's spelling (a GPU index, or "cpu" / "mps" / "disk"), device_text torch's. Whether the
-device exists on this machine is placement's question (explain.placement), not the parser's.
+device exists on this machine is placement's question (explain.stages.placement), not the parser's.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .errors import ArgumentError
+from ..errors import ArgumentError
 
 KNOWN = "cpu, cuda, cuda:N, N (a GPU index), mps, disk or a torch.device"
 NAMED = ("cpu", "mps", "disk")

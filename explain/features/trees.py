@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .trace import Event
+from ..trace import Event
 
 DISTRIBUTION_TOP = 8  # candidates shown at a branch point
 

@@ -15,8 +15,8 @@ import re
 import psutil
 import torch
 
-from .errors import ConfigValueError, ExplainError
-from .units import size_text
+from ..errors import ConfigValueError, ExplainError
+from ..utils.units import size_text
 
 LAYER_KEYS = ("num_hidden_layers", "n_layer")
 # sizes that are a dimension of some weight, so none can exceed the checkpoint's largest dimension

@@ -30,7 +30,7 @@ from jinja2.compiler import CodeGenerator
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import ChatTemplateError
+from ..errors import ChatTemplateError
 
 TIME_LIMIT = 5.0  # seconds; real chat templates render in milliseconds
 OUTPUT_LIMIT = 16 * 2**20  # characters of any one string, list or the output (a prompt of ~4 million tokens)

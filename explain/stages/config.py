@@ -6,16 +6,19 @@ keys is the one transformers applies (transformers/integrations/ggml.py, GGUF_CO
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 
 import gguf
 import numpy as np
 
+from ..errors import CorruptFileError, ExplainError, NotCachedError
+from ..models import GGUF_ARCHITECTURES, architecture_of, model_class
+from ..trace import Trace
+from . import hub
 from .config_checks import check_config
-from .errors import CorruptFileError, ExplainError
-from .models import GGUF_ARCHITECTURES, architecture_of
-from .trace import Trace
+from .loading import Loading
 
 # GGUF metadata key (after "<arch>.") -> config.json key, per GGUF architecture, as transformers maps them
 _LLAMA_LIKE = {
@@ -138,12 +141,12 @@ def config_from_gguf(reader: gguf.GGUFReader, path: str) -> dict:
     return config
 
 
-def generation_config(config: dict, generation_file: dict | None) -> tuple[dict, dict]:
-    """The model's generation defaults: transformers' defaults, then config.json's token ids, then
-    generation_config.json. Returns (values, where each value came from)."""
-    from .generation.settings import GENERATE_DEFAULTS  # every knob's transformers default (the knob registry)
-    values = dict(GENERATE_DEFAULTS)
-    source = {k: "transformers default" for k in GENERATE_DEFAULTS}
+def generation_config(config: dict, generation_file: dict | None, defaults: dict) -> tuple[dict, dict]:
+    """The model's generation defaults: transformers' `defaults` (every knob's, explain.generation.settings'
+    GENERATE_DEFAULTS: the caller passes them, as this stage sits below generation), then config.json's token ids,
+    then generation_config.json. Returns (values, where each value came from)."""
+    values = dict(defaults)
+    source = {k: "transformers default" for k in defaults}
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if config.get(key) is not None:
             values[key], source[key] = config[key], "model config"
@@ -154,7 +157,7 @@ def generation_config(config: dict, generation_file: dict | None) -> tuple[dict,
 
 
 def load_config(config_path: str | None, gguf_path: str | None, generation_path: str | None,
-                trace: Trace) -> tuple[dict, dict, dict, gguf.GGUFReader | None]:
+                trace: Trace, generation_defaults: dict) -> tuple[dict, dict, dict, gguf.GGUFReader | None]:
     """Run the config stage. Returns (config dict, generation defaults, their sources, the open GGUF reader if
     any, for the tokenizer and weights stages to reuse); emits `config/config`."""
     reader = None
@@ -170,7 +173,7 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
         check_config(config, config_path or f"the GGUF metadata of {gguf_path}")  # sizes, epsilons: before any use
         architecture_of(config)  # a config with no architectures entry fails here, with the fix
         generation_file = read_json(generation_path, "generation config") if generation_path else None
-        generation, sources = generation_config(config, generation_file)
+        generation, sources = generation_config(config, generation_file, generation_defaults)
         data.update(architecture=config["architectures"][0], model_type=config.get("model_type"),
                     hyperparameters={k: config[k] for k in KEY_HYPERPARAMETERS if k in config},
                     checkpoint_dtype=config.get("dtype") or config.get("torch_dtype"),
@@ -181,3 +184,37 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
 
 def folder_has_gguf(folder: str) -> list[str]:
     return sorted(f for f in os.listdir(folder) if f.endswith(".gguf")) if os.path.isdir(folder) else []
+
+
+def run(loading: Loading, trace: Trace) -> None:
+    """The config stage: the model's files (config/file), then config.json or the GGUF metadata and the generation
+    defaults (config/config); the model class the architecture names."""
+    model, gguf_file = loading.model, loading.gguf_file
+    if hub.is_local(model) and gguf_file is None and not os.path.lexists(os.path.join(model, "config.json")):
+        ggufs = folder_has_gguf(model)
+        hint = f" It holds GGUF files ({', '.join(ggufs)}): pass gguf_file=\"{ggufs[0]}\"." if ggufs else ""
+        raise ExplainError(f"the folder {model} has no config.json, so it is not a Hugging Face model folder.{hint} "
+                           "A model folder needs config.json, *.safetensors and tokenizer.json "
+                           "(write one with pipe.save_pretrained(folder)).")
+    if gguf_file is not None:
+        loading.gguf_path = loading.resolve(gguf_file, trace)
+    if loading.config is not None:
+        config = loading.config
+        loading.config_path = config if os.path.isfile(str(config)) else hub.resolve(
+            config, "config.json", revision=loading.revision, token=loading.token, trace=trace)
+    elif loading.gguf_path is None:
+        try:
+            loading.config_path = loading.resolve("config.json", trace)
+        except NotCachedError:
+            ggufs = [f for f in hub.list_files(model, loading.revision) if f.endswith(".gguf")]
+            if not ggufs:
+                raise
+            raise ExplainError(f"{model} has no config.json but holds GGUF files ({', '.join(ggufs)}): pass "
+                               f"gguf_file=\"{ggufs[0]}\" (transformers needs gguf_file= for these repos too)") from None
+    generation_path = (loading.resolve("generation_config.json", trace, required=False)
+                       if loading.gguf_path is None else None)
+    loading.config_dict, loading.generation, loading.generation_sources, loading.reader = load_config(
+        loading.config_path, loading.gguf_path, generation_path, trace, loading.generation_defaults)
+    loading.model_class = model_class(loading.config_dict)
+    trace.meta.update(backend="explain", model_class=loading.model_class.__name__,
+                      source_file=inspect.getsourcefile(loading.model_class))

@@ -14,7 +14,7 @@ import stat
 import tempfile
 import uuid
 
-from .errors import CacheWriteError
+from ..errors import CacheWriteError
 
 
 def new_file_mode(folder: str) -> int:

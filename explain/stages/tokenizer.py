@@ -19,8 +19,11 @@ from collections.abc import Mapping
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
+from ..errors import CorruptFileError, ExplainError, UnsupportedError
+from ..trace import Trace
+from . import hub
 from .chat_template import render
-from .errors import CorruptFileError, ExplainError, UnsupportedError
+from .loading import Loading
 
 TOKENIZER_JSON_LIMIT = 256 * 2**20  # the biggest tokenizer.json files (262k-token vocabularies) are ~35 MB
 NO_LIMIT = int(1e30)  # transformers' VERY_LARGE_INTEGER: the model_max_length of a tokenizer that states none
@@ -486,3 +489,25 @@ def _component_name(component) -> str | None:
 
 
 component_name = _component_name  # public: the transformers backend names its tokenizer's components the same way
+
+
+def run(loading: Loading, trace: Trace) -> None:
+    """The tokenizer stage: tokenizer= as given, tokenizer.json (and its optional files) or the GGUF vocabulary the
+    config stage parsed (tokenizer/load)."""
+    tokenizer = loading.tokenizer
+    if isinstance(tokenizer, Tokenizer):
+        loading.loaded_tokenizer = tokenizer
+    else:
+        if tokenizer is not None:
+            source = hub.resolve(tokenizer, "tokenizer.json", revision=loading.revision, token=loading.token,
+                                 trace=trace)
+            source = os.path.dirname(source)
+        elif loading.gguf_path is not None:
+            source = loading.reader  # the GGUF file is parsed once, in the config stage
+        else:
+            source = os.path.dirname(loading.resolve("tokenizer.json", trace))
+            for optional in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+                loading.resolve(optional, trace, required=False)
+        loading.loaded_tokenizer = load_tokenizer(source, trace=trace)
+    if loading.reader is not None:  # the weights need only the tensor table: let the metadata's ~250,000 parsed
+        loading.reader.fields.clear()  # slices go (vocabulary and merges, ~130 MiB of Python objects) before them

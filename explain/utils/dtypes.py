@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from accelerate.utils import CustomDtype
 
-from .errors import UnsupportedError
+from ..errors import UnsupportedError
 
 
 class Dtype(NamedTuple):

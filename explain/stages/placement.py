@@ -21,11 +21,13 @@ import torch
 from accelerate import dispatch_model
 from accelerate.utils import compute_module_sizes, get_max_memory, infer_auto_device_map, set_module_tensor_to_device
 
-from .device_plan.memory import headroom, order
-from .devices import device_text, parse_device
-from .dtypes import dtype_name
-from .errors import ArgumentError, ExplainError
-from .trace import Trace
+from ..device_plan.memory import headroom, order
+from ..errors import ArgumentError, ExplainError
+from ..quantization.memory import release_freed_memory
+from ..trace import Trace
+from ..utils.devices import device_text, parse_device
+from ..utils.dtypes import dtype_name
+from .loading import Loading
 
 AUTO_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -49,7 +51,7 @@ def _available(device: str) -> tuple[bool, str]:
 
 
 def normalise_device(device, what: str = "device") -> str:
-    """torch's spelling of a device this machine has ("cpu", "cuda:0", "mps"); any spelling explain.devices reads."""
+    """torch's spelling of a device this machine has ("cpu", "cuda:0", "mps"); any spelling explain.utils.devices reads."""
     try:
         device = device_text(parse_device(device, what))
     except ArgumentError as error:
@@ -231,3 +233,18 @@ def _tie(model: torch.nn.Module, target: str, source: str) -> None:
     source_module, _, source_name = source.rpartition(".")
     setattr(model.get_submodule(target_module), target_name,
             getattr(model.get_submodule(source_module), source_name))
+
+
+def run(loading: Loading, trace: Trace) -> None:
+    """The placement stage: the model on its device or devices (placement/place); the loading stages' temporaries
+    (parsed metadata, converted tensors) freed, not kept; a quantized load's facts (weights/quantize)."""
+    assert loading.state is not None, "the weights stage runs before the placement stage"
+    loading.module = place(loading.module, loading.state, loading.torch_dtype, trace, device=loading.device,
+                           device_map=loading.device_map, max_memory=loading.max_memory, tied=loading.tied)
+    loading.state = None
+    release_freed_memory()
+    if loading.quantizer is not None:
+        load = trace.last("weights", "load")
+        assert load is not None, "the weights stage emitted weights/load"
+        parameters = load.data["parameters"]
+        loading.quantized = loading.quantizer.emit(loading.module, trace, parameters)

