@@ -36,8 +36,8 @@ WHY = {
         "Both loads do the same work on the same file, and explain does it once where transformers does it "
         "twice. What is left of explain's ~4 s: importing torch (~1 s), gguf.GGUFReader parsing the metadata "
         "(~0.7 s over a plain ndarray view of the memory map; over np.memmap it took 2 s, see GGUFFile in "
-        "explain/stages/config.py), and dequantizing the Q4_1 tensors with gguf.quants on one thread (~2 s). A miss of a "
-        "few hundredths is this shared machine's noise; a real margin needs the dequantisation spread over "
+        "explain/stages/config.py), and dequantizing the Q4_1 tensors with gguf.quants on one thread (~2 s). "
+        "A miss of a few hundredths is this shared machine's noise; a real margin needs the dequantisation spread over "
         "threads."),
     "quantized_weight_memory": (
         "The 210 matrices are stored in 5 bits per weight (int4 values and a bfloat16 scale and zero per group of "

@@ -1,7 +1,8 @@
 """explain's layers, and no import circles, read from the source with an ast walk (no import runs).
 
 Every `import` and `from ... import` counts, the ones inside functions too: a lazy import still ties two modules
-together. Only an import under `if TYPE_CHECKING:` does not (it never runs: a name for annotations). A module in a layer imports only modules of its own layer or of the layers below it:
+together. Only an import under `if TYPE_CHECKING:` does not (it never runs: a name for annotations). A module in a
+layer imports only modules of its own layer or of the layers below it:
 
     0  errors, utils, inputs            the base: no module of explain above it
     1  events, trace, models            the event schema and the model files import nothing above them

@@ -39,8 +39,8 @@ class HardwareError(ExplainError):
     """An unknown hardware profile or a malformed max_memory."""
 
 
-# -- dtypes: explain.utils.dtypes' one table (name -> torch dtype of the tensors that are not quantised, dtype of quantised
-# Linear weights or None, label) --------------------------------------------------------------------------------------
+# -- dtypes: explain.utils.dtypes' one table (name -> torch dtype of the tensors that are not quantised, dtype of
+# quantised Linear weights or None, label) ----------------------------------------------------------------------------
 SMALLER = ("float32", "bfloat16", "int8", "4bit")  # the order dtype suggestions walk down
 
 

@@ -39,7 +39,7 @@ class Loading:
     quantization: Any = None  # the explain.quantization Method, or None
     adapter: Any = None  # a PEFT LoRA folder, or None
     generation_defaults: dict = field(default_factory=dict)  # every knob's transformers default (generation layer)
-    # -- what the stages found, in their order ----------------------------------------------------------------------------
+    # -- what the stages found, in their order ---------------------------------------------------------------------
     found: dict | None = None  # registry: the registry/lookup event's data
     uses_default: bool = False  # no model= was given: the task's default (the embedded model) is used
     gguf_path: str | None = None  # config: the GGUF file, when the weights come from one

@@ -51,7 +51,8 @@ def _available(device: str) -> tuple[bool, str]:
 
 
 def normalise_device(device, what: str = "device") -> str:
-    """torch's spelling of a device this machine has ("cpu", "cuda:0", "mps"); any spelling explain.utils.devices reads."""
+    """torch's spelling of a device this machine has ("cpu", "cuda:0", "mps"); any spelling explain.utils.devices
+    reads."""
     try:
         device = device_text(parse_device(device, what))
     except ArgumentError as error:
