@@ -1,7 +1,7 @@
 """The decoding strategies' pictures (explain.features.trees) and views (explain.widgets.strategy_views) in Python, on
 the tiny random Llama: the sampling tree holds every sampled sequence exactly once, branching where they differ; the
-beam tree holds each step's beams and marks the returned paths; the draft rounds add up to the run's acceptance; the views
-follow a live pipeline and replay a saved trace; the dashboard shows the strategy's panel; the step-through
+beam tree holds each step's beams and marks the returned paths; the draft rounds add up to the run's acceptance; the
+views follow a live pipeline and replay a saved trace; the dashboard shows the strategy's panel; the step-through
 advances every beam. tests/browser/test_strategy_views.py draws them in a real JupyterLab.
 """
 
