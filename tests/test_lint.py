@@ -76,7 +76,6 @@ NOT_YET_CHECKED = {
     "explain.backends.transformers.generation",
     "explain.backends.transformers.pipeline_class",
     "explain.backends.transformers.records",
-    "explain.pipeline",
     "explain.stages.tokenizer",
     "explain.widgets.*",
 }
