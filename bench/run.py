@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 import warnings
+from typing import Any
 
 import torch
 
@@ -28,8 +29,8 @@ from . import long_context, quantized, report, trace_size
 from .decode import GGUF, PROMPTS, REPO, child, load_contenders, long_prompt, measure_decode, rotated, summarize_decode
 from .forward import forward_breakdown
 from .inside import measure as measure_inside
-from .strategies import measure as measure_strategies
 from .roofline import read_bandwidth, weight_bytes
+from .strategies import measure as measure_strategies
 
 RESULTS = os.path.join(REPO, "bench", "results")
 CONTENDERS = ("explain_traced", "explain_untraced", "explain_widget", "transformers")
@@ -110,14 +111,14 @@ def agreement(tokens: dict) -> dict:
         if name == "transformers" or not reference:
             continue
         same = [by_run[key] == reference[key] for key in by_run]
-        first = [next((i for i, (a, b) in enumerate(zip(by_run[k], reference[k])) if a != b), None) for k in by_run]
+        first = [next((i for i, (a, b) in enumerate(zip(by_run[k], reference[k], strict=False)) if a != b), None) for k in by_run]
         out[name] = {"identical_runs": sum(same), "runs": len(same), "first_difference_at": first}
     return out
 
 
 def measure_prefill(contenders: dict, pipe, args) -> dict:
     text, ids = long_prompt(pipe, args.prefill_tokens)
-    runs = {name: [] for name in contenders}
+    runs: dict[str, list] = {name: [] for name in contenders}
     for repeat in range(args.prefill_repeats):
         for name in rotated(list(contenders), repeat):
             timing = contenders[name].generate(text, ids, 1)
@@ -135,7 +136,7 @@ def measure_prefill(contenders: dict, pipe, args) -> dict:
 
 def measure_cold(dtype: str, args) -> dict:
     names = ["explain"] + ([] if args.no_transformers_load else ["transformers"])
-    records = {name: [] for name in names}
+    records: dict[str, list] = {name: [] for name in names}
     for run in range(args.load_runs):
         for name in rotated(names, run):
             records[name].append(child(name, dtype, args.threads, args.new_tokens if run == 0 else 0))
@@ -162,7 +163,7 @@ def run(args) -> dict:
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
     started, t0 = datetime.datetime.now(), time.perf_counter()
-    results = {"format": "explain-bench", "version": 1, "date": started.strftime("%Y-%m-%d"),
+    results: dict[str, Any] = {"format": "explain-bench", "version": 1, "date": started.strftime("%Y-%m-%d"),
                "started": started.isoformat(timespec="seconds"), "machine": machine(),
                "settings": {k: v for k, v in vars(args).items() if k != "out"},
                "load_average_start": os.getloadavg(), "dtypes": {}}

@@ -15,9 +15,9 @@ a page anyone can open (pip install "explain[notebook]").
 
 __version__ = "0.1.0"
 
-from .features.embedded import provision
 from .errors import ExplainError
 from .features.compare import Comparison, compare
+from .features.embedded import provision
 from .pipeline import pipeline
 from .trace import STAGES, Event, Trace
 

@@ -82,7 +82,7 @@ def print_steps(trace: Trace, run: int, file=None, alternatives: int = 3) -> Non
         if d.get("sequence", 0):
             continue
         texts = d["token_texts"]
-        others = [(i, v) for i, v in zip(d["probs_top"]["ids"], d["probs_top"]["values"]) if i != d["token_id"]]
+        others = [(i, v) for i, v in zip(d["probs_top"]["ids"], d["probs_top"]["values"], strict=True) if i != d["token_id"]]
         runners = "  ".join(f"{texts.get(str(i), '?')!r} {v:.2f}" for i, v in others[:alternatives])
         print(printable(f"{d['step']:>4}  {d['token']!r:<16} {d['prob']:6.3f} {d['rank']:>4}  {runners}"), file=file)
 

@@ -146,6 +146,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
                       adapter=adapter, generation_defaults=GENERATE_DEFAULTS)
     for stage in LOADING_STAGES:
         stage(loading, trace)
+    assert loading.found is not None, "the registry stage names the task"
     return TextGenerationPipeline(task=loading.found["task"], model=loading.module, tokenizer=loading.loaded_tokenizer,
                                   config=loading.config_dict, generation_config=loading.generation,
                                   generation_config_source=loading.generation_sources, trace=trace,

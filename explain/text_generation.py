@@ -20,10 +20,8 @@ import tempfile
 import time
 import warnings
 
-
-from .stages.chat_template import TemplateLimitError
-from .errors import ArgumentError, ExplainError, interrupted as interrupted_error
-from .utils.files import cannot_write, publish
+from .errors import ArgumentError, ExplainError
+from .errors import interrupted as interrupted_error
 from .generation import SETTINGS, Generation, resolve
 from .generation.ending import emit_decode, emit_end, role_segments
 from .generation.options import RunOptions, check_limits
@@ -31,8 +29,10 @@ from .generation.settings import warnings_for
 from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
 from .inputs import check_inputs, check_prompt
+from .stages.chat_template import TemplateLimitError
 from .stages.placement import input_device
 from .trace import Trace
+from .utils.files import cannot_write, publish
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",

@@ -18,9 +18,10 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .errors import ArgumentError, TraceFileError  # TraceFileError: an ExplainError, the CLI prints it in one line
 from .events import STAGE_INFO, STAGES, SchemaError, check_event
@@ -48,7 +49,7 @@ class Event:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, record: dict) -> "Event":
+    def from_dict(cls, record: dict) -> Event:
         """An event from its JSON record, checked: the envelope's types, then the data against its kind."""
         missing = {"stage", "kind", "run", "start", "duration", "data"} - set(record)
         if missing:
@@ -139,7 +140,8 @@ class Trace:
             try:
                 sink(event)
             except Exception as error:  # a broken view must not break the model run
-                warnings.warn(f"trace sink {sink!r} failed on {stage}/{kind}: {error!r}; it stays subscribed")
+                warnings.warn(f"trace sink {sink!r} failed on {stage}/{kind}: {error!r}; it stays subscribed",
+                              stacklevel=2)
         return event
 
     @contextmanager

@@ -18,6 +18,7 @@ sys.path.insert(0, REPO)  # bench/ is a folder of the repository, not an install
 
 from bench import contenders, report, run  # noqa: E402
 from explain.trace import Trace  # noqa: E402
+
 CONTENDERS = ("explain_traced", "explain_untraced", "explain_widget", "transformers")
 
 
@@ -94,7 +95,7 @@ def test_smoke_numbers_are_real_and_consistent(smoke):
         percentiles = summary["token_ms_percentiles"]
         assert 0 < percentiles["10"] <= percentiles["50"] <= percentiles["90"]
         assert summary["runs_tokens_per_s"]["min"] <= summary["runs_tokens_per_s"]["max"]
-    for name, prefill in entry["prefill"].items():
+    for prefill in entry["prefill"].values():
         assert prefill["prompt_tokens"] == settings["prefill_tokens"]
         assert 0 < prefill["prefill_s"] <= prefill["first_token_s"]
         assert close(prefill["prompt_tokens_per_s"], prefill["prompt_tokens"] / prefill["prefill_s"])
@@ -128,7 +129,7 @@ def test_smoke_measures_the_decoding_strategies(smoke):
     measured = results["dtypes"]["float32"]["strategies"]
     strategies = measured["strategies"]
     assert list(strategies) == ["greedy", "5 samples", "4 beams", "prompt lookup"]
-    for name, e in strategies.items():
+    for e in strategies.values():
         assert e["new_tokens"] == measured["new_tokens"] and e["trace_bytes"] > 0 and e["seconds"] > 0
         assert close(e["bytes_per_step"], e["trace_bytes"] / e["forward_passes"])
         assert close(e["bytes_vs_greedy"], e["bytes_per_step"] / strategies["greedy"]["bytes_per_step"])

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import explain
-from explain.utils.devices import device_text, parse_device
 from explain.errors import ArgumentError, ExplainError
-
+from explain.utils.devices import device_text, parse_device
 
 pytestmark = pytest.mark.usefixtures("cache_untouched")
 

@@ -46,9 +46,10 @@ def real_trace(embedded_pipe, tmp_path_factory):
 def quantized_and_adapted(tiny_llama, tmp_path_factory) -> list:
     """The kinds of quantized and adapted runs (explain.quantization, explain.adapters, explain.compare), from the
     tiny Llama: int8 on load, a LoRA adapter written in peft's format (merged and unmerged), and a comparison."""
+    from safetensors.torch import save_file
+
     import explain
     from explain.adapters import load_adapter
-    from safetensors.torch import save_file
     folder = tmp_path_factory.mktemp("events-lora")
     torch.manual_seed(0)
     save_file({f"base_model.model.model.layers.{i}.self_attn.q_proj.lora_{part}.weight": torch.randn(shape) * 0.1

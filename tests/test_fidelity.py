@@ -256,7 +256,7 @@ def test_beam_search_equals_transformers(pipe, reference, prompt):
     assert generation.sequences == expected.sequences.tolist()
     assert generation.sequences_scores == pytest.approx(expected.sequences_scores.tolist(), abs=1e-4)
     MEASURED_SCORES[str(type(prompt).__name__)] = max(
-        abs(a - b) for a, b in zip(generation.sequences_scores, expected.sequences_scores.tolist()))
+        abs(a - b) for a, b in zip(generation.sequences_scores, expected.sequences_scores.tolist(), strict=True))
 
 
 def test_prompt_lookup_equals_greedy_and_the_pipeline(pipe, reference):

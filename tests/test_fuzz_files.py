@@ -24,13 +24,13 @@ def work(tmp_path_factory):
 
 def damage(data: bytes, draw_cut, flips) -> bytes:
     """`data` cut at a position (None: kept whole) and with bits flipped at positions given as fractions."""
-    data = bytearray(data)
+    damaged = bytearray(data)
     for where, bit in flips:
-        if data:
-            data[min(int(where * len(data)), len(data) - 1)] ^= 1 << bit
+        if damaged:
+            damaged[min(int(where * len(damaged)), len(damaged) - 1)] ^= 1 << bit
     if draw_cut is not None:
-        data = data[:int(draw_cut * len(data))]
-    return bytes(data)
+        damaged = damaged[:int(draw_cut * len(damaged))]
+    return bytes(damaged)
 
 
 damages = st.tuples(st.one_of(st.none(), st.floats(0, 1, exclude_max=True)),

@@ -46,7 +46,8 @@ def render(trace: Trace) -> str:
         if run:
             console.print_steps(trace, run, file=out)
             console.print_summary(trace, run, file=out)
-    return "".join(summary_html(DashboardState.from_trace(trace, run=run)) for run in trace.runs() or [None])
+    runs: list[int | None] = [*trace.runs()] or [None]
+    return "".join(summary_html(DashboardState.from_trace(trace, run=run)) for run in runs)
 
 
 def load_or_refuse(path) -> Trace | None:

@@ -8,6 +8,7 @@ against `generate`, and a bfloat16 run. transformers is the reference only; expl
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden
              max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 # name -> (architecture, transformers config class, config arguments)
-CASES = {
+CASES: dict[str, tuple[str, type, dict[str, Any]]] = {
     "gpt2": ("GPT2LMHeadModel", transformers.GPT2Config,
              dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=64, bos_token_id=1, eos_token_id=2)),
     "llama-gqa": ("LlamaForCausalLM", transformers.LlamaConfig, dict(SMALL, num_key_value_heads=2)),
@@ -59,7 +60,7 @@ def build(name: str, dtype=torch.float32, attn_implementation: str = "sdpa", **o
     return ref, our
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pair(name: str):
     return build(name)
 
@@ -115,7 +116,7 @@ def test_eager_path_and_attention_weights(name):
     expected = ref(ids, output_attentions=True)
     torch.testing.assert_close(eager.logits, expected.logits, atol=1e-5, rtol=0)
     assert len(eager.attentions) == len(expected.attentions) == ref.config.num_hidden_layers
-    for got, want in zip(eager.attentions, expected.attentions):
+    for got, want in zip(eager.attentions, expected.attentions, strict=True):
         assert got.shape == want.shape == (2, ref.config.num_attention_heads, LENGTH, LENGTH)
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
         assert torch.all(got.triu(diagonal=1) == 0)  # causal: nothing from the future

@@ -107,7 +107,7 @@ def test_every_processor_in_generates_order_and_arithmetic(tiny_model, name):
         assert {type(p).__name__ for p in mine} == {cls.__name__ for cls in PROCESSORS.values()} - {
             "SynthIDTextWatermarkLogitsProcessor", "CallProcessor"}
     _, scores = torch.zeros(1), torch.randn(1, VOCAB, generator=torch.Generator().manual_seed(7))
-    for processor, reference in zip(mine, theirs):
+    for processor, reference in zip(mine, theirs, strict=True):
         expected = reference(input_ids, scores.clone())
         # guidance runs a model, and SynthID's captured instance already took its step in generate(): both are
         # compared step after step in test_processors_more.py

@@ -64,7 +64,7 @@ def test_seq_is_position_and_stages_are_in_pipeline_order(embedded_pipe):
     assert [e.seq for e in events] == list(range(len(events)))
     loading = [e for e in events if e.run == 0]
     first = [next(e.seq for e in loading if e.stage == stage) for stage in LOADING]
-    assert first == sorted(first), f"loading stages out of order: {dict(zip(LOADING, first))}"
+    assert first == sorted(first), f"loading stages out of order: {dict(zip(LOADING, first, strict=True))}"
     assert {e.stage for e in loading} == set(LOADING)
     assert all(e.stage in STAGES for e in events)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import types
 import typing
-from functools import lru_cache
 from typing import Any, Callable, Literal, NotRequired, Required, Union, get_args, get_origin, get_type_hints
 
 NON_FINITE = ("inf", "-inf", "nan")
@@ -25,11 +24,12 @@ class SchemaError(ValueError):
         self.path, self.problem = path, problem
 
 
-@lru_cache(maxsize=None)
+@cache
 def fields_of(declaration: type) -> tuple[dict[str, Any], frozenset[str]]:
     """(field -> type, required fields) of a TypedDict."""
     hints = get_type_hints(declaration)
-    return hints, frozenset(declaration.__required_keys__)
+    # a TypedDict class: typing has no type for one that declares __required_keys__
+    return hints, frozenset(declaration.__required_keys__)  # type: ignore[attr-defined]
 
 
 def _name(kind: Any) -> str:

@@ -5,7 +5,8 @@ A field that is NotRequired may be absent; one typed `X | None` is always there 
 declared fields directly (`data["prob"]`): `explain.events.check_event` has proven they are there.
 """
 
-from typing import Any, Callable, Literal, NotRequired, TypedDict
+from collections.abc import Callable
+from typing import Any, Literal, NotRequired, TypedDict
 
 from ..utils.config_names import common_config
 from ..utils.units import size_text

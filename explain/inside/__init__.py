@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import ExplainError
-from ..utils.step_index import step_number
 from ..generation.rows import float32_list
+from ..utils.step_index import step_number
 from .replay import Parts, decoder_parts, replay
 
 LENS_TOP = 8  # tokens per layer in the lens
@@ -97,6 +97,7 @@ def inspect_step(generation, step: int, what=("lens", "attention"), attribution_
         if "lens" in what:
             look["lens"] = _lens(parts, seen.hidden_states, chosen, seen.logits)
         if "attention" in what:
+            assert seen.attentions is not None  # asked for above
             look["attention"] = _attention(seen.attentions)
     if "lens" in look:
         shown = {i for layer in look["lens"]["layers"] for i in layer["ids"]} | {chosen}

@@ -9,6 +9,7 @@ transformers state dict loads as it is. Mirrors transformers' modeling_gpt2.py n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
@@ -44,7 +45,7 @@ class GPT2Config:
     extra: dict = field(default_factory=dict)  # config.json keys this file does not use
 
     @classmethod
-    def from_dict(cls, config: dict) -> "GPT2Config":
+    def from_dict(cls, config: dict) -> GPT2Config:
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in config.items() if k in names and k != "extra"}
         return cls(**known, extra={k: v for k, v in config.items() if k not in names})
@@ -87,7 +88,7 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_new": gelu_new,
     "gelu": F.gelu,
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),

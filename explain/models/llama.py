@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +28,15 @@ class LlamaConfig:
     intermediate_size: int = 11008
     num_hidden_layers: int = 32
     num_attention_heads: int = 32
-    num_key_value_heads: int | None = None
-    head_dim: int | None = None
+    num_key_value_heads: int = 0  # 0 or null (absent): num_attention_heads, set by __post_init__
+    head_dim: int = 0  # 0 or null (absent): hidden_size // num_attention_heads, set by __post_init__
     hidden_act: str = "silu"
     max_position_embeddings: int = 2048
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None
-    rope_parameters: dict | None = None  # transformers 5 keeps rope_theta and the scaling here
+    # transformers 5 keeps rope_theta and the scaling here (empty: read from rope_theta and rope_scaling)
+    rope_parameters: dict[str, Any] = field(default_factory=dict)
     attention_bias: bool = False
     mlp_bias: bool = False
     sliding_window: int | None = None  # Mistral: a query sees only the last sliding_window positions
@@ -49,15 +51,15 @@ class LlamaConfig:
     extra: dict = field(default_factory=dict)  # config.json keys this file does not use
 
     @classmethod
-    def from_dict(cls, config: dict) -> "LlamaConfig":
+    def from_dict(cls, config: dict) -> LlamaConfig:
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in config.items() if k in names and k != "extra"}
         return cls(**known, extra={k: v for k, v in config.items() if k not in names})
 
     def __post_init__(self):
-        if self.num_key_value_heads is None:
+        if not self.num_key_value_heads:
             self.num_key_value_heads = self.num_attention_heads
-        if self.head_dim is None:
+        if not self.head_dim:
             self.head_dim = self.hidden_size // self.num_attention_heads
         self.rope_parameters = standardize_rope_parameters(self)
         self.rope_theta = self.rope_parameters["rope_theta"]
@@ -119,8 +121,12 @@ def rope_inverse_frequencies(config: LlamaConfig, seq_len: torch.Tensor | None =
     ROPE_INIT_FUNCTIONS compute them (modeling_rope_utils.py). `seq_len`, the length the sequence has reached, is
     read by the two kinds that change with it: "dynamic" and "longrope"."""
     rope, dim = config.rope_parameters, config.head_dim
-    kind, base, factor = rope["rope_type"], rope["rope_theta"], rope.get("factor")
-    original = rope.get("original_max_position_embeddings")
+    kind, base = rope["rope_type"], rope["rope_theta"]
+    # the original context is in rope for llama3, yarn and longrope (standardize_rope_parameters sets it), the kinds
+    # that read it; linear, dynamic and llama3 state a factor (checked there), yarn and longrope may leave it out:
+    # then the factor is how far the context grew past the original
+    original = rope.get("original_max_position_embeddings", config.max_position_embeddings)
+    factor = rope.get("factor") or config.max_position_embeddings / original
     exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim  # (dim/2,)
     if kind == "dynamic" and seq_len is not None:  # NTK: past the context window, a larger base stretches all waves
         seq_len = torch.maximum(seq_len, torch.tensor(config.max_position_embeddings, dtype=seq_len.dtype))
@@ -138,9 +144,10 @@ def rope_inverse_frequencies(config: LlamaConfig, seq_len: torch.Tensor | None =
         medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
         inv_freq = torch.where(medium, smoothed, scaled)
     elif kind == "yarn":  # interpolate the long waves, keep (extrapolate) the short ones, ramp between
-        factor = factor or config.max_position_embeddings / original
-        attention_factor = rope.get("attention_factor")
-        if attention_factor is None:
+        stated = rope.get("attention_factor")
+        if stated is not None:
+            attention_factor = stated
+        else:
             mscale, mscale_all_dim = rope.get("mscale"), rope.get("mscale_all_dim")
             attention_factor = (_yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim)
                                 if mscale and mscale_all_dim else _yarn_mscale(factor))
@@ -157,9 +164,10 @@ def rope_inverse_frequencies(config: LlamaConfig, seq_len: torch.Tensor | None =
         inv_freq = 1.0 / (factor * wave) * (1 - keep) + 1.0 / wave * keep
         attention_factor = float(attention_factor)
     elif kind == "longrope":  # one rescale factor per frequency, a longer set once past the original context
-        factor = factor or config.max_position_embeddings / original
-        attention_factor = rope.get("attention_factor")
-        if attention_factor is None:
+        stated = rope.get("attention_factor")
+        if stated is not None:
+            attention_factor = stated
+        else:
             attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
         long = seq_len is not None and seq_len > original
         rescale = torch.tensor(rope["long_factor"] if long else rope["short_factor"], dtype=torch.float32)
@@ -172,6 +180,8 @@ def _yarn_mscale(scale: float, mscale: float = 1) -> float:
 
 
 class LlamaRotaryEmbedding(nn.Module):
+    inv_freq: torch.Tensor  # a buffer: nn.Module's attribute lookup would give the checker Tensor | Module
+
     def __init__(self, config: LlamaConfig):
         super().__init__()
         self.config = config

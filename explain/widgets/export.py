@@ -28,11 +28,11 @@ import secrets
 from ..errors import ExplainError
 from ..trace import Trace
 from ..utils.files import save_file, writable_target
+from .elements import HERE, module_source, plotly_js_path
+from .safe import esc
 from .state import DashboardState
 from .static import summary_html
-from .elements import HERE, module_source, plotly_js_path
 from .views import SELECTION, VIEWS, Scene
-from .safe import esc
 
 # JupyterLab's theme variables the views read, for a page outside JupyterLab: light, and dark when <body> says so
 THEME_CSS = """

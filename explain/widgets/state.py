@@ -7,9 +7,10 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 from __future__ import annotations
 
 from ..events import LOADING_STAGES, STAGES, describe
-from ..utils.config_names import common_config
 from ..trace import Event, Trace
+from ..utils.config_names import common_config
 from ..utils.units import size_text
+
 ROLE_NAMES = ("system", "user", "assistant", "generation prompt", "tool")
 
 

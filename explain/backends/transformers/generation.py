@@ -29,11 +29,11 @@ from ...generation.contract import RunState, index_argument
 from ...generation.options import DEFAULT_TRACE_TOP, RunOptions
 from ...generation.processors import transformers_lacks
 from ...generation.rows import all_rows_warning, encode_row
-from ...generation.settings import KNOBS as ALL_KNOBS, LIVE_SETTINGS, unknown_argument, validate
+from ...generation.settings import KNOBS as ALL_KNOBS
+from ...generation.settings import LIVE_SETTINGS, unknown_argument, validate
 from .cache import cropped
 from .hooks import PauseAfterOneToken, generation_mode, observing
-from .records import (cache_record, processor_effect, processor_records, settings_record, stop_reason, top,
-                      floats)
+from .records import cache_record, floats, processor_effect, processor_records, settings_record, stop_reason, top
 
 # the knobs that are generate() arguments rather than GenerationConfig fields
 GENERATE_ARGUMENTS = ("logits_processor", "prefix_allowed_tokens_fn", "negative_prompt_ids",
@@ -108,7 +108,7 @@ class TransformersGeneration(RunState):
         self.processors, self.mode = processors, generation_mode(config, getattr(self.pipeline, "assistant_model", None))
         self.traces_steps = self.mode in TRACED_MODES and self.input_ids.shape[0] == 1
         records = processor_records(config, processors, arguments, self.model.config.get_text_config().vocab_size)
-        self._records = {id(p): r for p, r in zip(processors, records)}
+        self._records = {id(p): r for p, r in zip(processors, records, strict=True)}
         if self.generation_config is not None:  # a later step of a step-through
             return self.traces_steps
         self.generation_config = copy.deepcopy(config)
@@ -361,7 +361,7 @@ class TransformersGeneration(RunState):
                 "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
                 "recorded_token": recorded, "recorded_token_prob": float(probs[recorded])}
 
-    def force(self, step: int, token_id: int) -> "TransformersGeneration":
+    def force(self, step: int, token_id: int) -> TransformersGeneration:
         """A new run that is this one up to `step`, then takes `token_id` there; this run is left as it was."""
         step, token_id = self.force_arguments(step, token_id, self.model.config.get_text_config().vocab_size)
         position = self.steps[step]["position"]
@@ -373,7 +373,7 @@ class TransformersGeneration(RunState):
         return other
 
     @classmethod
-    def branch_of(cls, parent: "TransformersGeneration", step: int, token_id: int) -> "TransformersGeneration":
+    def branch_of(cls, parent: TransformersGeneration, step: int, token_id: int) -> TransformersGeneration:
         """The parent's run up to `step`, `token_id` taken there: its ids, settings, steps and a cropped copy of its
         Cache (or none, when the cache cannot be cropped back: the next step then prefills the whole prefix)."""
         position = parent.steps[step]["position"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import time
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from transformers import GenerationConfig
@@ -64,7 +65,7 @@ class RecordingCriteriaList(StoppingCriteriaList):
             if bool(done[0]):
                 fired.append(criterion)
         self.recorder.on_token(input_ids, fired)
-        return is_done
+        return cast(torch.BoolTensor, is_done)  # transformers annotates the legacy BoolTensor; a bool Tensor is one
 
 
 class PauseAfterOneToken(StoppingCriteria):
@@ -72,7 +73,7 @@ class PauseAfterOneToken(StoppingCriteria):
     so a step-through advances the real generate() one token at a time. It is never reported as a stop reason."""
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
-        return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device))
 
 
 @contextmanager

@@ -15,8 +15,8 @@ import time
 from collections import deque
 
 from transformers import TextGenerationPipeline
-from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.pipelines.text_generation import ReturnType
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils.chat_template_utils import Chat, is_valid_message
 
 from ...errors import ArgumentError, ExplainError
@@ -46,7 +46,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         super().__init__(*args, **kwargs)
 
     @classmethod
-    def following(cls, pipeline: TextGenerationPipeline, trace: Trace | None = None) -> "TracedTextGenerationPipeline":
+    def following(cls, pipeline: TextGenerationPipeline, trace: Trace | None = None) -> TracedTextGenerationPipeline:
         """A traced pipeline over an already-built one: the same model, tokenizer and device (no copy of the
         weights), with the generation and call parameters it was built with."""
         if not isinstance(pipeline, TextGenerationPipeline):
@@ -95,7 +95,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             texts = [decode([i], skip_special_tokens=False) for i in new]
         else:
             texts = [self.tokenizer.decode([i], skip_special_tokens=False) for i in new]
-        self.token_texts.update(zip(new, texts))
+        self.token_texts.update(zip(new, texts, strict=True))
 
     # -- parameters ----------------------------------------------------------------------------------------------
     @property
