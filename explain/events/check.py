@@ -24,7 +24,7 @@ class SchemaError(ValueError):
         self.path, self.problem = path, problem
 
 
-@cache
+@lru_cache(maxsize=None)
 def fields_of(declaration: type) -> tuple[dict[str, Any], frozenset[str]]:
     """(field -> type, required fields) of a TypedDict."""
     hints = get_type_hints(declaration)
