@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
+from functools import cache
 from typing import Any, Callable, Literal, NotRequired, Required, Union, get_args, get_origin, get_type_hints
 
 NON_FINITE = ("inf", "-inf", "nan")
@@ -24,7 +25,7 @@ class SchemaError(ValueError):
         self.path, self.problem = path, problem
 
 
-@lru_cache(maxsize=None)
+@cache
 def fields_of(declaration: type) -> tuple[dict[str, Any], frozenset[str]]:
     """(field -> type, required fields) of a TypedDict."""
     hints = get_type_hints(declaration)
