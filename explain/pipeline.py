@@ -20,6 +20,7 @@ from .embedded import ensure_provisioned
 from .dtypes import dtype_name, runnable_dtype
 from .errors import ArgumentError, ExplainError, NotCachedError, UnsupportedError
 from .formats import find_weights
+from .inputs import check_batch_size
 from .models import model_class
 from .placement import AUTO_STRATEGIES, normalise_device, place
 from .quantization import check as quantization_method
@@ -31,7 +32,7 @@ from .weights import load_weights, model_config_from
 
 # transformers.pipeline's own arguments that do not apply to a text-only pipeline; accepted and ignored
 IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video_processor", "use_fast",
-                     "framework", "pipeline_class", "batch_size", "num_workers", "binary_output", "model_card")
+                     "framework", "pipeline_class", "num_workers", "binary_output", "model_card")
 MODEL_KWARGS = ("dtype", "torch_dtype", "device_map", "max_memory", "gguf_file", "revision", "token",
                 "trust_remote_code", "low_cpu_mem_usage", "attn_implementation", "cache_dir")
 
@@ -133,6 +134,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
         close = difflib.get_close_matches(key, list(GENERATE_ARGUMENTS) + own, n=1)
         raise ExplainError(f"unknown argument {key!r} to explain.pipeline"
                            + (f"; did you mean {close[0]!r}?" if close else ""))
+    check_batch_size(generate_defaults.get("batch_size"))  # the default of every call: refused here, not at a call
 
     trace = trace if trace is not None else Trace()
     trace.meta.setdefault("explain_version", __import__("explain").__version__)
