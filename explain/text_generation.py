@@ -248,7 +248,9 @@ class TextGenerationPipeline:
                 keep_logits=options.get("keep_logits", False), capture=options.get("capture"), prompt=prompts,
                 options=options)
             width = generation.prompt_length
-            generation.warnings += context_window_warnings(width, settings["max_length"], context, learned)
+            for message in context_window_warnings(width, settings["max_length"], context, learned):
+                generation.warnings.append(message)  # the window, for the batch's longest row
+                warnings.warn(message, UserWarning, stacklevel=4)
             data["batch"] = {"index": first, "size": size, "batch_size": batch_size,
                              "rows": [first + i for i in range(len(rows))], "padding_side": "left",
                              "pad_token_id": self.tokenizer.pad_token_id, "width": width,
