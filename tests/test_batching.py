@@ -199,3 +199,30 @@ def test_strategies_explain_does_not_batch_are_refused_with_the_way_out(tiny):
     ours, _ = tiny
     with pytest.raises(ExplainError, match="batch_size=2 with beam search.*batch_size=1"):
         ours(PROMPTS[:2], batch_size=2, num_beams=2, do_sample=False, max_new_tokens=2)
+
+
+def test_the_transformers_backend_runs_transformers_batches_and_traces_each_row(tiny_llama, tiny):
+    """backend="transformers" passes batch_size to transformers' own pipeline (the same output as the pipeline
+    untraced) and traces every row: one run per batch, each step with its row and prompt, the padding."""
+    _, theirs = tiny
+    traced = explain.pipeline("text-generation", model=tiny_llama.folder, backend="transformers")
+    call = dict(do_sample=False, max_new_tokens=5, batch_size=3)
+    assert traced(PROMPTS, **call) == theirs(PROMPTS, **call)
+    generation = traced.last_generation  # the second batch: prompts 3 and 4
+    run = generation.run_id
+    assert generation.batch_rows == [3, 4]
+    steps = steps_of(traced, run)
+    assert {(s["sequence"], s["batch_row"]) for s in steps} == {(0, 3), (1, 4)} and len(steps) == 2 * 5
+    pad = traced.trace.last("tokenization", "pad", run=run).data
+    assert pad["side"] == "left" and [row["batch_row"] for row in pad["rows"]] == [3, 4]
+    encodes = [e.data["batch_row"] for e in traced.trace.events if e.run == run and e.kind == "encode"]
+    decodes = [e.data["batch_row"] for e in traced.trace.events if e.run == run and e.kind == "decode"]
+    assert encodes == decodes == [3, 4]
+    # the explain backend's records of the same batch name the same tokens, row by row
+    ours, _ = tiny
+    ours(PROMPTS, **call)
+    mine = steps_of(ours, ours.last_generation.run_id)
+    assert [(s["batch_row"], s["step"], s["token_id"]) for s in mine] == [
+        (s["batch_row"], s["step"], s["token_id"]) for s in steps]
+    with pytest.raises(ArgumentError, match="batch_size=0"):
+        traced(PROMPTS, batch_size=0)

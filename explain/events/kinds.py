@@ -674,6 +674,7 @@ class DecodingDecode(TypedDict):
     skip_special_tokens: bool
     branch: NotRequired[int]
     sequences: NotRequired[list[DecodedSequence]]  # several returned sequences: each one (the first is ids/text)
+    batch_row: NotRequired[int]  # backend="transformers", a batch: the prompt (index in the list) this decode is of
     # backend="transformers": what the pipeline's postprocess returned, and the options that shaped it
     output: NotRequired[list[dict[str, Any]]]
     return_full_text: NotRequired[bool]
