@@ -44,8 +44,9 @@ def both(ours, theirs, prompts, seed: int | None = None, **kwargs):
     return results
 
 
-def steps_of(pipe, run):
-    return [event.data for event in pipe.trace.events if event.run == run and (event.stage, event.kind) ==
+def steps_of(pipe_or_trace, run):
+    trace = getattr(pipe_or_trace, "trace", pipe_or_trace)
+    return [event.data for event in trace.events if event.run == run and (event.stage, event.kind) ==
             ("generation", "step")]
 
 
@@ -226,3 +227,17 @@ def test_the_transformers_backend_runs_transformers_batches_and_traces_each_row(
         (s["batch_row"], s["step"], s["token_id"]) for s in steps]
     with pytest.raises(ArgumentError, match="batch_size=0"):
         traced(PROMPTS, batch_size=0)
+
+
+def test_a_saved_batch_loads_with_its_rows(tiny, tmp_path):
+    """save and load keep a batch as it ran: the pad event, each step's row and prompt, the decoded rows."""
+    from explain.trace import Trace
+    ours, _ = tiny
+    ours(PROMPTS[:3], do_sample=False, max_new_tokens=3, batch_size=3)
+    run = ours.last_generation.run_id
+    path = ours.trace.save(tmp_path / "batch.json")
+    loaded = Trace.load(path)
+    for stage, kind in (("tokenization", "pad"), ("decoding", "decode")):
+        assert loaded.last(stage, kind, run=run).data == ours.trace.last(stage, kind, run=run).data
+    assert steps_of(loaded, run) == steps_of(ours, run)
+    assert {(s["sequence"], s["batch_row"]) for s in steps_of(loaded, run)} == {(0, 0), (1, 1), (2, 2)}
