@@ -29,10 +29,9 @@ from .chat_template import TemplateLimitError
 from .errors import ArgumentError, ExplainError, interrupted as interrupted_error
 from .files import cannot_write, publish
 from .generation import SETTINGS, Generation, resolve
-from .generation.settings import warnings_for
-from .generation.strategies import choose
 from .generation.batch import BatchedSequences
-from .generation.settings import context_window_warnings
+from .generation.settings import context_window_warnings, warnings_for
+from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
 from .inputs import check_batch_size, check_inputs, check_prompt
 from .placement import input_device
