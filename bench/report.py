@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import long_context
+from .batching import markdown as batching_markdown
 from .inside import markdown as inside_markdown
 from .strategies import markdown as strategies_markdown
 
@@ -307,6 +308,8 @@ def markdown(results: dict, json_name: str) -> str:
             lines += inside_markdown(entry["inside"])
         if entry.get("strategies"):
             lines += strategies_markdown(entry["strategies"])
+        if entry.get("batching"):
+            lines += batching_markdown(entry["batching"])
     notes = results.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from . import long_context, quantized, report, trace_size
+from . import batching, long_context, quantized, report, trace_size
 from .decode import GGUF, PROMPTS, REPO, child, load_contenders, long_prompt, measure_decode, rotated, summarize_decode
 from .forward import forward_breakdown
 from .inside import measure as measure_inside
@@ -58,6 +58,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--long-context-new-tokens", type=int, default=32)
     parser.add_argument("--long-context-rounds", type=int, default=2)
     parser.add_argument("--forward-repeats", type=int, default=20, help="forwards timed for the breakdown")
+    parser.add_argument("--batch-sizes", default=",".join(map(str, batching.SIZES)),
+                        help="batch sizes of the batch-throughput rows (bench/batching.py; empty skips them)")
+    parser.add_argument("--batch-new-tokens", type=int, default=16, help="new tokens per row of those rows")
     parser.add_argument("--load-runs", type=int, default=3, help="cold loads per contender and dtype (median)")
     parser.add_argument("--no-transformers-load", action="store_true", help="skip transformers' cold loads")
     parser.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer summed to measure read bandwidth")
@@ -72,7 +75,9 @@ def parse(argv=None) -> argparse.Namespace:
         args.prefill_tokens, args.prefill_repeats, args.load_runs, args.forward_repeats = 32, 1, 1, 3
         args.no_transformers_load, args.bandwidth_mib = True, 64
         args.long_context_tokens, args.long_context_new_tokens, args.long_context_rounds = 48, 3, 1
+        args.batch_sizes, args.batch_new_tokens = "1,2", 2
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    args.batch_sizes = [int(size) for size in args.batch_sizes.split(",") if size.strip()]
     args.out = args.out or RESULTS
     return args
 
@@ -210,6 +215,11 @@ def run(args) -> dict:
             phase("inside the model")
             entry["strategies"] = measure_strategies(pipe, new_tokens=4 if args.smoke else 12)
             phase("decoding strategies")
+            if args.batch_sizes:
+                reference = contenders["transformers"]
+                entry["batching"] = batching.measure(pipe, reference.model, reference.tokenizer, args.batch_sizes,
+                                                     args.batch_new_tokens, rounds=1 if args.smoke else 2)
+                phase("batch throughput")
         results["dtypes"][dtype] = entry
         del contenders, pipe
         gc.collect()

@@ -291,6 +291,8 @@ def test_every_declared_kind_from_the_transformers_backend(tiny_llama, tmp_path)
     count = len(pipe.trace)
     assert pipe.finish(generation) == text and len(pipe.trace) == count  # a run ends once
     generation.inspect(1, what=("lens",))
+    batched = pipe(["Hi", "The capital of France is"], max_new_tokens=2, do_sample=False, batch_size=2)  # pad event
+    assert len(batched) == 2 and pipe.last_generation.run_id == reserved + 1
     emitted = {(e.stage, e.kind) for e in pipe.trace.events}
     # explain's own quantization, adapters and compare (quantization=, adapter=, explain.compare) are the explain
     # backend's: transformers quantizes and applies adapters inside from_pretrained, reported in weights/load
@@ -301,7 +303,7 @@ def test_every_declared_kind_from_the_transformers_backend(tiny_llama, tmp_path)
                     ("generation", "beams"), ("generation", "ranking"), ("generation", "draft")}
     assert emitted == set(events.KINDS) - explain_only, \
         f"declared but never emitted: {set(events.KINDS) - explain_only - emitted}"
-    assert pipe.trace.runs() == [0, 1, 2, reserved]
+    assert pipe.trace.runs() == [0, 1, 2, reserved, reserved + 1]
     assert {e.data["branch"] for e in pipe.trace.filter("generation", "step", reserved)} == {0, branch.branch}
     assert all(e.run == reserved for e in pipe.trace.events if e.kind in ("force", "inspect"))
     for event in pipe.trace.events:

@@ -58,13 +58,19 @@ class RecordingCriteriaList(StoppingCriteriaList):
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         is_done = torch.full((input_ids.shape[0],), False, device=input_ids.device, dtype=torch.bool)
-        fired = []
+        fired, dones = [], []
         for criterion in self:
             done = StoppingCriteriaList([criterion])(input_ids, scores, **kwargs)  # transformers' own code
             is_done = is_done | done
+            dones.append(done)
             if bool(done[0]):
                 fired.append(criterion)
-        self.recorder.on_token(input_ids, fired)
+        if input_ids.shape[0] > 1:  # a batch: which criteria fired for each row
+            rows = torch.stack(dones, dim=1).tolist() if dones else [[] for _ in range(input_ids.shape[0])]
+            per_row = [[c for c, hit in zip(self, row) if hit] for row in rows]
+            self.recorder.on_token(input_ids, fired, per_row)
+        else:
+            self.recorder.on_token(input_ids, fired)
         return cast(torch.BoolTensor, is_done)  # transformers annotates the legacy BoolTensor; a bool Tensor is one
 
 
