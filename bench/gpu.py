@@ -43,6 +43,7 @@ import tempfile
 import time
 import traceback
 import warnings
+from typing import Any
 
 if __package__ in (None, ""):  # `python bench/gpu.py`: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -285,7 +286,7 @@ def transformers_pipeline(run: Run, **model_kwargs):
 
 def load(run: Run) -> dict:
     """Each library's cold load of the seed's call, in its own fresh process."""
-    out = {}
+    out: dict[str, Any] = {}
     for contender in ("explain", "transformers"):
         run.log(f"load: {contender} in a fresh process")
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore",
@@ -334,7 +335,7 @@ def seed_generation(pipe, is_explain: bool, max_length: int = SEED_MAX_LENGTH) -
     seconds = time.perf_counter() - t0
     total = len(out[0]["generated_token_ids"])
     prompt = len(pipe.tokenizer(SEED_PROMPT)["input_ids"]) if not is_explain else len(pipe.tokenizer.encode(SEED_PROMPT))
-    result = {"seconds": seconds, "prompt_tokens": prompt, "new_tokens": total - prompt,
+    result: dict[str, Any] = {"seconds": seconds, "prompt_tokens": prompt, "new_tokens": total - prompt,
               "tokens_per_s": (total - prompt) / seconds}
     if is_explain:
         end = pipe.trace.last("generation", "end").data
@@ -353,7 +354,7 @@ def speed(run: Run) -> dict:
     from bench.syncs import count_step_syncs
     pipe, reference = loaded(run)
     transformers_model = reference.model.eval()
-    out = {"in_process_load_s": {"explain": run.state["explain_load_s"],
+    out: dict[str, Any] = {"in_process_load_s": {"explain": run.state["explain_load_s"],
                                  "transformers": run.state["transformers_load_s"]},
            "gpu_memory_after_load": {"explain": run.state["explain_gpu"], "transformers": run.state["transformers_gpu"]}}
     placed = pipe.trace.last("placement", "place").data
@@ -365,7 +366,7 @@ def speed(run: Run) -> dict:
     out["seed_call"] = {"explain": seed_generation(pipe, True, run.args.seed_max_length),
                         "transformers": seed_generation(reference, False, run.args.seed_max_length)}
 
-    contenders = {"explain_traced": bench_contenders.ExplainContender("explain_traced", pipe),
+    contenders: dict[str, Any] = {"explain_traced": bench_contenders.ExplainContender("explain_traced", pipe),
                   "explain_untraced": bench_contenders.ExplainContender("explain_untraced", pipe, traced=False)}
     unavailable = {}
     try:
@@ -443,7 +444,7 @@ def fidelity_section(run: Run) -> dict:
         forced_reference = model(full, logits_to_keep=keep).logits[0].float().cpu()
     bound = fidelity.tolerance(forced_reference, layers)
     limit = bound["tolerance"]
-    same = next((i for i, (a, b) in enumerate(zip(explain_ids, reference_ids)) if a != b), tokens - 1)
+    same = next((i for i, (a, b) in enumerate(zip(explain_ids, reference_ids, strict=False)) if a != b), tokens - 1)
     steps = fidelity.difference(explain_rows[: same + 1], reference_rows[: same + 1])
     forced = fidelity.difference(forced_explain, forced_reference)
     out = {"prompt_tokens": len(prompt), "tokens": tokens, "explain_ids": explain_ids, "reference_ids": reference_ids,
@@ -471,7 +472,7 @@ def noise_model(run: Run, pipe, model, full, keep, forced_explain, forced_refere
         if free < 2.3 * weight_bytes:
             return {"checked": False, "reason": f"a float32 copy needs {2 * weight_bytes / 2**30:.0f} GiB more; "
                                                 f"{free / 2**30:.0f} GiB are free"}
-    out = {"checked": True}
+    out: dict[str, Any] = {"checked": True}
     with torch.inference_mode():
         exact = pipe.model.float()(full.to(pipe.device), logits_to_keep=keep).logits[0].float().cpu()
         out["explain"] = fidelity.check_noise_model(forced_explain, exact, bound)
@@ -518,7 +519,7 @@ def offload(run: Run) -> dict:
         {str(k): _device_name(v) for k, v in reference_map.items()}
     tokenizer = transformers.AutoTokenizer.from_pretrained(run.args.model)
     ids = pipe.tokenizer.encode(PROMPTS[0])
-    contenders = {"explain_traced": bench_contenders.ExplainContender("explain_traced", pipe),
+    contenders: dict[str, Any] = {"explain_traced": bench_contenders.ExplainContender("explain_traced", pipe),
                   "transformers": bench_contenders.TransformersContender("transformers", model, tokenizer)}
     decode = {}
     for name, contender in contenders.items():
@@ -595,7 +596,8 @@ def placement_checks(model, event: dict, ids: list) -> dict:
 def observe_execution(model, names: list, ids: list) -> dict:
     """module name -> the device of its output in one forward of `ids` (None when it made no tensor)."""
     from explain.stages.placement import input_device
-    seen, handles = {}, []
+    seen: dict[str, Any] = {}
+    handles: list = []
     for name in names:
         def record(module, inputs, output, name=name):
             first = next(iter(_tensors(output)), None)
@@ -654,7 +656,7 @@ def backend(run: Run) -> dict:
     except (ExplainError, TypeError, NotImplementedError) as error:
         raise Unavailable(f"explain.pipeline(..., backend=\"transformers\") refused: {error}") from None
     sync()
-    out = {"load_s": time.perf_counter() - t0, "type": type(pipe).__name__}
+    out: dict[str, Any] = {"load_s": time.perf_counter() - t0, "type": type(pipe).__name__}
     from bench.run import PROMPTS
     for name, kwargs in (("greedy", {"do_sample": False, "eos_token_id": None,
                                      "max_new_tokens": run.args.new_tokens}),

@@ -14,6 +14,7 @@ START = time.perf_counter()  # before any import of the contender
 
 import json  # noqa: E402
 import sys  # noqa: E402
+from typing import Any  # noqa: E402
 
 PROMPT = "Write a story about a cat"
 
@@ -21,11 +22,11 @@ PROMPT = "Write a story about a cat"
 def main(argv) -> dict:
     contender, folder = argv[0], argv[1]
     new_tokens = int(argv[2]) if len(argv) > 2 else 8
+    import importlib
+
     import torch
-    if contender == "explain":
-        import explain as library
-    else:
-        import transformers as library
+    library: Any = importlib.import_module("explain" if contender == "explain" else "transformers")  # both: pipeline()
+    if contender != "explain":
         library.logging.set_verbosity_error()
     imported = time.perf_counter()
     pipe = library.pipeline("text-generation", model=folder, model_kwargs={"torch_dtype": torch.bfloat16},

@@ -52,7 +52,7 @@ def markdown(results: dict, json_name: str) -> str:
             reason = entry.get("reason") or entry.get("error") or ""
             lines += [f"**{entry['status']}**: {reason}", ""]
             continue
-        lines += globals()[f"_{name}"](entry, s) + [f"", f"({entry['seconds']:.1f} s)", ""]
+        lines += globals()[f"_{name}"](entry, s) + ["", f"({entry['seconds']:.1f} s)", ""]
     summary = results.get("summary") or {}
     lines += ["## Checks and targets", "", "| what | value | rule | met |", "|---|---:|---|---|"]
     for key, passed in (summary.get("checks") or {}).items():
@@ -71,8 +71,8 @@ def _placement(settings) -> str:
 
 def _weights(e, s):
     made = "reused from an earlier run" if e["reused"] else (
-        f"written in {e['seconds']:.1f} s (drawn on {e['drawn_on']} {e['draw_s']:.1f} s, saved {e['save_s']:.1f} s, "
-        f"{_gb(e['bytes_per_s'])}/s)")
+        f"written in {e['seconds']:.1f} s (drawn on {e['drawn_on']} {e['draw_s']:.1f} s, "
+        f"saved {e['save_s']:.1f} s, {_gb(e['bytes_per_s'])}/s)")
     return [f"{e['parameters'] / 1e9:.3f} B parameters, {_gb(e['bytes'])} in {e['shards']} safetensors shard(s), "
             f"{made}. Folder: `{e['folder']}`."]
 
@@ -165,7 +165,8 @@ def _offload(e, s):
             f"Stored: {', '.join(f'{k} {v / 1e9:.2f} GB' for k, v in (event.get('bytes_per_device') or {}).items())}; "
             f"offloaded modules (weights in CPU RAM, run on {event.get('main_device')}): "
             f"{len(event.get('offloaded') or [])}; accelerate hooks on explain's model: {e['explain_hooks']}.",
-            f"Placement event against the real devices: {'matches' if checks['passed'] else '**differs**: ' + '; '.join(checks['mismatches'][:5])}.",
+            "Placement event against the real devices: "
+            f"{'matches' if checks['passed'] else '**differs**: ' + '; '.join(checks['mismatches'][:5])}.",
             "", "| library | load s | tokens/s | median ms/token |", "|---|---:|---:|---:|"]
     for name, d in e["decode"].items():
         rows.append(f"| {LABELS.get(name, name)} | {e['load_s']['explain' if name.startswith('explain') else name]:.1f}"

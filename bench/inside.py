@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from typing import Any
 
 PROMPT = ("The lighthouse stood at the end of a narrow spit of rock, and every evening its keeper climbed the one "
           "hundred and twelve steps to light the lamp. Ships passing in the night saw the beam sweep across the "
@@ -36,7 +37,7 @@ def measure(pipe, repeats: int = 3) -> dict:
     generation.inspect(NEW_TOKENS - 1, what=("attribution",))
     attribution.append(time.perf_counter() - t0)
     pipe.finish(generation)
-    timings = {}
+    timings: dict[str, Any] = {}
     for capture in (None, "inside", None, "inside"):  # in turns, so the machine's drift hits both
         run = pipe.trace.new_run()
         t0 = time.perf_counter()

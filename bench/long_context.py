@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from typing import Any
 
 CONTENDERS = ("explain_traced", "transformers")
 
@@ -22,9 +23,9 @@ CONTENDERS = ("explain_traced", "transformers")
 def measure(contenders: dict, text: str, ids: list, new_tokens: int, rounds: int) -> dict:
     """Each contender generates `new_tokens` greedily after the prompt `ids`, `rounds` times, in turns."""
     names = [name for name in CONTENDERS if name in contenders]
-    steps = {name: [] for name in names}
-    forward = {name: [] for name in names}
-    tokens = {name: [] for name in names}
+    steps: dict[str, list] = {name: [] for name in names}
+    forward: dict[str, list] = {name: [] for name in names}
+    tokens: dict[str, list] = {name: [] for name in names}
     for round_ in range(rounds):
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # the first place rotates
             timing = contenders[name].generate(text, ids, new_tokens)
@@ -32,7 +33,7 @@ def measure(contenders: dict, text: str, ids: list, new_tokens: int, rounds: int
             tokens[name].append(timing.ids)
             if timing.forward_s is not None:
                 forward[name].append(timing.forward_s / timing.decode_tokens)
-    out = {"prompt_tokens": len(ids), "new_tokens": new_tokens, "rounds": rounds, "contenders": {}}
+    out: dict[str, Any] = {"prompt_tokens": len(ids), "new_tokens": new_tokens, "rounds": rounds, "contenders": {}}
     for name in names:
         median = statistics.median(steps[name])
         out["contenders"][name] = {
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
-    results = {"dtypes": {}}
+    results: dict[str, Any] = {"dtypes": {}}
     for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
         contenders, _, pipe = run.load_contenders(dtype)
         for name in CONTENDERS:  # warm-up: every code path once

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import torch
 
@@ -59,7 +60,7 @@ def forced_agreement(reference_tokens: dict, prompts: list, model) -> dict:
             prompt_ids = prompts[index][1]
             ids = torch.tensor([list(prompt_ids) + list(tokens)])  # (1, P + N)
             picked = _forced_logits(model, ids, len(prompt_ids)).argmax(-1).tolist()
-            same = sum(a == b for a, b in zip(picked, tokens))
+            same = sum(a == b for a, b in zip(picked, tokens, strict=True))
             per_prompt.append({"prompt": index, "agreeing_steps": same, "steps": len(tokens)})
             agreeing, steps = agreeing + same, steps + len(tokens)
     return {"agreement": agreeing / steps if steps else None, "agreeing_steps": agreeing, "steps": steps,
@@ -71,7 +72,7 @@ def first_differences(tokens: dict, reference: str) -> dict:
     for name, by_run in tokens.items():
         if name == reference:
             continue
-        out[name] = [next((i for i, (a, b) in enumerate(zip(by_run[key], tokens[reference][key])) if a != b), None)
+        out[name] = [next((i for i, (a, b) in enumerate(zip(by_run[key], tokens[reference][key], strict=False)) if a != b), None)
                      for key in sorted(by_run)]
     return out
 
@@ -87,7 +88,7 @@ def measure(args, prompt_texts: tuple, gguf_name: str) -> dict:
     marks, t0 = {}, time.perf_counter()
     pipes = {"explain_float32": explain.pipeline("text-generation", dtype="float32"),
              "explain_gguf": explain.pipeline("text-generation", quantization="gguf")}
-    contenders = {name: ExplainContender(name, pipe) for name, pipe in pipes.items()}
+    contenders: dict[str, Any] = {name: ExplainContender(name, pipe) for name, pipe in pipes.items()}
     unavailable = {}
     if args.smoke:
         unavailable["transformers_bfloat16"] = "skipped in the smoke run (--smoke): it is slow to load"

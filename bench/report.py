@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import long_context
+from .batching import markdown as batching_markdown
 from .inside import markdown as inside_markdown
 from .strategies import markdown as strategies_markdown
 
@@ -29,20 +30,20 @@ WHY = {
         "(~1.2 ms/token with the trace) costs about what generate's does. Even if everything but the products "
         "were free, explain could be at most the \"ceiling\" below faster, so 1.3x needs faster products - "
         "quantized weights or a GEMV that reaches the measured bandwidth (torch's single-thread sgemv reads ~11 "
-        "GB/s here against ~24 GB/s for a plain sum) - not less Python. bf16 halves the bytes but not the time: on this CPU "
-        "torch's bf16 linear is bound by converting and computing, not by reading, so it gains ~1.2x, on both "
-        "sides alike."),
+        "GB/s here against ~24 GB/s for a plain sum) - not less Python. bf16 halves the bytes but not the time: "
+        "on this CPU torch's bf16 linear is bound by converting and computing, not by reading, so it gains ~1.2x, "
+        "on both sides alike."),
     "cold_load_ratio": (
         "Both loads do the same work on the same file, and explain does it once where transformers does it "
         "twice. What is left of explain's ~4 s: importing torch (~1 s), gguf.GGUFReader parsing the metadata "
         "(~0.7 s over a plain ndarray view of the memory map; over np.memmap it took 2 s, see GGUFFile in "
-        "explain/stages/config.py), and dequantizing the Q4_1 tensors with gguf.quants on one thread (~2 s). A miss of a "
-        "few hundredths is this shared machine's noise; a real margin needs the dequantisation spread over "
+        "explain/stages/config.py), and dequantizing the Q4_1 tensors with gguf.quants on one thread (~2 s). "
+        "A miss of a few hundredths is this shared machine's noise; a real margin needs the dequantisation spread over "
         "threads."),
     "quantized_weight_memory": (
         "The 210 matrices are stored in 5 bits per weight (int4 values and a bfloat16 scale and zero per group of "
-        "32, the file's own size), but the tied embedding / LM head (28 M of the 134.5 M parameters) is kept in bfloat16: torch has no "
-        "group-wise int8 kernel for the Q8_0 head, and the embedding lookup needs its rows."),
+        "32, the file's own size), but the tied embedding / LM head (28 M of the 134.5 M parameters) is kept in "
+        "bfloat16: torch has no group-wise int8 kernel for the Q8_0 head, and the embedding lookup needs its rows."),
     "quantized_speed_vs_transformers_bf16": (
         "The 4-bit products read a quarter of the bytes, but a decode step (~50 ms, profiled with torch.profiler "
         "on 2026-11-30) is: the 210 int4 products ~21 ms (torch's int4 CPU kernel on one thread unpacks at ~2-3 GB/s, "
@@ -167,7 +168,8 @@ def quantized_markdown(entry: dict, settings: dict) -> list[str]:
     reference = decode.get("transformers_bfloat16", {}).get("median_tokens_per_s")
     lines = ["", "## Quantized: the GGUF file's blocks as stored (quantization=\"gguf\")", "",
              f"The same {settings['new_tokens']} greedy tokens per prompt, contenders taking turns. Weights in memory: "
-             f"{_mib(weights['explain_gguf_bytes'])} for quantization=\"gguf\" against {_mib(weights['explain_float32_bytes'])} "
+             f"{_mib(weights['explain_gguf_bytes'])} for quantization=\"gguf\" against "
+             f"{_mib(weights['explain_float32_bytes'])} "
              f"for explain's float32 load ({weights['ratio']:.2f}x; {weights['bits_per_parameter']:.2f} bits per "
              f"parameter: " + ", ".join(f"{k} {_mib(v)}" for k, v in weights["bytes_after"].items()) + ").", "",
              "| contender | tokens/s | median token, ms | tokens/s at the median | vs transformers bf16 |",
@@ -306,6 +308,8 @@ def markdown(results: dict, json_name: str) -> str:
             lines += inside_markdown(entry["inside"])
         if entry.get("strategies"):
             lines += strategies_markdown(entry["strategies"])
+        if entry.get("batching"):
+            lines += batching_markdown(entry["batching"])
     notes = results.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]

@@ -21,15 +21,16 @@ import statistics
 import sys
 import time
 import warnings
+from typing import Any
 
 import torch
 
-from . import long_context, quantized, report, trace_size
+from . import batching, long_context, quantized, report, trace_size
 from .decode import GGUF, PROMPTS, REPO, child, load_contenders, long_prompt, measure_decode, rotated, summarize_decode
 from .forward import forward_breakdown
 from .inside import measure as measure_inside
-from .strategies import measure as measure_strategies
 from .roofline import read_bandwidth, weight_bytes
+from .strategies import measure as measure_strategies
 
 RESULTS = os.path.join(REPO, "bench", "results")
 CONTENDERS = ("explain_traced", "explain_untraced", "explain_widget", "transformers")
@@ -57,6 +58,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--long-context-new-tokens", type=int, default=32)
     parser.add_argument("--long-context-rounds", type=int, default=2)
     parser.add_argument("--forward-repeats", type=int, default=20, help="forwards timed for the breakdown")
+    parser.add_argument("--batch-sizes", default=",".join(map(str, batching.SIZES)),
+                        help="batch sizes of the batch-throughput rows (bench/batching.py; empty skips them)")
+    parser.add_argument("--batch-new-tokens", type=int, default=16, help="new tokens per row of those rows")
     parser.add_argument("--load-runs", type=int, default=3, help="cold loads per contender and dtype (median)")
     parser.add_argument("--no-transformers-load", action="store_true", help="skip transformers' cold loads")
     parser.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer summed to measure read bandwidth")
@@ -71,7 +75,9 @@ def parse(argv=None) -> argparse.Namespace:
         args.prefill_tokens, args.prefill_repeats, args.load_runs, args.forward_repeats = 32, 1, 1, 3
         args.no_transformers_load, args.bandwidth_mib = True, 64
         args.long_context_tokens, args.long_context_new_tokens, args.long_context_rounds = 48, 3, 1
+        args.batch_sizes, args.batch_new_tokens = "1,2", 2
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    args.batch_sizes = [int(size) for size in args.batch_sizes.split(",") if size.strip()]
     args.out = args.out or RESULTS
     return args
 
@@ -110,14 +116,14 @@ def agreement(tokens: dict) -> dict:
         if name == "transformers" or not reference:
             continue
         same = [by_run[key] == reference[key] for key in by_run]
-        first = [next((i for i, (a, b) in enumerate(zip(by_run[k], reference[k])) if a != b), None) for k in by_run]
+        first = [next((i for i, (a, b) in enumerate(zip(by_run[k], reference[k], strict=False)) if a != b), None) for k in by_run]
         out[name] = {"identical_runs": sum(same), "runs": len(same), "first_difference_at": first}
     return out
 
 
 def measure_prefill(contenders: dict, pipe, args) -> dict:
     text, ids = long_prompt(pipe, args.prefill_tokens)
-    runs = {name: [] for name in contenders}
+    runs: dict[str, list] = {name: [] for name in contenders}
     for repeat in range(args.prefill_repeats):
         for name in rotated(list(contenders), repeat):
             timing = contenders[name].generate(text, ids, 1)
@@ -135,7 +141,7 @@ def measure_prefill(contenders: dict, pipe, args) -> dict:
 
 def measure_cold(dtype: str, args) -> dict:
     names = ["explain"] + ([] if args.no_transformers_load else ["transformers"])
-    records = {name: [] for name in names}
+    records: dict[str, list] = {name: [] for name in names}
     for run in range(args.load_runs):
         for name in rotated(names, run):
             records[name].append(child(name, dtype, args.threads, args.new_tokens if run == 0 else 0))
@@ -162,7 +168,7 @@ def run(args) -> dict:
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
     started, t0 = datetime.datetime.now(), time.perf_counter()
-    results = {"format": "explain-bench", "version": 1, "date": started.strftime("%Y-%m-%d"),
+    results: dict[str, Any] = {"format": "explain-bench", "version": 1, "date": started.strftime("%Y-%m-%d"),
                "started": started.isoformat(timespec="seconds"), "machine": machine(),
                "settings": {k: v for k, v in vars(args).items() if k != "out"},
                "load_average_start": os.getloadavg(), "dtypes": {}}
@@ -209,6 +215,11 @@ def run(args) -> dict:
             phase("inside the model")
             entry["strategies"] = measure_strategies(pipe, new_tokens=4 if args.smoke else 12)
             phase("decoding strategies")
+            if args.batch_sizes:
+                reference = contenders["transformers"]
+                entry["batching"] = batching.measure(pipe, reference.model, reference.tokenizer, args.batch_sizes,
+                                                     args.batch_new_tokens, rounds=1 if args.smoke else 2)
+                phase("batch throughput")
         results["dtypes"][dtype] = entry
         del contenders, pipe
         gc.collect()

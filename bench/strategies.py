@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 PROMPT = "Copy this sentence: Paris is the capital of France.\nCopy: Paris is"
 CALLS = {  # name -> the pipeline's arguments beyond the prompt, do_sample and max_new_tokens
@@ -25,7 +26,7 @@ def _bytes(events) -> int:
 
 def measure(pipe, new_tokens: int = 12) -> dict:
     """Per strategy: forward passes, new tokens, seconds and trace bytes per forward pass, and both against greedy."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, call in CALLS.items():
         t0 = time.perf_counter()
         pipe(PROMPT, max_new_tokens=new_tokens, **{"do_sample": False, **call})

@@ -73,7 +73,7 @@ def parameter_shapes(config: dict) -> dict:
     hidden, inter, heads = config["hidden_size"], config["intermediate_size"], config["num_attention_heads"]
     kv_heads, vocab = config["num_key_value_heads"], config["vocab_size"]
     head_dim = config.get("head_dim") or hidden // heads
-    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
     for i in range(config["num_hidden_layers"]):
         prefix = f"model.layers.{i}."
         shapes.update({prefix + "input_layernorm.weight": (hidden,),
@@ -93,7 +93,9 @@ def parameter_shapes(config: dict) -> dict:
 
 def shard_plan(shapes: dict, element_bytes: int, limit: int = SHARD_BYTES) -> list[list[str]]:
     """Names grouped into shards of at most `limit` bytes, in order (a tensor larger than `limit` gets its own)."""
-    shards, current, size = [], [], 0
+    shards: list[list[str]] = []
+    current: list[str] = []
+    size = 0
     for name, shape in shapes.items():
         nbytes = element_bytes * numel(shape)
         if current and size + nbytes > limit:

@@ -26,6 +26,8 @@ import statistics
 import sys
 import time
 import warnings
+from itertools import pairwise
+from typing import Any
 
 import torch
 
@@ -60,14 +62,14 @@ def parse(argv=None):
     return args
 
 
-def contenders(dtype: str, model: str | None) -> tuple[dict, dict, object]:
+def contenders(dtype: str, model: str | None) -> tuple[dict[str, tuple[Any, list]], dict[str, str], Any]:
     import transformers
 
     import explain
     loaded = explain.pipeline("text-generation", model=model, backend="transformers", dtype=getattr(torch, dtype))
     plain = transformers.TextGenerationPipeline(model=loaded.model, tokenizer=loaded.tokenizer)
-    out = {"transformers_untraced": (plain, []), "transformers_traced": (explain.attach(plain), [])}
-    unavailable = {}
+    out: dict[str, tuple[Any, list]] = {"transformers_untraced": (plain, []), "transformers_traced": (explain.attach(plain), [])}
+    unavailable: dict[str, str] = {}
     widget_pipe = explain.attach(plain)
     try:
         _, sinks, _ = attach_widget(widget_pipe)
@@ -95,7 +97,7 @@ class Clock:
 
 
 def generate(pipe, sinks: list, text: str, new_tokens: int) -> dict:
-    trace = getattr(pipe, "trace", None)
+    trace: Any = getattr(pipe, "trace", None)  # explain's Trace: a pipeline given sinks is a traced one
     for sink in sinks:
         trace.subscribe(sink)
     clock = Clock()
@@ -110,12 +112,12 @@ def generate(pipe, sinks: list, text: str, new_tokens: int) -> dict:
     stamps, cpu = clock.times[1:], clock.cpu[1:]  # the prompt, then each new token
     if len(stamps) != new_tokens:
         raise RuntimeError(f"{type(pipe).__name__}: {len(stamps)} tokens, expected {new_tokens}")
-    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    steps = [b - a for a, b in pairwise(stamps)]
     return {"run": {"prompt": None, "new_tokens": new_tokens, "decode_tokens": new_tokens - 1,
                     "decode_s": stamps[-1] - stamps[0], "first_token_s": stamps[0] - t0, "call_s": t3 - t0,
                     "tokens_per_s": (new_tokens - 1) / (stamps[-1] - stamps[0]),
                     "decode_cpu_s": cpu[-1] - cpu[0]},
-            "steps": steps, "cpu_steps": [b - a for a, b in zip(cpu, cpu[1:])], "text": output[0]["generated_text"]}
+            "steps": steps, "cpu_steps": [b - a for a, b in pairwise(cpu)], "text": output[0]["generated_text"]}
 
 
 def run(args, on_dtype=None) -> dict:
@@ -126,7 +128,7 @@ def run(args, on_dtype=None) -> dict:
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
     started, t0 = datetime.datetime.now(), time.perf_counter()
-    results = {"format": "explain-bench-transformers-backend", "version": 1, "date": started.strftime("%Y-%m-%d"),
+    results: dict[str, Any] = {"format": "explain-bench-transformers-backend", "version": 1, "date": started.strftime("%Y-%m-%d"),
                "started": started.isoformat(timespec="seconds"), "machine": machine(),
                "settings": {k: v for k, v in vars(args).items() if k != "out"},
                "load_average_start": os.getloadavg(), "dtypes": {}}
@@ -135,8 +137,10 @@ def run(args, on_dtype=None) -> dict:
         names = list(pipes)
         for name in names:  # warm-up: every code path once
             generate(*pipes[name], PROMPTS[0], 8)
-        runs, steps, texts = {n: [] for n in names}, {n: [] for n in names}, {n: [] for n in names}
-        cpu_steps = {n: [] for n in names}
+        runs: dict[str, list] = {n: [] for n in names}
+        steps: dict[str, list] = {n: [] for n in names}
+        texts: dict[str, list] = {n: [] for n in names}
+        cpu_steps: dict[str, list] = {n: [] for n in names}
         turn = 0
         for round_ in range(args.rounds):
             for index, text in enumerate(PROMPTS[: args.prompts]):
@@ -147,7 +151,7 @@ def run(args, on_dtype=None) -> dict:
                     cpu_steps[name].extend(measured["cpu_steps"])
                     texts[name].append(measured["text"])
                 turn += 1
-        decode = {name: summarize_decode(runs[name], steps[name]) if name in runs else
+        decode: dict[str, dict[str, Any]] = {name: summarize_decode(runs[name], steps[name]) if name in runs else
                   {"available": False, "reason": unavailable.get(name)} for name in CONTENDERS}
         for name in runs:
             ordered = sorted(cpu_steps[name])

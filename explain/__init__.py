@@ -15,9 +15,9 @@ a page anyone can open (pip install "explain[notebook]").
 
 __version__ = "0.1.0"
 
-from .features.embedded import provision
 from .errors import ExplainError
 from .features.compare import Comparison, compare
+from .features.embedded import provision
 from .pipeline import pipeline
 from .trace import STAGES, Event, Trace
 
@@ -38,6 +38,11 @@ def show(source, **kwargs) -> None:
 
 def step_through(pipe, prompt, **generate_kwargs):
     """A controller widget that advances a paused generation token by token (Next token, Run N, knobs, ...)."""
+    if not callable(getattr(pipe, "start", None)):  # a saved Trace replays in explain.show, it cannot generate
+        hint = ("a saved trace has no model to step: show it with explain.show(trace), or step a pipeline: "
+                "explain.step_through(explain.pipeline(...), prompt)") if isinstance(pipe, Trace) else \
+            "pass a pipeline from explain.pipeline(...)"
+        raise ExplainError(f"step_through needs a pipeline, got {type(pipe).__name__}; {hint}")
     from .widgets import step_through as step_through_widget
     return step_through_widget(pipe, prompt, **generate_kwargs)
 

@@ -8,6 +8,24 @@ import os
 import sys
 import traceback
 
+from .console import printable
+
+
+class UsageError(Exception):
+    """A command line argparse cannot read; main prints it as one line (the usage with --debug) and exits 2."""
+
+    def __init__(self, message: str, usage: str):
+        super().__init__(message)
+        self.usage = usage
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, whose errors (an unknown flag, a missing or mistyped value) are one line, as every other error
+    of the command line is, instead of the usage (48 lines for generate) and the message."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}; see {self.prog} --help", self.format_usage())
+
 
 def _pipeline_args(parser):
     parser.add_argument("--model", default=None, help="Hub repo id or local folder (default: the embedded SmolLM2)")
@@ -59,14 +77,14 @@ def _load(args):
     import explain
     pipe = explain.pipeline("text-generation", model=args.model, gguf_file=args.gguf_file, revision=args.revision,
                             dtype=args.dtype, device=args.device, device_map=args.device_map, backend=args.backend)
-    print(f"backend {pipe.trace.meta.get('backend')}: {pipe.trace.meta.get('model_class')} from "
-          f"{pipe.trace.meta.get('source_file')}")
+    print(printable(f"backend {pipe.trace.meta.get('backend')}: {pipe.trace.meta.get('model_class')} from "
+                    f"{pipe.trace.meta.get('source_file')}"))
     return pipe
 
 
 def _check_output(path: str | None) -> None:
     """--save-trace names a file that can be written, checked before seconds of loading."""
-    from .errors import ArgumentError
+    from .errors import ArgumentError, ExplainError
     if path is None:
         return
     if os.path.isdir(path):
@@ -77,17 +95,23 @@ def _check_output(path: str | None) -> None:
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
         raise ArgumentError(f"--save-trace {path} cannot be written ({parent} is not a folder you can write to); "
                             "name a file in a folder you can write to")
+    if os.path.lexists(path):
+        from .utils.files import writable_target
+        try:
+            writable_target(path, "--save-trace")  # a device (/dev/null, /dev/stdout), a FIFO: refused now
+        except ExplainError as error:
+            raise ArgumentError(str(error)) from None
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
+    return printable(" ".join(str(error).split()))  # a message may quote a file's text: no control characters
 
 
 def main(argv=None) -> int:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="on an error, show the full traceback instead of one line")
-    parser = argparse.ArgumentParser(prog="python -m explain", description=__doc__,
+    parser = Parser(prog="python -m explain", description=__doc__,
                                      epilog="An error a user can cause prints one line and exits with code 2 "
                                             "(--debug shows the traceback).")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
@@ -107,7 +131,7 @@ def main(argv=None) -> int:
     show = sub.add_parser("trace", help="print a saved trace as a timeline", parents=[debug])
     show.add_argument("file")
     page = sub.add_parser("export", help="write a saved trace as one self-contained HTML page (the dashboard's "
-                          "views; no kernel, no network)")
+                          "views; no kernel, no network)", parents=[debug])
     page.add_argument("file", help="a trace saved with pipe.trace.save(path) or --save-trace")
     page.add_argument("output", help="the HTML file to write, e.g. run.html")
     page.add_argument("--run", type=int, default=None, help="only this call of the pipeline (default: every call)")
@@ -122,7 +146,13 @@ def main(argv=None) -> int:
     plan.add_argument("--strategy", default="auto", help="auto, balanced, balanced_low_0, sequential")
     plan.add_argument("--context", type=int, default=None, help="tokens per sequence for the KV cache")
     plan.add_argument("--batch", type=int, default=1, help="sequences for the KV cache")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
+            print(error.usage, end="", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
 
     from .console import TokenStream, print_steps, print_summary, print_timeline
     from .errors import ExplainError
@@ -163,7 +193,8 @@ def main(argv=None) -> int:
             if out is not None and (len(out) > 1 or not pipe.trace.filter("generation", "step", pipe.trace.run)):
                 for i, record in enumerate(out):  # several sequences, or beam search (nothing streamed)
                     text = record["generated_text"]
-                    print(f"[{i}] {text if isinstance(text, str) else text[-1]['content']}\n")
+                    print(printable(f"[{i}] {text if isinstance(text, str) else text[-1]['content']}\n",
+                                    keep_lines=True))
             if args.steps:
                 print_steps(pipe.trace, pipe.trace.run)
             print_timeline(pipe.trace, run=pipe.trace.run)
@@ -192,12 +223,18 @@ def main(argv=None) -> int:
             from .device_plan import plan_device_map
             result = plan_device_map(args.model, hardware=args.hardware, max_memory=args.max_memory,
                                      dtype=args.dtype, strategy=args.strategy, context=args.context, batch=args.batch)
-            print(result)
+            print(printable(result, keep_lines=True))
             return 0 if result.fits else 1
     except (ExplainError, OSError) as error:  # OSError: a disk that is full, a file that cannot be written
         if args.debug:
             traceback.print_exc()
         print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 (not foreseen: still one line, as the README promises; --debug shows where)
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(error) or type(error).__name__} ({type(error).__name__}, which explain did not "
+              "foresee: run again with --debug for the traceback and report it)", file=sys.stderr)
         return 2
     return 0
 

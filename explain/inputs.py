@@ -2,8 +2,10 @@
 
     check_inputs("Hello")                                   -> one prompt
     check_inputs([{"role": "user", "content": "Hi"}])       -> one chat
-    check_inputs(["a", [{"role": "user", "content": "b"}]]) -> a batch: every item is checked before the first runs,
+    check_inputs(["a", "b"])                                -> a batch: every item is checked before the first runs,
                                                                so a bad item never costs the results before it
+    check_inputs(["a", [{"role": "user", "content": "b"}]]) -> refused: transformers cannot run strings and chats
+                                                               in one list
 Text must be Unicode that can be written as UTF-8: a lone surrogate (half of a UTF-16 pair, what a badly decoded
 file or command line gives) is refused naming where it is, as is a chat message whose role or content is not a
 string.
@@ -83,5 +85,27 @@ def check_inputs(text_inputs) -> bool:
     if isinstance(text_inputs, (list, tuple)) and text_inputs:
         for index, item in enumerate(text_inputs):
             check_prompt(item, f"text_inputs[{index}]")
+        kinds = ["chat" if is_chat(item) else "string" for item in text_inputs]
+        if len(set(kinds)) > 1:
+            raise ArgumentError(
+                f"text_inputs mixes strings and chats (text_inputs[{kinds.index('string')}] is a string, "
+                f"text_inputs[{kinds.index('chat')}] a chat): transformers' pipeline reads a list as chats only when "
+                "every item is one, so it takes this list as strings and fails on the chat (TypeError: can only "
+                "concatenate str (not \"list\") to str). Call the pipeline once with the strings and once with "
+                "the chats")
         return True
     raise ArgumentError(f"text_inputs must be {FORMS}; got {type(text_inputs).__name__} {_short(text_inputs)}")
+
+
+def check_batch_size(value) -> int:
+    """batch_size as transformers' pipeline takes it: None means 1; else a positive integer (its DataLoader refuses
+    anything else: "batch_size should be a positive integer value")."""
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentError(f"batch_size={_short(value)} is not an integer; pass a positive integer, the number of "
+                            "prompts of a list generated together (1, the default, runs them one after another)")
+    if value < 1:
+        raise ArgumentError(f"batch_size={value} is not positive; pass a positive integer, the number of prompts "
+                            "of a list generated together (1, the default, runs them one after another)")
+    return value

@@ -20,6 +20,7 @@ from . import adapters
 from .backends import check_backend, transformers_backend
 from .errors import ArgumentError, ExplainError, UnsupportedError
 from .features import embedded
+from .inputs import check_batch_size
 from .quantization import check as quantization_method
 from .stages import config, hub, placement, tasks, tokenizer, weights
 from .stages.loading import Loading
@@ -33,7 +34,7 @@ LOADING_STAGES = (tasks.run, embedded.run, config.run, tokenizer.run, weights.ru
 
 # transformers.pipeline's own arguments that do not apply to a text-only pipeline; accepted and ignored
 IGNORED_ARGUMENTS = ("feature_extractor", "image_processor", "processor", "video_processor", "use_fast",
-                     "framework", "pipeline_class", "batch_size", "num_workers", "binary_output", "model_card")
+                     "framework", "pipeline_class", "num_workers", "binary_output", "model_card")
 MODEL_KWARGS = ("dtype", "torch_dtype", "device_map", "max_memory", "gguf_file", "revision", "token",
                 "trust_remote_code", "low_cpu_mem_usage", "attn_implementation", "cache_dir")
 
@@ -136,6 +137,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
         close = difflib.get_close_matches(key, list(GENERATE_ARGUMENTS) + own, n=1)
         raise ExplainError(f"unknown argument {key!r} to explain.pipeline"
                            + (f"; did you mean {close[0]!r}?" if close else ""))
+    check_batch_size(generate_defaults.get("batch_size"))  # the default of every call: refused here, not at a call
 
     trace = trace if trace is not None else Trace()
     trace.meta.setdefault("explain_version", __import__("explain").__version__)
@@ -146,6 +148,7 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
                       adapter=adapter, generation_defaults=GENERATE_DEFAULTS)
     for stage in LOADING_STAGES:
         stage(loading, trace)
+    assert loading.found is not None, "the registry stage names the task"
     return TextGenerationPipeline(task=loading.found["task"], model=loading.module, tokenizer=loading.loaded_tokenizer,
                                   config=loading.config_dict, generation_config=loading.generation,
                                   generation_config_source=loading.generation_sources, trace=trace,

@@ -7,8 +7,11 @@ decoding stages traced. Inputs and outputs are those of transformers.TextGenerat
     pipe("a", num_return_sequences=3)             -> [{...}, {...}, {...}]   (also num_beams=3, num_return_sequences=3)
 
 The decoding strategy (greedy or sampling of one sequence, several samples, beam search, assisted decoding) is
-chosen from the settings as generate() chooses it (explain/generation/strategies/). A list of prompts is answered
-one prompt after another, as transformers' pipeline does with its default batch_size=1.
+chosen from the settings as generate() chooses it (explain/generation/strategies/). A list of prompts goes through
+what transformers' pipeline does with it (Pipeline.get_iterator): its DataLoader draws one number from torch's
+random generator, then with batch_size=1 (the default) the prompts run one after another; with batch_size=b every
+b of them are left-padded into one batch and generated together, one forward per step for the batch
+(explain/generation/batch.py).
 """
 
 from __future__ import annotations
@@ -20,19 +23,22 @@ import tempfile
 import time
 import warnings
 
+import torch
 
-from .stages.chat_template import TemplateLimitError
-from .errors import ArgumentError, ExplainError, interrupted as interrupted_error
-from .utils.files import cannot_write, publish
+from .errors import ArgumentError, ExplainError
+from .errors import interrupted as interrupted_error
 from .generation import SETTINGS, Generation, resolve
+from .generation.batch import BatchedSequences
 from .generation.ending import emit_decode, emit_end, role_segments
 from .generation.options import RunOptions, check_limits
-from .generation.settings import warnings_for
+from .generation.settings import context_window_warnings, warnings_for
 from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
-from .inputs import check_inputs, check_prompt
+from .inputs import check_batch_size, check_inputs, check_prompt
+from .stages.chat_template import TemplateLimitError
 from .stages.placement import input_device
 from .trace import Trace
+from .utils.files import cannot_write, publish
 
 CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
                 "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
@@ -40,6 +46,36 @@ CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_t
 BOOLEAN_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces",
                    "add_special_tokens", "continue_final_message", "skip_special_tokens")
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
+
+# transformers' words (pipelines/base.py, pad_collate_fn), with explain's way of setting the pad token
+NO_PAD_TOKEN = ("Pipeline with tokenizer without pad_token cannot do batching (transformers' message): this tokenizer "
+                "has no pad token to fill the shorter prompts of a batch with. Pass batch_size=1 (the prompts run one "
+                "after another), or give the tokenizer one, as transformers suggests "
+                "(`pipe.tokenizer.pad_token_id = model.config.eos_token_id`): pipe.tokenizer.pad_token = "
+                "pipe.tokenizer.eos_token")
+
+
+def batch_problem(strategy, settings: dict, batch_size: int) -> str | None:
+    """Why explain cannot run these settings as a batch of several prompts, or None."""
+    if strategy.name not in ("one_sequence", "samples"):
+        return (f"batch_size={batch_size} with {strategy.title}: explain batches greedy decoding and sampling (one or "
+                "several sequences per prompt); pass batch_size=1 (the prompts one after another, the same greedy "
+                "texts) or run it with backend=\"transformers\"")
+    one_row_only = {"guidance_scale": settings.get("guidance_scale") not in (None, 1),
+                    "encoder_no_repeat_ngram_size": (settings.get("encoder_no_repeat_ngram_size") or 0) > 0,
+                    "watermarking_config": settings.get("watermarking_config") is not None}
+    named = [name for name, given in one_row_only.items() if given]
+    if named:
+        return (f"batch_size={batch_size} with {', '.join(named)}: explain runs this processor on one prompt's row; "
+                "pass batch_size=1 (the prompts one after another) or backend=\"transformers\"")
+    return None
+
+
+def draw_dataloader_seed() -> None:
+    """The one number transformers' pipeline draws from torch's (CPU) random generator for a list of prompts: its
+    DataLoader's iterator seeds its workers with it (torch.utils.data _BaseDataLoaderIter._base_seed), workers or
+    not. Drawn here too, so that a seeded run samples what transformers samples after it."""
+    torch.empty((), dtype=torch.int64).random_()
 
 
 class TextGenerationPipeline:
@@ -62,9 +98,20 @@ class TextGenerationPipeline:
 
     # -- call ------------------------------------------------------------------------------------------
     def __call__(self, text_inputs, **kwargs):
-        if check_inputs(text_inputs):  # a batch: every prompt is checked first, then run one after another
-            return [self._one(item, kwargs, batch=(i, len(text_inputs))) for i, item in enumerate(text_inputs)]
-        return self._one(text_inputs, kwargs)
+        batch_size = check_batch_size({**self.generate_defaults, **kwargs}.get("batch_size"))
+        if not check_inputs(text_inputs):  # one prompt: transformers' run_single, batch_size plays no part
+            return self._one(text_inputs, kwargs)
+        # a list: every prompt is checked first, then it goes through transformers' get_iterator
+        size = len(text_inputs)
+        if batch_size > 1 and self.tokenizer.pad_token_id is None:  # pad_collate_fn refuses before anything runs
+            raise ExplainError(NO_PAD_TOKEN)
+        draw_dataloader_seed()
+        if batch_size == 1:
+            return [self._one(item, kwargs, batch=(i, size)) for i, item in enumerate(text_inputs)]
+        results = []
+        for first in range(0, size, batch_size):
+            results += self._many(list(text_inputs[first:first + batch_size]), first, size, batch_size, kwargs)
+        return results
 
     def start(self, text_inputs, *, run: int | None = None, **kwargs) -> Generation:
         """Tokenize and set up a generation without running it: advance it with .step() / .run().
@@ -153,19 +200,114 @@ class TextGenerationPipeline:
 
     @staticmethod
     def _batch_note(batch, options) -> dict:
-        """What the trace says about a list of prompts: explain answers them one after another."""
+        """What the trace says about a prompt of a list run on its own (batch_size=1, or a last batch of one)."""
         index, size = batch
         asked = options.get("batch_size") or 1
         note = ("prompts run one after another, as transformers' pipeline runs them with its default batch_size=1"
                 if asked == 1 else
-                f"batch_size={asked}: transformers would left-pad {min(asked, size)} prompts into one batch; explain "
-                "runs them one after another without padding (the same greedy texts; sampled draws differ from a "
-                "batched draw)")
+                f"batch_size={asked}: this prompt is the last batch of the list, alone, so nothing is padded (as "
+                "transformers' pad_collate_fn pads nothing for one prompt)")
         return {"index": index, "size": size, "batch_size": asked, "note": note}
+
+    def _prepare_batch(self, prompts: list, first: int, size: int, batch_size: int, options,
+                       settings_call) -> BatchedSequences:
+        """Tokenize each prompt (transformers' preprocess), pad them on the left into one batch (pad_collate_fn)
+        and set up their generation; prompts[i] is prompt first + i of a list of `size`."""
+        run = self.trace.new_run()
+        rows = [self._tokenize(prompt, options, run, batch_row=first + i) for i, prompt in enumerate(prompts)]
+        handle = options.get("handle_long_generation")
+        context, learned = self.model.config.max_position_embeddings, self.model.learned_positions
+        longest = max(range(len(rows)), key=lambda i: len(rows[i]))
+        if learned and handle is None and len(rows[longest]) > context:
+            raise ExplainError(f"prompt {first + longest} of the list is {len(rows[longest])} tokens but the model's "
+                               f"context window is {context} tokens, one learned position embedding each "
+                               "(transformers' generate fails on the whole batch with an IndexError here); shorten "
+                               "it, or pass handle_long_generation=\"hole\" to keep only its last tokens")
+        vocab_size = self.config.get("vocab_size")
+        with self.trace.span("generation", "settings", run=run) as data:
+            def settings_for(width):
+                return resolve(settings_call, self.generation_config, self.generation_config_source, width,
+                               context, self.tokenizer.pad_token_id, vocab_size)
+            settings, sources = settings_for(max(map(len, rows)))
+            new_tokens = settings["max_length"] - max(map(len, rows))
+            if context and handle == "hole" and any(len(row) + new_tokens > context for row in rows):
+                keep = context - new_tokens  # transformers' "hole", prompt by prompt (its preprocess)
+                if keep <= 0:
+                    raise ExplainError(f"{new_tokens} new tokens do not fit the context window of {context} "
+                                       "even with an empty prompt; ask for fewer new tokens")
+                data["hole"] = {"prompt_tokens": max(map(len, rows)), "kept": keep,
+                                "dropped": max(map(len, rows)) - keep}
+                rows = [row[-keep:] if len(row) + new_tokens > context else row for row in rows]
+                settings, sources = settings_for(max(map(len, rows)))
+            strategy = choose(settings)
+            problem = batch_problem(strategy, settings, batch_size)
+            if problem:
+                raise ExplainError(problem)
+            data["strategy"] = strategy.record(settings)
+            generation = BatchedSequences(
+                self.model, self.tokenizer, rows, settings, self.trace, run, pad_token_id=self.tokenizer.pad_token_id,
+                batch_rows=[first + i for i in range(len(rows))], run_options=options["run_options"], prompt=prompts,
+                options=options)
+            width = generation.prompt_length
+            for message in context_window_warnings(width, settings["max_length"], context, learned):
+                generation.warnings.append(message)  # the window, for the batch's longest row
+                warnings.warn(message, UserWarning, stacklevel=4)
+            data["batch"] = {"index": first, "size": size, "batch_size": batch_size,
+                             "rows": [first + i for i in range(len(rows))], "padding_side": "left",
+                             "pad_token_id": self.tokenizer.pad_token_id, "width": width,
+                             "prompt_lengths": generation.prompt_lengths,
+                             "note": f"batch_size={batch_size}: prompts {first}..{first + len(rows) - 1} of the list "
+                                     f"left-padded to {width} tokens and generated together, one forward per step "
+                                     "(transformers' pad_collate_fn, then generate on the batch)"}
+            for message in warnings_for(settings, sources):
+                generation.warnings.append(message)
+                warnings.warn(message, stacklevel=4)
+            data.update(settings=plain_settings(settings), sources=sources, processors=[
+                {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
+                for p in generation.processors],
+                prompt_tokens=width, dtype=self.dtype, device=str(self.device), warnings=generation.warnings,
+                context_window=context)
+        self._emit_padding(generation, run)
+        self.last_generation = generation
+        return generation
+
+    def _emit_padding(self, generation: BatchedSequences, run: int) -> None:
+        """The collation, as its own event: each row padded on the left, and the attention mask that says which
+        tokens are real (transformers' pad_collate_fn and _pad, pipelines/base.py)."""
+        ids = generation.prompt_ids.tolist()
+        width = generation.prompt_length
+        pad = self.tokenizer.pad_token_id
+        self.trace.emit("tokenization", "pad", {
+            "side": "left", "pad_token_id": pad, "pad_token": self.tokenizer.pad_token, "width": width,
+            "rows": [{"batch_row": generation.batch_rows[i * generation.count], "ids": row,
+                      "pads": width - length, "attention_mask": [0] * (width - length) + [1] * length}
+                     for i, (row, length) in enumerate(zip(ids, generation.prompt_lengths))],
+            "source": "transformers/pipelines/base.py: pad_collate_fn, _pad (the DataLoader's collate_fn); the "
+                      "text-generation pipeline sets the tokenizer's padding_side to \"left\" (decoder-only "
+                      "models continue from the last position, so every row's last token must be real)"},
+            run=run)
+
+    def _many(self, prompts: list, first: int, size: int, batch_size: int, kwargs) -> list:
+        """One batch of a list: prompts first .. first + len(prompts) - 1, generated together; one result list per
+        prompt, in order."""
+        if len(prompts) == 1:  # pad_collate_fn pads nothing for one prompt: the unbatched run is that run
+            return [self._one(prompts[0], kwargs, batch=(first, size))]
+        options, settings_call = self._split(kwargs)
+        generation = self._prepare_batch(prompts, first, size, batch_size, options, settings_call)
+        self._run(generation)
+        rows = generation.sequences
+        count = generation.count
+        return [[self._record(generation, row, options, prompt) for row in rows[i * count:(i + 1) * count]]
+                for i, prompt in enumerate(prompts)]
 
     def _one(self, prompt, kwargs, batch=None):
         options, settings_call = self._split(kwargs)
         generation = self._prepare(prompt, options, settings_call, batch=batch)
+        self._run(generation)
+        return self._postprocess(generation, options)
+
+    def _run(self, generation) -> None:
+        """Run a prepared generation to its end, then emit its end and decode events (also when interrupted)."""
         start, t0 = time.time(), time.perf_counter()
         interrupted = False
         try:
@@ -178,11 +320,12 @@ class TextGenerationPipeline:
                                     "generated so far are kept (pipe.last_generation, pipe.trace)") from None
         finally:
             self._end(generation, start, time.perf_counter() - t0, interrupted)
-        return self._postprocess(generation, options)
 
     # -- stages ----------------------------------------------------------------------------------------
-    def _tokenize(self, prompt, options, run: int) -> list[int]:
+    def _tokenize(self, prompt, options, run: int, batch_row: int | None = None) -> list[int]:
         with self.trace.span("tokenization", "encode", run=run) as data:
+            if batch_row is not None:  # one prompt of a batch: its index in the call's list
+                data["batch_row"] = batch_row
             prefix = options.get("prefix") or ""
             if isinstance(prompt, str):
                 text = prefix + prompt
@@ -227,13 +370,14 @@ class TextGenerationPipeline:
         """One record per returned sequence, as transformers' TextGenerationPipeline.postprocess builds them."""
         return [self._record(generation, row, options) for row in generation.sequences]
 
-    def _record(self, generation: Generation, sequence: list[int], options) -> dict:
-        if options.get("return_tensors"):
+    def _record(self, generation: Generation, sequence: list[int], options, prompt=None) -> dict:
+        """One result record; `prompt` is the row's own prompt in a batch (else the run's)."""
+        if options.get("return_tensors"):  # a batch's rows keep their padding, as generate() returns them
             return {"generated_token_ids": sequence}
         skip = options.get("skip_special_tokens", True)
         text = self.tokenizer.decode(sequence[generation.prompt_length:], skip_special_tokens=skip)
         full = options.get("return_full_text", True) is not False  # return_text only selects text over tensors
-        prompt = generation.prompt
+        prompt = generation.prompt if prompt is None else prompt
         if not full:
             return {"generated_text": text}
         if isinstance(prompt, str):

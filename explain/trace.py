@@ -15,16 +15,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from .errors import TraceFileError  # TraceFileError: an ExplainError, the CLI prints it in one line
+from .errors import ArgumentError, TraceFileError  # TraceFileError: an ExplainError, the CLI prints it in one line
 from .events import STAGE_INFO, STAGES, SchemaError, check_event
+from .utils import strict_json
+from .utils.files import cannot_write_file, save_file
+from .utils.units import size_text
 
 FORMAT = "explain-trace"
 VERSION = 2  # 2: events checked against explain.events, a failed stage's event carries "error"
@@ -46,7 +49,7 @@ class Event:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, record: dict) -> "Event":
+    def from_dict(cls, record: dict) -> Event:
         """An event from its JSON record, checked: the envelope's types, then the data against its kind."""
         missing = {"stage", "kind", "run", "start", "duration", "data"} - set(record)
         if missing:
@@ -137,7 +140,8 @@ class Trace:
             try:
                 sink(event)
             except Exception as error:  # a broken view must not break the model run
-                warnings.warn(f"trace sink {sink!r} failed on {stage}/{kind}: {error!r}; it stays subscribed")
+                warnings.warn(f"trace sink {sink!r} failed on {stage}/{kind}: {error!r}; it stays subscribed",
+                              stacklevel=2)
         return event
 
     @contextmanager
@@ -192,45 +196,50 @@ class Trace:
                 "events": [e.to_dict() for e in self.events]}
 
     def save(self, path: str | os.PathLike) -> str:
-        """Write the trace as JSON. The file is replaced atomically: a failed save leaves the old one intact."""
+        """Write the trace as JSON. The file is replaced atomically: a failed save leaves the old one intact. The
+        target must be a regular file or a new path (a symbolic link is followed); a device, FIFO or folder is
+        refused, and a disk error is an ExplainError naming the path (explain.utils.files.save_file)."""
         path = os.fspath(path)
-        text = json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".tmp", dir=folder)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; a trace is meant to be shared like any file
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+            data = json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (ValueError, RecursionError) as error:  # NaN, a lone surrogate or deep nesting put in after emit
+            raise TraceFileError(f"cannot save the trace to {path}: it holds what JSON cannot ({error}); values "
+                                 "changed after they were emitted? Nothing was written") from None
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise cannot_write_file(path, error, "the trace") from None
+        return save_file(path, data, "the trace")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, max_bytes: int = MAX_LOAD_BYTES) -> "Trace":
+    def load(cls, path: str | os.PathLike, max_bytes: int | None = MAX_LOAD_BYTES) -> "Trace":
         """Read a saved trace. Every event is checked against explain.events: a trace is a file people share,
-        and a field of the wrong type (markup where a number belongs) is refused, naming where it is."""
+        and a field of the wrong type (markup where a number belongs) is refused, naming where it is. The JSON is
+        read strictly (explain/utils/strict_json.py: no NaN, no lone surrogates, bounded numbers and nesting), so what
+        loads can be saved and exported again; at most `max_bytes` are read (None: the default, 256 MiB)."""
         path = os.fspath(path)
+        max_bytes = _max_bytes(max_bytes)
         try:
-            size = os.stat(path).st_size
-            if os.path.isdir(path):
-                raise TraceFileError(f"{path} is a folder, not a trace file; pass the .json file that "
-                                     "pipe.trace.save(path) wrote")
-            if size > max_bytes:
-                raise TraceFileError(f"{path} is {size / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB "
-                                     "explain reads by default (a JSON trace takes about ten times its size in "
-                                     "memory); if you trust it and have the memory, pass "
-                                     f"Trace.load(path, max_bytes={size})")
-            with open(path, encoding="utf-8") as f:
-                record = json.load(f)
+            data = strict_json.read_file(path, max_bytes)
+            record = strict_json.loads(data)
         except FileNotFoundError:
             raise TraceFileError(f"no trace file at {path}; save one with pipe.trace.save(path)") from None
-        except IsADirectoryError:
-            raise TraceFileError(f"{path} is a folder, not a trace file; pass the path of a file written by "
+        except (IsADirectoryError, strict_json.NotRegularFile) as error:
+            kind = getattr(error, "kind", "a folder")
+            raise TraceFileError(f"{path} is {kind}, not a trace file; pass the path of a .json file written by "
                                  "pipe.trace.save(path)") from None
+        except strict_json.TooLarge as error:
+            known = error.size > max_bytes  # else the file said less than it holds (/proc), or it grew
+            size = size_text(error.size) if known else "longer than that (it kept growing)"
+            limit = "the 256 MiB explain reads by default" if max_bytes == MAX_LOAD_BYTES else \
+                f"max_bytes={max_bytes} ({size_text(max_bytes)})"
+            raise TraceFileError(f"{path} is {size}, more than {limit} (a JSON trace takes about ten times its size "
+                                 "in memory); if you trust it and have the memory, pass "
+                                 f"Trace.load(path, max_bytes={error.size if known else max_bytes * 2})") from None
+        except strict_json.NotStrictJSON as error:
+            raise TraceFileError(f"{path}: {error}; the file was edited or damaged (explain never writes this): "
+                                 "save the trace again with pipe.trace.save(path)") from None
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise TraceFileError(f"{path} is not a readable trace (truncated or not JSON: {error}); "
                                  "save it again with trace.save(path)") from None
@@ -252,6 +261,11 @@ class Trace:
             raise TraceFileError(f"{path}: \"events\" is not a list of event records (or \"meta\" not an "
                                  "object); the file was edited or damaged: save the trace again with "
                                  "pipe.trace.save(path)")
+        try:
+            strict_json.check_depth(meta, "meta")  # the events' fields are bounded by their declarations
+        except strict_json.NotStrictJSON as error:
+            raise TraceFileError(f"{path}: {error}; the file was edited or damaged (explain never writes this): "
+                                 "save the trace again with pipe.trace.save(path)") from None
         loaded = []
         for index, event in enumerate(events):
             try:
@@ -265,11 +279,10 @@ class Trace:
         return cls(loaded, meta)
 
 
-def _file_mode(path: str) -> int:
-    """The mode open() would give a new file (0666 less the umask), or the mode of the file being replaced."""
-    try:
-        return os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+def _max_bytes(value) -> int:
+    if value is None:
+        return MAX_LOAD_BYTES
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ArgumentError(f"max_bytes must be a positive whole number of bytes (or None for the default, "
+                            f"{MAX_LOAD_BYTES}), got {value!r:.60}")
+    return value

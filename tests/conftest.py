@@ -26,7 +26,7 @@ for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF
     os.environ.pop(_name, None)
 atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
 
-import pytest  # after the environment, on purpose
+import pytest  # noqa: E402 (after the environment, on purpose)
 
 HUB_CACHE = os.path.join(HF_HOME, "hub")
 
@@ -34,7 +34,7 @@ HUB_CACHE = os.path.join(HF_HOME, "hub")
 def listing(root: str = HF_HOME) -> dict:
     """Every file and folder under `root` (the cache) -> its size (None for folders, the target for links),
     to compare before and after something that must not write into the cache."""
-    listing = {}
+    listing: dict[str, str | int | None] = {}
     for folder, folders, files in os.walk(root):
         for name in folders + files:
             path = os.path.join(folder, name)

@@ -26,7 +26,8 @@ PEAK_CELL = "print('VmHWM', [line.split()[1] for line in open('/proc/self/status
 
 def execute(path: str, env: dict, workdir: str):
     """Run the notebook at `path` top to bottom as a learner who tried each exercise: returns (notebook with its
-    outputs, kernel peak in MiB, seconds it ran); raises nbclient's CellExecutionError, naming the cell, on any error."""
+    outputs, kernel peak in MiB, seconds it ran); raises nbclient's CellExecutionError, naming the cell, on any
+    error."""
     import nbclient
     import nbformat
 
@@ -50,7 +51,7 @@ class BackgroundNotebooks:
         home = os.path.join(self.root, "hf-home")
         shutil.copytree(hf_home, home, symlinks=True, copy_function=os.link)
         self.env = {**os.environ, "HF_HOME": home}
-        self.futures = {path: Future() for path in paths}
+        self.futures: dict[str, Future] = {path: Future() for path in paths}
         self.stopped = False
         self.thread = threading.Thread(target=self._run, name="notebooks", daemon=True)
         self.thread.start()

@@ -13,11 +13,11 @@ import shutil
 import pytest
 import safetensors.torch
 import torch
+from tiny_files import make_lora
 
 import explain
 from explain.adapters import LoraLinear, load_adapter
 from explain.errors import CorruptFileError, ExplainError, UnsupportedError
-from tiny_files import make_lora
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")

@@ -18,6 +18,7 @@ sys.path.insert(0, REPO)  # bench/ is a folder of the repository, not an install
 
 from bench import contenders, report, run  # noqa: E402
 from explain.trace import Trace  # noqa: E402
+
 CONTENDERS = ("explain_traced", "explain_untraced", "explain_widget", "transformers")
 
 
@@ -94,7 +95,7 @@ def test_smoke_numbers_are_real_and_consistent(smoke):
         percentiles = summary["token_ms_percentiles"]
         assert 0 < percentiles["10"] <= percentiles["50"] <= percentiles["90"]
         assert summary["runs_tokens_per_s"]["min"] <= summary["runs_tokens_per_s"]["max"]
-    for name, prefill in entry["prefill"].items():
+    for prefill in entry["prefill"].values():
         assert prefill["prompt_tokens"] == settings["prefill_tokens"]
         assert 0 < prefill["prefill_s"] <= prefill["first_token_s"]
         assert close(prefill["prompt_tokens_per_s"], prefill["prompt_tokens"] / prefill["prefill_s"])
@@ -128,7 +129,7 @@ def test_smoke_measures_the_decoding_strategies(smoke):
     measured = results["dtypes"]["float32"]["strategies"]
     strategies = measured["strategies"]
     assert list(strategies) == ["greedy", "5 samples", "4 beams", "prompt lookup"]
-    for name, e in strategies.items():
+    for e in strategies.values():
         assert e["new_tokens"] == measured["new_tokens"] and e["trace_bytes"] > 0 and e["seconds"] > 0
         assert close(e["bytes_per_step"], e["trace_bytes"] / e["forward_passes"])
         assert close(e["bytes_vs_greedy"], e["bytes_per_step"] / strategies["greedy"]["bytes_per_step"])
@@ -136,6 +137,25 @@ def test_smoke_measures_the_decoding_strategies(smoke):
     assert strategies["prompt lookup"]["forward_passes"] <= measured["new_tokens"]
     assert 1 < strategies["4 beams"]["bytes_vs_greedy"] < 8  # every beam's top candidates, never whole rows
     assert "## Decoding strategies (float32)" in (out / f"{stem}.md").read_text()
+
+def test_smoke_measures_batch_throughput(smoke):
+    """bench/batching.py: batch sizes side by side (explain traced, untraced, transformers), the tracing overhead,
+    the trace bytes per forward against batch size 1, and explain's texts equal to transformers'."""
+    out, stem, results, _ = smoke
+    measured = results["dtypes"]["float32"]["batching"]
+    assert measured["sizes"] == [1, 2] and list(measured["batches"]) == ["1", "2"]
+    for size, e in measured["batches"].items():
+        assert e["prompts"] == int(size) and e["texts_equal_transformers"] is True
+        for name, seconds in e["seconds"].items():
+            assert seconds > 0 and close(e["tokens_per_s"][name], int(size) * measured["new_tokens"] / seconds)
+        assert close(e["explain_vs_transformers"], e["tokens_per_s"]["explain_traced"] / e["tokens_per_s"]["transformers"])
+        assert close(e["tracing_overhead"], e["seconds"]["explain_traced"] / e["seconds"]["explain_untraced"] - 1)
+        assert close(e["trace_bytes_per_row_step"] * int(size), e["trace_bytes_per_forward"])
+    # one step record per row: a forward of 2 rows records about twice what a forward of 1 does
+    assert 1.5 < measured["batches"]["2"]["trace_bytes_vs_size_1"] < 2.5
+    assert measured["targets"]["texts_equal_transformers"] is True
+    assert "## Batch throughput (float32)" in (out / f"{stem}.md").read_text()
+
 
 # -- the pieces, on made-up inputs ---------------------------------------------------------------------------------
 def made_up(traced=97.0, untraced=100.0, widget=None, reference=80.0, load=(2.0, 10.0), trace_bytes=1500.0):

@@ -100,7 +100,7 @@ def test_smoke_load_and_speed_numbers_are_real_and_consistent(smoke):
             assert 0 < decode["forward_ms_per_token"] < decode["ms_per_token"]
     widget = speed["decode"]["explain_widget"]
     assert widget["available"] is True or widget["reason"].startswith("not available")
-    for name, prefill in speed["prefill"].items():
+    for prefill in speed["prefill"].values():
         assert prefill["prompt_tokens"] == settings["prefill_tokens"]
         assert close(prefill["prompt_tokens_per_s"], prefill["prompt_tokens"] / prefill["prefill_s"])
     seed = speed["seed_call"]

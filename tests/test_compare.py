@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_files import make_lora
 
 import explain
 from explain.errors import ExplainError
-from tiny_files import make_lora
 
 PROMPT = "Once upon a time"
 

@@ -130,3 +130,38 @@ def test_learned_positions_refuse_a_longer_prompt(learned_model, tokenizer):
         pipe(words(tokenizer, 20), max_new_tokens=2)
     generation = pipe.start(words(tokenizer, 20), max_new_tokens=4, handle_long_generation="hole")
     assert generation.prompt_length == WINDOW - 4
+
+
+def test_a_batch_with_a_prompt_past_the_window_runs_as_transformers_runs_it(rope_model, tokenizer):
+    """Rotary positions: a batch whose longest prompt passes the window runs on, as transformers' pipeline runs it
+    (the same output), and the settings event says so."""
+    folder, reference = rope_model
+    pipe = explain.pipeline(model=folder)
+    theirs = transformers.pipeline("text-generation", model=reference,
+                                   tokenizer=transformers.AutoTokenizer.from_pretrained(folder))
+    prompts = [words(tokenizer, 20), words(tokenizer, 6)]
+    call = dict(max_new_tokens=5, do_sample=False, batch_size=2)
+    with pytest.warns(UserWarning):
+        mine = pipe(prompts, **call)
+    assert mine == theirs(prompts, **call)
+    assert "longer than the model's context window" in settings_event(pipe)["warnings"][0]
+
+
+def test_learned_positions_refuse_a_batch_with_a_longer_prompt_and_stop_a_batch_at_the_window(learned_model,
+                                                                                              tokenizer):
+    """GPT-2: a prompt of the batch longer than the window fails the whole batch in transformers (IndexError):
+    explain refuses it naming the prompt; a batch that reaches the window stops there, every row."""
+    folder, reference = learned_model
+    pipe = explain.pipeline(model=folder)
+    theirs = transformers.pipeline("text-generation", model=reference,
+                                   tokenizer=transformers.AutoTokenizer.from_pretrained(folder))
+    prompts = [words(tokenizer, 6), words(tokenizer, 20)]
+    with pytest.raises(IndexError):
+        theirs(prompts, max_new_tokens=2, batch_size=2)
+    with pytest.raises(ExplainError, match="prompt 1 of the list is 20 tokens but the model's context window is 16 "
+                                           "tokens.*IndexError"):
+        pipe(prompts, max_new_tokens=2, batch_size=2)
+    pipe([words(tokenizer, 10), words(tokenizer, 6)], max_new_tokens=12, do_sample=False, eos_token_id=None,
+         batch_size=2)
+    generation = pipe.last_generation
+    assert generation.stop_reason == "context_window" and len(generation.steps) == WINDOW - 10

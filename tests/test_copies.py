@@ -51,9 +51,9 @@ def parse_renames(text: str | None) -> list[tuple[str, str]]:
     return pairs
 
 
-def _definitions(tree: ast.Module) -> dict[str, ast.AST]:
+def _definitions(tree: ast.Module) -> dict[str, ast.stmt]:
     """Dotted name -> node, for module-level functions, classes and single-name assignments, and class methods."""
-    out = {}
+    out: dict[str, ast.stmt] = {}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             out[node.name] = node
@@ -68,10 +68,10 @@ def _definitions(tree: ast.Module) -> dict[str, ast.AST]:
     return out
 
 
-def _span(node: ast.AST) -> tuple[int, int]:
+def _span(node: ast.stmt) -> tuple[int, int]:
     """First and last line of a definition, decorators included."""
     first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-    return first, node.end_lineno
+    return first, node.end_lineno or node.lineno  # ast.parse sets end_lineno; the type allows None
 
 
 def find_copies(path: str) -> list[Copy]:

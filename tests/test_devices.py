@@ -44,7 +44,7 @@ class DevicesOfResults(TorchDispatchMode):
 
     def __init__(self, expected: str):
         super().__init__()
-        self.expected, self.strays = expected, []
+        self.expected, self.strays = expected, list[str]()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import explain
-from explain.stages.config_checks import check_memory
 from explain.errors import ConfigValueError, CorruptFileError, ExplainError, UnsupportedError
-
+from explain.stages.config_checks import check_memory
 
 pytestmark = pytest.mark.usefixtures("cache_untouched")
 
@@ -185,8 +184,8 @@ def test_dtypes_explain_cannot_run_are_refused_at_once(dtype):
 
 
 def test_the_dtype_table_is_one_table():
-    from explain.utils import dtypes
     from explain.device_plan import memory
+    from explain.utils import dtypes
     assert memory.DTYPES is dtypes.DTYPES
     assert dtypes.runnable_dtype("bf16") is torch.bfloat16 and dtypes.runnable_dtype("torch.float16") is torch.float16
     assert dtypes.runnable_dtype("auto", "bfloat16") is torch.bfloat16

@@ -12,7 +12,6 @@ import torch
 import explain
 from explain.errors import CorruptFileError, ExplainError, NotCachedError, UnknownTaskError, UnsupportedError
 
-
 pytestmark = pytest.mark.usefixtures("cache_untouched")
 
 

@@ -21,7 +21,7 @@ from explain.trace import Trace, TraceFileError
 def real_trace(embedded_pipe, tmp_path_factory):
     """Every kind of event from the real embedded model, saved and loaded: a greedy text call, a sampled chat call
     with processors, a step-through run with a forced branch and a look inside one step, and the other decoding
-    strategies (two samples, beam search, prompt lookup)."""
+    strategies (two samples, beam search, prompt lookup), and a batch of two prompts."""
     pipe = embedded_pipe
     first = pipe.trace.run + 1
     pipe("The capital of France is", max_new_tokens=3, do_sample=False)
@@ -36,6 +36,7 @@ def real_trace(embedded_pipe, tmp_path_factory):
     pipe("The capital of France is", max_new_tokens=3, num_return_sequences=2, do_sample=True)
     pipe("The capital of France is", max_new_tokens=3, num_beams=2, do_sample=False)
     pipe("a b c a b", max_new_tokens=3, prompt_lookup_num_tokens=2, do_sample=False)
+    pipe(["The capital of France is", "Hi"], max_new_tokens=3, do_sample=False, batch_size=2)  # a batch: pad event
     path = tmp_path_factory.mktemp("events") / "trace.json"
     trace = Trace([e for e in pipe.trace.events if e.run == 0 or e.run >= first], pipe.trace.meta)
     trace.save(path)
@@ -46,9 +47,10 @@ def real_trace(embedded_pipe, tmp_path_factory):
 def quantized_and_adapted(tiny_llama, tmp_path_factory) -> list:
     """The kinds of quantized and adapted runs (explain.quantization, explain.adapters, explain.compare), from the
     tiny Llama: int8 on load, a LoRA adapter written in peft's format (merged and unmerged), and a comparison."""
+    from safetensors.torch import save_file
+
     import explain
     from explain.adapters import load_adapter
-    from safetensors.torch import save_file
     folder = tmp_path_factory.mktemp("events-lora")
     torch.manual_seed(0)
     save_file({f"base_model.model.model.layers.{i}.self_attn.q_proj.lora_{part}.weight": torch.randn(shape) * 0.1

@@ -256,7 +256,7 @@ def test_beam_search_equals_transformers(pipe, reference, prompt):
     assert generation.sequences == expected.sequences.tolist()
     assert generation.sequences_scores == pytest.approx(expected.sequences_scores.tolist(), abs=1e-4)
     MEASURED_SCORES[str(type(prompt).__name__)] = max(
-        abs(a - b) for a, b in zip(generation.sequences_scores, expected.sequences_scores.tolist()))
+        abs(a - b) for a, b in zip(generation.sequences_scores, expected.sequences_scores.tolist(), strict=True))
 
 
 def test_prompt_lookup_equals_greedy_and_the_pipeline(pipe, reference):
@@ -291,3 +291,19 @@ def test_report_measured_differences():
         assert max(MEASURED.values()) <= LOGIT_TOLERANCE
     if MEASURED_SCORES:
         print("max |beam score difference|: " + ", ".join(f"{k}: {v:.2e}" for k, v in MEASURED_SCORES.items()))
+
+
+def test_a_batch_equals_the_pipeline(pipe, reference):
+    """batch_size on the embedded model: prompts of different lengths, left-padded into batches, give transformers'
+    pipeline output greedy and sampled under one seed (its DataLoader's draw included)."""
+    _, _, reference_pipe = reference
+    prompts = ["The capital of France is", "Write a haiku about the sea", "Hi",
+               "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n"]
+    for seed, call in ((None, dict(do_sample=False, max_new_tokens=12, batch_size=3)),
+                       (7, dict(do_sample=True, max_new_tokens=10, batch_size=4, top_k=20, repetition_penalty=1.2))):
+        outputs = []
+        for run in (pipe, reference_pipe):
+            if seed is not None:
+                torch.manual_seed(seed)
+            outputs.append(run(prompts, **call))
+        assert outputs[0] == outputs[1] and len(outputs[0]) == len(prompts)

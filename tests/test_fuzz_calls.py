@@ -120,9 +120,9 @@ def test_the_real_tokenizer_round_trips_any_text_it_can_spell(embedded_pipe, tex
     spelling = bytes_to_unicode()
     spelled = [all(tokenizer.backend.token_to_id(spelling[b]) is not None for b in c.encode()) for c in text]
     partly = [any(tokenizer.backend.token_to_id(spelling[b]) is not None for b in c.encode()) for c in text]
-    assume(all(whole or not some for whole, some in zip(spelled, partly)))  # a half-spelled character: U+FFFD
+    assume(all(whole or not some for whole, some in zip(spelled, partly, strict=True)))  # a half-spelled character: U+FFFD
     ids = tokenizer.encode(text, add_special_tokens=False)
-    assert tokenizer.decode(ids) == "".join(c for c, whole in zip(text, spelled) if whole)
+    assert tokenizer.decode(ids) == "".join(c for c, whole in zip(text, spelled, strict=True) if whole)
     assert all(0 <= i < tokenizer.vocab_size for i in ids)
 
 

@@ -24,13 +24,13 @@ def work(tmp_path_factory):
 
 def damage(data: bytes, draw_cut, flips) -> bytes:
     """`data` cut at a position (None: kept whole) and with bits flipped at positions given as fractions."""
-    data = bytearray(data)
+    damaged = bytearray(data)
     for where, bit in flips:
-        if data:
-            data[min(int(where * len(data)), len(data) - 1)] ^= 1 << bit
+        if damaged:
+            damaged[min(int(where * len(damaged)), len(damaged) - 1)] ^= 1 << bit
     if draw_cut is not None:
-        data = data[:int(draw_cut * len(data))]
-    return bytes(data)
+        damaged = damaged[:int(draw_cut * len(damaged))]
+    return bytes(damaged)
 
 
 damages = st.tuples(st.one_of(st.none(), st.floats(0, 1, exclude_max=True)),
@@ -135,3 +135,57 @@ def test_tokenizer_config_values_of_any_json(tiny_folder, work, cache_listing):
         load_damaged(folder, cache_listing)
 
     check()
+
+
+# -- issue 28: paths that are not regular files, for reading a trace and for writing one ---------------------------
+def _make(kind: str, where) -> str:
+    """A path of the given kind under `where` (a real FIFO, folder, link, or one of the machine's devices)."""
+    path = where / f"target-{kind}"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "dev-null":
+        return "/dev/null"
+    elif kind == "dev-zero":
+        return "/dev/zero"
+    elif kind == "dev-stdout":
+        return "/dev/stdout"
+    elif kind.startswith("link-to-"):
+        path.symlink_to(_make(kind[len("link-to-"):], where))
+    elif kind == "dangling-link":
+        path.symlink_to(where / "nowhere" / "x.json")
+    elif kind == "loop-link":
+        path.symlink_to(path)
+    elif kind == "missing-folder":
+        return str(where / "missing" / "t.json")
+    return str(path)
+
+
+KINDS = ["fifo", "folder", "dev-null", "dev-zero", "dev-stdout", "link-to-fifo", "link-to-dev-null", "link-to-folder",
+         "dangling-link", "loop-link", "missing-folder"]
+
+
+@fuzz(40)
+@given(kind=st.sampled_from(KINDS), write=st.booleans())
+def test_paths_that_are_not_regular_files(tmp_path_factory, kind, write):
+    """Trace.load and Trace.save on a FIFO, a device, a folder, a link to one, a dangling or looping link: an
+    ExplainError naming the path, at once (a FIFO never blocks), and nothing replaced (a device stays a device, a
+    link stays a link)."""
+    from explain import Trace
+
+    where = tmp_path_factory.mktemp("kinds")
+    path = _make(kind, where)
+    before = os.lstat(path) if os.path.lexists(path) else None
+    trace = Trace(meta={"kind": kind})
+    if write and kind == "missing-folder":  # a new path: Trace.save makes its folders, as it always has
+        assert Trace.load(trace.save(path)).meta == {"kind": kind}
+        return
+    with time_limit(10):
+        with pytest.raises(ExplainError) as error:
+            trace.save(path) if write else Trace.load(path)
+    assert path in str(error.value)
+    if before is not None:
+        after = os.lstat(path)
+        assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino), "the path was replaced"
+    assert not [n for n in os.listdir(where) if n.startswith(".explain-")], "a temporary file was left"

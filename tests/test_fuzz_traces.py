@@ -18,6 +18,7 @@ import explain
 from explain import console
 from explain.errors import ExplainError
 from explain.trace import Trace, TraceFileError
+from explain.widgets.export import export_html  # imported here: its first import raises the recursion limit
 
 MARKUP = "<img src=x onerror=alert(1)>"
 
@@ -45,7 +46,8 @@ def render(trace: Trace) -> str:
         if run:
             console.print_steps(trace, run, file=out)
             console.print_summary(trace, run, file=out)
-    return "".join(summary_html(DashboardState.from_trace(trace, run=run)) for run in trace.runs() or [None])
+    runs: list[int | None] = [*trace.runs()] or [None]
+    return "".join(summary_html(DashboardState.from_trace(trace, run=run)) for run in runs)
 
 
 def load_or_refuse(path) -> Trace | None:
@@ -126,3 +128,72 @@ def test_a_field_replaced_by_anything_is_refused_or_rendered_inert(real_trace, t
     if trace is not None:
         html = render(trace)
         assert MARKUP not in html, f"markup from event {index} field {where} reached the HTML unescaped"
+
+
+# -- issue 28: what Python's json accepts and JSON does not; what loads must save and export again ---------------------
+UNSTRICT = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1e400", '"\\ud800"', '"a\\udfffb"',
+                            '"\\ud83d"', "9" * 5000, "-" + "1" * 30, "[" * 100 + "]" * 100,
+                            '{"k": ' * 70 + "0" + "}" * 70])
+STRICT = st.sampled_from(["18446744073709551615", "-9223372036854775808", "1.5e-300", '"\\ud83d\\ude00"',
+                          '"caf\\u00e9"', "[" * 10 + "]" * 10, '"nan"', '"-inf"'])
+
+
+def round_trip(trace: Trace, folder) -> None:
+    """What loaded saves, loads back equal, and exports: save/export never crash on what load accepted."""
+    path = trace.save(folder / "again.json")
+    again = Trace.load(path)
+    assert [e.to_dict() for e in again.events] == [e.to_dict() for e in trace.events] and again.meta == trace.meta
+    assert export_html(again).startswith("<!DOCTYPE html>")
+
+
+@fuzz(60)
+@given(data=st.data(), literal=st.one_of(UNSTRICT, STRICT))
+def test_literals_json_cannot_round_trip_are_refused_and_the_rest_round_trips(real_trace, tmp_path_factory, data,
+                                                                              literal):
+    """A NaN, an infinity, a lone surrogate, a 5,000-digit integer or nesting past the bound, put in place of any
+    field (or added to meta) as raw JSON text: refused naming the file, or it loads and then saves and exports."""
+    record = json.loads(real_trace)
+    index = data.draw(st.integers(-1, len(record["events"]) - 1), label="event (-1: meta)")
+    marker = "\u0000MARK\u0000"
+    if index < 0:
+        record["meta"]["fuzzed"] = marker
+    else:
+        fields = [p for p, _ in _fields(record["events"][index]["data"]) if p]
+        if not fields:
+            return
+        where = data.draw(st.sampled_from(fields), label="field")
+        target = record["events"][index]["data"]
+        for key in where[:-1]:
+            target = target[key]
+        target[where[-1]] = marker
+    text = json.dumps(record).replace(json.dumps(marker), literal)
+    folder = tmp_path_factory.mktemp("literal")
+    path = folder / "t.json"
+    path.write_text(text, encoding="utf-8")
+    trace = load_or_refuse(path)
+    if literal in UNSTRICT_SET:
+        assert trace is None, f"{literal[:40]} was accepted"
+    if trace is not None:
+        render(trace)
+        round_trip(trace, folder)
+
+
+UNSTRICT_SET = {"NaN", "Infinity", "-Infinity", "1e999", "-1e400", '"\\ud800"', '"a\\udfffb"', '"\\ud83d"',
+                "9" * 5000, "-" + "1" * 30, "[" * 100 + "]" * 100, '{"k": ' * 70 + "0" + "}" * 70}
+
+
+@fuzz(30)
+@given(cut=st.one_of(st.none(), st.floats(0, 1, exclude_max=True)),
+       flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), max_size=4))
+def test_damaged_traces_that_load_save_and_export_again(real_trace, tmp_path_factory, cut, flips):
+    data = bytearray(real_trace)
+    for where, bit in flips:
+        data[min(int(where * len(data)), len(data) - 1)] ^= 1 << bit
+    if cut is not None:
+        data = data[:int(cut * len(data))]
+    folder = tmp_path_factory.mktemp("damaged-again")
+    path = folder / "t.json"
+    path.write_bytes(bytes(data))
+    trace = load_or_refuse(path)
+    if trace is not None:
+        round_trip(trace, folder)

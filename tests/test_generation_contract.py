@@ -277,7 +277,7 @@ def test_both_backends_check_force_and_what_if_arguments_alike(ours, theirs):
         vocab = generation.model.config.get_text_config().vocab_size if pipe is theirs else generation.model.config.vocab_size
         with pytest.raises(ExplainError, match=r"this generation has finished \(max_length\); start a new call or reset"):
             generation.step()
-        with pytest.raises(ExplainError, match="the token id must be an integer, got 1.0"):
+        with pytest.raises(ExplainError, match=r"the token id must be an integer \(an int\), got 1.0 of type float"):
             generation.force(0, 1.0)
         with pytest.raises(ExplainError, match=r"step 2 has not been generated; steps 0..1 exist"):
             generation.force(2, 5)

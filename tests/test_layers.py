@@ -1,7 +1,8 @@
 """explain's layers, and no import circles, read from the source with an ast walk (no import runs).
 
 Every `import` and `from ... import` counts, the ones inside functions too: a lazy import still ties two modules
-together. Only an import under `if TYPE_CHECKING:` does not (it never runs: a name for annotations). A module in a layer imports only modules of its own layer or of the layers below it:
+together. Only an import under `if TYPE_CHECKING:` does not (it never runs: a name for annotations). A module in a
+layer imports only modules of its own layer or of the layers below it:
 
     0  errors, utils, inputs            the base: no module of explain above it
     1  events, trace, models            the event schema and the model files import nothing above them
@@ -74,7 +75,7 @@ def import_graph(root: pathlib.Path = ROOT, packages=PACKAGES) -> dict[str, dict
             name = name.rpartition(".")[0]
         return name or None
 
-    graph = {}
+    graph: dict[str, dict[str, int]] = {}
     for name, (path, is_package) in known.items():
         package = name if is_package else name.rpartition(".")[0]
         imports = graph.setdefault(name, {})
@@ -90,7 +91,7 @@ def import_graph(root: pathlib.Path = ROOT, packages=PACKAGES) -> dict[str, dict
                     base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     module = ".".join(base + ([node.module] if node.module else []))
                 else:
-                    module = node.module
+                    module = node.module or ""  # an absolute import always names its module
                 targets = [f"{module}.{alias.name}" for alias in node.names]
             else:
                 continue

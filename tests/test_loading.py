@@ -459,7 +459,7 @@ def test_gguf_file_reads_what_ggufs_own_reader_reads(provisioned):
         mine = ours.fields[name]
         assert mine.types == field.types and mine.data == field.data, name
         assert len(mine.parts) == len(field.parts)
-        assert all(np.array_equal(a, b) for a, b in zip(mine.parts, field.parts)), name
+        assert all(np.array_equal(a, b) for a, b in zip(mine.parts, field.parts, strict=True)), name
     assert [(t.name, t.tensor_type, t.shape.tolist()) for t in ours.tensors] == \
         [(t.name, t.tensor_type, t.shape.tolist()) for t in theirs.tensors]
-    assert all(np.array_equal(a.data, b.data) for a, b in zip(ours.tensors, theirs.tensors))
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(ours.tensors, theirs.tensors, strict=True))

@@ -8,6 +8,7 @@ against `generate`, and a bfloat16 run. transformers is the reference only; expl
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden
              max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 # name -> (architecture, transformers config class, config arguments)
-CASES = {
+CASES: dict[str, tuple[str, type, dict[str, Any]]] = {
     "gpt2": ("GPT2LMHeadModel", transformers.GPT2Config,
              dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=64, bos_token_id=1, eos_token_id=2)),
     "llama-gqa": ("LlamaForCausalLM", transformers.LlamaConfig, dict(SMALL, num_key_value_heads=2)),
@@ -59,7 +60,7 @@ def build(name: str, dtype=torch.float32, attn_implementation: str = "sdpa", **o
     return ref, our
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pair(name: str):
     return build(name)
 
@@ -115,7 +116,7 @@ def test_eager_path_and_attention_weights(name):
     expected = ref(ids, output_attentions=True)
     torch.testing.assert_close(eager.logits, expected.logits, atol=1e-5, rtol=0)
     assert len(eager.attentions) == len(expected.attentions) == ref.config.num_hidden_layers
-    for got, want in zip(eager.attentions, expected.attentions):
+    for got, want in zip(eager.attentions, expected.attentions, strict=True):
         assert got.shape == want.shape == (2, ref.config.num_attention_heads, LENGTH, LENGTH)
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
         assert torch.all(got.triu(diagonal=1) == 0)  # causal: nothing from the future
@@ -135,6 +136,106 @@ def test_greedy_decoding_matches_generate(name):
         step = logits[:, -1].argmax(dim=-1, keepdim=True)
         generated = torch.cat([generated, step], dim=1)
     assert generated.tolist() == expected.tolist()
+
+
+PROMPT_LENGTHS = (12, 7, 3)  # a left-padded batch: rows of different lengths, the shortest padded the most
+
+
+def left_padded_batch(lengths=PROMPT_LENGTHS, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """(input_ids, attention_mask, prompts) for prompts of `lengths`, padded on the left as the pipeline pads
+    decoder-only prompts."""
+    generator = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(3, VOCAB, (length,), generator=generator) for length in lengths]
+    width = max(lengths)
+    ids = torch.full((len(prompts), width), pad)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = prompt
+        mask[row, width - len(prompt):] = 1
+    return ids, mask, prompts
+
+
+def generate_positions(mask: torch.Tensor) -> torch.Tensor:
+    """The position ids transformers' generate gives a padded batch (_prepare_position_ids_for_generation)."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+@pytest.mark.parametrize("name", CASES)
+@torch.no_grad()
+def test_left_padded_batch_matches_transformers(name):
+    """Logits at every real position of a left-padded batch: equal to transformers given the same mask and the
+    positions generate computes, equal to each prompt run alone, and the same through the KV cache (prefill,
+    then one token at a time with the mask growing by a column of ones) and on the eager path."""
+    ref, our = pair(name)
+    ids, mask, prompts = left_padded_batch()
+    real = mask.bool()
+    expected = ref(ids, attention_mask=mask, position_ids=generate_positions(mask)).logits
+    got = our(ids, attention_mask=mask).logits
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=0)
+    for row, prompt in enumerate(prompts):  # padding changes nothing a real token computes
+        alone = our(prompt[None]).logits[0]
+        torch.testing.assert_close(got[row, -len(prompt):], alone, atol=1e-5, rtol=0)
+    # the eager path (attention weights) sees the same mask and gives the same logits
+    eager = our(ids, attention_mask=mask, output_attentions=True)
+    torch.testing.assert_close(eager.logits[real], expected[real], atol=1e-5, rtol=0)
+    for weights in eager.attentions:  # no real query attends a pad
+        keys_of_pads = ~real[:, None, None, :].expand_as(weights)
+        queries_real = real[:, None, :, None].expand_as(weights)
+        assert torch.all(weights[keys_of_pads & queries_real] == 0)
+    # through the cache: the prompt's mask, then one more 1 per new token
+    cache = KVCache()
+    first = our(ids[:, :8], cache=cache, attention_mask=mask[:, :8]).logits
+    pieces = [first]
+    for position in range(8, ids.shape[1]):
+        pieces.append(our(ids[:, position:position + 1], cache=cache, attention_mask=mask[:, :position + 1]).logits)
+    stepped = torch.cat(pieces, dim=1)
+    torch.testing.assert_close(stepped[real], expected[real], atol=1e-5, rtol=0)
+    assert len(cache) == ids.shape[1]
+
+
+@pytest.mark.parametrize("name", CASES)
+@torch.no_grad()
+def test_left_padded_greedy_decoding_matches_generate(name):
+    """Greedy ids of a left-padded batch equal transformers' generate given the same attention mask."""
+    ref, our = pair(name)
+    ids, mask, _ = left_padded_batch()
+    ref.generation_config.eos_token_id = None  # never stop early
+    ref.generation_config.pad_token_id = 0
+    expected = ref.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)
+    cache, generated, step = KVCache(), ids, ids
+    for _ in range(10):
+        logits = our(step, cache=cache, attention_mask=mask, logits_to_keep=1).logits  # (B, 1, vocab)
+        step = logits[:, -1].argmax(dim=-1, keepdim=True)
+        generated = torch.cat([generated, step], dim=1)
+        mask = torch.cat([mask, torch.ones_like(step)], dim=1)
+    assert generated.tolist() == expected.tolist()
+
+
+def test_an_all_ones_mask_is_the_unpadded_call(monkeypatch):
+    """No padding, no mask: the SDPA call is the unbatched one (is_causal, no attn_mask), so a mask of ones costs
+    nothing and changes nothing."""
+    _, our = pair("llama-gqa")
+    ids = input_ids()
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("attn_mask"), kwargs.get("is_causal")))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        plain = our(ids).logits
+        ones = our(ids, attention_mask=torch.ones_like(ids)).logits
+    assert torch.equal(plain, ones)
+    assert calls and all(mask is None and causal for mask, causal in calls)
+
+
+def test_a_mask_of_the_wrong_length_is_refused():
+    _, our = pair("llama-gqa")
+    ids, mask, _ = left_padded_batch()
+    with pytest.raises(ValueError, match="attention_mask covers 11 positions"):
+        our(ids, attention_mask=mask[:, 1:])
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama-gqa", "mistral", "qwen2", "qwen3", "smollm3"])

@@ -1,7 +1,8 @@
 """Whole generations with many processors at once, token for token against transformers' generate(), on the tiny
 random Llama (written by transformers, loaded by explain from its folder; the same on the embedded model is in
-test_fidelity.py, whose transformers model it shares). Then what the step records say about each processor, and the step-through API with any
-knob: what_if, set_settings and force, and their mistakes (issue 15: a misspelt knob, a non-integer token id).
+test_fidelity.py, whose transformers model it shares). Then what the step records say about each processor, and
+the step-through API with any knob: what_if, set_settings and force, and their mistakes (issue 15: a misspelt
+knob, a non-integer token id).
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ def check_mix(tiny_model, mix: dict, every: bool = False, registered_late: dict 
     assert [p.transformers_class_name if p.name == "logits_processor" else type(p).__name__ for p in mine] \
         == [type(p).__name__ for p in theirs]
     _, scores = torch.zeros(1), torch.randn(1, VOCAB, generator=torch.Generator().manual_seed(7))
-    for processor, reference in zip(mine, theirs):
+    for processor, reference in zip(mine, theirs, strict=True):
         expected = reference(input_ids, scores.clone())
         # guidance runs a model, and SynthID's captured instance already took its step in generate(): both are
         # compared step after step in test_processors_more.py

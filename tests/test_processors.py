@@ -182,7 +182,7 @@ def test_processor_order_and_arguments_equal_generate(tiny_model, mix):
     assert [type(p).__name__ for p in mine] == [type(p).__name__ for p in theirs]
     # and they compute the same thing, one after the other, on a random row
     _, scores = random_rows(7, batch=1, vocab=VOCAB)
-    for processor, reference in zip(mine, theirs):
+    for processor, reference in zip(mine, theirs, strict=True):
         out, expected = processor(input_ids, scores), reference(input_ids, scores.clone())
         assert torch.equal(out, expected), type(processor).__name__
         scores = out

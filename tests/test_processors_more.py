@@ -6,6 +6,7 @@ that carry state in transformers (guidance's second sequence, SynthID's context 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import pytest
 import torch
@@ -145,7 +146,7 @@ def random_rows(seed: int, batch: int = 1, vocab: int = 50) -> tuple[torch.Tenso
     return input_ids, scores
 
 
-PROMPT = torch.tensor([[1, 2, 1, 3, 4]])
+PROMPT = cast(torch.LongTensor, torch.tensor([[1, 2, 1, 3, 4]]))  # as transformers annotates input ids
 STATELESS = [  # (explain processor, transformers processor), same arguments
     (lambda: ours.NoRepeatNGramLogitsProcessor(2), lambda: hf.NoRepeatNGramLogitsProcessor(2)),
     (lambda: ours.NoRepeatNGramLogitsProcessor(3), lambda: hf.NoRepeatNGramLogitsProcessor(3)),

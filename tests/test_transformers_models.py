@@ -27,8 +27,14 @@ transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
 import explain  # noqa: E402
-from explain.errors import (ArgumentError, CorruptFileError, ExplainError, NotCachedError,  # noqa: E402
-                           UnknownTaskError, UnsupportedError)
+from explain.errors import (  # noqa: E402
+    ArgumentError,
+    CorruptFileError,
+    ExplainError,
+    NotCachedError,
+    UnknownTaskError,
+    UnsupportedError,
+)
 from explain.widgets import Dashboard  # noqa: E402
 from explain.widgets.state import DashboardState  # noqa: E402
 
@@ -140,7 +146,7 @@ def test_looks_inside_every_architecture(pipes, name):
     looks = [e.data for e in pipe.trace.filter("generation", "inspect", generation.run_id)]
     assert [look["step"] for look in looks] == [0, 1, 2]
     layers = pipe.model.config.num_hidden_layers
-    for look, step in zip(looks, generation.steps):
+    for look, step in zip(looks, generation.steps, strict=True):
         assert look["token_id"] == step["token_id"] and look["context_ids"] == generation.input_ids[
             0, : step["position"]].tolist()
         assert len(look["lens"]["layers"]) == layers + 1

@@ -21,10 +21,11 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
+from tiny_files import make_lora  # noqa: E402
+
 import explain  # noqa: E402
 from explain.errors import ExplainError, UnsupportedError  # noqa: E402
 from explain.trace import Trace  # noqa: E402
-from tiny_files import make_lora  # noqa: E402
 
 PROMPT = "Once upon a time"
 LINEARS = 14  # 2 layers x (q, k, v, o, gate, up, down); lm_head is left in float by transformers
@@ -167,8 +168,8 @@ def test_compare_across_backends(quantized, tiny_llama):
 
 
 def test_views_of_quantized_transformers_pipes(quantized, tmp_path):
-    from explain.widgets import CompareView, QuantizationView
     from explain.utils.units import size_text
+    from explain.widgets import CompareView, QuantizationView
     pipe, _ = quantized["torchao int4"]
     data = pipe.trace.last("weights", "quantize").data
     for source in (pipe, Trace.load(pipe.trace.save(tmp_path / "int4.json"))):

@@ -18,15 +18,15 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")
 pytest.importorskip("plotly")
 
-import explain  # noqa: E402
-from explain.trace import Event, Trace  # noqa: E402
 from html import escape  # noqa: E402
 
-from explain.widgets.state import visible  # noqa: E402
+import explain  # noqa: E402
+from explain.errors import GenerationInterrupted  # noqa: E402
+from explain.trace import Event, Trace  # noqa: E402
 from explain.widgets import Dashboard, DashboardState, StepThrough, ThrottledSink, summary_html  # noqa: E402
+from explain.widgets.state import visible  # noqa: E402
 from explain.widgets.step_chart import CANDIDATES, chart_step, processor_title  # noqa: E402
 from explain.widgets.views import step_caption  # noqa: E402
-from explain.errors import GenerationInterrupted  # noqa: E402
 
 EVIL = "<img src=x onerror=alert(1)>"
 STAGES = ["registry", "config", "tokenizer", "weights", "placement", "tokenization", "generation", "decoding"]
@@ -245,6 +245,7 @@ def test_step_through_knob_widgets_come_from_the_registry(pipe):
     """The five knobs of the first row look as they always did; every other knob with a widget declaration sits
     under "more knobs", and moving it changes the run (and a what-if) like any knob."""
     import ipywidgets as widgets
+
     from explain.generation.settings import KNOBS
     from explain.widgets.controller import MORE_KNOBS
     st = StepThrough(pipe, "Once upon a time", max_new_tokens=6, do_sample=False)
@@ -313,9 +314,20 @@ def test_widgets_work_with_ipywidgets_7(tmp_path, provisioned):
     """The views and the step-through, in a virtual environment that has this machine's packages but
     ipywidgets 7 (pip install 'ipywidgets<8' over them)."""
     import os
+    import site
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = str(venv / "bin" / "python")
+    # --system-site-packages gives the *base* interpreter's packages: when this test runs inside a virtual
+    # environment (the README's command in a venv), torch and explain's dependencies are in that venv, not the base.
+    # A .pth file adds the running interpreter's own site-packages (their .pth files processed too, as for any
+    # site directory) after the new venv's, so its ipywidgets 7 still comes first.
+    inner = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    user = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []  # off inside a venv, as there
+    outer = [path for path in site.getsitepackages() + user if os.path.isdir(path)]
+    pth = "".join(f"import site; site.addsitedir({path!r})\n" for path in outer)
+    pathlib.Path(inner, "outer_environment.pth").write_text(pth)
     install = subprocess.run([python, "-m", "pip", "install", "-q", "ipywidgets>=7.6,<8"], capture_output=True,
                              text=True)
     assert install.returncode == 0, install.stderr[-2000:]
@@ -337,7 +349,7 @@ def test_the_chosen_token_is_in_every_panel_with_its_rank(pipe):
     for step in generation.steps:
         chart = chart_step(step)
         assert [p["kind"] for p in chart["panels"]] == ["logit"] * 4 + ["prob"]  # logits, 3 processors, probs
-        for panel, processor in zip(chart["panels"], [None] + step["processors"] + [None]):
+        for panel, processor in zip(chart["panels"], [None] + step["processors"] + [None], strict=True):
             ids = [bar[1] for bar in panel["bars"]]
             if step["token_id"] in ids:
                 assert panel["extra"] is None

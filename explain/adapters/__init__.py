@@ -18,6 +18,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import safetensors
 import torch
@@ -176,7 +177,7 @@ class Adapter:
                         start=start, duration=time.perf_counter() - t0)
 
 
-def _base(layer: nn.Module) -> nn.Module:
+def _base(layer: Any) -> nn.Module:  # peft's LoraLayer or explain's LoraLinear
     return layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer.base_layer
 
 
@@ -200,8 +201,9 @@ def _apply_with_peft(model: nn.Module, config: dict, settings: LoraSettings, wei
     state = {f"{name}.{part}.weight": tensor for name, pair in weights.items() for part, tensor in pair.items()}
     inject_adapter_in_model(lora_config, model, adapter_name="default", state_dict=state)
     result = set_peft_model_state_dict(model, state, adapter_name="default")
-    if result.unexpected_keys:
-        raise ExplainError(f"peft {peft.__version__} did not place {result.unexpected_keys[:3]} of the adapter")
+    unexpected = result.unexpected_keys  # type: ignore[attr-defined]  # peft annotates torch's result as a bare namedtuple
+    if unexpected:
+        raise ExplainError(f"peft {peft.__version__} did not place {unexpected[:3]} of the adapter")
     return {name: model.get_submodule(name) for name in weights}
 
 
@@ -217,7 +219,7 @@ def _apply_readable(model: nn.Module, settings: LoraSettings, weights: dict) -> 
     return layers
 
 
-def delta_facts(name: str, pair: dict, base: nn.Module, scaling: float) -> dict:
+def delta_facts(name: str, pair: dict, base: Any, scaling: float) -> dict:  # base: nn.Linear or a QuantizedLinear
     a, b = pair["lora_A"].float(), pair["lora_B"].float()
     # ||B A||_F^2 = sum((B^T B) * (A A^T)): two r x r matrices instead of the (out, in) product
     delta_norm = scaling * float(((b.t() @ b) * (a @ a.t())).sum().clamp(min=0).sqrt())
@@ -284,5 +286,6 @@ def run(loading, trace: Trace) -> None:
     """After the placement stage (a stage's shape, explain/stages/loading.py): a PEFT LoRA adapter on top, when
     adapter= was given (adapters/adapter)."""
     if loading.adapter is not None:
-        parameters = trace.last("weights", "load").data["parameters"]
-        loading.adapted = load_adapter(loading.module, loading.adapter, trace, base_parameters=parameters)
+        load = trace.last("weights", "load")
+        assert load is not None, "the weights stage emitted weights/load"
+        loading.adapted = load_adapter(loading.module, loading.adapter, trace, base_parameters=load.data["parameters"])

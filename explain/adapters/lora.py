@@ -49,14 +49,14 @@ class LoraLinear(nn.Module):
     def merge(self) -> None:
         """W <- W + (alpha / r) B A: afterwards the layer is a plain linear again (no extra product per token)."""
         if not self.merged:
-            weight = self.base_layer.weight
+            weight = self.base_layer.get_parameter("weight")
             weight.data += self.delta_weight().to(weight.dtype)
             self.merged = True
 
     def unmerge(self) -> None:
         """W <- W - (alpha / r) B A: the base weight back (up to the rounding of its dtype)."""
         if self.merged:
-            weight = self.base_layer.weight
+            weight = self.base_layer.get_parameter("weight")
             weight.data -= self.delta_weight().to(weight.dtype)
             self.merged = False
 

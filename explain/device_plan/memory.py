@@ -39,8 +39,8 @@ class HardwareError(ExplainError):
     """An unknown hardware profile or a malformed max_memory."""
 
 
-# -- dtypes: explain.utils.dtypes' one table (name -> torch dtype of the tensors that are not quantised, dtype of quantised
-# Linear weights or None, label) --------------------------------------------------------------------------------------
+# -- dtypes: explain.utils.dtypes' one table (name -> torch dtype of the tensors that are not quantised, dtype of
+# quantised Linear weights or None, label) ----------------------------------------------------------------------------
 SMALLER = ("float32", "bfloat16", "int8", "4bit")  # the order dtype suggestions walk down
 
 
@@ -134,7 +134,7 @@ def accelerators(memory: dict) -> list:
 # -- transformers' headroom (mirrors transformers/integrations/accelerate.py, get_max_memory & get_balanced_memory) --
 def leaf_sizes(model: torch.nn.Module, sizes: dict) -> dict:
     """Bytes held directly by each module (its own parameters and buffers): transformers' "leaves"."""
-    leaves = {}
+    leaves: dict[str, int] = {}
     for name, _ in list(model.named_parameters()) + list(model.named_buffers()):
         if "." in name:
             parent = name.rsplit(".", 1)[0]

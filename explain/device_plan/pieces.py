@@ -41,7 +41,8 @@ def quantised_weights(module: torch.nn.Module, quantised_dtype) -> dict:
     """special_dtypes for int8 / 4-bit: the weight of every Linear (and GPT-2 Conv1D) becomes `quantised_dtype`,
     except the modules transformers keeps in 16 bit (get_keys_to_not_convert: the LM head, tied weights, the module
     of the last parameter). Biases, embeddings and norms stay in the compute dtype."""
-    seen, tied = {}, set()
+    seen: dict[int, str] = {}
+    tied: set[str] = set()
     for name, parameter in module.named_parameters(remove_duplicate=False):
         owner = name.rpartition(".")[0]
         if id(parameter) in seen:
@@ -65,7 +66,8 @@ def owner(name: str, device_map: dict):
 
 def units(module: torch.nn.Module, device_map: dict, sizes: dict, no_split: list) -> list:
     """The model cut where accelerate may cut it: each decoder layer whole, the other modules down to their leaves."""
-    rows, seen = [], {}
+    rows: list[dict] = []
+    seen: dict[int, str] = {}
 
     def add(name, tensors, layer):
         parameters, tied_to = 0, None
@@ -132,7 +134,8 @@ def kv_cache(config: dict, units_: list, dtype: str, context: int | None, batch:
         layer_devices = [None] * shape["layers"]
     computing = [d for d in layer_devices if d is not None and d not in NON_ACCELERATORS]
     main = computing[0] if computing else "cpu"
-    per_device, total = {}, 0
+    per_device: dict[str | int, int] = {}  # accelerate names a GPU by its index
+    total = 0
     for index, device in enumerate(layer_devices):
         kept = min(tokens, shape["window"]) if shape["sliding"][index] and shape["window"] else tokens
         size = per_token * kept * batch
@@ -163,6 +166,7 @@ def verdict(memory: dict, device_bytes: dict, kv: dict | None, units_: list) -> 
         reasons.append(f"{size_text(sum(offloaded.values()))} of weights live in CPU RAM and are copied to "
                        f"{device_label(computing[0])} for every forward pass (slow, but it runs)")
     for device, size in (kv or {}).get("per_device", {}).items():
+        assert kv is not None  # a device to loop over came from it
         need = device_bytes.get(device, 0) + size
         if memory.get(device) is not None and need > memory[device]:
             status = "does not fit"

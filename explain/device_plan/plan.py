@@ -17,11 +17,9 @@ from accelerate.utils.modeling import get_max_layer_size
 
 from ..errors import ExplainError
 from ..utils.units import size_text
-from .memory import (DTYPES, NON_ACCELERATORS, SMALLER, accelerators, device_label, dtype_name, headroom, order,
-                     profile)
+from .memory import DTYPES, NON_ACCELERATORS, SMALLER, accelerators, device_label, dtype_name, headroom, order, profile
 from .pieces import kv_cache, no_split_classes, quantised_weights, quiet_accelerate, units, verdict
 from .source import Source, build
-
 
 
 @dataclass
@@ -77,7 +75,7 @@ class Plan:
 
     @classmethod
     def from_event(cls, event, model: torch.nn.Module | None = None, name: str | None = None,
-                   context: int | None = None, batch: int = 1) -> "Plan":
+                   context: int | None = None, batch: int = 1) -> Plan:
         from .actual import from_event  # actual.py builds a Plan of `cls`, and so imports nothing of this module
         return from_event(cls, event, model=model, name=name, context=context, batch=batch)
 
@@ -131,7 +129,7 @@ def compute(request: Request) -> Plan:
         device_map = dict(infer_auto_device_map(module, max_memory=dict(max_memory), no_split_module_classes=no_split,
                                                 dtype=base, special_dtypes=special))
     rows = units(module, device_map, sizes, no_split)
-    device_bytes = {}
+    device_bytes: dict[str | int, int] = {}  # accelerate names a GPU by its index
     for key, device in device_map.items():
         device_bytes[device] = device_bytes.get(device, 0) + int(sizes.get(key, 0))
     kv = kv_cache(source.config, rows, dtype, request.context, request.batch)

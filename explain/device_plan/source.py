@@ -71,14 +71,14 @@ def find_config(name: str, revision: str | None = None) -> tuple[dict, str]:
                                    "(the weights are not needed)")
         return read_json(path, "model config (config.json)"), f"folder {name}"
     repo = ALIASES.get(name, name)
-    path = None
+    cached: str | None = None
     with _offline():
         try:
-            path = hub.resolve(repo, "config.json", revision=revision)
+            cached = hub.resolve(repo, "config.json", revision=revision)
         except (ValueError, OSError):  # not cached (NotCachedError), or not a valid repo id (HFValidationError)
             pass
-    if path is not None:
-        return read_json(path, "model config (config.json)"), f"Hugging Face cache ({path})"
+    if cached is not None:
+        return read_json(cached, "model config (config.json)"), f"Hugging Face cache ({cached})"
     table = {key.lower(): (key, path) for key, path in shipped().items()}
     if repo.lower() in table:
         key, path = table[repo.lower()]
@@ -109,7 +109,7 @@ def config_of(module: torch.nn.Module) -> dict:
     config = getattr(module, "config", None)
     if config is None:
         return {}
-    if dataclasses.is_dataclass(config):
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
         values = dataclasses.asdict(config)
         values.update(values.pop("extra", {}) or {})
         return values
@@ -139,7 +139,7 @@ def resolve(model, revision: str | None = None) -> Source:
         config, where = dict(model), "the config dict you passed"
         name = config.get("_name_or_path") or (config.get("architectures") or ["config"])[0]
     elif isinstance(model, (str, os.PathLike)):
-        config, where = find_config(model, revision)
+        config, where = find_config(os.fspath(model), revision)
         name = os.fspath(model)
     else:
         raise ModelSourceError(f"cannot plan for a {type(model).__name__}; pass a model name, a folder, a config "

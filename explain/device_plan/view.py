@@ -23,7 +23,7 @@ def colour(device) -> str:
 
 def groups(plan) -> list:
     """Units with consecutive decoder layers on one device folded into a range: (label, device, bytes, count, each)."""
-    rows = []
+    rows: list[dict] = []
     for unit in plan.units:
         last = rows[-1] if rows else None
         if (last is not None and unit["layer"] and last["layer"] and last["device"] == unit["device"]

@@ -5,7 +5,8 @@ A field that is NotRequired may be absent; one typed `X | None` is always there 
 declared fields directly (`data["prob"]`): `explain.events.check_event` has proven they are there.
 """
 
-from typing import Any, Callable, Literal, NotRequired, TypedDict
+from collections.abc import Callable
+from typing import Any, Literal, NotRequired, TypedDict
 
 from ..utils.config_names import common_config
 from ..utils.units import size_text
@@ -313,6 +314,24 @@ class TokenizationEncode(TypedDict):
     # a plain string went to a model that has a chat template, which transformers then does not apply
     # (pipelines/text_generation.py:349-350): the instruct model continues the text instead of answering it
     chat_template_skipped: NotRequired[bool]
+    batch_row: NotRequired[int]  # a prompt of a batch (batch_size > 1): its index in the call's list
+
+
+class PaddedRow(TypedDict):
+    batch_row: int  # the prompt's index in the call's list
+    ids: list[int]  # the row as the model gets it: pad tokens first, then the prompt's tokens
+    pads: int  # how many pad tokens it starts with
+    attention_mask: list[int]  # 0 for a pad, 1 for a real token
+
+
+class TokenizationPad(TypedDict):
+    """A batch of prompts collated into one tensor (transformers' pad_collate_fn): each row padded to the longest."""
+    side: Literal["left", "right"]
+    pad_token_id: int
+    pad_token: str | None
+    width: int  # the longest prompt's length: every row's length
+    rows: list[PaddedRow]
+    source: str  # where transformers does it, and why on that side
 
 
 # the class that ran ("class", a keyword, hence the functional form): explain's, named after the transformers class it
@@ -337,10 +356,16 @@ class StrategyInfo(TypedDict):
 
 class BatchNote(TypedDict):
     """A list of prompts: which one this call is, and how explain runs them."""
-    index: int
+    index: int  # the (first) prompt's index in the list
     size: int
     batch_size: int  # what the call asked for (transformers' pipeline default: 1)
     note: str
+    # a batch of several prompts generated together (batch_size > 1)
+    rows: NotRequired[list[int]]  # the prompts' indices in the list, in the batch's row order
+    padding_side: NotRequired[str]  # "left", as transformers' text-generation pipeline pads
+    pad_token_id: NotRequired[int]
+    width: NotRequired[int]  # the padded length
+    prompt_lengths: NotRequired[list[int]]  # each prompt's own tokens
 
 
 class GenerationSettings(TypedDict):
@@ -411,7 +436,10 @@ class GenerationStep(TypedDict):
     forced: NotRequired[bool]
     rows: NotRequired[dict[str, str]]  # trace_top="all": "logits", each processor, "probs" -> the whole row as
     # base64 of little-endian float32 (explain.generation.rows.decode_row)
-    sequence: NotRequired[int]  # several sampled sequences: the row (absent: 0, the only one)
+    sequence: NotRequired[int]  # several sequences (samples, a batch): the row of the output (absent: 0, the only
+    # one); generate()'s order: prompt b's sample s is row b * num_return_sequences + s
+    batch_row: NotRequired[int]  # a batch of prompts: the row's prompt's index in the call's list (its "position"
+    # is then the row's own: its prompt's length + step, the position id the model gives it, pads not counted)
     round: NotRequired[int]  # assisted decoding: the draft-and-check round that produced the token
     drafted: NotRequired[bool]  # assisted decoding: a drafted token the model accepted (False: the model's own)
 
@@ -598,6 +626,7 @@ class GenerationEnd(TypedDict):
 class DecodedSequence(TypedDict):
     ids: list[int]
     text: str
+    batch_row: NotRequired[int]  # a batch of prompts: the row's prompt's index in the call's list
 
 
 class CompareStep(TypedDict):
@@ -646,6 +675,7 @@ class DecodingDecode(TypedDict):
     skip_special_tokens: bool
     branch: NotRequired[int]
     sequences: NotRequired[list[DecodedSequence]]  # several returned sequences: each one (the first is ids/text)
+    batch_row: NotRequired[int]  # backend="transformers", a batch: the prompt (index in the list) this decode is of
     # backend="transformers": what the pipeline's postprocess returned, and the options that shaped it
     output: NotRequired[list[dict[str, Any]]]
     return_full_text: NotRequired[bool]
@@ -738,11 +768,22 @@ def _tokenization_encode(d: dict) -> str:
     return f"{d['count']} tokens from {how}" + (f"; {TEMPLATE_SKIPPED}" if d.get("chat_template_skipped") else "")
 
 
+def _tokenization_pad(d: dict) -> str:
+    pads = ", ".join(str(row["pads"]) for row in d["rows"])
+    return (f"{len(d['rows'])} prompts padded on the {d['side']} to {d['width']} tokens with "
+            f"{d['pad_token']!r} (id {d['pad_token_id']}); pads per row: {pads}")
+
+
 def _generation_settings(d: dict) -> str:
     s = d["settings"]
     how = d["strategy"]["label"] if "strategy" in d else "sampling" if s.get("do_sample") else "greedy"
     names = ", ".join(p["name"] for p in d["processors"]) or "none"
-    batch = f" (prompt {d['batch']['index'] + 1} of {d['batch']['size']})" if "batch" in d else ""
+    batch = ""
+    if "batch" in d and "rows" in d["batch"]:
+        rows = d["batch"]["rows"]
+        batch = f" (prompts {rows[0] + 1}..{rows[-1] + 1} of {d['batch']['size']}, one batch)"
+    elif "batch" in d:
+        batch = f" (prompt {d['batch']['index'] + 1} of {d['batch']['size']})"
     warned = "".join(f"; warning: {warning}" for warning in d.get("warnings", []))
     return f"{how}, up to {s.get('max_new_tokens_effective')} new tokens; logits processors: {names}{batch}{warned}"
 
@@ -754,6 +795,7 @@ def _generation_prefill(d: dict) -> str:
 def _generation_step(d: dict) -> str:
     how = "forced" if d.get("forced") else d["method"]
     sequence = f"sequence {d['sequence']} " if "sequence" in d else ""
+    sequence += f"(prompt {d['batch_row']}) " if "batch_row" in d else ""
     warned = "".join(f"; {warning}" for warning in d.get("warnings", []))
     return f"{sequence}step {d['step']}: {d['token']!r} ({how}, p {_number(d['prob'])}, rank {d['rank']}){warned}"
 
@@ -854,6 +896,7 @@ KINDS: dict[tuple[str, str], Kind] = {(k.stage, k.kind): k for k in (
     Kind("weights", "adapter_merge", WeightsAdapterMerge, _weights_adapter_merge, EXPLAIN_ONLY),  # explain's merge()
     Kind("placement", "place", PlacementPlace, _placement_place),
     Kind("tokenization", "encode", TokenizationEncode, _tokenization_encode),
+    Kind("tokenization", "pad", TokenizationPad, _tokenization_pad),
     Kind("generation", "settings", GenerationSettings, _generation_settings),
     Kind("generation", "prefill", GenerationPrefill, _generation_prefill),
     Kind("generation", "step", GenerationStep, _generation_step),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +140,7 @@ def _forced_logits(model, input_ids: torch.Tensor, prompt_length: int) -> torch.
     deprecated name)."""
     device = next(model.parameters()).device
     ids = input_ids.to(device)  # (1, P + N)
+    cache: Any  # transformers' DynamicCache or explain's KVCache: the model's own kind of cache
     if is_transformers_model(model):
         from transformers import DynamicCache
         cache, options = DynamicCache(config=model.config), {"use_cache": True}
@@ -176,7 +178,7 @@ def compare(pipe_a, pipe_b, prompt, max_new_tokens: int = COMPARE_MAX_NEW_TOKENS
                       "top1_b": top_b, "text_b": tokenizer.decode([top_b]), "agree": int(log_a.argmax()) == top_b,
                       "kl": kl, "p_a": float(log_a[token].exp()), "p_b": float(log_b[token].exp())})
     ids_b = run_b.generated_ids
-    divergence = next((i for i, (a, b) in enumerate(zip(ids_a, ids_b)) if a != b), None)
+    divergence = next((i for i, (a, b) in enumerate(zip(ids_a, ids_b, strict=False)) if a != b), None)
     if divergence is None and len(ids_a) != len(ids_b):
         divergence = min(len(ids_a), len(ids_b))
     first = None

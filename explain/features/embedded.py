@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from typing import Any
 
 from filelock import FileLock
 
@@ -66,7 +67,7 @@ def _provision(source: str, quiet: bool) -> dict:
     for folder in (blobs, snapshot, refs, locks):
         os.makedirs(folder, exist_ok=True)
     link = os.path.join(snapshot, EMBEDDED_GGUF)
-    report = {"repo": EMBEDDED_MODEL, "revision": EMBEDDED_REVISION, "filename": EMBEDDED_GGUF, "source": source,
+    report: dict[str, Any] = {"repo": EMBEDDED_MODEL, "revision": EMBEDDED_REVISION, "filename": EMBEDDED_GGUF, "source": source,
               "cache": cache_dir(), "path": link, "copied": False, "linked": False}
     with FileLock(os.path.join(locks, "provision.lock")):
         sha = _sha256(source)

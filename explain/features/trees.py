@@ -11,6 +11,8 @@ explain/widgets/strategy_views.py draw what these return.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..trace import Event
 
 DISTRIBUTION_TOP = 8  # candidates shown at a branch point
@@ -60,7 +62,7 @@ def sampling_tree(events: list[Event], prompt: str = "") -> dict:
     segments: list[dict] = []
 
     def build(names: list[int], start: int, parent: int | None) -> int:
-        segment = {"id": len(segments), "parent": parent, "sequences": names, "start": start, "tokens": [],
+        segment: dict[str, Any] = {"id": len(segments), "parent": parent, "sequences": names, "start": start, "tokens": [],
                    "children": [], "split": None, "ends": {}}
         segments.append(segment)
         step = start
@@ -106,7 +108,7 @@ def beam_tree(events: list[Event], prompt: str = "") -> dict:
     beam, finished and pruned candidate linked to the beam it extends; then the final ranking. A node on a finished
     hypothesis's path has its `ranks`, and `returned` when the call returns one of them."""
     levels: list[list[dict]] = [[{"slot": 0, "parent": None, "kind": "root", "text": prompt, "score": 0.0}]]
-    ranking, done, settings = None, None, {}
+    ranking, done, settings = None, None, dict[str, Any]()
     for event in events:
         if event.stage != "generation":
             continue

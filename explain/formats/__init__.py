@@ -24,8 +24,8 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -51,7 +51,7 @@ class ReadRequest:
 class WeightFormat:
     name: str  # "safetensors"; the weights/load event's "format" says which entry read the files
     looks_for: str  # the files it finds, for the error when no entry finds any
-    find: Callable[[Resolve, "str | None"], "list[str] | None"]  # (resolve, gguf_path) -> paths or None
+    find: Callable[[Resolve, str | None], list[str] | None]  # (resolve, gguf_path) -> paths or None
     inventory: Callable[[list[str], ReadRequest], dict]  # paths -> {stored name: (shape, stored dtype name)}
     read: Callable[[list[str], ReadRequest], tuple[dict, dict]]  # paths -> (state dict, facts)
 

@@ -61,13 +61,14 @@ def read(paths: list[str], request: ReadRequest) -> tuple[dict, dict]:
         gguf_name = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if gguf_name is not None:
             gguf_to_hf[gguf_name] = name
-    state, quant_types, unexpected = {}, Counter(), []
+    state, quant_types, unexpected = {}, Counter[str](), list[str]()
     for index, tensor in enumerate(reader.tensors):
         quant_types[tensor.tensor_type.name] += 1
-        name = gguf_to_hf.get(tensor.name)
-        if name is None:
+        hf_name = gguf_to_hf.get(tensor.name)
+        if hf_name is None:
             unexpected.append(tensor.name)
             continue
+        name = hf_name
         heads = permuted_heads(config, name)
         if take is not None and take(name, tensor, heads):
             continue  # kept quantized, as stored: the quantizer packs it for its kernel (explain.quantization)

@@ -49,7 +49,7 @@ def inventory(paths: list[str], request: ReadRequest) -> dict:
 
 
 def read(paths: list[str], request: ReadRequest) -> tuple[dict, dict]:
-    state, stored, unexpected = {}, Counter(), []
+    state, stored, unexpected = {}, Counter[str](), list[str]()
     wanted = set(request.expected)
     for number, path in enumerate(paths, 1):
         for stored_name, tensor in _load(path).items():

@@ -12,12 +12,12 @@ recorded, whether and why it finished, whether its end was emitted, and the loop
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from ..errors import ExplainError
+from ..utils.step_index import step_number, token_number, whole_number
 from .options import RunOptions
 from .rows import KeptLogits
 
@@ -79,14 +79,9 @@ def no_prompt_tokens() -> ExplainError:
 
 
 def index_argument(value, what: str) -> int:
-    """A step number or token id: an integer (a Python, numpy or 0-d torch integer), never a float or a bool."""
-    if isinstance(value, bool) or isinstance(value, float) or (
-            isinstance(value, torch.Tensor) and value.is_floating_point()):
-        raise ExplainError(f"the {what} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ExplainError(f"the {what} must be an integer, got {value!r}") from None
+    """A step number or token id: an integer (a Python, numpy or 0-d torch integer), never a float, a bool or a
+    string (the one check of explain/utils/step_index.py)."""
+    return whole_number(value, what)
 
 
 class RunState:
@@ -124,16 +119,11 @@ class RunState:
         if self.raw_logits is None:
             raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
                                "(the step-through controller does)")
-        return self.raw_logits[index_argument(step, "step")]
+        return self.raw_logits[step_number(step, len(self.steps))]  # refuses a negative step, as force does
 
     def force_arguments(self, step, token_id, vocab_size: int) -> tuple[int, int]:
         """force()'s step and token id, checked: a step generated, a token of the vocabulary."""
-        step, token_id = index_argument(step, "step"), index_argument(token_id, "token id")
-        if not 0 <= step < len(self.steps):
-            raise ExplainError(f"step {step} has not been generated; steps 0..{len(self.steps) - 1} exist")
-        if not 0 <= token_id < vocab_size:
-            raise ExplainError(f"token id {token_id} is outside the vocabulary (0..{vocab_size - 1})")
-        return step, token_id
+        return step_number(step, len(self.steps)), token_number(token_id, vocab_size)
 
     def step(self) -> dict:
         raise NotImplementedError

@@ -58,6 +58,9 @@ def emit_decode(trace, generation: GenerationInterface | None, decode: Callable[
             data["sequences"] = [{"ids": row[generation.prompt_length:],
                                   "text": decode(row[generation.prompt_length:], skip_special_tokens)}
                                  for row in sequences]
+            batch_rows = getattr(generation, "batch_rows", None) or []  # a batch of prompts: each row's prompt index
+            for entry, batch_row in zip(data["sequences"], batch_rows, strict=False):
+                entry["batch_row"] = batch_row
     data.update(facts)
     trace.emit("decoding", "decode", data, run=generation.run_id if generation is not None else trace.run,
                start=start, duration=time.perf_counter() - t0)

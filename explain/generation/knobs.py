@@ -2,7 +2,8 @@
 
 Every place that lists generation arguments reads these declarations: settings resolution and validation
 (generation/settings.py), Generation.set_settings and what_if, the pipeline's accepted arguments, the model's
-generation defaults (explain/stages/config.py), the CLI flags of `python -m explain generate` and the step-through controller.
+generation defaults (explain/stages/config.py), the CLI flags of `python -m explain generate` and the step-through
+controller.
 The knobs that turn a logits processor on are declared on the processor's class (generation/processors/); the
 few that are not about a processor (lengths, stopping, special tokens, do_sample) are declared here.
 
@@ -16,10 +17,15 @@ import difflib
 import math
 import numbers
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Protocol
 
-Check = Callable[[Any, "int | None"], "str | None"]  # (value, vocabulary size or None) -> what is wrong, or None
+
+class Check(Protocol):
+    """(value, vocabulary size or None) -> what is wrong, or None; the vocabulary size may be left out."""
+
+    def __call__(self, value: Any, vocab_size: int | None = None) -> str | None: ...
 
 
 @dataclass(frozen=True)

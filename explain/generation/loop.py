@@ -27,8 +27,6 @@ from .settings import KNOBS, LIVE_SETTINGS, context_window_warnings, eos_ids, un
 from .stopping import StopStrings
 
 
-
-
 def context_window_message(context: int, length: int, learned: bool) -> str:
     """Why a run stops at, or goes past, the model's context window (max_position_embeddings)."""
     if learned:
@@ -171,7 +169,7 @@ class Generation(RunState):
         probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
         if self.trace_top == "all":
             record["rows"] = {"logits": encode_row(raw[0]), **{p["name"]: encode_row(row[0]) for p, row in
-                                                               zip(record["processors"], outputs)},
+                                                               zip(record["processors"], outputs, strict=True)},
                               "probs": encode_row(probs[0])}
         if self.settings.get("do_sample"):
             chosen = torch.multinomial(probs, num_samples=1)[0, 0]
@@ -191,7 +189,7 @@ class Generation(RunState):
         after = torch.stack(after) if after else raw.new_zeros(0, 2)
         facts, top_probs, top_ids, after = _read(facts, top_probs, top_ids, after)
         token, prob, raw_prob, logit, above, entropy = facts.tolist()
-        for entry, (score, higher) in zip(record["processors"], after.view(-1, 2).tolist()):
+        for entry, (score, higher) in zip(record["processors"], after.view(-1, 2).tolist(), strict=True):
             entry["token_score"], entry["token_rank"] = score, int(higher) + 1
         token, top_ids = int(token), top_ids.long().tolist()
         for token_id in top_ids:
@@ -277,7 +275,7 @@ class Generation(RunState):
                 "recorded_token_prob": float(probs[self.steps[step]["token_id"]]),
                 "recorded_token_rank": int((probs > probs[self.steps[step]["token_id"]]).sum()) + 1}
 
-    def force(self, step: int, token_id: int) -> "Generation":
+    def force(self, step: int, token_id: int) -> Generation:
         """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was.
         The branch builds its own processors (some keep state: guidance's second sequence)."""
         step, token_id = self.force_arguments(step, token_id, self.model.config.vocab_size)

@@ -61,7 +61,7 @@ class KeptLogits:
                                f"keep_logits={self.count} or more to look back that far")
         return self.rows[step - first]
 
-    def upto(self, step: int) -> "KeptLogits":
+    def upto(self, step: int) -> KeptLogits:
         """The rows of steps 0..step, for a branch that leaves this run at `step`."""
         self[step]  # raises when dropped
         first = self.count - len(self.rows)

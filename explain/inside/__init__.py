@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ExplainError
 from ..generation.rows import float32_list
+from ..utils.step_index import step_number
 from .replay import Parts, decoder_parts, replay
 
 LENS_TOP = 8  # tokens per layer in the lens
@@ -73,11 +74,14 @@ def inspect_step(generation, step: int, what=("lens", "attention"), attribution_
                  attribution_steps: int = 32, progress=None) -> dict:
     """Lens, attention and/or attribution of one step of a run that is still in memory; emits
     generation/inspect with the result."""
+    what = (what,) if isinstance(what, str) else what  # what="lens" is one view, not the letters l, e, n, s
+    if not isinstance(what, (list, tuple, set, frozenset)) or not all(isinstance(w, str) for w in what):
+        raise ExplainError(f"what= names what to compute: one of {', '.join(WHAT)} or a list of them, got "
+                           f"{what!r:.60}")
     unknown = [w for w in what if w not in WHAT]
     if unknown:
         raise ExplainError(f"cannot inspect {unknown}; choose from {', '.join(WHAT)}")
-    if not 0 <= step < len(generation.steps):
-        raise ExplainError(f"step {step} has not been generated; steps 0..{len(generation.steps) - 1} exist")
+    step = step_number(step, len(generation.steps))  # an int, in range (explain/utils/step_index.py)
     start, t0 = time.time(), time.perf_counter()
     record = generation.steps[step]
     chosen, position = record["token_id"], record["position"]
@@ -93,6 +97,7 @@ def inspect_step(generation, step: int, what=("lens", "attention"), attribution_
         if "lens" in what:
             look["lens"] = _lens(parts, seen.hidden_states, chosen, seen.logits)
         if "attention" in what:
+            assert seen.attentions is not None  # asked for above
             look["attention"] = _attention(seen.attentions)
     if "lens" in look:
         shown = {i for layer in look["lens"]["layers"] for i in layer["ids"]} | {chosen}

@@ -56,8 +56,12 @@ def attribute(model, tokenizer, ids: list[int], target: int, embedding, method: 
               steps: int = 32, progress=None) -> dict:
     """Attribution of log p(target | ids) to each position of `ids`, by `method` (see METHODS)."""
     try:
-        from captum.attr import (LayerGradientXActivation, LayerIntegratedGradients, LLMGradientAttribution,
-                                 TextTokenInput)
+        from captum.attr import (
+            LayerGradientXActivation,
+            LayerIntegratedGradients,
+            LLMGradientAttribution,
+            TextTokenInput,
+        )
     except ImportError:
         raise ExplainError("attribution uses Captum, which is not installed: pip install \"explain[inside]\" "
                            "(or pip install captum)") from None

@@ -48,8 +48,10 @@ def decoder_parts(model: nn.Module) -> Parts:
             continue
         found = {key: next((getattr(base, n) for n in names if isinstance(getattr(base, n, None), nn.Module)), None)
                  for key, names in (("embedding", EMBEDDINGS), ("layers", LAYERS), ("final_norm", FINAL_NORMS))}
-        if None not in found.values() and getattr(base, "project_out", None) is None:  # OPT-350m projects: not read
-            return Parts(found["embedding"], found["layers"], found["final_norm"], head)
+        embedding, layers, final_norm = found["embedding"], found["layers"], found["final_norm"]
+        if embedding is not None and layers is not None and final_norm is not None \
+                and getattr(base, "project_out", None) is None:  # OPT-350m projects: not read
+            return Parts(embedding, layers, final_norm, head)
     raise ExplainError(f"cannot find the layers of {type(model).__name__} (looked for {'/'.join(BASES)} with "
                        f"{'/'.join(LAYERS)}, {'/'.join(FINAL_NORMS)} and lm_head): looking inside needs a "
                        "decoder-only model laid out as transformers lays them out")

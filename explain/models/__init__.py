@@ -4,8 +4,9 @@ Each model module defines a config dataclass (fields = config.json keys) that an
 (num_hidden_layers, hidden_size, num_attention_heads, max_position_embeddings, vocab_size; a family with other
 names maps them in an `attribute_map`, as GPT-2's does) and a ...ForCausalLM class with `config_class`,
 `tied_weights`, `learned_positions` (True when no position past max_position_embeddings has an embedding) and a
-forward `(input_ids, cache=None, position_ids=None, logits_to_keep=0, output_attentions=False)` that returns an
-object with `.logits`, `.cache` and `.attentions`. Adding one: docs/architecture.md, "Add an architecture".
+forward `(input_ids, cache=None, position_ids=None, attention_mask=None, logits_to_keep=0,
+output_attentions=False)` that returns an object with `.logits`, `.cache` and `.attentions` (an attention mask
+over every position so far gives left-padded rows their positions and hides their pads). Adding one: docs/architecture.md, "Add an architecture".
 """
 
 from __future__ import annotations

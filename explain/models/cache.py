@@ -6,7 +6,11 @@ import torch
 
 
 class KVCache:
-    """Grows by concatenation, like transformers' DynamicCache. Shapes: (B, num_key_value_heads, T, head_dim)."""
+    """Grows by concatenation, like transformers' DynamicCache. Shapes: (B, num_key_value_heads, T, head_dim).
+
+    A left-padded batch keeps its padded rows as they are: every row has the same T positions, pads included (their
+    keys and values are computed and stored, as transformers stores them); the attention mask passed to each
+    forward, not the cache, says which positions are pads, and attention never reads them (padding_mask)."""
 
     def __init__(self):
         self.keys: list[torch.Tensor] = []

@@ -9,6 +9,7 @@ transformers state dict loads as it is. Mirrors transformers' modeling_gpt2.py n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
@@ -44,7 +45,7 @@ class GPT2Config:
     extra: dict = field(default_factory=dict)  # config.json keys this file does not use
 
     @classmethod
-    def from_dict(cls, config: dict) -> "GPT2Config":
+    def from_dict(cls, config: dict) -> GPT2Config:
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in config.items() if k in names and k != "extra"}
         return cls(**known, extra={k: v for k, v in config.items() if k not in names})
@@ -87,7 +88,7 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_new": gelu_new,
     "gelu": F.gelu,
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
@@ -114,7 +115,9 @@ class GPT2Attention(nn.Module):
             state_dict.pop(prefix + name, None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, hidden_states, cache: KVCache | None, output_attentions: bool = False):
+    def forward(self, hidden_states, cache: KVCache | None, output_attentions: bool = False,
+                mask: torch.Tensor | None = None):
+        """`mask` (B, 1, T, past + T), from padding_mask, also hides padded keys; None: plain causal attention."""
         batch, length, width = hidden_states.shape
         q, k, v = self.c_attn(hidden_states).split(width, dim=2)  # 3 x (B, T, n_embd)
         shape = (batch, length, self.num_heads, self.head_dim)
@@ -129,9 +132,15 @@ class GPT2Attention(nn.Module):
                 scores = (q.float() @ k.float().transpose(2, 3)) * self.scaling  # (B, n_head, T, past + T)
             else:
                 scores = (q @ k.transpose(2, 3)) * self.scaling
-            scores = scores + causal_mask(length, k.shape[-2], scores.dtype, scores.device)
+            if mask is None:
+                scores = scores + causal_mask(length, k.shape[-2], scores.dtype, scores.device)
+            else:  # the additive form of the boolean mask, as transformers' eager_mask builds it
+                hidden = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
+                scores = scores + hidden.masked_fill(~mask, torch.finfo(scores.dtype).min)
             weights = F.softmax(scores, dim=-1).to(v.dtype)  # GPT-2 keeps the softmax in the scores' dtype
             out = weights @ v  # (B, n_head, T, head_dim)
+        elif mask is not None:  # padding: causal and padding in one boolean mask
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
         elif length == k.shape[-2]:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=length > 1, scale=self.scaling)
         else:  # new tokens after a cached prefix: each sees the whole prefix and the new ones before it
@@ -147,6 +156,37 @@ def causal_mask(length: int, total: int, dtype, device) -> torch.Tensor:
     past = total - length
     allowed = torch.ones(length, total, dtype=torch.bool, device=device).tril(diagonal=past)
     return torch.zeros(length, total, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+# Copied from explain.models.llama.positions_from_mask
+def positions_from_mask(attention_mask: torch.Tensor | None, past: int, length: int, device) -> torch.Tensor:
+    """Position ids of the `length` new tokens: (1, T) counting on from `past` without a mask; with a (B, past + T)
+    attention mask, each row counts only its real tokens, so a left-padded prompt starts at position 0 where its
+    text starts. Computed as transformers' generate computes them (_prepare_position_ids_for_generation: cumsum - 1,
+    pads set to 0; each later step is the last position + 1, which the cumsum gives too)."""
+    if attention_mask is None:
+        return torch.arange(past, past + length, device=device)[None]
+    positions = attention_mask.long().cumsum(-1) - 1  # (B, past + T)
+    positions = positions.masked_fill(attention_mask == 0, 0)
+    return positions[:, -length:]  # (B, T)
+
+
+# Copied from explain.models.llama.padding_mask
+def padding_mask(attention_mask: torch.Tensor | None, length: int, total: int) -> torch.Tensor | None:
+    """(B, 1, T, past + T) boolean mask, True where a query may attend a key: the key is at or before the query
+    (causal) and is a real token, not padding (attention_mask 1). None when nothing is padded: attention is then
+    plain causal (SDPA's is_causal), as transformers' _ignore_causal_mask_sdpa decides. A pad query of a
+    left-padded row sees no key at all; SDPA returns zeros there, and no real token ever attends to it."""
+    if attention_mask is None:
+        return None
+    if attention_mask.shape[-1] != total:
+        raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, but the cache and the input "
+                         f"hold {total}; pass the mask of every position so far (the prompt's and each new token's)")
+    if bool(attention_mask.all()):
+        return None
+    query = torch.arange(total - length, total, device=attention_mask.device)[:, None]  # (T, 1)
+    key = torch.arange(total, device=attention_mask.device)[None, :]  # (1, past + T)
+    return (key <= query)[None, None] & attention_mask.bool()[:, None, None, :]  # (B, 1, T, past + T)
 
 
 class GPT2MLP(nn.Module):
@@ -172,8 +212,8 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = GPT2MLP(config)
 
-    def forward(self, hidden_states, cache, output_attentions=False):
-        attended, weights = self.attn(self.ln_1(hidden_states), cache, output_attentions)
+    def forward(self, hidden_states, cache, output_attentions=False, mask=None):
+        attended, weights = self.attn(self.ln_1(hidden_states), cache, output_attentions, mask)
         hidden_states = attended + hidden_states
         hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
         return hidden_states, weights
@@ -188,17 +228,18 @@ class GPT2Model(nn.Module):
         self.h = nn.ModuleList(GPT2Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 
-    def forward(self, input_ids, cache=None, position_ids=None, output_attentions=False):
-        past = len(cache) if cache is not None else 0
-        if past + input_ids.shape[1] > self.config.n_positions:
-            raise ValueError(f"{past + input_ids.shape[1]} tokens do not fit GPT-2's {self.config.n_positions} "
+    def forward(self, input_ids, cache=None, position_ids=None, attention_mask=None, output_attentions=False):
+        past, length = (len(cache) if cache is not None else 0), input_ids.shape[1]
+        if past + length > self.config.n_positions:
+            raise ValueError(f"{past + length} tokens do not fit GPT-2's {self.config.n_positions} "
                              "learned positions (n_positions); shorten the prompt or max_new_tokens")
         if position_ids is None:
-            position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]
+            position_ids = positions_from_mask(attention_mask, past, length, input_ids.device)
+        mask = padding_mask(attention_mask, length, past + length)  # (B, 1, T, past + T), None without padding
         hidden_states = self.wte(input_ids) + self.wpe(position_ids)  # (B, T, n_embd)
         attentions = []
         for block in self.h:
-            hidden_states, weights = block(hidden_states, cache, output_attentions)
+            hidden_states, weights = block(hidden_states, cache, output_attentions, mask)
             attentions.append(weights)
         return self.ln_f(hidden_states), attentions if output_attentions else None
 
@@ -225,9 +266,12 @@ class GPT2LMHeadModel(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
 
-    def forward(self, input_ids, cache: KVCache | None = None, position_ids=None, logits_to_keep: int = 0,
-                output_attentions: bool = False) -> CausalLMOutput:
-        hidden_states, attentions = self.transformer(input_ids, cache, position_ids, output_attentions)
+    def forward(self, input_ids, cache: KVCache | None = None, position_ids=None, attention_mask=None,
+                logits_to_keep: int = 0, output_attentions: bool = False) -> CausalLMOutput:
+        """`attention_mask` (B, past + T): 1 for a real token, 0 for padding, over every position so far (the
+        cache's and input_ids'), as transformers' generate passes it; None when no row is padded."""
+        hidden_states, attentions = self.transformer(input_ids, cache, position_ids, attention_mask,
+                                                     output_attentions)
         if logits_to_keep:  # generation needs only the last position's logits
             hidden_states = hidden_states[:, -logits_to_keep:, :]
         return CausalLMOutput(self.lm_head(hidden_states), cache, attentions)

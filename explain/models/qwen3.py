@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,19 +32,21 @@ class Qwen3Config:
     intermediate_size: int = 22016
     num_hidden_layers: int = 32
     num_attention_heads: int = 32
-    num_key_value_heads: int | None = None
+    num_key_value_heads: int = 0  # 0 or null (absent): num_attention_heads, set by __post_init__
     head_dim: int = 128  # transformers' default when config.json has none (not hidden_size // heads)
     hidden_act: str = "silu"
     max_position_embeddings: int = 32768
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None
-    rope_parameters: dict | None = None  # transformers 5 keeps rope_theta and the scaling here
+    # transformers 5 keeps rope_theta and the scaling here (empty: read from rope_theta and rope_scaling)
+    rope_parameters: dict[str, Any] = field(default_factory=dict)
     attention_bias: bool = False
     use_sliding_window: bool = False
     sliding_window: int | None = None
     max_window_layers: int = 28  # with use_sliding_window, layers from this index on use the window
-    layer_types: list | None = None  # per layer "full_attention" or "sliding_attention"
+    # per layer "full_attention" or "sliding_attention"; empty (absent): set by __post_init__
+    layer_types: list[str] = field(default_factory=list)
     tie_word_embeddings: bool = False
     bos_token_id: int | list | None = None
     eos_token_id: int | list | None = None
@@ -56,19 +59,19 @@ class Qwen3Config:
 
     # Copied from explain.models.llama.LlamaConfig.from_dict with Llama->Qwen3
     @classmethod
-    def from_dict(cls, config: dict) -> "Qwen3Config":
+    def from_dict(cls, config: dict) -> Qwen3Config:
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in config.items() if k in names and k != "extra"}
         return cls(**known, extra={k: v for k, v in config.items() if k not in names})
 
     def __post_init__(self):
-        if self.num_key_value_heads is None:
+        if not self.num_key_value_heads:
             self.num_key_value_heads = self.num_attention_heads
         self.rope_parameters = standardize_rope_parameters(self)
         self.rope_theta = self.rope_parameters["rope_theta"]
         if not self.use_sliding_window:
             self.sliding_window = None  # transformers ignores the window unless use_sliding_window is set
-        if self.layer_types is None:
+        if not self.layer_types:
             self.layer_types = ["sliding_attention" if self.sliding_window is not None and i >= self.max_window_layers
                                 else "full_attention" for i in range(self.num_hidden_layers)]
 
@@ -135,8 +138,12 @@ def rope_inverse_frequencies(config: Qwen3Config, seq_len: torch.Tensor | None =
     ROPE_INIT_FUNCTIONS compute them (modeling_rope_utils.py). `seq_len`, the length the sequence has reached, is
     read by the two kinds that change with it: "dynamic" and "longrope"."""
     rope, dim = config.rope_parameters, config.head_dim
-    kind, base, factor = rope["rope_type"], rope["rope_theta"], rope.get("factor")
-    original = rope.get("original_max_position_embeddings")
+    kind, base = rope["rope_type"], rope["rope_theta"]
+    # the original context is in rope for llama3, yarn and longrope (standardize_rope_parameters sets it), the kinds
+    # that read it; linear, dynamic and llama3 state a factor (checked there), yarn and longrope may leave it out:
+    # then the factor is how far the context grew past the original
+    original = rope.get("original_max_position_embeddings", config.max_position_embeddings)
+    factor = rope.get("factor") or config.max_position_embeddings / original
     exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim  # (dim/2,)
     if kind == "dynamic" and seq_len is not None:  # NTK: past the context window, a larger base stretches all waves
         seq_len = torch.maximum(seq_len, torch.tensor(config.max_position_embeddings, dtype=seq_len.dtype))
@@ -154,9 +161,10 @@ def rope_inverse_frequencies(config: Qwen3Config, seq_len: torch.Tensor | None =
         medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
         inv_freq = torch.where(medium, smoothed, scaled)
     elif kind == "yarn":  # interpolate the long waves, keep (extrapolate) the short ones, ramp between
-        factor = factor or config.max_position_embeddings / original
-        attention_factor = rope.get("attention_factor")
-        if attention_factor is None:
+        stated = rope.get("attention_factor")
+        if stated is not None:
+            attention_factor = stated
+        else:
             mscale, mscale_all_dim = rope.get("mscale"), rope.get("mscale_all_dim")
             attention_factor = (_yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim)
                                 if mscale and mscale_all_dim else _yarn_mscale(factor))
@@ -173,9 +181,10 @@ def rope_inverse_frequencies(config: Qwen3Config, seq_len: torch.Tensor | None =
         inv_freq = 1.0 / (factor * wave) * (1 - keep) + 1.0 / wave * keep
         attention_factor = float(attention_factor)
     elif kind == "longrope":  # one rescale factor per frequency, a longer set once past the original context
-        factor = factor or config.max_position_embeddings / original
-        attention_factor = rope.get("attention_factor")
-        if attention_factor is None:
+        stated = rope.get("attention_factor")
+        if stated is not None:
+            attention_factor = stated
+        else:
             attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
         long = seq_len is not None and seq_len > original
         rescale = torch.tensor(rope["long_factor"] if long else rope["short_factor"], dtype=torch.float32)
@@ -190,6 +199,8 @@ def _yarn_mscale(scale: float, mscale: float = 1) -> float:
 
 # Copied from explain.models.llama.LlamaRotaryEmbedding with Llama->Qwen3
 class Qwen3RotaryEmbedding(nn.Module):
+    inv_freq: torch.Tensor  # a buffer: nn.Module's attribute lookup would give the checker Tensor | Module
+
     def __init__(self, config: Qwen3Config):
         super().__init__()
         self.config = config
@@ -242,28 +253,73 @@ def causal_mask(length: int, total: int, dtype, device) -> torch.Tensor:
     return torch.zeros(length, total, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+# Copied from explain.models.llama.positions_from_mask
+def positions_from_mask(attention_mask: torch.Tensor | None, past: int, length: int, device) -> torch.Tensor:
+    """Position ids of the `length` new tokens: (1, T) counting on from `past` without a mask; with a (B, past + T)
+    attention mask, each row counts only its real tokens, so a left-padded prompt starts at position 0 where its
+    text starts. Computed as transformers' generate computes them (_prepare_position_ids_for_generation: cumsum - 1,
+    pads set to 0; each later step is the last position + 1, which the cumsum gives too)."""
+    if attention_mask is None:
+        return torch.arange(past, past + length, device=device)[None]
+    positions = attention_mask.long().cumsum(-1) - 1  # (B, past + T)
+    positions = positions.masked_fill(attention_mask == 0, 0)
+    return positions[:, -length:]  # (B, T)
+
+
+# Copied from explain.models.llama.padding_mask
+def padding_mask(attention_mask: torch.Tensor | None, length: int, total: int) -> torch.Tensor | None:
+    """(B, 1, T, past + T) boolean mask, True where a query may attend a key: the key is at or before the query
+    (causal) and is a real token, not padding (attention_mask 1). None when nothing is padded: attention is then
+    plain causal (SDPA's is_causal), as transformers' _ignore_causal_mask_sdpa decides. A pad query of a
+    left-padded row sees no key at all; SDPA returns zeros there, and no real token ever attends to it."""
+    if attention_mask is None:
+        return None
+    if attention_mask.shape[-1] != total:
+        raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, but the cache and the input "
+                         f"hold {total}; pass the mask of every position so far (the prompt's and each new token's)")
+    if bool(attention_mask.all()):
+        return None
+    query = torch.arange(total - length, total, device=attention_mask.device)[:, None]  # (T, 1)
+    key = torch.arange(total, device=attention_mask.device)[None, :]  # (1, past + T)
+    return (key <= query)[None, None] & attention_mask.bool()[:, None, None, :]  # (B, 1, T, past + T)
+
+
 # Copied from explain.models.llama.attend
-def attend(q, k, v, scaling: float, output_attentions: bool = False):
+def attend(q, k, v, scaling: float, output_attentions: bool = False, mask: torch.Tensor | None = None):
     """Causal attention of q (B, num_heads, T, head_dim) over k, v (B, num_key_value_heads, past + T, head_dim).
 
+    `mask` (B, 1, T, past + T), from padding_mask, also hides padded keys; None means plain causal attention.
     Returns (B, num_heads, T, head_dim) and the weights (B, num_heads, T, past + T) when output_attentions, else
-    None. The two paths are transformers': sdpa_attention_forward lets SDPA share each key/value head among its
-    group of query heads (enable_gqa, no copies); eager_attention_forward, the one that returns the weights,
-    repeats keys and values to one per query head first.
+    None. The paths are transformers': sdpa_attention_forward lets SDPA share each key/value head among its
+    group of query heads (enable_gqa, no copies) when there is no mask; with a mask it folds a single query's
+    heads into its key/value heads (pack_gqa) or repeats keys and values per query head; eager_attention_forward,
+    the one that returns the weights, repeats keys and values to one per query head first.
     """
     length, total = q.shape[-2], k.shape[-2]
     groups = q.shape[1] // k.shape[1]  # query heads per key/value head
     if output_attentions:
         k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, num_heads, past + T, head_dim)
         scores = (q @ k.transpose(2, 3)) * scaling  # (B, num_heads, T, past + T)
-        scores = scores + causal_mask(length, total, scores.dtype, scores.device)
+        if mask is None:
+            scores = scores + causal_mask(length, total, scores.dtype, scores.device)
+        else:  # the additive form of the boolean mask, as transformers' eager_mask builds it
+            hidden = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
+            scores = scores + hidden.masked_fill(~mask, torch.finfo(scores.dtype).min)
         weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         return weights @ v, weights
-    # new tokens after a cached prefix each see the whole prefix and the new ones before them: a mask says so
-    mask = causal_mask(length, total, q.dtype, q.device) if 1 < length < total else None
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=length > 1 and mask is None,
-                                         scale=scaling, enable_gqa=groups > 1)
-    return out, None
+    if mask is None:
+        # new tokens after a cached prefix each see the whole prefix and the new ones before them: a mask says so
+        mask = causal_mask(length, total, q.dtype, q.device) if 1 < length < total else None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=length > 1 and mask is None,
+                                             scale=scaling, enable_gqa=groups > 1)
+        return out, None
+    if groups > 1 and length == 1:  # one query per row: its heads become the queries of their key/value head
+        batch, heads, _, head_dim = q.shape
+        packed = q.reshape(batch, heads // groups, groups, head_dim)  # (B, num_key_value_heads, groups, head_dim)
+        out = F.scaled_dot_product_attention(packed, k, v, attn_mask=mask, scale=scaling)
+        return out.reshape(batch, heads, 1, head_dim), None
+    k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, num_heads, past + T, head_dim)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling), None
 
 
 class Qwen3Attention(nn.Module):
@@ -282,7 +338,8 @@ class Qwen3Attention(nn.Module):
         self.q_norm = Qwen3RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = Qwen3RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, hidden_states, cos, sin, cache: KVCache | None, output_attentions: bool = False):
+    def forward(self, hidden_states, cos, sin, cache: KVCache | None, output_attentions: bool = False,
+                mask: torch.Tensor | None = None):
         batch, length, _ = hidden_states.shape
         shape = (batch, length, -1, self.head_dim)
         q = self.q_norm(self.q_proj(hidden_states).view(shape)).transpose(1, 2)  # (B, num_heads, T, head_dim)
@@ -291,7 +348,7 @@ class Qwen3Attention(nn.Module):
         q, k = apply_rotary(q, k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, num_key_value_heads, past + T, head_dim)
-        out, weights = attend(q, k, v, self.scaling, output_attentions)
+        out, weights = attend(q, k, v, self.scaling, output_attentions, mask)
         out = out.transpose(1, 2).reshape(batch, length, -1)  # (B, T, num_heads * head_dim)
         return self.o_proj(out), weights
 
@@ -319,8 +376,9 @@ class Qwen3DecoderLayer(nn.Module):
         self.post_attention_layernorm = Qwen3RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = Qwen3MLP(config)
 
-    def forward(self, hidden_states, cos, sin, cache, output_attentions=False):
-        attended, weights = self.self_attn(self.input_layernorm(hidden_states), cos, sin, cache, output_attentions)
+    def forward(self, hidden_states, cos, sin, cache, output_attentions=False, mask=None):
+        attended, weights = self.self_attn(self.input_layernorm(hidden_states), cos, sin, cache, output_attentions,
+                                           mask)
         hidden_states = hidden_states + attended
         hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
         return hidden_states, weights
@@ -336,16 +394,17 @@ class Qwen3Model(nn.Module):
         self.norm = Qwen3RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = Qwen3RotaryEmbedding(config)
 
-    def forward(self, input_ids, cache=None, position_ids=None, output_attentions=False):
-        past = len(cache) if cache is not None else 0
-        check_sliding_window(self.config, past + input_ids.shape[1])
+    def forward(self, input_ids, cache=None, position_ids=None, attention_mask=None, output_attentions=False):
+        past, length = (len(cache) if cache is not None else 0), input_ids.shape[1]
+        check_sliding_window(self.config, past + length)
         hidden_states = self.embed_tokens(input_ids)  # (B, T, hidden_size)
         if position_ids is None:
-            position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]
+            position_ids = positions_from_mask(attention_mask, past, length, input_ids.device)
+        mask = padding_mask(attention_mask, length, past + length)  # (B, 1, T, past + T), None without padding
         cos, sin = self.rotary_emb(hidden_states, position_ids)
         attentions = []
         for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, cos, sin, cache, output_attentions)
+            hidden_states, weights = layer(hidden_states, cos, sin, cache, output_attentions, mask)
             attentions.append(weights)
         return self.norm(hidden_states), attentions if output_attentions else None
 
@@ -372,9 +431,11 @@ class Qwen3ForCausalLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
-    def forward(self, input_ids, cache: KVCache | None = None, position_ids=None, logits_to_keep: int = 0,
-                output_attentions: bool = False) -> CausalLMOutput:
-        hidden_states, attentions = self.model(input_ids, cache, position_ids, output_attentions)
+    def forward(self, input_ids, cache: KVCache | None = None, position_ids=None, attention_mask=None,
+                logits_to_keep: int = 0, output_attentions: bool = False) -> CausalLMOutput:
+        """`attention_mask` (B, past + T): 1 for a real token, 0 for padding, over every position so far (the
+        cache's and input_ids'), as transformers' generate passes it; None when no row is padded."""
+        hidden_states, attentions = self.model(input_ids, cache, position_ids, attention_mask, output_attentions)
         if logits_to_keep:  # generation needs only the last position's logits
             hidden_states = hidden_states[:, -logits_to_keep:, :]
         return CausalLMOutput(self.lm_head(hidden_states), cache, attentions)

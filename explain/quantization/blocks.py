@@ -32,7 +32,8 @@ class Blocks:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.values.shape)
+        rows, columns = self.values.shape
+        return rows, columns
 
     def dequantize(self, dtype: torch.dtype = torch.float32, rows: int = 2048) -> torch.Tensor:
         """The weights the format defines, in float32 (equal to gguf.quants.dequantize, which the tests check),
@@ -45,6 +46,7 @@ class Blocks:
             if self.kind == "Q4_0":
                 weights = scales * (values - 8)
             elif self.kind == "Q4_1":
+                assert self.minimums is not None  # every Q4_1 block has its m
                 weights = scales * values + self.minimums[part].repeat_interleave(GROUP_SIZE, dim=1)
             else:
                 weights = scales * values

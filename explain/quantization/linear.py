@@ -6,7 +6,8 @@
                      _convert_weight_to_int4pack_for_cpu (the kernel torchao's Int4OpaqueTensor calls on CPU)
     Int8Linear       int8 with one scale per output row: W[n, k] = q[n, k] * scale[n]
                      product: torch.ops.aten._weight_int8pack_mm
-    BlockInt8Linear  int8 in blocks of 32 with a scale per block (GGUF's Q8_0 as stored): W[n, k] = q[n, k] * d[n, k // 32]
+    BlockInt8Linear  int8 in blocks of 32 with a scale per block (GGUF's Q8_0 as stored):
+                     W[n, k] = q[n, k] * d[n, k // 32]
                      product: the weight is dequantized (torch.ops.quantized_decomposed.dequantize_per_channel_group)
                      and multiplied by F.linear, as torchao's int8 weight-only does for groups (torch has no
                      group-wise int8 kernel)
@@ -58,6 +59,8 @@ class QuantizedLinear(nn.Module):
 class Int4Linear(QuantizedLinear):
     kernel = INT4_KERNEL
     bits = 4
+    packed_weight: torch.Tensor  # a buffer: nn.Module's attribute lookup would give the checker Tensor | Module
+    scales_and_zeros: torch.Tensor
 
     def __init__(self, packed_weight: torch.Tensor, scales_and_zeros: torch.Tensor, in_features: int,
                  bias: torch.Tensor | None = None, group_size: int = GROUP_SIZE):
@@ -67,13 +70,17 @@ class Int4Linear(QuantizedLinear):
         self.register_buffer("scales_and_zeros", scales_and_zeros)  # (K / group, N, 2): the kernel's layout
 
     @classmethod
-    def from_blocks(cls, blocks: Blocks, dtype: torch.dtype, bias: torch.Tensor | None = None) -> "Int4Linear":
+    def from_blocks(cls, blocks: Blocks, dtype: torch.dtype, bias: torch.Tensor | None = None) -> Int4Linear:
         """Q4_1 (d * q + m) and Q4_0 (d * (q - 8)) are this layer's (q - 8) * scale + zero with scale = d and
         zero = m + 8d (Q4_1) or 0 (Q4_0): the stored integers go to the kernel as they are."""
         if blocks.kind not in ("Q4_0", "Q4_1"):
             raise ValueError(f"Int4Linear takes 4-bit blocks (Q4_0, Q4_1), not {blocks.kind}")
         scale = blocks.scales  # (N, K / 32) float32
-        zero = blocks.minimums + 8 * scale if blocks.kind == "Q4_1" else torch.zeros_like(scale)
+        if blocks.kind == "Q4_1":
+            assert blocks.minimums is not None  # every Q4_1 block has its m
+            zero = blocks.minimums + 8 * scale
+        else:
+            zero = torch.zeros_like(scale)
         scales_and_zeros = torch.stack([scale.t(), zero.t()], dim=-1).to(dtype).contiguous()  # (K / 32, N, 2)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(blocks.values.to(torch.int32).contiguous(), 1)
         return cls(packed, scales_and_zeros, blocks.shape[1], bias)
@@ -97,6 +104,8 @@ class Int4Linear(QuantizedLinear):
 class Int8Linear(QuantizedLinear):
     kernel = INT8_KERNEL
     bits = 8
+    weight_int8: torch.Tensor  # a buffer: nn.Module's attribute lookup would give the checker Tensor | Module
+    scales: torch.Tensor
 
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__(weight.shape[1], weight.shape[0], bias)
@@ -104,7 +113,7 @@ class Int8Linear(QuantizedLinear):
         self.register_buffer("scales", scales)  # (N,) one per output row, in the activations' dtype
 
     @classmethod
-    def from_float(cls, weight: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None = None) -> "Int8Linear":
+    def from_float(cls, weight: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None = None) -> Int8Linear:
         """Symmetric int8 per output row with torch's reference ops: scale = max |w| / 127, q = round(w / scale)."""
         weight = weight.detach().to(torch.float32)
         scales, zeros = torch.ops.quantized_decomposed.choose_qparams_per_token(weight, torch.int8)  # (N, 1)
@@ -126,6 +135,8 @@ class Int8Linear(QuantizedLinear):
 class BlockInt8Linear(QuantizedLinear):
     kernel = BLOCK_INT8_KERNEL
     bits = 8
+    weight_int8: torch.Tensor  # a buffer: nn.Module's attribute lookup would give the checker Tensor | Module
+    block_scales: torch.Tensor
 
     def __init__(self, values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__(values.shape[1], values.shape[0], bias)
@@ -133,7 +144,7 @@ class BlockInt8Linear(QuantizedLinear):
         self.register_buffer("block_scales", scales)  # (N, K / 32) float32: each block's d (a float16 in the file)
 
     @classmethod
-    def from_blocks(cls, blocks: Blocks, dtype: torch.dtype, bias: torch.Tensor | None = None) -> "BlockInt8Linear":
+    def from_blocks(cls, blocks: Blocks, dtype: torch.dtype, bias: torch.Tensor | None = None) -> BlockInt8Linear:
         if blocks.kind != "Q8_0":
             raise ValueError(f"BlockInt8Linear takes Q8_0 blocks, not {blocks.kind}")
         return cls(blocks.values, blocks.scales, bias)

@@ -10,8 +10,8 @@ unpacker in blocks.py; docs/architecture.md has the recipe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

@@ -21,9 +21,9 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..formats.gguf_format import reverse_permute
 from ..trace import Trace
 from ..utils.dtypes import dtype_name
-from ..formats.gguf_format import reverse_permute
 from .blocks import permute_rows, unpack
 from .linear import QuantizedLinear
 from .memory import process_memory, release_freed_memory
@@ -106,7 +106,7 @@ class Quantizer:
                 self.conversions[(self.stored.get(name, "float"), dtype_name(tensor.dtype), False, "")] += 1
 
     def _install_on_load(self, model, state, tied_names):
-        for name, tensor in state.items():
+        for tensor in state.values():
             self.before[dtype_name(tensor.dtype)] += tensor.numel() * tensor.element_size()
         for module_name, module in list(model.named_modules()):
             name = module_name + ".weight"
@@ -142,7 +142,7 @@ class Quantizer:
 
     # -- after placement --------------------------------------------------------------------------------------
     def emit(self, model: nn.Module, trace: Trace, parameters: int) -> dict:
-        after, modules, kernels, seen = Counter(), Counter(), {}, set()
+        after, modules, kernels, seen = Counter[str](), Counter[str](), {}, set()
         for module in model.modules():
             if isinstance(module, QuantizedLinear):
                 modules[type(module).__name__] += 1

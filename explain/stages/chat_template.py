@@ -197,7 +197,7 @@ def _bounded_filter(name: str, function):
             budget.size(_length(result), f"built a value with the {name} filter", built=True)
         return result
     if hasattr(function, "jinja_pass_arg"):  # keep jinja2's pass_context / pass_environment marker
-        bounded.jinja_pass_arg = function.jinja_pass_arg
+        bounded.jinja_pass_arg = function.jinja_pass_arg  # type: ignore[attr-defined]  # jinja2's marker, on a function
     bounded.__name__ = getattr(function, "__name__", name)
     return bounded
 
@@ -232,7 +232,7 @@ class TemplateNamespace(jinja2.utils.Namespace):  # no underscore attributes, so
 
 
 class TemplateDict:  # dict(...) and dict.fromkeys(...), without the rest of the type
-    __call__ = staticmethod(dict)
+    __call__: staticmethod = staticmethod(dict)
     fromkeys = staticmethod(dict.fromkeys)
 
 

@@ -14,7 +14,7 @@ import gguf
 import numpy as np
 
 from ..errors import CorruptFileError, ExplainError, NotCachedError
-from ..models import GGUF_ARCHITECTURES, architecture_of, common_config, model_class
+from ..models import GGUF_ARCHITECTURES, architecture_of, model_class
 from ..trace import Trace
 from . import hub
 from .config_checks import check_config
@@ -166,6 +166,7 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
             config = read_json(config_path, "model config (config.json)")
             data["source"] = config_path
         else:
+            assert gguf_path is not None, "load_config needs config.json or a GGUF file"
             reader = gguf_reader(gguf_path)  # parses the header and metadata; tensors stay memory-mapped
             config = config_from_gguf(reader, gguf_path)
             data["source"] = f"GGUF metadata of {gguf_path}"
@@ -179,14 +180,6 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
                     generation_config=generation, generation_config_source=sources,
                     has_generation_config_file=generation_file is not None)
     return config, generation, sources, reader
-
-
-def describe_parameters(config: dict) -> dict:
-    """A few derived facts a reader wants next to the raw config."""
-    common = common_config(config)
-    hidden, heads = common["hidden_size"], common["num_attention_heads"]
-    return {"head_dim": config.get("head_dim") or (hidden // heads if hidden and heads else None),
-            "grouped_query": bool(config.get("num_key_value_heads")) and config.get("num_key_value_heads") != heads}
 
 
 def folder_has_gguf(folder: str) -> list[str]:

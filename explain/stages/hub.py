@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Any
 
 import huggingface_hub
 from huggingface_hub import errors as hub_errors
@@ -133,7 +134,7 @@ def resolve(model: str, filename: str, revision: str | None = None, token: str |
     lie inside it (symbolic links followed); `named_by` is the file that named `filename`, for the error.
     """
     start, t0 = time.time(), time.perf_counter()
-    data = {"repo": model, "filename": filename, "revision_asked": revision, "commit": None,
+    data: dict[str, Any] = {"repo": model, "filename": filename, "revision_asked": revision, "commit": None,
             "cache": None, "size": None, "path": None, "offline": offline()}
     path = None
     try:

@@ -15,6 +15,7 @@ are stored (device_map, bytes_per_device, layers) and where it runs (execution_d
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 from accelerate import dispatch_model
@@ -50,7 +51,8 @@ def _available(device: str) -> tuple[bool, str]:
 
 
 def normalise_device(device, what: str = "device") -> str:
-    """torch's spelling of a device this machine has ("cpu", "cuda:0", "mps"); any spelling explain.utils.devices reads."""
+    """torch's spelling of a device this machine has ("cpu", "cuda:0", "mps"); any spelling explain.utils.devices
+    reads."""
     try:
         device = device_text(parse_device(device, what))
     except ArgumentError as error:
@@ -69,7 +71,7 @@ def plan(model: torch.nn.Module, dtype: torch.dtype, device=None, device_map=Non
         raise ExplainError("pass either device= or device_map=, not both (transformers warns that they "
                            "conflict and lets device= win)")
     no_split = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))})
-    facts = {"asked": {"device": str(device) if device is not None else None,
+    facts: dict[str, Any] = {"asked": {"device": str(device) if device is not None else None,
                        "device_map": device_map if not isinstance(device_map, dict) else "dict"},
              "no_split_module_classes": no_split, "dtype": dtype_name(dtype)}
     if isinstance(device_map, str) and device_map in AUTO_STRATEGIES:
@@ -98,7 +100,7 @@ def plan(model: torch.nn.Module, dtype: torch.dtype, device=None, device_map=Non
         facts.update(strategy="single device", device_map={"": target},
                      reason="no device given: transformers' default is the CPU" if device is None and device_map is None
                      else f"everything on {target}, as asked")
-    devices = set()
+    devices: set[str] = set()
     for module, where in facts["device_map"].items():
         where = normalise_device(where) if where != "disk" else where
         if where == "disk":
@@ -113,7 +115,7 @@ def plan(model: torch.nn.Module, dtype: torch.dtype, device=None, device_map=Non
 def _device_of(name: str, device_map: dict) -> str:
     """The device of the longest device-map prefix that owns `name`."""
     best = None
-    for module, where in device_map.items():
+    for module in device_map:
         if module == "" or name == module or name.startswith(module + "."):
             if best is None or len(module) > len(best):
                 best = module
@@ -134,7 +136,8 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
         _tie(model, target, source)
     for name, buffer in list(model.named_buffers()):  # computed buffers (rotary frequencies) follow their module
         set_module_tensor_to_device(model, name, _device_of(name, device_map), value=buffer)
-    per_device, seen = {}, set()  # where the weights are stored, counted before dispatch makes offloaded ones meta
+    per_device: dict[str, int] = {}
+    seen: set[int] = set()  # where the weights are stored, counted before dispatch makes offloaded ones meta
     for parameter in _stored_tensors(model):  # parameters, and the buffers a quantized layer keeps its weight in
         if parameter.data_ptr() in seen:
             continue
@@ -156,9 +159,9 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
     return model
 
 
-def _stored_tensors(model: torch.nn.Module) -> list:
+def _stored_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
     """Parameters and persistent buffers: what the checkpoint holds (not computed buffers like rotary frequencies)."""
-    tensors = [parameter for _, parameter in model.named_parameters()]
+    tensors: list[torch.Tensor] = [parameter for _, parameter in model.named_parameters()]
     for module in model.modules():
         tensors += [buffer for name, buffer in module.named_buffers(recurse=False)
                     if buffer is not None and name not in module._non_persistent_buffers_set]
@@ -236,10 +239,13 @@ def _tie(model: torch.nn.Module, target: str, source: str) -> None:
 def run(loading: Loading, trace: Trace) -> None:
     """The placement stage: the model on its device or devices (placement/place); the loading stages' temporaries
     (parsed metadata, converted tensors) freed, not kept; a quantized load's facts (weights/quantize)."""
+    assert loading.state is not None, "the weights stage runs before the placement stage"
     loading.module = place(loading.module, loading.state, loading.torch_dtype, trace, device=loading.device,
                            device_map=loading.device_map, max_memory=loading.max_memory, tied=loading.tied)
     loading.state = None
     release_freed_memory()
     if loading.quantizer is not None:
-        parameters = trace.last("weights", "load").data["parameters"]
+        load = trace.last("weights", "load")
+        assert load is not None, "the weights stage emitted weights/load"
+        parameters = load.data["parameters"]
         loading.quantized = loading.quantizer.emit(loading.module, trace, parameters)

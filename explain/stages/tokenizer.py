@@ -205,7 +205,7 @@ class Tokenizer:
 
     # -- loading and saving -----------------------------------------------------------------------
     @classmethod
-    def from_gguf(cls, path_or_reader) -> "Tokenizer":
+    def from_gguf(cls, path_or_reader) -> Tokenizer:
         """Rebuild the tokenizer a GGUF file describes, as transformers' GGUF loader does. Only byte-level BPE
         (tokenizer.ggml.model 'gpt2': SmolLM2, Qwen, Llama-3 and others) is supported."""
         reader, path = _open_gguf(path_or_reader)
@@ -242,9 +242,9 @@ class Tokenizer:
         backend.decoder = decoders.ByteLevel()
         # CONTROL tokens become special added tokens (kept whole, skipped by skip_special_tokens); a control
         # token spelled outside the byte alphabet is a llama.cpp mislabel that transformers skips too
-        backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t, kind in zip(tokens, types)
+        backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t, kind in zip(tokens, types, strict=False)
                                     if kind == CONTROL and set(t) <= alphabet])
-        backend.add_tokens([AddedToken(t, normalized=False, special=False) for t, kind in zip(tokens, types)
+        backend.add_tokens([AddedToken(t, normalized=False, special=False) for t, kind in zip(tokens, types, strict=False)
                             if kind == USER_DEFINED and t in vocab])
 
         def named(key):
@@ -260,7 +260,7 @@ class Tokenizer:
                    chat_template_source=f"{path} (its tokenizer.chat_template)")
 
     @classmethod
-    def from_folder(cls, folder) -> "Tokenizer":
+    def from_folder(cls, folder) -> Tokenizer:
         """tokenizer.json, with tokenizer_config.json, special_tokens_map.json and chat_template.jinja if present.
         As in transformers 5, tokenizer.json's post-processor decides whether BOS/EOS are added: the config's
         add_bos_token/add_eos_token are ignored."""

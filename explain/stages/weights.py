@@ -24,8 +24,6 @@ from .config import gguf_reader
 from .config_checks import check_against_checkpoint, check_memory
 from .loading import Loading
 
-resolve_dtype = runnable_dtype  # the name this module used to export
-
 
 def model_config_from(model_class, config: dict, config_source: str = "config.json"):
     """The model file's config dataclass built from config.json (or GGUF metadata), a refusal naming the file when
@@ -124,6 +122,7 @@ def run(loading: Loading, trace: Trace) -> None:
     """The weights stage: the checkpoint's tensors into the model class (weights/load), kept quantized when
     quantization= asks (explain.quantization)."""
     cls, config = loading.model_class, loading.config_dict
+    assert config is not None, "the config stage runs before the weights stage"
     torch_dtype = runnable_dtype(loading.dtype, config.get("dtype") or config.get("torch_dtype"))
     config_source = loading.config_path or f"the GGUF metadata of {loading.gguf_path}"
     model_config = model_config_from(cls, config, config_source)

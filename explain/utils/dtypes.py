@@ -66,7 +66,8 @@ def runnable_dtype(dtype, checkpoint_dtype=None) -> torch.dtype:
         why = (f"dtype {dtype!r} is a quantised size the device planner counts (explain.plan_device_map(dtype="
                f"{name!r})), not a dtype explain's models run")
     elif isinstance(dtype, torch.dtype):
-        why = f"dtype {dtype} is not one explain's models run (their matrix products and norms need a float dtype torch computes in)"
+        why = (f"dtype {dtype} is not one explain's models run (their matrix products and norms need a float dtype "
+               "torch computes in)")
     else:
         why = f"unknown dtype {dtype!r}"
     raise UnsupportedError(f"{why}; use {RUNNABLE_SPELLINGS}")

@@ -209,7 +209,7 @@ export function figure(step, curves, selected, width, colors) {
     const values = c[key] || [];
     const present = values.filter(isNumber);
     const top = key === "p" ? 1.05 : Math.max(...present, 0) * 1.15 || 1;
-    data.push({ type: "scatter", mode: "lines+markers", x: c.x || [], y: values, xaxis: ref(n, "x"),
+    data.push({ type: "scatter", mode: count > 400 ? "lines" : "lines+markers", x: c.x || [], y: values, xaxis: ref(n, "x"),
       yaxis: ref(n, "y"), line: { color: colors.curves[i], width: 2 }, marker: { size: 5 }, connectgaps: false,
       hovertemplate: `step %{x}<br>${esc(name)}: %{customdata}<extra></extra>`, customdata: values.map(format) });
     const s = selected;

@@ -1,7 +1,9 @@
 // The exported page (export.py): the dashboard's own ES modules (timeline.js, tokens.js, text.js, chart.js), each
 // drawing from a small in-page model that stands in for the kernel's widget model. The values were computed in
 // Python by the same views as the live dashboard (views.VIEWS), for the newest step and for every step a reader may
-// click; clicking a token here swaps in its step's values, as the dashboard does in the notebook.
+// click; clicking a token here swaps in its step's values, as the dashboard does in the notebook. Each step's values
+// are one line of JSON in the picker entry's own <script id="explain-steps-N">, parsed when that step is selected
+// (stepValues), so a run of thousands of steps opens as fast as a short one.
 //
 // Text reaches the page through textContent; the HTML views' markup was escaped in Python (safe.esc / safe.fmt).
 
@@ -39,6 +41,17 @@ async function load(name) {
   } finally {
     URL.revokeObjectURL(url);
   }
+}
+
+const stepLines = new Map(); // picker entry -> its steps' lines, split on first use
+function stepValues(key, index) { // {view: values that differ from the newest step's} of one step, or {}
+  if (!(index >= 0)) return {};
+  if (!stepLines.has(key)) {
+    const node = document.getElementById(`explain-steps-${data.keys.findIndex((k) => k.key === key)}`);
+    stepLines.set(key, node && node.textContent ? node.textContent.split("\n") : []);
+  }
+  const line = stepLines.get(key)[index];
+  return line ? JSON.parse(line) : {};
 }
 
 function el(tag, className, text) {
@@ -82,7 +95,8 @@ async function main() {
   page.appendChild(bar);
 
   const models = {}, hosts = {}, titles = {};
-  let pageData = data.pages[data.keys[0].key];
+  let pageKey = data.keys[0].key;
+  let pageData = data.pages[pageKey];
   for (const view of data.views) {
     if (view.section) {
       const title = el("div", "explain-w explain-caption explain-section", view.section[0]);
@@ -123,15 +137,14 @@ async function main() {
 
   function select() { // what the dashboard does in Python when a token is clicked: the views that read it redraw
     const index = models.text ? models.text.get("selected") : -1;
-    for (const [name, table] of Object.entries(pageData.steps)) {
-      const values = { ...pageData.values[name], ...(index >= 0 && table[index] ? table[index] : {}) };
-      models[name].update(values);
-    }
+    const step = stepValues(pageKey, index);
+    for (const name of pageData.step_views) models[name].update({ ...pageData.values[name], ...(step[name] || {}) });
   }
   if (models.text) models.text.on("change:selected", select);
 
   picker.addEventListener("change", () => {
-    pageData = data.pages[picker.value];
+    pageKey = picker.value;
+    pageData = data.pages[pageKey];
     for (const view of data.views) models[view.name].update(pageData.values[view.name]);
     if (models.text) models.text.set("selected", -1);
     select();

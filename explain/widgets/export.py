@@ -9,6 +9,9 @@ for every step a reader may click. The page carries the dashboard's ES modules, 
 installed plotly package) inline; a small script (export.js) gives each module an in-page model with those values.
 A teacher can mail it or put it on a website: it needs nothing else.
 
+A page's values for the newest step are parsed when it opens; each step's own values are one line of JSON, parsed
+when a reader selects that step, so a run of thousands of steps opens as fast as a short one.
+
 The page is safe to open whatever the trace holds: values reach it as JSON inside a <script type="application/json">
 with every `<` escaped, the modules write text with textContent, the HTML views escape every value in Python, and
 a Content-Security-Policy lets only the page's own scripts run and forbids every request (no images, no fetches).
@@ -21,15 +24,15 @@ import json
 import os
 import pathlib
 import secrets
-import tempfile
 
 from ..errors import ExplainError
 from ..trace import Trace
+from ..utils.files import save_file, writable_target
+from .elements import HERE, module_source, plotly_js_path
+from .safe import esc
 from .state import DashboardState
 from .static import summary_html
-from .elements import HERE, module_source, plotly_js_path
 from .views import SELECTION, VIEWS, Scene
-from .safe import esc
 
 # JupyterLab's theme variables the views read, for a page outside JupyterLab: light, and dark when <body> says so
 THEME_CSS = """
@@ -117,10 +120,27 @@ def _script_source(text: str) -> str:
     return text.replace("</script", "<\\/script").replace("<!--", "<\\!--")
 
 
+def _split_steps(data: dict) -> tuple[dict, list[str]]:
+    """The page's data without its per-step tables, and each page's tables as lines of JSON, one step a line.
+
+    A reader clicks a few tokens of a 7,000-step run: the page parses one line when its step is selected, instead
+    of every step's values (most of the page) before it can draw."""
+    pages, lines = {}, []
+    for key in data["keys"]:
+        page = data["pages"][key["key"]]
+        names = list(page["steps"])
+        count = max((len(table) for table in page["steps"].values()), default=0)
+        rows = ({name: page["steps"][name][index] for name in names if index < len(page["steps"][name])}
+                for index in range(count))
+        lines.append("\n".join(_json_for_script(row) for row in rows))
+        pages[key["key"]] = {"values": page["values"], "step_views": names}
+    return {**data, "pages": pages}, lines
+
+
 def export_html(source, run: int | None = None) -> str:
     """The page as a string (see export)."""
     trace = _trace(source)
-    data = export_data(trace, run)
+    data, step_lines = _split_steps(export_data(trace, run))
     modules = {view["module"]: module_source(view["module"]) for view in data["views"] if view["module"]}
     sheets = list(dict.fromkeys(["widgets.css"] + [view.css for view in VIEWS if view.css]))  # panels may share one
     styles = "".join((HERE / name).read_text(encoding="utf-8") for name in dict.fromkeys(sheets))
@@ -137,6 +157,8 @@ def export_html(source, run: int | None = None) -> str:
         f"<style>{THEME_CSS}{styles}</style>",
         f"<script nonce='{nonce}'>{_script_source(plotly_js_path().read_text(encoding='utf-8'))}</script>",
         f"<script type='application/json' id='explain-data'>{_json_for_script(data)}</script>",
+        *(f"<script type='application/json' id='explain-steps-{number}'>{lines}</script>"
+          for number, lines in enumerate(step_lines)),  # the n-th picker entry's steps, one JSON line each
         f"<script type='application/json' id='explain-modules'>{_json_for_script(modules)}</script>",
         "</head><body data-jp-theme-light='true'><div id='explain-root'>",
         summary_html(state),  # what a reader sees without JavaScript (and until the views have drawn)
@@ -153,20 +175,6 @@ def export(source, path: str | os.PathLike, run: int | None = None) -> str:
     path = pathlib.Path(os.fspath(path))
     if path.is_dir():
         raise ExplainError(f"{path} is a folder; give the HTML file's path, e.g. {path / 'run.html'}")
+    writable_target(path, "the page")  # a device, a FIFO or a missing folder: refused before the page is built
     html = export_html(source, run)
-    folder = path.parent if str(path.parent) else pathlib.Path(".")
-    if not folder.is_dir():
-        raise ExplainError(f"the folder {folder} does not exist; create it or write the page elsewhere")
-    fd, tmp = tempfile.mkstemp(prefix=".explain-export-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a page is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return str(path)
+    return save_file(str(path), html, "the page")  # atomic; a disk error is an ExplainError naming the path

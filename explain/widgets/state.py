@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Callable
 
 from ..events import LOADING_STAGES, STAGES, describe
-from ..utils.config_names import common_config
 from ..trace import Event, Trace
+from ..utils.config_names import common_config
 from ..utils.units import size_text
+
 ROLE_NAMES = ("system", "user", "assistant", "generation prompt", "tool")
 
 

@@ -22,8 +22,8 @@ def prob_color(p: float | None) -> str:
 
 
 def summary_html(state: DashboardState, title: str = "explain") -> str:
-    parts = [f'<div class="explain-static" style="font-family: system-ui, sans-serif; font-size: 13px; '
-             f'line-height: 1.45; max-width: 1000px">']
+    parts = ['<div class="explain-static" style="font-family: system-ui, sans-serif; font-size: 13px; '
+             'line-height: 1.45; max-width: 1000px">']
     model = state.model_name()
     heading = f"{title}: the text-generation pipeline" + (f" of {model}" if model else "")
     if state.run:

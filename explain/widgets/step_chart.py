@@ -128,8 +128,20 @@ def chart_step(step: dict | None, what_if: dict | None = None) -> dict:
     return {"index": integer(step.get("step")), "panels": out}
 
 
+_LAST_CURVES: list = [None, -1, None]  # (steps list, its length, curves): the newest answer, see chart_curves
+
+
 def chart_curves(steps: list[dict]) -> dict:
-    """The curves' value: per step its number, p(chosen), entropy (bits) and time (ms)."""
+    """The curves' value: per step its number, p(chosen), entropy (bits) and time (ms). The answer for the same list
+    of the same length is reused: the export draws the chart once per step of a run (7,000 steps made that 7,000 x
+    7,000 values), and a run only appends steps, it never changes one."""
+    if _LAST_CURVES[0] is steps and _LAST_CURVES[1] == len(steps):
+        return _LAST_CURVES[2]
+    _LAST_CURVES[:] = [steps, len(steps), _curves(steps)]
+    return _LAST_CURVES[2]
+
+
+def _curves(steps: list[dict]) -> dict:
     return {"x": [integer(s.get("step")) if integer(s.get("step")) is not None else i for i, s in enumerate(steps)],
             "p": [number(s.get("prob")) for s in steps],
             "entropy": [number(s.get("entropy_bits")) for s in steps],

@@ -22,9 +22,9 @@ import ipywidgets as widgets
 
 from ..events import LOADING_STAGES
 from ..utils.units import size_text
-from .safe import esc, fmt, integer, number, text
 from .code_link import code_html
 from .elements import GeneratedText, InsideElement, StageTimeline, StepChart, TokenChips
+from .safe import esc, fmt, integer, number, text
 from .state import DashboardState, visible
 from .step_chart import chart_curves, chart_step
 

@@ -16,7 +16,6 @@ import sys
 import urllib.request
 
 import pytest
-
 from browser_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, FRONT_ENDS, ROOT, Notebook, notebook_json  # noqa: F401
 
 MISSING = None

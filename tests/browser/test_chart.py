@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from explain.widgets.step_chart import chart_curves, chart_step
-from explain.widgets.elements import plotly_js_path
-
 from browser_support import ARTIFACTS, CHART_PROBE, CHOSEN_FILLS, ROOT, check_chart_layout
+
+from explain.widgets.elements import plotly_js_path
+from explain.widgets.step_chart import chart_curves, chart_step
 
 CHART_JS = ROOT / "explain" / "widgets" / "chart.js"
 CSS = ROOT / "explain" / "widgets" / "widgets.css"
@@ -27,12 +26,13 @@ def synthetic_step(processors: int) -> dict:
     """A sampled step whose chosen token (id 42) is the 30th logit, outside every panel's top 8."""
     top = {"ids": list(range(20)), "values": [20.0 - i * 0.5 for i in range(20)]}
     texts = {str(i): f" w{i}" for i in range(20)} | {str(CHOSEN): " chosen<b>", "1": " \"&'"}  # shown as typed
+    entries: list[dict] = []
     step = {"step": 3, "position": 12, "token_id": CHOSEN, "token": " chosen<b>", "method": "sample", "logit": 5.0,
             "rank": 30, "prob": 0.004, "raw_prob": 0.0001, "entropy_bits": 5.1, "token_texts": texts,
-            "logits_top": top, "processors": [],
+            "logits_top": top, "processors": entries,
             "probs_top": {"ids": list(range(10)), "values": [0.2 - i * 0.015 for i in range(10)]}}
     for n in range(processors):
-        step["processors"].append({"name": f"processor_{n}", "args": {"value": n / 10}, "removed": n, "kept": 100 - n,
+        entries.append({"name": f"processor_{n}", "args": {"value": n / 10}, "removed": n, "kept": 100 - n,
                                    "changed": 5, "top": None if n == 3 else top, "token_score": 5.0 - n / 100,
                                    "token_rank": 30 - n % 5})
     return step

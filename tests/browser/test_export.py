@@ -13,11 +13,10 @@ import sys
 
 import pytest
 import torch
+from browser_support import ARTIFACTS, CHART_PROBE, CHOSEN_FILLS, ROOT, check_chart_layout, rgb
 
 import explain
 from explain.trace import Trace
-
-from browser_support import ARTIFACTS, CHART_PROBE, CHOSEN_FILLS, ROOT, check_chart_layout, rgb
 
 EVIL = ("<img src=x onerror=alert(1)>", "<svg onload=alert(2)>", "<script>alert(3)</script>")
 

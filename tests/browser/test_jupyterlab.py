@@ -12,7 +12,6 @@ import re
 import time
 
 import pytest
-
 from browser_support import ARTIFACTS, FRONT_ENDS
 
 EVIL = "<img src=x onerror=alert(1)>"

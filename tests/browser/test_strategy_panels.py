@@ -32,7 +32,7 @@ def test_strategy_views_light_and_dark(open_notebook):
     page, cell = notebook.page, notebook.cell
     page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
     notebook.run_all()
-    for name, (index, selector) in VIEWS.items():
+    for index, selector in VIEWS.values():
         cell(index).locator(selector).first.wait_for(timeout=300_000)
     page.wait_for_function("() => document.querySelectorAll('.explain-bt-rank tr').length > 1", timeout=120_000)
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")

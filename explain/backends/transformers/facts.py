@@ -18,9 +18,9 @@ from collections import Counter
 
 import torch
 
+from ...generation.settings import GENERATE_DEFAULTS
 from ...stages.config import KEY_HYPERPARAMETERS
 from ...stages.placement import execution
-from ...generation.settings import GENERATE_DEFAULTS
 from ...stages.tokenizer import NAMED_TOKENS, NO_LIMIT, component_name
 from .quantized import tensor_bytes
 
@@ -134,10 +134,11 @@ def stored_dtypes(paths: list[str], quantizer) -> tuple[dict, dict | None]:
                 tensors = gguf_reader(path).tensors
             import gguf
             for tensor in tensors:  # transformers' TensorInfo (ggml_type, an int) or gguf's ReaderTensor
-                kind = tensor.ggml_type if hasattr(tensor, "ggml_type") else tensor.tensor_type
+                kind = getattr(tensor, "ggml_type", None)
+                kind = tensor.tensor_type if kind is None else kind
                 stored[gguf.GGMLQuantizationType(int(kind)).name] += 1
-    stored = dict(stored)
-    return stored, (stored if any(p.endswith(".gguf") for p in weights) else None)
+    counts = dict(stored)
+    return counts, (counts if any(p.endswith(".gguf") for p in weights) else None)
 
 
 def unique_tensors(model) -> list[tuple[str, torch.Tensor]]:
@@ -153,7 +154,8 @@ def unique_tensors(model) -> list[tuple[str, torch.Tensor]]:
 
 def tied_weights(model) -> dict:
     """{name: the name it shares its tensor with}, e.g. lm_head.weight -> model.embed_tokens.weight."""
-    first, tied = {}, {}
+    first: dict[int, str] = {}
+    tied: dict[str, str] = {}
     for name, parameter in model.named_parameters(remove_duplicate=False):
         if id(parameter) in first:
             tied[name] = first[id(parameter)]
@@ -168,7 +170,8 @@ def quantization_facts(model) -> dict | None:
     if config is None and quantizer is None:
         return None
     config = config if config is not None else getattr(quantizer, "quantization_config", None)
-    as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config) if isinstance(config, dict) else {}
+    as_dict = (config.to_dict() if config is not None and hasattr(config, "to_dict")
+               else dict(config) if isinstance(config, dict) else {})
     method = as_dict.get("quant_method") or getattr(config, "quant_method", None)
     return {"method": str(getattr(method, "value", method)), "config": as_dict,
             "quantizer": type(quantizer).__name__ if quantizer is not None else None}
@@ -237,7 +240,7 @@ def _where(name: str, device_map: dict) -> str:
 
 def hooks_facts(model) -> dict:
     """accelerate's hooks on the model's modules: how many, of which class, how many offload their weights."""
-    classes, offload = Counter(), []
+    classes, offload = Counter[str](), list[str]()
     for name, module in model.named_modules():
         hook = getattr(module, "_hf_hook", None)
         if hook is None:

@@ -28,11 +28,11 @@ from ...errors import ArgumentError, ExplainError
 from ...generation.contract import RunState, index_argument
 from ...generation.options import DEFAULT_TRACE_TOP, RunOptions
 from ...generation.rows import all_rows_warning, encode_row
-from ...generation.settings import KNOBS as ALL_KNOBS, LIVE_SETTINGS, transformers_lacks, unknown_argument, validate
+from ...generation.settings import KNOBS as ALL_KNOBS
+from ...generation.settings import LIVE_SETTINGS, transformers_lacks, unknown_argument, validate
 from .cache import cropped
 from .hooks import PauseAfterOneToken, generation_mode, observing
-from .records import (cache_record, processor_effect, processor_records, settings_record, stop_reason, top,
-                      floats)
+from .records import cache_record, floats, processor_effect, processor_records, settings_record, stop_reason, top
 
 # the knobs that are generate() arguments rather than GenerationConfig fields
 GENERATE_ARGUMENTS = ("logits_processor", "prefix_allowed_tokens_fn", "negative_prompt_ids",
@@ -69,6 +69,13 @@ class TransformersGeneration(RunState):
         self._forward: dict = {}
         self._settings_only = False
         self._records: dict[int, dict] = {}  # id(processor) -> its record (records.processor_records)
+        # a batch of prompts (batch_size > 1): each row's prompt index in the call's list, its own prompt length (the
+        # attention mask's ones), whether it still runs, and its printed text; None / empty for one sequence
+        self.batch_rows: list[int] | None = None
+        self.row_lengths: list[int] = []
+        self.running: list[bool] = []
+        self.row_printed: list[str] = []
+        self.batch_note: dict | None = None  # the settings event's "batch"
 
     @property
     def criteria_names(self) -> list[str]:
@@ -105,9 +112,10 @@ class TransformersGeneration(RunState):
         """generate() built its processors for `config` (`arguments`: what it passed the builder); returns whether
         its steps are traced."""
         self.processors, self.mode = processors, generation_mode(config, getattr(self.pipeline, "assistant_model", None))
-        self.traces_steps = self.mode in TRACED_MODES and self.input_ids.shape[0] == 1
+        batch_of_one_each = self.batched and (config.num_return_sequences or 1) == 1
+        self.traces_steps = self.mode in TRACED_MODES and (self.input_ids.shape[0] == 1 or batch_of_one_each)
         records = processor_records(config, processors, arguments, self.model.config.get_text_config().vocab_size)
-        self._records = {id(p): r for p, r in zip(processors, records)}
+        self._records = {id(p): r for p, r in zip(processors, records, strict=True)}
         if self.generation_config is not None:  # a later step of a step-through
             return self.traces_steps
         self.generation_config = copy.deepcopy(config)
@@ -119,6 +127,8 @@ class TransformersGeneration(RunState):
                 "processors": records, "prompt_tokens": self.prompt_length,
                 "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.device),
                 "generation_mode": self.mode, "steps_traced": self.traces_steps}
+        if self.batch_note is not None:
+            data["batch"] = self.batch_note
         if self.trace_top == "all":
             steps = max((config.max_length or 0) - self.prompt_length, 0)
             warning = all_rows_warning(len(processors), self.model.config.get_text_config().vocab_size, steps)
@@ -127,7 +137,8 @@ class TransformersGeneration(RunState):
                           "entries", stacklevel=2)
         if not self.traces_steps:
             data["why_not_traced"] = (f"{self.mode} keeps several candidates per step; explain traces one sequence "
-                                      "(greedy search or sampling, batch of one)")
+                                      "(greedy search or sampling, batch of one) or a batch of prompts with one "
+                                      "sequence each")
         self.trace.emit("generation", "settings", data, run=self.run_id)
         if self._settings_only:
             raise SettingsResolved()
@@ -157,13 +168,23 @@ class TransformersGeneration(RunState):
             return
         self._pending = {"raw": raw.clone() if len(self.processors) else raw, "processors": [], "token_texts": {},
                          "start": self._forward.get("start", time.time()), "clock": time.perf_counter()}
+        if self.batched:  # each row's processors and token texts; whole rows and kept logits are one sequence's
+            self._pending.update(row_processors={row: [] for row in self.live_rows()},
+                                 row_texts={row: {} for row in self.live_rows()})
+            return
         if self.trace_top == "all":  # whole rows, as the explain backend keeps them (explain.generation.rows)
             self._pending["rows"] = {"logits": encode_row(raw[0])}
         if self.raw_logits is not None:
             self.raw_logits.append(raw[0])
 
     def on_processor(self, processor, input_ids, before, after) -> None:
-        if self._pending is not None:
+        if self._pending is not None and self.batched:
+            record = self._records[id(processor)]
+            for row, effects in self._pending["row_processors"].items():
+                texts = self._pending["row_texts"][row]
+                effects.append(processor_effect(record, before[row:row + 1], after[row:row + 1], self.trace_top,
+                                                lambda token_id, texts=texts: texts.setdefault(token_id, None)))
+        elif self._pending is not None:
             record = self._records[id(processor)]
             self._pending["processors"].append(
                 processor_effect(record, before, after, self.trace_top, self._remember(self._pending)))
@@ -177,10 +198,14 @@ class TransformersGeneration(RunState):
     def on_criteria(self, criteria) -> None:
         self.criteria = [c for c in criteria if not isinstance(c, PauseAfterOneToken)]
 
-    def on_token(self, input_ids: torch.LongTensor, fired: list) -> None:
-        """The stopping criteria ran on the ids with the new token: the step is complete; emit it."""
+    def on_token(self, input_ids: torch.LongTensor, fired: list, per_row: list | None = None) -> None:
+        """The stopping criteria ran on the ids with the new token: the step is complete; emit it. `per_row`: in a
+        batch, the criteria that fired for each row."""
         pending, self._pending = self._pending, None
         if pending is None or self.finished:
+            return
+        if self.batched and per_row is not None:
+            self._on_batch_token(pending, input_ids, per_row)
             return
         self.input_ids = input_ids[:1].detach().to("cpu")
         if not self.steps and self.branch == 0:  # generate() may have started from BOS (an empty prompt)
@@ -197,6 +222,52 @@ class TransformersGeneration(RunState):
         self.trace.emit("generation", "step", record, run=self.run_id, start=pending["start"], duration=duration)
         if self.capture == "inside":
             self.inspect(record["step"])
+
+    # -- a batch of prompts ----------------------------------------------------------------------------------------
+    @property
+    def batched(self) -> bool:
+        return self.batch_rows is not None and len(self.batch_rows) > 1
+
+    def live_rows(self) -> list[int]:
+        return [row for row, going in enumerate(self.running) if going]
+
+    def start_batch(self, batch_rows: list[int], attention_mask: torch.Tensor | None) -> None:
+        """This run is a batch: row i is prompt batch_rows[i] of the call's list, padded as `attention_mask` says."""
+        self.batch_rows = list(batch_rows)
+        self.row_lengths = (attention_mask.sum(-1).tolist() if attention_mask is not None
+                            else [self.prompt_length] * len(batch_rows))
+        self.running = [True] * len(batch_rows)
+        self.row_printed = [""] * len(batch_rows)
+
+    def _on_batch_token(self, pending: dict, input_ids: torch.LongTensor, per_row: list) -> None:
+        """One step of a batch: a generation/step per row still running (`sequence` its row, `batch_row` its
+        prompt), as the explain backend records a batch; a row ends when a criterion fires for it."""
+        self.input_ids = input_ids.detach().to("cpu")
+        tokens = self.input_ids[:, -1].tolist()
+        method = "sample" if self.generation_config.do_sample else "greedy"
+        index, records = len(self.steps), []
+        for row in pending["row_processors"]:
+            mine = dict(pending, raw=pending["raw"][row:row + 1], processors=pending["row_processors"][row],
+                        token_texts=pending["row_texts"][row])
+            if "scores" in pending:
+                mine["scores"] = pending["scores"][row:row + 1]
+            record = self._record(mine, tokens[row], method, row=row)
+            fired = [c for c in per_row[row] if not isinstance(c, PauseAfterOneToken)]
+            reason = stop_reason(fired)
+            if reason is not None:
+                record["stopped_by"] = [type(c).__name__ for c in fired]
+                record["stop_reason"] = reason
+                self.running[row] = False
+            records.append(record)
+        self.steps.append({"step": index, "forward": self._forward.get("forward"),
+                           "forward_time": self._forward.get("forward_time"), "tokens": tokens,
+                           "running": list(self.running)})
+        if not any(self.running):
+            reasons = sorted({r["stop_reason"] for r in records if r.get("stop_reason")})
+            self._finish(", ".join(reasons) if reasons else "max_length")
+        duration = (self._forward.get("forward_time", 0.0) + time.perf_counter() - pending["clock"]) / len(records)
+        for record in records:
+            self.trace.emit("generation", "step", record, run=self.run_id, start=pending["start"], duration=duration)
 
     # -- looking inside ------------------------------------------------------------------------------------------
     def inspect(self, step: int, what=("lens", "attention"), **options) -> dict:
@@ -215,12 +286,16 @@ class TransformersGeneration(RunState):
         texts = pending["token_texts"]
         return lambda token_id: texts.setdefault(token_id, None)
 
-    def _record(self, pending: dict, token: int, method: str) -> dict:
+    def _record(self, pending: dict, token: int, method: str, row: int | None = None) -> dict:
+        """The step's record; `row`: the row of a batch it is for (pending then holds that row's values)."""
         raw, scores = pending["raw"], pending.get("scores", pending["raw"])
         texts = pending["token_texts"]
         remember = self._remember(pending)
-        record = {"step": len(self.steps), "position": self.input_ids.shape[1] - 1, "branch": self.branch,
+        position = self.input_ids.shape[1] - 1 if row is None else self.row_lengths[row] + len(self.steps)
+        record = {"step": len(self.steps), "position": position, "branch": self.branch,
                   "logits_top": top(raw, self.trace_top, remember), "processors": pending["processors"]}
+        if row is not None:  # the row's own position (pads not counted), its row and its prompt
+            record.update(sequence=row, batch_row=self.batch_rows[row])
         probs = torch.softmax(scores, dim=-1)  # (1, vocab): the distribution generate() drew from (or took the max of)
         raw_probs = probs if scores is raw else torch.softmax(raw, dim=-1)
         p = probs[0]
@@ -236,10 +311,16 @@ class TransformersGeneration(RunState):
         for token_id in top_ids.tolist():
             remember(token_id)
         self.pipeline.remember_texts([*texts, token])  # every id the record names, decoded in one batch
-        full = self.text
-        piece = ""
-        if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
-            piece, self.printed = full[len(self.printed):], full
+        if row is None:
+            full = self.text
+            piece = ""
+            if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
+                piece, self.printed = full[len(self.printed):], full
+        else:
+            full = self.pipeline.decode_ids(self.input_ids[row, self.prompt_length:].tolist())
+            piece = ""
+            if not full.endswith("\ufffd"):
+                piece, self.row_printed[row] = full[len(self.row_printed[row]):], full
         record.update(
             token_id=token, token=self.token_text(token), text=piece, method=method,
             prob=float(p[token]), raw_prob=float(raw_probs[0, token]), logit=float(raw[0, token]),
@@ -360,7 +441,7 @@ class TransformersGeneration(RunState):
                 "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
                 "recorded_token": recorded, "recorded_token_prob": float(probs[recorded])}
 
-    def force(self, step: int, token_id: int) -> "TransformersGeneration":
+    def force(self, step: int, token_id: int) -> TransformersGeneration:
         """A new run that is this one up to `step`, then takes `token_id` there; this run is left as it was."""
         step, token_id = self.force_arguments(step, token_id, self.model.config.get_text_config().vocab_size)
         position = self.steps[step]["position"]
@@ -372,7 +453,7 @@ class TransformersGeneration(RunState):
         return other
 
     @classmethod
-    def branch_of(cls, parent: "TransformersGeneration", step: int, token_id: int) -> "TransformersGeneration":
+    def branch_of(cls, parent: TransformersGeneration, step: int, token_id: int) -> TransformersGeneration:
         """The parent's run up to `step`, `token_id` taken there: its ids, settings, steps and a cropped copy of its
         Cache (or none, when the cache cannot be cropped back: the next step then prefills the whole prefix)."""
         position = parent.steps[step]["position"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import time
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from transformers import GenerationConfig
@@ -57,14 +58,20 @@ class RecordingCriteriaList(StoppingCriteriaList):
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         is_done = torch.full((input_ids.shape[0],), False, device=input_ids.device, dtype=torch.bool)
-        fired = []
+        fired, dones = [], []
         for criterion in self:
             done = StoppingCriteriaList([criterion])(input_ids, scores, **kwargs)  # transformers' own code
             is_done = is_done | done
+            dones.append(done)
             if bool(done[0]):
                 fired.append(criterion)
-        self.recorder.on_token(input_ids, fired)
-        return is_done
+        if input_ids.shape[0] > 1:  # a batch: which criteria fired for each row
+            rows = torch.stack(dones, dim=1).tolist() if dones else [[] for _ in range(input_ids.shape[0])]
+            per_row = [[c for c, hit in zip(self, row) if hit] for row in rows]
+            self.recorder.on_token(input_ids, fired, per_row)
+        else:
+            self.recorder.on_token(input_ids, fired)
+        return cast(torch.BoolTensor, is_done)  # transformers annotates the legacy BoolTensor; a bool Tensor is one
 
 
 class PauseAfterOneToken(StoppingCriteria):
@@ -72,7 +79,7 @@ class PauseAfterOneToken(StoppingCriteria):
     so a step-through advances the real generate() one token at a time. It is never reported as a stop reason."""
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
-        return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device))
 
 
 @contextmanager

@@ -19,12 +19,12 @@ import time
 
 import huggingface_hub
 
-from ...stages import tasks
 from ...errors import UnsupportedError
+from ...stages import tasks
 from ...trace import Trace
 from .facts import config_facts, placement_facts, tokenizer_facts, weights_facts
-from .quantized import emit_weights_details
 from .patches import listening
+from .quantized import emit_weights_details
 
 PROGRESS_EVERY = 16  # weights/progress: one event per this many tensors, as the explain backend emits them
 

@@ -15,14 +15,15 @@ import time
 from collections import deque
 
 from transformers import TextGenerationPipeline
-from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.pipelines.text_generation import ReturnType
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils.chat_template_utils import Chat, is_valid_message
 
 from ...errors import ArgumentError, ExplainError
 from ...generation.ending import emit_decode, emit_end, role_segments
 from ...generation.options import RUN_OPTIONS, RunOptions, check_limits
 from ...generation.settings import SETTINGS, knobs_transformers_lacks, transformers_lacks, validate
+from ...inputs import check_batch_size
 from ...trace import Trace
 from .generation import TransformersGeneration
 
@@ -42,10 +43,14 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         # runs preprocess, _forward, postprocess item after item; model_inputs may not carry other values)
         self._runs: deque[int] = deque()
         self._reserved_run: int | None = None  # a run id start(run=...) was handed, for its preprocess
+        # a list run with batch_size > 1: how many prompts go in one batch, and how many preprocess has seen (the
+        # prompts of one batch share one run, as the explain backend runs a batch)
+        self._batch_size_now, self._items_seen = 1, 0
+        self._batch_rows: deque[list[int]] = deque()  # each batch's prompt indices, for its _forward
         super().__init__(*args, **kwargs)
 
     @classmethod
-    def following(cls, pipeline: TextGenerationPipeline, trace: Trace | None = None) -> "TracedTextGenerationPipeline":
+    def following(cls, pipeline: TextGenerationPipeline, trace: Trace | None = None) -> TracedTextGenerationPipeline:
         """A traced pipeline over an already-built one: the same model, tokenizer and device (no copy of the
         weights), with the generation and call parameters it was built with."""
         if not isinstance(pipeline, TextGenerationPipeline):
@@ -94,7 +99,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             texts = [decode([i], skip_special_tokens=False) for i in new]
         else:
             texts = [self.tokenizer.decode([i], skip_special_tokens=False) for i in new]
-        self.token_texts.update(zip(new, texts))
+        self.token_texts.update(zip(new, texts, strict=True))
 
     # -- parameters ----------------------------------------------------------------------------------------------
     @property
@@ -136,15 +141,31 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
     # -- the three stages ----------------------------------------------------------------------------------------
     def __call__(self, text_inputs, *args, **kwargs):
         self._runs.clear()  # a run reserved by a call that failed before its _forward is not this call's
+        self._batch_rows.clear()
+        batch_size = kwargs.get("batch_size", self._batch_size)
+        check_batch_size(batch_size)  # explain's message for what transformers' DataLoader would refuse
+        is_list = isinstance(text_inputs, list) and text_inputs and not is_valid_message(text_inputs[0])
+        self._batch_size_now, self._items_seen = (batch_size or 1) if is_list else 1, 0
         return super().__call__(text_inputs, *args, **kwargs)
 
     def preprocess(self, prompt_text, **params):
-        run, self._reserved_run = (self._reserved_run or self.trace.new_run()), None
+        batching, item = self._batch_size_now > 1, self._items_seen
+        self._items_seen += 1
+        if batching and item % self._batch_size_now:  # the next prompt of a batch: the batch's run
+            run = self._runs[-1]
+        else:
+            run, self._reserved_run = (self._reserved_run or self.trace.new_run()), None
         start, t0 = time.time(), time.perf_counter()
         inputs = super().preprocess(prompt_text, **params)
         data = self._encode_record(prompt_text, inputs, params)
+        if batching:
+            data["batch_row"] = item
         self.trace.emit("tokenization", "encode", data, run=run, start=start, duration=time.perf_counter() - t0)
-        self._runs.append(run)
+        if batching and item % self._batch_size_now:
+            self._batch_rows[-1].append(item)
+        else:
+            self._runs.append(run)
+            self._batch_rows.append([item])
         return inputs
 
     def _encode_record(self, prompt, inputs, params) -> dict:
@@ -191,7 +212,11 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         return out
 
     def _forward(self, model_inputs, **generate_kwargs):
+        rows = self._batch_rows.popleft() if self._batch_rows else None
         generation = self._generation(model_inputs, generate_kwargs)
+        ids = model_inputs["input_ids"]
+        if rows is not None and len(rows) > 1 and ids is not None and ids.shape[0] == len(rows):
+            self._start_batch(generation, rows, model_inputs.get("attention_mask"))
         start, t0 = time.time(), time.perf_counter()
         interrupted = False
         try:
@@ -222,6 +247,30 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         self.last_generation = generation
         return generation
 
+    def _start_batch(self, generation: TransformersGeneration, rows: list[int], mask) -> None:
+        """A batch of prompts: each row traced (generation.start_batch), and the collation transformers did
+        (pad_collate_fn: padding side, pad token, the mask) recorded as the explain backend records it."""
+        generation.start_batch(rows, mask.detach().to("cpu") if mask is not None else None)
+        width = generation.prompt_length
+        ids = generation.input_ids.tolist()
+        lengths = generation.row_lengths
+        pad = self.tokenizer.pad_token_id
+        generation.batch_note = {
+            "index": rows[0], "size": rows[-1] + 1, "batch_size": self._batch_size_now, "rows": rows,
+            "padding_side": self.tokenizer.padding_side, "pad_token_id": pad, "width": width,
+            "prompt_lengths": lengths,
+            "note": f"batch_size={self._batch_size_now}: prompts {rows[0]}..{rows[-1]} of the list padded on the "
+                    f"{self.tokenizer.padding_side} to {width} tokens by transformers' pad_collate_fn and generated "
+                    "together"}
+        mask_rows = mask.tolist() if mask is not None else [[1] * width for _ in rows]
+        self.trace.emit("tokenization", "pad", {
+            "side": self.tokenizer.padding_side, "pad_token_id": pad, "pad_token": self.tokenizer.pad_token,
+            "width": width, "rows": [{"batch_row": row, "ids": ids[i], "pads": width - lengths[i],
+                                      "attention_mask": mask_rows[i]} for i, row in enumerate(rows)],
+            "source": "transformers/pipelines/base.py: pad_collate_fn, _pad (the DataLoader's collate_fn); "
+                      "TextGenerationPipeline.__init__ turns a tokenizer's padding_side \"right\" into \"left\""},
+            run=generation.run_id)
+
     def postprocess(self, model_outputs, **params):
         records = super().postprocess(model_outputs, **params)
         sequence = model_outputs["generated_sequence"][0][0].tolist()
@@ -229,7 +278,12 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         generated = sequence[prompt.shape[-1] if prompt is not None else 0:]
         skip = params.get("skip_special_tokens")
         return_type = params.get("return_type", ReturnType.FULL_TEXT)
-        self._decode(generated, self.last_generation, skip_special_tokens=True if skip is None else skip,
+        generation, facts = self.last_generation, {}
+        if generation is not None and generation.batched:  # the items of a batch come here in their row order
+            decoded = getattr(generation, "rows_decoded", 0)
+            generation.rows_decoded = decoded + 1
+            facts["batch_row"] = generation.batch_rows[min(decoded, len(generation.batch_rows) - 1)]
+        self._decode(generated, self.last_generation, skip_special_tokens=True if skip is None else skip, **facts,
                      clean_up=params.get("clean_up_tokenization_spaces"), output=records,
                      return_full_text=return_type == ReturnType.FULL_TEXT,
                      return_tensors=return_type == ReturnType.TENSORS)

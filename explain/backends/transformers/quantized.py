@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections import Counter
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +42,8 @@ def inner_tensors(tensor, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
     data = tensor.data if isinstance(tensor, nn.Parameter) else tensor
     if not is_quantized(data):
         return [(prefix or "data", data)]
-    names, _ = data.__tensor_flatten__()
+    # torch's protocol for tensor subclasses, which quantized tensors are; the stub of Tensor does not declare it
+    names, _ = data.__tensor_flatten__()  # type: ignore[union-attr]
     out = []
     for name in names:
         inner = getattr(data, name)
@@ -126,8 +128,8 @@ def quantize_facts(model, files: list[str] | None) -> dict | None:
     config = config if config is not None else getattr(quantizer, "quantization_config", None)
     method = getattr(config, "quant_method", None)
     method = str(getattr(method, "value", method) or type(config).__name__)
-    modules, kernels, conversions, after = Counter(), {}, Counter(), Counter()
-    left_in_float, seen, parameters, first_names = {}, set(), 0, {}
+    modules, kernels, conversions, after = Counter[str](), {}, Counter[tuple](), Counter[str]()
+    left_in_float, seen, parameters, first_names = {}, set(), 0, dict[int, str]()
     for module_name, module in model.named_modules():
         for name, tensor in module.named_parameters(recurse=False):
             full = f"{module_name}.{name}" if module_name else name
@@ -160,7 +162,7 @@ def quantize_facts(model, files: list[str] | None) -> dict | None:
             continue
         seen.add(id(buffer))
         after[dtype_name(buffer.dtype)] += buffer.numel() * buffer.element_size()
-    before = Counter()
+    before = Counter[str]()
     for kind, size in (stored or {}).values():
         before[kind] += size
     compute = dtype_name(model.dtype)
@@ -224,8 +226,9 @@ _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF
 
 
 # -- PEFT adapters -----------------------------------------------------------------------------------------------
-def lora_layers(model) -> dict[str, nn.Module]:
-    """module name (the checkpoint's, without PeftModel's "base_model.model.") -> peft's LoRA layer."""
+def lora_layers(model) -> dict[str, Any]:
+    """module name (the checkpoint's, without PeftModel's "base_model.model.") -> peft's LoRA layer (Any: peft's
+    types do not declare its lora_A, lora_B and scaling, set per adapter)."""
     try:
         from peft.tuners.lora import LoraLayer
     except ImportError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
 from .base import FILTER_VALUE, BuildContext, LogitsProcessor
 from .registry import PROCESSORS, build_processors, knobs, ordered, register, transformers_lacks
@@ -19,6 +20,12 @@ for _module in pkgutil.iter_modules(__path__):
     # the classes are reachable as attributes of this package, as they were of the single module before
 for _cls in PROCESSORS.values():
     globals()[_cls.__name__] = _cls
+
+
+def __getattr__(name: str) -> Any:
+    """Reached only for a name the loop above did not set, which fails as usual. It tells a type checker that the
+    classes, set by name at import (their names are written nowhere in this file), exist: it sees them as Any."""
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["FILTER_VALUE", "BuildContext", "LogitsProcessor", "PROCESSORS", "build_processors", "knobs", "ordered", "transformers_lacks",
            "register", *sorted(cls.__name__ for cls in PROCESSORS.values())]

@@ -57,7 +57,7 @@ class LogitsProcessor:
             cls.transformers_class = cls.__name__
 
     @classmethod
-    def build(cls, settings: dict, context: BuildContext) -> "LogitsProcessor | None":
+    def build(cls, settings: dict, context: BuildContext) -> LogitsProcessor | None:
         raise NotImplementedError
 
     @classmethod

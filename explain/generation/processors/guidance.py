@@ -10,11 +10,16 @@ follows the generated tokens: each step feeds it the last new token, one forward
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..knobs import Knob, Slider, as_plain_ids, number, token_id_problem
 from .base import LogitsProcessor, require
 from .registry import register
+
+if TYPE_CHECKING:  # for the annotation only: the code below imports it where it runs, as before
+    from ...models.cache import KVCache
 
 
 def flat_ids(value) -> list[int]:
@@ -71,7 +76,7 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
         self.guidance_scale, self.model, self.prompt_length = guidance_scale, model, int(prompt_length)
         self.unconditional_ids = None if unconditional_ids is None else list(unconditional_ids)
         self.device = device
-        self.cache = None
+        self.cache: KVCache | None = None
         self.fed: list[int] = []  # the unconditional tokens whose keys and values are in self.cache
         self.last_logits: torch.Tensor | None = None  # the logits after self.fed
 
@@ -103,7 +108,8 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
 
     def unconditional_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The model's next-token logits after the unconditional sequence. The cache follows the text: a later step
-        feeds one token; a what-if or a forced branch rewinds the cache to the tokens it shares and goes on from there."""
+        feeds one token; a what-if or a forced branch rewinds the cache to the tokens it shares and goes on from
+        there."""
         from ...models.cache import KVCache
         target, first = self.unconditional_sequence(input_ids)
         if self.fed == target and self.last_logits is not None:
@@ -121,6 +127,7 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
             self.fed = self.fed[:common]
         for token in target[common:]:
             self._feed([token])
+        assert self.last_logits is not None  # _feed set it: target holds at least one token
         return self.last_logits
 
     def __call__(self, input_ids, scores):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from ..knobs import Knob, Toggle, boolean
 from .base import LogitsProcessor
 from .registry import register

@@ -122,7 +122,7 @@ class EncoderNoRepeatNGramLogitsProcessor(LogitsProcessor):
         self.ngram_size = int(ngram_size)
         tokens = encoder_input_ids[0].tolist()
         self.ngrams: dict[tuple, list[int]] = {}  # the prompt's (n-1)-token prefixes -> the tokens that followed
-        for ngram in zip(*[tokens[i:] for i in range(self.ngram_size)]):
+        for ngram in zip(*[tokens[i:] for i in range(self.ngram_size)], strict=False):
             self.ngrams[tuple(ngram[:-1])] = self.ngrams.get(tuple(ngram[:-1]), []) + [ngram[-1]]
 
     @classmethod

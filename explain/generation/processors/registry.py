@@ -34,6 +34,7 @@ processors: they are beam search's knobs (explain/generation/strategies/beam.py)
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 from ..knobs import GENERAL, Knob
 from .base import BuildContext, LogitsProcessor
@@ -106,14 +107,16 @@ def merge_custom(processors: list, custom) -> list:
     same class, in its place (transformers warns); the others follow the built ones."""
     if not custom:
         return processors
-    call_processor = PROCESSORS["logits_processor"]  # custom.py's CallProcessor, found as registered (no import)
+    # custom.py's CallProcessor, found as registered (no import); Any: its constructor and attributes are its own
+    call_processor: Any = PROCESSORS["logits_processor"]
     wrapped = [call_processor(p) for p in custom]
     result, used = [], set()
     for processor in processors:
         same = next((w for w in wrapped if w.transformers_class_name == processor.transformers_class), None)
         if same is not None:
             warnings.warn(f"your logits processor {same.label} takes the place of the {processor.transformers_class} "
-                          f"that {processor.name} would build (transformers does the same, with this warning)")
+                          f"that {processor.name} would build (transformers does the same, with this warning)",
+                          stacklevel=2)
             same.replaces = processor.name
             result.append(same)
             used.add(id(same))

@@ -12,6 +12,8 @@ explain keeps the plain form, so that a trace can hold it.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from ..knobs import Knob, number, suggest_name
@@ -22,7 +24,7 @@ WATERMARK_FIELDS = {"greenlist_ratio": 0.25, "bias": 2.0, "hashing_key": 1548586
                     "context_width": 1}
 SYNTHID_FIELDS = {"ngram_len": None, "keys": None, "context_history_size": 1024, "sampling_table_seed": 0,
                   "sampling_table_size": 2**16, "skip_first_ngram_calls": False, "debug_mode": False}
-TYPES = {"WatermarkingConfig": WATERMARK_FIELDS, "SynthIDTextWatermarkingConfig": SYNTHID_FIELDS}
+TYPES: dict[str, dict[str, Any]] = {"WatermarkingConfig": WATERMARK_FIELDS, "SynthIDTextWatermarkingConfig": SYNTHID_FIELDS}
 
 
 def plain_watermark(value) -> dict:
@@ -77,7 +79,7 @@ def check_watermark(value, vocab_size=None) -> str | None:
 class _Watermark(LogitsProcessor):
     """The shared declaration: one knob, two processors, chosen by the config's type."""
     name, order = "watermarking_config", 900
-    knobs = (Knob("watermarking_config", None, "json", "a watermark: {greenlist_ratio, bias, ...} or "
+    knobs: ClassVar[tuple[Knob, ...]] = (Knob("watermarking_config", None, "json", "a watermark: {greenlist_ratio, bias, ...} or "
                   "{\"type\": \"SynthIDTextWatermarkingConfig\", \"ngram_len\": .., \"keys\": [..]}",
                   check=check_watermark, convert=plain_watermark),)
 

@@ -310,7 +310,7 @@ class AssistedRun(Run):
     def _emit_step(self, i, length, token, logits, steps, p, drafted, first, share, round_record) -> None:
         texts: dict[int, str] = {}
         processors = []
-        for processor, (before, after) in zip(self.processors, steps):
+        for processor, (before, after) in zip(self.processors, steps, strict=True):
             changed = int((before != after).sum())
             processors.append({"name": processor.name, "title": processor.title, "args": processor.args(),
                                "removed": int((torch.isfinite(before) & ~torch.isfinite(after)).sum()),

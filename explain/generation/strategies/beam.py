@@ -4,7 +4,8 @@ finished ones, ranked by their sum divided by length ** length_penalty.
 
 One step, for one prompt (the batch dimension of transformers' tensors is 1 here and left out):
   a. the model on each running beam's last token -> log_softmax -> the logits processors   (num_beams, vocab)
-  b. add each beam's running score; take the K best (beam, token) pairs over all beams       K = max(2, 1 + #EOS) * num_beams
+  b. add each beam's running score; take the K best (beam, token) pairs over all beams
+                                                                              K = max(2, 1 + #EOS) * num_beams
      (torch.topk, or with do_sample=True, torch.multinomial without replacement: "beam sample")
   c. a pair whose sequence now meets a stopping criterion (EOS, max_length, a stop string) is finished
   d. the num_beams best unfinished pairs are the next running beams (the KV cache is reordered to follow them)

@@ -6,7 +6,8 @@ transformers' GenerationConfig.get_generation_mode (transformers/generation/conf
 GENERATION_MODES_MAPPING (transformers/generation/utils.py):
 
       0 the modes transformers 5 moved to Hub `custom_generate` repositories (refused, with what to use)
-     10 assisted_generation   assistant_model= or prompt_lookup_num_tokens=, one beam   GenerationMixin._assisted_decoding
+     10 assisted_generation   assistant_model= or prompt_lookup_num_tokens=, one beam   GenerationMixin.
+                                                                                         _assisted_decoding
      20 beam_search / beam_sample   num_beams > 1                                          GenerationMixin._beam_search
      30 sample, several sequences   num_return_sequences > 1, do_sample=True               GenerationMixin._sample
     100 greedy_search / sample      one sequence (generation/loop.py's Generation)        GenerationMixin._sample

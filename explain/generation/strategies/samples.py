@@ -136,7 +136,7 @@ class SampledSequences(Run):
         """Row `row`'s generation/step record: the fields one sequence's step has, and `sequence`."""
         texts: dict[int, str] = {}
         processors = []
-        for processor, (before, after) in zip(self.processors, outputs):
+        for processor, (before, after) in zip(self.processors, outputs, strict=True):
             was, now = before[row], after[row]
             changed = int((was != now).sum())
             processors.append({"name": processor.name, "title": processor.title, "args": processor.args(),
