@@ -256,7 +256,7 @@ def test_a_strategy_transformers_lacks_runs_on_explain_and_is_refused_on_transfo
         generation = ours.start(PROMPT, max_new_tokens=3, do_sample=False, keep_logits=True, least_likely=True).run()
         settings = ours.trace.last("generation", "settings", run=generation.run_id).data
         assert settings["strategy"]["name"] == "least_likely" and len(generation.steps) == 3
-        for step, raw in zip(generation.steps, generation.raw_logits):
+        for step, raw in zip(generation.steps, generation.raw_logits, strict=True):
             assert step["token_id"] == int(raw.argmin())
         message = (r"least_likely is a knob of least likely \(LeastLikely\), a decoding strategy that explain has "
                    r"and transformers' generate\(\) does not: run it with backend=\"explain\"")

@@ -6,7 +6,7 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..events import LOADING_STAGES, STAGES, describe
 from ..trace import Event, Trace
