@@ -19,6 +19,7 @@ from explain.errors import ExplainError
 from explain.generation import KNOBS, SETTINGS
 from explain.generation.knobs import Knob
 from explain.generation.processors import PROCESSORS, LogitsProcessor, build_processors, knobs, ordered, register
+from explain.generation.processors.custom import CallProcessor
 from explain.generation.settings import GENERATE_DEFAULTS, LIVE_SETTINGS, resolve, validate, warnings_for
 from explain.stages.config import generation_config
 from explain.text_generation import GENERATE_ARGUMENTS
@@ -122,7 +123,7 @@ def check_mix(tiny_model, mix: dict, every: bool = False, registered_late: dict 
     if every:
         assert {type(p).__name__ for p in built} == {cls.__name__ for cls in PROCESSORS.values()} - {
             "SynthIDTextWatermarkLogitsProcessor", "CallProcessor"}
-    assert [p.transformers_class_name if p.name == "logits_processor" else type(p).__name__ for p in mine] \
+    assert [p.transformers_class_name if isinstance(p, CallProcessor) else type(p).__name__ for p in mine] \
         == [type(p).__name__ for p in theirs]
     _, scores = torch.zeros(1), torch.randn(1, VOCAB, generator=torch.Generator().manual_seed(7))
     for processor, reference in zip(mine, theirs, strict=True):

@@ -38,8 +38,9 @@ def transformers_lacks(name: str) -> str | None:
 
 def knobs_transformers_lacks() -> tuple[str, ...]:
     """The knobs backend="transformers" refuses (the registries as they are now: a class registered late counts)."""
-    classes = [*ordered(), *strategies.ordered()]
-    return tuple(dict.fromkeys(knob.name for cls in classes for knob in cls.knobs if transformers_lacks(knob.name)))
+    names = [knob.name for cls in ordered() for knob in cls.knobs]
+    names += [knob.name for strategy in strategies.ordered() for knob in strategy.knobs]
+    return tuple(dict.fromkeys(name for name in names if transformers_lacks(name)))
 
 
 def unknown_argument(name: str, allowed, what: str = "generation argument") -> ExplainError:
