@@ -195,7 +195,8 @@ class TextGenerationPipeline:
                 continue_final = options.get("continue_final_message")
                 if continue_final is None:
                     continue_final = messages[-1]["role"] == "assistant"
-                text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=not continue_final)
+                text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=not continue_final,
+                                                          tokenize=False)
                 if continue_final:  # cut after the last message's content, so the model continues it
                     final = messages[-1]["content"]
                     text = text[: text.rindex(final) + len(final)] if final and final in text else text
@@ -215,7 +216,8 @@ class TextGenerationPipeline:
         segments, start = [], 0
         for i in range(len(messages)):
             try:
-                end = len(self.tokenizer.apply_chat_template(messages[: i + 1], add_generation_prompt=False))
+                end = len(self.tokenizer.apply_chat_template(messages[: i + 1], add_generation_prompt=False,
+                                                             tokenize=False))
             except TemplateLimitError:  # the same template ran within its limits on the whole chat: say so
                 raise
             except Exception:  # a template that refuses partial conversations: no segments, nothing is lost
