@@ -33,7 +33,7 @@ KERNEL_PEAK_MIB = 950
 # lesson 03 belongs to branch `batching` (its padding fix); it moves to the gating pattern when that branch merges
 LEGACY_GATE = {"03_tensors_and_shapes.ipynb"}
 # lessons whose plain-transformers code is still a markdown block (the others run it as a compared twin)
-MARKDOWN_TWIN = {"00_quickstart.ipynb", "01_registry_and_config.ipynb", "03_tensors_and_shapes.ipynb",
+MARKDOWN_TWIN = {"00_quickstart.ipynb", "03_tensors_and_shapes.ipynb",
                  "04_weights_dtypes_quantization.ipynb", "05_device_map_auto.ipynb", "06_generation_step_by_step.ipynb",
                  "07_sampling_knobs.ipynb", "08_decoding_strategies.ipynb", "09_transformers_backend.ipynb",
                  "10_inside_the_model.ipynb", "11_quantization_and_adapters.ipynb"}
@@ -165,3 +165,37 @@ def test_what_the_lessons_teach_holds_in_the_installed_sources():
     assert torch.count_nonzero(layer.lora_A["default"].weight) > 0
     x = torch.randn(3, 8)
     assert torch.equal(model(x), layer.base_layer(x))
+
+
+def test_the_seed_models_generation_config_ships_and_overrides_the_pipelines_defaults():
+    """Lesson 07: Llama 3.1 8B Instruct's generation_config.json ships with explain (the public file's values), and
+    the pipeline's defaults apply only where it sets nothing, in explain as in transformers' pipeline."""
+    from types import SimpleNamespace
+
+    transformers = pytest.importorskip("transformers")
+
+    import explain
+    from explain.config import generation_config
+    from explain.generation.settings import resolve
+
+    data = os.path.join(os.path.dirname(explain.__file__), "data")
+    name = "meta-llama--Llama-3.1-8B-Instruct.json"
+    with open(os.path.join(data, "generation_configs", name), encoding="utf-8") as f:
+        shipped = json.load(f)
+    with open(os.path.join(data, "configs", name), encoding="utf-8") as f:
+        config = json.load(f)
+    assert shipped == {"bos_token_id": 128000, "do_sample": True, "eos_token_id": [128001, 128008, 128009],
+                       "temperature": 0.6, "top_p": 0.9, "transformers_version": "4.42.3"}
+    assert (config["bos_token_id"], config["eos_token_id"]) == (shipped["bos_token_id"], shipped["eos_token_id"])
+    settings, sources = resolve({}, *generation_config(config, shipped), prompt_length=5,
+                                max_position_embeddings=config["max_position_embeddings"], pad_token_id=None)
+    pipeline = transformers.TextGenerationPipeline
+    defaults = pipeline._default_generation_config.to_diff_dict()
+    defaults.pop("transformers_version", None)
+    stand_in = SimpleNamespace(model=SimpleNamespace(generation_config=transformers.GenerationConfig.from_dict(shipped)),
+                               _generate_kwargs={}, _generation_defaults=defaults)
+    stand_in._get_set_generation_params = lambda kwargs: pipeline._get_set_generation_params(stand_in, kwargs)
+    added = pipeline._prepare_generate_kwargs(stand_in, {})
+    assert added == {"max_new_tokens": 256}
+    assert added == {k: settings[k] for k, source in sources.items() if source == "text-generation pipeline default"}
+    assert (settings["temperature"], settings["top_p"], settings["eos_token_id"]) == (0.6, 0.9, [128001, 128008, 128009])
