@@ -33,10 +33,8 @@ KERNEL_PEAK_MIB = 950
 # lesson 03 belongs to branch `batching` (its padding fix); it moves to the gating pattern when that branch merges
 LEGACY_GATE = {"03_tensors_and_shapes.ipynb"}
 # lessons whose plain-transformers code is still a markdown block (the others run it as a compared twin)
-MARKDOWN_TWIN = {"00_quickstart.ipynb", "03_tensors_and_shapes.ipynb",
-                 "04_weights_dtypes_quantization.ipynb", "05_device_map_auto.ipynb", "06_generation_step_by_step.ipynb",
-                 "07_sampling_knobs.ipynb", "08_decoding_strategies.ipynb", "09_transformers_backend.ipynb",
-                 "10_inside_the_model.ipynb", "11_quantization_and_adapters.ipynb"}
+MARKDOWN_TWIN = {"03_tensors_and_shapes.ipynb", "07_sampling_knobs.ipynb", "08_decoding_strategies.ipynb",
+                 "09_transformers_backend.ipynb", "10_inside_the_model.ipynb", "11_quantization_and_adapters.ipynb"}
 # sentences a review found wrong and the lessons corrected (issue 27): they do not come back
 CORRECTED = {"01_registry_and_config": ["a two-layer feed-forward network"],
              "02_tokenization_and_chat_templates": ["fewest vocabulary entries the merges can build",
@@ -199,3 +197,36 @@ def test_the_seed_models_generation_config_ships_and_overrides_the_pipelines_def
     assert added == {"max_new_tokens": 256}
     assert added == {k: settings[k] for k, source in sources.items() if source == "text-generation pipeline default"}
     assert (settings["temperature"], settings["top_p"], settings["eos_token_id"]) == (0.6, 0.9, [128001, 128008, 128009])
+
+
+def _minutes(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def test_the_guides_schedule_is_the_lessons_own_estimates():
+    """docs/workshop.md's two schedules: each lesson's slot is the time its header states (*About N minutes*), every
+    lesson has one slot, the slots follow each other without gaps, and the core takes exactly 3 hours."""
+    headers = {}
+    for path in NOTEBOOKS:
+        first = nbformat.read(path, as_version=4).cells[0].source
+        found = re.search(r"\*About (\d+) minutes", first)
+        assert found, f"{os.path.basename(path)} states its length under its goals (*About N minutes*)"
+        headers[os.path.basename(path)[:2]] = int(found.group(1))
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "workshop.md"), encoding="utf-8") as f:
+        guide = f.read()
+    core = guide[guide.index("## Order and timing"):guide.index("## Exercises and answers")]
+    second = guide[guide.index("## The second session"):guide.index("**10. Exercises**")]
+    slots = {}
+    for name, section in (("core", core), ("second", second)):
+        rows = re.findall(r"^\| (\d+:\d\d)-(\d+:\d\d) \| ([^|]+) \|", section, re.M)
+        assert rows and rows[0][0] == "0:00", name
+        for (start, end, slot), following in zip(rows, rows[1:] + [(None,) * 3]):
+            assert following[0] in (None, end), f"{name}: the slot after {slot!r} starts at {end}"
+            lesson = re.match(r"(\d\d) ", slot)
+            if lesson:
+                assert lesson.group(1) not in slots, f"lesson {lesson.group(1)} has two slots"
+                slots[lesson.group(1)] = _minutes(end) - _minutes(start)
+        if name == "core":
+            assert rows[-1][1] == "3:00", "the core workshop takes 3 hours"
+    assert slots == headers, "each slot is the lesson's own estimate"
