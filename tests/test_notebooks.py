@@ -33,8 +33,7 @@ KERNEL_PEAK_MIB = 950
 # lesson 03 belongs to branch `batching` (its padding fix); it moves to the gating pattern when that branch merges
 LEGACY_GATE = {"03_tensors_and_shapes.ipynb"}
 # lessons whose plain-transformers code is still a markdown block (the others run it as a compared twin)
-MARKDOWN_TWIN = {"03_tensors_and_shapes.ipynb", "07_sampling_knobs.ipynb", "08_decoding_strategies.ipynb",
-                 "10_inside_the_model.ipynb", "11_quantization_and_adapters.ipynb"}
+MARKDOWN_TWIN = {"03_tensors_and_shapes.ipynb", "11_quantization_and_adapters.ipynb"}
 # sentences a review found wrong and the lessons corrected (issue 27): they do not come back
 CORRECTED = {"01_registry_and_config": ["a two-layer feed-forward network"],
              "02_tokenization_and_chat_templates": ["fewest vocabulary entries the merges can build",
