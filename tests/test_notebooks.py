@@ -87,15 +87,17 @@ def test_lesson_has_goals_a_hidden_solution_a_summary_and_the_transformers_code(
             assert lines[1] == "if tried:"
             continue
         assert lines[1] == 'if not globals().get("tried"):' and "else:" in lines[2:5], "the one gating pattern"
-        printed = []
-        exec(compile(cell.source, path, "exec"), {"print": lambda *a, **k: printed.append(" ".join(map(str, a)))})
+        printed: list[str] = []
+        namespace = {"print": lambda *words, out=printed, **_: out.append(" ".join(map(str, words)))}
+        exec(compile(cell.source, path, "exec"), namespace)  # noqa: S102 (the lesson's own cell, as a kernel runs it)
         assert printed and "tried = True" in printed[0], "run before its exercise, a solution prints a hint"
     assert any("## Summary" in text for text in markdown)
-    heading = [i for i, c in enumerate(notebook.cells) if c.cell_type == "markdown" and "The same in plain transformers" in c.source]
+    heading = [i for i, c in enumerate(notebook.cells)
+               if c.cell_type == "markdown" and "The same in plain transformers" in c.source]
     assert heading, "the lesson ends with the plain-transformers code"
     # a runnable twin: executed cells after the heading that run transformers and compare with explain's result
     twins = [c.source for c in notebook.cells[heading[-1] + 1:] if c.cell_type == "code"]
-    blocks = re.findall(r"```python\n(.*?)```", notebook.cells[heading[-1]].source, re.S)
+    blocks = re.findall(r"```python\n(.*?)```", notebook.cells[heading[-1]].source, re.DOTALL)
     if os.path.basename(path) in MARKDOWN_TWIN:  # not converted yet: code that parses (docs/workshop.md)
         assert blocks and "transformers" in blocks[0]
         for block in blocks:
@@ -139,11 +141,13 @@ def test_what_the_lessons_teach_holds_in_the_installed_sources():
 
     import torch
 
+    from explain.tokenizer import GGUF_PRE_TOKENIZER_SPLITS as OURS
+
     transformers = pytest.importorskip("transformers")
     from transformers.generation.logits_process import TopKLogitsWarper
-    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
-
-    from explain.tokenizer import GGUF_PRE_TOKENIZER_SPLITS as OURS
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+        GGUF_PRE_TOKENIZER_SPLITS,
+    )
 
     # 02: the GGUF names the smollm pre-tokenizer (digits isolated first); the loader's table has no split for it,
     # so transformers (and explain, which copies the table) keep ByteLevel alone: the digit step is dropped
@@ -189,13 +193,14 @@ def test_the_seed_models_generation_config_ships_and_overrides_the_pipelines_def
     pipeline = transformers.TextGenerationPipeline
     defaults = pipeline._default_generation_config.to_diff_dict()
     defaults.pop("transformers_version", None)
-    stand_in = SimpleNamespace(model=SimpleNamespace(generation_config=transformers.GenerationConfig.from_dict(shipped)),
-                               _generate_kwargs={}, _generation_defaults=defaults)
+    model = SimpleNamespace(generation_config=transformers.GenerationConfig.from_dict(shipped))
+    stand_in = SimpleNamespace(model=model, _generate_kwargs={}, _generation_defaults=defaults)
     stand_in._get_set_generation_params = lambda kwargs: pipeline._get_set_generation_params(stand_in, kwargs)
     added = pipeline._prepare_generate_kwargs(stand_in, {})
     assert added == {"max_new_tokens": 256}
     assert added == {k: settings[k] for k, source in sources.items() if source == "text-generation pipeline default"}
-    assert (settings["temperature"], settings["top_p"], settings["eos_token_id"]) == (0.6, 0.9, [128001, 128008, 128009])
+    assert (settings["temperature"], settings["top_p"]) == (0.6, 0.9)
+    assert settings["eos_token_id"] == [128001, 128008, 128009]
 
 
 def _minutes(clock: str) -> int:
@@ -218,7 +223,7 @@ def test_the_guides_schedule_is_the_lessons_own_estimates():
     second = guide[guide.index("## The second session"):guide.index("**10. Exercises**")]
     slots = {}
     for name, section in (("core", core), ("second", second)):
-        rows = re.findall(r"^\| (\d+:\d\d)-(\d+:\d\d) \| ([^|]+) \|", section, re.M)
+        rows = re.findall(r"^\| (\d+:\d\d)-(\d+:\d\d) \| ([^|]+) \|", section, re.MULTILINE)
         assert rows and rows[0][0] == "0:00", name
         for (start, end, slot), following in zip(rows, rows[1:] + [(None,) * 3]):
             assert following[0] in (None, end), f"{name}: the slot after {slot!r} starts at {end}"

@@ -144,7 +144,7 @@ def test_chat_template_matches_transformers(tok, ref, name, add_generation_promp
     ids = tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, return_dict=False)
     assert ids == ref.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=True,
                                           return_dict=False)
-    # transformers 5's defaults (tokenize=True, return_dict=True): the ids and their mask, keyed as transformers keys them
+    # transformers 5's defaults (tokenize=True, return_dict=True): the ids and their mask, keyed as transformers does
     ours, theirs = tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt), \
         ref.apply_chat_template(chat, add_generation_prompt=add_generation_prompt)
     assert ours == dict(theirs) == {"input_ids": ids, "attention_mask": [1] * len(ids)}
