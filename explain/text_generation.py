@@ -339,7 +339,8 @@ class TextGenerationPipeline:
                 continue_final = options.get("continue_final_message")
                 if continue_final is None:
                     continue_final = messages[-1]["role"] == "assistant"
-                text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=not continue_final)
+                text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=not continue_final,
+                                                          tokenize=False)
                 if continue_final:  # cut after the last message's content, so the model continues it
                     final = messages[-1]["content"]
                     text = text[: text.rindex(final) + len(final)] if final and final in text else text

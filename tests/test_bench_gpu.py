@@ -216,7 +216,7 @@ def test_synthetic_tokenizer_has_llama_3s_ids(tmp_path):
     assert ours.encode(text) == theirs(text)["input_ids"] and ours.encode(text)[0] == 128000
     assert ours.decode([128006, 50000]) == "<|start_header_id|><50000>"
     messages = [{"role": "user", "content": "Hi"}]
-    assert ours.apply_chat_template(messages, add_generation_prompt=True) == theirs.apply_chat_template(
+    assert ours.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == theirs.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=False)
 
 

@@ -87,7 +87,7 @@ def test_binder_environment_installs_and_runs(tmp_path):
 
     env["HF_HUB_OFFLINE"] = "1"
     out = run(python, "-c", "\n".join([
-        "import torch, ipywidgets, anywidget, plotly, jupyterlab, explain",
+        "import torch, ipywidgets, anywidget, plotly, jupyterlab, explain, transformers, peft  # the lessons' twins",
         "assert torch.version.cuda is None, torch.version.cuda",
         "pipe = explain.pipeline('text-generation')",
         "print(pipe.trace.last('config', 'file').data['cache'])",

@@ -110,7 +110,7 @@ def test_the_limit_grows_with_the_messages(folder):
     """A long document in a message is not a runaway template: the output limit is at least 4x the input."""
     tokenizer = with_template(folder, "{{ messages[0]['content'] }}")
     long = "y" * (chat_template.OUTPUT_LIMIT + 10)
-    assert len(tokenizer.apply_chat_template([{"role": "user", "content": long}])) == len(long)
+    assert len(tokenizer.apply_chat_template([{"role": "user", "content": long}], tokenize=False)) == len(long)
 
 
 def test_a_pipeline_call_reports_the_limit_and_keeps_going(folder):
@@ -124,7 +124,7 @@ def test_a_pipeline_call_reports_the_limit_and_keeps_going(folder):
 
 
 def test_a_real_template_renders_as_before(embedded_pipe):
-    text = embedded_pipe.tokenizer.apply_chat_template(CHAT, add_generation_prompt=True)
+    text = embedded_pipe.tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)
     assert text == "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>" \
                    "\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
     assert os.path.basename(embedded_pipe.tokenizer.chat_template_sources["default"]).startswith("SmolLM2")

@@ -140,16 +140,20 @@ def test_details_mark_special_tokens(tok):
 @pytest.mark.parametrize("name", list(CHATS))
 def test_chat_template_matches_transformers(tok, ref, name, add_generation_prompt):
     chat = CHATS[name]
-    text = tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt)
+    text = tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=False)
     assert text == ref.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=False)
-    ids = tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=True)
+    ids = tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, return_dict=False)
     assert ids == ref.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=True,
                                           return_dict=False)
+    # transformers 5's defaults (tokenize=True, return_dict=True): the ids and their mask, keyed as transformers does
+    ours, theirs = tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt), \
+        ref.apply_chat_template(chat, add_generation_prompt=add_generation_prompt)
+    assert ours == dict(theirs) == {"input_ids": ids, "attention_mask": [1] * len(ids)}
     assert text.endswith("<|im_start|>assistant\n") == add_generation_prompt
 
 
 def test_chat_template_injects_default_system_message(tok):
-    text = tok.apply_chat_template(CHATS["no_system"])
+    text = tok.apply_chat_template(CHATS["no_system"], tokenize=False)
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
 
 
@@ -161,7 +165,8 @@ def test_custom_template_sees_the_same_environment(tok, ref):
         "{% if add_generation_prompt %}GO{% endif %}")
     chat = [{"role": "user", "content": "<b>\"é\"</b>", "name": None}, {"role": "skip", "content": "x"},
             {"role": "assistant", "content": "ok", "reasoning": "think"}]
-    ours = tok.apply_chat_template(chat, add_generation_prompt=True, chat_template=template, extra=(1, 2))
+    ours = tok.apply_chat_template(chat, add_generation_prompt=True, chat_template=template, extra=(1, 2),
+                                   tokenize=False)
     theirs = ref.apply_chat_template(chat, add_generation_prompt=True, chat_template=template, extra=(1, 2),
                                      tokenize=False)
     assert ours == theirs
@@ -180,9 +185,9 @@ def test_named_templates_survive_save_and_transformers(tok, tmp_path):
     chat = CHATS["multi_turn"]
     for name in (None, "short"):
         expected = theirs.apply_chat_template(chat, chat_template=name, tokenize=False)
-        assert named.apply_chat_template(chat, chat_template=name) == again.apply_chat_template(
-            chat, chat_template=name) == expected
-    assert again.apply_chat_template(chat, chat_template="short").startswith("system>Be kind.\n")
+        assert named.apply_chat_template(chat, chat_template=name, tokenize=False) == again.apply_chat_template(
+            chat, chat_template=name, tokenize=False) == expected
+    assert again.apply_chat_template(chat, chat_template="short", tokenize=False).startswith("system>Be kind.\n")
 
 
 def test_template_exception_becomes_explain_error(tok):
@@ -204,7 +209,7 @@ def test_missing_chat_template_says_what_to_do(saved, tmp_path):
     with pytest.raises(ExplainError, match="no chat template.*plain string prompt.*chat_template="):
         plain.apply_chat_template([{"role": "user", "content": "hi"}])
     hi = [{"role": "user", "content": "hi"}]
-    assert plain.apply_chat_template(hi, chat_template="{{ messages[0].content }}") == "hi"
+    assert plain.apply_chat_template(hi, chat_template="{{ messages[0].content }}", tokenize=False) == "hi"
 
 
 # -- saving and loading folders ---------------------------------------------------------------------
@@ -229,7 +234,7 @@ def test_transformers_loads_our_saved_folder(tok, saved):
         assert theirs(text)["input_ids"] == tok.encode(text)
     for chat in CHATS.values():
         assert theirs.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) == \
-            tok.apply_chat_template(chat, add_generation_prompt=True)
+            tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
     assert theirs.all_special_tokens == tok.all_special_tokens
 
 

@@ -169,10 +169,12 @@ class Tokenizer:
         return [self.backend.token_to_id(token) for token in tokens]
 
     # -- chat template ----------------------------------------------------------------------------
-    def apply_chat_template(self, messages, add_generation_prompt: bool = False, tokenize: bool = False,
-                            chat_template: str | None = None, **kwargs):
-        """Render messages into one prompt string with the model's jinja template, exactly as transformers
-        does; with tokenize=True return its ids (encoded with add_special_tokens=False, the template writes them)."""
+    def apply_chat_template(self, messages, add_generation_prompt: bool = False, tokenize: bool = True,
+                            chat_template: str | None = None, return_dict: bool = True, **kwargs):
+        """Render messages into one prompt with the model's jinja template, as transformers 5 does, with its
+        defaults (tokenization_utils_base.py, apply_chat_template: tokenize=True, return_dict=True):
+        {"input_ids": [...], "attention_mask": [1, ...]}, the ids encoded with add_special_tokens=False (the
+        template writes them); return_dict=False gives the ids alone, tokenize=False the prompt string."""
         if chat_template in self.chat_templates:
             template, source = self.chat_templates[chat_template], self.chat_template_sources[chat_template]
         elif chat_template is not None:
@@ -201,7 +203,11 @@ class Tokenizer:
         variables.setdefault("tools", None)
         variables.setdefault("documents", None)
         text = render(template, source, messages=chat, add_generation_prompt=add_generation_prompt, **variables)
-        return self.encode(text, add_special_tokens=False) if tokenize else text
+        if not tokenize:
+            return text
+        ids = self.encode(text, add_special_tokens=False)
+        # a plain dict where transformers returns a BatchEncoding: the same keys, indexed the same way
+        return {"input_ids": ids, "attention_mask": [1] * len(ids)} if return_dict else ids
 
     # -- loading and saving -----------------------------------------------------------------------
     @classmethod
