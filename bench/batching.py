@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from typing import Any
 
 SIZES = (1, 4, 16)
 TEXTS = ("Write a story about a cat", "The capital of France is", "Hi",
@@ -40,8 +41,9 @@ def measure(pipe, model, tokenizer, sizes=SIZES, new_tokens: int = 16, rounds: i
     for size in sizes:
         texts = prompts(size)
         call = dict(batch_size=size, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None)
-        seconds = {"explain_traced": [], "explain_untraced": [], "transformers": []}
-        outputs, step_bytes, forwards = {}, None, None
+        seconds: dict[str, list[float]] = {"explain_traced": [], "explain_untraced": [], "transformers": []}
+        outputs: dict[str, object] = {}
+        step_bytes, forwards = 0, 0  # set by the traced run, which every round makes
         for round_ in range(rounds):
             order = list(seconds)
             order = order[round_ % len(order):] + order[:round_ % len(order)]
@@ -58,7 +60,7 @@ def measure(pipe, model, tokenizer, sizes=SIZES, new_tokens: int = 16, rounds: i
                     generation = pipe.last_generation
                     step_bytes, forwards = _step_bytes(pipe.trace, generation.run_id), len(generation.steps)
         tokens = size * new_tokens
-        entry = {"prompts": size, "new_tokens_per_row": new_tokens, "rounds": rounds,
+        entry: dict[str, Any] = {"prompts": size, "new_tokens_per_row": new_tokens, "rounds": rounds,
                  "seconds": {name: statistics.median(values) for name, values in seconds.items()}}
         entry["tokens_per_s"] = {name: tokens / value for name, value in entry["seconds"].items()}
         entry["explain_vs_transformers"] = entry["tokens_per_s"]["explain_traced"] / entry["tokens_per_s"]["transformers"]

@@ -108,7 +108,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def main(argv=None) -> int:
-    debug = argparse.ArgumentParser(add_help=False)
+    debug = Parser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="on an error, show the full traceback instead of one line")
     parser = Parser(prog="python -m explain", description=__doc__,

@@ -140,7 +140,7 @@ class BatchedSequences(Run):
         live = [row for row, going in enumerate(self.running) if going]
         if not live:
             return []
-        k = min(self.trace_top, raw.shape[-1])
+        k = min(self.run_options.top_count, raw.shape[-1])
         chosen = tokens[:, None]  # (rows, 1)
         logits_values, logits_ids = torch.topk(raw, k, dim=-1)
         probs_values, probs_ids = torch.topk(probs, min(10, probs.shape[-1]), dim=-1)
@@ -156,25 +156,25 @@ class BatchedSequences(Run):
                                         score, (after > score[:, None]).sum(-1).float()], dim=1),
                            torch.topk(after, k, dim=-1)))
         # each a copy of the whole (rows, ...) tensor to the host: values stay float32 tensors for float32_list
-        facts, logits_values, logits_ids = facts.tolist(), logits_values.cpu(), logits_ids.tolist()
-        probs_values, probs_ids, token_ids = probs_values.cpu(), probs_ids.tolist(), tokens.tolist()
-        stages = [(counts.tolist(), top[0].cpu(), top[1].tolist()) for counts, top in stages]
+        host_facts, host_logits_values, host_logits_ids = facts.tolist(), logits_values.cpu(), logits_ids.tolist()
+        host_probs_values, host_probs_ids, token_ids = probs_values.cpu(), probs_ids.tolist(), tokens.tolist()
+        host_stages = [(counts.tolist(), top[0].cpu(), top[1].tolist()) for counts, top in stages]
         method = "sample" if self.settings.get("do_sample") else "greedy"
         kv_cache = {"length": len(self.cache), "bytes": self.cache.nbytes}
         records = []
         for row in live:
             texts: dict[int, str] = {}
             processors = []
-            for processor, (counts, values, ids) in zip(self.processors, stages):
+            for processor, (counts, values, ids) in zip(self.processors, host_stages, strict=True):
                 removed, changed, kept, score, above = counts[row]
                 processors.append({"name": processor.name, "title": processor.title, "args": processor.args(),
                                    "removed": int(removed), "changed": int(changed), "kept": int(kept),
                                    "top": self._top(values[row], ids[row], texts) if changed else None,
                                    "token_score": score, "token_rank": int(above) + 1})
             token = token_ids[row]
-            prob, raw_prob, logit_value, above, entropy = facts[row]
-            probs_top = {"ids": probs_ids[row], "values": float32_list(probs_values[row])}
-            for token_id in probs_ids[row]:
+            prob, raw_prob, logit_value, above, entropy = host_facts[row]
+            probs_top = {"ids": host_probs_ids[row], "values": float32_list(host_probs_values[row])}
+            for token_id in host_probs_ids[row]:
                 texts.setdefault(token_id, self.token_text(token_id))
             full = self.tokenizer.decode(self.input_ids[row, self.prompt_length:].tolist(), skip_special_tokens=False)
             piece = ""
@@ -183,7 +183,7 @@ class BatchedSequences(Run):
             records.append({
                 "step": index, "position": self.row_lengths[row] + index, "branch": self.branch,
                 "sequence": row, "batch_row": self.batch_rows[row],
-                "logits_top": self._top(logits_values[row], logits_ids[row], texts), "processors": processors,
+                "logits_top": self._top(host_logits_values[row], host_logits_ids[row], texts), "processors": processors,
                 "probs_top": probs_top, "token_id": token, "token": self.token_text(token), "text": piece,
                 "method": method, "prob": prob, "raw_prob": raw_prob, "logit": logit_value, "rank": int(above) + 1,
                 "entropy_bits": entropy / LOG2, "kv_cache": kv_cache, "forward": forward,
@@ -193,7 +193,7 @@ class BatchedSequences(Run):
     def _top(self, values: torch.Tensor, ids: list[int], texts: dict) -> dict:
         """A row's top entries, the finite ones (a processor's -inf are not candidates), their texts noted."""
         finite = torch.isfinite(values)
-        ids = [token_id for token_id, keep in zip(ids, finite.tolist()) if keep]
+        ids = [token_id for token_id, keep in zip(ids, finite.tolist(), strict=True) if keep]
         for token_id in ids:
             texts[token_id] = self.token_text(token_id)
         return {"ids": ids, "values": float32_list(values[finite])}

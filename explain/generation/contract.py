@@ -87,6 +87,8 @@ def index_argument(value, what: str) -> int:
 class RunState:
     """The state every run keeps, and the loop that steps it; each producer adds its model, ids and settings."""
 
+    tokenizer: Any  # set by each producer: explain's Tokenizer or transformers' tokenizer
+
     def start_state(self, trace, run: int, run_options: RunOptions | None, branch: int = 0) -> None:
         run_options = run_options if run_options is not None else RunOptions()
         self.trace, self.run_id, self.branch = trace, run, branch
@@ -95,7 +97,7 @@ class RunState:
                                                           run_options.capture)
         self.steps: list[dict] = []
         self.raw_logits = KeptLogits.from_option(run_options.keep_logits)  # whole rows for what-if and force
-        self.printed = ""  # decoded text of the generated tokens that is complete (no half UTF-8 sequence)
+        self.printed: Any = ""  # (a list of them, one a row, for several sequences) decoded text of the generated tokens that is complete (no half UTF-8 sequence)
         self.finished: bool = False
         self.stop_reason: str | None = None
         self.ended = False  # True once the pipeline has emitted this run's end and decode events

@@ -9,7 +9,8 @@ of the event, which events/kinds.py declares.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from .contract import GenerationInterface
 
@@ -46,9 +47,11 @@ def emit_decode(trace, generation: GenerationInterface | None, decode: Callable[
     without special tokens, each further returned sequence decoded too; sets generation.output_text and returns
     the text. `decode(ids, skip_special_tokens)` is the producer's tokenizer."""
     start, t0 = time.time(), time.perf_counter()
-    ids = generation.generated_ids if ids is None else ids
+    if ids is None:
+        assert generation is not None, "emit_decode needs the generation or the ids"
+        ids = generation.generated_ids
     text = decode(ids, skip_special_tokens)
-    data = {"ids": ids, "text": text, "text_with_special": decode(ids, False),
+    data: dict[str, Any] = {"ids": ids, "text": text, "text_with_special": decode(ids, False),
             "stop_reason": generation.stop_reason if generation is not None else None,
             "interrupted": interrupted, "skip_special_tokens": skip_special_tokens}
     if generation is not None:

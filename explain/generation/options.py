@@ -69,7 +69,7 @@ class RunOptions:
     @property
     def top_count(self) -> int:
         """How many top entries a step records of each row (trace_top="all" records the usual top too)."""
-        return TOP_WHEN_ALL if self.trace_top == "all" else self.trace_top
+        return self.trace_top if isinstance(self.trace_top, int) else TOP_WHEN_ALL
 
 
 def check_limits(values: dict) -> None:

@@ -16,6 +16,8 @@ import math
 import os
 import re
 import stat
+from collections.abc import Iterable
+from typing import Any
 
 from .files import file_kind
 
@@ -125,7 +127,7 @@ def loads(data: bytes, surrogates_possible: bool | None = None):
             flagged.append(value)
         return value
 
-    hooks = {"parse_constant": refuse_constant}
+    hooks: dict[str, Any] = {"parse_constant": refuse_constant}
     if _long_numbers(data):  # a hook per number costs seconds on a large trace: only when a number may need it
         hooks.update(parse_int=integer, parse_float=number)
     value = json.loads(data.decode("utf-8"), **hooks)
@@ -161,6 +163,7 @@ def _walk(value, refused: bool, surrogates: bool, limit: int = MAX_DEPTH, start:
     stack = [(value, start, 1)]
     while stack:
         item, where, depth = stack.pop()
+        children: Iterable[tuple[Any, Any]]
         if isinstance(item, dict):
             children = item.items()
         elif isinstance(item, list):

@@ -142,7 +142,7 @@ class SampledSequences(Run):
             processors.append({"name": processor.name, "title": processor.title, "args": processor.args(),
                                "removed": int((torch.isfinite(was) & ~torch.isfinite(now)).sum()),
                                "changed": changed, "kept": int(torch.isfinite(now).sum()),
-                               "top": self.top(now, self.trace_top, texts) if changed else None})
+                               "top": self.top(now, self.run_options.top_count, texts) if changed else None})
         p = probs[row]
         entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
         top_probs, top_ids = torch.topk(p, min(10, p.numel()))
@@ -154,7 +154,7 @@ class SampledSequences(Run):
             piece, self.printed[row] = full[len(self.printed[row]):], full
         logits = raw[row]
         return {"step": index, "position": position, "branch": self.branch, "sequence": row,
-                "logits_top": self.top(logits, self.trace_top, texts), "processors": processors,
+                "logits_top": self.top(logits, self.run_options.top_count, texts), "processors": processors,
                 "probs_top": {"ids": top_ids.tolist(), "values": float32_list(top_probs)},
                 "token_id": token, "token": self.token_text(token), "text": piece,
                 "method": "sample" if self.settings.get("do_sample") else "greedy",
