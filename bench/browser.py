@@ -41,8 +41,14 @@ from typing import Any
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 PROMPT = "The history of the printing press begins"
 TARGETS = {"cost_percent": 5.0, "first_display_s": 2.0}
 
@@ -59,25 +65,47 @@ def jupyter_lab(root: str, explain_path: str = REPO, settings: dict | None = Non
     every cell rendered (no virtual scrolling) and no news checks. Yields {"url", "token", "root"}; the server and
     its kernels are stopped on exit. tests/browser/conftest.py's `lab` is this server."""
     settings_dir = os.path.join(root, ".settings")
-    for name, values in {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false",
-                                                                         "checkForUpdates": False},
-                         "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
-                         **(settings or {})}.items():
+    for name, values in {
+        "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+        "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+        **(settings or {}),
+    }.items():
         folder, plugin = os.path.join(settings_dir, *name.split("/")[:-1]), name.split("/")[-1]
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"{plugin}.jupyterlab-settings"), "w") as f:
             json.dump(values, f)
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JUPYTERLAB_SETTINGS_DIR": settings_dir,
-           "JUPYTERLAB_WORKSPACES_DIR": os.path.join(root, ".workspaces"), "PYTHONPATH": explain_path,
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "JUPYTERLAB_SETTINGS_DIR": settings_dir,
+        "JUPYTERLAB_WORKSPACES_DIR": os.path.join(root, ".workspaces"),
+        "PYTHONPATH": explain_path,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
     log = open(os.path.join(root, "jupyter.log"), "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-         "--JupyterNotebookApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True"]
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--ServerApp.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--JupyterNotebookApp.expose_app_in_browser=True",
+            "--ServerApp.disable_check_xsrf=True",
+        ]
         + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + start_timeout
         while True:
@@ -116,13 +144,16 @@ call(8)  # warm-up: every code path once"""
 
 
 def _cells(tokens: int, rounds: int) -> tuple[list[str], list[tuple[str, int]]]:
-    cells = [SETUP, "explain.show(pipe)",
-             "st = explain.step_through(pipe, PROMPT, max_new_tokens=20)\nst",
-             "explain.show(pipe)",
-             "for ref in list(explain.widgets._shown.values()):\n    ref() is not None and ref().close()\nst.close()"]
+    cells = [
+        SETUP,
+        "explain.show(pipe)",
+        "st = explain.step_through(pipe, PROMPT, max_new_tokens=20)\nst",
+        "explain.show(pipe)",
+        "for ref in list(explain.widgets._shown.values()):\n    ref() is not None and ref().close()\nst.close()",
+    ]
     plan = []
     for round_ in range(rounds):
-        for with_view in ((False, True) if round_ % 2 == 0 else (True, False)):  # the order alternates
+        for with_view in (False, True) if round_ % 2 == 0 else (True, False):  # the order alternates
             if with_view:
                 cells.append(f"view = explain.widgets.Dashboard(pipe)\ndisplay(view)\ncall({tokens})")
             else:
@@ -132,10 +163,22 @@ def _cells(tokens: int, rounds: int) -> tuple[list[str], list[tuple[str, int]]]:
 
 
 def _notebook(cells) -> dict:
-    return {"nbformat": 4, "nbformat_minor": 5,
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-            "cells": [{"cell_type": "code", "id": f"cell{i}", "metadata": {}, "execution_count": None,
-                       "outputs": [], "source": source} for i, source in enumerate(cells)]}
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": f"cell{i}",
+                "metadata": {},
+                "execution_count": None,
+                "outputs": [],
+                "source": source,
+            }
+            for i, source in enumerate(cells)
+        ],
+    }
 
 
 RUN_AND_WATCH = """([index, selector]) => new Promise((resolve) => {
@@ -154,6 +197,7 @@ RUN_AND_WATCH = """([index, selector]) => new Promise((resolve) => {
 
 def measure(args) -> dict:
     from playwright.sync_api import sync_playwright
+
     cells, plan = _cells(args.tokens, args.rounds)
     root = tempfile.mkdtemp(prefix="explain-bench-browser-")
     with open(os.path.join(root, "bench.ipynb"), "w") as f:
@@ -164,6 +208,7 @@ def measure(args) -> dict:
         def received(payload):
             frames["count"] += 1
             frames["bytes"] += len(payload)
+
         ws.on("framereceived", received)
 
     results: dict[str, Any] = {"first_display_ms": {}, "calls": []}
@@ -173,20 +218,25 @@ def measure(args) -> dict:
             page = browser.new_page(viewport={"width": 1400, "height": 2200})
             page.on("websocket", on_socket)
             page.goto(f"{lab['url']}/lab/workspaces/bench/tree/bench.ipynb?reset&token={lab['token']}")
-            page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel"
-                                   "?.status === 'idle'", timeout=120_000)
+            page.wait_for_function(
+                "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
+                timeout=120_000,
+            )
 
             def run(index: int, timeout: float = 900) -> None:
-                page.evaluate(f"() => {{ const nb = window.jupyterapp.shell.currentWidget.content; "
-                              f"nb.activeCellIndex = {index}; "
-                              f"window.jupyterapp.commands.execute('notebook:run-cell'); }}")
+                page.evaluate(
+                    f"() => {{ const nb = window.jupyterapp.shell.currentWidget.content; "
+                    f"nb.activeCellIndex = {index}; "
+                    f"window.jupyterapp.commands.execute('notebook:run-cell'); }}"
+                )
                 wait(index, timeout)
 
             def wait(index: int, timeout: float = 900) -> None:
                 page.wait_for_function(
                     f"() => {{ const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[{index}]; "
                     f"return c && /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent); }}",
-                    timeout=timeout * 1000)
+                    timeout=timeout * 1000,
+                )
 
             def output(index: int) -> str:
                 return page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-OutputArea").first.inner_text()
@@ -204,12 +254,18 @@ def measure(args) -> dict:
                 found = re.search(r"RESULT (\{.*\})", output(index))
                 if not found:
                     raise RuntimeError(f"cell {index} printed no result:\n{output(index)[-2000:]}")
-                record = {"kind": kind, **json.loads(found.group(1)), "frames": frames["count"],
-                          "frame_bytes": frames["bytes"]}
+                record = {
+                    "kind": kind,
+                    **json.loads(found.group(1)),
+                    "frames": frames["count"],
+                    "frame_bytes": frames["bytes"],
+                }
                 charts = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".explain-chart")
                 if kind == "with" and charts.count():  # (a checkout from before chart.js has no .explain-chart)
-                    data = charts.first.evaluate("(c) => ({draws: +c.dataset.draws || 0, ms: +c.dataset.drawMs || 0, "
-                                                 "visible: c.getBoundingClientRect().height > 0})")
+                    data = charts.first.evaluate(
+                        "(c) => ({draws: +c.dataset.draws || 0, ms: +c.dataset.drawMs || 0, "
+                        "visible: c.getBoundingClientRect().height > 0})"
+                    )
                     record.update(chart_draws=data["draws"], chart_draw_ms=data["ms"], chart_visible=data["visible"])
                 results["calls"].append(record)
             browser.close()
@@ -219,59 +275,74 @@ def measure(args) -> dict:
 
 
 def summarize(results: dict) -> dict:
-    rate = {kind: statistics.median(c["tokens_per_s"] for c in results["calls"] if c["kind"] == kind)
-            for kind in ("without", "with")}
+    rate = {
+        kind: statistics.median(c["tokens_per_s"] for c in results["calls"] if c["kind"] == kind)
+        for kind in ("without", "with")
+    }
     cost = 100 * (1 - rate["with"] / rate["without"])
     with_calls = [c for c in results["calls"] if c["kind"] == "with"]
-    return {"tokens_per_s_without": rate["without"], "tokens_per_s_with": rate["with"], "cost_percent": cost,
-            "frames_per_token": statistics.median(c["frames"] / c["tokens"] for c in with_calls),
-            "frame_bytes_per_token": statistics.median(c["frame_bytes"] / c["tokens"] for c in with_calls),
-            "chart_draws_per_call": statistics.median(c.get("chart_draws", 0) for c in with_calls),
-            "chart_draw_ms_per_call": statistics.median(c.get("chart_draw_ms", 0) for c in with_calls),
-            "first_display_s": {k: v / 1000 for k, v in results["first_display_ms"].items()},
-            "targets": {"cost_percent": {"target": f"<= {TARGETS['cost_percent']}%", "value": cost,
-                                         "met": cost <= TARGETS["cost_percent"]},
-                        "first_display_s": {"target": f"< {TARGETS['first_display_s']} s",
-                                            "value": max(results["first_display_ms"].values()) / 1000,
-                                            "met": max(results["first_display_ms"].values()) / 1000
-                                            < TARGETS["first_display_s"]}}}
+    return {
+        "tokens_per_s_without": rate["without"],
+        "tokens_per_s_with": rate["with"],
+        "cost_percent": cost,
+        "frames_per_token": statistics.median(c["frames"] / c["tokens"] for c in with_calls),
+        "frame_bytes_per_token": statistics.median(c["frame_bytes"] / c["tokens"] for c in with_calls),
+        "chart_draws_per_call": statistics.median(c.get("chart_draws", 0) for c in with_calls),
+        "chart_draw_ms_per_call": statistics.median(c.get("chart_draw_ms", 0) for c in with_calls),
+        "first_display_s": {k: v / 1000 for k, v in results["first_display_ms"].items()},
+        "targets": {
+            "cost_percent": {
+                "target": f"<= {TARGETS['cost_percent']}%",
+                "value": cost,
+                "met": cost <= TARGETS["cost_percent"],
+            },
+            "first_display_s": {
+                "target": f"< {TARGETS['first_display_s']} s",
+                "value": max(results["first_display_ms"].values()) / 1000,
+                "met": max(results["first_display_ms"].values()) / 1000 < TARGETS["first_display_s"],
+            },
+        },
+    }
 
 
 def markdown(report: dict) -> str:
     s = report["summary"]
-    lines = [f"# explain in a real browser, {report['date']}: {report['machine']}",
-             "",
-             f"JupyterLab {report['versions']['jupyterlab']} in chromium (headless, on the same machine as the "
-             f"kernel), the embedded model, greedy, {report['settings']['tokens']} new tokens per call, "
-             f"{report['settings']['rounds']} round(s) of a call without and a call with a live dashboard on "
-             f"screen (the order alternating). explain from {report['settings']['explain_path']}. Load average "
-             f"{report['load_average'][0]:.1f} at the start, {report['load_average'][1]:.1f} at the end.",
-             "",
-             "| | tokens/s (median) | page frames per token | bytes per token | chart draws per call "
-             "| chart draw ms per call |",
-             "|---|---:|---:|---:|---:|---:|",
-             f"| no dashboard | {s['tokens_per_s_without']:.2f} | | | | |",
-             f"| live dashboard on screen | {s['tokens_per_s_with']:.2f} | {s['frames_per_token']:.1f} | "
-             f"{s['frame_bytes_per_token']:,.0f} | {s['chart_draws_per_call']:.0f} | "
-             f"{s['chart_draw_ms_per_call']:.0f} |",
-             "",
-             f"**Cost of the live dashboard: {s['cost_percent']:.1f}%** of the tokens/s (target "
-             f"{s['targets']['cost_percent']['target']}: "
-             f"{'met' if s['targets']['cost_percent']['met'] else 'missed'}).",
-             "",
-             "Time to first display (cell sent -> its view's stage timeline on the page): " + ", ".join(
-                 f"{name} {seconds:.2f} s" for name, seconds in s["first_display_s"].items())
-             + f" (target {s['targets']['first_display_s']['target']}: "
-             f"{'met' if s['targets']['first_display_s']['met'] else 'missed'}).",
-             "",
-             "Every call: " + "; ".join(f"{c['kind']} {c['tokens_per_s']:.2f}/s" for c in report["calls"]) + ".",
-             ""]
+    lines = [
+        f"# explain in a real browser, {report['date']}: {report['machine']}",
+        "",
+        f"JupyterLab {report['versions']['jupyterlab']} in chromium (headless, on the same machine as the "
+        f"kernel), the embedded model, greedy, {report['settings']['tokens']} new tokens per call, "
+        f"{report['settings']['rounds']} round(s) of a call without and a call with a live dashboard on "
+        f"screen (the order alternating). explain from {report['settings']['explain_path']}. Load average "
+        f"{report['load_average'][0]:.1f} at the start, {report['load_average'][1]:.1f} at the end.",
+        "",
+        "| | tokens/s (median) | page frames per token | bytes per token | chart draws per call "
+        "| chart draw ms per call |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| no dashboard | {s['tokens_per_s_without']:.2f} | | | | |",
+        f"| live dashboard on screen | {s['tokens_per_s_with']:.2f} | {s['frames_per_token']:.1f} | "
+        f"{s['frame_bytes_per_token']:,.0f} | {s['chart_draws_per_call']:.0f} | "
+        f"{s['chart_draw_ms_per_call']:.0f} |",
+        "",
+        f"**Cost of the live dashboard: {s['cost_percent']:.1f}%** of the tokens/s (target "
+        f"{s['targets']['cost_percent']['target']}: "
+        f"{'met' if s['targets']['cost_percent']['met'] else 'missed'}).",
+        "",
+        "Time to first display (cell sent -> its view's stage timeline on the page): "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in s["first_display_s"].items())
+        + f" (target {s['targets']['first_display_s']['target']}: "
+        f"{'met' if s['targets']['first_display_s']['met'] else 'missed'}).",
+        "",
+        "Every call: " + "; ".join(f"{c['kind']} {c['tokens_per_s']:.2f}/s" for c in report["calls"]) + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def parse(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.browser", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.browser", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per call (default 64)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of without/with (default 3)")
     parser.add_argument("--explain-path", default=REPO, help="the checkout of explain the kernel imports")
@@ -286,16 +357,23 @@ def main(argv=None) -> int:
         return 2
     import jupyterlab
     import playwright
+
     load_start = os.getloadavg()[0]
     results = measure(args)
     from bench.run import machine
+
     info = machine()
-    report = {"format": "explain-bench-browser", "version": 1, "date": datetime.date.today().isoformat(),
-              "machine": f"{info['cpu']}, {info['cpus']} CPUs", "machine_slug": info["slug"],
-              "versions": {"jupyterlab": jupyterlab.__version__,
-                           "playwright": getattr(playwright, "__version__", "?")},
-              "settings": {"tokens": args.tokens, "rounds": args.rounds, "explain_path": args.explain_path},
-              "load_average": [load_start, os.getloadavg()[0]], **results}
+    report = {
+        "format": "explain-bench-browser",
+        "version": 1,
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{info['cpu']}, {info['cpus']} CPUs",
+        "machine_slug": info["slug"],
+        "versions": {"jupyterlab": jupyterlab.__version__, "playwright": getattr(playwright, "__version__", "?")},
+        "settings": {"tokens": args.tokens, "rounds": args.rounds, "explain_path": args.explain_path},
+        "load_average": [load_start, os.getloadavg()[0]],
+        **results,
+    }
     report["summary"] = summarize(results)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"{report['date']}-{info['slug']}-browser")

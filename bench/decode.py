@@ -26,9 +26,11 @@ PROMPTS = (
 )
 
 # prose long enough to cut a prompt of any length from (the prefill and time-to-first-token test)
-LONG_TEXT = ("The lighthouse stood at the end of a narrow spit of rock, and every evening its keeper climbed the "
-             "one hundred and twelve steps to light the lamp. Ships passing in the night saw the beam sweep across "
-             "the water and knew where the reef lay. ")
+LONG_TEXT = (
+    "The lighthouse stood at the end of a narrow spit of rock, and every evening its keeper climbed the "
+    "one hundred and twelve steps to light the lamp. Ships passing in the night saw the beam sweep across "
+    "the water and knew where the reef lay. "
+)
 
 
 def rotated(items: list, k: int) -> list:
@@ -42,9 +44,12 @@ def load_contenders(dtype: str) -> tuple[dict, dict, Any]:
 
     import explain
     from explain.features.embedded import packaged_gguf
+
     pipe = explain.pipeline("text-generation", dtype=dtype)
-    contenders: dict[str, Any] = {"explain_traced": ExplainContender("explain_traced", pipe),
-                  "explain_untraced": ExplainContender("explain_untraced", pipe, traced=False)}
+    contenders: dict[str, Any] = {
+        "explain_traced": ExplainContender("explain_traced", pipe),
+        "explain_untraced": ExplainContender("explain_untraced", pipe, traced=False),
+    }
     unavailable = {}
     try:
         contenders["explain_widget"] = ExplainContender("explain_widget", pipe, widget=True)
@@ -58,11 +63,18 @@ def load_contenders(dtype: str) -> tuple[dict, dict, Any]:
 
 
 def run_record(timing, prompt: int, round_: int, position: int) -> dict:
-    record = {"prompt": prompt, "round": round_, "position_in_turn": position, "new_tokens": len(timing.ids),
-              "decode_tokens": timing.decode_tokens, "decode_s": timing.decode_s,
-              "tokens_per_s": timing.decode_tokens / timing.decode_s if timing.decode_s > 0 else None,
-              "first_token_s": timing.first_token_s, "prefill_s": timing.prefill_s,
-              "median_step_s": statistics.median(timing.step_s) if timing.step_s else None}
+    record = {
+        "prompt": prompt,
+        "round": round_,
+        "position_in_turn": position,
+        "new_tokens": len(timing.ids),
+        "decode_tokens": timing.decode_tokens,
+        "decode_s": timing.decode_s,
+        "tokens_per_s": timing.decode_tokens / timing.decode_s if timing.decode_s > 0 else None,
+        "first_token_s": timing.first_token_s,
+        "prefill_s": timing.prefill_s,
+        "median_step_s": statistics.median(timing.step_s) if timing.step_s else None,
+    }
     if timing.forward_s is not None:
         record["forward_s"] = timing.forward_s  # the model's share of decode_s; the rest is the loop and the trace
     return record
@@ -97,15 +109,24 @@ def summarize_decode(runs: list, steps: list) -> dict:
     decode_s = sum(r["decode_s"] for r in runs)
     ordered = sorted(steps)
     median = statistics.median(ordered)
-    summary = {"available": True, "decode_tokens": decode_tokens, "decode_s": decode_s,
-               "tokens_per_s": decode_tokens / decode_s, "ms_per_token": 1000 * decode_s / decode_tokens,
-               "median_tokens_per_s": 1 / median, "median_ms_per_token": 1000 * median,
-               "token_ms_percentiles": {str(q): 1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
-                                        for q in (10, 50, 90)},
-               "runs_tokens_per_s": {"min": min(r["tokens_per_s"] for r in runs),
-                                     "median": statistics.median(r["tokens_per_s"] for r in runs),
-                                     "max": max(r["tokens_per_s"] for r in runs)},
-               "runs": runs}
+    summary = {
+        "available": True,
+        "decode_tokens": decode_tokens,
+        "decode_s": decode_s,
+        "tokens_per_s": decode_tokens / decode_s,
+        "ms_per_token": 1000 * decode_s / decode_tokens,
+        "median_tokens_per_s": 1 / median,
+        "median_ms_per_token": 1000 * median,
+        "token_ms_percentiles": {
+            str(q): 1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] for q in (10, 50, 90)
+        },
+        "runs_tokens_per_s": {
+            "min": min(r["tokens_per_s"] for r in runs),
+            "median": statistics.median(r["tokens_per_s"] for r in runs),
+            "max": max(r["tokens_per_s"] for r in runs),
+        },
+        "runs": runs,
+    }
     if all("forward_s" in r for r in runs):
         forward = sum(r["forward_s"] for r in runs)
         summary["forward_ms_per_token"] = 1000 * forward / decode_tokens
@@ -128,7 +149,9 @@ def long_prompt(pipe, length: int) -> tuple[str, list]:
 
 
 def child(contender: str, dtype: str, threads: int, new_tokens: int = 0) -> dict:
-    command = [sys.executable, "-m", "bench.child", contender, dtype, str(threads)] + ([str(new_tokens)] if new_tokens else [])
+    command = [sys.executable, "-m", "bench.child", contender, dtype, str(threads)] + (
+        [str(new_tokens)] if new_tokens else []
+    )
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:

@@ -55,35 +55,58 @@ def tolerance(reference: torch.Tensor, layers: int) -> dict:
     sigma = UNIT_ROUNDOFF / math.sqrt(3) * torch.sqrt(roundings * rms.pow(2) + peak.pow(2))  # (rows,)
     k = math.sqrt(2 * math.log(rows * vocab))
     worst = float(sigma.max())
-    return {"unit_roundoff": UNIT_ROUNDOFF, "layers": layers, "roundings": roundings, "rows": rows, "vocab": vocab,
-            "logit_rms": float(rms.mean()), "logit_peak": float(peak.max()), "sigma": worst, "k": k,
-            "one_implementation_bound": k * worst, "tolerance": 2 * k * worst,
-            "predicted_noise_rms": UNIT_ROUNDOFF / math.sqrt(3) * float(rms.mean()) * math.sqrt(roundings + 1)}
+    return {
+        "unit_roundoff": UNIT_ROUNDOFF,
+        "layers": layers,
+        "roundings": roundings,
+        "rows": rows,
+        "vocab": vocab,
+        "logit_rms": float(rms.mean()),
+        "logit_peak": float(peak.max()),
+        "sigma": worst,
+        "k": k,
+        "one_implementation_bound": k * worst,
+        "tolerance": 2 * k * worst,
+        "predicted_noise_rms": UNIT_ROUNDOFF / math.sqrt(3) * float(rms.mean()) * math.sqrt(roundings + 1),
+    }
 
 
 def difference(a: torch.Tensor, b: torch.Tensor) -> dict:
     """Largest and root-mean-square |a - b| over rows of logits, and where the largest is."""
     d = (a.float() - b.float()).abs()
     flat = int(d.argmax())
-    return {"max": float(d.max()), "rms": float(d.pow(2).mean().sqrt()), "at_row": flat // d.shape[-1],
-            "at_token": flat % d.shape[-1]}
+    return {
+        "max": float(d.max()),
+        "rms": float(d.pow(2).mean().sqrt()),
+        "at_row": flat // d.shape[-1],
+        "at_token": flat % d.shape[-1],
+    }
 
 
 def check_noise_model(low: torch.Tensor, exact: torch.Tensor, bound: dict) -> dict:
     """Is one implementation's bfloat16 - float32 noise the size the derivation says?"""
     measured = difference(low, exact)
     ratio = measured["rms"] / bound["predicted_noise_rms"]
-    return {**measured, "predicted_rms": bound["predicted_noise_rms"], "rms_ratio": ratio,
-            "bound": bound["one_implementation_bound"],
-            "passed": 0.25 <= ratio <= 2.0 and measured["max"] <= bound["one_implementation_bound"]}
+    return {
+        **measured,
+        "predicted_rms": bound["predicted_noise_rms"],
+        "rms_ratio": ratio,
+        "bound": bound["one_implementation_bound"],
+        "passed": 0.25 <= ratio <= 2.0 and measured["max"] <= bound["one_implementation_bound"],
+    }
 
 
-def greedy(explain_ids: list, reference_ids: list, explain_rows: torch.Tensor, reference_rows: torch.Tensor,
-           limit: float) -> dict:
+def greedy(
+    explain_ids: list, reference_ids: list, explain_rows: torch.Tensor, reference_rows: torch.Tensor, limit: float
+) -> dict:
     """Greedy ids compared; at the first difference, is it a near-tie the logits' difference explains?"""
     same = next((i for i, (a, b) in enumerate(zip(explain_ids, reference_ids, strict=False)) if a != b), None)
-    out: dict[str, Any] = {"tokens": len(reference_ids), "equal": explain_ids == reference_ids,
-           "equal_tokens": len(reference_ids) if same is None else same, "first_difference_at": same}
+    out: dict[str, Any] = {
+        "tokens": len(reference_ids),
+        "equal": explain_ids == reference_ids,
+        "equal_tokens": len(reference_ids) if same is None else same,
+        "first_difference_at": same,
+    }
     if same is None:
         return {**out, "passed": explain_ids == reference_ids}
     ours, theirs = explain_ids[same], reference_ids[same]
@@ -91,7 +114,13 @@ def greedy(explain_ids: list, reference_ids: list, explain_rows: torch.Tensor, r
     gap = float(row_t[theirs] - row_t[ours])  # how much transformers preferred its pick
     shift = float((row_e[ours] - row_t[ours]) - (row_e[theirs] - row_t[theirs]))  # how much explain moved them
     step_max = float((row_e - row_t).abs().max())
-    out.update(explain_token=ours, reference_token=theirs, reference_gap=gap, relative_shift=shift,
-               logit_max_difference_at_step=step_max, near_tie=gap <= shift and step_max <= limit)
+    out.update(
+        explain_token=ours,
+        reference_token=theirs,
+        reference_gap=gap,
+        relative_shift=shift,
+        logit_max_difference_at_step=step_max,
+        near_tie=gap <= shift and step_max <= limit,
+    )
     out["passed"] = out["near_tie"]
     return out

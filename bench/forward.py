@@ -42,12 +42,19 @@ def forward_breakdown(model, reference, prompt_ids: list[int], repeats: int = 20
         for _ in range(repeats):  # in turns, so drift hits all three; the caches grow by one position per turn
             times["explain_forward"].append(_timed(lambda: model(token, cache=cache, logits_to_keep=1)))
             if reference is not None:
-                times["transformers_forward"].append(_timed(
-                    lambda: reference(token.to(reference.device), use_cache=True, logits_to_keep=1,
-                                      **{name: reference_cache})))
+                times["transformers_forward"].append(
+                    _timed(
+                        lambda: reference(
+                            token.to(reference.device), use_cache=True, logits_to_keep=1, **{name: reference_cache}
+                        )
+                    )
+                )
             times["linear_only"].append(_timed(linear_only))
-    out: dict[str, Any] = {"repeats": repeats, "linears": len(linears),
-           "linear_weight_bytes": sum(m.weight.numel() * m.weight.element_size() for m in linears)}
+    out: dict[str, Any] = {
+        "repeats": repeats,
+        "linears": len(linears),
+        "linear_weight_bytes": sum(m.weight.numel() * m.weight.element_size() for m in linears),
+    }
     for name, values in times.items():
         out[f"{name}_ms"] = 1000 * statistics.median(values) if values else None
     out["linear_share_of_explain_forward"] = out["linear_only_ms"] / out["explain_forward_ms"]

@@ -62,21 +62,36 @@ DTYPE = torch.bfloat16
 
 
 def parse(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny Llama of the same structure, few tokens, on the CPU unless --device says "
-                             "otherwise; results go to a temporary folder unless --out names one")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a tiny Llama of the same structure, few tokens, on the CPU unless --device says "
+        "otherwise; results go to a temporary folder unless --out names one",
+    )
     parser.add_argument("--device", default=None, help="cuda (the default when there is a GPU) or cpu")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated, from {', '.join(SECTIONS)} (weights always runs: it is reused)")
-    parser.add_argument("--out", default=None, help="results folder (default bench/results, or a temporary "
-                                                    "folder with --smoke)")
-    parser.add_argument("--mirror", default=None,
-                        help="a second folder that gets a copy of the results after every section (the device "
-                             "tool's $OUT, which is emptied before each call, while --out keeps them for reruns)")
-    parser.add_argument("--model", default=None, help="where the weights are written (default: a folder under the "
-                                                      "system's temporary folder, reused by later runs)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated, from {', '.join(SECTIONS)} (weights always runs: it is reused)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="results folder (default bench/results, or a temporary folder with --smoke)"
+    )
+    parser.add_argument(
+        "--mirror",
+        default=None,
+        help="a second folder that gets a copy of the results after every section (the device "
+        "tool's $OUT, which is emptied before each call, while --out keeps them for reruns)",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="where the weights are written (default: a folder under the "
+        "system's temporary folder, reused by later runs)",
+    )
     parser.add_argument("--new-tokens", type=int, default=128, help="decode length per run")
     parser.add_argument("--prompts", type=int, default=2, help="prompts each contender decodes (turns rotate)")
     parser.add_argument("--warmup-tokens", type=int, default=8)
@@ -84,14 +99,30 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--prefill-repeats", type=int, default=3)
     parser.add_argument("--forward-repeats", type=int, default=20)
     parser.add_argument("--fidelity-tokens", type=int, default=32)
-    parser.add_argument("--seed-max-length", type=int, default=SEED_MAX_LENGTH,
-                        help="max_length of the seed's own generation (prompt included, as the seed's call says)")
-    parser.add_argument("--offload-tokens", type=int, default=16, help="decode length with part of the model on "
-                                                                      "the CPU (each token copies it to the GPU)")
-    parser.add_argument("--offload-fraction", type=float, default=0.85,
-                        help="GPU budget as a fraction of the weights' bytes in the offload section")
-    parser.add_argument("--budget-s", type=float, default=420.0,
-                        help="sections not started by then are skipped (rerun them with --sections)")
+    parser.add_argument(
+        "--seed-max-length",
+        type=int,
+        default=SEED_MAX_LENGTH,
+        help="max_length of the seed's own generation (prompt included, as the seed's call says)",
+    )
+    parser.add_argument(
+        "--offload-tokens",
+        type=int,
+        default=16,
+        help="decode length with part of the model on the CPU (each token copies it to the GPU)",
+    )
+    parser.add_argument(
+        "--offload-fraction",
+        type=float,
+        default=0.85,
+        help="GPU budget as a fraction of the weights' bytes in the offload section",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="sections not started by then are skipped (rerun them with --sections)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -105,8 +136,7 @@ def parse(argv=None) -> argparse.Namespace:
     if args.device.startswith("cuda") and not cuda:
         parser.error("--device cuda, but torch sees no CUDA device here (use --smoke for the CPU run)")
     if args.device == "cpu" and not args.smoke:
-        parser.error("the real run is 16 GB of weights and 8 billion parameters: it needs a GPU. On a CPU, "
-                     "run --smoke")
+        parser.error("the real run is 16 GB of weights and 8 billion parameters: it needs a GPU. On a CPU, run --smoke")
     if args.smoke:
         args.new_tokens, args.prompts, args.warmup_tokens = 6, 1, 2
         args.prefill_tokens, args.prefill_repeats, args.forward_repeats = 48, 1, 3
@@ -138,10 +168,18 @@ def machine(device: str) -> dict:
     import transformers
 
     import explain
-    info = {"hostname": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "explain": explain.__version__, "cpus": os.cpu_count(),
-            "platform": platform.platform()}
+
+    info = {
+        "hostname": platform.node(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "explain": explain.__version__,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
@@ -149,12 +187,20 @@ def machine(device: str) -> dict:
         info["cpu"] = platform.processor() or platform.machine()
     if device.startswith("cuda"):
         properties = torch.cuda.get_device_properties(0)
-        info.update(gpu=properties.name, gpu_memory_bytes=properties.total_memory, gpus=torch.cuda.device_count(),
-                    gpu_capability=f"{properties.major}.{properties.minor}",
-                    gpu_multiprocessors=properties.multi_processor_count)
+        info.update(
+            gpu=properties.name,
+            gpu_memory_bytes=properties.total_memory,
+            gpus=torch.cuda.device_count(),
+            gpu_capability=f"{properties.major}.{properties.minor}",
+            gpu_multiprocessors=properties.multi_processor_count,
+        )
         try:
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=30).stdout.strip()
+            info["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             pass
         name = info["gpu"]
@@ -180,8 +226,12 @@ def gpu_bytes() -> dict | None:
     if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
         return None
     free, total = torch.cuda.mem_get_info()
-    return {"allocated": torch.cuda.memory_allocated(), "peak_allocated": torch.cuda.max_memory_allocated(),
-            "free": free, "total": total}
+    return {
+        "allocated": torch.cuda.memory_allocated(),
+        "peak_allocated": torch.cuda.max_memory_allocated(),
+        "free": free,
+        "total": total,
+    }
 
 
 # -- the run ---------------------------------------------------------------------------------------------------
@@ -195,8 +245,14 @@ class Run:
         info = machine(args.device)
         stem = f"{started:%Y-%m-%d}-{info['slug']}" + ("-smoke" if args.smoke else "")
         self.paths = {"json": os.path.join(args.out, stem + ".json"), "markdown": os.path.join(args.out, stem + ".md")}
-        self.results = {"format": "explain-bench-gpu", "version": 1, "date": f"{started:%Y-%m-%d}",
-                        "started": started.isoformat(timespec="seconds"), "machine": info, "sections": {}}
+        self.results = {
+            "format": "explain-bench-gpu",
+            "version": 1,
+            "date": f"{started:%Y-%m-%d}",
+            "started": started.isoformat(timespec="seconds"),
+            "machine": info,
+            "sections": {},
+        }
         if os.path.isfile(self.paths["json"]):  # a rerun of some sections: keep the others' figures
             with open(self.paths["json"]) as f:
                 previous = json.load(f)
@@ -221,8 +277,10 @@ class Run:
         os.makedirs(self.args.out, exist_ok=True)
         self.results["duration_s"] = time.perf_counter() - self.t0
         self.results["summary"] = gpu_report.summary(self.results)
-        for kind, text in (("json", json.dumps(self.results, indent=1, allow_nan=False) + "\n"),
-                           ("markdown", gpu_report.markdown(self.results, os.path.basename(self.paths["json"])))):
+        for kind, text in (
+            ("json", json.dumps(self.results, indent=1, allow_nan=False) + "\n"),
+            ("markdown", gpu_report.markdown(self.results, os.path.basename(self.paths["json"]))),
+        ):
             temporary = self.paths[kind] + ".partial"
             with open(temporary, "w") as f:
                 f.write(text)
@@ -234,8 +292,11 @@ class Run:
     def section(self, name: str, function) -> None:
         elapsed = time.perf_counter() - self.t0
         if name != "weights" and self.args.budget_s is not None and elapsed > self.args.budget_s:
-            self.results["sections"][name] = {"status": "skipped", "reason": f"the run had used {elapsed:.0f} s of "
-                                              f"its {self.args.budget_s:.0f} s budget; rerun with --sections {name}"}
+            self.results["sections"][name] = {
+                "status": "skipped",
+                "reason": f"the run had used {elapsed:.0f} s of "
+                f"its {self.args.budget_s:.0f} s budget; rerun with --sections {name}",
+            }
             self.log(f"{name}: skipped (over the time budget)")
             self.write()
             return
@@ -247,8 +308,11 @@ class Run:
         except Unavailable as error:
             entry = {"status": "not available", "reason": str(error)}
         except Exception as error:  # a section that breaks must not cost the others' figures
-            entry = {"status": "error", "error": f"{type(error).__name__}: {error}",
-                     "traceback": traceback.format_exc()[-4000:]}
+            entry = {
+                "status": "error",
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc()[-4000:],
+            }
             self.log(f"{name}: ERROR {type(error).__name__}: {error}")
         entry["seconds"] = time.perf_counter() - start
         entry["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
@@ -273,6 +337,7 @@ def weights(run: Run) -> dict:
 
 def explain_pipeline(run: Run, **extra):
     import explain
+
     model_kwargs = {"torch_dtype": DTYPE, **extra.pop("model_kwargs", {})}
     placement = extra.pop("placement", run.placement())
     return explain.pipeline("text-generation", model=run.args.model, model_kwargs=model_kwargs, **placement, **extra)
@@ -280,8 +345,10 @@ def explain_pipeline(run: Run, **extra):
 
 def transformers_pipeline(run: Run, **model_kwargs):
     import transformers
-    return transformers.pipeline("text-generation", model=run.args.model,
-                                 model_kwargs={"torch_dtype": DTYPE, **model_kwargs}, **run.placement())
+
+    return transformers.pipeline(
+        "text-generation", model=run.args.model, model_kwargs={"torch_dtype": DTYPE, **model_kwargs}, **run.placement()
+    )
 
 
 def load(run: Run) -> dict:
@@ -289,14 +356,25 @@ def load(run: Run) -> dict:
     out: dict[str, Any] = {}
     for contender in ("explain", "transformers"):
         run.log(f"load: {contender} in a fresh process")
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore",
-                   PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        env = dict(
+            os.environ,
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_VERBOSITY="error",
+            PYTHONWARNINGS="ignore",
+            PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+        )
         if run.args.threads:
             env["OMP_NUM_THREADS"] = str(run.args.threads)
         if not run.placement().get("device_map"):
             env["CUDA_VISIBLE_DEVICES"] = ""
-        done = subprocess.run([sys.executable, "-m", "bench.gpu_child", contender, run.args.model, "4"], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.gpu_child", contender, run.args.model, "4"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{contender}'s cold load failed:\n{done.stderr[-3000:]}")
         out[contender] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -334,14 +412,24 @@ def seed_generation(pipe, is_explain: bool, max_length: int = SEED_MAX_LENGTH) -
     sync()
     seconds = time.perf_counter() - t0
     total = len(out[0]["generated_token_ids"])
-    prompt = len(pipe.tokenizer(SEED_PROMPT)["input_ids"]) if not is_explain else len(pipe.tokenizer.encode(SEED_PROMPT))
-    result: dict[str, Any] = {"seconds": seconds, "prompt_tokens": prompt, "new_tokens": total - prompt,
-              "tokens_per_s": (total - prompt) / seconds}
+    prompt = (
+        len(pipe.tokenizer(SEED_PROMPT)["input_ids"]) if not is_explain else len(pipe.tokenizer.encode(SEED_PROMPT))
+    )
+    result: dict[str, Any] = {
+        "seconds": seconds,
+        "prompt_tokens": prompt,
+        "new_tokens": total - prompt,
+        "tokens_per_s": (total - prompt) / seconds,
+    }
     if is_explain:
         end = pipe.trace.last("generation", "end").data
         settings = pipe.trace.last("generation", "settings").data
-        result.update(stop_reason=end["stop_reason"], decode_tokens_per_s_forward_only=end["decode_tokens_per_s"],
-                      processors=[p["name"] for p in settings["processors"]], device=settings.get("device"))
+        result.update(
+            stop_reason=end["stop_reason"],
+            decode_tokens_per_s_forward_only=end["decode_tokens_per_s"],
+            processors=[p["name"] for p in settings["processors"]],
+            device=settings.get("device"),
+        )
     return result
 
 
@@ -352,22 +440,29 @@ def speed(run: Run) -> dict:
     from bench.forward import forward_breakdown
     from bench.report import targets as cpu_targets
     from bench.syncs import count_step_syncs
+
     pipe, reference = loaded(run)
     transformers_model = reference.model.eval()
-    out: dict[str, Any] = {"in_process_load_s": {"explain": run.state["explain_load_s"],
-                                 "transformers": run.state["transformers_load_s"]},
-           "gpu_memory_after_load": {"explain": run.state["explain_gpu"], "transformers": run.state["transformers_gpu"]}}
+    out: dict[str, Any] = {
+        "in_process_load_s": {"explain": run.state["explain_load_s"], "transformers": run.state["transformers_load_s"]},
+        "gpu_memory_after_load": {"explain": run.state["explain_gpu"], "transformers": run.state["transformers_gpu"]},
+    }
     placed = pipe.trace.last("placement", "place").data
-    out["placement"] = {k: placed.get(k) for k in ("strategy", "devices", "main_device", "bytes_per_device",
-                                                   "offloaded", "reason")}
+    out["placement"] = {
+        k: placed.get(k) for k in ("strategy", "devices", "main_device", "bytes_per_device", "offloaded", "reason")
+    }
     run.log("speed: the seed's generation, explain then transformers (after two tokens each to warm up)")
     for warm in (pipe, reference):  # the first call of each sets up its kernels; the seed's call is timed after it
         warm("Hello", max_new_tokens=2, do_sample=False)
-    out["seed_call"] = {"explain": seed_generation(pipe, True, run.args.seed_max_length),
-                        "transformers": seed_generation(reference, False, run.args.seed_max_length)}
+    out["seed_call"] = {
+        "explain": seed_generation(pipe, True, run.args.seed_max_length),
+        "transformers": seed_generation(reference, False, run.args.seed_max_length),
+    }
 
-    contenders: dict[str, Any] = {"explain_traced": bench_contenders.ExplainContender("explain_traced", pipe),
-                  "explain_untraced": bench_contenders.ExplainContender("explain_untraced", pipe, traced=False)}
+    contenders: dict[str, Any] = {
+        "explain_traced": bench_contenders.ExplainContender("explain_traced", pipe),
+        "explain_untraced": bench_contenders.ExplainContender("explain_untraced", pipe, traced=False),
+    }
     unavailable = {}
     try:
         contenders["explain_widget"] = bench_contenders.ExplainContender("explain_widget", pipe, widget=True)
@@ -375,38 +470,62 @@ def speed(run: Run) -> dict:
         unavailable["explain_widget"] = f"not available: {error}"
     except ImportError as error:
         unavailable["explain_widget"] = f"not available: {error}"
-    contenders["transformers"] = bench_contenders.TransformersContender("transformers", transformers_model,
-                                                                         reference.tokenizer)
+    contenders["transformers"] = bench_contenders.TransformersContender(
+        "transformers", transformers_model, reference.tokenizer
+    )
     prompts = [(text, pipe.tokenizer.encode(text)) for text in cpu_bench.PROMPTS[: run.args.prompts]]
     run.log(f"speed: decode, {len(contenders)} contenders x {len(prompts)} prompt(s) x {run.args.new_tokens} tokens")
-    args = argparse.Namespace(warmup_tokens=run.args.warmup_tokens, rounds=1, new_tokens=run.args.new_tokens,
-                              prefill_tokens=run.args.prefill_tokens, prefill_repeats=run.args.prefill_repeats)
+    args = argparse.Namespace(
+        warmup_tokens=run.args.warmup_tokens,
+        rounds=1,
+        new_tokens=run.args.new_tokens,
+        prefill_tokens=run.args.prefill_tokens,
+        prefill_repeats=run.args.prefill_repeats,
+    )
     runs, steps, tokens = cpu_bench.measure_decode(contenders, prompts, args)
-    decode = {name: cpu_bench.summarize_decode(runs[name], steps[name]) if name in runs else
-              {"available": False, "reason": unavailable.get(name)} for name in cpu_bench.CONTENDERS}
+    decode = {
+        name: cpu_bench.summarize_decode(runs[name], steps[name])
+        if name in runs
+        else {"available": False, "reason": unavailable.get(name)}
+        for name in cpu_bench.CONTENDERS
+    }
     if "explain_widget" in contenders:
         decode["explain_widget"]["widget"] = contenders["explain_widget"].widget_entry
     out["decode"] = decode
     out["agreement_with_transformers"] = cpu_bench.agreement(tokens)
-    out["trace_bytes_per_step"] = trace_size.saved_bytes_per_step(pipe.trace,
-                                                                  {r["trace_run"] for r in runs["explain_traced"]})
+    out["trace_bytes_per_step"] = trace_size.saved_bytes_per_step(
+        pipe.trace, {r["trace_run"] for r in runs["explain_traced"]}
+    )
     run.log(f"speed: prefill of {run.args.prefill_tokens} tokens")
     out["prefill"] = cpu_bench.measure_prefill(contenders, pipe, args)
     run.log("speed: one decode forward of each model")
-    out["forward_breakdown"] = forward_breakdown(pipe.model, transformers_model, prompts[0][1],
-                                                 repeats=run.args.forward_repeats)
+    out["forward_breakdown"] = forward_breakdown(
+        pipe.model, transformers_model, prompts[0][1], repeats=run.args.forward_repeats
+    )
     run.log("speed: host syncs of explain's step")
-    out["host_syncs"] = {"greedy": count_step_syncs(pipe, SEED_PROMPT, steps=3, do_sample=False),
-                         "seed_sampling": count_step_syncs(pipe, SEED_PROMPT, steps=3)}
-    out["targets"] = [t for t in cpu_targets({"dtypes": {"bfloat16": {
-        "decode": decode, "cold_load": {}, "trace_bytes_per_step": out["trace_bytes_per_step"]}}})
-        if t["key"] in ("tracing_overhead", "widget_overhead", "trace_bytes_per_step")]
+    out["host_syncs"] = {
+        "greedy": count_step_syncs(pipe, SEED_PROMPT, steps=3, do_sample=False),
+        "seed_sampling": count_step_syncs(pipe, SEED_PROMPT, steps=3),
+    }
+    out["targets"] = [
+        t
+        for t in cpu_targets(
+            {
+                "dtypes": {
+                    "bfloat16": {"decode": decode, "cold_load": {}, "trace_bytes_per_step": out["trace_bytes_per_step"]}
+                }
+            }
+        )
+        if t["key"] in ("tracing_overhead", "widget_overhead", "trace_bytes_per_step")
+    ]
     rate = {k: v.get("median_tokens_per_s") for k, v in decode.items()}
     out["ratios"] = {
         "explain_traced_vs_transformers_decode": _ratio(rate["explain_traced"], rate["transformers"]),
         "explain_untraced_vs_transformers_decode": _ratio(rate["explain_untraced"], rate["transformers"]),
-        "explain_traced_vs_transformers_prefill": _ratio(out["prefill"]["transformers"]["prefill_s"],
-                                                         out["prefill"]["explain_traced"]["prefill_s"])}
+        "explain_traced_vs_transformers_prefill": _ratio(
+            out["prefill"]["transformers"]["prefill_s"], out["prefill"]["explain_traced"]["prefill_s"]
+        ),
+    }
     out["gpu_memory_end"] = gpu_bytes()
     return out
 
@@ -421,6 +540,7 @@ def fidelity_section(run: Run) -> dict:
     layers = run.state.get("config", synthetic.llama_config(run.args.smoke))["num_hidden_layers"]
     tokens = run.args.fidelity_tokens
     from bench.run import PROMPTS
+
     text = PROMPTS[0]
     generation = pipe.start(text, max_new_tokens=tokens, do_sample=False, eos_token_id=None, keep_logits=True)
     generation.run()
@@ -430,11 +550,18 @@ def fidelity_section(run: Run) -> dict:
     device = model.device
     ids = torch.tensor([prompt], device=device)
     with torch.inference_mode():
-        generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                                   min_new_tokens=None, do_sample=False, eos_token_id=None,
-                                   pad_token_id=reference.tokenizer.pad_token_id, output_logits=True,
-                                   return_dict_in_generate=True)
-    reference_ids = generated.sequences[0, len(prompt):].tolist()
+        generated = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=tokens,
+            min_new_tokens=None,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=reference.tokenizer.pad_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    reference_ids = generated.sequences[0, len(prompt) :].tolist()
     reference_rows = torch.cat(generated.logits).float().cpu()  # (tokens, vocab), raw (before processors)
     # teacher forcing: both models on the same sequence (the prompt and transformers' tokens), one forward each
     full = torch.tensor([prompt + reference_ids], device=device)
@@ -447,16 +574,30 @@ def fidelity_section(run: Run) -> dict:
     same = next((i for i, (a, b) in enumerate(zip(explain_ids, reference_ids, strict=False)) if a != b), tokens - 1)
     steps = fidelity.difference(explain_rows[: same + 1], reference_rows[: same + 1])
     forced = fidelity.difference(forced_explain, forced_reference)
-    out = {"prompt_tokens": len(prompt), "tokens": tokens, "explain_ids": explain_ids, "reference_ids": reference_ids,
-           "tolerance": bound, "greedy": fidelity.greedy(explain_ids, reference_ids, explain_rows, reference_rows, limit),
-           "decode_logits": {**steps, "rows": same + 1, "within_tolerance": steps["max"] <= limit},
-           "teacher_forced_logits": {**forced, "rows": keep, "within_tolerance": forced["max"] <= limit,
-                                     "argmax_equal": int((forced_explain.argmax(-1) == forced_reference.argmax(-1))
-                                                         .sum())}}
-    out["passed"] = (out["greedy"]["passed"] and out["decode_logits"]["within_tolerance"]
-                     and out["teacher_forced_logits"]["within_tolerance"])
-    run.log(f"fidelity: greedy {out['greedy']['equal_tokens']}/{tokens} equal, largest logit difference "
-            f"{max(steps['max'], forced['max']):.4g} (tolerance {limit:.4g})")
+    out = {
+        "prompt_tokens": len(prompt),
+        "tokens": tokens,
+        "explain_ids": explain_ids,
+        "reference_ids": reference_ids,
+        "tolerance": bound,
+        "greedy": fidelity.greedy(explain_ids, reference_ids, explain_rows, reference_rows, limit),
+        "decode_logits": {**steps, "rows": same + 1, "within_tolerance": steps["max"] <= limit},
+        "teacher_forced_logits": {
+            **forced,
+            "rows": keep,
+            "within_tolerance": forced["max"] <= limit,
+            "argmax_equal": int((forced_explain.argmax(-1) == forced_reference.argmax(-1)).sum()),
+        },
+    }
+    out["passed"] = (
+        out["greedy"]["passed"]
+        and out["decode_logits"]["within_tolerance"]
+        and out["teacher_forced_logits"]["within_tolerance"]
+    )
+    run.log(
+        f"fidelity: greedy {out['greedy']['equal_tokens']}/{tokens} equal, largest logit difference "
+        f"{max(steps['max'], forced['max']):.4g} (tolerance {limit:.4g})"
+    )
     out["noise_model"] = noise_model(run, pipe, model, full, keep, forced_explain, forced_reference, bound)
     if out["noise_model"].get("checked"):
         out["passed"] = out["passed"] and out["noise_model"]["passed"]
@@ -470,8 +611,11 @@ def noise_model(run: Run, pipe, model, full, keep, forced_explain, forced_refere
     if torch.cuda.is_available() and torch.cuda.is_initialized() and str(model.device).startswith("cuda"):
         free = torch.cuda.mem_get_info()[0]
         if free < 2.3 * weight_bytes:
-            return {"checked": False, "reason": f"a float32 copy needs {2 * weight_bytes / 2**30:.0f} GiB more; "
-                                                f"{free / 2**30:.0f} GiB are free"}
+            return {
+                "checked": False,
+                "reason": f"a float32 copy needs {2 * weight_bytes / 2**30:.0f} GiB more; "
+                f"{free / 2**30:.0f} GiB are free",
+            }
     out: dict[str, Any] = {"checked": True}
     with torch.inference_mode():
         exact = pipe.model.float()(full.to(pipe.device), logits_to_keep=keep).logits[0].float().cpu()
@@ -489,18 +633,28 @@ def offload(run: Run) -> dict:
 
     from bench import contenders as bench_contenders
     from bench.run import PROMPTS
+
     release(run)
-    weight_bytes = sum(synthetic.numel(shape) for shape in synthetic.parameter_shapes(
-        synthetic.llama_config(run.args.smoke)).values()) * 2
+    weight_bytes = (
+        sum(
+            synthetic.numel(shape)
+            for shape in synthetic.parameter_shapes(synthetic.llama_config(run.args.smoke)).values()
+        )
+        * 2
+    )
     on_gpu = run.args.device.startswith("cuda")
     if on_gpu:
         max_memory = {0: int(weight_bytes * run.args.offload_fraction), "cpu": 4 * weight_bytes + 2**30}
-        note = (f"GPU 0 may hold {run.args.offload_fraction:.0%} of the weights' {weight_bytes / 1e9:.2f} GB; "
-                "the rest stays in CPU RAM")
+        note = (
+            f"GPU 0 may hold {run.args.offload_fraction:.0%} of the weights' {weight_bytes / 1e9:.2f} GB; "
+            "the rest stays in CPU RAM"
+        )
     else:
         max_memory = {"cpu": 4 * weight_bytes + 2**30}
-        note = ("no GPU here: the budget names only the CPU, so the whole model is on it and nothing is offloaded "
-                "(the split path is tested with disk offload in tests/test_devices.py)")
+        note = (
+            "no GPU here: the budget names only the CPU, so the whole model is on it and nothing is offloaded "
+            "(the split path is tested with disk offload in tests/test_devices.py)"
+        )
     run.log(f"offload: max_memory {max_memory}")
     t0 = time.perf_counter()
     pipe = explain_pipeline(run, model_kwargs={"max_memory": dict(max_memory)}, placement={"device_map": "auto"})
@@ -508,39 +662,65 @@ def offload(run: Run) -> dict:
     explain_load = time.perf_counter() - t0
     event = pipe.trace.last("placement", "place").data
     t0 = time.perf_counter()
-    model = transformers.AutoModelForCausalLM.from_pretrained(run.args.model, dtype=DTYPE, device_map="auto",
-                                                              max_memory=dict(max_memory)).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        run.args.model, dtype=DTYPE, device_map="auto", max_memory=dict(max_memory)
+    ).eval()
     sync()
     transformers_load = time.perf_counter() - t0
     checks = placement_checks(pipe.model, event, pipe.tokenizer.encode(SEED_PROMPT))
     # from_pretrained keeps hf_device_map only when the map has more than one entry; one entry is {"": device}
     reference_map = getattr(model, "hf_device_map", None) or {"": str(model.device)}
-    plan_equal = {str(k): _device_name(v) for k, v in event["device_map"].items()} == \
-        {str(k): _device_name(v) for k, v in reference_map.items()}
+    plan_equal = {str(k): _device_name(v) for k, v in event["device_map"].items()} == {
+        str(k): _device_name(v) for k, v in reference_map.items()
+    }
     tokenizer = transformers.AutoTokenizer.from_pretrained(run.args.model)
     ids = pipe.tokenizer.encode(PROMPTS[0])
-    contenders: dict[str, Any] = {"explain_traced": bench_contenders.ExplainContender("explain_traced", pipe),
-                  "transformers": bench_contenders.TransformersContender("transformers", model, tokenizer)}
+    contenders: dict[str, Any] = {
+        "explain_traced": bench_contenders.ExplainContender("explain_traced", pipe),
+        "transformers": bench_contenders.TransformersContender("transformers", model, tokenizer),
+    }
     decode = {}
     for name, contender in contenders.items():
         contender.generate(PROMPTS[0], ids, 2)  # warm-up
         timing = contender.generate(PROMPTS[0], ids, run.args.offload_tokens)
-        decode[name] = {"new_tokens": len(timing.ids), "decode_s": timing.decode_s,
-                        "tokens_per_s": timing.decode_tokens / timing.decode_s if timing.decode_s else None,
-                        "median_ms_per_token": 1000 * statistics.median(timing.step_s) if timing.step_s else None,
-                        "first_token_s": timing.first_token_s, "ids": timing.ids}
+        decode[name] = {
+            "new_tokens": len(timing.ids),
+            "decode_s": timing.decode_s,
+            "tokens_per_s": timing.decode_tokens / timing.decode_s if timing.decode_s else None,
+            "median_ms_per_token": 1000 * statistics.median(timing.step_s) if timing.step_s else None,
+            "first_token_s": timing.first_token_s,
+            "ids": timing.ids,
+        }
         run.log(f"offload: {name} {decode[name]['tokens_per_s'] or 0:.2f} tokens/s")
     hooks = sum(1 for m in pipe.model.modules() if hasattr(m, "_hf_hook"))
-    out = {"note": note, "max_memory": {str(k): v for k, v in max_memory.items()},
-           "load_s": {"explain": explain_load, "transformers": transformers_load},
-           "explain_event": {k: event.get(k) for k in ("strategy", "devices", "main_device", "budget", "headroom",
-                                                       "bytes_per_device", "offloaded", "execution_devices",
-                                                       "device_map", "reason")},
-           "transformers_device_map": {k: _device_name(v) for k, v in reference_map.items()},
-           "plan_equals_transformers": plan_equal, "explain_hooks": hooks, "checks": checks, "decode": decode,
-           "ids_equal": decode["explain_traced"]["ids"] == decode["transformers"]["ids"],
-           "offloaded_bytes": event["bytes_per_device"].get("cpu", 0) if on_gpu else 0,
-           "gpu_memory": gpu_bytes()}
+    out = {
+        "note": note,
+        "max_memory": {str(k): v for k, v in max_memory.items()},
+        "load_s": {"explain": explain_load, "transformers": transformers_load},
+        "explain_event": {
+            k: event.get(k)
+            for k in (
+                "strategy",
+                "devices",
+                "main_device",
+                "budget",
+                "headroom",
+                "bytes_per_device",
+                "offloaded",
+                "execution_devices",
+                "device_map",
+                "reason",
+            )
+        },
+        "transformers_device_map": {k: _device_name(v) for k, v in reference_map.items()},
+        "plan_equals_transformers": plan_equal,
+        "explain_hooks": hooks,
+        "checks": checks,
+        "decode": decode,
+        "ids_equal": decode["explain_traced"]["ids"] == decode["transformers"]["ids"],
+        "offloaded_bytes": event["bytes_per_device"].get("cpu", 0) if on_gpu else 0,
+        "gpu_memory": gpu_bytes(),
+    }
     out["passed"] = plan_equal and checks["passed"]
     del pipe, model, contenders
     free_memory()
@@ -557,6 +737,7 @@ def placement_checks(model, event: dict, ids: list) -> dict:
     observed in a real forward (the device of its output: accelerate moves a module's inputs and weights to its
     execution device and leaves the output there)."""
     from explain.stages.placement import input_device
+
     mismatches = []
     stored = {}
     for name, planned in event["device_map"].items():
@@ -577,8 +758,9 @@ def placement_checks(model, event: dict, ids: list) -> dict:
         if device is not None and said != device:
             mismatches.append(f"{name} ran on {device}; the event says {said}")
     # offloaded: its weights are kept on one device and it ran on another
-    offloaded = sorted(name for name, devices in stored.items()
-                       if devices and observed.get(name) and set(devices) != {observed[name]})
+    offloaded = sorted(
+        name for name, devices in stored.items() if devices and observed.get(name) and set(devices) != {observed[name]}
+    )
     if offloaded != sorted(event.get("offloaded") or []):
         mismatches.append(f"offloaded: the event says {event.get('offloaded')}, the parameters say {offloaded}")
     if event.get("main_device") != str(input_device(model)):
@@ -589,19 +771,27 @@ def placement_checks(model, event: dict, ids: list) -> dict:
         first = next(module.parameters(), None)
         if first is not None and first.device.type != "meta" and str(first.device) != device:
             mismatches.append(f"layers[{name}]: the event says {device}, its weights are on {first.device}")
-    return {"modules": len(event["device_map"]), "stored": stored, "ran_on": observed, "mismatches": mismatches,
-            "passed": not mismatches}
+    return {
+        "modules": len(event["device_map"]),
+        "stored": stored,
+        "ran_on": observed,
+        "mismatches": mismatches,
+        "passed": not mismatches,
+    }
 
 
 def observe_execution(model, names: list, ids: list) -> dict:
     """module name -> the device of its output in one forward of `ids` (None when it made no tensor)."""
     from explain.stages.placement import input_device
+
     seen: dict[str, Any] = {}
     handles: list = []
     for name in names:
+
         def record(module, inputs, output, name=name):
             first = next(iter(_tensors(output)), None)
             seen.setdefault(name, str(first.device) if first is not None else None)
+
         handles.append((model.get_submodule(name) if name else model).register_forward_hook(record))
     try:
         with torch.inference_mode():
@@ -646,6 +836,7 @@ def backend(run: Run) -> dict:
 
     import explain
     from explain.errors import ExplainError
+
     signature = inspect.signature(explain.pipeline)
     if "backend" not in signature.parameters:
         raise Unavailable("explain.pipeline does not accept backend= yet (the transformers backend is being built)")
@@ -654,13 +845,15 @@ def backend(run: Run) -> dict:
     try:
         pipe = explain_pipeline(run, backend="transformers")
     except (ExplainError, TypeError, NotImplementedError) as error:
-        raise Unavailable(f"explain.pipeline(..., backend=\"transformers\") refused: {error}") from None
+        raise Unavailable(f'explain.pipeline(..., backend="transformers") refused: {error}') from None
     sync()
     out: dict[str, Any] = {"load_s": time.perf_counter() - t0, "type": type(pipe).__name__}
     from bench.run import PROMPTS
-    for name, kwargs in (("greedy", {"do_sample": False, "eos_token_id": None,
-                                     "max_new_tokens": run.args.new_tokens}),
-                         ("seed_call", {"max_length": run.args.seed_max_length})):
+
+    for name, kwargs in (
+        ("greedy", {"do_sample": False, "eos_token_id": None, "max_new_tokens": run.args.new_tokens}),
+        ("seed_call", {"max_length": run.args.seed_max_length}),
+    ):
         torch.manual_seed(0)
         sync()
         t0 = time.perf_counter()
@@ -682,8 +875,14 @@ def backend(run: Run) -> dict:
     return out
 
 
-FUNCTIONS = {"weights": weights, "load": load, "speed": speed, "fidelity": fidelity_section, "offload": offload,
-             "backend": backend}
+FUNCTIONS = {
+    "weights": weights,
+    "load": load,
+    "speed": speed,
+    "fidelity": fidelity_section,
+    "offload": offload,
+    "backend": backend,
+}
 
 
 def main(argv=None) -> int:
@@ -693,11 +892,14 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore")
     import transformers
+
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     run = Run(args)
-    run.log(f"bench.gpu on {run.results['machine'].get('gpu') or run.results['machine']['cpu']}; results: "
-            f"{run.paths['json']}; sections: {', '.join(args.sections)}")
+    run.log(
+        f"bench.gpu on {run.results['machine'].get('gpu') or run.results['machine']['cpu']}; results: "
+        f"{run.paths['json']}; sections: {', '.join(args.sections)}"
+    )
     for name in SECTIONS:
         if name in args.sections:
             run.section(name, FUNCTIONS[name])

@@ -25,26 +25,37 @@ def main(argv) -> dict:
     import importlib
 
     import torch
+
     library: Any = importlib.import_module("explain" if contender == "explain" else "transformers")  # both: pipeline()
     if contender != "explain":
         library.logging.set_verbosity_error()
     imported = time.perf_counter()
-    pipe = library.pipeline("text-generation", model=folder, model_kwargs={"torch_dtype": torch.bfloat16},
-                            device_map="auto")
+    pipe = library.pipeline(
+        "text-generation", model=folder, model_kwargs={"torch_dtype": torch.bfloat16}, device_map="auto"
+    )
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.synchronize()
     loaded = time.perf_counter()
     from bench.child import peak_rss_bytes
-    result = {"contender": contender, "pid_start_to_import_s": imported - START, "load_s": loaded - START,
-              "pipeline_s": loaded - imported, "peak_rss_after_load_bytes": peak_rss_bytes(),
-              "gpu_peak_allocated_bytes": torch.cuda.max_memory_allocated() if cuda else None}
+
+    result = {
+        "contender": contender,
+        "pid_start_to_import_s": imported - START,
+        "load_s": loaded - START,
+        "pipeline_s": loaded - imported,
+        "peak_rss_after_load_bytes": peak_rss_bytes(),
+        "gpu_peak_allocated_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+    }
     t0 = time.perf_counter()
     out = pipe(PROMPT, max_new_tokens=new_tokens, do_sample=False, return_tensors=True)
     if cuda:
         torch.cuda.synchronize()
-    result.update(generate_s=time.perf_counter() - t0, generated_ids=len(out[0]["generated_token_ids"]),
-                  peak_rss_after_generate_bytes=peak_rss_bytes())
+    result.update(
+        generate_s=time.perf_counter() - t0,
+        generated_ids=len(out[0]["generated_token_ids"]),
+        peak_rss_after_generate_bytes=peak_rss_bytes(),
+    )
     return result
 
 

@@ -10,11 +10,13 @@ import statistics
 import time
 from typing import Any
 
-PROMPT = ("The lighthouse stood at the end of a narrow spit of rock, and every evening its keeper climbed the one "
-          "hundred and twelve steps to light the lamp. Ships passing in the night saw the beam sweep across the "
-          "water and knew where the reef lay. The keeper's daughter kept a log of every ship: its name, its flag, "
-          "the hour it passed and the weather. One winter night a storm broke the great lens, the lamp went out, "
-          "and the keeper")
+PROMPT = (
+    "The lighthouse stood at the end of a narrow spit of rock, and every evening its keeper climbed the one "
+    "hundred and twelve steps to light the lamp. Ships passing in the night saw the beam sweep across the "
+    "water and knew where the reef lay. The keeper's daughter kept a log of every ship: its name, its flag, "
+    "the hour it passed and the weather. One winter night a storm broke the great lens, the lamp went out, "
+    "and the keeper"
+)
 NEW_TOKENS = 8
 
 
@@ -48,25 +50,38 @@ def measure(pipe, repeats: int = 3) -> dict:
     default_run = timings["default_run"][-1]
     step_bytes = _step_bytes(pipe.trace, default_run, "step")
     inspect_bytes = _step_bytes(pipe.trace, inside_run, "inspect")
-    return {"context_tokens": context, "prompt_tokens": len(ids), "layers": pipe.config.get("num_hidden_layers"),
-            "inspect_lens_attention_s": min(lens_attention), "inspect_lens_attention_all_s": lens_attention,
-            "inspect_attribution_s": min(attribution), "target_lens_attention_s": 1.0,
-            "met": min(lens_attention) < 1.0,
-            "step_s_default": min(timings["default"]), "step_s_inside": min(timings["inside"]),
-            "capture_inside_slowdown": min(timings["inside"]) / min(timings["default"]),
-            "step_event_bytes": step_bytes, "inspect_event_bytes": inspect_bytes,
-            "bytes_per_step_default": step_bytes, "bytes_per_step_inside": step_bytes + inspect_bytes}
+    return {
+        "context_tokens": context,
+        "prompt_tokens": len(ids),
+        "layers": pipe.config.get("num_hidden_layers"),
+        "inspect_lens_attention_s": min(lens_attention),
+        "inspect_lens_attention_all_s": lens_attention,
+        "inspect_attribution_s": min(attribution),
+        "target_lens_attention_s": 1.0,
+        "met": min(lens_attention) < 1.0,
+        "step_s_default": min(timings["default"]),
+        "step_s_inside": min(timings["inside"]),
+        "capture_inside_slowdown": min(timings["inside"]) / min(timings["default"]),
+        "step_event_bytes": step_bytes,
+        "inspect_event_bytes": inspect_bytes,
+        "bytes_per_step_default": step_bytes,
+        "bytes_per_step_inside": step_bytes + inspect_bytes,
+    }
 
 
 def markdown(inside: dict) -> list[str]:
-    return ["", "## Inside the model (float32)", "",
-            f"At {inside['context_tokens']} context tokens ({inside['layers']} layers): `generation.inspect(step)` "
-            f"(logit lens and attention) takes {inside['inspect_lens_attention_s']:.2f} s (target under "
-            f"{inside['target_lens_attention_s']:.0f} s: {'met' if inside['met'] else 'missed'}); attribution by "
-            f"gradient x input {inside['inspect_attribution_s']:.2f} s.",
-            "",
-            f"`capture=\"inside\"` records lens and attention at every step: {1000 * inside['step_s_inside']:.0f} ms a "
-            f"step against {1000 * inside['step_s_default']:.0f} ms ({inside['capture_inside_slowdown']:.1f}x), and "
-            f"{inside['bytes_per_step_inside'] / 1024:.0f} KB of trace a step against "
-            f"{inside['bytes_per_step_default'] / 1024:.1f} KB (the attention weights of every layer and head over "
-            "the whole context are most of it)."]
+    return [
+        "",
+        "## Inside the model (float32)",
+        "",
+        f"At {inside['context_tokens']} context tokens ({inside['layers']} layers): `generation.inspect(step)` "
+        f"(logit lens and attention) takes {inside['inspect_lens_attention_s']:.2f} s (target under "
+        f"{inside['target_lens_attention_s']:.0f} s: {'met' if inside['met'] else 'missed'}); attribution by "
+        f"gradient x input {inside['inspect_attribution_s']:.2f} s.",
+        "",
+        f'`capture="inside"` records lens and attention at every step: {1000 * inside["step_s_inside"]:.0f} ms a '
+        f"step against {1000 * inside['step_s_default']:.0f} ms ({inside['capture_inside_slowdown']:.1f}x), and "
+        f"{inside['bytes_per_step_inside'] / 1024:.0f} KB of trace a step against "
+        f"{inside['bytes_per_step_default'] / 1024:.1f} KB (the attention weights of every layer and head over "
+        "the whole context are most of it).",
+    ]

@@ -27,7 +27,7 @@ def measure(contenders: dict, text: str, ids: list, new_tokens: int, rounds: int
     forward: dict[str, list] = {name: [] for name in names}
     tokens: dict[str, list] = {name: [] for name in names}
     for round_ in range(rounds):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # the first place rotates
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:  # the first place rotates
             timing = contenders[name].generate(text, ids, new_tokens)
             steps[name].extend(timing.step_s)
             tokens[name].append(timing.ids)
@@ -37,9 +37,12 @@ def measure(contenders: dict, text: str, ids: list, new_tokens: int, rounds: int
     for name in names:
         median = statistics.median(steps[name])
         out["contenders"][name] = {
-            "median_ms_per_token": 1000 * median, "median_tokens_per_s": 1 / median,
-            "mean_ms_per_token": 1000 * statistics.fmean(steps[name]), "decode_tokens": len(steps[name]),
-            "forward_ms_per_token": 1000 * statistics.fmean(forward[name]) if forward[name] else None}
+            "median_ms_per_token": 1000 * median,
+            "median_tokens_per_s": 1 / median,
+            "mean_ms_per_token": 1000 * statistics.fmean(steps[name]),
+            "decode_tokens": len(steps[name]),
+            "forward_ms_per_token": 1000 * statistics.fmean(forward[name]) if forward[name] else None,
+        }
     if "explain_traced" in names and "transformers" in names:
         explain, reference = out["contenders"]["explain_traced"], out["contenders"]["transformers"]
         out["explain_time_vs_transformers"] = explain["median_ms_per_token"] / reference["median_ms_per_token"]
@@ -53,21 +56,31 @@ def markdown(results: dict) -> list[str]:
     if not rows:
         return []
     first = rows[0][1]
-    lines = ["", f"## Decode at a long context ({first['prompt_tokens']:,}-token prompt)", "",
-             f"Greedy, {first['new_tokens']} new tokens after the prompt, {first['rounds']} round(s) in turns; each "
-             "step reads the KV cache of every earlier position as well as the weights.", "",
-             "| dtype | contender | median token, ms | tokens/s at the median | model forward, ms/token | "
-             "time vs transformers |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        f"## Decode at a long context ({first['prompt_tokens']:,}-token prompt)",
+        "",
+        f"Greedy, {first['new_tokens']} new tokens after the prompt, {first['rounds']} round(s) in turns; each "
+        "step reads the KV cache of every earlier position as well as the weights.",
+        "",
+        "| dtype | contender | median token, ms | tokens/s at the median | model forward, ms/token | "
+        "time vs transformers |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for dtype, entry in rows:
         reference = entry["contenders"].get("transformers", {}).get("median_ms_per_token")
         for name, row in entry["contenders"].items():
             ratio = f"{row['median_ms_per_token'] / reference:.2f}x" if reference else "n/a"
             forward = "n/a" if row["forward_ms_per_token"] is None else f"{row['forward_ms_per_token']:.1f}"
-            lines.append(f"| {dtype} | {name.replace('_', ' ')} | {row['median_ms_per_token']:.1f} | "
-                         f"{row['median_tokens_per_s']:.2f} | {forward} | {ratio} |")
+            lines.append(
+                f"| {dtype} | {name.replace('_', ' ')} | {row['median_ms_per_token']:.1f} | "
+                f"{row['median_tokens_per_s']:.2f} | {forward} | {ratio} |"
+            )
         if "same_tokens_as_transformers" in entry:
-            lines.append(f"| {dtype} | same greedy tokens as transformers | "
-                         f"{'yes' if entry['same_tokens_as_transformers'] else '**no**'} | | | |")
+            lines.append(
+                f"| {dtype} | same greedy tokens as transformers | "
+                f"{'yes' if entry['same_tokens_as_transformers'] else '**no**'} | | | |"
+            )
     return lines
 
 
@@ -79,8 +92,10 @@ def main(argv=None) -> int:
     import torch
 
     from . import decode as run
-    parser = argparse.ArgumentParser(prog="python -m bench.long_context", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.long_context", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dtypes", default="float32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--long-context-tokens", type=int, default=2000)
@@ -90,6 +105,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
+
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
@@ -99,8 +115,9 @@ def main(argv=None) -> int:
         for name in CONTENDERS:  # warm-up: every code path once
             contenders[name].generate(run.PROMPTS[0], pipe.tokenizer.encode(run.PROMPTS[0]), 2)
         text, ids = run.long_prompt(pipe, args.long_context_tokens)
-        results["dtypes"][dtype] = {"long_context": measure(contenders, text, ids, args.long_context_new_tokens,
-                                                            args.long_context_rounds)}
+        results["dtypes"][dtype] = {
+            "long_context": measure(contenders, text, ids, args.long_context_new_tokens, args.long_context_rounds)
+        }
     print("\n".join(markdown(results)).lstrip("\n"))
     return 0
 

@@ -20,8 +20,12 @@ import torch
 
 from .contenders import ExplainContender, Timing, TransformersContender, Unavailable, _gaps
 
-LABELS = {"explain_float32": "explain float32 (dequantized)", "explain_gguf": "explain quantization=\"gguf\" (fast)",
-          "transformers_bfloat16": "transformers bfloat16 (dequantized)", "llama_cpp": "llama.cpp (llama-cpp-python)"}
+LABELS = {
+    "explain_float32": "explain float32 (dequantized)",
+    "explain_gguf": 'explain quantization="gguf" (fast)',
+    "transformers_bfloat16": "transformers bfloat16 (dequantized)",
+    "llama_cpp": "llama.cpp (llama-cpp-python)",
+}
 
 
 class LlamaCppContender:
@@ -31,27 +35,36 @@ class LlamaCppContender:
         try:
             from llama_cpp import Llama
         except ImportError as error:
-            raise Unavailable(f"llama-cpp-python is not importable here ({error}); it builds llama.cpp from source "
-                              "(~40 minutes on this machine), so it is not a dependency") from None
+            raise Unavailable(
+                f"llama-cpp-python is not importable here ({error}); it builds llama.cpp from source "
+                "(~40 minutes on this machine), so it is not a dependency"
+            ) from None
         self.name = name
         self.llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=2048, verbose=False)
 
     def generate(self, text: str, ids: list[int], new_tokens: int) -> Timing:
         t0 = time.perf_counter()
         stamps, out = [], []
-        for token in self.llm.generate(list(ids), top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0,
-                                       reset=True):
+        for token in self.llm.generate(
+            list(ids), top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True
+        ):
             stamps.append(time.perf_counter())
             out.append(token)
             if len(out) == new_tokens:
                 break
-        return Timing(ids=out, first_token_s=stamps[0] - t0, prefill_s=stamps[0] - t0, decode_s=stamps[-1] - stamps[0],
-                      step_s=_gaps(stamps))
+        return Timing(
+            ids=out,
+            first_token_s=stamps[0] - t0,
+            prefill_s=stamps[0] - t0,
+            decode_s=stamps[-1] - stamps[0],
+            step_s=_gaps(stamps),
+        )
 
 
 def forced_agreement(reference_tokens: dict, prompts: list, model) -> dict:
     """Top-1 agreement of `model` with float32's greedy tokens, on float32's own contexts, over every prompt."""
     from explain.features.compare import _forced_logits
+
     per_prompt, agreeing, steps = [], 0, 0
     with torch.inference_mode():
         for (index, round_), tokens in sorted(reference_tokens.items()):
@@ -63,8 +76,12 @@ def forced_agreement(reference_tokens: dict, prompts: list, model) -> dict:
             same = sum(a == b for a, b in zip(picked, tokens, strict=True))
             per_prompt.append({"prompt": index, "agreeing_steps": same, "steps": len(tokens)})
             agreeing, steps = agreeing + same, steps + len(tokens)
-    return {"agreement": agreeing / steps if steps else None, "agreeing_steps": agreeing, "steps": steps,
-            "per_prompt": per_prompt}
+    return {
+        "agreement": agreeing / steps if steps else None,
+        "agreeing_steps": agreeing,
+        "steps": steps,
+        "per_prompt": per_prompt,
+    }
 
 
 def first_differences(tokens: dict, reference: str) -> dict:
@@ -72,8 +89,10 @@ def first_differences(tokens: dict, reference: str) -> dict:
     for name, by_run in tokens.items():
         if name == reference:
             continue
-        out[name] = [next((i for i, (a, b) in enumerate(zip(by_run[key], tokens[reference][key], strict=False)) if a != b), None)
-                     for key in sorted(by_run)]
+        out[name] = [
+            next((i for i, (a, b) in enumerate(zip(by_run[key], tokens[reference][key], strict=False)) if a != b), None)
+            for key in sorted(by_run)
+        ]
     return out
 
 
@@ -85,9 +104,12 @@ def measure(args, prompt_texts: tuple, gguf_name: str) -> dict:
     from explain.features.embedded import packaged_gguf
 
     from . import decode as bench_run
+
     marks, t0 = {}, time.perf_counter()
-    pipes = {"explain_float32": explain.pipeline("text-generation", dtype="float32"),
-             "explain_gguf": explain.pipeline("text-generation", quantization="gguf")}
+    pipes = {
+        "explain_float32": explain.pipeline("text-generation", dtype="float32"),
+        "explain_gguf": explain.pipeline("text-generation", quantization="gguf"),
+    }
     contenders: dict[str, Any] = {name: ExplainContender(name, pipe) for name, pipe in pipes.items()}
     unavailable = {}
     if args.smoke:
@@ -105,28 +127,45 @@ def measure(args, prompt_texts: tuple, gguf_name: str) -> dict:
     prompts = [(text, pipes["explain_float32"].tokenizer.encode(text)) for text in prompt_texts[: args.prompts]]
     runs, steps, tokens = bench_run.measure_decode(contenders, prompts, args)
     marks["decode"] = time.perf_counter() - t0 - marks["load"]
-    decode = {name: bench_run.summarize_decode(runs[name], steps[name]) if name in runs
-              else {"available": False, "reason": unavailable.get(name)} for name in LABELS}
+    decode = {
+        name: bench_run.summarize_decode(runs[name], steps[name])
+        if name in runs
+        else {"available": False, "reason": unavailable.get(name)}
+        for name in LABELS
+    }
     quantized = pipes["explain_gguf"].quantization
     float32_bytes = sum(pipes["explain_float32"].trace.last("placement", "place").data["bytes_per_device"].values())
-    entry = {"decode": decode, "prompt_tokens": [len(ids) for _, ids in prompts],
-             "weights": {"explain_float32_bytes": float32_bytes, "explain_gguf_bytes": quantized["total_after"],
-                         "ratio": quantized["total_after"] / float32_bytes, "bytes_after": quantized["bytes_after"],
-                         "bytes_before": quantized["bytes_before"], "bits_per_parameter": quantized["bits_per_parameter"],
-                         "form": quantized["form"], "label": quantized["label"]},
-             "agreement_with_float32": forced_agreement(tokens["explain_float32"], prompts,
-                                                        pipes["explain_gguf"].model),
-             "first_difference_from_float32": first_differences(tokens, "explain_float32"),
-             "process_memory_in_process": quantized["process_memory"]}
+    entry = {
+        "decode": decode,
+        "prompt_tokens": [len(ids) for _, ids in prompts],
+        "weights": {
+            "explain_float32_bytes": float32_bytes,
+            "explain_gguf_bytes": quantized["total_after"],
+            "ratio": quantized["total_after"] / float32_bytes,
+            "bytes_after": quantized["bytes_after"],
+            "bytes_before": quantized["bytes_before"],
+            "bits_per_parameter": quantized["bits_per_parameter"],
+            "form": quantized["form"],
+            "label": quantized["label"],
+        },
+        "agreement_with_float32": forced_agreement(tokens["explain_float32"], prompts, pipes["explain_gguf"].model),
+        "first_difference_from_float32": first_differences(tokens, "explain_float32"),
+        "process_memory_in_process": quantized["process_memory"],
+    }
     marks["agreement"] = time.perf_counter() - t0 - marks["load"] - marks["decode"]
     del contenders, pipes
-    loads = [bench_run.child("explain_gguf", "bfloat16", args.threads, args.new_tokens if run == 0 else 0)
-             for run in range(args.load_runs)]
-    entry["cold_load"] = {"available": True, "load_s": sorted(r["load_s"] for r in loads)[len(loads) // 2],
-                          "runs_s": [r["load_s"] for r in loads],
-                          "peak_rss_after_load_bytes": max(r["peak_rss_after_load"] for r in loads),
-                          "peak_rss_after_generate_bytes": loads[0].get("peak_rss_after_generate"),
-                          "generated_tokens": loads[0].get("new_tokens")}
+    loads = [
+        bench_run.child("explain_gguf", "bfloat16", args.threads, args.new_tokens if run == 0 else 0)
+        for run in range(args.load_runs)
+    ]
+    entry["cold_load"] = {
+        "available": True,
+        "load_s": sorted(r["load_s"] for r in loads)[len(loads) // 2],
+        "runs_s": [r["load_s"] for r in loads],
+        "peak_rss_after_load_bytes": max(r["peak_rss_after_load"] for r in loads),
+        "peak_rss_after_generate_bytes": loads[0].get("peak_rss_after_generate"),
+        "generated_tokens": loads[0].get("new_tokens"),
+    }
     marks["cold load"] = time.perf_counter() - t0 - sum(marks.values())
     entry["phases_s"] = marks
     return entry

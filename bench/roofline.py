@@ -22,8 +22,14 @@ def read_bandwidth(buffer_bytes: int, repeats: int = 5) -> dict:
         best[name] = {"bytes_per_s": values.nbytes / seconds, "seconds": seconds}
     del values
     fastest = max(best, key=lambda k: best[k]["bytes_per_s"])
-    return {"buffer_bytes": buffer_bytes, "repeats": repeats, "threads": torch.get_num_threads(), **best,
-            "bytes_per_s": best[fastest]["bytes_per_s"], "method": fastest}
+    return {
+        "buffer_bytes": buffer_bytes,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        **best,
+        "bytes_per_s": best[fastest]["bytes_per_s"],
+        "method": fastest,
+    }
 
 
 def _timed(function) -> float:
@@ -43,8 +49,16 @@ def weight_bytes(model) -> dict:
     head = getattr(model, "lm_head", None)
     tied = head is not None and head.weight is embedding
     embedding_bytes, row = embedding.numel() * embedding.element_size(), embedding.shape[1] * embedding.element_size()
-    return {"parameters": sum(p.numel() for p in parameters), "parameter_bytes": total,
-            "embedding_bytes": embedding_bytes, "tied_embedding": tied,
-            "bytes_per_token": total + row if tied else total - embedding_bytes + row,
-            "note": ("tied embedding counted once: the LM head reads the whole matrix every token, and the lookup "
-                     "reads one more row of it") if tied else "untied: the embedding lookup reads one row of its matrix"}
+    return {
+        "parameters": sum(p.numel() for p in parameters),
+        "parameter_bytes": total,
+        "embedding_bytes": embedding_bytes,
+        "tied_embedding": tied,
+        "bytes_per_token": total + row if tied else total - embedding_bytes + row,
+        "note": (
+            "tied embedding counted once: the LM head reads the whole matrix every token, and the lookup "
+            "reads one more row of it"
+        )
+        if tied
+        else "untied: the embedding lookup reads one row of its matrix",
+    }

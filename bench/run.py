@@ -37,15 +37,23 @@ CONTENDERS = ("explain_traced", "explain_untraced", "explain_widget", "transform
 
 
 def parse(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny settings for the test suite: 4 new tokens, 1 prompt, float32, 1 cold load of "
-                             "explain only, 32-token prefill; write to --out (required)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny settings for the test suite: 4 new tokens, 1 prompt, float32, 1 cold load of "
+        "explain only, 32-token prefill; write to --out (required)",
+    )
     parser.add_argument("--out", default=None, help=f"results folder (default {os.path.relpath(RESULTS, REPO)})")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for every contender (default 1: on a small machine shared with other "
-                             "jobs, a second thread waits on a busy core and makes runs several times slower)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for every contender (default 1: on a small machine shared with other "
+        "jobs, a second thread waits on a busy core and makes runs several times slower)",
+    )
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), choices=range(1, len(PROMPTS) + 1))
@@ -53,20 +61,30 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup-tokens", type=int, default=8)
     parser.add_argument("--prefill-tokens", type=int, default=512)
     parser.add_argument("--prefill-repeats", type=int, default=3)
-    parser.add_argument("--long-context-tokens", type=int, default=2000,
-                        help="prompt length of the long-context decode rows (0 skips them)")
+    parser.add_argument(
+        "--long-context-tokens",
+        type=int,
+        default=2000,
+        help="prompt length of the long-context decode rows (0 skips them)",
+    )
     parser.add_argument("--long-context-new-tokens", type=int, default=32)
     parser.add_argument("--long-context-rounds", type=int, default=2)
     parser.add_argument("--forward-repeats", type=int, default=20, help="forwards timed for the breakdown")
-    parser.add_argument("--batch-sizes", default=",".join(map(str, batching.SIZES)),
-                        help="batch sizes of the batch-throughput rows (bench/batching.py; empty skips them)")
+    parser.add_argument(
+        "--batch-sizes",
+        default=",".join(map(str, batching.SIZES)),
+        help="batch sizes of the batch-throughput rows (bench/batching.py; empty skips them)",
+    )
     parser.add_argument("--batch-new-tokens", type=int, default=16, help="new tokens per row of those rows")
     parser.add_argument("--load-runs", type=int, default=3, help="cold loads per contender and dtype (median)")
     parser.add_argument("--no-transformers-load", action="store_true", help="skip transformers' cold loads")
     parser.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer summed to measure read bandwidth")
-    parser.add_argument("--quantized", choices=("on", "off", "only"), default="on",
-                        help="the quantization=\"gguf\" rows (bench/quantized.py): with the others, not at all, or "
-                             "alone (no dtype rows)")
+    parser.add_argument(
+        "--quantized",
+        choices=("on", "off", "only"),
+        default="on",
+        help='the quantization="gguf" rows (bench/quantized.py): with the others, not at all, or alone (no dtype rows)',
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         if args.out is None:
@@ -93,11 +111,21 @@ def machine() -> dict:
     import transformers
 
     import explain
-    info = {"hostname": socket.gethostname(), "cpu": model, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "numpy": numpy.__version__,
-            "explain": explain.__version__, "platform": platform.platform()}
+
+    info = {
+        "hostname": socket.gethostname(),
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "explain": explain.__version__,
+        "platform": platform.platform(),
+    }
     try:
         import psutil
+
         info["memory_bytes"] = psutil.virtual_memory().total
     except ImportError:
         pass
@@ -116,7 +144,10 @@ def agreement(tokens: dict) -> dict:
         if name == "transformers" or not reference:
             continue
         same = [by_run[key] == reference[key] for key in by_run]
-        first = [next((i for i, (a, b) in enumerate(zip(by_run[k], reference[k], strict=False)) if a != b), None) for k in by_run]
+        first = [
+            next((i for i, (a, b) in enumerate(zip(by_run[k], reference[k], strict=False)) if a != b), None)
+            for k in by_run
+        ]
         out[name] = {"identical_runs": sum(same), "runs": len(same), "first_difference_at": first}
     return out
 
@@ -131,8 +162,13 @@ def measure_prefill(contenders: dict, pipe, args) -> dict:
     out = {}
     for name, records in runs.items():
         prefill = statistics.median(r["prefill_s"] for r in records)
-        out[name] = {"prompt_tokens": len(ids), "prefill_s": prefill, "prompt_tokens_per_s": len(ids) / prefill,
-                     "first_token_s": statistics.median(r["first_token_s"] for r in records), "runs": records}
+        out[name] = {
+            "prompt_tokens": len(ids),
+            "prefill_s": prefill,
+            "prompt_tokens_per_s": len(ids) / prefill,
+            "first_token_s": statistics.median(r["first_token_s"] for r in records),
+            "runs": records,
+        }
     return out
 
 
@@ -152,10 +188,14 @@ def measure_cold(dtype: str, args) -> dict:
             continue
         loads = [r["load_s"] for r in records[name]]
         first = records[name][0]
-        out[name] = {"available": True, "load_s": statistics.median(loads), "runs_s": loads,
-                     "peak_rss_after_load_bytes": max(r["peak_rss_after_load"] for r in records[name]),
-                     "peak_rss_after_generate_bytes": first.get("peak_rss_after_generate"),
-                     "generated_tokens": first.get("new_tokens")}
+        out[name] = {
+            "available": True,
+            "load_s": statistics.median(loads),
+            "runs_s": loads,
+            "peak_rss_after_load_bytes": max(r["peak_rss_after_load"] for r in records[name]),
+            "peak_rss_after_generate_bytes": first.get("peak_rss_after_generate"),
+            "generated_tokens": first.get("new_tokens"),
+        }
     return out
 
 
@@ -164,14 +204,21 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
+
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
     started, t0 = datetime.datetime.now(), time.perf_counter()
-    results: dict[str, Any] = {"format": "explain-bench", "version": 1, "date": started.strftime("%Y-%m-%d"),
-               "started": started.isoformat(timespec="seconds"), "machine": machine(),
-               "settings": {k: v for k, v in vars(args).items() if k != "out"},
-               "load_average_start": os.getloadavg(), "dtypes": {}}
+    results: dict[str, Any] = {
+        "format": "explain-bench",
+        "version": 1,
+        "date": started.strftime("%Y-%m-%d"),
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "load_average_start": os.getloadavg(),
+        "dtypes": {},
+    }
     phases = results["phases_s"] = {}
     mark = time.perf_counter()
 
@@ -183,32 +230,42 @@ def run(args) -> dict:
 
     bandwidth = read_bandwidth(args.bandwidth_mib << 20)
     phase("bandwidth")
-    for dtype in (args.dtypes if args.quantized != "only" else []):
+    for dtype in args.dtypes if args.quantized != "only" else []:
         contenders, unavailable, pipe = load_contenders(dtype)
         phase(f"{dtype} load in-process")
         prompts = [(text, pipe.tokenizer.encode(text)) for text in PROMPTS[: args.prompts]]
         runs, steps, tokens = measure_decode(contenders, prompts, args)
         phase(f"{dtype} decode")
-        decode = {name: summarize_decode(runs[name], steps[name]) if name in runs else {"available": False,
-                                                                            "reason": unavailable.get(name)}
-                  for name in CONTENDERS}
+        decode = {
+            name: summarize_decode(runs[name], steps[name])
+            if name in runs
+            else {"available": False, "reason": unavailable.get(name)}
+            for name in CONTENDERS
+        }
         if "explain_widget" in contenders:
             decode["explain_widget"]["widget"] = contenders["explain_widget"].widget_entry
-        entry = {"weights": weight_bytes(pipe.model), "decode": decode, "agreement_with_transformers": agreement(tokens),
-                 "prompt_tokens": [len(ids) for _, ids in prompts],
-                 "transformers_tokenizer_same_ids": contenders["transformers"].same_ids,
-                 "trace_bytes_per_step": trace_size.saved_bytes_per_step(
-                     pipe.trace, {r["trace_run"] for r in runs["explain_traced"]}),
-                 "trace_bytes_per_step_default_call": trace_size.default_call(pipe, PROMPTS[0], args.new_tokens),
-                 "prefill": measure_prefill(contenders, pipe, args)}
+        entry = {
+            "weights": weight_bytes(pipe.model),
+            "decode": decode,
+            "agreement_with_transformers": agreement(tokens),
+            "prompt_tokens": [len(ids) for _, ids in prompts],
+            "transformers_tokenizer_same_ids": contenders["transformers"].same_ids,
+            "trace_bytes_per_step": trace_size.saved_bytes_per_step(
+                pipe.trace, {r["trace_run"] for r in runs["explain_traced"]}
+            ),
+            "trace_bytes_per_step_default_call": trace_size.default_call(pipe, PROMPTS[0], args.new_tokens),
+            "prefill": measure_prefill(contenders, pipe, args),
+        }
         phase(f"{dtype} prefill")
         if args.long_context_tokens:
             text, ids = long_prompt(pipe, args.long_context_tokens)
-            entry["long_context"] = long_context.measure(contenders, text, ids, args.long_context_new_tokens,
-                                                         args.long_context_rounds)
+            entry["long_context"] = long_context.measure(
+                contenders, text, ids, args.long_context_new_tokens, args.long_context_rounds
+            )
             phase(f"{dtype} long-context decode")
-        entry["forward_breakdown"] = forward_breakdown(pipe.model, contenders["transformers"].model, prompts[0][1],
-                                                       repeats=args.forward_repeats)
+        entry["forward_breakdown"] = forward_breakdown(
+            pipe.model, contenders["transformers"].model, prompts[0][1], repeats=args.forward_repeats
+        )
         phase(f"{dtype} forward breakdown")
         if dtype == "float32":
             entry["inside"] = measure_inside(pipe)
@@ -217,8 +274,14 @@ def run(args) -> dict:
             phase("decoding strategies")
             if args.batch_sizes:
                 reference = contenders["transformers"]
-                entry["batching"] = batching.measure(pipe, reference.model, reference.tokenizer, args.batch_sizes,
-                                                     args.batch_new_tokens, rounds=1 if args.smoke else 2)
+                entry["batching"] = batching.measure(
+                    pipe,
+                    reference.model,
+                    reference.tokenizer,
+                    args.batch_sizes,
+                    args.batch_new_tokens,
+                    rounds=1 if args.smoke else 2,
+                )
                 phase("batch throughput")
         results["dtypes"][dtype] = entry
         del contenders, pipe

@@ -34,11 +34,19 @@ def measure(pipe, new_tokens: int = 12) -> dict:
         generation = pipe.last_generation
         events = [e for e in pipe.trace.filter("generation", run=generation.run_id) if e.kind in KINDS]
         forwards = len(getattr(generation, "rounds", None) or []) or len(
-            {e.data["step"] for e in events if e.kind in ("step", "beams")})
+            {e.data["step"] for e in events if e.kind in ("step", "beams")}
+        )
         size = _bytes(events)
-        out[name] = {"call": call, "forward_passes": forwards, "new_tokens": len(generation.generated_ids),
-                     "sequences": len(generation.sequences), "seconds": seconds, "trace_bytes": size,
-                     "bytes_per_step": size / forwards, "s_per_step": seconds / forwards}
+        out[name] = {
+            "call": call,
+            "forward_passes": forwards,
+            "new_tokens": len(generation.generated_ids),
+            "sequences": len(generation.sequences),
+            "seconds": seconds,
+            "trace_bytes": size,
+            "bytes_per_step": size / forwards,
+            "s_per_step": seconds / forwards,
+        }
     greedy = out["greedy"]
     for entry in out.values():
         entry["bytes_vs_greedy"] = entry["bytes_per_step"] / greedy["bytes_per_step"]
@@ -47,12 +55,19 @@ def measure(pipe, new_tokens: int = 12) -> dict:
 
 
 def markdown(measured: dict) -> list[str]:
-    lines = ["", "## Decoding strategies (float32)", "",
-             f"{measured['new_tokens']} new tokens; a step is one forward pass of the model (every sample, every beam, "
-             "or one draft-and-check round).", "",
-             "| strategy | forward passes | new tokens | ms a step | x greedy | trace KB a step | x greedy |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Decoding strategies (float32)",
+        "",
+        f"{measured['new_tokens']} new tokens; a step is one forward pass of the model (every sample, every beam, "
+        "or one draft-and-check round).",
+        "",
+        "| strategy | forward passes | new tokens | ms a step | x greedy | trace KB a step | x greedy |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, e in measured["strategies"].items():
-        lines.append(f"| {name} | {e['forward_passes']} | {e['new_tokens']} | {1000 * e['s_per_step']:.0f} | "
-                     f"{e['time_vs_greedy']:.2f} | {e['bytes_per_step'] / 1024:.1f} | {e['bytes_vs_greedy']:.2f} |")
+        lines.append(
+            f"| {name} | {e['forward_passes']} | {e['new_tokens']} | {1000 * e['s_per_step']:.0f} | "
+            f"{e['time_vs_greedy']:.2f} | {e['bytes_per_step'] / 1024:.1f} | {e['bytes_vs_greedy']:.2f} |"
+        )
     return lines

@@ -19,11 +19,23 @@ from collections import Counter
 import torch
 from torch.overrides import TorchFunctionMode
 
-READS = {torch.Tensor.item: "item()", torch.Tensor.tolist: "tolist()", torch.Tensor.__int__: "int(tensor)",
-         torch.Tensor.__float__: "float(tensor)", torch.Tensor.__bool__: "bool(tensor)",
-         torch.Tensor.__index__: "index(tensor)", torch.Tensor.numpy: "numpy()", torch.Tensor.cpu: "cpu()"}
-DATA_DEPENDENT = {torch.nonzero: "nonzero", torch.Tensor.nonzero: "nonzero", torch.masked_select: "masked_select",
-                  torch.Tensor.masked_select: "masked_select", torch.unique: "unique"}
+READS = {
+    torch.Tensor.item: "item()",
+    torch.Tensor.tolist: "tolist()",
+    torch.Tensor.__int__: "int(tensor)",
+    torch.Tensor.__float__: "float(tensor)",
+    torch.Tensor.__bool__: "bool(tensor)",
+    torch.Tensor.__index__: "index(tensor)",
+    torch.Tensor.numpy: "numpy()",
+    torch.Tensor.cpu: "cpu()",
+}
+DATA_DEPENDENT = {
+    torch.nonzero: "nonzero",
+    torch.Tensor.nonzero: "nonzero",
+    torch.masked_select: "masked_select",
+    torch.Tensor.masked_select: "masked_select",
+    torch.unique: "unique",
+}
 FACTORIES = {torch.tensor, torch.as_tensor}
 
 
@@ -111,6 +123,9 @@ def count_step_syncs(pipe, prompt: str, steps: int = 4, **generate_kwargs) -> di
         per_step.append({"syncs": mode.total, "kinds": dict(mode.syncs), "host_to_device": dict(mode.host_to_device)})
         roots = roots[:-1] + [generation.input_ids]
     decode = per_step[1:] or per_step
-    return {"steps": per_step, "processors": [p.name for p in generation.processors],
-            "syncs_per_decode_step": max(s["syncs"] for s in decode),
-            "host_to_device_per_decode_step": max(sum(s["host_to_device"].values()) for s in decode)}
+    return {
+        "steps": per_step,
+        "processors": [p.name for p in generation.processors],
+        "syncs_per_decode_step": max(s["syncs"] for s in decode),
+        "host_to_device_per_decode_step": max(sum(s["host_to_device"].values()) for s in decode),
+    }

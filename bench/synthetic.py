@@ -24,20 +24,41 @@ import time
 
 import torch
 
-LLAMA_31_8B_INSTRUCT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "explain", "data",
-                                    "configs", "meta-llama--Llama-3.1-8B-Instruct.json")
+LLAMA_31_8B_INSTRUCT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "explain",
+    "data",
+    "configs",
+    "meta-llama--Llama-3.1-8B-Instruct.json",
+)
 # Llama-3.1-8B-Instruct's generation_config.json, as published
-GENERATION_CONFIG = {"bos_token_id": 128000, "do_sample": True, "eos_token_id": [128001, 128008, 128009],
-                     "temperature": 0.6, "top_p": 0.9}
-SPECIAL = {128000: "<|begin_of_text|>", 128001: "<|end_of_text|>", 128002: "<|reserved_special_token_0|>",
-           128003: "<|reserved_special_token_1|>", 128004: "<|finetune_right_pad_id|>",
-           128005: "<|reserved_special_token_2|>", 128006: "<|start_header_id|>", 128007: "<|end_header_id|>",
-           128008: "<|eom_id|>", 128009: "<|eot_id|>", 128010: "<|python_tag|>"}
+GENERATION_CONFIG = {
+    "bos_token_id": 128000,
+    "do_sample": True,
+    "eos_token_id": [128001, 128008, 128009],
+    "temperature": 0.6,
+    "top_p": 0.9,
+}
+SPECIAL = {
+    128000: "<|begin_of_text|>",
+    128001: "<|end_of_text|>",
+    128002: "<|reserved_special_token_0|>",
+    128003: "<|reserved_special_token_1|>",
+    128004: "<|finetune_right_pad_id|>",
+    128005: "<|reserved_special_token_2|>",
+    128006: "<|start_header_id|>",
+    128007: "<|end_header_id|>",
+    128008: "<|eom_id|>",
+    128009: "<|eot_id|>",
+    128010: "<|python_tag|>",
+}
 FIRST_SPECIAL = 128000
 # Llama 3's chat format, shortened (no tools, no date line): enough for a chat prompt to work
-CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
-                 "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
-                 "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
 SHARD_BYTES = 5 * 10**9
 # what the tokenizer is trained on: plain English, enough for a few thousand merges
 CORPUS = [
@@ -63,8 +84,9 @@ def llama_config(smoke: bool) -> dict:
     with open(LLAMA_31_8B_INSTRUCT) as f:
         config = json.load(f)
     if smoke:
-        config.update(hidden_size=64, intermediate_size=224, num_hidden_layers=4, num_attention_heads=8,
-                      num_key_value_heads=2)
+        config.update(
+            hidden_size=64, intermediate_size=224, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2
+        )
     return config
 
 
@@ -76,15 +98,19 @@ def parameter_shapes(config: dict) -> dict:
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
     for i in range(config["num_hidden_layers"]):
         prefix = f"model.layers.{i}."
-        shapes.update({prefix + "input_layernorm.weight": (hidden,),
-                       prefix + "mlp.down_proj.weight": (hidden, inter),
-                       prefix + "mlp.gate_proj.weight": (inter, hidden),
-                       prefix + "mlp.up_proj.weight": (inter, hidden),
-                       prefix + "post_attention_layernorm.weight": (hidden,),
-                       prefix + "self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
-                       prefix + "self_attn.o_proj.weight": (hidden, heads * head_dim),
-                       prefix + "self_attn.q_proj.weight": (heads * head_dim, hidden),
-                       prefix + "self_attn.v_proj.weight": (kv_heads * head_dim, hidden)})
+        shapes.update(
+            {
+                prefix + "input_layernorm.weight": (hidden,),
+                prefix + "mlp.down_proj.weight": (hidden, inter),
+                prefix + "mlp.gate_proj.weight": (inter, hidden),
+                prefix + "mlp.up_proj.weight": (inter, hidden),
+                prefix + "post_attention_layernorm.weight": (hidden,),
+                prefix + "self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
+                prefix + "self_attn.o_proj.weight": (hidden, heads * head_dim),
+                prefix + "self_attn.q_proj.weight": (heads * head_dim, hidden),
+                prefix + "self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
+            }
+        )
     shapes["model.norm.weight"] = (hidden,)
     if not config.get("tie_word_embeddings"):
         shapes["lm_head.weight"] = (vocab, hidden)
@@ -170,10 +196,19 @@ def write_folder(folder: str, config: dict, device: str = "cpu", seed: int = 0, 
         del tensors
     with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": index}, f, indent=2)
-    report = {"folder": folder, "parameters": sum(numel(s) for s in shapes.values()), "bytes": total,
-              "shards": len(shards), "dtype": str(dtype).replace("torch.", ""), "drawn_on": device,
-              "tokenizer_s": tokenizer_s, "draw_s": draw_s, "save_s": save_s,
-              "seconds": time.perf_counter() - t0, "reused": False}
+    report = {
+        "folder": folder,
+        "parameters": sum(numel(s) for s in shapes.values()),
+        "bytes": total,
+        "shards": len(shards),
+        "dtype": str(dtype).replace("torch.", ""),
+        "drawn_on": device,
+        "tokenizer_s": tokenizer_s,
+        "draw_s": draw_s,
+        "save_s": save_s,
+        "seconds": time.perf_counter() - t0,
+        "reused": False,
+    }
     with open(marker, "w") as f:  # last: a folder without it is incomplete and is written again
         json.dump({"wanted": wanted, "written": time.strftime("%Y-%m-%d %H:%M:%S"), "report": report}, f)
     return report
@@ -187,8 +222,9 @@ def write_tokenizer(folder: str, vocab_size: int, model_max_length: int | None =
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=4096, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=4096, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     backend.train_from_iterator(CORPUS, trainer)
     spec = json.loads(backend.to_str())
     vocab = spec["model"]["vocab"]
@@ -199,26 +235,47 @@ def write_tokenizer(folder: str, vocab_size: int, model_max_length: int | None =
         if filler in vocab:
             raise ValueError(f"the trained vocabulary already holds {filler!r}")
         vocab[filler] = index
-    special = {i: SPECIAL.get(i, f"<|reserved_special_token_{i - FIRST_SPECIAL - 8}|>")
-               for i in range(FIRST_SPECIAL, vocab_size)}
-    spec["added_tokens"] = [{"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
-                             "normalized": False, "special": True} for i, text in special.items()]
+    special = {
+        i: SPECIAL.get(i, f"<|reserved_special_token_{i - FIRST_SPECIAL - 8}|>")
+        for i in range(FIRST_SPECIAL, vocab_size)
+    }
+    spec["added_tokens"] = [
+        {
+            "id": i,
+            "content": text,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for i, text in special.items()
+    ]
     bos = SPECIAL[FIRST_SPECIAL]
-    spec["post_processor"] = {"type": "TemplateProcessing",
-                              "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                                         {"Sequence": {"id": "A", "type_id": 0}}],
-                              "pair": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                                       {"Sequence": {"id": "A", "type_id": 0}},
-                                       {"SpecialToken": {"id": bos, "type_id": 1}},
-                                       {"Sequence": {"id": "B", "type_id": 1}}],
-                              "special_tokens": {bos: {"id": bos, "ids": [FIRST_SPECIAL], "tokens": [bos]}}}
+    spec["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [
+            {"SpecialToken": {"id": bos, "type_id": 0}},
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": bos, "type_id": 1}},
+            {"Sequence": {"id": "B", "type_id": 1}},
+        ],
+        "special_tokens": {bos: {"id": bos, "ids": [FIRST_SPECIAL], "tokens": [bos]}},
+    }
     backend = Tokenizer.from_str(json.dumps(spec))
     if backend.get_vocab_size(with_added_tokens=True) != vocab_size:
         raise ValueError(f"built {backend.get_vocab_size(with_added_tokens=True)} ids, wanted {vocab_size}")
     backend.save(os.path.join(folder, "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos, "eos_token": SPECIAL[128009],
-              "clean_up_tokenization_spaces": False, "model_input_names": ["input_ids", "attention_mask"],
-              "model_max_length": model_max_length or 131072, "chat_template": CHAT_TEMPLATE}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": bos,
+        "eos_token": SPECIAL[128009],
+        "clean_up_tokenization_spaces": False,
+        "model_input_names": ["input_ids", "attention_mask"],
+        "model_max_length": model_max_length or 131072,
+        "chat_template": CHAT_TEMPLATE,
+    }
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
         json.dump(config, f, indent=2)
     with open(os.path.join(folder, "special_tokens_map.json"), "w") as f:

@@ -27,12 +27,18 @@ def saved_bytes_per_step(trace: Trace, runs: set) -> dict:
     with tempfile.TemporaryDirectory(prefix="explain-bench-trace-") as folder:
         whole = Trace(events, trace.meta).save(os.path.join(folder, "whole.json"))
         without = Trace([e for e in events if id(e) not in step_ids], trace.meta).save(
-            os.path.join(folder, "without-steps.json"))
+            os.path.join(folder, "without-steps.json")
+        )
         file_bytes, steps_bytes = os.path.getsize(whole), os.path.getsize(whole) - os.path.getsize(without)
     largest = max(len(json.dumps(e.to_dict(), ensure_ascii=False, allow_nan=False).encode()) for e in steps) + 2
-    return {"method": "Trace.save file, with minus without the step events", "steps": len(steps),
-            "bytes": steps_bytes, "bytes_per_step": steps_bytes / len(steps), "max_step_bytes": largest,
-            "file_bytes": file_bytes}
+    return {
+        "method": "Trace.save file, with minus without the step events",
+        "steps": len(steps),
+        "bytes": steps_bytes,
+        "bytes_per_step": steps_bytes / len(steps),
+        "max_step_bytes": largest,
+        "file_bytes": file_bytes,
+    }
 
 
 def default_call(pipe, prompt: str, new_tokens: int, seed: int = 0) -> dict:

@@ -35,15 +35,20 @@ from .contenders import Unavailable, attach_widget
 from .run import PROMPTS, RESULTS, machine, rotated, summarize_decode
 
 CONTENDERS = ("transformers_untraced", "transformers_traced", "transformers_widget")
-LABELS = {"transformers_untraced": "transformers pipeline, untraced",
-          "transformers_traced": "the same call traced (explain.attach)",
-          "transformers_widget": "traced + live dashboard sink"}
+LABELS = {
+    "transformers_untraced": "transformers pipeline, untraced",
+    "transformers_traced": "the same call traced (explain.attach)",
+    "transformers_widget": "traced + live dashboard sink",
+}
 TARGETS = {"transformers_traced": 3.0, "transformers_widget": 5.0}  # % of decode time, at most
 
 
 def parse(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.transformers_backend", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.transformers_backend",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default=None, help="a local model folder (default: the embedded GGUF)")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--new-tokens", type=int, default=128)
@@ -66,9 +71,13 @@ def contenders(dtype: str, model: str | None) -> tuple[dict[str, tuple[Any, list
     import transformers
 
     import explain
+
     loaded = explain.pipeline("text-generation", model=model, backend="transformers", dtype=getattr(torch, dtype))
     plain = transformers.TextGenerationPipeline(model=loaded.model, tokenizer=loaded.tokenizer)
-    out: dict[str, tuple[Any, list]] = {"transformers_untraced": (plain, []), "transformers_traced": (explain.attach(plain), [])}
+    out: dict[str, tuple[Any, list]] = {
+        "transformers_untraced": (plain, []),
+        "transformers_traced": (explain.attach(plain), []),
+    }
     unavailable: dict[str, str] = {}
     widget_pipe = explain.attach(plain)
     try:
@@ -103,8 +112,9 @@ def generate(pipe, sinks: list, text: str, new_tokens: int) -> dict:
     clock = Clock()
     try:
         t0 = time.perf_counter()
-        output = pipe(text, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, streamer=clock,
-                      return_full_text=False)
+        output = pipe(
+            text, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, streamer=clock, return_full_text=False
+        )
         t3 = time.perf_counter()
     finally:
         for sink in sinks:
@@ -113,25 +123,42 @@ def generate(pipe, sinks: list, text: str, new_tokens: int) -> dict:
     if len(stamps) != new_tokens:
         raise RuntimeError(f"{type(pipe).__name__}: {len(stamps)} tokens, expected {new_tokens}")
     steps = [b - a for a, b in pairwise(stamps)]
-    return {"run": {"prompt": None, "new_tokens": new_tokens, "decode_tokens": new_tokens - 1,
-                    "decode_s": stamps[-1] - stamps[0], "first_token_s": stamps[0] - t0, "call_s": t3 - t0,
-                    "tokens_per_s": (new_tokens - 1) / (stamps[-1] - stamps[0]),
-                    "decode_cpu_s": cpu[-1] - cpu[0]},
-            "steps": steps, "cpu_steps": [b - a for a, b in pairwise(cpu)], "text": output[0]["generated_text"]}
+    return {
+        "run": {
+            "prompt": None,
+            "new_tokens": new_tokens,
+            "decode_tokens": new_tokens - 1,
+            "decode_s": stamps[-1] - stamps[0],
+            "first_token_s": stamps[0] - t0,
+            "call_s": t3 - t0,
+            "tokens_per_s": (new_tokens - 1) / (stamps[-1] - stamps[0]),
+            "decode_cpu_s": cpu[-1] - cpu[0],
+        },
+        "steps": steps,
+        "cpu_steps": [b - a for a, b in pairwise(cpu)],
+        "text": output[0]["generated_text"],
+    }
 
 
 def run(args, on_dtype=None) -> dict:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
+
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
     started, t0 = datetime.datetime.now(), time.perf_counter()
-    results: dict[str, Any] = {"format": "explain-bench-transformers-backend", "version": 1, "date": started.strftime("%Y-%m-%d"),
-               "started": started.isoformat(timespec="seconds"), "machine": machine(),
-               "settings": {k: v for k, v in vars(args).items() if k != "out"},
-               "load_average_start": os.getloadavg(), "dtypes": {}}
+    results: dict[str, Any] = {
+        "format": "explain-bench-transformers-backend",
+        "version": 1,
+        "date": started.strftime("%Y-%m-%d"),
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "load_average_start": os.getloadavg(),
+        "dtypes": {},
+    }
     for dtype in args.dtypes:
         pipes, unavailable, loaded = contenders(dtype, args.model)
         names = list(pipes)
@@ -151,20 +178,30 @@ def run(args, on_dtype=None) -> dict:
                     cpu_steps[name].extend(measured["cpu_steps"])
                     texts[name].append(measured["text"])
                 turn += 1
-        decode: dict[str, dict[str, Any]] = {name: summarize_decode(runs[name], steps[name]) if name in runs else
-                  {"available": False, "reason": unavailable.get(name)} for name in CONTENDERS}
+        decode: dict[str, dict[str, Any]] = {
+            name: summarize_decode(runs[name], steps[name])
+            if name in runs
+            else {"available": False, "reason": unavailable.get(name)}
+            for name in CONTENDERS
+        }
         for name in runs:
             ordered = sorted(cpu_steps[name])
-            decode[name]["cpu"] = {"median_ms_per_token": 1000 * statistics.median(ordered),
-                                   "ms_per_token": 1000 * sum(ordered) / len(ordered),
-                                   "token_ms_percentiles": {str(q): 1000 * ordered[min(len(ordered) - 1,
-                                                            int(q / 100 * len(ordered)))] for q in (10, 50, 90)}}
+            decode[name]["cpu"] = {
+                "median_ms_per_token": 1000 * statistics.median(ordered),
+                "ms_per_token": 1000 * sum(ordered) / len(ordered),
+                "token_ms_percentiles": {
+                    str(q): 1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] for q in (10, 50, 90)
+                },
+            }
         traced = pipes["transformers_traced"][0].trace
         step_events = traced.filter("generation", "step")
         results["dtypes"][dtype] = {
-            "decode": decode, "same_text": all(texts[n] == texts["transformers_untraced"] for n in names),
+            "decode": decode,
+            "same_text": all(texts[n] == texts["transformers_untraced"] for n in names),
             "trace_bytes_per_step": sum(len(json.dumps(e.to_dict())) for e in step_events) / max(len(step_events), 1),
-            "model": type(loaded.model).__name__, "source_file": loaded.trace.meta.get("source_file")}
+            "model": type(loaded.model).__name__,
+            "source_file": loaded.trace.meta.get("source_file"),
+        }
         del pipes, loaded
         if on_dtype is not None:  # a slow machine keeps what it measured so far
             on_dtype(dict(results, load_average_end=os.getloadavg(), targets=targets(results)))
@@ -183,26 +220,37 @@ def targets(results: dict) -> list[dict]:
         for name, limit in TARGETS.items():
             summary = decode.get(name, {})
             value = 100 * (summary["cpu"]["median_ms_per_token"] / base - 1) if summary.get("available") else None
-            out.append({"dtype": dtype, "target": f"{LABELS[name]}: decode CPU time over the untraced call", "limit": limit,
-                        "value": value, "met": None if value is None else value <= limit,
-                        "miss": None if value is None or value <= limit else f"{value - limit:.1f} points over",
-                        "note": summary.get("reason")})
+            out.append(
+                {
+                    "dtype": dtype,
+                    "target": f"{LABELS[name]}: decode CPU time over the untraced call",
+                    "limit": limit,
+                    "value": value,
+                    "met": None if value is None else value <= limit,
+                    "miss": None if value is None or value <= limit else f"{value - limit:.1f} points over",
+                    "note": summary.get("reason"),
+                }
+            )
     return out
 
 
 def markdown(results: dict, json_name: str) -> str:
     m, s = results["machine"], results["settings"]
-    lines = [f"# backend=\"transformers\": what tracing costs, {results['date']}: {m['cpu']}, {m['cpus']} CPUs, "
-             f"{s['threads']} torch thread(s)", "",
-             f"{s['model'] or 'The embedded SmolLM2-135M-Instruct (Q4_1 GGUF)'} loaded by transformers; the same "
-             f"transformers.pipeline call untraced, traced (explain.attach) and traced with the live dashboard sink, "
-             f"on one model object; greedy, {s['new_tokens']} new tokens, EOS disabled, {s['prompts']} prompt(s) x "
-             f"{s['rounds']} round(s) after a warm-up, in a rotating order. torch {m['torch']}, transformers "
-             f"{m['transformers']}. Load average {results['load_average_start'][0]:.1f} at the start, "
-             f"{results['load_average_end'][0]:.1f} at the end. Raw numbers: [{json_name}]({json_name}).", "",
-             "| dtype | contender | tokens/s (wall) | median token, ms (wall) | median token, ms (CPU) | CPU vs untraced "
-             "| same text |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f'# backend="transformers": what tracing costs, {results["date"]}: {m["cpu"]}, {m["cpus"]} CPUs, '
+        f"{s['threads']} torch thread(s)",
+        "",
+        f"{s['model'] or 'The embedded SmolLM2-135M-Instruct (Q4_1 GGUF)'} loaded by transformers; the same "
+        f"transformers.pipeline call untraced, traced (explain.attach) and traced with the live dashboard sink, "
+        f"on one model object; greedy, {s['new_tokens']} new tokens, EOS disabled, {s['prompts']} prompt(s) x "
+        f"{s['rounds']} round(s) after a warm-up, in a rotating order. torch {m['torch']}, transformers "
+        f"{m['transformers']}. Load average {results['load_average_start'][0]:.1f} at the start, "
+        f"{results['load_average_end'][0]:.1f} at the end. Raw numbers: [{json_name}]({json_name}).",
+        "",
+        "| dtype | contender | tokens/s (wall) | median token, ms (wall) | median token, ms (CPU) | CPU vs untraced "
+        "| same text |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for dtype, entry in results["dtypes"].items():
         base = entry["decode"]["transformers_untraced"]["cpu"]["median_ms_per_token"]
         for name in CONTENDERS:
@@ -211,12 +259,22 @@ def markdown(results: dict, json_name: str) -> str:
                 lines.append(f"| {dtype} | {LABELS[name]} | n/a | n/a | n/a | n/a | {d.get('reason')} |")
                 continue
             cpu = d["cpu"]["median_ms_per_token"]
-            lines.append(f"| {dtype} | {LABELS[name]} | {d['tokens_per_s']:.2f} | {d['median_ms_per_token']:.1f} | "
-                         f"{cpu:.1f} | {cpu / base:.3f}x | {'yes' if entry['same_text'] else '**no**'} |")
-    lines += ["", "Overheads are taken at the median token's CPU time: the thread's own work, which other jobs on a "
-              "shared machine do not change (its wall time also counts the waits for a core). A traced step is about "
-              + ", ".join(f"{e['trace_bytes_per_step']:,.0f} B ({d})" for d, e in results["dtypes"].items())
-              + " of JSON.", "", "## Targets", "", "| target | dtype | value | target | met |", "|---|---|---:|---:|---|"]
+            lines.append(
+                f"| {dtype} | {LABELS[name]} | {d['tokens_per_s']:.2f} | {d['median_ms_per_token']:.1f} | "
+                f"{cpu:.1f} | {cpu / base:.3f}x | {'yes' if entry['same_text'] else '**no**'} |"
+            )
+    lines += [
+        "",
+        "Overheads are taken at the median token's CPU time: the thread's own work, which other jobs on a "
+        "shared machine do not change (its wall time also counts the waits for a core). A traced step is about "
+        + ", ".join(f"{e['trace_bytes_per_step']:,.0f} B ({d})" for d, e in results["dtypes"].items())
+        + " of JSON.",
+        "",
+        "## Targets",
+        "",
+        "| target | dtype | value | target | met |",
+        "|---|---|---:|---:|---|",
+    ]
     for t in results["targets"]:
         value = "n/a" if t["value"] is None else f"{t['value']:.2f}%"
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else f"**no** ({t['miss']})")

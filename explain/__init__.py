@@ -26,6 +26,7 @@ def attach(tpipe, trace: Trace | None = None):
     """Trace the calls of a pipeline built with transformers.pipeline(...) from now on: returns a traced pipeline over
     the same model and tokenizer (no loading events: it was built outside explain). Needs transformers."""
     from .backends import transformers_backend  # transformers is imported only here
+
     return transformers_backend().attach(tpipe, trace=trace)
 
 
@@ -33,17 +34,24 @@ def show(source, **kwargs) -> None:
     """Display a dashboard of a pipeline (it fills in live as the pipeline runs) or of a saved Trace, or the view
     of an explain.compare(...) result."""
     from .widgets import show as show_widgets  # ipywidgets and anywidget load only here
+
     return show_widgets(source, **kwargs)
 
 
 def step_through(pipe, prompt, **generate_kwargs):
     """A controller widget that advances a paused generation token by token (Next token, Run N, knobs, ...)."""
     if not callable(getattr(pipe, "start", None)):  # a saved Trace replays in explain.show, it cannot generate
-        hint = ("a saved trace has no model to step: show it with explain.show(trace), or step a pipeline: "
-                "explain.step_through(explain.pipeline(...), prompt)") if isinstance(pipe, Trace) else \
-            "pass a pipeline from explain.pipeline(...)"
+        hint = (
+            (
+                "a saved trace has no model to step: show it with explain.show(trace), or step a pipeline: "
+                "explain.step_through(explain.pipeline(...), prompt)"
+            )
+            if isinstance(pipe, Trace)
+            else "pass a pipeline from explain.pipeline(...)"
+        )
         raise ExplainError(f"step_through needs a pipeline, got {type(pipe).__name__}; {hint}")
     from .widgets import step_through as step_through_widget
+
     return step_through_widget(pipe, prompt, **generate_kwargs)
 
 
@@ -51,14 +59,30 @@ def export(source, path, **kwargs) -> str:
     """Write a run's dashboard as one self-contained HTML page (click a token, see its step; no kernel, network or
     CDN): `source` is a pipeline, an explain.Trace or a saved trace's path. Returns the path."""
     from .widgets.export import export as export_page  # ipywidgets, anywidget and plotly.js load only here
+
     return export_page(source, path, **kwargs)
 
 
 def plan_device_map(model, **kwargs):
     """Where device_map="auto" puts each layer of `model` on some hardware (explain.device_plan.plan_device_map)."""
     from .device_plan import plan_device_map as plan  # loads the planner only when asked
+
     return plan(model, **kwargs)
 
 
-__all__ = ["pipeline", "attach", "compare", "Comparison", "show", "step_through", "export", "provision", "Trace",
-           "Event", "STAGES", "ExplainError", "plan_device_map", "__version__"]
+__all__ = [
+    "pipeline",
+    "attach",
+    "compare",
+    "Comparison",
+    "show",
+    "step_through",
+    "export",
+    "provision",
+    "Trace",
+    "Event",
+    "STAGES",
+    "ExplainError",
+    "plan_device_map",
+    "__version__",
+]

@@ -11,8 +11,15 @@ from .trace import Event, Trace
 # Control characters a terminal obeys: C0 (ESC starts cursor moves, colours, OSC 52 clipboard writes, title changes),
 # DEL, C1 (U+009B is a one-character CSI), the line and paragraph separators, and the bidirectional overrides that
 # reorder what is shown. Text from a trace file or a model reaches the terminal only through `printable`.
-_CONTROLS = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F),
-             *range(0x2066, 0x206A)]
+_CONTROLS = [
+    *range(0x00, 0x20),
+    0x7F,
+    *range(0x80, 0xA0),
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+]
 _ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _CONTROLS}
 _ESCAPES_KEEPING_LINES = {code: text for code, text in _ESCAPES.items() if code not in (0x09, 0x0A)}
 
@@ -51,8 +58,10 @@ def print_timeline(trace: Trace, run: int | None = 0, file=None) -> None:
     for event in events:
         line = describe(event)
         if line is not None:
-            print(f"{event.start - origin:7.2f}s {_ms(event.duration)}  {printable(event.stage):<12} "
-                  f"{printable(line)}", file=file)
+            print(
+                f"{event.start - origin:7.2f}s {_ms(event.duration)}  {printable(event.stage):<12} {printable(line)}",
+                file=file,
+            )
 
 
 class TokenStream:
@@ -82,7 +91,9 @@ def print_steps(trace: Trace, run: int, file=None, alternatives: int = 3) -> Non
         if d.get("sequence", 0):
             continue
         texts = d["token_texts"]
-        others = [(i, v) for i, v in zip(d["probs_top"]["ids"], d["probs_top"]["values"], strict=True) if i != d["token_id"]]
+        others = [
+            (i, v) for i, v in zip(d["probs_top"]["ids"], d["probs_top"]["values"], strict=True) if i != d["token_id"]
+        ]
         runners = "  ".join(f"{texts.get(str(i), '?')!r} {v:.2f}" for i, v in others[:alternatives])
         print(printable(f"{d['step']:>4}  {d['token']!r:<16} {d['prob']:6.3f} {d['rank']:>4}  {runners}"), file=file)
 
@@ -94,10 +105,17 @@ def print_summary(trace: Trace, run: int, file=None) -> None:
     prefill = trace.filter("generation", "prefill", run)
     print(f"load {loading:.2f} s", end="", file=file)
     if prefill:
-        print(f" | prefill {prefill[0].duration * 1000:.0f} ms ({prefill[0].data['prompt_tokens']} tokens)",
-              end="", file=file)
+        print(
+            f" | prefill {prefill[0].duration * 1000:.0f} ms ({prefill[0].data['prompt_tokens']} tokens)",
+            end="",
+            file=file,
+        )
     if end is not None:
         rate = end.data["decode_tokens_per_s"]
-        print(f" | decode {end.data['new_tokens']} tokens{f' at {rate:.1f} tokens/s' if rate else ''}"
-              f" | stopped by {printable(end.data['stop_reason'])}", end="", file=file)
+        print(
+            f" | decode {end.data['new_tokens']} tokens{f' at {rate:.1f} tokens/s' if rate else ''}"
+            f" | stopped by {printable(end.data['stop_reason'])}",
+            end="",
+            file=file,
+        )
     print(file=file)

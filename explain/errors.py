@@ -68,6 +68,7 @@ def _one_line_in_ipython() -> None:
     """Register, once, an IPython handler that shows GenerationInterrupted as one line. Only when IPython is already
     running this code (explain never imports IPython), and never over another library's handler."""
     import sys
+
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
     if shell is None or not hasattr(shell, "set_custom_exc"):

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from .errors import ArgumentError
 
-FORMS = ("a string, a chat (a list of {\"role\": ..., \"content\": ...} dicts) or a non-empty list of those")
+FORMS = 'a string, a chat (a list of {"role": ..., "content": ...} dicts) or a non-empty list of those'
 
 
 def _short(value) -> str:
@@ -29,9 +29,11 @@ def check_text(text: str, where: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ArgumentError(f"{where} holds {text[error.start]!r} at character {error.start}: a lone surrogate (half "
-                            "of a UTF-16 pair), which is not a character and cannot be tokenized. The text was decoded "
-                            "wrongly; decode it as UTF-8, or remove the character") from None
+        raise ArgumentError(
+            f"{where} holds {text[error.start]!r} at character {error.start}: a lone surrogate (half "
+            "of a UTF-16 pair), which is not a character and cannot be tokenized. The text was decoded "
+            "wrongly; decode it as UTF-8, or remove the character"
+        ) from None
 
 
 def _check_strings(value, where: str) -> None:
@@ -54,16 +56,21 @@ def check_chat(messages, where: str) -> None:
     for index, message in enumerate(messages):
         here = f"{where}[{index}]"
         if not isinstance(message, Mapping):
-            raise ArgumentError(f"{here} is a {type(message).__name__}, not a message; every message of a chat is a "
-                                "dict such as {\"role\": \"user\", \"content\": \"Hi\"}")
+            raise ArgumentError(
+                f"{here} is a {type(message).__name__}, not a message; every message of a chat is a "
+                'dict such as {"role": "user", "content": "Hi"}'
+            )
         role = message.get("role")
         if not isinstance(role, str) or not role:
-            raise ArgumentError(f"{here} has role {role!r}; a message's role is a string such as \"system\", "
-                                "\"user\" or \"assistant\"")
+            raise ArgumentError(
+                f'{here} has role {role!r}; a message\'s role is a string such as "system", "user" or "assistant"'
+            )
         content = message.get("content")
         if not isinstance(content, str):
-            raise ArgumentError(f"{here} ({role}) has content {_short(content)} ({type(content).__name__}); "
-                                "explain runs text models, so a message's content is a string")
+            raise ArgumentError(
+                f"{here} ({role}) has content {_short(content)} ({type(content).__name__}); "
+                "explain runs text models, so a message's content is a string"
+            )
         _check_strings(dict(message), here)
 
 
@@ -91,8 +98,9 @@ def check_inputs(text_inputs) -> bool:
                 f"text_inputs mixes strings and chats (text_inputs[{kinds.index('string')}] is a string, "
                 f"text_inputs[{kinds.index('chat')}] a chat): transformers' pipeline reads a list as chats only when "
                 "every item is one, so it takes this list as strings and fails on the chat (TypeError: can only "
-                "concatenate str (not \"list\") to str). Call the pipeline once with the strings and once with "
-                "the chats")
+                'concatenate str (not "list") to str). Call the pipeline once with the strings and once with '
+                "the chats"
+            )
         return True
     raise ArgumentError(f"text_inputs must be {FORMS}; got {type(text_inputs).__name__} {_short(text_inputs)}")
 
@@ -103,9 +111,13 @@ def check_batch_size(value) -> int:
     if value is None:
         return 1
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentError(f"batch_size={_short(value)} is not an integer; pass a positive integer, the number of "
-                            "prompts of a list generated together (1, the default, runs them one after another)")
+        raise ArgumentError(
+            f"batch_size={_short(value)} is not an integer; pass a positive integer, the number of "
+            "prompts of a list generated together (1, the default, runs them one after another)"
+        )
     if value < 1:
-        raise ArgumentError(f"batch_size={value} is not positive; pass a positive integer, the number of prompts "
-                            "of a list generated together (1, the default, runs them one after another)")
+        raise ArgumentError(
+            f"batch_size={value} is not positive; pass a positive integer, the number of prompts "
+            "of a list generated together (1, the default, runs them one after another)"
+        )
     return value

@@ -40,34 +40,63 @@ from .stages.placement import input_device
 from .trace import Trace
 from .utils.files import cannot_write, publish
 
-CALL_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces", "prefix",
-                "handle_long_generation", "add_special_tokens", "continue_final_message", "skip_special_tokens",
-                "stop_sequence", "tokenizer", "trace_top", "keep_logits", "capture", "batch_size")
-BOOLEAN_OPTIONS = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces",
-                   "add_special_tokens", "continue_final_message", "skip_special_tokens")
+CALL_OPTIONS = (
+    "return_full_text",
+    "return_text",
+    "return_tensors",
+    "clean_up_tokenization_spaces",
+    "prefix",
+    "handle_long_generation",
+    "add_special_tokens",
+    "continue_final_message",
+    "skip_special_tokens",
+    "stop_sequence",
+    "tokenizer",
+    "trace_top",
+    "keep_logits",
+    "capture",
+    "batch_size",
+)
+BOOLEAN_OPTIONS = (
+    "return_full_text",
+    "return_text",
+    "return_tensors",
+    "clean_up_tokenization_spaces",
+    "add_special_tokens",
+    "continue_final_message",
+    "skip_special_tokens",
+)
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
 
 # transformers' words (pipelines/base.py, pad_collate_fn), with explain's way of setting the pad token
-NO_PAD_TOKEN = ("Pipeline with tokenizer without pad_token cannot do batching (transformers' message): this tokenizer "
-                "has no pad token to fill the shorter prompts of a batch with. Pass batch_size=1 (the prompts run one "
-                "after another), or give the tokenizer one, as transformers suggests "
-                "(`pipe.tokenizer.pad_token_id = model.config.eos_token_id`): pipe.tokenizer.pad_token = "
-                "pipe.tokenizer.eos_token")
+NO_PAD_TOKEN = (
+    "Pipeline with tokenizer without pad_token cannot do batching (transformers' message): this tokenizer "
+    "has no pad token to fill the shorter prompts of a batch with. Pass batch_size=1 (the prompts run one "
+    "after another), or give the tokenizer one, as transformers suggests "
+    "(`pipe.tokenizer.pad_token_id = model.config.eos_token_id`): pipe.tokenizer.pad_token = "
+    "pipe.tokenizer.eos_token"
+)
 
 
 def batch_problem(strategy, settings: dict, batch_size: int) -> str | None:
     """Why explain cannot run these settings as a batch of several prompts, or None."""
     if strategy.name not in ("one_sequence", "samples"):
-        return (f"batch_size={batch_size} with {strategy.title}: explain batches greedy decoding and sampling (one or "
-                "several sequences per prompt); pass batch_size=1 (the prompts one after another, the same greedy "
-                "texts) or run it with backend=\"transformers\"")
-    one_row_only = {"guidance_scale": settings.get("guidance_scale") not in (None, 1),
-                    "encoder_no_repeat_ngram_size": (settings.get("encoder_no_repeat_ngram_size") or 0) > 0,
-                    "watermarking_config": settings.get("watermarking_config") is not None}
+        return (
+            f"batch_size={batch_size} with {strategy.title}: explain batches greedy decoding and sampling (one or "
+            "several sequences per prompt); pass batch_size=1 (the prompts one after another, the same greedy "
+            'texts) or run it with backend="transformers"'
+        )
+    one_row_only = {
+        "guidance_scale": settings.get("guidance_scale") not in (None, 1),
+        "encoder_no_repeat_ngram_size": (settings.get("encoder_no_repeat_ngram_size") or 0) > 0,
+        "watermarking_config": settings.get("watermarking_config") is not None,
+    }
     named = [name for name, given in one_row_only.items() if given]
     if named:
-        return (f"batch_size={batch_size} with {', '.join(named)}: explain runs this processor on one prompt's row; "
-                "pass batch_size=1 (the prompts one after another) or backend=\"transformers\"")
+        return (
+            f"batch_size={batch_size} with {', '.join(named)}: explain runs this processor on one prompt's row; "
+            'pass batch_size=1 (the prompts one after another) or backend="transformers"'
+        )
     return None
 
 
@@ -79,8 +108,21 @@ def draw_dataloader_seed() -> None:
 
 
 class TextGenerationPipeline:
-    def __init__(self, task, model, tokenizer, config, generation_config, generation_config_source, trace: Trace,
-                 name_or_path, dtype, generate_defaults=None, quantization: dict | None = None, adapter=None):
+    def __init__(
+        self,
+        task,
+        model,
+        tokenizer,
+        config,
+        generation_config,
+        generation_config_source,
+        trace: Trace,
+        name_or_path,
+        dtype,
+        generate_defaults=None,
+        quantization: dict | None = None,
+        adapter=None,
+    ):
         self.task, self.model, self.tokenizer, self.config = task, model, tokenizer, config
         self.quantization = quantization  # the weights/quantize event's data, or None (explain.quantization)
         self.adapter = adapter  # the applied LoRA adapter (explain.adapters.Adapter), or None
@@ -91,10 +133,14 @@ class TextGenerationPipeline:
         self.last_generation: Generation | None = None
 
     def __repr__(self):
-        extra = f", quantization={self.quantization['method']} ({self.quantization['form']})" if self.quantization else ""
+        extra = (
+            f", quantization={self.quantization['method']} ({self.quantization['form']})" if self.quantization else ""
+        )
         extra += f", adapter={self.adapter.name!r}" if self.adapter is not None else ""
-        return (f"explain.TextGenerationPipeline({self.name_or_path!r}, {self.config['architectures'][0]}, "
-                f"dtype={self.dtype}{extra}, device={self.device}, {len(self.trace)} trace events)")
+        return (
+            f"explain.TextGenerationPipeline({self.name_or_path!r}, {self.config['architectures'][0]}, "
+            f"dtype={self.dtype}{extra}, device={self.device}, {len(self.trace)} trace events)"
+        )
 
     # -- call ------------------------------------------------------------------------------------------
     def __call__(self, text_inputs, **kwargs):
@@ -110,7 +156,7 @@ class TextGenerationPipeline:
             return [self._one(item, kwargs, batch=(i, size)) for i, item in enumerate(text_inputs)]
         results = []
         for first in range(0, size, batch_size):
-            results += self._many(list(text_inputs[first:first + batch_size]), first, size, batch_size, kwargs)
+            results += self._many(list(text_inputs[first : first + batch_size]), first, size, batch_size, kwargs)
         return results
 
     def start(self, text_inputs, *, run: int | None = None, **kwargs) -> Generation:
@@ -147,8 +193,10 @@ class TextGenerationPipeline:
             elif value is not None and not isinstance(value, (bool, int)):  # transformers takes 0 and 1 too
                 raise ArgumentError(f"{name}={value!r:.60} is not a boolean; pass True or False")
         if options.get("handle_long_generation") not in (None, "hole"):
-            raise ExplainError(f"handle_long_generation={options['handle_long_generation']!r} is not a strategy; "
-                               "use None (the default) or \"hole\" (keep only the prompt's last tokens)")
+            raise ExplainError(
+                f"handle_long_generation={options['handle_long_generation']!r} is not a strategy; "
+                'use None (the default) or "hole" (keep only the prompt\'s last tokens)'
+            )
         stop = options.pop("stop_sequence", None)
         if stop is not None:  # the pipeline's name for generate()'s stop_strings
             kwargs["stop_strings"] = [stop] if isinstance(stop, str) else list(stop)
@@ -163,38 +211,73 @@ class TextGenerationPipeline:
         handle = options.get("handle_long_generation")
         context, learned = self.model.config.max_position_embeddings, self.model.learned_positions
         if learned and handle is None and len(ids) > context:  # rotary positions go on past it, learned ones do not
-            raise ExplainError(f"the prompt is {len(ids)} tokens but the model's context window is {context} "
-                               "tokens, one learned position embedding each (transformers' generate fails with an "
-                               "IndexError here); shorten the prompt, or pass handle_long_generation=\"hole\" to "
-                               "keep only its last tokens")
+            raise ExplainError(
+                f"the prompt is {len(ids)} tokens but the model's context window is {context} "
+                "tokens, one learned position embedding each (transformers' generate fails with an "
+                'IndexError here); shorten the prompt, or pass handle_long_generation="hole" to '
+                "keep only its last tokens"
+            )
         with self.trace.span("generation", "settings", run=run) as data:
             vocab_size = self.config.get("vocab_size")
-            settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
-                                        len(ids), context, self.tokenizer.pad_token_id, vocab_size)
+            settings, sources = resolve(
+                settings_call,
+                self.generation_config,
+                self.generation_config_source,
+                len(ids),
+                context,
+                self.tokenizer.pad_token_id,
+                vocab_size,
+            )
             new_tokens = settings["max_length"] - len(ids)  # max_new_tokens, or what max_length leaves
             if context and handle == "hole" and len(ids) + new_tokens > context:
                 keep = context - new_tokens  # transformers' "hole": drop the prompt's start to leave room
                 if keep <= 0:
-                    raise ExplainError(f"{new_tokens} new tokens do not fit the context window of {context} "
-                                       "even with an empty prompt; ask for fewer new tokens")
+                    raise ExplainError(
+                        f"{new_tokens} new tokens do not fit the context window of {context} "
+                        "even with an empty prompt; ask for fewer new tokens"
+                    )
                 data["hole"] = {"prompt_tokens": len(ids), "kept": keep, "dropped": len(ids) - keep}
                 ids = ids[-keep:]
-                settings, sources = resolve(settings_call, self.generation_config, self.generation_config_source,
-                                            len(ids), context, self.tokenizer.pad_token_id, vocab_size)
+                settings, sources = resolve(
+                    settings_call,
+                    self.generation_config,
+                    self.generation_config_source,
+                    len(ids),
+                    context,
+                    self.tokenizer.pad_token_id,
+                    vocab_size,
+                )
             strategy = choose(settings)  # greedy/sampling, several samples, beam search, assisted decoding
             data["strategy"] = strategy.record(settings)
-            generation = strategy.run_class()(self.model, self.tokenizer, ids, settings, self.trace, run,
-                                              run_options=options["run_options"], prompt=prompt, options=options)
+            generation = strategy.run_class()(
+                self.model,
+                self.tokenizer,
+                ids,
+                settings,
+                self.trace,
+                run,
+                run_options=options["run_options"],
+                prompt=prompt,
+                options=options,
+            )
             if batch is not None:
                 data["batch"] = self._batch_note(batch, options)
             for message in warnings_for(settings, sources):  # what transformers warns about these settings
                 generation.warnings.append(message)
                 warnings.warn(message, stacklevel=4)
-            data.update(settings=plain_settings(settings), sources=sources, processors=[
-                {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
-                for p in generation.processors],
-                prompt_tokens=len(ids), dtype=self.dtype, device=str(self.device), warnings=generation.warnings,
-                context_window=context)
+            data.update(
+                settings=plain_settings(settings),
+                sources=sources,
+                processors=[
+                    {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
+                    for p in generation.processors
+                ],
+                prompt_tokens=len(ids),
+                dtype=self.dtype,
+                device=str(self.device),
+                warnings=generation.warnings,
+                context_window=context,
+            )
         self.last_generation = generation
         return generation
 
@@ -203,14 +286,17 @@ class TextGenerationPipeline:
         """What the trace says about a prompt of a list run on its own (batch_size=1, or a last batch of one)."""
         index, size = batch
         asked = options.get("batch_size") or 1
-        note = ("prompts run one after another, as transformers' pipeline runs them with its default batch_size=1"
-                if asked == 1 else
-                f"batch_size={asked}: this prompt is the last batch of the list, alone, so nothing is padded (as "
-                "transformers' pad_collate_fn pads nothing for one prompt)")
+        note = (
+            "prompts run one after another, as transformers' pipeline runs them with its default batch_size=1"
+            if asked == 1
+            else f"batch_size={asked}: this prompt is the last batch of the list, alone, so nothing is padded (as "
+            "transformers' pad_collate_fn pads nothing for one prompt)"
+        )
         return {"index": index, "size": size, "batch_size": asked, "note": note}
 
-    def _prepare_batch(self, prompts: list, first: int, size: int, batch_size: int, options,
-                       settings_call) -> BatchedSequences:
+    def _prepare_batch(
+        self, prompts: list, first: int, size: int, batch_size: int, options, settings_call
+    ) -> BatchedSequences:
         """Tokenize each prompt (transformers' preprocess), pad them on the left into one batch (pad_collate_fn)
         and set up their generation; prompts[i] is prompt first + i of a list of `size`."""
         run = self.trace.new_run()
@@ -219,24 +305,40 @@ class TextGenerationPipeline:
         context, learned = self.model.config.max_position_embeddings, self.model.learned_positions
         longest = max(range(len(rows)), key=lambda i: len(rows[i]))
         if learned and handle is None and len(rows[longest]) > context:
-            raise ExplainError(f"prompt {first + longest} of the list is {len(rows[longest])} tokens but the model's "
-                               f"context window is {context} tokens, one learned position embedding each "
-                               "(transformers' generate fails on the whole batch with an IndexError here); shorten "
-                               "it, or pass handle_long_generation=\"hole\" to keep only its last tokens")
+            raise ExplainError(
+                f"prompt {first + longest} of the list is {len(rows[longest])} tokens but the model's "
+                f"context window is {context} tokens, one learned position embedding each "
+                "(transformers' generate fails on the whole batch with an IndexError here); shorten "
+                'it, or pass handle_long_generation="hole" to keep only its last tokens'
+            )
         vocab_size = self.config.get("vocab_size")
         with self.trace.span("generation", "settings", run=run) as data:
+
             def settings_for(width):
-                return resolve(settings_call, self.generation_config, self.generation_config_source, width,
-                               context, self.tokenizer.pad_token_id, vocab_size)
+                return resolve(
+                    settings_call,
+                    self.generation_config,
+                    self.generation_config_source,
+                    width,
+                    context,
+                    self.tokenizer.pad_token_id,
+                    vocab_size,
+                )
+
             settings, sources = settings_for(max(map(len, rows)))
             new_tokens = settings["max_length"] - max(map(len, rows))
             if context and handle == "hole" and any(len(row) + new_tokens > context for row in rows):
                 keep = context - new_tokens  # transformers' "hole", prompt by prompt (its preprocess)
                 if keep <= 0:
-                    raise ExplainError(f"{new_tokens} new tokens do not fit the context window of {context} "
-                                       "even with an empty prompt; ask for fewer new tokens")
-                data["hole"] = {"prompt_tokens": max(map(len, rows)), "kept": keep,
-                                "dropped": max(map(len, rows)) - keep}
+                    raise ExplainError(
+                        f"{new_tokens} new tokens do not fit the context window of {context} "
+                        "even with an empty prompt; ask for fewer new tokens"
+                    )
+                data["hole"] = {
+                    "prompt_tokens": max(map(len, rows)),
+                    "kept": keep,
+                    "dropped": max(map(len, rows)) - keep,
+                }
                 rows = [row[-keep:] if len(row) + new_tokens > context else row for row in rows]
                 settings, sources = settings_for(max(map(len, rows)))
             strategy = choose(settings)
@@ -245,28 +347,51 @@ class TextGenerationPipeline:
                 raise ExplainError(problem)
             data["strategy"] = strategy.record(settings)
             generation = BatchedSequences(
-                self.model, self.tokenizer, rows, settings, self.trace, run, pad_token_id=self.tokenizer.pad_token_id,
-                batch_rows=[first + i for i in range(len(rows))], run_options=options["run_options"], prompt=prompts,
-                options=options)
+                self.model,
+                self.tokenizer,
+                rows,
+                settings,
+                self.trace,
+                run,
+                pad_token_id=self.tokenizer.pad_token_id,
+                batch_rows=[first + i for i in range(len(rows))],
+                run_options=options["run_options"],
+                prompt=prompts,
+                options=options,
+            )
             width = generation.prompt_length
             for message in context_window_warnings(width, settings["max_length"], context, learned):
                 generation.warnings.append(message)  # the window, for the batch's longest row
                 warnings.warn(message, UserWarning, stacklevel=4)
-            data["batch"] = {"index": first, "size": size, "batch_size": batch_size,
-                             "rows": [first + i for i in range(len(rows))], "padding_side": "left",
-                             "pad_token_id": self.tokenizer.pad_token_id, "width": width,
-                             "prompt_lengths": generation.prompt_lengths,
-                             "note": f"batch_size={batch_size}: prompts {first}..{first + len(rows) - 1} of the list "
-                                     f"left-padded to {width} tokens and generated together, one forward per step "
-                                     "(transformers' pad_collate_fn, then generate on the batch)"}
+            data["batch"] = {
+                "index": first,
+                "size": size,
+                "batch_size": batch_size,
+                "rows": [first + i for i in range(len(rows))],
+                "padding_side": "left",
+                "pad_token_id": self.tokenizer.pad_token_id,
+                "width": width,
+                "prompt_lengths": generation.prompt_lengths,
+                "note": f"batch_size={batch_size}: prompts {first}..{first + len(rows) - 1} of the list "
+                f"left-padded to {width} tokens and generated together, one forward per step "
+                "(transformers' pad_collate_fn, then generate on the batch)",
+            }
             for message in warnings_for(settings, sources):
                 generation.warnings.append(message)
                 warnings.warn(message, stacklevel=4)
-            data.update(settings=plain_settings(settings), sources=sources, processors=[
-                {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
-                for p in generation.processors],
-                prompt_tokens=width, dtype=self.dtype, device=str(self.device), warnings=generation.warnings,
-                context_window=context)
+            data.update(
+                settings=plain_settings(settings),
+                sources=sources,
+                processors=[
+                    {"name": p.name, "class": type(p).__name__, "title": p.title, "args": p.args()}
+                    for p in generation.processors
+                ],
+                prompt_tokens=width,
+                dtype=self.dtype,
+                device=str(self.device),
+                warnings=generation.warnings,
+                context_window=context,
+            )
         self._emit_padding(generation, run)
         self.last_generation = generation
         return generation
@@ -277,15 +402,29 @@ class TextGenerationPipeline:
         ids = generation.prompt_ids.tolist()
         width = generation.prompt_length
         pad = self.tokenizer.pad_token_id
-        self.trace.emit("tokenization", "pad", {
-            "side": "left", "pad_token_id": pad, "pad_token": self.tokenizer.pad_token, "width": width,
-            "rows": [{"batch_row": generation.batch_rows[i * generation.count], "ids": row,
-                      "pads": width - length, "attention_mask": [0] * (width - length) + [1] * length}
-                     for i, (row, length) in enumerate(zip(ids, generation.prompt_lengths))],
-            "source": "transformers/pipelines/base.py: pad_collate_fn, _pad (the DataLoader's collate_fn); the "
-                      "text-generation pipeline sets the tokenizer's padding_side to \"left\" (decoder-only "
-                      "models continue from the last position, so every row's last token must be real)"},
-            run=run)
+        self.trace.emit(
+            "tokenization",
+            "pad",
+            {
+                "side": "left",
+                "pad_token_id": pad,
+                "pad_token": self.tokenizer.pad_token,
+                "width": width,
+                "rows": [
+                    {
+                        "batch_row": generation.batch_rows[i * generation.count],
+                        "ids": row,
+                        "pads": width - length,
+                        "attention_mask": [0] * (width - length) + [1] * length,
+                    }
+                    for i, (row, length) in enumerate(zip(ids, generation.prompt_lengths, strict=False))
+                ],
+                "source": "transformers/pipelines/base.py: pad_collate_fn, _pad (the DataLoader's collate_fn); the "
+                'text-generation pipeline sets the tokenizer\'s padding_side to "left" (decoder-only '
+                "models continue from the last position, so every row's last token must be real)",
+            },
+            run=run,
+        )
 
     def _many(self, prompts: list, first: int, size: int, batch_size: int, kwargs) -> list:
         """One batch of a list: prompts first .. first + len(prompts) - 1, generated together; one result list per
@@ -297,8 +436,10 @@ class TextGenerationPipeline:
         self._run(generation)
         rows = generation.sequences
         count = generation.count
-        return [[self._record(generation, row, options, prompt) for row in rows[i * count:(i + 1) * count]]
-                for i, prompt in enumerate(prompts)]
+        return [
+            [self._record(generation, row, options, prompt) for row in rows[i * count : (i + 1) * count]]
+            for i, prompt in enumerate(prompts)
+        ]
 
     def _one(self, prompt, kwargs, batch=None):
         options, settings_call = self._split(kwargs)
@@ -316,8 +457,10 @@ class TextGenerationPipeline:
             interrupted = True
             generation._finish("interrupted")
             steps = len(generation.steps)
-            raise interrupted_error(f"interrupted at step {steps} of call {generation.run_id}: the {steps} tokens "
-                                    "generated so far are kept (pipe.last_generation, pipe.trace)") from None
+            raise interrupted_error(
+                f"interrupted at step {steps} of call {generation.run_id}: the {steps} tokens "
+                "generated so far are kept (pipe.last_generation, pipe.trace)"
+            ) from None
         finally:
             self._end(generation, start, time.perf_counter() - t0, interrupted)
 
@@ -332,25 +475,42 @@ class TextGenerationPipeline:
                 add_special = options.get("add_special_tokens", True)
                 # transformers tokenizes a string as it is (pipelines/text_generation.py:350): a model with a chat
                 # template then continues the text instead of answering it; the views say so in one line
-                data.update(kind_of_input="text", chat_template_text=None, segments=None,
-                            chat_template_skipped=self.tokenizer.chat_template is not None)
+                data.update(
+                    kind_of_input="text",
+                    chat_template_text=None,
+                    segments=None,
+                    chat_template_skipped=self.tokenizer.chat_template is not None,
+                )
             else:
                 messages = [dict(m) for m in prompt]
                 continue_final = options.get("continue_final_message")
                 if continue_final is None:
                     continue_final = messages[-1]["role"] == "assistant"
-                text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=not continue_final,
-                                                          tokenize=False)
+                text = self.tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=not continue_final, tokenize=False
+                )
                 if continue_final:  # cut after the last message's content, so the model continues it
                     final = messages[-1]["content"]
                     text = text[: text.rindex(final) + len(final)] if final and final in text else text
                 add_special = False  # the template writes its own special tokens
-                data.update(kind_of_input="chat", chat_template_text=text, messages=messages, chat_template_skipped=False,
-                            segments=self._role_segments(messages, text),
-                            add_generation_prompt=not continue_final)
+                data.update(
+                    kind_of_input="chat",
+                    chat_template_text=text,
+                    messages=messages,
+                    chat_template_skipped=False,
+                    segments=self._role_segments(messages, text),
+                    add_generation_prompt=not continue_final,
+                )
             details = self.tokenizer.encode_with_details(text, add_special_tokens=add_special)
-            data.update(text=text, ids=details["ids"], tokens=details["tokens"], offsets=details["offsets"],
-                        special=details["special"], count=len(details["ids"]), add_special_tokens=add_special)
+            data.update(
+                text=text,
+                ids=details["ids"],
+                tokens=details["tokens"],
+                offsets=details["offsets"],
+                special=details["special"],
+                count=len(details["ids"]),
+                add_special_tokens=add_special,
+            )
         if not details["ids"] and self.tokenizer.bos_token_id is None:
             raise ExplainError("the prompt is empty and this model has no BOS token to start from; give it some text")
         return details["ids"] or [self.tokenizer.bos_token_id]
@@ -358,14 +518,21 @@ class TextGenerationPipeline:
     def _role_segments(self, messages, text):
         """Character ranges of each message in the rendered template (the template is rendered per prefix)."""
         # a template over its limits on a prefix ran within them on the whole chat: say so (TemplateLimitError)
-        return role_segments(lambda prefix: self.tokenizer.apply_chat_template(prefix, add_generation_prompt=False,
-                                                                               tokenize=False),
-                             messages, text, passes=(TemplateLimitError,))
+        return role_segments(
+            lambda prefix: self.tokenizer.apply_chat_template(prefix, add_generation_prompt=False, tokenize=False),
+            messages,
+            text,
+            passes=(TemplateLimitError,),
+        )
 
     def _end(self, generation: Generation, start, duration, interrupted):
         if emit_end(generation, start, duration, interrupted, sequences=len(generation.sequences)):  # a run ends once
-            emit_decode(self.trace, generation, lambda ids, skip: self.tokenizer.decode(ids, skip_special_tokens=skip),
-                        interrupted=interrupted)
+            emit_decode(
+                self.trace,
+                generation,
+                lambda ids, skip: self.tokenizer.decode(ids, skip_special_tokens=skip),
+                interrupted=interrupted,
+            )
 
     def _postprocess(self, generation: Generation, options):
         """One record per returned sequence, as transformers' TextGenerationPipeline.postprocess builds them."""
@@ -376,7 +543,7 @@ class TextGenerationPipeline:
         if options.get("return_tensors"):  # a batch's rows keep their padding, as generate() returns them
             return {"generated_token_ids": sequence}
         skip = options.get("skip_special_tokens", True)
-        text = self.tokenizer.decode(sequence[generation.prompt_length:], skip_special_tokens=skip)
+        text = self.tokenizer.decode(sequence[generation.prompt_length :], skip_special_tokens=skip)
         full = options.get("return_full_text", True) is not False  # return_text only selects text over tensors
         prompt = generation.prompt if prompt is None else prompt
         if not full:
@@ -400,20 +567,30 @@ class TextGenerationPipeline:
         no half-written model behind.
         """
         from safetensors.torch import save_model
+
         if self.quantization is not None or self.adapter is not None:
             what = "quantized weights" if self.quantization is not None else "a LoRA adapter"
-            raise ExplainError(f"this pipeline runs {what}, which a plain Hugging Face folder cannot hold as they are; "
-                               "save the pipeline loaded without quantization= / adapter= (the adapter's own folder "
-                               "already holds it)")
+            raise ExplainError(
+                f"this pipeline runs {what}, which a plain Hugging Face folder cannot hold as they are; "
+                "save the pipeline loaded without quantization= / adapter= (the adapter's own folder "
+                "already holds it)"
+            )
         folder = os.path.abspath(folder)
         parent = os.path.dirname(folder)
         if os.path.exists(folder) and os.listdir(folder):
-            existing = set(os.listdir(folder)) - {"config.json", "model.safetensors", "tokenizer.json",
-                                                   "tokenizer_config.json", "special_tokens_map.json",
-                                                   "generation_config.json", "chat_template.jinja"}
+            existing = set(os.listdir(folder)) - {
+                "config.json",
+                "model.safetensors",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+                "generation_config.json",
+                "chat_template.jinja",
+            }
             if existing:
-                raise ExplainError(f"{folder} already holds other files ({sorted(existing)[:3]}); "
-                                   "save into an empty or new folder")
+                raise ExplainError(
+                    f"{folder} already holds other files ({sorted(existing)[:3]}); save into an empty or new folder"
+                )
         try:
             os.makedirs(parent, exist_ok=True)
             staging = tempfile.mkdtemp(prefix=".explain-save-", dir=parent)
@@ -424,8 +601,11 @@ class TextGenerationPipeline:
             config["torch_dtype"] = config["dtype"] = self.dtype
             with open(os.path.join(staging, "config.json"), "w") as f:
                 json.dump(config, f, indent=2)
-            generation = {k: v for k, v in self.generation_config.items()
-                          if v is not None and self.generation_config_source.get(k) != "transformers default"}
+            generation = {
+                k: v
+                for k, v in self.generation_config.items()
+                if v is not None and self.generation_config_source.get(k) != "transformers default"
+            }
             with open(os.path.join(staging, "generation_config.json"), "w") as f:
                 json.dump(generation, f, indent=2)
             save_model(self.model, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})

@@ -54,15 +54,23 @@ class Event:
         missing = {"stage", "kind", "run", "start", "duration", "data"} - set(record)
         if missing:
             raise SchemaError("", f"lacks {', '.join(sorted(missing))}")
-        for name, kinds in (("stage", str), ("kind", str), ("run", int), ("seq", int), ("start", (int, float)),
-                            ("duration", (int, float))):
+        for name, kinds in (
+            ("stage", str),
+            ("kind", str),
+            ("run", int),
+            ("seq", int),
+            ("start", (int, float)),
+            ("duration", (int, float)),
+        ):
             value = record.get(name, 0)
             if not isinstance(value, kinds) or isinstance(value, bool):
                 raise SchemaError(name, f"expected {'a string' if kinds is str else 'a number'}, got {value!r:.60}")
         if record["run"] < 0:
             raise SchemaError("run", f"expected a run id >= 0, got {record['run']}")
         check_event(record["stage"], record["kind"], record["data"])
-        return cls(**{k: record[k] for k in ("stage", "kind", "run", "start", "duration", "data", "seq") if k in record})
+        return cls(
+            **{k: record[k] for k in ("stage", "kind", "run", "start", "duration", "data", "seq") if k in record}
+        )
 
 
 def plain(value: Any) -> Any:
@@ -114,16 +122,23 @@ class Trace:
         if sink in self._sinks:
             self._sinks.remove(sink)
 
-    def emit(self, stage: str, kind: str, data: dict | None = None, *, run: int | None = None,
-             start: float | None = None, duration: float = 0.0) -> Event:
+    def emit(
+        self,
+        stage: str,
+        kind: str,
+        data: dict | None = None,
+        *,
+        run: int | None = None,
+        start: float | None = None,
+        duration: float = 0.0,
+    ) -> Event:
         """Record one event and hand it to every sink. Loading stages belong to run 0; an event of a call
         needs the run id its call reserved with new_run()."""
         if stage not in STAGE_INFO:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         if run is None:
             if STAGE_INFO[stage].phase == "call":
-                raise ValueError(f"{stage}/{kind} belongs to a call: emit it with run=<the id new_run() gave the "
-                                 "call>")
+                raise ValueError(f"{stage}/{kind} belongs to a call: emit it with run=<the id new_run() gave the call>")
             run = 0
         data = plain(data or {})
         if self.check_events:
@@ -132,16 +147,18 @@ class Trace:
             except SchemaError as error:
                 raise ValueError(f"{stage}/{kind} event does not fit explain.events: {error}") from None
         with self._lock:
-            event = Event(stage, kind, run, time.time() if start is None else start, float(duration), data,
-                          seq=len(self.events))
+            event = Event(
+                stage, kind, run, time.time() if start is None else start, float(duration), data, seq=len(self.events)
+            )
             if self.enabled:
                 self.events.append(event)
         for sink in list(self._sinks):
             try:
                 sink(event)
             except Exception as error:  # a broken view must not break the model run
-                warnings.warn(f"trace sink {sink!r} failed on {stage}/{kind}: {error!r}; it stays subscribed",
-                              stacklevel=2)
+                warnings.warn(
+                    f"trace sink {sink!r} failed on {stage}/{kind}: {error!r}; it stays subscribed", stacklevel=2
+                )
         return event
 
     @contextmanager
@@ -171,9 +188,13 @@ class Trace:
 
     # -- reading ----------------------------------------------------------------------------------------
     def filter(self, stage: str | None = None, kind: str | None = None, run: int | None = None) -> list[Event]:
-        return [e for e in self.events
-                if (stage is None or e.stage == stage) and (kind is None or e.kind == kind)
-                and (run is None or e.run == run)]
+        return [
+            e
+            for e in self.events
+            if (stage is None or e.stage == stage)
+            and (kind is None or e.kind == kind)
+            and (run is None or e.run == run)
+        ]
 
     def last(self, stage: str, kind: str | None = None, run: int | None = None) -> Event | None:
         found = self.filter(stage, kind, run)
@@ -192,8 +213,12 @@ class Trace:
 
     # -- saving -----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "meta": plain(self.meta),
-                "events": [e.to_dict() for e in self.events]}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "meta": plain(self.meta),
+            "events": [e.to_dict() for e in self.events],
+        }
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the trace as JSON. The file is replaced atomically: a failed save leaves the old one intact. The
@@ -203,8 +228,10 @@ class Trace:
         try:
             data = json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (ValueError, RecursionError) as error:  # NaN, a lone surrogate or deep nesting put in after emit
-            raise TraceFileError(f"cannot save the trace to {path}: it holds what JSON cannot ({error}); values "
-                                 "changed after they were emitted? Nothing was written") from None
+            raise TraceFileError(
+                f"cannot save the trace to {path}: it holds what JSON cannot ({error}); values "
+                "changed after they were emitted? Nothing was written"
+            ) from None
         folder = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(folder, exist_ok=True)
@@ -213,7 +240,7 @@ class Trace:
         return save_file(path, data, "the trace")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, max_bytes: int | None = MAX_LOAD_BYTES) -> "Trace":
+    def load(cls, path: str | os.PathLike, max_bytes: int | None = MAX_LOAD_BYTES) -> Trace:
         """Read a saved trace. Every event is checked against explain.events: a trace is a file people share,
         and a field of the wrong type (markup where a number belongs) is refused, naming where it is. The JSON is
         read strictly (explain/utils/strict_json.py: no NaN, no lone surrogates, bounded numbers and nesting), so what
@@ -227,45 +254,64 @@ class Trace:
             raise TraceFileError(f"no trace file at {path}; save one with pipe.trace.save(path)") from None
         except (IsADirectoryError, strict_json.NotRegularFile) as error:
             kind = getattr(error, "kind", "a folder")
-            raise TraceFileError(f"{path} is {kind}, not a trace file; pass the path of a .json file written by "
-                                 "pipe.trace.save(path)") from None
+            raise TraceFileError(
+                f"{path} is {kind}, not a trace file; pass the path of a .json file written by pipe.trace.save(path)"
+            ) from None
         except strict_json.TooLarge as error:
             known = error.size > max_bytes  # else the file said less than it holds (/proc), or it grew
             size = size_text(error.size) if known else "longer than that (it kept growing)"
-            limit = "the 256 MiB explain reads by default" if max_bytes == MAX_LOAD_BYTES else \
-                f"max_bytes={max_bytes} ({size_text(max_bytes)})"
-            raise TraceFileError(f"{path} is {size}, more than {limit} (a JSON trace takes about ten times its size "
-                                 "in memory); if you trust it and have the memory, pass "
-                                 f"Trace.load(path, max_bytes={error.size if known else max_bytes * 2})") from None
+            limit = (
+                "the 256 MiB explain reads by default"
+                if max_bytes == MAX_LOAD_BYTES
+                else f"max_bytes={max_bytes} ({size_text(max_bytes)})"
+            )
+            raise TraceFileError(
+                f"{path} is {size}, more than {limit} (a JSON trace takes about ten times its size "
+                "in memory); if you trust it and have the memory, pass "
+                f"Trace.load(path, max_bytes={error.size if known else max_bytes * 2})"
+            ) from None
         except strict_json.NotStrictJSON as error:
-            raise TraceFileError(f"{path}: {error}; the file was edited or damaged (explain never writes this): "
-                                 "save the trace again with pipe.trace.save(path)") from None
+            raise TraceFileError(
+                f"{path}: {error}; the file was edited or damaged (explain never writes this): "
+                "save the trace again with pipe.trace.save(path)"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
-            raise TraceFileError(f"{path} is not a readable trace (truncated or not JSON: {error}); "
-                                 "save it again with trace.save(path)") from None
+            raise TraceFileError(
+                f"{path} is not a readable trace (truncated or not JSON: {error}); save it again with trace.save(path)"
+            ) from None
         except OSError as error:
-            raise TraceFileError(f"{path} cannot be read ({error.strerror or error}); check the path and its "
-                                 "permissions") from None
+            raise TraceFileError(
+                f"{path} cannot be read ({error.strerror or error}); check the path and its permissions"
+            ) from None
         if not isinstance(record, dict) or record.get("format") != FORMAT:
-            raise TraceFileError(f"{path} is JSON but not an explain trace (no \"format\": \"{FORMAT}\"); "
-                                 "open a file written by pipe.trace.save(path)")
+            raise TraceFileError(
+                f'{path} is JSON but not an explain trace (no "format": "{FORMAT}"); '
+                "open a file written by pipe.trace.save(path)"
+            )
         version = record.get("version", 0)
         if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
-            raise TraceFileError(f"{path} was written by a newer explain (trace version {version!r}); "
-                                 "upgrade explain to read it")
+            raise TraceFileError(
+                f"{path} was written by a newer explain (trace version {version!r}); upgrade explain to read it"
+            )
         if version not in READABLE_VERSIONS:
-            raise TraceFileError(f"{path} has trace version {version!r}, which no explain release wrote; "
-                                 "save the trace again with pipe.trace.save(path)")
+            raise TraceFileError(
+                f"{path} has trace version {version!r}, which no explain release wrote; "
+                "save the trace again with pipe.trace.save(path)"
+            )
         events, meta = record.get("events", []), record.get("meta") or {}
         if not isinstance(events, list) or not isinstance(meta, dict):
-            raise TraceFileError(f"{path}: \"events\" is not a list of event records (or \"meta\" not an "
-                                 "object); the file was edited or damaged: save the trace again with "
-                                 "pipe.trace.save(path)")
+            raise TraceFileError(
+                f'{path}: "events" is not a list of event records (or "meta" not an '
+                "object); the file was edited or damaged: save the trace again with "
+                "pipe.trace.save(path)"
+            )
         try:
             strict_json.check_depth(meta, "meta")  # the events' fields are bounded by their declarations
         except strict_json.NotStrictJSON as error:
-            raise TraceFileError(f"{path}: {error}; the file was edited or damaged (explain never writes this): "
-                                 "save the trace again with pipe.trace.save(path)") from None
+            raise TraceFileError(
+                f"{path}: {error}; the file was edited or damaged (explain never writes this): "
+                "save the trace again with pipe.trace.save(path)"
+            ) from None
         loaded = []
         for index, event in enumerate(events):
             try:
@@ -274,8 +320,10 @@ class Trace:
                 loaded.append(Event.from_dict(event))
             except SchemaError as error:
                 where = f" ({event.get('stage')}/{event.get('kind')})" if isinstance(event, dict) else ""
-                raise TraceFileError(f"{path}: event {index}{where}: {error}; the file was edited or damaged: "
-                                     "save the trace again with pipe.trace.save(path)") from None
+                raise TraceFileError(
+                    f"{path}: event {index}{where}: {error}; the file was edited or damaged: "
+                    "save the trace again with pipe.trace.save(path)"
+                ) from None
         return cls(loaded, meta)
 
 
@@ -283,6 +331,8 @@ def _max_bytes(value) -> int:
     if value is None:
         return MAX_LOAD_BYTES
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ArgumentError(f"max_bytes must be a positive whole number of bytes (or None for the default, "
-                            f"{MAX_LOAD_BYTES}), got {value!r:.60}")
+        raise ArgumentError(
+            f"max_bytes must be a positive whole number of bytes (or None for the default, "
+            f"{MAX_LOAD_BYTES}), got {value!r:.60}"
+        )
     return value

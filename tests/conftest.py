@@ -21,8 +21,14 @@ os.environ["EXPLAIN_CHECK_EVENTS"] = "1"  # every event any test emits is checke
 # one intra-op thread: the test models are small, and on a busy 2-core machine torch's OpenMP threads wait for
 # each other (a 576x576 linear took 6-30 ms with 2 threads, 0.7 ms with 1). Set OMP_NUM_THREADS to override.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE",
-              "XDG_CACHE_HOME"):
+for _name in (
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "TRANSFORMERS_CACHE",
+    "HF_ASSETS_CACHE",
+    "HF_XET_CACHE",
+    "XDG_CACHE_HOME",
+):
     os.environ.pop(_name, None)
 atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
 
@@ -61,7 +67,8 @@ def hf_home() -> str:
 
     assert huggingface_hub.constants.HF_HUB_CACHE == HUB_CACHE, (
         f"huggingface_hub was imported before tests/conftest.py set HF_HOME (its cache is "
-        f"{huggingface_hub.constants.HF_HUB_CACHE}); a plugin or an earlier conftest imported it too early")
+        f"{huggingface_hub.constants.HF_HUB_CACHE}); a plugin or an earlier conftest imported it too early"
+    )
     assert huggingface_hub.constants.HF_HUB_OFFLINE
     return HF_HOME
 
@@ -78,8 +85,11 @@ def provisioned(hf_home) -> dict:
 def notebooks_in_background(request):
     """The lessons this session selected, started at its first test and executed one at a time on a thread of their
     own while the other tests run (tests/notebook_runner.py); None when no lesson is selected."""
-    paths = [item.callspec.params["path"] for item in request.session.items
-             if getattr(item, "originalname", None) == "test_notebook_runs_offline"]
+    paths = [
+        item.callspec.params["path"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_notebook_runs_offline"
+    ]
     if not paths:
         yield None
         return
@@ -119,9 +129,18 @@ def tiny_llama(tmp_path_factory, embedded_pipe):
 
     tokenizer = embedded_pipe.tokenizer
     config = transformers.LlamaConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, rope_theta=10000.0)
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        rope_theta=10000.0,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).eval()
     model.generation_config.max_new_tokens = 7  # a value only generation_config.json holds

@@ -12,10 +12,14 @@ from hypothesis import HealthCheck, Phase, settings
 
 # derandomize: the same examples on every run, so CI is deterministic; no example database is written
 # no "explain" phase: it imports libcst to say which lines failing examples ran, seconds that CI does not need
-FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=True,
-                phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                       HealthCheck.data_too_large])
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 EXAMPLE_SECONDS = 30
 
 
@@ -28,6 +32,7 @@ def fuzz(examples: int) -> settings:
 def time_limit(seconds: float = EXAMPLE_SECONDS):
     """Raise TimeoutError in this (main) thread if the block runs longer than `seconds` (a Python-level loop is
     interrupted; hypothesis then reports the example that hung)."""
+
     def expired(signum, frame):
         raise TimeoutError(f"the example ran for more than {seconds} s: a hang")
 
@@ -47,6 +52,9 @@ def fingerprint(folder) -> dict:
         for name in files:
             path = os.path.join(root, name)
             with open(path, "rb") as f:
-                found[os.path.relpath(path, folder)] = (os.path.getsize(path), hashlib.sha256(f.read()).hexdigest(),
-                                                        os.stat(path).st_mode)
+                found[os.path.relpath(path, folder)] = (
+                    os.path.getsize(path),
+                    hashlib.sha256(f.read()).hexdigest(),
+                    os.stat(path).st_mode,
+                )
     return found

@@ -35,8 +35,9 @@ def execute(path: str, env: dict, workdir: str):
     for cell in notebook.cells:  # a learner who tried: every solution runs, so its answer is checked too
         cell.source = cell.source.replace("tried = False", "tried = True")
     notebook.cells.append(nbformat.v4.new_code_cell(PEAK_CELL))
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": workdir}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": workdir}}
+    )
     start = time.perf_counter()
     client.execute(env=env)
     peak_mib = int(notebook.cells.pop().outputs[0].text.split()[1]) / 1024

@@ -55,10 +55,16 @@ def test_adapter_generation_equals_peft(tiny_llama, tiny_adapter):
     folder, peft_model = tiny_adapter
     pipe = explain.pipeline("text-generation", model=tiny_llama.folder, adapter=folder)
     ids = prompt_ids(tiny_llama.tokenizer)
-    expected = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
-                                   do_sample=False, eos_token_id=None, pad_token_id=0)[0, ids.shape[1]:].tolist()
+    expected = peft_model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=8,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )[0, ids.shape[1] :].tolist()
     got = pipe(PROMPT, max_new_tokens=8, do_sample=False, eos_token_id=None, return_tensors=True)
-    assert got[0]["generated_token_ids"][ids.shape[1]:] == expected
+    assert got[0]["generated_token_ids"][ids.shape[1] :] == expected
 
 
 def test_readable_lora_equals_peft(tiny_llama, tiny_adapter):
@@ -75,7 +81,9 @@ def test_readable_lora_equals_peft(tiny_llama, tiny_adapter):
     assert "LoraLinear" in adapter.applied_with
 
 
-@pytest.mark.parametrize("options", [{"use_rslora": True}, {"alpha_pattern": {"down_proj": 2}, "rank_pattern": {"q_proj": 2}}])
+@pytest.mark.parametrize(
+    "options", [{"use_rslora": True}, {"alpha_pattern": {"down_proj": 2}, "rank_pattern": {"q_proj": 2}}]
+)
 def test_lora_options_equal_peft(tiny_llama, tmp_path, options):
     peft_model = make_adapter(tiny_llama.model, tmp_path, **options)
     ids = prompt_ids(tiny_llama.tokenizer)
@@ -99,7 +107,9 @@ def test_adapter_event(tiny_llama, tiny_adapter):
     with open(os.path.join(folder, "adapter_config.json")) as f:
         assert data["base_model_name_or_path"] == json.load(f).get("base_model_name_or_path")
     base = sum(p.numel() for p in tiny_llama.model.parameters())
-    assert data["base_parameters"] == base and data["adapter_parameters"] == sum(m["parameters"] for m in data["modules"])
+    assert data["base_parameters"] == base and data["adapter_parameters"] == sum(
+        m["parameters"] for m in data["modules"]
+    )
     assert data["share_of_base"] == data["adapter_parameters"] / base
     layer = pipe.model.model.layers[0].self_attn.q_proj
     delta = layer.get_delta_weight("default")
@@ -131,8 +141,9 @@ def test_adapter_on_quantized_layers(tiny_llama, tiny_adapter):
     """peft cannot wrap explain's Int8Linear: the readable LoraLinear adds B(A x) to the quantized product."""
     folder, peft_model = tiny_adapter
     base = explain.pipeline("text-generation", model=tiny_llama.folder, quantization="int8", dtype="float32")
-    pipe = explain.pipeline("text-generation", model=tiny_llama.folder, quantization="int8", dtype="float32",
-                            adapter=folder)
+    pipe = explain.pipeline(
+        "text-generation", model=tiny_llama.folder, quantization="int8", dtype="float32", adapter=folder
+    )
     assert "peft cannot wrap Int8Linear" in pipe.adapter.applied_with
     layer = pipe.model.model.layers[0].self_attn.q_proj
     x = torch.randn(2, 32)
@@ -148,16 +159,29 @@ def test_adapter_on_the_embedded_model_equals_peft_and_transformers(embedded_pip
     """transformers' LlamaForCausalLM with the embedded model's weights (test_loading proves them equal to
     transformers' own GGUF load), an adapter made by peft on it, against explain.pipeline(adapter=...)."""
     config = embedded_pipe.config
-    reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
-        intermediate_size=config["intermediate_size"], num_hidden_layers=config["num_hidden_layers"],
-        num_attention_heads=config["num_attention_heads"], num_key_value_heads=config["num_key_value_heads"],
-        head_dim=config["head_dim"], max_position_embeddings=config["max_position_embeddings"],
-        rms_norm_eps=config["rms_norm_eps"], rope_theta=config["rope_theta"], tie_word_embeddings=True)).eval()
+    reference = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=config["vocab_size"],
+            hidden_size=config["hidden_size"],
+            intermediate_size=config["intermediate_size"],
+            num_hidden_layers=config["num_hidden_layers"],
+            num_attention_heads=config["num_attention_heads"],
+            num_key_value_heads=config["num_key_value_heads"],
+            head_dim=config["head_dim"],
+            max_position_embeddings=config["max_position_embeddings"],
+            rms_norm_eps=config["rms_norm_eps"],
+            rope_theta=config["rope_theta"],
+            tie_word_embeddings=True,
+        )
+    ).eval()
     reference.load_state_dict(embedded_pipe.model.state_dict())
     torch.manual_seed(0)
-    peft_model = peft.get_peft_model(reference, peft.LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj"], init_lora_weights=False)).eval()
+    peft_model = peft.get_peft_model(
+        reference,
+        peft.LoraConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj"], init_lora_weights=False
+        ),
+    ).eval()
     with torch.no_grad():  # a trained adapter's size: B small, so the text stays language
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
@@ -210,13 +234,16 @@ def test_missing_weights_and_a_pickle_is_not_read(tiny_llama, tiny_adapter, tmp_
         explain.pipeline("text-generation", model=tiny_llama.folder, adapter=folder)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"peft_type": "IA3"}, "is a 'IA3' adapter; explain applies LoRA adapters"),
-    ({"peft_type": "PREFIX_TUNING"}, "'PREFIX_TUNING' adapter"),
-    ({"use_dora": True}, "DoRA"),
-    ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
-    ({"bias": "all"}, "bias='all'"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"peft_type": "IA3"}, "is a 'IA3' adapter; explain applies LoRA adapters"),
+        ({"peft_type": "PREFIX_TUNING"}, "'PREFIX_TUNING' adapter"),
+        ({"use_dora": True}, "DoRA"),
+        ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+        ({"bias": "all"}, "bias='all'"),
+    ],
+)
 def test_other_adapter_kinds_are_refused(tiny_llama, tiny_adapter, tmp_path, changes, message):
     folder = copy_adapter(tiny_adapter, tmp_path)
     edit_config(folder, **changes)
@@ -226,13 +253,24 @@ def test_other_adapter_kinds_are_refused(tiny_llama, tiny_adapter, tmp_path, cha
 
 def test_adapter_for_another_base_names_the_shapes(tiny_llama, tmp_path):
     """An adapter made for a wider model: its first module's shapes and the model's are named."""
-    wider = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=tiny_llama.tokenizer.vocab_size, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+    wider = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=tiny_llama.tokenizer.vocab_size,
+            hidden_size=64,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+        )
+    )
     make_adapter(wider, tmp_path, target_modules=["q_proj"])
     edit_config(str(tmp_path), base_model_name_or_path="someone/wider-llama")
-    with pytest.raises(ExplainError, match=r"does not fit this model: model.layers.0.self_attn.q_proj.lora_A is "
-                                           r"\[4, 64\].*is 32 -> 32, which needs lora_A \[4, 32\].*someone/wider-llama"):
+    with pytest.raises(
+        ExplainError,
+        match=r"does not fit this model: model.layers.0.self_attn.q_proj.lora_A is "
+        r"\[4, 64\].*is 32 -> 32, which needs lora_A \[4, 32\].*someone/wider-llama",
+    ):
         explain.pipeline("text-generation", model=tiny_llama.folder, adapter=str(tmp_path))
 
 

@@ -19,11 +19,18 @@ transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 # different lengths on purpose: the batch pads the short ones on the left
-PROMPTS = ["The capital of France is", "Hi", "Write a long story about a cat and a dog who live in a lighthouse by the",
-           "Once upon a time", "Numbers: 1, 2, 3,"]
-CHATS = [[{"role": "user", "content": "What is 2 + 2?"}],
-         [{"role": "system", "content": "You answer in French."}, {"role": "user", "content": "Say hello"}],
-         [{"role": "user", "content": "Name three colors."}, {"role": "assistant", "content": "Red,"}]]
+PROMPTS = [
+    "The capital of France is",
+    "Hi",
+    "Write a long story about a cat and a dog who live in a lighthouse by the",
+    "Once upon a time",
+    "Numbers: 1, 2, 3,",
+]
+CHATS = [
+    [{"role": "user", "content": "What is 2 + 2?"}],
+    [{"role": "system", "content": "You answer in French."}, {"role": "user", "content": "Say hello"}],
+    [{"role": "user", "content": "Name three colors."}, {"role": "assistant", "content": "Red,"}],
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +53,9 @@ def both(ours, theirs, prompts, seed: int | None = None, **kwargs):
 
 def steps_of(pipe_or_trace, run):
     trace = getattr(pipe_or_trace, "trace", pipe_or_trace)
-    return [event.data for event in trace.events if event.run == run and (event.stage, event.kind) ==
-            ("generation", "step")]
+    return [
+        event.data for event in trace.events if event.run == run and (event.stage, event.kind) == ("generation", "step")
+    ]
 
 
 @pytest.mark.parametrize("batch_size", [2, 3, 5, 8])
@@ -57,8 +65,9 @@ def test_greedy_batches_equal_the_pipeline(tiny, batch_size):
     ours, theirs = tiny
     mine, expected = both(ours, theirs, PROMPTS, do_sample=False, max_new_tokens=10, batch_size=batch_size)
     assert mine == expected and len(mine) == len(PROMPTS)
-    mine, expected = both(ours, theirs, PROMPTS[:3], do_sample=False, max_new_tokens=6, batch_size=batch_size,
-                          return_tensors=True)
+    mine, expected = both(
+        ours, theirs, PROMPTS[:3], do_sample=False, max_new_tokens=6, batch_size=batch_size, return_tensors=True
+    )
     assert mine == expected
     if batch_size >= 3:  # one batch: every row padded to the longest prompt, as generate() returns them
         assert len({len(row[0]["generated_token_ids"]) for row in mine}) == 1
@@ -91,9 +100,9 @@ def test_a_batch_is_one_forward_per_step_with_the_rows_traced(tiny):
     assert all(s["position"] == lengths[s["sequence"]] + s["step"] for s in steps)
     pad = ours.trace.last("tokenization", "pad", run=run).data
     assert pad["side"] == "left" and pad["width"] == width == max(lengths)
-    for row, length in zip(pad["rows"], lengths):
+    for row, length in zip(pad["rows"], lengths, strict=False):
         assert row["pads"] == width - length and row["attention_mask"] == [0] * row["pads"] + [1] * length
-        assert row["ids"][:row["pads"]] == [pad["pad_token_id"]] * row["pads"]
+        assert row["ids"][: row["pads"]] == [pad["pad_token_id"]] * row["pads"]
     encodes = [e.data for e in ours.trace.events if e.run == run and e.kind == "encode"]
     assert [e["batch_row"] for e in encodes] == [0, 1, 2] and [e["count"] for e in encodes] == lengths
     settings = ours.trace.last("generation", "settings", run=run).data
@@ -108,7 +117,7 @@ def test_finished_rows_are_padded_and_processors_run_per_row(tiny):
     transformers (the pads of the padded rows included)."""
     ours, theirs = tiny
     probe = ours(PROMPTS, do_sample=False, max_new_tokens=12, batch_size=5, return_tensors=True)
-    generated = [row[0]["generated_token_ids"][ours.last_generation.prompt_length:] for row in probe]
+    generated = [row[0]["generated_token_ids"][ours.last_generation.prompt_length :] for row in probe]
     eos = generated[0][3]  # a token row 0 writes at its 4th step: row 0 (at least) stops there
     call = dict(do_sample=False, max_new_tokens=12, batch_size=5, eos_token_id=eos)
     mine, expected = both(ours, theirs, PROMPTS, **call, return_tensors=True)
@@ -120,7 +129,7 @@ def test_finished_rows_are_padded_and_processors_run_per_row(tiny):
     pad = ours.tokenizer.pad_token_id
     for row in rows:
         if eos in row[width:]:
-            after = row[width + row[width:].index(eos) + 1:]
+            after = row[width + row[width:].index(eos) + 1 :]
             assert after == [pad] * len(after)  # ...and was padded from then on
     for processors in (dict(repetition_penalty=1.5, no_repeat_ngram_size=2), dict(min_new_tokens=6)):
         mine, expected = both(ours, theirs, PROMPTS, **call, **processors)
@@ -131,8 +140,9 @@ def test_stop_strings_stop_each_row(tiny):
     ours, theirs = tiny
     probe = ours(PROMPTS[:3], do_sample=False, max_new_tokens=10, batch_size=3, return_full_text=False)
     stop = probe[1][0]["generated_text"][2:4]  # a piece of row 1's text: row 1 stops there
-    mine, expected = both(ours, theirs, PROMPTS[:3], do_sample=False, max_new_tokens=10, batch_size=3,
-                          stop_sequence=stop)
+    mine, expected = both(
+        ours, theirs, PROMPTS[:3], do_sample=False, max_new_tokens=10, batch_size=3, stop_sequence=stop
+    )
     assert mine == expected
 
 
@@ -140,8 +150,11 @@ def test_seeded_sampling_equals_the_pipeline(tiny):
     """The same draws: the DataLoader's one draw from torch's generator, then one multinomial per step over the
     (rows, vocab) probabilities; several samples per prompt expand each prompt into its rows first."""
     ours, theirs = tiny
-    for call in (dict(batch_size=2), dict(batch_size=5, top_k=30, top_p=0.9, repetition_penalty=1.2),
-                 dict(batch_size=3, num_return_sequences=2)):
+    for call in (
+        dict(batch_size=2),
+        dict(batch_size=5, top_k=30, top_p=0.9, repetition_penalty=1.2),
+        dict(batch_size=3, num_return_sequences=2),
+    ):
         mine, expected = both(ours, theirs, PROMPTS, seed=11, do_sample=True, max_new_tokens=8, **call)
         assert mine == expected
     # the DataLoader's draw is part of it: batch_size=1 lists sample what transformers samples too
@@ -170,8 +183,11 @@ def test_a_batch_mixing_chats_and_strings_is_refused_as_transformers_fails(tiny)
     with pytest.raises(TypeError, match="can only concatenate str"):
         theirs(mixed, max_new_tokens=2)
     for batch_size in (1, 2):
-        with pytest.raises(ArgumentError, match=r"mixes strings and chats \(text_inputs\[0\] is a string, "
-                                                r"text_inputs\[1\] a chat\)"):
+        with pytest.raises(
+            ArgumentError,
+            match=r"mixes strings and chats \(text_inputs\[0\] is a string, "
+            r"text_inputs\[1\] a chat\)",
+        ):
             ours(mixed, max_new_tokens=2, batch_size=batch_size)
 
 
@@ -179,6 +195,7 @@ def test_no_pad_token_cannot_batch_as_in_transformers(tiny_llama, tmp_path):
     """A tokenizer without a pad token: transformers refuses batch_size > 1 before anything runs, with these words;
     explain the same, and says how to give it one. batch_size=1 still runs."""
     import shutil
+
     folder = tmp_path / "no-pad"
     shutil.copytree(tiny_llama.folder, folder)
     ours = explain.pipeline("text-generation", model=str(folder))
@@ -189,8 +206,11 @@ def test_no_pad_token_cannot_batch_as_in_transformers(tiny_llama, tmp_path):
     with pytest.raises(ValueError, match="Pipeline with tokenizer without pad_token cannot do batching"):
         theirs(PROMPTS[:2], batch_size=2, max_new_tokens=2)
     runs = len(ours.trace.runs()) if hasattr(ours.trace, "runs") else None
-    with pytest.raises(ExplainError, match="Pipeline with tokenizer without pad_token cannot do batching.*"
-                                           "pipe.tokenizer.pad_token = pipe.tokenizer.eos_token"):
+    with pytest.raises(
+        ExplainError,
+        match="Pipeline with tokenizer without pad_token cannot do batching.*"
+        "pipe.tokenizer.pad_token = pipe.tokenizer.eos_token",
+    ):
         ours(PROMPTS[:2], batch_size=2, max_new_tokens=2)
     assert runs is None or len(ours.trace.runs()) == runs
     assert len(ours(PROMPTS[:2], batch_size=1, max_new_tokens=2, do_sample=False)) == 2
@@ -224,7 +244,8 @@ def test_the_transformers_backend_runs_transformers_batches_and_traces_each_row(
     ours(PROMPTS, **call)
     mine = steps_of(ours, ours.last_generation.run_id)
     assert [(s["batch_row"], s["step"], s["token_id"]) for s in mine] == [
-        (s["batch_row"], s["step"], s["token_id"]) for s in steps]
+        (s["batch_row"], s["step"], s["token_id"]) for s in steps
+    ]
     with pytest.raises(ArgumentError, match="batch_size=0"):
         traced(PROMPTS, batch_size=0)
 
@@ -232,6 +253,7 @@ def test_the_transformers_backend_runs_transformers_batches_and_traces_each_row(
 def test_a_saved_batch_loads_with_its_rows(tiny, tmp_path):
     """save and load keep a batch as it ran: the pad event, each step's row and prompt, the decoded rows."""
     from explain.trace import Trace
+
     ours, _ = tiny
     ours(PROMPTS[:3], do_sample=False, max_new_tokens=3, batch_size=3)
     run = ours.last_generation.run_id

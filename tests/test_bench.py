@@ -25,8 +25,13 @@ CONTENDERS = ("explain_traced", "explain_untraced", "explain_widget", "transform
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     names = sorted(os.listdir(out))
     stems = [n[: -len(".json")] for n in names if n.endswith(".json")]
@@ -114,13 +119,15 @@ def test_smoke_numbers_are_real_and_consistent(smoke):
     for name in ("explain_traced", "transformers"):
         row = long["contenders"][name]
         assert row["decode_tokens"] == 2 and close(row["median_tokens_per_s"], 1000 / row["median_ms_per_token"])
-    assert close(long["explain_time_vs_transformers"], long["contenders"]["explain_traced"]["median_ms_per_token"]
-                 / long["contenders"]["transformers"]["median_ms_per_token"])
+    assert close(
+        long["explain_time_vs_transformers"],
+        long["contenders"]["explain_traced"]["median_ms_per_token"]
+        / long["contenders"]["transformers"]["median_ms_per_token"],
+    )
     assert long["same_tokens_as_transformers"] is True
     assert "## Decode at a long context (48-token prompt)" in smoke[3]
     agreement = entry["agreement_with_transformers"]["explain_traced"]
     assert agreement["identical_runs"] == agreement["runs"]  # fp32 greedy: the same tokens as transformers
-
 
 
 def test_smoke_measures_the_decoding_strategies(smoke):
@@ -133,10 +140,13 @@ def test_smoke_measures_the_decoding_strategies(smoke):
         assert e["new_tokens"] == measured["new_tokens"] and e["trace_bytes"] > 0 and e["seconds"] > 0
         assert close(e["bytes_per_step"], e["trace_bytes"] / e["forward_passes"])
         assert close(e["bytes_vs_greedy"], e["bytes_per_step"] / strategies["greedy"]["bytes_per_step"])
-    assert strategies["5 samples"]["sequences"] == 5 and strategies["greedy"]["forward_passes"] == measured["new_tokens"]
+    assert (
+        strategies["5 samples"]["sequences"] == 5 and strategies["greedy"]["forward_passes"] == measured["new_tokens"]
+    )
     assert strategies["prompt lookup"]["forward_passes"] <= measured["new_tokens"]
     assert 1 < strategies["4 beams"]["bytes_vs_greedy"] < 8  # every beam's top candidates, never whole rows
     assert "## Decoding strategies (float32)" in (out / f"{stem}.md").read_text()
+
 
 def test_smoke_measures_batch_throughput(smoke):
     """bench/batching.py: batch sizes side by side (explain traced, untraced, transformers), the tracing overhead,
@@ -148,7 +158,9 @@ def test_smoke_measures_batch_throughput(smoke):
         assert e["prompts"] == int(size) and e["texts_equal_transformers"] is True
         for name, seconds in e["seconds"].items():
             assert seconds > 0 and close(e["tokens_per_s"][name], int(size) * measured["new_tokens"] / seconds)
-        assert close(e["explain_vs_transformers"], e["tokens_per_s"]["explain_traced"] / e["tokens_per_s"]["transformers"])
+        assert close(
+            e["explain_vs_transformers"], e["tokens_per_s"]["explain_traced"] / e["tokens_per_s"]["transformers"]
+        )
         assert close(e["tracing_overhead"], e["seconds"]["explain_traced"] / e["seconds"]["explain_untraced"] - 1)
         assert close(e["trace_bytes_per_row_step"] * int(size), e["trace_bytes_per_forward"])
     # one step record per row: a forward of 2 rows records about twice what a forward of 1 does
@@ -160,12 +172,26 @@ def test_smoke_measures_batch_throughput(smoke):
 # -- the pieces, on made-up inputs ---------------------------------------------------------------------------------
 def made_up(traced=97.0, untraced=100.0, widget=None, reference=80.0, load=(2.0, 10.0), trace_bytes=1500.0):
     def summary(rate):
-        return {"available": True, "median_tokens_per_s": rate} if rate else {"available": False, "reason": "not available: x"}
-    return {"dtypes": {"float32": {
-        "decode": {"explain_traced": summary(traced), "explain_untraced": summary(untraced),
-                   "explain_widget": summary(widget), "transformers": summary(reference)},
-        "cold_load": {"explain": {"load_s": load[0]}, "transformers": {"load_s": load[1]}},
-        "trace_bytes_per_step": {"bytes_per_step": trace_bytes}}}}
+        return (
+            {"available": True, "median_tokens_per_s": rate}
+            if rate
+            else {"available": False, "reason": "not available: x"}
+        )
+
+    return {
+        "dtypes": {
+            "float32": {
+                "decode": {
+                    "explain_traced": summary(traced),
+                    "explain_untraced": summary(untraced),
+                    "explain_widget": summary(widget),
+                    "transformers": summary(reference),
+                },
+                "cold_load": {"explain": {"load_s": load[0]}, "transformers": {"load_s": load[1]}},
+                "trace_bytes_per_step": {"bytes_per_step": trace_bytes},
+            }
+        }
+    }
 
 
 def by_key(results):
@@ -201,6 +227,7 @@ def test_widget_hook_joins_a_dashboard_that_subscribes_itself(monkeypatch):
         def __init__(self, source):
             self.seen = []
             source.trace.subscribe(self.seen.append)
+
     monkeypatch.setitem(sys.modules, "explain.widgets", types.SimpleNamespace(Dashboard=Dashboard))
     pipe = FakePipe()
     view, sinks, entry = contenders.attach_widget(pipe)
@@ -220,6 +247,7 @@ def test_widget_hook_reports_not_available_with_the_reason(monkeypatch):
 
 def test_saved_trace_bytes_per_step_are_what_the_file_grows_by(tmp_path):
     from bench import trace_size
+
     trace = Trace()
     trace.check_events = False  # made-up events: only their sizes matter here
     trace.emit("config", "config", {"architecture": "X"})
@@ -236,12 +264,25 @@ def test_saved_trace_bytes_per_step_are_what_the_file_grows_by(tmp_path):
 
 def test_long_context_section_only_when_measured():
     from bench import long_context
+
     assert long_context.markdown({"dtypes": {"float32": {}}}) == []
     row = {"median_ms_per_token": 80.0, "median_tokens_per_s": 12.5, "forward_ms_per_token": 78.0}
-    results = {"dtypes": {"float32": {"long_context": {
-        "prompt_tokens": 2000, "new_tokens": 32, "rounds": 2, "same_tokens_as_transformers": True,
-        "contenders": {"explain_traced": row, "transformers": dict(row, median_ms_per_token=100.0,
-                                                                   forward_ms_per_token=None)}}}}}
+    results = {
+        "dtypes": {
+            "float32": {
+                "long_context": {
+                    "prompt_tokens": 2000,
+                    "new_tokens": 32,
+                    "rounds": 2,
+                    "same_tokens_as_transformers": True,
+                    "contenders": {
+                        "explain_traced": row,
+                        "transformers": dict(row, median_ms_per_token=100.0, forward_ms_per_token=None),
+                    },
+                }
+            }
+        }
+    }
     text = "\n".join(long_context.markdown(results))
     assert "## Decode at a long context (2,000-token prompt)" in text
     assert "| float32 | explain traced | 80.0 | 12.50 | 78.0 | 0.80x |" in text
@@ -254,8 +295,10 @@ def test_smoke_quantized_section(smoke):
     settings, entry = results["settings"], results["quantized"]
     decode = entry["decode"]
     assert decode["explain_float32"]["available"] and decode["explain_gguf"]["available"]
-    assert decode["transformers_bfloat16"] == {"available": False,
-                                               "reason": "skipped in the smoke run (--smoke): it is slow to load"}
+    assert decode["transformers_bfloat16"] == {
+        "available": False,
+        "reason": "skipped in the smoke run (--smoke): it is slow to load",
+    }
     assert decode["llama_cpp"]["available"] or "llama-cpp-python" in decode["llama_cpp"]["reason"]
     for name in ("explain_float32", "explain_gguf"):
         assert [r["new_tokens"] for r in decode[name]["runs"]] == [settings["new_tokens"]] * settings["prompts"]
@@ -270,14 +313,19 @@ def test_smoke_quantized_section(smoke):
     targets = {t["key"]: t for t in results["targets"]}
     assert targets["quantized_weight_memory"]["met"] is True
     assert targets["quantized_speed_vs_transformers_bf16"]["met"] is None  # no transformers in the smoke run
-    assert "quantization=\"gguf\"" in (smoke[0] / "latest.md").read_text()
+    assert 'quantization="gguf"' in (smoke[0] / "latest.md").read_text()
 
 
 def test_quantized_targets_on_made_up_numbers():
-    entry = {"decode": {"explain_gguf": {"available": True, "median_tokens_per_s": 30.0},
-                        "transformers_bfloat16": {"available": True, "median_tokens_per_s": 25.0},
-                        "llama_cpp": {"available": True, "median_tokens_per_s": 75.0}},
-             "weights": {"ratio": 0.35}, "agreement_with_float32": {"agreement": 0.85}}
+    entry = {
+        "decode": {
+            "explain_gguf": {"available": True, "median_tokens_per_s": 30.0},
+            "transformers_bfloat16": {"available": True, "median_tokens_per_s": 25.0},
+            "llama_cpp": {"available": True, "median_tokens_per_s": 75.0},
+        },
+        "weights": {"ratio": 0.35},
+        "agreement_with_float32": {"agreement": 0.85},
+    }
     targets = {t["key"]: t for t in report.quantized_targets(entry)}
     assert targets["quantized_weight_memory"]["miss"].startswith("0.05x over")
     assert targets["quantized_speed_vs_transformers_bf16"]["miss"].startswith("0.30x short (25% more")

@@ -25,8 +25,13 @@ SECTIONS = ("weights", "load", "speed", "fidelity", "offload", "backend")
 
 
 def run_smoke(out, model, *extra):
-    done = subprocess.run([sys.executable, "-m", "bench.gpu", "--smoke", "--out", str(out), "--model", str(model),
-                           *extra], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--smoke", "--out", str(out), "--model", str(model), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     return done
 
 
@@ -40,8 +45,14 @@ def smoke(tmp_path_factory):
     assert len(stems) == 1 and stems[0].endswith("-smoke"), names
     with open(out / f"{stems[0]}.json") as f:
         results = json.load(f)
-    return {"out": out, "model": model, "stem": stems[0], "results": results, "stdout": done.stdout,
-            "stderr": done.stderr}
+    return {
+        "out": out,
+        "model": model,
+        "stem": stems[0],
+        "results": results,
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+    }
 
 
 def close(a, b, rel=1e-9):
@@ -55,8 +66,9 @@ def test_smoke_writes_every_section_to_a_smoke_named_json_and_markdown(smoke):
     assert stem == f"{results['date']}-{results['machine']['slug']}-smoke"
     assert list(results["sections"]) == list(SECTIONS)
     for name, entry in results["sections"].items():
-        assert entry["status"] == "ok" or (name == "backend" and entry["status"] == "not available"
-                                           and entry["reason"]), (name, entry)
+        assert entry["status"] == "ok" or (
+            name == "backend" and entry["status"] == "not available" and entry["reason"]
+        ), (name, entry)
         assert entry["seconds"] >= 0
     summary = results["summary"]
     assert summary["sections_ok"] is True and summary["checks_passed"] is True
@@ -207,6 +219,7 @@ def test_synthetic_tokenizer_has_llama_3s_ids(tmp_path):
     import transformers
 
     from explain.stages.tokenizer import Tokenizer
+
     synthetic.write_tokenizer(str(tmp_path), 128256)
     ours = Tokenizer.from_folder(tmp_path)
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)
@@ -217,7 +230,8 @@ def test_synthetic_tokenizer_has_llama_3s_ids(tmp_path):
     assert ours.decode([128006, 50000]) == "<|start_header_id|><50000>"
     messages = [{"role": "user", "content": "Hi"}]
     assert ours.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == theirs.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=False)
+        messages, add_generation_prompt=True, tokenize=False
+    )
 
 
 def test_placement_checks_on_a_really_offloaded_model(tiny_llama, tmp_path):
@@ -228,11 +242,18 @@ def test_placement_checks_on_a_really_offloaded_model(tiny_llama, tmp_path):
     import explain
     from bench.gpu import placement_checks
     from explain.stages.placement import execution
+
     pipe = explain.pipeline(model=tiny_llama.folder)
     model = type(pipe.model)(pipe.model.config).eval()
     model.load_state_dict(pipe.model.state_dict())
-    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
-                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "disk"}
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "disk",
+    }
     dispatch_model(model, device_map=device_map, offload_dir=str(tmp_path))
     event = {"device_map": device_map, **execution(model, device_map)}
     ids = pipe.tokenizer.encode("Hello there")
@@ -265,17 +286,20 @@ def test_host_reads_count_what_a_gpu_would_wait_for():
 
 def test_a_generation_step_reads_the_device_a_few_times(tiny_llama):
     import explain
+
     pipe = explain.pipeline(model=tiny_llama.folder)
     greedy = count_step_syncs(pipe, "The quick brown fox", steps=3, do_sample=False)
     assert greedy["syncs_per_decode_step"] == 3 and greedy["host_to_device_per_decode_step"] == 0
-    sampled = count_step_syncs(pipe, "The quick brown fox", steps=3, do_sample=True, top_k=20, top_p=0.9,
-                               temperature=0.7)
+    sampled = count_step_syncs(
+        pipe, "The quick brown fox", steps=3, do_sample=True, top_k=20, top_p=0.9, temperature=0.7
+    )
     assert sampled["processors"] == ["temperature", "top_k", "top_p"]
     assert sampled["syncs_per_decode_step"] <= 3 + 2 * len(sampled["processors"])
 
 
 def test_entropy_is_the_distributions_entropy_in_bits(tiny_llama):
     import explain
+
     pipe = explain.pipeline(model=tiny_llama.folder)
     generation = pipe.start("The quick brown fox", max_new_tokens=3, do_sample=True, top_k=20, keep_logits=True)
     generation.run()

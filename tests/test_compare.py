@@ -22,9 +22,11 @@ def pipes(tiny_llama, tmp_path_factory):
     pytest.importorskip("peft")
     folder = tmp_path_factory.mktemp("lora-compare")
     make_lora(tiny_llama.model, folder, target_modules=["q_proj", "v_proj"])
-    return (explain.pipeline("text-generation", model=tiny_llama.folder),
-            explain.pipeline("text-generation", model=tiny_llama.folder),
-            explain.pipeline("text-generation", model=tiny_llama.folder, adapter=str(folder)))
+    return (
+        explain.pipeline("text-generation", model=tiny_llama.folder),
+        explain.pipeline("text-generation", model=tiny_llama.folder),
+        explain.pipeline("text-generation", model=tiny_llama.folder, adapter=str(folder)),
+    )
 
 
 def test_a_pipeline_against_itself(pipes):
@@ -61,8 +63,8 @@ def test_per_step_numbers_are_the_models(pipes, tiny_llama):
     prompt_ids = a.tokenizer.encode(PROMPT)
     ids = torch.tensor([prompt_ids + comparison.ids[0]])  # (1, P + N)
     with torch.no_grad():
-        log_a = F.log_softmax(a.model(ids).logits[0, len(prompt_ids) - 1: -1], dim=-1)  # (N, vocab)
-        log_b = F.log_softmax(b.model(ids).logits[0, len(prompt_ids) - 1: -1], dim=-1)
+        log_a = F.log_softmax(a.model(ids).logits[0, len(prompt_ids) - 1 : -1], dim=-1)  # (N, vocab)
+        log_b = F.log_softmax(b.model(ids).logits[0, len(prompt_ids) - 1 : -1], dim=-1)
     kl = (log_a.exp() * (log_a - log_b)).sum(-1)
     for row in comparison.steps:
         assert row["kl"] == pytest.approx(float(kl[row["step"]]), abs=1e-4)

@@ -34,10 +34,17 @@ def write(folder, model, tokenizer) -> str:
 @pytest.fixture(scope="module")
 def rope_model(tmp_path_factory, tokenizer):
     """(folder, transformers model): a tiny random Llama with a 16-position window."""
-    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=WINDOW, bos_token_id=tokenizer.bos_token_id,
-                                      eos_token_id=tokenizer.eos_token_id)
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=WINDOW,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).eval()
     return write(tmp_path_factory.mktemp("tiny-llama-16"), model, tokenizer), model
@@ -46,9 +53,15 @@ def rope_model(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="module")
 def learned_model(tmp_path_factory, tokenizer):
     """(folder, transformers model): a tiny random GPT-2 with 16 learned positions."""
-    config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=WINDOW, n_embd=32, n_layer=2,
-                                     n_head=4, bos_token_id=tokenizer.bos_token_id,
-                                     eos_token_id=tokenizer.eos_token_id)
+    config = transformers.GPT2Config(
+        vocab_size=tokenizer.vocab_size,
+        n_positions=WINDOW,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(config).eval()
     return write(tmp_path_factory.mktemp("tiny-gpt2-16"), model, tokenizer), model
@@ -67,8 +80,14 @@ def words(tokenizer, count: int) -> str:
 
 def greedy_ids(model, ids: list[int], new_tokens: int) -> list[int]:
     prompt = torch.tensor([ids])
-    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, do_sample=False,
-                         eos_token_id=None, pad_token_id=0)
+    out = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     return out[0].tolist()
 
 
@@ -137,8 +156,9 @@ def test_a_batch_with_a_prompt_past_the_window_runs_as_transformers_runs_it(rope
     (the same output), and the settings event says so."""
     folder, reference = rope_model
     pipe = explain.pipeline(model=folder)
-    theirs = transformers.pipeline("text-generation", model=reference,
-                                   tokenizer=transformers.AutoTokenizer.from_pretrained(folder))
+    theirs = transformers.pipeline(
+        "text-generation", model=reference, tokenizer=transformers.AutoTokenizer.from_pretrained(folder)
+    )
     prompts = [words(tokenizer, 20), words(tokenizer, 6)]
     call = dict(max_new_tokens=5, do_sample=False, batch_size=2)
     with pytest.warns(UserWarning):
@@ -147,21 +167,23 @@ def test_a_batch_with_a_prompt_past_the_window_runs_as_transformers_runs_it(rope
     assert "longer than the model's context window" in settings_event(pipe)["warnings"][0]
 
 
-def test_learned_positions_refuse_a_batch_with_a_longer_prompt_and_stop_a_batch_at_the_window(learned_model,
-                                                                                              tokenizer):
+def test_learned_positions_refuse_a_batch_with_a_longer_prompt_and_stop_a_batch_at_the_window(learned_model, tokenizer):
     """GPT-2: a prompt of the batch longer than the window fails the whole batch in transformers (IndexError):
     explain refuses it naming the prompt; a batch that reaches the window stops there, every row."""
     folder, reference = learned_model
     pipe = explain.pipeline(model=folder)
-    theirs = transformers.pipeline("text-generation", model=reference,
-                                   tokenizer=transformers.AutoTokenizer.from_pretrained(folder))
+    theirs = transformers.pipeline(
+        "text-generation", model=reference, tokenizer=transformers.AutoTokenizer.from_pretrained(folder)
+    )
     prompts = [words(tokenizer, 6), words(tokenizer, 20)]
     with pytest.raises(IndexError):
         theirs(prompts, max_new_tokens=2, batch_size=2)
-    with pytest.raises(ExplainError, match="prompt 1 of the list is 20 tokens but the model's context window is 16 "
-                                           "tokens.*IndexError"):
+    with pytest.raises(
+        ExplainError, match="prompt 1 of the list is 20 tokens but the model's context window is 16 tokens.*IndexError"
+    ):
         pipe(prompts, max_new_tokens=2, batch_size=2)
-    pipe([words(tokenizer, 10), words(tokenizer, 6)], max_new_tokens=12, do_sample=False, eos_token_id=None,
-         batch_size=2)
+    pipe(
+        [words(tokenizer, 10), words(tokenizer, 6)], max_new_tokens=12, do_sample=False, eos_token_id=None, batch_size=2
+    )
     generation = pipe.last_generation
     assert generation.stop_reason == "context_window" and len(generation.steps) == WINDOW - 10

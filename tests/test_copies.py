@@ -24,8 +24,10 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(REPO, "explain", "models")
-MARKER = re.compile(r"^(?P<indent>\s*)# Copied from explain\.models\.(?P<module>\w+)\.(?P<name>[\w.]+)"
-                    r"(?: with (?P<renames>.+?))?\s*$")
+MARKER = re.compile(
+    r"^(?P<indent>\s*)# Copied from explain\.models\.(?P<module>\w+)\.(?P<name>[\w.]+)"
+    r"(?: with (?P<renames>.+?))?\s*$"
+)
 
 
 @dataclass
@@ -88,8 +90,10 @@ def find_copies(path: str) -> list[Copy]:
         if match is None:
             continue
         if number + 1 not in starts:
-            raise ValueError(f"{path}:{number}: a '# Copied from' marker must sit on the line right above the "
-                             "def, class, decorator or assignment it marks")
+            raise ValueError(
+                f"{path}:{number}: a '# Copied from' marker must sit on the line right above the "
+                "def, class, decorator or assignment it marks"
+            )
         first, last = starts[number + 1]
         copies.append(Copy(path, number, match["module"], match["name"], parse_renames(match["renames"]), first, last))
     return copies
@@ -103,7 +107,7 @@ def source_text(module: str, name: str) -> str:
     if node is None:
         raise ValueError(f"explain.models.{module} has no {name} to copy from")
     first, last = _span(node)
-    return "\n".join(text.splitlines()[first - 1:last])
+    return "\n".join(text.splitlines()[first - 1 : last])
 
 
 def expected_text(copy: Copy) -> str:
@@ -115,7 +119,7 @@ def expected_text(copy: Copy) -> str:
 
 def copy_text(copy: Copy) -> str:
     with open(copy.path, encoding="utf-8") as f:
-        return "\n".join(f.read().splitlines()[copy.first - 1:copy.last])
+        return "\n".join(f.read().splitlines()[copy.first - 1 : copy.last])
 
 
 def drifted(path: str) -> list[str]:
@@ -124,10 +128,15 @@ def drifted(path: str) -> list[str]:
     for copy in find_copies(path):
         expected, got = expected_text(copy), copy_text(copy)
         if expected != got:
-            diff = "\n".join(difflib.unified_diff(expected.splitlines(), got.splitlines(), "source with renames",
-                                                  "copy", lineterm="", n=1))
-            problems.append(f"{os.path.relpath(path, REPO)}:{copy.line}: copy of explain.models.{copy.module}."
-                            f"{copy.name} has drifted:\n{diff}")
+            diff = "\n".join(
+                difflib.unified_diff(
+                    expected.splitlines(), got.splitlines(), "source with renames", "copy", lineterm="", n=1
+                )
+            )
+            problems.append(
+                f"{os.path.relpath(path, REPO)}:{copy.line}: copy of explain.models.{copy.module}."
+                f"{copy.name} has drifted:\n{diff}"
+            )
     return problems
 
 
@@ -140,7 +149,7 @@ def fix(path: str) -> int:
             continue
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
-        lines[copy.first - 1:copy.last] = expected.splitlines()
+        lines[copy.first - 1 : copy.last] = expected.splitlines()
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         count += 1
@@ -148,8 +157,9 @@ def fix(path: str) -> int:
 
 
 def model_files() -> list[str]:
-    return sorted(os.path.join(MODELS, name) for name in os.listdir(MODELS)
-                  if name.endswith(".py") and name != "__init__.py")
+    return sorted(
+        os.path.join(MODELS, name) for name in os.listdir(MODELS) if name.endswith(".py") and name != "__init__.py"
+    )
 
 
 # -- the tests -------------------------------------------------------------------------------------------------
@@ -160,21 +170,40 @@ def test_marked_copies_equal_their_source(path):
 
 
 # what each file shares with llama.py (names in llama.py): dropping a marker, and with it the check, fails here
-SHARED = {"ROPE_TYPES", "standardize_rope_parameters", "LlamaConfig.from_dict", "LlamaRMSNorm",
-          "rope_inverse_frequencies", "_yarn_mscale", "LlamaRotaryEmbedding", "rotate_half", "apply_rotary",
-          "repeat_kv", "causal_mask", "attend", "LlamaMLP.forward", "LlamaDecoderLayer", "LlamaModel",
-          "CausalLMOutput", "LlamaForCausalLM"}
+SHARED = {
+    "ROPE_TYPES",
+    "standardize_rope_parameters",
+    "LlamaConfig.from_dict",
+    "LlamaRMSNorm",
+    "rope_inverse_frequencies",
+    "_yarn_mscale",
+    "LlamaRotaryEmbedding",
+    "rotate_half",
+    "apply_rotary",
+    "repeat_kv",
+    "causal_mask",
+    "attend",
+    "LlamaMLP.forward",
+    "LlamaDecoderLayer",
+    "LlamaModel",
+    "CausalLMOutput",
+    "LlamaForCausalLM",
+}
 
 
-@pytest.mark.parametrize("module, also", [
-    ("qwen2", {"LlamaAttention.forward"}),  # its attention differs from Llama's in __init__ only (the biases)
-    ("qwen3", set()),  # its attention normalises q and k; its MLP, like Qwen2's, has no bias
-    ("smollm3", {"LlamaMLP"}),  # its attention skips the rotation in NoPE layers; its MLP is Llama's
-])
+@pytest.mark.parametrize(
+    "module, also",
+    [
+        ("qwen2", {"LlamaAttention.forward"}),  # its attention differs from Llama's in __init__ only (the biases)
+        ("qwen3", set()),  # its attention normalises q and k; its MLP, like Qwen2's, has no bias
+        ("smollm3", {"LlamaMLP"}),  # its attention skips the rotation in NoPE layers; its MLP is Llama's
+    ],
+)
 def test_llama_family_files_mark_every_shared_piece(module, also):
     marked = {copy.name for copy in find_copies(os.path.join(MODELS, f"{module}.py"))}
-    assert SHARED | also <= marked | ({"LlamaMLP.forward"} if "LlamaMLP" in marked else set()), \
+    assert SHARED | also <= marked | ({"LlamaMLP.forward"} if "LlamaMLP" in marked else set()), (
         f"{module}.py does not mark {sorted(SHARED | also - marked)}"
+    )
 
 
 def test_gpt2_marks_what_it_shares():
@@ -182,7 +211,7 @@ def test_gpt2_marks_what_it_shares():
     assert {"causal_mask", "CausalLMOutput"} <= marked
 
 
-DRIFT_SOURCE = '''
+DRIFT_SOURCE = """
 # Copied from explain.models.llama.LlamaRMSNorm with Llama->Toy
 class ToyRMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float):
@@ -202,7 +231,7 @@ class ToyAttention:
     # Copied from explain.models.llama.repeat_kv
     def repeat_kv(self):
         pass
-'''
+"""
 
 
 def test_a_faithful_copy_with_renames_passes(tmp_path):
@@ -249,7 +278,7 @@ if __name__ == "__main__":  # python tests/test_copies.py [--fix]
     paths = model_files()
     if "--fix" in sys.argv[1:]:
         for path in paths:
-            if (count := fix(path)):
+            if count := fix(path):
                 print(f"{os.path.relpath(path, REPO)}: rewrote {count} cop{'y' if count == 1 else 'ies'}")
     found = [problem for path in paths for problem in drifted(path)]
     print("\n\n".join(found) or "every marked copy equals its source")

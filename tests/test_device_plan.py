@@ -42,13 +42,21 @@ def meta_model(config: dict):
 
 
 # -- the map is accelerate's -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("repo, dtype, max_memory, strategy", [
-    ("meta-llama/Llama-3.1-8B", torch.bfloat16, {0: 8 * GiB, "cpu": 30 * GiB}, "auto"),  # one GPU: nothing to balance
-    ("meta-llama/Llama-3.1-8B", torch.float32, {0: 8 * GiB, 1: 8 * GiB, "cpu": 10 * GiB}, "sequential"),
-    ("HuggingFaceTB/SmolLM2-135M", torch.float32, {"cpu": 200 * 2**20, "disk": 10 * GiB}, "auto"),  # tied
-    ("openai-community/gpt2", torch.float16, {0: 100 * 2**20, "cpu": GiB}, "auto"),
-    ("Qwen/Qwen2.5-0.5B", torch.bfloat16, {"mps": 600 * 2**20}, "auto"),
-])
+@pytest.mark.parametrize(
+    "repo, dtype, max_memory, strategy",
+    [
+        (
+            "meta-llama/Llama-3.1-8B",
+            torch.bfloat16,
+            {0: 8 * GiB, "cpu": 30 * GiB},
+            "auto",
+        ),  # one GPU: nothing to balance
+        ("meta-llama/Llama-3.1-8B", torch.float32, {0: 8 * GiB, 1: 8 * GiB, "cpu": 10 * GiB}, "sequential"),
+        ("HuggingFaceTB/SmolLM2-135M", torch.float32, {"cpu": 200 * 2**20, "disk": 10 * GiB}, "auto"),  # tied
+        ("openai-community/gpt2", torch.float16, {0: 100 * 2**20, "cpu": GiB}, "auto"),
+        ("Qwen/Qwen2.5-0.5B", torch.bfloat16, {"mps": 600 * 2**20}, "auto"),
+    ],
+)
 def test_device_map_and_sizes_are_accelerates(repo, dtype, max_memory, strategy):
     config = shipped_config(repo)
     model = meta_model(config)
@@ -64,14 +72,22 @@ def test_device_map_and_sizes_are_accelerates(repo, dtype, max_memory, strategy)
 def test_quantised_linear_weights_as_transformers_counts_them(dtype, quantised):
     config = shipped_config("meta-llama/Llama-3.1-8B")
     model = meta_model(config)
-    special = {f"{name}.weight": quantised for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and name != "lm_head"}  # transformers keeps the LM head in 16 bit
+    special = {
+        f"{name}.weight": quantised
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and name != "lm_head"
+    }  # transformers keeps the LM head in 16 bit
     max_memory = {0: 6 * GiB, "cpu": 30 * GiB}
     plan = plan_device_map("meta-llama/Llama-3.1-8B", max_memory=max_memory, dtype=dtype)
     # bitsandbytes' adjust_max_memory keeps 10% of every device free
     assert plan.max_memory == {k: v * 0.9 for k, v in max_memory.items()}
-    expected = infer_auto_device_map(model, max_memory=dict(plan.max_memory), no_split_module_classes=[
-        "LlamaDecoderLayer"], dtype=torch.bfloat16, special_dtypes=special)
+    expected = infer_auto_device_map(
+        model,
+        max_memory=dict(plan.max_memory),
+        no_split_module_classes=["LlamaDecoderLayer"],
+        dtype=torch.bfloat16,
+        special_dtypes=special,
+    )
     assert plan.device_map == dict(expected)
     sizes = compute_module_sizes(model, dtype=torch.bfloat16, special_dtypes=special)
     assert plan.module_sizes == dict(sizes)
@@ -86,11 +102,19 @@ def test_quantised_linear_weights_as_transformers_counts_them(dtype, quantised):
 def transformers_folders(tmp_path_factory):
     """Tiny Llamas written by transformers: untied and tied (8 layers, so a budget can cut between layers)."""
     import transformers
+
     folders = {}
     for tied in (False, True):
-        config = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=8,
-                                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                          tie_word_embeddings=tied)
+        config = transformers.LlamaConfig(
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=8,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            tie_word_embeddings=tied,
+        )
         torch.manual_seed(0)
         folder = tmp_path_factory.mktemp(f"tiny-llama-tied-{tied}")
         transformers.LlamaForCausalLM(config).save_pretrained(folder)
@@ -106,39 +130,57 @@ def test_device_map_equals_from_pretrained(transformers_folders, tmp_path, tied,
     # transformers accepts such a CPU-only map: it needs an offload_folder only for weights it must re-save, and the
     # disk-offloaded safetensors are read in place. (Without a "disk" entry accelerate appends one anyway.)
     import transformers
+
     folder = transformers_folders[tied]
     total = plan_device_map(folder, max_memory={"cpu": 10 * GiB}, dtype=dtype).module_sizes[""]
     max_memory = {"cpu": int(total * fraction), "disk": 10 * GiB}
     plan = plan_device_map(folder, max_memory=max_memory, dtype=dtype)
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, device_map="auto", max_memory=dict(max_memory),
-                                                              offload_folder=str(tmp_path), dtype=getattr(torch, dtype))
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder,
+        device_map="auto",
+        max_memory=dict(max_memory),
+        offload_folder=str(tmp_path),
+        dtype=getattr(torch, dtype),
+    )
     assert plan.device_map == model.hf_device_map
     assert set(plan.device_map.values()) == {"cpu", "disk"}  # a map worth comparing
 
 
 def transformers_meta(repo: str):
     import transformers
+
     config = shipped_config(repo)
-    hf_config = transformers.CONFIG_MAPPING[config["model_type"]](**{k: v for k, v in config.items()
-                                                                     if k != "model_type"})
+    hf_config = transformers.CONFIG_MAPPING[config["model_type"]](
+        **{k: v for k, v in config.items() if k != "model_type"}
+    )
     with torch.device("meta"):  # from_pretrained builds the model the same way, in the dtype asked for
         return transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
 
 
-@pytest.mark.parametrize("repo, hardware", [
-    ("meta-llama/Llama-3.1-8B", "colab-t4"), ("meta-llama/Llama-3.1-8B", "apple-m-16gb"),
-    ("meta-llama/Llama-3.1-70B", "2x-a100-80gb"), ("meta-llama/Llama-3.1-70B", "8x-a100-80gb"),
-    ("Qwen/Qwen2.5-7B", "2x-a100-80gb"), ("HuggingFaceTB/SmolLM2-1.7B", "cpu-8gb"),
-    ("openai-community/gpt2", "2x-a100-80gb"),
-])
+@pytest.mark.parametrize(
+    "repo, hardware",
+    [
+        ("meta-llama/Llama-3.1-8B", "colab-t4"),
+        ("meta-llama/Llama-3.1-8B", "apple-m-16gb"),
+        ("meta-llama/Llama-3.1-70B", "2x-a100-80gb"),
+        ("meta-llama/Llama-3.1-70B", "8x-a100-80gb"),
+        ("Qwen/Qwen2.5-7B", "2x-a100-80gb"),
+        ("HuggingFaceTB/SmolLM2-1.7B", "cpu-8gb"),
+        ("openai-community/gpt2", "2x-a100-80gb"),
+    ],
+)
 def test_hardware_profile_equals_transformers_get_device_map(monkeypatch, repo, hardware):
     """On the profile's machine, from_pretrained(device_map=...) with no max_memory: transformers asks accelerate's
     get_max_memory() for the free memory (here: the profile's), keeps headroom, balances the GPUs, then places."""
     import transformers.integrations.accelerate as hf_accelerate
+
     real = hf_accelerate.accelerate_max_memory
     memory = profiles()[hardware]["memory"]
-    monkeypatch.setattr(hf_accelerate, "accelerate_max_memory", lambda max_memory=None: dict(memory)
-                        if max_memory is None else real(max_memory))
+    monkeypatch.setattr(
+        hf_accelerate,
+        "accelerate_max_memory",
+        lambda max_memory=None: dict(memory) if max_memory is None else real(max_memory),
+    )
     model = transformers_meta(repo)
     for strategy in ("auto", "balanced_low_0", "sequential"):
         expected = dict(hf_accelerate._get_device_map(model, strategy, None, None))
@@ -149,6 +191,7 @@ def test_hardware_profile_equals_transformers_get_device_map(monkeypatch, repo, 
 
 def test_explicit_multi_gpu_max_memory_equals_transformers():
     import transformers.integrations.accelerate as hf_accelerate
+
     model = transformers_meta("meta-llama/Llama-3.1-8B")
     max_memory = {0: 6 * GiB, 1: 9 * GiB, 2: 9 * GiB, "cpu": 20 * GiB}
     expected = hf_accelerate._get_device_map(model, "auto", dict(max_memory), None)
@@ -158,15 +201,24 @@ def test_explicit_multi_gpu_max_memory_equals_transformers():
 
 # -- sizes, parameters, KV cache ---------------------------------------------------------------------------------------
 PUBLISHED = {  # parameters, as the model cards and the Hub count them
-    "meta-llama/Llama-3.1-8B": 8.03e9, "meta-llama/Llama-3.1-8B-Instruct": 8.03e9,
-    "meta-llama/Llama-3.1-70B": 70.55e9, "meta-llama/Llama-3.1-70B-Instruct": 70.55e9,
-    "mistralai/Mistral-7B-v0.1": 7.24e9, "mistralai/Mistral-7B-Instruct-v0.3": 7.25e9,
-    "Qwen/Qwen2.5-7B": 7.62e9, "Qwen/Qwen2.5-7B-Instruct": 7.62e9,
-    "Qwen/Qwen2.5-0.5B": 0.494e9, "Qwen/Qwen2.5-0.5B-Instruct": 0.494e9,
-    "HuggingFaceTB/SmolLM2-135M": 134.5e6, "HuggingFaceTB/SmolLM2-135M-Instruct": 134.5e6,
-    "HuggingFaceTB/SmolLM2-360M": 361.8e6, "HuggingFaceTB/SmolLM2-360M-Instruct": 361.8e6,
-    "HuggingFaceTB/SmolLM2-1.7B": 1.71e9, "HuggingFaceTB/SmolLM2-1.7B-Instruct": 1.71e9,
-    "HuggingFaceTB/SmolLM3-3B": 3.08e9, "openai-community/gpt2": 124.4e6,
+    "meta-llama/Llama-3.1-8B": 8.03e9,
+    "meta-llama/Llama-3.1-8B-Instruct": 8.03e9,
+    "meta-llama/Llama-3.1-70B": 70.55e9,
+    "meta-llama/Llama-3.1-70B-Instruct": 70.55e9,
+    "mistralai/Mistral-7B-v0.1": 7.24e9,
+    "mistralai/Mistral-7B-Instruct-v0.3": 7.25e9,
+    "Qwen/Qwen2.5-7B": 7.62e9,
+    "Qwen/Qwen2.5-7B-Instruct": 7.62e9,
+    "Qwen/Qwen2.5-0.5B": 0.494e9,
+    "Qwen/Qwen2.5-0.5B-Instruct": 0.494e9,
+    "HuggingFaceTB/SmolLM2-135M": 134.5e6,
+    "HuggingFaceTB/SmolLM2-135M-Instruct": 134.5e6,
+    "HuggingFaceTB/SmolLM2-360M": 361.8e6,
+    "HuggingFaceTB/SmolLM2-360M-Instruct": 361.8e6,
+    "HuggingFaceTB/SmolLM2-1.7B": 1.71e9,
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": 1.71e9,
+    "HuggingFaceTB/SmolLM3-3B": 3.08e9,
+    "openai-community/gpt2": 124.4e6,
 }
 
 
@@ -195,8 +247,10 @@ def test_kv_cache_formula_and_where_it_lives():
     assert kv["bytes"] == 2 * 32 * 8 * 128 * 2 * 4096 * 1 == 512 * 2**20
     # the layers offloaded to cpu run on cuda:0 (accelerate's hooks), so their cache is there too
     assert set(kv["per_device"]) == {0} and any(u["device"] == "cpu" and u["layer"] for u in plan.units)
-    assert plan_device_map("meta-llama/Llama-3.1-8B", hardware="colab-t4", context=1024, batch=4).kv_cache[
-        "bytes"] == kv["bytes"]
+    assert (
+        plan_device_map("meta-llama/Llama-3.1-8B", hardware="colab-t4", context=1024, batch=4).kv_cache["bytes"]
+        == kv["bytes"]
+    )
     gpt2 = plan_device_map("gpt2", hardware="cpu-16gb")  # default context: min(4096, n_positions)
     assert gpt2.kv_cache["context"] == 1024 and gpt2.kv_cache["bytes"] == 2 * 12 * 12 * 64 * 4 * 1024
     mistral = plan_device_map("mistralai/Mistral-7B-v0.1", hardware="a100-80gb", context=16384)
@@ -234,14 +288,16 @@ def test_a_model_that_fits_nowhere_says_so_with_the_smallest_fix():
 
 
 def test_kv_cache_overflow_suggests_a_shorter_context():
-    plan = plan_device_map("meta-llama/Llama-3.1-8B", max_memory={0: "17GiB", "cpu": "1GiB"}, dtype="bf16",
-                           context=131072, batch=1)
+    plan = plan_device_map(
+        "meta-llama/Llama-3.1-8B", max_memory={0: "17GiB", "cpu": "1GiB"}, dtype="bf16", context=131072, batch=1
+    )
     assert not plan.device_bytes.get("disk") and plan.status == "does not fit"
     assert "KV cache" in " ".join(plan.reasons)
     first = plan.suggestions[0]
     assert first["change"].startswith("context=") and first["fits"]
-    assert plan_device_map("meta-llama/Llama-3.1-8B", max_memory={0: "17GiB", "cpu": "1GiB"}, dtype="bf16",
-                           **first["arguments"]).fits
+    assert plan_device_map(
+        "meta-llama/Llama-3.1-8B", max_memory={0: "17GiB", "cpu": "1GiB"}, dtype="bf16", **first["arguments"]
+    ).fits
 
 
 def test_explicit_max_memory_without_room_suggests_more_cpu():
@@ -313,8 +369,11 @@ def test_a_module_is_planned_as_it_is():
     module = model_class(config)(model_class(config).config_class.from_dict(config))  # real weights, float32
     plan = plan_device_map(module, max_memory={"cpu": "20MiB", "disk": "1GiB"})
     assert plan.dtype == "float32"
-    assert plan.device_map == dict(infer_auto_device_map(module, max_memory={"cpu": 20 * 2**20, "disk": GiB},
-                                                         no_split_module_classes=["LlamaDecoderLayer"]))
+    assert plan.device_map == dict(
+        infer_auto_device_map(
+            module, max_memory={"cpu": 20 * 2**20, "disk": GiB}, no_split_module_classes=["LlamaDecoderLayer"]
+        )
+    )
 
 
 def test_the_real_placement_renders_with_the_same_view(tmp_path):
@@ -322,6 +381,7 @@ def test_the_real_placement_renders_with_the_same_view(tmp_path):
 
     from explain.stages.placement import place
     from explain.trace import Trace
+
     config = {**shipped_config("HuggingFaceTB/SmolLM2-135M"), "num_hidden_layers": 2, "vocab_size": 1000}
     cls = model_class(config)
     model = cls(cls.config_class.from_dict(config))
@@ -329,8 +389,9 @@ def test_the_real_placement_renders_with_the_same_view(tmp_path):
     with init_empty_weights():
         empty = cls(cls.config_class.from_dict(config))
     trace = Trace()
-    loaded = place(empty, state, torch.float32, trace, device_map="auto", max_memory={"cpu": "1GiB"},
-                   tied=dict(cls.tied_weights))
+    loaded = place(
+        empty, state, torch.float32, trace, device_map="auto", max_memory={"cpu": "1GiB"}, tied=dict(cls.tied_weights)
+    )
     event = trace.last("placement", "place")
     plan = Plan.from_event(event, model=loaded)
     assert plan.device_map == event.data["device_map"] and plan.hardware == "actual placement"

@@ -24,18 +24,44 @@ from explain.models.cache import KVCache
 from explain.stages.placement import execution, input_device, plan
 from explain.trace import Trace
 
-SMALL = dict(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-6)
+SMALL = dict(
+    vocab_size=100,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    bos_token_id=1,
+    eos_token_id=2,
+    rms_norm_eps=1e-6,
+)
 CONFIGS = {
-    "llama3-rope": dict(SMALL, architectures=["LlamaForCausalLM"], model_type="llama",
-                        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+    "llama3-rope": dict(
+        SMALL,
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+        },
+    ),
     "mistral": dict(SMALL, architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=48),
     "qwen2": dict(SMALL, architectures=["Qwen2ForCausalLM"], model_type="qwen2"),
     "qwen3": dict(SMALL, architectures=["Qwen3ForCausalLM"], model_type="qwen3", head_dim=32),
     "smollm3": dict(SMALL, architectures=["SmolLM3ForCausalLM"], model_type="smollm3", num_hidden_layers=4),
-    "gpt2": dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", n_layer=2, n_embd=64, n_head=4, vocab_size=100,
-                 n_positions=64),
+    "gpt2": dict(
+        architectures=["GPT2LMHeadModel"],
+        model_type="gpt2",
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        vocab_size=100,
+        n_positions=64,
+    ),
 }
 
 
@@ -48,7 +74,7 @@ class DevicesOfResults(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for tensor in (out if isinstance(out, (tuple, list)) else [out]):
+        for tensor in out if isinstance(out, (tuple, list)) else [out]:
             if isinstance(tensor, torch.Tensor) and tensor.device.type != self.expected:
                 self.strays.append(f"{func} -> {tensor.device} {tuple(tensor.shape)}")
         return out
@@ -90,8 +116,14 @@ def dispatched_copy(pipe, device_map: dict, folder) -> torch.nn.Module:
 
 
 def test_offloaded_modules_run_on_the_main_device_and_placement_says_so(tiny, tmp_path):
-    device_map = {"model.embed_tokens": "disk", "model.layers.0": "cpu", "model.layers.1": "disk",
-                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "disk"}
+    device_map = {
+        "model.embed_tokens": "disk",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "disk",
+    }
     model = dispatched_copy(tiny, device_map, tmp_path)
     # the first parameter is an offloaded meta tensor: inputs must still go where the hooks run the model
     assert next(model.parameters()).device.type == "meta"
@@ -106,12 +138,25 @@ def test_offloaded_modules_run_on_the_main_device_and_placement_says_so(tiny, tm
 def test_generation_on_an_offloaded_model_equals_the_plain_one(tiny, tmp_path):
     from explain.generation import Generation
     from explain.generation.settings import resolve
-    device_map = {"model.embed_tokens": "disk", "model.layers.0": "cpu", "model.layers.1": "disk",
-                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+
+    device_map = {
+        "model.embed_tokens": "disk",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
     model = dispatched_copy(tiny, device_map, tmp_path)
     ids = tiny.tokenizer.encode("The quick brown fox")
-    settings, _ = resolve({"max_new_tokens": 6, "do_sample": False}, tiny.generation_config,
-                          tiny.generation_config_source, len(ids), 128, tiny.tokenizer.pad_token_id)
+    settings, _ = resolve(
+        {"max_new_tokens": 6, "do_sample": False},
+        tiny.generation_config,
+        tiny.generation_config_source,
+        len(ids),
+        128,
+        tiny.tokenizer.pad_token_id,
+    )
     first, second = Trace(), Trace()
     plain = Generation(tiny.model, tiny.tokenizer, ids, settings, first, first.new_run()).run()
     offloaded = Generation(model, tiny.tokenizer, ids, settings, second, second.new_run()).run()
@@ -134,12 +179,14 @@ GiB = 2**30
 def llama_8b_config() -> dict:
     import json
     import os
+
     with open(os.path.join(os.path.dirname(explain.__file__), "data", "configs", LLAMA_8B)) as f:
         return json.load(f)
 
 
 def transformers_meta(config: dict):
     import transformers
+
     hf_config = transformers.LlamaConfig(**{k: v for k, v in config.items() if k != "model_type"})
     with torch.device("meta"):
         return transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
@@ -149,17 +196,22 @@ def transformers_meta(config: dict):
 def gpus_here(monkeypatch):
     """Let placement name CUDA devices (it checks they exist before planning); nothing is moved in these tests."""
     import explain.stages.placement as placement
+
     monkeypatch.setattr(placement, "_available", lambda device: (True, ""))
 
 
-@pytest.mark.parametrize("max_memory, strategy", [
-    ({0: 12 * GiB, "cpu": 60 * GiB}, "auto"),  # the benchmark's offload: part of the model on the CPU
-    ({0: 6 * GiB, 1: 9 * GiB, 2: 9 * GiB, "cpu": 20 * GiB}, "auto"),  # balanced over three GPUs
-    ({0: 6 * GiB, 1: 9 * GiB, "cpu": 20 * GiB}, "sequential"),
-    ({0: 6 * GiB, 1: 9 * GiB, "cpu": 20 * GiB}, "balanced_low_0"),
-])
+@pytest.mark.parametrize(
+    "max_memory, strategy",
+    [
+        ({0: 12 * GiB, "cpu": 60 * GiB}, "auto"),  # the benchmark's offload: part of the model on the CPU
+        ({0: 6 * GiB, 1: 9 * GiB, 2: 9 * GiB, "cpu": 20 * GiB}, "auto"),  # balanced over three GPUs
+        ({0: 6 * GiB, 1: 9 * GiB, "cpu": 20 * GiB}, "sequential"),
+        ({0: 6 * GiB, 1: 9 * GiB, "cpu": 20 * GiB}, "balanced_low_0"),
+    ],
+)
 def test_placement_plans_what_from_pretrained_plans(gpus_here, max_memory, strategy):
     import transformers.integrations.accelerate as hf_accelerate
+
     config = llama_8b_config()
     cls = models.model_class(config)
     with init_empty_weights():
@@ -176,12 +228,17 @@ def test_placement_keeps_transformers_headroom_when_no_max_memory_is_given(gpus_
     import transformers.integrations.accelerate as hf_accelerate
 
     import explain.stages.placement as placement
+
     memory = {0: 16 * GiB, "cpu": 64 * GiB}
     real = hf_accelerate.accelerate_max_memory
-    monkeypatch.setattr(hf_accelerate, "accelerate_max_memory",
-                        lambda max_memory=None: dict(memory) if max_memory is None else real(max_memory))
-    monkeypatch.setattr(placement, "get_max_memory", lambda max_memory=None: dict(memory) if max_memory is None
-                        else real(max_memory))
+    monkeypatch.setattr(
+        hf_accelerate,
+        "accelerate_max_memory",
+        lambda max_memory=None: dict(memory) if max_memory is None else real(max_memory),
+    )
+    monkeypatch.setattr(
+        placement, "get_max_memory", lambda max_memory=None: dict(memory) if max_memory is None else real(max_memory)
+    )
     config = llama_8b_config()
     cls = models.model_class(config)
     with init_empty_weights():

@@ -28,8 +28,7 @@ def refused_early(*words, error_class=ExplainError, **arguments) -> str:
 
 # -- explain.pipeline(...) ---------------------------------------------------------------------------------------
 def test_an_empty_model_name():
-    refused_early('model="" is empty', "leave model out for the embedded SmolLM2", error_class=ArgumentError,
-                  model="")
+    refused_early('model="" is empty', "leave model out for the embedded SmolLM2", error_class=ArgumentError, model="")
 
 
 @pytest.mark.parametrize("relative", [False, True])
@@ -42,8 +41,12 @@ def test_a_local_folder_that_does_not_exist(tmp_path, relative, monkeypatch):
 
 def test_a_file_given_as_the_model(tmp_path):
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
-    refused_early("is a file", f'model="{tmp_path}", gguf_file="model.gguf"', error_class=ArgumentError,
-                  model=str(tmp_path / "model.gguf"))
+    refused_early(
+        "is a file",
+        f'model="{tmp_path}", gguf_file="model.gguf"',
+        error_class=ArgumentError,
+        model=str(tmp_path / "model.gguf"),
+    )
 
 
 def test_a_model_folder_link_that_loops(tmp_path):
@@ -52,24 +55,33 @@ def test_a_model_folder_link_that_loops(tmp_path):
 
 
 def test_a_name_that_is_neither_a_folder_nor_a_repo_id():
-    refused_early("'not a repo!' is neither a local folder", "nor a Hub repo id", error_class=ArgumentError,
-                  model="not a repo!")
+    refused_early(
+        "'not a repo!' is neither a local folder", "nor a Hub repo id", error_class=ArgumentError, model="not a repo!"
+    )
 
 
 @pytest.mark.parametrize("model_kwargs", ["bfloat16", ["torch_dtype", "bfloat16"], 5])
 def test_model_kwargs_that_is_not_a_dict(model_kwargs):
-    refused_early("model_kwargs must be a dict", "torch_dtype", type(model_kwargs).__name__,
-                  error_class=ArgumentError, model_kwargs=model_kwargs)
+    refused_early(
+        "model_kwargs must be a dict",
+        "torch_dtype",
+        type(model_kwargs).__name__,
+        error_class=ArgumentError,
+        model_kwargs=model_kwargs,
+    )
 
 
-@pytest.mark.parametrize("max_memory, words", [
-    (["8GiB"], ["is not a dict of devices", "max_memory maps a device to a size"]),
-    ({"cpu": "8 gigs"}, ["'8 gigs' is not a size", "max_memory maps a device to a size"]),
-    ({"cpu": "8Gb"}, ["lowercase b", "bits", "write 8GB or 8GiB"]),
-    ({"gpu0": "8GiB"}, ["'gpu0' is not a device", "max_memory maps a device to a size"]),
-    ({"cpu": -5}, ["is negative"]),
-    ({0: "8GiB", "cuda:0": "8GiB"}, ["twice"]),
-])
+@pytest.mark.parametrize(
+    "max_memory, words",
+    [
+        (["8GiB"], ["is not a dict of devices", "max_memory maps a device to a size"]),
+        ({"cpu": "8 gigs"}, ["'8 gigs' is not a size", "max_memory maps a device to a size"]),
+        ({"cpu": "8Gb"}, ["lowercase b", "bits", "write 8GB or 8GiB"]),
+        ({"gpu0": "8GiB"}, ["'gpu0' is not a device", "max_memory maps a device to a size"]),
+        ({"cpu": -5}, ["is negative"]),
+        ({0: "8GiB", "cuda:0": "8GiB"}, ["twice"]),
+    ],
+)
 def test_max_memory_of_the_wrong_shape_or_unit_before_loading(max_memory, words):
     """Before: accepted, then failed in accelerate after seconds of reading the weights."""
     refused_early(*words, model_kwargs={"max_memory": max_memory})
@@ -80,22 +92,36 @@ def test_a_max_memory_that_reads_is_used(tiny_llama):
     assert pipe.trace.last("placement", "place").data["max_memory"] == {"cpu": 2 * 2**30}
 
 
-@pytest.mark.parametrize("arguments, words", [
-    ({"revision": 5}, ["revision=5 is not a branch, tag or commit"]),
-    ({"gguf_file": ""}, ["gguf_file='' is not the name of a .gguf file"]),
-    ({"token": 123}, ["token=int is not a token"]),
-    ({"device": [0]}, ["device=[0] is not a device"]),
-    ({"device_map": {0: "cpu"}}, ["device_map key 0 is not a module name"]),
-    ({"device_map": {"": "tpu"}}, ["device_map[''] 'tpu' is not a device"]),
-])
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        ({"revision": 5}, ["revision=5 is not a branch, tag or commit"]),
+        ({"gguf_file": ""}, ["gguf_file='' is not the name of a .gguf file"]),
+        ({"token": 123}, ["token=int is not a token"]),
+        ({"device": [0]}, ["device=[0] is not a device"]),
+        ({"device_map": {0: "cpu"}}, ["device_map key 0 is not a module name"]),
+        ({"device_map": {"": "tpu"}}, ["device_map[''] 'tpu' is not a device"]),
+    ],
+)
 def test_loading_arguments_of_the_wrong_type(arguments, words):
     refused_early(*words, **arguments)
 
 
-@pytest.mark.parametrize("spelling, device, text", [
-    (0, 0, "cuda:0"), ("0", 0, "cuda:0"), ("cuda:1", 1, "cuda:1"), ("cuda", 0, "cuda:0"), (" CPU ", "cpu", "cpu"),
-    (-1, "cpu", "cpu"), (torch.device("cpu"), "cpu", "cpu"), (torch.device("cuda", 2), 2, "cuda:2"),
-    ("mps", "mps", "mps"), ("disk", "disk", "disk")])
+@pytest.mark.parametrize(
+    "spelling, device, text",
+    [
+        (0, 0, "cuda:0"),
+        ("0", 0, "cuda:0"),
+        ("cuda:1", 1, "cuda:1"),
+        ("cuda", 0, "cuda:0"),
+        (" CPU ", "cpu", "cpu"),
+        (-1, "cpu", "cpu"),
+        (torch.device("cpu"), "cpu", "cpu"),
+        (torch.device("cuda", 2), 2, "cuda:2"),
+        ("mps", "mps", "mps"),
+        ("disk", "disk", "disk"),
+    ],
+)
 def test_one_device_parser_reads_every_spelling(spelling, device, text):
     assert parse_device(spelling) == device and device_text(spelling) == text
 
@@ -123,17 +149,29 @@ def refused_call(pipe, text_inputs, *words, **kwargs):
     return message
 
 
-@pytest.mark.parametrize("content, shown", [(5, "5 (int)"), (None, "None (NoneType)"),
-                                            ({"text": "hi"}, "(dict)"), ([{"type": "text", "text": "hi"}], "(list)")])
+@pytest.mark.parametrize(
+    "content, shown",
+    [
+        (5, "5 (int)"),
+        (None, "None (NoneType)"),
+        ({"text": "hi"}, "(dict)"),
+        ([{"type": "text", "text": "hi"}], "(list)"),
+    ],
+)
 def test_chat_content_that_is_not_a_string(pipe, content, shown):
     """Before: a raw TypeError from inside the chat template (str + int)."""
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]
     refused_call(pipe, chat, "text_inputs[1] (user) has content", shown, "a message's content is a string")
 
 
-@pytest.mark.parametrize("message, words", [({"content": "hi"}, ["has role None"]),
-                                            ({"role": 3, "content": "hi"}, ["has role 3"]),
-                                            ("just text", ["text_inputs[1] is a str, not a message"])])
+@pytest.mark.parametrize(
+    "message, words",
+    [
+        ({"content": "hi"}, ["has role None"]),
+        ({"role": 3, "content": "hi"}, ["has role 3"]),
+        ("just text", ["text_inputs[1] is a str, not a message"]),
+    ],
+)
 def test_chat_messages_that_are_not_messages(pipe, message, words):
     refused_call(pipe, [{"role": "user", "content": "hi"}, message], *words)
 
@@ -151,8 +189,11 @@ def test_text_inputs_of_the_wrong_type(pipe, text_inputs):
 
 def test_lone_surrogates_in_a_prompt_and_in_a_message(pipe):
     refused_call(pipe, "Hello \ud800 world", "text_inputs holds '\\ud800' at character 6", "lone surrogate")
-    refused_call(pipe, [{"role": "user", "content": "ok"}, {"role": "assistant", "content": "\udcff"}],
-                 "text_inputs[1]['content'] holds '\\udcff'")
+    refused_call(
+        pipe,
+        [{"role": "user", "content": "ok"}, {"role": "assistant", "content": "\udcff"}],
+        "text_inputs[1]['content'] holds '\\udcff'",
+    )
     with pytest.raises(ArgumentError, match="lone surrogate"):
         pipe.start("\udc80")
 
@@ -167,6 +208,9 @@ def test_good_inputs_still_run(pipe):
     out = pipe(["Hello", "Hi 👋 ünïcödé"], max_new_tokens=2, do_sample=False)
     assert len(out) == 2 and out[0][0]["generated_text"].startswith("Hello")
     # a list of chats (a list mixing chats and strings is refused, as transformers fails on it: test_batching.py)
-    out = pipe([[{"role": "user", "content": "Hi 👋 ünïcödé"}], [{"role": "user", "content": "Hello"}]],
-               max_new_tokens=2, do_sample=False)
+    out = pipe(
+        [[{"role": "user", "content": "Hi 👋 ünïcödé"}], [{"role": "user", "content": "Hello"}]],
+        max_new_tokens=2,
+        do_sample=False,
+    )
     assert len(out) == 2 and out[0][0]["generated_text"][-1]["role"] == "assistant"

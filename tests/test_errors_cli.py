@@ -31,6 +31,7 @@ def one_line_error(code, err, *words):
 def saved_trace(tmp_path, tiny_folder):
     """The trace of loading the tiny model, saved."""
     import explain
+
     return explain.pipeline(model=tiny_folder).trace.save(tmp_path / "trace.json")
 
 
@@ -48,7 +49,7 @@ def test_trace_on_a_folder(capsys, tmp_path):
 @pytest.mark.parametrize("keep", [1, 20, 0.5, -2])
 def test_trace_on_a_truncated_file(capsys, saved_trace, keep):
     data = open(saved_trace, "rb").read()
-    cut = data[:int(len(data) * keep)] if isinstance(keep, float) else data[:keep]
+    cut = data[: int(len(data) * keep)] if isinstance(keep, float) else data[:keep]
     open(saved_trace, "wb").write(cut)
     code, out, err = run(capsys, "trace", saved_trace)
     one_line_error(code, err, saved_trace)
@@ -108,23 +109,30 @@ def test_debug_shows_the_traceback_and_still_exits_2(capsys, tmp_path):
 def test_a_real_command_line_with_undecodable_bytes(tmp_path):
     """The prompt arrives as bytes that are not UTF-8 (Python decodes them to lone surrogates): exit 2, one line."""
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
-    result = subprocess.run([sys.executable, "-m", "explain", "generate", b"caf\xe9", "--max-new-tokens", "2"],
-                            capture_output=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "explain", "generate", b"caf\xe9", "--max-new-tokens", "2"],
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr.decode(errors="replace")
     err = result.stderr.decode()
     assert err.startswith("error: the prompt holds '\\udce9'") and err.count("\n") == 1
 
 
 # -- issue 28: usage errors, --debug everywhere, control characters, unforeseen errors ------------------------------
-@pytest.mark.parametrize("argv, words", [
-    ([], ["the following arguments are required: command"]),
-    (["generate"], ["python -m explain generate", "required: prompt", "--help"]),
-    (["generate", "hi", "--max-new-tokens", "x"], ["--max-new-tokens", "invalid int value: 'x'"]),
-    (["load", "--bogus"], ["unrecognized arguments: --bogus"]),
-    (["export", "only-one.json"], ["required: output"]),
-    (["frobnicate"], ["invalid choice: 'frobnicate'"]),
-    (["plan", "m", "--batch", "1.5"], ["--batch", "invalid int value: '1.5'"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        ([], ["the following arguments are required: command"]),
+        (["generate"], ["python -m explain generate", "required: prompt", "--help"]),
+        (["generate", "hi", "--max-new-tokens", "x"], ["--max-new-tokens", "invalid int value: 'x'"]),
+        (["load", "--bogus"], ["unrecognized arguments: --bogus"]),
+        (["export", "only-one.json"], ["required: output"]),
+        (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+        (["plan", "m", "--batch", "1.5"], ["--batch", "invalid int value: '1.5'"]),
+    ],
+)
 def test_usage_errors_are_one_line_and_exit_2(capsys, argv, words):
     """argparse printed its usage (48 lines for generate) and the message; the README promises one line."""
     code, out, err = run(capsys, *argv)
@@ -134,8 +142,9 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, argv, words):
 
 def test_debug_on_a_usage_error_adds_the_usage(capsys):
     code, out, err = run(capsys, "generate", "--debug")
-    assert code == 2 and err.startswith("usage: python -m explain generate") and err.splitlines()[-1].startswith(
-        "error: ")
+    assert (
+        code == 2 and err.startswith("usage: python -m explain generate") and err.splitlines()[-1].startswith("error: ")
+    )
 
 
 def test_export_has_debug(capsys, tmp_path):
@@ -174,8 +183,13 @@ def test_trace_prints_no_control_character_from_the_file(capsys, saved_trace):
     record = json.load(open(saved_trace, encoding="utf-8"))
     lookup = next(e for e in record["events"] if e["stage"] == "registry")
     lookup["data"]["model_used"] = f"evil{CONTROLS}model"
-    record["events"].append(dict(lookup, seq=len(record["events"]), data={
-        **lookup["data"], "error": {"type": f"Boom{CONTROLS}", "message": f"bad{CONTROLS}"}}))
+    record["events"].append(
+        dict(
+            lookup,
+            seq=len(record["events"]),
+            data={**lookup["data"], "error": {"type": f"Boom{CONTROLS}", "message": f"bad{CONTROLS}"}},
+        )
+    )
     json.dump(record, open(saved_trace, "w", encoding="utf-8"))
     code, out, err = run(capsys, "trace", saved_trace)
     assert code == 0, err

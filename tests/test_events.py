@@ -25,8 +25,17 @@ def real_trace(embedded_pipe, tmp_path_factory):
     pipe = embedded_pipe
     first = pipe.trace.run + 1
     pipe("The capital of France is", max_new_tokens=3, do_sample=False)
-    pipe([{"role": "user", "content": "Hi"}], max_new_tokens=3, do_sample=True, temperature=0.7, top_k=5,
-         top_p=0.9, repetition_penalty=1.2, min_p=0.05, min_new_tokens=2)
+    pipe(
+        [{"role": "user", "content": "Hi"}],
+        max_new_tokens=3,
+        do_sample=True,
+        temperature=0.7,
+        top_k=5,
+        top_p=0.9,
+        repetition_penalty=1.2,
+        min_p=0.05,
+        min_new_tokens=2,
+    )
     generation = pipe.start("Once upon a time", max_new_tokens=4, keep_logits=True)
     generation.run(2)
     branch = generation.force(1, 42)
@@ -51,11 +60,17 @@ def quantized_and_adapted(tiny_llama, tmp_path_factory) -> list:
 
     import explain
     from explain.adapters import load_adapter
+
     folder = tmp_path_factory.mktemp("events-lora")
     torch.manual_seed(0)
-    save_file({f"base_model.model.model.layers.{i}.self_attn.q_proj.lora_{part}.weight": torch.randn(shape) * 0.1
-               for i in range(2) for part, shape in (("A", (2, 32)), ("B", (32, 2)))},
-              str(folder / "adapter_model.safetensors"))
+    save_file(
+        {
+            f"base_model.model.model.layers.{i}.self_attn.q_proj.lora_{part}.weight": torch.randn(shape) * 0.1
+            for i in range(2)
+            for part, shape in (("A", (2, 32)), ("B", (32, 2)))
+        },
+        str(folder / "adapter_model.safetensors"),
+    )
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4}))
     quantized = explain.pipeline("text-generation", model=tiny_llama.folder, quantization="int8")
     adapted = explain.pipeline("text-generation", model=tiny_llama.folder)
@@ -111,14 +126,20 @@ def _tampered(path, tmp_path, change) -> tuple[str, int]:
     return str(bad), index
 
 
-@pytest.mark.parametrize("field, value, words", [
-    ("prob", "<img src=x onerror=alert(1)>", ["data.prob: expected a number", "<img src=x"]),
-    ("rank", "<script>alert(1)</script>", ["data.rank: expected an integer"]),
-    ("entropy_bits", {"a": 1}, ["data.entropy_bits: expected a number"]),
-    ("logits_top", {"ids": [1, "<svg onload=alert(1)>"], "values": [1.0, 2.0]},
-     ["data.logits_top.ids[1]: expected an integer"]),
-    ("method", "beam", ["data.method: expected one of 'greedy', 'sample'"]),
-])
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("prob", "<img src=x onerror=alert(1)>", ["data.prob: expected a number", "<img src=x"]),
+        ("rank", "<script>alert(1)</script>", ["data.rank: expected an integer"]),
+        ("entropy_bits", {"a": 1}, ["data.entropy_bits: expected a number"]),
+        (
+            "logits_top",
+            {"ids": [1, "<svg onload=alert(1)>"], "values": [1.0, 2.0]},
+            ["data.logits_top.ids[1]: expected an integer"],
+        ),
+        ("method", "beam", ["data.method: expected one of 'greedy', 'sample'"]),
+    ],
+)
 def test_a_step_field_of_the_wrong_type_is_refused_naming_event_and_field(real_trace, tmp_path, field, value, words):
     _, path, _ = real_trace
 
@@ -136,13 +157,16 @@ def test_a_step_field_of_the_wrong_type_is_refused_naming_event_and_field(real_t
         assert word in message
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda r: r.__setitem__("run", -3), ["run: expected a run id"]),
-    (lambda r: r.__setitem__("stage", "<b>x</b>"), ["unknown stage '<b>x</b>'"]),
-    (lambda r: r.__setitem__("kind", "explode"), ["unknown kind 'explode'"]),
-    (lambda r: r.__setitem__("start", "yesterday"), ["start: expected a number"]),
-    (lambda r: r["data"].pop("model_used"), ["lacks the field model_used"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda r: r.__setitem__("run", -3), ["run: expected a run id"]),
+        (lambda r: r.__setitem__("stage", "<b>x</b>"), ["unknown stage '<b>x</b>'"]),
+        (lambda r: r.__setitem__("kind", "explode"), ["unknown kind 'explode'"]),
+        (lambda r: r.__setitem__("start", "yesterday"), ["start: expected a number"]),
+        (lambda r: r["data"].pop("model_used"), ["lacks the field model_used"]),
+    ],
+)
 def test_an_envelope_or_kind_that_is_wrong_is_refused(real_trace, tmp_path, change, words):
     _, path, _ = real_trace
     bad, _ = _tampered(path, tmp_path, lambda records: change(records[0]) or 0)
@@ -189,8 +213,9 @@ def test_a_failed_stage_still_emits_its_event_with_the_error():
 def _check_run(trace: Trace, run: int, new_tokens: int) -> None:
     """One call's events: tokenization, settings, prefill, steps 0..n-1 in order, one end, one decode."""
     kinds = [(e.stage, e.kind) for e in trace.filter(run=run) if e.kind != "force"]
-    assert kinds == [("tokenization", "encode"), ("generation", "settings"), ("generation", "prefill")] + \
-        [("generation", "step")] * new_tokens + [("generation", "end"), ("decoding", "decode")], kinds
+    assert kinds == [("tokenization", "encode"), ("generation", "settings"), ("generation", "prefill")] + [
+        ("generation", "step")
+    ] * new_tokens + [("generation", "end"), ("decoding", "decode")], kinds
     assert [e.data["step"] for e in trace.filter("generation", "step", run)] == list(range(new_tokens))
 
 

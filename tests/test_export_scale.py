@@ -29,7 +29,9 @@ def long_trace(tiny_folder) -> Trace:
     pipe("Hello", max_new_tokens=6, min_new_tokens=6, do_sample=True, top_k=20)
     run = pipe.trace.run
     steps = pipe.trace.filter("generation", "step", run)
-    kept = [e for e in pipe.trace.events if not (e.run == run and e.stage == "generation" and e.kind in ("step", "end"))]
+    kept = [
+        e for e in pipe.trace.events if not (e.run == run and e.stage == "generation" and e.kind in ("step", "end"))
+    ]
     events = list(kept)
     for index in range(STEPS):
         source = steps[index % len(steps)]
@@ -68,22 +70,42 @@ def test_each_step_is_one_json_line_parsed_on_selection(long_trace):
     assert len(page) < len(found.group(1)) / 5, "the per-step values should not be in the data parsed at once"
 
 
-@pytest.mark.parametrize("version, linked", [
-    ("5.0.0", True), ("4.57.1", True), ("5.0.0.dev0", False), ("../../evil", False), ("5.0.0/../../x", False),
-    ("5.0.0'><script>", False), (None, False), (5, False), ("", False)])
+@pytest.mark.parametrize(
+    "version, linked",
+    [
+        ("5.0.0", True),
+        ("4.57.1", True),
+        ("5.0.0.dev0", False),
+        ("../../evil", False),
+        ("5.0.0/../../x", False),
+        ("5.0.0'><script>", False),
+        (None, False),
+        (5, False),
+        ("", False),
+    ],
+)
 def test_the_model_code_link_only_from_a_release_version(version, linked):
     path = "/env/site-packages/transformers/models/llama/modeling_llama.py"
     href = source_link(path, version)
     if linked:
-        assert href == (f"https://github.com/huggingface/transformers/blob/v{version}/src/transformers/models/llama/"
-                        "modeling_llama.py")
+        assert href == (
+            f"https://github.com/huggingface/transformers/blob/v{version}/src/transformers/models/llama/"
+            "modeling_llama.py"
+        )
     else:
         assert href is None
     html = code_html({"backend": "transformers", "source_file": path, "transformers_version": version})
     assert ("<a href=" in html) == linked and "<script>" not in html
 
 
-@pytest.mark.parametrize("path", ["/x/transformers/models/../../../../etc/passwd.py", "/x/transformers/models/a/b/c.py",
-                                  "/x/transformers/models/llama/modeling_llama.py?x", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/x/transformers/models/../../../../etc/passwd.py",
+        "/x/transformers/models/a/b/c.py",
+        "/x/transformers/models/llama/modeling_llama.py?x",
+        "javascript:alert(1)",
+    ],
+)
 def test_the_model_code_link_only_to_a_modeling_file(path):
     assert source_link(path, "5.0.0") is None

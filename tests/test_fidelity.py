@@ -44,23 +44,39 @@ def reference_prompt_ids(tokenizer, prompt, continue_final_message=None) -> torc
         return tokenizer(prompt, return_tensors="pt")["input_ids"]
     if continue_final_message is None:
         continue_final_message = prompt[-1]["role"] == "assistant"
-    return tokenizer.apply_chat_template(prompt, add_generation_prompt=not continue_final_message,
-                                         continue_final_message=continue_final_message, return_dict=True,
-                                         return_tensors="pt")["input_ids"]
+    return tokenizer.apply_chat_template(
+        prompt,
+        add_generation_prompt=not continue_final_message,
+        continue_final_message=continue_final_message,
+        return_dict=True,
+        return_tensors="pt",
+    )["input_ids"]
 
 
 GREEDY = {  # name -> (prompt, pipeline options beyond do_sample=False, max_new_tokens=48)
     "story": ("Write a story about a cat", {}),
-    "code": ("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", {"return_full_text": False}),
+    "code": ('def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n', {"return_full_text": False}),
     "unicode": ("Emoji and accents: 🐱🚀 café naïve 日本語 — translate to English:", {}),
-    "multi-turn chat": ([{"role": "system", "content": "You are a pirate. Answer like one."},
-                         {"role": "user", "content": "Hello!"},
-                         {"role": "assistant", "content": "Arr, ahoy matey!"},
-                         {"role": "user", "content": "Where is the treasure buried?"}], {}),
-    "continue final message": ([{"role": "user", "content": "Name three colors."},
-                                {"role": "assistant", "content": "Here are three colors: red,"}], {}),
-    "factual chat, new text only": ([{"role": "user", "content": "What is the capital of France?"}],
-                                    {"return_full_text": False}),
+    "multi-turn chat": (
+        [
+            {"role": "system", "content": "You are a pirate. Answer like one."},
+            {"role": "user", "content": "Hello!"},
+            {"role": "assistant", "content": "Arr, ahoy matey!"},
+            {"role": "user", "content": "Where is the treasure buried?"},
+        ],
+        {},
+    ),
+    "continue final message": (
+        [
+            {"role": "user", "content": "Name three colors."},
+            {"role": "assistant", "content": "Here are three colors: red,"},
+        ],
+        {},
+    ),
+    "factual chat, new text only": (
+        [{"role": "user", "content": "What is the capital of France?"}],
+        {"return_full_text": False},
+    ),
 }
 
 
@@ -78,7 +94,7 @@ def test_greedy_equals_transformers(pipe, reference, name):
     assert output == expected  # the whole returned structure, chat format included
 
     input_ids = reference_prompt_ids(tokenizer, prompt)
-    assert generation.input_ids[0, :generation.prompt_length].tolist() == input_ids[0].tolist()
+    assert generation.input_ids[0, : generation.prompt_length].tolist() == input_ids[0].tolist()
     # greedy with no processor: generate() picks argmax(logits) each step (GenerationMixin._sample)
     assert generation.generated_ids == logits.argmax(-1).tolist()
     assert generation.text == tokenizer.decode(logits.argmax(-1))
@@ -99,13 +115,22 @@ def test_greedy_token_ids_equal_generate(pipe, reference):
     generation = pipe.last_generation
     input_ids = reference_prompt_ids(tokenizer, prompt)
     with torch.inference_mode():
-        expected = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                                  max_new_tokens=NEW_TOKENS, return_dict_in_generate=True, output_logits=True)
+        expected = model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=False,
+            max_new_tokens=NEW_TOKENS,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
     assert generation.input_ids[0].tolist() == expected.sequences[0].tolist()
-    assert generation.output_text == tokenizer.decode(expected.sequences[0, input_ids.shape[1]:],
-                                                      skip_special_tokens=True)
-    difference = max(float((ours - theirs[0]).abs().max())
-                     for ours, theirs in zip(generation.raw_logits, expected.logits, strict=True))
+    assert generation.output_text == tokenizer.decode(
+        expected.sequences[0, input_ids.shape[1] :], skip_special_tokens=True
+    )
+    difference = max(
+        float((ours - theirs[0]).abs().max())
+        for ours, theirs in zip(generation.raw_logits, expected.logits, strict=True)
+    )
     MEASURED["haiku chat, via generate()"] = difference
     assert difference <= LOGIT_TOLERANCE
 
@@ -146,6 +171,7 @@ def test_many_processors_at_once_equal_generate(pipe, reference, sampling):
     watermark) in one call: the same tokens as generate(), under the same seed. The knobs aim at the tokens a plain
     greedy run chose, so that each changes the text."""
     from test_processor_generation import both, knobs_for
+
     _, model, _ = reference
     prompt, new = "Write a story about a cat. Once upon a time", 16
     pipe(prompt, do_sample=False, max_new_tokens=new)
@@ -153,13 +179,14 @@ def test_many_processors_at_once_equal_generate(pipe, reference, sampling):
     knobs = knobs_for(plain, pipe.tokenizer.eos_token_id, sampling)
     ours, theirs = both(pipe, model, prompt, 3, do_sample=sampling, max_new_tokens=new, **knobs)
     assert ours == theirs
-    assert ours[pipe.last_generation.prompt_length:] != plain
+    assert ours[pipe.last_generation.prompt_length :] != plain
     assert len(pipe.last_generation.processors) == (19 if sampling else 11)
 
 
 def test_pipeline_defaults_are_transformers_defaults(pipe, reference):
     """What transformers' TextGenerationPipeline adds to a call that sets nothing, explain adds too."""
     from explain.generation.settings import PIPELINE_DEFAULTS
+
     _, _, reference_pipe = reference
     defaults = dict(reference_pipe._generation_defaults)
     assert defaults.pop("pad_token_id") == pipe.tokenizer.pad_token_id
@@ -218,11 +245,17 @@ def test_stop_strings_stop_where_transformers_stops(pipe, reference, stop):
     generation = pipe.last_generation
     input_ids = reference_prompt_ids(tokenizer, prompt)
     with torch.inference_mode():
-        expected = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                                  max_new_tokens=12, stop_strings=[stop], tokenizer=tokenizer)
+        expected = model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=False,
+            max_new_tokens=12,
+            stop_strings=[stop],
+            tokenizer=tokenizer,
+        )
     assert generation.input_ids[0].tolist() == expected[0].tolist()
     assert expected.shape[1] - input_ids.shape[1] < 12  # it did stop early
-    assert output[0]["generated_text"] == tokenizer.decode(expected[0, input_ids.shape[1]:])
+    assert output[0]["generated_text"] == tokenizer.decode(expected[0, input_ids.shape[1] :])
     assert generation.stop_reason == "stop_string"
     assert pipe.trace.last("generation", "end").data["stop_reason"] == "stop_string"
     assert pipe.trace.last("generation", "settings").data["settings"]["stop_strings"] == [stop]
@@ -240,8 +273,11 @@ def test_several_samples_equal_the_pipeline_under_a_seed(pipe, reference):
     assert len(output) == 3 and len({o["generated_text"] for o in output}) > 1
 
 
-@pytest.mark.parametrize("prompt", ["The capital of France is", [{"role": "user", "content": "What is 2 + 2?"}]],
-                         ids=["text", "chat, ending at <|im_end|>"])
+@pytest.mark.parametrize(
+    "prompt",
+    ["The capital of France is", [{"role": "user", "content": "What is 2 + 2?"}]],
+    ids=["text", "chat, ending at <|im_end|>"],
+)
 def test_beam_search_equals_transformers(pipe, reference, prompt):
     """The pipeline's output, and generate()'s sequences and sequences_scores (within 1e-4)."""
     tokenizer, model, reference_pipe = reference
@@ -251,12 +287,18 @@ def test_beam_search_equals_transformers(pipe, reference, prompt):
     generation = pipe.last_generation
     input_ids = reference_prompt_ids(tokenizer, prompt)
     with torch.inference_mode():
-        expected = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), return_dict_in_generate=True,
-                                  output_scores=True, **call)
+        expected = model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            return_dict_in_generate=True,
+            output_scores=True,
+            **call,
+        )
     assert generation.sequences == expected.sequences.tolist()
     assert generation.sequences_scores == pytest.approx(expected.sequences_scores.tolist(), abs=1e-4)
     MEASURED_SCORES[str(type(prompt).__name__)] = max(
-        abs(a - b) for a, b in zip(generation.sequences_scores, expected.sequences_scores.tolist(), strict=True))
+        abs(a - b) for a, b in zip(generation.sequences_scores, expected.sequences_scores.tolist(), strict=True)
+    )
 
 
 def test_prompt_lookup_equals_greedy_and_the_pipeline(pipe, reference):
@@ -286,8 +328,10 @@ def test_the_model_as_its_own_assistant_equals_greedy_and_the_pipeline(pipe, ref
 def test_report_measured_differences():
     """Runs last in this file: prints what the greedy tests measured (pytest -s shows it)."""
     if MEASURED:
-        print("\nmax |logit difference| per prompt: "
-              + ", ".join(f"{name}: {value:.2e}" for name, value in MEASURED.items()))
+        print(
+            "\nmax |logit difference| per prompt: "
+            + ", ".join(f"{name}: {value:.2e}" for name, value in MEASURED.items())
+        )
         assert max(MEASURED.values()) <= LOGIT_TOLERANCE
     if MEASURED_SCORES:
         print("max |beam score difference|: " + ", ".join(f"{k}: {v:.2e}" for k, v in MEASURED_SCORES.items()))
@@ -297,10 +341,16 @@ def test_a_batch_equals_the_pipeline(pipe, reference):
     """batch_size on the embedded model: prompts of different lengths, left-padded into batches, give transformers'
     pipeline output greedy and sampled under one seed (its DataLoader's draw included)."""
     _, _, reference_pipe = reference
-    prompts = ["The capital of France is", "Write a haiku about the sea", "Hi",
-               "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n"]
-    for seed, call in ((None, dict(do_sample=False, max_new_tokens=12, batch_size=3)),
-                       (7, dict(do_sample=True, max_new_tokens=10, batch_size=4, top_k=20, repetition_penalty=1.2))):
+    prompts = [
+        "The capital of France is",
+        "Write a haiku about the sea",
+        "Hi",
+        'def add(a, b):\n    """Add two numbers."""\n',
+    ]
+    for seed, call in (
+        (None, dict(do_sample=False, max_new_tokens=12, batch_size=3)),
+        (7, dict(do_sample=True, max_new_tokens=10, batch_size=4, top_k=20, repetition_penalty=1.2)),
+    ):
         outputs = []
         for run in (pipe, reference_pipe):
             if seed is not None:

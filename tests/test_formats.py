@@ -52,6 +52,7 @@ def state_of(folder) -> dict:
 def resolver(folder):
     def resolve(filename, required=True, named_by=None):
         return explain.stages.hub.resolve(str(folder), filename, required=required, named_by=named_by)
+
     return resolve
 
 
@@ -67,8 +68,12 @@ def test_each_entry_finds_lists_and_reads_its_files(tiny_gguf, folder):
         entry = FORMATS[name]
         paths = entry.find(resolver(folder), gguf_path)
         assert paths and all(os.path.isfile(p) for p in paths), name
-        request = ReadRequest(expected=expected, dtype=torch.bfloat16, config=json.loads(
-            (folder / "config.json").read_text()), trace=Trace())
+        request = ReadRequest(
+            expected=expected,
+            dtype=torch.bfloat16,
+            config=json.loads((folder / "config.json").read_text()),
+            trace=Trace(),
+        )
         inventory = entry.inventory(paths, request)
         assert len(inventory) == 12 and all(isinstance(shape, tuple) for shape, _ in inventory.values()), name
         state, facts = entry.read(paths, request)
@@ -94,12 +99,15 @@ def shard(folder, suffix: str, save) -> None:
     for file, part in halves.items():
         save({n: state[n].contiguous() for n in part}, folder / file)
     index = "model.safetensors.index.json" if suffix == "safetensors" else "pytorch_model.bin.index.json"
-    (folder / index).write_text(json.dumps({"metadata": {}, "weight_map": {n: f for f, p in halves.items() for n in p}}))
+    (folder / index).write_text(
+        json.dumps({"metadata": {}, "weight_map": {n: f for f, p in halves.items() for n in p}})
+    )
     (folder / "model.safetensors").unlink()
 
 
-@pytest.mark.parametrize("suffix, save", [("safetensors", lambda s, p: save_file(s, str(p))),
-                                          ("bin", lambda s, p: torch.save(s, p))])
+@pytest.mark.parametrize(
+    "suffix, save", [("safetensors", lambda s, p: save_file(s, str(p))), ("bin", lambda s, p: torch.save(s, p))]
+)
 def test_sharded_checkpoints_load_the_same_model(folder, reference, suffix, save):
     shard(folder, suffix, save)
     pipe = explain.pipeline(model=str(folder))
@@ -125,6 +133,7 @@ def test_no_weights_names_every_format(folder):
 
 def test_a_new_format_is_one_entry(folder, reference):
     """A NumPy .npz format (allow_pickle=False: no code runs), registered ahead of safetensors."""
+
     def find(resolve, gguf_path):
         path = resolve("model.npz", required=False)
         return [path] if path else None
@@ -142,8 +151,12 @@ def test_a_new_format_is_one_entry(folder, reference):
                     unexpected.append(stored)
                 else:
                     state[name] = torch.from_numpy(arrays[stored].copy()).to(request.dtype)
-        return state, {"format": "npz", "stored_dtypes": {"float32": len(state)}, "unexpected": unexpected,
-                       "file_bytes": os.path.getsize(paths[0])}
+        return state, {
+            "format": "npz",
+            "stored_dtypes": {"float32": len(state)},
+            "unexpected": unexpected,
+            "file_bytes": os.path.getsize(paths[0]),
+        }
 
     np.savez(folder / "model.npz", **{n: t.float().numpy() for n, t in state_of(folder).items()})
     (folder / "model.safetensors").unlink()

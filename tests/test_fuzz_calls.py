@@ -16,16 +16,42 @@ import explain
 from explain.errors import ArgumentError, ExplainError
 from explain.stages.tokenizer import bytes_to_unicode
 
-KNOBS = ("max_new_tokens", "min_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "min_p",
-         "repetition_penalty", "stop_strings", "eos_token_id", "pad_token_id", "return_full_text",
-         "skip_special_tokens", "trace_top")
-anything = st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.integers(-2**70, 2**70),
-                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
-                     st.lists(st.integers(-2, 300), max_size=3), st.lists(st.text(max_size=3), max_size=2))
-sensible = {"do_sample": st.booleans(), "temperature": st.floats(0.05, 3),
-            "top_k": st.integers(0, 300), "top_p": st.floats(0.01, 1), "min_p": st.floats(0, 1),
-            "repetition_penalty": st.floats(0.5, 3), "stop_strings": st.lists(st.text(min_size=1, max_size=3),
-                                                                              min_size=1, max_size=2)}
+KNOBS = (
+    "max_new_tokens",
+    "min_new_tokens",
+    "max_length",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repetition_penalty",
+    "stop_strings",
+    "eos_token_id",
+    "pad_token_id",
+    "return_full_text",
+    "skip_special_tokens",
+    "trace_top",
+)
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 12),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.lists(st.integers(-2, 300), max_size=3),
+    st.lists(st.text(max_size=3), max_size=2),
+)
+sensible = {
+    "do_sample": st.booleans(),
+    "temperature": st.floats(0.05, 3),
+    "top_k": st.integers(0, 300),
+    "top_p": st.floats(0.01, 1),
+    "min_p": st.floats(0, 1),
+    "repetition_penalty": st.floats(0.5, 3),
+    "stop_strings": st.lists(st.text(min_size=1, max_size=3), min_size=1, max_size=2),
+}
 surrogates = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])
 unicode_text = st.text(st.characters(codec="utf-8"), max_size=40)  # every code point UTF-8 can write
 any_text = st.one_of(unicode_text, st.builds(lambda a, s, b: a + s + b, unicode_text, surrogates, unicode_text))
@@ -64,7 +90,9 @@ def test_generation_arguments_of_any_type_work_or_are_refused(pipe, knobs, seed)
 
 
 @fuzz(60)
-@given(knobs=st.fixed_dictionaries({"max_new_tokens": st.integers(1, 6)}, optional=sensible), seed=st.integers(0, 2**16))
+@given(
+    knobs=st.fixed_dictionaries({"max_new_tokens": st.integers(1, 6)}, optional=sensible), seed=st.integers(0, 2**16)
+)
 def test_sensible_generation_arguments_work(pipe, knobs, seed):
     torch.manual_seed(seed)
     out = call(pipe, "the tea", **knobs)
@@ -89,8 +117,16 @@ def test_prompts_of_any_unicode_work_or_name_the_bad_character(pipe, prompt):
     assert out[0]["generated_text"].startswith(prompt)
 
 
-messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "tool"]),
-                                           "content": st.one_of(any_text, any_text, anything)}), min_size=1, max_size=4)
+messages = st.lists(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["system", "user", "assistant", "tool"]),
+            "content": st.one_of(any_text, any_text, anything),
+        }
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
 @fuzz(80)
@@ -107,7 +143,7 @@ def test_chat_messages_work_or_are_refused(pipe, chat):
         return
     assert fine
     generated = out[0]["generated_text"]
-    assert generated[:len(chat)] == chat or chat[-1]["role"] == "assistant"
+    assert generated[: len(chat)] == chat or chat[-1]["role"] == "assistant"
 
 
 @fuzz(150)
@@ -120,15 +156,22 @@ def test_the_real_tokenizer_round_trips_any_text_it_can_spell(embedded_pipe, tex
     spelling = bytes_to_unicode()
     spelled = [all(tokenizer.backend.token_to_id(spelling[b]) is not None for b in c.encode()) for c in text]
     partly = [any(tokenizer.backend.token_to_id(spelling[b]) is not None for b in c.encode()) for c in text]
-    assume(all(whole or not some for whole, some in zip(spelled, partly, strict=True)))  # a half-spelled character: U+FFFD
+    assume(
+        all(whole or not some for whole, some in zip(spelled, partly, strict=True))
+    )  # a half-spelled character: U+FFFD
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert tokenizer.decode(ids) == "".join(c for c, whole in zip(text, spelled, strict=True) if whole)
     assert all(0 <= i < tokenizer.vocab_size for i in ids)
 
 
 @fuzz(100)
-@given(chat=st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]),
-                                            "content": unicode_text}), min_size=1, max_size=4))
+@given(
+    chat=st.lists(
+        st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]), "content": unicode_text}),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_the_real_chat_template_renders_any_messages(embedded_pipe, chat):
     """SmolLM2's own template (from its GGUF) in the bounded sandbox: every message is in the prompt, in order."""
     assume(all("<|im_" not in m["content"] for m in chat))

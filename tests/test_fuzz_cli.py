@@ -13,13 +13,57 @@ from hypothesis import strategies as st
 
 from explain.__main__ import _cli_knobs, main
 
-FLAGS = ["--model", "--gguf-file", "--revision", "--dtype", "--device", "--device-map", "--save-trace", "--backend",
-         "--chat", "--sample", "--seed", "--steps", "--run", "--hardware", "--max-memory", "--strategy", "--context",
-         "--batch", "--debug", "--help-me", "-x", "--"]
-VALUES = st.one_of(st.sampled_from(["0", "-1", "1.5", "nan", "inf", "1e999", "[[1, 2]]", "{\"a\": 1}", "", "high",
-                                    "/dev/null", "/dev/zero", "auto", "cpu", "float32", "int8", "9" * 400,
-                                    "\x1b]52;c;aGk=\x07", "caf\udce9", "--debug"]),
-                   st.text(max_size=12))
+FLAGS = [
+    "--model",
+    "--gguf-file",
+    "--revision",
+    "--dtype",
+    "--device",
+    "--device-map",
+    "--save-trace",
+    "--backend",
+    "--chat",
+    "--sample",
+    "--seed",
+    "--steps",
+    "--run",
+    "--hardware",
+    "--max-memory",
+    "--strategy",
+    "--context",
+    "--batch",
+    "--debug",
+    "--help-me",
+    "-x",
+    "--",
+]
+VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "0",
+            "-1",
+            "1.5",
+            "nan",
+            "inf",
+            "1e999",
+            "[[1, 2]]",
+            '{"a": 1}',
+            "",
+            "high",
+            "/dev/null",
+            "/dev/zero",
+            "auto",
+            "cpu",
+            "float32",
+            "int8",
+            "9" * 400,
+            "\x1b]52;c;aGk=\x07",
+            "caf\udce9",
+            "--debug",
+        ]
+    ),
+    st.text(max_size=12),
+)
 COMMANDS = ["load", "generate", "trace", "export", "plan", "", "nonsense"]
 
 

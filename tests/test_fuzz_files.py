@@ -29,16 +29,18 @@ def damage(data: bytes, draw_cut, flips) -> bytes:
         if damaged:
             damaged[min(int(where * len(damaged)), len(damaged) - 1)] ^= 1 << bit
     if draw_cut is not None:
-        damaged = damaged[:int(draw_cut * len(damaged))]
+        damaged = damaged[: int(draw_cut * len(damaged))]
     return bytes(damaged)
 
 
-damages = st.tuples(st.one_of(st.none(), st.floats(0, 1, exclude_max=True)),
-                    st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), max_size=6)).filter(
-    lambda d: d[0] is not None or d[1])  # at least one cut or flip
-header_damages = st.tuples(st.one_of(st.none(), st.floats(0, 0.2)),  # GGUF and safetensors keep their structure
-                           st.lists(st.tuples(st.floats(0, 0.2), st.integers(0, 7)), max_size=4)).filter(
-    lambda d: d[0] is not None or d[1])  # in the first part of the file: damage there most
+damages = st.tuples(
+    st.one_of(st.none(), st.floats(0, 1, exclude_max=True)),
+    st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), max_size=6),
+).filter(lambda d: d[0] is not None or d[1])  # at least one cut or flip
+header_damages = st.tuples(
+    st.one_of(st.none(), st.floats(0, 0.2)),  # GGUF and safetensors keep their structure
+    st.lists(st.tuples(st.floats(0, 0.2), st.integers(0, 7)), max_size=4),
+).filter(lambda d: d[0] is not None or d[1])  # in the first part of the file: damage there most
 
 
 def load_damaged(folder, cache_listing, **arguments):
@@ -86,21 +88,44 @@ def test_damaged_gguf(tiny_gguf, work, cache_listing):
     check()
 
 
-json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
-                                     st.text(max_size=8)),
-                           lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                   st.dictionaries(st.text(max_size=12), inner, max_size=3)),
-                           max_leaves=6)
-CONFIG_KEYS = ("architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-               "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps",
-               "rope_theta", "rope_scaling", "rope_parameters", "hidden_act", "tie_word_embeddings", "attention_bias",
-               "mlp_bias", "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype", "layer_types")
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=12), inner, max_size=3)),
+    max_leaves=6,
+)
+CONFIG_KEYS = (
+    "architectures",
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "hidden_act",
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "torch_dtype",
+    "dtype",
+    "layer_types",
+)
 
 
 def test_config_values_of_any_json(tiny_folder, work, cache_listing):
     """config.json with keys set to any JSON value (a list for a size, an object for a flag, NaN for an epsilon,
     2**70 for a layer count): loading works or raises an ExplainError naming config.json."""
     import json
+
     original = json.loads(open(os.path.join(tiny_folder, "config.json")).read())
     folder = work / "config-values"
 
@@ -115,14 +140,25 @@ def test_config_values_of_any_json(tiny_folder, work, cache_listing):
     check()
 
 
-TOKENIZER_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token", "chat_template", "model_max_length",
-                  "extra_special_tokens", "additional_special_tokens", "clean_up_tokenization_spaces",
-                  "add_bos_token", "tokenizer_class")
+TOKENIZER_KEYS = (
+    "bos_token",
+    "eos_token",
+    "pad_token",
+    "unk_token",
+    "chat_template",
+    "model_max_length",
+    "extra_special_tokens",
+    "additional_special_tokens",
+    "clean_up_tokenization_spaces",
+    "add_bos_token",
+    "tokenizer_class",
+)
 
 
 def test_tokenizer_config_values_of_any_json(tiny_folder, work, cache_listing):
     """tokenizer_config.json with keys set to any JSON value: loading works or raises an ExplainError."""
     import json
+
     original = json.loads(open(os.path.join(tiny_folder, "tokenizer_config.json")).read())
     folder = work / "tokenizer-config-values"
 
@@ -152,7 +188,7 @@ def _make(kind: str, where) -> str:
     elif kind == "dev-stdout":
         return "/dev/stdout"
     elif kind.startswith("link-to-"):
-        path.symlink_to(_make(kind[len("link-to-"):], where))
+        path.symlink_to(_make(kind[len("link-to-") :], where))
     elif kind == "dangling-link":
         path.symlink_to(where / "nowhere" / "x.json")
     elif kind == "loop-link":
@@ -162,8 +198,19 @@ def _make(kind: str, where) -> str:
     return str(path)
 
 
-KINDS = ["fifo", "folder", "dev-null", "dev-zero", "dev-stdout", "link-to-fifo", "link-to-dev-null", "link-to-folder",
-         "dangling-link", "loop-link", "missing-folder"]
+KINDS = [
+    "fifo",
+    "folder",
+    "dev-null",
+    "dev-zero",
+    "dev-stdout",
+    "link-to-fifo",
+    "link-to-dev-null",
+    "link-to-folder",
+    "dangling-link",
+    "loop-link",
+    "missing-folder",
+]
 
 
 @fuzz(40)

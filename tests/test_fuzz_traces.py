@@ -61,16 +61,23 @@ def load_or_refuse(path) -> Trace | None:
     return trace
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) |
-                           st.text(max_size=20) | st.just(MARKUP),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                       max_size=4), max_leaves=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20) | st.just(MARKUP),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 @fuzz(60)
-@given(record=st.one_of(json_values, st.fixed_dictionaries(
-    {"format": st.just("explain-trace"), "version": st.integers(-1, 3)},
-    optional={"events": json_values, "meta": json_values})))
+@given(
+    record=st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {"format": st.just("explain-trace"), "version": st.integers(-1, 3)},
+            optional={"events": json_values, "meta": json_values},
+        ),
+    )
+)
 def test_any_json_loads_or_is_refused(tmp_path_factory, record):
     path = tmp_path_factory.mktemp("json") / "t.json"
     path.write_text(json.dumps(record))
@@ -80,14 +87,16 @@ def test_any_json_loads_or_is_refused(tmp_path_factory, record):
 
 
 @fuzz(60)
-@given(cut=st.one_of(st.none(), st.floats(0, 1, exclude_max=True)),
-       flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), max_size=4))
+@given(
+    cut=st.one_of(st.none(), st.floats(0, 1, exclude_max=True)),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), max_size=4),
+)
 def test_damaged_real_traces_load_or_are_refused(real_trace, tmp_path_factory, cut, flips):
     data = bytearray(real_trace)
     for where, bit in flips:
         data[min(int(where * len(data)), len(data) - 1)] ^= 1 << bit
     if cut is not None:
-        data = data[:int(cut * len(data))]
+        data = data[: int(cut * len(data))]
     path = tmp_path_factory.mktemp("damaged") / "t.json"
     path.write_bytes(bytes(data))
     trace = load_or_refuse(path)
@@ -107,8 +116,9 @@ def _fields(value, path=()):
 
 
 @fuzz(80)
-@given(data=st.data(), replacement=st.one_of(json_values, st.just(MARKUP), st.just([MARKUP]),
-                                             st.just({"text": MARKUP})))
+@given(
+    data=st.data(), replacement=st.one_of(json_values, st.just(MARKUP), st.just([MARKUP]), st.just({"text": MARKUP}))
+)
 def test_a_field_replaced_by_anything_is_refused_or_rendered_inert(real_trace, tmp_path_factory, data, replacement):
     """The attack of issue 15: markup where a number (or any field) belongs. It is refused by the schema, or it
     loads (a string field may hold any text) and reaches the static HTML escaped."""
@@ -131,11 +141,34 @@ def test_a_field_replaced_by_anything_is_refused_or_rendered_inert(real_trace, t
 
 
 # -- issue 28: what Python's json accepts and JSON does not; what loads must save and export again ---------------------
-UNSTRICT = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1e400", '"\\ud800"', '"a\\udfffb"',
-                            '"\\ud83d"', "9" * 5000, "-" + "1" * 30, "[" * 100 + "]" * 100,
-                            '{"k": ' * 70 + "0" + "}" * 70])
-STRICT = st.sampled_from(["18446744073709551615", "-9223372036854775808", "1.5e-300", '"\\ud83d\\ude00"',
-                          '"caf\\u00e9"', "[" * 10 + "]" * 10, '"nan"', '"-inf"'])
+UNSTRICT = st.sampled_from(
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e999",
+        "-1e400",
+        '"\\ud800"',
+        '"a\\udfffb"',
+        '"\\ud83d"',
+        "9" * 5000,
+        "-" + "1" * 30,
+        "[" * 100 + "]" * 100,
+        '{"k": ' * 70 + "0" + "}" * 70,
+    ]
+)
+STRICT = st.sampled_from(
+    [
+        "18446744073709551615",
+        "-9223372036854775808",
+        "1.5e-300",
+        '"\\ud83d\\ude00"',
+        '"caf\\u00e9"',
+        "[" * 10 + "]" * 10,
+        '"nan"',
+        '"-inf"',
+    ]
+)
 
 
 def round_trip(trace: Trace, folder) -> None:
@@ -148,8 +181,9 @@ def round_trip(trace: Trace, folder) -> None:
 
 @fuzz(60)
 @given(data=st.data(), literal=st.one_of(UNSTRICT, STRICT))
-def test_literals_json_cannot_round_trip_are_refused_and_the_rest_round_trips(real_trace, tmp_path_factory, data,
-                                                                              literal):
+def test_literals_json_cannot_round_trip_are_refused_and_the_rest_round_trips(
+    real_trace, tmp_path_factory, data, literal
+):
     """A NaN, an infinity, a lone surrogate, a 5,000-digit integer or nesting past the bound, put in place of any
     field (or added to meta) as raw JSON text: refused naming the file, or it loads and then saves and exports."""
     record = json.loads(real_trace)
@@ -178,19 +212,33 @@ def test_literals_json_cannot_round_trip_are_refused_and_the_rest_round_trips(re
         round_trip(trace, folder)
 
 
-UNSTRICT_SET = {"NaN", "Infinity", "-Infinity", "1e999", "-1e400", '"\\ud800"', '"a\\udfffb"', '"\\ud83d"',
-                "9" * 5000, "-" + "1" * 30, "[" * 100 + "]" * 100, '{"k": ' * 70 + "0" + "}" * 70}
+UNSTRICT_SET = {
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e999",
+    "-1e400",
+    '"\\ud800"',
+    '"a\\udfffb"',
+    '"\\ud83d"',
+    "9" * 5000,
+    "-" + "1" * 30,
+    "[" * 100 + "]" * 100,
+    '{"k": ' * 70 + "0" + "}" * 70,
+}
 
 
 @fuzz(30)
-@given(cut=st.one_of(st.none(), st.floats(0, 1, exclude_max=True)),
-       flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), max_size=4))
+@given(
+    cut=st.one_of(st.none(), st.floats(0, 1, exclude_max=True)),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), max_size=4),
+)
 def test_damaged_traces_that_load_save_and_export_again(real_trace, tmp_path_factory, cut, flips):
     data = bytearray(real_trace)
     for where, bit in flips:
         data[min(int(where * len(data)), len(data) - 1)] ^= 1 << bit
     if cut is not None:
-        data = data[:int(cut * len(data))]
+        data = data[: int(cut * len(data))]
     folder = tmp_path_factory.mktemp("damaged-again")
     path = folder / "t.json"
     path.write_bytes(bytes(data))

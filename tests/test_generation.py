@@ -98,19 +98,37 @@ def sampled(pipe):
 
     def sink(event):
         generation = pipe.last_generation
-        seen.append({"stage": event.stage, "kind": event.kind, "trace_length": len(pipe.trace),
-                     "steps_so_far": len(generation.steps) if generation is not None else None,
-                     "finished": generation.finished if generation is not None else None})
+        seen.append(
+            {
+                "stage": event.stage,
+                "kind": event.kind,
+                "trace_length": len(pipe.trace),
+                "steps_so_far": len(generation.steps) if generation is not None else None,
+                "finished": generation.finished if generation is not None else None,
+            }
+        )
 
     unsubscribe = pipe.trace.subscribe(sink)
     torch.manual_seed(7)
     try:
-        output = pipe("Write a story about a cat", max_new_tokens=16, temperature=0.8, top_k=40, top_p=0.9,
-                      repetition_penalty=1.2, keep_logits=True)
+        output = pipe(
+            "Write a story about a cat",
+            max_new_tokens=16,
+            temperature=0.8,
+            top_k=40,
+            top_p=0.9,
+            repetition_penalty=1.2,
+            keep_logits=True,
+        )
     finally:
         unsubscribe()
-    return {"output": output, "generation": pipe.last_generation, "run": pipe.trace.run,
-            "events": pipe.trace.filter(run=pipe.trace.run), "seen": seen}
+    return {
+        "output": output,
+        "generation": pipe.last_generation,
+        "run": pipe.trace.run,
+        "events": pipe.trace.filter(run=pipe.trace.run),
+        "seen": seen,
+    }
 
 
 def test_events_reach_a_sink_as_they_happen(sampled):
@@ -183,8 +201,9 @@ def test_tokenization_and_decoding_events(pipe):
     assert data["kind_of_input"] == "chat" and data["add_generation_prompt"] is True
     assert data["chat_template_skipped"] is False
     text = data["chat_template_text"]
-    assert text == pipe.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) \
-        == data["text"]
+    assert (
+        text == pipe.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == data["text"]
+    )
     assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>") and text.endswith("<|im_start|>assistant\n")
     assert data["ids"] == pipe.tokenizer.encode(text, add_special_tokens=False) and data["count"] == len(data["ids"])
     assert data["tokens"] == pipe.tokenizer.convert_ids_to_tokens(data["ids"])
@@ -209,13 +228,19 @@ def test_a_plain_string_to_a_chat_model_says_in_one_line_that_it_skipped_the_tem
     """transformers tokenizes a string as it is (text_generation.py:350), so an instruct model continues the text;
     the event says the template was skipped and the console line says how to use it."""
     from explain.console import describe
+
     pipe("Write a story about a cat", max_new_tokens=1, do_sample=False)
     event = run_events(pipe, "tokenization", "encode")[0]
     assert event.data["chat_template_skipped"] is True and event.data["ids"] == pipe.tokenizer.encode(
-        "Write a story about a cat")  # behaviour unchanged: the string's own tokens, no template
+        "Write a story about a cat"
+    )  # behaviour unchanged: the string's own tokens, no template
     line = describe(event)
-    assert line.startswith("6 tokens from plain text; a plain string skips the chat template, so the model "
-                           "continues the text") and '[{"role": "user", "content": ...}]' in line
+    assert (
+        line.startswith(
+            "6 tokens from plain text; a plain string skips the chat template, so the model continues the text"
+        )
+        and '[{"role": "user", "content": ...}]' in line
+    )
     assert line.endswith("(command line: --chat)") and "\n" not in line
     pipe([{"role": "user", "content": "Write a story about a cat"}], max_new_tokens=1, do_sample=False)
     event = run_events(pipe, "tokenization", "encode")[0]
@@ -238,9 +263,19 @@ def test_default_capture_is_a_few_kilobytes_per_step(sampled):
 
 
 def test_trace_top_all_keeps_whole_rows_compactly_and_warns_of_the_cost(pipe, tmp_path):
-    with pytest.warns(UserWarning, match=r"keeps 4 whole rows of 49152 values per step: 1\.0 MiB of trace a step, up to 2\.0 MiB for 2"):
-        pipe("The capital of France is", do_sample=True, top_k=5, temperature=0.5, max_new_tokens=2,
-             trace_top="all", keep_logits=True)
+    with pytest.warns(
+        UserWarning,
+        match=r"keeps 4 whole rows of 49152 values per step: 1\.0 MiB of trace a step, up to 2\.0 MiB for 2",
+    ):
+        pipe(
+            "The capital of France is",
+            do_sample=True,
+            top_k=5,
+            temperature=0.5,
+            max_new_tokens=2,
+            trace_top="all",
+            keep_logits=True,
+        )
     settings = run_events(pipe, "generation", "settings")[0].data
     assert "trace_top" in settings["warnings"][0]
     steps = run_events(pipe, "generation", "step")
@@ -292,26 +327,33 @@ def test_keyboard_interrupt_leaves_a_valid_trace_and_a_working_pipeline(pipe, tm
 def test_bfloat16_pipeline_is_sensible_and_says_its_dtype(provisioned):
     pipe = explain.pipeline("text-generation", dtype=torch.bfloat16)
     assert next(pipe.model.parameters()).dtype == torch.bfloat16
-    output = pipe([{"role": "user", "content": "What is the capital of France?"}], do_sample=False,
-                  max_new_tokens=12, return_full_text=False)
+    output = pipe(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        do_sample=False,
+        max_new_tokens=12,
+        return_full_text=False,
+    )
     assert "Paris" in output[0]["generated_text"]
     assert pipe.trace.filter("placement")[0].data["dtype"] == "bfloat16"
     assert pipe.trace.last("generation", "settings").data["dtype"] == "bfloat16"
 
 
 # -- errors that say what to do -----------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(max_new_tokens=-1), ["max_new_tokens", "-1"]),
-    (dict(max_new_tokens=0), ["max_new_tokens", "at least 1"]),
-    (dict(do_sample=True, temperature=0), ["temperature", "do_sample=False"]),
-    (dict(do_sample=True, temperature=-0.5), ["temperature", "do_sample=False"]),
-    (dict(do_sample=True, top_p=1.5), ["top_p", "(0, 1]"]),
-    (dict(do_sample=True, top_p=0.0), ["top_p", "(0, 1]"]),
-    (dict(max_new_token=5), ["max_new_token", "did you mean 'max_new_tokens'"]),
-    (dict(max_length=1), ["max_length=1", "max_new_tokens"]),
-    (dict(return_full_text=False, return_text=True), ["mutually exclusive"]),
-    (dict(handle_long_generation="middle"), ["handle_long_generation", "hole"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(max_new_tokens=-1), ["max_new_tokens", "-1"]),
+        (dict(max_new_tokens=0), ["max_new_tokens", "at least 1"]),
+        (dict(do_sample=True, temperature=0), ["temperature", "do_sample=False"]),
+        (dict(do_sample=True, temperature=-0.5), ["temperature", "do_sample=False"]),
+        (dict(do_sample=True, top_p=1.5), ["top_p", "(0, 1]"]),
+        (dict(do_sample=True, top_p=0.0), ["top_p", "(0, 1]"]),
+        (dict(max_new_token=5), ["max_new_token", "did you mean 'max_new_tokens'"]),
+        (dict(max_length=1), ["max_length=1", "max_new_tokens"]),
+        (dict(return_full_text=False, return_text=True), ["mutually exclusive"]),
+        (dict(handle_long_generation="middle"), ["handle_long_generation", "hole"]),
+    ],
+)
 def test_bad_arguments_say_what_is_wrong_and_the_fix(pipe, kwargs, words):
     with pytest.raises(ExplainError) as error:
         pipe("Hello there", **kwargs)
@@ -363,9 +405,13 @@ def test_what_if_equals_transformers_processors_on_the_recorded_row(pipe):
     knobs = dict(do_sample=True, temperature=0.6, top_k=30, top_p=0.8, repetition_penalty=1.4)
     result = generation.what_if(1, **knobs)
     raw = generation.raw_logits[1][None].clone()  # (1, vocab): step 1's row, as recorded
-    input_ids = generation.input_ids[:, :generation.steps[1]["position"]]
-    for processor in (hf.RepetitionPenaltyLogitsProcessor(1.4), hf.TemperatureLogitsWarper(0.6),
-                      hf.TopKLogitsWarper(30), hf.TopPLogitsWarper(0.8)):
+    input_ids = generation.input_ids[:, : generation.steps[1]["position"]]
+    for processor in (
+        hf.RepetitionPenaltyLogitsProcessor(1.4),
+        hf.TemperatureLogitsWarper(0.6),
+        hf.TopKLogitsWarper(30),
+        hf.TopPLogitsWarper(0.8),
+    ):
         raw = processor(input_ids, raw)
     probs = torch.softmax(raw, dim=-1)[0]
     top_probs, top_ids = torch.topk(probs, 10)
@@ -381,8 +427,9 @@ def test_what_if_equals_transformers_processors_on_the_recorded_row(pipe):
 
 
 def test_force_branches_and_leaves_the_original_intact(pipe):
-    generation = pipe.start("The best programming language is", do_sample=False, max_new_tokens=6,
-                            keep_logits=True).run()
+    generation = pipe.start(
+        "The best programming language is", do_sample=False, max_new_tokens=6, keep_logits=True
+    ).run()
     original_ids = generation.input_ids.clone()
     original_steps = json.dumps(generation.steps)
     forced_token = pipe.tokenizer.encode(" Rust", add_special_tokens=False)[0]
@@ -427,16 +474,31 @@ def test_keep_logits_keeps_a_bounded_window_and_names_what_was_dropped(pipe):
 def test_cli_generate_streams_the_greedy_text_and_a_summary(pipe, tmp_path):
     import subprocess
     import sys
+
     prompt, trace_file = "Write a story about a cat", tmp_path / "run.json"
     expected = pipe(prompt, do_sample=False, max_new_tokens=12)[0]["generated_text"]
-    run = subprocess.run([sys.executable, "-m", "explain", "generate", prompt, "--max-new-tokens", "12", "--steps",
-                          "--save-trace", str(trace_file)], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "explain",
+            "generate",
+            prompt,
+            "--max-new-tokens",
+            "12",
+            "--steps",
+            "--save-trace",
+            str(trace_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
     out = run.stdout
     assert expected in out  # the prompt, then each token as it came: the same text as the pipeline's
-    for stage in ("registry", "config", "tokenizer", "weights", "placement", "tokenization", "generation",
-                  "decoding"):
+    for stage in ("registry", "config", "tokenizer", "weights", "placement", "tokenization", "generation", "decoding"):
         assert f" {stage} " in out, f"no {stage} line in the timeline:\n{out}"
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("load ") and "prefill" in summary and "decode 12 tokens at" in summary
@@ -445,14 +507,19 @@ def test_cli_generate_streams_the_greedy_text_and_a_summary(pipe, tmp_path):
     saved = Trace.load(trace_file)
     steps = saved.filter("generation", "step", saved.run)
     assert len(steps) == 12 and prompt + "".join(s.data["text"] or "" for s in steps) == expected
-    table = out[out.index("runners-up"):]  # --steps: one row a token with its probability
+    table = out[out.index("runners-up") :]  # --steps: one row a token with its probability
     assert all(f"{s.data['prob']:6.3f}" in table for s in steps)
 
 
 def test_cli_generate_bad_argument_exits_2_naming_the_fix():
     import subprocess
     import sys
-    run = subprocess.run([sys.executable, "-m", "explain", "generate", "Hi", "--sample", "--temperature", "0"],
-                         capture_output=True, text=True, timeout=300)
+
+    run = subprocess.run(
+        [sys.executable, "-m", "explain", "generate", "Hi", "--sample", "--temperature", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and run.stdout.count("\n") < 30
     assert run.stderr.startswith("error: ") and "do_sample=False" in run.stderr and "Traceback" not in run.stderr

@@ -37,10 +37,15 @@ def theirs(tiny_llama):
 
 def interface_members() -> tuple[list[str], list[str]]:
     """(data members and properties, methods) of the protocol."""
-    methods = [name for name, value in vars(GenerationInterface).items()
-               if inspect.isfunction(value) and not name.startswith("_")]
-    data = [*GenerationInterface.__annotations__,
-            *(name for name, value in vars(GenerationInterface).items() if isinstance(value, property))]
+    methods = [
+        name
+        for name, value in vars(GenerationInterface).items()
+        if inspect.isfunction(value) and not name.startswith("_")
+    ]
+    data = [
+        *GenerationInterface.__annotations__,
+        *(name for name, value in vars(GenerationInterface).items() if isinstance(value, property)),
+    ]
     return data, methods
 
 
@@ -48,11 +53,13 @@ def runs(ours, theirs):
     """One run of each kind: the explain backend's one sequence, each decoding strategy's, the transformers
     backend's."""
     call = dict(max_new_tokens=3, do_sample=False)
-    return {"one sequence": ours.start(PROMPT, **call),
-            "samples": ours.start(PROMPT, max_new_tokens=3, do_sample=True, num_return_sequences=2),
-            "beam search": ours.start(PROMPT, num_beams=2, **call),
-            "assisted": ours.start(PROMPT, prompt_lookup_num_tokens=2, **call),
-            "transformers": theirs.start(PROMPT, **call)}
+    return {
+        "one sequence": ours.start(PROMPT, **call),
+        "samples": ours.start(PROMPT, max_new_tokens=3, do_sample=True, num_return_sequences=2),
+        "beam search": ours.start(PROMPT, num_beams=2, **call),
+        "assisted": ours.start(PROMPT, prompt_lookup_num_tokens=2, **call),
+        "transformers": theirs.start(PROMPT, **call),
+    }
 
 
 def test_every_run_of_both_producers_has_the_generation_interface(ours, theirs):
@@ -87,8 +94,9 @@ if TYPE_CHECKING:  # the same, for a type checker: each implementation is assign
     from explain.generation.strategies.beam import BeamSearchRun
     from explain.generation.strategies.samples import SampledSequences
 
-    def _assignable(a: Generation, b: SampledSequences, c: BeamSearchRun, d: AssistedRun,
-                    e: TransformersGeneration) -> list[GenerationInterface]:
+    def _assignable(
+        a: Generation, b: SampledSequences, c: BeamSearchRun, d: AssistedRun, e: TransformersGeneration
+    ) -> list[GenerationInterface]:
         return [a, b, c, d, e]
 
 
@@ -100,15 +108,18 @@ def test_a_step_records_the_default_top_on_both_backends(ours, theirs):
         assert len(step["logits_top"]["ids"]) == DEFAULT_TRACE_TOP
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("trace_top", 0, 'trace_top must be a positive integer or "all", got 0'),
-    ("trace_top", True, 'trace_top must be a positive integer or "all", got True'),
-    ("trace_top", "top", "trace_top must be a positive integer or \"all\", got 'top'"),
-    ("trace_top", 2.5, 'trace_top must be a positive integer or "all", got 2.5'),
-    ("keep_logits", "yes", "keep_logits must be True, False or a positive number of steps, got 'yes'"),
-    ("keep_logits", -2, "keep_logits must be True, False or a positive number of steps, got -2"),
-    ("capture", "everything", "capture='everything' is not a capture mode; use None"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("trace_top", 0, 'trace_top must be a positive integer or "all", got 0'),
+        ("trace_top", True, 'trace_top must be a positive integer or "all", got True'),
+        ("trace_top", "top", "trace_top must be a positive integer or \"all\", got 'top'"),
+        ("trace_top", 2.5, 'trace_top must be a positive integer or "all", got 2.5'),
+        ("keep_logits", "yes", "keep_logits must be True, False or a positive number of steps, got 'yes'"),
+        ("keep_logits", -2, "keep_logits must be True, False or a positive number of steps, got -2"),
+        ("capture", "everything", "capture='everything' is not a capture mode; use None"),
+    ],
+)
 def test_a_bad_run_option_gets_one_message_on_both_backends_before_any_work(ours, theirs, name, value, message):
     for pipe in (ours, theirs):
         for entry in (pipe, pipe.start):
@@ -181,8 +192,10 @@ def explain_only():
 
 
 def test_a_knob_transformers_lacks_is_refused_with_explains_message(theirs, explain_only):
-    message = (r"halve_logits is a knob of halve the logits \(HalveLogitsWarper\), a logits processor that explain "
-               r"has and transformers' generate\(\) does not: run it with backend=\"explain\"")
+    message = (
+        r"halve_logits is a knob of halve the logits \(HalveLogitsWarper\), a logits processor that explain "
+        r"has and transformers' generate\(\) does not: run it with backend=\"explain\""
+    )
     with pytest.raises(ArgumentError, match=message):  # was transformers' "model_kwargs are not used"
         theirs(PROMPT, max_new_tokens=1, halve_logits=True)
     with pytest.raises(ArgumentError, match=message):
@@ -195,6 +208,7 @@ def test_a_knob_transformers_lacks_is_refused_with_explains_message(theirs, expl
 
 def test_the_step_through_hides_the_slider_of_a_processor_transformers_lacks(ours, theirs, monkeypatch):
     from explain.widgets import StepThrough
+
     assert hasattr(StepThrough(theirs, PROMPT, max_new_tokens=2, do_sample=False), "top_h")  # transformers has it
     monkeypatch.setattr(TopHLogitsWarper, "transformers_class", None)  # as if transformers had no top-h
     on_transformers = StepThrough(theirs, PROMPT, max_new_tokens=2, do_sample=False)
@@ -245,6 +259,7 @@ def test_a_strategy_transformers_lacks_runs_on_explain_and_is_refused_on_transfo
             class LeastLikelyRun(Generation):
                 def _build_processors(self, settings):
                     return super()._build_processors(settings) + [Negate()]
+
             return LeastLikelyRun
 
     # the settings tables are built when explain.generation is imported; a strategy registered now joins them here
@@ -258,8 +273,10 @@ def test_a_strategy_transformers_lacks_runs_on_explain_and_is_refused_on_transfo
         assert settings["strategy"]["name"] == "least_likely" and len(generation.steps) == 3
         for step, raw in zip(generation.steps, generation.raw_logits, strict=True):
             assert step["token_id"] == int(raw.argmin())
-        message = (r"least_likely is a knob of least likely \(LeastLikely\), a decoding strategy that explain has "
-                   r"and transformers' generate\(\) does not: run it with backend=\"explain\"")
+        message = (
+            r"least_likely is a knob of least likely \(LeastLikely\), a decoding strategy that explain has "
+            r"and transformers' generate\(\) does not: run it with backend=\"explain\""
+        )
         with pytest.raises(ArgumentError, match=message):  # was transformers' "model_kwargs are not used"
             theirs(PROMPT, max_new_tokens=1, least_likely=True)
         assert "least_likely" in theirs.knobs_unavailable
@@ -272,10 +289,17 @@ def test_both_backends_check_force_and_what_if_arguments_alike(ours, theirs):
     """The checks every run shares (contract.RunState): a finished run, a step or token id that is not an integer,
     a step not generated, a token outside the vocabulary, what-if without kept logits."""
     import numpy as np
+
     for pipe in (ours, theirs):
         generation = pipe.start(PROMPT, max_new_tokens=2, do_sample=False, keep_logits=True).run()
-        vocab = generation.model.config.get_text_config().vocab_size if pipe is theirs else generation.model.config.vocab_size
-        with pytest.raises(ExplainError, match=r"this generation has finished \(max_length\); start a new call or reset"):
+        vocab = (
+            generation.model.config.get_text_config().vocab_size
+            if pipe is theirs
+            else generation.model.config.vocab_size
+        )
+        with pytest.raises(
+            ExplainError, match=r"this generation has finished \(max_length\); start a new call or reset"
+        ):
             generation.step()
         with pytest.raises(ExplainError, match=r"the token id must be an integer \(an int\), got 1.0 of type float"):
             generation.force(0, 1.0)
@@ -287,17 +311,22 @@ def test_both_backends_check_force_and_what_if_arguments_alike(ours, theirs):
         assert branch.steps[-1]["token_id"] == 5 and branch.branch != generation.branch
         assert generation.what_if(np.int64(0), temperature=0.5)["step"] == 0
         plain = pipe.start(PROMPT, max_new_tokens=1, do_sample=False).run()
-        with pytest.raises(ExplainError, match="what-if needs the raw logits of each step: create the run with "
-                                               "keep_logits=True"):
+        with pytest.raises(
+            ExplainError, match="what-if needs the raw logits of each step: create the run with keep_logits=True"
+        ):
             plain.what_if(0, top_k=3)
 
 
 def test_a_bound_in_limits_is_refused_by_both_backends_with_one_message(ours, theirs, monkeypatch):
     """options.LIMITS is the one place for resource bounds: a name added there is refused by both producers."""
     from explain.generation import options
+
     monkeypatch.setitem(options.LIMITS, "num_beams", (2, "each beam is a row of the batch"))
     for pipe in (ours, theirs):
-        with pytest.raises(ArgumentError, match=r"^num_beams=3 is more than explain runs \(2 at most: each beam is a "
-                                                r"row of the batch\); ask for less$"):
+        with pytest.raises(
+            ArgumentError,
+            match=r"^num_beams=3 is more than explain runs \(2 at most: each beam is a "
+            r"row of the batch\); ask for less$",
+        ):
             pipe(PROMPT, max_new_tokens=2, num_beams=3, do_sample=False)
         pipe(PROMPT, max_new_tokens=1, num_beams=2, do_sample=False)  # at the bound: runs

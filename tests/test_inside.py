@@ -47,14 +47,16 @@ def test_hidden_states_and_attention_equal_transformers(name, tokenizer):
         layers = len(expected.hidden_states) - 1
         assert len(seen.hidden_states) == layers + 1
         for index in range(layers):
-            torch.testing.assert_close(seen.hidden_states[index], expected.hidden_states[index][0, -1],
-                                       atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                seen.hidden_states[index], expected.hidden_states[index][0, -1], atol=1e-4, rtol=1e-4
+            )
         with torch.inference_mode():
             final = decoder_parts(our).final_norm(seen.hidden_states[-1])
         torch.testing.assert_close(final, expected.hidden_states[-1][0, -1], atol=1e-4, rtol=1e-4)
         heads = torch.tensor(look["attention"]["heads"])  # (layers, heads, positions)
-        torch.testing.assert_close(heads, torch.stack([a[0, :, -1, :] for a in expected.attentions]), atol=1e-4,
-                                   rtol=1e-3)
+        torch.testing.assert_close(
+            heads, torch.stack([a[0, :, -1, :] for a in expected.attentions]), atol=1e-4, rtol=1e-3
+        )
         assert torch.allclose(heads.sum(-1), torch.ones(heads.shape[:2]), atol=1e-5)
         assert look["lens"]["last_layer_difference"] == 0.0
         last = look["lens"]["layers"][-1]
@@ -85,8 +87,9 @@ def test_attribution_is_complete_and_fails_the_randomisation_check(tokenizer):
     _, our = build("llama-gqa")
     generation = _run(our, tokenizer, new_tokens=2)
     step = 1
-    look = generation.inspect(step, what=("attribution",), attribution_method="integrated_gradients",
-                              attribution_steps=300)
+    look = generation.inspect(
+        step, what=("attribution",), attribution_method="integrated_gradients", attribution_steps=300
+    )
     attribution = look["attribution"]
     ids = torch.tensor([look["context_ids"]])
     token = look["token_id"]
@@ -94,10 +97,12 @@ def test_attribution_is_complete_and_fails_the_randomisation_check(tokenizer):
         actual = torch.log_softmax(our(ids).logits[0, -1], -1)[token]
         baseline = torch.log_softmax(our(torch.zeros_like(ids)).logits[0, -1], -1)[token]  # token id 0 everywhere
     assert sum(attribution["scores"]) == pytest.approx(float(actual - baseline), rel=0.05, abs=1e-3)
-    assert attribution["completeness_gap"] == pytest.approx(sum(attribution["scores"]) - float(actual - baseline),
-                                                            abs=1e-5)
-    coarse = generation.inspect(step, what=("attribution",), attribution_method="integrated_gradients",
-                                attribution_steps=8)["attribution"]
+    assert attribution["completeness_gap"] == pytest.approx(
+        sum(attribution["scores"]) - float(actual - baseline), abs=1e-5
+    )
+    coarse = generation.inspect(
+        step, what=("attribution",), attribution_method="integrated_gradients", attribution_steps=8
+    )["attribution"]
     assert abs(coarse["completeness_gap"]) > abs(attribution["completeness_gap"])  # more steps, closer
     assert abs(sum(attribution["shares"]) - 1) < 1e-5 and attribution["captum"] == "LayerIntegratedGradients"
     simple = generation.inspect(step, what=("attribution",))["attribution"]
@@ -137,7 +142,7 @@ def test_capture_inside_records_every_step_for_replay_with_no_model(embedded_pip
     view.request = "attribution:gradient_x_input:1"
     assert "needs the model" in view.status and "attribution" not in view.look
     view.show(7)
-    assert view.look == {} and "capture=\"inside\"" in view.status
+    assert view.look == {} and 'capture="inside"' in view.status
     with pytest.raises(ExplainError, match="not a capture mode"):
         pipe("Hi", max_new_tokens=1, capture="everything")
 

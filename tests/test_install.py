@@ -37,8 +37,24 @@ def _fake_distribution(site: Path, name: str, version: str) -> None:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(out), str(ROOT)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     (built,) = out.glob("explain-*.whl")
     return built
 
@@ -62,8 +78,14 @@ def test_pip_install_over_a_newer_torch_keeps_it(wheel, tmp_path):
     environment = tmp_path / "env"
     venv.EnvBuilder(with_pip=True).create(environment)
     python = environment / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     for requirement in _wheel_requirements(wheel):
         version = NEWER_TORCH if requirement.name == "torch" else importlib.metadata.version(requirement.name)
         _fake_distribution(site, requirement.name, version)
@@ -72,14 +94,32 @@ def test_pip_install_over_a_newer_torch_keeps_it(wheel, tmp_path):
     # and no PYTHONPATH (a checkout on it would count as an installed explain)
     clean = {key: value for key, value in os.environ.items() if not key.startswith("PIP_") and key != "PYTHONPATH"}
     clean["PIP_CONFIG_FILE"] = os.devnull
-    result = subprocess.run([str(python), "-m", "pip", "install", "--dry-run", "--no-index", "--quiet",
-                             "--disable-pip-version-check", "--report", str(report), str(wheel)],
-                            capture_output=True, text=True, timeout=600, env=clean, check=False)
+    result = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--no-index",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--report",
+            str(report),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=clean,
+        check=False,
+    )
     assert result.returncode == 0, f"pip could not install explain beside torch {NEWER_TORCH}:\n{result.stderr}"
     installed = [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]]
     assert installed == ["explain"], f"pip would install {installed}, not explain alone"
-    kept = subprocess.run([str(python), "-m", "pip", "show", "torch"], capture_output=True, text=True, check=True,
-                          env=clean)
+    kept = subprocess.run(
+        [str(python), "-m", "pip", "show", "torch"], capture_output=True, text=True, check=True, env=clean
+    )
     assert f"Version: {NEWER_TORCH}" in kept.stdout
 
 
@@ -117,5 +157,7 @@ def test_the_notebook_setup_installs_only_what_is_missing():
     namespace: dict = {}
     # the cell's check, not its install: the lesson's own code, as a kernel runs it
     exec(compile(setup.split("# -- install --")[0], "setup", "exec"), namespace)  # noqa: S102
-    assert namespace["missing"](["explain", f"torch>={NEWER_TORCH}", "packaging>=1", "no-such-package-here"]) == \
-        [f"torch>={NEWER_TORCH}", "no-such-package-here"]
+    assert namespace["missing"](["explain", f"torch>={NEWER_TORCH}", "packaging>=1", "no-such-package-here"]) == [
+        f"torch>={NEWER_TORCH}",
+        "no-such-package-here",
+    ]

@@ -25,14 +25,28 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("explain", "bench")
 
 LAYERS = {  # module prefix -> layer; the longest prefix wins
-    "explain.errors": 0, "explain.utils": 0, "explain.inputs": 0,
-    "explain.events": 1, "explain.trace": 1, "explain.models": 1,
-    "explain.stages": 2, "explain.formats": 2, "explain.quantization": 2, "explain.adapters": 2,
+    "explain.errors": 0,
+    "explain.utils": 0,
+    "explain.inputs": 0,
+    "explain.events": 1,
+    "explain.trace": 1,
+    "explain.models": 1,
+    "explain.stages": 2,
+    "explain.formats": 2,
+    "explain.quantization": 2,
+    "explain.adapters": 2,
     "explain.device_plan": 2,
-    "explain.generation": 3, "explain.inside": 3,
-    "explain.pipeline": 4, "explain.text_generation": 4, "explain.features": 4, "explain.console": 4,
+    "explain.generation": 3,
+    "explain.inside": 3,
+    "explain.pipeline": 4,
+    "explain.text_generation": 4,
+    "explain.features": 4,
+    "explain.console": 4,
     "explain.backends": 4,
-    "explain.backends.transformers": 5, "explain.widgets": 5, "explain.__main__": 5, "explain": 5,
+    "explain.backends.transformers": 5,
+    "explain.widgets": 5,
+    "explain.__main__": 5,
+    "explain": 5,
 }
 # the one import upward, on purpose: the choice of backend loads the transformers backend when it is asked for
 ALLOWED_UPWARD = {("explain.backends", "explain.backends.transformers")}
@@ -190,9 +204,12 @@ def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):
     (tmp_path / "explain" / "models" / "llama.py").write_text("def f():\n    from ..events import kinds\n")
     graph = import_graph(tmp_path, ("explain",))
     assert circles(graph) == [["explain.events.kinds", "explain.models.llama"]]
-    assert broken_rules(graph) == ["explain.events.kinds:1 imports explain.models.llama: the event schema imports no model"]
+    assert broken_rules(graph) == [
+        "explain.events.kinds:1 imports explain.models.llama: the event schema imports no model"
+    ]
     (tmp_path / "explain" / "events" / "kinds.py").write_text("")
     (tmp_path / "explain" / "models" / "llama.py").write_text("def f():\n    from ..pipeline import pipeline\n")
     (tmp_path / "explain" / "pipeline.py").write_text("")
     assert broken_rules(import_graph(tmp_path, ("explain",))) == [
-        "explain.models.llama:2 imports explain.pipeline: layer 1 imports layer 4"]
+        "explain.models.llama:2 imports explain.pipeline: layer 1 imports layer 4"
+    ]

@@ -1,11 +1,11 @@
 """The loading stages on real data, against transformers loading the same files.
 
-  config     the embedded GGUF's metadata -> the config transformers derives from the same GGUF
-  weights    272 GGUF tensors dequantised -> transformers' GGUF state dict, tensor for tensor
-  safetensors  a tiny random Llama written by transformers (one file and sharded) -> the same logits
-  save       pipe.save_pretrained(folder) -> a folder explain and transformers both load to the same model
-  placement  device_map="auto" / {"": "cpu"} / device="cpu" on this CPU-only machine
-  CLI        python -m explain load prints every loading stage
+config     the embedded GGUF's metadata -> the config transformers derives from the same GGUF
+weights    272 GGUF tensors dequantised -> transformers' GGUF state dict, tensor for tensor
+safetensors  a tiny random Llama written by transformers (one file and sharded) -> the same logits
+save       pipe.save_pretrained(folder) -> a folder explain and transformers both load to the same model
+placement  device_map="auto" / {"": "cpu"} / device="cpu" on this CPU-only machine
+CLI        python -m explain load prints every loading stage
 """
 
 from __future__ import annotations
@@ -67,12 +67,26 @@ def monkeypatch_module():
 
 # -- config ------------------------------------------------------------------------------------------------
 
+
 def test_gguf_config_equals_transformers(embedded_pipe, reference):
     theirs, _ = reference
     ours = embedded_pipe.config
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "rms_norm_eps",
-                "vocab_size", "tie_word_embeddings", "intermediate_size", "max_position_embeddings", "head_dim",
-                "bos_token_id", "eos_token_id", "pad_token_id", "model_type"):
+    for key in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "rms_norm_eps",
+        "vocab_size",
+        "tie_word_embeddings",
+        "intermediate_size",
+        "max_position_embeddings",
+        "head_dim",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "model_type",
+    ):
         assert ours[key] == getattr(theirs, key), key
     assert ours["rope_theta"] == theirs.rope_parameters["rope_theta"]
     assert ours["architectures"] == ["LlamaForCausalLM"] and type(theirs).__name__ == "LlamaConfig"
@@ -96,6 +110,7 @@ def test_gguf_file_event(embedded_pipe, provisioned, hf_home):
 
 
 # -- weights -----------------------------------------------------------------------------------------------
+
 
 def test_weights_event_of_the_real_model(embedded_pipe):
     data = loading_event(embedded_pipe, "weights", "load")
@@ -124,8 +139,13 @@ def test_dequantised_weights_equal_transformers(embedded_pipe, reference):
     _, theirs = reference
     ours = embedded_pipe.model.state_dict()
     assert set(ours) == set(theirs)
-    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
-                 "model.layers.29.self_attn.k_proj.weight", "model.embed_tokens.weight", "lm_head.weight"):
+    for name in (
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.29.self_attn.k_proj.weight",
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+    ):
         assert ours[name].shape == theirs[name].shape and torch.equal(ours[name], theirs[name]), name
     different = [name for name in theirs if not torch.equal(ours[name], theirs[name])]
     assert different == []
@@ -149,8 +169,12 @@ def saved(embedded_pipe, tmp_path_factory):
 def bfloat16_pipe(saved):
     """The real model asked for in bfloat16 through model_kwargs, placed by device_map="auto". (From the saved
     safetensors folder: the GGUF's seconds of parsing and dequantising are covered by the session pipeline.)"""
-    return explain.pipeline("text-generation", model=saved, device_map="auto",
-                            model_kwargs={"torch_dtype": torch.bfloat16, "max_memory": {"cpu": "6GiB"}})
+    return explain.pipeline(
+        "text-generation",
+        model=saved,
+        device_map="auto",
+        model_kwargs={"torch_dtype": torch.bfloat16, "max_memory": {"cpu": "6GiB"}},
+    )
 
 
 def test_bfloat16_through_model_kwargs(bfloat16_pipe, embedded_pipe):
@@ -176,8 +200,9 @@ def test_bfloat16_through_the_dtype_argument_on_the_real_model(bfloat16_pipe):
     assert len(steps) == 3 and pipe.trace.last("generation", "settings").data["dtype"] == "bfloat16"
 
 
-@pytest.mark.parametrize("asked, dtype", [("bf16", torch.bfloat16), ("torch.float16", torch.float16),
-                                          ("float32", torch.float32)])
+@pytest.mark.parametrize(
+    "asked, dtype", [("bf16", torch.bfloat16), ("torch.float16", torch.float16), ("float32", torch.float32)]
+)
 def test_dtype_given_by_name(tiny_llama, asked, dtype):
     pipe = explain.pipeline(model=tiny_llama.folder, dtype=asked)
     assert {p.dtype for p in pipe.model.parameters()} == {dtype}
@@ -188,6 +213,7 @@ def test_dtype_given_by_name(tiny_llama, asked, dtype):
 def transformers_warnings():
     """The messages transformers logs (at warning level) while the test runs, its warning_once memory cleared."""
     import logging
+
     records, handler = [], logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())
     root = transformers.utils.logging.get_logger("transformers")
@@ -199,14 +225,18 @@ def transformers_warnings():
     transformers.logging.set_verbosity_error()
 
 
-@pytest.mark.parametrize("arguments, argument", [
-    ({"torch_dtype": torch.bfloat16}, "torch_dtype"),
-    ({"model_kwargs": {"torch_dtype": torch.bfloat16}}, "model_kwargs['torch_dtype']"),  # the seed's own call
-    ({"dtype": "auto", "torch_dtype": torch.bfloat16}, "torch_dtype"),  # "auto" is the default: torch_dtype counts
-    ({"model_kwargs": {"dtype": torch.bfloat16, "torch_dtype": torch.float16}}, "model_kwargs['dtype']"),
-])
-def test_torch_dtype_is_the_deprecated_name_of_dtype_as_in_transformers(tiny_llama, transformers_warnings, arguments,
-                                                                        argument):
+@pytest.mark.parametrize(
+    "arguments, argument",
+    [
+        ({"torch_dtype": torch.bfloat16}, "torch_dtype"),
+        ({"model_kwargs": {"torch_dtype": torch.bfloat16}}, "model_kwargs['torch_dtype']"),  # the seed's own call
+        ({"dtype": "auto", "torch_dtype": torch.bfloat16}, "torch_dtype"),  # "auto" is the default: torch_dtype counts
+        ({"model_kwargs": {"dtype": torch.bfloat16, "torch_dtype": torch.float16}}, "model_kwargs['dtype']"),
+    ],
+)
+def test_torch_dtype_is_the_deprecated_name_of_dtype_as_in_transformers(
+    tiny_llama, transformers_warnings, arguments, argument
+):
     """transformers 5 still takes torch_dtype and warns that it is deprecated (pipelines/__init__.py:1103-1110);
     explain loads the same dtype, warns the same words as a FutureWarning and records them in weights/load."""
     theirs = transformers.pipeline("text-generation", model=tiny_llama.folder, **arguments)
@@ -224,6 +254,7 @@ def test_torch_dtype_is_the_deprecated_name_of_dtype_as_in_transformers(tiny_lla
 
 def test_dtype_warns_nothing_and_says_where_it_came_from(tiny_llama, transformers_warnings):
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning fails the test
         pipe = explain.pipeline("text-generation", model=tiny_llama.folder, dtype=torch.bfloat16)
@@ -237,12 +268,21 @@ def test_dtype_warns_nothing_and_says_where_it_came_from(tiny_llama, transformer
 
 def test_dtype_twice_is_refused_as_transformers_refuses_it(tiny_llama):
     with pytest.raises(ValueError, match="You cannot use both"):
-        transformers.pipeline("text-generation", model=tiny_llama.folder, dtype=torch.float16,
-                              model_kwargs={"torch_dtype": torch.bfloat16})
+        transformers.pipeline(
+            "text-generation",
+            model=tiny_llama.folder,
+            dtype=torch.float16,
+            model_kwargs={"torch_dtype": torch.bfloat16},
+        )
     trace = explain.Trace()
     with pytest.raises(explain.ExplainError, match="pass it once"):
-        explain.pipeline("text-generation", model=tiny_llama.folder, dtype=torch.float16,
-                         model_kwargs={"torch_dtype": torch.bfloat16}, trace=trace)
+        explain.pipeline(
+            "text-generation",
+            model=tiny_llama.folder,
+            dtype=torch.float16,
+            model_kwargs={"torch_dtype": torch.bfloat16},
+            trace=trace,
+        )
     assert trace.events == []  # refused before any stage ran
 
 
@@ -257,6 +297,7 @@ def test_dtype_auto_keeps_the_checkpoint_dtype(tiny_llama, tmp_path):
 
 
 # -- placement ---------------------------------------------------------------------------------------------
+
 
 def test_device_map_auto_on_a_cpu_only_machine(bfloat16_pipe):
     assert not torch.cuda.is_available()
@@ -280,9 +321,17 @@ def test_default_placement_of_the_real_model(embedded_pipe):
     assert set(data["layers"].values()) == {"cpu"} and "model.layers.29" in data["layers"]
 
 
-@pytest.mark.parametrize("placement", [{"device_map": {"": "cpu"}}, {"device": "cpu"}, {"device": -1},
-                                       {"device": torch.device("cpu")}, {"device_map": "auto"},
-                                       {"device_map": "sequential"}])
+@pytest.mark.parametrize(
+    "placement",
+    [
+        {"device_map": {"": "cpu"}},
+        {"device": "cpu"},
+        {"device": -1},
+        {"device": torch.device("cpu")},
+        {"device_map": "auto"},
+        {"device_map": "sequential"},
+    ],
+)
 def test_placements_that_work_on_cpu(tiny_llama, placement):
     pipe = explain.pipeline(model=tiny_llama.folder, **placement)
     data = loading_event(pipe, "placement", "place")
@@ -293,6 +342,7 @@ def test_placements_that_work_on_cpu(tiny_llama, placement):
 
 
 # -- safetensors: tiny random Llamas written by transformers -------------------------------------------------
+
 
 def _ids(tokenizer, text="The quick brown fox jumps over the lazy dog"):
     return torch.tensor([tokenizer.encode(text)])
@@ -358,9 +408,16 @@ def test_sharded_safetensors_gives_transformers_logits(tiny_llama, tmp_path):
 
 # -- save_pretrained of the real pipeline ---------------------------------------------------------------------
 
+
 def test_saved_folder_loads_back_identically(embedded_pipe, saved):
-    assert sorted(os.listdir(saved)) == ["config.json", "generation_config.json", "model.safetensors",
-                                         "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(os.listdir(saved)) == [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     again = explain.pipeline(model=saved)
     ours, original = again.model.state_dict(), embedded_pipe.model.state_dict()
     assert set(ours) == set(original)
@@ -381,7 +438,7 @@ def test_saved_folder_is_a_transformers_folder(embedded_pipe, saved):
     assert theirs.num_parameters() == PARAMETERS
     ids = _ids(embedded_pipe.tokenizer, "The three primary colours are")
     _assert_same_logits(embedded_pipe.model, theirs, ids, atol=1e-4)
-    generated = theirs.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:].tolist()
+    generated = theirs.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :].tolist()
     embedded_pipe("The three primary colours are", max_new_tokens=8, do_sample=False)
     assert generated == embedded_pipe.last_generation.generated_ids
     tokenizer = transformers.AutoTokenizer.from_pretrained(saved)
@@ -390,19 +447,33 @@ def test_saved_folder_is_a_transformers_folder(embedded_pipe, saved):
 
 # -- the command line --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module", autouse=True)
 def cli(request, provisioned, tmp_path_factory):
     """The command-line runs this module tests, started in the background as the module starts: each is seconds
     of imports and loading in a fresh process, which overlap with the in-process tests. A test calls
     cli(name) to wait for its run: a CompletedProcess."""
     folder = tmp_path_factory.mktemp("cli")
-    commands = {"load": ["load", "--save-trace", str(folder / "load.json")], "provision": ["provision"],
-                "error": ["load", "--model", str(folder)]}  # a folder without config.json
-    wanted = {item.name.split("_")[2] for item in request.session.items
-              if item.module is request.module and item.name.startswith("test_cli_")}
-    processes = {name: subprocess.Popen([sys.executable, "-m", "explain", *commands[name]], stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-                 for name in sorted(wanted)}
+    commands = {
+        "load": ["load", "--save-trace", str(folder / "load.json")],
+        "provision": ["provision"],
+        "error": ["load", "--model", str(folder)],
+    }  # a folder without config.json
+    wanted = {
+        item.name.split("_")[2]
+        for item in request.session.items
+        if item.module is request.module and item.name.startswith("test_cli_")
+    }
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "explain", *commands[name]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        for name in sorted(wanted)
+    }
     results = {}
 
     def result(name: str) -> subprocess.CompletedProcess:
@@ -451,6 +522,7 @@ def test_gguf_file_reads_what_ggufs_own_reader_reads(provisioned):
     import numpy as np
 
     from explain.stages.config import GGUFFile, gguf_reader
+
     ours, theirs = gguf_reader(provisioned["path"]), gguf.GGUFReader(provisioned["path"], "r")
     assert isinstance(ours, GGUFFile) and ours.filename == provisioned["path"]
     assert type(ours.data) is np.ndarray and ours.data.base is not None  # no copy of the 94 MB file
@@ -460,6 +532,7 @@ def test_gguf_file_reads_what_ggufs_own_reader_reads(provisioned):
         assert mine.types == field.types and mine.data == field.data, name
         assert len(mine.parts) == len(field.parts)
         assert all(np.array_equal(a, b) for a, b in zip(mine.parts, field.parts, strict=True)), name
-    assert [(t.name, t.tensor_type, t.shape.tolist()) for t in ours.tensors] == \
-        [(t.name, t.tensor_type, t.shape.tolist()) for t in theirs.tensors]
+    assert [(t.name, t.tensor_type, t.shape.tolist()) for t in ours.tensors] == [
+        (t.name, t.tensor_type, t.shape.tolist()) for t in theirs.tensors
+    ]
     assert all(np.array_equal(a.data, b.data) for a, b in zip(ours.tensors, theirs.tensors, strict=True))

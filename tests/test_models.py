@@ -21,27 +21,64 @@ from explain.models.cache import KVCache
 transformers.logging.set_verbosity_error()
 
 VOCAB = 100
-SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+SMALL = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=64,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
 
 # name -> (architecture, transformers config class, config arguments)
 CASES: dict[str, tuple[str, type, dict[str, Any]]] = {
-    "gpt2": ("GPT2LMHeadModel", transformers.GPT2Config,
-             dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=64, bos_token_id=1, eos_token_id=2)),
+    "gpt2": (
+        "GPT2LMHeadModel",
+        transformers.GPT2Config,
+        dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=64, bos_token_id=1, eos_token_id=2),
+    ),
     "llama-gqa": ("LlamaForCausalLM", transformers.LlamaConfig, dict(SMALL, num_key_value_heads=2)),
-    "llama3-rope": ("LlamaForCausalLM", transformers.LlamaConfig,
-                    dict(SMALL, num_key_value_heads=2, tie_word_embeddings=True,
-                         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
-    "mistral": ("MistralForCausalLM", transformers.MistralConfig, dict(SMALL, num_key_value_heads=2, sliding_window=48)),
+    "llama3-rope": (
+        "LlamaForCausalLM",
+        transformers.LlamaConfig,
+        dict(
+            SMALL,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        ),
+    ),
+    "mistral": (
+        "MistralForCausalLM",
+        transformers.MistralConfig,
+        dict(SMALL, num_key_value_heads=2, sliding_window=48),
+    ),
     "qwen2": ("Qwen2ForCausalLM", transformers.Qwen2Config, dict(SMALL, num_key_value_heads=2)),
     "qwen3": ("Qwen3ForCausalLM", transformers.Qwen3Config, dict(SMALL, num_key_value_heads=2, head_dim=32)),
-    "qwen3-bias": ("Qwen3ForCausalLM", transformers.Qwen3Config,
-                   dict(SMALL, num_key_value_heads=1, head_dim=16, attention_bias=True, tie_word_embeddings=True)),
-    "smollm3": ("SmolLM3ForCausalLM", transformers.SmolLM3Config,
-                dict(SMALL, num_hidden_layers=4, num_key_value_heads=2)),  # layer 3 is a NoPE layer
-    "smollm3-nope-list": ("SmolLM3ForCausalLM", transformers.SmolLM3Config,
-                          dict(SMALL, num_key_value_heads=4, no_rope_layers=[0, 1], tie_word_embeddings=False)),
+    "qwen3-bias": (
+        "Qwen3ForCausalLM",
+        transformers.Qwen3Config,
+        dict(SMALL, num_key_value_heads=1, head_dim=16, attention_bias=True, tie_word_embeddings=True),
+    ),
+    "smollm3": (
+        "SmolLM3ForCausalLM",
+        transformers.SmolLM3Config,
+        dict(SMALL, num_hidden_layers=4, num_key_value_heads=2),
+    ),  # layer 3 is a NoPE layer
+    "smollm3-nope-list": (
+        "SmolLM3ForCausalLM",
+        transformers.SmolLM3Config,
+        dict(SMALL, num_key_value_heads=4, no_rope_layers=[0, 1], tie_word_embeddings=False),
+    ),
 }
 LENGTH = 12  # test sequences: (2, LENGTH)
 
@@ -150,8 +187,8 @@ def left_padded_batch(lengths=PROMPT_LENGTHS, pad: int = 0) -> tuple[torch.Tenso
     ids = torch.full((len(prompts), width), pad)
     mask = torch.zeros(len(prompts), width, dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = prompt
-        mask[row, width - len(prompt):] = 1
+        ids[row, width - len(prompt) :] = prompt
+        mask[row, width - len(prompt) :] = 1
     return ids, mask, prompts
 
 
@@ -174,7 +211,7 @@ def test_left_padded_batch_matches_transformers(name):
     torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=0)
     for row, prompt in enumerate(prompts):  # padding changes nothing a real token computes
         alone = our(prompt[None]).logits[0]
-        torch.testing.assert_close(got[row, -len(prompt):], alone, atol=1e-5, rtol=0)
+        torch.testing.assert_close(got[row, -len(prompt) :], alone, atol=1e-5, rtol=0)
     # the eager path (attention weights) sees the same mask and gives the same logits
     eager = our(ids, attention_mask=mask, output_attentions=True)
     torch.testing.assert_close(eager.logits[real], expected[real], atol=1e-5, rtol=0)
@@ -187,7 +224,7 @@ def test_left_padded_batch_matches_transformers(name):
     first = our(ids[:, :8], cache=cache, attention_mask=mask[:, :8]).logits
     pieces = [first]
     for position in range(8, ids.shape[1]):
-        pieces.append(our(ids[:, position:position + 1], cache=cache, attention_mask=mask[:, :position + 1]).logits)
+        pieces.append(our(ids[:, position : position + 1], cache=cache, attention_mask=mask[:, : position + 1]).logits)
     stepped = torch.cat(pieces, dim=1)
     torch.testing.assert_close(stepped[real], expected[real], atol=1e-5, rtol=0)
     assert len(cache) == ids.shape[1]
@@ -280,11 +317,14 @@ def test_smollm3_default_nope_layers_follow_transformers():
     assert [layer.self_attn.use_rope for layer in our.model.layers] == [True, True, True, False]
 
 
-@pytest.mark.parametrize("name, overrides", [
-    ("mistral", dict(sliding_window=8)),
-    ("qwen2", dict(use_sliding_window=True, sliding_window=8, max_window_layers=1)),
-    ("smollm3", dict(use_sliding_window=True, sliding_window=8)),
-])
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("mistral", dict(sliding_window=8)),
+        ("qwen2", dict(use_sliding_window=True, sliding_window=8, max_window_layers=1)),
+        ("smollm3", dict(use_sliding_window=True, sliding_window=8)),
+    ],
+)
 @torch.no_grad()
 def test_sliding_window_within_the_window_or_a_clear_error(name, overrides):
     ref, our = build(name, **overrides)
@@ -314,8 +354,14 @@ def test_unsupported_architecture_names_every_supported_one():
         models.model_class({"architectures": ["FalconForCausalLM"]})
     message = str(raised.value)
     assert "FalconForCausalLM" in message
-    for name in ["GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                 "Qwen3ForCausalLM", "SmolLM3ForCausalLM"]:
+    for name in [
+        "GPT2LMHeadModel",
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "Qwen2ForCausalLM",
+        "Qwen3ForCausalLM",
+        "SmolLM3ForCausalLM",
+    ]:
         assert name in message
     for name in models.ARCHITECTURES:
         assert name in message
@@ -325,11 +371,20 @@ def test_the_schema_knows_every_familys_other_names():
     """The event schema and the widgets read a saved trace's hyperparameters without the model registry
     (explain/utils/config_names.py): its table of other names is exactly what the model files' attribute_maps say."""
     from explain.utils import config_names
+
     assert models._family_names() == config_names.OTHER_NAMES
     gpt2 = {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024, "vocab_size": 50257}
-    assert config_names.common_config(gpt2) == models.common_config(gpt2) == {
-        "num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "max_position_embeddings": 1024,
-        "vocab_size": 50257}
+    assert (
+        config_names.common_config(gpt2)
+        == models.common_config(gpt2)
+        == {
+            "num_hidden_layers": 12,
+            "hidden_size": 768,
+            "num_attention_heads": 12,
+            "max_position_embeddings": 1024,
+            "vocab_size": 50257,
+        }
+    )
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -346,6 +401,10 @@ def test_every_config_answers_the_common_names_as_transformers_does(name):
         assert common[key] == getattr(ours, key) == getattr(hf_config, key) is not None, key
     with pytest.raises(AttributeError, match="no_such_name"):
         ours.no_such_name  # noqa: B018 - only the mapped names are answered
-    assert models.common_config({"num_hidden_layers": 3}) == {"num_hidden_layers": 3, "hidden_size": None,
-                                                              "num_attention_heads": None,
-                                                              "max_position_embeddings": None, "vocab_size": None}
+    assert models.common_config({"num_hidden_layers": 3}) == {
+        "num_hidden_layers": 3,
+        "hidden_size": None,
+        "num_attention_heads": None,
+        "max_position_embeddings": None,
+        "vocab_size": None,
+    }

@@ -23,10 +23,20 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))
-LESSONS = ["00_quickstart", "01_registry_and_config", "02_tokenization_and_chat_templates", "03_tensors_and_shapes",
-           "04_weights_dtypes_quantization", "05_device_map_auto", "06_generation_step_by_step", "07_sampling_knobs",
-           "08_decoding_strategies", "09_transformers_backend", "10_inside_the_model",
-           "11_quantization_and_adapters"]
+LESSONS = [
+    "00_quickstart",
+    "01_registry_and_config",
+    "02_tokenization_and_chat_templates",
+    "03_tensors_and_shapes",
+    "04_weights_dtypes_quantization",
+    "05_device_map_auto",
+    "06_generation_step_by_step",
+    "07_sampling_knobs",
+    "08_decoding_strategies",
+    "09_transformers_backend",
+    "10_inside_the_model",
+    "11_quantization_and_adapters",
+]
 # A Binder kernel is guaranteed 1 GB (953 MiB); a lesson holds one model in bfloat16 at a time: measured peaks are
 # 0.73-0.87 GiB, loading included (docs/workshop.md lists them). VmHWM counts the memory-mapped GGUF's pages too.
 KERNEL_PEAK_MIB = 950
@@ -35,13 +45,17 @@ LEGACY_GATE = {"03_tensors_and_shapes.ipynb"}
 # lessons whose plain-transformers code is still a markdown block (the others run it as a compared twin)
 MARKDOWN_TWIN = {"03_tensors_and_shapes.ipynb", "11_quantization_and_adapters.ipynb"}
 # sentences a review found wrong and the lessons corrected (issue 27): they do not come back
-CORRECTED = {"01_registry_and_config": ["a two-layer feed-forward network"],
-             "02_tokenization_and_chat_templates": ["fewest vocabulary entries the merges can build",
-                                                    "this vocabulary has no merge of two digits, so"],
-             "05_device_map_auto": ["fills the devices in order (GPU 0, GPU 1, ..., then CPU, then\ndisk)"],
-             "06_generation_step_by_step": ["all 36 of the prompt's tokens", "by 36"],
-             "09_transformers_backend": ["the 50 it keeps"],
-             "11_quantization_and_adapters": ["with small random numbers (an untrained adapter"]}
+CORRECTED = {
+    "01_registry_and_config": ["a two-layer feed-forward network"],
+    "02_tokenization_and_chat_templates": [
+        "fewest vocabulary entries the merges can build",
+        "this vocabulary has no merge of two digits, so",
+    ],
+    "05_device_map_auto": ["fills the devices in order (GPU 0, GPU 1, ..., then CPU, then\ndisk)"],
+    "06_generation_step_by_step": ["all 36 of the prompt's tokens", "by 36"],
+    "09_transformers_backend": ["the 50 it keeps"],
+    "11_quantization_and_adapters": ["with small random numbers (an untrained adapter"],
+}
 SOURCE_LINK = re.compile(r"https://github\.com/huggingface/transformers/blob/v[0-9.]+/src/transformers/\S+#L\d+")
 
 
@@ -67,10 +81,13 @@ def test_lesson_has_goals_a_hidden_solution_a_summary_and_the_transformers_code(
     collapsed and a Colab form view, and prints only once the learner set `tried = True`."""
     notebook = nbformat.read(path, as_version=4)
     markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
-    assert "**You will learn to**" in markdown[0] or "**By the end you can**" in markdown[0], \
+    assert "**You will learn to**" in markdown[0] or "**By the end you can**" in markdown[0], (
         "the first cell states the learning goals"
+    )
     assert any("Try it first" in text for text in markdown)
-    solutions = [c for c in notebook.cells if c.cell_type == "code" and c.metadata.get("jupyter", {}).get("source_hidden")]
+    solutions = [
+        c for c in notebook.cells if c.cell_type == "code" and c.metadata.get("jupyter", {}).get("source_hidden")
+    ]
     assert solutions, "an exercise's solution is a collapsed cell"
     # every lesson has exercise cells (a learner's cell ending in `tried = False`), each followed by its solution
     exercises = [i for i, c in enumerate(notebook.cells) if c.cell_type == "code" and "tried = False" in c.source]
@@ -92,11 +109,14 @@ def test_lesson_has_goals_a_hidden_solution_a_summary_and_the_transformers_code(
         exec(compile(cell.source, path, "exec"), namespace)  # noqa: S102 (the lesson's own cell, as a kernel runs it)
         assert printed and "tried = True" in printed[0], "run before its exercise, a solution prints a hint"
     assert any("## Summary" in text for text in markdown)
-    heading = [i for i, c in enumerate(notebook.cells)
-               if c.cell_type == "markdown" and "The same in plain transformers" in c.source]
+    heading = [
+        i
+        for i, c in enumerate(notebook.cells)
+        if c.cell_type == "markdown" and "The same in plain transformers" in c.source
+    ]
     assert heading, "the lesson ends with the plain-transformers code"
     # a runnable twin: executed cells after the heading that run transformers and compare with explain's result
-    twins = [c.source for c in notebook.cells[heading[-1] + 1:] if c.cell_type == "code"]
+    twins = [c.source for c in notebook.cells[heading[-1] + 1 :] if c.cell_type == "code"]
     blocks = re.findall(r"```python\n(.*?)```", notebook.cells[heading[-1]].source, re.DOTALL)
     if os.path.basename(path) in MARKDOWN_TWIN:  # not converted yet: code that parses (docs/workshop.md)
         assert blocks and "transformers" in blocks[0]
@@ -104,8 +124,9 @@ def test_lesson_has_goals_a_hidden_solution_a_summary_and_the_transformers_code(
             ast.parse(block)
     else:
         assert not blocks, "the plain-transformers code is an executed cell, not a markdown block"
-        assert twins and any("transformers" in t for t in twins) and any("assert" in t for t in twins), \
+        assert twins and any("transformers" in t for t in twins) and any("assert" in t for t in twins), (
             "the plain-transformers twin runs and is compared with explain's result in the cell"
+        )
     assert SOURCE_LINK.search("\n".join(markdown)), "the lesson links the transformers source lines it explains"
     assert not [text for text in markdown if re.search(r"\{[a-z_]+\(", text)], "a source link left unrendered"
 
@@ -116,13 +137,19 @@ def test_notebook_runs_offline(path, notebooks_in_background):
     """Executed in the background from the session's start (tests/notebook_runner.py); checked here."""
     notebook, peak_mib, seconds = notebooks_in_background.result(path)  # raises CellExecutionError, naming the cell
     print(f"{os.path.basename(path)}: kernel peak {peak_mib:.0f} MiB, ran {seconds:.0f} s (beside other tests)")
-    assert peak_mib < KERNEL_PEAK_MIB, (f"{os.path.basename(path)} peaked at {peak_mib:.0f} MiB; a lesson must fit a "
-                                        f"1 GB kernel: bfloat16, one model at a time, free what it is done with")
+    assert peak_mib < KERNEL_PEAK_MIB, (
+        f"{os.path.basename(path)} peaked at {peak_mib:.0f} MiB; a lesson must fit a "
+        f"1 GB kernel: bfloat16, one model at a time, free what it is done with"
+    )
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     # every lesson shows a view: a widget, or (05) the device plan's HTML with its per-device bars
-    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
-             or 'class="xdp"' in o.get("data", {}).get("text/html", "")]
+    views = [
+        o
+        for o in outputs
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+        or 'class="xdp"' in o.get("data", {}).get("text/html", "")
+    ]
     assert views, f"{os.path.basename(path)} displays no view"
 
 
@@ -176,8 +203,8 @@ def test_the_seed_models_generation_config_ships_and_overrides_the_pipelines_def
     transformers = pytest.importorskip("transformers")
 
     import explain
-    from explain.stages.config import generation_config
     from explain.generation.settings import GENERATE_DEFAULTS, resolve
+    from explain.stages.config import generation_config
 
     data = os.path.join(os.path.dirname(explain.__file__), "data")
     name = "meta-llama--Llama-3.1-8B-Instruct.json"
@@ -185,11 +212,22 @@ def test_the_seed_models_generation_config_ships_and_overrides_the_pipelines_def
         shipped = json.load(f)
     with open(os.path.join(data, "configs", name), encoding="utf-8") as f:
         config = json.load(f)
-    assert shipped == {"bos_token_id": 128000, "do_sample": True, "eos_token_id": [128001, 128008, 128009],
-                       "temperature": 0.6, "top_p": 0.9, "transformers_version": "4.42.3"}
+    assert shipped == {
+        "bos_token_id": 128000,
+        "do_sample": True,
+        "eos_token_id": [128001, 128008, 128009],
+        "temperature": 0.6,
+        "top_p": 0.9,
+        "transformers_version": "4.42.3",
+    }
     assert (config["bos_token_id"], config["eos_token_id"]) == (shipped["bos_token_id"], shipped["eos_token_id"])
-    settings, sources = resolve({}, *generation_config(config, shipped, GENERATE_DEFAULTS), prompt_length=5,
-                                max_position_embeddings=config["max_position_embeddings"], pad_token_id=None)
+    settings, sources = resolve(
+        {},
+        *generation_config(config, shipped, GENERATE_DEFAULTS),
+        prompt_length=5,
+        max_position_embeddings=config["max_position_embeddings"],
+        pad_token_id=None,
+    )
     pipeline = transformers.TextGenerationPipeline
     defaults = pipeline._default_generation_config.to_diff_dict()
     defaults.pop("transformers_version", None)
@@ -219,13 +257,13 @@ def test_the_guides_schedule_is_the_lessons_own_estimates():
         headers[os.path.basename(path)[:2]] = int(found.group(1))
     with open(os.path.join(os.path.dirname(__file__), "..", "docs", "workshop.md"), encoding="utf-8") as f:
         guide = f.read()
-    core = guide[guide.index("## Order and timing"):guide.index("## Exercises and answers")]
-    second = guide[guide.index("## The second session"):guide.index("**10. Exercises**")]
+    core = guide[guide.index("## Order and timing") : guide.index("## Exercises and answers")]
+    second = guide[guide.index("## The second session") : guide.index("**10. Exercises**")]
     slots = {}
     for name, section in (("core", core), ("second", second)):
         rows = re.findall(r"^\| (\d+:\d\d)-(\d+:\d\d) \| ([^|]+) \|", section, re.MULTILINE)
         assert rows and rows[0][0] == "0:00", name
-        for (start, end, slot), following in zip(rows, rows[1:] + [(None,) * 3]):
+        for (start, end, slot), following in zip(rows, rows[1:] + [(None,) * 3], strict=False):
             assert following[0] in (None, end), f"{name}: the slot after {slot!r} starts at {end}"
             lesson = re.match(r"(\d\d) ", slot)
             if lesson:

@@ -28,13 +28,30 @@ def tiny(tiny_llama):
 
 def knobs_for(plain: list[int], eos: int, sampling: bool) -> dict:
     """Many knobs at once, aimed at the tokens a plain greedy run chose, so that each of them changes something."""
-    knobs = dict(no_repeat_ngram_size=2, repetition_penalty=1.3, encoder_repetition_penalty=1.2,
-                 sequence_bias=[[[plain[3]], 4.0], [[plain[0], plain[1]], -2.0]], bad_words_ids=[[plain[0]]],
-                 suppress_tokens=[plain[2]], forced_eos_token_id=eos, exponential_decay_length_penalty=(6, 1.4),
-                 guidance_scale=1.5, renormalize_logits=True, remove_invalid_values=True)
+    knobs = dict(
+        no_repeat_ngram_size=2,
+        repetition_penalty=1.3,
+        encoder_repetition_penalty=1.2,
+        sequence_bias=[[[plain[3]], 4.0], [[plain[0], plain[1]], -2.0]],
+        bad_words_ids=[[plain[0]]],
+        suppress_tokens=[plain[2]],
+        forced_eos_token_id=eos,
+        exponential_decay_length_penalty=(6, 1.4),
+        guidance_scale=1.5,
+        renormalize_logits=True,
+        remove_invalid_values=True,
+    )
     if sampling:
-        knobs.update(temperature=0.8, top_k=200, top_p=0.95, min_p=0.01, typical_p=0.95, epsilon_cutoff=2e-5,
-                     eta_cutoff=2e-5, watermarking_config={"bias": 2.5})
+        knobs.update(
+            temperature=0.8,
+            top_k=200,
+            top_p=0.95,
+            min_p=0.01,
+            typical_p=0.95,
+            epsilon_cutoff=2e-5,
+            eta_cutoff=2e-5,
+            watermarking_config={"bias": 2.5},
+        )
     return knobs
 
 
@@ -48,7 +65,7 @@ def both(pipe, model, prompt: str, seed: int | None, **knobs) -> tuple[list[int]
         torch.manual_seed(seed)
     pipe(prompt, **knobs)
     ours = pipe.last_generation.input_ids[0].tolist()
-    input_ids = pipe.last_generation.input_ids[:, :pipe.last_generation.prompt_length]
+    input_ids = pipe.last_generation.input_ids[:, : pipe.last_generation.prompt_length]
     if seed is not None:
         torch.manual_seed(seed)
     theirs = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **transformers_call(knobs))
@@ -61,11 +78,11 @@ def test_tiny_llama_many_processors_equal_generate(tiny, sampling):
     prompt, new = "The cat sat on the mat and the cat", 14
     ours, theirs = both(pipe, model, prompt, 0 if sampling else None, do_sample=sampling, max_new_tokens=new)
     assert ours == theirs
-    plain = ours[pipe.last_generation.prompt_length:]
+    plain = ours[pipe.last_generation.prompt_length :]
     knobs = knobs_for(plain, pipe.tokenizer.eos_token_id, sampling)
     ours, theirs = both(pipe, model, prompt, 1, do_sample=sampling, max_new_tokens=new, **knobs)
     assert ours == theirs
-    generated = ours[pipe.last_generation.prompt_length:]
+    generated = ours[pipe.last_generation.prompt_length :]
     assert generated != plain and plain[0] not in generated and plain[2] not in generated
     assert generated[-1] == pipe.tokenizer.eos_token_id or len(generated) < new  # forced (or boosted) EOS
     names = [p["name"] for p in pipe.last_generation.steps[0]["processors"]]
@@ -73,13 +90,16 @@ def test_tiny_llama_many_processors_equal_generate(tiny, sampling):
     assert len(names) == (19 if sampling else 11)
 
 
-@pytest.mark.parametrize("kwargs, words", [  # issue 15: each was accepted, or failed with a raw error
-    (dict(stop_strings=""), ["stop_strings", "empty string"]),
-    (dict(stop_strings=5), ["stop_strings", "a string or a list of strings"]),
-    (dict(temperature=float("inf")), ["temperature", "finite"]),  # the pipeline samples by default
-    (dict(repetition_penalty=float("inf")), ["repetition_penalty", "finite"]),
-    (dict(eos_token_id=-1), ["eos_token_id", "-1", "leave the argument out"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [  # issue 15: each was accepted, or failed with a raw error
+        (dict(stop_strings=""), ["stop_strings", "empty string"]),
+        (dict(stop_strings=5), ["stop_strings", "a string or a list of strings"]),
+        (dict(temperature=float("inf")), ["temperature", "finite"]),  # the pipeline samples by default
+        (dict(repetition_penalty=float("inf")), ["repetition_penalty", "finite"]),
+        (dict(eos_token_id=-1), ["eos_token_id", "-1", "leave the argument out"]),
+    ],
+)
 def test_pipeline_refuses_what_used_to_go_wrong_silently(embedded_pipe, kwargs, words):
     with pytest.raises(ExplainError) as error:
         embedded_pipe("Hello", max_new_tokens=3, **kwargs)
@@ -92,14 +112,22 @@ def test_pipeline_refuses_what_used_to_go_wrong_silently(embedded_pipe, kwargs, 
 @pytest.fixture(scope="module")
 def run(embedded_pipe):
     """A short greedy run kept for what-if and force: no_repeat_ngram_size and suppress_tokens on."""
-    return embedded_pipe.start("one two one two one two one", do_sample=False, max_new_tokens=4, keep_logits=True,
-                               no_repeat_ngram_size=2, suppress_tokens=[28]).run()
+    return embedded_pipe.start(
+        "one two one two one two one",
+        do_sample=False,
+        max_new_tokens=4,
+        keep_logits=True,
+        no_repeat_ngram_size=2,
+        suppress_tokens=[28],
+    ).run()
 
 
 def test_each_processor_has_its_record_with_title_and_what_it_removed(run, embedded_pipe):
     first = run.steps[0]["processors"]
-    assert [(p["name"], p["title"]) for p in first] == [("no_repeat_ngram_size", "no repeated n-grams"),
-                                                        ("suppress_tokens", "suppressed tokens")]
+    assert [(p["name"], p["title"]) for p in first] == [
+        ("no_repeat_ngram_size", "no repeated n-grams"),
+        ("suppress_tokens", "suppressed tokens"),
+    ]
     assert first[0]["removed"] >= 1 and first[1]["removed"] == 1 and first[1]["kept"] == 49152 - 1 - first[0]["removed"]
     settings = embedded_pipe.trace.last("generation", "settings").data
     assert [p["title"] for p in settings["processors"]] == ["no repeated n-grams", "suppressed tokens"]
@@ -109,9 +137,14 @@ def test_each_processor_has_its_record_with_title_and_what_it_removed(run, embed
 def test_what_if_takes_any_processor_knob_and_equals_transformers(run):
     result = run.what_if(1, do_sample=True, typical_p=0.5, epsilon_cutoff=1e-3, no_repeat_ngram_size=0)
     scores = run.raw_logits[1][None].clone()
-    input_ids = run.input_ids[:, :run.steps[1]["position"]]
-    for processor in (hf.SuppressTokensLogitsProcessor([28]), hf.TemperatureLogitsWarper(1.0 + 1e-9),
-                      hf.TopKLogitsWarper(50), hf.TypicalLogitsWarper(0.5), hf.EpsilonLogitsWarper(1e-3)):
+    input_ids = run.input_ids[:, : run.steps[1]["position"]]
+    for processor in (
+        hf.SuppressTokensLogitsProcessor([28]),
+        hf.TemperatureLogitsWarper(1.0 + 1e-9),
+        hf.TopKLogitsWarper(50),
+        hf.TypicalLogitsWarper(0.5),
+        hf.EpsilonLogitsWarper(1e-3),
+    ):
         if not isinstance(processor, hf.TemperatureLogitsWarper):  # generate() default 1.0: not built
             scores = processor(input_ids, scores)
     probs = torch.softmax(scores, dim=-1)[0]
@@ -119,12 +152,15 @@ def test_what_if_takes_any_processor_knob_and_equals_transformers(run):
     assert result["settings"]["typical_p"] == 0.5
 
 
-@pytest.mark.parametrize("knobs, words", [
-    (dict(temprature=0.5), ["temprature", "did you mean 'temperature'"]),  # issue 15: was silently ignored
-    (dict(typical=0.5), ["typical", "did you mean 'typical_p'"]),
-    (dict(max_new_tokens=8), ["max_new_tokens", "fixed when the run starts", "pipe.start"]),
-    (dict(do_sample=True, top_p=2.0), ["top_p", "(0, 1]"]),
-])
+@pytest.mark.parametrize(
+    "knobs, words",
+    [
+        (dict(temprature=0.5), ["temprature", "did you mean 'temperature'"]),  # issue 15: was silently ignored
+        (dict(typical=0.5), ["typical", "did you mean 'typical_p'"]),
+        (dict(max_new_tokens=8), ["max_new_tokens", "fixed when the run starts", "pipe.start"]),
+        (dict(do_sample=True, top_p=2.0), ["top_p", "(0, 1]"]),
+    ],
+)
 def test_what_if_and_set_settings_refuse_a_wrong_knob(run, knobs, words):
     for call in (lambda: run.what_if(0, **knobs), lambda: run.set_settings(**knobs)):
         with pytest.raises(ExplainError) as error:
@@ -152,4 +188,4 @@ def test_set_settings_turns_a_new_processor_on_for_the_next_steps(embedded_pipe)
     generation.run()
     new = generation.generated_ids[2:]
     assert [p["name"] for p in generation.steps[-1]["processors"]] == ["no_repeat_ngram_size"]
-    assert not set(new) & set(generation.input_ids[0, :-len(new)].tolist()) and len(set(new)) == len(new)
+    assert not set(new) & set(generation.input_ids[0, : -len(new)].tolist()) and len(set(new)) == len(new)

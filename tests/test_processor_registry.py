@@ -30,9 +30,18 @@ VOCAB = 10
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                                      bos_token_id=0, eos_token_id=9, pad_token_id=0)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=9,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).eval()
     model.generation_config = transformers.GenerationConfig(bos_token_id=0, eos_token_id=9, pad_token_id=0)
@@ -58,6 +67,7 @@ def transformers_processors(model, arguments: dict, input_ids: torch.Tensor) -> 
 
 class AddOne(hf.LogitsProcessor):
     """A processor of the caller's own."""
+
     def __call__(self, input_ids, scores):
         return scores + 1
 
@@ -67,18 +77,45 @@ def allow_all(batch_id, input_ids):
 
 
 EVERYTHING = dict(  # every knob that builds a processor, at once
-    do_sample=True, guidance_scale=1.5, sequence_bias=[[[2], 1.0], [[3, 4], -2.0]], encoder_repetition_penalty=1.3,
-    repetition_penalty=1.2, no_repeat_ngram_size=2, encoder_no_repeat_ngram_size=3, bad_words_ids=[[5, 6]],
-    min_length=6, min_new_tokens=2, prefix_allowed_tokens_fn=allow_all, forced_bos_token_id=1,
-    forced_eos_token_id=9, remove_invalid_values=True, exponential_decay_length_penalty=(2, 1.5),
-    suppress_tokens=[7], begin_suppress_tokens=[8], temperature=0.7, top_h=0.9, top_k=5, top_p=0.9, min_p=0.05,
-    typical_p=0.9, epsilon_cutoff=0.01, eta_cutoff=0.01, watermarking_config={"bias": 1.5},
-    renormalize_logits=True)
+    do_sample=True,
+    guidance_scale=1.5,
+    sequence_bias=[[[2], 1.0], [[3, 4], -2.0]],
+    encoder_repetition_penalty=1.3,
+    repetition_penalty=1.2,
+    no_repeat_ngram_size=2,
+    encoder_no_repeat_ngram_size=3,
+    bad_words_ids=[[5, 6]],
+    min_length=6,
+    min_new_tokens=2,
+    prefix_allowed_tokens_fn=allow_all,
+    forced_bos_token_id=1,
+    forced_eos_token_id=9,
+    remove_invalid_values=True,
+    exponential_decay_length_penalty=(2, 1.5),
+    suppress_tokens=[7],
+    begin_suppress_tokens=[8],
+    temperature=0.7,
+    top_h=0.9,
+    top_k=5,
+    top_p=0.9,
+    min_p=0.05,
+    typical_p=0.9,
+    epsilon_cutoff=0.01,
+    eta_cutoff=0.01,
+    watermarking_config={"bias": 1.5},
+    renormalize_logits=True,
+)
 MIXES = {
     "everything": EVERYTHING,
     "everything, greedy": {**EVERYTHING, "do_sample": False},  # no warpers; the watermark and renormalize stay
-    "SynthID and your processors": dict(do_sample=True, temperature=1.0, repetition_penalty=1.1, top_k=4,
-                                        watermarking_config="synthid", logits_processor="mine"),
+    "SynthID and your processors": dict(
+        do_sample=True,
+        temperature=1.0,
+        repetition_penalty=1.1,
+        top_k=4,
+        watermarking_config="synthid",
+        logits_processor="mine",
+    ),
 }
 
 
@@ -113,8 +150,15 @@ def check_mix(tiny_model, mix: dict, every: bool = False, registered_late: dict 
     input_ids = torch.tensor([[1, 2, 3, 4]])
     theirs_arguments, mine_arguments = arguments_for(mix)
     theirs = transformers_processors(tiny_model, theirs_arguments, input_ids)
-    settings, _ = resolve({**mine_arguments, "max_new_tokens": 1}, {"eos_token_id": 9}, {"eos_token_id": "model config"}, prompt_length=4,
-                          max_position_embeddings=64, pad_token_id=0, vocab_size=VOCAB)
+    settings, _ = resolve(
+        {**mine_arguments, "max_new_tokens": 1},
+        {"eos_token_id": 9},
+        {"eos_token_id": "model config"},
+        prompt_length=4,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        vocab_size=VOCAB,
+    )
     settings.update(registered_late or {})
     built = build_processors(settings, prompt_length=4, prompt_ids=input_ids, vocab_size=VOCAB)
     # a processor transformers lacks is built in its place (order) but has no counterpart in theirs: its arithmetic
@@ -122,9 +166,12 @@ def check_mix(tiny_model, mix: dict, every: bool = False, registered_late: dict 
     mine = [p for p in built if type(p).transformers_class is not None]
     if every:
         assert {type(p).__name__ for p in built} == {cls.__name__ for cls in PROCESSORS.values()} - {
-            "SynthIDTextWatermarkLogitsProcessor", "CallProcessor"}
-    assert [p.transformers_class_name if isinstance(p, CallProcessor) else type(p).__name__ for p in mine] \
-        == [type(p).__name__ for p in theirs]
+            "SynthIDTextWatermarkLogitsProcessor",
+            "CallProcessor",
+        }
+    assert [p.transformers_class_name if isinstance(p, CallProcessor) else type(p).__name__ for p in mine] == [
+        type(p).__name__ for p in theirs
+    ]
     _, scores = torch.zeros(1), torch.randn(1, VOCAB, generator=torch.Generator().manual_seed(7))
     for processor, reference in zip(mine, theirs, strict=True):
         expected = reference(input_ids, scores.clone())
@@ -185,6 +232,7 @@ def test_everything_that_lists_knobs_reads_the_registry():
 
 def test_cli_has_one_flag_per_knob():
     from explain.__main__ import main
+
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         main(["generate", "--help"])
@@ -193,9 +241,15 @@ def test_cli_has_one_flag_per_knob():
 
 
 def test_model_generation_config_values_reach_the_settings_with_their_source():
-    settings, sources = resolve({"do_sample": True}, {"typical_p": 0.8, "no_repeat_ngram_size": 3},
-                                {"typical_p": "generation_config.json", "no_repeat_ngram_size": "generation_config.json"},
-                                prompt_length=3, max_position_embeddings=64, pad_token_id=None, vocab_size=VOCAB)
+    settings, sources = resolve(
+        {"do_sample": True},
+        {"typical_p": 0.8, "no_repeat_ngram_size": 3},
+        {"typical_p": "generation_config.json", "no_repeat_ngram_size": "generation_config.json"},
+        prompt_length=3,
+        max_position_embeddings=64,
+        pad_token_id=None,
+        vocab_size=VOCAB,
+    )
     assert settings["typical_p"] == 0.8 and sources["typical_p"] == "generation_config.json"
     assert sources["eta_cutoff"] == "generate() default" and sources["watermarking_config"] == "generate() default"
     with pytest.raises(ExplainError, match=r"typical_p \(set by the generation_config.json\) must be"):
@@ -232,8 +286,10 @@ BAD = [  # (call, words of the message); each checked with a 10-token vocabulary
     (dict(suppress_tokens=[9], forced_eos_token_id=9), ["forced_eos_token_id", "suppress_tokens", "no token"]),
     (dict(forced_bos_token_id=-1), ["forced_bos_token_id", "-1"]),
     (dict(exponential_decay_length_penalty=(5,)), ["exponential_decay_length_penalty", "(start, decay factor)"]),
-    (dict(exponential_decay_length_penalty=(5, 1.2), eos_token_id=None), ["exponential_decay_length_penalty",
-                                                                          "eos_token_id"]),
+    (
+        dict(exponential_decay_length_penalty=(5, 1.2), eos_token_id=None),
+        ["exponential_decay_length_penalty", "eos_token_id"],
+    ),
     (dict(remove_invalid_values="yes"), ["remove_invalid_values", "True or False"]),
     (dict(guidance_scale=math.inf), ["guidance_scale", "finite"]),
     (dict(negative_prompt_ids="no"), ["negative_prompt_ids", "pipe.tokenizer.encode"]),
@@ -251,8 +307,15 @@ BAD = [  # (call, words of the message); each checked with a 10-token vocabulary
 @pytest.mark.parametrize("call, words", BAD, ids=[str(call)[:60] for call, _ in BAD])
 def test_a_mistake_gets_one_message_naming_the_argument_and_the_fix(call, words):
     with pytest.raises(ExplainError) as error:
-        resolve(call, {"eos_token_id": 9}, {"eos_token_id": "model config"}, prompt_length=3,
-                max_position_embeddings=64, pad_token_id=None, vocab_size=VOCAB)
+        resolve(
+            call,
+            {"eos_token_id": 9},
+            {"eos_token_id": "model config"},
+            prompt_length=3,
+            max_position_embeddings=64,
+            pad_token_id=None,
+            vocab_size=VOCAB,
+        )
     for word in words:
         assert word in str(error.value), str(error.value)
 
@@ -265,9 +328,20 @@ def test_sampling_knobs_are_checked_only_when_sampling_and_warned_about():
 
 
 def test_plain_forms_for_the_trace():
-    settings = validate({"negative_prompt_ids": torch.tensor([[4, 5]]), "sequence_bias": {(1, 2): 3},
-                         "watermarking_config": transformers.WatermarkingConfig(bias=1.0)}, VOCAB)
+    settings = validate(
+        {
+            "negative_prompt_ids": torch.tensor([[4, 5]]),
+            "sequence_bias": {(1, 2): 3},
+            "watermarking_config": transformers.WatermarkingConfig(bias=1.0),
+        },
+        VOCAB,
+    )
     assert settings["negative_prompt_ids"] == [4, 5] and settings["sequence_bias"] == [[[1, 2], 3.0]]
-    assert settings["watermarking_config"] == {"type": "WatermarkingConfig", "greenlist_ratio": 0.25, "bias": 1.0,
-                                               "hashing_key": 15485863, "seeding_scheme": "lefthash",
-                                               "context_width": 1}
+    assert settings["watermarking_config"] == {
+        "type": "WatermarkingConfig",
+        "greenlist_ratio": 0.25,
+        "bias": 1.0,
+        "hashing_key": 15485863,
+        "seeding_scheme": "lefthash",
+        "context_width": 1,
+    }

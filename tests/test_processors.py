@@ -106,8 +106,9 @@ CLASSES = [  # (explain processor, transformers processor), same arguments
 ]
 
 
-@pytest.mark.parametrize("make_ours, make_theirs", CLASSES,
-                         ids=[f"{type(m()).__name__}-{i}" for i, (m, _) in enumerate(CLASSES)])
+@pytest.mark.parametrize(
+    "make_ours, make_theirs", CLASSES, ids=[f"{type(m()).__name__}-{i}" for i, (m, _) in enumerate(CLASSES)]
+)
 def test_processor_equals_transformers(make_ours, make_theirs):
     processor, reference = make_ours(), make_theirs()
     assert type(processor).__name__ == type(reference).__name__  # the same name, the same job
@@ -132,9 +133,18 @@ def test_processors_keep_at_least_one_token_on_an_all_minus_inf_but_one_row():
 @pytest.fixture(scope="module")
 def tiny_model():
     """A 10-token random Llama: only here so that transformers' generate() builds its processor list."""
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                                      bos_token_id=0, eos_token_id=9, pad_token_id=0)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=9,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).eval()
     model.generation_config = transformers.GenerationConfig(bos_token_id=0, eos_token_id=9, pad_token_id=0)
@@ -159,8 +169,16 @@ def transformers_processors(model, settings: dict, input_ids: torch.Tensor) -> l
 
 
 SETTINGS_MIXES = [
-    dict(do_sample=True, temperature=0.7, top_k=20, top_p=0.9, min_p=0.05, repetition_penalty=1.2,
-         min_length=6, min_new_tokens=2),
+    dict(
+        do_sample=True,
+        temperature=0.7,
+        top_k=20,
+        top_p=0.9,
+        min_p=0.05,
+        repetition_penalty=1.2,
+        min_length=6,
+        min_new_tokens=2,
+    ),
     dict(do_sample=True, temperature=0.7),  # the pipeline defaults: temperature, then generate()'s top_k=50
     dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0),  # every warper off
     dict(do_sample=False, temperature=0.3, top_k=5, repetition_penalty=1.5, min_new_tokens=3),  # greedy: no warpers
@@ -189,15 +207,18 @@ def test_processor_order_and_arguments_equal_generate(tiny_model, mix):
 
 
 # -- arguments: each processor checks its own and the message says the fix ---------------------------
-@pytest.mark.parametrize("make, words", [
-    (lambda: ours.TemperatureLogitsWarper(0), ["temperature", "do_sample=False"]),
-    (lambda: ours.TemperatureLogitsWarper(-1.0), ["temperature", "strictly positive"]),
-    (lambda: ours.TopKLogitsWarper(-3), ["top_k", "positive integer"]),
-    (lambda: ours.TopPLogitsWarper(0.0), ["top_p", "(0, 1]"]),
-    (lambda: ours.TopPLogitsWarper(1.5), ["top_p", "(0, 1]"]),
-    (lambda: ours.MinPLogitsWarper(2.0), ["min_p", "[0, 1]"]),
-    (lambda: ours.RepetitionPenaltyLogitsProcessor(0.0), ["repetition_penalty", "1.0 means no penalty"]),
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: ours.TemperatureLogitsWarper(0), ["temperature", "do_sample=False"]),
+        (lambda: ours.TemperatureLogitsWarper(-1.0), ["temperature", "strictly positive"]),
+        (lambda: ours.TopKLogitsWarper(-3), ["top_k", "positive integer"]),
+        (lambda: ours.TopPLogitsWarper(0.0), ["top_p", "(0, 1]"]),
+        (lambda: ours.TopPLogitsWarper(1.5), ["top_p", "(0, 1]"]),
+        (lambda: ours.MinPLogitsWarper(2.0), ["min_p", "[0, 1]"]),
+        (lambda: ours.RepetitionPenaltyLogitsProcessor(0.0), ["repetition_penalty", "1.0 means no penalty"]),
+    ],
+)
 def test_bad_arguments_say_the_fix(make, words):
     with pytest.raises(ExplainError) as error:
         make()

@@ -85,8 +85,8 @@ def test_remove_invalid_values_makes_every_score_finite():
 def test_exponential_decay_raises_eos_after_the_start():
     decay = ours.ExponentialDecayLengthPenalty((1, 2.0), eos_token_ids=[9], prompt_length=2)  # from 3 tokens on
     assert torch.equal(decay(IDS, RAMP), RAMP)  # 3 tokens: not yet past the start
-    assert decay(torch.tensor([[1, 3, 3, 3]]), RAMP)[0, 9] == 9 + 9 * (2 ** 1 - 1)
-    assert decay(torch.tensor([[1, 3, 3, 3, 3]]), RAMP)[0, 9] == 9 + 9 * (2 ** 2 - 1)
+    assert decay(torch.tensor([[1, 3, 3, 3]]), RAMP)[0, 9] == 9 + 9 * (2**1 - 1)
+    assert decay(torch.tensor([[1, 3, 3, 3, 3]]), RAMP)[0, 9] == 9 + 9 * (2**2 - 1)
     assert decay(torch.tensor([[1, 3, 3, 3]]), RAMP - 10)[0, 9] == 0.0  # -1 + |-1| * 1: negative logits grow too
 
 
@@ -150,44 +150,69 @@ PROMPT = cast(torch.LongTensor, torch.tensor([[1, 2, 1, 3, 4]]))  # as transform
 STATELESS = [  # (explain processor, transformers processor), same arguments
     (lambda: ours.NoRepeatNGramLogitsProcessor(2), lambda: hf.NoRepeatNGramLogitsProcessor(2)),
     (lambda: ours.NoRepeatNGramLogitsProcessor(3), lambda: hf.NoRepeatNGramLogitsProcessor(3)),
-    (lambda: ours.EncoderNoRepeatNGramLogitsProcessor(2, PROMPT), lambda: hf.EncoderNoRepeatNGramLogitsProcessor(2, PROMPT)),
-    (lambda: ours.EncoderNoRepeatNGramLogitsProcessor(12, PROMPT),
-     lambda: hf.EncoderNoRepeatNGramLogitsProcessor(12, PROMPT)),  # longer than the text: the slice wraps
-    (lambda: ours.EncoderRepetitionPenaltyLogitsProcessor(1.7, PROMPT),
-     lambda: hf.EncoderRepetitionPenaltyLogitsProcessor(1.7, PROMPT)),
-    (lambda: ours.SequenceBiasLogitsProcessor([[[3], 2.5], [[1, 2], -4.0], [[2, 1, 0], 7.0], [[4, 4], -INF]]),
-     lambda: hf.SequenceBiasLogitsProcessor([[[3], 2.5], [[1, 2], -4.0], [[2, 1, 0], 7.0], [[4, 4], -INF]])),
-    (lambda: ours.NoBadWordsLogitsProcessor([[3], [1, 2], [0, 0, 5], [7]], eos_token_ids=[7]),
-     lambda: hf.NoBadWordsLogitsProcessor([[3], [1, 2], [0, 0, 5], [7]], eos_token_id=7)),
+    (
+        lambda: ours.EncoderNoRepeatNGramLogitsProcessor(2, PROMPT),
+        lambda: hf.EncoderNoRepeatNGramLogitsProcessor(2, PROMPT),
+    ),
+    (
+        lambda: ours.EncoderNoRepeatNGramLogitsProcessor(12, PROMPT),
+        lambda: hf.EncoderNoRepeatNGramLogitsProcessor(12, PROMPT),
+    ),  # longer than the text: the slice wraps
+    (
+        lambda: ours.EncoderRepetitionPenaltyLogitsProcessor(1.7, PROMPT),
+        lambda: hf.EncoderRepetitionPenaltyLogitsProcessor(1.7, PROMPT),
+    ),
+    (
+        lambda: ours.SequenceBiasLogitsProcessor([[[3], 2.5], [[1, 2], -4.0], [[2, 1, 0], 7.0], [[4, 4], -INF]]),
+        lambda: hf.SequenceBiasLogitsProcessor([[[3], 2.5], [[1, 2], -4.0], [[2, 1, 0], 7.0], [[4, 4], -INF]]),
+    ),
+    (
+        lambda: ours.NoBadWordsLogitsProcessor([[3], [1, 2], [0, 0, 5], [7]], eos_token_ids=[7]),
+        lambda: hf.NoBadWordsLogitsProcessor([[3], [1, 2], [0, 0, 5], [7]], eos_token_id=7),
+    ),
     (lambda: ours.ForcedBOSTokenLogitsProcessor(4), lambda: hf.ForcedBOSTokenLogitsProcessor(4)),
     (lambda: ours.ForcedEOSTokenLogitsProcessor(10, [2, 3]), lambda: hf.ForcedEOSTokenLogitsProcessor(10, [2, 3])),
     (lambda: ours.InfNanRemoveLogitsProcessor(), lambda: hf.InfNanRemoveLogitsProcessor()),
-    (lambda: ours.ExponentialDecayLengthPenalty((2, 1.3), [2, 5], 4),
-     lambda: hf.ExponentialDecayLengthPenalty((2, 1.3), [2, 5], 4)),
+    (
+        lambda: ours.ExponentialDecayLengthPenalty((2, 1.3), [2, 5], 4),
+        lambda: hf.ExponentialDecayLengthPenalty((2, 1.3), [2, 5], 4),
+    ),
     (lambda: ours.SuppressTokensLogitsProcessor([0, 4, 49]), lambda: hf.SuppressTokensLogitsProcessor([0, 4, 49])),
-    (lambda: ours.SuppressTokensAtBeginLogitsProcessor([1, 2], 9),
-     lambda: hf.SuppressTokensAtBeginLogitsProcessor([1, 2], 9)),
-    (lambda: ours.PrefixConstrainedLogitsProcessor(lambda b, ids: [int(ids[-1]), 7, 30]),
-     lambda: hf.PrefixConstrainedLogitsProcessor(lambda b, ids: [int(ids[-1]), 7, 30], 1)),
+    (
+        lambda: ours.SuppressTokensAtBeginLogitsProcessor([1, 2], 9),
+        lambda: hf.SuppressTokensAtBeginLogitsProcessor([1, 2], 9),
+    ),
+    (
+        lambda: ours.PrefixConstrainedLogitsProcessor(lambda b, ids: [int(ids[-1]), 7, 30]),
+        lambda: hf.PrefixConstrainedLogitsProcessor(lambda b, ids: [int(ids[-1]), 7, 30], 1),
+    ),
     (lambda: ours.LogitNormalization(), lambda: hf.LogitNormalization()),
     (lambda: ours.TopHLogitsWarper(0.4), lambda: hf.TopHLogitsWarper(0.4)),
     (lambda: ours.TopHLogitsWarper(0.9), lambda: hf.TopHLogitsWarper(0.9)),
     (lambda: ours.TypicalLogitsWarper(0.3), lambda: hf.TypicalLogitsWarper(0.3)),
     (lambda: ours.TypicalLogitsWarper(0.95), lambda: hf.TypicalLogitsWarper(0.95)),
     (lambda: ours.EpsilonLogitsWarper(0.02), lambda: hf.EpsilonLogitsWarper(0.02)),
-    (lambda: ours.EpsilonLogitsWarper(0.3, min_tokens_to_keep=3), lambda: hf.EpsilonLogitsWarper(0.3, min_tokens_to_keep=3)),
+    (
+        lambda: ours.EpsilonLogitsWarper(0.3, min_tokens_to_keep=3),
+        lambda: hf.EpsilonLogitsWarper(0.3, min_tokens_to_keep=3),
+    ),
     (lambda: ours.EtaLogitsWarper(0.02), lambda: hf.EtaLogitsWarper(0.02)),
     (lambda: ours.EtaLogitsWarper(0.0003), lambda: hf.EtaLogitsWarper(0.0003)),
     (lambda: ours.WatermarkLogitsProcessor(50, "cpu"), lambda: hf.WatermarkLogitsProcessor(50, "cpu")),
-    (lambda: ours.WatermarkLogitsProcessor(50, "cpu", greenlist_ratio=0.5, bias=3.0, seeding_scheme="selfhash",
-                                           context_width=3),
-     lambda: hf.WatermarkLogitsProcessor(50, "cpu", greenlist_ratio=0.5, bias=3.0, seeding_scheme="selfhash",
-                                         context_width=3)),
+    (
+        lambda: ours.WatermarkLogitsProcessor(
+            50, "cpu", greenlist_ratio=0.5, bias=3.0, seeding_scheme="selfhash", context_width=3
+        ),
+        lambda: hf.WatermarkLogitsProcessor(
+            50, "cpu", greenlist_ratio=0.5, bias=3.0, seeding_scheme="selfhash", context_width=3
+        ),
+    ),
 ]
 
 
-@pytest.mark.parametrize("make_ours, make_theirs", STATELESS,
-                         ids=[f"{type(m()).__name__}-{i}" for i, (m, _) in enumerate(STATELESS)])
+@pytest.mark.parametrize(
+    "make_ours, make_theirs", STATELESS, ids=[f"{type(m()).__name__}-{i}" for i, (m, _) in enumerate(STATELESS)]
+)
 def test_processor_equals_transformers(make_ours, make_theirs):
     processor, reference = make_ours(), make_theirs()
     assert type(processor).__name__ == type(reference).__name__  # the same name, the same job
@@ -206,6 +231,7 @@ def test_processor_equals_transformers(make_ours, make_theirs):
 # -- against transformers, step after step (processors with state) ----------------------------------------
 class Output(dict):
     """A model output read both ways: out.logits (explain, transformers) and out.get("cache") (transformers' CFG)."""
+
     __getattr__ = dict.__getitem__
 
 
@@ -247,10 +273,12 @@ def steps(prompt: torch.Tensor, count: int, seed: int):
 def test_guidance_equals_transformers_step_after_step(negative):
     model = MockLM()
     prompt = torch.tensor([[5, 6, 7, 8]])
-    processor = ours.UnbatchedClassifierFreeGuidanceLogitsProcessor(1.5, model, prompt_length=4,
-                                                                    unconditional_ids=negative)
+    processor = ours.UnbatchedClassifierFreeGuidanceLogitsProcessor(
+        1.5, model, prompt_length=4, unconditional_ids=negative
+    )
     reference = hf.UnbatchedClassifierFreeGuidanceLogitsProcessor(
-        1.5, model, unconditional_ids=None if negative is None else torch.tensor([negative]))
+        1.5, model, unconditional_ids=None if negative is None else torch.tensor([negative])
+    )
     recorded = []
     for input_ids, scores in steps(prompt, 6, seed=1):
         before = model.calls
@@ -266,13 +294,25 @@ def test_guidance_equals_transformers_step_after_step(negative):
     assert torch.allclose(processor(branch, recorded[0][1]), fresh(branch, recorded[0][1]), atol=1e-6)
 
 
-@pytest.mark.parametrize("options", [dict(ngram_len=3), dict(ngram_len=2, context_history_size=3),
-                                     dict(ngram_len=4, skip_first_ngram_calls=True), dict(ngram_len=3, debug_mode=True)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(ngram_len=3),
+        dict(ngram_len=2, context_history_size=3),
+        dict(ngram_len=4, skip_first_ngram_calls=True),
+        dict(ngram_len=3, debug_mode=True),
+    ],
+)
 def test_synthid_equals_transformers_step_after_step(options):
     keys = [654, 400, 836, 123, 340]
     processor = ours.SynthIDTextWatermarkLogitsProcessor(keys=keys, prompt_length=4, **options)
-    reference = hf.SynthIDTextWatermarkLogitsProcessor(keys=keys, sampling_table_size=2**16, sampling_table_seed=0,
-                                                       device="cpu", **{"context_history_size": 1024, **options})
+    reference = hf.SynthIDTextWatermarkLogitsProcessor(
+        keys=keys,
+        sampling_table_size=2**16,
+        sampling_table_seed=0,
+        device="cpu",
+        **{"context_history_size": 1024, **options},
+    )
     outputs = []
     for input_ids, scores in steps(torch.tensor([[9, 9, 9, 9]]), 14, seed=2):  # ids 0..3: contexts repeat
         out = processor(input_ids, scores)

@@ -64,11 +64,13 @@ def test_provision_lays_out_blob_snapshot_and_ref(empty_home, source_sha256):
     assert report["cache"] == hub_cache and report["copied"] and report["linked"]
     assert report["sha256"] == source_sha256
     assert_laid_out_like_a_download(hub_cache, source_sha256)
-    found = huggingface_hub.hf_hub_download(EMBEDDED_MODEL, EMBEDDED_GGUF, revision=EMBEDDED_REVISION,
-                                            cache_dir=hub_cache, local_files_only=True)
+    found = huggingface_hub.hf_hub_download(
+        EMBEDDED_MODEL, EMBEDDED_GGUF, revision=EMBEDDED_REVISION, cache_dir=hub_cache, local_files_only=True
+    )
     assert found == report["path"]
-    by_ref = huggingface_hub.hf_hub_download(EMBEDDED_MODEL, EMBEDDED_GGUF, cache_dir=hub_cache,
-                                             local_files_only=True)  # revision "main", through refs/main
+    by_ref = huggingface_hub.hf_hub_download(
+        EMBEDDED_MODEL, EMBEDDED_GGUF, cache_dir=hub_cache, local_files_only=True
+    )  # revision "main", through refs/main
     assert by_ref == found
     info = huggingface_hub.scan_cache_dir(hub_cache)
     (repo,) = info.repos
@@ -78,8 +80,9 @@ def test_provision_lays_out_blob_snapshot_and_ref(empty_home, source_sha256):
 
 def test_session_cache_is_found_by_huggingface_hub_defaults(provisioned):
     """No cache_dir given: huggingface_hub's own idea of the cache (from HF_HOME) holds the file."""
-    path = huggingface_hub.hf_hub_download(EMBEDDED_MODEL, EMBEDDED_GGUF, revision=EMBEDDED_REVISION,
-                                           local_files_only=True)
+    path = huggingface_hub.hf_hub_download(
+        EMBEDDED_MODEL, EMBEDDED_GGUF, revision=EMBEDDED_REVISION, local_files_only=True
+    )
     assert path == provisioned["path"]
 
 
@@ -156,8 +159,10 @@ def test_miss_of_the_embedded_model_says_how_to_provision(empty_home, cache_list
 
 def test_missing_optional_file_is_an_event_not_an_error(provisioned):
     trace = explain.Trace()
-    assert hub.resolve(EMBEDDED_MODEL, "generation_config.json", revision=EMBEDDED_REVISION, trace=trace,
-                       required=False) is None
+    assert (
+        hub.resolve(EMBEDDED_MODEL, "generation_config.json", revision=EMBEDDED_REVISION, trace=trace, required=False)
+        is None
+    )
     (event,) = trace.events
     assert event.data["absent"] is True and event.data["path"] is None and event.data["cache"] == "miss"
 
@@ -170,7 +175,6 @@ def test_resolve_by_branch_reports_the_commit(provisioned):
     assert data["revision_asked"] is None and data["commit"] == EMBEDDED_REVISION and data["cache"] == "hit"
     assert data["size"] == os.path.getsize(packaged_gguf()) and data["offline"] is True
     assert hub.list_files(EMBEDDED_MODEL) == [EMBEDDED_GGUF]
-
 
 
 def test_provision_without_the_package_says_how_to_install_it(empty_home, monkeypatch, cache_listing):

@@ -109,7 +109,7 @@ def test_int4_exact_form_equals_the_dequantized_product(reader, name):
     reference = x @ blocks.dequantize().t()
     got = layer(x)
     assert got.shape == (3, 5, layer.out_features) and got.dtype == torch.float32
-    limit = bound(x.reshape(-1, layer.in_features), blocks, (layer.in_features + 4) * 2.0 ** -24)
+    limit = bound(x.reshape(-1, layer.in_features), blocks, (layer.in_features + 4) * 2.0**-24)
     assert ((got - reference).reshape(-1, layer.out_features).abs() <= limit).all()
 
 
@@ -118,7 +118,7 @@ def test_int4_kernel_weight_is_the_formats(reader):
     weight = Int4Linear.from_blocks(blocks, torch.float32).dequantized_weight()
     expected = blocks.dequantize()
     zeros = blocks.minimums.repeat_interleave(32, dim=1) + 8 * blocks.scales.repeat_interleave(32, dim=1)
-    assert ((weight - expected).abs() <= 4 * 2.0 ** -24 * (expected.abs() + zeros.abs())).all()
+    assert ((weight - expected).abs() <= 4 * 2.0**-24 * (expected.abs() + zeros.abs())).all()
 
 
 def test_int4_fast_form_within_bfloat16_rounding(reader):
@@ -129,7 +129,7 @@ def test_int4_fast_form_within_bfloat16_rounding(reader):
     reference = x.float() @ blocks.dequantize().t()
     got = layer(x)
     assert got.dtype == torch.bfloat16
-    limit = bound(x, blocks, 2.0 ** -6) + 2.0 ** -8 * reference.abs()
+    limit = bound(x, blocks, 2.0**-6) + 2.0**-8 * reference.abs()
     assert ((got.float() - reference).abs() <= limit).all()
 
 
@@ -140,7 +140,9 @@ def test_block_int8_equals_the_dequantized_product(reader):
     x = torch.randn(2, 576)
     weight = blocks.dequantize()
     assert torch.equal(layer.dequantized_weight(), weight)  # d * q is exact in float32 (11 + 8 significant bits)
-    assert torch.allclose(layer(x), x @ weight.t(), rtol=0, atol=577 * 2.0 ** -24 * float((x.abs() @ weight.abs().t()).max()))
+    assert torch.allclose(
+        layer(x), x @ weight.t(), rtol=0, atol=577 * 2.0**-24 * float((x.abs() @ weight.abs().t()).max())
+    )
 
 
 def test_int8_on_load_layer():
@@ -152,7 +154,7 @@ def test_int8_on_load_layer():
     assert (layer.dequantized_weight() - weight).abs().max() <= scales.max() / 2 + 1e-7  # rounding: half a step
     x = torch.randn(3, 64)
     expected = x @ layer.dequantized_weight().t()
-    assert torch.allclose(layer(x), expected, rtol=0, atol=68 * 2.0 ** -24 * float((x.abs() @ weight.abs().t()).max()))
+    assert torch.allclose(layer(x), expected, rtol=0, atol=68 * 2.0**-24 * float((x.abs() @ weight.abs().t()).max()))
 
 
 def test_int4_on_load_is_ggufs_q4_1():
@@ -164,7 +166,7 @@ def test_int4_on_load_is_ggufs_q4_1():
     steps = blocks.scales.repeat_interleave(32, dim=1)
     minimums = blocks.minimums.repeat_interleave(32, dim=1)
     # half a step, plus d and m rounded to float16 after q was chosen (relative 2^-11; q is at most 15)
-    assert ((blocks.dequantize() - weight).abs() <= steps / 2 + 2.0 ** -11 * (15 * steps + minimums.abs()) + 1e-6).all()
+    assert ((blocks.dequantize() - weight).abs() <= steps / 2 + 2.0**-11 * (15 * steps + minimums.abs()) + 1e-6).all()
 
 
 # -- the pipeline ---------------------------------------------------------------------------------------------------
@@ -204,8 +206,9 @@ def test_quantize_event_says_what_was_stored_and_saved(gguf_pipe, reader):
 
 
 def test_gguf_pipeline_generates_what_float32_does(gguf_pipe, embedded_pipe):
-    comparison = explain.compare(embedded_pipe, gguf_pipe, "The history of the printing press begins",
-                                 max_new_tokens=16)
+    comparison = explain.compare(
+        embedded_pipe, gguf_pipe, "The history of the printing press begins", max_new_tokens=16
+    )
     assert comparison.summary["agreement"] >= 0.9  # the issue's target, on this prompt
     assert comparison.summary["mean_kl"] < 0.05
 
@@ -230,13 +233,17 @@ def test_on_load_quantization_of_a_folder(tiny_llama, method, layer):
     assert isinstance(model.lm_head, torch.nn.Linear)  # left in float, as transformers' quantizers leave it
     data = pipe.quantization
     assert data["left_in_float"] == {"lm_head.weight": data["left_in_float"]["lm_head.weight"]}
-    assert data["compute_dtype"] == "bfloat16" and data["bytes_before"] == {"bfloat16": sum(
-        p.numel() * 2 for p in tiny_llama.model.parameters())}
+    assert data["compute_dtype"] == "bfloat16" and data["bytes_before"] == {
+        "bfloat16": sum(p.numel() * 2 for p in tiny_llama.model.parameters())
+    }
     reference = tiny_llama.model.model.layers[1].mlp.up_proj.weight
     got = model.model.layers[1].mlp.up_proj.dequantized_weight().float()
-    step = (reference.abs().amax(dim=1, keepdim=True) / 127 if method == "int8"
-            else quantize_q4_1(reference.to(torch.bfloat16)).scales.repeat_interleave(32, dim=1))
-    assert ((got - reference).abs() <= step / 2 + 2.0 ** -7 * reference.abs() + 1e-3).all()
+    step = (
+        reference.abs().amax(dim=1, keepdim=True) / 127
+        if method == "int8"
+        else quantize_q4_1(reference.to(torch.bfloat16)).scales.repeat_interleave(32, dim=1)
+    )
+    assert ((got - reference).abs() <= step / 2 + 2.0**-7 * reference.abs() + 1e-3).all()
     out = pipe("Hello", max_new_tokens=3, do_sample=False)
     assert out[0]["generated_text"].startswith("Hello")
 
@@ -254,7 +261,7 @@ def test_unknown_method_lists_the_methods(tiny_llama):
 
 
 def test_gguf_method_needs_a_gguf_file(tiny_llama):
-    with pytest.raises(ExplainError, match="not loaded from a GGUF file.*\"int8\" or \"int4\""):
+    with pytest.raises(ExplainError, match='not loaded from a GGUF file.*"int8" or "int4"'):
         explain.pipeline("text-generation", model=tiny_llama.folder, quantization="gguf")
 
 
@@ -274,14 +281,16 @@ def test_a_torch_without_the_kernel_is_told_what_runs(tiny_llama, monkeypatch):
 
     monkeypatch.setattr(quantization_methods, "kernel_available", without_int4)
     monkeypatch.setattr("explain.quantization.kernel_available", without_int4)
-    with pytest.raises(UnsupportedError, match="needs torch.ops.aten._weight_int4pack_mm_for_cpu.*not built.*"
-                                               "this machine runs quantization='int8'"):
+    with pytest.raises(
+        UnsupportedError,
+        match="needs torch.ops.aten._weight_int4pack_mm_for_cpu.*not built.*this machine runs quantization='int8'",
+    ):
         explain.pipeline("text-generation", model=tiny_llama.folder, quantization="int4")
 
 
 def test_activations_in_a_dtype_the_models_do_not_run_are_refused(tiny_llama):
     """float64 is refused by the loading arguments' check, before the quantizer is built."""
-    with pytest.raises(ExplainError, match="float64 is not one explain's models run.*\"float32\", \"bfloat16\""):
+    with pytest.raises(ExplainError, match='float64 is not one explain\'s models run.*"float32", "bfloat16"'):
         explain.pipeline("text-generation", model=tiny_llama.folder, quantization="int8", dtype=torch.float64)
 
 

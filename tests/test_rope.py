@@ -24,8 +24,18 @@ from explain.models.cache import KVCache
 transformers.logging.set_verbosity_error()
 
 VOCAB, CONTEXT, LENGTH = 100, 16, 24
-SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=CONTEXT, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+SMALL = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=CONTEXT,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
 # name -> (architecture in config.json, transformers config class, arguments)
 ARCHITECTURES: dict[str, tuple[str, type, dict[str, Any]]] = {
     "llama": ("LlamaForCausalLM", transformers.LlamaConfig, SMALL),
@@ -43,15 +53,35 @@ def rope_types(head_dim: int) -> dict:
         "linear": {"rope_type": "linear", "factor": 2.0},
         "dynamic": {"rope_type": "dynamic", "factor": 2.0},
         # original_max_position_embeddings large enough that the ramp between kept and scaled waves is inside dim
-        "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048, "beta_fast": 32.0,
-                 "beta_slow": 1.0},
-        "yarn-mscale": {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 1024,
-                        "mscale": 0.707, "mscale_all_dim": 1.0, "truncate": False},
-        "longrope": {"rope_type": "longrope", "original_max_position_embeddings": 8, "factor": 2.0,
-                     "short_factor": [1.0 + 0.1 * i for i in range(half)],
-                     "long_factor": [1.5 + 0.5 * i for i in range(half)]},
-        "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                   "original_max_position_embeddings": 8},
+        "yarn": {
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": 2048,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+        },
+        "yarn-mscale": {
+            "rope_type": "yarn",
+            "factor": 8.0,
+            "original_max_position_embeddings": 1024,
+            "mscale": 0.707,
+            "mscale_all_dim": 1.0,
+            "truncate": False,
+        },
+        "longrope": {
+            "rope_type": "longrope",
+            "original_max_position_embeddings": 8,
+            "factor": 2.0,
+            "short_factor": [1.0 + 0.1 * i for i in range(half)],
+            "long_factor": [1.5 + 0.5 * i for i in range(half)],
+        },
+        "llama3": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8,
+        },
     }
 
 
@@ -97,8 +127,8 @@ def test_logits_and_greedy_ids_match_transformers(arch, kind):
     cache, reference = KVCache(), ref(tokens[:, :6], use_cache=True)
     pieces, want = [our(tokens[:, :6], cache=cache).logits], [reference.logits]
     for i in range(6, LENGTH):
-        pieces.append(our(tokens[:, i:i + 1], cache=cache).logits)
-        reference = ref(tokens[:, i:i + 1], cache=reference.cache, use_cache=True)
+        pieces.append(our(tokens[:, i : i + 1], cache=cache).logits)
+        reference = ref(tokens[:, i : i + 1], cache=reference.cache, use_cache=True)
         want.append(reference.logits)
     torch.testing.assert_close(torch.cat(pieces, dim=1), torch.cat(want, dim=1), atol=1e-4, rtol=0)
     if kind not in ("dynamic", "longrope"):
@@ -123,6 +153,7 @@ def test_frequencies_and_attention_factor_equal_transformers(kind, seq_len):
     length = None if seq_len is None else torch.tensor(seq_len)
     want, want_factor = ROPE_INIT_FUNCTIONS[rope_type](config, "cpu", seq_len=length)
     from explain.models.llama import rope_inverse_frequencies
+
     ours = models.build_config(dict(config.to_dict(), architectures=["LlamaForCausalLM"]))
     got, got_factor = rope_inverse_frequencies(ours, length)
     assert torch.equal(got, want)
@@ -163,5 +194,6 @@ def test_an_unknown_or_incomplete_rope_scaling_is_a_clear_error():
     with pytest.raises(NotImplementedError, match="rope_type 'su' .* implements default, linear, dynamic, yarn"):
         models.build_config(dict(SMALL, architectures=["Qwen2ForCausalLM"], rope_scaling={"type": "su"}))
     with pytest.raises(ValueError, match="'llama3' needs low_freq_factor, high_freq_factor"):
-        models.build_config(dict(SMALL, architectures=["SmolLM3ForCausalLM"],
-                                 rope_parameters={"rope_type": "llama3", "factor": 8.0}))
+        models.build_config(
+            dict(SMALL, architectures=["SmolLM3ForCausalLM"], rope_parameters={"rope_type": "llama3", "factor": 8.0})
+        )

@@ -43,8 +43,9 @@ def generation(request, embedded_pipe, tiny_llama):
     else:
         pytest.importorskip("transformers")
         pipe = explain.pipeline("text-generation", model=tiny_llama.folder, backend="transformers")
-    return pipe.start("The capital of France is", max_new_tokens=3, min_new_tokens=3, do_sample=False,
-                      keep_logits=True).run()
+    return pipe.start(
+        "The capital of France is", max_new_tokens=3, min_new_tokens=3, do_sample=False, keep_logits=True
+    ).run()
 
 
 CALLS = {
@@ -55,9 +56,16 @@ CALLS = {
 
 
 @pytest.mark.parametrize("call", CALLS)
-@pytest.mark.parametrize("step, words", [(True, "must be an integer"), (1.0, "must be an integer"),
-                                         ("1", "must be an integer"), (-1, "step -1 has not been generated"),
-                                         (3, "step 3 has not been generated; steps 0..2 exist")])
+@pytest.mark.parametrize(
+    "step, words",
+    [
+        (True, "must be an integer"),
+        (1.0, "must be an integer"),
+        ("1", "must be an integer"),
+        (-1, "step -1 has not been generated"),
+        (3, "step 3 has not been generated; steps 0..2 exist"),
+    ],
+)
 def test_every_call_checks_its_step_the_same_way(generation, call, step, words):
     with pytest.raises(ExplainError, match=words):
         CALLS[call](generation, step)

@@ -48,8 +48,13 @@ def generate(theirs, ids: list[int], seed: int | None = None, **kwargs):
     if seed is not None:
         torch.manual_seed(seed)
     with torch.inference_mode():
-        return theirs.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), return_dict_in_generate=True,
-                                     output_scores=True, **kwargs)
+        return theirs.model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            return_dict_in_generate=True,
+            output_scores=True,
+            **kwargs,
+        )
 
 
 def both(ours, theirs, prompt, seed: int | None = None, **kwargs):
@@ -71,15 +76,16 @@ PROMPT = "The cat sat on the mat and the cat"
 
 
 # -- several samples ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("knobs", [dict(), dict(temperature=0.7, top_k=50, top_p=0.9, repetition_penalty=1.3)],
-                         ids=["plain", "processors"])
+@pytest.mark.parametrize(
+    "knobs", [dict(), dict(temperature=0.7, top_k=50, top_p=0.9, repetition_penalty=1.3)], ids=["plain", "processors"]
+)
 def test_several_samples_equal_the_pipeline_under_a_seed(tiny, knobs):
     ours, theirs = tiny
     call = dict(do_sample=True, num_return_sequences=5, max_new_tokens=10, **knobs)
     mine, expected = both(ours, theirs, PROMPT, seed=7, **call)
     assert len(mine) == 5 and mine == expected
     generation = ours.last_generation
-    reference = generate(theirs, generation.sequences[0][:generation.prompt_length], seed=7, **call)
+    reference = generate(theirs, generation.sequences[0][: generation.prompt_length], seed=7, **call)
     assert generation.sequences == reference.sequences.tolist()
     assert len({tuple(s) for s in generation.sequences}) > 1  # really several draws
     # one generation/step per row and step, each naming its row
@@ -87,7 +93,7 @@ def test_several_samples_equal_the_pipeline_under_a_seed(tiny, knobs):
     assert sorted({e.data["sequence"] for e in steps}) == list(range(5))
     for row in range(5):
         ids = [e.data["token_id"] for e in steps if e.data["sequence"] == row]
-        assert ids == generation.sequences[row][generation.prompt_length:][:len(ids)]
+        assert ids == generation.sequences[row][generation.prompt_length :][: len(ids)]
 
 
 def test_finished_samples_are_padded_as_transformers_pads_them(tiny):
@@ -95,15 +101,21 @@ def test_finished_samples_are_padded_as_transformers_pads_them(tiny):
     ours, theirs = tiny
     plain = greedy_tokens(ours, PROMPT)
     frequent = max(set(plain), key=plain.count)  # a token the model likes, made EOS so that some rows end early
-    call = dict(do_sample=True, num_return_sequences=6, max_new_tokens=12, temperature=0.3, eos_token_id=frequent,
-                pad_token_id=0)
+    call = dict(
+        do_sample=True,
+        num_return_sequences=6,
+        max_new_tokens=12,
+        temperature=0.3,
+        eos_token_id=frequent,
+        pad_token_id=0,
+    )
     for seed in range(4):
         mine, expected = both(ours, theirs, PROMPT, seed=seed, **call)
         assert mine == expected
         generation = ours.last_generation
-        reference = generate(theirs, generation.sequences[0][:generation.prompt_length], seed=seed, **call)
+        reference = generate(theirs, generation.sequences[0][: generation.prompt_length], seed=seed, **call)
         assert generation.sequences == reference.sequences.tolist()
-        if any(0 in row[generation.prompt_length:] for row in generation.sequences):
+        if any(0 in row[generation.prompt_length :] for row in generation.sequences):
             break
     else:
         pytest.fail("no sample ended early: the test did not check the padding")
@@ -119,8 +131,9 @@ def test_greedy_with_several_sequences_is_refused(tiny):
 BEAM_CALLS = {
     "4 beams": dict(num_beams=4),
     "4 beams, 3 returned": dict(num_beams=4, num_return_sequences=3),
-    "length_penalty 0.5, early_stopping": dict(num_beams=3, num_return_sequences=2, length_penalty=0.5,
-                                               early_stopping=True),
+    "length_penalty 0.5, early_stopping": dict(
+        num_beams=3, num_return_sequences=2, length_penalty=0.5, early_stopping=True
+    ),
     "length_penalty 2, never": dict(num_beams=3, length_penalty=2.0, early_stopping="never"),
     "with processors": dict(num_beams=4, num_return_sequences=2, repetition_penalty=1.5, no_repeat_ngram_size=2),
 }
@@ -139,7 +152,7 @@ def test_beam_search_equals_transformers(tiny, name, eos):
     mine, expected = both(ours, theirs, PROMPT, **call)
     assert mine == expected
     generation = ours.last_generation
-    reference = generate(theirs, generation.sequences[0][:generation.prompt_length], **call)
+    reference = generate(theirs, generation.sequences[0][: generation.prompt_length], **call)
     assert generation.sequences == reference.sequences.tolist()
     assert generation.sequences_scores == pytest.approx(reference.sequences_scores.tolist(), abs=SCORE_TOLERANCE)
     ranking = ours.trace.last("generation", "ranking", run=generation.run_id).data
@@ -147,7 +160,8 @@ def test_beam_search_equals_transformers(tiny, name, eos):
     assert [h["score"] for h in returned] == pytest.approx(reference.sequences_scores.tolist(), abs=SCORE_TOLERANCE)
     for hypothesis in returned:  # score = log_prob / length ** length_penalty
         assert hypothesis["score"] == pytest.approx(
-            hypothesis["log_prob"] / hypothesis["length"] ** call.get("length_penalty", 1.0), rel=1e-6)
+            hypothesis["log_prob"] / hypothesis["length"] ** call.get("length_penalty", 1.0), rel=1e-6
+        )
 
 
 def test_beam_search_records_every_beams_candidates(tiny):
@@ -183,7 +197,7 @@ def test_beam_sampling_equals_generate_under_a_seed(tiny):
     mine, expected = both(ours, theirs, PROMPT, seed=3, **call)
     assert mine == expected
     generation = ours.last_generation
-    reference = generate(theirs, generation.sequences[0][:generation.prompt_length], seed=3, **call)
+    reference = generate(theirs, generation.sequences[0][: generation.prompt_length], seed=3, **call)
     assert generation.sequences == reference.sequences.tolist()
     assert generation.sequences_scores == pytest.approx(reference.sequences_scores.tolist(), abs=SCORE_TOLERANCE)
 
@@ -200,7 +214,8 @@ def test_beam_search_steps_one_at_a_time(tiny):
         generation.step()
     assert generation.sequences == expected
     assert PROMPT + ours.finish(generation) == ours.trace.last("decoding", "decode", run=generation.run_id).data[
-        "text"].join([PROMPT, ""])
+        "text"
+    ].join([PROMPT, ""])
     with pytest.raises(ExplainError, match="runs several"):
         generation.force(1, 5)
 
@@ -280,12 +295,14 @@ def test_assisted_refusals(tiny, small):
 
 def test_settings_event_names_the_strategy(tiny, small):
     ours, _ = tiny
-    for call, name, mode in [(dict(), "one_sequence", "greedy_search"),
-                             (dict(do_sample=True, num_return_sequences=2), "samples", "sample"),
-                             (dict(num_beams=2), "beam_search", "beam_search"),
-                             (dict(num_beams=2, do_sample=True), "beam_search", "beam_sample"),
-                             (dict(prompt_lookup_num_tokens=2), "assisted", "assisted_generation"),
-                             (dict(assistant_model=small[0]), "assisted", "assisted_generation")]:
+    for call, name, mode in [
+        (dict(), "one_sequence", "greedy_search"),
+        (dict(do_sample=True, num_return_sequences=2), "samples", "sample"),
+        (dict(num_beams=2), "beam_search", "beam_search"),
+        (dict(num_beams=2, do_sample=True), "beam_search", "beam_sample"),
+        (dict(prompt_lookup_num_tokens=2), "assisted", "assisted_generation"),
+        (dict(assistant_model=small[0]), "assisted", "assisted_generation"),
+    ]:
         ours(PROMPT, max_new_tokens=2, **{"do_sample": False, **call})
         settings = ours.trace.last("generation", "settings", run=ours.last_generation.run_id)
         assert settings is not None
@@ -308,6 +325,7 @@ def test_a_list_of_prompts_is_answered_as_the_pipeline_answers_it(tiny):
 
 def test_the_console_describes_each_strategy(tiny, small, capsys):
     from explain.console import print_timeline
+
     ours, _ = tiny
     ours(PROMPT, num_beams=3, num_return_sequences=2, max_new_tokens=4, do_sample=False)
     print_timeline(ours.trace, run=ours.last_generation.run_id)
@@ -321,8 +339,12 @@ def test_the_console_describes_each_strategy(tiny, small, capsys):
     drafts = capsys.readouterr().out
     assert "assisted decoding (greedy): drafts by " in drafts and "round 0 (assistant): " in drafts
     rejected = next(r for r in ours.last_generation.rounds if r["rejection"])
-    assert f"round {rejected['round']} (assistant): {rejected['accepted']}/{len(rejected['drafted'])} drafted " \
-           f"tokens accepted" in drafts and "the model ranks first" in drafts
+    assert (
+        f"round {rejected['round']} (assistant): {rejected['accepted']}/{len(rejected['drafted'])} drafted "
+        f"tokens accepted"
+        in drafts
+        and "the model ranks first" in drafts
+    )
     ours(PROMPT, do_sample=True, num_return_sequences=2, max_new_tokens=3)
     print_timeline(ours.trace, run=ours.last_generation.run_id)
     assert "sampling 2 sequences, up to 3 new tokens" in capsys.readouterr().out
@@ -330,8 +352,25 @@ def test_the_console_describes_each_strategy(tiny, small, capsys):
 
 def test_the_command_line_prints_every_returned_sequence(tiny_llama, capsys):
     from explain.__main__ import main as cli
-    assert cli(["generate", PROMPT, "--model", tiny_llama.folder, "--num-beams", "3", "--num-return-sequences", "2",
-                "--max-new-tokens", "4", "--no-do-sample"]) == 0
+
+    assert (
+        cli(
+            [
+                "generate",
+                PROMPT,
+                "--model",
+                tiny_llama.folder,
+                "--num-beams",
+                "3",
+                "--num-return-sequences",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--no-do-sample",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"[0] {PROMPT}" in out and f"[1] {PROMPT}" in out and "[2]" not in out
     assert "beam search: 3 beams" in out and "beam search ranked 3 finished sequences" in out

@@ -55,8 +55,10 @@ def test_sampling_tree_holds_every_sequence_once(pipe):
     generation = pipe.last_generation
     tree = sampling_tree(run_events(pipe), PROMPT)
     assert tree["kind"] == "samples" and tree["count"] == 5
-    expected = {row: [pipe.tokenizer.decode([t]) for t in ids[generation.prompt_length:]]
-                for row, ids in enumerate(generation.sequences)}
+    expected = {
+        row: [pipe.tokenizer.decode([t]) for t in ids[generation.prompt_length :]]
+        for row, ids in enumerate(generation.sequences)
+    }
     assert paths(tree) == expected
     for segment in tree["segments"]:
         if segment["split"]:  # a branch point: the tokens taken there are in its distribution's top (top_k=3)
@@ -94,7 +96,7 @@ def test_beam_tree_marks_the_returned_paths(pipe):
     assert len(finished) == 3 and sorted(r for n in finished for r in n["ranks"]) == [0, 1, 2]
     assert sum(bool(n.get("returned")) for n in finished) == 2
     returned = [h for h in tree["ranking"]["hypotheses"] if h["returned"]]
-    assert [h["ids"] for h in returned] == [s[generation.prompt_length:] for s in generation.sequences]
+    assert [h["ids"] for h in returned] == [s[generation.prompt_length :] for s in generation.sequences]
     assert tree["label"].startswith("beam search: 3 beams")
 
 
@@ -103,7 +105,10 @@ def test_draft_rounds_add_up(pipe):
     rounds = draft_rounds(run_events(pipe))
     acceptance = pipe.last_generation.acceptance
     assert (rounds["drafted"], rounds["accepted"], rounds["forwards"]) == (
-        acceptance["drafted"], acceptance["accepted"], acceptance["rounds"])
+        acceptance["drafted"],
+        acceptance["accepted"],
+        acceptance["rounds"],
+    )
     assert rounds["tokens"] == len(pipe.last_generation.generated_ids) and rounds["source"] == "prompt_lookup"
 
 
@@ -157,6 +162,7 @@ def test_panel_values_and_the_dashboard_registration_point(pipe):
 def test_the_dashboard_shows_the_strategy_panel(pipe):
     pytest.importorskip("plotly")
     from explain.widgets import Dashboard
+
     dashboard = Dashboard(pipe)
     try:
         pipe(PROMPT, num_beams=2, max_new_tokens=3, do_sample=False)

@@ -30,9 +30,12 @@ TEXTS = [
 
 CHATS = {
     "system_user": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is 2+2?"}],
-    "multi_turn": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
-                   {"role": "assistant", "content": "Hello! How can I help?"},
-                   {"role": "user", "content": "Tell me a joke about 🐍."}],
+    "multi_turn": [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Tell me a joke about 🐍."},
+    ],
     "no_system": [{"role": "user", "content": "Où est la gare ?"}],
 }
 
@@ -72,8 +75,12 @@ def test_special_tokens_and_flags_match(tok, ref):
     for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
         assert getattr(tok, name) == getattr(ref, name)
         assert getattr(tok, name + "_id") == getattr(ref, name + "_id")
-    assert (tok.bos_token, tok.eos_token, tok.unk_token, tok.pad_token_id) == ("<|im_start|>", "<|im_end|>",
-                                                                                 "<|endoftext|>", 2)
+    assert (tok.bos_token, tok.eos_token, tok.unk_token, tok.pad_token_id) == (
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        2,
+    )
     assert tok.add_bos_token is False and tok.add_eos_token is False
     assert tok.all_special_tokens == ref.all_special_tokens
     assert tok.all_special_ids == ref.all_special_ids
@@ -122,8 +129,12 @@ def test_details_offsets_map_back_to_the_text(tok):
     assert details["ids"] == tok.encode(text)
     assert len(details["tokens"]) == len(details["offsets"]) == len(details["special"]) == len(details["ids"])
     assert details["tokens"] == tok.convert_ids_to_tokens(details["ids"])
-    assert "".join(text[s:e] for (s, e), special in zip(details["offsets"], details["special"], strict=True)
-                   if not special) == text
+    assert (
+        "".join(
+            text[s:e] for (s, e), special in zip(details["offsets"], details["special"], strict=True) if not special
+        )
+        == text
+    )
 
 
 def test_details_mark_special_tokens(tok):
@@ -143,11 +154,14 @@ def test_chat_template_matches_transformers(tok, ref, name, add_generation_promp
     text = tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=False)
     assert text == ref.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=False)
     ids = tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, return_dict=False)
-    assert ids == ref.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=True,
-                                          return_dict=False)
+    assert ids == ref.apply_chat_template(
+        chat, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
+    )
     # transformers 5's defaults (tokenize=True, return_dict=True): the ids and their mask, keyed as transformers does
-    ours, theirs = tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt), \
-        ref.apply_chat_template(chat, add_generation_prompt=add_generation_prompt)
+    ours, theirs = (
+        tok.apply_chat_template(chat, add_generation_prompt=add_generation_prompt),
+        ref.apply_chat_template(chat, add_generation_prompt=add_generation_prompt),
+    )
     assert ours == dict(theirs) == {"input_ids": ids, "attention_mask": [1] * len(ids)}
     assert text.endswith("<|im_start|>assistant\n") == add_generation_prompt
 
@@ -162,13 +176,19 @@ def test_custom_template_sees_the_same_environment(tok, ref):
         "{{ bos_token }}{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.role == 'skip' %}{% continue %}"
         "{% endif %}{% set ns.n = ns.n + 1 %}\n  {{ m.role | upper }}: {{ m | tojson }}{% endfor %}\n"
         "{{ ns.n }} {{ dict(a=1) | tojson }} {{ extra }} {{ tools is none }} {{ eos_token }} {{ strftime_now('%Y') }}"
-        "{% if add_generation_prompt %}GO{% endif %}")
-    chat = [{"role": "user", "content": "<b>\"é\"</b>", "name": None}, {"role": "skip", "content": "x"},
-            {"role": "assistant", "content": "ok", "reasoning": "think"}]
-    ours = tok.apply_chat_template(chat, add_generation_prompt=True, chat_template=template, extra=(1, 2),
-                                   tokenize=False)
-    theirs = ref.apply_chat_template(chat, add_generation_prompt=True, chat_template=template, extra=(1, 2),
-                                     tokenize=False)
+        "{% if add_generation_prompt %}GO{% endif %}"
+    )
+    chat = [
+        {"role": "user", "content": '<b>"é"</b>', "name": None},
+        {"role": "skip", "content": "x"},
+        {"role": "assistant", "content": "ok", "reasoning": "think"},
+    ]
+    ours = tok.apply_chat_template(
+        chat, add_generation_prompt=True, chat_template=template, extra=(1, 2), tokenize=False
+    )
+    theirs = ref.apply_chat_template(
+        chat, add_generation_prompt=True, chat_template=template, extra=(1, 2), tokenize=False
+    )
     assert ours == theirs
 
 
@@ -176,24 +196,34 @@ def test_named_templates_survive_save_and_transformers(tok, tmp_path):
     from tokenizers import Tokenizer as Backend
     from transformers import AutoTokenizer
 
-    templates = {"default": tok.chat_template,
-                 "short": "{% for m in messages %}{{ m.role }}>{{ m.content }}\n{% endfor %}"}
-    named = Tokenizer(Backend.from_str(tok.backend.to_str()), bos_token=tok.bos_token, eos_token=tok.eos_token,
-                      chat_template=templates)
+    templates = {
+        "default": tok.chat_template,
+        "short": "{% for m in messages %}{{ m.role }}>{{ m.content }}\n{% endfor %}",
+    }
+    named = Tokenizer(
+        Backend.from_str(tok.backend.to_str()),
+        bos_token=tok.bos_token,
+        eos_token=tok.eos_token,
+        chat_template=templates,
+    )
     assert named.chat_template == tok.chat_template
     theirs, again = AutoTokenizer.from_pretrained(named.save(tmp_path)), Tokenizer.from_folder(tmp_path)
     chat = CHATS["multi_turn"]
     for name in (None, "short"):
         expected = theirs.apply_chat_template(chat, chat_template=name, tokenize=False)
-        assert named.apply_chat_template(chat, chat_template=name, tokenize=False) == again.apply_chat_template(
-            chat, chat_template=name, tokenize=False) == expected
+        assert (
+            named.apply_chat_template(chat, chat_template=name, tokenize=False)
+            == again.apply_chat_template(chat, chat_template=name, tokenize=False)
+            == expected
+        )
     assert again.apply_chat_template(chat, chat_template="short", tokenize=False).startswith("system>Be kind.\n")
 
 
 def test_template_exception_becomes_explain_error(tok):
     with pytest.raises(ExplainError, match="only user roles"):
-        tok.apply_chat_template([{"role": "user", "content": "x"}],
-                                chat_template="{{ raise_exception('only user roles') }}")
+        tok.apply_chat_template(
+            [{"role": "user", "content": "x"}], chat_template="{{ raise_exception('only user roles') }}"
+        )
 
 
 def test_missing_chat_template_says_what_to_do(saved, tmp_path):
@@ -222,7 +252,10 @@ def test_saved_folder_loads_back_the_same(tok, saved):
         assert again.encode_with_details(text) == tok.encode_with_details(text)
     assert again.all_special_tokens == tok.all_special_tokens
     assert (again.add_bos_token, again.chat_template, again.model_max_length) == (
-        tok.add_bos_token, tok.chat_template, tok.model_max_length)
+        tok.add_bos_token,
+        tok.chat_template,
+        tok.model_max_length,
+    )
     assert {**again.describe(), "source": "gguf"} == tok.describe()
 
 
@@ -233,8 +266,9 @@ def test_transformers_loads_our_saved_folder(tok, saved):
     for text in TEXTS:
         assert theirs(text)["input_ids"] == tok.encode(text)
     for chat in CHATS.values():
-        assert theirs.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) == \
-            tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        assert theirs.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) == tok.apply_chat_template(
+            chat, add_generation_prompt=True, tokenize=False
+        )
     assert theirs.all_special_tokens == tok.all_special_tokens
 
 
@@ -251,8 +285,9 @@ def test_bos_comes_from_tokenizer_json_not_the_config(tok, tmp_path):
     from tokenizers import Tokenizer as Backend
     from transformers import AutoTokenizer
 
-    with_bos = Tokenizer(Backend.from_str(tok.backend.to_str()), bos_token=tok.bos_token, eos_token=tok.eos_token,
-                         add_bos_token=True)
+    with_bos = Tokenizer(
+        Backend.from_str(tok.backend.to_str()), bos_token=tok.bos_token, eos_token=tok.eos_token, add_bos_token=True
+    )
     assert with_bos.encode("hi") == [1] + with_bos.encode("hi", add_special_tokens=False)
     with_bos.save(tmp_path)
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
@@ -319,7 +354,11 @@ def test_load_emits_one_json_event(loaded):
     assert data["special_tokens"]["eos_token"] == {"token": "<|im_end|>", "id": 2}
     assert data["vocab_size"] == tokenizer.vocab_size == 49152 and data["num_merges"] == 48900
     assert (data["model"], data["pre_tokenizer"], data["decoder"], data["normalizer"]) == (
-        "BPE", "ByteLevel", "ByteLevel", None)
+        "BPE",
+        "ByteLevel",
+        "ByteLevel",
+        None,
+    )
     assert data["chat_template"] == tokenizer.chat_template and data["has_chat_template"] is True
     assert data["add_bos_token"] is False and len(data["added_tokens"]) == 17
 
@@ -328,4 +367,5 @@ def test_load_from_folder_emits_its_path(saved):
     trace = Trace()
     load_tokenizer(saved, trace=trace)
     assert [(e.stage, e.kind, e.data["path"], e.data["source"]) for e in trace.events] == [
-        ("tokenizer", "load", os.fspath(saved), "tokenizer.json")]
+        ("tokenizer", "load", os.fspath(saved), "tokenizer.json")
+    ]

@@ -48,8 +48,9 @@ def test_sink_sees_loading_stages_as_they_happen(tiny_llama):
 
     trace = Trace()
     calls = []
-    trace.subscribe(lambda event: calls.append((event.seq, len(trace.events), event.stage,
-                                                [e.stage for e in trace.events])))
+    trace.subscribe(
+        lambda event: calls.append((event.seq, len(trace.events), event.stage, [e.stage for e in trace.events]))
+    )
     explain.pipeline(model=tiny_llama.folder, trace=trace)
     assert [c[0] for c in calls] == list(range(len(trace)))
     for seq, length, stage, present in calls:
@@ -110,11 +111,26 @@ def test_save_and_load_round_trip_exactly(generated, tmp_path):
     assert os.listdir(tmp_path) == ["trace.json"]  # no temporary file left beside it
 
 
-ENCODE = {"kind_of_input": "text", "text": "Hi you", "ids": [1, 2], "tokens": ["Hi", "Ġyou"],
-          "offsets": [[0, 2], [2, 6]], "special": [False, False], "count": 2, "add_special_tokens": True,
-          "chat_template_text": None, "segments": None}
-DECODE = {"ids": [3], "text": "!", "text_with_special": "!", "stop_reason": "eos", "interrupted": False,
-          "skip_special_tokens": True}
+ENCODE = {
+    "kind_of_input": "text",
+    "text": "Hi you",
+    "ids": [1, 2],
+    "tokens": ["Hi", "Ġyou"],
+    "offsets": [[0, 2], [2, 6]],
+    "special": [False, False],
+    "count": 2,
+    "add_special_tokens": True,
+    "chat_template_text": None,
+    "segments": None,
+}
+DECODE = {
+    "ids": [3],
+    "text": "!",
+    "text_with_special": "!",
+    "stop_reason": "eos",
+    "interrupted": False,
+    "skip_special_tokens": True,
+}
 PROGRESS = {"file": "model.safetensors", "done": 1, "total": 2}
 
 
@@ -221,15 +237,18 @@ def test_saved_file_is_readable_by_others(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
-@pytest.mark.parametrize("content, words", [
-    ('{"format": "explain-trace", "version": 1, "events": [{"stage": "regis', ["truncated", "save it again"]),
-    ('{"model_type": "llama", "hidden_size": 576}', ["not an explain trace", "trace.save"]),
-    ('[1, 2, 3]', ["not an explain trace", "trace.save"]),
-    ('{"format": "explain-trace", "version": 1, "events": [{"stage": "registry"}]}', ["lacks", "trace.save"]),
-    ('{"format": "explain-trace", "version": 1, "events": [7]}', ["event", "trace.save"]),
-    ('{"format": "explain-trace", "version": 99, "events": []}', ["newer explain", "upgrade"]),
-    (b"\xff\xfe\x00binary", ["not JSON", "save it again"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ('{"format": "explain-trace", "version": 1, "events": [{"stage": "regis', ["truncated", "save it again"]),
+        ('{"model_type": "llama", "hidden_size": 576}', ["not an explain trace", "trace.save"]),
+        ("[1, 2, 3]", ["not an explain trace", "trace.save"]),
+        ('{"format": "explain-trace", "version": 1, "events": [{"stage": "registry"}]}', ["lacks", "trace.save"]),
+        ('{"format": "explain-trace", "version": 1, "events": [7]}', ["event", "trace.save"]),
+        ('{"format": "explain-trace", "version": 99, "events": []}', ["newer explain", "upgrade"]),
+        (b"\xff\xfe\x00binary", ["not JSON", "save it again"]),
+    ],
+)
 def test_load_of_a_bad_file_names_the_file_and_the_fix(tmp_path, content, words):
     path = tmp_path / "bad-trace.json"
     if isinstance(content, bytes):

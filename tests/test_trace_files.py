@@ -39,18 +39,31 @@ def write_with_meta(path, meta_text: str) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("meta, words", [
-    ('{"x": [1, NaN]}', ["meta.x[1]", "NaN is not a JSON number"]),
-    ('{"x": Infinity}', ["meta.x", "Infinity is not a JSON number"]),
-    ('{"x": -Infinity}', ["meta.x", "-Infinity"]),
-    ('{"x": 1e999}', ["meta.x", "beyond the range of a double"]),
-    ('{"x": "\\ud800"}', ["meta.x", "lone surrogate '\\ud800'"]),
-    ('{"\\udfff": 1}', ["lone surrogate", "the key"]),
-    ('{"x": ' + "9" * 5000 + '}', ["meta.x", "integer of 5000 digits"]),
-    ('{"x": -' + "1" * 25 + '}', ["meta.x", "integer of 25 digits"]),
-    ('{"a": ' * 600 + "1" + "}" * 600, ["meta.a.a", "nested more than 64 deep"]),
-], ids=["nan", "infinity", "minus-infinity", "overflow", "surrogate", "surrogate-key", "5000-digits", "25-digits",
-        "600-deep"])
+@pytest.mark.parametrize(
+    "meta, words",
+    [
+        ('{"x": [1, NaN]}', ["meta.x[1]", "NaN is not a JSON number"]),
+        ('{"x": Infinity}', ["meta.x", "Infinity is not a JSON number"]),
+        ('{"x": -Infinity}', ["meta.x", "-Infinity"]),
+        ('{"x": 1e999}', ["meta.x", "beyond the range of a double"]),
+        ('{"x": "\\ud800"}', ["meta.x", "lone surrogate '\\ud800'"]),
+        ('{"\\udfff": 1}', ["lone surrogate", "the key"]),
+        ('{"x": ' + "9" * 5000 + "}", ["meta.x", "integer of 5000 digits"]),
+        ('{"x": -' + "1" * 25 + "}", ["meta.x", "integer of 25 digits"]),
+        ('{"a": ' * 600 + "1" + "}" * 600, ["meta.a.a", "nested more than 64 deep"]),
+    ],
+    ids=[
+        "nan",
+        "infinity",
+        "minus-infinity",
+        "overflow",
+        "surrogate",
+        "surrogate-key",
+        "5000-digits",
+        "25-digits",
+        "600-deep",
+    ],
+)
 def test_what_json_cannot_round_trip_is_refused_naming_the_file_and_field(tmp_path, meta, words):
     path = write_with_meta(tmp_path / "t.json", meta)
     with pytest.raises(TraceFileError) as error:
@@ -74,10 +87,13 @@ def test_an_event_field_nested_deep_is_refused(tmp_path):
 
 def test_numbers_explain_writes_still_load(tmp_path):
     """The bounds refuse nothing explain writes: 20-digit integers, exponents, "nan" strings for non-finite values."""
-    path = write_with_meta(tmp_path / "t.json", '{"big": 18446744073709551615, "small": -9223372036854775808, '
-                                                '"e": 1.5e-300, "f": 2e+307, "text": "\\ud83d\\ude00 caf\\u00e9"}')
+    path = write_with_meta(
+        tmp_path / "t.json",
+        '{"big": 18446744073709551615, "small": -9223372036854775808, '
+        '"e": 1.5e-300, "f": 2e+307, "text": "\\ud83d\\ude00 caf\\u00e9"}',
+    )
     trace = Trace.load(path)
-    assert trace.meta == {"big": 2**64 - 1, "small": -(2**63), "e": 1.5e-300, "f": 2e307, "text": "\U0001F600 café"}
+    assert trace.meta == {"big": 2**64 - 1, "small": -(2**63), "e": 1.5e-300, "f": 2e307, "text": "\U0001f600 café"}
     assert Trace.load(trace.save(tmp_path / "again.json")).meta == trace.meta
 
 
@@ -123,8 +139,9 @@ def _refusal(path) -> str:
     return "loaded"
 
 
-@pytest.mark.parametrize("value, words", [(None, None), (0, "positive"), (-1, "positive"), (True, "True"),
-                                          ("1000", "'1000'"), (1.5, "1.5")])
+@pytest.mark.parametrize(
+    "value, words", [(None, None), (0, "positive"), (-1, "positive"), (True, "True"), ("1000", "'1000'"), (1.5, "1.5")]
+)
 def test_max_bytes(tmp_path, value, words):
     path = small_trace().save(tmp_path / "t.json")
     if words is None:
@@ -206,8 +223,13 @@ except ExplainError as error:
     print(error)
     sys.exit(3)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     assert result.returncode == 3, result.stderr
     assert f"cannot write the trace {path} (File too large)" in result.stdout and "ulimit -f" in result.stdout
     assert open(path, "rb").read() == before
@@ -225,6 +247,7 @@ def test_save_of_what_json_cannot_hold_is_an_explain_error(tmp_path):
 def test_export_onto_a_device_is_refused_before_building_the_page(tmp_path):
     pytest.importorskip("ipywidgets")
     import explain
+
     with pytest.raises(ExplainError, match="cannot write the page /dev/null: it is a character device"):
         explain.export(small_trace(), "/dev/null")
     with pytest.raises(ExplainError, match="does not exist"):

@@ -33,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tf_embedded(provisioned):
     """The seed's call on the transformers backend: no model, so the embedded GGUF, loaded by transformers itself."""
     import gguf
+
     # transformers rebuilds gguf's tensor-name table once per module (~400 times); the table is a pure function of
     # (architecture, layer count), so remembering it changes no result (as tests/test_loading.py does)
     with pytest.MonkeyPatch.context() as patch:
@@ -51,26 +52,36 @@ def steps_of(pipe, run=None) -> list[dict]:
 
 def same_records(ours: list[dict], theirs: list[dict]) -> None:
     """Per-processor records: names, arguments and counts exactly; the top values within the logit tolerance."""
-    assert [(r["name"], r["title"], r["args"], r["removed"], r["changed"], r["kept"]) for r in ours] == \
-        [(r["name"], r["title"], r["args"], r["removed"], r["changed"], r["kept"]) for r in theirs]
+    assert [(r["name"], r["title"], r["args"], r["removed"], r["changed"], r["kept"]) for r in ours] == [
+        (r["name"], r["title"], r["args"], r["removed"], r["changed"], r["kept"]) for r in theirs
+    ]
     for a, b in zip(ours, theirs, strict=True):
         assert (a["top"] is None) == (b["top"] is None)
         if a["top"] is not None:
             assert a["top"]["ids"] == b["top"]["ids"]
-            assert torch.allclose(torch.tensor(a["top"]["values"]), torch.tensor(b["top"]["values"]),
-                                  atol=LOGIT_TOLERANCE)
+            assert torch.allclose(
+                torch.tensor(a["top"]["values"]), torch.tensor(b["top"]["values"]), atol=LOGIT_TOLERANCE
+            )
 
 
 # -- the embedded GGUF through both backends ----------------------------------------------------------------------
+
 
 def test_seed_default_loads_the_embedded_gguf_through_transformers(tf_embedded, embedded_pipe):
     trace = tf_embedded.trace
     assert {e.stage for e in trace.filter(run=0)} == {"registry", "config", "tokenizer", "weights", "placement"}
     lookup = trace.filter("registry", "lookup")[0].data
-    assert lookup["model_used"] == explain.stages.tasks.EMBEDDED_MODEL and lookup["gguf_file_used"] == explain.stages.tasks.EMBEDDED_GGUF
+    assert (
+        lookup["model_used"] == explain.stages.tasks.EMBEDDED_MODEL
+        and lookup["gguf_file_used"] == explain.stages.tasks.EMBEDDED_GGUF
+    )
     assert "no model given" in lookup["default_reason"] and lookup["default_model"] == "HuggingFaceTB/SmolLM3-3B"
-    gguf_files = [e.data for e in trace.filter("config", "file") if e.data["filename"] == explain.stages.tasks.EMBEDDED_GGUF]
-    assert gguf_files and all(f["cache"] == "hit" and f["commit"] == explain.stages.tasks.EMBEDDED_REVISION for f in gguf_files)
+    gguf_files = [
+        e.data for e in trace.filter("config", "file") if e.data["filename"] == explain.stages.tasks.EMBEDDED_GGUF
+    ]
+    assert gguf_files and all(
+        f["cache"] == "hit" and f["commit"] == explain.stages.tasks.EMBEDDED_REVISION for f in gguf_files
+    )
     weights = trace.filter("weights", "load")[0].data
     ours = embedded_pipe.trace.filter("weights", "load")[0].data
     assert weights["format"] == "gguf" == ours["format"]
@@ -89,8 +100,7 @@ def test_seed_default_loads_the_embedded_gguf_through_transformers(tf_embedded, 
         assert tokenizer[key] == theirs[key], key
 
 
-PROMPTS = {"text": "Write a story about a cat",
-           "chat": [{"role": "user", "content": "What is the capital of France?"}]}
+PROMPTS = {"text": "Write a story about a cat", "chat": [{"role": "user", "content": "What is the capital of France?"}]}
 
 
 @pytest.mark.parametrize("name", list(PROMPTS))
@@ -107,28 +117,58 @@ def test_greedy_same_tokens_logits_and_output_on_both_backends(tf_embedded, embe
     for key in ("ids", "tokens", "offsets", "special", "text", "kind_of_input", "chat_template_text", "segments"):
         assert encode[1][key] == encode[0][key], key
     for one, other in zip(steps_of(embedded_pipe), steps_of(tf_embedded), strict=True):
-        assert (one["token_id"], one["rank"], one["position"], one["method"]) == \
-            (other["token_id"], other["rank"], other["position"], other["method"])
+        assert (one["token_id"], one["rank"], one["position"], one["method"]) == (
+            other["token_id"],
+            other["rank"],
+            other["position"],
+            other["method"],
+        )
         assert one["logits_top"]["ids"][:5] == other["logits_top"]["ids"][:5]
     decode = [p.trace.filter("decoding", "decode", p.trace.run)[0].data for p in (embedded_pipe, tf_embedded)]
     assert decode[1]["text"] == decode[0]["text"] and decode[1]["ids"] == decode[0]["ids"]
 
 
 def test_sampling_same_tokens_and_processor_records_on_both_backends(tf_embedded, embedded_pipe):
-    kwargs = dict(do_sample=True, temperature=0.9, top_k=20, top_p=0.85, repetition_penalty=1.3, max_new_tokens=16,
-                  min_new_tokens=4)
+    kwargs = dict(
+        do_sample=True,
+        temperature=0.9,
+        top_k=20,
+        top_p=0.85,
+        repetition_penalty=1.3,
+        max_new_tokens=16,
+        min_new_tokens=4,
+    )
     torch.manual_seed(1234)
     ours = embedded_pipe("Write a story about a cat", **kwargs)
     torch.manual_seed(1234)
     theirs = tf_embedded("Write a story about a cat", **kwargs)
     assert theirs == ours
     settings = [p.trace.filter("generation", "settings", p.trace.run)[0].data for p in (embedded_pipe, tf_embedded)]
-    assert [(p["name"], p["class"], p["args"]) for p in settings[1]["processors"]] == \
-        [(p["name"], p["class"], p["args"]) for p in settings[0]["processors"]]
-    assert [p["name"] for p in settings[1]["processors"]] == ["repetition_penalty", "min_length", "min_new_tokens",
-                                                              "temperature", "top_k", "top_p"]
-    for key in ("max_length", "min_length", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
-                "max_new_tokens", "min_new_tokens", "eos_token_id", "pad_token_id", "max_new_tokens_effective"):
+    assert [(p["name"], p["class"], p["args"]) for p in settings[1]["processors"]] == [
+        (p["name"], p["class"], p["args"]) for p in settings[0]["processors"]
+    ]
+    assert [p["name"] for p in settings[1]["processors"]] == [
+        "repetition_penalty",
+        "min_length",
+        "min_new_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+    ]
+    for key in (
+        "max_length",
+        "min_length",
+        "do_sample",
+        "temperature",
+        "top_k",
+        "top_p",
+        "repetition_penalty",
+        "max_new_tokens",
+        "min_new_tokens",
+        "eos_token_id",
+        "pad_token_id",
+        "max_new_tokens_effective",
+    ):
         assert settings[1]["settings"][key] == settings[0]["settings"][key], key
     for one, other in zip(steps_of(embedded_pipe), steps_of(tf_embedded), strict=True):
         assert one["token_id"] == other["token_id"] and other["method"] == "sample"
@@ -139,8 +179,17 @@ def test_sampling_same_tokens_and_processor_records_on_both_backends(tf_embedded
 def test_per_step_numbers_equal_generates_own_outputs(tf_embedded):
     """The same call asks generate() for its logits and scores: the trace holds exactly those numbers."""
     torch.manual_seed(5)
-    output = tf_embedded("Once upon a time", do_sample=True, temperature=0.7, top_k=30, max_new_tokens=12,
-                         return_dict_in_generate=True, output_logits=True, output_scores=True, keep_logits=True)
+    output = tf_embedded(
+        "Once upon a time",
+        do_sample=True,
+        temperature=0.7,
+        top_k=30,
+        max_new_tokens=12,
+        return_dict_in_generate=True,
+        output_logits=True,
+        output_scores=True,
+        keep_logits=True,
+    )
     logits, scores = torch.tensor(output[0]["logits"]), torch.tensor(output[0]["scores"])  # (steps, vocab)
     steps, generation = steps_of(tf_embedded), tf_embedded.last_generation
     assert len(steps) == len(logits) == len(scores) == 12
@@ -171,14 +220,25 @@ def test_step_through_on_the_real_generate_equals_a_call(tf_embedded):
     drop = {"forward_time"}
     for a, b in zip(call, stepped, strict=True):
         assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
-    assert [e.kind for e in tf_embedded.trace.filter(run=tf_embedded.trace.run)] == \
-        ["encode", "settings", "prefill"] + ["step"] * 10 + ["end", "decode"]
+    assert [e.kind for e in tf_embedded.trace.filter(run=tf_embedded.trace.run)] == [
+        "encode",
+        "settings",
+        "prefill",
+    ] + ["step"] * 10 + ["end", "decode"]
 
 
 # -- a tiny Llama written by transformers, through both backends ---------------------------------------------------
 
-@pytest.mark.parametrize("knobs", [dict(min_p=0.05, temperature=1.3), dict(top_p=0.8, repetition_penalty=1.5),
-                                   dict(top_k=0, min_new_tokens=3, temperature=0.6)], ids=["min_p", "top_p", "min_new"])
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        dict(min_p=0.05, temperature=1.3),
+        dict(top_p=0.8, repetition_penalty=1.5),
+        dict(top_k=0, min_new_tokens=3, temperature=0.6),
+    ],
+    ids=["min_p", "top_p", "min_new"],
+)
 def test_processor_records_equal_on_a_tiny_llama(tf_tiny, tiny_llama, knobs):
     """Every processor explain implements, named, parametrised and counted the same from either backend."""
     ours = explain.pipeline("text-generation", model=tiny_llama.folder)
@@ -188,8 +248,9 @@ def test_processor_records_equal_on_a_tiny_llama(tf_tiny, tiny_llama, knobs):
     torch.manual_seed(3)
     assert tf_tiny("Hello", **kwargs) == expected
     settings = [p.trace.filter("generation", "settings")[-1].data["processors"] for p in (ours, tf_tiny)]
-    assert [(p["name"], p["class"], p["title"], p["args"]) for p in settings[1]] == \
-        [(p["name"], p["class"], p["title"], p["args"]) for p in settings[0]]
+    assert [(p["name"], p["class"], p["title"], p["args"]) for p in settings[1]] == [
+        (p["name"], p["class"], p["title"], p["args"]) for p in settings[0]
+    ]
     for a, b in zip(steps_of(ours), steps_of(tf_tiny), strict=True):
         assert a["token_id"] == b["token_id"]
         same_records(b["processors"], a["processors"])
@@ -201,6 +262,7 @@ def test_trace_top_all_keeps_the_same_rows_on_both_backends(tf_tiny, tiny_llama)
     """trace_top="all": the top 20 as usual, and the whole rows (logits, after each processor, probabilities) in
     the same keys, the logits row bit for bit the raw logits generate() produced."""
     from explain.generation.rows import decode_row
+
     ours = explain.pipeline("text-generation", model=tiny_llama.folder)
     kwargs = dict(do_sample=True, top_k=5, temperature=0.8, max_new_tokens=2, trace_top="all", keep_logits=True)
     with pytest.warns(UserWarning, match="whole rows"):
@@ -266,9 +328,11 @@ def test_what_if_and_set_settings_take_every_registry_knob(tf_tiny, tiny_llama):
         generation.set_settings(no_repeat_ngram_size=1)
         generation.step()
     records = [g.steps[-1]["processors"] for g in runs]
-    assert [(r["name"], r["title"], r["args"]) for r in records[1]] == \
-        [(r["name"], r["title"], r["args"]) for r in records[0]] == [("no_repeat_ngram_size", "no repeated n-grams",
-                                                                       {"ngram_size": 1})]
+    assert (
+        [(r["name"], r["title"], r["args"]) for r in records[1]]
+        == [(r["name"], r["title"], r["args"]) for r in records[0]]
+        == [("no_repeat_ngram_size", "no repeated n-grams", {"ngram_size": 1})]
+    )
     same_records(records[1], records[0])
 
 
@@ -277,10 +341,20 @@ def test_every_declared_kind_from_the_transformers_backend(tiny_llama, tmp_path)
     is emitted and fits (the checker also runs on every emit in tests), each call's events carry its own run, a
     forced branch stays in its run, a run ends once, and the saved trace loads checked and equal."""
     from explain import events
+
     pipe = explain.pipeline("text-generation", model=tiny_llama.folder, backend="transformers")
     pipe("The capital of France is", max_new_tokens=3, do_sample=False)
-    pipe([{"role": "user", "content": "Hi"}], max_new_tokens=3, do_sample=True, temperature=0.7, top_k=5,
-         top_p=0.9, repetition_penalty=1.2, min_p=0.05, min_new_tokens=2)
+    pipe(
+        [{"role": "user", "content": "Hi"}],
+        max_new_tokens=3,
+        do_sample=True,
+        temperature=0.7,
+        top_k=5,
+        top_p=0.9,
+        repetition_penalty=1.2,
+        min_p=0.05,
+        min_new_tokens=2,
+    )
     reserved = pipe.trace.new_run()
     generation = pipe.start("Once upon a time", run=reserved, max_new_tokens=4, keep_logits=True)
     assert generation.run_id == reserved
@@ -298,9 +372,11 @@ def test_every_declared_kind_from_the_transformers_backend(tiny_llama, tmp_path)
     # test_transformers_quantization.py and test_transformers_models.py), not in this run; the kinds only explain
     # emits say so in their declaration (events/kinds.py: EXPLAIN_ONLY)
     explain_only = {("weights", "quantize"), ("weights", "adapter"), ("generation", "compare")} | {
-        key for key, kind in events.KINDS.items() if "transformers" not in kind.backends}
-    assert emitted == set(events.KINDS) - explain_only, \
+        key for key, kind in events.KINDS.items() if "transformers" not in kind.backends
+    }
+    assert emitted == set(events.KINDS) - explain_only, (
         f"declared but never emitted: {set(events.KINDS) - explain_only - emitted}"
+    )
     assert pipe.trace.runs() == [0, 1, 2, reserved, reserved + 1]
     assert {e.data["branch"] for e in pipe.trace.filter("generation", "step", reserved)} == {0, branch.branch}
     assert all(e.run == reserved for e in pipe.trace.events if e.kind in ("force", "inspect"))
@@ -315,8 +391,10 @@ def test_a_list_of_prompts_is_one_run_each(tf_tiny):
     """A list of prompts (or of chats) is one traced run per prompt, with what transformers returns for the list."""
     plain = transformers.TextGenerationPipeline(model=tf_tiny.model, tokenizer=tf_tiny.tokenizer)
     before = tf_tiny.trace.run
-    for prompts, kind in ((["Hello", "Once upon"], "text"),
-                          ([[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Bye"}]], "chat")):
+    for prompts, kind in (
+        (["Hello", "Once upon"], "text"),
+        ([[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Bye"}]], "chat"),
+    ):
         assert tf_tiny(prompts, max_new_tokens=3, do_sample=False) == plain(prompts, max_new_tokens=3, do_sample=False)
         kinds = [e.data["kind_of_input"] for e in tf_tiny.trace.filter("tokenization", "encode") if e.run > before]
         assert kinds == [kind, kind] and tf_tiny.trace.run == before + 2
@@ -325,6 +403,7 @@ def test_a_list_of_prompts_is_one_run_each(tf_tiny):
 
 
 # -- step-through, what-if, force, on a tiny model ----------------------------------------------------------------
+
 
 def test_a_second_call_while_one_is_traced_is_refused(tf_tiny):
     """The transformers backend traces one generate() at a time per model (README): a second call that starts while
@@ -338,7 +417,7 @@ def test_a_second_call_while_one_is_traced_is_refused(tf_tiny):
         pass
 
     with observing(model, Recorder()):
-        with pytest.raises(UnsupportedError, match="one call at a time per model.*backend=\"explain\""):
+        with pytest.raises(UnsupportedError, match='one call at a time per model.*backend="explain"'):
             with observing(model, Recorder()):
                 pass
         assert "_get_logits_processor" in vars(model)
@@ -361,8 +440,9 @@ def test_what_if_and_force_drive_the_real_model(tf_tiny):
     branch.run()
     model = tf_tiny.model
     with torch.inference_mode():  # the branch continues exactly as generate() would from its ids
-        expected = model.generate(branch.input_ids[:, : branch.steps[1]["position"] + 1], max_new_tokens=4,
-                                  do_sample=False)
+        expected = model.generate(
+            branch.input_ids[:, : branch.steps[1]["position"] + 1], max_new_tokens=4, do_sample=False
+        )
     assert branch.input_ids[0].tolist() == expected[0].tolist()
     assert generation.input_ids.shape[1] == generation.prompt_length + 3  # the original is untouched
     state = DashboardState.from_trace(tf_tiny.trace, tf_tiny.trace.run)
@@ -380,8 +460,9 @@ def test_step_through_widget_on_the_transformers_backend(tf_tiny):
         st.do_sample.value, st.temperature.value, st.top_k.value = True, 0.5, 5
         st.what_if_button.click()
         assert st.dashboard.what_if["kept"] <= 5 and st.generation.settings["top_k"] == 5
-        st.force_choice.value = next(i for i in st.generation.steps[1]["probs_top"]["ids"]
-                                     if i != st.generation.steps[1]["token_id"])
+        st.force_choice.value = next(
+            i for i in st.generation.steps[1]["probs_top"]["ids"] if i != st.generation.steps[1]["token_id"]
+        )
         st.force_button.click()
         assert st.generation.branch != 0 and len(st.dashboard.state.branches) == 2
         st.end_button.click()
@@ -406,9 +487,17 @@ def test_dashboard_names_the_backend_and_the_code_that_ran(tf_tiny, embedded_pip
 
 
 def test_import_explain_and_the_explain_backend_never_import_transformers(provisioned):
-    code = ("import sys, explain; pipe = explain.pipeline('text-generation'); pipe('Hi', max_new_tokens=2, "
-            "do_sample=False); print('transformers' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO)
+    code = (
+        "import sys, explain; pipe = explain.pipeline('text-generation'); pipe('Hi', max_new_tokens=2, "
+        "do_sample=False); print('transformers' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "False"

@@ -30,8 +30,11 @@ from explain.trace import Trace  # noqa: E402
 PROMPT = "Once upon a time"
 LINEARS = 14  # 2 layers x (q, k, v, o, gate, up, down); lm_head is left in float by transformers
 # the inner tensors each quantized class stores, by their own attribute names (not through __tensor_flatten__)
-INNER = {"Int8Tensor": ("qdata", "scale", "zero_point"), "Int4OpaqueTensor": ("qdata", "scale_and_zero"),
-         "WeightQBytesTensor": ("_data", "_scale")}
+INNER = {
+    "Int8Tensor": ("qdata", "scale", "zero_point"),
+    "Int4OpaqueTensor": ("qdata", "scale_and_zero"),
+    "WeightQBytesTensor": ("_data", "_scale"),
+}
 
 
 def _configs():
@@ -39,19 +42,35 @@ def _configs():
     pytest.importorskip("optimum.quanto")
     from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
     from torchao.quantization import Int8WeightOnlyConfig
-    return {"torchao int8": (transformers.TorchAoConfig(Int8WeightOnlyConfig()), torch.float32, "Int8Tensor"),
-            # torchao 0.18's int4 for a CPU: Int4OpaqueTensor, torch's _weight_int4pack_mm_for_cpu (bfloat16)
-            "torchao int4": (transformers.TorchAoConfig(PrototypeInt4WeightOnlyConfig(group_size=32)), torch.bfloat16,
-                             "Int4OpaqueTensor"),
-            "quanto int8": (transformers.QuantoConfig(weights="int8"), torch.float32, "WeightQBytesTensor")}
+
+    return {
+        "torchao int8": (transformers.TorchAoConfig(Int8WeightOnlyConfig()), torch.float32, "Int8Tensor"),
+        # torchao 0.18's int4 for a CPU: Int4OpaqueTensor, torch's _weight_int4pack_mm_for_cpu (bfloat16)
+        "torchao int4": (
+            transformers.TorchAoConfig(PrototypeInt4WeightOnlyConfig(group_size=32)),
+            torch.bfloat16,
+            "Int4OpaqueTensor",
+        ),
+        "quanto int8": (transformers.QuantoConfig(weights="int8"), torch.float32, "WeightQBytesTensor"),
+    }
 
 
 @pytest.fixture(scope="module")
 def quantized(tiny_llama):
     """name -> (the transformers-backend pipeline, its tensor class), each loaded once."""
-    return {name: (explain.pipeline("text-generation", model=tiny_llama.folder, backend="transformers", dtype=dtype,
-                                    model_kwargs={"quantization_config": config}), kind)
-            for name, (config, dtype, kind) in _configs().items()}
+    return {
+        name: (
+            explain.pipeline(
+                "text-generation",
+                model=tiny_llama.folder,
+                backend="transformers",
+                dtype=dtype,
+                model_kwargs={"quantization_config": config},
+            ),
+            kind,
+        )
+        for name, (config, dtype, kind) in _configs().items()
+    }
 
 
 def independent_bytes(model) -> tuple[int, int]:
@@ -59,8 +78,12 @@ def independent_bytes(model) -> tuple[int, int]:
     counted by the classes' own attribute names; tied tensors once. Non-persistent buffers (rotary inv_freq) are
     computed, not weights: left out, as the explain backend's event leaves them out."""
     quantized, plain, seen = 0, 0, set()
-    persistent = [buffer for module in model.modules() for name, buffer in module.named_buffers(recurse=False)
-                  if name not in module._non_persistent_buffers_set]
+    persistent = [
+        buffer
+        for module in model.modules()
+        for name, buffer in module.named_buffers(recurse=False)
+        if name not in module._non_persistent_buffers_set
+    ]
     for tensor in list(model.parameters()) + persistent:
         if id(tensor) in seen:
             continue
@@ -89,8 +112,9 @@ def test_quantize_event_is_measured(quantized, tiny_llama, name):
     assert data["total_after"] == quantized_bytes + plain_bytes == sum(data["bytes_after"].values())
     inner = sum(v for k, v in data["bytes_after"].items() if not k.startswith(("float32", "bfloat16")))
     assert inner == quantized_bytes
-    linear_parameters = sum(m.weight.numel() for n, m in pipe.model.named_modules()
-                            if isinstance(m, torch.nn.Linear) and n != "lm_head")
+    linear_parameters = sum(
+        m.weight.numel() for n, m in pipe.model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"
+    )
     bits = 8 * quantized_bytes / linear_parameters
     assert (8 <= bits < 10) if "int8" in name else (4 <= bits < 6)  # integers plus their scales (and zeros)
     # bytes_before: what model.safetensors holds, read independently
@@ -100,10 +124,16 @@ def test_quantize_event_is_measured(quantized, tiny_llama, name):
     assert data["parameters"] == sum(t.numel() for t in stored.values())
     assert data["ratio_to_float32"] == data["total_after"] / (4 * data["parameters"])
     # the weights and placement events count the same bytes (explain.compare reads placement's)
-    computed = sum(buffer.nbytes for module in pipe.model.modules() for name, buffer in
-                   module.named_buffers(recurse=False) if name in module._non_persistent_buffers_set)
+    computed = sum(
+        buffer.nbytes
+        for module in pipe.model.modules()
+        for name, buffer in module.named_buffers(recurse=False)
+        if name in module._non_persistent_buffers_set
+    )
     assert pipe.trace.last("weights", "load").data["bytes"] == data["total_after"] + computed
-    assert sum(pipe.trace.last("placement", "place").data["bytes_per_device"].values()) == data["total_after"] + computed
+    assert (
+        sum(pipe.trace.last("placement", "place").data["bytes_per_device"].values()) == data["total_after"] + computed
+    )
 
 
 def test_tied_output_head_is_named(tiny_llama, tmp_path):
@@ -113,8 +143,12 @@ def test_tied_output_head_is_named(tiny_llama, tmp_path):
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
     tiny_llama.tokenizer.save(tmp_path)
-    pipe = explain.pipeline("text-generation", model=str(tmp_path), backend="transformers",
-                            model_kwargs={"quantization_config": transformers.QuantoConfig(weights="int8")})
+    pipe = explain.pipeline(
+        "text-generation",
+        model=str(tmp_path),
+        backend="transformers",
+        model_kwargs={"quantization_config": transformers.QuantoConfig(weights="int8")},
+    )
     data = pipe.trace.last("weights", "quantize").data
     assert list(data["left_in_float"]) == ["lm_head.weight"]
     assert data["left_in_float"]["lm_head.weight"].startswith("tied to model.embed_tokens.weight: ")
@@ -132,8 +166,9 @@ def test_a_checkpoint_saved_quantized(quantized, tiny_llama, tmp_path):
     stored = safetensors.torch.load_file(os.path.join(tmp_path, "model.safetensors"))
     by_dtype = {}
     for tensor in stored.values():
-        by_dtype[str(tensor.dtype).removeprefix("torch.")] = by_dtype.get(str(tensor.dtype).removeprefix("torch."),
-                                                                          0) + tensor.nbytes
+        by_dtype[str(tensor.dtype).removeprefix("torch.")] = (
+            by_dtype.get(str(tensor.dtype).removeprefix("torch."), 0) + tensor.nbytes
+        )
     assert data["bytes_before"] == by_dtype and "int8" in by_dtype
     assert data["total_after"] == first["total_after"] and data["modules"] == first["modules"]
     assert data["conversions"][0]["from"] == "stored in parts"
@@ -164,12 +199,15 @@ def test_compare_across_backends(quantized, tiny_llama):
     assert forward.labels[1].startswith("transformers torchao (TorchAoConfig(Int8WeightOnlyConfig)")
     sizes = forward.summary["weight_bytes"]
     assert sizes[1] == sum(int8.trace.last("placement", "place").data["bytes_per_device"].values()) < sizes[0]
-    assert int8.trace.last("generation", "compare").data["summary"]["mean_kl"] == forward.summary["mean_kl"]  # B's trace
+    assert (
+        int8.trace.last("generation", "compare").data["summary"]["mean_kl"] == forward.summary["mean_kl"]
+    )  # B's trace
 
 
 def test_views_of_quantized_transformers_pipes(quantized, tmp_path):
     from explain.utils.units import size_text
     from explain.widgets import CompareView, QuantizationView
+
     pipe, _ = quantized["torchao int4"]
     data = pipe.trace.last("weights", "quantize").data
     for source in (pipe, Trace.load(pipe.trace.save(tmp_path / "int4.json"))):
@@ -212,15 +250,33 @@ def test_adapter_event_equals_the_explain_backends(tiny_llama, lora):
     theirs = explain.pipeline("text-generation", model=folder, backend="transformers")
     a, b = ours.trace.last("weights", "adapter").data, theirs.trace.last("weights", "adapter").data
     assert b["path"] == folder and "transformers' PeftAdapterMixin.load_adapter" in b["applied_with"]
-    for key in ("r", "lora_alpha", "use_rslora", "target_modules", "layers", "adapter_parameters", "base_parameters",
-                "adapter_bytes", "base_model_name_or_path", "merged"):
+    for key in (
+        "r",
+        "lora_alpha",
+        "use_rslora",
+        "target_modules",
+        "layers",
+        "adapter_parameters",
+        "base_parameters",
+        "adapter_bytes",
+        "base_model_name_or_path",
+        "merged",
+    ):
         assert a[key] == b[key], key
     modules_a, modules_b = ({m["module"]: m for m in data["modules"]} for data in (a, b))
     assert set(modules_a) == set(modules_b) and len(modules_a) == 6
     for name, module in modules_a.items():
         other = modules_b[name]
-        for key in ("rank", "scaling", "in_features", "out_features", "parameters", "bytes", "base_parameters",
-                    "base_layer"):
+        for key in (
+            "rank",
+            "scaling",
+            "in_features",
+            "out_features",
+            "parameters",
+            "bytes",
+            "base_parameters",
+            "base_layer",
+        ):
             assert module[key] == other[key], (name, key)
         for key in ("delta_norm", "weight_norm", "relative_change"):
             assert module[key] == pytest.approx(other[key], rel=1e-6), (name, key)
@@ -232,6 +288,7 @@ def test_adapter_event_equals_the_explain_backends(tiny_llama, lora):
 
 def test_adapter_view_of_a_peft_model(lora, tiny_llama, tmp_path):
     from explain.widgets import AdapterView
+
     _, peft_model = lora
     tpipe = transformers.pipeline("text-generation", model=peft_model, tokenizer=tiny_llama.folder)
     attached = explain.attach(tpipe)
@@ -251,8 +308,12 @@ def test_bitsandbytes_without_a_gpu_is_refused_clearly(tiny_llama):
         pytest.skip("a GPU is here: bitsandbytes may run")
     config = transformers.BitsAndBytesConfig(load_in_4bit=True)
     with pytest.raises(UnsupportedError) as error:
-        explain.pipeline("text-generation", model=tiny_llama.folder, backend="transformers",
-                         model_kwargs={"quantization_config": config})
+        explain.pipeline(
+            "text-generation",
+            model=tiny_llama.folder,
+            backend="transformers",
+            model_kwargs={"quantization_config": config},
+        )
     message = str(error.value)
     assert "BitsAndBytesConfig" in message and "bitsandbytes" in message
     assert "TorchAoConfig" in message and "QuantoConfig" in message  # what runs on a CPU
@@ -260,10 +321,15 @@ def test_bitsandbytes_without_a_gpu_is_refused_clearly(tiny_llama):
 
 def test_quantization_config_with_a_gguf_file_is_refused(tiny_gguf):
     from torchao.quantization import Int8WeightOnlyConfig
+
     with pytest.raises(UnsupportedError, match=r"cannot quantize a model it loads from a GGUF file.*save_pretrained"):
-        explain.pipeline("text-generation", model=os.path.dirname(tiny_gguf), gguf_file=os.path.basename(tiny_gguf),
-                         backend="transformers",
-                         model_kwargs={"quantization_config": transformers.TorchAoConfig(Int8WeightOnlyConfig())})
+        explain.pipeline(
+            "text-generation",
+            model=os.path.dirname(tiny_gguf),
+            gguf_file=os.path.basename(tiny_gguf),
+            backend="transformers",
+            model_kwargs={"quantization_config": transformers.TorchAoConfig(Int8WeightOnlyConfig())},
+        )
 
 
 def test_explain_options_still_name_the_transformers_way(tiny_llama):

@@ -16,14 +16,39 @@ EVIL = "<img src=x onerror=alert(1)>"
 
 
 def comparison(first=True) -> Comparison:
-    steps = [{"step": i, "token_a": i, "text_a": EVIL if i == 1 else f"a{i}", "top1_a": i, "top1_b": i + (i == 2),
-              "text_b": f"b{i}", "agree": i != 2, "kl": 0.01 * i, "p_a": 0.5, "p_b": 0.4} for i in range(4)]
-    return Comparison(prompt=EVIL, labels=["float32", f"gguf {EVIL}"], steps=steps,
-                      texts=[f"same {EVIL} then A", f"same {EVIL} then B"], ids=[[0, 1, 2, 3], [0, 1, 9, 3]],
-                      first_divergence={"step": 2, "character": 5 + len(EVIL) + 6, "token_a": 2, "token_b": 9}
-                      if first else None,
-                      summary={"agreement": 0.75, "agreeing_steps": 3, "steps": 4, "mean_kl": 0.015, "max_kl": 0.03,
-                               "max_kl_step": 3, "weight_bytes": [400, 100], "decode_tokens_per_s": [10.0, 25.0]})
+    steps = [
+        {
+            "step": i,
+            "token_a": i,
+            "text_a": EVIL if i == 1 else f"a{i}",
+            "top1_a": i,
+            "top1_b": i + (i == 2),
+            "text_b": f"b{i}",
+            "agree": i != 2,
+            "kl": 0.01 * i,
+            "p_a": 0.5,
+            "p_b": 0.4,
+        }
+        for i in range(4)
+    ]
+    return Comparison(
+        prompt=EVIL,
+        labels=["float32", f"gguf {EVIL}"],
+        steps=steps,
+        texts=[f"same {EVIL} then A", f"same {EVIL} then B"],
+        ids=[[0, 1, 2, 3], [0, 1, 9, 3]],
+        first_divergence={"step": 2, "character": 5 + len(EVIL) + 6, "token_a": 2, "token_b": 9} if first else None,
+        summary={
+            "agreement": 0.75,
+            "agreeing_steps": 3,
+            "steps": 4,
+            "mean_kl": 0.015,
+            "max_kl": 0.03,
+            "max_kl_step": 3,
+            "weight_bytes": [400, 100],
+            "decode_tokens_per_s": [10.0, 25.0],
+        },
+    )
 
 
 def test_compare_view_draws_the_steps_and_escapes_text():
@@ -45,6 +70,7 @@ def test_compare_view_of_identical_texts():
 
 def escape_of(text: str) -> str:
     from html import escape
+
     return escape(text, quote=True)
 
 
@@ -64,9 +90,12 @@ def test_adapter_view(tiny_llama, tmp_path):
     import copy
 
     import torch
+
     torch.manual_seed(0)
-    peft.get_peft_model(copy.deepcopy(tiny_llama.model), peft.LoraConfig(
-        r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(tmp_path)
+    peft.get_peft_model(
+        copy.deepcopy(tiny_llama.model),
+        peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False),
+    ).save_pretrained(tmp_path)
     pipe = explain.pipeline("text-generation", model=tiny_llama.folder, adapter=str(tmp_path))
     view = AdapterView(pipe)
     (bar,) = view.figure.data

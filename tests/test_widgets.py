@@ -38,8 +38,10 @@ def pipe(embedded_pipe):
 
 
 def test_core_imports_no_widget_library():
-    code = ("import sys, explain; p = explain.pipeline; import explain.generation, explain.console; "
-            "print(sorted(m for m in ('ipywidgets', 'plotly', 'anywidget', 'IPython') if m in sys.modules))")
+    code = (
+        "import sys, explain; p = explain.pipeline; import explain.generation, explain.console; "
+        "print(sorted(m for m in ('ipywidgets', 'plotly', 'anywidget', 'IPython') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -97,8 +99,13 @@ def live(pipe):
     original = dashboard._on_events
     dashboard.sink.on_flush = lambda events: (flushes.append(len(events)), original(events))
     torch.manual_seed(3)
-    output = pipe([{"role": "user", "content": "Write a story about a cat"}], max_new_tokens=30, do_sample=True,
-                  temperature=0.8, top_k=40)
+    output = pipe(
+        [{"role": "user", "content": "Write a story about a cat"}],
+        max_new_tokens=30,
+        do_sample=True,
+        temperature=0.8,
+        top_k=40,
+    )
     yield dashboard, output, flushes, pipe.last_generation, pipe.trace.run
     dashboard.close()
 
@@ -113,7 +120,7 @@ def test_live_dashboard_shows_what_the_trace_recorded(live, pipe):
     assert state.text() == output[0]["generated_text"][-1]["content"]
     chips = dashboard.prompt.tokens
     encode = pipe.trace.last("tokenization", "encode").data
-    assert [c[1] for c in chips] == encode["ids"] == generation.input_ids[0, :generation.prompt_length].tolist()
+    assert [c[1] for c in chips] == encode["ids"] == generation.input_ids[0, : generation.prompt_length].tolist()
     assert {c[5] for c in chips if c[5]} == {"user", "generation prompt"}  # chat-template roles marked
     assert any(c[4] for c in chips)  # special tokens marked (<|im_start|>, <|im_end|>)
     rows = {r["stage"]: r for r in state.stage_rows()}
@@ -227,8 +234,9 @@ def test_step_through_knobs_what_if_and_force(pipe):
         assert result == st.generation.what_if(1, **st.knobs())  # the same numbers as the API
         assert st.generation.settings["top_k"] == 5  # the knobs also apply to the next steps
         original = list(st.generation.input_ids[0].tolist())
-        runner_up = next(i for i in st.generation.steps[1]["probs_top"]["ids"]
-                         if i != st.generation.steps[1]["token_id"])
+        runner_up = next(
+            i for i in st.generation.steps[1]["probs_top"]["ids"] if i != st.generation.steps[1]["token_id"]
+        )
         st.force_choice.value = runner_up
         st.force_button.click()
         branch = st.generation
@@ -248,18 +256,32 @@ def test_step_through_knob_widgets_come_from_the_registry(pipe):
 
     from explain.generation.settings import KNOBS
     from explain.widgets.controller import MORE_KNOBS
+
     st = StepThrough(pipe, "Once upon a time", max_new_tokens=6, do_sample=False)
     try:
         first_row = st.children[2].children
         assert [(type(w).__name__, w.description) for w in first_row] == [
-            ("Checkbox", "sample (do_sample)"), ("FloatSlider", "temperature"), ("IntSlider", "top-k"),
-            ("FloatSlider", "top-p"), ("FloatSlider", "repetition penalty")]
-        assert [(w.min, w.max, w.step) for w in first_row[1:]] == [(0.05, 2.0, 0.05), (0, 200, 1), (0.05, 1.0, 0.05),
-                                                                  (1.0, 2.0, 0.05)]
+            ("Checkbox", "sample (do_sample)"),
+            ("FloatSlider", "temperature"),
+            ("IntSlider", "top-k"),
+            ("FloatSlider", "top-p"),
+            ("FloatSlider", "repetition penalty"),
+        ]
+        assert [(w.min, w.max, w.step) for w in first_row[1:]] == [
+            (0.05, 2.0, 0.05),
+            (0, 200, 1),
+            (0.05, 1.0, 0.05),
+            (1.0, 2.0, 0.05),
+        ]
         assert st.temperature is first_row[1] and st.top_k.value == 50 and st.temperature.disabled  # greedy
         more = st.more_knobs.children[0].children
         assert set(MORE_KNOBS) == {n for n, k in KNOBS.items() if k.widget is not None} - {
-            "do_sample", "temperature", "top_k", "top_p", "repetition_penalty"}
+            "do_sample",
+            "temperature",
+            "top_k",
+            "top_p",
+            "repetition_penalty",
+        }
         assert len(more) == len(MORE_KNOBS) >= 8 and all(isinstance(w, widgets.Widget) for w in more)
         assert st.knobs()["min_p"] is None and st.knobs()["guidance_scale"] is None  # sliders at "off"
         st.run(2)
@@ -315,6 +337,7 @@ def test_widgets_work_with_ipywidgets_7(tmp_path, provisioned):
     ipywidgets 7 (pip install 'ipywidgets<8' over them)."""
     import os
     import site
+
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = str(venv / "bin" / "python")
@@ -322,18 +345,21 @@ def test_widgets_work_with_ipywidgets_7(tmp_path, provisioned):
     # environment (the README's command in a venv), torch and explain's dependencies are in that venv, not the base.
     # A .pth file adds the running interpreter's own site-packages (their .pth files processed too, as for any
     # site directory) after the new venv's, so its ipywidgets 7 still comes first.
-    inner = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True,
-                           text=True, check=True).stdout.strip()
+    inner = subprocess.run(
+        [python, "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     user = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []  # off inside a venv, as there
     outer = [path for path in site.getsitepackages() + user if os.path.isdir(path)]
     pth = "".join(f"import site; site.addsitedir({path!r})\n" for path in outer)
     pathlib.Path(inner, "outer_environment.pth").write_text(pth)
-    install = subprocess.run([python, "-m", "pip", "install", "-q", "ipywidgets>=7.6,<8"], capture_output=True,
-                             text=True)
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "ipywidgets>=7.6,<8"], capture_output=True, text=True
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}  # this checkout's explain
-    run = subprocess.run([python, "-c", IPYWIDGETS_7], capture_output=True, text=True, env=env, cwd=tmp_path,
-                         timeout=300)
+    run = subprocess.run(
+        [python, "-c", IPYWIDGETS_7], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().startswith("ok 7.")
 
@@ -368,17 +394,24 @@ def test_the_chosen_token_is_in_every_panel_with_its_rank(pipe):
     outside = next(s for s in generation.steps if s["rank"] > CANDIDATES)
     caption = step_caption(outside)
     assert f"rank {outside['rank']} of the model's logits" in caption
-    assert f"rank {outside['processors'][-1]['token_rank']} after the processors" in caption or \
-        outside["processors"][-1]["token_rank"] == outside["rank"]
+    assert (
+        f"rank {outside['processors'][-1]['token_rank']} after the processors" in caption
+        or outside["processors"][-1]["token_rank"] == outside["rank"]
+    )
 
 
 def test_top_k_title_explains_ties():
-    assert processor_title({"name": "top_k", "args": {"top_k": 50}, "removed": 49099, "kept": 53}) == \
-        "top-k 50 (keeps 53: 3 more tie with the 50th score)"
-    assert processor_title({"name": "top_k", "args": {"top_k": 50}, "removed": 49102, "kept": 50}) == \
-        "top-k 50 (keeps 50)"
-    assert processor_title({"name": "temperature", "args": {"temperature": 0.8}, "removed": 0, "kept": 9}) == \
-        "temperature 0.8"
+    assert (
+        processor_title({"name": "top_k", "args": {"top_k": 50}, "removed": 49099, "kept": 53})
+        == "top-k 50 (keeps 53: 3 more tie with the 50th score)"
+    )
+    assert (
+        processor_title({"name": "top_k", "args": {"top_k": 50}, "removed": 49102, "kept": 50}) == "top-k 50 (keeps 50)"
+    )
+    assert (
+        processor_title({"name": "temperature", "args": {"temperature": 0.8}, "removed": 0, "kept": 9})
+        == "temperature 0.8"
+    )
     assert processor_title({"name": "x", "title": "my own title", "removed": 0}) == "my own title"
 
 
@@ -389,13 +422,25 @@ HOSTILE = ("<img src=x onerror=alert(1)>", "<svg onload=alert(2)>", "<script>ale
 def _hostile_trace(trace: Trace) -> Trace:
     """The trace of one run with markup in every numeric field a view shows (step, position, rank, prob, ids...)."""
     import copy
+
     events = [copy.deepcopy(e) for e in trace.events if e.run in (0, trace.run)]
     img, svg, script = HOSTILE
     for event in events:
         d = event.data
         if event.kind == "step":
-            d.update(step=script, position=img, rank=svg, prob=img, raw_prob=svg, entropy_bits=script, token_id=img,
-                     forward_time=svg, kv_cache={"length": script, "bytes": img}, stop_reason=svg, forward=img)
+            d.update(
+                step=script,
+                position=img,
+                rank=svg,
+                prob=img,
+                raw_prob=svg,
+                entropy_bits=script,
+                token_id=img,
+                forward_time=svg,
+                kv_cache={"length": script, "bytes": img},
+                stop_reason=svg,
+                forward=img,
+            )
             d["token_texts"] = {k: img for k in d.get("token_texts", {})}
             d["logits_top"]["values"] = [svg] * len(d["logits_top"]["values"])
             d["probs_top"]["ids"] = [script] * len(d["probs_top"]["ids"])
@@ -418,8 +463,12 @@ def test_a_hostile_trace_shows_as_text_everywhere(pipe):
     dashboard = Dashboard(trace)
     try:
         dashboard.select(1)
-        pages = {"static": summary_html(dashboard.state), "header": dashboard.header.value,
-                 "caption": dashboard.step_caption.value, "bundle": dashboard._repr_mimebundle_()["text/html"]}
+        pages = {
+            "static": summary_html(dashboard.state),
+            "header": dashboard.header.value,
+            "caption": dashboard.step_caption.value,
+            "bundle": dashboard._repr_mimebundle_()["text/html"],
+        }
         for name, html in pages.items():
             for markup in HOSTILE:
                 assert markup not in html, f"{name} renders {markup}"
@@ -627,6 +676,7 @@ def test_an_interrupt_is_one_line_in_ipython():
 def test_the_exported_page_is_drawn_by_the_same_views(pipe):
     """explain.export's values are the live dashboard's, view by view and step by step (one implementation)."""
     from explain.widgets.export import export_data
+
     torch.manual_seed(5)
     pipe("Once upon a time", max_new_tokens=6, do_sample=True, temperature=0.9)
     dashboard = Dashboard(pipe.trace)
@@ -635,10 +685,13 @@ def test_the_exported_page_is_drawn_by_the_same_views(pipe):
         assert [k["key"] for k in data["keys"]] == [f"{pipe.trace.run}:0"]
         assert [v["name"] for v in data["views"]] == [v.name for v in dashboard.views]
         page = data["pages"][f"{pipe.trace.run}:0"]
+
         def on_screen(name, values):  # the widget's traits, and whether it is shown
             part = dashboard.parts[name]
-            return {**{k: getattr(part, k) for k in values if k != "shown"},
-                    **({"shown": part.layout.display != "none"} if "shown" in values else {})}
+            return {
+                **{k: getattr(part, k) for k in values if k != "shown"},
+                **({"shown": part.layout.display != "none"} if "shown" in values else {}),
+            }
 
         for name, values in page["values"].items():
             assert values == on_screen(name, values), name
@@ -653,6 +706,7 @@ def test_the_exported_page_is_drawn_by_the_same_views(pipe):
 
 def test_export_writes_one_page_and_refuses_bad_paths(pipe, tmp_path):
     from explain.trace import TraceFileError
+
     pipe("Hello", max_new_tokens=3, do_sample=False)
     written = explain.export(pipe, tmp_path / "run.html")
     html = (tmp_path / "run.html").read_text()
@@ -678,6 +732,7 @@ def test_the_inside_view_shows_the_inspected_steps_of_the_run(pipe, tmp_path):
     the exported page carries it per step."""
     from explain.widgets import InsideView
     from explain.widgets.export import export_data
+
     pipe("Red, green and", max_new_tokens=3, do_sample=False, capture="inside")
     run = pipe.trace.run
     dashboard = Dashboard(pipe.trace)
@@ -702,6 +757,7 @@ def test_the_header_names_the_backend_and_model_code_from_the_trace_meta(pipe):
     """The header says which backend ran and links the model file (the trace's meta), live and in the exported page;
     a hostile meta shows as text."""
     from explain.widgets.export import export_data
+
     pipe("Hi", max_new_tokens=1, do_sample=False)
     dashboard = Dashboard(pipe.trace)
     try:

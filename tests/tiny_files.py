@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 HIDDEN, HEADS, KV_HEADS, FEED_FORWARD, CONTEXT = 8, 2, 1, 16, 64
 
 
 def byte_tokens() -> list[str]:
     from explain.stages.tokenizer import bytes_to_unicode
+
     return list(bytes_to_unicode().values())
 
 
@@ -51,13 +54,20 @@ def write_tiny_gguf(path, chat_template: str | None = CHAT_TEMPLATE, seed: int =
     if chat_template is not None:
         writer.add_chat_template(chat_template)
     head_dim = HIDDEN // HEADS
-    tensors = {"token_embd.weight": weight(vocab, HIDDEN), "blk.0.attn_norm.weight": np.ones(HIDDEN, np.float32),
-               "blk.0.attn_q.weight": weight(HIDDEN, HIDDEN), "blk.0.attn_k.weight": weight(KV_HEADS * head_dim, HIDDEN),
-               "blk.0.attn_v.weight": weight(KV_HEADS * head_dim, HIDDEN),
-               "blk.0.attn_output.weight": weight(HIDDEN, HIDDEN), "blk.0.ffn_norm.weight": np.ones(HIDDEN, np.float32),
-               "blk.0.ffn_gate.weight": weight(FEED_FORWARD, HIDDEN), "blk.0.ffn_up.weight": weight(FEED_FORWARD, HIDDEN),
-               "blk.0.ffn_down.weight": weight(HIDDEN, FEED_FORWARD), "output_norm.weight": np.ones(HIDDEN, np.float32),
-               "output.weight": weight(vocab, HIDDEN)}
+    tensors = {
+        "token_embd.weight": weight(vocab, HIDDEN),
+        "blk.0.attn_norm.weight": np.ones(HIDDEN, np.float32),
+        "blk.0.attn_q.weight": weight(HIDDEN, HIDDEN),
+        "blk.0.attn_k.weight": weight(KV_HEADS * head_dim, HIDDEN),
+        "blk.0.attn_v.weight": weight(KV_HEADS * head_dim, HIDDEN),
+        "blk.0.attn_output.weight": weight(HIDDEN, HIDDEN),
+        "blk.0.ffn_norm.weight": np.ones(HIDDEN, np.float32),
+        "blk.0.ffn_gate.weight": weight(FEED_FORWARD, HIDDEN),
+        "blk.0.ffn_up.weight": weight(FEED_FORWARD, HIDDEN),
+        "blk.0.ffn_down.weight": weight(HIDDEN, FEED_FORWARD),
+        "output_norm.weight": np.ones(HIDDEN, np.float32),
+        "output.weight": weight(vocab, HIDDEN),
+    }
     for name, values in tensors.items():
         writer.add_tensor(name, values)
     writer.write_header_to_file()
@@ -75,8 +85,13 @@ def make_lora(model, folder, base: str | None = None, seed: int = 0, **options):
     import peft
     import torch
 
-    settings = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"],
-                "init_lora_weights": False, **options}
+    settings = {
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj", "v_proj", "down_proj"],
+        "init_lora_weights": False,
+        **options,
+    }
     torch.manual_seed(seed)
     peft_model = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(**settings)).eval()
     if base is not None:

@@ -29,7 +29,16 @@ from ..stages.config import read_json
 from ..trace import Trace
 from .lora import LoraLinear
 
-__all__ = ["load_adapter", "adapter_event", "delta_facts", "read_adapter", "check_fits", "Adapter", "LoraLinear", "LoraSettings"]
+__all__ = [
+    "load_adapter",
+    "adapter_event",
+    "delta_facts",
+    "read_adapter",
+    "check_fits",
+    "Adapter",
+    "LoraLinear",
+    "LoraSettings",
+]
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."  # peft's PeftModel wraps the base model twice (PeftModel.base_model.model)
@@ -38,6 +47,7 @@ PREFIX = "base_model.model."  # peft's PeftModel wraps the base model twice (Pef
 @dataclass
 class LoraSettings:
     """The adapter_config.json fields a LoRA layer uses (peft's LoraConfig names)."""
+
     r: int = 8
     lora_alpha: float = 8
     use_rslora: bool = False
@@ -62,33 +72,46 @@ def read_adapter(path) -> tuple[dict, LoraSettings, dict]:
     """(adapter_config.json as written, its LoRA settings, {module name: {"lora_A": tensor, "lora_B": tensor}})."""
     path = os.fspath(path)
     if not os.path.isdir(path):
-        raise ExplainError(f"adapter={path!r} is not a folder; a PEFT adapter is a folder holding {CONFIG_FILE} and "
-                           f"{WEIGHTS_FILE} (what peft's save_pretrained writes)")
+        raise ExplainError(
+            f"adapter={path!r} is not a folder; a PEFT adapter is a folder holding {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE} (what peft's save_pretrained writes)"
+        )
     config_path, weights_path = os.path.join(path, CONFIG_FILE), os.path.join(path, WEIGHTS_FILE)
     if not os.path.isfile(config_path):
-        raise ExplainError(f"the adapter folder {path} has no {CONFIG_FILE}; copy the whole folder peft's "
-                           "save_pretrained wrote")
+        raise ExplainError(
+            f"the adapter folder {path} has no {CONFIG_FILE}; copy the whole folder peft's save_pretrained wrote"
+        )
     config = read_json(config_path, "PEFT adapter config (adapter_config.json)")
     kind = str(config.get("peft_type", "")).upper()
     if kind != "LORA":
-        raise UnsupportedError(f"{config_path} is a {config.get('peft_type')!r} adapter; explain applies LoRA adapters "
-                               "(peft_type \"LORA\") only. Load it with peft and transformers instead")
-    refused = {"use_dora": "DoRA (use_dora: true) rescales each column of the weight",
-               "modules_to_save": "modules_to_save replaces whole layers",
-               "trainable_token_indices": "trainable tokens change embedding rows",
-               "lora_bias": "lora_bias adds a bias to lora_B"}
+        raise UnsupportedError(
+            f"{config_path} is a {config.get('peft_type')!r} adapter; explain applies LoRA adapters "
+            '(peft_type "LORA") only. Load it with peft and transformers instead'
+        )
+    refused = {
+        "use_dora": "DoRA (use_dora: true) rescales each column of the weight",
+        "modules_to_save": "modules_to_save replaces whole layers",
+        "trainable_token_indices": "trainable tokens change embedding rows",
+        "lora_bias": "lora_bias adds a bias to lora_B",
+    }
     for key, what in refused.items():
         if config.get(key):
-            raise UnsupportedError(f"{config_path}: {what}, which a plain LoRA layer does not do; explain applies "
-                                   f"plain LoRA adapters only (remove {key} or load it with peft and transformers)")
+            raise UnsupportedError(
+                f"{config_path}: {what}, which a plain LoRA layer does not do; explain applies "
+                f"plain LoRA adapters only (remove {key} or load it with peft and transformers)"
+            )
     if config.get("bias", "none") != "none":
-        raise UnsupportedError(f"{config_path}: bias={config['bias']!r} trains the base layers' biases too; explain "
-                               "applies plain LoRA adapters (bias \"none\") only")
+        raise UnsupportedError(
+            f"{config_path}: bias={config['bias']!r} trains the base layers' biases too; explain "
+            'applies plain LoRA adapters (bias "none") only'
+        )
     if not os.path.isfile(weights_path):
         other = [f for f in os.listdir(path) if f.startswith("adapter_model")]
         hint = f" (it holds {', '.join(other)}: explain reads safetensors only, never a pickle)" if other else ""
-        raise ExplainError(f"the adapter folder {path} has no {WEIGHTS_FILE}{hint}; save the adapter with peft's "
-                           "save_pretrained(folder) (safe_serialization is its default)")
+        raise ExplainError(
+            f"the adapter folder {path} has no {WEIGHTS_FILE}{hint}; save the adapter with peft's "
+            "save_pretrained(folder) (safe_serialization is its default)"
+        )
     settings = LoraSettings(**{k: config[k] for k in LoraSettings.__dataclass_fields__ if config.get(k) is not None})
     weights: dict[str, dict] = {}
     try:
@@ -97,16 +120,21 @@ def read_adapter(path) -> tuple[dict, LoraSettings, dict]:
                 name = key.removeprefix(PREFIX)
                 module_name, _, part = name.removesuffix(".weight").rpartition(".")
                 if part not in ("lora_A", "lora_B") or not name.endswith(".weight"):
-                    raise UnsupportedError(f"{weights_path} holds {key}, which is not a LoRA A or B matrix of a "
-                                           "linear layer; explain applies plain LoRA adapters to linear layers only")
+                    raise UnsupportedError(
+                        f"{weights_path} holds {key}, which is not a LoRA A or B matrix of a "
+                        "linear layer; explain applies plain LoRA adapters to linear layers only"
+                    )
                 weights.setdefault(module_name, {})[part] = f.get_tensor(key)
     except (safetensors.SafetensorError, OSError) as error:
-        raise CorruptFileError(f"{weights_path} is not a readable safetensors file ({error}); save the adapter "
-                               "again") from None
+        raise CorruptFileError(
+            f"{weights_path} is not a readable safetensors file ({error}); save the adapter again"
+        ) from None
     for module_name, pair in weights.items():
         if set(pair) != {"lora_A", "lora_B"}:
-            raise CorruptFileError(f"{weights_path} has {', '.join(pair)} but not both lora_A and lora_B for "
-                                   f"{module_name}; the file is incomplete: save the adapter again")
+            raise CorruptFileError(
+                f"{weights_path} has {', '.join(pair)} but not both lora_A and lora_B for "
+                f"{module_name}; the file is incomplete: save the adapter again"
+            )
     if not weights:
         raise CorruptFileError(f"{weights_path} holds no LoRA weights")
     return config, settings, weights
@@ -114,31 +142,39 @@ def read_adapter(path) -> tuple[dict, LoraSettings, dict]:
 
 def check_fits(model: nn.Module, weights: dict, settings: LoraSettings, path: str) -> None:
     """Every adapted module exists in `model` as a linear layer, and A and B have the shapes it needs."""
-    trained_on = (f" It was trained on {settings.base_model_name_or_path} (adapter_config.json "
-                  "base_model_name_or_path).") if settings.base_model_name_or_path else ""
+    trained_on = (
+        (f" It was trained on {settings.base_model_name_or_path} (adapter_config.json base_model_name_or_path).")
+        if settings.base_model_name_or_path
+        else ""
+    )
     for module_name, pair in weights.items():
         try:
             layer = model.get_submodule(module_name)
         except AttributeError:
-            raise ExplainError(f"the adapter {path} adapts {module_name}, which this model does not have: it was made "
-                               f"for another base model.{trained_on} Load the base model it was trained on") from None
+            raise ExplainError(
+                f"the adapter {path} adapts {module_name}, which this model does not have: it was made "
+                f"for another base model.{trained_on} Load the base model it was trained on"
+            ) from None
         if not hasattr(layer, "in_features") or not hasattr(layer, "out_features") or isinstance(layer, LoraLinear):
-            raise ExplainError(f"the adapter {path} adapts {module_name}, a {type(layer).__name__}; explain applies "
-                               "LoRA to linear layers only")
+            raise ExplainError(
+                f"the adapter {path} adapts {module_name}, a {type(layer).__name__}; explain applies "
+                "LoRA to linear layers only"
+            )
         a, b = pair["lora_A"], pair["lora_B"]
         expected_a, expected_b = (a.shape[0], layer.in_features), (layer.out_features, a.shape[0])
         if tuple(a.shape) != expected_a or tuple(b.shape) != expected_b:
-            raise ExplainError(f"the adapter {path} does not fit this model: {module_name}.lora_A is {list(a.shape)} "
-                               f"and lora_B {list(b.shape)}, but this model's {module_name} is {layer.in_features} -> "
-                               f"{layer.out_features}, which needs lora_A {list(expected_a)} and lora_B "
-                               f"{list(expected_b)}.{trained_on} An adapter fits only the base model it was trained on")
+            raise ExplainError(
+                f"the adapter {path} does not fit this model: {module_name}.lora_A is {list(a.shape)} "
+                f"and lora_B {list(b.shape)}, but this model's {module_name} is {layer.in_features} -> "
+                f"{layer.out_features}, which needs lora_A {list(expected_a)} and lora_B "
+                f"{list(expected_b)}.{trained_on} An adapter fits only the base model it was trained on"
+            )
 
 
 class Adapter:
     """An applied adapter: what it changes, and merge / unmerge (W <-> W + (alpha / r) B A)."""
 
-    def __init__(self, path: str, config: dict, settings: LoraSettings, layers: dict, applied_with: str,
-                 trace: Trace):
+    def __init__(self, path: str, config: dict, settings: LoraSettings, layers: dict, applied_with: str, trace: Trace):
         self.path, self.config, self.settings = path, config, settings
         self.name = os.path.basename(os.path.normpath(path))
         self.layers = layers  # module name -> the wrapping layer (peft's lora.Linear or explain's LoraLinear)
@@ -146,8 +182,10 @@ class Adapter:
         self.merged = False
 
     def __repr__(self):
-        return (f"explain.adapters.Adapter({self.name!r}, LoRA r={self.settings.r}, alpha={self.settings.lora_alpha}, "
-                f"{len(self.layers)} layers, {'merged' if self.merged else 'unmerged'}, {self.applied_with})")
+        return (
+            f"explain.adapters.Adapter({self.name!r}, LoRA r={self.settings.r}, alpha={self.settings.lora_alpha}, "
+            f"{len(self.layers)} layers, {'merged' if self.merged else 'unmerged'}, {self.applied_with})"
+        )
 
     def _quantized_base(self) -> list[str]:
         return [name for name, layer in self.layers.items() if not isinstance(_base(layer), nn.Linear)]
@@ -156,9 +194,11 @@ class Adapter:
         """Add (alpha / r) B A into each base weight: the same outputs (up to rounding), no extra products."""
         quantized = self._quantized_base()
         if quantized:
-            raise ExplainError(f"cannot merge into quantized layers ({quantized[0]}, ...): W + (alpha / r) B A would "
-                               "have to be quantized again, changing the base weights. The adapter runs unmerged "
-                               "(base(x) + (alpha / r) B(A(x)) at every product); to merge, load without quantization=")
+            raise ExplainError(
+                f"cannot merge into quantized layers ({quantized[0]}, ...): W + (alpha / r) B A would "
+                "have to be quantized again, changing the base weights. The adapter runs unmerged "
+                "(base(x) + (alpha / r) B(A(x)) at every product); to merge, load without quantization="
+            )
         self._toggle(True)
 
     def unmerge(self) -> None:
@@ -173,8 +213,13 @@ class Adapter:
             for layer in self.layers.values():
                 layer.merge() if merge else layer.unmerge()
         self.merged = merge
-        self.trace.emit("weights", "adapter_merge", {"adapter": self.name, "merged": merge, "layers": len(self.layers)},
-                        start=start, duration=time.perf_counter() - t0)
+        self.trace.emit(
+            "weights",
+            "adapter_merge",
+            {"adapter": self.name, "merged": merge, "layers": len(self.layers)},
+            start=start,
+            duration=time.perf_counter() - t0,
+        )
 
 
 def _base(layer: Any) -> nn.Module:  # peft's LoraLayer or explain's LoraLinear
@@ -188,14 +233,17 @@ def _peft_can_wrap(model: nn.Module, weights: dict) -> tuple[bool, str]:
         return False, "peft is not installed (pip install peft): explain's readable LoraLinear, proven equal to peft"
     kinds = {type(model.get_submodule(name)).__name__ for name in weights}
     if kinds != {"Linear"}:
-        return False, (f"peft cannot wrap {', '.join(sorted(kinds - {'Linear'}))} (explain's quantized layers): "
-                       "explain's readable LoraLinear, proven equal to peft")
+        return False, (
+            f"peft cannot wrap {', '.join(sorted(kinds - {'Linear'}))} (explain's quantized layers): "
+            "explain's readable LoraLinear, proven equal to peft"
+        )
     return True, ""
 
 
 def _apply_with_peft(model: nn.Module, config: dict, settings: LoraSettings, weights: dict) -> dict:
     import peft
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
     known = {k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__}
     lora_config = LoraConfig(**{**known, "inference_mode": True})
     state = {f"{name}.{part}.weight": tensor for name, pair in weights.items() for part, tensor in pair.items()}
@@ -225,31 +273,60 @@ def delta_facts(name: str, pair: dict, base: Any, scaling: float) -> dict:  # ba
     delta_norm = scaling * float(((b.t() @ b) * (a @ a.t())).sum().clamp(min=0).sqrt())
     weight = base.weight if isinstance(base, nn.Linear) else base.dequantized_weight()
     weight_norm = float(weight.detach().float().norm())
-    return {"module": name, "rank": int(a.shape[0]), "scaling": scaling, "in_features": int(a.shape[1]),
-            "out_features": int(b.shape[0]), "parameters": a.numel() + b.numel(),
-            "bytes": pair["lora_A"].nbytes + pair["lora_B"].nbytes, "base_parameters": int(a.shape[1] * b.shape[0]),
-            "delta_norm": delta_norm, "weight_norm": weight_norm,
-            "relative_change": delta_norm / weight_norm if weight_norm else None, "base_layer": type(base).__name__}
+    return {
+        "module": name,
+        "rank": int(a.shape[0]),
+        "scaling": scaling,
+        "in_features": int(a.shape[1]),
+        "out_features": int(b.shape[0]),
+        "parameters": a.numel() + b.numel(),
+        "bytes": pair["lora_A"].nbytes + pair["lora_B"].nbytes,
+        "base_parameters": int(a.shape[1] * b.shape[0]),
+        "delta_norm": delta_norm,
+        "weight_norm": weight_norm,
+        "relative_change": delta_norm / weight_norm if weight_norm else None,
+        "base_layer": type(base).__name__,
+    }
 
 
-def adapter_event(name: str, path: str, settings: LoraSettings, facts: list[dict], applied_with: str,
-                  base_parameters: int, merged: bool = False) -> dict:
+def adapter_event(
+    name: str,
+    path: str,
+    settings: LoraSettings,
+    facts: list[dict],
+    applied_with: str,
+    base_parameters: int,
+    merged: bool = False,
+) -> dict:
     """The weights/adapter event's data: the settings, one delta_facts entry per adapted layer, the totals (the
     transformers backend fills it from peft's layers with the same function)."""
     adapter_parameters = sum(f["parameters"] for f in facts)
-    return {"adapter": name, "path": path, "peft_type": "LORA", "applied_with": applied_with,
-            "base_model_name_or_path": settings.base_model_name_or_path, "r": settings.r,
-            "lora_alpha": settings.lora_alpha, "use_rslora": settings.use_rslora,
-            "target_modules": sorted(settings.target_modules) if isinstance(settings.target_modules, (list, set))
-            else settings.target_modules,
-            "layers": len(facts), "modules": facts, "adapter_parameters": adapter_parameters,
-            "base_parameters": base_parameters, "share_of_base": adapter_parameters / base_parameters,
-            "adapter_bytes": sum(f["bytes"] for f in facts), "merged": merged,
-            "formula": "W' = W + (alpha / r) B A; unmerged: y = base(x) + (alpha / r) B(A(x))"}
+    return {
+        "adapter": name,
+        "path": path,
+        "peft_type": "LORA",
+        "applied_with": applied_with,
+        "base_model_name_or_path": settings.base_model_name_or_path,
+        "r": settings.r,
+        "lora_alpha": settings.lora_alpha,
+        "use_rslora": settings.use_rslora,
+        "target_modules": sorted(settings.target_modules)
+        if isinstance(settings.target_modules, (list, set))
+        else settings.target_modules,
+        "layers": len(facts),
+        "modules": facts,
+        "adapter_parameters": adapter_parameters,
+        "base_parameters": base_parameters,
+        "share_of_base": adapter_parameters / base_parameters,
+        "adapter_bytes": sum(f["bytes"] for f in facts),
+        "merged": merged,
+        "formula": "W' = W + (alpha / r) B A; unmerged: y = base(x) + (alpha / r) B(A(x))",
+    }
 
 
-def load_adapter(model: nn.Module, path, trace: Trace, apply_with: str | None = None,
-                 base_parameters: int | None = None) -> Adapter:
+def load_adapter(
+    model: nn.Module, path, trace: Trace, apply_with: str | None = None, base_parameters: int | None = None
+) -> Adapter:
     """Check the adapter folder against `model`, apply it (peft where it can wrap the layers, else LoraLinear),
     emit weights/adapter and return the Adapter. apply_with="explain" forces the readable layer (the tests)."""
     start, t0 = time.time(), time.perf_counter()
@@ -260,15 +337,18 @@ def load_adapter(model: nn.Module, path, trace: Trace, apply_with: str | None = 
     if apply_with == "explain":
         use_peft, why = False, "asked for explain's readable LoraLinear"
     elif apply_with not in (None, "peft"):
-        raise ExplainError(f"apply_with={apply_with!r}: use None (peft where it can), \"peft\" or \"explain\"")
+        raise ExplainError(f'apply_with={apply_with!r}: use None (peft where it can), "peft" or "explain"')
     elif apply_with == "peft" and not use_peft:
-        raise ExplainError(f"apply_with=\"peft\" but {why.split(':')[0]}")
+        raise ExplainError(f'apply_with="peft" but {why.split(":")[0]}')
     bases = {name: model.get_submodule(name) for name in weights}
-    facts = [delta_facts(name, pair, bases[name], settings.scaling(name, pair["lora_A"].shape[0]))
-             for name, pair in weights.items()]
+    facts = [
+        delta_facts(name, pair, bases[name], settings.scaling(name, pair["lora_A"].shape[0]))
+        for name, pair in weights.items()
+    ]
     with torch.no_grad():
         if use_peft:
             import peft
+
             layers = _apply_with_peft(model, adapter_config, settings, weights)
             applied_with = f"peft {peft.__version__} (inject_adapter_in_model + set_peft_model_state_dict)"
         else:
@@ -277,8 +357,13 @@ def load_adapter(model: nn.Module, path, trace: Trace, apply_with: str | None = 
     adapter = Adapter(path, adapter_config, settings, layers, applied_with, trace)
     if base_parameters is None:
         base_parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    trace.emit("weights", "adapter", adapter_event(adapter.name, path, settings, facts, applied_with, base_parameters),
-               start=start, duration=time.perf_counter() - t0)
+    trace.emit(
+        "weights",
+        "adapter",
+        adapter_event(adapter.name, path, settings, facts, applied_with, base_parameters),
+        start=start,
+        duration=time.perf_counter() - t0,
+    )
     return adapter
 
 

@@ -20,12 +20,29 @@ from .suggest import planned_with_suggestions
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
-__all__ = ["plan_device_map", "Plan", "profiles", "shipped", "parse_max_memory", "HardwareError",
-           "ModelSourceError", "DTYPES", "STRATEGIES"]
+__all__ = [
+    "plan_device_map",
+    "Plan",
+    "profiles",
+    "shipped",
+    "parse_max_memory",
+    "HardwareError",
+    "ModelSourceError",
+    "DTYPES",
+    "STRATEGIES",
+]
 
 
-def plan_device_map(model, hardware: str | None = None, max_memory=None, dtype=None, strategy: str = "auto",
-                    context: int | None = None, batch: int = 1, revision: str | None = None) -> Plan:
+def plan_device_map(
+    model,
+    hardware: str | None = None,
+    max_memory=None,
+    dtype=None,
+    strategy: str = "auto",
+    context: int | None = None,
+    batch: int = 1,
+    revision: str | None = None,
+) -> Plan:
     """Plan where `model` goes with from_pretrained(device_map=strategy), without loading any weight.
 
     model       a Hub repo id or short name ("gpt2"), a folder or config.json path, a config dict, an explain
@@ -55,14 +72,23 @@ def plan_device_map(model, hardware: str | None = None, max_memory=None, dtype=N
     if trace is not None and hardware is None and max_memory is None and dtype is None:
         event = trace.last("placement", "place")
         if event is not None:
-            return Plan.from_event(event, model=model.model, name=getattr(model, "name_or_path", None),
-                                   context=context, batch=batch)
+            return Plan.from_event(
+                event, model=model.model, name=getattr(model, "name_or_path", None), context=context, batch=batch
+            )
     if hardware is not None:
         from .memory import profile
+
         profile(hardware)  # an unknown name fails here, before the model is built
     memory = parse_max_memory(max_memory) if max_memory is not None else None
     source = resolve(model, revision=revision)
     chosen = dtype if dtype is not None else (source.default_dtype or "float32")
-    request = Request(source=source, dtype=chosen, hardware=hardware, max_memory=memory, strategy=strategy,
-                      context=context, batch=batch)
+    request = Request(
+        source=source,
+        dtype=chosen,
+        hardware=hardware,
+        max_memory=memory,
+        strategy=strategy,
+        context=context,
+        batch=batch,
+    )
     return planned_with_suggestions(request)

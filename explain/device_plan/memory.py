@@ -26,13 +26,24 @@ from ..utils.dtypes import DTYPES, canonical_name
 
 HARDWARE_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "hardware.json")
 NON_ACCELERATORS = ("cpu", "disk")
-UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-         "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}  # as accelerate's convert_file_size_to_int
+UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}  # as accelerate's convert_file_size_to_int
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*$", re.IGNORECASE)
-MAX_MEMORY_FORMAT = ("max_memory maps a device to a size: keys 0, 1, ... (GPU index), \"mps\", \"cpu\" or \"disk\"; "
-                     "values an int (bytes) or a string with a unit, \"8GiB\", \"500MB\", \"1.5TB\" "
-                     "(KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB powers of 1000). "
-                     "Example: {0: \"8GiB\", \"cpu\": \"30GiB\"}, or on the command line 0=8GiB,cpu=30GiB")
+MAX_MEMORY_FORMAT = (
+    'max_memory maps a device to a size: keys 0, 1, ... (GPU index), "mps", "cpu" or "disk"; '
+    'values an int (bytes) or a string with a unit, "8GiB", "500MB", "1.5TB" '
+    "(KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB powers of 1000). "
+    'Example: {0: "8GiB", "cpu": "30GiB"}, or on the command line 0=8GiB,cpu=30GiB'
+)
 
 
 class HardwareError(ExplainError):
@@ -45,11 +56,13 @@ SMALLER = ("float32", "bfloat16", "int8", "4bit")  # the order dtype suggestions
 
 
 def dtype_name(dtype) -> str:
-    """"bf16", torch.bfloat16, "torch.bfloat16" -> "bfloat16"; an unknown name gets the accepted list."""
+    """ "bf16", torch.bfloat16, "torch.bfloat16" -> "bfloat16"; an unknown name gets the accepted list."""
     name = canonical_name(dtype)
     if name not in DTYPES:
-        raise HardwareError(f"dtype {dtype!r} is not one explain plans for; use one of "
-                            f"{', '.join(DTYPES)} (or fp32, bf16, fp16, 8bit, nf4)")
+        raise HardwareError(
+            f"dtype {dtype!r} is not one explain plans for; use one of "
+            f"{', '.join(DTYPES)} (or fp32, bf16, fp16, 8bit, nf4)"
+        )
     return name
 
 
@@ -58,8 +71,11 @@ def dtype_name(dtype) -> str:
 def profiles() -> dict:
     with open(HARDWARE_FILE, encoding="utf-8") as f:
         table = json.load(f)
-    return {name: {**entry, "memory": parse_max_memory(entry["memory"])}
-            for name, entry in table.items() if not name.startswith("_")}
+    return {
+        name: {**entry, "memory": parse_max_memory(entry["memory"])}
+        for name, entry in table.items()
+        if not name.startswith("_")
+    }
 
 
 def profile(name: str) -> dict:
@@ -67,9 +83,12 @@ def profile(name: str) -> dict:
     if name not in table:
         close = difflib.get_close_matches(str(name), list(table), n=1, cutoff=0.4)
         listing = "; ".join(f"{key} ({entry['description']})" for key, entry in table.items())
-        raise HardwareError(f"unknown hardware profile {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                            + f". Profiles: {listing}. Or pass max_memory={{0: \"15GiB\", \"cpu\": \"12GiB\"}}, "
-                            "or neither for this machine")
+        raise HardwareError(
+            f"unknown hardware profile {name!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f'. Profiles: {listing}. Or pass max_memory={{0: "15GiB", "cpu": "12GiB"}}, '
+            "or neither for this machine"
+        )
     return table[name]
 
 
@@ -96,9 +115,11 @@ def parse_size(value, where: str = "max_memory") -> int:
         raise HardwareError(f"{where}: {value!r} is not a size explain can read. {MAX_MEMORY_FORMAT}")
     number, unit = match.groups()
     if unit.endswith("b") and len(unit) > 1 and not unit.lower().endswith("ib"):  # accelerate reads "Gb" / "mb" as bits
-        raise HardwareError(f"{where}: {value!r} ends in a lowercase b, which accelerate reads as bits "
-                            f"({value} = 1/8 of {number}{unit[:-1].upper()}B); write {number}{unit[:-1].upper()}B "
-                            f"or {number}{unit[0].upper()}iB")
+        raise HardwareError(
+            f"{where}: {value!r} ends in a lowercase b, which accelerate reads as bits "
+            f"({value} = 1/8 of {number}{unit[:-1].upper()}B); write {number}{unit[:-1].upper()}B "
+            f"or {number}{unit[0].upper()}iB"
+        )
     scale = UNITS[unit.upper().replace("IB", "iB")]  # "gib" -> "GiB", "mb" never gets here
     return int(float(number) * scale)
 
@@ -142,8 +163,9 @@ def leaf_sizes(model: torch.nn.Module, sizes: dict) -> dict:
     return leaves
 
 
-def balanced(memory: dict, model: torch.nn.Module, sizes: dict, no_split: list, user_set: bool,
-             low_zero: bool = False) -> dict:
+def balanced(
+    memory: dict, model: torch.nn.Module, sizes: dict, no_split: list, user_set: bool, low_zero: bool = False
+) -> dict:
     """transformers' get_balanced_memory, step for step (after get_max_memory has run)."""
     memory = dict(memory)
     devices = [d for d in memory if d not in NON_ACCELERATORS and memory[d] > 0]
@@ -168,8 +190,9 @@ def balanced(memory: dict, model: torch.nn.Module, sizes: dict, no_split: list, 
     return memory
 
 
-def headroom(memory: dict, model: torch.nn.Module, sizes: dict, no_split: list, user_set: bool,
-             strategy: str, quantized: bool) -> tuple[dict, list[str]]:
+def headroom(
+    memory: dict, model: torch.nn.Module, sizes: dict, no_split: list, user_set: bool, strategy: str, quantized: bool
+) -> tuple[dict, list[str]]:
     """The max_memory transformers hands to infer_auto_device_map, and a sentence per step that changed it."""
     steps, memory = [], dict(memory)
     if not user_set and "cpu" in memory:
@@ -180,13 +203,16 @@ def headroom(memory: dict, model: torch.nn.Module, sizes: dict, no_split: list, 
         memory = balanced(memory, model, sizes, no_split, user_set, low_zero=strategy == "balanced_low_0")
         changed = [k for k in memory if memory[k] != before[k]]
         if changed and len(accelerators(memory)) == 1:
-            steps.append(f"with one GPU, transformers keeps 10% of GPU {changed[0]} free for activations "
-                         "(get_balanced_memory)")
+            steps.append(
+                f"with one GPU, transformers keeps 10% of GPU {changed[0]} free for activations (get_balanced_memory)"
+            )
         elif changed:
             many = len(changed) > 1
-            steps.append(f"device_map={strategy!r} balances the GPUs: GPU{'s' if many else ''} "
-                         f"{', '.join(map(str, changed))} {'get' if many else 'gets'} at most model size / GPUs + "
-                         "1.25 x the biggest layer or leaf module (get_balanced_memory)")
+            steps.append(
+                f"device_map={strategy!r} balances the GPUs: GPU{'s' if many else ''} "
+                f"{', '.join(map(str, changed))} {'get' if many else 'gets'} at most model size / GPUs + "
+                "1.25 x the biggest layer or leaf module (get_balanced_memory)"
+            )
     if quantized:
         memory = {k: v * 0.90 for k, v in memory.items()}
         steps.append("bitsandbytes keeps 10% of every device free for quantisation buffers (adjust_max_memory)")

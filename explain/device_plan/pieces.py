@@ -16,6 +16,7 @@ from .memory import DTYPES, NON_ACCELERATORS, device_label
 DEFAULT_CONTEXT = 4096
 QUANTISED_CLASSES = ("Linear", "Conv1D")  # what bitsandbytes replaces (GPT-2's projections are Conv1D)
 
+
 # -- pieces ----------------------------------------------------------------------------------------------------------
 @contextmanager
 def quiet_accelerate():
@@ -50,8 +51,11 @@ def quantised_weights(module: torch.nn.Module, quantised_dtype) -> dict:
         seen.setdefault(id(parameter), owner)
     names = [n for n, _ in module.named_parameters()]
     keep = tied | {"lm_head"} | ({names[-1].rpartition(".")[0]} if names else set())
-    return {f"{name}.weight": quantised_dtype for name, m in module.named_modules()
-            if type(m).__name__ in QUANTISED_CLASSES and name not in keep and getattr(m, "weight", None) is not None}
+    return {
+        f"{name}.weight": quantised_dtype
+        for name, m in module.named_modules()
+        if type(m).__name__ in QUANTISED_CLASSES and name not in keep and getattr(m, "weight", None) is not None
+    }
 
 
 def owner(name: str, device_map: dict):
@@ -78,11 +82,22 @@ def units(module: torch.nn.Module, device_map: dict, sizes: dict, no_split: list
             seen[id(tensor)] = name
             parameters += tensor.numel() if isinstance(tensor, torch.nn.Parameter) else 0
         key = owner(name, device_map)  # the entry that places it, and any entries inside it (a split module)
-        devices = sorted({device_map[k] for k in device_map if k.startswith(name + ".")}
-                         | ({device_map[key]} if key is not None else set()), key=str)
+        devices = sorted(
+            {device_map[k] for k in device_map if k.startswith(name + ".")}
+            | ({device_map[key]} if key is not None else set()),
+            key=str,
+        )
         where = devices[0] if len(devices) == 1 else "split:" + ",".join(map(str, devices))
-        rows.append({"name": name, "device": where, "bytes": int(sizes.get(name, 0)), "parameters": parameters,
-                     "layer": layer, "tied_to": tied_to})
+        rows.append(
+            {
+                "name": name,
+                "device": where,
+                "bytes": int(sizes.get(name, 0)),
+                "parameters": parameters,
+                "layer": layer,
+                "tied_to": tied_to,
+            }
+        )
 
     def walk(prefix, parent):
         for name, tensor in list(parent.named_parameters(recurse=False)) + list(parent.named_buffers(recurse=False)):
@@ -114,8 +129,14 @@ def attention_shape(config: dict) -> dict | None:
     else:  # Mistral slides on every layer; Qwen2 only with use_sliding_window (off in the released models)
         slides = window and (config.get("model_type") == "mistral" or config.get("use_sliding_window"))
         sliding = [bool(slides)] * layers
-    return {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim, "sliding": sliding, "window": window,
-            "max_positions": common["max_position_embeddings"]}
+    return {
+        "layers": layers,
+        "kv_heads": kv_heads,
+        "head_dim": head_dim,
+        "sliding": sliding,
+        "window": window,
+        "max_positions": common["max_position_embeddings"],
+    }
 
 
 def kv_cache(config: dict, units_: list, dtype: str, context: int | None, batch: int) -> dict | None:
@@ -142,11 +163,20 @@ def kv_cache(config: dict, units_: list, dtype: str, context: int | None, batch:
         device = main if device is None or device in NON_ACCELERATORS or str(device).startswith("split") else device
         per_device[device] = per_device.get(device, 0) + size
         total += size
-    return {"context": tokens, "batch": batch, "bytes_per_token": per_token * shape["layers"], "bytes": total,
-            "per_device": per_device, "layers": shape["layers"], "kv_heads": shape["kv_heads"],
-            "head_dim": shape["head_dim"], "element_bytes": element, "window": shape["window"] if any(
-                shape["sliding"]) else None, "beyond_max_positions": bool(limit and tokens > limit),
-            "max_positions": limit}
+    return {
+        "context": tokens,
+        "batch": batch,
+        "bytes_per_token": per_token * shape["layers"],
+        "bytes": total,
+        "per_device": per_device,
+        "layers": shape["layers"],
+        "kv_heads": shape["kv_heads"],
+        "head_dim": shape["head_dim"],
+        "element_bytes": element,
+        "window": shape["window"] if any(shape["sliding"]) else None,
+        "beyond_max_positions": bool(limit and tokens > limit),
+        "max_positions": limit,
+    }
 
 
 def verdict(memory: dict, device_bytes: dict, kv: dict | None, units_: list) -> tuple[str, list]:
@@ -157,26 +187,34 @@ def verdict(memory: dict, device_bytes: dict, kv: dict | None, units_: list) -> 
     if device_bytes.get("disk"):
         layers = sum(u["layer"] for u in on_disk)
         status = "does not fit"
-        reasons.append(f"{size_text(device_bytes['disk'])} of weights ({layers} decoder layers"
-                       f"{' and ' + str(len(on_disk) - layers) + ' other modules' if len(on_disk) > layers else ''}) "
-                       "find no room in memory and go to disk: every forward pass reads them back from disk")
+        reasons.append(
+            f"{size_text(device_bytes['disk'])} of weights ({layers} decoder layers"
+            f"{' and ' + str(len(on_disk) - layers) + ' other modules' if len(on_disk) > layers else ''}) "
+            "find no room in memory and go to disk: every forward pass reads them back from disk"
+        )
     offloaded = {d: b for d, b in device_bytes.items() if d not in computing and d != "disk" and b}
     if offloaded and status == "fits":
         status = "fits with cpu offload"
-        reasons.append(f"{size_text(sum(offloaded.values()))} of weights live in CPU RAM and are copied to "
-                       f"{device_label(computing[0])} for every forward pass (slow, but it runs)")
+        reasons.append(
+            f"{size_text(sum(offloaded.values()))} of weights live in CPU RAM and are copied to "
+            f"{device_label(computing[0])} for every forward pass (slow, but it runs)"
+        )
     for device, size in (kv or {}).get("per_device", {}).items():
         assert kv is not None  # a device to loop over came from it
         need = device_bytes.get(device, 0) + size
         if memory.get(device) is not None and need > memory[device]:
             status = "does not fit"
-            reasons.append(f"on {device_label(device)} the weights ({size_text(device_bytes.get(device, 0))}) and "
-                           f"the KV cache for {kv['context']} tokens x batch {kv['batch']} ({size_text(size)}) need "
-                           f"{size_text(need)}, more than its {size_text(memory[device])}")
+            reasons.append(
+                f"on {device_label(device)} the weights ({size_text(device_bytes.get(device, 0))}) and "
+                f"the KV cache for {kv['context']} tokens x batch {kv['batch']} ({size_text(size)}) need "
+                f"{size_text(need)}, more than its {size_text(memory[device])}"
+            )
     unknown = [d for d in computing if memory.get(d, 0) is None]
     if status == "fits" and unknown:
-        reasons.append(f"the weights are in memory on {', '.join(map(device_label, unknown))}; how much room is left "
-                       "for the KV cache was not recorded (no max_memory)")
+        reasons.append(
+            f"the weights are in memory on {', '.join(map(device_label, unknown))}; how much room is left "
+            "for the KV cache was not recorded (no max_memory)"
+        )
     elif status == "fits":
         reasons.append(f"all weights and the KV cache fit on {', '.join(map(device_label, computing))}")
     return status, reasons

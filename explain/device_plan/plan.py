@@ -60,10 +60,12 @@ class Plan:
     def to_dict(self) -> dict:
         """Plain JSON-able values (device keys become strings, as in a saved trace)."""
         from ..trace import plain
+
         return plain({**asdict(self), "fits": self.fits})
 
     def __str__(self) -> str:
         from .view import text
+
         return text(self)
 
     def __repr__(self) -> str:
@@ -71,12 +73,20 @@ class Plan:
 
     def _repr_html_(self) -> str:
         from .view import html
+
         return html(self)
 
     @classmethod
-    def from_event(cls, event, model: torch.nn.Module | None = None, name: str | None = None,
-                   context: int | None = None, batch: int = 1) -> Plan:
+    def from_event(
+        cls,
+        event,
+        model: torch.nn.Module | None = None,
+        name: str | None = None,
+        context: int | None = None,
+        batch: int = 1,
+    ) -> Plan:
         from .actual import from_event  # actual.py builds a Plan of `cls`, and so imports nothing of this module
+
         return from_event(cls, event, model=model, name=name, context=context, batch=batch)
 
 
@@ -84,6 +94,7 @@ class Plan:
 @dataclass
 class Request:
     """Everything a plan depends on, so that a suggestion is the same request with one thing changed."""
+
     source: Source
     dtype: str
     hardware: str | None = None
@@ -115,19 +126,29 @@ def compute(request: Request) -> Plan:
     if torch.finfo(base).bits > torch.finfo(own).bits:  # accelerate sizes a tensor at min(dtype, its own dtype)
         try:
             module = build(source.config)  # so start again from the config, in float32 on the meta device
-            notes.append(f"the module is {str(own)[6:]}; planned from its config on the meta device to size it as "
-                         f"{dtype}")
+            notes.append(
+                f"the module is {str(own)[6:]}; planned from its config on the meta device to size it as {dtype}"
+            )
         except ExplainError:
-            notes.append(f"the module is {str(own)[6:]} and accelerate never sizes a tensor above its own dtype, so "
-                         f"this plan counts {str(own)[6:]}, not {dtype}")
+            notes.append(
+                f"the module is {str(own)[6:]} and accelerate never sizes a tensor above its own dtype, so "
+                f"this plan counts {str(own)[6:]}, not {dtype}"
+            )
     no_split = no_split_classes(module)
     special = quantised_weights(module, quantised) if quantised is not None else None
     memory, user_set, hardware, description = budget(request)
     sizes = dict(compute_module_sizes(module, dtype=base, special_dtypes=special))
     max_memory, steps = headroom(memory, module, sizes, no_split, user_set, request.strategy, quantised is not None)
     with quiet_accelerate():
-        device_map = dict(infer_auto_device_map(module, max_memory=dict(max_memory), no_split_module_classes=no_split,
-                                                dtype=base, special_dtypes=special))
+        device_map = dict(
+            infer_auto_device_map(
+                module,
+                max_memory=dict(max_memory),
+                no_split_module_classes=no_split,
+                dtype=base,
+                special_dtypes=special,
+            )
+        )
     rows = units(module, device_map, sizes, no_split)
     device_bytes: dict[str | int, int] = {}  # accelerate names a GPU by its index
     for key, device in device_map.items():
@@ -140,29 +161,54 @@ def compute(request: Request) -> Plan:
     if offloaded and (main != "cpu" or "disk" in offloaded):
         top = list(module.named_parameters(recurse=False)) + list(module.named_children())
         biggest, names = get_max_layer_size(top, defaultdict(int, sizes), no_split)  # as accelerate's own dict
-        notes.append(f"with offload, accelerate keeps {size_text(biggest)} free on {device_label(main)} (the biggest "
-                     f"piece it may have to bring in to run it, {names[0] if names else '?'}), so that device is "
-                     "not filled to its budget")
+        notes.append(
+            f"with offload, accelerate keeps {size_text(biggest)} free on {device_label(main)} (the biggest "
+            f"piece it may have to bring in to run it, {names[0] if names else '?'}), so that device is "
+            "not filled to its budget"
+        )
     if quantised is not None:
-        notes.append(f"{dtype}: {DTYPES[dtype][2]}, as transformers counts them (bitsandbytes also keeps one scale per "
-                     "block of weights, a few % more, which neither transformers nor accelerate counts)")
+        notes.append(
+            f"{dtype}: {DTYPES[dtype][2]}, as transformers counts them (bitsandbytes also keeps one scale per "
+            "block of weights, a few % more, which neither transformers nor accelerate counts)"
+        )
         if "mps" in memory or not accelerators(memory):
-            notes.append("bitsandbytes is built for CUDA GPUs; check that your version supports "
-                         f"{'Apple silicon (mps)' if 'mps' in memory else 'the CPU'} before counting on this plan")
+            notes.append(
+                "bitsandbytes is built for CUDA GPUs; check that your version supports "
+                f"{'Apple silicon (mps)' if 'mps' in memory else 'the CPU'} before counting on this plan"
+            )
         if any(d in ("cpu", "disk") for d in device_map.values()) and accelerators(memory):
-            notes.append("bitsandbytes refuses a quantised model spread over cpu or disk unless "
-                         "BitsAndBytesConfig(llm_int8_enable_fp32_cpu_offload=True) (and then the offloaded part "
-                         "stays in float32)")
+            notes.append(
+                "bitsandbytes refuses a quantised model spread over cpu or disk unless "
+                "BitsAndBytesConfig(llm_int8_enable_fp32_cpu_offload=True) (and then the offloaded part "
+                "stays in float32)"
+            )
     if kv and kv["beyond_max_positions"]:
-        notes.append(f"a context of {kv['context']} tokens is beyond the model's max_position_embeddings "
-                     f"({kv['max_positions']})")
+        notes.append(
+            f"a context of {kv['context']} tokens is beyond the model's max_position_embeddings ({kv['max_positions']})"
+        )
     if kv and kv["window"]:
         notes.append(f"sliding-window layers keep only the last {kv['window']} tokens in their cache")
-    plan = Plan(name=source.name, where=source.where, architecture=(source.config.get("architectures") or
-                [type(module).__name__])[0], parameters=sum(p.numel() for p in module.parameters()), dtype=dtype,
-                hardware=hardware, hardware_description=description, strategy=request.strategy, memory=memory,
-                max_memory=max_memory, no_split_module_classes=no_split, device_map=device_map, module_sizes=sizes,
-                units=rows, device_bytes=device_bytes, kv_cache=kv, status=status, reasons=reasons, notes=notes)
+    plan = Plan(
+        name=source.name,
+        where=source.where,
+        architecture=(source.config.get("architectures") or [type(module).__name__])[0],
+        parameters=sum(p.numel() for p in module.parameters()),
+        dtype=dtype,
+        hardware=hardware,
+        hardware_description=description,
+        strategy=request.strategy,
+        memory=memory,
+        max_memory=max_memory,
+        no_split_module_classes=no_split,
+        device_map=device_map,
+        module_sizes=sizes,
+        units=rows,
+        device_bytes=device_bytes,
+        kv_cache=kv,
+        status=status,
+        reasons=reasons,
+        notes=notes,
+    )
     return plan
 
 

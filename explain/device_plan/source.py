@@ -40,8 +40,11 @@ class Source:
 
 def shipped() -> dict:
     """repo id -> path of every config shipped with explain."""
-    return {f[:-len(".json")].replace("--", "/", 1): os.path.join(CONFIGS, f)
-            for f in sorted(os.listdir(CONFIGS)) if f.endswith(".json")}
+    return {
+        f[: -len(".json")].replace("--", "/", 1): os.path.join(CONFIGS, f)
+        for f in sorted(os.listdir(CONFIGS))
+        if f.endswith(".json")
+    }
 
 
 @contextmanager
@@ -61,14 +64,17 @@ def _offline():
 def find_config(name: str, revision: str | None = None) -> tuple[dict, str]:
     """(config dict, where it came from) for a folder, a config.json path, a cached repo or a shipped config."""
     from ..stages.config import read_json
+
     name = os.fspath(name)
     if os.path.isfile(name):
         return read_json(name, "model config (config.json)"), f"file {name}"
     if os.path.isdir(name):
         path = os.path.join(name, "config.json")
         if not os.path.isfile(path):
-            raise ModelSourceError(f"the folder {name} has no config.json; a plan needs the model's config.json "
-                                   "(the weights are not needed)")
+            raise ModelSourceError(
+                f"the folder {name} has no config.json; a plan needs the model's config.json "
+                "(the weights are not needed)"
+            )
         return read_json(path, "model config (config.json)"), f"folder {name}"
     repo = ALIASES.get(name, name)
     cached: str | None = None
@@ -88,7 +94,8 @@ def find_config(name: str, revision: str | None = None) -> tuple[dict, str]:
         f"no config for {name!r}: it is not a folder, not in the Hugging Face cache at {hub.cache_dir()} (looked up "
         f"offline) and not one of the configs shipped with explain ({', '.join(shipped())}). A plan needs only the "
         f"model's config.json: pass a folder that holds it, the path of a config.json, the config itself as a dict, "
-        f"or fetch it once with `hf download {repo} config.json`")
+        f"or fetch it once with `hf download {repo} config.json`"
+    )
 
 
 def build(config: dict) -> torch.nn.Module:
@@ -142,7 +149,9 @@ def resolve(model, revision: str | None = None) -> Source:
         config, where = find_config(os.fspath(model), revision)
         name = os.fspath(model)
     else:
-        raise ModelSourceError(f"cannot plan for a {type(model).__name__}; pass a model name, a folder, a config "
-                               "dict, a pipeline or an nn.Module")
+        raise ModelSourceError(
+            f"cannot plan for a {type(model).__name__}; pass a model name, a folder, a config "
+            "dict, a pipeline or an nn.Module"
+        )
     dtype = config.get("dtype") or config.get("torch_dtype")
     return Source(build(config), config, name, where, dtype if isinstance(dtype, str) else None)

@@ -12,15 +12,20 @@ RANK = {"fits": 0, "fits with cpu offload": 1, "does not fit": 2}
 
 
 def brief(plan) -> str:
-    """"cuda:0 8.6 GiB + cpu 1.0 GiB" for the weights, and the KV cache."""
+    """ "cuda:0 8.6 GiB + cpu 1.0 GiB" for the weights, and the KV cache."""
     weights = " + ".join(f"{device_label(d)} {size_text(b)}" for d, b in plan.device_bytes.items() if b)
     kv = f", KV cache {size_text(plan.kv_cache['bytes'])}" if plan.kv_cache else ""
     return f"{plan.status}: weights on {weights}{kv}"
 
 
 def _entry(change: str, arguments: dict, plan, why: str = "") -> dict:
-    return {"change": change, "arguments": arguments, "status": plan.status, "fits": plan.fits,
-            "summary": brief(plan) + (f" ({why})" if why else "")}
+    return {
+        "change": change,
+        "arguments": arguments,
+        "status": plan.status,
+        "fits": plan.fits,
+        "summary": brief(plan) + (f" ({why})" if why else ""),
+    }
 
 
 def _total(memory: dict) -> int:
@@ -39,8 +44,9 @@ def suggestions(request, plan) -> list:
         while context >= 64:
             other = again(context=context)
             if other.fits:
-                found.append(_entry(f"context={context}", {"context": context}, other,
-                                    "the KV cache shrinks with the context"))
+                found.append(
+                    _entry(f"context={context}", {"context": context}, other, "the KV cache shrinks with the context")
+                )
                 break
             context //= 2
         batch = plan.kv_cache["batch"] // 2
@@ -69,8 +75,14 @@ def suggestions(request, plan) -> list:
         cpu = -(-cpu // 2**30) * 2**30  # whole GiB
         other = again(max_memory={**plan.memory, "cpu": cpu})
         if other.fits:
-            found.append(_entry(f"max_memory cpu={cpu // 2**30}GiB", {"max_memory": {**plan.memory, "cpu": cpu}},
-                                other, "offload to CPU RAM instead of disk"))
+            found.append(
+                _entry(
+                    f"max_memory cpu={cpu // 2**30}GiB",
+                    {"max_memory": {**plan.memory, "cpu": cpu}},
+                    other,
+                    "offload to CPU RAM instead of disk",
+                )
+            )
     # 4. other hardware: the smallest profile with more memory where it fits entirely
     current = _total(plan.memory)
     for name, entry in sorted(profiles().items(), key=lambda item: _total(item[1]["memory"])):
@@ -82,16 +94,30 @@ def suggestions(request, plan) -> list:
             break
     # 5. accept the offload: it runs, slowly
     if disk:
-        found.append({"change": "offload to disk", "arguments": {}, "status": "runs from disk", "fits": False,
-                      "summary": f"from_pretrained(device_map=\"auto\") loads this plan as it is and reads "
-                                 f"{size_text(disk)} from disk on every forward pass (offload_folder= is needed "
-                                 "when the weights are not safetensors); explain's own pipeline runs fully loaded "
-                                 "models only"})
+        found.append(
+            {
+                "change": "offload to disk",
+                "arguments": {},
+                "status": "runs from disk",
+                "fits": False,
+                "summary": f'from_pretrained(device_map="auto") loads this plan as it is and reads '
+                f"{size_text(disk)} from disk on every forward pass (offload_folder= is needed "
+                "when the weights are not safetensors); explain's own pipeline runs fully loaded "
+                "models only",
+            }
+        )
     elif plan.status == "fits with cpu offload":
         gpus = [device_label(d) for d in plan.memory if d not in NON_ACCELERATORS]
-        found.append({"change": "keep the cpu offload", "arguments": {}, "status": plan.status, "fits": True,
-                      "summary": f"it runs as planned: the offloaded weights cross to {', '.join(gpus) or 'the GPU'} "
-                                 "on every forward pass"})
+        found.append(
+            {
+                "change": "keep the cpu offload",
+                "arguments": {},
+                "status": plan.status,
+                "fits": True,
+                "summary": f"it runs as planned: the offloaded weights cross to {', '.join(gpus) or 'the GPU'} "
+                "on every forward pass",
+            }
+        )
     return found
 
 

@@ -26,13 +26,26 @@ def groups(plan) -> list:
     rows: list[dict] = []
     for unit in plan.units:
         last = rows[-1] if rows else None
-        if (last is not None and unit["layer"] and last["layer"] and last["device"] == unit["device"]
-                and last["each"] == unit["bytes"]):
+        if (
+            last is not None
+            and unit["layer"]
+            and last["layer"]
+            and last["device"] == unit["device"]
+            and last["each"] == unit["bytes"]
+        ):
             last["names"].append(unit["name"])
             last["bytes"] = None if unit["bytes"] is None else last["bytes"] + unit["bytes"]
             continue
-        rows.append({"names": [unit["name"]], "device": unit["device"], "bytes": unit["bytes"], "each": unit["bytes"],
-                     "layer": unit["layer"], "tied_to": unit["tied_to"]})
+        rows.append(
+            {
+                "names": [unit["name"]],
+                "device": unit["device"],
+                "bytes": unit["bytes"],
+                "each": unit["bytes"],
+                "layer": unit["layer"],
+                "tied_to": unit["tied_to"],
+            }
+        )
     out = []
     for row in rows:
         names = row["names"]
@@ -40,8 +53,16 @@ def groups(plan) -> list:
         if len(names) > 1:
             prefix, _, first = names[0].rpartition(".")
             label = f"{prefix}.{first}-{names[-1].rpartition('.')[2]}"
-        out.append({"label": label, "device": row["device"], "bytes": row["bytes"], "count": len(names),
-                    "each": row["each"], "tied_to": row["tied_to"]})
+        out.append(
+            {
+                "label": label,
+                "device": row["device"],
+                "bytes": row["bytes"],
+                "count": len(names),
+                "each": row["each"],
+                "tied_to": row["tied_to"],
+            }
+        )
     return out
 
 
@@ -64,14 +85,25 @@ def device_rows(plan) -> list:
         has = plan.memory.get(device)
         if device == "disk" and not weights:
             continue
-        rows.append({"device": device, "label": device_label(device), "weights": weights, "kv": cache,
-                     "has": has, "allowed": plan.max_memory.get(device), "used": weights + cache})
+        rows.append(
+            {
+                "device": device,
+                "label": device_label(device),
+                "weights": weights,
+                "kv": cache,
+                "has": has,
+                "allowed": plan.max_memory.get(device),
+                "used": weights + cache,
+            }
+        )
     return rows
 
 
 def kv_formula(kv: dict) -> str:
-    return (f"{kv['layers']} layers x 2 (K and V) x {kv['kv_heads']} kv heads x {kv['head_dim']} head_dim x "
-            f"{kv['element_bytes']} bytes x {kv['context']} tokens x batch {kv['batch']} = {size_text(kv['bytes'])}")
+    return (
+        f"{kv['layers']} layers x 2 (K and V) x {kv['kv_heads']} kv heads x {kv['head_dim']} head_dim x "
+        f"{kv['element_bytes']} bytes x {kv['context']} tokens x batch {kv['batch']} = {size_text(kv['bytes'])}"
+    )
 
 
 def header(plan) -> list:
@@ -81,10 +113,11 @@ def header(plan) -> list:
         count = f"{plan.parameters / 1e9:.2f} B parameters"
     else:
         count = f"{plan.parameters / 1e6:.1f} M parameters"
-    return [f"{plan.architecture}, {count}, {plan.dtype}; config: {plan.where}",
-            f"hardware: {plan.hardware} - {plan.hardware_description}",
-            f"device_map={plan.strategy!r}, decoder layers kept whole: "
-            f"{', '.join(plan.no_split_module_classes) or '-'}"]
+    return [
+        f"{plan.architecture}, {count}, {plan.dtype}; config: {plan.where}",
+        f"hardware: {plan.hardware} - {plan.hardware_description}",
+        f"device_map={plan.strategy!r}, decoder layers kept whole: {', '.join(plan.no_split_module_classes) or '-'}",
+    ]
 
 
 # -- text --------------------------------------------------------------------------------------------------------------
@@ -101,9 +134,11 @@ def text(plan) -> str:
         if share is not None:
             filled = min(24, round(24 * share))
             bar = "[" + "#" * filled + "-" * (24 - filled) + f"] {share:.0%}" + (" OVER" if share > 1 else "")
-        lines.append(f"  {row['label']:<8} {size_text(row['weights']):>11} "
-                     f"{size_text(row['kv']) if row['kv'] else '-':>11} "
-                     f"{size_text(has) if has is not None else '-':>11}   {bar}")
+        lines.append(
+            f"  {row['label']:<8} {size_text(row['weights']):>11} "
+            f"{size_text(row['kv']) if row['kv'] else '-':>11} "
+            f"{size_text(has) if has is not None else '-':>11}   {bar}"
+        )
     lines += ["", "  where each piece goes"]
     table = groups(plan)
     width = max((len(r["label"]) for r in table), default=10) + 2
@@ -154,26 +189,42 @@ def _bars(plan) -> str:
     for row in device_rows(plan):
         has, used = row["has"], row["used"]
         scale = max(has or 0, used) or 1
-        segments = [(row["weights"], colour(row["device"]), "", f"weights {size_text(row['weights'])}"),
-                    (row["kv"], colour(row["device"]), " kv", f"KV cache {size_text(row['kv'])}")]
+        segments = [
+            (row["weights"], colour(row["device"]), "", f"weights {size_text(row['weights'])}"),
+            (row["kv"], colour(row["device"]), " kv", f"KV cache {size_text(row['kv'])}"),
+        ]
         held = has - row["allowed"] if has is not None and row["allowed"] is not None else 0
-        bar = "".join(f'<div class="seg{cls}" style="width:{100 * size / scale:.2f}%;background-color:{fill}" '
-                      f'title="{_e(tip)}"></div>' for size, fill, cls, tip in segments if size > 0)
+        bar = "".join(
+            f'<div class="seg{cls}" style="width:{100 * size / scale:.2f}%;background-color:{fill}" '
+            f'title="{_e(tip)}"></div>'
+            for size, fill, cls, tip in segments
+            if size > 0
+        )
         if 0 < held and used + held <= has:
-            bar += (f'<div class="seg held" style="width:{100 * held / scale:.2f}%;margin-left:auto" title="'
-                    f'{_e("kept free by transformers: " + size_text(held))}"></div>')
+            bar += (
+                f'<div class="seg held" style="width:{100 * held / scale:.2f}%;margin-left:auto" title="'
+                f'{_e("kept free by transformers: " + size_text(held))}"></div>'
+            )
         over = has is not None and used > has
         if over:
             bar += f'<div class="cap" style="left:{100 * has / scale:.2f}%" title="{_e(size_text(has))}"></div>'
         if has is None:
             figure = f"{size_text(row['weights'])} + KV {size_text(row['kv'])}, capacity not recorded"
         else:
-            figure = (f"{size_text(row['weights'])}" + (f" + KV {size_text(row['kv'])}" if row["kv"] else "")
-                      + f" of {size_text(has)}" + (f", {size_text(used - has)} over" if over else ""))
-        out.append(f'<div class="dev"><span class="name">{_e(row["label"])}</span><div class="bar'
-                   f'{" over" if over else ""}">{bar}</div><span class="fig">{_e(figure)}</span></div>')
-    legend = ('<p class="sub">solid: weights; hatched: KV cache; grey: kept free by transformers\' headroom rules; '
-              "hover a segment for its size</p>")
+            figure = (
+                f"{size_text(row['weights'])}"
+                + (f" + KV {size_text(row['kv'])}" if row["kv"] else "")
+                + f" of {size_text(has)}"
+                + (f", {size_text(used - has)} over" if over else "")
+            )
+        out.append(
+            f'<div class="dev"><span class="name">{_e(row["label"])}</span><div class="bar'
+            f'{" over" if over else ""}">{bar}</div><span class="fig">{_e(figure)}</span></div>'
+        )
+    legend = (
+        '<p class="sub">solid: weights; hatched: KV cache; grey: kept free by transformers\' headroom rules; '
+        "hover a segment for its size</p>"
+    )
     return "".join(out) + legend
 
 
@@ -181,24 +232,37 @@ def _table(plan) -> str:
     body = "".join(
         f'<tr><td class="mono">{_e(row["label"])}</td><td><span class="chip" style="background:'
         f'{colour(row["device"])}"></span>{_e(device_label(row["device"]))}</td><td>{_e(_bytes_cell(row))}</td></tr>'
-        for row in groups(plan))
+        for row in groups(plan)
+    )
     return f"<table><tr><th>module</th><th>device</th><th>bytes</th></tr>{body}</table>"
 
 
 def html(plan) -> str:
-    parts = [STYLE, '<div class="xdp">', f"<h4>Device plan for {_e(plan.name)}</h4>",
-             '<p class="sub">' + "<br>".join(_e(line) for line in header(plan)) + "</p>", _bars(plan)]
+    parts = [
+        STYLE,
+        '<div class="xdp">',
+        f"<h4>Device plan for {_e(plan.name)}</h4>",
+        '<p class="sub">' + "<br>".join(_e(line) for line in header(plan)) + "</p>",
+        _bars(plan),
+    ]
     if plan.kv_cache:
         parts.append(f'<p class="sub">KV cache (hatched): {_e(kv_formula(plan.kv_cache))}</p>')
     parts.append(_table(plan))
-    parts.append(f'<div class="verdict" style="background:{STATUS_COLOURS.get(plan.status, "#888")}">'
-                 f"<b>{_e(plan.status)}</b><ul>" + "".join(f"<li>{_e(r)}</li>" for r in plan.reasons) + "</ul></div>")
+    parts.append(
+        f'<div class="verdict" style="background:{STATUS_COLOURS.get(plan.status, "#888")}">'
+        f"<b>{_e(plan.status)}</b><ul>" + "".join(f"<li>{_e(r)}</li>" for r in plan.reasons) + "</ul></div>"
+    )
     if plan.suggestions:
-        parts.append("<b>Smallest change first</b> (each one planned again)<ul>" + "".join(
-            f"<li><code>{_e(s['change'])}</code>: {_e(s['summary'])}</li>" for s in plan.suggestions) + "</ul>")
+        parts.append(
+            "<b>Smallest change first</b> (each one planned again)<ul>"
+            + "".join(f"<li><code>{_e(s['change'])}</code>: {_e(s['summary'])}</li>" for s in plan.suggestions)
+            + "</ul>"
+        )
     if plan.notes:
         parts.append("<b>Notes</b><ul>" + "".join(f"<li>{_e(n)}</li>" for n in plan.notes) + "</ul>")
     allowed = ", ".join(f"{device_label(d)}: {size_text(v)}" for d, v in plan.max_memory.items() if v is not None)
-    parts.append(f"<details><summary>device_map, as accelerate returned it</summary><pre>{_e(plan.device_map)}</pre>"
-                 f"<pre>max_memory given to infer_auto_device_map: {_e(allowed)}</pre></details></div>")
+    parts.append(
+        f"<details><summary>device_map, as accelerate returned it</summary><pre>{_e(plan.device_map)}</pre>"
+        f"<pre>max_memory given to infer_auto_device_map: {_e(allowed)}</pre></details></div>"
+    )
     return "".join(parts)

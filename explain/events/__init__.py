@@ -41,5 +41,18 @@ def describe(event) -> str:
     return KINDS[(event.stage, event.kind)].describe(data)
 
 
-__all__ = ["STAGES", "STAGE_LIST", "STAGE_INFO", "LOADING_STAGES", "CALL_STAGES", "Stage", "KINDS", "Kind",
-           "SchemaError", "check_event", "describe", "GenerationStep", "Top"]
+__all__ = [
+    "STAGES",
+    "STAGE_LIST",
+    "STAGE_INFO",
+    "LOADING_STAGES",
+    "CALL_STAGES",
+    "Stage",
+    "KINDS",
+    "Kind",
+    "SchemaError",
+    "check_event",
+    "describe",
+    "GenerationStep",
+    "Top",
+]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Callable
 from functools import cache
-from typing import Any, Callable, Literal, NotRequired, Required, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, NotRequired, Required, Union, get_args, get_origin, get_type_hints
 
 NON_FINITE = ("inf", "-inf", "nan")
 MAX_FREE_DEPTH = 32  # objects and lists inside a field no declaration describes (Any, or a key it does not name)
@@ -37,8 +38,14 @@ def _name(kind: Any) -> str:
     if kind is type(None):
         return "null"
     if isinstance(kind, type):
-        return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-                "list": "a list", "dict": "an object"}.get(kind.__name__, kind.__name__)
+        return {
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "list": "a list",
+            "dict": "an object",
+        }.get(kind.__name__, kind.__name__)
     origin = get_origin(kind)
     if origin in (Union, types.UnionType):
         return " or ".join(_name(k) for k in get_args(kind))
@@ -156,6 +163,7 @@ def check_record(value: Any, declaration: type, path: str = "", partial: bool = 
 # `fits(declaration)` is the same test as check_record, as one predicate per type built once; only a record that
 # fails it is walked again by check_record, which says where and why.
 
+
 def _predicate(kind: Any) -> Callable[[Any], bool]:
     if kind is Any:
         return lambda value: not (isinstance(value, (dict, list)) and _too_deep(value))
@@ -171,8 +179,7 @@ def _predicate(kind: Any) -> Callable[[Any], bool]:
     if origin is list:
         (item,) = get_args(kind)
         if item is float:  # the common case by far: probabilities, logits
-            return lambda value: type(value) is list and all(
-                type(x) is float or _number(x) for x in value)
+            return lambda value: type(value) is list and all(type(x) is float or _number(x) for x in value)
         if item is int:
             return lambda value: type(value) is list and all(type(x) is int for x in value)
         element = _predicate(item)
@@ -197,8 +204,11 @@ def _predicate(kind: Any) -> Callable[[Any], bool]:
 
 
 def _number(value: Any) -> bool:
-    return type(value) in (int, float) or (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
-        isinstance(value, str) and value in NON_FINITE)
+    return (
+        type(value) in (int, float)
+        or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (isinstance(value, str) and value in NON_FINITE)
+    )
 
 
 _FITS: dict[type, Callable[[Any], bool]] = {}

@@ -15,6 +15,7 @@ from ..utils.units import size_text
 # -- pieces shared by several kinds ---------------------------------------------------------------------
 class Top(TypedDict):
     """The highest entries of a row over the vocabulary, best first (token ids and their values)."""
+
     ids: list[int]
     values: list[float]
 
@@ -95,7 +96,9 @@ class ConfigConfig(TypedDict):
     generation_config_source: dict[str, str]
     has_generation_config_file: bool
     config_class: NotRequired[str]  # backend="transformers": the PretrainedConfig class transformers built
-    remote_code: NotRequired[bool]  # backend="transformers": the class came from the model's own code (trust_remote_code)
+    remote_code: NotRequired[
+        bool
+    ]  # backend="transformers": the class came from the model's own code (trust_remote_code)
     given: NotRequired[bool]  # backend="transformers": the model was built by the caller (read off it, not loaded)
 
 
@@ -190,6 +193,7 @@ class WeightsQuantize(TypedDict):
     """quantization="gguf" / "int8" / "int4" (explain.quantization), or on backend="transformers" the model's
     quantization_config (TorchAoConfig, QuantoConfig, ...; explain/backends/transformers/quantized.py): what is kept
     as integers, and what it saves."""
+
     method: str  # explain's method name, or transformers' quant_method ("torchao", "quanto", "bitsandbytes", ...)
     summary: str
     form: str  # "fast" / "exact" for gguf; the activations' dtype for int8 / int4 and on backend="transformers"
@@ -210,7 +214,9 @@ class WeightsQuantize(TypedDict):
     ratio_to_float32: float | None
     bits_per_parameter: float | None
     process_memory: ProcessMemory
-    seconds: NotRequired[float]  # explain's install time; absent on backend="transformers", which quantizes while loading
+    seconds: NotRequired[
+        float
+    ]  # explain's install time; absent on backend="transformers", which quantizes while loading
     # backend="transformers"
     backend: NotRequired[str]
     config: NotRequired[dict[str, Any]]  # the quantization config as transformers writes it (to_dict), as text
@@ -236,6 +242,7 @@ class AdaptedModule(TypedDict):
 
 class WeightsAdapter(TypedDict):
     """A PEFT LoRA adapter applied on top of the loaded weights (explain.adapters)."""
+
     adapter: str
     path: str
     peft_type: str
@@ -326,6 +333,7 @@ class PaddedRow(TypedDict):
 
 class TokenizationPad(TypedDict):
     """A batch of prompts collated into one tensor (transformers' pad_collate_fn): each row padded to the longest."""
+
     side: Literal["left", "right"]
     pad_token_id: int
     pad_token: str | None
@@ -336,16 +344,20 @@ class TokenizationPad(TypedDict):
 
 # the class that ran ("class", a keyword, hence the functional form): explain's, named after the transformers class it
 # mirrors, or transformers' own (backend="transformers"); a processor the registry lacks is named after its class
-ProcessorSpec = TypedDict("ProcessorSpec", {
-    "name": str,  # the knob that turned it on (explain.generation.processors: the registry)
-    "args": dict[str, Any],
-    "title": NotRequired[str],  # the short human title of its panel in the step view (absent in older traces)
-    "class": NotRequired[str],
-})
+ProcessorSpec = TypedDict(
+    "ProcessorSpec",
+    {
+        "name": str,  # the knob that turned it on (explain.generation.processors: the registry)
+        "args": dict[str, Any],
+        "title": NotRequired[str],  # the short human title of its panel in the step view (absent in older traces)
+        "class": NotRequired[str],
+    },
+)
 
 
 class StrategyInfo(TypedDict):
     """The decoding strategy a call runs (explain.generation.strategies: the registry)."""
+
     name: str  # the registry's key: one_sequence, samples, beam_search, assisted
     mode: str  # transformers' GenerationMode: greedy_search, sample, beam_search, beam_sample, assisted_generation
     title: str
@@ -356,6 +368,7 @@ class StrategyInfo(TypedDict):
 
 class BatchNote(TypedDict):
     """A list of prompts: which one this call is, and how explain runs them."""
+
     index: int  # the (first) prompt's index in the list
     size: int
     batch_size: int  # what the call asked for (transformers' pipeline default: 1)
@@ -397,6 +410,7 @@ class GenerationPrefill(TypedDict):
 
 class ProcessorStep(TypedDict):
     """What one logits processor did at one step."""
+
     name: str  # the knob that turned it on, e.g. "top_p"; "logits_processor" for one of the call's own
     title: NotRequired[str]  # the panel title in the step view, e.g. "top-p (nucleus)" (absent in older traces)
     args: dict[str, Any]
@@ -452,6 +466,7 @@ class BeamState(TypedDict):
 
 class BeamCandidate(TypedDict):
     """One of the K best (beam, token) pairs of a step, and what became of it."""
+
     beam: int  # the running beam it extends
     token_id: int
     score: float  # the summed log-probability with this token
@@ -474,6 +489,7 @@ class FinishedBeam(TypedDict):
 
 class GenerationBeams(TypedDict):
     """One step of beam search: every beam advanced by one token."""
+
     step: int
     position: int  # where the new tokens go (the running length before the step)
     method: Literal["beam_search", "beam_sample"]
@@ -503,6 +519,7 @@ class Hypothesis(TypedDict):
 
 class GenerationRanking(TypedDict):
     """The end of beam search: the finished sequences, best first."""
+
     hypotheses: list[Hypothesis]
     num_return_sequences: int
     num_beams: int
@@ -526,6 +543,7 @@ class Rejection(TypedDict):
 
 class GenerationDraft(TypedDict):
     """One round of assisted decoding: draft, check in one forward pass, keep."""
+
     round: int
     position: int  # the sequence length before the round
     source: Literal["assistant", "prompt_lookup"]
@@ -585,6 +603,7 @@ class Attribution(TypedDict):
 
 class GenerationInspect(TypedDict):
     """What happened inside the model at one step (generation.inspect or capture="inside")."""
+
     step: int
     position: int
     branch: int
@@ -657,6 +676,7 @@ class CompareSummary(TypedDict):
 
 class GenerationCompare(TypedDict):
     """explain.compare(pipe_a, pipe_b, prompt): emitted into B's trace, in B's run of the prompt."""
+
     prompt: Any
     labels: list[str]
     steps: list[CompareStep]
@@ -684,32 +704,41 @@ class DecodingDecode(TypedDict):
 
 # -- one line per event ---------------------------------------------------------------------------------
 def _registry_lookup(d: dict) -> str:
-    return (f"task {d['task']!r} -> {d['pipeline_class']} + {d['model_class']}; transformers' default "
-            f"{d['default_model']}@{d['default_revision']}, explain uses {d['model_used']}")
+    return (
+        f"task {d['task']!r} -> {d['pipeline_class']} + {d['model_class']}; transformers' default "
+        f"{d['default_model']}@{d['default_revision']}, explain uses {d['model_used']}"
+    )
 
 
 def _config_file(d: dict) -> str:
     if d.get("absent"):
         return f"{d['filename']}: not in {d['repo']} (optional)"
     commit = (d["commit"] or "")[:7]
-    return (f"{d['filename']}: {d['cache']}{' @' + commit if commit else ''}, {size_text(d['size'])}"
-            f"{' (offline)' if d['offline'] else ''}")
+    return (
+        f"{d['filename']}: {d['cache']}{' @' + commit if commit else ''}, {size_text(d['size'])}"
+        f"{' (offline)' if d['offline'] else ''}"
+    )
 
 
 def _config_config(d: dict) -> str:
     h = d["hyperparameters"]
     common = common_config(h)  # GPT-2's n_layer, n_embd... under the common names
     kv = f", {h['num_key_value_heads']} kv heads" if "num_key_value_heads" in h else ""
-    return (f"{d['architecture']} ({d['model_type']}): {common['num_hidden_layers']} layers, hidden "
-            f"{common['hidden_size']}, {common['num_attention_heads']} heads{kv}, vocab {common['vocab_size']}, "
-            f"tied embeddings {h.get('tie_word_embeddings', False)}")
+    return (
+        f"{d['architecture']} ({d['model_type']}): {common['num_hidden_layers']} layers, hidden "
+        f"{common['hidden_size']}, {common['num_attention_heads']} heads{kv}, vocab {common['vocab_size']}, "
+        f"tied embeddings {h.get('tie_word_embeddings', False)}"
+    )
 
 
 def _tokenizer_load(d: dict) -> str:
-    special = ", ".join(f"{name.replace('_token', '')}={value['token']!r}"
-                        for name, value in d["special_tokens"].items())
-    return (f"{d['model']} from {d['source']}: {d['vocab_size']} tokens, {d['num_merges']} merges; {special}; "
-            f"chat template: {'yes' if d['has_chat_template'] else 'no'}")
+    special = ", ".join(
+        f"{name.replace('_token', '')}={value['token']!r}" for name, value in d["special_tokens"].items()
+    )
+    return (
+        f"{d['model']} from {d['source']}: {d['vocab_size']} tokens, {d['num_merges']} merges; {special}; "
+        f"chat template: {'yes' if d['has_chat_template'] else 'no'}"
+    )
 
 
 def _weights_progress(d: dict) -> str:
@@ -719,38 +748,51 @@ def _weights_progress(d: dict) -> str:
 def _weights_load(d: dict) -> str:
     kinds = ", ".join(f"{n} x {k}" for k, n in (d.get("quantization_types") or d["stored_dtypes"]).items())
     tied = f"; tied {', '.join(d['tied'])}" if d["tied"] else ""
-    return (f"{d['format']}: {d['tensors']} tensors ({kinds}) -> {d['dtype']}, {d['parameters'] / 1e6:.1f} M "
-            f"parameters, {size_text(d['bytes'])}{tied}; missing {len(d['missing'])}, "
-            f"unexpected {d['unexpected_count']}")
+    return (
+        f"{d['format']}: {d['tensors']} tensors ({kinds}) -> {d['dtype']}, {d['parameters'] / 1e6:.1f} M "
+        f"parameters, {size_text(d['bytes'])}{tied}; missing {len(d['missing'])}, "
+        f"unexpected {d['unexpected_count']}"
+    )
 
 
 def _weights_quantize(d: dict) -> str:
     kept = ", ".join(f"{c['tensors']} x {c['from']} -> {c['to'].split(':')[0]}" for c in d["conversions"])
     memory = d["process_memory"]
-    process = (f"; process {size_text(memory['rss_bytes'])} (peak {size_text(memory['peak_rss_bytes'])})"
-               if memory["rss_bytes"] else "")
+    process = (
+        f"; process {size_text(memory['rss_bytes'])} (peak {size_text(memory['peak_rss_bytes'])})"
+        if memory["rss_bytes"]
+        else ""
+    )
     ratio = f"{d['ratio_to_float32']:.2f}x, " if d["ratio_to_float32"] is not None else ""
     bits = f"{d['bits_per_parameter']:.1f} bits per parameter" if d["bits_per_parameter"] is not None else ""
-    return (f"quantization {d['method']} ({d['form']}, {d['compute_dtype']} activations): {kept}; "
-            f"{size_text(d['float32_bytes'])} in float32 -> {size_text(d['total_after'])} ({ratio}{bits}){process}")
+    return (
+        f"quantization {d['method']} ({d['form']}, {d['compute_dtype']} activations): {kept}; "
+        f"{size_text(d['float32_bytes'])} in float32 -> {size_text(d['total_after'])} ({ratio}{bits}){process}"
+    )
 
 
 def _weights_adapter(d: dict) -> str:
-    return (f"LoRA adapter {d['adapter']!r}: r={d['r']}, alpha={d['lora_alpha']} on {d['layers']} layers; "
-            f"{d['adapter_parameters'] / 1e6:.2f} M parameters, {d['share_of_base']:.2%} of the base's "
-            f"{d['base_parameters'] / 1e6:.1f} M; applied with {d['applied_with']}")
+    return (
+        f"LoRA adapter {d['adapter']!r}: r={d['r']}, alpha={d['lora_alpha']} on {d['layers']} layers; "
+        f"{d['adapter_parameters'] / 1e6:.2f} M parameters, {d['share_of_base']:.2%} of the base's "
+        f"{d['base_parameters'] / 1e6:.1f} M; applied with {d['applied_with']}"
+    )
 
 
 def _weights_adapter_merge(d: dict) -> str:
-    return (f"adapter {d['adapter']!r} {'merged: W + (alpha / r) B A' if d['merged'] else 'unmerged: W back'} "
-            f"in {d['layers']} layers")
+    return (
+        f"adapter {d['adapter']!r} {'merged: W + (alpha / r) B A' if d['merged'] else 'unmerged: W back'} "
+        f"in {d['layers']} layers"
+    )
 
 
 def _generation_compare(d: dict) -> str:
     summary, first = d["summary"], d["first_divergence"]
-    return (f"compare {d['labels'][0]} vs {d['labels'][1]}: top-1 agreement {summary['agreement']:.0%} over "
-            f"{summary['steps']} steps, mean KL {summary['mean_kl']:.4f} nats; "
-            + (f"texts first differ at step {first['step']}" if first else "identical texts"))
+    return (
+        f"compare {d['labels'][0]} vs {d['labels'][1]}: top-1 agreement {summary['agreement']:.0%} over "
+        f"{summary['steps']} steps, mean KL {summary['mean_kl']:.4f} nats; "
+        + (f"texts first differ at step {first['step']}" if first else "identical texts")
+    )
 
 
 def _placement_place(d: dict) -> str:
@@ -759,8 +801,10 @@ def _placement_place(d: dict) -> str:
 
 
 # one line wherever a plain string met a model that has a chat template (tokenization/encode chat_template_skipped)
-TEMPLATE_SKIPPED = ("a plain string skips the chat template, so the model continues the text; to have it answer, "
-                    "pass [{\"role\": \"user\", \"content\": ...}]")
+TEMPLATE_SKIPPED = (
+    "a plain string skips the chat template, so the model continues the text; to have it answer, "
+    'pass [{"role": "user", "content": ...}]'
+)
 
 
 def _tokenization_encode(d: dict) -> str:
@@ -770,8 +814,10 @@ def _tokenization_encode(d: dict) -> str:
 
 def _tokenization_pad(d: dict) -> str:
     pads = ", ".join(str(row["pads"]) for row in d["rows"])
-    return (f"{len(d['rows'])} prompts padded on the {d['side']} to {d['width']} tokens with "
-            f"{d['pad_token']!r} (id {d['pad_token_id']}); pads per row: {pads}")
+    return (
+        f"{len(d['rows'])} prompts padded on the {d['side']} to {d['width']} tokens with "
+        f"{d['pad_token']!r} (id {d['pad_token_id']}); pads per row: {pads}"
+    )
 
 
 def _generation_settings(d: dict) -> str:
@@ -803,11 +849,21 @@ def _generation_step(d: dict) -> str:
 def _generation_beams(d: dict) -> str:
     texts = d["token_texts"]
     live = [b for b in d["running"] if b["score"] > -1e8]  # -1e9 marks a slot no unfinished candidate filled
-    beams = ("running " + ", ".join(f"{texts.get(str(b['token_id']), '?')!r} {b['score']:.2f}" for b in live)
-             if live else "no beam running (every candidate finished)")
+    beams = (
+        "running " + ", ".join(f"{texts.get(str(b['token_id']), '?')!r} {b['score']:.2f}" for b in live)
+        if live
+        else "no beam running (every candidate finished)"
+    )
     added = sum(c["added"] for c in d["candidates"])
-    finished = (f"; {len(d['finished'])} finished" + (f" ({added} new)" if added else "")
-                + f", best {max(f['score'] for f in d['finished']):.3f}") if d["finished"] else ""
+    finished = (
+        (
+            f"; {len(d['finished'])} finished"
+            + (f" ({added} new)" if added else "")
+            + f", best {max(f['score'] for f in d['finished']):.3f}"
+        )
+        if d["finished"]
+        else ""
+    )
     done = f"; done: {d['done']}" if "done" in d else ""
     return f"beam step {d['step']}: {beams}{finished}{done}"
 
@@ -828,30 +884,40 @@ def _generation_draft(d: dict) -> str:
 
 
 def _generation_force(d: dict) -> str:
-    return (f"branch {d['branch']}: forced {d['token']!r} (id {d['token_id']}) at step {d['step']} "
-            f"instead of id {d['replaced']}")
+    return (
+        f"branch {d['branch']}: forced {d['token']!r} (id {d['token_id']}) at step {d['step']} "
+        f"instead of id {d['replaced']}"
+    )
 
 
 def _generation_inspect(d: dict) -> str:
     parts = []
     if "lens" in d:
         first = next((layer["layer"] for layer in d["lens"]["layers"] if layer["chosen_rank"] == 1), None)
-        parts.append(f"lens: {d['token']!r} is the top reading from layer {first}" if first is not None
-                     else f"lens: {d['token']!r} is never the top reading")
+        parts.append(
+            f"lens: {d['token']!r} is the top reading from layer {first}"
+            if first is not None
+            else f"lens: {d['token']!r} is never the top reading"
+        )
     if "attention" in d:
         parts.append(f"attention: {d['attention']['first_token_share']:.0%} on the first token")
     if "attribution" in d:
         shares = d["attribution"]["shares"]
         top = max(range(len(shares)), key=shares.__getitem__) if shares else None
-        parts.append(f"attribution: {d['context_tokens'][top]!r} weighs most ({shares[top]:.0%})"
-                     if top is not None else "attribution: empty context")
+        parts.append(
+            f"attribution: {d['context_tokens'][top]!r} weighs most ({shares[top]:.0%})"
+            if top is not None
+            else "attribution: empty context"
+        )
     return f"inside step {d['step']}: " + "; ".join(parts)
 
 
 def _generation_end(d: dict) -> str:
     rate = d["decode_tokens_per_s"]
-    return (f"{d['new_tokens']} new tokens, stopped by {d['stop_reason']}"
-            f"{f', decode {_rate(rate)} tokens/s' if rate is not None else ''}")
+    return (
+        f"{d['new_tokens']} new tokens, stopped by {d['stop_reason']}"
+        f"{f', decode {_rate(rate)} tokens/s' if rate is not None else ''}"
+    )
 
 
 def _decoding_decode(d: dict) -> str:
@@ -876,38 +942,44 @@ class Kind:
     (tests/test_events.py runs the explain backend, tests/test_transformers_backend.py the transformers backend, and
     each fails on a kind it should emit and does not)."""
 
-    def __init__(self, stage: str, kind: str, fields: type, describe: Callable[[dict], str],
-                 backends: tuple[str, ...] = BOTH):
+    def __init__(
+        self, stage: str, kind: str, fields: type, describe: Callable[[dict], str], backends: tuple[str, ...] = BOTH
+    ):
         self.stage, self.kind, self.fields, self.describe, self.backends = stage, kind, fields, describe, backends
 
     def __repr__(self) -> str:
         return f"Kind({self.stage}/{self.kind}: {self.fields.__name__})"
 
 
-KINDS: dict[tuple[str, str], Kind] = {(k.stage, k.kind): k for k in (
-    Kind("registry", "lookup", RegistryLookup, _registry_lookup),
-    Kind("config", "file", ConfigFile, _config_file),
-    Kind("config", "config", ConfigConfig, _config_config),
-    Kind("tokenizer", "load", TokenizerLoad, _tokenizer_load),
-    Kind("weights", "progress", WeightsProgress, _weights_progress),
-    Kind("weights", "load", WeightsLoad, _weights_load),
-    Kind("weights", "quantize", WeightsQuantize, _weights_quantize),
-    Kind("weights", "adapter", WeightsAdapter, _weights_adapter),
-    Kind("weights", "adapter_merge", WeightsAdapterMerge, _weights_adapter_merge, EXPLAIN_ONLY),  # explain's merge()
-    Kind("placement", "place", PlacementPlace, _placement_place),
-    Kind("tokenization", "encode", TokenizationEncode, _tokenization_encode),
-    Kind("tokenization", "pad", TokenizationPad, _tokenization_pad),
-    Kind("generation", "settings", GenerationSettings, _generation_settings),
-    Kind("generation", "prefill", GenerationPrefill, _generation_prefill),
-    Kind("generation", "step", GenerationStep, _generation_step),
-    # beam search and assisted decoding: the explain backend's strategies trace them (issue 11); on
-    # backend="transformers" they run untraced, with the reason in the settings event
-    Kind("generation", "beams", GenerationBeams, _generation_beams, EXPLAIN_ONLY),
-    Kind("generation", "ranking", GenerationRanking, _generation_ranking, EXPLAIN_ONLY),
-    Kind("generation", "draft", GenerationDraft, _generation_draft, EXPLAIN_ONLY),
-    Kind("generation", "force", GenerationForce, _generation_force),
-    Kind("generation", "inspect", GenerationInspect, _generation_inspect),
-    Kind("generation", "end", GenerationEnd, _generation_end),
-    Kind("generation", "compare", GenerationCompare, _generation_compare),
-    Kind("decoding", "decode", DecodingDecode, _decoding_decode),
-)}
+KINDS: dict[tuple[str, str], Kind] = {
+    (k.stage, k.kind): k
+    for k in (
+        Kind("registry", "lookup", RegistryLookup, _registry_lookup),
+        Kind("config", "file", ConfigFile, _config_file),
+        Kind("config", "config", ConfigConfig, _config_config),
+        Kind("tokenizer", "load", TokenizerLoad, _tokenizer_load),
+        Kind("weights", "progress", WeightsProgress, _weights_progress),
+        Kind("weights", "load", WeightsLoad, _weights_load),
+        Kind("weights", "quantize", WeightsQuantize, _weights_quantize),
+        Kind("weights", "adapter", WeightsAdapter, _weights_adapter),
+        Kind(
+            "weights", "adapter_merge", WeightsAdapterMerge, _weights_adapter_merge, EXPLAIN_ONLY
+        ),  # explain's merge()
+        Kind("placement", "place", PlacementPlace, _placement_place),
+        Kind("tokenization", "encode", TokenizationEncode, _tokenization_encode),
+        Kind("tokenization", "pad", TokenizationPad, _tokenization_pad),
+        Kind("generation", "settings", GenerationSettings, _generation_settings),
+        Kind("generation", "prefill", GenerationPrefill, _generation_prefill),
+        Kind("generation", "step", GenerationStep, _generation_step),
+        # beam search and assisted decoding: the explain backend's strategies trace them (issue 11); on
+        # backend="transformers" they run untraced, with the reason in the settings event
+        Kind("generation", "beams", GenerationBeams, _generation_beams, EXPLAIN_ONLY),
+        Kind("generation", "ranking", GenerationRanking, _generation_ranking, EXPLAIN_ONLY),
+        Kind("generation", "draft", GenerationDraft, _generation_draft, EXPLAIN_ONLY),
+        Kind("generation", "force", GenerationForce, _generation_force),
+        Kind("generation", "inspect", GenerationInspect, _generation_inspect),
+        Kind("generation", "end", GenerationEnd, _generation_end),
+        Kind("generation", "compare", GenerationCompare, _generation_compare),
+        Kind("decoding", "decode", DecodingDecode, _decoding_decode),
+    )
+}

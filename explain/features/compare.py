@@ -49,12 +49,16 @@ def label_of(pipe) -> str:
     from its weights events: transformers' quantization_config and the peft adapter it loaded)."""
     if is_transformers_pipe(pipe):
         quantization, adapter = _event_data(pipe, "weights", "quantize"), _event_data(pipe, "weights", "adapter")
-        text = "transformers " + (f"{quantization['method']} ({quantization['label']})" if quantization
-                                  else dtype_name(pipe.model.dtype))
+        text = "transformers " + (
+            f"{quantization['method']} ({quantization['label']})" if quantization else dtype_name(pipe.model.dtype)
+        )
         return text + (f" + LoRA {adapter['adapter']}" if adapter else "")
     quantization = getattr(pipe, "quantization", None)
-    text = (f"{quantization['method']} ({quantization['form']}, {quantization['compute_dtype']} activations)"
-            if quantization else pipe.dtype)
+    text = (
+        f"{quantization['method']} ({quantization['form']}, {quantization['compute_dtype']} activations)"
+        if quantization
+        else pipe.dtype
+    )
     adapter = getattr(pipe, "adapter", None)
     return text + (f" + LoRA {adapter.name}" if adapter is not None else "")
 
@@ -80,10 +84,15 @@ class Comparison:
 
     def __repr__(self) -> str:
         s = self.summary
-        where = (f"texts first differ at step {self.first_divergence['step']}" if self.first_divergence
-                 else "identical texts")
-        return (f"Comparison({self.labels[0]!r} vs {self.labels[1]!r}: {len(self.steps)} steps, top-1 agreement "
-                f"{s['agreement']:.0%}, mean KL {s['mean_kl']:.4f} nats, {where})")
+        where = (
+            f"texts first differ at step {self.first_divergence['step']}"
+            if self.first_divergence
+            else "identical texts"
+        )
+        return (
+            f"Comparison({self.labels[0]!r} vs {self.labels[1]!r}: {len(self.steps)} steps, top-1 agreement "
+            f"{s['agreement']:.0%}, mean KL {s['mean_kl']:.4f} nats, {where})"
+        )
 
     def print(self, file=None, steps: bool = True) -> None:
         """The comparison as text: the summary, both texts from where they differ, and a step table."""
@@ -92,13 +101,18 @@ class Comparison:
         print(f"A: {self.labels[0]}\nB: {self.labels[1]}", file=file)
         sizes = s.get("weight_bytes") or [None, None]
         if all(sizes):
-            print(f"weights in memory: {size_text(sizes[0])} vs {size_text(sizes[1])} "
-                  f"({sizes[1] / sizes[0]:.2f}x)", file=file)
+            print(
+                f"weights in memory: {size_text(sizes[0])} vs {size_text(sizes[1])} ({sizes[1] / sizes[0]:.2f}x)",
+                file=file,
+            )
         speeds = s.get("decode_tokens_per_s") or [None, None]
         if all(speeds):
             print(f"decode: {speeds[0]:.1f} vs {speeds[1]:.1f} tokens/s ({speeds[1] / speeds[0]:.2f}x)", file=file)
-        print(f"top-1 agreement on A's context: {s['agreeing_steps']}/{len(self.steps)} steps ({s['agreement']:.0%}); "
-              f"KL(A||B) mean {s['mean_kl']:.4f}, max {s['max_kl']:.4f} nats (step {s['max_kl_step']})", file=file)
+        print(
+            f"top-1 agreement on A's context: {s['agreeing_steps']}/{len(self.steps)} steps ({s['agreement']:.0%}); "
+            f"KL(A||B) mean {s['mean_kl']:.4f}, max {s['max_kl']:.4f} nats (step {s['max_kl_step']})",
+            file=file,
+        )
         if self.first_divergence is None:
             print(f"the texts are identical ({len(self.ids[0])} tokens)", file=file)
         else:
@@ -106,14 +120,17 @@ class Comparison:
             common = self.texts[0][: d["character"]]
             print(f"the texts first differ at step {d['step']} (character {d['character']}):", file=file)
             print(f"  common: ...{common[-60:]!r}", file=file)
-            print(f"  A then: {self.texts[0][d['character']:][:60]!r}", file=file)
-            print(f"  B then: {self.texts[1][d['character']:][:60]!r}", file=file)
+            print(f"  A then: {self.texts[0][d['character'] :][:60]!r}", file=file)
+            print(f"  B then: {self.texts[1][d['character'] :][:60]!r}", file=file)
         if steps:
             print(f"{'step':>4}  {'A token':<14} {'p_A':>6}  {'B top-1':<14} {'p_B(A)':>6}  {'KL':>8}", file=file)
             for row in self.steps:
                 mark = " " if row["agree"] else "*"
-                print(f"{row['step']:>4}{mark} {row['text_a']!r:<14} {row['p_a']:6.3f}  {row['text_b']!r:<14} "
-                      f"{row['p_b']:6.3f}  {row['kl']:8.4f}", file=file)
+                print(
+                    f"{row['step']:>4}{mark} {row['text_a']!r:<14} {row['p_a']:6.3f}  {row['text_b']!r:<14} "
+                    f"{row['p_b']:6.3f}  {row['kl']:8.4f}",
+                    file=file,
+                )
 
 
 def _run(pipe, prompt, kwargs):
@@ -127,8 +144,10 @@ def _run(pipe, prompt, kwargs):
 
 def is_transformers_model(model) -> bool:
     """A transformers PreTrainedModel (or peft's PeftModel around one), not one of explain's readable models."""
-    classes = [getattr(sys.modules.get(module), name, None) for module, name in
-               (("transformers", "PreTrainedModel"), ("peft", "PeftModel"))]
+    classes = [
+        getattr(sys.modules.get(module), name, None)
+        for module, name in (("transformers", "PreTrainedModel"), ("peft", "PeftModel"))
+    ]
     return any(cls is not None and isinstance(model, cls) for cls in classes)
 
 
@@ -143,27 +162,40 @@ def _forced_logits(model, input_ids: torch.Tensor, prompt_length: int) -> torch.
     cache: Any  # transformers' DynamicCache or explain's KVCache: the model's own kind of cache
     if is_transformers_model(model):
         from transformers import DynamicCache
+
         cache, options = DynamicCache(config=model.config), {"use_cache": True}
     else:
         cache, options = KVCache(), {}
     rows = [model(ids[:, :prompt_length], cache=cache, logits_to_keep=1, **options).logits[0, -1]]
     for position in range(prompt_length, ids.shape[1] - 1):
-        rows.append(model(ids[:, position: position + 1], cache=cache, logits_to_keep=1, **options).logits[0, -1])
+        rows.append(model(ids[:, position : position + 1], cache=cache, logits_to_keep=1, **options).logits[0, -1])
     return torch.stack(rows).float().cpu()  # (N, vocab)
 
 
 @torch.inference_mode()
-def compare(pipe_a, pipe_b, prompt, max_new_tokens: int = COMPARE_MAX_NEW_TOKENS, labels: list | None = None, print_result: bool = False,
-            file=None, **generate_kwargs) -> Comparison:
+def compare(
+    pipe_a,
+    pipe_b,
+    prompt,
+    max_new_tokens: int = COMPARE_MAX_NEW_TOKENS,
+    labels: list | None = None,
+    print_result: bool = False,
+    file=None,
+    **generate_kwargs,
+) -> Comparison:
     """Run `prompt` through both pipelines (greedy unless told otherwise) and compare them step by step."""
     if pipe_a.tokenizer.vocab_size != pipe_b.tokenizer.vocab_size:
-        raise ExplainError(f"the two pipelines have different vocabularies ({pipe_a.tokenizer.vocab_size} and "
-                           f"{pipe_b.tokenizer.vocab_size} tokens); compare pipelines of the same model family")
+        raise ExplainError(
+            f"the two pipelines have different vocabularies ({pipe_a.tokenizer.vocab_size} and "
+            f"{pipe_b.tokenizer.vocab_size} tokens); compare pipelines of the same model family"
+        )
     kwargs = {"do_sample": False, **generate_kwargs, "max_new_tokens": max_new_tokens}
     run_a, speed_a, _ = _run(pipe_a, prompt, kwargs)
     run_b, speed_b, _ = _run(pipe_b, prompt, kwargs)
     if run_a.input_ids[0, : run_a.prompt_length].tolist() != run_b.input_ids[0, : run_b.prompt_length].tolist():
-        raise ExplainError("the two pipelines tokenize the prompt differently; compare pipelines that share a tokenizer")
+        raise ExplainError(
+            "the two pipelines tokenize the prompt differently; compare pipelines that share a tokenizer"
+        )
     prompt_length, ids_a = run_a.prompt_length, run_a.generated_ids
     if not ids_a:
         raise ExplainError("pipeline A generated no tokens (max_new_tokens=0, or the prompt fills the context)")
@@ -174,9 +206,20 @@ def compare(pipe_a, pipe_b, prompt, max_new_tokens: int = COMPARE_MAX_NEW_TOKENS
         log_b = F.log_softmax(forced[index], dim=-1)
         kl = float((log_a.exp() * (log_a - log_b)).sum().clamp(min=0))
         top_b = int(log_b.argmax())
-        steps.append({"step": index, "token_a": token, "text_a": tokenizer.decode([token]), "top1_a": int(log_a.argmax()),
-                      "top1_b": top_b, "text_b": tokenizer.decode([top_b]), "agree": int(log_a.argmax()) == top_b,
-                      "kl": kl, "p_a": float(log_a[token].exp()), "p_b": float(log_b[token].exp())})
+        steps.append(
+            {
+                "step": index,
+                "token_a": token,
+                "text_a": tokenizer.decode([token]),
+                "top1_a": int(log_a.argmax()),
+                "top1_b": top_b,
+                "text_b": tokenizer.decode([top_b]),
+                "agree": int(log_a.argmax()) == top_b,
+                "kl": kl,
+                "p_a": float(log_a[token].exp()),
+                "p_b": float(log_b[token].exp()),
+            }
+        )
     ids_b = run_b.generated_ids
     divergence = next((i for i, (a, b) in enumerate(zip(ids_a, ids_b, strict=False)) if a != b), None)
     if divergence is None and len(ids_a) != len(ids_b):
@@ -184,19 +227,35 @@ def compare(pipe_a, pipe_b, prompt, max_new_tokens: int = COMPARE_MAX_NEW_TOKENS
     first = None
     if divergence is not None:
         character = len(tokenizer.decode(ids_a[:divergence]))
-        first = {"step": divergence, "character": character,
-                 "token_a": ids_a[divergence] if divergence < len(ids_a) else None,
-                 "token_b": ids_b[divergence] if divergence < len(ids_b) else None}
+        first = {
+            "step": divergence,
+            "character": character,
+            "token_a": ids_a[divergence] if divergence < len(ids_a) else None,
+            "token_b": ids_b[divergence] if divergence < len(ids_b) else None,
+        }
     kls = [s["kl"] for s in steps]
     agreeing = sum(s["agree"] for s in steps)
-    summary = {"agreement": agreeing / len(steps), "agreeing_steps": agreeing, "steps": len(steps),
-               "mean_kl": sum(kls) / len(kls), "max_kl": max(kls), "max_kl_step": kls.index(max(kls)),
-               "weight_bytes": [weight_bytes(pipe_a), weight_bytes(pipe_b)],
-               "decode_tokens_per_s": [speed_a, speed_b], "prompt_tokens": prompt_length,
-               "identical_texts": first is None}
-    comparison = Comparison(prompt=prompt, labels=list(labels or [label_of(pipe_a), label_of(pipe_b)]), steps=steps,
-                            texts=[run_a.output_text, run_b.output_text], ids=[ids_a, ids_b], first_divergence=first,
-                            summary=summary)
+    summary = {
+        "agreement": agreeing / len(steps),
+        "agreeing_steps": agreeing,
+        "steps": len(steps),
+        "mean_kl": sum(kls) / len(kls),
+        "max_kl": max(kls),
+        "max_kl_step": kls.index(max(kls)),
+        "weight_bytes": [weight_bytes(pipe_a), weight_bytes(pipe_b)],
+        "decode_tokens_per_s": [speed_a, speed_b],
+        "prompt_tokens": prompt_length,
+        "identical_texts": first is None,
+    }
+    comparison = Comparison(
+        prompt=prompt,
+        labels=list(labels or [label_of(pipe_a), label_of(pipe_b)]),
+        steps=steps,
+        texts=[run_a.output_text, run_b.output_text],
+        ids=[ids_a, ids_b],
+        first_divergence=first,
+        summary=summary,
+    )
     pipe_b.trace.emit("generation", "compare", comparison.to_dict(), run=run_b.run_id)
     if print_result:
         comparison.print(file=file)

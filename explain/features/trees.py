@@ -36,10 +36,15 @@ def _sequences(events: list[Event]) -> tuple[dict[int, list[dict]], dict[int, di
         elif event.kind == "force":
             parent = branches.get(data["from_branch"], [])
             if data["step"] < len(parent):
-                forced = dict(parent[data["step"]], token_id=data["token_id"], token=data["token"], forced=True,
-                              branch=data["branch"])
+                forced = dict(
+                    parent[data["step"]],
+                    token_id=data["token_id"],
+                    token=data["token"],
+                    forced=True,
+                    branch=data["branch"],
+                )
                 forced.pop("stop_reason", None)
-                branches[data["branch"]] = parent[:data["step"]] + [forced]
+                branches[data["branch"]] = parent[: data["step"]] + [forced]
                 forks[data["branch"]] = data
     if samples:
         return dict(sorted(samples.items())), {}, "samples"
@@ -50,8 +55,12 @@ def _distribution(step: dict) -> dict:
     """The top of the distribution a step drew from: ids, probabilities and texts."""
     texts = step.get("token_texts", {})
     ids = step["probs_top"]["ids"][:DISTRIBUTION_TOP]
-    return {"ids": ids, "probs": step["probs_top"]["values"][:DISTRIBUTION_TOP],
-            "texts": [texts.get(str(i), f"#{i}") for i in ids], "step": step["step"]}
+    return {
+        "ids": ids,
+        "probs": step["probs_top"]["values"][:DISTRIBUTION_TOP],
+        "texts": [texts.get(str(i), f"#{i}") for i in ids],
+        "step": step["step"],
+    }
 
 
 def sampling_tree(events: list[Event], prompt: str = "") -> dict:
@@ -62,8 +71,16 @@ def sampling_tree(events: list[Event], prompt: str = "") -> dict:
     segments: list[dict] = []
 
     def build(names: list[int], start: int, parent: int | None) -> int:
-        segment: dict[str, Any] = {"id": len(segments), "parent": parent, "sequences": names, "start": start, "tokens": [],
-                   "children": [], "split": None, "ends": {}}
+        segment: dict[str, Any] = {
+            "id": len(segments),
+            "parent": parent,
+            "sequences": names,
+            "start": start,
+            "tokens": [],
+            "children": [],
+            "split": None,
+            "ends": {},
+        }
         segments.append(segment)
         step = start
         while True:
@@ -92,15 +109,25 @@ def sampling_tree(events: list[Event], prompt: str = "") -> dict:
                 child = build(group, step, segment["id"])
                 segment["children"].append(child)
                 first = sequences[group[0]][step]
-                split["taken"][str(token)] = {"segment": child, "sequences": group, "forced": bool(first.get("forced")),
-                                              "text": first["token"], "prob": first.get("prob")}
+                split["taken"][str(token)] = {
+                    "segment": child,
+                    "sequences": group,
+                    "forced": bool(first.get("forced")),
+                    "text": first["token"],
+                    "prob": first.get("prob"),
+                }
             segment["split"] = split
             return segment["id"]
 
     if sequences:
         build(sorted(sequences), 0, None)
-    return {"kind": kind, "prompt": prompt, "count": len(sequences), "segments": segments,
-            "forks": {str(b): {"step": f["step"], "token": f["token"]} for b, f in forks.items()}}
+    return {
+        "kind": kind,
+        "prompt": prompt,
+        "count": len(sequences),
+        "segments": segments,
+        "forks": {str(b): {"step": f["step"], "token": f["token"]} for b, f in forks.items()},
+    }
 
 
 def beam_tree(events: list[Event], prompt: str = "") -> dict:
@@ -117,17 +144,35 @@ def beam_tree(events: list[Event], prompt: str = "") -> dict:
             nodes = []
             for slot, beam in enumerate(data["running"]):
                 if beam["score"] > -1e8:  # a slot that holds a live beam
-                    nodes.append({"slot": slot, "parent": beam["parent"], "kind": "running",
-                                  "token_id": beam["token_id"], "text": texts.get(str(beam["token_id"]), "?"),
-                                  "score": beam["score"]})
+                    nodes.append(
+                        {
+                            "slot": slot,
+                            "parent": beam["parent"],
+                            "kind": "running",
+                            "token_id": beam["token_id"],
+                            "text": texts.get(str(beam["token_id"]), "?"),
+                            "score": beam["score"],
+                        }
+                    )
             for candidate in data["candidates"]:
                 if candidate["kept"] is not None:
                     continue
-                kind = "finished" if candidate["finished"] and candidate["added"] else \
-                    "ended" if candidate["finished"] else "pruned"
-                node = {"slot": None, "parent": candidate["beam"], "kind": kind, "token_id": candidate["token_id"],
-                        "text": texts.get(str(candidate["token_id"]), "?"), "score": candidate["score"],
-                        "reason": candidate["finished"]}
+                kind = (
+                    "finished"
+                    if candidate["finished"] and candidate["added"]
+                    else "ended"
+                    if candidate["finished"]
+                    else "pruned"
+                )
+                node = {
+                    "slot": None,
+                    "parent": candidate["beam"],
+                    "kind": kind,
+                    "token_id": candidate["token_id"],
+                    "text": texts.get(str(candidate["token_id"]), "?"),
+                    "score": candidate["score"],
+                    "reason": candidate["finished"],
+                }
                 if "normalized" in candidate:
                     node["normalized"] = candidate["normalized"]
                 nodes.append(node)
@@ -147,9 +192,12 @@ def beam_tree(events: list[Event], prompt: str = "") -> dict:
                         node.setdefault("ranks", []).append(hypothesis["rank"])
                         node["returned"] = node.get("returned", False) or hypothesis["returned"]
             for node in levels[length] if length < len(levels) else []:
-                if node["kind"] == "finished" and node["parent"] == path[length - 1] and \
-                        node["token_id"] == (hypothesis["ids"] or [None])[-1] and \
-                        abs(node.get("normalized", 0) - hypothesis["score"]) < 1e-6 * max(1, abs(hypothesis["score"])):
+                if (
+                    node["kind"] == "finished"
+                    and node["parent"] == path[length - 1]
+                    and node["token_id"] == (hypothesis["ids"] or [None])[-1]
+                    and abs(node.get("normalized", 0) - hypothesis["score"]) < 1e-6 * max(1, abs(hypothesis["score"]))
+                ):
                     node.setdefault("ranks", []).append(hypothesis["rank"])
                     node["returned"] = node.get("returned", False) or hypothesis["returned"]
     return {"prompt": prompt, "levels": levels, "ranking": ranking, "done": done, **settings}
@@ -162,5 +210,12 @@ def draft_rounds(events: list[Event]) -> dict:
     accepted = sum(r["accepted"] for r in rounds)
     tokens = sum(len(r["new_ids"]) for r in rounds)
     source = rounds[0]["source"] if rounds else None
-    return {"rounds": rounds, "drafted": drafted, "accepted": accepted, "tokens": tokens, "source": source,
-            "rate": accepted / drafted if drafted else None, "forwards": len(rounds)}
+    return {
+        "rounds": rounds,
+        "drafted": drafted,
+        "accepted": accepted,
+        "tokens": tokens,
+        "source": source,
+        "rate": accepted / drafted if drafted else None,
+        "forwards": len(rounds),
+    }

@@ -38,6 +38,7 @@ Resolve = Callable[..., "str | None"]  # resolve(filename, required=True) -> loc
 @dataclass
 class ReadRequest:
     """What an entry needs to read a checkpoint for one model."""
+
     expected: list[str]  # the model's parameter and persistent buffer names (the skeleton's)
     dtype: torch.dtype  # what floating-point tensors become
     config: dict  # config.json as a dict (GGUF needs model_type and the head counts to undo llama.cpp's permutation)
@@ -75,8 +76,9 @@ def find_weights(model: str, resolve: Resolve, gguf_path: str | None = None) -> 
         paths = entry.find(resolve, gguf_path)
         if paths:
             return entry, paths
-    raise ExplainError(f"{model} has no weights explain can read: no "
-                       + ", ".join(entry.looks_for for entry in FORMATS.values()))
+    raise ExplainError(
+        f"{model} has no weights explain can read: no " + ", ".join(entry.looks_for for entry in FORMATS.values())
+    )
 
 
 # -- helpers the entries share --------------------------------------------------------------------------------------
@@ -87,14 +89,24 @@ def shard_names(index_path: str, entries: dict) -> list[str]:
     names = []
     for tensor, name in entries.items():
         if not isinstance(name, str) or not name:
-            raise CorruptFileError(f"{index_path}: weight_map[{tensor!r}] is {name!r}, not a file name; the index is "
-                                   "damaged: download it again or re-save the model")
+            raise CorruptFileError(
+                f"{index_path}: weight_map[{tensor!r}] is {name!r}, not a file name; the index is "
+                "damaged: download it again or re-save the model"
+            )
         normal = posixpath.normpath(name.replace("\\", "/"))
-        if (os.path.isabs(name) or normal.startswith("/") or normal == ".." or normal.startswith("../")
-                or re.match(r"^[A-Za-z]:", name) or "\x00" in name):
-            raise OutsideFolderError(f"{index_path}: weight_map[{tensor!r}] names {name!r}, a path outside the model's "
-                                     "folder; explain opens only files inside it. The index was edited or comes from "
-                                     "someone you should not trust: get the model from its original source")
+        if (
+            os.path.isabs(name)
+            or normal.startswith("/")
+            or normal == ".."
+            or normal.startswith("../")
+            or re.match(r"^[A-Za-z]:", name)
+            or "\x00" in name
+        ):
+            raise OutsideFolderError(
+                f"{index_path}: weight_map[{tensor!r}] names {name!r}, a path outside the model's "
+                "folder; explain opens only files inside it. The index was edited or comes from "
+                "someone you should not trust: get the model from its original source"
+            )
         if normal not in names:
             names.append(normal)
     return sorted(names)
@@ -103,9 +115,10 @@ def shard_names(index_path: str, entries: dict) -> list[str]:
 def read_index(index_path: str, what: str) -> list[str]:
     """The shard file names of `model.safetensors.index.json` / `pytorch_model.bin.index.json`."""
     from ..stages.config import read_json
+
     index = read_json(index_path, what)
     if not isinstance(index.get("weight_map"), dict) or not index["weight_map"]:
-        raise CorruptFileError(f"{index_path} has no \"weight_map\" of tensor names to files; it is not a {what}")
+        raise CorruptFileError(f'{index_path} has no "weight_map" of tensor names to files; it is not a {what}')
     return shard_names(index_path, index["weight_map"])
 
 
@@ -128,5 +141,16 @@ from . import gguf_format  # noqa: E402, I001  (first: a GGUF file the caller na
 from . import safetensors_format  # noqa: E402
 from . import pytorch_format  # noqa: E402  (last: pickles, opened weights-only)
 
-__all__ = ["FORMATS", "ReadRequest", "WeightFormat", "find_weights", "register", "shard_names", "read_index",
-           "named_as_model", "gguf_format", "safetensors_format", "pytorch_format"]
+__all__ = [
+    "FORMATS",
+    "ReadRequest",
+    "WeightFormat",
+    "find_weights",
+    "register",
+    "shard_names",
+    "read_index",
+    "named_as_model",
+    "gguf_format",
+    "safetensors_format",
+    "pytorch_format",
+]

@@ -23,13 +23,15 @@ def find(resolve, gguf_path):
 
 def _reader(paths: list[str], request: ReadRequest):
     from ..stages.config import gguf_reader
+
     return request.reader if request.reader is not None else gguf_reader(paths[0])
 
 
 def inventory(paths: list[str], request: ReadRequest) -> dict:
     """Stored tensor -> (shape as the Hugging Face checkpoint has it, quantisation type)."""
-    return {t.name: (tuple(int(d) for d in reversed(t.shape)), t.tensor_type.name)
-            for t in _reader(paths, request).tensors}
+    return {
+        t.name: (tuple(int(d) for d in reversed(t.shape)), t.tensor_type.name) for t in _reader(paths, request).tensors
+    }
 
 
 def reverse_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
@@ -77,18 +79,25 @@ def read(paths: list[str], request: ReadRequest) -> tuple[dict, dict]:
             if heads is not None:
                 values = reverse_permute(values, heads)
         except (ValueError, TypeError, NotImplementedError, IndexError) as error:
-            raise CorruptFileError(f"{path}: tensor {tensor.name} ({tensor.tensor_type.name}) cannot be read "
-                                   f"({type(error).__name__}: {error}); the file is damaged or its metadata does not "
-                                   "match its tensors: download it again") from None
+            raise CorruptFileError(
+                f"{path}: tensor {tensor.name} ({tensor.tensor_type.name}) cannot be read "
+                f"({type(error).__name__}: {error}); the file is damaged or its metadata does not "
+                "match its tensors: download it again"
+            ) from None
         if not values.flags.writeable:  # F32 tensors come back as read-only views of the memory-mapped file
             values = values.copy()
         state[name] = torch.from_numpy(np.ascontiguousarray(values)).to(request.dtype)
         if index % 16 == 0 or index == len(reader.tensors) - 1:
-            request.trace.emit("weights", "progress", {"file": os.path.basename(path), "done": index + 1,
-                                                       "total": len(reader.tensors)})
-    facts = {"format": "gguf", "quantization_types": dict(quant_types),
-             "stored_dtypes": dict(quant_types), "unexpected": unexpected,
-             "file_bytes": os.path.getsize(path)}
+            request.trace.emit(
+                "weights", "progress", {"file": os.path.basename(path), "done": index + 1, "total": len(reader.tensors)}
+            )
+    facts = {
+        "format": "gguf",
+        "quantization_types": dict(quant_types),
+        "stored_dtypes": dict(quant_types),
+        "unexpected": unexpected,
+        "file_bytes": os.path.getsize(path),
+    }
     return state, facts
 
 

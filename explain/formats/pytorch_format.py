@@ -30,17 +30,23 @@ def _load(path: str) -> dict:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # the unpickler raises UnpicklingError, RuntimeError, EOFError... on bad bytes
-        raise CorruptFileError(f"{path} could not be read as a weights-only PyTorch checkpoint "
-                               f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
-                               "explain never unpickles arbitrary objects; convert the checkpoint to "
-                               "safetensors") from None
+        raise CorruptFileError(
+            f"{path} could not be read as a weights-only PyTorch checkpoint "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            "explain never unpickles arbitrary objects; convert the checkpoint to "
+            "safetensors"
+        ) from None
     if not isinstance(loaded, dict):
-        raise CorruptFileError(f"{path} holds a {type(loaded).__name__}, not a state dict (a dict of tensor names to "
-                               "tensors); save the model with model.save_pretrained() or torch.save(model.state_dict())")
+        raise CorruptFileError(
+            f"{path} holds a {type(loaded).__name__}, not a state dict (a dict of tensor names to "
+            "tensors); save the model with model.save_pretrained() or torch.save(model.state_dict())"
+        )
     wrong = next(((k, v) for k, v in loaded.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if wrong is not None:
-        raise CorruptFileError(f"{path} holds {wrong[0]!r}: {type(wrong[1]).__name__}, not a tensor name and a tensor; "
-                               "it is not a state dict: save the model with model.save_pretrained()")
+        raise CorruptFileError(
+            f"{path} holds {wrong[0]!r}: {type(wrong[1]).__name__}, not a tensor name and a tensor; "
+            "it is not a state dict: save the model with model.save_pretrained()"
+        )
     return loaded
 
 
@@ -59,10 +65,14 @@ def read(paths: list[str], request: ReadRequest) -> tuple[dict, dict]:
                 continue
             stored[dtype_name(tensor.dtype)] += 1
             state[name] = tensor.to(request.dtype) if tensor.is_floating_point() else tensor
-        request.trace.emit("weights", "progress", {"file": os.path.basename(path), "done": number,
-                                                   "total": len(paths)})
-    return state, {"format": "pytorch (weights_only)", "stored_dtypes": dict(stored), "unexpected": unexpected,
-                   "file_bytes": file_bytes(paths), "shards": len(paths)}
+        request.trace.emit("weights", "progress", {"file": os.path.basename(path), "done": number, "total": len(paths)})
+    return state, {
+        "format": "pytorch (weights_only)",
+        "stored_dtypes": dict(stored),
+        "unexpected": unexpected,
+        "file_bytes": file_bytes(paths),
+        "shards": len(paths),
+    }
 
 
 FORMAT = register(WeightFormat("pytorch", f"{SINGLE} or {INDEX}", find, inventory, read))

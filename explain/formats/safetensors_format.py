@@ -25,8 +25,10 @@ def find(resolve, gguf_path):
 
 
 def _corrupt(path: str, error: Exception) -> CorruptFileError:
-    return CorruptFileError(f"{path} is not a readable safetensors file ({error}); it is truncated or corrupt: "
-                            "download it again or re-save the model")
+    return CorruptFileError(
+        f"{path} is not a readable safetensors file ({error}); it is truncated or corrupt: "
+        "download it again or re-save the model"
+    )
 
 
 def inventory(paths: list[str], request: ReadRequest) -> dict:
@@ -58,10 +60,14 @@ def read(paths: list[str], request: ReadRequest) -> tuple[dict, dict]:
                     state[name] = tensor.to(request.dtype) if tensor.is_floating_point() else tensor
         except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise _corrupt(path, error) from None
-        request.trace.emit("weights", "progress", {"file": os.path.basename(path), "done": number,
-                                                   "total": len(paths)})
-    return state, {"format": "safetensors", "stored_dtypes": dict(stored), "unexpected": unexpected,
-                   "file_bytes": file_bytes(paths), "shards": len(paths)}
+        request.trace.emit("weights", "progress", {"file": os.path.basename(path), "done": number, "total": len(paths)})
+    return state, {
+        "format": "safetensors",
+        "stored_dtypes": dict(stored),
+        "unexpected": unexpected,
+        "file_bytes": file_bytes(paths),
+        "shards": len(paths),
+    }
 
 
 FORMAT = register(WeightFormat("safetensors", f"{SINGLE} or {INDEX}", find, inventory, read))

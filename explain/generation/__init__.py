@@ -7,5 +7,15 @@ from .options import RunOptions
 from .processors import build_processors
 from .settings import KNOBS, SETTINGS, resolve
 
-__all__ = ["Generation", "GenerationInterface", "RunOptions", "RunState", "build_processors", "KNOBS", "SETTINGS",
-           "resolve", "Slider", "Toggle"]
+__all__ = [
+    "Generation",
+    "GenerationInterface",
+    "RunOptions",
+    "RunState",
+    "build_processors",
+    "KNOBS",
+    "SETTINGS",
+    "resolve",
+    "Slider",
+    "Toggle",
+]

@@ -42,11 +42,24 @@ class BatchedSequences(Run):
 
     title = "a batch of prompts"
 
-    def __init__(self, model, tokenizer, prompts: list[list[int]], settings, trace, run, *, pad_token_id: int,
-                 batch_rows: list[int], **options):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompts: list[list[int]],
+        settings,
+        trace,
+        run,
+        *,
+        pad_token_id: int,
+        batch_rows: list[int],
+        **options,
+    ):
         if any(not prompt for prompt in prompts):
-            raise ExplainError("a prompt of the batch has no tokens: this model has no BOS token to start from, so "
-                               "give every prompt some text")
+            raise ExplainError(
+                "a prompt of the batch has no tokens: this model has no BOS token to start from, so "
+                "give every prompt some text"
+            )
         width = max(len(prompt) for prompt in prompts)
         padded = [[pad_token_id] * (width - len(prompt)) + list(prompt) for prompt in prompts]
         count = settings.get("num_return_sequences") or 1
@@ -60,8 +73,9 @@ class BatchedSequences(Run):
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         self.input_ids = self.prompt_ids.repeat_interleave(count, dim=0)  # (B * n, W)
         # None when no row is padded: the forward is then exactly the unbatched one (SDPA's is_causal)
-        self.attention_mask = mask.repeat_interleave(count, dim=0) if width * len(prompts) != sum(
-            self.prompt_lengths) else None
+        self.attention_mask = (
+            mask.repeat_interleave(count, dim=0) if width * len(prompts) != sum(self.prompt_lengths) else None
+        )
         self.batch_rows = [index for index in batch_rows for _ in range(count)]  # output row -> prompt's index
         self.row_lengths = [length for length in self.prompt_lengths for _ in range(count)]
         self.running = [True] * len(self.input_ids)
@@ -123,8 +137,13 @@ class BatchedSequences(Run):
             if reason is not None:
                 self.running[row], self.stop_reasons[row] = False, reason
                 record["stop_reason"] = reason
-        batch = {"step": index, "forward": forward, "forward_time": forward_time,
-                 "tokens": tokens.tolist(), "running": list(self.running)}
+        batch = {
+            "step": index,
+            "forward": forward,
+            "forward_time": forward_time,
+            "tokens": tokens.tolist(),
+            "running": list(self.running),
+        }
         self.steps.append(batch)
         if not any(self.running):
             reasons = sorted({r for r in self.stop_reasons if r})
@@ -145,16 +164,34 @@ class BatchedSequences(Run):
         logits_values, logits_ids = torch.topk(raw, k, dim=-1)
         probs_values, probs_ids = torch.topk(probs, min(10, probs.shape[-1]), dim=-1)
         logit = raw.gather(1, chosen)[:, 0]
-        facts = torch.stack([probs.gather(1, chosen)[:, 0], torch.softmax(raw, dim=-1).gather(1, chosen)[:, 0],
-                             logit, (raw > logit[:, None]).sum(-1).float(),
-                             torch.special.entr(probs).sum(-1)], dim=1)  # (rows, 5)
+        facts = torch.stack(
+            [
+                probs.gather(1, chosen)[:, 0],
+                torch.softmax(raw, dim=-1).gather(1, chosen)[:, 0],
+                logit,
+                (raw > logit[:, None]).sum(-1).float(),
+                torch.special.entr(probs).sum(-1),
+            ],
+            dim=1,
+        )  # (rows, 5)
         stages = []  # per processor: (removed, changed, kept, token score, scores above it) and its top k
         for before, after in outputs:
             score = after.gather(1, chosen)[:, 0]
-            stages.append((torch.stack([(torch.isfinite(before) & ~torch.isfinite(after)).sum(-1).float(),
-                                        (before != after).sum(-1).float(), torch.isfinite(after).sum(-1).float(),
-                                        score, (after > score[:, None]).sum(-1).float()], dim=1),
-                           torch.topk(after, k, dim=-1)))
+            stages.append(
+                (
+                    torch.stack(
+                        [
+                            (torch.isfinite(before) & ~torch.isfinite(after)).sum(-1).float(),
+                            (before != after).sum(-1).float(),
+                            torch.isfinite(after).sum(-1).float(),
+                            score,
+                            (after > score[:, None]).sum(-1).float(),
+                        ],
+                        dim=1,
+                    ),
+                    torch.topk(after, k, dim=-1),
+                )
+            )
         # each a copy of the whole (rows, ...) tensor to the host: values stay float32 tensors for float32_list
         host_facts, host_logits_values, host_logits_ids = facts.tolist(), logits_values.cpu(), logits_ids.tolist()
         host_probs_values, host_probs_ids, token_ids = probs_values.cpu(), probs_ids.tolist(), tokens.tolist()
@@ -167,27 +204,53 @@ class BatchedSequences(Run):
             processors = []
             for processor, (counts, values, ids) in zip(self.processors, host_stages, strict=True):
                 removed, changed, kept, score, above = counts[row]
-                processors.append({"name": processor.name, "title": processor.title, "args": processor.args(),
-                                   "removed": int(removed), "changed": int(changed), "kept": int(kept),
-                                   "top": self._top(values[row], ids[row], texts) if changed else None,
-                                   "token_score": score, "token_rank": int(above) + 1})
+                processors.append(
+                    {
+                        "name": processor.name,
+                        "title": processor.title,
+                        "args": processor.args(),
+                        "removed": int(removed),
+                        "changed": int(changed),
+                        "kept": int(kept),
+                        "top": self._top(values[row], ids[row], texts) if changed else None,
+                        "token_score": score,
+                        "token_rank": int(above) + 1,
+                    }
+                )
             token = token_ids[row]
             prob, raw_prob, logit_value, above, entropy = host_facts[row]
             probs_top = {"ids": host_probs_ids[row], "values": float32_list(host_probs_values[row])}
             for token_id in host_probs_ids[row]:
                 texts.setdefault(token_id, self.token_text(token_id))
-            full = self.tokenizer.decode(self.input_ids[row, self.prompt_length:].tolist(), skip_special_tokens=False)
+            full = self.tokenizer.decode(self.input_ids[row, self.prompt_length :].tolist(), skip_special_tokens=False)
             piece = ""
             if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                piece, self.printed[row] = full[len(self.printed[row]):], full
-            records.append({
-                "step": index, "position": self.row_lengths[row] + index, "branch": self.branch,
-                "sequence": row, "batch_row": self.batch_rows[row],
-                "logits_top": self._top(host_logits_values[row], host_logits_ids[row], texts), "processors": processors,
-                "probs_top": probs_top, "token_id": token, "token": self.token_text(token), "text": piece,
-                "method": method, "prob": prob, "raw_prob": raw_prob, "logit": logit_value, "rank": int(above) + 1,
-                "entropy_bits": entropy / LOG2, "kv_cache": kv_cache, "forward": forward,
-                "forward_time": forward_time, "token_texts": {str(k): v for k, v in texts.items()}})
+                piece, self.printed[row] = full[len(self.printed[row]) :], full
+            records.append(
+                {
+                    "step": index,
+                    "position": self.row_lengths[row] + index,
+                    "branch": self.branch,
+                    "sequence": row,
+                    "batch_row": self.batch_rows[row],
+                    "logits_top": self._top(host_logits_values[row], host_logits_ids[row], texts),
+                    "processors": processors,
+                    "probs_top": probs_top,
+                    "token_id": token,
+                    "token": self.token_text(token),
+                    "text": piece,
+                    "method": method,
+                    "prob": prob,
+                    "raw_prob": raw_prob,
+                    "logit": logit_value,
+                    "rank": int(above) + 1,
+                    "entropy_bits": entropy / LOG2,
+                    "kv_cache": kv_cache,
+                    "forward": forward,
+                    "forward_time": forward_time,
+                    "token_texts": {str(k): v for k, v in texts.items()},
+                }
+            )
         return records
 
     def _top(self, values: torch.Tensor, ids: list[int], texts: dict) -> dict:

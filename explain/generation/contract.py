@@ -74,8 +74,10 @@ class GenerationInterface(Protocol):
 
 
 def no_prompt_tokens() -> ExplainError:
-    return ExplainError("the prompt has no tokens: this model has no BOS token to start from, so give it some text "
-                        "(or a chat message list)")
+    return ExplainError(
+        "the prompt has no tokens: this model has no BOS token to start from, so give it some text "
+        "(or a chat message list)"
+    )
 
 
 def index_argument(value, what: str) -> int:
@@ -93,11 +95,16 @@ class RunState:
         run_options = run_options if run_options is not None else RunOptions()
         self.trace, self.run_id, self.branch = trace, run, branch
         self.run_options = run_options
-        self.trace_top, self.keep_logits, self.capture = (run_options.trace_top, run_options.keep_logits,
-                                                          run_options.capture)
+        self.trace_top, self.keep_logits, self.capture = (
+            run_options.trace_top,
+            run_options.keep_logits,
+            run_options.capture,
+        )
         self.steps: list[dict] = []
         self.raw_logits = KeptLogits.from_option(run_options.keep_logits)  # whole rows for what-if and force
-        self.printed: Any = ""  # (a list of them, one a row, for several sequences) decoded text of the generated tokens that is complete (no half UTF-8 sequence)
+        # the decoded text of the generated tokens that is complete (no half UTF-8 sequence); a list of them, one a
+        # row, for several sequences
+        self.printed: Any = ""
         self.finished: bool = False
         self.stop_reason: str | None = None
         self.ended = False  # True once the pipeline has emitted this run's end and decode events
@@ -119,8 +126,10 @@ class RunState:
     def kept_logits(self, step) -> torch.Tensor:
         """Step `step`'s raw logits, kept for what-if and force (refuses a step not generated, or no longer kept)."""
         if self.raw_logits is None:
-            raise ExplainError("what-if needs the raw logits of each step: create the run with keep_logits=True "
-                               "(the step-through controller does)")
+            raise ExplainError(
+                "what-if needs the raw logits of each step: create the run with keep_logits=True "
+                "(the step-through controller does)"
+            )
         return self.raw_logits[step_number(step, len(self.steps))]  # refuses a negative step, as force does
 
     def force_arguments(self, step, token_id, vocab_size: int) -> tuple[int, int]:

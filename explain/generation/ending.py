@@ -30,19 +30,36 @@ def emit_end(generation: GenerationInterface, start: float, duration: float, int
     decode_steps = [step for step in steps if step.get("forward") == "decode"]
     decode_time = sum(step.get("forward_time") or 0.0 for step in decode_steps)
     prefill = generation.trace.last("generation", "prefill", run=generation.run_id)
-    generation.trace.emit("generation", "end", {
-        "stop_reason": generation.stop_reason or ("interrupted" if interrupted else None),
-        "interrupted": interrupted, "new_tokens": len(steps), "prompt_tokens": generation.prompt_length,
-        "prefill_time": prefill.duration if prefill is not None else None,
-        "decode_tokens_per_s": len(decode_steps) / decode_time if decode_steps and decode_time > 0 else None,
-        "tokens_per_s": len(steps) / duration if duration > 0 else None, "branch": generation.branch, **facts},
-        run=generation.run_id, start=start, duration=duration)
+    generation.trace.emit(
+        "generation",
+        "end",
+        {
+            "stop_reason": generation.stop_reason or ("interrupted" if interrupted else None),
+            "interrupted": interrupted,
+            "new_tokens": len(steps),
+            "prompt_tokens": generation.prompt_length,
+            "prefill_time": prefill.duration if prefill is not None else None,
+            "decode_tokens_per_s": len(decode_steps) / decode_time if decode_steps and decode_time > 0 else None,
+            "tokens_per_s": len(steps) / duration if duration > 0 else None,
+            "branch": generation.branch,
+            **facts,
+        },
+        run=generation.run_id,
+        start=start,
+        duration=duration,
+    )
     return True
 
 
-def emit_decode(trace, generation: GenerationInterface | None, decode: Callable[[list[int], bool], str],
-                ids: list[int] | None = None, skip_special_tokens: bool = True, interrupted: bool = False,
-                **facts) -> str:
+def emit_decode(
+    trace,
+    generation: GenerationInterface | None,
+    decode: Callable[[list[int], bool], str],
+    ids: list[int] | None = None,
+    skip_special_tokens: bool = True,
+    interrupted: bool = False,
+    **facts,
+) -> str:
     """decoding/decode: the run's new tokens (`ids`, by default generation.generated_ids) as text, with and
     without special tokens, each further returned sequence decoded too; sets generation.output_text and returns
     the text. `decode(ids, skip_special_tokens)` is the producer's tokenizer."""
@@ -51,22 +68,37 @@ def emit_decode(trace, generation: GenerationInterface | None, decode: Callable[
         assert generation is not None, "emit_decode needs the generation or the ids"
         ids = generation.generated_ids
     text = decode(ids, skip_special_tokens)
-    data: dict[str, Any] = {"ids": ids, "text": text, "text_with_special": decode(ids, False),
-            "stop_reason": generation.stop_reason if generation is not None else None,
-            "interrupted": interrupted, "skip_special_tokens": skip_special_tokens}
+    data: dict[str, Any] = {
+        "ids": ids,
+        "text": text,
+        "text_with_special": decode(ids, False),
+        "stop_reason": generation.stop_reason if generation is not None else None,
+        "interrupted": interrupted,
+        "skip_special_tokens": skip_special_tokens,
+    }
     if generation is not None:
         data["branch"] = generation.branch
         sequences = generation.sequences
         if len(sequences) > 1:  # several returned sequences: each decoded, the first is ids/text above
-            data["sequences"] = [{"ids": row[generation.prompt_length:],
-                                  "text": decode(row[generation.prompt_length:], skip_special_tokens)}
-                                 for row in sequences]
+            data["sequences"] = [
+                {
+                    "ids": row[generation.prompt_length :],
+                    "text": decode(row[generation.prompt_length :], skip_special_tokens),
+                }
+                for row in sequences
+            ]
             batch_rows = getattr(generation, "batch_rows", None) or []  # a batch of prompts: each row's prompt index
             for entry, batch_row in zip(data["sequences"], batch_rows, strict=False):
                 entry["batch_row"] = batch_row
     data.update(facts)
-    trace.emit("decoding", "decode", data, run=generation.run_id if generation is not None else trace.run,
-               start=start, duration=time.perf_counter() - t0)
+    trace.emit(
+        "decoding",
+        "decode",
+        data,
+        run=generation.run_id if generation is not None else trace.run,
+        start=start,
+        duration=time.perf_counter() - t0,
+    )
     if generation is not None:
         generation.output_text = text
     return text

@@ -31,6 +31,7 @@ class Check(Protocol):
 @dataclass(frozen=True)
 class Slider:
     """How the step-through controller shows a knob. `off` is the position meaning "not set" (the knob's default)."""
+
     minimum: float
     maximum: float
     step: float
@@ -67,7 +68,7 @@ class Knob:
 
 
 def suggest_name(name: str, names) -> str:
-    """"; did you mean 'x'?" for a misspelt name, else the list of known names."""
+    """ "; did you mean 'x'?" for a misspelt name, else the list of known names."""
     names = list(names)
     close = difflib.get_close_matches(str(name), names, n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
@@ -88,8 +89,14 @@ def is_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Real)
 
 
-def number(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
-           integer: bool = False, fix: str = "") -> Check:
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+    fix: str = "",
+) -> Check:
     """A finite number (or integer) in a range, e.g. number(0, 1, low_open=True) is (0, 1]."""
     what = "an integer" if integer else "a finite number"
     if low is not None and high is not None:
@@ -107,6 +114,7 @@ def number(low: float | None = None, high: float | None = None, low_open: bool =
         if ok and high is not None:
             ok = value < high if high_open else value <= high
         return None if ok else f"must be {what}, got {value!r}{tail}"
+
     return check
 
 
@@ -117,8 +125,10 @@ def token_id_problem(value, vocab_size: int | None, within: bool = False) -> str
     elif value < 0:
         problem = "a token id (0 or more)"
         if not within:
-            return (f"must be {problem}, got {value!r}; -1 is not \"none\" here: leave the argument out (or pass None) "
-                    "instead")
+            return (
+                f'must be {problem}, got {value!r}; -1 is not "none" here: leave the argument out (or pass None) '
+                "instead"
+            )
     elif vocab_size is not None and value >= vocab_size:
         problem = f"a token id below the vocabulary size {vocab_size}"
     else:
@@ -166,32 +176,72 @@ def stop_strings(value, vocab_size=None) -> str | None:
     if not strings:
         return f"must hold at least one string, got {value!r}; pass None for no stop strings"
     if any(s == "" for s in strings):
-        return (f"must hold only non-empty strings, got {value!r}: an empty string is found everywhere, so it would "
-                "stop every run at once (transformers fails on it with \"substring not found\"); remove it, or pass "
-                "None for no stop strings")
+        return (
+            f"must hold only non-empty strings, got {value!r}: an empty string is found everywhere, so it would "
+            'stop every run at once (transformers fails on it with "substring not found"); remove it, or pass '
+            "None for no stop strings"
+        )
     return None
 
 
 def max_new_tokens(value, vocab_size=None) -> str | None:
     if value == 0 and is_integer(value):  # transformers' GenerationConfig.validate refuses it too
-        return ("must be at least 1, got 0; to only see how the prompt is tokenized, use "
-                "pipe.tokenizer.encode_with_details(text)")
+        return (
+            "must be at least 1, got 0; to only see how the prompt is tokenized, use "
+            "pipe.tokenizer.encode_with_details(text)"
+        )
     return number(0, integer=True)(value)
 
 
 # -- the knobs that are not a logits processor's ------------------------------------------------------------
 GENERAL = (
-    Knob("max_new_tokens", None, "int", "the most tokens to generate, not counting the prompt",
-         check=max_new_tokens, live=False),
-    Knob("max_length", 20, "int", "the most tokens in all, prompt included (prefer max_new_tokens)",
-         check=number(0, integer=True), live=False),
-    Knob("do_sample", False, "bool", "draw the next token at random from the probabilities instead of taking the "
-         "most likely one", check=boolean, widget=Toggle("sample (do_sample)", main=True)),
-    Knob("stop_strings", None, "json", "stop once the text ends with one of these strings",
-         check=stop_strings, live=False),
-    Knob("eos_token_id", None, "json", "the end-of-sequence token id(s): generating one stops the run",
-         check=token_ids, live=False),
-    Knob("pad_token_id", None, "int", "the padding token id (explain never pads; kept for the record)",
-         check=number(integer=True), live=False),
+    Knob(
+        "max_new_tokens",
+        None,
+        "int",
+        "the most tokens to generate, not counting the prompt",
+        check=max_new_tokens,
+        live=False,
+    ),
+    Knob(
+        "max_length",
+        20,
+        "int",
+        "the most tokens in all, prompt included (prefer max_new_tokens)",
+        check=number(0, integer=True),
+        live=False,
+    ),
+    Knob(
+        "do_sample",
+        False,
+        "bool",
+        "draw the next token at random from the probabilities instead of taking the most likely one",
+        check=boolean,
+        widget=Toggle("sample (do_sample)", main=True),
+    ),
+    Knob(
+        "stop_strings",
+        None,
+        "json",
+        "stop once the text ends with one of these strings",
+        check=stop_strings,
+        live=False,
+    ),
+    Knob(
+        "eos_token_id",
+        None,
+        "json",
+        "the end-of-sequence token id(s): generating one stops the run",
+        check=token_ids,
+        live=False,
+    ),
+    Knob(
+        "pad_token_id",
+        None,
+        "int",
+        "the padding token id (explain never pads; kept for the record)",
+        check=number(integer=True),
+        live=False,
+    ),
     Knob("bos_token_id", None, "int", "the beginning-of-sequence token id", check=number(integer=True), live=False),
 )

@@ -30,12 +30,16 @@ from .stopping import StopStrings
 def context_window_message(context: int, length: int, learned: bool) -> str:
     """Why a run stops at, or goes past, the model's context window (max_position_embeddings)."""
     if learned:
-        return (f"stopped at the context window: the model learned one position embedding for each of its {context} "
-                f"positions (max_position_embeddings), and the next token would need position {context}, which "
-                "has none (transformers' generate fails there with an IndexError)")
-    return (f"the sequence is {length} tokens, past the model's context window of {context} positions "
-            "(max_position_embeddings): its rotary positions go on, as transformers' generate goes on after its "
-            "\"friendly reminder\" warning, but the model was not trained this far and may write worse text")
+        return (
+            f"stopped at the context window: the model learned one position embedding for each of its {context} "
+            f"positions (max_position_embeddings), and the next token would need position {context}, which "
+            "has none (transformers' generate fails there with an IndexError)"
+        )
+    return (
+        f"the sequence is {length} tokens, past the model's context window of {context} positions "
+        "(max_position_embeddings): its rotary positions go on, as transformers' generate goes on after its "
+        '"friendly reminder" warning, but the model was not trained this far and may write worse text'
+    )
 
 
 def _read(*tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -56,8 +60,19 @@ class Generation(RunState):
     reserved (trace.new_run()); every event it emits carries it. A forced branch (force) is another Generation of
     the same run, with its own branch id."""
 
-    def __init__(self, model, tokenizer, prompt_ids: list[int], settings: dict, trace: Trace, run: int,
-                 run_options: RunOptions | None = None, branch: int = 0, prompt=None, options: dict | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompt_ids: list[int],
+        settings: dict,
+        trace: Trace,
+        run: int,
+        run_options: RunOptions | None = None,
+        branch: int = 0,
+        prompt=None,
+        options: dict | None = None,
+    ):
         if not prompt_ids:
             raise no_prompt_tokens()
         self.start_state(trace, run, run_options, branch)
@@ -75,10 +90,13 @@ class Generation(RunState):
         if self.trace_top == "all":
             steps = max(self.settings["max_length"] - self.prompt_length, 0)
             self.warnings.append(all_rows_warning(len(self.processors), model.config.vocab_size, steps))
-            warnings.warn(self.warnings[-1] + f"; pass trace_top={DEFAULT_TRACE_TOP} (the default) to keep only the "
-                          "top entries", stacklevel=4)
-        self.warnings += context_window_warnings(self.prompt_length, self.settings["max_length"], self.context,
-                                                 self.learned_positions)
+            warnings.warn(
+                self.warnings[-1] + f"; pass trace_top={DEFAULT_TRACE_TOP} (the default) to keep only the top entries",
+                stacklevel=4,
+            )
+        self.warnings += context_window_warnings(
+            self.prompt_length, self.settings["max_length"], self.context, self.learned_positions
+        )
         self.cache = KVCache()
         self.next_logits: torch.Tensor | None = None
         self.past_context_window = False  # set at the step whose token takes the sequence past the window
@@ -88,7 +106,7 @@ class Generation(RunState):
     # -- state -----------------------------------------------------------------------------------------
     @property
     def generated_ids(self) -> list[int]:
-        return self.input_ids[0, self.prompt_length:].tolist()
+        return self.input_ids[0, self.prompt_length :].tolist()
 
     @property
     def text(self) -> str:
@@ -100,8 +118,14 @@ class Generation(RunState):
         return [self.input_ids[0].tolist()]
 
     def _build_processors(self, settings: dict) -> list:
-        return build_processors(settings, self.prompt_length, prompt_ids=self.input_ids[:, :self.prompt_length],
-                                model=self.model, vocab_size=self.model.config.vocab_size, device=self.device)
+        return build_processors(
+            settings,
+            self.prompt_length,
+            prompt_ids=self.input_ids[:, : self.prompt_length],
+            model=self.model,
+            vocab_size=self.model.config.vocab_size,
+            device=self.device,
+        )
 
     # -- the model -------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -116,8 +140,12 @@ class Generation(RunState):
         start, t0 = time.time(), time.perf_counter()
         self.next_logits = self._forward(self.input_ids)
         duration = time.perf_counter() - t0
-        data = {"prompt_tokens": self.prompt_length, "tokens_per_s": self.prompt_length / max(duration, 1e-9),
-                "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes}, "branch": self.branch}
+        data = {
+            "prompt_tokens": self.prompt_length,
+            "tokens_per_s": self.prompt_length / max(duration, 1e-9),
+            "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes},
+            "branch": self.branch,
+        }
         self.trace.emit("generation", "prefill", data, run=self.run_id, start=start, duration=duration)
         return data
 
@@ -153,8 +181,13 @@ class Generation(RunState):
         if self.raw_logits is not None:
             self.raw_logits.append(raw[0])
         token_texts: dict[int, str] = {}
-        record = {"step": index, "position": self.input_ids.shape[1], "branch": self.branch,
-                  "logits_top": self._top(raw, token_texts), "processors": []}
+        record = {
+            "step": index,
+            "position": self.input_ids.shape[1],
+            "branch": self.branch,
+            "logits_top": self._top(raw, token_texts),
+            "processors": [],
+        }
         scores = raw
         outputs = []  # each processor's scores: the chosen token's score and rank, and the rows of trace_top="all"
         for processor in self.processors:
@@ -162,15 +195,24 @@ class Generation(RunState):
             scores = processor(self.input_ids, scores)
             outputs.append(scores)
             removed, changed, kept = _counts(before, scores)
-            record["processors"].append({"name": processor.name, "title": processor.title,
-                                         "args": processor.args(), "removed": removed,
-                                         "changed": changed, "kept": kept,
-                                         "top": self._top(scores, token_texts) if changed else None})
+            record["processors"].append(
+                {
+                    "name": processor.name,
+                    "title": processor.title,
+                    "args": processor.args(),
+                    "removed": removed,
+                    "changed": changed,
+                    "kept": kept,
+                    "top": self._top(scores, token_texts) if changed else None,
+                }
+            )
         probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
         if self.trace_top == "all":
-            record["rows"] = {"logits": encode_row(raw[0]), **{p["name"]: encode_row(row[0]) for p, row in
-                                                               zip(record["processors"], outputs, strict=True)},
-                              "probs": encode_row(probs[0])}
+            record["rows"] = {
+                "logits": encode_row(raw[0]),
+                **{p["name"]: encode_row(row[0]) for p, row in zip(record["processors"], outputs, strict=True)},
+                "probs": encode_row(probs[0]),
+            }
         if self.settings.get("do_sample"):
             chosen = torch.multinomial(probs, num_samples=1)[0, 0]
             method = "sample"
@@ -182,8 +224,16 @@ class Generation(RunState):
         top_probs, top_ids = torch.topk(p, min(10, p.numel()))
         # the step's numbers in one read: the token, its probabilities and logit, the logits above it, the entropy
         # (entr(p) = -p ln p, and 0 where p is 0)
-        facts = torch.stack([chosen.to(torch.float32), probs[0, chosen], raw_probs[0, chosen], raw[0, chosen],
-                             (raw[0] > raw[0, chosen]).sum().to(torch.float32), torch.special.entr(p).sum()])
+        facts = torch.stack(
+            [
+                chosen.to(torch.float32),
+                probs[0, chosen],
+                raw_probs[0, chosen],
+                raw[0, chosen],
+                (raw[0] > raw[0, chosen]).sum().to(torch.float32),
+                torch.special.entr(p).sum(),
+            ]
+        )
         # the chosen token after each processor, even outside the top: its score and how many scores are above it
         after = [torch.stack([o[0, chosen].float(), (o[0] > o[0, chosen]).sum().float()]) for o in outputs]
         after = torch.stack(after) if after else raw.new_zeros(0, 2)
@@ -196,17 +246,26 @@ class Generation(RunState):
             token_texts.setdefault(token_id, self.token_text(token_id))
         self.input_ids = torch.cat([self.input_ids, chosen.view(1, 1)], dim=1)  # the token never left the device
         ids = self.input_ids[0].tolist()  # one read for the text and the stop strings
-        full = self.tokenizer.decode(ids[self.prompt_length:], skip_special_tokens=False)
+        full = self.tokenizer.decode(ids[self.prompt_length :], skip_special_tokens=False)
         piece = ""
         if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
-            piece, self.printed = full[len(self.printed):], full
+            piece, self.printed = full[len(self.printed) :], full
         record.update(
-            token_id=token, token=self.token_text(token), text=piece, method=method,
-            prob=prob, raw_prob=raw_prob, logit=logit, rank=int(above) + 1,
-            entropy_bits=entropy / math.log(2), probs_top={"ids": top_ids, "values": float32_list(top_probs)},
+            token_id=token,
+            token=self.token_text(token),
+            text=piece,
+            method=method,
+            prob=prob,
+            raw_prob=raw_prob,
+            logit=logit,
+            rank=int(above) + 1,
+            entropy_bits=entropy / math.log(2),
+            probs_top={"ids": top_ids, "values": float32_list(top_probs)},
             kv_cache={"length": len(self.cache), "bytes": self.cache.nbytes},
-            forward=forward, forward_time=forward_time,
-            token_texts={str(k): v for k, v in token_texts.items()})  # str keys: as JSON has them, live or replayed
+            forward=forward,
+            forward_time=forward_time,
+            token_texts={str(k): v for k, v in token_texts.items()},
+        )  # str keys: as JSON has them, live or replayed
         if token in self.eos:
             self._finish("eos", record)
         elif self.input_ids.shape[1] >= self.settings["max_length"]:
@@ -232,6 +291,7 @@ class Generation(RunState):
         """The logit lens, attention weights and/or input attribution of step `step` (explain.inside), computed
         by replaying the step from this run's KV cache; what=("lens", "attention", "attribution")."""
         from ..inside import inspect_step  # Captum and the views' helpers load only when asked
+
         return inspect_step(self, step, what=what, **options)
 
     # -- knobs, what-if, forcing ------------------------------------------------------------------------
@@ -241,9 +301,11 @@ class Generation(RunState):
             if name not in KNOBS:
                 raise unknown_argument(name, LIVE_SETTINGS, f"knob for {what}")
             if name not in LIVE_SETTINGS:
-                raise ExplainError(f"{name} cannot change {what}: it is fixed when the run starts; start a new run "
-                                   f"with it (pipe.start(prompt, {name}=...)). Knobs that can change: "
-                                   f"{', '.join(LIVE_SETTINGS)}")
+                raise ExplainError(
+                    f"{name} cannot change {what}: it is fixed when the run starts; start a new run "
+                    f"with it (pipe.start(prompt, {name}=...)). Knobs that can change: "
+                    f"{', '.join(LIVE_SETTINGS)}"
+                )
         settings = validate({**self.settings, **knobs}, self.model.config.vocab_size)
         if "min_new_tokens" in knobs and settings["min_new_tokens"] is not None:
             settings["min_length"] = settings["min_new_tokens"] + self.prompt_length  # as resolve() does
@@ -268,27 +330,48 @@ class Generation(RunState):
         probs = torch.softmax(scores, dim=-1)[0]
         top_probs, top_ids = torch.topk(probs, 10)
         shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *knobs)
-        return {"step": step, "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
-                "ids": top_ids.tolist(), "probs": float32_list(top_probs),
-                "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
-                "recorded_token": self.steps[step]["token_id"],
-                "recorded_token_prob": float(probs[self.steps[step]["token_id"]]),
-                "recorded_token_rank": int((probs > probs[self.steps[step]["token_id"]]).sum()) + 1}
+        return {
+            "step": step,
+            "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
+            "ids": top_ids.tolist(),
+            "probs": float32_list(top_probs),
+            "tokens": [self.token_text(i) for i in top_ids.tolist()],
+            "kept": int((probs > 0).sum()),
+            "recorded_token": self.steps[step]["token_id"],
+            "recorded_token_prob": float(probs[self.steps[step]["token_id"]]),
+            "recorded_token_rank": int((probs > probs[self.steps[step]["token_id"]]).sum()) + 1,
+        }
 
     def force(self, step: int, token_id: int) -> Generation:
         """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was.
         The branch builds its own processors (some keep state: guidance's second sequence)."""
         step, token_id = self.force_arguments(step, token_id, self.model.config.vocab_size)
         position = self.steps[step]["position"]
-        branch = Generation(self.model, self.tokenizer, self.input_ids[0, : self.prompt_length].tolist(),
-                            self.settings, self.trace, self.run_id, self.run_options,
-                            branch=self.trace.new_branch(self.run_id), prompt=self.prompt, options=self.options)
+        branch = Generation(
+            self.model,
+            self.tokenizer,
+            self.input_ids[0, : self.prompt_length].tolist(),
+            self.settings,
+            self.trace,
+            self.run_id,
+            self.run_options,
+            branch=self.trace.new_branch(self.run_id),
+            prompt=self.prompt,
+            options=self.options,
+        )
         branch.cache.keys, branch.cache.values = list(self.cache.keys), list(self.cache.values)
         branch.cache.crop(position)
-        branch.input_ids = torch.cat([self.input_ids[:, :position],
-                                      torch.tensor([[token_id]], device=self.device)], dim=1)
-        forced = dict(self.steps[step], token_id=token_id, token=self.token_text(token_id), forced=True,
-                      branch=branch.branch, text=None)
+        branch.input_ids = torch.cat(
+            [self.input_ids[:, :position], torch.tensor([[token_id]], device=self.device)], dim=1
+        )
+        forced = dict(
+            self.steps[step],
+            token_id=token_id,
+            token=self.token_text(token_id),
+            forced=True,
+            branch=branch.branch,
+            text=None,
+        )
         forced.pop("stop_reason", None)
         branch.steps = [dict(s, branch=branch.branch) for s in self.steps[:step]] + [forced]
         branch.raw_logits = self.raw_logits.upto(step) if self.raw_logits is not None else None
@@ -299,8 +382,18 @@ class Generation(RunState):
         elif branch.learned_positions and branch.input_ids.shape[1] >= branch.context:
             branch._finish("context_window", forced)  # the forced step keeps its warning, which says why
         branch.past_context_window = branch.input_ids.shape[1] > branch.context
-        self.trace.emit("generation", "force", {"step": step, "position": position, "token_id": token_id,
-                                                "token": forced["token"], "from_branch": self.branch,
-                                                "branch": branch.branch, "replaced": self.steps[step]["token_id"]},
-                        run=self.run_id)
+        self.trace.emit(
+            "generation",
+            "force",
+            {
+                "step": step,
+                "position": position,
+                "token_id": token_id,
+                "token": forced["token"],
+                "from_branch": self.branch,
+                "branch": branch.branch,
+                "replaced": self.steps[step]["token_id"],
+            },
+            run=self.run_id,
+        )
         return branch

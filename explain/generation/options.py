@@ -29,7 +29,7 @@ def trace_top_problem(value) -> str | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return None
-    return f"trace_top must be a positive integer or \"all\", got {value!r:.60}"
+    return f'trace_top must be a positive integer or "all", got {value!r:.60}'
 
 
 def keep_logits_problem(value) -> str | None:
@@ -41,9 +41,11 @@ def keep_logits_problem(value) -> str | None:
 def capture_problem(value) -> str | None:
     if isinstance(value, (str, type(None))) and value in CAPTURES:
         return None
-    return (f"capture={value!r:.60} is not a capture mode; use None (the default: tokens, logits and processors) or "
-            "\"inside\" (also each step's logit lens and attention weights, for replay with no model; about three "
-            "forward passes a step)")
+    return (
+        f"capture={value!r:.60} is not a capture mode; use None (the default: tokens, logits and processors) or "
+        '"inside" (also each step\'s logit lens and attention weights, for replay with no model; about three '
+        "forward passes a step)"
+    )
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,16 @@ class RunOptions:
     capture: str | None = None  # "inside": each step's logit lens and attention weights too
 
     def __post_init__(self):
-        for problem in (trace_top_problem(self.trace_top), keep_logits_problem(self.keep_logits),
-                        capture_problem(self.capture)):
+        for problem in (
+            trace_top_problem(self.trace_top),
+            keep_logits_problem(self.keep_logits),
+            capture_problem(self.capture),
+        ):
             if problem:
                 raise ArgumentError(problem)
 
     @classmethod
-    def from_call(cls, options: dict) -> "RunOptions":
+    def from_call(cls, options: dict) -> RunOptions:
         """The run options of a call's keyword arguments (others are ignored); None means "not given"."""
         given = {name: options[name] for name in RUN_OPTIONS if options.get(name) is not None}
         return cls(**given)

@@ -32,7 +32,7 @@ class KeptLogits:
         self.count = len(self.rows)  # steps recorded, kept or not
 
     @classmethod
-    def from_option(cls, keep_logits) -> "KeptLogits | None":
+    def from_option(cls, keep_logits) -> KeptLogits | None:
         """keep_logits=False (None), True (the newest KEEP_LOGITS rows) or a positive int (that many), as
         RunOptions has checked it."""
         if keep_logits is None or keep_logits is False:
@@ -56,9 +56,11 @@ class KeptLogits:
             raise ExplainError(f"step {step} has not been generated; steps 0..{self.count - 1} exist")
         first = self.count - len(self.rows)
         if step < first:
-            raise ExplainError(f"the logits of step {step} are no longer kept: keep_logits keeps the newest "
-                               f"{self.limit} steps ({first}..{self.count - 1} now); start the run with "
-                               f"keep_logits={self.count} or more to look back that far")
+            raise ExplainError(
+                f"the logits of step {step} are no longer kept: keep_logits keeps the newest "
+                f"{self.limit} steps ({first}..{self.count - 1} now); start the run with "
+                f"keep_logits={self.count} or more to look back that far"
+            )
         return self.rows[step - first]
 
     def upto(self, step: int) -> KeptLogits:
@@ -74,8 +76,10 @@ def all_rows_warning(processors: int, vocab_size: int, steps: int) -> str:
     """What trace_top="all" costs, as both backends tell the reader in generation/settings's warnings."""
     rows = 2 + processors
     per_step = rows * 4 * math.ceil(vocab_size * 4 / 3)
-    return (f"trace_top=\"all\" keeps {rows} whole rows of {vocab_size} values per step: {size_text(per_step)} of "
-            f"trace a step, up to {size_text(per_step * steps)} for {steps} steps")
+    return (
+        f'trace_top="all" keeps {rows} whole rows of {vocab_size} values per step: {size_text(per_step)} of '
+        f"trace a step, up to {size_text(per_step * steps)} for {steps} steps"
+    )
 
 
 def encode_row(row: torch.Tensor) -> str:
@@ -89,5 +93,7 @@ def decode_row(text: str) -> np.ndarray:
 
 def float32_list(values: torch.Tensor) -> list[float]:
     """float32 values written with the fewest digits that read back as the same float32 (what JSON stores)."""
-    return [float(np.format_float_positional(v, unique=True, trim="-")) for v in
-            values.detach().float().cpu().numpy().ravel()]
+    return [
+        float(np.format_float_positional(v, unique=True, trim="-"))
+        for v in values.detach().float().cpu().numpy().ravel()
+    ]

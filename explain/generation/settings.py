@@ -47,15 +47,24 @@ def unknown_argument(name: str, allowed, what: str = "generation argument") -> E
     return ExplainError(f"unknown {what} {name!r}" + suggest_name(name, allowed))
 
 
-def resolve(call: dict, model_generation: dict, model_sources: dict, prompt_length: int,
-            max_position_embeddings: int | None, pad_token_id: int | None,
-            vocab_size: int | None = None) -> tuple[dict, dict]:
+def resolve(
+    call: dict,
+    model_generation: dict,
+    model_sources: dict,
+    prompt_length: int,
+    max_position_embeddings: int | None,
+    pad_token_id: int | None,
+    vocab_size: int | None = None,
+) -> tuple[dict, dict]:
     """Returns (settings, source of each). Lengths are resolved to a total max_length as generate() does."""
     for key in call:
         if key not in KNOBS:
             raise unknown_argument(key, SETTINGS)
-    model_set = {k: v for k, v in model_generation.items()
-                 if k in KNOBS and v is not None and model_sources.get(k) != "transformers default"}
+    model_set = {
+        k: v
+        for k, v in model_generation.items()
+        if k in KNOBS and v is not None and model_sources.get(k) != "transformers default"
+    }
     settings, source = {}, {}
     for key, value in call.items():
         settings[key], source[key] = value, "call"
@@ -78,17 +87,21 @@ def resolve(call: dict, model_generation: dict, model_sources: dict, prompt_leng
     settings = validate(settings, vocab_size, source)
     # lengths: max_new_tokens wins over max_length; a default max_length means 20 *new* tokens
     if settings["max_new_tokens"] is not None:
-        settings["max_length"], source["max_length"] = settings["max_new_tokens"] + prompt_length, \
-            f"max_new_tokens ({source['max_new_tokens']}) + prompt length {prompt_length}"
+        settings["max_length"], source["max_length"] = (
+            settings["max_new_tokens"] + prompt_length,
+            f"max_new_tokens ({source['max_new_tokens']}) + prompt length {prompt_length}",
+        )
     elif source["max_length"] == "generate() default":
         settings["max_length"] = settings["max_length"] + prompt_length
         if max_position_embeddings:
             settings["max_length"] = min(settings["max_length"], max_position_embeddings)
         source["max_length"] = f"generate() default: 20 new tokens + prompt length {prompt_length}"
     if settings["max_length"] <= prompt_length:  # generate() refuses this too (_validate_generated_length)
-        raise ExplainError(f"the prompt is {prompt_length} tokens but max_length={settings['max_length']} "
-                           f"({source['max_length']}) counts the prompt too, so no token is left to generate; "
-                           "raise max_length, or better, set max_new_tokens (the number of new tokens)")
+        raise ExplainError(
+            f"the prompt is {prompt_length} tokens but max_length={settings['max_length']} "
+            f"({source['max_length']}) counts the prompt too, so no token is left to generate; "
+            "raise max_length, or better, set max_new_tokens (the number of new tokens)"
+        )
     if settings["min_new_tokens"] is not None:
         settings["min_length"] = settings["min_new_tokens"] + prompt_length
     settings["max_new_tokens_effective"] = max_new_tokens_effective(settings["max_length"], prompt_length)
@@ -130,11 +143,15 @@ def warnings_for(settings: dict, sources: dict) -> list[str]:
     if not settings.get("do_sample"):
         for name in sorted(SAMPLING_SETTINGS):
             if sources.get(name) == "call" and settings.get(name) not in (None, KNOBS[name].default):
-                found.append(f"do_sample is False, so {name}={settings[name]!r} has no effect (it only acts when "
-                             "sampling): set do_sample=True, or leave it out")
+                found.append(
+                    f"do_sample is False, so {name}={settings[name]!r} has no effect (it only acts when "
+                    "sampling): set do_sample=True, or leave it out"
+                )
     if settings.get("min_length") and settings["min_length"] > settings["max_length"]:
-        found.append(f"min_length ({settings['min_length']}) is beyond max_length ({settings['max_length']}): "
-                     "generation stops at max_length anyway")
+        found.append(
+            f"min_length ({settings['min_length']}) is beyond max_length ({settings['max_length']}): "
+            "generation stops at max_length anyway"
+        )
     for cls in strategies.ordered():  # arguments the decoding mode ignores, as transformers warns about them
         found += cls.warnings(settings, sources)
     return found
@@ -149,17 +166,23 @@ def context_window_warnings(prompt_length: int, max_length: int, context: int, l
     if learned_positions:
         if max_length <= context:
             return []
-        return [f"this call stops at the context window: the model has {context} learned positions "
-                f"(max_position_embeddings), so the prompt's {prompt_length} tokens leave room for "
-                f"{context - prompt_length} new tokens of the {max_length - prompt_length} asked for "
-                "(stop reason \"context_window\")"]
+        return [
+            f"this call stops at the context window: the model has {context} learned positions "
+            f"(max_position_embeddings), so the prompt's {prompt_length} tokens leave room for "
+            f"{context - prompt_length} new tokens of the {max_length - prompt_length} asked for "
+            '(stop reason "context_window")'
+        ]
     if prompt_length > context:
-        return [f"the prompt is {prompt_length} tokens, longer than the model's context window of {context} "
-                "positions (max_position_embeddings); transformers runs it anyway, and so does explain, but the "
-                "model was not trained on positions this far and may write worse text"]
+        return [
+            f"the prompt is {prompt_length} tokens, longer than the model's context window of {context} "
+            "positions (max_position_embeddings); transformers runs it anyway, and so does explain, but the "
+            "model was not trained on positions this far and may write worse text"
+        ]
     if max_length > context:
-        return [f"this call may run past the model's context window of {context} positions "
-                f"(max_position_embeddings): the prompt's {prompt_length} tokens plus up to "
-                f"{max_length - prompt_length} new ones. Past it the rotary positions go on, as in transformers "
-                "(which warns when it gets there), but the model was not trained this far"]
+        return [
+            f"this call may run past the model's context window of {context} positions "
+            f"(max_position_embeddings): the prompt's {prompt_length} tokens plus up to "
+            f"{max_length - prompt_length} new ones. Past it the rotary positions go on, as in transformers "
+            "(which warns when it gets there), but the model was not trained this far"
+        ]
     return []

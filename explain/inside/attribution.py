@@ -52,8 +52,16 @@ class CaptumTokenizer:
         return self.tokenizer.convert_tokens_to_ids(tokens)
 
 
-def attribute(model, tokenizer, ids: list[int], target: int, embedding, method: str = "gradient_x_input",
-              steps: int = 32, progress=None) -> dict:
+def attribute(
+    model,
+    tokenizer,
+    ids: list[int],
+    target: int,
+    embedding,
+    method: str = "gradient_x_input",
+    steps: int = 32,
+    progress=None,
+) -> dict:
     """Attribution of log p(target | ids) to each position of `ids`, by `method` (see METHODS)."""
     try:
         from captum.attr import (
@@ -63,8 +71,9 @@ def attribute(model, tokenizer, ids: list[int], target: int, embedding, method: 
             TextTokenInput,
         )
     except ImportError:
-        raise ExplainError("attribution uses Captum, which is not installed: pip install \"explain[inside]\" "
-                           "(or pip install captum)") from None
+        raise ExplainError(
+            'attribution uses Captum, which is not installed: pip install "explain[inside]" (or pip install captum)'
+        ) from None
     if method not in METHODS:
         raise ExplainError(f"unknown attribution method {method!r}; use one of {', '.join(METHODS)}")
     start = time.perf_counter()
@@ -88,7 +97,13 @@ def attribute(model, tokenizer, ids: list[int], target: int, embedding, method: 
             context = torch.tensor([ids], device=next(model.parameters()).device)
             ends = [torch.log_softmax(model(x).logits[0, -1].float(), -1)[target] for x in (context, 0 * context)]
         gap = float(scores.sum()) - float(ends[0] - ends[1])
-    return {"method": method, "captum": METHODS[method], "target": target, "scores": float32_list(scores),
-            "shares": float32_list(scores.abs() / total), "steps": steps if method == "integrated_gradients" else 1,
-            "completeness_gap": gap,
-            "seconds": time.perf_counter() - start}
+    return {
+        "method": method,
+        "captum": METHODS[method],
+        "target": target,
+        "scores": float32_list(scores),
+        "shares": float32_list(scores.abs() / total),
+        "steps": steps if method == "integrated_gradients" else 1,
+        "completeness_gap": gap,
+        "seconds": time.perf_counter() - start,
+    }

@@ -46,20 +46,30 @@ def decoder_parts(model: nn.Module) -> Parts:
         base = _module(model, path)
         if base is None or head is None:
             continue
-        found = {key: next((getattr(base, n) for n in names if isinstance(getattr(base, n, None), nn.Module)), None)
-                 for key, names in (("embedding", EMBEDDINGS), ("layers", LAYERS), ("final_norm", FINAL_NORMS))}
+        found = {
+            key: next((getattr(base, n) for n in names if isinstance(getattr(base, n, None), nn.Module)), None)
+            for key, names in (("embedding", EMBEDDINGS), ("layers", LAYERS), ("final_norm", FINAL_NORMS))
+        }
         embedding, layers, final_norm = found["embedding"], found["layers"], found["final_norm"]
-        if embedding is not None and layers is not None and final_norm is not None \
-                and getattr(base, "project_out", None) is None:  # OPT-350m projects: not read
+        if (
+            embedding is not None
+            and layers is not None
+            and final_norm is not None
+            and getattr(base, "project_out", None) is None
+        ):  # OPT-350m projects: not read
             return Parts(embedding, layers, final_norm, head)
-    raise ExplainError(f"cannot find the layers of {type(model).__name__} (looked for {'/'.join(BASES)} with "
-                       f"{'/'.join(LAYERS)}, {'/'.join(FINAL_NORMS)} and lm_head): looking inside needs a "
-                       "decoder-only model laid out as transformers lays them out")
+    raise ExplainError(
+        f"cannot find the layers of {type(model).__name__} (looked for {'/'.join(BASES)} with "
+        f"{'/'.join(LAYERS)}, {'/'.join(FINAL_NORMS)} and lm_head): looking inside needs a "
+        "decoder-only model laid out as transformers lays them out"
+    )
 
 
 @dataclass
 class Replay:
-    hidden_states: list[torch.Tensor]  # (hidden_size,) at the new position: the input to layer 0, then each layer's output
+    hidden_states: list[
+        torch.Tensor
+    ]  # (hidden_size,) at the new position: the input to layer 0, then each layer's output
     attentions: list[torch.Tensor] | None  # per layer (num_heads, positions): the new position's weights
     logits: torch.Tensor  # (vocab_size,) float32, as the step recorded them
 
@@ -79,8 +89,10 @@ def replay(generation, step: int, attentions: bool = True) -> Replay:
         raise ExplainError(f"step {step} has not been generated; steps 0..{len(generation.steps) - 1} exist")
     position = generation.steps[step]["position"]  # the sequence length when the step's logits were computed
     if len(generation.cache) < position - 1:
-        raise ExplainError(f"the run's KV cache holds {len(generation.cache)} positions, fewer than step {step} "
-                           "needs; inspect a step of a run that is still in memory")
+        raise ExplainError(
+            f"the run's KV cache holds {len(generation.cache)} positions, fewer than step {step} "
+            "needs; inspect a step of a run that is still in memory"
+        )
     parts = decoder_parts(generation.model)
     ids = generation.input_ids[:, :position]
     captured: list[torch.Tensor] = []
@@ -106,7 +118,8 @@ def replay(generation, step: int, attentions: bool = True) -> Replay:
         if step == 0:
             eager = generation.model(ids, cache=KVCache(), logits_to_keep=1, output_attentions=True)
         else:
-            eager = generation.model(ids[:, -1:], cache=_cache_for(generation, position - 1), logits_to_keep=1,
-                                     output_attentions=True)
+            eager = generation.model(
+                ids[:, -1:], cache=_cache_for(generation, position - 1), logits_to_keep=1, output_attentions=True
+            )
         weights = [layer[0, :, -1, :].float() for layer in eager.attentions]  # (num_heads, positions)
     return Replay(captured, weights, out.logits[0, -1].float())

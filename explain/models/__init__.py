@@ -6,7 +6,8 @@ names maps them in an `attribute_map`, as GPT-2's does) and a ...ForCausalLM cla
 `tied_weights`, `learned_positions` (True when no position past max_position_embeddings has an embedding) and a
 forward `(input_ids, cache=None, position_ids=None, attention_mask=None, logits_to_keep=0,
 output_attentions=False)` that returns an object with `.logits`, `.cache` and `.attentions` (an attention mask
-over every position so far gives left-padded rows their positions and hides their pads). Adding one: docs/architecture.md, "Add an architecture".
+over every position so far gives left-padded rows their positions and hides their pads).
+Adding one: docs/architecture.md, "Add an architecture".
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ ARCHITECTURES = {
     "SmolLM3ForCausalLM": ("smollm3", "SmolLM3ForCausalLM"),
 }
 # GGUF general.architecture -> the architecture name transformers gives the same checkpoint
-GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                      "qwen3": "Qwen3ForCausalLM", "gpt2": "GPT2LMHeadModel", "smollm3": "SmolLM3ForCausalLM"}
+GGUF_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "gpt2": "GPT2LMHeadModel",
+    "smollm3": "SmolLM3ForCausalLM",
+}
 
 
 def register(architecture: str, module: str, class_name: str) -> None:
@@ -40,8 +47,10 @@ def register(architecture: str, module: str, class_name: str) -> None:
 def architecture_of(config: dict) -> str:
     names = config.get("architectures") or []
     if not names:
-        raise UnsupportedError(f"config has no \"architectures\" entry (model_type {config.get('model_type')!r}); "
-                               f"add one of {', '.join(sorted(ARCHITECTURES))} to config.json")
+        raise UnsupportedError(
+            f'config has no "architectures" entry (model_type {config.get("model_type")!r}); '
+            f"add one of {', '.join(sorted(ARCHITECTURES))} to config.json"
+        )
     return names[0]
 
 
@@ -49,8 +58,9 @@ def model_class(config: dict):
     """The ...ForCausalLM class for a config dict, or an error naming every supported architecture."""
     name = architecture_of(config)
     if name not in ARCHITECTURES:
-        raise UnsupportedError(f"architecture {name!r} is not supported by explain; supported: "
-                               f"{', '.join(sorted(ARCHITECTURES))}")
+        raise UnsupportedError(
+            f"architecture {name!r} is not supported by explain; supported: {', '.join(sorted(ARCHITECTURES))}"
+        )
     module, class_name = ARCHITECTURES[name]
     return getattr(importlib.import_module(f"{__name__}.{module}"), class_name)
 
@@ -75,4 +85,3 @@ def common_config(config: dict) -> dict:
     n_layer, n_embd, n_head, n_positions), for code that reads a dict: a saved trace's hyperparameters, the device
     planner's configs. A model's config object answers the same names itself. None where the config has no value."""
     return common_names_of(config, _family_names())
-

@@ -54,13 +54,19 @@ class GPT2Config:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         if self.add_cross_attention:
-            raise NotImplementedError("add_cross_attention: GPT-2 as the decoder of an encoder-decoder model is "
-                                      "not supported by explain; use a plain GPT-2 checkpoint")
+            raise NotImplementedError(
+                "add_cross_attention: GPT-2 as the decoder of an encoder-decoder model is "
+                "not supported by explain; use a plain GPT-2 checkpoint"
+            )
 
     # the names the other model files use -> GPT-2's own (transformers' GPT2Config.attribute_map), so code that
     # asks any config for num_hidden_layers, hidden_size... gets GPT-2's answer
-    attribute_map: ClassVar[dict] = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
-                                     "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
+    attribute_map: ClassVar[dict] = {
+        "hidden_size": "n_embd",
+        "max_position_embeddings": "n_positions",
+        "num_attention_heads": "n_head",
+        "num_hidden_layers": "n_layer",
+    }
 
     def __getattr__(self, name: str):  # called only for names that are not fields
         if name in GPT2Config.attribute_map:
@@ -102,7 +108,7 @@ class GPT2Attention(nn.Module):
         self.layer_idx = layer_idx
         self.num_heads = config.n_head
         self.head_dim = config.n_embd // config.n_head
-        self.scaling = self.head_dim ** -0.5 if config.scale_attn_weights else 1.0
+        self.scaling = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
         if config.scale_attn_by_inverse_layer_idx:
             self.scaling /= float(layer_idx + 1)
         self.upcast = config.reorder_and_upcast_attn  # scores in float32 on the eager path
@@ -115,8 +121,9 @@ class GPT2Attention(nn.Module):
             state_dict.pop(prefix + name, None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, hidden_states, cache: KVCache | None, output_attentions: bool = False,
-                mask: torch.Tensor | None = None):
+    def forward(
+        self, hidden_states, cache: KVCache | None, output_attentions: bool = False, mask: torch.Tensor | None = None
+    ):
         """`mask` (B, 1, T, past + T), from padding_mask, also hides padded keys; None: plain causal attention."""
         batch, length, width = hidden_states.shape
         q, k, v = self.c_attn(hidden_states).split(width, dim=2)  # 3 x (B, T, n_embd)
@@ -180,8 +187,10 @@ def padding_mask(attention_mask: torch.Tensor | None, length: int, total: int) -
     if attention_mask is None:
         return None
     if attention_mask.shape[-1] != total:
-        raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, but the cache and the input "
-                         f"hold {total}; pass the mask of every position so far (the prompt's and each new token's)")
+        raise ValueError(
+            f"attention_mask covers {attention_mask.shape[-1]} positions, but the cache and the input "
+            f"hold {total}; pass the mask of every position so far (the prompt's and each new token's)"
+        )
     if bool(attention_mask.all()):
         return None
     query = torch.arange(total - length, total, device=attention_mask.device)[:, None]  # (T, 1)
@@ -196,8 +205,10 @@ class GPT2MLP(nn.Module):
         self.c_fc = Conv1D(config.n_embd, inner)
         self.c_proj = Conv1D(inner, config.n_embd)
         if config.activation_function not in ACTIVATIONS:
-            raise NotImplementedError(f"activation_function {config.activation_function!r}: this GPT-2 file "
-                                      f"implements {', '.join(ACTIVATIONS)}")
+            raise NotImplementedError(
+                f"activation_function {config.activation_function!r}: this GPT-2 file "
+                f"implements {', '.join(ACTIVATIONS)}"
+            )
         self.act = ACTIVATIONS[config.activation_function]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,8 +242,10 @@ class GPT2Model(nn.Module):
     def forward(self, input_ids, cache=None, position_ids=None, attention_mask=None, output_attentions=False):
         past, length = (len(cache) if cache is not None else 0), input_ids.shape[1]
         if past + length > self.config.n_positions:
-            raise ValueError(f"{past + length} tokens do not fit GPT-2's {self.config.n_positions} "
-                             "learned positions (n_positions); shorten the prompt or max_new_tokens")
+            raise ValueError(
+                f"{past + length} tokens do not fit GPT-2's {self.config.n_positions} "
+                "learned positions (n_positions); shorten the prompt or max_new_tokens"
+            )
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, past, length, input_ids.device)
         mask = padding_mask(attention_mask, length, past + length)  # (B, 1, T, past + T), None without padding
@@ -266,12 +279,18 @@ class GPT2LMHeadModel(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
 
-    def forward(self, input_ids, cache: KVCache | None = None, position_ids=None, attention_mask=None,
-                logits_to_keep: int = 0, output_attentions: bool = False) -> CausalLMOutput:
+    def forward(
+        self,
+        input_ids,
+        cache: KVCache | None = None,
+        position_ids=None,
+        attention_mask=None,
+        logits_to_keep: int = 0,
+        output_attentions: bool = False,
+    ) -> CausalLMOutput:
         """`attention_mask` (B, past + T): 1 for a real token, 0 for padding, over every position so far (the
         cache's and input_ids'), as transformers' generate passes it; None when no row is padded."""
-        hidden_states, attentions = self.transformer(input_ids, cache, position_ids, attention_mask,
-                                                     output_attentions)
+        hidden_states, attentions = self.transformer(input_ids, cache, position_ids, attention_mask, output_attentions)
         if logits_to_keep:  # generation needs only the last position's logits
             hidden_states = hidden_states[:, -logits_to_keep:, :]
         return CausalLMOutput(self.lm_head(hidden_states), cache, attentions)

@@ -72,8 +72,12 @@ class Qwen2Config:
         if not self.use_sliding_window:
             self.sliding_window = None  # transformers ignores the window unless use_sliding_window is set
         if not self.layer_types:
-            self.layer_types = ["sliding_attention" if self.sliding_window is not None and i >= self.max_window_layers
-                                else "full_attention" for i in range(self.num_hidden_layers)]
+            self.layer_types = [
+                "sliding_attention"
+                if self.sliding_window is not None and i >= self.max_window_layers
+                else "full_attention"
+                for i in range(self.num_hidden_layers)
+            ]
 
 
 # Copied from explain.models.llama.ROPE_TYPES
@@ -95,26 +99,39 @@ def standardize_rope_parameters(config: Qwen2Config) -> dict:
     if rope["rope_type"] in ("llama3", "yarn", "longrope"):
         rope.setdefault("original_max_position_embeddings", config.max_position_embeddings)
     if rope["rope_type"] not in ROPE_TYPES:
-        raise NotImplementedError(f"rope_type {rope['rope_type']!r} in config.json is not implemented; explain "
-                                  f"implements {', '.join(ROPE_TYPES)}")
-    needs = {"linear": ["factor"], "dynamic": ["factor"], "yarn": ["factor"],
-             "longrope": ["long_factor", "short_factor"],
-             "llama3": ["factor", "low_freq_factor", "high_freq_factor"]}.get(rope["rope_type"], [])
+        raise NotImplementedError(
+            f"rope_type {rope['rope_type']!r} in config.json is not implemented; explain "
+            f"implements {', '.join(ROPE_TYPES)}"
+        )
+    needs = {
+        "linear": ["factor"],
+        "dynamic": ["factor"],
+        "yarn": ["factor"],
+        "longrope": ["long_factor", "short_factor"],
+        "llama3": ["factor", "low_freq_factor", "high_freq_factor"],
+    }.get(rope["rope_type"], [])
     missing = [key for key in needs if key not in rope]
     if missing:
-        raise ValueError(f"rope_type {rope['rope_type']!r} needs {', '.join(missing)} in config.json's "
-                         "rope_parameters (or rope_scaling); the config is incomplete")
+        raise ValueError(
+            f"rope_type {rope['rope_type']!r} needs {', '.join(missing)} in config.json's "
+            "rope_parameters (or rope_scaling); the config is incomplete"
+        )
     return rope
 
 
 def check_sliding_window(config: Qwen2Config, total: int) -> None:
     """Within the window, sliding-window attention is full causal attention; past it, it is not implemented."""
-    if config.sliding_window is not None and "sliding_attention" in config.layer_types \
-            and total > config.sliding_window:
-        raise NotImplementedError(f"{total} positions exceed this config's sliding_window of "
-                                  f"{config.sliding_window} (use_sliding_window is true); explain implements full "
-                                  "attention only, which equals the window up to that length. Shorten the prompt "
-                                  "or max_new_tokens")
+    if (
+        config.sliding_window is not None
+        and "sliding_attention" in config.layer_types
+        and total > config.sliding_window
+    ):
+        raise NotImplementedError(
+            f"{total} positions exceed this config's sliding_window of "
+            f"{config.sliding_window} (use_sliding_window is true); explain implements full "
+            "attention only, which equals the window up to that length. Shorten the prompt "
+            "or max_new_tokens"
+        )
 
 
 # Copied from explain.models.llama.LlamaRMSNorm with Llama->Qwen2
@@ -148,7 +165,7 @@ def rope_inverse_frequencies(config: Qwen2Config, seq_len: torch.Tensor | None =
     if kind == "dynamic" and seq_len is not None:  # NTK: past the context window, a larger base stretches all waves
         seq_len = torch.maximum(seq_len, torch.tensor(config.max_position_embeddings, dtype=seq_len.dtype))
         base = base * ((factor * seq_len / config.max_position_embeddings) - (factor - 1)) ** (dim / (dim - 2))
-    inv_freq, attention_factor = 1.0 / (base ** exponents), 1.0
+    inv_freq, attention_factor = 1.0 / (base**exponents), 1.0
     if kind == "linear":  # positions squeezed by `factor`: the same as dividing every frequency by it
         inv_freq = inv_freq / factor
     elif kind == "llama3":  # long waves slowed down by `factor`, short ones kept, a smooth blend between
@@ -166,17 +183,22 @@ def rope_inverse_frequencies(config: Qwen2Config, seq_len: torch.Tensor | None =
             attention_factor = stated
         else:
             mscale, mscale_all_dim = rope.get("mscale"), rope.get("mscale_all_dim")
-            attention_factor = (_yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim)
-                                if mscale and mscale_all_dim else _yarn_mscale(factor))
+            attention_factor = (
+                _yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim)
+                if mscale and mscale_all_dim
+                else _yarn_mscale(factor)
+            )
         # the dimensions that turn beta_fast and beta_slow times over the original context bound the ramp
-        bound = [dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(base))
-                 for turns in (rope.get("beta_fast") or 32, rope.get("beta_slow") or 1)]
+        bound = [
+            dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(base))
+            for turns in (rope.get("beta_fast") or 32, rope.get("beta_slow") or 1)
+        ]
         if rope.get("truncate", True):
             bound = [math.floor(bound[0]), math.ceil(bound[1])]
         low, high = max(bound[0], 0), min(bound[1], dim - 1)
         high = high + 0.001 if low == high else high  # no division by zero
         ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)  # (dim/2,)
-        wave = base ** exponents
+        wave = base**exponents
         keep = 1 - ramp  # 1: extrapolate (unchanged frequency), 0: interpolate (frequency / factor)
         inv_freq = 1.0 / (factor * wave) * (1 - keep) + 1.0 / wave * keep
         attention_factor = float(attention_factor)
@@ -188,7 +210,7 @@ def rope_inverse_frequencies(config: Qwen2Config, seq_len: torch.Tensor | None =
             attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
         long = seq_len is not None and seq_len > original
         rescale = torch.tensor(rope["long_factor"] if long else rope["short_factor"], dtype=torch.float32)
-        inv_freq = 1.0 / (rescale * base ** exponents)
+        inv_freq = 1.0 / (rescale * base**exponents)
     return inv_freq, attention_factor
 
 
@@ -206,8 +228,9 @@ class Qwen2RotaryEmbedding(nn.Module):
         self.config = config
         self.rope_type = config.rope_parameters["rope_type"]
         # past this length "dynamic" and "longrope" compute other frequencies (transformers' dynamic_rope_update)
-        self.original_length = config.rope_parameters.get("original_max_position_embeddings",
-                                                          config.max_position_embeddings)
+        self.original_length = config.rope_parameters.get(
+            "original_max_position_embeddings", config.max_position_embeddings
+        )
         inv_freq, self.attention_scaling = rope_inverse_frequencies(config)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -225,7 +248,7 @@ class Qwen2RotaryEmbedding(nn.Module):
 
 # Copied from explain.models.llama.rotate_half
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
     return torch.cat((-x2, x1), dim=-1)
 
 
@@ -275,8 +298,10 @@ def padding_mask(attention_mask: torch.Tensor | None, length: int, total: int) -
     if attention_mask is None:
         return None
     if attention_mask.shape[-1] != total:
-        raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, but the cache and the input "
-                         f"hold {total}; pass the mask of every position so far (the prompt's and each new token's)")
+        raise ValueError(
+            f"attention_mask covers {attention_mask.shape[-1]} positions, but the cache and the input "
+            f"hold {total}; pass the mask of every position so far (the prompt's and each new token's)"
+        )
     if bool(attention_mask.all()):
         return None
     query = torch.arange(total - length, total, device=attention_mask.device)[:, None]  # (T, 1)
@@ -310,8 +335,9 @@ def attend(q, k, v, scaling: float, output_attentions: bool = False, mask: torch
     if mask is None:
         # new tokens after a cached prefix each see the whole prefix and the new ones before them: a mask says so
         mask = causal_mask(length, total, q.dtype, q.device) if 1 < length < total else None
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=length > 1 and mask is None,
-                                             scale=scaling, enable_gqa=groups > 1)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=length > 1 and mask is None, scale=scaling, enable_gqa=groups > 1
+        )
         return out, None
     if groups > 1 and length == 1:  # one query per row: its heads become the queries of their key/value head
         batch, heads, _, head_dim = q.shape
@@ -328,7 +354,7 @@ class Qwen2Attention(nn.Module):
         self.layer_idx = layer_idx
         self.num_heads, self.num_key_value_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = config.head_dim
-        self.scaling = self.head_dim ** -0.5
+        self.scaling = self.head_dim**-0.5
         # the one difference from Llama: q, k and v have a bias, the output projection does not
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=True)
         self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=True)
@@ -336,8 +362,15 @@ class Qwen2Attention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
 
     # Copied from explain.models.llama.LlamaAttention.forward
-    def forward(self, hidden_states, cos, sin, cache: KVCache | None, output_attentions: bool = False,
-                mask: torch.Tensor | None = None):
+    def forward(
+        self,
+        hidden_states,
+        cos,
+        sin,
+        cache: KVCache | None,
+        output_attentions: bool = False,
+        mask: torch.Tensor | None = None,
+    ):
         batch, length, _ = hidden_states.shape
         shape = (batch, length, -1, self.head_dim)
         q = self.q_proj(hidden_states).view(shape).transpose(1, 2)  # (B, num_heads, T, head_dim)
@@ -375,8 +408,9 @@ class Qwen2DecoderLayer(nn.Module):
         self.mlp = Qwen2MLP(config)
 
     def forward(self, hidden_states, cos, sin, cache, output_attentions=False, mask=None):
-        attended, weights = self.self_attn(self.input_layernorm(hidden_states), cos, sin, cache, output_attentions,
-                                           mask)
+        attended, weights = self.self_attn(
+            self.input_layernorm(hidden_states), cos, sin, cache, output_attentions, mask
+        )
         hidden_states = hidden_states + attended
         hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
         return hidden_states, weights
@@ -429,8 +463,15 @@ class Qwen2ForCausalLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
-    def forward(self, input_ids, cache: KVCache | None = None, position_ids=None, attention_mask=None,
-                logits_to_keep: int = 0, output_attentions: bool = False) -> CausalLMOutput:
+    def forward(
+        self,
+        input_ids,
+        cache: KVCache | None = None,
+        position_ids=None,
+        attention_mask=None,
+        logits_to_keep: int = 0,
+        output_attentions: bool = False,
+    ) -> CausalLMOutput:
         """`attention_mask` (B, past + T): 1 for a real token, 0 for padding, over every position so far (the
         cache's and input_ids'), as transformers' generate passes it; None when no row is padded."""
         hidden_states, attentions = self.model(input_ids, cache, position_ids, attention_mask, output_attentions)

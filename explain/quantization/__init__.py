@@ -31,13 +31,18 @@ def _cpu_only(method: str, device, device_map) -> None:
     if isinstance(device_map, dict):
         where += [f"device_map puts {k or 'the model'} on {v!r}" for k, v in device_map.items() if str(v) != "cpu"]
     elif device_map is not None and str(device_map) != "cpu":
-        if device_map not in ("auto", "balanced", "balanced_low_0", "sequential") or torch.cuda.is_available() \
-                or torch.backends.mps.is_available():
+        if (
+            device_map not in ("auto", "balanced", "balanced_low_0", "sequential")
+            or torch.cuda.is_available()
+            or torch.backends.mps.is_available()
+        ):
             where.append(f"device_map={device_map!r}")
     if where:
-        raise UnsupportedError(f"quantization={method!r} runs on the CPU only (torch's int4/int8 weight-only CPU "
-                               f"kernels), but {', '.join(where[:2])}; load with device=\"cpu\", or drop "
-                               "quantization= to run a float dtype on that device")
+        raise UnsupportedError(
+            f"quantization={method!r} runs on the CPU only (torch's int4/int8 weight-only CPU "
+            f'kernels), but {", ".join(where[:2])}; load with device="cpu", or drop '
+            "quantization= to run a float dtype on that device"
+        )
 
 
 def check(quantization, device=None, device_map=None) -> Method | None:
@@ -46,32 +51,55 @@ def check(quantization, device=None, device_map=None) -> Method | None:
     if quantization is None:
         return None
     if not isinstance(quantization, str) or quantization not in METHODS:
-        raise ExplainError(f"unknown quantization {quantization!r}; explain runs "
-                           + "; ".join(f"{name!r} ({m.summary})" for name, m in METHODS.items()))
+        raise ExplainError(
+            f"unknown quantization {quantization!r}; explain runs "
+            + "; ".join(f"{name!r} ({m.summary})" for name, m in METHODS.items())
+        )
     method = METHODS[quantization]
     _cpu_only(quantization, device, device_map)
     for kernel in method.kernels:
         ok, why = kernel_available(kernel)
         if not ok:
             can = [name for name, m in METHODS.items() if all(kernel_available(k)[0] for k in m.kernels)]
-            raise UnsupportedError(f"quantization={quantization!r} needs {kernel}, which torch {torch.__version__} "
-                                   f"cannot run here ({why}); "
-                                   + (f"this machine runs quantization={' or '.join(map(repr, can))}" if can else
-                                      "no quantization runs here: load a float dtype (dtype=torch.bfloat16)"))
+            raise UnsupportedError(
+                f"quantization={quantization!r} needs {kernel}, which torch {torch.__version__} "
+                f"cannot run here ({why}); "
+                + (
+                    f"this machine runs quantization={' or '.join(map(repr, can))}"
+                    if can
+                    else "no quantization runs here: load a float dtype (dtype=torch.bfloat16)"
+                )
+            )
     return method
 
 
 def make_quantizer(method: Method, dtype_given: bool, dtype: torch.dtype, gguf_reader=None) -> Quantizer:
     """One load's Quantizer: activations in `dtype` when the caller gave one, else bfloat16."""
     if method.reads == "gguf" and gguf_reader is None:
-        raise ExplainError(f"quantization=\"{method.name}\" keeps a GGUF file's own blocks, and this model is not "
-                           "loaded from a GGUF file; pass gguf_file=..., or quantize on load with "
-                           "quantization=\"int8\" or \"int4\"")
+        raise ExplainError(
+            f'quantization="{method.name}" keeps a GGUF file\'s own blocks, and this model is not '
+            "loaded from a GGUF file; pass gguf_file=..., or quantize on load with "
+            'quantization="int8" or "int4"'
+        )
     dtype = dtype if dtype_given else DEFAULT_DTYPE
     if dtype not in FORMS:
         raise ExplainError(f"quantized layers take float32, bfloat16 or float16 activations, not {dtype_name(dtype)}")
     return Quantizer(method, dtype, gguf_reader if method.reads == "gguf" else None)
 
 
-__all__ = ["METHODS", "Method", "Quantizer", "FORMS", "Blocks", "unpack", "quantize_q4_1", "Int4Linear",
-           "Int8Linear", "BlockInt8Linear", "QuantizedLinear", "check", "make_quantizer", "DEFAULT_DTYPE"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "Quantizer",
+    "FORMS",
+    "Blocks",
+    "unpack",
+    "quantize_q4_1",
+    "Int4Linear",
+    "Int8Linear",
+    "BlockInt8Linear",
+    "QuantizedLinear",
+    "check",
+    "make_quantizer",
+    "DEFAULT_DTYPE",
+]

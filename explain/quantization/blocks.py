@@ -81,8 +81,10 @@ def unpack(raw: np.ndarray, kind: str, rows: int | None = None) -> Blocks:
 def permute_rows(blocks: Blocks, reorder) -> Blocks:
     """The same blocks with their rows reordered by `reorder` (an array function that acts on axis 0), e.g. the
     q/k row permutation llama.cpp's converter applies: every block stays whole, so it is exact."""
+
     def rows(tensor):
         return None if tensor is None else torch.from_numpy(np.ascontiguousarray(reorder(tensor.numpy())))
+
     return Blocks(blocks.kind, rows(blocks.values), rows(blocks.scales), rows(blocks.minimums))
 
 
@@ -92,5 +94,6 @@ def quantize_q4_1(weight: torch.Tensor) -> Blocks:
     float zero points, except that d and m are kept as float16."""
     from gguf import GGMLQuantizationType
     from gguf.quants import quantize
+
     data = weight.detach().to(torch.float32).cpu().numpy()
     return unpack(quantize(data, GGMLQuantizationType.Q4_1), "Q4_1", rows=data.shape[0])

@@ -62,8 +62,14 @@ class Int4Linear(QuantizedLinear):
     packed_weight: torch.Tensor  # a buffer: nn.Module's attribute lookup would give the checker Tensor | Module
     scales_and_zeros: torch.Tensor
 
-    def __init__(self, packed_weight: torch.Tensor, scales_and_zeros: torch.Tensor, in_features: int,
-                 bias: torch.Tensor | None = None, group_size: int = GROUP_SIZE):
+    def __init__(
+        self,
+        packed_weight: torch.Tensor,
+        scales_and_zeros: torch.Tensor,
+        in_features: int,
+        bias: torch.Tensor | None = None,
+        group_size: int = GROUP_SIZE,
+    ):
         super().__init__(in_features, scales_and_zeros.shape[1], bias)
         self.group_size = group_size
         self.register_buffer("packed_weight", packed_weight)  # (N, K / 2) uint8: two 4-bit values a byte
@@ -86,15 +92,17 @@ class Int4Linear(QuantizedLinear):
         return cls(packed, scales_and_zeros, blocks.shape[1], bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(self._flat(x), self.packed_weight, self.group_size,
-                                                       self.scales_and_zeros)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            self._flat(x), self.packed_weight, self.group_size, self.scales_and_zeros
+        )
         return self._finish(y, x)
 
     def dequantized_weight(self) -> torch.Tensor:
         """(N, K) the weight the kernel multiplies by, read back through the kernel itself: identity @ W^T."""
         eye = torch.eye(self.in_features, dtype=self.scales_and_zeros.dtype)  # (K, K)
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed_weight, self.group_size,
-                                                          self.scales_and_zeros).t()  # (N, K)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
+            eye, self.packed_weight, self.group_size, self.scales_and_zeros
+        ).t()  # (N, K)
 
     def storage(self) -> dict:
         kind = str(self.scales_and_zeros.dtype).replace("torch.", "")
@@ -118,7 +126,8 @@ class Int8Linear(QuantizedLinear):
         weight = weight.detach().to(torch.float32)
         scales, zeros = torch.ops.quantized_decomposed.choose_qparams_per_token(weight, torch.int8)  # (N, 1)
         values = torch.ops.quantized_decomposed.quantize_per_channel_group(
-            weight, scales, zeros, -128, 127, torch.int8, weight.shape[1])  # one group = the whole row
+            weight, scales, zeros, -128, 127, torch.int8, weight.shape[1]
+        )  # one group = the whole row
         return cls(values, scales.reshape(-1).to(dtype), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +160,8 @@ class BlockInt8Linear(QuantizedLinear):
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.ops.quantized_decomposed.dequantize_per_channel_group(
-            self.weight_int8, self.block_scales, None, -128, 127, torch.int8, GROUP_SIZE, dtype)  # (N, K)
+            self.weight_int8, self.block_scales, None, -128, 127, torch.int8, GROUP_SIZE, dtype
+        )  # (N, K)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantized_weight(x.dtype), self.bias)

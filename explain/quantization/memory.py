@@ -22,6 +22,7 @@ def process_memory() -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     try:
         import psutil
+
         rss = psutil.Process().memory_info().rss
     except ImportError:
         rss = None
@@ -38,6 +39,7 @@ def release_freed_memory() -> bool:
         return False
     try:
         import ctypes
+
         return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
     except (OSError, AttributeError):
         return False

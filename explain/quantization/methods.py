@@ -44,22 +44,44 @@ class Method:
     conversions: dict = field(default_factory=dict)  # source kind -> how it is stored after
 
 
-METHODS = {method.name: method for method in (
-    Method("gguf", "the GGUF file's Q4_0 / Q4_1 / Q8_0 blocks kept as stored and multiplied as integers",
-           reads="gguf", layer=_gguf_layer, kernels=(INT4_KERNEL,),
-           conversions={
-               "Q4_1": "Int4Linear: the stored 4-bit integers in groups of 32, scale = d, zero = m + 8d",
-               "Q4_0": "Int4Linear: the stored 4-bit integers in groups of 32, scale = d, zero = 0",
-               "Q8_0": "BlockInt8Linear: the stored int8 values and per-block scales d, dequantized at each "
-                       "product (torch has no group-wise int8 kernel; torchao does the same)"}),
-    Method("int8", "weight-only int8 on load: one scale per output row (symmetric, scale = max |w| / 127)",
-           reads="float", layer=_int8_layer, kernels=(INT8_KERNEL,), bits=8,
-           conversions={"float": "Int8Linear: int8 per output row, scale = max |w| / 127"}),
-    Method("int4", "weight-only int4 on load: blocks of 32 with a scale and a minimum (gguf's Q4_1 quantizer)",
-           reads="float", layer=_int4_layer, kernels=(INT4_KERNEL,),
-           conversions={"float": "Int4Linear: Q4_1 blocks of 32 (d = (max - min) / 15, m = min) from gguf's "
-                                 "quantizer, scale = d, zero = m + 8d"}),
-)}
+METHODS = {
+    method.name: method
+    for method in (
+        Method(
+            "gguf",
+            "the GGUF file's Q4_0 / Q4_1 / Q8_0 blocks kept as stored and multiplied as integers",
+            reads="gguf",
+            layer=_gguf_layer,
+            kernels=(INT4_KERNEL,),
+            conversions={
+                "Q4_1": "Int4Linear: the stored 4-bit integers in groups of 32, scale = d, zero = m + 8d",
+                "Q4_0": "Int4Linear: the stored 4-bit integers in groups of 32, scale = d, zero = 0",
+                "Q8_0": "BlockInt8Linear: the stored int8 values and per-block scales d, dequantized at each "
+                "product (torch has no group-wise int8 kernel; torchao does the same)",
+            },
+        ),
+        Method(
+            "int8",
+            "weight-only int8 on load: one scale per output row (symmetric, scale = max |w| / 127)",
+            reads="float",
+            layer=_int8_layer,
+            kernels=(INT8_KERNEL,),
+            bits=8,
+            conversions={"float": "Int8Linear: int8 per output row, scale = max |w| / 127"},
+        ),
+        Method(
+            "int4",
+            "weight-only int4 on load: blocks of 32 with a scale and a minimum (gguf's Q4_1 quantizer)",
+            reads="float",
+            layer=_int4_layer,
+            kernels=(INT4_KERNEL,),
+            conversions={
+                "float": "Int4Linear: Q4_1 blocks of 32 (d = (max - min) / 15, m = min) from gguf's "
+                "quantizer, scale = d, zero = m + 8d"
+            },
+        ),
+    )
+}
 
 GGUF_KINDS = ("Q4_0", "Q4_1", "Q8_0")  # the block types read as integers (blocks.py)
 
@@ -70,8 +92,9 @@ def kernel_available(kernel: str) -> tuple[bool, str]:
         if kernel == INT4_KERNEL:
             values = torch.zeros(16, 32, dtype=torch.int32)  # (N, K): the smallest shape the packer takes
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values, 1)
-            torch.ops.aten._weight_int4pack_mm_for_cpu(torch.ones(1, 32, dtype=torch.bfloat16), packed, 32,
-                                                       torch.ones(1, 16, 2, dtype=torch.bfloat16))
+            torch.ops.aten._weight_int4pack_mm_for_cpu(
+                torch.ones(1, 32, dtype=torch.bfloat16), packed, 32, torch.ones(1, 16, 2, dtype=torch.bfloat16)
+            )
         elif kernel == INT8_KERNEL:
             torch.ops.aten._weight_int8pack_mm(torch.ones(1, 32), torch.ones(16, 32, dtype=torch.int8), torch.ones(16))
         return True, ""

@@ -30,13 +30,22 @@ from .memory import process_memory, release_freed_memory
 from .methods import GGUF_KINDS, Method
 
 FORMS = {  # activations dtype -> (form, what it is), for the GGUF method
-    torch.bfloat16: ("fast", "bfloat16 activations; the scales and zeros are rounded to bfloat16, so the products "
-                             "differ from the float32 model's by about as much as a plain bfloat16 load does"),
-    torch.float32: ("exact", "float32 activations, scales and zeros: the products equal a float32 product with "
-                             "the dequantized weights up to float32 rounding (slow: torch's int4 CPU kernel is "
-                             "tuned for bfloat16)"),
-    torch.float16: ("float16", "float16 activations; d is a float16 in the file, so the scales are exact, but "
-                               "torch's int4 CPU kernel is slow in float16"),
+    torch.bfloat16: (
+        "fast",
+        "bfloat16 activations; the scales and zeros are rounded to bfloat16, so the products "
+        "differ from the float32 model's by about as much as a plain bfloat16 load does",
+    ),
+    torch.float32: (
+        "exact",
+        "float32 activations, scales and zeros: the products equal a float32 product with "
+        "the dequantized weights up to float32 rounding (slow: torch's int4 CPU kernel is "
+        "tuned for bfloat16)",
+    ),
+    torch.float16: (
+        "float16",
+        "float16 activations; d is a float16 in the file, so the scales are exact, but "
+        "torch's int4 CPU kernel is slow in float16",
+    ),
 }
 
 
@@ -53,8 +62,12 @@ class Quantizer:
     # -- weights stage: keep GGUF blocks as stored ----------------------------------------------------------------
     def take_gguf(self, name: str, tensor, heads: int | None) -> bool:
         self.stored[name] = tensor.tensor_type.name
-        if self.method.reads != "gguf" or tensor.tensor_type.name not in GGUF_KINDS or not name.endswith(".weight") \
-                or len(tensor.shape) != 2:
+        if (
+            self.method.reads != "gguf"
+            or tensor.tensor_type.name not in GGUF_KINDS
+            or not name.endswith(".weight")
+            or len(tensor.shape) != 2
+        ):
             return False
         self.kept[name] = (tensor, heads)
         return True
@@ -114,7 +127,9 @@ class Quantizer:
                 continue
             reason = self._why_not(model, module_name, name, tied_names, "float")
             if reason is None and module_name.split(".")[-1] == "lm_head":
-                reason = "the output head stays in float, as transformers' quantizers leave it (get_keys_to_not_convert)"
+                reason = (
+                    "the output head stays in float, as transformers' quantizers leave it (get_keys_to_not_convert)"
+                )
             if reason is not None:
                 self.left_in_float[name] = reason
                 continue
@@ -129,15 +144,20 @@ class Quantizer:
         except AttributeError:
             return "no module of that name"
         if not isinstance(module, nn.Linear):
-            return (f"{type(module).__name__} is a lookup table, not a matrix product: its rows are read as "
-                    f"{dtype_name(self.dtype)}" if isinstance(module, nn.Embedding)
-                    else f"{type(module).__name__} is not nn.Linear")
+            return (
+                f"{type(module).__name__} is a lookup table, not a matrix product: its rows are read as "
+                f"{dtype_name(self.dtype)}"
+                if isinstance(module, nn.Embedding)
+                else f"{type(module).__name__} is not nn.Linear"
+            )
         if name in tied_names:
             return "tied to another weight: kept in float for both uses"
         four_bit = kind in ("Q4_0", "Q4_1") or (kind == "float" and self.method.bits == 4)
         if four_bit and (module.out_features % 16 or module.in_features % 32):
-            return (f"{module.out_features} x {module.in_features}: torch's int4 packing needs out_features divisible "
-                    "by 16 and in_features by 32")
+            return (
+                f"{module.out_features} x {module.in_features}: torch's int4 packing needs out_features divisible "
+                "by 16 and in_features by 32"
+            )
         return None
 
     # -- after placement --------------------------------------------------------------------------------------
@@ -157,17 +177,30 @@ class Quantizer:
             after[dtype_name(tensor.dtype)] += tensor.numel() * tensor.element_size()
         form, label = self.form()
         float32_bytes = parameters * 4
-        data = {"method": self.method.name, "summary": self.method.summary, "form": form, "label": label,
-                "compute_dtype": dtype_name(self.dtype), "modules": dict(modules), "kernels": kernels,
-                "conversions": [{"from": source, "to": target, "tensors": count, "float_round_trip": round_trip,
-                                 "reason": reason} for (source, target, round_trip, reason), count in
-                                self.conversions.items()],
-                "left_in_float": self.left_in_float, "bytes_before": dict(self.before),
-                "bytes_after": dict(after), "total_before": sum(self.before.values()), "total_after": sum(after.values()),
-                "float32_bytes": float32_bytes, "parameters": parameters,
-                "ratio_to_float32": sum(after.values()) / float32_bytes if float32_bytes else None,
-                "bits_per_parameter": 8 * sum(after.values()) / parameters if parameters else None,
-                "process_memory": process_memory(), "seconds": self.seconds}
+        data = {
+            "method": self.method.name,
+            "summary": self.method.summary,
+            "form": form,
+            "label": label,
+            "compute_dtype": dtype_name(self.dtype),
+            "modules": dict(modules),
+            "kernels": kernels,
+            "conversions": [
+                {"from": source, "to": target, "tensors": count, "float_round_trip": round_trip, "reason": reason}
+                for (source, target, round_trip, reason), count in self.conversions.items()
+            ],
+            "left_in_float": self.left_in_float,
+            "bytes_before": dict(self.before),
+            "bytes_after": dict(after),
+            "total_before": sum(self.before.values()),
+            "total_after": sum(after.values()),
+            "float32_bytes": float32_bytes,
+            "parameters": parameters,
+            "ratio_to_float32": sum(after.values()) / float32_bytes if float32_bytes else None,
+            "bits_per_parameter": 8 * sum(after.values()) / parameters if parameters else None,
+            "process_memory": process_memory(),
+            "seconds": self.seconds,
+        }
         trace.emit("weights", "quantize", data, start=self.start, duration=self.seconds)
         return data
 
@@ -194,4 +227,3 @@ def _persistent_buffers(model: nn.Module) -> list:
 def bits(layer: QuantizedLinear) -> float:
     """Stored bits per weight of one quantized layer, scales included."""
     return 8 * sum(layer.storage().values()) / (layer.in_features * layer.out_features)
-

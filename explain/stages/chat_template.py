@@ -54,16 +54,20 @@ class _Budget:
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
-            raise TemplateLimitError(f"the chat template from {self.source} ran for more than {self.seconds:g} s and "
-                                     "was stopped (it loops too long: a template that renders a conversation takes "
-                                     "milliseconds); fix the template, or pass a plain string prompt")
+            raise TemplateLimitError(
+                f"the chat template from {self.source} ran for more than {self.seconds:g} s and "
+                "was stopped (it loops too long: a template that renders a conversation takes "
+                "milliseconds); fix the template, or pass a plain string prompt"
+            )
 
     def size(self, length: int, what: str, unit: str = "characters", built: bool = False) -> None:
         if length > self.characters:
             when = "was stopped" if built else "was stopped before making it"
-            raise TemplateLimitError(f"the chat template from {self.source} {what} of {length:,} {unit}, beyond "
-                                     f"the limit of {self.characters:,}, and {when}; fix the template, or pass a "
-                                     "plain string prompt")
+            raise TemplateLimitError(
+                f"the chat template from {self.source} {what} of {length:,} {unit}, beyond "
+                f"the limit of {self.characters:,}, and {when}; fix the template, or pass a "
+                "plain string prompt"
+            )
 
 
 def _budget() -> _Budget | None:
@@ -131,8 +135,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
                     if _length(sequence) is not None and isinstance(count, int):
                         budget.size(_length(sequence) * max(count, 0), "repeats a string or list (*)")
                 if isinstance(left, int) and isinstance(right, int):
-                    budget.size((left.bit_length() + right.bit_length()) // 8, "multiplies integers into a number",
-                                "bytes")
+                    budget.size(
+                        (left.bit_length() + right.bit_length()) // 8, "multiplies integers into a number", "bytes"
+                    )
             elif operator == "+" and _length(left) is not None and _length(right) is not None:
                 budget.size(_length(left) + _length(right), "adds strings or lists (+)")
             elif operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
@@ -176,6 +181,7 @@ SIZE_FILTERS = ("center", "indent", "wordwrap", "truncate", "tojson")  # filters
 def _bounded_filter(name: str, function):
     """A jinja2 filter whose size arguments (center's width, indent's, tojson's, format's field widths) are
     checked before it runs and whose result is counted after."""
+
     def bounded(*args, **kwargs):
         budget = _budget()
         if budget is not None:
@@ -190,12 +196,15 @@ def _bounded_filter(name: str, function):
                 items = next((a for a in args if isinstance(a, (list, tuple))), None)
                 separator = args[2] if len(args) > 2 and isinstance(args[2], str) else kwargs.get("d", "")
                 if items is not None and isinstance(separator, str):
-                    budget.size(len(items) * len(separator) + sum(len(i) for i in items if isinstance(i, str)),
-                                "joins a string (join filter)")
+                    budget.size(
+                        len(items) * len(separator) + sum(len(i) for i in items if isinstance(i, str)),
+                        "joins a string (join filter)",
+                    )
         result = function(*args, **kwargs)
         if budget is not None and _length(result) is not None:
             budget.size(_length(result), f"built a value with the {name} filter", built=True)
         return result
+
     if hasattr(function, "jinja_pass_arg"):  # keep jinja2's pass_context / pass_environment marker
         bounded.jinja_pass_arg = function.jinja_pass_arg  # type: ignore[attr-defined]  # jinja2's marker, on a function
     bounded.__name__ = getattr(function, "__name__", name)
@@ -250,8 +259,12 @@ def compile_template(template: str) -> jinja2.Template:
     env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, loopcontrols])
     env.filters["tojson"] = _tojson
     env.filters = {name: _bounded_filter(name, function) for name, function in env.filters.items()}
-    env.globals.update(raise_exception=_raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt),
-                       dict=TemplateDict(), namespace=TemplateNamespace)
+    env.globals.update(
+        raise_exception=_raise_exception,
+        strftime_now=lambda fmt: datetime.now().strftime(fmt),
+        dict=TemplateDict(),
+        namespace=TemplateNamespace,
+    )
     return env.from_string(template)
 
 
@@ -265,8 +278,9 @@ def _characters(value) -> int:
     return 8
 
 
-def render(template: str, source: str, time_limit: float | None = None, output_limit: int | None = None,
-           **variables) -> str:
+def render(
+    template: str, source: str, time_limit: float | None = None, output_limit: int | None = None, **variables
+) -> str:
     """Render a chat template with these variables, within the time and output limits; any failure (the
     template's own raise_exception, a mistake in it, a limit) is a ChatTemplateError naming `source`."""
     limit = output_limit if output_limit is not None else max(OUTPUT_LIMIT, 4 * _characters(variables))
@@ -274,9 +288,11 @@ def render(template: str, source: str, time_limit: float | None = None, output_l
     outer, _render_state.budget = _budget(), budget
     try:
         if len(template) > TEMPLATE_LIMIT:
-            raise TemplateLimitError(f"the chat template from {source} is {len(template):,} characters long; real "
-                                     f"chat templates are a few thousand (explain compiles at most {TEMPLATE_LIMIT:,}): "
-                                     "pass another with chat_template=, or a plain string prompt")
+            raise TemplateLimitError(
+                f"the chat template from {source} is {len(template):,} characters long; real "
+                f"chat templates are a few thousand (explain compiles at most {TEMPLATE_LIMIT:,}): "
+                "pass another with chat_template=, or a plain string prompt"
+            )
         compiled = compile_template(template)
         pieces = []
         for piece in compiled.generate(**variables):
@@ -288,12 +304,15 @@ def render(template: str, source: str, time_limit: float | None = None, output_l
     except TemplateLimitError:
         raise
     except jinja2.exceptions.TemplateSyntaxError as error:
-        raise ChatTemplateError(f"the chat template from {source} is not valid jinja (line {error.lineno}: "
-                                f"{error.message}); fix the template or pass another with chat_template=") from None
+        raise ChatTemplateError(
+            f"the chat template from {source} is not valid jinja (line {error.lineno}: "
+            f"{error.message}); fix the template or pass another with chat_template="
+        ) from None
     except (MemoryError, RecursionError) as error:
         what = "ran out of memory" if isinstance(error, MemoryError) else "recursed too deeply"
-        raise TemplateLimitError(f"the chat template from {source} {what} and was stopped; fix the template, or "
-                                 "pass a plain string prompt") from None
+        raise TemplateLimitError(
+            f"the chat template from {source} {what} and was stopped; fix the template, or pass a plain string prompt"
+        ) from None
     except Exception as error:  # raise_exception(...), a mistake in the template, a value it cannot handle
         message = str(error) or type(error).__name__
         raise ChatTemplateError(f"the chat template from {source} failed on these messages: {message}") from error

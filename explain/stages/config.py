@@ -22,10 +22,14 @@ from .loading import Loading
 
 # GGUF metadata key (after "<arch>.") -> config.json key, per GGUF architecture, as transformers maps them
 _LLAMA_LIKE = {
-    "context_length": "max_position_embeddings", "block_count": "num_hidden_layers",
-    "feed_forward_length": "intermediate_size", "embedding_length": "hidden_size",
-    "rope.freq_base": "rope_theta", "attention.head_count": "num_attention_heads",
-    "attention.head_count_kv": "num_key_value_heads", "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "context_length": "max_position_embeddings",
+    "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size",
+    "embedding_length": "hidden_size",
+    "rope.freq_base": "rope_theta",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
     "vocab_size": "vocab_size",
 }
 GGUF_CONFIG_KEYS = {
@@ -33,16 +37,41 @@ GGUF_CONFIG_KEYS = {
     "mistral": {**_LLAMA_LIKE, "rope.dimension_count": "head_dim"},
     "qwen2": _LLAMA_LIKE,
     "qwen3": {**_LLAMA_LIKE, "attention.key_length": "head_dim"},
-    "gpt2": {"block_count": "n_layer", "context_length": "n_ctx", "embedding_length": "n_embd",
-             "attention.head_count": "n_head", "attention.layer_norm_epsilon": "layer_norm_epsilon"},
+    "gpt2": {
+        "block_count": "n_layer",
+        "context_length": "n_ctx",
+        "embedding_length": "n_embd",
+        "attention.head_count": "n_head",
+        "attention.layer_norm_epsilon": "layer_norm_epsilon",
+    },
 }
 GGUF_REQUIRED_KEYS = ("block_count", "embedding_length", "attention.head_count")  # a model's shape needs them
 # the hyperparameters worth showing, in the names each family uses
-KEY_HYPERPARAMETERS = ("vocab_size", "hidden_size", "n_embd", "intermediate_size", "num_hidden_layers", "n_layer",
-                       "num_attention_heads", "n_head", "num_key_value_heads", "head_dim", "max_position_embeddings",
-                       "n_positions", "n_ctx", "rope_theta", "rope_scaling", "rope_parameters", "rms_norm_eps",
-                       "layer_norm_epsilon", "tie_word_embeddings", "hidden_act", "bos_token_id", "eos_token_id",
-                       "pad_token_id")
+KEY_HYPERPARAMETERS = (
+    "vocab_size",
+    "hidden_size",
+    "n_embd",
+    "intermediate_size",
+    "num_hidden_layers",
+    "n_layer",
+    "num_attention_heads",
+    "n_head",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "n_positions",
+    "n_ctx",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "rms_norm_eps",
+    "layer_norm_epsilon",
+    "tie_word_embeddings",
+    "hidden_act",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+)
 
 
 JSON_LIMIT = 64 * 2**20  # a config or an index is kilobytes; a bigger file is not one, and is not read into memory
@@ -52,17 +81,22 @@ def read_json(path: str, what: str) -> dict:
     try:
         size = os.path.getsize(path)
         if size > JSON_LIMIT:
-            raise CorruptFileError(f"{path} is {size / 2**20:.0f} MiB, far more than a {what} ever is (explain reads at "
-                                   f"most {JSON_LIMIT // 2**20} MiB); it is not what its name says: get it again")
+            raise CorruptFileError(
+                f"{path} is {size / 2**20:.0f} MiB, far more than a {what} ever is (explain reads at "
+                f"most {JSON_LIMIT // 2**20} MiB); it is not what its name says: get it again"
+            )
         with open(path, encoding="utf-8") as f:
             value = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
-        raise CorruptFileError(f"{path} is not valid JSON ({reason}); the {what} is truncated or corrupt: "
-                               "download it again or restore it from the original checkpoint") from None
+        raise CorruptFileError(
+            f"{path} is not valid JSON ({reason}); the {what} is truncated or corrupt: "
+            "download it again or restore it from the original checkpoint"
+        ) from None
     except OSError as error:
-        raise CorruptFileError(f"{path} cannot be read ({error.strerror or error}); check the file and its "
-                               "permissions") from None
+        raise CorruptFileError(
+            f"{path} cannot be read ({error.strerror or error}); check the file and its permissions"
+        ) from None
     if not isinstance(value, dict):
         raise CorruptFileError(f"{path} holds JSON but not an object; it is not a {what}")
     return value
@@ -91,18 +125,27 @@ def gguf_reader(path: str) -> gguf.GGUFReader:
     try:
         return GGUFFile(path, "r")
     except Exception as error:  # the reader raises ValueError, IndexError, struct errors... on bad bytes
-        raise CorruptFileError(f"{path} is not a readable GGUF file ({type(error).__name__}: {error}); "
-                               "it is truncated or corrupt: download it again (or run `python -m explain "
-                               "provision` for the embedded model)") from None
+        raise CorruptFileError(
+            f"{path} is not a readable GGUF file ({type(error).__name__}: {error}); "
+            "it is truncated or corrupt: download it again (or run `python -m explain "
+            "provision` for the embedded model)"
+        ) from None
 
 
 def gguf_metadata(reader: gguf.GGUFReader, skip_arrays: bool = True) -> dict:
     """Every metadata field as plain Python (vocabulary-sized arrays skipped unless asked)."""
     meta = {}
     for name, value in reader.fields.items():
-        if name.startswith("GGUF.") or (skip_arrays and name in (
-                gguf.Keys.Tokenizer.LIST, gguf.Keys.Tokenizer.TOKEN_TYPE, gguf.Keys.Tokenizer.MERGES,
-                gguf.Keys.Tokenizer.SCORES)):
+        if name.startswith("GGUF.") or (
+            skip_arrays
+            and name
+            in (
+                gguf.Keys.Tokenizer.LIST,
+                gguf.Keys.Tokenizer.TOKEN_TYPE,
+                gguf.Keys.Tokenizer.MERGES,
+                gguf.Keys.Tokenizer.SCORES,
+            )
+        ):
             continue
         meta[name] = value.contents()
     return meta
@@ -112,25 +155,38 @@ def config_from_gguf(reader: gguf.GGUFReader, path: str) -> dict:
     try:
         meta = gguf_metadata(reader)
     except (ValueError, TypeError, IndexError) as error:  # a field whose bytes are not what its type says
-        raise CorruptFileError(f"{path}: its metadata cannot be read ({type(error).__name__}: {error}); the file is "
-                               "truncated or corrupt: download it again") from None
+        raise CorruptFileError(
+            f"{path}: its metadata cannot be read ({type(error).__name__}: {error}); the file is "
+            "truncated or corrupt: download it again"
+        ) from None
     arch = meta.get(gguf.Keys.General.ARCHITECTURE)
     if not isinstance(arch, str) or arch not in GGUF_CONFIG_KEYS:
-        raise ExplainError(f"{path}: GGUF architecture {arch!r} is not supported; supported GGUF architectures: "
-                           f"{', '.join(sorted(GGUF_CONFIG_KEYS))}")
+        raise ExplainError(
+            f"{path}: GGUF architecture {arch!r} is not supported; supported GGUF architectures: "
+            f"{', '.join(sorted(GGUF_CONFIG_KEYS))}"
+        )
     lacking = [f"{arch}.{key}" for key in GGUF_REQUIRED_KEYS if f"{arch}.{key}" not in meta]
     if lacking:
-        raise CorruptFileError(f"{path} lacks the metadata {', '.join(lacking)} that every {arch} GGUF file holds; "
-                               "it is damaged or was written wrong: download it again")
-    config = {"model_type": arch, "architectures": [GGUF_ARCHITECTURES[arch]],
-              "_name_or_path": meta.get(gguf.Keys.General.NAME)}
+        raise CorruptFileError(
+            f"{path} lacks the metadata {', '.join(lacking)} that every {arch} GGUF file holds; "
+            "it is damaged or was written wrong: download it again"
+        )
+    config = {
+        "model_type": arch,
+        "architectures": [GGUF_ARCHITECTURES[arch]],
+        "_name_or_path": meta.get(gguf.Keys.General.NAME),
+    }
     for key, hf_key in GGUF_CONFIG_KEYS[arch].items():
         if f"{arch}.{key}" in meta:
             config[hf_key] = meta[f"{arch}.{key}"]
     if "vocab_size" not in config and gguf.Keys.Tokenizer.LIST in reader.fields:
         config["vocab_size"] = len(reader.fields[gguf.Keys.Tokenizer.LIST].data)
-    for key, hf_key in ((gguf.Keys.Tokenizer.BOS_ID, "bos_token_id"), (gguf.Keys.Tokenizer.EOS_ID, "eos_token_id"),
-                        (gguf.Keys.Tokenizer.PAD_ID, "pad_token_id"), (gguf.Keys.Tokenizer.UNK_ID, "unk_token_id")):
+    for key, hf_key in (
+        (gguf.Keys.Tokenizer.BOS_ID, "bos_token_id"),
+        (gguf.Keys.Tokenizer.EOS_ID, "eos_token_id"),
+        (gguf.Keys.Tokenizer.PAD_ID, "pad_token_id"),
+        (gguf.Keys.Tokenizer.UNK_ID, "unk_token_id"),
+    ):
         if key in meta:
             config[hf_key] = meta[key]
     names = {t.name for t in reader.tensors}
@@ -156,8 +212,9 @@ def generation_config(config: dict, generation_file: dict | None, defaults: dict
     return values, source
 
 
-def load_config(config_path: str | None, gguf_path: str | None, generation_path: str | None,
-                trace: Trace, generation_defaults: dict) -> tuple[dict, dict, dict, gguf.GGUFReader | None]:
+def load_config(
+    config_path: str | None, gguf_path: str | None, generation_path: str | None, trace: Trace, generation_defaults: dict
+) -> tuple[dict, dict, dict, gguf.GGUFReader | None]:
     """Run the config stage. Returns (config dict, generation defaults, their sources, the open GGUF reader if
     any, for the tokenizer and weights stages to reuse); emits `config/config`."""
     reader = None
@@ -174,11 +231,15 @@ def load_config(config_path: str | None, gguf_path: str | None, generation_path:
         architecture_of(config)  # a config with no architectures entry fails here, with the fix
         generation_file = read_json(generation_path, "generation config") if generation_path else None
         generation, sources = generation_config(config, generation_file, generation_defaults)
-        data.update(architecture=config["architectures"][0], model_type=config.get("model_type"),
-                    hyperparameters={k: config[k] for k in KEY_HYPERPARAMETERS if k in config},
-                    checkpoint_dtype=config.get("dtype") or config.get("torch_dtype"),
-                    generation_config=generation, generation_config_source=sources,
-                    has_generation_config_file=generation_file is not None)
+        data.update(
+            architecture=config["architectures"][0],
+            model_type=config.get("model_type"),
+            hyperparameters={k: config[k] for k in KEY_HYPERPARAMETERS if k in config},
+            checkpoint_dtype=config.get("dtype") or config.get("torch_dtype"),
+            generation_config=generation,
+            generation_config_source=sources,
+            has_generation_config_file=generation_file is not None,
+        )
     return config, generation, sources, reader
 
 
@@ -192,16 +253,21 @@ def run(loading: Loading, trace: Trace) -> None:
     model, gguf_file = loading.model, loading.gguf_file
     if hub.is_local(model) and gguf_file is None and not os.path.lexists(os.path.join(model, "config.json")):
         ggufs = folder_has_gguf(model)
-        hint = f" It holds GGUF files ({', '.join(ggufs)}): pass gguf_file=\"{ggufs[0]}\"." if ggufs else ""
-        raise ExplainError(f"the folder {model} has no config.json, so it is not a Hugging Face model folder.{hint} "
-                           "A model folder needs config.json, *.safetensors and tokenizer.json "
-                           "(write one with pipe.save_pretrained(folder)).")
+        hint = f' It holds GGUF files ({", ".join(ggufs)}): pass gguf_file="{ggufs[0]}".' if ggufs else ""
+        raise ExplainError(
+            f"the folder {model} has no config.json, so it is not a Hugging Face model folder.{hint} "
+            "A model folder needs config.json, *.safetensors and tokenizer.json "
+            "(write one with pipe.save_pretrained(folder))."
+        )
     if gguf_file is not None:
         loading.gguf_path = loading.resolve(gguf_file, trace)
     if loading.config is not None:
         config = loading.config
-        loading.config_path = config if os.path.isfile(str(config)) else hub.resolve(
-            config, "config.json", revision=loading.revision, token=loading.token, trace=trace)
+        loading.config_path = (
+            config
+            if os.path.isfile(str(config))
+            else hub.resolve(config, "config.json", revision=loading.revision, token=loading.token, trace=trace)
+        )
     elif loading.gguf_path is None:
         try:
             loading.config_path = loading.resolve("config.json", trace)
@@ -209,12 +275,19 @@ def run(loading: Loading, trace: Trace) -> None:
             ggufs = [f for f in hub.list_files(model, loading.revision) if f.endswith(".gguf")]
             if not ggufs:
                 raise
-            raise ExplainError(f"{model} has no config.json but holds GGUF files ({', '.join(ggufs)}): pass "
-                               f"gguf_file=\"{ggufs[0]}\" (transformers needs gguf_file= for these repos too)") from None
-    generation_path = (loading.resolve("generation_config.json", trace, required=False)
-                       if loading.gguf_path is None else None)
+            raise ExplainError(
+                f"{model} has no config.json but holds GGUF files ({', '.join(ggufs)}): pass "
+                f'gguf_file="{ggufs[0]}" (transformers needs gguf_file= for these repos too)'
+            ) from None
+    generation_path = (
+        loading.resolve("generation_config.json", trace, required=False) if loading.gguf_path is None else None
+    )
     loading.config_dict, loading.generation, loading.generation_sources, loading.reader = load_config(
-        loading.config_path, loading.gguf_path, generation_path, trace, loading.generation_defaults)
+        loading.config_path, loading.gguf_path, generation_path, trace, loading.generation_defaults
+    )
     loading.model_class = model_class(loading.config_dict)
-    trace.meta.update(backend="explain", model_class=loading.model_class.__name__,
-                      source_file=inspect.getsourcefile(loading.model_class))
+    trace.meta.update(
+        backend="explain",
+        model_class=loading.model_class.__name__,
+        source_file=inspect.getsourcefile(loading.model_class),
+    )

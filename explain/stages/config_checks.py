@@ -20,10 +20,26 @@ from ..utils.units import size_text
 
 LAYER_KEYS = ("num_hidden_layers", "n_layer")
 # sizes that are a dimension of some weight, so none can exceed the checkpoint's largest dimension
-DIMENSION_KEYS = ("vocab_size", "hidden_size", "n_embd", "intermediate_size", "n_inner", "num_attention_heads",
-                  "n_head", "num_key_value_heads", "head_dim")
-POSITIVE_INTEGERS = (*LAYER_KEYS, *DIMENSION_KEYS, "max_position_embeddings", "n_positions", "n_ctx", "sliding_window",
-                     "no_rope_layer_interval")
+DIMENSION_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "n_embd",
+    "intermediate_size",
+    "n_inner",
+    "num_attention_heads",
+    "n_head",
+    "num_key_value_heads",
+    "head_dim",
+)
+POSITIVE_INTEGERS = (
+    *LAYER_KEYS,
+    *DIMENSION_KEYS,
+    "max_position_embeddings",
+    "n_positions",
+    "n_ctx",
+    "sliding_window",
+    "no_rope_layer_interval",
+)
 NON_NEGATIVE_INTEGERS = ("max_window_layers",)
 OPTIONAL = ("n_inner", "num_key_value_heads", "head_dim", "sliding_window", "n_ctx")  # null means "derive it"
 POSITIVE_NUMBERS = ("rms_norm_eps", "layer_norm_epsilon", "layer_norm_eps", "rope_theta")
@@ -40,8 +56,11 @@ LAYER = re.compile(r"^(.*?(?:^|\.)(?:layers|h|blk|block|blocks)\.)(\d+)\.")
 
 
 def _fix(source: str) -> str:
-    return (f"correct it in {source}, or get the file again from the model's original repository"
-            if "GGUF metadata" not in source else "the file is damaged or was written wrong: download it again")
+    return (
+        f"correct it in {source}, or get the file again from the model's original repository"
+        if "GGUF metadata" not in source
+        else "the file is damaged or was written wrong: download it again"
+    )
 
 
 def check_config(config: dict, source: str) -> None:
@@ -52,52 +71,73 @@ def check_config(config: dict, source: str) -> None:
             continue
         value, least = config[key], 0 if key in NON_NEGATIVE_INTEGERS else 1
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigValueError(f"{source}: \"{key}\" is {value!r} ({type(value).__name__}); it must be a whole "
-                                   f"number of at least {least}: {_fix(source)}")
+            raise ConfigValueError(
+                f'{source}: "{key}" is {value!r} ({type(value).__name__}); it must be a whole '
+                f"number of at least {least}: {_fix(source)}"
+            )
         if not least <= value <= LARGEST:
-            raise ConfigValueError(f"{source}: \"{key}\" is {value}; it must be between {least} and {LARGEST}: "
-                                   f"{_fix(source)}")
+            raise ConfigValueError(
+                f'{source}: "{key}" is {value}; it must be between {least} and {LARGEST}: {_fix(source)}'
+            )
     for key in POSITIVE_NUMBERS:
         if key not in config:
             continue
         value = config[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= LARGEST_NUMBER \
-                or not math.isfinite(value):
-            raise ConfigValueError(f"{source}: \"{key}\" is {value!r}; it must be a positive finite number (a NaN or "
-                                   f"a negative {key} makes every logit NaN): {_fix(source)}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 < value <= LARGEST_NUMBER
+            or not math.isfinite(value)
+        ):
+            raise ConfigValueError(
+                f'{source}: "{key}" is {value!r}; it must be a positive finite number (a NaN or '
+                f"a negative {key} makes every logit NaN): {_fix(source)}"
+            )
     names = config.get("architectures")
     if "architectures" in config and not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        raise ConfigValueError(f"{source}: \"architectures\" is {names!r}; it must be a list of class names such as "
-                               f"[\"LlamaForCausalLM\"]: {_fix(source)}")
-    for keys, kinds, what in ((BOOLEANS, bool, "true or false"), (STRINGS, str, "a string"),
-                              (OPTIONAL_STRINGS, (str, type(None)), "a string (or null)"),
-                              (OBJECTS, (dict, type(None)), "an object (or null)"),
-                              (LISTS, (list, type(None)), "a list (or null)")):
+        raise ConfigValueError(
+            f'{source}: "architectures" is {names!r}; it must be a list of class names such as '
+            f'["LlamaForCausalLM"]: {_fix(source)}'
+        )
+    for keys, kinds, what in (
+        (BOOLEANS, bool, "true or false"),
+        (STRINGS, str, "a string"),
+        (OPTIONAL_STRINGS, (str, type(None)), "a string (or null)"),
+        (OBJECTS, (dict, type(None)), "an object (or null)"),
+        (LISTS, (list, type(None)), "a list (or null)"),
+    ):
         for key in keys:
             if key in config and not isinstance(config[key], kinds):
-                raise ConfigValueError(f"{source}: \"{key}\" is {config[key]!r}; it must be {what}: {_fix(source)}")
+                raise ConfigValueError(f'{source}: "{key}" is {config[key]!r}; it must be {what}: {_fix(source)}')
     for key in OBJECTS:  # rope_scaling / rope_parameters: their factors and lengths are numbers
         for name, value in (config.get(key) or {}).items():
             if name.endswith(("factor", "theta", "max_position_embeddings", "beta_fast", "beta_slow")) and (
-                    isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
-                raise ConfigValueError(f"{source}: \"{key}\"[\"{name}\"] is {value!r}; it must be a finite number: "
-                                       f"{_fix(source)}")
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            ):
+                raise ConfigValueError(
+                    f'{source}: "{key}"["{name}"] is {value!r}; it must be a finite number: {_fix(source)}'
+                )
     for key in TOKEN_IDS:
         value = config.get(key)
         ids = value if isinstance(value, list) else [value]
         if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise ConfigValueError(f"{source}: \"{key}\" is {value!r}; it must be a token id, a list of token ids, or "
-                                   f"null: {_fix(source)}")
+            raise ConfigValueError(
+                f'{source}: "{key}" is {value!r}; it must be a token id, a list of token ids, or null: {_fix(source)}'
+            )
     heads = config.get("num_attention_heads") or config.get("n_head")
     kv_heads = config.get("num_key_value_heads")
     if heads and kv_heads and heads % kv_heads:
-        raise ConfigValueError(f"{source}: \"num_attention_heads\" ({heads}) is not a multiple of "
-                               f"\"num_key_value_heads\" ({kv_heads}); grouped-query attention shares each key/value "
-                               f"head between the same number of query heads: {_fix(source)}")
+        raise ConfigValueError(
+            f'{source}: "num_attention_heads" ({heads}) is not a multiple of '
+            f'"num_key_value_heads" ({kv_heads}); grouped-query attention shares each key/value '
+            f"head between the same number of query heads: {_fix(source)}"
+        )
     hidden = config.get("hidden_size") or config.get("n_embd")
     if heads and hidden and config.get("head_dim") is None and hidden % heads and config.get("model_type") != "qwen3":
-        raise ConfigValueError(f"{source}: \"hidden_size\" ({hidden}) is not a multiple of the number of attention "
-                               f"heads ({heads}) and no \"head_dim\" is given: {_fix(source)}")
+        raise ConfigValueError(
+            f'{source}: "hidden_size" ({hidden}) is not a multiple of the number of attention '
+            f'heads ({heads}) and no "head_dim" is given: {_fix(source)}'
+        )
 
 
 def layers_in(names) -> tuple[int, str] | None:
@@ -119,16 +159,20 @@ def check_against_checkpoint(config: dict, inventory: dict, source: str, files: 
     key = next((k for k in LAYER_KEYS if isinstance(config.get(k), int)), None)
     if key is not None and layers is not None and config[key] > layers[0]:
         held, prefix = layers
-        raise ConfigValueError(f"{source} asks for {key}={config[key]} but the checkpoint ({files}) lacks "
-                               f"{prefix}{held} and every layer after it: it holds {held} layers. The config and the "
-                               f"weights do not belong together (check {key} in {source} / the repo revision)")
+        raise ConfigValueError(
+            f"{source} asks for {key}={config[key]} but the checkpoint ({files}) lacks "
+            f"{prefix}{held} and every layer after it: it holds {held} layers. The config and the "
+            f"weights do not belong together (check {key} in {source} / the repo revision)"
+        )
     largest = max((int(d) for shape, _ in inventory.values() for d in shape), default=0)
     for key in DIMENSION_KEYS:
         value = config.get(key)
         if isinstance(value, int) and value > largest:
-            raise ConfigValueError(f"{source}: \"{key}\" is {value}, larger than any dimension of any tensor in the "
-                                   f"checkpoint ({files}; the largest is {largest}). The config and the weights do not "
-                                   f"belong together (check {key} in {source} / the repo revision)")
+            raise ConfigValueError(
+                f'{source}: "{key}" is {value}, larger than any dimension of any tensor in the '
+                f"checkpoint ({files}; the largest is {largest}). The config and the weights do not "
+                f"belong together (check {key} in {source} / the repo revision)"
+            )
 
 
 def check_memory(inventory: dict, dtype: torch.dtype, files: str, available: int | None = None) -> int:
@@ -142,9 +186,11 @@ def check_memory(inventory: dict, dtype: torch.dtype, files: str, available: int
         needed += elements * (_integer_bytes(stored) if integer else item)
     available = psutil.virtual_memory().available if available is None else available
     if needed > available:
-        raise ExplainError(f"reading the checkpoint ({files}) as {str(dtype)[6:]} needs {size_text(needed)} of memory "
-                           f"and this machine has {size_text(available)} available; pass dtype=torch.bfloat16 "
-                           "(half of float32), use a smaller model, or free memory")
+        raise ExplainError(
+            f"reading the checkpoint ({files}) as {str(dtype)[6:]} needs {size_text(needed)} of memory "
+            f"and this machine has {size_text(available)} available; pass dtype=torch.bfloat16 "
+            "(half of float32), use a smaller model, or free memory"
+        )
     return needed
 
 

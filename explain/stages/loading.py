@@ -60,5 +60,12 @@ class Loading:
 
     def resolve(self, filename: str, trace: Trace, required: bool = True, named_by: str | None = None) -> str | None:
         """A local path for one of the model's files (hub.resolve), with its `config/file` event."""
-        return hub.resolve(self.model, filename, revision=self.revision, token=self.token, trace=trace,
-                           required=required, named_by=named_by)
+        return hub.resolve(
+            self.model,
+            filename,
+            revision=self.revision,
+            token=self.token,
+            trace=trace,
+            required=required,
+            named_by=named_by,
+        )

@@ -38,8 +38,10 @@ def _available(device: str) -> tuple[bool, str]:
         return True, ""
     if kind == "cuda":
         if not torch.cuda.is_available():
-            return False, (f"torch.cuda.is_available() is False (torch {torch.__version__}"
-                           f"{', a CPU-only build' if torch.version.cuda is None else ''})")
+            return False, (
+                f"torch.cuda.is_available() is False (torch {torch.__version__}"
+                f"{', a CPU-only build' if torch.version.cuda is None else ''})"
+            )
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
             return False, f"there are {torch.cuda.device_count()} CUDA devices"
@@ -56,24 +58,33 @@ def normalise_device(device, what: str = "device") -> str:
     try:
         device = device_text(parse_device(device, what))
     except ArgumentError as error:
-        raise ArgumentError(f"{error}; use device=\"cpu\", or device_map=\"auto\" to take whatever devices "
-                            "exist") from None
+        raise ArgumentError(f'{error}; use device="cpu", or device_map="auto" to take whatever devices exist') from None
     ok, why = _available(device)
     if not ok:
-        raise ExplainError(f"device {device!r} was asked for but {why} on this machine; use device=\"cpu\", or "
-                           "device_map=\"auto\" to take whatever devices exist")
+        raise ExplainError(
+            f'device {device!r} was asked for but {why} on this machine; use device="cpu", or '
+            'device_map="auto" to take whatever devices exist'
+        )
     return device
 
 
 def plan(model: torch.nn.Module, dtype: torch.dtype, device=None, device_map=None, max_memory=None) -> dict:
     """Decide the device map without moving anything; returns the facts the placement event shows."""
     if device is not None and device_map is not None:
-        raise ExplainError("pass either device= or device_map=, not both (transformers warns that they "
-                           "conflict and lets device= win)")
-    no_split = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))})
-    facts: dict[str, Any] = {"asked": {"device": str(device) if device is not None else None,
-                       "device_map": device_map if not isinstance(device_map, dict) else "dict"},
-             "no_split_module_classes": no_split, "dtype": dtype_name(dtype)}
+        raise ExplainError(
+            "pass either device= or device_map=, not both (transformers warns that they conflict and lets device= win)"
+        )
+    no_split = sorted(
+        {type(m).__name__ for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))}
+    )
+    facts: dict[str, Any] = {
+        "asked": {
+            "device": str(device) if device is not None else None,
+            "device_map": device_map if not isinstance(device_map, dict) else "dict",
+        },
+        "no_split_module_classes": no_split,
+        "dtype": dtype_name(dtype),
+    }
     if isinstance(device_map, str) and device_map in AUTO_STRATEGIES:
         memory = order(get_max_memory(dict(max_memory) if max_memory is not None else None))
         gpus = [k for k in memory if k not in ("cpu", "disk", "mps")]
@@ -83,30 +94,42 @@ def plan(model: torch.nn.Module, dtype: torch.dtype, device=None, device_map=Non
         found = infer_auto_device_map(model, max_memory=dict(budget), no_split_module_classes=no_split, dtype=dtype)
         facts.update(strategy=device_map, max_memory=memory, budget=budget, headroom=steps, device_map=dict(found))
         if not gpus and max_memory is not None:
-            facts["reason"] = (f"the max_memory given names no accelerator ({', '.join(map(str, memory))}), so "
-                               "every module goes to cpu")
+            facts["reason"] = (
+                f"the max_memory given names no accelerator ({', '.join(map(str, memory))}), so "
+                "every module goes to cpu"
+            )
         elif not gpus:
-            facts["reason"] = ("no accelerator is visible (torch.cuda.is_available() is False"
-                               + (", no MPS" if not torch.backends.mps.is_available() else "")
-                               + "), so accelerate's get_max_memory() lists only the CPU "
-                               f"({memory.get('cpu', 0) / 2**30:.1f} GiB free) and every module goes to cpu")
+            facts["reason"] = (
+                "no accelerator is visible (torch.cuda.is_available() is False"
+                + (", no MPS" if not torch.backends.mps.is_available() else "")
+                + "), so accelerate's get_max_memory() lists only the CPU "
+                f"({memory.get('cpu', 0) / 2**30:.1f} GiB free) and every module goes to cpu"
+            )
         else:
-            facts["reason"] = (f"accelerate filled the devices in order ({', '.join(map(str, memory))}) within "
-                               "max_memory, keeping each decoder layer whole" + "".join(f"; {s}" for s in steps))
+            facts["reason"] = (
+                f"accelerate filled the devices in order ({', '.join(map(str, memory))}) within "
+                "max_memory, keeping each decoder layer whole" + "".join(f"; {s}" for s in steps)
+            )
     elif isinstance(device_map, dict):
         facts.update(strategy="given", device_map=dict(device_map), reason="device_map given by the caller")
     else:
         target = normalise_device(device_map if device_map is not None else (device if device is not None else "cpu"))
-        facts.update(strategy="single device", device_map={"": target},
-                     reason="no device given: transformers' default is the CPU" if device is None and device_map is None
-                     else f"everything on {target}, as asked")
+        facts.update(
+            strategy="single device",
+            device_map={"": target},
+            reason="no device given: transformers' default is the CPU"
+            if device is None and device_map is None
+            else f"everything on {target}, as asked",
+        )
     devices: set[str] = set()
     for module, where in facts["device_map"].items():
         where = normalise_device(where) if where != "disk" else where
         if where == "disk":
-            raise ExplainError(f"the device map puts {module or 'the model'} on disk: the model does not fit the "
-                               "memory given; explain runs fully loaded models only. Use a smaller dtype "
-                               "(torch_dtype=torch.bfloat16) or a smaller model, or raise max_memory")
+            raise ExplainError(
+                f"the device map puts {module or 'the model'} on disk: the model does not fit the "
+                "memory given; explain runs fully loaded models only. Use a smaller dtype "
+                "(torch_dtype=torch.bfloat16) or a smaller model, or raise max_memory"
+            )
         devices.add(where)
     facts["devices"] = sorted(devices)
     return facts
@@ -120,12 +143,20 @@ def _device_of(name: str, device_map: dict) -> str:
             if best is None or len(module) > len(best):
                 best = module
     if best is None:
-        raise ExplainError(f"the device map does not place {name!r}; add its module (or \"\") to device_map")
+        raise ExplainError(f'the device map does not place {name!r}; add its module (or "") to device_map')
     return device_text(device_map[best])
 
 
-def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace, device=None, device_map=None,
-          max_memory=None, tied: dict | None = None) -> torch.nn.Module:
+def place(
+    model: torch.nn.Module,
+    state: dict,
+    dtype: torch.dtype,
+    trace: Trace,
+    device=None,
+    device_map=None,
+    max_memory=None,
+    tied: dict | None = None,
+) -> torch.nn.Module:
     """Run the placement stage: put each checkpoint tensor on its device, tie weights, emit `placement/place`."""
     start, t0 = time.time(), time.perf_counter()
     facts = plan(model, dtype, device, device_map, max_memory)
@@ -144,16 +175,24 @@ def place(model: torch.nn.Module, state: dict, dtype: torch.dtype, trace: Trace,
         seen.add(parameter.data_ptr())
         key = str(parameter.device)
         per_device[key] = per_device.get(key, 0) + parameter.numel() * parameter.element_size()
-    facts.update(bytes_per_device=per_device, tied=dict(tied or {}),
-                 modules={name: str(next(m.parameters()).device) for name, m in model.named_children()
-                          if any(True for _ in m.parameters())})
+    facts.update(
+        bytes_per_device=per_device,
+        tied=dict(tied or {}),
+        modules={
+            name: str(next(m.parameters()).device)
+            for name, m in model.named_children()
+            if any(True for _ in m.parameters())
+        },
+    )
     facts["layers"] = _layer_devices(model)
     if len(facts["devices"]) > 1:
         dispatch_model(model, device_map=device_map)  # hooks that move activations (and offloaded weights)
     facts.update(execution(model, device_map))
     if facts["offloaded"]:
-        facts["reason"] += (f"; {len(facts['offloaded'])} module(s) mapped to cpu keep their weights in CPU RAM and "
-                            f"run on {facts['main_device']}: accelerate copies their weights there for every forward")
+        facts["reason"] += (
+            f"; {len(facts['offloaded'])} module(s) mapped to cpu keep their weights in CPU RAM and "
+            f"run on {facts['main_device']}: accelerate copies their weights there for every forward"
+        )
     trace.emit("placement", "place", facts, start=start, duration=time.perf_counter() - t0)
     model.eval()
     return model
@@ -163,8 +202,11 @@ def _stored_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
     """Parameters and persistent buffers: what the checkpoint holds (not computed buffers like rotary frequencies)."""
     tensors: list[torch.Tensor] = [parameter for _, parameter in model.named_parameters()]
     for module in model.modules():
-        tensors += [buffer for name, buffer in module.named_buffers(recurse=False)
-                    if buffer is not None and name not in module._non_persistent_buffers_set]
+        tensors += [
+            buffer
+            for name, buffer in module.named_buffers(recurse=False)
+            if buffer is not None and name not in module._non_persistent_buffers_set
+        ]
     return tensors
 
 
@@ -232,16 +274,23 @@ def _layer_devices(model: torch.nn.Module) -> dict:
 def _tie(model: torch.nn.Module, target: str, source: str) -> None:
     target_module, _, target_name = target.rpartition(".")
     source_module, _, source_name = source.rpartition(".")
-    setattr(model.get_submodule(target_module), target_name,
-            getattr(model.get_submodule(source_module), source_name))
+    setattr(model.get_submodule(target_module), target_name, getattr(model.get_submodule(source_module), source_name))
 
 
 def run(loading: Loading, trace: Trace) -> None:
     """The placement stage: the model on its device or devices (placement/place); the loading stages' temporaries
     (parsed metadata, converted tensors) freed, not kept; a quantized load's facts (weights/quantize)."""
     assert loading.state is not None, "the weights stage runs before the placement stage"
-    loading.module = place(loading.module, loading.state, loading.torch_dtype, trace, device=loading.device,
-                           device_map=loading.device_map, max_memory=loading.max_memory, tied=loading.tied)
+    loading.module = place(
+        loading.module,
+        loading.state,
+        loading.torch_dtype,
+        trace,
+        device=loading.device,
+        device_map=loading.device_map,
+        max_memory=loading.max_memory,
+        tied=loading.tied,
+    )
     loading.state = None
     release_freed_memory()
     if loading.quantizer is not None:

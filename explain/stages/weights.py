@@ -37,15 +37,28 @@ def model_config_from(model_class, config: dict, config_source: str = "config.js
 
 
 def _cannot_build(config: dict, config_source: str, error: Exception) -> ConfigValueError:
-    return ConfigValueError(f"{config_source}: {config['architectures'][0]} cannot be built from this config "
-                            f"({type(error).__name__}: {error}); a key it needs is missing or of the wrong kind "
-                            "(e.g. in rope_scaling): correct it, or get the file again")
+    return ConfigValueError(
+        f"{config_source}: {config['architectures'][0]} cannot be built from this config "
+        f"({type(error).__name__}: {error}); a key it needs is missing or of the wrong kind "
+        "(e.g. in rope_scaling): correct it, or get the file again"
+    )
 
 
-def load_weights(model_class, model_config, weight_format: WeightFormat, paths: list[str], config: dict,
-                 dtype: torch.dtype, trace: Trace, tied: dict | None = None, reader=None,
-                 config_source: str = "config.json", options: dict | None = None,
-                 notes: dict | None = None, quantizer=None) -> tuple[torch.nn.Module, dict]:
+def load_weights(
+    model_class,
+    model_config,
+    weight_format: WeightFormat,
+    paths: list[str],
+    config: dict,
+    dtype: torch.dtype,
+    trace: Trace,
+    tied: dict | None = None,
+    reader=None,
+    config_source: str = "config.json",
+    options: dict | None = None,
+    notes: dict | None = None,
+    quantizer=None,
+) -> tuple[torch.nn.Module, dict]:
     """Build the model's skeleton on the meta device, then read the checkpoint into a CPU state dict of
     `dtype`, checked against the skeleton's parameter names. Returns (skeleton, state dict).
 
@@ -57,8 +70,9 @@ def load_weights(model_class, model_config, weight_format: WeightFormat, paths: 
     here like the others.
     """
     start, t0 = time.time(), time.perf_counter()
-    request = ReadRequest(expected=[], dtype=dtype, config=config, trace=trace, reader=reader,
-                          options=dict(options or {}))
+    request = ReadRequest(
+        expected=[], dtype=dtype, config=config, trace=trace, reader=reader, options=dict(options or {})
+    )
     files_text = ", ".join(os.path.basename(p) for p in paths)
     inventory = weight_format.inventory(paths, request)
     check_against_checkpoint(config, inventory, config_source, files_text)
@@ -72,8 +86,9 @@ def load_weights(model_class, model_config, weight_format: WeightFormat, paths: 
         raise _cannot_build(config, config_source, error) from None
     skeleton_time = time.perf_counter() - t0
     tied = tied or {}  # target -> source, e.g. lm_head.weight -> model.embed_tokens.weight
-    request.expected = [n for n, _ in model.named_parameters(remove_duplicate=False)] + \
-                       [n for n, b in model.named_buffers() if _persistent(model, n)]
+    request.expected = [n for n, _ in model.named_parameters(remove_duplicate=False)] + [
+        n for n, b in model.named_buffers() if _persistent(model, n)
+    ]
     request.prefix = getattr(model, "base_model_prefix", None)
     if quantizer is not None:
         request.options["take"] = quantizer.take_gguf  # GGUF only: blocks kept as stored, packed for its kernel
@@ -88,27 +103,45 @@ def load_weights(model_class, model_config, weight_format: WeightFormat, paths: 
     missing = [n for n in request.expected if n not in state and n not in tied_used and n not in kept]
     shapes = {n: list(t.shape) for n, t in list(model.named_parameters()) + list(model.named_buffers())}
     checked = {**{n: list(t.shape) for n, t in state.items()}, **kept}
-    mismatched = {n: {"checkpoint": shape, "config": shapes[n]} for n, shape in checked.items()
-                  if n in shapes and shape != shapes[n]}
-    data = dict(facts, files=[os.path.basename(p) for p in paths], tensors=len(state) + len(kept),
-                bytes=sum(t.nbytes for t in state.values()) +  # a quantised tensor subclass reports its stored bytes
-                (quantizer.kept_bytes() if quantizer is not None else 0),
-                parameters=sum(t.numel() for t in state.values()) + sum(math.prod(s) for s in kept.values()),
-                kept_quantized=len(kept), dtype=dtype_name(dtype),
-                skeleton_seconds=skeleton_time, missing=missing, mismatched=mismatched, tied=tied_used,
-                unexpected_count=len(facts["unexpected"]), backend="explain", model_class=model_class.__name__,
-                source_file=inspect.getsourcefile(model_class), **(notes or {}))
+    mismatched = {
+        n: {"checkpoint": shape, "config": shapes[n]}
+        for n, shape in checked.items()
+        if n in shapes and shape != shapes[n]
+    }
+    data = dict(
+        facts,
+        files=[os.path.basename(p) for p in paths],
+        tensors=len(state) + len(kept),
+        bytes=sum(t.nbytes for t in state.values())  # a quantised tensor subclass reports its stored bytes
+        + (quantizer.kept_bytes() if quantizer is not None else 0),
+        parameters=sum(t.numel() for t in state.values()) + sum(math.prod(s) for s in kept.values()),
+        kept_quantized=len(kept),
+        dtype=dtype_name(dtype),
+        skeleton_seconds=skeleton_time,
+        missing=missing,
+        mismatched=mismatched,
+        tied=tied_used,
+        unexpected_count=len(facts["unexpected"]),
+        backend="explain",
+        model_class=model_class.__name__,
+        source_file=inspect.getsourcefile(model_class),
+        **(notes or {}),
+    )
     trace.emit("weights", "load", data, start=start, duration=time.perf_counter() - t0)
     if missing:
-        raise ExplainError(f"the checkpoint ({', '.join(data['files'])}) lacks {len(missing)} weights that "
-                           f"{config['architectures'][0]} with this config needs, e.g. {missing[:3]}; the config and "
-                           "the weights do not belong together (check num_hidden_layers / the repo revision)")
+        raise ExplainError(
+            f"the checkpoint ({', '.join(data['files'])}) lacks {len(missing)} weights that "
+            f"{config['architectures'][0]} with this config needs, e.g. {missing[:3]}; the config and "
+            "the weights do not belong together (check num_hidden_layers / the repo revision)"
+        )
     if mismatched:
         name, shape = next(iter(mismatched.items()))
-        raise ExplainError(f"the checkpoint ({', '.join(data['files'])}) has {name} of shape {shape['checkpoint']} but "
-                           f"{config['architectures'][0]} with this config needs {shape['config']} ({len(mismatched)} "
-                           "tensors differ); the config and the weights do not belong together (check hidden_size, "
-                           "intermediate_size and the head counts in config.json / the repo revision)")
+        raise ExplainError(
+            f"the checkpoint ({', '.join(data['files'])}) has {name} of shape {shape['checkpoint']} but "
+            f"{config['architectures'][0]} with this config needs {shape['config']} ({len(mismatched)} "
+            "tensors differ); the config and the weights do not belong together (check hidden_size, "
+            "intermediate_size and the head counts in config.json / the repo revision)"
+        )
     return model, state
 
 
@@ -135,13 +168,24 @@ def run(loading: Loading, trace: Trace) -> None:
     if loading.quantization is not None:  # weights kept quantized: explain.quantization
         if loading.gguf_path is not None and loading.reader is None:
             loading.reader = gguf_reader(loading.gguf_path)
-        loading.quantizer = make_quantizer(loading.quantization, loading.dtype not in (None, "auto"), torch_dtype,
-                                           loading.reader)
+        loading.quantizer = make_quantizer(
+            loading.quantization, loading.dtype not in (None, "auto"), torch_dtype, loading.reader
+        )
         torch_dtype = loading.quantizer.dtype
     loading.torch_dtype = torch_dtype
     loading.module, loading.state = load_weights(
-        cls, model_config, weight_format, paths, config, torch_dtype, trace, tied=loading.tied, reader=loading.reader,
-        config_source=config_source, quantizer=loading.quantizer,
-        notes={"dtype_argument": loading.dtype_argument, "warnings": loading.dtype_warnings})
+        cls,
+        model_config,
+        weight_format,
+        paths,
+        config,
+        torch_dtype,
+        trace,
+        tied=loading.tied,
+        reader=loading.reader,
+        config_source=config_source,
+        quantizer=loading.quantizer,
+        notes={"dtype_argument": loading.dtype_argument, "warnings": loading.dtype_warnings},
+    )
     if loading.quantizer is not None:
         loading.quantizer.install(loading.module, loading.state, loading.tied)

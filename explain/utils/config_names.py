@@ -8,8 +8,12 @@ from __future__ import annotations
 COMMON_NAMES = ("num_hidden_layers", "hidden_size", "num_attention_heads", "max_position_embeddings", "vocab_size")
 
 # common name -> the other names model families give it in config.json (GPT-2's, as transformers' GPT2Config maps them)
-OTHER_NAMES = {"hidden_size": ("n_embd",), "max_position_embeddings": ("n_positions",),
-               "num_attention_heads": ("n_head",), "num_hidden_layers": ("n_layer",)}
+OTHER_NAMES = {
+    "hidden_size": ("n_embd",),
+    "max_position_embeddings": ("n_positions",),
+    "num_attention_heads": ("n_head",),
+    "num_hidden_layers": ("n_layer",),
+}
 
 
 def common_config(config: dict, other_names: dict = OTHER_NAMES) -> dict:

@@ -32,17 +32,31 @@ DTYPES = {
     "int8": Dtype(torch.bfloat16, torch.int8, "Linear weights 1 byte (bitsandbytes LLM.int8), the rest bfloat16"),
     "4bit": Dtype(torch.bfloat16, CustomDtype.INT4, "Linear weights 0.5 byte (bitsandbytes 4-bit), the rest bfloat16"),
 }
-ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16",
-           "8bit": "int8", "int4": "4bit", "nf4": "4bit", "fp4": "4bit", "load_in_8bit": "int8", "load_in_4bit": "4bit"}
+ALIASES = {
+    "fp32": "float32",
+    "float": "float32",
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "half": "float16",
+    "8bit": "int8",
+    "int4": "4bit",
+    "nf4": "4bit",
+    "fp4": "4bit",
+    "load_in_8bit": "int8",
+    "load_in_4bit": "4bit",
+}
 RUNNABLE = tuple(name for name, entry in DTYPES.items() if entry.quantized is None)  # what explain's models run
-RUNNABLE_SPELLINGS = ('"auto", ' + ", ".join(f'"{name}"' for name in RUNNABLE)
-                      + ", or torch." + ", torch.".join(RUNNABLE))
+RUNNABLE_SPELLINGS = (
+    '"auto", ' + ", ".join(f'"{name}"' for name in RUNNABLE) + ", or torch." + ", torch.".join(RUNNABLE)
+)
 
 
 def canonical_name(dtype) -> str:
     """torch.bfloat16, "torch.bfloat16", "bf16", "BF16" -> "bfloat16". Unknown spellings come back as they are
     (lowercased, without "torch."), for the caller to refuse with its own list."""
-    return ALIASES.get(str(dtype).replace("torch.", "").strip().lower(), str(dtype).replace("torch.", "").strip().lower())
+    return ALIASES.get(
+        str(dtype).replace("torch.", "").strip().lower(), str(dtype).replace("torch.", "").strip().lower()
+    )
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -63,11 +77,15 @@ def runnable_dtype(dtype, checkpoint_dtype=None) -> torch.dtype:
     if name in RUNNABLE:
         return DTYPES[name].torch_dtype
     if name in DTYPES:
-        why = (f"dtype {dtype!r} is a quantised size the device planner counts (explain.plan_device_map(dtype="
-               f"{name!r})), not a dtype explain's models run")
+        why = (
+            f"dtype {dtype!r} is a quantised size the device planner counts (explain.plan_device_map(dtype="
+            f"{name!r})), not a dtype explain's models run"
+        )
     elif isinstance(dtype, torch.dtype):
-        why = (f"dtype {dtype} is not one explain's models run (their matrix products and norms need a float dtype "
-               "torch computes in)")
+        why = (
+            f"dtype {dtype} is not one explain's models run (their matrix products and norms need a float dtype "
+            "torch computes in)"
+        )
     else:
         why = f"unknown dtype {dtype!r}"
     raise UnsupportedError(f"{why}; use {RUNNABLE_SPELLINGS}")

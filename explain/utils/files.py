@@ -80,8 +80,13 @@ def cannot_write(where: str, error: OSError, needs: str = "") -> CacheWriteError
 
 
 # -- files a user names: a saved trace, an exported page ------------------------------------------------------------
-FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-              (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"))
+FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def file_kind(mode: int) -> str:
@@ -104,24 +109,29 @@ def writable_target(path: str | os.PathLike, what: str) -> str:
     except FileNotFoundError:
         folder = os.path.dirname(target)
         if not os.path.isdir(folder):
-            raise CacheWriteError(f"cannot write {what} {path}: the folder {folder} does not exist; create it or "
-                                  "write the file elsewhere") from None
+            raise CacheWriteError(
+                f"cannot write {what} {path}: the folder {folder} does not exist; create it or write the file elsewhere"
+            ) from None
         return target
     except OSError as error:
         raise cannot_write_file(path, error, what) from None
     via = f" (a symbolic link to {target})" if target != os.path.abspath(path) else ""
     if not stat.S_ISREG(info.st_mode):
-        raise CacheWriteError(f"cannot write {what} {path}{via}: it is {file_kind(info.st_mode)}, not a regular "
-                              "file; explain replaces a file whole and would not replace it, so name a new or "
-                              "regular file, e.g. trace.json or run.html")
+        raise CacheWriteError(
+            f"cannot write {what} {path}{via}: it is {file_kind(info.st_mode)}, not a regular "
+            "file; explain replaces a file whole and would not replace it, so name a new or "
+            "regular file, e.g. trace.json or run.html"
+        )
     try:
         same = os.stat(target)
     except OSError:
         same = None
     if same is None or (same.st_dev, same.st_ino) != (info.st_dev, info.st_ino):
-        raise CacheWriteError(f"cannot write {what} {path}{via}: it leads to an open file (a /proc/self/fd link such "
-                              "as /dev/stdout) or a deleted one, not a file with a name explain could replace; name a "
-                              "new or regular file, e.g. trace.json or run.html")
+        raise CacheWriteError(
+            f"cannot write {what} {path}{via}: it leads to an open file (a /proc/self/fd link such "
+            "as /dev/stdout) or a deleted one, not a file with a name explain could replace; name a "
+            "new or regular file, e.g. trace.json or run.html"
+        )
     return target
 
 

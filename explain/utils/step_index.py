@@ -15,13 +15,13 @@ def whole_number(value, what: str) -> int:
     """`value` as an int, or an ArgumentError naming `what`: True would be step 1, 1.0 and "1" are not numbers."""
     floating = getattr(value, "is_floating_point", None)  # a torch tensor, without importing torch here
     if isinstance(value, (bool, float, str, bytes)) or (callable(floating) and floating()):
-        raise ArgumentError(f"the {what} must be an integer (an int), got {value!r:.60} of type "
-                            f"{type(value).__name__}")
+        raise ArgumentError(f"the {what} must be an integer (an int), got {value!r:.60} of type {type(value).__name__}")
     try:
         return operator.index(value)
     except TypeError:
-        raise ArgumentError(f"the {what} must be an integer (an int), got {value!r:.60} of type "
-                            f"{type(value).__name__}") from None
+        raise ArgumentError(
+            f"the {what} must be an integer (an int), got {value!r:.60} of type {type(value).__name__}"
+        ) from None
 
 
 def step_number(value, count: int) -> int:
@@ -29,8 +29,11 @@ def step_number(value, count: int) -> int:
     step = whole_number(value, "step")
     if not 0 <= step < count:
         have = f"steps 0..{count - 1} exist" if count else "no step has been generated yet"
-        newest = " (negative steps are not counted from the end: name the step, e.g. the newest, "  \
-            f"{count - 1})" if step < 0 and count else ""
+        newest = (
+            f" (negative steps are not counted from the end: name the step, e.g. the newest, {count - 1})"
+            if step < 0 and count
+            else ""
+        )
         raise ArgumentError(f"step {step} has not been generated; {have}{newest}")
     return step
 

@@ -83,14 +83,17 @@ class _Refused:
 
 
 def _constant(name: str) -> _Refused:
-    return _Refused(f"{name} is not a JSON number (JSON has no NaN or infinities; explain writes them as the strings "
-                    "\"nan\", \"inf\", \"-inf\")")
+    return _Refused(
+        f"{name} is not a JSON number (JSON has no NaN or infinities; explain writes them as the strings "
+        '"nan", "inf", "-inf")'
+    )
 
 
 def _integer(text: str):
     if len(text.lstrip("-")) > MAX_DIGITS:
-        return _Refused(f"an integer of {len(text.lstrip('-'))} digits (more than {MAX_DIGITS}; no field of a trace "
-                        "holds one)")
+        return _Refused(
+            f"an integer of {len(text.lstrip('-'))} digits (more than {MAX_DIGITS}; no field of a trace holds one)"
+        )
     return int(text)
 
 
@@ -171,19 +174,21 @@ def _walk(value, refused: bool, surrogates: bool, limit: int = MAX_DEPTH, start:
         else:
             continue
         if depth > limit:
-            raise NotStrictJSON(_shorten(where), f"nested more than {limit} deep (objects and lists inside each "
-                                "other)")
+            raise NotStrictJSON(_shorten(where), f"nested more than {limit} deep (objects and lists inside each other)")
         for key, child in children:
             if isinstance(child, (dict, list)):
                 stack.append((child, _field(where, key), depth + 1))
             elif refused and isinstance(child, _Refused):
                 raise NotStrictJSON(_field(where, key), child.problem)
             elif surrogates and isinstance(child, str) and not _encodes(child):
-                raise NotStrictJSON(_field(where, key), f"{_lone_surrogate(child)} (half of a UTF-16 pair), which is "
-                                    "not a character")
+                raise NotStrictJSON(
+                    _field(where, key), f"{_lone_surrogate(child)} (half of a UTF-16 pair), which is not a character"
+                )
             if surrogates and isinstance(key, str) and not _encodes(key):
-                raise NotStrictJSON(_field(where, key), f"the key holds {_lone_surrogate(key)} (half of a UTF-16 "
-                                    "pair), which is not a character")
+                raise NotStrictJSON(
+                    _field(where, key),
+                    f"the key holds {_lone_surrogate(key)} (half of a UTF-16 pair), which is not a character",
+                )
     if isinstance(value, _Refused):
         raise NotStrictJSON("", value.problem)
     if surrogates and isinstance(value, str) and not _encodes(value):

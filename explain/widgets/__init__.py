@@ -29,6 +29,7 @@ def show(source, **kwargs) -> None:
     plotly's fig.show() does; to keep the object use `explain.widgets.Dashboard(source)`.
     """
     from IPython.display import display
+
     if hasattr(source, "to_dict") and hasattr(source, "first_divergence"):  # an explain.Comparison
         display(CompareView(source))
         return
@@ -45,5 +46,19 @@ def step_through(pipe, prompt, **generate_kwargs) -> StepThrough:
     return StepThrough(pipe, prompt, **generate_kwargs)
 
 
-__all__ = ["show", "step_through", "Dashboard", "InsideView", "StepThrough", "DashboardState", "ThrottledSink",
-           "summary_html", "CompareView", "QuantizationView", "AdapterView", "SamplingTree", "BeamTree", "DraftView"]
+__all__ = [
+    "show",
+    "step_through",
+    "Dashboard",
+    "InsideView",
+    "StepThrough",
+    "DashboardState",
+    "ThrottledSink",
+    "summary_html",
+    "CompareView",
+    "QuantizationView",
+    "AdapterView",
+    "SamplingTree",
+    "BeamTree",
+    "DraftView",
+]

@@ -41,5 +41,7 @@ def code_html(meta: dict) -> str:
         name = f"<a href='{escape(href)}' target='_blank' rel='noopener'>{name}</a>"
     remote = " <b style='color: #cf222e'>remote code ran</b>" if meta.get("remote_code") else ""
     built = " \u00b7 built outside explain" if "outside explain" in str(meta.get("built_by", "")) else ""
-    return (f"<span class='explain-muted explain-backend' title='{escape(path)}'>backend {escape(backend)} \u00b7 "
-            f"<code>{name}</code>{built}</span>{remote}")
+    return (
+        f"<span class='explain-muted explain-backend' title='{escape(path)}'>backend {escape(backend)} \u00b7 "
+        f"<code>{name}</code>{built}</span>{remote}"
+    )

@@ -24,8 +24,12 @@ from .views import stop_text
 
 # the knobs with a widget, from the registry: the main row first (do_sample, the sampling knobs, the others)
 WIDGET_KNOBS = {name: knob for name, knob in ALL_KNOBS.items() if knob.widget is not None}
-KNOBS = tuple(sorted((n for n, k in WIDGET_KNOBS.items() if k.widget.main),
-                     key=lambda n: (not isinstance(WIDGET_KNOBS[n].widget, Toggle), not WIDGET_KNOBS[n].sampling_only)))
+KNOBS = tuple(
+    sorted(
+        (n for n, k in WIDGET_KNOBS.items() if k.widget.main),
+        key=lambda n: (not isinstance(WIDGET_KNOBS[n].widget, Toggle), not WIDGET_KNOBS[n].sampling_only),
+    )
+)
 MORE_KNOBS = tuple(n for n, k in WIDGET_KNOBS.items() if not k.widget.main)
 
 
@@ -34,14 +38,22 @@ def knob_widget(knob) -> widgets.Widget:
     spec = knob.widget
     if isinstance(spec, Toggle):
         # its width from its label (a fixed width cut "sample (do_sample)" off)
-        widget = widgets.Checkbox(description=spec.label, indent=False,
-                                  layout=widgets.Layout(width="auto", margin="0 16px 0 0"))
+        widget = widgets.Checkbox(
+            description=spec.label, indent=False, layout=widgets.Layout(width="auto", margin="0 16px 0 0")
+        )
     else:
         kind = widgets.IntSlider if knob.kind == "int" else widgets.FloatSlider
         extra = {} if knob.kind == "int" else {"readout_format": spec.format}
-        widget = kind(value=spec.off if spec.off is not None else knob.default, min=spec.minimum, max=spec.maximum,
-                      step=spec.step, description=spec.label, style={"description_width": "initial"},
-                      continuous_update=False, **extra)
+        widget = kind(
+            value=spec.off if spec.off is not None else knob.default,
+            min=spec.minimum,
+            max=spec.maximum,
+            step=spec.step,
+            description=spec.label,
+            style={"description_width": "initial"},
+            continuous_update=False,
+            **extra,
+        )
     tooltip = "tooltip" if "tooltip" in widget.trait_names() else "description_tooltip"  # ipywidgets 8 / 7
     setattr(widget, tooltip, f"{knob.name}: {knob.help}")
     return widget
@@ -60,14 +72,20 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.pipe, self.prompt = pipe, prompt
         self.generate_kwargs = {**generate_kwargs, "keep_logits": True}
         wide = {"description_width": "initial"}
-        self.next_button = widgets.Button(description="Next token", icon="step-forward", button_style="primary",
-                                          tooltip="Run the model once and add one token")
+        self.next_button = widgets.Button(
+            description="Next token",
+            icon="step-forward",
+            button_style="primary",
+            tooltip="Run the model once and add one token",
+        )
         self.count = widgets.BoundedIntText(value=5, min=1, max=1000, layout=widgets.Layout(width="64px"))
         self.run_button = widgets.Button(description="Run N", icon="forward", tooltip="Add N tokens")
-        self.end_button = widgets.Button(description="Run to end", icon="fast-forward",
-                                         tooltip="Generate until a stop condition")
-        self.reset_button = widgets.Button(description="Reset", icon="undo",
-                                           tooltip="Start again from the prompt, with the knobs as they are now")
+        self.end_button = widgets.Button(
+            description="Run to end", icon="fast-forward", tooltip="Generate until a stop condition"
+        )
+        self.reset_button = widgets.Button(
+            description="Reset", icon="undo", tooltip="Start again from the prompt, with the knobs as they are now"
+        )
         self.message = widgets.HTML()
         # a backend without some processors (transformers lacks explain's own) gets no widget for their knobs
         lacking = set(getattr(pipe, "knobs_unavailable", ()))
@@ -75,32 +93,54 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.knob_widgets = {name: knob_widget(WIDGET_KNOBS[name]) for name in shown + more}
         for name, widget in self.knob_widgets.items():  # st.temperature, st.top_k, ...: each knob's widget
             setattr(self, name, widget)
-        self.what_if_button = widgets.Button(description="What if? (knobs at this step)", icon="question",
-                                             layout=widgets.Layout(width="auto"),
-                                             tooltip="Re-apply the processors with the knobs above to this step's "
-                                                     "recorded logits; nothing is generated")
-        self.force_choice = widgets.Dropdown(description="another token", style=wide,
-                                             layout=widgets.Layout(width="300px"))
-        self.force_button = widgets.Button(description="Force it and continue", icon="code-branch",
-                                           layout=widgets.Layout(width="auto"),
-                                           tooltip="A new branch: this run up to the step, then this token")
-        tools = widgets.HBox([self.what_if_button, self.force_choice, self.force_button],
-                             layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self.what_if_button = widgets.Button(
+            description="What if? (knobs at this step)",
+            icon="question",
+            layout=widgets.Layout(width="auto"),
+            tooltip="Re-apply the processors with the knobs above to this step's recorded logits; nothing is generated",
+        )
+        self.force_choice = widgets.Dropdown(
+            description="another token", style=wide, layout=widgets.Layout(width="300px")
+        )
+        self.force_button = widgets.Button(
+            description="Force it and continue",
+            icon="code-branch",
+            layout=widgets.Layout(width="auto"),
+            tooltip="A new branch: this run up to the step, then this token",
+        )
+        tools = widgets.HBox(
+            [self.what_if_button, self.force_choice, self.force_button],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
+        )
         self.dashboard = Dashboard(pipe, step_tools=tools, runs=set())
-        title = widgets.HTML(f"<div class='explain-w'><b style='font-size: 15px'>Step through</b> "
-                             f"<span class='explain-muted'>prompt:</span> <code>{escape(_prompt_text(prompt))}"
-                             f"</code></div>")
-        buttons = widgets.HBox([self.next_button, self.count, self.run_button, self.end_button, self.reset_button,
-                                self.message], layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
-        knobs = widgets.HBox([self.knob_widgets[name] for name in shown],
-                             layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
-        self.more_knobs = widgets.Accordion(children=[widgets.HBox(
-            [self.knob_widgets[name] for name in more],
-            layout=widgets.Layout(flex_flow="row wrap", align_items="center"))], selected_index=None)
+        title = widgets.HTML(
+            f"<div class='explain-w'><b style='font-size: 15px'>Step through</b> "
+            f"<span class='explain-muted'>prompt:</span> <code>{escape(_prompt_text(prompt))}"
+            f"</code></div>"
+        )
+        buttons = widgets.HBox(
+            [self.next_button, self.count, self.run_button, self.end_button, self.reset_button, self.message],
+            layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
+        )
+        knobs = widgets.HBox(
+            [self.knob_widgets[name] for name in shown],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
+        )
+        self.more_knobs = widgets.Accordion(
+            children=[
+                widgets.HBox(
+                    [self.knob_widgets[name] for name in more],
+                    layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
+                )
+            ],
+            selected_index=None,
+        )
         self.more_knobs.set_title(0, "more knobs: " + ", ".join(WIDGET_KNOBS[n].widget.label for n in more))
-        hint = widgets.HTML("<div class='explain-w explain-muted'>Knobs change the next tokens. Temperature, top-k "
-                            "and top-p act only when sampling; greedy decoding always takes the most likely token."
-                            "</div>")
+        hint = widgets.HTML(
+            "<div class='explain-w explain-muted'>Knobs change the next tokens. Temperature, top-k "
+            "and top-p act only when sampling; greedy decoding always takes the most likely token."
+            "</div>"
+        )
         super().__init__(children=[title, buttons, knobs, self.more_knobs, hint, self.dashboard])
         self.add_class("explain-step-through")
         self.generations: dict = {}
@@ -133,9 +173,12 @@ class StepThrough(StaticFallback, widgets.VBox):
         generation = self.pipe.start(self.prompt, run=run, **kwargs)
         strategy = getattr(type(generation), "title", None)  # several samples, beam search, assisted decoding
         self.next_button.description = "Next step" if strategy else "Next token"
-        self.next_button.tooltip = (f"Run the model once ({strategy}: every sequence or beam gains a token; assisted "
-                                    "decoding: one draft-and-check round)" if strategy
-                                    else "Run the model once and add one token")
+        self.next_button.tooltip = (
+            f"Run the model once ({strategy}: every sequence or beam gains a token; assisted "
+            "decoding: one draft-and-check round)"
+            if strategy
+            else "Run the model once and add one token"
+        )
         self.generations = {generation.branch: generation}
         self._finished = set()
         self._set_knobs(generation.settings)
@@ -197,8 +240,9 @@ class StepThrough(StaticFallback, widgets.VBox):
             self._after()
             steps = len(generation.steps)
             self._say(f"Interrupted after step {steps - 1 if steps else 0}: paused; Next token goes on from here.")
-            raise interrupted(f"step-through interrupted after {steps} tokens: paused, and Next token "
-                                        "goes on from there") from None
+            raise interrupted(
+                f"step-through interrupted after {steps} tokens: paused, and Next token goes on from there"
+            ) from None
         self._after()
         return record
 
@@ -221,8 +265,10 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.dashboard.select(step)
         self.dashboard.show_what_if(result)
         recorded = visible(self.generation.token_text(result["recorded_token"]))
-        self._say(f"What if at step {step}: the recorded token {recorded} would have p = "
-                  f"{result['recorded_token_prob']:.3f}; {result['kept']} tokens keep a chance.")
+        self._say(
+            f"What if at step {step}: the recorded token {recorded} would have p = "
+            f"{result['recorded_token_prob']:.3f}; {result['kept']} tokens keep a chance."
+        )
         return result
 
     def force(self, step: int | None = None, token_id: int | None = None):
@@ -239,8 +285,10 @@ class StepThrough(StaticFallback, widgets.VBox):
             return None
         self.generations[branch.branch] = branch
         self._after()
-        self._say(f"Branch {branch.branch}: forced \u201c{visible(branch.token_text(token_id))}\u201d at step {step}. "
-                  "Next token continues the new branch; the original is kept below the text.")
+        self._say(
+            f"Branch {branch.branch}: forced \u201c{visible(branch.token_text(token_id))}\u201d at step {step}. "
+            "Next token continues the new branch; the original is kept below the text."
+        )
         return branch
 
     # -- keeping the screen in step ----------------------------------------------------------------------
@@ -254,13 +302,16 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.dashboard.set_paused(not done)
         for button, tooltip in self._tooltips:
             button.disabled = done
-            button.tooltip = ("The run has ended: Reset starts again; Force branches from an earlier step" if done
-                              else tooltip)
+            button.tooltip = (
+                "The run has ended: Reset starts again; Force branches from an earlier step" if done else tooltip
+            )
         self._update_force_choices()
         if done:
-            self._say(f"Finished after {len(generation.steps)} tokens: {stop_text(generation.stop_reason)}. "
-                      "Next token and Run are off because this run has ended; Reset starts again, or click a "
-                      "token and Force another to branch from there.")
+            self._say(
+                f"Finished after {len(generation.steps)} tokens: {stop_text(generation.stop_reason)}. "
+                "Next token and Run are off because this run has ended; Reset starts again, or click a "
+                "token and Force another to branch from there."
+            )
             self._refresh_displays()
 
     def _update_force_choices(self) -> None:
@@ -272,7 +323,7 @@ class StepThrough(StaticFallback, widgets.VBox):
         step = state.steps()[step_index]
         texts = step.get("token_texts", {})
         options, seen = [], {step.get("token_id")}
-        probs = dict(zip(step["probs_top"]["ids"], step["probs_top"]["values"]))
+        probs = dict(zip(step["probs_top"]["ids"], step["probs_top"]["values"], strict=False))
         for token_id in step["probs_top"]["ids"] + step["logits_top"]["ids"]:
             if token_id in seen:
                 continue

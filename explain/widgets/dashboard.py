@@ -27,7 +27,7 @@ from .state import DashboardState, visible
 from .static import summary_html
 from .views import LOADING, RUN, SELECTION, STATUS, STEPS, VIEWS, Scene, shown, traits
 
-CLAIMED: "weakref.WeakKeyDictionary[Trace, set[int]]" = weakref.WeakKeyDictionary()  # runs a step-through owns
+CLAIMED: weakref.WeakKeyDictionary[Trace, set[int]] = weakref.WeakKeyDictionary()  # runs a step-through owns
 EVERYTHING = frozenset({LOADING, RUN, STEPS, SELECTION, STATUS})
 
 
@@ -50,11 +50,15 @@ class StaticFallback:
         bundle = {"text/plain": repr(self), "text/html": self._static_html()}
         if getattr(self, "_view_name", None) is not None:
             bundle["application/vnd.jupyter.widget-view+json"] = {
-                "version_major": 2, "version_minor": 0, "model_id": self.model_id}
+                "version_major": 2,
+                "version_minor": 0,
+                "model_id": self.model_id,
+            }
         return bundle
 
     def _ipython_display_(self, **kwargs):
         from IPython.display import display
+
         handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
         self._display_handles = [h for h in getattr(self, "_display_handles", []) if h is not None] + [handle]
 
@@ -75,20 +79,28 @@ def _section(title: str, hint: str = "") -> widgets.HTML:
 class Dashboard(StaticFallback, widgets.VBox):
     """Live (or replayed) views of one trace. `source` is a pipeline or an explain.Trace."""
 
-    def __init__(self, source, step_tools: widgets.Widget | None = None, interval: float = 0.1,
-                 runs: set[int] | None = None, **kwargs):
+    def __init__(
+        self,
+        source,
+        step_tools: widgets.Widget | None = None,
+        interval: float = 0.1,
+        runs: set[int] | None = None,
+        **kwargs,
+    ):
         trace = source if isinstance(source, Trace) else getattr(source, "trace", None)
         if not isinstance(trace, Trace):
-            raise TypeError(f"explain.show needs a pipeline from explain.pipeline(...) or an explain.Trace, got "
-                            f"{type(source).__name__}; for a saved trace use explain.Trace.load(path)")
+            raise TypeError(
+                f"explain.show needs a pipeline from explain.pipeline(...) or an explain.Trace, got "
+                f"{type(source).__name__}; for a saved trace use explain.Trace.load(path)"
+            )
         self.trace, self.runs = trace, runs  # runs: only these calls are shown (the step-through's own)
         self.state = DashboardState()
         self.views = list(VIEWS)
         self.parts = {view.name: view.create() for view in self.views}
-        self.run_picker = widgets.Dropdown(description="call", layout=widgets.Layout(width="140px",
-                                                                                     display="none"))
-        self.branch_picker = widgets.ToggleButtons(options=[("original", 0)], value=0, style={"button_width": "auto"},
-                                                   layout=widgets.Layout(display="none"))
+        self.run_picker = widgets.Dropdown(description="call", layout=widgets.Layout(width="140px", display="none"))
+        self.branch_picker = widgets.ToggleButtons(
+            options=[("original", 0)], value=0, style={"button_width": "auto"}, layout=widgets.Layout(display="none")
+        )
         self.step_tools = step_tools if step_tools is not None else widgets.Box(layout=widgets.Layout(display="none"))
         super().__init__(children=self._layout(), **kwargs)
         self.add_class("explain-dashboard")
@@ -114,8 +126,14 @@ class Dashboard(StaticFallback, widgets.VBox):
         for view in self.views:
             if view.section:
                 title = self.sections[view.name] = _section(*view.section)
-                children.append(widgets.HBox([title, self.run_picker], layout=widgets.Layout(
-                    justify_content="space-between", flex_flow="row wrap")) if view.name == "text" else title)
+                children.append(
+                    widgets.HBox(
+                        [title, self.run_picker],
+                        layout=widgets.Layout(justify_content="space-between", flex_flow="row wrap"),
+                    )
+                    if view.name == "text"
+                    else title
+                )
             children.append(self.parts[view.name])
             if view.name == "text":
                 children.append(self.branch_picker)
@@ -135,8 +153,10 @@ class Dashboard(StaticFallback, widgets.VBox):
 
     def __repr__(self) -> str:
         steps = len(self.state.steps())
-        return (f"explain.Dashboard(call {self.state.run}, {steps} steps"
-                f"{', detached' if self.detached else ''}; {len(self.trace)} trace events)")
+        return (
+            f"explain.Dashboard(call {self.state.run}, {steps} steps"
+            f"{', detached' if self.detached else ''}; {len(self.trace)} trace events)"
+        )
 
     # -- events in -------------------------------------------------------------------------------------
     def _wanted(self, event: Event) -> bool:
@@ -201,8 +221,14 @@ class Dashboard(StaticFallback, widgets.VBox):
     # -- drawing ---------------------------------------------------------------------------------------
     def scene(self) -> Scene:
         selected = self.text.selected
-        return Scene(self.state, selected=selected if selected >= 0 else None, what_if=self.what_if,
-                     paused=self.paused, detached=self.detached, meta=self.trace.meta)
+        return Scene(
+            self.state,
+            selected=selected if selected >= 0 else None,
+            what_if=self.what_if,
+            paused=self.paused,
+            detached=self.detached,
+            meta=self.trace.meta,
+        )
 
     def _render(self, changes) -> None:
         state = self.state
@@ -242,8 +268,14 @@ class Dashboard(StaticFallback, widgets.VBox):
     def _set_pickers(self) -> None:
         state = self.state
         branches = sorted(b for b in state.branches if b in state.forks)
-        options = [("original", 0)] + [(f"branch {b}: forced \u201c{visible(str(state.forks[b].get('token', '')))}"
-                                        f"\u201d at step {state.forks[b].get('step')}", b) for b in branches]
+        options = [("original", 0)] + [
+            (
+                f"branch {b}: forced \u201c{visible(str(state.forks[b].get('token', '')))}"
+                f"\u201d at step {state.forks[b].get('step')}",
+                b,
+            )
+            for b in branches
+        ]
         if [o[1] for o in options] != [o[1] for o in self.branch_picker.options]:
             self.branch_picker.options = options
         if self.branch_picker.value != state.branch and state.branch in [v for _, v in options]:

@@ -26,6 +26,7 @@ def module_source(name: str) -> str:
 
 class ViewWidget(anywidget.AnyWidget):
     """An anywidget whose module knows its own model id (`ref`), so heal.js can re-attach it if anywidget gave up."""
+
     _css = HERE / "widgets.css"
     ref = traitlets.Unicode("").tag(sync=True)
 
@@ -36,6 +37,7 @@ class ViewWidget(anywidget.AnyWidget):
 
 class StageTimeline(ViewWidget):
     """The eight stages of the pipeline: how long each took and its key facts."""
+
     _esm = module_source("timeline.js")
     rows = traitlets.List().tag(sync=True)  # [{stage, group, seconds, time, facts, status}]
     caption = traitlets.Unicode("").tag(sync=True)
@@ -43,6 +45,7 @@ class StageTimeline(ViewWidget):
 
 class TokenChips(ViewWidget):
     """The prompt as the model sees it: one chip per token, its id, its characters, its chat role."""
+
     _esm = module_source("tokens.js")
     tokens = traitlets.List().tag(sync=True)  # [[text, id, start, end, special, role]]
     caption = traitlets.Unicode("").tag(sync=True)
@@ -50,6 +53,7 @@ class TokenChips(ViewWidget):
 
 class GeneratedText(ViewWidget):
     """The generated text, token by token, each shaded by the probability it was chosen with."""
+
     _esm = module_source("text.js")
     tokens = traitlets.List().tag(sync=True)  # [[text, prob, forced]]
     key = traitlets.Unicode("").tag(sync=True)  # run:branch; a new key redraws, the same key appends
@@ -64,6 +68,7 @@ class GeneratedText(ViewWidget):
 
 class StepChart(ViewWidget):
     """The step view's bars and curves (chart.js draws them with plotly.js)."""
+
     _esm = module_source("chart.js")
     step = traitlets.Dict().tag(sync=True)  # step_chart.chart_step
     curves = traitlets.Dict().tag(sync=True)  # step_chart.chart_curves
@@ -88,6 +93,7 @@ class PlotlyLibrary(anywidget.AnyWidget):
     FigureWidget sends its 5 MB bundle). Never displayed. Its source is a plain trait, not the module: anywidget
     gives a model's module 2 s to load before it gives up on the model (and then drops every message to it), and
     plotly.js can take longer than that to evaluate on a busy machine. chart.js evaluates it once the chart is up."""
+
     _esm = "export default {};"
     _css = ""
     source = traitlets.Unicode("").tag(sync=True)
@@ -106,5 +112,6 @@ def plotly_library() -> PlotlyLibrary:
 class InsideElement(InsideView, ViewWidget):
     """The inside-the-model view (inside.py) as a dashboard part: it draws the generation/inspect events the run
     recorded for the selected step (capture="inside", or generation.inspect(step) while the run is traced)."""
+
     _esm = module_source("inside.js")
     _css = HERE / "inside.css"

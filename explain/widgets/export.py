@@ -65,8 +65,10 @@ def _trace(source) -> Trace:
     trace = getattr(source, "trace", None)
     if isinstance(trace, Trace):
         return trace
-    raise ExplainError(f"explain.export needs a pipeline from explain.pipeline(...), an explain.Trace or the path of "
-                       f"a saved trace, got {type(source).__name__}")
+    raise ExplainError(
+        f"explain.export needs a pipeline from explain.pipeline(...), an explain.Trace or the path of "
+        f"a saved trace, got {type(source).__name__}"
+    )
 
 
 def _page(state: DashboardState, meta: dict) -> dict:
@@ -100,20 +102,28 @@ def export_data(trace: Trace, run: int | None = None) -> dict:
             key = f"{number or 0}:{branch}"
             fork = state.forks.get(branch, {})
             label = (f"call {number}" if number else "loading") + (
-                f", branch {branch}: forced at step {fork.get('step')}" if branch else "")
+                f", branch {branch}: forced at step {fork.get('step')}" if branch else ""
+            )
             keys.append({"key": key, "label": label})
             pages[key] = _page(state, trace.meta)
     views = [{"name": v.name, "module": v.module, "section": list(v.section) if v.section else None} for v in VIEWS]
-    note = (f"exported by explain on {datetime.date.today().isoformat()}: no kernel, no network; click a token "
-            "to see its step")
+    note = (
+        f"exported by explain on {datetime.date.today().isoformat()}: no kernel, no network; click a token "
+        "to see its step"
+    )
     return {"keys": keys, "pages": pages, "views": views, "note": note}
 
 
 def _json_for_script(value) -> str:
     """JSON that cannot end its <script> element or open a comment, whatever the trace's strings hold."""
     text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e") \
-        .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return (
+        text.replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def _script_source(text: str) -> str:
@@ -130,8 +140,10 @@ def _split_steps(data: dict) -> tuple[dict, list[str]]:
         page = data["pages"][key["key"]]
         names = list(page["steps"])
         count = max((len(table) for table in page["steps"].values()), default=0)
-        rows = ({name: page["steps"][name][index] for name in names if index < len(page["steps"][name])}
-                for index in range(count))
+        rows = (
+            {name: page["steps"][name][index] for name in names if index < len(page["steps"][name])}
+            for index in range(count)
+        )
         lines.append("\n".join(_json_for_script(row) for row in rows))
         pages[key["key"]] = {"values": page["values"], "step_views": names}
     return {**data, "pages": pages}, lines
@@ -147,24 +159,31 @@ def export_html(source, run: int | None = None) -> str:
     nonce = secrets.token_urlsafe(18)
     state = DashboardState.from_trace(trace, run=run if run is not None else (trace.run or None))
     model = state.model_name() or "a saved trace"
-    policy = (f"default-src 'none'; script-src 'nonce-{nonce}' blob:; style-src 'unsafe-inline'; "
-              "img-src data: blob:; font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'")
-    return "".join([
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
-        f"<meta http-equiv='Content-Security-Policy' content=\"{policy}\">",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>explain: {esc(model)}</title>",
-        f"<style>{THEME_CSS}{styles}</style>",
-        f"<script nonce='{nonce}'>{_script_source(plotly_js_path().read_text(encoding='utf-8'))}</script>",
-        f"<script type='application/json' id='explain-data'>{_json_for_script(data)}</script>",
-        *(f"<script type='application/json' id='explain-steps-{number}'>{lines}</script>"
-          for number, lines in enumerate(step_lines)),  # the n-th picker entry's steps, one JSON line each
-        f"<script type='application/json' id='explain-modules'>{_json_for_script(modules)}</script>",
-        "</head><body data-jp-theme-light='true'><div id='explain-root'>",
-        summary_html(state),  # what a reader sees without JavaScript (and until the views have drawn)
-        "</div>",
-        f"<script nonce='{nonce}' type='module'>{_script_source((HERE / 'export.js').read_text(encoding='utf-8'))}"
-        "</script></body></html>\n"])
+    policy = (
+        f"default-src 'none'; script-src 'nonce-{nonce}' blob:; style-src 'unsafe-inline'; "
+        "img-src data: blob:; font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'"
+    )
+    return "".join(
+        [
+            "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
+            f"<meta http-equiv='Content-Security-Policy' content=\"{policy}\">",
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+            f"<title>explain: {esc(model)}</title>",
+            f"<style>{THEME_CSS}{styles}</style>",
+            f"<script nonce='{nonce}'>{_script_source(plotly_js_path().read_text(encoding='utf-8'))}</script>",
+            f"<script type='application/json' id='explain-data'>{_json_for_script(data)}</script>",
+            *(
+                f"<script type='application/json' id='explain-steps-{number}'>{lines}</script>"
+                for number, lines in enumerate(step_lines)
+            ),  # the n-th picker entry's steps, one JSON line each
+            f"<script type='application/json' id='explain-modules'>{_json_for_script(modules)}</script>",
+            "</head><body data-jp-theme-light='true'><div id='explain-root'>",
+            summary_html(state),  # what a reader sees without JavaScript (and until the views have drawn)
+            "</div>",
+            f"<script nonce='{nonce}' type='module'>{_script_source((HERE / 'export.js').read_text(encoding='utf-8'))}"
+            "</script></body></html>\n",
+        ]
+    )
 
 
 def export(source, path: str | os.PathLike, run: int | None = None) -> str:

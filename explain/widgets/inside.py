@@ -53,8 +53,15 @@ class InsideView(anywidget.AnyWidget):
             except ExplainError as error:
                 self.status = str(error)
             return
-        recorded = [e.data for e in self.trace.filter("generation", "inspect", self.run)
-                    if e.data["step"] == step and e.data["branch"] == branch] if self.trace is not None else []
+        recorded = (
+            [
+                e.data
+                for e in self.trace.filter("generation", "inspect", self.run)
+                if e.data["step"] == step and e.data["branch"] == branch
+            ]
+            if self.trace is not None
+            else []
+        )
         if recorded:
             merged: dict = {}
             for data in recorded:  # lens and attention from one inspection, attribution from another
@@ -62,8 +69,10 @@ class InsideView(anywidget.AnyWidget):
             self.look, self.status = merged, ""
         else:
             self.look = {}
-            self.status = (f"This trace holds nothing from inside the model at step {step}: record it with "
-                           "capture=\"inside\" or generation.inspect(step) before saving.")
+            self.status = (
+                f"This trace holds nothing from inside the model at step {step}: record it with "
+                'capture="inside" or generation.inspect(step) before saving.'
+            )
 
     def _on_request(self, change) -> None:
         if not change["new"].startswith("attribution:") or not self.look:

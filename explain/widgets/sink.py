@@ -10,21 +10,36 @@ flush turns out costly, so the view never takes more than about `budget` of the 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..trace import Event
 
 # events that arrive one at a time or once per run: shown at once, they cost nothing in total
-IMMEDIATE = {("generation", "end"), ("decoding", "decode"), ("tokenization", "encode"), ("generation", "settings"),
-             ("generation", "prefill"), ("generation", "force"), ("registry", "lookup"), ("config", "config"),
-             ("tokenizer", "load"), ("weights", "load"), ("placement", "place")}
+IMMEDIATE = {
+    ("generation", "end"),
+    ("decoding", "decode"),
+    ("tokenization", "encode"),
+    ("generation", "settings"),
+    ("generation", "prefill"),
+    ("generation", "force"),
+    ("registry", "lookup"),
+    ("config", "config"),
+    ("tokenizer", "load"),
+    ("weights", "load"),
+    ("placement", "place"),
+}
 
 
 class ThrottledSink:
     """Collects events; calls `on_flush(events)` with everything collected, at most every `interval` seconds."""
 
-    def __init__(self, on_flush: Callable[[list[Event]], None], interval: float = 0.1, budget: float = 0.02,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        on_flush: Callable[[list[Event]], None],
+        interval: float = 0.1,
+        budget: float = 0.02,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.on_flush, self.interval, self.budget, self.clock = on_flush, interval, budget, clock
         self.pending: list[Event] = []
         self.flushes = 0

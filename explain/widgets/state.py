@@ -48,7 +48,9 @@ class DashboardState:
         self.branches: dict[int, list[dict]] = {0: []}
         self.latest: dict[tuple[str, str], Event] = {}  # (stage, kind) -> the run's newest such event
         self.folds: dict[tuple[str, str], object] = {}  # what a registered handler (handles) folded for its kind
-        self.run_events: list[Event] = []  # the run's events in order (the strategy panels fold them: explain.features.trees)
+        self.run_events: list[
+            Event
+        ] = []  # the run's events in order (the strategy panels fold them: explain.features.trees)
         self.sequences: dict[int, list[dict]] = {}  # several sampled sequences: the steps of sequence 1, 2, ...
         self.beams: list[dict] = []  # beam search: each step's generation/beams data
         self.drafts: list[dict] = []  # assisted decoding: each round's generation/draft data
@@ -58,7 +60,7 @@ class DashboardState:
         self.step_seconds = 0.0
 
     @classmethod
-    def from_trace(cls, trace: Trace, run: int | None = None) -> "DashboardState":
+    def from_trace(cls, trace: Trace, run: int | None = None) -> DashboardState:
         state = cls()
         for event in trace.events:
             if run is None or event.run in (0, run):
@@ -93,9 +95,16 @@ class DashboardState:
         step = data["step"]
         if step >= len(parent):
             return
-        forced = dict(parent[step], token_id=data["token_id"], token=data["token"], forced=True,
-                      branch=data["branch"], text=data["token"], stop_reason=None,
-                      prob=self.prob_of(parent[step], data["token_id"]))
+        forced = dict(
+            parent[step],
+            token_id=data["token_id"],
+            token=data["token"],
+            forced=True,
+            branch=data["branch"],
+            text=data["token"],
+            stop_reason=None,
+            prob=self.prob_of(parent[step], data["token_id"]),
+        )
         self.branches[data["branch"]] = parent[:step] + [forced]
         self.forks[data["branch"]] = data
         self.branch = data["branch"]
@@ -124,7 +133,7 @@ class DashboardState:
     def prob_of(step: dict, token_id: int) -> float | None:
         """The final probability a step gave `token_id`, when it is among the recorded top candidates."""
         top = step.get("probs_top") or {}
-        for i, value in zip(top.get("ids", []), top.get("values", [])):
+        for i, value in zip(top.get("ids", []), top.get("values", []), strict=False):
             if i == token_id:
                 return value
         return None
@@ -187,8 +196,15 @@ class DashboardState:
         rows = []
         for stage in STAGES:
             seconds, facts, status = self._stage(stage)
-            rows.append({"stage": stage, "seconds": seconds, "time": seconds_text(seconds) if seconds is not None
-                         else "", "facts": facts, "status": status})
+            rows.append(
+                {
+                    "stage": stage,
+                    "seconds": seconds,
+                    "time": seconds_text(seconds) if seconds is not None else "",
+                    "facts": facts,
+                    "status": status,
+                }
+            )
         return rows
 
     def _stage(self, stage: str) -> tuple[float | None, list[str], str]:
@@ -203,9 +219,14 @@ class DashboardState:
             if self.encode is None:
                 return None, [], "waiting"
             d = self.encode.data
-            facts = [f"{d.get('count', len(d.get('ids', [])))} tokens",
-                     "chat template" if d.get("kind_of_input") == "chat" else
-                     "plain text, chat template skipped" if d.get("chat_template_skipped") else "plain text"]
+            facts = [
+                f"{d.get('count', len(d.get('ids', [])))} tokens",
+                "chat template"
+                if d.get("kind_of_input") == "chat"
+                else "plain text, chat template skipped"
+                if d.get("chat_template_skipped")
+                else "plain text",
+            ]
             return self.encode.duration, facts, "done"
         if stage == "generation":
             if self.settings is None:
@@ -213,16 +234,20 @@ class DashboardState:
             settings = self.settings.data.get("settings", {})
             steps = self.steps()
             strategy = self.settings.data.get("strategy", {})
-            facts = [f"{len(self.beams)}/{self.max_new_tokens} beam steps" if self.beams else
-                     f"{len(steps)}/{self.max_new_tokens} tokens",
-                     strategy.get("label") or ("sampling" if settings.get("do_sample") else "greedy")]
+            facts = [
+                f"{len(self.beams)}/{self.max_new_tokens} beam steps"
+                if self.beams
+                else f"{len(steps)}/{self.max_new_tokens} tokens",
+                strategy.get("label") or ("sampling" if settings.get("do_sample") else "greedy"),
+            ]
             if self.drafts:
                 drafted = sum(len(d["drafted"]) for d in self.drafts)
                 accepted = sum(d["accepted"] for d in self.drafts)
                 facts.append(f"{accepted}/{drafted} drafted tokens accepted")
             if self.prefill is not None:
-                facts.append(f"prefill {self.prefill.data.get('prompt_tokens')} tokens "
-                             f"in {seconds_text(self.prefill.duration)}")
+                facts.append(
+                    f"prefill {self.prefill.data.get('prompt_tokens')} tokens in {seconds_text(self.prefill.duration)}"
+                )
             decode = [s["forward_time"] for s in steps if s.get("forward") == "decode"]
             if decode and sum(decode) > 0:
                 facts.append(f"{len(decode) / sum(decode):.1f} tokens/s")
@@ -264,8 +289,9 @@ def loading_facts(stage: str, events: list[Event]) -> list[str]:
         config = [e.data for e in events if e.kind == "config"]
         if config:
             common = common_config(config[-1].get("hyperparameters", {}))
-            facts.append(f"{config[-1].get('architecture')}, {common['num_hidden_layers']} layers, "
-                         f"vocab {common['vocab_size']}")
+            facts.append(
+                f"{config[-1].get('architecture')}, {common['num_hidden_layers']} layers, vocab {common['vocab_size']}"
+            )
         return facts
     if stage == "tokenizer":
         facts = [str(d.get("model")), f"{d.get('vocab_size')} tokens"]
@@ -293,6 +319,7 @@ Handler = Callable[[DashboardState, Event], None]
 def keep(attribute: str, data: bool = False, seconds: bool = False) -> Handler:
     """A handler that keeps the event (or with data=True its data) in `attribute`: a list appends, anything else is
     replaced; seconds=True adds the event's duration to the run's step time."""
+
     def handler(state: DashboardState, event: Event) -> None:
         value = event.data if data else event
         current = getattr(state, attribute)
@@ -302,6 +329,7 @@ def keep(attribute: str, data: bool = False, seconds: bool = False) -> Handler:
             setattr(state, attribute, value)
         if seconds:
             state.step_seconds += event.duration
+
     return handler
 
 
@@ -323,11 +351,13 @@ def handles(stage: str, kind: str) -> Callable[[Handler], Handler]:
     """Register how the dashboard state folds a kind in, for a view that needs more than the newest event of its
     kind (state.latest_event): a sum, a list, one entry per step. The handler keeps what it folds in
     `state.folds[(stage, kind)]` (emptied with each new run). One handler per kind; `unhandle` takes it back."""
+
     def register(handler: Handler) -> Handler:
         if (stage, kind) in HANDLERS:
             raise ValueError(f"{stage}/{kind} has a handler already ({HANDLERS[(stage, kind)]}); fold it there")
         HANDLERS[(stage, kind)] = handler
         return handler
+
     return register
 
 

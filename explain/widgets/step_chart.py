@@ -35,8 +35,9 @@ def processor_title(processor: dict) -> str:
         title = processor["title"]
     else:
         args = processor.get("args") if isinstance(processor.get("args"), dict) else {}
-        values = [f"{v:g}" if isinstance(v, float) else text(v) for v in args.values()
-                  if not isinstance(v, (list, dict))]
+        values = [
+            f"{v:g}" if isinstance(v, float) else text(v) for v in args.values() if not isinstance(v, (list, dict))
+        ]
         title = f"{text(processor.get('name'), 'processor').replace('_', '-')} {' '.join(values)}".strip()
     kept, removed = integer(processor.get("kept")), integer(processor.get("removed"))
     if removed:
@@ -66,8 +67,17 @@ def panels(step: dict, what_if: dict | None = None) -> list[dict]:
     """The panels of one step: {title, kind: logit|prob|what-if, ids, values, chosen, chosen_value, chosen_rank}."""
     chosen = integer(step.get("token_id"))
     ids, values = _top(step.get("logits_top"))
-    result = [{"title": "model logits (raw scores)", "kind": "logit", "ids": ids, "values": values,
-               "chosen": chosen, "chosen_value": step.get("logit"), "chosen_rank": step.get("rank")}]
+    result = [
+        {
+            "title": "model logits (raw scores)",
+            "kind": "logit",
+            "ids": ids,
+            "values": values,
+            "chosen": chosen,
+            "chosen_value": step.get("logit"),
+            "chosen_rank": step.get("rank"),
+        }
+    ]
     for processor in step.get("processors") or []:
         if not isinstance(processor, dict):
             continue
@@ -76,16 +86,33 @@ def panels(step: dict, what_if: dict | None = None) -> list[dict]:
             result.append(dict(result[-1], title=title + ": no change"))
             continue
         ids, values = _top(processor.get("top"))
-        result.append({"title": title, "kind": "logit", "ids": ids, "values": values, "chosen": chosen,
-                       "chosen_value": processor.get("token_score"), "chosen_rank": processor.get("token_rank")})
+        result.append(
+            {
+                "title": title,
+                "kind": "logit",
+                "ids": ids,
+                "values": values,
+                "chosen": chosen,
+                "chosen_value": processor.get("token_score"),
+                "chosen_rank": processor.get("token_rank"),
+            }
+        )
     ids, values = _top(step.get("probs_top"))
-    kept = [(i, v) for i, v in zip(ids, values) if (number(v) or 0) > 0]
+    kept = [(i, v) for i, v in zip(ids, values, strict=False) if (number(v) or 0) > 0]
     how = "sampled from these" if step.get("method") == "sample" else "greedy: the top one"
     # softmax keeps the order of the last scores, so the chosen token's rank is the same as after the last processor
     rank = result[-1]["chosen_rank"] if len(result) > 1 else step.get("rank")
-    result.append({"title": f"probabilities, {how}", "kind": "prob", "ids": [i for i, _ in kept],
-                   "values": [v for _, v in kept], "chosen": chosen, "chosen_value": step.get("prob"),
-                   "chosen_rank": rank})
+    result.append(
+        {
+            "title": f"probabilities, {how}",
+            "kind": "prob",
+            "ids": [i for i, _ in kept],
+            "values": [v for _, v in kept],
+            "chosen": chosen,
+            "chosen_value": step.get("prob"),
+            "chosen_rank": rank,
+        }
+    )
     if what_if is not None:
         s = what_if.get("settings", {})
         if s.get("do_sample"):
@@ -94,11 +121,22 @@ def panels(step: dict, what_if: dict | None = None) -> list[dict]:
             knobs = "greedy"
         if s.get("repetition_penalty") not in (None, 1.0):
             knobs += f", rep {s['repetition_penalty']:g}"
-        kept = [(i, v) for i, v in zip(what_if.get("ids", []), what_if.get("probs", [])) if (number(v) or 0) > 0]
-        result.append({"title": f"what if? {knobs}", "kind": "what-if", "ids": [i for i, _ in kept],
-                       "values": [v for _, v in kept], "chosen": integer(what_if.get("recorded_token")),
-                       "chosen_value": what_if.get("recorded_token_prob"),
-                       "chosen_rank": what_if.get("recorded_token_rank")})
+        kept = [
+            (i, v)
+            for i, v in zip(what_if.get("ids", []), what_if.get("probs", []), strict=False)
+            if (number(v) or 0) > 0
+        ]
+        result.append(
+            {
+                "title": f"what if? {knobs}",
+                "kind": "what-if",
+                "ids": [i for i, _ in kept],
+                "values": [v for _, v in kept],
+                "chosen": integer(what_if.get("recorded_token")),
+                "chosen_value": what_if.get("recorded_token_prob"),
+                "chosen_rank": what_if.get("recorded_token_rank"),
+            }
+        )
     return result
 
 
@@ -113,18 +151,25 @@ def chart_step(step: dict | None, what_if: dict | None = None) -> dict:
     if step.get("token") is not None and step.get("token_id") is not None:
         texts.setdefault(str(step.get("token_id")), step.get("token"))
     if what_if is not None:
-        texts.update({str(i): t for i, t in zip(what_if.get("ids", []), what_if.get("tokens", []))})
+        texts.update({str(i): t for i, t in zip(what_if.get("ids", []), what_if.get("tokens", []), strict=False)})
     out = []
     for panel in panels(step, what_if):
-        bars = [[word(texts, i), integer(i), number(v)] for i, v in zip(panel["ids"][:CANDIDATES],
-                                                                        panel["values"][:CANDIDATES])]
+        bars = [
+            [word(texts, i), integer(i), number(v)]
+            for i, v in zip(panel["ids"][:CANDIDATES], panel["values"][:CANDIDATES], strict=False)
+        ]
         chosen = panel["chosen"]
         extra = None
         if chosen is not None and all(bar[1] != chosen for bar in bars):
-            extra = {"word": word(texts, chosen), "id": chosen, "value": number(panel["chosen_value"]),
-                     "rank": integer(panel["chosen_rank"])}
-        out.append({"title": text(panel["title"]), "kind": panel["kind"], "bars": bars, "chosen": chosen,
-                    "extra": extra})
+            extra = {
+                "word": word(texts, chosen),
+                "id": chosen,
+                "value": number(panel["chosen_value"]),
+                "rank": integer(panel["chosen_rank"]),
+            }
+        out.append(
+            {"title": text(panel["title"]), "kind": panel["kind"], "bars": bars, "chosen": chosen, "extra": extra}
+        )
     return {"index": integer(step.get("step")), "panels": out}
 
 
@@ -142,8 +187,12 @@ def chart_curves(steps: list[dict]) -> dict:
 
 
 def _curves(steps: list[dict]) -> dict:
-    return {"x": [integer(s.get("step")) if integer(s.get("step")) is not None else i for i, s in enumerate(steps)],
-            "p": [number(s.get("prob")) for s in steps],
-            "entropy": [number(s.get("entropy_bits")) for s in steps],
-            "ms": [None if number(s.get("forward_time")) is None else round(1000 * number(s.get("forward_time")), 1)
-                   for s in steps]}
+    return {
+        "x": [integer(s.get("step")) if integer(s.get("step")) is not None else i for i, s in enumerate(steps)],
+        "p": [number(s.get("prob")) for s in steps],
+        "entropy": [number(s.get("entropy_bits")) for s in steps],
+        "ms": [
+            None if number(s.get("forward_time")) is None else round(1000 * number(s.get("forward_time")), 1)
+            for s in steps
+        ],
+    }

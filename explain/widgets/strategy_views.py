@@ -1,5 +1,5 @@
-"""The decoding strategies' views, each an anywidget ES module over two traits, `data` (explain.features.trees builds it) and
-`caption`:
+"""The decoding strategies' views, each an anywidget ES module over two traits, `data` (explain.features.trees
+builds it) and `caption`:
 
     SamplingTree(pipe)            several sampled sequences as a prefix tree (also a step-through's forced branches)
     BeamTree(pipe)                beam search: kept, finished and pruned hypotheses per step, and the final ranking
@@ -19,8 +19,8 @@ explain/widgets/views.py, where one exists.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import anywidget
 import traitlets
@@ -67,9 +67,11 @@ def _draft_caption(data: dict, run) -> str:
     if not data.get("rounds"):
         return "no assisted decoding yet: call the pipeline with assistant_model= or prompt_lookup_num_tokens="
     rate = data["rate"]
-    return (f"call {run}: {data['accepted']}/{data['drafted']} drafted tokens accepted"
-            f"{f' ({rate:.0%})' if rate is not None else ''}; {data['tokens']} tokens in {data['forwards']} "
-            "forward passes of the model")
+    return (
+        f"call {run}: {data['accepted']}/{data['drafted']} drafted tokens accepted"
+        f"{f' ({rate:.0%})' if rate is not None else ''}; {data['tokens']} tokens in {data['forwards']} "
+        "forward passes of the model"
+    )
 
 
 @dataclass(frozen=True)
@@ -84,17 +86,41 @@ class Panel:
     css: str = "strategy_views.css"
 
 
-PANELS: dict[str, Panel] = {panel.name: panel for panel in (
-    Panel("sampling_tree", "Sampling tree", "the sequences as a prefix tree, and the distribution at each branch point",
-          "sampling_tree.js", lambda events: any(e.stage == "generation" and (
-              (e.kind == "step" and e.data.get("sequence", 0)) or e.kind == "force") for e in events),
-          sampling_tree, _sampling_caption),
-    Panel("beam_tree", "Beam tree", "every beam's candidates per step: kept, finished or pruned, and the ranking",
-          "beam_tree.js", lambda events: _has(events, "beams"), beam_tree, _beam_caption),
-    Panel("drafts", "Drafted vs accepted", "assisted decoding: what the draft proposed and what the model kept",
-          "drafts.js", lambda events: _has(events, "draft"),
-          lambda events, prompt: {**draft_rounds(events), "prompt": prompt}, _draft_caption),
-)}
+PANELS: dict[str, Panel] = {
+    panel.name: panel
+    for panel in (
+        Panel(
+            "sampling_tree",
+            "Sampling tree",
+            "the sequences as a prefix tree, and the distribution at each branch point",
+            "sampling_tree.js",
+            lambda events: any(
+                e.stage == "generation" and ((e.kind == "step" and e.data.get("sequence", 0)) or e.kind == "force")
+                for e in events
+            ),
+            sampling_tree,
+            _sampling_caption,
+        ),
+        Panel(
+            "beam_tree",
+            "Beam tree",
+            "every beam's candidates per step: kept, finished or pruned, and the ranking",
+            "beam_tree.js",
+            lambda events: _has(events, "beams"),
+            beam_tree,
+            _beam_caption,
+        ),
+        Panel(
+            "drafts",
+            "Drafted vs accepted",
+            "assisted decoding: what the draft proposed and what the model kept",
+            "drafts.js",
+            lambda events: _has(events, "draft"),
+            lambda events, prompt: {**draft_rounds(events), "prompt": prompt},
+            _draft_caption,
+        ),
+    )
+}
 STRATEGY_PANELS = {"samples": "sampling_tree", "beam_search": "beam_tree", "assisted": "drafts"}  # strategy -> panel
 
 
@@ -129,6 +155,7 @@ ELEMENTS = {"sampling_tree": SamplingTreeElement, "beam_tree": BeamTreeElement, 
 
 class RunView:
     """What the three views share: which trace and run they show, and following it live."""
+
     panel = ""
 
     def __init__(self, source, run: int | None = None, follow: bool = False, **kwargs):
@@ -138,8 +165,10 @@ class RunView:
         super().__init__(**kwargs)
         trace = source if isinstance(source, Trace) else getattr(source, "trace", None)
         if not isinstance(trace, Trace):
-            raise TypeError(f"{type(self).__name__} needs a pipeline, an explain.Trace or a run from pipe.start(), "
-                            f"got {type(source).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs a pipeline, an explain.Trace or a run from pipe.start(), "
+                f"got {type(source).__name__}"
+            )
         run = run if run is not None else getattr(source, "run_id", None)
         self.trace, self.run, self.follow = trace, run, follow and run is None
         self.sink = ThrottledSink(lambda events: self.refresh(), interval=0.1)
@@ -169,17 +198,20 @@ class RunView:
 class SamplingTree(RunView, SamplingTreeElement):
     """Sequences of one call as a prefix tree: shared tokens once, a branch point where they differ, with the
     distribution the differing tokens were drawn from. Several samples, or a step-through's forced branches."""
+
     panel = "sampling_tree"
 
 
 class BeamTree(RunView, BeamTreeElement):
     """Beam search step by step: every running beam, the candidates that finished (with the length penalty) or
     were pruned, and the final ranking with the returned sequences' paths marked."""
+
     panel = "beam_tree"
 
 
 class DraftView(RunView, DraftsElement):
     """Assisted decoding: each round's drafted tokens, the ones the model accepted, the one it put instead and why."""
+
     panel = "drafts"
 
 
@@ -199,15 +231,26 @@ def dashboard_views(views) -> list:
     nothing for it."""
     made = []
     for panel in PANELS.values():
+
         def draw(self, scene, panel=panel):
             return panel_values(panel.name, scene.state.run_events, scene.state.run)
 
         def create(self, panel=panel):
             return ELEMENTS[panel.name]()
 
-        cls = type(f"{ELEMENTS[panel.name].__name__[:-len('Element')]}View", (views.View,), {
-            "name": panel.name, "reads": frozenset({views.RUN, views.STEPS}), "module": panel.module,
-            "css": panel.css, "section": (panel.title, panel.hint), "create": create, "draw": draw,
-            "__doc__": f"{panel.title}: {panel.hint}"})
+        cls = type(
+            f"{ELEMENTS[panel.name].__name__[: -len('Element')]}View",
+            (views.View,),
+            {
+                "name": panel.name,
+                "reads": frozenset({views.RUN, views.STEPS}),
+                "module": panel.module,
+                "css": panel.css,
+                "section": (panel.title, panel.hint),
+                "create": create,
+                "draw": draw,
+                "__doc__": f"{panel.title}: {panel.hint}",
+            },
+        )
         made.append(cls())
     return made

@@ -48,6 +48,7 @@ def stop_text(reason) -> str:
 @dataclass
 class Scene:
     """What the views draw: the folded trace and what the user picked."""
+
     state: DashboardState
     selected: int | None = None  # the step on screen; None follows the newest
     what_if: dict | None = None  # a what-if result for the selected step
@@ -71,6 +72,7 @@ class Scene:
 # -- the registry -----------------------------------------------------------------------------------------------
 class View:
     """One part of the dashboard. `module` views are anywidgets; `html` views are a block of markup."""
+
     name = ""
     reads: frozenset = frozenset()
     section: tuple[str, str] | None = None  # (title, hint) shown above the view
@@ -136,12 +138,15 @@ class HeaderView(View):
             color = "#bf8700"
         detached = f" <span class='explain-muted'>({esc(scene.detached)})</span>" if scene.detached else ""
         call = f"call {fmt(state.run)} \u00b7 " if state.run else ""
-        return {"value": (
-            f"<div class='explain-w explain-header'>"
-            f"<span style='font-size: 16px; font-weight: 700'>explain</span>"
-            f"<span>{esc(model)}</span>{code_html(scene.meta)}"
-            f"<span class='explain-status' data-steps='{len(steps)}' style='color: {color}; font-weight: 600'>"
-            f"{call}{esc(status)}</span>{detached}</div>")}
+        return {
+            "value": (
+                f"<div class='explain-w explain-header'>"
+                f"<span style='font-size: 16px; font-weight: 700'>explain</span>"
+                f"<span>{esc(model)}</span>{code_html(scene.meta)}"
+                f"<span class='explain-status' data-steps='{len(steps)}' style='color: {color}; font-weight: 600'>"
+                f"{call}{esc(status)}</span>{detached}</div>"
+            )
+        }
 
 
 class TimelineView(View):
@@ -159,7 +164,8 @@ class TimelineView(View):
             row["facts"] = [text(f) for f in row["facts"]]
             if row["stage"] == "generation" and state.stop_reason == "interrupted":
                 row["facts"] = [f for f in row["facts"] if not f.startswith("stopped")] + [
-                    f"interrupted at step {len(state.steps())}"]
+                    f"interrupted at step {len(state.steps())}"
+                ]
         return {"rows": rows}
 
 
@@ -174,8 +180,10 @@ class PromptView(View):
         state = scene.state
         if state.encode is None:
             return {"tokens": [], "caption": "no call yet"}
-        tokens = [[text(t), integer(i), integer(s), integer(e), bool(sp), text(r) if r else None]
-                  for t, i, s, e, sp, r in state.prompt_tokens()]
+        tokens = [
+            [text(t), integer(i), integer(s), integer(e), bool(sp), text(r) if r else None]
+            for t, i, s, e, sp, r in state.prompt_tokens()
+        ]
         return {"tokens": tokens, "caption": text(state.prompt_caption())}  # the encode event's own description
 
 
@@ -198,19 +206,27 @@ class TextView(View):
         if state.settings is None:
             status = "tokens of the next call appear here as they are generated"
         elif state.finished:
-            status = (f"tokens \u00b7 interrupted at step {len(steps)}{rate}" if state.stop_reason == "interrupted"
-                      else f"tokens \u00b7 done: {stop_text(state.stop_reason)}{rate}")
+            status = (
+                f"tokens \u00b7 interrupted at step {len(steps)}{rate}"
+                if state.stop_reason == "interrupted"
+                else f"tokens \u00b7 done: {stop_text(state.stop_reason)}{rate}"
+            )
         elif scene.paused:
             status = f"/ {total} tokens \u00b7 paused: Next token adds one"
         else:
             status = f"/ {total} tokens \u00b7 generating\u2026{rate}"
-        return {"tokens": tokens, "key": f"{state.run}:{state.branch}", "status": status,
-                "prefix": text(encode.get("text")) if encode.get("kind_of_input") == "text" else "",
-                "running": state.settings is not None and not state.finished and not scene.paused}
+        return {
+            "tokens": tokens,
+            "key": f"{state.run}:{state.branch}",
+            "status": status,
+            "prefix": text(encode.get("text")) if encode.get("kind_of_input") == "text" else "",
+            "running": state.settings is not None and not state.finished and not scene.paused,
+        }
 
 
 class BranchesView(View):
     """The forced branches beside the original, each token of the fork underlined (shown when there are any)."""
+
     name, reads = "branches", frozenset({RUN, STEPS})
 
     def draw(self, scene: Scene) -> dict:
@@ -222,19 +238,25 @@ class BranchesView(View):
         for branch in branches:
             fork = state.forks.get(branch, {})
             token = esc(visible(text(fork.get("token"))))
-            name = ("original" if branch == 0 else
-                    f"branch {fmt(branch)}: forced \u201c{token}\u201d at step {fmt(fork.get('step'))}")
+            name = (
+                "original"
+                if branch == 0
+                else f"branch {fmt(branch)}: forced \u201c{token}\u201d at step {fmt(fork.get('step'))}"
+            )
             pieces = []
             for i, s in enumerate(state.steps(branch)):
                 piece = esc(s.get("token", ""))
                 pieces.append(f"<b class='explain-fork'>{piece}</b>" if i == fork.get("step") else piece)
-            lines.append(f"<div><span class='explain-muted'>{name}:</span> "
-                         f"<span style='white-space: pre-wrap'>{''.join(pieces)}</span></div>")
+            lines.append(
+                f"<div><span class='explain-muted'>{name}:</span> "
+                f"<span style='white-space: pre-wrap'>{''.join(pieces)}</span></div>"
+            )
         return {"value": "".join(lines) + "</div>"}
 
 
 class CaptionView(View):
     """One step in words: the token picked, how, its probability and ranks, the entropy, the pass, the cache."""
+
     name, reads = "caption", frozenset({RUN, STEPS, SELECTION})
     section = ("Step view", "what the model proposed at one step, and how each logits processor changed it")
 
@@ -264,10 +286,12 @@ def step_caption(step: dict) -> str:
             parts.append(f", rank {fmt(final)} after the processors")
     kv = step.get("kv_cache") if isinstance(step.get("kv_cache"), dict) else {}
     seconds = number(step.get("forward_time"))
-    parts.append(f"<br><span class='explain-muted'>entropy {fmt(step.get('entropy_bits'), '.2f')} bits \u00b7 "
-                 f"{esc(step.get('forward', 'forward'))} pass {fmt(None if seconds is None else 1000 * seconds, '.0f')}"
-                 f" ms \u00b7 KV cache {fmt(kv.get('length'))} positions "
-                 f"({esc(size_text(number(kv.get('bytes'))))})")
+    parts.append(
+        f"<br><span class='explain-muted'>entropy {fmt(step.get('entropy_bits'), '.2f')} bits \u00b7 "
+        f"{esc(step.get('forward', 'forward'))} pass {fmt(None if seconds is None else 1000 * seconds, '.0f')}"
+        f" ms \u00b7 KV cache {fmt(kv.get('length'))} positions "
+        f"({esc(size_text(number(kv.get('bytes'))))})"
+    )
     if step.get("stop_reason"):
         parts.append(f" \u00b7 generation stopped here: {esc(stop_text(step['stop_reason']))}")
     for warning in step.get("warnings") if isinstance(step.get("warnings"), list) else []:
@@ -286,15 +310,24 @@ class ChartView(View):
         index = scene.step_index
         step = scene.step
         what_if = scene.what_if if scene.what_if and step is not None and scene.what_if.get("step") == index else None
-        message = ("The step view fills in with the first token: each step runs the model once, turns its logits "
-                   "into probabilities and picks one token." if step is None else "")
-        return {"step": chart_step(step, what_if), "curves": chart_curves(scene.state.steps()),
-                "selected": -1 if index is None else index, "message": message}
+        message = (
+            "The step view fills in with the first token: each step runs the model once, turns its logits "
+            "into probabilities and picks one token."
+            if step is None
+            else ""
+        )
+        return {
+            "step": chart_step(step, what_if),
+            "curves": chart_curves(scene.state.steps()),
+            "selected": -1 if index is None else index,
+            "message": message,
+        }
 
 
 class InsideStepView(View):
     """Inside the model at the selected step (the logit lens, attention, attribution), from the run's
     generation/inspect events: shown for the steps that were inspected (capture="inside" records every step)."""
+
     name, reads, module, css = "inside", frozenset({RUN, STEPS, SELECTION}), "inside.js", "inside.css"
     section = ("Inside the model", "what each layer would predict, what the new token attended to")
 
@@ -307,8 +340,16 @@ class InsideStepView(View):
         return {"look": look, "status": "", "shown": bool(look)}
 
 
-for _view in (HeaderView(), TimelineView(), PromptView(), TextView(), BranchesView(), CaptionView(), ChartView(),
-              InsideStepView()):
+for _view in (
+    HeaderView(),
+    TimelineView(),
+    PromptView(),
+    TextView(),
+    BranchesView(),
+    CaptionView(),
+    ChartView(),
+    InsideStepView(),
+):
     register(_view)
 
 # the decoding strategies' panels (a sampling tree, a beam tree, assisted decoding's drafts), before the step chart;

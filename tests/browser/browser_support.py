@@ -10,16 +10,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 FRONT_ENDS = {"jupyterlab": "/lab/tree/", "notebook7": "/notebooks/"}  # the same server serves both
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 
+
 def notebook_json(cells) -> dict:
-    return {"nbformat": 4, "nbformat_minor": 5,
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-            "cells": [{"cell_type": "code", "id": f"cell{i}", "metadata": {}, "execution_count": None,
-                       "outputs": [], "source": source} for i, source in enumerate(cells)]}
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": f"cell{i}",
+                "metadata": {},
+                "execution_count": None,
+                "outputs": [],
+                "source": source,
+            }
+            for i, source in enumerate(cells)
+        ],
+    }
 
 
 class Notebook:
@@ -37,24 +56,31 @@ class Notebook:
         self.page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # not awaited
 
     def run_cell(self, index: int) -> None:
-        self.page.evaluate(f"() => {{ const nb = window.jupyterapp.shell.currentWidget.content; "
-                           f"nb.activeCellIndex = {index}; window.jupyterapp.commands.execute('notebook:run-cell'); }}")
+        self.page.evaluate(
+            f"() => {{ const nb = window.jupyterapp.shell.currentWidget.content; "
+            f"nb.activeCellIndex = {index}; window.jupyterapp.commands.execute('notebook:run-cell'); }}"
+        )
 
     def cell_done(self, index: int) -> str:
-        return (f"() => {{ const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[{index}]; "
-                f"return c && /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent); }}")
+        return (
+            f"() => {{ const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[{index}]; "
+            f"return c && /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent); }}"
+        )
 
     def wait_cell(self, index: int, timeout: float = 300) -> None:
         self.page.wait_for_function(self.cell_done(index), timeout=timeout * 1000)
 
     def wait_idle(self, timeout: float = 120) -> None:
-        self.page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel"
-                                    "?.status === 'idle'", timeout=timeout * 1000)
+        self.page.wait_for_function(
+            "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
+            timeout=timeout * 1000,
+        )
 
     def theme(self, name: str) -> None:
         """Switch JupyterLab's theme ("light" or "dark") and wait until the page has it."""
-        self.page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', "
-                           f"{{theme: {json.dumps(THEMES[name])}}})")
+        self.page.evaluate(
+            f"() => window.jupyterapp.commands.execute('apputils:change-theme', {{theme: {json.dumps(THEMES[name])}}})"
+        )
         light = "true" if name == "light" else "false"
         self.page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'", timeout=30_000)
         time.sleep(0.8)  # the views redraw on the next animation frames
@@ -78,8 +104,12 @@ class Notebook:
         box = locator.bounding_box()
         viewport = self.page.viewport_size
         top = max(0, box["y"])
-        clip = {"x": max(0, box["x"]), "y": top, "width": min(box["width"], viewport["width"] - max(0, box["x"])),
-                "height": max(1, min(box["height"], viewport["height"] - top))}
+        clip = {
+            "x": max(0, box["x"]),
+            "y": top,
+            "width": min(box["width"], viewport["width"] - max(0, box["x"])),
+            "height": max(1, min(box["height"], viewport["height"] - top)),
+        }
         self.page.screenshot(path=str(path), clip=clip)
         return path
 
@@ -121,13 +151,16 @@ def check_chart_layout(seen: dict, where: str) -> list[dict]:
     for a in range(len(subplots)):
         for b in range(a + 1, len(subplots)):
             assert not overlap(subplots[a]["box"], subplots[b]["box"]), (
-                f"{where}: panel {subplots[a]['name']} overlaps {subplots[b]['name']}")
+                f"{where}: panel {subplots[a]['name']} overlaps {subplots[b]['name']}"
+            )
     for a in range(len(titles)):
         for b in range(a + 1, len(titles)):
             assert not overlap(titles[a]["box"], titles[b]["box"]), (
-                f"{where}: titles {titles[a]['text']!r} and {titles[b]['text']!r} overlap")
+                f"{where}: titles {titles[a]['text']!r} and {titles[b]['text']!r} overlap"
+            )
     assert all(s["box"][2] <= seen["right"] + 1 and s["box"][0] >= seen["left"] - 1 for s in subplots), (
-        f"{where}: a panel runs past the chart's edge")
+        f"{where}: a panel runs past the chart's edge"
+    )
     assert seen["overflow"] <= 0, f"{where}: the chart is wider than its place"
     return [s for s in subplots if s["bars"] and s["labels"]]
 
@@ -135,4 +168,5 @@ def check_chart_layout(seen: dict, where: str) -> list[dict]:
 def rgb(color: str) -> tuple:
     """The red, green and blue of a CSS colour as the browser writes it (plotly moves the alpha to fill-opacity)."""
     import re
+
     return tuple(int(float(v)) for v in re.findall(r"[\d.]+", color or "")[:3])

@@ -22,8 +22,9 @@ MISSING = None
 if not os.path.exists(CHROMIUM):
     MISSING = "chromium is not installed (Debian: apt-get install chromium); the browser tests need it"
 elif importlib.util.find_spec("playwright") is None:
-    MISSING = ("playwright is not installed (pip install playwright; the browser comes from apt, never "
-               "`playwright install`)")
+    MISSING = (
+        "playwright is not installed (pip install playwright; the browser comes from apt, never `playwright install`)"
+    )
 elif importlib.util.find_spec("jupyterlab") is None:
     MISSING = "jupyterlab is not installed (pip install jupyterlab)"
 
@@ -51,6 +52,7 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright
+
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -67,8 +69,14 @@ def open_notebook(lab, browser, request):
     next test does not share the machine with it."""
     opened = []
 
-    def open_(name: str, cells, front_end: str = "jupyterlab", width: int = 1400, height: int = 1000,
-              init_script: str | None = None) -> Notebook:
+    def open_(
+        name: str,
+        cells,
+        front_end: str = "jupyterlab",
+        width: int = 1400,
+        height: int = 1000,
+        init_script: str | None = None,
+    ) -> Notebook:
         if front_end == "notebook7" and importlib.util.find_spec("notebook") is None:
             pytest.skip("Notebook 7 is not installed (pip install 'notebook>=7')")
         (lab["root"] / f"{name}.ipynb").write_text(json.dumps(notebook_json(cells)))
@@ -109,5 +117,7 @@ def shutdown_kernels(lab) -> None:
     with urllib.request.urlopen(request, timeout=10) as response:
         kernels = json.load(response)
     for kernel in kernels:
-        urllib.request.urlopen(urllib.request.Request(f"{lab['url']}/api/kernels/{kernel['id']}", method="DELETE",
-                                                      headers=headers), timeout=30)
+        urllib.request.urlopen(
+            urllib.request.Request(f"{lab['url']}/api/kernels/{kernel['id']}", method="DELETE", headers=headers),
+            timeout=30,
+        )

@@ -11,8 +11,13 @@ from browser_support import ROOT
 
 
 def test_browser_benchmark_smoke(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "bench.browser", "--tokens", "4", "--rounds", "1", "--out",
-                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.browser", "--tokens", "4", "--rounds", "1", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     results = [p for p in tmp_path.iterdir() if p.name.endswith("-browser.json")]
     assert len(results) == 1 and (tmp_path / "browser-latest.md").exists()

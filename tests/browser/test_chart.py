@@ -27,14 +27,35 @@ def synthetic_step(processors: int) -> dict:
     top = {"ids": list(range(20)), "values": [20.0 - i * 0.5 for i in range(20)]}
     texts = {str(i): f" w{i}" for i in range(20)} | {str(CHOSEN): " chosen<b>", "1": " \"&'"}  # shown as typed
     entries: list[dict] = []
-    step = {"step": 3, "position": 12, "token_id": CHOSEN, "token": " chosen<b>", "method": "sample", "logit": 5.0,
-            "rank": 30, "prob": 0.004, "raw_prob": 0.0001, "entropy_bits": 5.1, "token_texts": texts,
-            "logits_top": top, "processors": entries,
-            "probs_top": {"ids": list(range(10)), "values": [0.2 - i * 0.015 for i in range(10)]}}
+    step = {
+        "step": 3,
+        "position": 12,
+        "token_id": CHOSEN,
+        "token": " chosen<b>",
+        "method": "sample",
+        "logit": 5.0,
+        "rank": 30,
+        "prob": 0.004,
+        "raw_prob": 0.0001,
+        "entropy_bits": 5.1,
+        "token_texts": texts,
+        "logits_top": top,
+        "processors": entries,
+        "probs_top": {"ids": list(range(10)), "values": [0.2 - i * 0.015 for i in range(10)]},
+    }
     for n in range(processors):
-        entries.append({"name": f"processor_{n}", "args": {"value": n / 10}, "removed": n, "kept": 100 - n,
-                                   "changed": 5, "top": None if n == 3 else top, "token_score": 5.0 - n / 100,
-                                   "token_rank": 30 - n % 5})
+        entries.append(
+            {
+                "name": f"processor_{n}",
+                "args": {"value": n / 10},
+                "removed": n,
+                "kept": 100 - n,
+                "changed": 5,
+                "top": None if n == 3 else top,
+                "token_score": 5.0 - n / 100,
+                "token_rank": 30 - n % 5,
+            }
+        )
     return step
 
 
@@ -44,16 +65,22 @@ def chart_page(browser):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.set_content(f"<html><head><style>{CSS.read_text()}</style></head><body style='margin: 0'>"
-                     "<div id='host' style='width: 1400px'></div></body></html>")
+    page.set_content(
+        f"<html><head><style>{CSS.read_text()}</style></head><body style='margin: 0'>"
+        "<div id='host' style='width: 1400px'></div></body></html>"
+    )
     page.add_script_tag(path=str(plotly_js_path()))
-    page.add_script_tag(type="module", content=CHART_JS.read_text() + """
+    page.add_script_tag(
+        type="module",
+        content=CHART_JS.read_text()
+        + """
 window.explainChart = { geometry, figure, render: (values) => {
   const host = document.getElementById("host");
   host.replaceChildren();
   const model = { get: (k) => values[k], set() {}, save_changes() {}, on() {}, off() {}, widget_manager: null };
   return render({ model, el: host });
-} };""")
+} };""",
+    )
     page.wait_for_function("() => window.explainChart && window.Plotly")
     page.errors = errors
     yield page
@@ -64,15 +91,17 @@ def draw(page, step, curves, width: int, dark: bool = False, selected: int = -1)
     page.evaluate(f"""() => {{
         const host = document.getElementById('host');
         host.style.width = '{width}px';
-        document.body.setAttribute('style', 'margin: 0; {DARK if dark else ''}');
-        document.body.style.background = '{'#111111' if dark else '#ffffff'}';
-        window.explainChart.render({json.dumps({"step": step, "curves": curves, "selected": selected,
-                                                 "message": "no step yet"})});
+        document.body.setAttribute('style', 'margin: 0; {DARK if dark else ""}');
+        document.body.style.background = '{"#111111" if dark else "#ffffff"}';
+        window.explainChart.render({
+        json.dumps({"step": step, "curves": curves, "selected": selected, "message": "no step yet"})
+    });
     }}""")
     page.wait_for_function("() => document.querySelector('#host .explain-chart')?.dataset.drawn")
     seen = page.evaluate(CHART_PROBE, page.query_selector("#host .explain-chart"))
-    seen["overflow"] = page.evaluate("() => document.getElementById('host').scrollWidth - "
-                                     "document.getElementById('host').clientWidth")
+    seen["overflow"] = page.evaluate(
+        "() => document.getElementById('host').scrollWidth - document.getElementById('host').clientWidth"
+    )
     return seen
 
 
@@ -90,8 +119,9 @@ def test_every_panel_has_room_and_the_chosen_token(chart_page, processors):
             assert len(bars) == len(panels), f"{width}px: {len(bars)} panels drawn of {len(panels)}"
             for panel in bars:  # the chosen token: an orange bar, labelled with its rank, below the gap
                 assert sum(1 for fill in panel["bars"] if fill in CHOSEN_FILLS) == 1
-                assert any(label.startswith("#") and "\u2423chosen" in label for label in panel["labels"]), (
-                    panel["labels"])
+                assert any(label.startswith("#") and "\u2423chosen" in label for label in panel["labels"]), panel[
+                    "labels"
+                ]
                 assert "\u22ee" in panel["labels"]
             assert "\u2423\"&'" in bars[0]["labels"], bars[0]["labels"]  # quotes and & as they are, no entity
             expected = "rgb(238, 238, 238)" if dark else "rgb(31, 35, 40)"

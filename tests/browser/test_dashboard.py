@@ -43,7 +43,8 @@ def _chart(locator) -> dict:
 
 def _no_overflow(notebook, selector: str, where: str) -> None:
     """Nothing inside the views is wider than the view, and every fact chip is inside its timeline."""
-    problems = notebook.page.evaluate("""(selector) => {
+    problems = notebook.page.evaluate(
+        """(selector) => {
         const out = [];
         for (const root of document.querySelectorAll(selector)) {
             const box = root.getBoundingClientRect();
@@ -56,7 +57,9 @@ def _no_overflow(notebook, selector: str, where: str) -> None:
             }
         }
         return out;
-    }""", selector)
+    }""",
+        selector,
+    )
     assert problems == [], f"{where}: {problems[:5]}"
 
 
@@ -84,14 +87,17 @@ def test_every_view_in_both_themes_and_narrow(open_notebook):
     assert step >= 0, "no sampled token outside the top 8 at temperature 1.8: pick another seed"
     dashboard = page.locator(".explain-dashboard").first
     controller = page.locator(".explain-step-through").first
-    page.wait_for_function("() => /done/.test(document.querySelector('.explain-dashboard .explain-status')"
-                           "?.textContent || '')", timeout=60_000)
+    page.wait_for_function(
+        "() => /done/.test(document.querySelector('.explain-dashboard .explain-status')?.textContent || '')",
+        timeout=60_000,
+    )
 
     # the sampled token outside the top 8: click it; every panel shows it, below the gap, and the caption its rank
     dashboard.locator(".explain-gen-text .explain-token").nth(step).click()
     dashboard.locator(".explain-chart").first.scroll_into_view_if_needed()  # a chart out of sight waits to redraw
-    page.wait_for_function(f"() => document.querySelector('.explain-dashboard .explain-chart')?.dataset.step === "
-                           f"'{step}'", timeout=30_000)
+    page.wait_for_function(
+        f"() => document.querySelector('.explain-dashboard .explain-chart')?.dataset.step === '{step}'", timeout=30_000
+    )
     caption = dashboard.locator(".explain-step-caption").first.inner_text()
     assert f"rank {rank} of the model's logits" in caption, caption
 
@@ -107,13 +113,16 @@ def test_every_view_in_both_themes_and_narrow(open_notebook):
             assert len(bars) >= 4, f"{where}: {len(bars)} panels (logits, temperature, top-k, top-p, probabilities)"
             for panel in bars:
                 assert sum(1 for fill in panel["bars"] if fill in CHOSEN_FILLS) == 1, (
-                    f"{where}: panel {panel['name']} does not show the chosen token once")
+                    f"{where}: panel {panel['name']} does not show the chosen token once"
+                )
             assert any("\u22ee" in panel["labels"] for panel in bars), f"{where}: no gap before the chosen token"
-            text = page.evaluate("() => getComputedStyle(document.body).getPropertyValue('--jp-ui-font-color1')"
-                                 ".trim()")
-            fill = page.evaluate("(c) => { const s = document.createElement('span'); s.style.color = c; "
-                                 "document.body.appendChild(s); const v = getComputedStyle(s).color; s.remove(); "
-                                 "return v; }", text)
+            text = page.evaluate("() => getComputedStyle(document.body).getPropertyValue('--jp-ui-font-color1').trim()")
+            fill = page.evaluate(
+                "(c) => { const s = document.createElement('span'); s.style.color = c; "
+                "document.body.appendChild(s); const v = getComputedStyle(s).color; s.remove(); "
+                "return v; }",
+                text,
+            )
             assert rgb(bars[0]["labelFill"]) == rgb(fill), f"{where}: chart text {bars[0]['labelFill']}, theme {fill}"
             _no_overflow(notebook, ".explain-dashboard, .explain-step-through", where)
             seen = _chart(controller)
@@ -140,8 +149,10 @@ GAVE_UP = "[anywidget] Failed to initialize model."
 def test_step_chart_is_never_blank(open_notebook):
     cells = [LOAD]
     for i in range(3):  # each advanced by the next cell, while its front end may still be loading
-        cells += [f"st{i} = explain.step_through(pipe, 'Once upon a time', max_new_tokens=20, do_sample=False)\n"
-                  f"st{i}", f"st{i}.run(6)"]
+        cells += [
+            f"st{i} = explain.step_through(pipe, 'Once upon a time', max_new_tokens=20, do_sample=False)\nst{i}",
+            f"st{i}.run(6)",
+        ]
     notebook = open_notebook("never-blank", cells, init_script=ANYWIDGET_GIVES_UP)
     notebook.run_all()
     notebook.wait_cell(len(cells) - 1, timeout=300)
@@ -152,7 +163,9 @@ def test_step_chart_is_never_blank(open_notebook):
         controller.locator(".explain-chart").first.scroll_into_view_if_needed()  # out of sight, a chart waits
         notebook.page.wait_for_function(
             f"() => document.querySelectorAll('.explain-step-through')[{i}].querySelectorAll("
-            f"'.explain-chart .bars path').length > 0", timeout=30_000)
+            f"'.explain-chart .bars path').length > 0",
+            timeout=30_000,
+        )
         assert controller.locator(".explain-gen-text .explain-token").count() == 6
         seen = controller.locator(".explain-chart").first.evaluate(CHART_PROBE)
         assert seen["step"] == "5", f"controller {i}: the chart shows step {seen['step']}, not the newest (5)"
@@ -188,11 +201,15 @@ def test_step_through_keeps_its_run(open_notebook):
     text = controller.locator(".explain-gen-text").first.inner_text()
     assert "capital" not in text.split("Once upon a time", 1)[-1] and "Hello" not in text
     controller.get_by_role("button", name="Next token").click()
-    page.wait_for_function("() => document.querySelector('.explain-step-through').querySelectorAll("
-                           "'.explain-gen-text .explain-token').length === 7", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('.explain-step-through').querySelectorAll("
+        "'.explain-gen-text .explain-token').length === 7",
+        timeout=30_000,
+    )
     controller.locator(".explain-chart").first.scroll_into_view_if_needed()  # out of sight, a chart waits
-    page.wait_for_function("() => document.querySelector('.explain-step-through .explain-chart')?.dataset.step "
-                           "=== '6'", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('.explain-step-through .explain-chart')?.dataset.step === '6'", timeout=30_000
+    )
     assert "paused at 7/20 tokens" in status.inner_text()
     controller.screenshot(path=str(ARTIFACTS / "step-through-own-run.png"))
 
@@ -213,8 +230,11 @@ def test_interrupt_ends_the_run_with_one_line(open_notebook):
         notebook.run_cell(index)
         notebook.wait_cell(index, timeout=240)
     notebook.run_cell(2)
-    page.wait_for_function("() => +(document.querySelector('.explain-dashboard .explain-gen-count')?.textContent "
-                           "|| 0) >= 3", timeout=300_000, polling=500)
+    page.wait_for_function(
+        "() => +(document.querySelector('.explain-dashboard .explain-gen-count')?.textContent || 0) >= 3",
+        timeout=300_000,
+        polling=500,
+    )
     page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:interrupt')")
     notebook.wait_cell(2, timeout=300)
     output = notebook.output_text(2).strip()
@@ -224,8 +244,10 @@ def test_interrupt_ends_the_run_with_one_line(open_notebook):
     assert found, lines[0]
     steps = int(found.group(1))
     status = page.locator(".explain-dashboard .explain-status").first
-    page.wait_for_function("() => /interrupted at step/.test(document.querySelector('.explain-dashboard "
-                           ".explain-status').textContent)", timeout=30_000)
+    page.wait_for_function(
+        "() => /interrupted at step/.test(document.querySelector('.explain-dashboard .explain-status').textContent)",
+        timeout=30_000,
+    )
     assert f"interrupted at step {steps}" in status.inner_text(), status.inner_text()
     notebook.run_cell(3)
     notebook.wait_cell(3)
@@ -236,8 +258,11 @@ def test_interrupt_ends_the_run_with_one_line(open_notebook):
 def test_inside_the_model_view_follows_the_selected_step(open_notebook):
     """A run with capture="inside": the dashboard's "Inside the model" view draws the lens of the selected step, in
     both themes (its text in the theme's colour) and at 700 px (the lens grid scrolls inside its view)."""
-    cells = [LOAD, "explain.show(pipe)",
-             "out = pipe('Red, green and', max_new_tokens=4, do_sample=False, capture='inside')"]
+    cells = [
+        LOAD,
+        "explain.show(pipe)",
+        "out = pipe('Red, green and', max_new_tokens=4, do_sample=False, capture='inside')",
+    ]
     notebook = open_notebook("inside", cells, height=1400)
     page = notebook.page
     notebook.run_all()
@@ -245,12 +270,16 @@ def test_inside_the_model_view_follows_the_selected_step(open_notebook):
     dashboard = page.locator(".explain-dashboard").first
     inside = dashboard.locator(".explain-inside").first
     inside.scroll_into_view_if_needed()
-    page.wait_for_function("() => /at step 3/.test(document.querySelector('.explain-dashboard .explain-inside')"
-                           "?.textContent || '')", timeout=60_000)
+    page.wait_for_function(
+        "() => /at step 3/.test(document.querySelector('.explain-dashboard .explain-inside')?.textContent || '')",
+        timeout=60_000,
+    )
     assert inside.locator(".explain-in-lens-grid .explain-in-cell.chosen").count() >= 1, "no chosen token in the lens"
     dashboard.locator(".explain-gen-text .explain-token").nth(1).click()
-    page.wait_for_function("() => /at step 1/.test(document.querySelector('.explain-dashboard .explain-inside')"
-                           ".textContent)", timeout=30_000)
+    page.wait_for_function(
+        "() => /at step 1/.test(document.querySelector('.explain-dashboard .explain-inside').textContent)",
+        timeout=30_000,
+    )
     for theme in ("light", "dark"):
         notebook.theme(theme)
         for width in (1400, 700):
@@ -264,9 +293,12 @@ def test_inside_the_model_view_follows_the_selected_step(open_notebook):
             colors = inside.evaluate("""(box) => ({
                 layer: getComputedStyle(box.querySelector('.explain-in-layer')).color,
                 theme: getComputedStyle(document.body).getPropertyValue('--jp-ui-font-color2').trim()})""")
-            fill = page.evaluate("(c) => { const s = document.createElement('span'); s.style.color = c; "
-                                 "document.body.appendChild(s); const v = getComputedStyle(s).color; s.remove(); "
-                                 "return v; }", colors["theme"])
+            fill = page.evaluate(
+                "(c) => { const s = document.createElement('span'); s.style.color = c; "
+                "document.body.appendChild(s); const v = getComputedStyle(s).color; s.remove(); "
+                "return v; }",
+                colors["theme"],
+            )
             assert rgb(colors["layer"]) == rgb(fill), f"{where}: layer names {colors['layer']}, theme {fill}"
     notebook.theme("light")
     assert notebook.dialogs == [] and set(notebook.errors) <= {GAVE_UP}, (notebook.dialogs, notebook.errors)

@@ -27,8 +27,14 @@ def traces(embedded_pipe, tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     pipe = embedded_pipe
     torch.manual_seed(0)
-    pipe([{"role": "user", "content": "Write a story about a cat"}], max_new_tokens=16, do_sample=True,
-         temperature=1.8, top_k=80, top_p=0.98)
+    pipe(
+        [{"role": "user", "content": "Write a story about a cat"}],
+        max_new_tokens=16,
+        do_sample=True,
+        temperature=1.8,
+        top_k=80,
+        top_p=0.98,
+    )
     generation = pipe.start("The capital of France is", max_new_tokens=8, do_sample=False, keep_logits=True)
     generation.run()
     branch = generation.force(2, generation.steps[2]["probs_top"]["ids"][1])
@@ -42,21 +48,34 @@ def traces(embedded_pipe, tmp_path_factory):
     for event in hostile.events:
         d = event.data
         if event.kind == "step":
-            d.update(step=EVIL[2], rank=EVIL[1], prob=EVIL[0], position=EVIL[0], entropy_bits=EVIL[1],
-                     token=EVIL[0], text=EVIL[0], stop_reason=EVIL[2])
+            d.update(
+                step=EVIL[2],
+                rank=EVIL[1],
+                prob=EVIL[0],
+                position=EVIL[0],
+                entropy_bits=EVIL[1],
+                token=EVIL[0],
+                text=EVIL[0],
+                stop_reason=EVIL[2],
+            )
             d["token_texts"] = {k: EVIL[1] for k in d.get("token_texts", {})}
         elif event.kind == "encode":
             d.update(count=EVIL[0], text=EVIL[2] + d.get("text", ""))
         elif event.kind == "lookup":
             d.update(model_used=EVIL[2])
     hostile_page = explain.export(hostile, folder / "hostile.html")
-    return {"trace": path, "page": page, "hostile": hostile_page, "run": pipe.trace.run, "folder": folder,
-            "prompt_tokens": prompt_tokens}
+    return {
+        "trace": path,
+        "page": page,
+        "hostile": hostile_page,
+        "run": pipe.trace.run,
+        "folder": folder,
+        "prompt_tokens": prompt_tokens,
+    }
 
 
 def _open(browser, path, width=1400, dark=False):
-    context = browser.new_context(viewport={"width": width, "height": 1400},
-                                  color_scheme="dark" if dark else "light")
+    context = browser.new_context(viewport={"width": width, "height": 1400}, color_scheme="dark" if dark else "light")
     requests, refused, dialogs, errors = [], [], [], []
 
     def route(route):
@@ -82,6 +101,7 @@ def _open(browser, path, width=1400, dark=False):
 
 def test_the_page_works_alone_and_offline(browser, traces):
     from pathlib import Path
+
     context, page = _open(browser, Path(traces["page"]))
     try:
         seen = page.seen
@@ -123,6 +143,7 @@ def test_the_page_works_alone_and_offline(browser, traces):
 
 def test_the_page_follows_a_dark_system_and_narrow_screens(browser, traces):
     from pathlib import Path
+
     context, page = _open(browser, Path(traces["page"]), width=700, dark=True)
     try:
         assert page.evaluate("() => document.body.dataset.jpThemeLight") == "false"
@@ -136,6 +157,7 @@ def test_the_page_follows_a_dark_system_and_narrow_screens(browser, traces):
 
 def test_a_hostile_trace_exports_as_text(browser, traces):
     from pathlib import Path
+
     html = Path(traces["hostile"]).read_text()
     for markup in EVIL:
         assert markup not in html, f"{markup} is in the page's source as markup"
@@ -157,14 +179,29 @@ def test_a_hostile_trace_exports_as_text(browser, traces):
 
 def test_the_command_line_writes_the_page(traces, tmp_path):
     out = tmp_path / "cli.html"
-    done = subprocess.run([sys.executable, "-m", "explain", "export", str(traces["trace"]), str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "explain", "export", str(traces["trace"]), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert re.match(rf"wrote {re.escape(str(out))} \(\d+\.\d MiB\)", done.stdout)
     assert "explain-data" in out.read_text()
-    missing = subprocess.run([sys.executable, "-m", "explain", "export", str(tmp_path / "none.json"), str(out)],
-                             capture_output=True, text=True, cwd=ROOT, timeout=300)
+    missing = subprocess.run(
+        [sys.executable, "-m", "explain", "export", str(tmp_path / "none.json"), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no trace file" in missing.stderr
-    folder = subprocess.run([sys.executable, "-m", "explain", "export", str(traces["trace"]), str(tmp_path)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    folder = subprocess.run(
+        [sys.executable, "-m", "explain", "export", str(traces["trace"]), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert folder.returncode == 2 and "is a folder" in folder.stderr

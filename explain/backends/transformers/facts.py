@@ -45,8 +45,9 @@ def dtype_name(dtype) -> str | None:
 
 
 # -- config ------------------------------------------------------------------------------------------------------
-def config_facts(config, generation_config, source: str | None, has_generation_file: bool,
-                 model_class: str | None = None) -> dict:
+def config_facts(
+    config, generation_config, source: str | None, has_generation_file: bool, model_class: str | None = None
+) -> dict:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     values = text.to_dict()
     hyperparameters = {k: values[k] for k in KEY_HYPERPARAMETERS if k in values}
@@ -65,11 +66,18 @@ def config_facts(config, generation_config, source: str | None, has_generation_f
             sources[key] = "transformers default" if value == default else defaults_source
         generation[key] = value
     architectures = getattr(config, "architectures", None) or [model_class]  # a GGUF config names none
-    return {"source": source, "architecture": architectures[0], "model_type": config.model_type,
-            "hyperparameters": hyperparameters, "checkpoint_dtype": dtype_name(getattr(config, "dtype", None)),
-            "generation_config": generation, "generation_config_source": sources,
-            "has_generation_config_file": has_generation_file, "config_class": type(config).__name__,
-            "remote_code": is_remote(config)}
+    return {
+        "source": source,
+        "architecture": architectures[0],
+        "model_type": config.model_type,
+        "hyperparameters": hyperparameters,
+        "checkpoint_dtype": dtype_name(getattr(config, "dtype", None)),
+        "generation_config": generation,
+        "generation_config_source": sources,
+        "has_generation_config_file": has_generation_file,
+        "config_class": type(config).__name__,
+        "remote_code": is_remote(config),
+    }
 
 
 # -- tokenizer ---------------------------------------------------------------------------------------------------
@@ -80,8 +88,10 @@ def tokenizer_facts(tokenizer, source: str, path: str | None) -> dict:
         token = getattr(tokenizer, name, None)
         if token is not None:
             special[name] = {"token": str(token), "id": tokenizer.convert_tokens_to_ids(str(token))}
-    added = [{"id": i, "token": t.content, "special": bool(t.special)}
-             for i, t in sorted(tokenizer.added_tokens_decoder.items())]
+    added = [
+        {"id": i, "token": t.content, "special": bool(t.special)}
+        for i, t in sorted(tokenizer.added_tokens_decoder.items())
+    ]
     empty = tokenizer("", add_special_tokens=True)["input_ids"]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     merges = None
@@ -90,17 +100,26 @@ def tokenizer_facts(tokenizer, source: str, path: str | None) -> dict:
         merges = len(model["merges"]) if isinstance(model.get("merges"), list) else None
     template = tokenizer.chat_template
     max_length = tokenizer.model_max_length
-    return {"path": path, "source": source, "model": type(backend.model).__name__ if backend is not None else None,
-            "vocab_size": len(tokenizer), "num_merges": merges, "special_tokens": special, "added_tokens": added,
-            "add_bos_token": bool(empty) and bos is not None and empty[0] == bos,
-            "add_eos_token": bool(empty) and eos is not None and empty[-1] == eos,
-            "model_max_length": None if max_length is None or max_length >= NO_LIMIT else max_length,
-            "has_chat_template": template is not None, "chat_template": template,
-            "normalizer": component_name(backend.normalizer) if backend is not None else None,
-            "pre_tokenizer": component_name(backend.pre_tokenizer) if backend is not None else None,
-            "post_processor": component_name(backend.post_processor) if backend is not None else None,
-            "decoder": component_name(backend.decoder) if backend is not None else None,
-            "tokenizer_class": type(tokenizer).__name__, "remote_code": is_remote(tokenizer)}
+    return {
+        "path": path,
+        "source": source,
+        "model": type(backend.model).__name__ if backend is not None else None,
+        "vocab_size": len(tokenizer),
+        "num_merges": merges,
+        "special_tokens": special,
+        "added_tokens": added,
+        "add_bos_token": bool(empty) and bos is not None and empty[0] == bos,
+        "add_eos_token": bool(empty) and eos is not None and empty[-1] == eos,
+        "model_max_length": None if max_length is None or max_length >= NO_LIMIT else max_length,
+        "has_chat_template": template is not None,
+        "chat_template": template,
+        "normalizer": component_name(backend.normalizer) if backend is not None else None,
+        "pre_tokenizer": component_name(backend.pre_tokenizer) if backend is not None else None,
+        "post_processor": component_name(backend.post_processor) if backend is not None else None,
+        "decoder": component_name(backend.decoder) if backend is not None else None,
+        "tokenizer_class": type(tokenizer).__name__,
+        "remote_code": is_remote(tokenizer),
+    }
 
 
 # -- weights -----------------------------------------------------------------------------------------------------
@@ -122,17 +141,25 @@ def stored_dtypes(paths: list[str], quantizer) -> tuple[dict, dict | None]:
     for path in weights:
         if path.endswith(".safetensors"):
             import safetensors
+
             with safetensors.safe_open(path, framework="pt") as f:  # the header only
                 for name in f.keys():
-                    stored[str(f.get_slice(name).get_dtype()).lower().replace("bf16", "bfloat16")
-                           .replace("f32", "float32").replace("f16", "float16")] += 1
+                    stored[
+                        str(f.get_slice(name).get_dtype())
+                        .lower()
+                        .replace("bf16", "bfloat16")
+                        .replace("f32", "float32")
+                        .replace("f16", "float16")
+                    ] += 1
         else:
             header = getattr(quantizer, "header", None)
             tensors = getattr(header, "tensors", None) if header is not None else None
             if tensors is None:
                 from ...stages.config import gguf_reader
+
                 tensors = gguf_reader(path).tensors
             import gguf
+
             for tensor in tensors:  # transformers' TensorInfo (ggml_type, an int) or gguf's ReaderTensor
                 kind = getattr(tensor, "ggml_type", None)
                 kind = tensor.tensor_type if kind is None else kind
@@ -170,11 +197,19 @@ def quantization_facts(model) -> dict | None:
     if config is None and quantizer is None:
         return None
     config = config if config is not None else getattr(quantizer, "quantization_config", None)
-    as_dict = (config.to_dict() if config is not None and hasattr(config, "to_dict")
-               else dict(config) if isinstance(config, dict) else {})
+    as_dict = (
+        config.to_dict()
+        if config is not None and hasattr(config, "to_dict")
+        else dict(config)
+        if isinstance(config, dict)
+        else {}
+    )
     method = as_dict.get("quant_method") or getattr(config, "quant_method", None)
-    return {"method": str(getattr(method, "value", method)), "config": as_dict,
-            "quantizer": type(quantizer).__name__ if quantizer is not None else None}
+    return {
+        "method": str(getattr(method, "value", method)),
+        "config": as_dict,
+        "quantizer": type(quantizer).__name__ if quantizer is not None else None,
+    }
 
 
 def adapter_facts(model) -> dict | None:
@@ -186,10 +221,13 @@ def adapter_facts(model) -> dict | None:
     out = {}
     for name, config in configs.items():
         targets = getattr(config, "target_modules", None)
-        out[name] = {"peft_type": str(getattr(config.peft_type, "value", config.peft_type)),
-                     "r": getattr(config, "r", None), "lora_alpha": getattr(config, "lora_alpha", None),
-                     "target_modules": sorted(targets) if isinstance(targets, (set, list, tuple)) else targets,
-                     "base_model": getattr(config, "base_model_name_or_path", None)}
+        out[name] = {
+            "peft_type": str(getattr(config.peft_type, "value", config.peft_type)),
+            "r": getattr(config, "r", None),
+            "lora_alpha": getattr(config, "lora_alpha", None),
+            "target_modules": sorted(targets) if isinstance(targets, (set, list, tuple)) else targets,
+            "base_model": getattr(config, "base_model_name_or_path", None),
+        }
     return out
 
 
@@ -201,23 +239,37 @@ def weights_facts(model, report, files: list[str], seconds: float | None) -> dic
     stored, quant_types = stored_dtypes(files, getattr(model, "hf_quantizer", None))
     missing = sorted(getattr(report, "missing_keys", None) or [])
     unexpected = sorted(getattr(report, "unexpected_keys", None) or [])
-    mismatched = {name: {"checkpoint": list(checkpoint), "config": list(expected)}
-                  for name, checkpoint, expected in sorted(getattr(report, "mismatched_keys", None) or [])}
-    data = {"format": checkpoint_format(files), "files": [os.path.basename(p) for p in files],
-            "shards": sum(1 for p in files if p.endswith((".safetensors", ".bin"))) or None,
-            "file_bytes": sum(os.path.getsize(p) for p in files if os.path.isfile(p)),
-            "stored_dtypes": stored, "tensors": len(tensors),
-            "bytes": sum(tensor_bytes(t) for _, t in tensors),  # a quantized tensor's inner tensors
-            "parameters": sum(t.numel() for t in parameters),
-            "dtype": dtypes.most_common(1)[0][0] if dtypes else None, "parameter_dtypes": dict(dtypes),
-            "skeleton_seconds": None, "missing": missing, "mismatched": mismatched, "tied": tied_weights(model),
-            "unexpected": unexpected, "unexpected_count": len(unexpected),
-            "error_msgs": list(getattr(report, "error_msgs", None) or []),
-            "conversion_errors": dict(getattr(report, "conversion_errors", None) or {}),
-            "quantization": quantization_facts(model), "adapters": adapter_facts(model),
-            "model_class": type(model).__name__,
-            "source_file": source_file(model), "remote_code": is_remote(model), "backend": "transformers",
-            "seconds": seconds}
+    mismatched = {
+        name: {"checkpoint": list(checkpoint), "config": list(expected)}
+        for name, checkpoint, expected in sorted(getattr(report, "mismatched_keys", None) or [])
+    }
+    data = {
+        "format": checkpoint_format(files),
+        "files": [os.path.basename(p) for p in files],
+        "shards": sum(1 for p in files if p.endswith((".safetensors", ".bin"))) or None,
+        "file_bytes": sum(os.path.getsize(p) for p in files if os.path.isfile(p)),
+        "stored_dtypes": stored,
+        "tensors": len(tensors),
+        "bytes": sum(tensor_bytes(t) for _, t in tensors),  # a quantized tensor's inner tensors
+        "parameters": sum(t.numel() for t in parameters),
+        "dtype": dtypes.most_common(1)[0][0] if dtypes else None,
+        "parameter_dtypes": dict(dtypes),
+        "skeleton_seconds": None,
+        "missing": missing,
+        "mismatched": mismatched,
+        "tied": tied_weights(model),
+        "unexpected": unexpected,
+        "unexpected_count": len(unexpected),
+        "error_msgs": list(getattr(report, "error_msgs", None) or []),
+        "conversion_errors": dict(getattr(report, "conversion_errors", None) or {}),
+        "quantization": quantization_facts(model),
+        "adapters": adapter_facts(model),
+        "model_class": type(model).__name__,
+        "source_file": source_file(model),
+        "remote_code": is_remote(model),
+        "backend": "transformers",
+        "seconds": seconds,
+    }
     if quant_types is not None:
         data["quantization_types"] = quant_types
     return data
@@ -286,21 +338,44 @@ def placement_facts(model, asked: dict, plan: dict) -> dict:
     hooks = hooks_facts(model)
     if strategy in AUTO_STRATEGIES:
         memory = plan.get("max_memory")
-        reason = (f"accelerate's infer_auto_device_map filled {', '.join(map(str, memory or {}))} in order within "
-                  f"max_memory, keeping each {', '.join(getattr(model, '_no_split_modules', None) or ['module'])} "
-                  "whole" + (f"; {len(offloaded)} module(s) offloaded ({', '.join(offloaded[:3])}"
-                             f"{', ...' if len(offloaded) > 3 else ''}), moved in by accelerate's hooks at each "
-                             "forward" if offloaded else ""))
+        reason = (
+            f"accelerate's infer_auto_device_map filled {', '.join(map(str, memory or {}))} in order within "
+            f"max_memory, keeping each {', '.join(getattr(model, '_no_split_modules', None) or ['module'])} "
+            "whole"
+            + (
+                f"; {len(offloaded)} module(s) offloaded ({', '.join(offloaded[:3])}"
+                f"{', ...' if len(offloaded) > 3 else ''}), moved in by accelerate's hooks at each "
+                "forward"
+                if offloaded
+                else ""
+            )
+        )
     elif strategy == "given":
         reason = "device_map given by the caller"
     else:
-        reason = ("no device given: transformers' default is the CPU" if asked.get("device") is None and asked_map is None
-                  else f"everything on {devices[0]}, as asked")
-    return {"asked": {"device": None if asked.get("device") is None else str(asked.get("device")),
-                      "device_map": asked_map if not isinstance(asked_map, dict) else "dict"},
-            "no_split_module_classes": list(getattr(model, "_no_split_modules", None) or []),
-            "dtype": dtype_name(model.dtype), "strategy": strategy,
-            "max_memory_asked": asked.get("max_memory"), "device_map": device_map, "reason": reason,
-            "devices": devices, "bytes_per_device": per_device, "tied": tied_weights(model), "modules": modules,
-            "layers": layers, "hooks": hooks, "offload_folder": asked.get("offload_folder"), **runs,
-            **({"max_memory": plan["max_memory"]} if plan.get("max_memory") is not None else {})}
+        reason = (
+            "no device given: transformers' default is the CPU"
+            if asked.get("device") is None and asked_map is None
+            else f"everything on {devices[0]}, as asked"
+        )
+    return {
+        "asked": {
+            "device": None if asked.get("device") is None else str(asked.get("device")),
+            "device_map": asked_map if not isinstance(asked_map, dict) else "dict",
+        },
+        "no_split_module_classes": list(getattr(model, "_no_split_modules", None) or []),
+        "dtype": dtype_name(model.dtype),
+        "strategy": strategy,
+        "max_memory_asked": asked.get("max_memory"),
+        "device_map": device_map,
+        "reason": reason,
+        "devices": devices,
+        "bytes_per_device": per_device,
+        "tied": tied_weights(model),
+        "modules": modules,
+        "layers": layers,
+        "hooks": hooks,
+        "offload_folder": asked.get("offload_folder"),
+        **runs,
+        **({"max_memory": plan["max_memory"]} if plan.get("max_memory") is not None else {}),
+    }

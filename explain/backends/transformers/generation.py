@@ -35,8 +35,12 @@ from .hooks import PauseAfterOneToken, generation_mode, observing
 from .records import cache_record, floats, processor_effect, processor_records, settings_record, stop_reason, top
 
 # the knobs that are generate() arguments rather than GenerationConfig fields
-GENERATE_ARGUMENTS = ("logits_processor", "prefix_allowed_tokens_fn", "negative_prompt_ids",
-                      "negative_prompt_attention_mask")
+GENERATE_ARGUMENTS = (
+    "logits_processor",
+    "prefix_allowed_tokens_fn",
+    "negative_prompt_ids",
+    "negative_prompt_attention_mask",
+)
 TRACED_MODES = ("greedy_search", "sample")
 
 
@@ -48,8 +52,16 @@ class TransformersGeneration(RunState):
     """The state of one run (the Generation interface, explain/generation/contract.py): ids, the model's Cache,
     the steps recorded, whether and why it stopped."""
 
-    def __init__(self, pipeline, input_ids: torch.Tensor, generate_kwargs: dict, run: int,
-                 run_options: RunOptions | None = None, branch: int = 0, sources: dict | None = None):
+    def __init__(
+        self,
+        pipeline,
+        input_ids: torch.Tensor,
+        generate_kwargs: dict,
+        run: int,
+        run_options: RunOptions | None = None,
+        branch: int = 0,
+        sources: dict | None = None,
+    ):
         self.start_state(pipeline.trace, run, run_options, branch)
         self.pipeline, self.model, self.tokenizer = pipeline, pipeline.model, pipeline.tokenizer
         self.input_ids = input_ids  # (1, T), grows by one each step
@@ -93,7 +105,7 @@ class TransformersGeneration(RunState):
 
     @property
     def generated_ids(self) -> list[int]:
-        return self.input_ids[0, self.prompt_length:].tolist()
+        return self.input_ids[0, self.prompt_length :].tolist()
 
     @property
     def text(self) -> str:
@@ -111,7 +123,10 @@ class TransformersGeneration(RunState):
     def on_settings(self, config, processors, arguments: dict) -> bool:
         """generate() built its processors for `config` (`arguments`: what it passed the builder); returns whether
         its steps are traced."""
-        self.processors, self.mode = processors, generation_mode(config, getattr(self.pipeline, "assistant_model", None))
+        self.processors, self.mode = (
+            processors,
+            generation_mode(config, getattr(self.pipeline, "assistant_model", None)),
+        )
         batch_of_one_each = self.batched and (config.num_return_sequences or 1) == 1
         self.traces_steps = self.mode in TRACED_MODES and (self.input_ids.shape[0] == 1 or batch_of_one_each)
         records = processor_records(config, processors, arguments, self.model.config.get_text_config().vocab_size)
@@ -123,22 +138,32 @@ class TransformersGeneration(RunState):
         self._totals = {"max_length": config.max_length, "max_new_tokens": None}
         if config.min_new_tokens is not None:
             self._totals.update(min_length=config.min_length, min_new_tokens=None)
-        data = {"settings": self.settings, "sources": self.sources,
-                "processors": records, "prompt_tokens": self.prompt_length,
-                "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.device),
-                "generation_mode": self.mode, "steps_traced": self.traces_steps}
+        data = {
+            "settings": self.settings,
+            "sources": self.sources,
+            "processors": records,
+            "prompt_tokens": self.prompt_length,
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "generation_mode": self.mode,
+            "steps_traced": self.traces_steps,
+        }
         if self.batch_note is not None:
             data["batch"] = self.batch_note
         if self.trace_top == "all":
             steps = max((config.max_length or 0) - self.prompt_length, 0)
             warning = all_rows_warning(len(processors), self.model.config.get_text_config().vocab_size, steps)
             data["warnings"] = [warning]
-            warnings.warn(warning + f"; pass trace_top={DEFAULT_TRACE_TOP} (the default) to keep only the top "
-                          "entries", stacklevel=2)
+            warnings.warn(
+                warning + f"; pass trace_top={DEFAULT_TRACE_TOP} (the default) to keep only the top entries",
+                stacklevel=2,
+            )
         if not self.traces_steps:
-            data["why_not_traced"] = (f"{self.mode} keeps several candidates per step; explain traces one sequence "
-                                      "(greedy search or sampling, batch of one) or a batch of prompts with one "
-                                      "sequence each")
+            data["why_not_traced"] = (
+                f"{self.mode} keeps several candidates per step; explain traces one sequence "
+                "(greedy search or sampling, batch of one) or a batch of prompts with one "
+                "sequence each"
+            )
         self.trace.emit("generation", "settings", data, run=self.run_id)
         if self._settings_only:
             raise SettingsResolved()
@@ -146,8 +171,12 @@ class TransformersGeneration(RunState):
 
     def on_forward_start(self, input_ids, cache, clock: float) -> None:
         past = cache.get_seq_length() if cache is not None else 0
-        self._forward = {"start": time.time(), "clock": clock, "past": past,
-                         "tokens": input_ids.shape[1] if input_ids is not None else None}
+        self._forward = {
+            "start": time.time(),
+            "clock": clock,
+            "past": past,
+            "tokens": input_ids.shape[1] if input_ids is not None else None,
+        }
 
     def on_forward_end(self, cache, clock: float) -> None:
         if self.finished or "clock" not in self._forward:
@@ -158,19 +187,34 @@ class TransformersGeneration(RunState):
         self._forward.update(forward=kind, forward_time=duration, kv_cache=cache_record(cache))
         if kind == "prefill":
             tokens = self._forward["tokens"] or self.input_ids.shape[1]
-            self.trace.emit("generation", "prefill", {
-                "prompt_tokens": tokens, "tokens_per_s": tokens / max(duration, 1e-9),
-                "kv_cache": self._forward["kv_cache"], "branch": self.branch},
-                run=self.run_id, start=self._forward["start"], duration=duration)
+            self.trace.emit(
+                "generation",
+                "prefill",
+                {
+                    "prompt_tokens": tokens,
+                    "tokens_per_s": tokens / max(duration, 1e-9),
+                    "kv_cache": self._forward["kv_cache"],
+                    "branch": self.branch,
+                },
+                run=self.run_id,
+                start=self._forward["start"],
+                duration=duration,
+            )
 
     def on_logits(self, input_ids, raw: torch.Tensor) -> None:
         if self.finished:
             return
-        self._pending = {"raw": raw.clone() if len(self.processors) else raw, "processors": [], "token_texts": {},
-                         "start": self._forward.get("start", time.time()), "clock": time.perf_counter()}
+        self._pending = {
+            "raw": raw.clone() if len(self.processors) else raw,
+            "processors": [],
+            "token_texts": {},
+            "start": self._forward.get("start", time.time()),
+            "clock": time.perf_counter(),
+        }
         if self.batched:  # each row's processors and token texts; whole rows and kept logits are one sequence's
-            self._pending.update(row_processors={row: [] for row in self.live_rows()},
-                                 row_texts={row: {} for row in self.live_rows()})
+            self._pending.update(
+                row_processors={row: [] for row in self.live_rows()}, row_texts={row: {} for row in self.live_rows()}
+            )
             return
         if self.trace_top == "all":  # whole rows, as the explain backend keeps them (explain.generation.rows)
             self._pending["rows"] = {"logits": encode_row(raw[0])}
@@ -182,12 +226,20 @@ class TransformersGeneration(RunState):
             record = self._records[id(processor)]
             for row, effects in self._pending["row_processors"].items():
                 texts = self._pending["row_texts"][row]
-                effects.append(processor_effect(record, before[row:row + 1], after[row:row + 1], self.trace_top,
-                                                lambda token_id, texts=texts: texts.setdefault(token_id, None)))
+                effects.append(
+                    processor_effect(
+                        record,
+                        before[row : row + 1],
+                        after[row : row + 1],
+                        self.trace_top,
+                        lambda token_id, texts=texts: texts.setdefault(token_id, None),
+                    )
+                )
         elif self._pending is not None:
             record = self._records[id(processor)]
             self._pending["processors"].append(
-                processor_effect(record, before, after, self.trace_top, self._remember(self._pending)))
+                processor_effect(record, before, after, self.trace_top, self._remember(self._pending))
+            )
             if "rows" in self._pending:
                 self._pending["rows"][record["name"]] = encode_row(after[0])
 
@@ -211,8 +263,9 @@ class TransformersGeneration(RunState):
         if not self.steps and self.branch == 0:  # generate() may have started from BOS (an empty prompt)
             self.prompt_length = self.input_ids.shape[1] - 1
         fired = [c for c in fired if not isinstance(c, PauseAfterOneToken)]
-        record = self._record(pending, int(self.input_ids[0, -1]), "sample" if self.generation_config.do_sample
-                              else "greedy")
+        record = self._record(
+            pending, int(self.input_ids[0, -1]), "sample" if self.generation_config.do_sample else "greedy"
+        )
         reason = stop_reason(fired)
         if reason is not None:
             record["stopped_by"] = [type(c).__name__ for c in fired]
@@ -234,8 +287,9 @@ class TransformersGeneration(RunState):
     def start_batch(self, batch_rows: list[int], attention_mask: torch.Tensor | None) -> None:
         """This run is a batch: row i is prompt batch_rows[i] of the call's list, padded as `attention_mask` says."""
         self.batch_rows = list(batch_rows)
-        self.row_lengths = (attention_mask.sum(-1).tolist() if attention_mask is not None
-                            else [self.prompt_length] * len(batch_rows))
+        self.row_lengths = (
+            attention_mask.sum(-1).tolist() if attention_mask is not None else [self.prompt_length] * len(batch_rows)
+        )
         self.running = [True] * len(batch_rows)
         self.row_printed = [""] * len(batch_rows)
 
@@ -247,10 +301,14 @@ class TransformersGeneration(RunState):
         method = "sample" if self.generation_config.do_sample else "greedy"
         index, records = len(self.steps), []
         for row in pending["row_processors"]:
-            mine = dict(pending, raw=pending["raw"][row:row + 1], processors=pending["row_processors"][row],
-                        token_texts=pending["row_texts"][row])
+            mine = dict(
+                pending,
+                raw=pending["raw"][row : row + 1],
+                processors=pending["row_processors"][row],
+                token_texts=pending["row_texts"][row],
+            )
             if "scores" in pending:
-                mine["scores"] = pending["scores"][row:row + 1]
+                mine["scores"] = pending["scores"][row : row + 1]
             record = self._record(mine, tokens[row], method, row=row)
             fired = [c for c in per_row[row] if not isinstance(c, PauseAfterOneToken)]
             reason = stop_reason(fired)
@@ -259,9 +317,15 @@ class TransformersGeneration(RunState):
                 record["stop_reason"] = reason
                 self.running[row] = False
             records.append(record)
-        self.steps.append({"step": index, "forward": self._forward.get("forward"),
-                           "forward_time": self._forward.get("forward_time"), "tokens": tokens,
-                           "running": list(self.running)})
+        self.steps.append(
+            {
+                "step": index,
+                "forward": self._forward.get("forward"),
+                "forward_time": self._forward.get("forward_time"),
+                "tokens": tokens,
+                "running": list(self.running),
+            }
+        )
         if not any(self.running):
             reasons = sorted({r["stop_reason"] for r in records if r.get("stop_reason")})
             self._finish(", ".join(reasons) if reasons else "max_length")
@@ -274,11 +338,13 @@ class TransformersGeneration(RunState):
         """The logit lens, attention weights and/or input attribution of step `step` (explain.inside), computed by
         replaying the step on transformers' model from this run's Cache; what=("lens", "attention", "attribution")."""
         from ...inside import inspect_step
+
         return inspect_step(self, step, what=what, **options)
 
     def replay_step(self, step: int, attentions: bool = True):
         """explain.inside's replay of one step, on transformers' forward (backends/transformers/inside.py)."""
         from .inside import replay
+
         return replay(self, step, attentions=attentions)
 
     @staticmethod
@@ -292,8 +358,13 @@ class TransformersGeneration(RunState):
         texts = pending["token_texts"]
         remember = self._remember(pending)
         position = self.input_ids.shape[1] - 1 if row is None else self.row_lengths[row] + len(self.steps)
-        record = {"step": len(self.steps), "position": position, "branch": self.branch,
-                  "logits_top": top(raw, self.trace_top, remember), "processors": pending["processors"]}
+        record = {
+            "step": len(self.steps),
+            "position": position,
+            "branch": self.branch,
+            "logits_top": top(raw, self.trace_top, remember),
+            "processors": pending["processors"],
+        }
         if row is not None:  # the row's own position (pads not counted), its row and its prompt
             record.update(sequence=row, batch_row=self.batch_rows[row])
         probs = torch.softmax(scores, dim=-1)  # (1, vocab): the distribution generate() drew from (or took the max of)
@@ -315,20 +386,28 @@ class TransformersGeneration(RunState):
             full = self.text
             piece = ""
             if not full.endswith("\ufffd"):  # wait for the rest of a multi-byte character before printing
-                piece, self.printed = full[len(self.printed):], full
+                piece, self.printed = full[len(self.printed) :], full
         else:
-            full = self.pipeline.decode_ids(self.input_ids[row, self.prompt_length:].tolist())
+            full = self.pipeline.decode_ids(self.input_ids[row, self.prompt_length :].tolist())
             piece = ""
             if not full.endswith("\ufffd"):
-                piece, self.row_printed[row] = full[len(self.row_printed[row]):], full
+                piece, self.row_printed[row] = full[len(self.row_printed[row]) :], full
         record.update(
-            token_id=token, token=self.token_text(token), text=piece, method=method,
-            prob=float(p[token]), raw_prob=float(raw_probs[0, token]), logit=float(raw[0, token]),
-            rank=_rank(raw, token, record["logits_top"]), entropy_bits=entropy,
+            token_id=token,
+            token=self.token_text(token),
+            text=piece,
+            method=method,
+            prob=float(p[token]),
+            raw_prob=float(raw_probs[0, token]),
+            logit=float(raw[0, token]),
+            rank=_rank(raw, token, record["logits_top"]),
+            entropy_bits=entropy,
             probs_top={"ids": top_ids.tolist(), "values": floats(top_probs)},
             kv_cache=self._forward.get("kv_cache", cache_record(self.cache)),
-            forward=self._forward.get("forward"), forward_time=self._forward.get("forward_time"),
-            token_texts={str(k): self.token_text(k) for k in texts})  # str keys: as JSON has them
+            forward=self._forward.get("forward"),
+            forward_time=self._forward.get("forward_time"),
+            token_texts={str(k): self.token_text(k) for k in texts},
+        )  # str keys: as JSON has them
         if "rows" in pending:
             record["rows"] = {**pending["rows"], "probs": encode_row(p)}
         return record
@@ -368,8 +447,10 @@ class TransformersGeneration(RunState):
             overrides.update(self._totals)
         self.generate(**overrides)
         if not self.traces_steps:
-            raise ExplainError(f"{self.mode} cannot be stepped through: explain steps through greedy search and "
-                               "sampling (num_beams=1, no assistant model)")
+            raise ExplainError(
+                f"{self.mode} cannot be stepped through: explain steps through greedy search and "
+                "sampling (num_beams=1, no assistant model)"
+            )
         if len(self.steps) != count + 1:
             raise RuntimeError(f"generate() made {len(self.steps) - count} steps where one was asked")
         return self.steps[-1]
@@ -384,9 +465,11 @@ class TransformersGeneration(RunState):
             if name not in ALL_KNOBS:
                 raise unknown_argument(name, LIVE_SETTINGS, f"knob for {what}")
             if name not in LIVE_SETTINGS:
-                raise ExplainError(f"{name} cannot change {what}: it is fixed when the run starts; start a new run "
-                                   f"with it (pipe.start(prompt, {name}=...)). Knobs that can change: "
-                                   f"{', '.join(LIVE_SETTINGS)}")
+                raise ExplainError(
+                    f"{name} cannot change {what}: it is fixed when the run starts; start a new run "
+                    f"with it (pipe.start(prompt, {name}=...)). Knobs that can change: "
+                    f"{', '.join(LIVE_SETTINGS)}"
+                )
         changed = {}
         for name, value in knobs.items():
             try:
@@ -412,15 +495,25 @@ class TransformersGeneration(RunState):
         """The processor list generate() builds with these knobs changed (its own builder, GenerationMixin)."""
         config = copy.deepcopy(self.generation_config)
         arguments = {name: overrides.get(name, self.generate_kwargs.get(name)) for name in GENERATE_ARGUMENTS}
-        config.update(**{k: v for k, v in overrides.items() if k not in GENERATE_ARGUMENTS and hasattr(config, k)
-                         and k != "min_new_tokens"})
+        config.update(
+            **{
+                k: v
+                for k, v in overrides.items()
+                if k not in GENERATE_ARGUMENTS and hasattr(config, k) and k != "min_new_tokens"
+            }
+        )
         prompt = self.input_ids[:, : self.prompt_length].to(self.device)
         return self.model._get_logits_processor(
-            generation_config=config, input_ids_seq_length=self.prompt_length, encoder_input_ids=prompt,
+            generation_config=config,
+            input_ids_seq_length=self.prompt_length,
+            encoder_input_ids=prompt,
             prefix_allowed_tokens_fn=arguments["prefix_allowed_tokens_fn"],
-            logits_processor=LogitsProcessorList(arguments["logits_processor"] or []), device=self.device,
-            model_kwargs={}, negative_prompt_ids=arguments["negative_prompt_ids"],
-            negative_prompt_attention_mask=arguments["negative_prompt_attention_mask"])
+            logits_processor=LogitsProcessorList(arguments["logits_processor"] or []),
+            device=self.device,
+            model_kwargs={},
+            negative_prompt_ids=arguments["negative_prompt_ids"],
+            negative_prompt_attention_mask=arguments["negative_prompt_attention_mask"],
+        )
 
     def what_if(self, step: int, **knobs) -> dict:
         """Run the processors transformers builds for other knobs on step `step`'s recorded raw logits."""
@@ -436,20 +529,36 @@ class TransformersGeneration(RunState):
         top_probs, top_ids = torch.topk(probs, min(10, probs.numel()))
         recorded = self.steps[step]["token_id"]
         shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *changed)
-        return {"step": step, "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
-                "ids": top_ids.tolist(), "probs": floats(top_probs),
-                "tokens": [self.token_text(i) for i in top_ids.tolist()], "kept": int((probs > 0).sum()),
-                "recorded_token": recorded, "recorded_token_prob": float(probs[recorded])}
+        return {
+            "step": step,
+            "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
+            "ids": top_ids.tolist(),
+            "probs": floats(top_probs),
+            "tokens": [self.token_text(i) for i in top_ids.tolist()],
+            "kept": int((probs > 0).sum()),
+            "recorded_token": recorded,
+            "recorded_token_prob": float(probs[recorded]),
+        }
 
     def force(self, step: int, token_id: int) -> TransformersGeneration:
         """A new run that is this one up to `step`, then takes `token_id` there; this run is left as it was."""
         step, token_id = self.force_arguments(step, token_id, self.model.config.get_text_config().vocab_size)
         position = self.steps[step]["position"]
         other = TransformersGeneration.branch_of(self, step, token_id)
-        self.trace.emit("generation", "force", {"step": step, "position": position, "token_id": token_id,
-                                                "token": other.steps[-1]["token"], "from_branch": self.branch,
-                                                "branch": other.branch, "replaced": self.steps[step]["token_id"]},
-                        run=self.run_id)
+        self.trace.emit(
+            "generation",
+            "force",
+            {
+                "step": step,
+                "position": position,
+                "token_id": token_id,
+                "token": other.steps[-1]["token"],
+                "from_branch": self.branch,
+                "branch": other.branch,
+                "replaced": self.steps[step]["token_id"],
+            },
+            run=self.run_id,
+        )
         return other
 
     @classmethod
@@ -458,9 +567,15 @@ class TransformersGeneration(RunState):
         Cache (or none, when the cache cannot be cropped back: the next step then prefills the whole prefix)."""
         position = parent.steps[step]["position"]
         ids = torch.cat([parent.input_ids[:, :position], torch.tensor([[token_id]])], dim=1)
-        other = cls(parent.pipeline, parent.input_ids[:, : parent.prompt_length], parent.generate_kwargs,
-                    run=parent.run_id, run_options=parent.run_options, branch=parent.trace.new_branch(parent.run_id),
-                    sources=parent.sources)
+        other = cls(
+            parent.pipeline,
+            parent.input_ids[:, : parent.prompt_length],
+            parent.generate_kwargs,
+            run=parent.run_id,
+            run_options=parent.run_options,
+            branch=parent.trace.new_branch(parent.run_id),
+            sources=parent.sources,
+        )
         other.input_ids = ids
         other.generation_config, other.settings = copy.deepcopy(parent.generation_config), dict(parent.settings)
         other.traces_steps, other.mode, other._totals = parent.traces_steps, parent.mode, dict(parent._totals)
@@ -468,8 +583,14 @@ class TransformersGeneration(RunState):
         other.cache = cropped(parent.cache, position)
         other.steps = [dict(s, branch=other.branch) for s in parent.steps[:step]]
         other.raw_logits = parent.raw_logits.upto(step) if parent.raw_logits is not None else None
-        forced = dict(parent.steps[step], token_id=token_id, token=other.token_text(token_id), forced=True,
-                      branch=other.branch, text=None)
+        forced = dict(
+            parent.steps[step],
+            token_id=token_id,
+            token=other.token_text(token_id),
+            forced=True,
+            branch=other.branch,
+            text=None,
+        )
         forced.pop("stop_reason", None)
         forced.pop("stopped_by", None)
         other.steps.append(forced)

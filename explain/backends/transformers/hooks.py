@@ -67,7 +67,7 @@ class RecordingCriteriaList(StoppingCriteriaList):
                 fired.append(criterion)
         if input_ids.shape[0] > 1:  # a batch: which criteria fired for each row
             rows = torch.stack(dones, dim=1).tolist() if dones else [[] for _ in range(input_ids.shape[0])]
-            per_row = [[c for c, hit in zip(self, row) if hit] for row in rows]
+            per_row = [[c for c, hit in zip(self, row, strict=False) if hit] for row in rows]
             self.recorder.on_token(input_ids, fired, per_row)
         else:
             self.recorder.on_token(input_ids, fired)
@@ -115,13 +115,17 @@ def observing(model, recorder):
     shadowed = {"_get_logits_processor": logits_processor, "_get_stopping_criteria": stopping_criteria}
     for name, replacement in shadowed.items():
         if name in vars(model):
-            raise UnsupportedError(f"a traced generate() is already running on this {type(model).__name__} (its "
-                                   f"{name} is shadowed): the transformers backend traces one call at a time per "
-                                   "model; call the pipeline from one thread, or use backend=\"explain\", which "
-                                   "takes calls from several threads")
+            raise UnsupportedError(
+                f"a traced generate() is already running on this {type(model).__name__} (its "
+                f"{name} is shadowed): the transformers backend traces one call at a time per "
+                'model; call the pipeline from one thread, or use backend="explain", which '
+                "takes calls from several threads"
+            )
         setattr(model, name, replacement)
-    handles = [model.register_forward_pre_hook(before_forward, with_kwargs=True),
-               model.register_forward_hook(after_forward, with_kwargs=True)]
+    handles = [
+        model.register_forward_pre_hook(before_forward, with_kwargs=True),
+        model.register_forward_hook(after_forward, with_kwargs=True),
+    ]
     try:
         yield recorder
     finally:

@@ -29,8 +29,10 @@ def _cache_before(generation, length: int):
     """A copy of the run's Cache holding its first `length` positions (the run's own is not changed)."""
     cache = cropped(generation.cache, length)
     if cache is None:
-        raise ExplainError("this run's cache cannot be cut back to the step (a sliding-window or static cache); "
-                           "inspect a step of a run on a model with transformers' DynamicCache")
+        raise ExplainError(
+            "this run's cache cannot be cut back to the step (a sliding-window or static cache); "
+            "inspect a step of a run on a model with transformers' DynamicCache"
+        )
     return cache
 
 
@@ -45,8 +47,10 @@ def eager_attention(model):
     try:
         model.set_attn_implementation("eager")
     except (ValueError, ImportError, AttributeError) as error:
-        raise ExplainError(f"{type(model).__name__} cannot switch to eager attention ({error}); attention weights "
-                           "need it. Inspect with what=(\"lens\",) instead") from None
+        raise ExplainError(
+            f"{type(model).__name__} cannot switch to eager attention ({error}); attention weights "
+            'need it. Inspect with what=("lens",) instead'
+        ) from None
     try:
         yield
     finally:
@@ -59,8 +63,10 @@ def _forward(generation, step: int, **kwargs):
     if step == 0 or generation.cache is None:  # the prefill (or a branch whose cache could not be kept): no cache
         return generation.model(input_ids=ids, logits_to_keep=1, use_cache=False, **kwargs)
     if generation.cache.get_seq_length() < position - 1:
-        raise ExplainError(f"the run's cache holds {generation.cache.get_seq_length()} positions, fewer than step "
-                           f"{step} needs; inspect a step of a run that is still in memory")
+        raise ExplainError(
+            f"the run's cache holds {generation.cache.get_seq_length()} positions, fewer than step "
+            f"{step} needs; inspect a step of a run that is still in memory"
+        )
     cache = _cache_before(generation, position - 1)
     return generation.model(input_ids=ids[:, -1:], cache=cache, logits_to_keep=1, **kwargs)
 
@@ -92,7 +98,8 @@ def replay(generation, step: int, attentions: bool = True) -> Replay:
         with eager_attention(generation.model):
             eager = _forward(generation, step, output_attentions=True)
         if not eager.attentions or eager.attentions[0] is None:
-            raise ExplainError(f"{type(generation.model).__name__} returned no attention weights; inspect with "
-                               "what=(\"lens\",) instead")
+            raise ExplainError(
+                f'{type(generation.model).__name__} returned no attention weights; inspect with what=("lens",) instead'
+            )
         weights = [layer[0, :, -1, :].float() for layer in eager.attentions]  # (num_heads, positions)
     return Replay(captured, weights, out.logits[0, -1].float())

@@ -44,6 +44,7 @@ def _arguments(function, args: tuple, kwargs: dict) -> dict:
 
 def _offline() -> bool:
     from huggingface_hub import constants
+
     return bool(constants.HF_HUB_OFFLINE)
 
 
@@ -65,17 +66,19 @@ class LoadingObserver:
         self.config_emitted = False
 
     def replacements(self) -> dict:
-        return {("transformers.pipelines", "check_task"): self._check_task,
-                ("transformers.pipelines", "AutoConfig"): self._auto_config,
-                ("transformers.pipelines", "load_model"): self._load_model,
-                ("transformers.pipelines", "_resolve_tokenizer"): self._resolve_tokenizer,
-                ("transformers.utils.hub", "cached_files"): self._cached_files,
-                ("transformers.modeling_utils", "_get_resolved_checkpoint_files"): self._checkpoint_files,
-                ("transformers.modeling_utils", "log_state_dict_report"): self._log_report,
-                ("transformers.modeling_utils", "_get_device_map"): self._get_device_map,
-                ("transformers.integrations.accelerate", "infer_auto_device_map"): self._infer_auto_device_map,
-                ("transformers.modeling_utils", "accelerate_dispatch"): self._accelerate_dispatch,
-                ("transformers.core_model_loading", "tqdm"): self._progress}
+        return {
+            ("transformers.pipelines", "check_task"): self._check_task,
+            ("transformers.pipelines", "AutoConfig"): self._auto_config,
+            ("transformers.pipelines", "load_model"): self._load_model,
+            ("transformers.pipelines", "_resolve_tokenizer"): self._resolve_tokenizer,
+            ("transformers.utils.hub", "cached_files"): self._cached_files,
+            ("transformers.modeling_utils", "_get_resolved_checkpoint_files"): self._checkpoint_files,
+            ("transformers.modeling_utils", "log_state_dict_report"): self._log_report,
+            ("transformers.modeling_utils", "_get_device_map"): self._get_device_map,
+            ("transformers.integrations.accelerate", "infer_auto_device_map"): self._infer_auto_device_map,
+            ("transformers.modeling_utils", "accelerate_dispatch"): self._accelerate_dispatch,
+            ("transformers.core_model_loading", "tqdm"): self._progress,
+        }
 
     def listening(self):
         return listening(self.replacements())
@@ -95,25 +98,34 @@ class LoadingObserver:
                 raise  # with the suggestion of a close task name; re-raise if it somehow accepts it
             impl = targeted.get("impl")
             default_model, default_revision = (targeted.get("default") or {}).get("model", (None, None))
-            data = {"task_asked": task, "task": normalized,
-                    "pipeline_class": impl.rsplit(".", 1)[-1] if isinstance(impl, str) else getattr(impl, "__name__", None),
-                    "model_class": ", ".join(c.__name__ for c in targeted.get("pt", ())),
-                    "default_model": default_model, "default_revision": default_revision,
-                    "type": targeted.get("type"), "alias_of": normalized if task != normalized else None,
-                    "historical_default": {"model": tasks.HISTORICAL_DEFAULT[0],
-                                           "revision": tasks.HISTORICAL_DEFAULT[1]},
-                    "known_tasks": sorted(__import__("transformers").pipelines.SUPPORTED_TASKS),
-                    "runnable_tasks": list(tasks.RUNNABLE_TASKS), "model_used": self.model_used,
-                    "default_reason": self.default_reason, "backend": "transformers",
-                    "pipeline_class_used": "TracedTextGenerationPipeline",
-                    "trust_remote_code": bool(self.asked.get("trust_remote_code"))}
+            data = {
+                "task_asked": task,
+                "task": normalized,
+                "pipeline_class": impl.rsplit(".", 1)[-1] if isinstance(impl, str) else getattr(impl, "__name__", None),
+                "model_class": ", ".join(c.__name__ for c in targeted.get("pt", ())),
+                "default_model": default_model,
+                "default_revision": default_revision,
+                "type": targeted.get("type"),
+                "alias_of": normalized if task != normalized else None,
+                "historical_default": {"model": tasks.HISTORICAL_DEFAULT[0], "revision": tasks.HISTORICAL_DEFAULT[1]},
+                "known_tasks": sorted(__import__("transformers").pipelines.SUPPORTED_TASKS),
+                "runnable_tasks": list(tasks.RUNNABLE_TASKS),
+                "model_used": self.model_used,
+                "default_reason": self.default_reason,
+                "backend": "transformers",
+                "pipeline_class_used": "TracedTextGenerationPipeline",
+                "trust_remote_code": bool(self.asked.get("trust_remote_code")),
+            }
             if self.asked.get("gguf_file_used"):
                 data.update(revision_used=self.asked.get("revision"), gguf_file_used=self.asked["gguf_file_used"])
             self.emit("registry", "lookup", data, start, time.perf_counter() - t0)
             if normalized not in tasks.RUNNABLE_TASKS:
-                raise UnsupportedError(f"{normalized!r} is a transformers task ({data['pipeline_class']}) that explain "
-                                       f"does not trace yet; explain traces {', '.join(tasks.RUNNABLE_TASKS)}.")
+                raise UnsupportedError(
+                    f"{normalized!r} is a transformers task ({data['pipeline_class']}) that explain "
+                    f"does not trace yet; explain traces {', '.join(tasks.RUNNABLE_TASKS)}."
+                )
             return normalized, targeted, options
+
         return check_task
 
     # -- config --------------------------------------------------------------------------------------------------
@@ -153,15 +165,26 @@ class LoadingObserver:
         self.config_emitted = True
         start, duration = self.config_time or (time.time(), 0.0)
         files = [f for f in self.files if not f.get("absent")]
-        config_file = next((f["path"] for f in files if f["filename"].endswith("config.json")
-                            and f["filename"].rsplit("/", 1)[-1] == "config.json"), None)
+        config_file = next(
+            (
+                f["path"]
+                for f in files
+                if f["filename"].endswith("config.json") and f["filename"].rsplit("/", 1)[-1] == "config.json"
+            ),
+            None,
+        )
         gguf = next((f["path"] for f in files if f["filename"].endswith(".gguf")), None)
         source = config_file or (f"GGUF metadata of {gguf}" if gguf else None)
         has_generation_file = any(f["filename"].endswith("generation_config.json") for f in files)
         generation = getattr(model, "generation_config", None) if model is not None else None
         model_class = type(model).__name__ if model is not None else None
-        self.emit("config", "config", config_facts(self.config, generation, source, has_generation_file, model_class),
-                  start, duration)
+        self.emit(
+            "config",
+            "config",
+            config_facts(self.config, generation, source, has_generation_file, model_class),
+            start,
+            duration,
+        )
 
     # -- files ---------------------------------------------------------------------------------------------------
     def _cached_files(self, original):
@@ -174,8 +197,9 @@ class LoadingObserver:
             hits = {}
             if not local:
                 for name in filenames:
-                    found = huggingface_hub.try_to_load_from_cache(repo, os.path.join(subfolder, name),
-                                                                   cache_dir=cache_dir, revision=revision)
+                    found = huggingface_hub.try_to_load_from_cache(
+                        repo, os.path.join(subfolder, name), cache_dir=cache_dir, revision=revision
+                    )
                     hits[name] = "hit" if isinstance(found, str) else "known absent" if found is not None else "miss"
             start, t0 = time.time(), time.perf_counter()
             resolved = None
@@ -189,15 +213,30 @@ class LoadingObserver:
                 for name in filenames:
                     wanted = os.path.join(subfolder, name)
                     path = next((p for p in paths if p.endswith(os.sep + wanted) or p == wanted), None)
-                    self.emit_file(repo, name, revision, path, "local folder" if local else hits.get(name), start,
-                                   duration / max(len(filenames), 1))
+                    self.emit_file(
+                        repo,
+                        name,
+                        revision,
+                        path,
+                        "local folder" if local else hits.get(name),
+                        start,
+                        duration / max(len(filenames), 1),
+                    )
+
         return cached_files
 
     def emit_file(self, repo, name, revision, path, cache, start, duration) -> None:
-        data = {"repo": repo, "filename": name, "revision_asked": None if revision is None else str(revision),
-                "commit": _commit_of(path), "cache": cache,
-                "size": os.path.getsize(path) if path and os.path.isfile(path) else None, "path": path,
-                "offline": _offline(), "stage": self.stage}
+        data = {
+            "repo": repo,
+            "filename": name,
+            "revision_asked": None if revision is None else str(revision),
+            "commit": _commit_of(path),
+            "cache": cache,
+            "size": os.path.getsize(path) if path and os.path.isfile(path) else None,
+            "path": path,
+            "offline": _offline(),
+            "stage": self.stage,
+        }
         if path is None:
             data["absent"] = True
         self.files.append(data)
@@ -210,9 +249,11 @@ class LoadingObserver:
             known = {f["path"] for f in self.files}
             for path in found or []:  # a local folder's weights are found with os.path, not through cached_files
                 if path and str(path) not in known:
-                    self.emit_file(str(model), os.path.basename(str(path)), None, str(path), "local folder",
-                                   time.time(), 0.0)
+                    self.emit_file(
+                        str(model), os.path.basename(str(path)), None, str(path), "local folder", time.time(), 0.0
+                    )
             return found, metadata
+
         return get_resolved_checkpoint_files
 
     # -- weights and placement -----------------------------------------------------------------------------------
@@ -230,8 +271,13 @@ class LoadingObserver:
                 self.emit_config(loaded)
                 if loaded is not None and not isinstance(loaded, str):
                     duration = time.perf_counter() - t0
-                    self.emit_model(loaded, start, duration - self.file_seconds["weights"] - self.placement_seconds,
-                                    self.placement_seconds)
+                    self.emit_model(
+                        loaded,
+                        start,
+                        duration - self.file_seconds["weights"] - self.placement_seconds,
+                        self.placement_seconds,
+                    )
+
         return load_model
 
     def _generation_file(self, folder, model) -> None:
@@ -239,27 +285,43 @@ class LoadingObserver:
         reads it whenever it is there, except for a GGUF checkpoint (PreTrainedModel.from_pretrained,
         `adjust_generation_fn`, and GenerationConfig.from_pretrained)."""
         path = os.path.join(folder, "generation_config.json") if isinstance(folder, str) else None
-        if model is None or path is None or not os.path.isdir(folder) or self.asked.get("gguf_file_used") or \
-                any(f["path"] == path for f in self.files):
+        if (
+            model is None
+            or path is None
+            or not os.path.isdir(folder)
+            or self.asked.get("gguf_file_used")
+            or any(f["path"] == path for f in self.files)
+        ):
             return
         if os.path.isfile(path):
             with self.in_stage("weights"):
                 self.emit_file(folder, "generation_config.json", None, path, "local folder", time.time(), 0.0)
 
     def emit_model(self, model, start: float, weights_seconds: float, placement_seconds: float) -> None:
-        found = [f["path"] for f in self.files if f["stage"] == "weights" and not f.get("absent")
-                 and f["filename"].endswith((".safetensors", ".gguf", ".bin", ".pt", ".pth"))]
+        found = [
+            f["path"]
+            for f in self.files
+            if f["stage"] == "weights"
+            and not f.get("absent")
+            and f["filename"].endswith((".safetensors", ".gguf", ".bin", ".pt", ".pth"))
+        ]
         files = [p for p in found if not os.path.basename(p).startswith("adapter_model")]  # the base model's
         adapters = [os.path.dirname(p) for p in found if os.path.basename(p).startswith("adapter_model")]
         self.emit("weights", "load", weights_facts(model, self.report, files, weights_seconds), start, weights_seconds)
         emit_weights_details(self.trace, model, files, adapters[0] if adapters else None, start)
-        self.emit("placement", "place", placement_facts(model, self.asked, self.plan), time.time() - placement_seconds,
-                  placement_seconds)
+        self.emit(
+            "placement",
+            "place",
+            placement_facts(model, self.asked, self.plan),
+            time.time() - placement_seconds,
+            placement_seconds,
+        )
 
     def _log_report(self, original):
         def log_state_dict_report(*args, **kwargs):
             self.report = kwargs.get("loading_info", self.report)
             return original(*args, **kwargs)
+
         return log_state_dict_report
 
     def _get_device_map(self, original):
@@ -271,6 +333,7 @@ class LoadingObserver:
                 return found
             finally:
                 self.placement_seconds += time.perf_counter() - t0
+
         return get_device_map
 
     def _infer_auto_device_map(self, original):
@@ -280,6 +343,7 @@ class LoadingObserver:
                 # bytes; transformers' headroom (a share of the free memory) makes some floats: whole bytes here
                 self.plan["max_memory"] = {str(k): int(v) if isinstance(v, float) else v for k, v in memory.items()}
             return original(*args, **kwargs)
+
         return infer_auto_device_map
 
     def _accelerate_dispatch(self, original):
@@ -290,6 +354,7 @@ class LoadingObserver:
             finally:
                 self.placement_seconds += time.perf_counter() - t0
                 self.plan["dispatched"] = True
+
         return accelerate_dispatch
 
     def _progress(self, original):
@@ -298,8 +363,14 @@ class LoadingObserver:
         def tqdm(iterable=None, *args, **kwargs):
             bar = original(iterable, *args, **kwargs)
             total = len(iterable) if hasattr(iterable, "__len__") else None
-            name = next((os.path.basename(f["path"]) for f in observer.files
-                         if f["stage"] == "weights" and not f.get("absent")), kwargs.get("desc"))
+            name = next(
+                (
+                    os.path.basename(f["path"])
+                    for f in observer.files
+                    if f["stage"] == "weights" and not f.get("absent")
+                ),
+                kwargs.get("desc"),
+            )
 
             def counted():
                 done = 0
@@ -308,7 +379,9 @@ class LoadingObserver:
                     done += 1
                     if done % PROGRESS_EVERY == 0 or done == total:
                         observer.trace.emit("weights", "progress", {"file": name, "done": done, "total": total})
+
             return counted()
+
         return tqdm
 
     # -- tokenizer -----------------------------------------------------------------------------------------------
@@ -322,6 +395,7 @@ class LoadingObserver:
             if loaded is not None:
                 self.emit_tokenizer(loaded, start, time.perf_counter() - t0 - self.file_seconds["tokenizer"], given)
             return loaded
+
         return resolve_tokenizer
 
     def emit_tokenizer(self, tokenizer, start: float, duration: float, given: bool) -> None:

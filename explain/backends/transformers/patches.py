@@ -15,7 +15,10 @@ from contextlib import contextmanager
 
 # (module, name): what the observer learns there
 POINTS = {
-    ("transformers.pipelines", "check_task"): "the task lookup: normalised task, pipeline class, model classes, default",
+    (
+        "transformers.pipelines",
+        "check_task",
+    ): "the task lookup: normalised task, pipeline class, model classes, default",
     ("transformers.pipelines", "AutoConfig"): "the config stage: AutoConfig.from_pretrained and what it returned",
     ("transformers.pipelines", "load_model"): "the weights and placement stages: from_pretrained of the model class",
     ("transformers.pipelines", "_resolve_tokenizer"): "the tokenizer stage: AutoTokenizer.from_pretrained",
@@ -37,8 +40,11 @@ def check() -> None:
             missing.append(f"{module_name}.{name}")
     if missing:
         import transformers
-        raise RuntimeError(f"transformers {transformers.__version__} no longer has {', '.join(missing)}; the "
-                           "transformers backend cannot observe its loading (explain/backends/transformers/patches.py)")
+
+        raise RuntimeError(
+            f"transformers {transformers.__version__} no longer has {', '.join(missing)}; the "
+            "transformers backend cannot observe its loading (explain/backends/transformers/patches.py)"
+        )
 
 
 @contextmanager

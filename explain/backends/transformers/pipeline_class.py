@@ -34,9 +34,13 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
     def __init__(self, *args, trace: Trace | None = None, **kwargs):
         self.trace = trace if trace is not None else Trace()
         config = self.trace.last("config", "config")  # emitted while transformers loaded the model, if it did
-        self.generation_config_source = ("model generation config" if config is None else
-                                         "generation_config.json" if config.data.get("has_generation_config_file")
-                                         else "model config")
+        self.generation_config_source = (
+            "model generation config"
+            if config is None
+            else "generation_config.json"
+            if config.data.get("has_generation_config_file")
+            else "model config"
+        )
         self.last_generation: TransformersGeneration | None = None
         self.token_texts: dict[int, str] = {}
         # the run ids preprocess reserved, in order, for the _forward that follows each (transformers' iterator
@@ -54,13 +58,21 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         """A traced pipeline over an already-built one: the same model, tokenizer and device (no copy of the
         weights), with the generation and call parameters it was built with."""
         if not isinstance(pipeline, TextGenerationPipeline):
-            raise ExplainError(f"explain.attach traces a transformers text-generation pipeline, got "
-                               f"{type(pipeline).__name__}; build one with transformers.pipeline(\"text-generation\", "
-                               "model=...)")
+            raise ExplainError(
+                f"explain.attach traces a transformers text-generation pipeline, got "
+                f'{type(pipeline).__name__}; build one with transformers.pipeline("text-generation", '
+                "model=...)"
+            )
         device = None if getattr(pipeline.model, "hf_device_map", None) is not None else pipeline.device
-        traced = cls(model=pipeline.model, tokenizer=pipeline.tokenizer, task=pipeline.task, device=device,
-                     trace=trace, assistant_model=pipeline.assistant_model,
-                     assistant_tokenizer=pipeline.assistant_tokenizer)
+        traced = cls(
+            model=pipeline.model,
+            tokenizer=pipeline.tokenizer,
+            task=pipeline.task,
+            device=device,
+            trace=trace,
+            assistant_model=pipeline.assistant_model,
+            assistant_tokenizer=pipeline.assistant_tokenizer,
+        )
         # what the user gave transformers.pipeline(...) beyond the components: generate() arguments and call options
         traced._generate_kwargs = dict(pipeline._generate_kwargs)
         traced._preprocess_params = dict(pipeline._preprocess_params)
@@ -70,8 +82,10 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         return traced
 
     def __repr__(self) -> str:
-        return (f"explain.TracedTextGenerationPipeline({type(self.model).__name__}, dtype="
-                f"{str(self.model.dtype).replace('torch.', '')}, device={self.device}, {len(self.trace)} trace events)")
+        return (
+            f"explain.TracedTextGenerationPipeline({type(self.model).__name__}, dtype="
+            f"{str(self.model.dtype).replace('torch.', '')}, device={self.device}, {len(self.trace)} trace events)"
+        )
 
     def token_text(self, token_id: int) -> str:
         """One token decoded on its own (special tokens kept), remembered: the step records name tokens by it."""
@@ -83,7 +97,10 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
 
     def decode_ids(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         """tokenizer.decode(ids), through the Rust backend when that is all transformers' decode would do."""
-        if type(self.tokenizer)._decode is TokenizersBackend._decode and not self.tokenizer.clean_up_tokenization_spaces:
+        if (
+            type(self.tokenizer)._decode is TokenizersBackend._decode
+            and not self.tokenizer.clean_up_tokenization_spaces
+        ):
             return self.tokenizer.backend_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
@@ -94,7 +111,10 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         new = [i for i in dict.fromkeys(token_ids) if i not in self.token_texts]
         if not new:
             return
-        if type(self.tokenizer)._decode is TokenizersBackend._decode and not self.tokenizer.clean_up_tokenization_spaces:
+        if (
+            type(self.tokenizer)._decode is TokenizersBackend._decode
+            and not self.tokenizer.clean_up_tokenization_spaces
+        ):
             decode = self.tokenizer.backend_tokenizer.decode
             texts = [decode([i], skip_special_tokens=False) for i in new]
         else:
@@ -171,20 +191,34 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
     def _encode_record(self, prompt, inputs, params) -> dict:
         ids = inputs["input_ids"][0].tolist()
         mask = inputs.get("attention_mask")
-        data = {"ids": ids, "count": len(ids), "attention_mask": mask[0].tolist() if mask is not None else None,
-                "tokens": self.tokenizer.convert_ids_to_tokens(ids)}
+        data = {
+            "ids": ids,
+            "count": len(ids),
+            "attention_mask": mask[0].tolist() if mask is not None else None,
+            "tokens": self.tokenizer.convert_ids_to_tokens(ids),
+        }
         if isinstance(prompt, Chat):
             messages = [dict(m) for m in prompt.messages]
             continue_final = params.get("continue_final_message")
             if continue_final is None:
                 continue_final = messages[-1]["role"] == "assistant"
             text = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=not continue_final, continue_final_message=continue_final,
-                tokenize=False, tools=params.get("tools"), documents=params.get("documents"))
+                messages,
+                add_generation_prompt=not continue_final,
+                continue_final_message=continue_final,
+                tokenize=False,
+                tools=params.get("tools"),
+                documents=params.get("documents"),
+            )
             add_special = False
-            data.update(kind_of_input="chat", chat_template_text=text, messages=messages,
-                        segments=tokenizer_role_segments(self.tokenizer, messages, text), add_generation_prompt=not continue_final,
-                        continue_final_message=continue_final)
+            data.update(
+                kind_of_input="chat",
+                chat_template_text=text,
+                messages=messages,
+                segments=tokenizer_role_segments(self.tokenizer, messages, text),
+                add_generation_prompt=not continue_final,
+                continue_final_message=continue_final,
+            )
         else:
             text = (params.get("prefix") or "") + prompt
             add_special = params.get("add_special_tokens")
@@ -203,9 +237,9 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         except (NotImplementedError, ValueError, TypeError):  # a slow (Python) tokenizer has no offsets
             return {"offsets": None}
         full = encoding["input_ids"]
-        if full[len(full) - len(ids):] != ids:
+        if full[len(full) - len(ids) :] != ids:
             return {"offsets": None}
-        offsets = [list(pair) for pair in encoding["offset_mapping"][len(full) - len(ids):]]
+        offsets = [list(pair) for pair in encoding["offset_mapping"][len(full) - len(ids) :]]
         out = {"offsets": offsets}
         if len(full) > len(ids):
             out["hole"] = {"prompt_tokens": len(full), "kept": len(ids), "dropped": len(full) - len(ids)}
@@ -241,8 +275,14 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         ids = model_inputs["input_ids"]
         prepared = self._prepare_generate_kwargs({k: v for k, v in generate_kwargs.items() if k != "prefix_length"})
         run = self._runs.popleft() if self._runs else self.trace.new_run()
-        generation = TransformersGeneration(self, ids.detach().to("cpu") if ids is not None else None, {}, run=run,
-                                            run_options=run_options, sources=self._sources(call, prepared, ids.shape[1]))
+        generation = TransformersGeneration(
+            self,
+            ids.detach().to("cpu") if ids is not None else None,
+            {},
+            run=run,
+            run_options=run_options,
+            sources=self._sources(call, prepared, ids.shape[1]),
+        )
         generation.prompt_text = model_inputs.get("prompt_text")
         self.last_generation = generation
         return generation
@@ -256,26 +296,42 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         lengths = generation.row_lengths
         pad = self.tokenizer.pad_token_id
         generation.batch_note = {
-            "index": rows[0], "size": rows[-1] + 1, "batch_size": self._batch_size_now, "rows": rows,
-            "padding_side": self.tokenizer.padding_side, "pad_token_id": pad, "width": width,
+            "index": rows[0],
+            "size": rows[-1] + 1,
+            "batch_size": self._batch_size_now,
+            "rows": rows,
+            "padding_side": self.tokenizer.padding_side,
+            "pad_token_id": pad,
+            "width": width,
             "prompt_lengths": lengths,
             "note": f"batch_size={self._batch_size_now}: prompts {rows[0]}..{rows[-1]} of the list padded on the "
-                    f"{self.tokenizer.padding_side} to {width} tokens by transformers' pad_collate_fn and generated "
-                    "together"}
+            f"{self.tokenizer.padding_side} to {width} tokens by transformers' pad_collate_fn and generated "
+            "together",
+        }
         mask_rows = mask.tolist() if mask is not None else [[1] * width for _ in rows]
-        self.trace.emit("tokenization", "pad", {
-            "side": self.tokenizer.padding_side, "pad_token_id": pad, "pad_token": self.tokenizer.pad_token,
-            "width": width, "rows": [{"batch_row": row, "ids": ids[i], "pads": width - lengths[i],
-                                      "attention_mask": mask_rows[i]} for i, row in enumerate(rows)],
-            "source": "transformers/pipelines/base.py: pad_collate_fn, _pad (the DataLoader's collate_fn); "
-                      "TextGenerationPipeline.__init__ turns a tokenizer's padding_side \"right\" into \"left\""},
-            run=generation.run_id)
+        self.trace.emit(
+            "tokenization",
+            "pad",
+            {
+                "side": self.tokenizer.padding_side,
+                "pad_token_id": pad,
+                "pad_token": self.tokenizer.pad_token,
+                "width": width,
+                "rows": [
+                    {"batch_row": row, "ids": ids[i], "pads": width - lengths[i], "attention_mask": mask_rows[i]}
+                    for i, row in enumerate(rows)
+                ],
+                "source": "transformers/pipelines/base.py: pad_collate_fn, _pad (the DataLoader's collate_fn); "
+                'TextGenerationPipeline.__init__ turns a tokenizer\'s padding_side "right" into "left"',
+            },
+            run=generation.run_id,
+        )
 
     def postprocess(self, model_outputs, **params):
         records = super().postprocess(model_outputs, **params)
         sequence = model_outputs["generated_sequence"][0][0].tolist()
         prompt = model_outputs["input_ids"]
-        generated = sequence[prompt.shape[-1] if prompt is not None else 0:]
+        generated = sequence[prompt.shape[-1] if prompt is not None else 0 :]
         skip = params.get("skip_special_tokens")
         return_type = params.get("return_type", ReturnType.FULL_TEXT)
         generation, facts = self.last_generation, {}
@@ -283,22 +339,36 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             decoded = getattr(generation, "rows_decoded", 0)
             generation.rows_decoded = decoded + 1
             facts["batch_row"] = generation.batch_rows[min(decoded, len(generation.batch_rows) - 1)]
-        self._decode(generated, self.last_generation, skip_special_tokens=True if skip is None else skip, **facts,
-                     clean_up=params.get("clean_up_tokenization_spaces"), output=records,
-                     return_full_text=return_type == ReturnType.FULL_TEXT,
-                     return_tensors=return_type == ReturnType.TENSORS)
+        self._decode(
+            generated,
+            self.last_generation,
+            skip_special_tokens=True if skip is None else skip,
+            **facts,
+            clean_up=params.get("clean_up_tokenization_spaces"),
+            output=records,
+            return_full_text=return_type == ReturnType.FULL_TEXT,
+            return_tensors=return_type == ReturnType.TENSORS,
+        )
         return records
 
-    def _decode(self, ids, generation, skip_special_tokens: bool, interrupted: bool = False, clean_up=None,
-                **facts) -> str:
+    def _decode(
+        self, ids, generation, skip_special_tokens: bool, interrupted: bool = False, clean_up=None, **facts
+    ) -> str:
         def decode(ids, skip):  # the postprocess's options shape the text; the text with special tokens is plain
             options = {"clean_up_tokenization_spaces": clean_up} if skip == skip_special_tokens else {}
             return self.tokenizer.decode(ids, skip_special_tokens=skip, **options)
+
         return emit_decode(self.trace, generation, decode, ids, skip_special_tokens, interrupted, **facts)
 
     def _end(self, generation: TransformersGeneration, start: float, duration: float, interrupted: bool) -> None:
-        emit_end(generation, start, duration, interrupted, stopping_criteria=generation.criteria_names,
-                 steps_traced=generation.traces_steps)
+        emit_end(
+            generation,
+            start,
+            duration,
+            interrupted,
+            stopping_criteria=generation.criteria_names,
+            steps_traced=generation.traces_steps,
+        )
 
     # -- step by step --------------------------------------------------------------------------------------------
     def start(self, text_inputs, *, run: int | None = None, **kwargs) -> TransformersGeneration:
@@ -345,5 +415,8 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
 
 def tokenizer_role_segments(tokenizer, messages: list, text: str) -> list | None:
     """Character ranges of each message in the rendered template, as the explain backend finds them."""
-    return role_segments(lambda prefix: tokenizer.apply_chat_template(prefix, add_generation_prompt=False,
-                                                                      tokenize=False), messages, text)
+    return role_segments(
+        lambda prefix: tokenizer.apply_chat_template(prefix, add_generation_prompt=False, tokenize=False),
+        messages,
+        text,
+    )

@@ -68,19 +68,19 @@ def storage_of(tensor) -> dict[str, int]:
 # the op each quantized tensor class runs its matrix products in, as its own linear dispatch picks it (on CPU)
 KERNELS = {
     "Int8Tensor": "torch.mm on the int8 values cast to the activations' dtype, times one scale per output row "
-                  "(torchao Int8Tensor's linear, weight-only branch: torchao/quantization/quantize_/workflows/int8/"
-                  "int8_tensor.py)",
+    "(torchao Int8Tensor's linear, weight-only branch: torchao/quantization/quantize_/workflows/int8/"
+    "int8_tensor.py)",
     "Int4OpaqueTensor": "aten._weight_int4pack_mm_for_cpu (torchao's Int4OpaqueTensor: torch's int4 CPU kernel, the "
-                        "one explain's Int4Linear calls)",
+    "one explain's Int4Linear calls)",
     "WeightQBytesTensor": "quanto::qbytes_mm: torch._weight_int8pack_mm with bfloat16 activations, else a float matmul "
-                          "of the activations with the scaled int8 values (optimum/quanto/library/qbytes_mm.py)",
+    "of the activations with the scaled int8 values (optimum/quanto/library/qbytes_mm.py)",
     "WeightQBitsTensor": "quanto's WeightQBitsTensor linear: the int4 values unpacked and dequantized (scale, shift), "
-                        "then a float matmul (optimum/quanto/tensor/weights/qbits.py)",
+    "then a float matmul (optimum/quanto/tensor/weights/qbits.py)",
 }
 
 
 def config_name(config) -> str:
-    """"TorchAoConfig(Int8WeightOnlyConfig)", "QuantoConfig(weights=int8)", "BitsAndBytesConfig(4-bit nf4)"."""
+    """ "TorchAoConfig(Int8WeightOnlyConfig)", "QuantoConfig(weights=int8)", "BitsAndBytesConfig(4-bit nf4)"."""
     name = type(config).__name__
     quant_type = getattr(config, "quant_type", None)
     if quant_type is not None:
@@ -99,6 +99,7 @@ def config_name(config) -> str:
 def _skip_reason(module_name: str, module: nn.Module, quantizer, config, model) -> str:
     """Why transformers left this linear in float."""
     from transformers.quantizers import base
+
     skipped = set(getattr(quantizer, "modules_to_not_convert", None) or [])
     asked = set(getattr(config, "modules_to_not_convert", None) or [])
     line = inspect.getsourcelines(base.get_keys_to_not_convert)[1]
@@ -107,9 +108,11 @@ def _skip_reason(module_name: str, module: nn.Module, quantizer, config, model) 
     if module_name in set(getattr(model, "_keep_in_fp32_modules", None) or []):
         return f"{type(model).__name__}._keep_in_fp32_modules keeps it in float32"
     if module_name in skipped:
-        return (f"{type(quantizer).__name__}.modules_to_not_convert: transformers' get_keys_to_not_convert leaves "
-                f"the output head, the last module and tied weights in float (transformers/quantizers/base.py line "
-                f"{line})")
+        return (
+            f"{type(quantizer).__name__}.modules_to_not_convert: transformers' get_keys_to_not_convert leaves "
+            f"the output head, the last module and tied weights in float (transformers/quantizers/base.py line "
+            f"{line})"
+        )
     group = getattr(getattr(config, "quant_type", None), "group_size", None)
     in_features = getattr(module, "in_features", None)
     if group and in_features and in_features % group:
@@ -135,8 +138,9 @@ def quantize_facts(model, files: list[str] | None) -> dict | None:
             full = f"{module_name}.{name}" if module_name else name
             if id(tensor) in seen:  # a tied weight, counted under its first name
                 if name == "weight" and isinstance(module, nn.Linear) and not is_quantized(tensor):
-                    left_in_float[full] = (f"tied to {first_names[id(tensor)]}: "
-                                           + _skip_reason(module_name, module, quantizer, config, model))
+                    left_in_float[full] = f"tied to {first_names[id(tensor)]}: " + _skip_reason(
+                        module_name, module, quantizer, config, model
+                    )
                 continue
             first_names[id(tensor)] = full
             seen.add(id(tensor))
@@ -168,22 +172,40 @@ def quantize_facts(model, files: list[str] | None) -> dict | None:
     compute = dtype_name(model.dtype)
     float32_bytes, total_after = parameters * 4, sum(after.values())
     import transformers
-    data = {"method": method, "summary": f"transformers {transformers.__version__}: quantization_config="
-                                         f"{config_name(config)}, "
-                                         + (f"read as saved by {type(quantizer).__name__} (a quantized checkpoint)"
-                                            if getattr(quantizer, "pre_quantized", False) else
-                                            f"applied by {type(quantizer).__name__} on load"),
-            "form": compute, "label": f"{config_name(config)}; {compute} activations",
-            "compute_dtype": compute, "modules": dict(modules), "kernels": kernels,
-            "conversions": [{"from": source, "to": target, "tensors": count, "float_round_trip": round_trip,
-                             "reason": reason} for (source, target, round_trip, reason), count in conversions.items()],
-            "left_in_float": left_in_float, "bytes_before": dict(before), "bytes_after": dict(after),
-            "total_before": sum(before.values()), "total_after": total_after, "float32_bytes": float32_bytes,
-            "parameters": parameters, "ratio_to_float32": total_after / float32_bytes if float32_bytes else None,
-            "bits_per_parameter": 8 * total_after / parameters if parameters else None,
-            "process_memory": process_memory(), "backend": "transformers", "config": _config_dict(config),
-            "quantizer": type(quantizer).__name__ if quantizer is not None else None,
-            "bytes_before_source": "checkpoint files"}
+
+    data = {
+        "method": method,
+        "summary": f"transformers {transformers.__version__}: quantization_config="
+        f"{config_name(config)}, "
+        + (
+            f"read as saved by {type(quantizer).__name__} (a quantized checkpoint)"
+            if getattr(quantizer, "pre_quantized", False)
+            else f"applied by {type(quantizer).__name__} on load"
+        ),
+        "form": compute,
+        "label": f"{config_name(config)}; {compute} activations",
+        "compute_dtype": compute,
+        "modules": dict(modules),
+        "kernels": kernels,
+        "conversions": [
+            {"from": source, "to": target, "tensors": count, "float_round_trip": round_trip, "reason": reason}
+            for (source, target, round_trip, reason), count in conversions.items()
+        ],
+        "left_in_float": left_in_float,
+        "bytes_before": dict(before),
+        "bytes_after": dict(after),
+        "total_before": sum(before.values()),
+        "total_after": total_after,
+        "float32_bytes": float32_bytes,
+        "parameters": parameters,
+        "ratio_to_float32": total_after / float32_bytes if float32_bytes else None,
+        "bits_per_parameter": 8 * total_after / parameters if parameters else None,
+        "process_memory": process_memory(),
+        "backend": "transformers",
+        "config": _config_dict(config),
+        "quantizer": type(quantizer).__name__ if quantizer is not None else None,
+        "bytes_before_source": "checkpoint files",
+    }
     if not stored:  # a model given or attached: explain did not see its files, so what they held is not known
         for key in ("bytes_before", "total_before", "bytes_before_source"):
             del data[key]
@@ -192,6 +214,7 @@ def quantize_facts(model, files: list[str] | None) -> dict | None:
 
 def _config_dict(config) -> dict:
     import json
+
     try:
         as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
         return json.loads(json.dumps(as_dict, default=str))  # enums, torch dtypes and AOBaseConfigs as text
@@ -206,6 +229,7 @@ def stored_tensors(paths: list[str]) -> dict[str, tuple[str, int]]:
     for path in dict.fromkeys(paths):
         if path.endswith(".safetensors") and os.path.isfile(path):
             import safetensors
+
             with safetensors.safe_open(path, framework="pt") as f:  # the header only
                 for name in f.keys():
                     piece = f.get_slice(name)
@@ -216,13 +240,24 @@ def stored_tensors(paths: list[str]) -> dict[str, tuple[str, int]]:
                     out[name] = (dtype_name(dtype), count * torch.empty((), dtype=dtype).element_size())
         elif path.endswith(".gguf") and os.path.isfile(path):
             from ...stages.config import gguf_reader
+
             for tensor in gguf_reader(path).tensors:
                 out[tensor.name] = (tensor.tensor_type.name, int(tensor.n_bytes))
     return out
 
 
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
 
 
 # -- PEFT adapters -----------------------------------------------------------------------------------------------
@@ -234,19 +269,23 @@ def lora_layers(model) -> dict[str, Any]:
     except ImportError:
         return {}
     from ...adapters import PREFIX
-    return {name.removeprefix(PREFIX): module for name, module in model.named_modules()
-            if isinstance(module, LoraLayer)}
+
+    return {
+        name.removeprefix(PREFIX): module for name, module in model.named_modules() if isinstance(module, LoraLayer)
+    }
 
 
 def adapter_facts(model, path: str | None = None, base_parameters: int | None = None) -> list[dict]:
     """One weights/adapter event's data per LoRA adapter in the model (peft's layers, whichever way they came:
     transformers' load_adapter or a PeftModel), in the schema explain.adapters emits."""
     from ...adapters import LoraSettings, adapter_event, delta_facts
+
     layers = lora_layers(model)
     configs = getattr(model, "peft_config", None) or {}
     if not layers or not configs:
         return []
     import peft
+
     if base_parameters is None:
         base_parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     out = []
@@ -261,23 +300,49 @@ def adapter_facts(model, path: str | None = None, base_parameters: int | None = 
             facts.append(delta_facts(name, pair, layer.get_base_layer(), float(layer.scaling[adapter])))
         if not facts:
             continue
-        merged = all(adapter in getattr(layer, "merged_adapters", []) for name, layer in layers.items()
-                     if adapter in layer.lora_A)
-        settings = LoraSettings(r=config.r, lora_alpha=config.lora_alpha, use_rslora=bool(config.use_rslora),
-                                target_modules=config.target_modules,
-                                base_model_name_or_path=config.base_model_name_or_path)
-        how = ("transformers' PeftAdapterMixin.load_adapter" if not isinstance(model, peft.PeftModel)
-               else "a peft PeftModel")
-        out.append(adapter_event(adapter, str(path) if path else f"(in memory: peft adapter {adapter!r})", settings,
-                                 facts, f"peft {peft.__version__} ({how})", base_parameters, merged))
+        merged = all(
+            adapter in getattr(layer, "merged_adapters", [])
+            for name, layer in layers.items()
+            if adapter in layer.lora_A
+        )
+        settings = LoraSettings(
+            r=config.r,
+            lora_alpha=config.lora_alpha,
+            use_rslora=bool(config.use_rslora),
+            target_modules=config.target_modules,
+            base_model_name_or_path=config.base_model_name_or_path,
+        )
+        how = (
+            "transformers' PeftAdapterMixin.load_adapter"
+            if not isinstance(model, peft.PeftModel)
+            else "a peft PeftModel"
+        )
+        out.append(
+            adapter_event(
+                adapter,
+                str(path) if path else f"(in memory: peft adapter {adapter!r})",
+                settings,
+                facts,
+                f"peft {peft.__version__} ({how})",
+                base_parameters,
+                merged,
+            )
+        )
     return out
 
 
-def emit_weights_details(trace, model, files: list[str] | None, adapter_path: str | None = None,
-                         start: float | None = None, given: bool = False) -> None:
+def emit_weights_details(
+    trace,
+    model,
+    files: list[str] | None,
+    adapter_path: str | None = None,
+    start: float | None = None,
+    given: bool = False,
+) -> None:
     """After weights/load: weights/quantize when transformers quantized the model, weights/adapter per LoRA adapter.
     `files`: the checkpoint files it loaded (None: a model given or attached, whose files explain did not see)."""
     import time
+
     now = time.time() if start is None else start
     data = quantize_facts(model, files)
     if data is not None:

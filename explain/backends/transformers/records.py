@@ -1,11 +1,11 @@
 """Plain records of transformers objects, in the fields explain's events use.
 
-    processor_records(...)        generate()'s processor list -> {"name", "class", "title", "args"} of each, as
-                                  explain's processor registry names them
-    processor_effect(...)         what one processor did to one step's scores (removed, changed, kept, top)
-    settings_record(config, ...)  a prepared GenerationConfig -> the `settings` of generation/settings
-    cache_record(cache)           transformers' Cache object -> {"length", "bytes"}
-    stop_reason(criteria)         the criteria that fired -> "eos", "max_length", "stop_string", ...
+processor_records(...)        generate()'s processor list -> {"name", "class", "title", "args"} of each, as
+                              explain's processor registry names them
+processor_effect(...)         what one processor did to one step's scores (removed, changed, kept, top)
+settings_record(config, ...)  a prepared GenerationConfig -> the `settings` of generation/settings
+cache_record(cache)           transformers' Cache object -> {"length", "bytes"}
+stop_reason(criteria)         the criteria that fired -> "eos", "max_length", "stop_string", ...
 """
 
 from __future__ import annotations
@@ -23,8 +23,13 @@ from ...generation.processors import build_processors
 from ...generation.settings import GENERATE_DEFAULTS, KNOBS, validate
 
 # transformers' stopping criteria -> explain's stop reasons, in the order explain checks them
-STOP_REASONS = {"EosTokenCriteria": "eos", "MaxLengthCriteria": "max_length", "StopStringCriteria": "stop_string",
-                "MaxTimeCriteria": "max_time", "ConfidenceCriteria": "confidence"}
+STOP_REASONS = {
+    "EosTokenCriteria": "eos",
+    "MaxLengthCriteria": "max_length",
+    "StopStringCriteria": "stop_string",
+    "MaxTimeCriteria": "max_time",
+    "ConfidenceCriteria": "confidence",
+}
 SETTINGS = tuple(GENERATE_DEFAULTS)  # the settings explain's generation/settings event lists
 
 
@@ -51,9 +56,13 @@ def generic_record(processor) -> dict:
     """A processor explain's registry has no entry for (a class of the user's, or one transformers added): its
     class name, and its public scalar settings as arguments."""
     cls = type(processor).__name__
-    args = {key: plain_value(value) for key, value in vars(processor).items()
-            if not key.startswith("_") and key != "filter_value" and (
-                isinstance(value, (bool, int, float, str)) or (isinstance(value, torch.Tensor) and value.numel() <= 16))}
+    args = {
+        key: plain_value(value)
+        for key, value in vars(processor).items()
+        if not key.startswith("_")
+        and key != "filter_value"
+        and (isinstance(value, (bool, int, float, str)) or (isinstance(value, torch.Tensor) and value.numel() <= 16))
+    }
     return {"name": snake_case(cls), "class": cls, "title": cls, "args": args}
 
 
@@ -66,16 +75,25 @@ def processor_records(config, processors, arguments: dict, vocab_size: int | Non
     processor the same way (tests/test_transformers_backend.py compares them)."""
     prompt = arguments.get("encoder_input_ids")
     settings = {key: plain_value(getattr(config, key)) if hasattr(config, key) else None for key in KNOBS}
-    settings.update(logits_processor=list(arguments.get("logits_processor") or []) or None,
-                    prefix_allowed_tokens_fn=arguments.get("prefix_allowed_tokens_fn"),
-                    negative_prompt_ids=arguments.get("negative_prompt_ids"))
-    settings = {key: GENERATE_DEFAULTS[key] if value is None and key in GENERATE_DEFAULTS else value
-                for key, value in settings.items()}
+    settings.update(
+        logits_processor=list(arguments.get("logits_processor") or []) or None,
+        prefix_allowed_tokens_fn=arguments.get("prefix_allowed_tokens_fn"),
+        negative_prompt_ids=arguments.get("negative_prompt_ids"),
+    )
+    settings = {
+        key: GENERATE_DEFAULTS[key] if value is None and key in GENERATE_DEFAULTS else value
+        for key, value in settings.items()
+    }
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # transformers warned already, where it had something to say
-            ours = build_processors(validate(settings, vocab_size), arguments.get("input_ids_seq_length") or 0,
-                                    prompt_ids=prompt, vocab_size=vocab_size, device="cpu")
+            ours = build_processors(
+                validate(settings, vocab_size),
+                arguments.get("input_ids_seq_length") or 0,
+                prompt_ids=prompt,
+                vocab_size=vocab_size,
+                device="cpu",
+            )
     except (ExplainError, TypeError, ValueError, RuntimeError):  # settings only transformers takes: generic records
         ours = []
     records = []
@@ -85,8 +103,7 @@ def processor_records(config, processors, arguments: dict, vocab_size: int | Non
             records.append(generic_record(processor))
             continue
         ours.remove(twin)
-        records.append({"name": twin.name, "class": type(processor).__name__, "title": twin.title,
-                        "args": twin.args()})
+        records.append({"name": twin.name, "class": type(processor).__name__, "title": twin.title, "args": twin.args()})
     return records
 
 
@@ -113,9 +130,15 @@ def top(scores: torch.Tensor, count, token_text) -> dict:
 def processor_effect(record: dict, before: torch.Tensor, after: torch.Tensor, count, token_text) -> dict:
     """What one processor (its processor_records entry) did at one step: explain's per-processor record."""
     changed = int((before != after).sum())
-    return {"name": record["name"], "title": record["title"], "args": record["args"],
-            "removed": int((torch.isfinite(before) & ~torch.isfinite(after)).sum()), "changed": changed,
-            "kept": int(torch.isfinite(after).sum()), "top": top(after, count, token_text) if changed else None}
+    return {
+        "name": record["name"],
+        "title": record["title"],
+        "args": record["args"],
+        "removed": int((torch.isfinite(before) & ~torch.isfinite(after)).sum()),
+        "changed": changed,
+        "kept": int(torch.isfinite(after).sum()),
+        "top": top(after, count, token_text) if changed else None,
+    }
 
 
 def cache_record(cache) -> dict:

@@ -27,5 +27,16 @@ def __getattr__(name: str) -> Any:
     classes, set by name at import (their names are written nowhere in this file), exist: it sees them as Any."""
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["FILTER_VALUE", "BuildContext", "LogitsProcessor", "PROCESSORS", "build_processors", "knobs", "ordered", "transformers_lacks",
-           "register", *sorted(cls.__name__ for cls in PROCESSORS.values())]
+
+__all__ = [
+    "FILTER_VALUE",
+    "BuildContext",
+    "LogitsProcessor",
+    "PROCESSORS",
+    "build_processors",
+    "knobs",
+    "ordered",
+    "transformers_lacks",
+    "register",
+    *sorted(cls.__name__ for cls in PROCESSORS.values()),
+]

@@ -33,6 +33,7 @@ FILTER_VALUE = -float("inf")
 @dataclass
 class BuildContext:
     """What a processor may need besides the settings: the prompt, the vocabulary, the model (for guidance)."""
+
     prompt_length: int
     prompt_ids: torch.Tensor | None = None  # (1, T)
     vocab_size: int | None = None

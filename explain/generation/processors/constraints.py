@@ -14,10 +14,19 @@ from .registry import register
 @register
 class SuppressTokensLogitsProcessor(LogitsProcessor):
     """The given tokens are impossible at every step."""
+
     name, title, order = "suppress_tokens", "suppressed tokens", 150
     description = "makes the given tokens impossible at every step"
-    knobs = (Knob("suppress_tokens", None, "json", "[token ids] that are never generated", check=token_list,
-                  convert=lambda value: [int(t) for t in value]),)
+    knobs = (
+        Knob(
+            "suppress_tokens",
+            None,
+            "json",
+            "[token ids] that are never generated",
+            check=token_list,
+            convert=lambda value: [int(t) for t in value],
+        ),
+    )
 
     def __init__(self, suppress_tokens):
         require(self.knobs[0], suppress_tokens)
@@ -36,9 +45,11 @@ class SuppressTokensLogitsProcessor(LogitsProcessor):
                 continue
             forced = {forced} if is_integer(forced) else set(forced)
             if forced and forced <= set(suppressed):
-                return (f"every token of {forced_name} ({sorted(forced)}) is also in suppress_tokens: at the forcing "
-                        "step no token would be possible; remove it from one of them (to keep the model from ending "
-                        "early, use min_new_tokens)")
+                return (
+                    f"every token of {forced_name} ({sorted(forced)}) is also in suppress_tokens: at the forcing "
+                    "step no token would be possible; remove it from one of them (to keep the model from ending "
+                    "early, use min_new_tokens)"
+                )
         return None
 
     @classmethod
@@ -56,10 +67,19 @@ class SuppressTokensLogitsProcessor(LogitsProcessor):
 @register
 class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
     """The given tokens are impossible as the first generated token."""
+
     name, title, order = "begin_suppress_tokens", "suppressed first tokens", 160
     description = "makes the given tokens impossible as the first generated token"
-    knobs = (Knob("begin_suppress_tokens", None, "json", "[token ids] that cannot be the first new token",
-                  check=token_list, convert=lambda value: [int(t) for t in value]),)
+    knobs = (
+        Knob(
+            "begin_suppress_tokens",
+            None,
+            "json",
+            "[token ids] that cannot be the first new token",
+            check=token_list,
+            convert=lambda value: [int(t) for t in value],
+        ),
+    )
 
     def __init__(self, begin_suppress_tokens, begin_index: int):
         require(self.knobs[0], begin_suppress_tokens)
@@ -93,10 +113,19 @@ def check_callable(value, vocab_size=None) -> str | None:
 @register
 class PrefixConstrainedLogitsProcessor(LogitsProcessor):
     """Only the tokens your function allows for the text so far are possible."""
+
     name, title, order = "prefix_allowed_tokens_fn", "allowed tokens (your function)", 100
     description = "only the tokens prefix_allowed_tokens_fn(batch_id, input_ids) returns are possible"
-    knobs = (Knob("prefix_allowed_tokens_fn", None, "object",
-                  "a function (batch_id, input_ids) -> the token ids allowed next", check=check_callable, cli=False),)
+    knobs = (
+        Knob(
+            "prefix_allowed_tokens_fn",
+            None,
+            "object",
+            "a function (batch_id, input_ids) -> the token ids allowed next",
+            check=check_callable,
+            cli=False,
+        ),
+    )
 
     def __init__(self, prefix_allowed_tokens_fn, num_beams: int = 1):
         require(self.knobs[0], prefix_allowed_tokens_fn)
@@ -115,9 +144,11 @@ class PrefixConstrainedLogitsProcessor(LogitsProcessor):
         for row in range(input_ids.shape[0]):  # the function gets the prompt's index, as in transformers
             allowed = self.function(row // self.num_beams, input_ids[row])
             if len(allowed) == 0:
-                raise ExplainError(f"prefix_allowed_tokens_fn returned no token for the text so far "
-                                   f"({input_ids.shape[-1]} tokens): the constraint cannot be met; make the "
-                                   "function always allow at least one token (EOS, for instance)")
+                raise ExplainError(
+                    f"prefix_allowed_tokens_fn returned no token for the text so far "
+                    f"({input_ids.shape[-1]} tokens): the constraint cannot be met; make the "
+                    "function always allow at least one token (EOS, for instance)"
+                )
             mask[row, allowed] = 0
         processed = scores + mask
         # if every allowed token is already impossible, force them with a score of 0 so the constraint holds
@@ -128,10 +159,12 @@ class PrefixConstrainedLogitsProcessor(LogitsProcessor):
 @register
 class InfNanRemoveLogitsProcessor(LogitsProcessor):
     """nan becomes 0, +inf and -inf the largest and smallest float: sampling never meets an invalid number."""
+
     name, title, order = "remove_invalid_values", "remove inf/nan", 130
     description = "replaces nan by 0 and ±inf by the largest/smallest float, so sampling cannot fail on them"
-    knobs = (Knob("remove_invalid_values", False, "bool", "replace nan and ±inf logits by finite numbers",
-                  check=boolean),)
+    knobs = (
+        Knob("remove_invalid_values", False, "bool", "replace nan and ±inf logits by finite numbers", check=boolean),
+    )
 
     @classmethod
     def build(cls, settings, context):

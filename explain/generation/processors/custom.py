@@ -12,18 +12,29 @@ from .registry import MERGE_ORDER, register
 
 def check_processor_list(value, vocab_size=None) -> str | None:
     if not isinstance(value, (list, tuple)) or not all(callable(p) for p in value):
-        return ("must be a list of logits processors (callables (input_ids, scores) -> scores, such as "
-                f"transformers.LogitsProcessorList([...])), got {value!r}")
+        return (
+            "must be a list of logits processors (callables (input_ids, scores) -> scores, such as "
+            f"transformers.LogitsProcessorList([...])), got {value!r}"
+        )
     return None
 
 
 @register
 class CallProcessor(LogitsProcessor):
     """One processor of the call's own `logits_processor` list. Its name is its class's name."""
+
     name, title, order = "logits_processor", "your processor", MERGE_ORDER
     description = "a processor you passed in logits_processor=[...]"
-    knobs = (Knob("logits_processor", None, "object", "your own logits processors, run after the built ones",
-                  check=check_processor_list, cli=False),)
+    knobs = (
+        Knob(
+            "logits_processor",
+            None,
+            "object",
+            "your own logits processors, run after the built ones",
+            check=check_processor_list,
+            cli=False,
+        ),
+    )
 
     def __init__(self, function):
         self.function = function
@@ -45,6 +56,8 @@ class CallProcessor(LogitsProcessor):
         # a copy in, so that a processor that writes in place cannot change the scores explain shows before it
         result = self.function(input_ids, scores.clone())
         if not isinstance(result, torch.Tensor) or result.shape != scores.shape:
-            raise TypeError(f"logits processor {self.label} returned {type(result).__name__} "
-                            f"{tuple(getattr(result, 'shape', ()))}, not scores of shape {tuple(scores.shape)}")
+            raise TypeError(
+                f"logits processor {self.label} returned {type(result).__name__} "
+                f"{tuple(getattr(result, 'shape', ()))}, not scores of shape {tuple(scores.shape)}"
+            )
         return result

@@ -36,8 +36,10 @@ def check_negative_prompt(value, vocab_size=None) -> str | None:
     except TypeError:
         ids = None
     if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
-        return (f"must be the token ids of one negative prompt (a list, or a tensor of shape (1, T)), got {value!r}; "
-                "tokenize it with pipe.tokenizer.encode(text)")
+        return (
+            f"must be the token ids of one negative prompt (a list, or a tensor of shape (1, T)), got {value!r}; "
+            "tokenize it with pipe.tokenizer.encode(text)"
+        )
     for token in ids:
         problem = token_id_problem(token, vocab_size, within=True)
         if problem:
@@ -52,8 +54,10 @@ def check_mask(value, vocab_size=None) -> str | None:
         mask = None
     if isinstance(mask, list) and mask and all(m == 1 for m in mask):
         return None
-    return (f"must be all ones, got {value!r}: explain runs one sequence and never pads, so a mask can only say "
-            "\"attend to every token\"; leave it out")
+    return (
+        f"must be all ones, got {value!r}: explain runs one sequence and never pads, so a mask can only say "
+        '"attend to every token"; leave it out'
+    )
 
 
 @register
@@ -61,17 +65,37 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
     name, title, order = "guidance_scale", "classifier-free guidance", 10
     description = "pushes the log-probabilities away from those of an unconditional sequence (one extra forward a step)"
     knobs = (
-        Knob("guidance_scale", None, "float", "classifier-free guidance: above 1 follows the prompt more closely "
-             "(an extra forward of the model each step)", check=number(),
-             widget=Slider(1.0, 3.0, 0.1, "guidance scale", off=1.0)),
-        Knob("negative_prompt_ids", None, "json", "token ids of the unconditional (negative) prompt for guidance "
-             "(default: the prompt's last token)", check=check_negative_prompt, convert=flat_ids),
-        Knob("negative_prompt_attention_mask", None, "json", "attention mask of the negative prompt (ones only)",
-             check=check_mask, convert=flat_ids, cli=False),
+        Knob(
+            "guidance_scale",
+            None,
+            "float",
+            "classifier-free guidance: above 1 follows the prompt more closely "
+            "(an extra forward of the model each step)",
+            check=number(),
+            widget=Slider(1.0, 3.0, 0.1, "guidance scale", off=1.0),
+        ),
+        Knob(
+            "negative_prompt_ids",
+            None,
+            "json",
+            "token ids of the unconditional (negative) prompt for guidance (default: the prompt's last token)",
+            check=check_negative_prompt,
+            convert=flat_ids,
+        ),
+        Knob(
+            "negative_prompt_attention_mask",
+            None,
+            "json",
+            "attention mask of the negative prompt (ones only)",
+            check=check_mask,
+            convert=flat_ids,
+            cli=False,
+        ),
     )
 
-    def __init__(self, guidance_scale: float, model, prompt_length: int, unconditional_ids: list[int] | None = None,
-                 device="cpu"):
+    def __init__(
+        self, guidance_scale: float, model, prompt_length: int, unconditional_ids: list[int] | None = None, device="cpu"
+    ):
         require(self.knobs[0], guidance_scale)
         self.guidance_scale, self.model, self.prompt_length = guidance_scale, model, int(prompt_length)
         self.unconditional_ids = None if unconditional_ids is None else list(unconditional_ids)
@@ -88,21 +112,23 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
         return cls(scale, context.model, context.prompt_length, settings.get("negative_prompt_ids"), context.device)
 
     def args(self):
-        return {"guidance_scale": self.guidance_scale,
-                "unconditional_start": self.unconditional_ids if self.unconditional_ids is not None
-                else "the prompt's last token"}
+        return {
+            "guidance_scale": self.guidance_scale,
+            "unconditional_start": self.unconditional_ids
+            if self.unconditional_ids is not None
+            else "the prompt's last token",
+        }
 
     def unconditional_sequence(self, input_ids: torch.Tensor) -> tuple[list[int], int]:
         """(the unconditional tokens for this text, how many of them the first forward takes at once)."""
         first = self.unconditional_ids
         if first is None:
-            first = input_ids[0, self.prompt_length - 1: self.prompt_length].tolist()
-        return first + input_ids[0, self.prompt_length:].tolist(), len(first)
+            first = input_ids[0, self.prompt_length - 1 : self.prompt_length].tolist()
+        return first + input_ids[0, self.prompt_length :].tolist(), len(first)
 
     @torch.inference_mode()
     def _feed(self, ids: list[int]) -> None:
-        out = self.model(torch.tensor([ids], dtype=torch.long, device=self.device), cache=self.cache,
-                         logits_to_keep=1)
+        out = self.model(torch.tensor([ids], dtype=torch.long, device=self.device), cache=self.cache, logits_to_keep=1)
         self.fed = self.fed + ids
         self.last_logits = out.logits[:, -1, :]  # (1, vocab), in the model's dtype, as transformers takes them
 
@@ -111,6 +137,7 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
         feeds one token; a what-if or a forced branch rewinds the cache to the tokens it shares and goes on from
         there."""
         from ...models.cache import KVCache
+
         target, first = self.unconditional_sequence(input_ids)
         if self.fed == target and self.last_logits is not None:
             return self.last_logits

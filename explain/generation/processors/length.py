@@ -19,10 +19,10 @@ def _suppress(scores: torch.Tensor, token_ids_: list[int]) -> torch.Tensor:
 @register
 class MinLengthLogitsProcessor(LogitsProcessor):
     """EOS is impossible until the whole sequence (prompt included) has min_length tokens."""
+
     name, title, order = "min_length", "minimum length", 80
     description = "makes EOS impossible until the text, prompt included, has min_length tokens"
-    knobs = (Knob("min_length", 0, "int", "EOS is impossible before this many tokens, prompt included",
-                  check=LENGTH),)
+    knobs = (Knob("min_length", 0, "int", "EOS is impossible before this many tokens, prompt included", check=LENGTH),)
 
     def __init__(self, min_length: int, eos_token_ids: list[int]):
         require(self.knobs[0], min_length)
@@ -45,6 +45,7 @@ class MinLengthLogitsProcessor(LogitsProcessor):
 @register
 class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
     """EOS is impossible until min_new_tokens tokens have been generated."""
+
     name, title, order = "min_new_tokens", "minimum new tokens", 90
     description = "makes EOS impossible until min_new_tokens tokens have been generated"
     knobs = (Knob("min_new_tokens", None, "int", "EOS is impossible before this many new tokens", check=LENGTH),)
@@ -71,10 +72,12 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
 @register
 class ForcedBOSTokenLogitsProcessor(LogitsProcessor):
     """When the text is a single token, the next one must be forced_bos_token_id (every other is impossible)."""
+
     name, title, order = "forced_bos_token_id", "forced first token", 110
     description = "when the text is one token long, forces this token next"
-    knobs = (Knob("forced_bos_token_id", None, "int", "the token forced right after a one-token prompt",
-                  check=token_id),)
+    knobs = (
+        Knob("forced_bos_token_id", None, "int", "the token forced right after a one-token prompt", check=token_id),
+    )
 
     def __init__(self, bos_token_id: int):
         require(self.knobs[0], bos_token_id)
@@ -99,10 +102,18 @@ class ForcedBOSTokenLogitsProcessor(LogitsProcessor):
 @register
 class ForcedEOSTokenLogitsProcessor(LogitsProcessor):
     """At the last position max_length allows, EOS is forced (every other token is impossible)."""
+
     name, title, order = "forced_eos_token_id", "forced last token", 120
     description = "forces this token (usually EOS) as the last one max_length allows"
-    knobs = (Knob("forced_eos_token_id", None, "json", "the token(s) forced at the last position max_length allows",
-                  check=token_ids),)
+    knobs = (
+        Knob(
+            "forced_eos_token_id",
+            None,
+            "json",
+            "the token(s) forced at the last position max_length allows",
+            check=token_ids,
+        ),
+    )
 
     def __init__(self, max_length: int, eos_token_id):
         require(self.knobs[0], eos_token_id)
@@ -126,21 +137,36 @@ class ForcedEOSTokenLogitsProcessor(LogitsProcessor):
 
 
 def check_decay(value, vocab_size=None) -> str | None:
-    if (not isinstance(value, (list, tuple)) or len(value) != 2 or not is_integer(value[0]) or value[0] < 0
-            or number()(value[1]) is not None):
-        return (f"must be a pair (start, decay factor): after `start` new tokens the EOS logit grows by "
-                f"factor ** (tokens past start); e.g. (10, 1.5), got {value!r}")
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not is_integer(value[0])
+        or value[0] < 0
+        or number()(value[1]) is not None
+    ):
+        return (
+            f"must be a pair (start, decay factor): after `start` new tokens the EOS logit grows by "
+            f"factor ** (tokens past start); e.g. (10, 1.5), got {value!r}"
+        )
     return None
 
 
 @register
 class ExponentialDecayLengthPenalty(LogitsProcessor):
     """After `start` new tokens, the EOS logits grow by |logit| * (factor ** (tokens past start) - 1)."""
+
     name, title, order = "exponential_decay_length_penalty", "EOS boost with length", 140
     description = "after `start` new tokens, makes EOS exponentially more likely with every token"
-    knobs = (Knob("exponential_decay_length_penalty", None, "json",
-                  "(start, factor): after start new tokens, raise EOS by factor per token", check=check_decay,
-                  convert=lambda value: [int(value[0]), float(value[1])]),)
+    knobs = (
+        Knob(
+            "exponential_decay_length_penalty",
+            None,
+            "json",
+            "(start, factor): after start new tokens, raise EOS by factor per token",
+            check=check_decay,
+            convert=lambda value: [int(value[0]), float(value[1])],
+        ),
+    )
 
     def __init__(self, exponential_decay_length_penalty, eos_token_ids: list[int], prompt_length: int):
         require(self.knobs[0], exponential_decay_length_penalty)
@@ -151,8 +177,10 @@ class ExponentialDecayLengthPenalty(LogitsProcessor):
     @classmethod
     def settings_problem(cls, settings):
         if settings.get("exponential_decay_length_penalty") is not None and not eos_ids(settings):
-            return ("exponential_decay_length_penalty raises the EOS logit, but there is no eos_token_id; "
-                    "pass eos_token_id too")
+            return (
+                "exponential_decay_length_penalty raises the EOS logit, but there is no eos_token_id; "
+                "pass eos_token_id too"
+            )
         return None
 
     @classmethod

@@ -10,10 +10,19 @@ from .registry import register
 @register
 class LogitNormalization(LogitsProcessor):
     """log_softmax: the scores become log-probabilities that sum (as probabilities) to one. Always last."""
+
     name, title, order = "renormalize_logits", "renormalize (log-softmax)", 999
     description = "replaces the scores by their log-softmax, so that they are log-probabilities again"
-    knobs = (Knob("renormalize_logits", None, "bool", "turn the final scores into log-probabilities",
-                  check=boolean, widget=Toggle("renormalize logits")),)
+    knobs = (
+        Knob(
+            "renormalize_logits",
+            None,
+            "bool",
+            "turn the final scores into log-probabilities",
+            check=boolean,
+            widget=Toggle("renormalize logits"),
+        ),
+    )
 
     @classmethod
     def build(cls, settings, context):

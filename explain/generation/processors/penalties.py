@@ -20,10 +20,19 @@ NGRAM = number(0, integer=True, fix="0 turns it off")
 @register
 class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
     """Tokens already present (prompt included) get their logit divided by the penalty (multiplied if negative)."""
+
     name, title, order = "repetition_penalty", "repetition penalty", 40
     description = "divides the logit of every token already in the text by the penalty (multiplies it if negative)"
-    knobs = (Knob("repetition_penalty", 1.0, "float", "above 1 makes tokens already in the text less likely",
-                  check=PENALTY, widget=Slider(1.0, 2.0, 0.05, "repetition penalty", main=True)),)
+    knobs = (
+        Knob(
+            "repetition_penalty",
+            1.0,
+            "float",
+            "above 1 makes tokens already in the text less likely",
+            check=PENALTY,
+            widget=Slider(1.0, 2.0, 0.05, "repetition penalty", main=True),
+        ),
+    )
 
     def __init__(self, penalty: float):
         require(self.knobs[0], penalty)
@@ -47,10 +56,14 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
 class EncoderRepetitionPenaltyLogitsProcessor(LogitsProcessor):
     """The prompt's tokens get their logit multiplied by the penalty (divided if negative): above 1, the model
     sticks to the prompt's words (transformers calls it a hallucination penalty)."""
+
     name, title, order = "encoder_repetition_penalty", "prompt-token boost", 30
     description = "above 1 makes the prompt's own tokens more likely (an anti-hallucination boost)"
-    knobs = (Knob("encoder_repetition_penalty", 1.0, "float", "above 1 makes the prompt's tokens more likely",
-                  check=PENALTY),)
+    knobs = (
+        Knob(
+            "encoder_repetition_penalty", 1.0, "float", "above 1 makes the prompt's tokens more likely", check=PENALTY
+        ),
+    )
 
     def __init__(self, penalty: float, encoder_input_ids: torch.Tensor):
         require(self.knobs[0], penalty)
@@ -77,10 +90,19 @@ class EncoderRepetitionPenaltyLogitsProcessor(LogitsProcessor):
 @register
 class NoRepeatNGramLogitsProcessor(LogitsProcessor):
     """A token that would complete an n-gram already in the text (prompt included) is forbidden."""
+
     name, title, order = "no_repeat_ngram_size", "no repeated n-grams", 50
     description = "forbids every token that would repeat an n-gram of this size already in the text"
-    knobs = (Knob("no_repeat_ngram_size", 0, "int", "forbid repeating any n-gram of this many tokens (0: off)",
-                  check=NGRAM, widget=Slider(0, 8, 1, "no repeat n-gram", off=0)),)
+    knobs = (
+        Knob(
+            "no_repeat_ngram_size",
+            0,
+            "int",
+            "forbid repeating any n-gram of this many tokens (0: off)",
+            check=NGRAM,
+            widget=Slider(0, 8, 1, "no repeat n-gram", off=0),
+        ),
+    )
 
     def __init__(self, ngram_size: int):
         require(self.knobs[0], ngram_size)
@@ -100,7 +122,7 @@ class NoRepeatNGramLogitsProcessor(LogitsProcessor):
             return scores.clone()  # no complete n-gram yet
         # the n-grams the next token could complete start with the last n-1 tokens: match that prefix against
         # every window; a matching window forbids its own last token
-        prefix = input_ids[:, length + 1 - self.ngram_size:]  # (B, n-1)
+        prefix = input_ids[:, length + 1 - self.ngram_size :]  # (B, n-1)
         windows = input_ids.unfold(dimension=1, size=self.ngram_size, step=1)  # (B, windows, n)
         matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)  # (B, windows)
         vocab_size = scores.shape[-1]
@@ -112,10 +134,18 @@ class NoRepeatNGramLogitsProcessor(LogitsProcessor):
 @register
 class EncoderNoRepeatNGramLogitsProcessor(LogitsProcessor):
     """A token that would repeat an n-gram of the prompt is forbidden."""
+
     name, title, order = "encoder_no_repeat_ngram_size", "no prompt n-grams", 60
     description = "forbids every token that would repeat an n-gram of this size from the prompt"
-    knobs = (Knob("encoder_no_repeat_ngram_size", 0, "int",
-                  "forbid repeating any n-gram of this many tokens from the prompt (0: off)", check=NGRAM),)
+    knobs = (
+        Knob(
+            "encoder_no_repeat_ngram_size",
+            0,
+            "int",
+            "forbid repeating any n-gram of this many tokens from the prompt (0: off)",
+            check=NGRAM,
+        ),
+    )
 
     def __init__(self, ngram_size: int, encoder_input_ids: torch.Tensor):
         require(self.knobs[0], ngram_size)
@@ -138,6 +168,6 @@ class EncoderNoRepeatNGramLogitsProcessor(LogitsProcessor):
         processed = scores.clone()
         for row in range(scores.shape[0]):
             # the same slice as transformers' _get_generated_ngrams (a negative start wraps, as it does there)
-            key = tuple(input_ids[row][length + 1 - self.ngram_size:length].tolist())
+            key = tuple(input_ids[row][length + 1 - self.ngram_size : length].tolist())
             processed[row, self.ngrams.get(key, [])] = FILTER_VALUE
         return processed

@@ -74,19 +74,37 @@ def transformers_lacks(name: str) -> str | None:
     class declares transformers_class = None); None when transformers has it (or it is no processor's knob)."""
     for cls in ordered():
         if cls.transformers_class is None and any(knob.name == name for knob in cls.knobs):
-            return (f"{name} is a knob of {cls.title} ({cls.__name__}), a logits processor that explain has and "
-                    f"transformers' generate() does not: run it with backend=\"explain\" (the default), or leave "
-                    f"{name} out")
+            return (
+                f"{name} is a knob of {cls.title} ({cls.__name__}), a logits processor that explain has and "
+                f'transformers\' generate() does not: run it with backend="explain" (the default), or leave '
+                f"{name} out"
+            )
     return None
 
 
-def build_processors(settings: dict, prompt_length: int, *, prompt_ids=None, model=None, vocab_size=None,
-                     device="cpu", num_beams: int = 1, min_tokens_to_keep: int = 1) -> list[LogitsProcessor]:
+def build_processors(
+    settings: dict,
+    prompt_length: int,
+    *,
+    prompt_ids=None,
+    model=None,
+    vocab_size=None,
+    device="cpu",
+    num_beams: int = 1,
+    min_tokens_to_keep: int = 1,
+) -> list[LogitsProcessor]:
     """The processors transformers' generate() builds for these (validated, resolved) settings, in its order.
     `num_beams`: the rows each prompt has (beams or sampled sequences); `min_tokens_to_keep`: what the warpers
     keep (transformers: the EOS count + 1 in beam search)."""
-    context = BuildContext(prompt_length=prompt_length, prompt_ids=prompt_ids, vocab_size=vocab_size, model=model,
-                           device=device, num_beams=num_beams, min_tokens_to_keep=min_tokens_to_keep)
+    context = BuildContext(
+        prompt_length=prompt_length,
+        prompt_ids=prompt_ids,
+        vocab_size=vocab_size,
+        model=model,
+        device=device,
+        num_beams=num_beams,
+        min_tokens_to_keep=min_tokens_to_keep,
+    )
     processors: list[LogitsProcessor] = []
     merged = False
     for cls in ordered():
@@ -114,9 +132,11 @@ def merge_custom(processors: list, custom) -> list:
     for processor in processors:
         same = next((w for w in wrapped if w.transformers_class_name == processor.transformers_class), None)
         if same is not None:
-            warnings.warn(f"your logits processor {same.label} takes the place of the {processor.transformers_class} "
-                          f"that {processor.name} would build (transformers does the same, with this warning)",
-                          stacklevel=2)
+            warnings.warn(
+                f"your logits processor {same.label} takes the place of the {processor.transformers_class} "
+                f"that {processor.name} would build (transformers does the same, with this warning)",
+                stacklevel=2,
+            )
             same.replaces = processor.name
             result.append(same)
             used.add(id(same))

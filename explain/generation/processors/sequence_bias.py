@@ -27,8 +27,10 @@ def check_sequence_bias(value, vocab_size=None) -> str | None:
     pairs = list(value.items()) if isinstance(value, dict) else value
     example = "e.g. [[[1, 2], 5.0], [[7], -3.0]] or {(1, 2): 5.0, (7,): -3.0}"
     if not isinstance(pairs, (list, tuple)) or not pairs:
-        return f"must be a non-empty list of [token ids, bias] pairs or a dict {{token ids: bias}}, got {value!r}; " \
-               + example
+        return (
+            f"must be a non-empty list of [token ids, bias] pairs or a dict {{token ids: bias}}, got {value!r}; "
+            + example
+        )
     for pair in pairs:
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             return f"must hold [token ids, bias] pairs, got {pair!r}; {example}"
@@ -58,10 +60,19 @@ def check_bad_words(value, vocab_size=None) -> str | None:
 @register
 class SequenceBiasLogitsProcessor(LogitsProcessor):
     """Adds a bias to a token when it would complete one of the given sequences (a single token: always)."""
+
     name, title, order = "sequence_bias", "sequence bias", 20
     description = "adds a bias to the token that would complete each given token sequence"
-    knobs = (Knob("sequence_bias", None, "json", "[[token ids, bias], ...]: add the bias to the token completing "
-                  "each sequence", check=check_sequence_bias, convert=plain_sequence_bias),)
+    knobs = (
+        Knob(
+            "sequence_bias",
+            None,
+            "json",
+            "[[token ids, bias], ...]: add the bias to the token completing each sequence",
+            check=check_sequence_bias,
+            convert=plain_sequence_bias,
+        ),
+    )
 
     def __init__(self, sequence_bias):
         require(SequenceBiasLogitsProcessor.knobs[0], sequence_bias)
@@ -79,8 +90,7 @@ class SequenceBiasLogitsProcessor(LogitsProcessor):
     def _prepare(self, scores: torch.Tensor) -> None:
         """The bias tensors, built once the vocabulary size is known (as transformers does on its first call)."""
         vocab_size = scores.shape[-1]
-        require(SequenceBiasLogitsProcessor.knobs[0], [[list(k), v] for k, v in self.sequence_bias.items()],
-                vocab_size)
+        require(SequenceBiasLogitsProcessor.knobs[0], [[list(k), v] for k, v in self.sequence_bias.items()], vocab_size)
         self.length_1_bias = torch.zeros((vocab_size,), dtype=torch.float, device=scores.device)
         single = [(ids[0], bias) for ids, bias in self.sequence_bias.items() if len(ids) == 1]
         if single:
@@ -90,10 +100,13 @@ class SequenceBiasLogitsProcessor(LogitsProcessor):
             if len(ids) > 1:
                 by_prefix_length.setdefault(len(ids) - 1, []).append((ids, bias))
         self.multi_token_biases = [
-            (torch.tensor([ids[:-1] for ids, _ in group], device=scores.device),  # (S, prefix length)
-             torch.tensor([ids[-1] for ids, _ in group], device=scores.device),  # (S,)
-             torch.tensor([bias for _, bias in group], dtype=torch.float, device=scores.device))  # (S,)
-            for group in by_prefix_length.values()]
+            (
+                torch.tensor([ids[:-1] for ids, _ in group], device=scores.device),  # (S, prefix length)
+                torch.tensor([ids[-1] for ids, _ in group], device=scores.device),  # (S,)
+                torch.tensor([bias for _, bias in group], dtype=torch.float, device=scores.device),
+            )  # (S,)
+            for group in by_prefix_length.values()
+        ]
         self.prepared_vocab = vocab_size
 
     def __call__(self, input_ids, scores):
@@ -114,10 +127,19 @@ class SequenceBiasLogitsProcessor(LogitsProcessor):
 class NoBadWordsLogitsProcessor(SequenceBiasLogitsProcessor):
     """Forbids the token that would complete any of the given sequences (a sequence of one token: always).
     A bad word that is just the EOS token is dropped, as in transformers: EOS stays possible."""
+
     name, title, order = "bad_words_ids", "forbidden words", 70
     description = "forbids the token that would complete each given token sequence"
-    knobs = (Knob("bad_words_ids", None, "json", "[[token ids], ...]: sequences that must not be generated",
-                  check=check_bad_words, convert=lambda value: [[int(t) for t in ids] for ids in value]),)
+    knobs = (
+        Knob(
+            "bad_words_ids",
+            None,
+            "json",
+            "[[token ids], ...]: sequences that must not be generated",
+            check=check_bad_words,
+            convert=lambda value: [[int(t) for t in ids] for ids in value],
+        ),
+    )
 
     def __init__(self, bad_words_ids, eos_token_ids=()):
         require(NoBadWordsLogitsProcessor.knobs[0], bad_words_ids)
@@ -130,8 +152,10 @@ class NoBadWordsLogitsProcessor(SequenceBiasLogitsProcessor):
     def settings_problem(cls, settings):
         value, eos = settings.get("bad_words_ids"), eos_ids(settings)
         if value and all(list(ids) in [[e] for e in eos] for ids in value):
-            return (f"bad_words_ids={value!r} only forbids the EOS token, which transformers leaves out of bad words "
-                    "(and then fails on an empty list); to keep the model from ending early, use min_new_tokens")
+            return (
+                f"bad_words_ids={value!r} only forbids the EOS token, which transformers leaves out of bad words "
+                "(and then fails on an empty list); to keep the model from ending early, use min_new_tokens"
+            )
         return None
 
     @classmethod

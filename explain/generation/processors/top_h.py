@@ -13,11 +13,20 @@ from .registry import register
 class TopHLogitsWarper(LogitsProcessor):
     """Among the 100 most likely tokens, keep the most likely ones until their entropy share reaches top_h of the
     whole entropy (always at least the top one)."""
+
     name, title, order, sampling_only = "top_h", "top-h (entropy)", 180, True  # after temperature, before top-k
     description = "keeps the most likely tokens until their share of the entropy reaches top_h"
-    knobs = (Knob("top_h", None, "float", "keep the top tokens until they hold this share of the entropy",
-                  check=number(0, 1, low_open=True), sampling_only=True,
-                  widget=Slider(0.0, 1.0, 0.05, "top-h", off=0.0)),)
+    knobs = (
+        Knob(
+            "top_h",
+            None,
+            "float",
+            "keep the top tokens until they hold this share of the entropy",
+            check=number(0, 1, low_open=True),
+            sampling_only=True,
+            widget=Slider(0.0, 1.0, 0.05, "top-h", off=0.0),
+        ),
+    )
     top_n = 100  # transformers' cap on the tokens considered
 
     def __init__(self, top_h: float):

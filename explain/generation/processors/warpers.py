@@ -16,8 +16,10 @@ from .registry import register
 def check_temperature(value, vocab_size=None) -> str | None:
     if is_number(value) and value > 0 and math.isfinite(value):
         return None
-    return (f"must be a strictly positive, finite number when sampling, got {value!r}; for greedy decoding "
-            "(always the most likely token) use do_sample=False")
+    return (
+        f"must be a strictly positive, finite number when sampling, got {value!r}; for greedy decoding "
+        "(always the most likely token) use do_sample=False"
+    )
 
 
 def check_top_k(value, vocab_size=None) -> str | None:
@@ -29,11 +31,20 @@ def check_top_k(value, vocab_size=None) -> str | None:
 @register
 class TemperatureLogitsWarper(LogitsProcessor):
     """Divide by the temperature: below 1 sharpens the distribution, above 1 flattens it."""
+
     name, title, order, sampling_only = "temperature", "temperature", 170, True
     description = "divides every logit by the temperature: below 1 sharpens the distribution, above 1 flattens it"
-    knobs = (Knob("temperature", 1.0, "float", "divide the logits by this: below 1 sharper, above 1 flatter",
-                  check=check_temperature, sampling_only=True,
-                  widget=Slider(0.05, 2.0, 0.05, "temperature", main=True)),)
+    knobs = (
+        Knob(
+            "temperature",
+            1.0,
+            "float",
+            "divide the logits by this: below 1 sharper, above 1 flatter",
+            check=check_temperature,
+            sampling_only=True,
+            widget=Slider(0.05, 2.0, 0.05, "temperature", main=True),
+        ),
+    )
 
     def __init__(self, temperature: float):
         require(self.knobs[0], temperature)
@@ -54,10 +65,20 @@ class TemperatureLogitsWarper(LogitsProcessor):
 @register
 class TopKLogitsWarper(LogitsProcessor):
     """Keep the k highest logits; the rest become -inf."""
+
     name, title, order, sampling_only = "top_k", "top-k", 190, True
     description = "keeps the k highest logits; every other token becomes impossible"
-    knobs = (Knob("top_k", 50, "int", "keep only the k most likely tokens (0: off)", check=check_top_k,
-                  sampling_only=True, widget=Slider(0, 200, 1, "top-k", main=True)),)
+    knobs = (
+        Knob(
+            "top_k",
+            50,
+            "int",
+            "keep only the k most likely tokens (0: off)",
+            check=check_top_k,
+            sampling_only=True,
+            widget=Slider(0, 200, 1, "top-k", main=True),
+        ),
+    )
 
     def __init__(self, top_k: int, min_tokens_to_keep: int = 1):
         require(self.knobs[0], top_k)
@@ -82,11 +103,20 @@ class TopKLogitsWarper(LogitsProcessor):
 @register
 class TopPLogitsWarper(LogitsProcessor):
     """Nucleus sampling: keep the smallest set of top tokens whose probabilities add up to top_p."""
+
     name, title, order, sampling_only = "top_p", "top-p (nucleus)", 200, True
     description = "keeps the smallest set of most likely tokens whose probabilities add up to top_p"
-    knobs = (Knob("top_p", 1.0, "float", "keep the fewest top tokens whose probabilities reach this (1.0: off)",
-                  check=number(0, 1, low_open=True, fix="top_p=1.0 keeps every token"), sampling_only=True,
-                  widget=Slider(0.05, 1.0, 0.05, "top-p", main=True)),)
+    knobs = (
+        Knob(
+            "top_p",
+            1.0,
+            "float",
+            "keep the fewest top tokens whose probabilities reach this (1.0: off)",
+            check=number(0, 1, low_open=True, fix="top_p=1.0 keeps every token"),
+            sampling_only=True,
+            widget=Slider(0.05, 1.0, 0.05, "top-p", main=True),
+        ),
+    )
 
     def __init__(self, top_p: float, min_tokens_to_keep: int = 1):
         require(self.knobs[0], top_p)
@@ -104,7 +134,7 @@ class TopPLogitsWarper(LogitsProcessor):
         sorted_logits, sorted_indices = torch.sort(scores, descending=False)
         cumulative_probs = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         sorted_indices_to_remove = cumulative_probs <= (1 - self.top_p)  # the low tail that sums to 1 - top_p
-        sorted_indices_to_remove[..., -self.min_tokens_to_keep:] = 0
+        sorted_indices_to_remove[..., -self.min_tokens_to_keep :] = 0
         indices_to_remove = sorted_indices_to_remove.scatter(1, sorted_indices, sorted_indices_to_remove)
         return scores.masked_fill(indices_to_remove, FILTER_VALUE)
 
@@ -112,10 +142,20 @@ class TopPLogitsWarper(LogitsProcessor):
 @register
 class MinPLogitsWarper(LogitsProcessor):
     """Keep tokens whose probability is at least min_p times the top token's probability."""
+
     name, title, order, sampling_only = "min_p", "min-p", 210, True
     description = "keeps the tokens at least min_p times as likely as the most likely one"
-    knobs = (Knob("min_p", None, "float", "keep tokens at least this fraction as likely as the top one",
-                  check=number(0, 1), sampling_only=True, widget=Slider(0.0, 0.5, 0.01, "min-p", off=0.0)),)
+    knobs = (
+        Knob(
+            "min_p",
+            None,
+            "float",
+            "keep tokens at least this fraction as likely as the top one",
+            check=number(0, 1),
+            sampling_only=True,
+            widget=Slider(0.0, 0.5, 0.01, "min-p", off=0.0),
+        ),
+    )
 
     def __init__(self, min_p: float, min_tokens_to_keep: int = 1):
         require(self.knobs[0], min_p)
@@ -143,11 +183,20 @@ class MinPLogitsWarper(LogitsProcessor):
 class TypicalLogitsWarper(LogitsProcessor):
     """Locally typical sampling: keep the tokens whose surprise is closest to the distribution's entropy, until
     their probabilities add up to typical_p."""
+
     name, title, order, sampling_only = "typical_p", "typical-p", 220, True
     description = "keeps the tokens whose surprise is closest to the entropy, until they hold typical_p of the mass"
-    knobs = (Knob("typical_p", 1.0, "float", "keep the most typical tokens up to this probability mass (1.0: off)",
-                  check=number(0, 1, low_open=True, fix="typical_p=1.0 turns it off"), sampling_only=True,
-                  widget=Slider(0.05, 1.0, 0.05, "typical-p")),)
+    knobs = (
+        Knob(
+            "typical_p",
+            1.0,
+            "float",
+            "keep the most typical tokens up to this probability mass (1.0: off)",
+            check=number(0, 1, low_open=True, fix="typical_p=1.0 turns it off"),
+            sampling_only=True,
+            widget=Slider(0.05, 1.0, 0.05, "typical-p"),
+        ),
+    )
 
     def __init__(self, mass: float, min_tokens_to_keep: int = 1):
         require(self.knobs[0], mass)
@@ -183,11 +232,20 @@ CUTOFF = number(0, 1, high_open=True, fix="0 turns it off")
 @register
 class EpsilonLogitsWarper(LogitsProcessor):
     """Truncation sampling: remove every token whose probability is below epsilon."""
+
     name, title, order, sampling_only = "epsilon_cutoff", "epsilon cutoff", 230, True
     description = "removes every token whose probability is below epsilon"
-    knobs = (Knob("epsilon_cutoff", 0.0, "float", "remove tokens less likely than this (0: off; try 3e-4)",
-                  check=CUTOFF, sampling_only=True,
-                  widget=Slider(0.0, 0.01, 0.0005, "epsilon cutoff", format=".4f")),)
+    knobs = (
+        Knob(
+            "epsilon_cutoff",
+            0.0,
+            "float",
+            "remove tokens less likely than this (0: off; try 3e-4)",
+            check=CUTOFF,
+            sampling_only=True,
+            widget=Slider(0.0, 0.01, 0.0005, "epsilon cutoff", format=".4f"),
+        ),
+    )
 
     def __init__(self, epsilon: float, min_tokens_to_keep: int = 1):
         require(self.knobs[0], epsilon)
@@ -212,10 +270,20 @@ class EpsilonLogitsWarper(LogitsProcessor):
 class EtaLogitsWarper(LogitsProcessor):
     """Eta sampling: remove tokens below min(eta, sqrt(eta) * exp(-entropy)), a cutoff that loosens when the model
     is unsure."""
+
     name, title, order, sampling_only = "eta_cutoff", "eta cutoff", 240, True
     description = "removes tokens below min(eta, sqrt(eta)·e^-entropy): a cutoff that adapts to the entropy"
-    knobs = (Knob("eta_cutoff", 0.0, "float", "entropy-adaptive cutoff (0: off; try 3e-4)", check=CUTOFF,
-                  sampling_only=True, widget=Slider(0.0, 0.01, 0.0005, "eta cutoff", format=".4f")),)
+    knobs = (
+        Knob(
+            "eta_cutoff",
+            0.0,
+            "float",
+            "entropy-adaptive cutoff (0: off; try 3e-4)",
+            check=CUTOFF,
+            sampling_only=True,
+            widget=Slider(0.0, 0.01, 0.0005, "eta cutoff", format=".4f"),
+        ),
+    )
 
     def __init__(self, epsilon: float, min_tokens_to_keep: int = 1, device="cpu"):
         require(self.knobs[0], epsilon)
@@ -225,8 +293,11 @@ class EtaLogitsWarper(LogitsProcessor):
     @classmethod
     def build(cls, settings, context):
         value = settings.get("eta_cutoff")
-        return (cls(value, context.min_tokens_to_keep, device=context.device)
-                if value is not None and 0.0 < value < 1.0 else None)
+        return (
+            cls(value, context.min_tokens_to_keep, device=context.device)
+            if value is not None and 0.0 < value < 1.0
+            else None
+        )
 
     def args(self):
         return {"eta": self.given}

@@ -20,11 +20,26 @@ from ..knobs import Knob, number, suggest_name
 from .base import LogitsProcessor
 from .registry import register
 
-WATERMARK_FIELDS = {"greenlist_ratio": 0.25, "bias": 2.0, "hashing_key": 15485863, "seeding_scheme": "lefthash",
-                    "context_width": 1}
-SYNTHID_FIELDS = {"ngram_len": None, "keys": None, "context_history_size": 1024, "sampling_table_seed": 0,
-                  "sampling_table_size": 2**16, "skip_first_ngram_calls": False, "debug_mode": False}
-TYPES: dict[str, dict[str, Any]] = {"WatermarkingConfig": WATERMARK_FIELDS, "SynthIDTextWatermarkingConfig": SYNTHID_FIELDS}
+WATERMARK_FIELDS = {
+    "greenlist_ratio": 0.25,
+    "bias": 2.0,
+    "hashing_key": 15485863,
+    "seeding_scheme": "lefthash",
+    "context_width": 1,
+}
+SYNTHID_FIELDS = {
+    "ngram_len": None,
+    "keys": None,
+    "context_history_size": 1024,
+    "sampling_table_seed": 0,
+    "sampling_table_size": 2**16,
+    "skip_first_ngram_calls": False,
+    "debug_mode": False,
+}
+TYPES: dict[str, dict[str, Any]] = {
+    "WatermarkingConfig": WATERMARK_FIELDS,
+    "SynthIDTextWatermarkingConfig": SYNTHID_FIELDS,
+}
 
 
 def plain_watermark(value) -> dict:
@@ -40,8 +55,10 @@ def plain_watermark(value) -> dict:
 def check_watermark(value, vocab_size=None) -> str | None:
     if not isinstance(value, dict):
         if type(value).__name__ not in TYPES or not hasattr(value, "to_dict"):
-            return (f"must be a dict of WatermarkingConfig fields ({', '.join(WATERMARK_FIELDS)}), or a "
-                    f"transformers WatermarkingConfig / SynthIDTextWatermarkingConfig, got {value!r}")
+            return (
+                f"must be a dict of WatermarkingConfig fields ({', '.join(WATERMARK_FIELDS)}), or a "
+                f"transformers WatermarkingConfig / SynthIDTextWatermarkingConfig, got {value!r}"
+            )
         value = plain_watermark(value)
     kind = value.get("type", "WatermarkingConfig")
     if kind not in TYPES:
@@ -49,15 +66,22 @@ def check_watermark(value, vocab_size=None) -> str | None:
     fields = TYPES[kind]
     for key in value:
         if key != "type" and key not in fields:
-            hint = (" (SynthID's fields need \"type\": \"SynthIDTextWatermarkingConfig\")"
-                    if key in SYNTHID_FIELDS else suggest_name(key, fields))
+            hint = (
+                ' (SynthID\'s fields need "type": "SynthIDTextWatermarkingConfig")'
+                if key in SYNTHID_FIELDS
+                else suggest_name(key, fields)
+            )
             return f"has the unknown field {key!r} for a {kind}{hint}"
     plain = plain_watermark(value)
     if kind == "WatermarkingConfig":
         if plain["seeding_scheme"] not in ("selfhash", "lefthash"):
-            return f"has seeding_scheme {plain['seeding_scheme']!r}; it is \"lefthash\" or \"selfhash\""
-        for key, check in (("greenlist_ratio", number(0, 1, low_open=True, high_open=True)), ("bias", number()),
-                           ("hashing_key", number(integer=True)), ("context_width", number(1, integer=True))):
+            return f'has seeding_scheme {plain["seeding_scheme"]!r}; it is "lefthash" or "selfhash"'
+        for key, check in (
+            ("greenlist_ratio", number(0, 1, low_open=True, high_open=True)),
+            ("bias", number()),
+            ("hashing_key", number(integer=True)),
+            ("context_width", number(1, integer=True)),
+        ):
             problem = check(plain[key])
             if problem:
                 return f"has {key} that {problem}"
@@ -65,11 +89,18 @@ def check_watermark(value, vocab_size=None) -> str | None:
     if number(1, integer=True)(plain["ngram_len"]) is not None:
         return f"needs ngram_len, an integer >= 1, got {plain['ngram_len']!r}"
     keys = plain["keys"]
-    if not isinstance(keys, (list, tuple)) or not keys or number(integer=True)(keys[0]) is not None \
-            or any(number(integer=True)(k) for k in keys):
+    if (
+        not isinstance(keys, (list, tuple))
+        or not keys
+        or number(integer=True)(keys[0]) is not None
+        or any(number(integer=True)(k) for k in keys)
+    ):
         return f"needs keys, a non-empty list of integers (the watermarking keys), got {keys!r}"
-    for key, check in (("context_history_size", number(1, integer=True)), ("sampling_table_seed", number(integer=True)),
-                       ("sampling_table_size", number(1, 2**24, integer=True))):
+    for key, check in (
+        ("context_history_size", number(1, integer=True)),
+        ("sampling_table_seed", number(integer=True)),
+        ("sampling_table_size", number(1, 2**24, integer=True)),
+    ):
         problem = check(plain[key])
         if problem:
             return f"has {key} that {problem}"
@@ -78,10 +109,19 @@ def check_watermark(value, vocab_size=None) -> str | None:
 
 class _Watermark(LogitsProcessor):
     """The shared declaration: one knob, two processors, chosen by the config's type."""
+
     name, order = "watermarking_config", 900
-    knobs: ClassVar[tuple[Knob, ...]] = (Knob("watermarking_config", None, "json", "a watermark: {greenlist_ratio, bias, ...} or "
-                  "{\"type\": \"SynthIDTextWatermarkingConfig\", \"ngram_len\": .., \"keys\": [..]}",
-                  check=check_watermark, convert=plain_watermark),)
+    knobs: ClassVar[tuple[Knob, ...]] = (
+        Knob(
+            "watermarking_config",
+            None,
+            "json",
+            "a watermark: {greenlist_ratio, bias, ...} or "
+            '{"type": "SynthIDTextWatermarkingConfig", "ngram_len": .., "keys": [..]}',
+            check=check_watermark,
+            convert=plain_watermark,
+        ),
+    )
 
     @classmethod
     def build(cls, settings, context):
@@ -99,15 +139,28 @@ class _Watermark(LogitsProcessor):
 class WatermarkLogitsProcessor(_Watermark):
     """Kirchenbauer et al.: the previous token (lefthash) or every candidate (selfhash) seeds a random green list
     of greenlist_ratio of the vocabulary, whose logits get + bias."""
+
     title = "watermark (green list)"
     description = "adds a bias to a green list of tokens drawn at random from the previous token"
 
-    def __init__(self, vocab_size, device, greenlist_ratio=0.25, bias=2.0, hashing_key=15485863,
-                 seeding_scheme="lefthash", context_width=1):
+    def __init__(
+        self,
+        vocab_size,
+        device,
+        greenlist_ratio=0.25,
+        bias=2.0,
+        hashing_key=15485863,
+        seeding_scheme="lefthash",
+        context_width=1,
+    ):
         self.vocab_size = vocab_size
         self.greenlist_ratio, self.greenlist_size = greenlist_ratio, int(vocab_size * greenlist_ratio)
-        self.bias, self.seeding_scheme, self.hash_key, self.context_width = bias, seeding_scheme, hashing_key, \
-            context_width
+        self.bias, self.seeding_scheme, self.hash_key, self.context_width = (
+            bias,
+            seeding_scheme,
+            hashing_key,
+            context_width,
+        )
         self.rng = torch.Generator(device=device)
         self.rng.manual_seed(hashing_key)
         self.table_size = 1_000_003
@@ -117,7 +170,7 @@ class WatermarkLogitsProcessor(_Watermark):
         return {"greenlist_ratio": self.greenlist_ratio, "bias": self.bias, "seeding_scheme": self.seeding_scheme}
 
     def _set_seed(self, input_seq: torch.Tensor) -> None:
-        input_seq = input_seq[-self.context_width:]
+        input_seq = input_seq[-self.context_width :]
         if self.seeding_scheme == "selfhash":
             a = self.fixed_table[input_seq % self.table_size] + 1
             b = self.fixed_table[input_seq[-1] % self.table_size] + 1
@@ -172,18 +225,30 @@ class SynthIDTextWatermarkLogitsProcessor(_Watermark):
     transformers keeps the context and the history of contexts as state that grows by one token a call; here they
     are recomputed from the generated tokens, which gives the same numbers and also works for a what-if on an
     earlier step or a forced branch."""
+
     name, order = "watermarking_config_synthid", 901
     title = "watermark (SynthID)"
     description = "tilts the probabilities towards tokens whose hash with the previous tokens gives g = 1"
     knobs = ()
 
-    def __init__(self, ngram_len, keys, prompt_length=0, sampling_table_size=2**16, sampling_table_seed=0,
-                 context_history_size=1024, device="cpu", skip_first_ngram_calls=False, debug_mode=False):
+    def __init__(
+        self,
+        ngram_len,
+        keys,
+        prompt_length=0,
+        sampling_table_size=2**16,
+        sampling_table_seed=0,
+        context_history_size=1024,
+        device="cpu",
+        skip_first_ngram_calls=False,
+        debug_mode=False,
+    ):
         self.ngram_len, self.prompt_length = int(ngram_len), int(prompt_length)
         self.keys = torch.tensor(keys, device=device)
         generator = torch.Generator(device=device).manual_seed(sampling_table_seed)
-        self.sampling_table = torch.randint(low=0, high=2, size=(sampling_table_size,), generator=generator,
-                                            device=device)
+        self.sampling_table = torch.randint(
+            low=0, high=2, size=(sampling_table_size,), generator=generator, device=device
+        )
         self.context_history_size, self.device = context_history_size, device
         self.skip_first_ngram_calls, self.debug_mode = skip_first_ngram_calls, debug_mode
         self._context_hashes: dict[tuple, int] = {}
@@ -198,7 +263,7 @@ class SynthIDTextWatermarkLogitsProcessor(_Watermark):
     def _context(self, generated: list[int], call: int) -> list[int]:
         """The ngram_len - 1 tokens before call `call` (0-based): zeros, then the generated tokens."""
         tokens = [0] * (self.ngram_len - 1) + generated[:call]
-        return tokens[len(tokens) - (self.ngram_len - 1):]
+        return tokens[len(tokens) - (self.ngram_len - 1) :]
 
     def _context_hash(self, context: list[int]) -> int:
         key = tuple(context)
@@ -210,7 +275,7 @@ class SynthIDTextWatermarkLogitsProcessor(_Watermark):
     def __call__(self, input_ids, scores):
         if input_ids.shape[0] != 1:
             raise ValueError("explain runs one sequence at a time")
-        generated = input_ids[0, self.prompt_length:].tolist()
+        generated = input_ids[0, self.prompt_length :].tolist()
         call = len(generated)  # transformers' num_calls - 1
         if self.debug_mode:
             scores = torch.ones_like(scores)
@@ -226,8 +291,9 @@ class SynthIDTextWatermarkLogitsProcessor(_Watermark):
         indices = torch.arange(vocab_size, device=self.device)[None, :, None]  # (1, V, 1)
         per_token = accumulate_hash(torch.full((1, 1), context_hash, dtype=torch.long, device=self.device), indices)
         ngram_keys = accumulate_hash(per_token[:, :, None], self.keys[None, None, :, None])  # (1, V, depth)
-        g_values = torch.take_along_dim(self.sampling_table.reshape(1, 1, -1),
-                                        indices=ngram_keys % self.sampling_table.shape[0], dim=2)  # (1, V, depth)
+        g_values = torch.take_along_dim(
+            self.sampling_table.reshape(1, 1, -1), indices=ngram_keys % self.sampling_table.shape[0], dim=2
+        )  # (1, V, depth)
         probs = torch.softmax(scores, dim=1)
         for depth in range(g_values.shape[2]):
             g = g_values[:, :, depth]

@@ -42,13 +42,17 @@ def assistant_model_of(value):
 def check_assistant(value, vocab_size=None) -> str | None:
     model = assistant_model_of(value)
     if model is None:
-        return (f"must be an explain pipeline (explain.pipeline(\"text-generation\", model=...)) or its .model, got "
-                f"{type(value).__name__}; load the assistant with explain so that its drafts are traced too")
+        return (
+            f'must be an explain pipeline (explain.pipeline("text-generation", model=...)) or its .model, got '
+            f"{type(value).__name__}; load the assistant with explain so that its drafts are traced too"
+        )
     size = getattr(model.config, "vocab_size", None)
     if vocab_size is not None and size != vocab_size:
-        return (f"has a vocabulary of {size} tokens and the model {vocab_size}: assisted decoding compares token ids, "
-                "so both need the same tokenizer (transformers' universal assisted decoding, for two tokenizers, is "
-                "not in explain); pick an assistant of the same family, or use prompt_lookup_num_tokens=")
+        return (
+            f"has a vocabulary of {size} tokens and the model {vocab_size}: assisted decoding compares token ids, "
+            "so both need the same tokenizer (transformers' universal assisted decoding, for two tokenizers, is "
+            "not in explain); pick an assistant of the same family, or use prompt_lookup_num_tokens="
+        )
     return None
 
 
@@ -62,32 +66,75 @@ def assistant_label(value) -> str:
 def check_schedule(value, vocab_size=None) -> str | None:
     if value in ("constant", "heuristic", "heuristic_transient"):
         return None
-    return f"must be \"constant\", \"heuristic\" or \"heuristic_transient\", got {value!r}"
+    return f'must be "constant", "heuristic" or "heuristic_transient", got {value!r}'
 
 
 @register
 class AssistedDecoding(DecodingStrategy):
     name, title, order = "assisted", "assisted decoding", 10
-    description = ("a cheap draft (a smaller model, or the prompt) proposes several tokens; the model checks them "
-                   "in one forward pass and keeps those it agrees with, plus one of its own")
-    source = ("transformers/generation/utils.py, GenerationMixin._assisted_decoding; candidates from "
-              "generation/candidate_generator.py")
+    description = (
+        "a cheap draft (a smaller model, or the prompt) proposes several tokens; the model checks them "
+        "in one forward pass and keeps those it agrees with, plus one of its own"
+    )
+    source = (
+        "transformers/generation/utils.py, GenerationMixin._assisted_decoding; candidates from "
+        "generation/candidate_generator.py"
+    )
     knobs = (
-        Knob("assistant_model", None, "object", "a smaller explain pipeline (or its .model) of the same vocabulary "
-             "that drafts tokens for the model to check", check=check_assistant, live=False, cli=False),
-        Knob("prompt_lookup_num_tokens", None, "int", "prompt lookup decoding: draft up to this many tokens by "
-             "copying what followed the last tokens earlier in the text", check=number(1, integer=True), live=False),
-        Knob("max_matching_ngram_size", None, "int", "prompt lookup: the longest n-gram looked up (default 2)",
-             check=number(1, integer=True), live=False),
-        Knob("num_assistant_tokens", 20, "int", "assisted decoding: the assistant drafts up to this many tokens "
-             "(transformers reads it from the assistant's generation config)", check=number(1, integer=True),
-             live=False),
-        Knob("num_assistant_tokens_schedule", "constant", "json", "assisted decoding: \"constant\", or "
-             "\"heuristic\" (+2 after a fully accepted draft, -1 otherwise; from the assistant's generation config)",
-             check=check_schedule, live=False),
-        Knob("assistant_confidence_threshold", 0.4, "float", "assisted decoding: the assistant stops drafting at a "
-             "token it gives less than this probability (from the assistant's generation config)",
-             check=number(0, 1), live=False),
+        Knob(
+            "assistant_model",
+            None,
+            "object",
+            "a smaller explain pipeline (or its .model) of the same vocabulary "
+            "that drafts tokens for the model to check",
+            check=check_assistant,
+            live=False,
+            cli=False,
+        ),
+        Knob(
+            "prompt_lookup_num_tokens",
+            None,
+            "int",
+            "prompt lookup decoding: draft up to this many tokens by "
+            "copying what followed the last tokens earlier in the text",
+            check=number(1, integer=True),
+            live=False,
+        ),
+        Knob(
+            "max_matching_ngram_size",
+            None,
+            "int",
+            "prompt lookup: the longest n-gram looked up (default 2)",
+            check=number(1, integer=True),
+            live=False,
+        ),
+        Knob(
+            "num_assistant_tokens",
+            20,
+            "int",
+            "assisted decoding: the assistant drafts up to this many tokens "
+            "(transformers reads it from the assistant's generation config)",
+            check=number(1, integer=True),
+            live=False,
+        ),
+        Knob(
+            "num_assistant_tokens_schedule",
+            "constant",
+            "json",
+            'assisted decoding: "constant", or '
+            '"heuristic" (+2 after a fully accepted draft, -1 otherwise; from the assistant\'s generation config)',
+            check=check_schedule,
+            live=False,
+        ),
+        Knob(
+            "assistant_confidence_threshold",
+            0.4,
+            "float",
+            "assisted decoding: the assistant stops drafting at a "
+            "token it gives less than this probability (from the assistant's generation config)",
+            check=number(0, 1),
+            live=False,
+        ),
     )
 
     @classmethod
@@ -103,8 +150,10 @@ class AssistedDecoding(DecodingStrategy):
     def label(cls, settings):
         how = "sampling" if settings.get("do_sample") else "greedy"
         if settings.get("prompt_lookup_num_tokens") is not None:
-            return (f"assisted decoding ({how}): prompt lookup, up to {settings['prompt_lookup_num_tokens']} "
-                    f"tokens copied after a matching {settings.get('max_matching_ngram_size') or 2}-gram")
+            return (
+                f"assisted decoding ({how}): prompt lookup, up to {settings['prompt_lookup_num_tokens']} "
+                f"tokens copied after a matching {settings.get('max_matching_ngram_size') or 2}-gram"
+            )
         return f"assisted decoding ({how}): drafts by {assistant_label(settings['assistant_model'])}"
 
     @classmethod
@@ -113,12 +162,16 @@ class AssistedDecoding(DecodingStrategy):
             return None
         count = settings.get("num_return_sequences") or 1
         if count > 1:
-            return (f"num_return_sequences has to be 1 with assisted decoding (transformers refuses {count}: the "
-                    "draft and the check follow one sequence); leave num_return_sequences out, or drop the "
-                    "assistant to sample several sequences")
+            return (
+                f"num_return_sequences has to be 1 with assisted decoding (transformers refuses {count}: the "
+                "draft and the check follow one sequence); leave num_return_sequences out, or drop the "
+                "assistant to sample several sequences"
+            )
         if settings.get("guidance_scale") not in (None, 1):
-            return ("guidance_scale runs classifier-free guidance step by step in explain; with assisted decoding "
-                    "leave guidance_scale out")
+            return (
+                "guidance_scale runs classifier-free guidance step by step in explain; with assisted decoding "
+                "leave guidance_scale out"
+            )
         return None
 
     @classmethod
@@ -127,13 +180,17 @@ class AssistedDecoding(DecodingStrategy):
         if not cls.applies(settings):
             return found
         if settings.get("prompt_lookup_num_tokens") is not None and settings.get("assistant_model") is not None:
-            found.append("both prompt_lookup_num_tokens and assistant_model are set: transformers drafts by prompt "
-                         "lookup then and never runs the assistant; drop one of them")
+            found.append(
+                "both prompt_lookup_num_tokens and assistant_model are set: transformers drafts by prompt "
+                "lookup then and never runs the assistant; drop one of them"
+            )
         for name in ASSISTANT_SETTINGS:
             if set_by_call(settings, sources, name):
-                found.append(f"{name}={settings[name]!r} has no effect in the call: transformers reads it from the "
-                             "assistant model's generation config (AssistedCandidateGenerator); set it there, e.g. "
-                             f"assistant_pipe.generation_config[{name!r}] = {settings[name]!r}")
+                found.append(
+                    f"{name}={settings[name]!r} has no effect in the call: transformers reads it from the "
+                    "assistant model's generation config (AssistedCandidateGenerator); set it there, e.g. "
+                    f"assistant_pipe.generation_config[{name!r}] = {settings[name]!r}"
+                )
         return found
 
     @classmethod
@@ -164,27 +221,54 @@ class AssistedRun(Run):
     def _drafter(self):
         settings = self.settings
         if settings.get("prompt_lookup_num_tokens") is not None:  # transformers checks prompt lookup first
-            return PromptLookupDraft(self.processors, self.eos, settings["prompt_lookup_num_tokens"],
-                                     settings.get("max_matching_ngram_size") or 2, settings["max_length"],
-                                     self.model.config.vocab_size, self.device)
+            return PromptLookupDraft(
+                self.processors,
+                self.eos,
+                settings["prompt_lookup_num_tokens"],
+                settings.get("max_matching_ngram_size") or 2,
+                settings["max_length"],
+                self.model.config.vocab_size,
+                self.device,
+            )
         assistant = settings["assistant_model"]
         own = dict(getattr(assistant, "generation_config", None) or {})  # a pipeline's; a bare model: the defaults
-        self.assistant_settings = {name: own.get(name, default) for name, default in (
-            ("num_assistant_tokens", 20), ("num_assistant_tokens_schedule", "constant"),
-            ("assistant_confidence_threshold", 0.4))}
-        return AssistantDraft(assistant_model_of(assistant), self.processors, self._appended(self.settings),
-                              self.eos, self.do_sample, settings["max_length"], settings.get("min_length") or 0,
-                              self.assistant_settings["num_assistant_tokens"],
-                              self.assistant_settings["num_assistant_tokens_schedule"],
-                              self.assistant_settings["assistant_confidence_threshold"],
-                              min_new_tokens=PROCESSORS["min_new_tokens"])
+        self.assistant_settings = {
+            name: own.get(name, default)
+            for name, default in (
+                ("num_assistant_tokens", 20),
+                ("num_assistant_tokens_schedule", "constant"),
+                ("assistant_confidence_threshold", 0.4),
+            )
+        }
+        return AssistantDraft(
+            assistant_model_of(assistant),
+            self.processors,
+            self._appended(self.settings),
+            self.eos,
+            self.do_sample,
+            settings["max_length"],
+            settings.get("min_length") or 0,
+            self.assistant_settings["num_assistant_tokens"],
+            self.assistant_settings["num_assistant_tokens_schedule"],
+            self.assistant_settings["assistant_confidence_threshold"],
+            min_new_tokens=PROCESSORS["min_new_tokens"],
+        )
 
     def _appended(self, settings: dict) -> list:
         """The processors the assistant's generate() appends after merging the model's list: those transformers
         builds after the merge point (the warpers when sampling, watermarking, renormalisation), built again."""
-        return [p for p in build_processors(settings, self.prompt_length, prompt_ids=self.prompt_ids,
-                                            model=self.model, vocab_size=self.model.config.vocab_size,
-                                            device=self.device) if p.order > MERGE_ORDER]
+        return [
+            p
+            for p in build_processors(
+                settings,
+                self.prompt_length,
+                prompt_ids=self.prompt_ids,
+                model=self.model,
+                vocab_size=self.model.config.vocab_size,
+                device=self.device,
+            )
+            if p.order > MERGE_ORDER
+        ]
 
     @property
     def sequences(self) -> list[list[int]]:
@@ -195,8 +279,13 @@ class AssistedRun(Run):
         """Drafted tokens, accepted ones and their ratio over the run so far."""
         drafted = sum(len(r["drafted"]) for r in self.rounds)
         accepted = sum(r["accepted"] for r in self.rounds)
-        return {"drafted": drafted, "accepted": accepted, "rate": accepted / drafted if drafted else None,
-                "rounds": len(self.rounds), "tokens": len(self.steps)}
+        return {
+            "drafted": drafted,
+            "accepted": accepted,
+            "rate": accepted / drafted if drafted else None,
+            "rounds": len(self.rounds),
+            "tokens": len(self.steps),
+        }
 
     # -- one round: draft, check, keep ----------------------------------------------------------------
     @torch.inference_mode()
@@ -208,20 +297,23 @@ class AssistedRun(Run):
         draft = self.drafter.propose(self.input_ids[0].tolist())
         draft_time = time.perf_counter() - t0
         count = len(draft.tokens)
-        candidate = torch.cat([self.input_ids, torch.tensor([draft.tokens], dtype=torch.long, device=self.device)],
-                              dim=1) if count else self.input_ids  # (1, T + k)
+        candidate = (
+            torch.cat([self.input_ids, torch.tensor([draft.tokens], dtype=torch.long, device=self.device)], dim=1)
+            if count
+            else self.input_ids
+        )  # (1, T + k)
         t1 = time.perf_counter()
         first = len(self.cache) == 0
-        raw = self.forward(candidate[:, len(self.cache):], keep=count + 1)[0]  # (k + 1, vocab)
+        raw = self.forward(candidate[:, len(self.cache) :], keep=count + 1)[0]  # (k + 1, vocab)
         if first:
             self.emit_prefill(start, time.perf_counter() - t1, candidate.shape[1])
         verify_time = time.perf_counter() - t1
         outputs, processed = [], []
         for i in range(count + 1):  # each position's scores with the text before it, as generate() does
-            scores, steps = raw[i:i + 1], []
+            scores, steps = raw[i : i + 1], []
             for processor in self.processors:
                 before = scores
-                scores = processor(candidate[:, :length + i], scores)
+                scores = processor(candidate[:, : length + i], scores)
                 steps.append((before[0], scores[0]))
             outputs.append(steps)
             processed.append(scores[0])
@@ -232,18 +324,30 @@ class AssistedRun(Run):
         valid = valid[:budget]
         eos_at = next((i for i, t in enumerate(valid) if t in self.eos), None)
         if eos_at is not None:
-            valid = valid[:eos_at + 1]
+            valid = valid[: eos_at + 1]
         accepted = len(valid) - 1
         self.input_ids = torch.cat([self.input_ids, torch.tensor([valid], device=self.device)], dim=1)
         self.cache.crop(length + accepted)  # forget the keys of the rejected draft tokens
         self.drafter.update(accepted, count)
         texts: dict[int, str] = {t: self.token_text(t) for t in draft.tokens + valid + picked}
-        record = {"round": len(self.rounds), "position": length, "source": self.drafter.source,
-                  "drafted": draft.tokens, "draft_probs": draft.probs, "draft_stop": draft.stop, "budget": draft.budget,
-                  "target_ids": picked, "target_probs": [float(probs[i, t]) for i, t in enumerate(draft.tokens)],
-                  "accepted": accepted, "new_ids": valid, "rejection": rejection,
-                  "method": "sample" if self.do_sample else "greedy", "draft_time": draft_time,
-                  "verify_time": verify_time, "token_texts": {str(k): v for k, v in texts.items()}}
+        record = {
+            "round": len(self.rounds),
+            "position": length,
+            "source": self.drafter.source,
+            "drafted": draft.tokens,
+            "draft_probs": draft.probs,
+            "draft_stop": draft.stop,
+            "budget": draft.budget,
+            "target_ids": picked,
+            "target_probs": [float(probs[i, t]) for i, t in enumerate(draft.tokens)],
+            "accepted": accepted,
+            "new_ids": valid,
+            "rejection": rejection,
+            "method": "sample" if self.do_sample else "greedy",
+            "draft_time": draft_time,
+            "verify_time": verify_time,
+            "token_texts": {str(k): v for k, v in texts.items()},
+        }
         if draft.lookup:
             record["lookup"] = draft.lookup
         self.rounds.append(record)
@@ -270,12 +374,17 @@ class AssistedRun(Run):
         if accepted < count:
             drafted, chose = tokens[accepted], picked[accepted]
             how = "drew" if self.do_sample else "ranks first"
-            rejection = {"index": accepted, "drafted_id": drafted, "target_id": chose,
-                         "target_prob": float(probs[accepted, chose]), "drafted_prob": float(probs[accepted, drafted]),
-                         "reason": f"at drafted token {accepted + 1} the model {how} {self.token_text(chose)!r} "
-                                   f"(p {float(probs[accepted, chose]):.3f}), not the drafted "
-                                   f"{self.token_text(drafted)!r} (p {float(probs[accepted, drafted]):.3f})"}
-        return picked[:accepted + 1], accepted, picked, rejection
+            rejection = {
+                "index": accepted,
+                "drafted_id": drafted,
+                "target_id": chose,
+                "target_prob": float(probs[accepted, chose]),
+                "drafted_prob": float(probs[accepted, drafted]),
+                "reason": f"at drafted token {accepted + 1} the model {how} {self.token_text(chose)!r} "
+                f"(p {float(probs[accepted, chose]):.3f}), not the drafted "
+                f"{self.token_text(drafted)!r} (p {float(probs[accepted, drafted]):.3f})",
+            }
+        return picked[: accepted + 1], accepted, picked, rejection
 
     def _speculative(self, draft, probs) -> tuple[list[int], int, list[int], dict | None]:
         """Speculative sampling (transformers' _speculative_sampling): keep drafted x with probability
@@ -297,14 +406,20 @@ class AssistedRun(Run):
         rejection = None
         if accepted < count:
             drafted = tokens[accepted]
-            rejection = {"index": accepted, "drafted_id": drafted, "target_id": last,
-                         "target_prob": float(probs[accepted, last]), "drafted_prob": float(p_i[accepted]),
-                         "draft_prob": float(q_i[accepted]), "ratio": float(ratio[accepted]),
-                         "random": float(random[accepted]),
-                         "reason": f"kept with probability p/q = {float(p_i[accepted]):.3f}/{float(q_i[accepted]):.3f}"
-                                   f" = {float(ratio[accepted]):.3f}, and the uniform draw was "
-                                   f"{float(random[accepted]):.3f}; the model's token {self.token_text(last)!r} was "
-                                   "drawn from max(0, p - q) instead"}
+            rejection = {
+                "index": accepted,
+                "drafted_id": drafted,
+                "target_id": last,
+                "target_prob": float(probs[accepted, last]),
+                "drafted_prob": float(p_i[accepted]),
+                "draft_prob": float(q_i[accepted]),
+                "ratio": float(ratio[accepted]),
+                "random": float(random[accepted]),
+                "reason": f"kept with probability p/q = {float(p_i[accepted]):.3f}/{float(q_i[accepted]):.3f}"
+                f" = {float(ratio[accepted]):.3f}, and the uniform draw was "
+                f"{float(random[accepted]):.3f}; the model's token {self.token_text(last)!r} was "
+                "drawn from max(0, p - q) instead",
+            }
         return tokens[:accepted] + [last], accepted, tokens[:accepted] + [last], rejection
 
     def _emit_step(self, i, length, token, logits, steps, p, drafted, first, share, round_record) -> None:
@@ -312,30 +427,50 @@ class AssistedRun(Run):
         processors = []
         for processor, (before, after) in zip(self.processors, steps, strict=True):
             changed = int((before != after).sum())
-            processors.append({"name": processor.name, "title": processor.title, "args": processor.args(),
-                               "removed": int((torch.isfinite(before) & ~torch.isfinite(after)).sum()),
-                               "changed": changed, "kept": int(torch.isfinite(after).sum()),
-                               "top": self.top(after, self.trace_top, texts) if changed else None})
+            processors.append(
+                {
+                    "name": processor.name,
+                    "title": processor.title,
+                    "args": processor.args(),
+                    "removed": int((torch.isfinite(before) & ~torch.isfinite(after)).sum()),
+                    "changed": changed,
+                    "kept": int(torch.isfinite(after).sum()),
+                    "top": self.top(after, self.trace_top, texts) if changed else None,
+                }
+            )
         top_probs, top_ids = torch.topk(p, min(10, p.numel()))
         for token_id in top_ids.tolist():
             texts.setdefault(token_id, self.token_text(token_id))
-        full = self.tokenizer.decode(self.input_ids[0, self.prompt_length:length + i + 1].tolist(),
-                                     skip_special_tokens=False)
+        full = self.tokenizer.decode(
+            self.input_ids[0, self.prompt_length : length + i + 1].tolist(), skip_special_tokens=False
+        )
         piece = ""
         if not full.endswith("\ufffd"):
-            piece, self.printed = full[len(self.printed):], full
+            piece, self.printed = full[len(self.printed) :], full
         entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
-        record = {"step": len(self.steps), "position": length + i, "branch": self.branch,
-                  "logits_top": self.top(logits, self.trace_top, texts), "processors": processors,
-                  "probs_top": {"ids": top_ids.tolist(), "values": float32_list(top_probs)},
-                  "token_id": token, "token": self.token_text(token), "text": piece,
-                  "method": round_record["method"], "prob": float(p[token]),
-                  "raw_prob": float(torch.softmax(logits, dim=-1)[token]), "logit": float(logits[token]),
-                  "rank": int((logits > logits[token]).sum()) + 1, "entropy_bits": entropy,
-                  "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes},
-                  "forward": "prefill" if first and i == 0 else "decode", "forward_time": share,
-                  "token_texts": {str(k): v for k, v in texts.items()}, "round": round_record["round"],
-                  "drafted": drafted}
+        record = {
+            "step": len(self.steps),
+            "position": length + i,
+            "branch": self.branch,
+            "logits_top": self.top(logits, self.trace_top, texts),
+            "processors": processors,
+            "probs_top": {"ids": top_ids.tolist(), "values": float32_list(top_probs)},
+            "token_id": token,
+            "token": self.token_text(token),
+            "text": piece,
+            "method": round_record["method"],
+            "prob": float(p[token]),
+            "raw_prob": float(torch.softmax(logits, dim=-1)[token]),
+            "logit": float(logits[token]),
+            "rank": int((logits > logits[token]).sum()) + 1,
+            "entropy_bits": entropy,
+            "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes},
+            "forward": "prefill" if first and i == 0 else "decode",
+            "forward_time": share,
+            "token_texts": {str(k): v for k, v in texts.items()},
+            "round": round_record["round"],
+            "drafted": drafted,
+        }
         if i == len(round_record["new_ids"]) - 1:
             reason = self.stop_reason_of(self.input_ids[0].tolist())
             if reason is not None:

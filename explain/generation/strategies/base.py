@@ -81,8 +81,14 @@ class DecodingStrategy:
     @classmethod
     def record(cls, settings: dict) -> dict:
         """What the settings event says about the strategy."""
-        return {"name": cls.name, "mode": cls.mode(settings), "title": cls.title, "label": cls.label(settings),
-                "description": cls.description, "source": cls.source}
+        return {
+            "name": cls.name,
+            "mode": cls.mode(settings),
+            "title": cls.title,
+            "label": cls.label(settings),
+            "description": cls.description,
+            "source": cls.source,
+        }
 
 
 def set_by_call(settings: dict, sources: dict, name: str) -> bool:
@@ -93,19 +99,35 @@ class Run(RunState):
     """The state a strategy's run keeps: the model, the settings, the processors, stopping, and the trace.
     A run of `rows` sequences in a batch (beams, or samples of one prompt); `run_id` is its call's id."""
 
-    def __init__(self, model, tokenizer, prompt_ids: list[int], settings: dict, trace, run: int,
-                 run_options: RunOptions | None = None, prompt=None, options: dict | None = None, *,
-                 rows: int = 1, min_tokens_to_keep: int = 1):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompt_ids: list[int],
+        settings: dict,
+        trace,
+        run: int,
+        run_options: RunOptions | None = None,
+        prompt=None,
+        options: dict | None = None,
+        *,
+        rows: int = 1,
+        min_tokens_to_keep: int = 1,
+    ):
         if not prompt_ids:
             raise no_prompt_tokens()
         run_options = run_options if run_options is not None else RunOptions()
         if run_options.trace_top == "all":  # a valid value (RunOptions checked it) that this strategy cannot keep
-            raise ExplainError(f"trace_top=\"all\" keeps whole rows of one sequence; {self.strategy_title()} runs "
-                               "several: use it with greedy decoding or sampling of one sequence, or pass a number")
+            raise ExplainError(
+                f'trace_top="all" keeps whole rows of one sequence; {self.strategy_title()} runs '
+                "several: use it with greedy decoding or sampling of one sequence, or pass a number"
+            )
         if run_options.capture not in (None, "default"):
-            raise ExplainError(f"capture={run_options.capture!r} records inside the model for one sequence; "
-                               f"{self.strategy_title()} runs several (or drafts): leave capture out, or run one "
-                               "sequence (num_return_sequences=1, num_beams=1, no assistant)")
+            raise ExplainError(
+                f"capture={run_options.capture!r} records inside the model for one sequence; "
+                f"{self.strategy_title()} runs several (or drafts): leave capture out, or run one "
+                "sequence (num_return_sequences=1, num_beams=1, no assistant)"
+            )
         self.start_state(trace, run, run_options)
         self.raw_logits = None  # the rows of several sequences are not kept: what_if and force refuse them
         self.model, self.tokenizer = model, tokenizer
@@ -128,9 +150,16 @@ class Run(RunState):
 
     # -- the pieces every strategy uses -------------------------------------------------------------
     def build_processors(self, settings: dict) -> list:
-        return build_processors(settings, self.prompt_length, prompt_ids=self.prompt_ids, model=self.model,
-                                vocab_size=self.model.config.vocab_size, device=self.device, num_beams=self.rows,
-                                min_tokens_to_keep=self.min_tokens_to_keep)
+        return build_processors(
+            settings,
+            self.prompt_length,
+            prompt_ids=self.prompt_ids,
+            model=self.model,
+            vocab_size=self.model.config.vocab_size,
+            device=self.device,
+            num_beams=self.rows,
+            min_tokens_to_keep=self.min_tokens_to_keep,
+        )
 
     def top(self, row: torch.Tensor, k: int, texts: dict) -> dict:
         """The k highest finite entries of a row over the vocabulary, their texts added to `texts`."""
@@ -164,10 +193,19 @@ class Run(RunState):
         return None
 
     def emit_prefill(self, start: float, duration: float, tokens: int) -> None:
-        self.trace.emit("generation", "prefill", {
-            "prompt_tokens": tokens, "tokens_per_s": tokens / max(duration, 1e-9),
-            "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes}, "branch": self.branch},
-            run=self.run_id, start=start, duration=duration)
+        self.trace.emit(
+            "generation",
+            "prefill",
+            {
+                "prompt_tokens": tokens,
+                "tokens_per_s": tokens / max(duration, 1e-9),
+                "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes},
+                "branch": self.branch,
+            },
+            run=self.run_id,
+            start=start,
+            duration=duration,
+        )
 
     # -- the run's API (the Generation interface) -----------------------------------------------------
     @property
@@ -177,7 +215,7 @@ class Run(RunState):
 
     @property
     def generated_ids(self) -> list[int]:
-        return self.sequences[0][self.prompt_length:]
+        return self.sequences[0][self.prompt_length :]
 
     @property
     def text(self) -> str:
@@ -186,27 +224,36 @@ class Run(RunState):
     def set_settings(self, **knobs) -> None:
         """Change knobs for the next steps (the processors are rebuilt), as Generation.set_settings does."""
         from ..settings import LIVE_SETTINGS, unknown_argument, validate  # the settings module imports this one
+
         for name in knobs:
             if name not in LIVE_SETTINGS:
                 raise unknown_argument(name, LIVE_SETTINGS, "knob that can change mid-run")
         settings = validate({**self.settings, **knobs}, self.model.config.vocab_size)
         if settings.get("do_sample") != self.settings.get("do_sample"):
-            raise ExplainError(f"do_sample cannot change in the middle of {self.strategy_title()}: the strategy "
-                               "was chosen from it; press Reset (or start a new call) with the new value")
+            raise ExplainError(
+                f"do_sample cannot change in the middle of {self.strategy_title()}: the strategy "
+                "was chosen from it; press Reset (or start a new call) with the new value"
+            )
         self.processors = self.build_processors(settings)
         self.settings = settings
 
     def what_if(self, step: int, **knobs) -> dict:
-        raise ExplainError(f"what-if replays one sequence's recorded logits; {self.strategy_title()} runs several: "
-                           "try it on a run of one sequence (num_return_sequences=1, num_beams=1, no assistant)")
+        raise ExplainError(
+            f"what-if replays one sequence's recorded logits; {self.strategy_title()} runs several: "
+            "try it on a run of one sequence (num_return_sequences=1, num_beams=1, no assistant)"
+        )
 
     def force(self, step: int, token_id: int):
-        raise ExplainError(f"forcing a token branches one sequence; {self.strategy_title()} runs several: try it on "
-                           "a run of one sequence (num_return_sequences=1, num_beams=1, no assistant)")
+        raise ExplainError(
+            f"forcing a token branches one sequence; {self.strategy_title()} runs several: try it on "
+            "a run of one sequence (num_return_sequences=1, num_beams=1, no assistant)"
+        )
 
     def inspect(self, step: int, *args, **kwargs):
-        raise ExplainError(f"looking inside replays one sequence; {self.strategy_title()} runs several: try it on "
-                           "a run of one sequence (num_return_sequences=1, num_beams=1, no assistant)")
+        raise ExplainError(
+            f"looking inside replays one sequence; {self.strategy_title()} runs several: try it on "
+            "a run of one sequence (num_return_sequences=1, num_beams=1, no assistant)"
+        )
 
 
 def timed() -> tuple[float, float]:

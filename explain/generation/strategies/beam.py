@@ -34,24 +34,47 @@ LOST = -1.0e9  # transformers' score for "cannot be chosen"
 def check_early_stopping(value, vocab_size=None) -> str | None:
     if value in (True, False, "never"):
         return None
-    return (f"must be True (stop when num_beams sequences have finished), False (stop when no running beam can "
-            f"beat the finished ones) or \"never\" (the canonical beam search), got {value!r}")
+    return (
+        f"must be True (stop when num_beams sequences have finished), False (stop when no running beam can "
+        f'beat the finished ones) or "never" (the canonical beam search), got {value!r}'
+    )
 
 
 @register
 class BeamSearch(DecodingStrategy):
     name, title, order = "beam_search", "beam search", 20
-    description = ("keeps the num_beams most likely sequences at every step; returns the best finished ones, "
-                   "scored by log-probability / length ** length_penalty")
+    description = (
+        "keeps the num_beams most likely sequences at every step; returns the best finished ones, "
+        "scored by log-probability / length ** length_penalty"
+    )
     source = "transformers/generation/utils.py, GenerationMixin._beam_search"
     knobs = (
-        Knob("num_beams", 1, "int", "beam search: how many sequences to keep at every step (1: no beam search)",
-             check=number(1, integer=True), live=False),
-        Knob("length_penalty", 1.0, "float", "beam search: a finished sequence's score is its log-probability / "
-             "length ** length_penalty (above 0 favours longer ones)", check=number(), live=False),
-        Knob("early_stopping", False, "json", "beam search: True stops once num_beams sequences have finished; "
-             "False stops when no running beam can beat them; \"never\" runs to the end",
-             check=check_early_stopping, live=False),
+        Knob(
+            "num_beams",
+            1,
+            "int",
+            "beam search: how many sequences to keep at every step (1: no beam search)",
+            check=number(1, integer=True),
+            live=False,
+        ),
+        Knob(
+            "length_penalty",
+            1.0,
+            "float",
+            "beam search: a finished sequence's score is its log-probability / "
+            "length ** length_penalty (above 0 favours longer ones)",
+            check=number(),
+            live=False,
+        ),
+        Knob(
+            "early_stopping",
+            False,
+            "json",
+            "beam search: True stops once num_beams sequences have finished; "
+            'False stops when no running beam can beat them; "never" runs to the end',
+            check=check_early_stopping,
+            live=False,
+        ),
     )
 
     @classmethod
@@ -65,18 +88,24 @@ class BeamSearch(DecodingStrategy):
     @classmethod
     def label(cls, settings):
         how = "beam sampling" if settings.get("do_sample") else "beam search"
-        return (f"{how}: {settings['num_beams']} beams, length_penalty {settings['length_penalty']}, "
-                f"early_stopping {settings['early_stopping']}")
+        return (
+            f"{how}: {settings['num_beams']} beams, length_penalty {settings['length_penalty']}, "
+            f"early_stopping {settings['early_stopping']}"
+        )
 
     @classmethod
     def settings_problem(cls, settings):
         beams, count = settings.get("num_beams") or 1, settings.get("num_return_sequences") or 1
         if beams > 1 and count > beams:
-            return (f"num_return_sequences ({count}) has to be smaller or equal to num_beams ({beams}), as "
-                    f"transformers requires: beam search returns its best finished beams; raise num_beams to {count}")
+            return (
+                f"num_return_sequences ({count}) has to be smaller or equal to num_beams ({beams}), as "
+                f"transformers requires: beam search returns its best finished beams; raise num_beams to {count}"
+            )
         if beams > 1 and settings.get("guidance_scale") not in (None, 1):
-            return ("guidance_scale runs classifier-free guidance on one sequence in explain; with beam search "
-                    "leave guidance_scale out")
+            return (
+                "guidance_scale runs classifier-free guidance on one sequence in explain; with beam search "
+                "leave guidance_scale out"
+            )
         return None
 
     @classmethod
@@ -85,15 +114,21 @@ class BeamSearch(DecodingStrategy):
         beams = settings.get("num_beams") or 1
         if beams == 1:  # GenerationConfig.validate's minor issues
             if set_by_call(settings, sources, "early_stopping") and settings["early_stopping"] is not False:
-                found.append(f"early_stopping={settings['early_stopping']!r} has no effect with num_beams=1 (it is "
-                             "a beam search setting): set num_beams > 1, or leave it out")
+                found.append(
+                    f"early_stopping={settings['early_stopping']!r} has no effect with num_beams=1 (it is "
+                    "a beam search setting): set num_beams > 1, or leave it out"
+                )
             if set_by_call(settings, sources, "length_penalty") and settings["length_penalty"] != 1.0:
-                found.append(f"length_penalty={settings['length_penalty']!r} has no effect with num_beams=1 (it "
-                             "scores finished beams): set num_beams > 1, or leave it out")
+                found.append(
+                    f"length_penalty={settings['length_penalty']!r} has no effect with num_beams=1 (it "
+                    "scores finished beams): set num_beams > 1, or leave it out"
+                )
         elif settings.get("assistant_model") is not None or settings.get("prompt_lookup_num_tokens") is not None:
-            found.append("assistant_model / prompt_lookup_num_tokens is ignored with num_beams > 1: transformers "
-                         "runs assisted decoding only with greedy decoding or sampling, so this call runs beam "
-                         "search (as generate() does, with a warning); set num_beams=1 for assisted decoding")
+            found.append(
+                "assistant_model / prompt_lookup_num_tokens is ignored with num_beams > 1: transformers "
+                "runs assisted decoding only with greedy decoding or sampling, so this call runs beam "
+                "search (as generate() does, with a warning); set num_beams=1 for assisted decoding"
+            )
         return found
 
     @classmethod
@@ -106,11 +141,15 @@ class BeamSearchRun(Run):
 
     def __init__(self, model, tokenizer, prompt_ids, settings, trace, run, **options):
         beams = settings["num_beams"]
-        eos_count = len([settings["eos_token_id"]] if isinstance(settings.get("eos_token_id"), int)
-                        else settings.get("eos_token_id") or [])
+        eos_count = len(
+            [settings["eos_token_id"]]
+            if isinstance(settings.get("eos_token_id"), int)
+            else settings.get("eos_token_id") or []
+        )
         # warpers keep at least #EOS + 1 tokens in beam sampling (GenerationMixin._get_logits_processor)
-        super().__init__(model, tokenizer, prompt_ids, settings, trace, run, rows=beams,
-                         min_tokens_to_keep=eos_count + 1, **options)
+        super().__init__(
+            model, tokenizer, prompt_ids, settings, trace, run, rows=beams, min_tokens_to_keep=eos_count + 1, **options
+        )
         self.num_beams, self.count = beams, self.settings["num_return_sequences"]
         self.length_penalty, self.early_stopping = self.settings["length_penalty"], self.settings["early_stopping"]
         self.do_sample = bool(self.settings.get("do_sample"))
@@ -147,7 +186,7 @@ class BeamSearchRun(Run):
             forward = "prefill"
             self.emit_prefill(start, time.perf_counter() - t0, prompt * self.num_beams)
         else:
-            logits = self.forward(self.running_sequences[:, length - 1:length])[:, -1]  # (num_beams, vocab)
+            logits = self.forward(self.running_sequences[:, length - 1 : length])[:, -1]  # (num_beams, vocab)
             forward = "decode"
         forward_time = time.perf_counter() - t0
         vocab = logits.shape[-1]
@@ -169,7 +208,7 @@ class BeamSearchRun(Run):
         candidates[:, length] = tokens
         candidate_paths = self.running_paths[source].clone()  # (K, max_length - prompt)
         candidate_paths[:, length - prompt] = source
-        reasons = [self.stop_reason_of(candidates[k, :length + 1].tolist()) for k in range(self.beams_to_keep)]
+        reasons = [self.stop_reason_of(candidates[k, : length + 1].tolist()) for k in range(self.beams_to_keep)]
         hits = torch.tensor([r is not None for r in reasons], device=self.device)  # (K,)
 
         # d. the next running beams: the best num_beams pairs that did not finish
@@ -181,7 +220,7 @@ class BeamSearchRun(Run):
 
         # e. finished pairs among the first num_beams join the finished list, scored with the length penalty
         generated = length + 1 - prompt
-        finished_scores = top_scores / (generated ** self.length_penalty)
+        finished_scores = top_scores / (generated**self.length_penalty)
         full = bool(self.is_finished.all()) and self.early_stopping is True
         finished_scores = finished_scores + float(full) * LOST + float(not self.improvable) * LOST
         just_finished = hits & self.top_num_beam_mask
@@ -200,8 +239,21 @@ class BeamSearchRun(Run):
         best_possible = self._best_possible(self.running_scores[0])
         worst_finished = float(self.beam_scores.min()) if bool(self.is_finished.any()) else LOST
         self.improvable = self.improvable and best_possible > worst_finished
-        record = self._record(index, length, logits, log_probs, top_scores, source, tokens, reasons, keep,
-                              finished_scores, added, forward, forward_time)
+        record = self._record(
+            index,
+            length,
+            logits,
+            log_probs,
+            top_scores,
+            source,
+            tokens,
+            reasons,
+            keep,
+            finished_scores,
+            added,
+            forward,
+            forward_time,
+        )
         self.steps.append(record)
         stop = self._stop(hits, reasons)
         if stop is not None:
@@ -230,11 +282,25 @@ class BeamSearchRun(Run):
             length = self.settings["max_length"] - self.prompt_length
         else:
             length = self.cur_len - self.prompt_length
-        return float(best_running / (length ** self.length_penalty))
+        return float(best_running / (length**self.length_penalty))
 
     # -- what the trace keeps --------------------------------------------------------------------------
-    def _record(self, index, length, logits, log_probs, top_scores, source, tokens, reasons, keep, finished_scores,
-                added, forward, forward_time) -> dict:
+    def _record(
+        self,
+        index,
+        length,
+        logits,
+        log_probs,
+        top_scores,
+        source,
+        tokens,
+        reasons,
+        keep,
+        finished_scores,
+        added,
+        forward,
+        forward_time,
+    ) -> dict:
         texts: dict[int, str] = {}
         beams = []
         live = self.steps[-1]["running"] if self.steps else [{"score": 0.0}]  # the first step: only beam 0 is live
@@ -247,22 +313,45 @@ class BeamSearchRun(Run):
         for k in range(self.beams_to_keep):
             token = int(tokens[k])
             texts.setdefault(token, self.token_text(token))
-            entry = {"beam": int(source[k]), "token_id": token, "score": float(top_scores[k]),
-                     "finished": reasons[k], "kept": kept_at.get(k) if reasons[k] is None else None,
-                     "added": k in added}
+            entry = {
+                "beam": int(source[k]),
+                "token_id": token,
+                "score": float(top_scores[k]),
+                "finished": reasons[k],
+                "kept": kept_at.get(k) if reasons[k] is None else None,
+                "added": k in added,
+            }
             if reasons[k] is not None:
-                entry["normalized"] = float(top_scores[k]) / generated ** self.length_penalty
+                entry["normalized"] = float(top_scores[k]) / generated**self.length_penalty
             candidates.append(entry)
-        running = [{"parent": int(self.running_paths[slot, length - self.prompt_length]),
-                    "token_id": int(self.running_sequences[slot, length]), "score": float(self.running_scores[slot])}
-                   for slot in range(self.num_beams)]
-        finished = [{"score": float(self.beam_scores[slot]), "length": self._length(slot)}
-                    for slot in range(self.num_beams) if bool(self.is_finished[slot])]
-        return {"step": index, "position": length, "method": "beam_sample" if self.do_sample else "beam_search",
-                "beams": beams, "candidates": candidates, "running": running, "finished": finished,
-                "length_penalty": self.length_penalty, "generated_length": generated,
-                "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes}, "forward": forward,
-                "forward_time": forward_time, "token_texts": {str(k): v for k, v in texts.items()}}
+        running = [
+            {
+                "parent": int(self.running_paths[slot, length - self.prompt_length]),
+                "token_id": int(self.running_sequences[slot, length]),
+                "score": float(self.running_scores[slot]),
+            }
+            for slot in range(self.num_beams)
+        ]
+        finished = [
+            {"score": float(self.beam_scores[slot]), "length": self._length(slot)}
+            for slot in range(self.num_beams)
+            if bool(self.is_finished[slot])
+        ]
+        return {
+            "step": index,
+            "position": length,
+            "method": "beam_sample" if self.do_sample else "beam_search",
+            "beams": beams,
+            "candidates": candidates,
+            "running": running,
+            "finished": finished,
+            "length_penalty": self.length_penalty,
+            "generated_length": generated,
+            "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes},
+            "forward": forward,
+            "forward_time": forward_time,
+            "token_texts": {str(k): v for k, v in texts.items()},
+        }
 
     def _length(self, slot: int) -> int:
         """New tokens of finished slot `slot` (its path's entries that are set)."""
@@ -275,22 +364,37 @@ class BeamSearchRun(Run):
             if not bool(self.is_finished[rank]):
                 continue
             length = self._length(rank)
-            ids = self.finished_sequences[rank, self.prompt_length:self.prompt_length + length].tolist()
+            ids = self.finished_sequences[rank, self.prompt_length : self.prompt_length + length].tolist()
             score = float(self.beam_scores[rank])
-            hypotheses.append({"rank": rank, "ids": ids, "text": self.tokenizer.decode(ids, skip_special_tokens=True),
-                               "score": score, "log_prob": score * length ** self.length_penalty, "length": length,
-                               "path": self.finished_paths[rank, :length].tolist(), "returned": rank < self.count})
-        return {"hypotheses": hypotheses, "num_return_sequences": self.count, "num_beams": self.num_beams,
-                "length_penalty": self.length_penalty, "early_stopping": self.early_stopping, "reason": reason,
-                "steps": len(self.steps)}
+            hypotheses.append(
+                {
+                    "rank": rank,
+                    "ids": ids,
+                    "text": self.tokenizer.decode(ids, skip_special_tokens=True),
+                    "score": score,
+                    "log_prob": score * length**self.length_penalty,
+                    "length": length,
+                    "path": self.finished_paths[rank, :length].tolist(),
+                    "returned": rank < self.count,
+                }
+            )
+        return {
+            "hypotheses": hypotheses,
+            "num_return_sequences": self.count,
+            "num_beams": self.num_beams,
+            "length_penalty": self.length_penalty,
+            "early_stopping": self.early_stopping,
+            "reason": reason,
+            "steps": len(self.steps),
+        }
 
     @property
     def sequences_scores(self) -> list[float]:
         """generate()'s sequences_scores: the returned sequences' length-penalised scores."""
-        return [float(s) for s in self.beam_scores[:self.count]]
+        return [float(s) for s in self.beam_scores[: self.count]]
 
     @property
     def sequences(self) -> list[list[int]]:
         """The first num_return_sequences finished sequences, cut to the longest of them, as generate() returns."""
         longest = max([self._length(slot) for slot in range(self.count)] + [0])
-        return self.finished_sequences[:self.count, :self.prompt_length + longest].tolist()
+        return self.finished_sequences[: self.count, : self.prompt_length + longest].tolist()

@@ -28,4 +28,5 @@ class OneSequence(DecodingStrategy):
     @classmethod
     def run_class(cls):
         from ..loop import Generation  # loop imports the settings, which import this package
+
         return Generation

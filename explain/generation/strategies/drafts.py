@@ -35,8 +35,20 @@ class AssistantDraft:
 
     source = "assistant"
 
-    def __init__(self, model, processors: list, appended: list, eos: list[int], do_sample: bool, max_length: int,
-                 min_length: int, num_tokens: int, schedule: str, threshold: float | None, min_new_tokens=None):
+    def __init__(
+        self,
+        model,
+        processors: list,
+        appended: list,
+        eos: list[int],
+        do_sample: bool,
+        max_length: int,
+        min_length: int,
+        num_tokens: int,
+        schedule: str,
+        threshold: float | None,
+        min_new_tokens=None,
+    ):
         self.model, self.eos, self.do_sample = model, list(eos), do_sample
         self.set_processors(processors, appended)
         self.min_new_tokens = min_new_tokens  # the processor class for a draft that must not end too soon
@@ -68,8 +80,7 @@ class AssistantDraft:
             common += 1
         self.cache.crop(common)
         new = ids[common:]
-        out = self.model(torch.tensor([new], dtype=torch.long, device=self.device), cache=self.cache,
-                         logits_to_keep=1)
+        out = self.model(torch.tensor([new], dtype=torch.long, device=self.device), cache=self.cache, logits_to_keep=1)
         self.fed = ids[:common] + new
         return out.logits[:, -1, :].to(device=self.device, dtype=torch.float32)  # (1, vocab)
 
@@ -121,8 +132,16 @@ class PromptLookupDraft:
 
     source = "prompt_lookup"
 
-    def __init__(self, processors: list, eos: list[int], num_tokens: int, ngram_size: int, max_length: int,
-                 vocab_size: int, device):
+    def __init__(
+        self,
+        processors: list,
+        eos: list[int],
+        num_tokens: int,
+        ngram_size: int,
+        max_length: int,
+        vocab_size: int,
+        device,
+    ):
         self.processors, self.eos = processors, list(eos)
         self.num_tokens, self.ngram_size, self.max_length = num_tokens, ngram_size, max_length
         self.vocab_size, self.device = vocab_size, device
@@ -138,7 +157,7 @@ class PromptLookupDraft:
             value = scores[0, token]
             if value == -float("inf") or value == torch.finfo(value.dtype).min:
                 return chosen[:index]
-            sequence = torch.cat([ids, torch.tensor([chosen[:index + 1]], device=self.device)], dim=1)
+            sequence = torch.cat([ids, torch.tensor([chosen[: index + 1]], device=self.device)], dim=1)
         return chosen
 
     @torch.inference_mode()
@@ -162,7 +181,7 @@ class PromptLookupDraft:
                 eos_at = next((i for i, t in enumerate(chosen) if t in self.eos), None)
                 if eos_at is not None:
                     chosen, stop = chosen[:eos_at], "eos"
-                lookup = {"ngram": ids_list[length - size:], "match_start": start, "copied_from": begin}
+                lookup = {"ngram": ids_list[length - size :], "match_start": start, "copied_from": begin}
                 # an empty draft (EOS first) ends the search: transformers then takes an ordinary step
                 return Draft(chosen, None, stop, None, self.num_tokens, lookup)
         return Draft([], None, "no match: the last tokens appear nowhere earlier", budget=self.num_tokens)

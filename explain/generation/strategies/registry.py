@@ -54,9 +54,11 @@ def transformers_lacks(name: str) -> str | None:
     declares in_transformers = False); None otherwise."""
     for cls in ordered():
         if not cls.in_transformers and any(knob.name == name for knob in cls.knobs):
-            return (f"{name} is a knob of {cls.title} ({cls.__name__}), a decoding strategy that explain has and "
-                    f"transformers' generate() does not: run it with backend=\"explain\" (the default), or leave "
-                    f"{name} out")
+            return (
+                f"{name} is a knob of {cls.title} ({cls.__name__}), a decoding strategy that explain has and "
+                f'transformers\' generate() does not: run it with backend="explain" (the default), or leave '
+                f"{name} out"
+            )
     return None
 
 

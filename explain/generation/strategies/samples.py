@@ -27,8 +27,16 @@ class SampleSequences(DecodingStrategy):
     name, title, order = "samples", "several samples", 30
     description = "n sequences drawn at once from one prompt: a batch of n rows, one multinomial draw per step"
     source = "transformers/generation/utils.py, GenerationMixin._sample with the prompt expanded to n rows"
-    knobs = (Knob("num_return_sequences", 1, "int", "how many sequences to return (sampled, or the best beams)",
-                  check=number(1, integer=True), live=False),)
+    knobs = (
+        Knob(
+            "num_return_sequences",
+            1,
+            "int",
+            "how many sequences to return (sampled, or the best beams)",
+            check=number(1, integer=True),
+            live=False,
+        ),
+    )
 
     @classmethod
     def applies(cls, settings):
@@ -46,14 +54,18 @@ class SampleSequences(DecodingStrategy):
     def settings_problem(cls, settings):
         n = settings.get("num_return_sequences") or 1
         if n > 1 and (settings.get("num_beams") or 1) == 1 and not settings.get("do_sample"):
-            return (f"num_return_sequences={n} with greedy decoding: greedy decoding gives one sequence, and "
-                    "transformers refuses this (\"Greedy methods (do_sample != True) without beam search do not "
-                    f"support `num_return_sequences` different than 1\"); set do_sample=True to draw {n} samples, "
-                    f"or num_beams={max(n, 2)} for the {n} best beams")
+            return (
+                f"num_return_sequences={n} with greedy decoding: greedy decoding gives one sequence, and "
+                'transformers refuses this ("Greedy methods (do_sample != True) without beam search do not '
+                f'support `num_return_sequences` different than 1"); set do_sample=True to draw {n} samples, '
+                f"or num_beams={max(n, 2)} for the {n} best beams"
+            )
         if cls.applies(settings) and settings.get("guidance_scale") not in (None, 1):
-            return ("guidance_scale runs classifier-free guidance on one sequence in explain (its unconditional "
-                    "sequence follows that one text); with num_return_sequences > 1 leave guidance_scale out, or "
-                    "call the pipeline once per sample")
+            return (
+                "guidance_scale runs classifier-free guidance on one sequence in explain (its unconditional "
+                "sequence follows that one text); with num_return_sequences > 1 leave guidance_scale out, or "
+                "call the pipeline once per sample"
+            )
         return None
 
     @classmethod
@@ -114,15 +126,21 @@ class SampledSequences(Run):
         for row in range(self.count):
             if not self.running[row]:
                 continue
-            record = self._row_record(row, index, position, raw, outputs, probs, int(tokens[row]), forward,
-                                      forward_time)
+            record = self._row_record(
+                row, index, position, raw, outputs, probs, int(tokens[row]), forward, forward_time
+            )
             reason = self.stop_reason_of(self.input_ids[row].tolist())
             if reason is not None:
                 self.running[row], self.stop_reasons[row] = False, reason
                 record["stop_reason"] = reason
             records.append(record)
-        batch = {"step": index, "forward": forward, "forward_time": forward_time,
-                 "tokens": tokens.tolist(), "running": list(self.running)}
+        batch = {
+            "step": index,
+            "forward": forward,
+            "forward_time": forward_time,
+            "tokens": tokens.tolist(),
+            "running": list(self.running),
+        }
         self.steps.append(batch)
         if not any(self.running):
             reasons = sorted({r for r in self.stop_reasons if r})
@@ -139,27 +157,46 @@ class SampledSequences(Run):
         for processor, (before, after) in zip(self.processors, outputs, strict=True):
             was, now = before[row], after[row]
             changed = int((was != now).sum())
-            processors.append({"name": processor.name, "title": processor.title, "args": processor.args(),
-                               "removed": int((torch.isfinite(was) & ~torch.isfinite(now)).sum()),
-                               "changed": changed, "kept": int(torch.isfinite(now).sum()),
-                               "top": self.top(now, self.run_options.top_count, texts) if changed else None})
+            processors.append(
+                {
+                    "name": processor.name,
+                    "title": processor.title,
+                    "args": processor.args(),
+                    "removed": int((torch.isfinite(was) & ~torch.isfinite(now)).sum()),
+                    "changed": changed,
+                    "kept": int(torch.isfinite(now).sum()),
+                    "top": self.top(now, self.run_options.top_count, texts) if changed else None,
+                }
+            )
         p = probs[row]
         entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
         top_probs, top_ids = torch.topk(p, min(10, p.numel()))
         for token_id in top_ids.tolist():
             texts.setdefault(token_id, self.token_text(token_id))
-        full = self.tokenizer.decode(self.input_ids[row, self.prompt_length:].tolist(), skip_special_tokens=False)
+        full = self.tokenizer.decode(self.input_ids[row, self.prompt_length :].tolist(), skip_special_tokens=False)
         piece = ""
         if not full.endswith("\ufffd"):
-            piece, self.printed[row] = full[len(self.printed[row]):], full
+            piece, self.printed[row] = full[len(self.printed[row]) :], full
         logits = raw[row]
-        return {"step": index, "position": position, "branch": self.branch, "sequence": row,
-                "logits_top": self.top(logits, self.run_options.top_count, texts), "processors": processors,
-                "probs_top": {"ids": top_ids.tolist(), "values": float32_list(top_probs)},
-                "token_id": token, "token": self.token_text(token), "text": piece,
-                "method": "sample" if self.settings.get("do_sample") else "greedy",
-                "prob": float(p[token]), "raw_prob": float(torch.softmax(logits, dim=-1)[token]),
-                "logit": float(logits[token]), "rank": int((logits > logits[token]).sum()) + 1,
-                "entropy_bits": entropy, "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes},
-                "forward": forward, "forward_time": forward_time,
-                "token_texts": {str(k): v for k, v in texts.items()}}
+        return {
+            "step": index,
+            "position": position,
+            "branch": self.branch,
+            "sequence": row,
+            "logits_top": self.top(logits, self.run_options.top_count, texts),
+            "processors": processors,
+            "probs_top": {"ids": top_ids.tolist(), "values": float32_list(top_probs)},
+            "token_id": token,
+            "token": self.token_text(token),
+            "text": piece,
+            "method": "sample" if self.settings.get("do_sample") else "greedy",
+            "prob": float(p[token]),
+            "raw_prob": float(torch.softmax(logits, dim=-1)[token]),
+            "logit": float(logits[token]),
+            "rank": int((logits > logits[token]).sum()) + 1,
+            "entropy_bits": entropy,
+            "kv_cache": {"length": len(self.cache), "bytes": self.cache.nbytes},
+            "forward": forward,
+            "forward_time": forward_time,
+            "token_texts": {str(k): v for k, v in texts.items()},
+        }
