@@ -30,6 +30,7 @@ from ...generation.options import DEFAULT_TRACE_TOP, RunOptions
 from ...generation.rows import all_rows_warning, encode_row
 from ...generation.settings import KNOBS as ALL_KNOBS
 from ...generation.settings import LIVE_SETTINGS, transformers_lacks, unknown_argument, validate
+from .beams import BEAM_MODES, BeamWatch
 from .cache import cropped
 from .hooks import PauseAfterOneToken, generation_mode, observing
 from .records import cache_record, floats, processor_effect, processor_records, settings_record, stop_reason, top
@@ -88,6 +89,9 @@ class TransformersGeneration(RunState):
         self.running: list[bool] = []
         self.row_printed: list[str] = []
         self.batch_note: dict | None = None  # the settings event's "batch"
+        # beam search / beam sampling of one prompt: its watch (beams.py), and the sequences generate() returned
+        self.beam_watch: BeamWatch | None = None
+        self.beam_sequences: list[list[int]] | None = None
 
     @property
     def criteria_names(self) -> list[str]:
@@ -113,7 +117,10 @@ class TransformersGeneration(RunState):
 
     @property
     def sequences(self) -> list[list[int]]:
-        """The sequence the call returns, prompt included (explain traces a batch of one)."""
+        """The sequences the call returns, prompt included: beam search's first num_return_sequences finished ones
+        (cut to the longest of them, as generate() returns them), else the one sequence traced."""
+        if self.beam_sequences is not None:
+            return self.beam_sequences
         return [self.input_ids[0].tolist()]
 
     def token_text(self, token_id: int) -> str:
@@ -129,6 +136,8 @@ class TransformersGeneration(RunState):
         )
         batch_of_one_each = self.batched and (config.num_return_sequences or 1) == 1
         self.traces_steps = self.mode in TRACED_MODES and (self.input_ids.shape[0] == 1 or batch_of_one_each)
+        if self.mode in BEAM_MODES and self.input_ids.shape[0] == 1 and self.generation_config is None:
+            self.beam_watch = BeamWatch(self, config)  # one prompt's beams: traced into generation/beams
         records = processor_records(config, processors, arguments, self.model.config.get_text_config().vocab_size)
         self._records = {id(p): r for p, r in zip(processors, records, strict=True)}
         if self.generation_config is not None:  # a later step of a step-through
@@ -146,7 +155,7 @@ class TransformersGeneration(RunState):
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": str(self.device),
             "generation_mode": self.mode,
-            "steps_traced": self.traces_steps,
+            "steps_traced": self.traces_steps or self.beam_watch is not None,
         }
         if self.batch_note is not None:
             data["batch"] = self.batch_note
@@ -158,11 +167,10 @@ class TransformersGeneration(RunState):
                 warning + f"; pass trace_top={DEFAULT_TRACE_TOP} (the default) to keep only the top entries",
                 stacklevel=2,
             )
-        if not self.traces_steps:
+        if not data["steps_traced"]:
             data["why_not_traced"] = (
-                f"{self.mode} keeps several candidates per step; explain traces one sequence "
-                "(greedy search or sampling, batch of one) or a batch of prompts with one "
-                "sequence each"
+                f"{self.mode} of this call is not traced: explain traces one sequence (greedy search or sampling, "
+                "batch of one), a batch of prompts with one sequence each, and beam search of one prompt"
             )
         self.trace.emit("generation", "settings", data, run=self.run_id)
         if self._settings_only:
@@ -171,12 +179,10 @@ class TransformersGeneration(RunState):
 
     def on_forward_start(self, input_ids, cache, clock: float) -> None:
         past = cache.get_seq_length() if cache is not None else 0
-        self._forward = {
-            "start": time.time(),
-            "clock": clock,
-            "past": past,
-            "tokens": input_ids.shape[1] if input_ids is not None else None,
-        }
+        tokens = input_ids.shape[1] if input_ids is not None else None
+        if self.beam_watch is not None and input_ids is not None:  # every beam's copy of the prompt, as explain counts
+            tokens = input_ids.numel()
+        self._forward = {"start": time.time(), "clock": clock, "past": past, "tokens": tokens}
 
     def on_forward_end(self, cache, clock: float) -> None:
         if self.finished or "clock" not in self._forward:
@@ -438,6 +444,12 @@ class TransformersGeneration(RunState):
     def step(self) -> dict:
         """Generate one token with the real generate(); emits and returns the step's generation/step data."""
         self.refuse_if_finished()
+        if self.mode is not None and self.mode not in TRACED_MODES:
+            raise ExplainError(
+                f"{self.mode} cannot be stepped through on backend=\"transformers\": it steps through greedy search "
+                "and sampling (num_beams=1, no assistant model); a call traces beam search whole, and "
+                'backend="explain" steps through it'
+            )
         count = len(self.steps)
         criteria = StoppingCriteriaList([*(self.generate_kwargs.get("stopping_criteria") or []), PauseAfterOneToken()])
         overrides = {"stopping_criteria": criteria}
