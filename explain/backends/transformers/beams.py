@@ -49,6 +49,18 @@ class BeamWatch:
         self._gathered: list | None = None  # the indices transformers' _gather_beams is called with, while watched
         self.final: dict | None = None
 
+    def strategy(self) -> dict:
+        """The settings event's "strategy", as the explain backend's registry describes beam search."""
+        from ...generation.strategies.beam import BeamSearch
+
+        settings = {
+            "num_beams": self.num_beams,
+            "length_penalty": self.length_penalty,
+            "early_stopping": self.early_stopping,
+            "do_sample": self.method == "beam_sample",
+        }
+        return BeamSearch.record(settings)
+
     # -- what the shadowed helpers report ----------------------------------------------------------------------
     def on_log_probs(self, log_probs: torch.Tensor) -> None:
         """The processed log-probabilities of every running beam, (num_beams, vocab)."""

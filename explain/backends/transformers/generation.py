@@ -159,6 +159,8 @@ class TransformersGeneration(RunState):
         }
         if self.batch_note is not None:
             data["batch"] = self.batch_note
+        if self.beam_watch is not None:
+            data["strategy"] = self.beam_watch.strategy()
         if self.trace_top == "all":
             steps = max((config.max_length or 0) - self.prompt_length, 0)
             warning = all_rows_warning(len(processors), self.model.config.get_text_config().vocab_size, steps)
