@@ -69,7 +69,9 @@ def test_eos_token_criteria(pipe, reference):
 
 
 def test_eos_token_criteria_per_row(padded, backend):
-    """In a batch, a row that wrote EOS stops; the others go on (transformers pads the finished row)."""
+    """In a batch, a row that wrote EOS stops; the others go on. The finished row is filled with generate()'s
+    pad_token_id (here the call's, 0, a plain byte token that the text keeps), not with the pad the prompts were
+    collated with (the tokenizer's): explain used the latter until this test."""
     pipe, reference = padded[backend], padded["reference"]
     prompts = [PROMPT, "Today a dragon flew over France"]
     plain = reference(PROMPT, do_sample=False, max_new_tokens=6, return_tensors=True)[0]["generated_token_ids"]
