@@ -110,11 +110,13 @@ def test_prompt_lookup_decoding_matches_greedy_search(pipe, reference):
 
 
 # -- test_left_padding_compatibility ------------------------------------------------------------------------------
-def test_left_padding_compatibility(padded, backend):
-    """A batch, left-padded, gives each prompt transformers' answer for the same batch."""
+@pytest.mark.parametrize("knobs", [{}, {"repetition_penalty": 1.5}], ids=["plain", "repetition penalty"])
+def test_left_padding_compatibility(padded, backend, knobs):
+    """A batch, left-padded, gives each prompt transformers' answer for the same batch (with a repetition penalty
+    too: transformers leaves the pads out of it, RepetitionPenaltyLogitsProcessor's prompt_ignore_length)."""
     pipe, reference = padded[backend], padded["reference"]
     prompts = ["Hello", "The cat sat on the mat"]
-    call = dict(do_sample=False, max_new_tokens=5, batch_size=2)
+    call = dict(do_sample=False, max_new_tokens=5, batch_size=2, **knobs)
     assert pipe(prompts, **call) == reference(prompts, **call)
 
 

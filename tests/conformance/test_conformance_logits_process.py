@@ -431,3 +431,24 @@ def test_classifier_free_guidance():
         pytest.skip(f"explain's guidance runs on explain's model only ({error}); covered by tests/test_processors.py")
     for i in range(3):
         assert mine[i].item() == pytest.approx(expected[i].item(), abs=1e-6)
+
+
+def test_watermarking_processor():
+    """explain's WatermarkLogitsProcessor: the settings transformers refuses are refused (a ValueError), and the
+    greenlist of the last token gets the bias, as in transformers (the same scores on the same input)."""
+    from explain.generation.processors.watermark import WatermarkLogitsProcessor
+
+    with pytest.raises(ValueError):
+        theirs.WatermarkLogitsProcessor(vocab_size=20, device="cpu", seeding_scheme="hash")
+    with pytest.raises(ValueError):
+        WatermarkLogitsProcessor(vocab_size=20, device="cpu", seeding_scheme="hash")
+    with pytest.raises(ValueError):
+        theirs.WatermarkLogitsProcessor(vocab_size=20, device="cpu", greenlist_ratio=1.2)
+    with pytest.raises(ValueError):
+        WatermarkLogitsProcessor(vocab_size=20, device="cpu", greenlist_ratio=1.2)
+    input_ids = ids((3, 5), 20)
+    input_ids[:, -1] = 10
+    scores = uniform(3, 20)
+    ours = WatermarkLogitsProcessor(vocab_size=20, device="cpu")
+    out = same(ours, theirs.WatermarkLogitsProcessor(vocab_size=20, device="cpu"), input_ids, scores)
+    assert (out[:, 1] == scores[:, -1] + ours.bias).all()  # transformers' greenlist id on a CPU
