@@ -156,7 +156,8 @@ def test_beam_search_traced_alike_on_both_backends(backends, reference, call):
             k: v for k, v in theirs.items() if k not in TIMING
         }
     settings = {name: next(e.data for e in found if e.kind == "settings") for name, found in events.items()}
-    assert settings["transformers"]["steps_traced"] and settings["transformers"]["strategy"] == settings["explain"][
-        "strategy"
-    ]
+    assert (
+        settings["transformers"]["steps_traced"]
+        and settings["transformers"]["strategy"] == settings["explain"]["strategy"]
+    )
     assert beam_tree(events["explain"], PROMPT) == beam_tree(events["transformers"], PROMPT)

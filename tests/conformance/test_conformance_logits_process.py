@@ -74,7 +74,9 @@ def test_temperature_dist_warper():
     scores[1, 5] = (1 / 20) + 0.1
     scores[1, 10] = (1 / 20) - 0.4
     probs = torch.softmax(scores, dim=-1)
-    sharp = torch.softmax(same(warpers.TemperatureLogitsWarper(0.5), theirs.TemperatureLogitsWarper(0.5), None, scores), -1)
+    sharp = torch.softmax(
+        same(warpers.TemperatureLogitsWarper(0.5), theirs.TemperatureLogitsWarper(0.5), None, scores), -1
+    )
     smooth = torch.softmax(
         same(warpers.TemperatureLogitsWarper(1.3), theirs.TemperatureLogitsWarper(1.3), None, scores), -1
     )
@@ -132,7 +134,10 @@ def test_top_k_dist_warper():
     out = same(warpers.TopKLogitsWarper(3), theirs.TopKLogitsWarper(3), None, logits)
     assert torch.isinf(out[0]).tolist() == 7 * [True] + 3 * [False]
     assert torch.isinf(out[1]).tolist() == 2 * [True] + 3 * [False] + 5 * [True]
-    safety, reference = warpers.TopKLogitsWarper(1, min_tokens_to_keep=3), theirs.TopKLogitsWarper(1, min_tokens_to_keep=3)
+    safety, reference = (
+        warpers.TopKLogitsWarper(1, min_tokens_to_keep=3),
+        theirs.TopKLogitsWarper(1, min_tokens_to_keep=3),
+    )
     assert (~torch.isfinite(same(safety, reference, None, uniform(2, 5)))).sum(-1).tolist() == [0, 0]
     assert (~torch.isfinite(same(safety, reference, None, ramp(2, 5)))).sum(-1).tolist() == [2, 2]
 
@@ -241,13 +246,17 @@ def test_no_repeat_ngram_dist_processor():
 
 def test_no_repeat_ngram_dist_processor_banned_token_reappears():
     input_ids = torch.tensor([[1, 2, 5, 7, 8, 5, 1, 2]])
-    out = same(penalties.NoRepeatNGramLogitsProcessor(3), theirs.NoRepeatNGramLogitsProcessor(3), input_ids, uniform(1, 10))
+    out = same(
+        penalties.NoRepeatNGramLogitsProcessor(3), theirs.NoRepeatNGramLogitsProcessor(3), input_ids, uniform(1, 10)
+    )
     assert torch.isinf(out).nonzero()[:, 1].tolist() == [5]
 
 
 def test_no_repeat_ngram_dist_processor_sequence_shorter_than_ngram():
     input_ids = torch.tensor([[1, 2], [0, 1]])
-    out = same(penalties.NoRepeatNGramLogitsProcessor(3), theirs.NoRepeatNGramLogitsProcessor(3), input_ids, uniform(2, 3))
+    out = same(
+        penalties.NoRepeatNGramLogitsProcessor(3), theirs.NoRepeatNGramLogitsProcessor(3), input_ids, uniform(2, 3)
+    )
     assert not torch.isinf(out).any()
 
 

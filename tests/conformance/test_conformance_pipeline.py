@@ -35,7 +35,9 @@ def test_small_model_pt_list_of_prompts(pipe, reference):
 
 
 def test_small_model_pt_return_tensors(pipe, reference):
-    mine, expected = both(pipe, reference, PROMPT, seed=0, do_sample=True, num_return_sequences=2, return_tensors=True, max_new_tokens=6)
+    mine, expected = both(
+        pipe, reference, PROMPT, seed=0, do_sample=True, num_return_sequences=2, return_tensors=True, max_new_tokens=6
+    )
     assert [list(item) for item in mine] == [["generated_token_ids"], ["generated_token_ids"]]
     assert all(isinstance(item["generated_token_ids"], list) for item in mine)
     assert mine == expected
@@ -47,7 +49,9 @@ def test_small_model_pt_preprocess_kwargs(pipe, reference, backend, request):
         request.applymarker(
             pytest.mark.xfail(strict=True, reason=f"{ARGS}: padding (a tokenizer argument, as truncation) is unknown")
         )
-    mine, expected = both(pipe, reference, PROMPT, do_sample=False, add_special_tokens=False, padding=False, max_new_tokens=6)
+    mine, expected = both(
+        pipe, reference, PROMPT, do_sample=False, add_special_tokens=False, padding=False, max_new_tokens=6
+    )
     assert mine == expected
 
 
@@ -160,8 +164,9 @@ def test_run_pipeline_full_text(pipe, reference):
 
 
 def test_run_pipeline_return_full_text_at_construction(tiny_folder, backend, reference):
-    import explain
     import transformers
+
+    import explain
 
     pipe = explain.pipeline("text-generation", model=tiny_folder, backend=backend, return_full_text=False)
     theirs = transformers.pipeline("text-generation", model=tiny_folder, return_full_text=False)
@@ -179,8 +184,11 @@ def test_run_pipeline_several_sampled_sequences(pipe, reference):
 
 @pytest.mark.parametrize(
     "flags",
-    [dict(return_full_text=True, return_text=True), dict(return_full_text=True, return_tensors=True),
-     dict(return_text=True, return_tensors=True)],
+    [
+        dict(return_full_text=True, return_text=True),
+        dict(return_full_text=True, return_tensors=True),
+        dict(return_text=True, return_tensors=True),
+    ],
     ids=["full_text+text", "full_text+tensors", "text+tensors"],
 )
 def test_run_pipeline_conflicting_return_flags(pipe, reference, flags):

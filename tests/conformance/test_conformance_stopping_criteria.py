@@ -50,7 +50,9 @@ def test_max_time_criteria(pipe, reference, backend, request):
     """max_time=0 stops after the first token (the time is checked after each token)."""
     if backend == "explain":
         request.applymarker(pytest.mark.xfail(strict=True, reason=f"{ARGS}: max_time is refused as unknown"))
-    mine, expected = both(pipe, reference, PROMPT, do_sample=False, max_new_tokens=10, max_time=0.0, return_tensors=True)
+    mine, expected = both(
+        pipe, reference, PROMPT, do_sample=False, max_new_tokens=10, max_time=0.0, return_tensors=True
+    )
     prompt_length = len(reference.tokenizer(PROMPT)["input_ids"])
     assert mine == expected and len(mine[0]["generated_token_ids"]) == prompt_length + 1
 
@@ -61,8 +63,9 @@ def test_eos_token_criteria(pipe, reference):
     plain = reference(PROMPT, do_sample=False, max_new_tokens=10, return_tensors=True)[0]["generated_token_ids"]
     prompt_length = len(reference.tokenizer(PROMPT)["input_ids"])
     eos = plain[prompt_length + 3]
-    mine, expected = both(pipe, reference, PROMPT, do_sample=False, max_new_tokens=10, eos_token_id=eos,
-                          return_tensors=True)
+    mine, expected = both(
+        pipe, reference, PROMPT, do_sample=False, max_new_tokens=10, eos_token_id=eos, return_tensors=True
+    )
     assert mine == expected
     ids = mine[0]["generated_token_ids"]
     assert ids[-1] == eos and eos not in ids[prompt_length:-1]

@@ -174,7 +174,9 @@ class BeamWatch:
             ids_list = ids[keep].tolist()
             for token_id in ids_list:
                 texts.setdefault(token_id, generation.token_text(token_id))
-            beams.append({"beam": beam, "score": before["score"], "top": {"ids": ids_list, "values": _floats(values[keep])}})
+            beams.append(
+                {"beam": beam, "score": before["score"], "top": {"ids": ids_list, "values": _floats(values[keep])}}
+            )
         reasons = step.get("reasons") or [None] * k_count
         kept_at = {int(k): slot for slot, k in enumerate(step.get("keep", []))}
         added = {int(i) - self.num_beams for i in step.get("merged", []) if int(i) >= self.num_beams}

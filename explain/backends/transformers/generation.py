@@ -448,7 +448,7 @@ class TransformersGeneration(RunState):
         self.refuse_if_finished()
         if self.mode is not None and self.mode not in TRACED_MODES:
             raise ExplainError(
-                f"{self.mode} cannot be stepped through on backend=\"transformers\": it steps through greedy search "
+                f'{self.mode} cannot be stepped through on backend="transformers": it steps through greedy search '
                 "and sampling (num_beams=1, no assistant model); a call traces beam search whole, and "
                 'backend="explain" steps through it'
             )
