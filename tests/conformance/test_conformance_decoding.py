@@ -161,3 +161,39 @@ def test_beam_search_traced_alike_on_both_backends(backends, reference, call):
         and settings["transformers"]["strategy"] == settings["explain"]["strategy"]
     )
     assert beam_tree(events["explain"], PROMPT) == beam_tree(events["transformers"], PROMPT)
+
+
+@pytest.mark.parametrize("knobs", [{}, {"repetition_penalty": 1.2, "min_new_tokens": 3}], ids=["plain", "processors"])
+def test_prompt_lookup_traced_alike_on_both_backends(backends, reference, knobs):
+    """Greedy prompt lookup on backend="transformers": generation/draft per round and a generation/step per token,
+    read from transformers' _assisted_decoding, equal to the explain backend's (times aside; the entropy within
+    1e-5 bits, the two backends sum it differently); the rounds view is the same; the answer is transformers'."""
+    from explain.features.trees import draft_rounds
+
+    prompt = "a b c d a b c d a b"
+    call = dict(do_sample=False, max_new_tokens=10, prompt_lookup_num_tokens=3, **knobs)
+    outputs = {name: pipe(prompt, **call) for name, pipe in backends.items()}
+    events = {name: run_events(pipe) for name, pipe in backends.items()}
+    assert outputs["explain"] == outputs["transformers"] == reference(prompt, **call)
+    kinds = {name: [(e.stage, e.kind) for e in found] for name, found in events.items()}
+    assert kinds["explain"] == kinds["transformers"] and ("generation", "draft") in kinds["transformers"]
+    times = ("draft_time", "verify_time")
+    drafts = {name: [e.data for e in found if e.kind == "draft"] for name, found in events.items()}
+    for ours, theirs in zip(drafts["explain"], drafts["transformers"], strict=True):
+        assert {k: v for k, v in ours.items() if k not in times} == {k: v for k, v in theirs.items() if k not in times}
+    steps = {name: [e.data for e in found if e.kind == "step"] for name, found in events.items()}
+    for ours, theirs in zip(steps["explain"], steps["transformers"], strict=True):
+        for key in ours:
+            if key in TIMING:
+                continue
+            if key == "entropy_bits":
+                assert theirs[key] == pytest.approx(ours[key], abs=1e-5)
+            else:
+                assert theirs[key] == ours[key], key
+    views = {name: draft_rounds(found) for name, found in events.items()}
+
+    def untimed(view):
+        rounds = [{k: v for k, v in r.items() if k not in times} for r in view.get("rounds", [])]
+        return {**{k: v for k, v in view.items() if k != "rounds"}, "rounds": rounds}
+
+    assert untimed(views["explain"]) == untimed(views["transformers"])

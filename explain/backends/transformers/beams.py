@@ -288,3 +288,159 @@ def candidate_reasons(criteria, input_ids: torch.Tensor, scores, **kwargs) -> tu
         for row in torch.nonzero(done).flatten().tolist():
             fired[row].append(criterion)
     return is_done, [stop_reason(f) for f in fired]
+
+
+class DraftWatch:
+    """Prompt lookup decoding (greedy, one prompt) of a traced call: each round of transformers' _assisted_decoding
+    as the explain backend's generation/draft, then a generation/step per token it added. The drafted tokens are
+    what transformers' PromptLookupCandidateGenerator proposed (its get_candidates, shadowed on the generator
+    generate() built), the checked scores are the processor list's output at every drafted position (hooks.py's
+    recording list), the kept tokens are the ids the stopping criteria see after the round. Why the draft ended
+    there and the n-gram it matched are described by explain's own PromptLookupDraft on the same ids."""
+
+    def __init__(self, generation, config):
+        from ...generation.strategies.drafts import PromptLookupDraft
+
+        self.generation = generation
+        eos = config._eos_token_tensor.reshape(-1).tolist() if config._eos_token_tensor is not None else []
+        self.describer = PromptLookupDraft(
+            [],
+            eos,
+            int(config.prompt_lookup_num_tokens),
+            int(config.max_matching_ngram_size or 2),
+            int(config.max_length),
+            int(generation.model.config.get_text_config().vocab_size),
+            "cpu",
+        )
+        self.rounds: list[dict] = []
+        self.pendings: list[dict] = []
+        self._round: dict = {}
+
+    def shadow(self, model) -> dict:
+        build = model._get_candidate_generator
+
+        def get_candidate_generator(*args, **kwargs):
+            generator = build(*args, **kwargs)
+            propose = generator.get_candidates
+
+            def get_candidates(input_ids, **more):
+                t0 = time.perf_counter()
+                out = propose(input_ids, **more)
+                self.pendings = []  # the lookup ran the processor list on rows of ones to vet its tokens: not these
+                length = input_ids.shape[1]
+                self._round = {
+                    "length": length,
+                    "ids": input_ids[0].tolist(),
+                    "drafted": out[0][0, length:].tolist(),
+                    "draft_time": time.perf_counter() - t0,
+                    "start": time.time(),
+                    "clock": time.perf_counter(),
+                }
+                return out
+
+            generator.get_candidates = get_candidates
+            return generator
+
+        return {"_get_candidate_generator": get_candidate_generator}
+
+    def on_logits(self, logits: torch.Tensor) -> None:
+        """The verifying forward's logits (hooks.py's forward hook): the rows of the drafted positions, which are the
+        scores transformers checks when it has no processor to run (it then never calls the list)."""
+        if self._round:
+            count = len(self._round["drafted"]) + 1
+            self._round["logits"] = logits[0, -count:].detach().to("cpu", torch.float32)
+
+    def on_round_end(self, input_ids: torch.Tensor, fired: list) -> None:
+        generation, state = self.generation, self._round
+        if generation.finished or not state:
+            return
+        length, drafted = state["length"], state["drafted"]
+        if not self.pendings and "logits" in state:  # no processors: the raw logits are the checked scores
+            self.pendings = [
+                {
+                    "raw": row[None],
+                    "processors": [],
+                    "token_texts": {},
+                    "start": state["start"],
+                    "clock": state["clock"],
+                }
+                for row in state["logits"]
+            ]
+        full = input_ids[:1].detach().to("cpu")
+        new_ids = full[0, length:].tolist()
+        accepted = len(new_ids) - 1
+        processed = torch.stack([p.get("scores", p["raw"])[0].float().cpu() for p in self.pendings])
+        probs = torch.softmax(processed, dim=-1)
+        picked = torch.argmax(processed, dim=-1).tolist()
+        rejection = None
+        if accepted < len(drafted):
+            mine, chose = drafted[accepted], picked[accepted]
+            text = generation.token_text
+            rejection = {
+                "index": accepted,
+                "drafted_id": mine,
+                "target_id": chose,
+                "target_prob": float(probs[accepted, chose]),
+                "drafted_prob": float(probs[accepted, mine]),
+                "reason": f"at drafted token {accepted + 1} the model ranks first {text(chose)!r} "
+                f"(p {float(probs[accepted, chose]):.3f}), not the drafted "
+                f"{text(mine)!r} (p {float(probs[accepted, mine]):.3f})",
+            }
+        described = self.describer.propose(state["ids"])
+        texts = {t: generation.token_text(t) for t in drafted + new_ids + picked}
+        record = {
+            "round": len(self.rounds),
+            "position": length,
+            "source": "prompt_lookup",
+            "drafted": drafted,
+            "draft_probs": None,
+            "draft_stop": described.stop,
+            "budget": described.budget,
+            "target_ids": picked,
+            "target_probs": [float(probs[i, t]) for i, t in enumerate(drafted)],
+            "accepted": accepted,
+            "new_ids": new_ids,
+            "rejection": rejection,
+            "method": "greedy",
+            "draft_time": state["draft_time"],
+            "verify_time": generation._forward.get("forward_time") or 0.0,
+            "token_texts": {str(k): v for k, v in texts.items()},
+        }
+        if described.lookup:
+            record["lookup"] = described.lookup
+        self.rounds.append(record)
+        generation.trace.emit(
+            "generation",
+            "draft",
+            record,
+            run=generation.run_id,
+            start=state["start"],
+            duration=time.perf_counter() - state["clock"],
+        )
+        first = len(self.rounds) == 1
+        for i, token in enumerate(new_ids):
+            generation.input_ids = full[:, : length + i + 1]
+            step = generation._record(self.pendings[i], token, "greedy")
+            step.update(
+                forward="prefill" if first and i == 0 else "decode", round=record["round"], drafted=i < accepted
+            )
+            if i == len(new_ids) - 1:
+                reason = stop_reason(fired)
+                if reason is not None:
+                    step["stopped_by"] = [type(c).__name__ for c in fired]
+                    generation._finish(reason, step)
+            generation.steps.append(step)
+            generation.trace.emit("generation", "step", step, run=generation.run_id, duration=0.0)
+        self._round = {}
+
+    @property
+    def acceptance(self) -> dict:
+        drafted = sum(len(r["drafted"]) for r in self.rounds)
+        accepted = sum(r["accepted"] for r in self.rounds)
+        return {
+            "drafted": drafted,
+            "accepted": accepted,
+            "rate": accepted / drafted if drafted else None,
+            "rounds": len(self.rounds),
+            "tokens": len(self.generation.steps),
+        }

@@ -30,7 +30,7 @@ from ...generation.options import DEFAULT_TRACE_TOP, RunOptions
 from ...generation.rows import all_rows_warning, encode_row
 from ...generation.settings import KNOBS as ALL_KNOBS
 from ...generation.settings import LIVE_SETTINGS, transformers_lacks, unknown_argument, validate
-from .beams import BEAM_MODES, BeamWatch
+from .beams import BEAM_MODES, BeamWatch, DraftWatch
 from .cache import cropped
 from .hooks import PauseAfterOneToken, generation_mode, observing
 from .records import cache_record, floats, processor_effect, processor_records, settings_record, stop_reason, top
@@ -92,6 +92,8 @@ class TransformersGeneration(RunState):
         # beam search / beam sampling of one prompt: its watch (beams.py), and the sequences generate() returned
         self.beam_watch: BeamWatch | None = None
         self.beam_sequences: list[list[int]] | None = None
+        # greedy prompt lookup of one prompt: its watch (beams.py), which writes generation/draft and the steps
+        self.draft_watch: DraftWatch | None = None
 
     @property
     def criteria_names(self) -> list[str]:
@@ -138,6 +140,9 @@ class TransformersGeneration(RunState):
         self.traces_steps = self.mode in TRACED_MODES and (self.input_ids.shape[0] == 1 or batch_of_one_each)
         if self.mode in BEAM_MODES and self.input_ids.shape[0] == 1 and self.generation_config is None:
             self.beam_watch = BeamWatch(self, config)  # one prompt's beams: traced into generation/beams
+        lookup = self.mode == "assisted_generation" and config.prompt_lookup_num_tokens is not None
+        if lookup and not config.do_sample and self.input_ids.shape[0] == 1 and self.generation_config is None:
+            self.draft_watch = DraftWatch(self, config)  # greedy prompt lookup: traced into generation/draft
         records = processor_records(config, processors, arguments, self.model.config.get_text_config().vocab_size)
         self._records = {id(p): r for p, r in zip(processors, records, strict=True)}
         if self.generation_config is not None:  # a later step of a step-through
@@ -155,7 +160,7 @@ class TransformersGeneration(RunState):
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": str(self.device),
             "generation_mode": self.mode,
-            "steps_traced": self.traces_steps or self.beam_watch is not None,
+            "steps_traced": self.traces_steps or self.beam_watch is not None or self.draft_watch is not None,
         }
         if self.batch_note is not None:
             data["batch"] = self.batch_note
@@ -172,7 +177,8 @@ class TransformersGeneration(RunState):
         if not data["steps_traced"]:
             data["why_not_traced"] = (
                 f"{self.mode} of this call is not traced: explain traces one sequence (greedy search or sampling, "
-                "batch of one), a batch of prompts with one sequence each, and beam search of one prompt"
+                "batch of one), a batch of prompts with one sequence each, beam search and greedy prompt lookup "
+                "of one prompt"
             )
         self.trace.emit("generation", "settings", data, run=self.run_id)
         if self._settings_only:
@@ -219,6 +225,8 @@ class TransformersGeneration(RunState):
             "start": self._forward.get("start", time.time()),
             "clock": time.perf_counter(),
         }
+        if self.draft_watch is not None:  # one of a round's positions: the round's watch keeps them all
+            self.draft_watch.pendings.append(self._pending)
         if self.batched:  # each row's processors and token texts; whole rows and kept logits are one sequence's
             self._pending.update(
                 row_processors={row: [] for row in self.live_rows()}, row_texts={row: {} for row in self.live_rows()}
@@ -261,6 +269,10 @@ class TransformersGeneration(RunState):
     def on_token(self, input_ids: torch.LongTensor, fired: list, per_row: list | None = None) -> None:
         """The stopping criteria ran on the ids with the new token: the step is complete; emit it. `per_row`: in a
         batch, the criteria that fired for each row."""
+        if self.draft_watch is not None:  # a round of prompt lookup ends: its draft and its tokens
+            self._pending = None
+            self.draft_watch.on_round_end(input_ids, fired)
+            return
         pending, self._pending = self._pending, None
         if pending is None or self.finished:
             return

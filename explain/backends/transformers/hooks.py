@@ -130,6 +130,12 @@ def observing(model, recorder):
                 setattr(model, name, replacement)
                 shadowed[name] = replacement
             return BeamProcessorList(processors, watch)
+        drafts = getattr(recorder, "draft_watch", None)
+        if drafts is not None:  # prompt lookup: its candidate generator reports each draft (beams.py)
+            for name, replacement in drafts.shadow(model).items():
+                setattr(model, name, replacement)
+                shadowed[name] = replacement
+            return RecordingProcessorList(processors, recorder)
         if not traced:
             return processors  # a decoding mode whose steps are not traced
         return RecordingProcessorList(processors, recorder)
@@ -140,6 +146,8 @@ def observing(model, recorder):
         watch = getattr(recorder, "beam_watch", None)
         if watch is not None:
             return BeamCriteriaList(criteria, watch)
+        if getattr(recorder, "draft_watch", None) is not None:
+            return RecordingCriteriaList(criteria, recorder)
         if not recorder.traces_steps:
             return criteria
         return RecordingCriteriaList(criteria, recorder)
@@ -149,6 +157,9 @@ def observing(model, recorder):
 
     def after_forward(module, args, kwargs, output):
         cache = getattr(output, "cache", None) if not isinstance(output, tuple) else None
+        drafts = getattr(recorder, "draft_watch", None)
+        if drafts is not None and getattr(output, "logits", None) is not None:
+            drafts.on_logits(output.logits)
         recorder.on_forward_end(cache if cache is not None else kwargs.get("cache"), time.perf_counter())
 
     shadowed = {"_get_logits_processor": logits_processor, "_get_stopping_criteria": stopping_criteria}
