@@ -1,0 +1,68 @@
+"""`python -m explain lessons OUT_DIR` writes each lesson, executed, as a static page to re-read after the day.
+
+Built here from a short notebook of the lessons' kind (load a model, print, show a view, the gating pattern), so the
+test takes seconds rather than a lesson's minutes: the page holds the executed outputs and the views' static HTML,
+and no widget the page could not draw.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbconvert")
+pytest.importorskip("nbclient")
+
+
+def _notebook(folder, model: str) -> None:
+    cells = [
+        nbformat.v4.new_markdown_cell("# A short lesson\n\n**You will learn to** read a page."),
+        nbformat.v4.new_code_cell(
+            "import explain\n"
+            f"pipe = explain.pipeline('text-generation', model={model!r})\n"
+            "out = pipe('Hello', max_new_tokens=3, do_sample=False)\n"
+            "print('generated:', repr(out[0]['generated_text']), 'steps', len(pipe.last_generation.steps))"
+        ),
+        nbformat.v4.new_code_cell("explain.show(pipe)"),
+        nbformat.v4.new_code_cell("# your code here\n\n\ntried = False"),
+        nbformat.v4.new_code_cell(
+            '#@title Solution\nif not globals().get("tried"):\n    print("Not yet")\n'
+            'else:\n    print("the answer", 6 * 7)'
+        ),
+    ]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), os.path.join(folder, "00_short.ipynb"))
+
+
+def test_a_lesson_builds_into_a_static_page_with_its_outputs_and_views(tiny_folder, tmp_path, capsys):
+    from explain.__main__ import main
+
+    notebooks, out = tmp_path / "notebooks", tmp_path / "pages"
+    notebooks.mkdir()
+    _notebook(notebooks, tiny_folder)
+    assert main(["lessons", str(out), "--notebooks", str(notebooks)]) == 0
+    printed = capsys.readouterr().out
+    assert "00_short.ipynb" in printed and "wrote 1 lesson pages" in printed
+    page = (out / "00_short.html").read_text(encoding="utf-8")
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert 'href="00_short.html"' in index
+    # the executed outputs: the generation's printed line, and the solution's answer (the page shows it as tried)
+    generated = re.search(r"generated: &#39;Hello(.*?)&#39; steps (\d+)", page)
+    assert generated and int(generated.group(2)) == 3, "the page holds the cell's printed output"
+    assert "the answer 42" in page and "Not yet" not in page
+    # the dashboard's static HTML stands in for its widget: no widget entry, no widget manager, no error
+    assert "application/vnd.jupyter.widget-view+json" not in page
+    assert "Error displaying widget" not in page and "widget-state+json" not in page
+    assert 'class="explain-static"' in page, "the view's static HTML is on the page"
+    body = page[page.index("<body") :]
+    assert not re.search(r"\{\{|\}\}|\{%|%\}", body), "an unrendered template placeholder"
+
+
+def test_the_build_names_a_missing_folder(tmp_path, capsys):
+    from explain.__main__ import main
+
+    assert main(["lessons", str(tmp_path / "pages"), "--notebooks", str(tmp_path / "nowhere")]) == 2
+    error = capsys.readouterr().err
+    assert "nowhere is not a folder" in error and "--notebooks" in error
