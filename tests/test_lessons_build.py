@@ -28,6 +28,7 @@ def _notebook(folder, model: str) -> None:
             "print('steps', len(pipe.last_generation.steps), 'from Hello:', text.startswith('Hello'))"
         ),
         nbformat.v4.new_code_cell("explain.show(pipe)"),
+        nbformat.v4.new_code_cell("import ipywidgets\nipywidgets.IntSlider(value=3)"),  # no static form of its own
         nbformat.v4.new_code_cell("# your code here\n\n\ntried = False"),
         nbformat.v4.new_code_cell(
             '#@title Solution\nif not globals().get("tried"):\n    print("Not yet")\n'
@@ -56,6 +57,8 @@ def test_a_lesson_builds_into_a_static_page_with_its_outputs_and_views(tiny_fold
     assert "application/vnd.jupyter.widget-view+json" not in page
     assert "Error displaying widget" not in page and "widget-state+json" not in page
     assert 'class="explain-static"' in page, "the view's static HTML is on the page"
+    assert "IntSlider(value=3)" not in page, "a widget's stale text stands in for it"
+    assert "a live control or progress bar: it works in the running notebook" in page
     body = page[page.index("<body") :]
     assert not re.search(r"\{\{|\}\}|\{%|%\}", body), "an unrendered template placeholder"
 

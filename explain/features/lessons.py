@@ -55,8 +55,8 @@ def lesson_paths(folder: str, only: list[str] | None = None) -> list[str]:
 
 
 def static_views(notebook) -> int:
-    """Drops each output's widget entry where the view carries its own static HTML (or any other form a page
-    can show); returns how many widget entries were dropped. The notebook's saved widget state goes too: a page
+    """Drops each output's widget entry, keeping the static HTML (or image) the view carries beside it; returns how
+    many widget entries were dropped. The notebook's saved widget state goes too: a page
     cannot run the widgets' JavaScript without a kernel."""
     dropped = 0
     for cell in notebook.cells:
@@ -65,8 +65,11 @@ def static_views(notebook) -> int:
             if WIDGET in data:
                 del data[WIDGET]
                 dropped += 1
-                if not data:  # a widget with no other form: say what it was rather than leave a hole
-                    data["text/plain"] = "(an interactive control: it works in the running notebook)"
+                if not any(kind == "text/html" or kind.startswith("image/") for kind in data):
+                    # a widget with no static form (a slider, a progress bar): its text is the state it started
+                    # in ("0%"), so the page says what it was instead
+                    data.clear()
+                    data["text/plain"] = "(a live control or progress bar: it works in the running notebook)"
     notebook.metadata.pop("widgets", None)
     return dropped
 
