@@ -57,8 +57,7 @@ def test_a_lesson_builds_into_a_static_page_with_its_outputs_and_views(tiny_fold
     assert "application/vnd.jupyter.widget-view+json" not in page
     assert "Error displaying widget" not in page and "widget-state+json" not in page
     assert 'class="explain-static"' in page, "the view's static HTML is on the page"
-    assert "IntSlider(value=3)" not in page, "a widget's stale text stands in for it"
-    assert "a live control or progress bar: it works in the running notebook" in page
+    assert "IntSlider(value=3)\n(a live view: it draws in the running notebook)" in page, "a view with no static form"
     body = page[page.index("<body") :]
     assert not re.search(r"\{\{|\}\}|\{%|%\}", body), "an unrendered template placeholder"
 
@@ -69,3 +68,24 @@ def test_the_build_names_a_missing_folder(tmp_path, capsys):
     assert main(["lessons", str(tmp_path / "pages"), "--notebooks", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
     assert "nowhere is not a folder" in error and "--notebooks" in error
+
+
+def test_a_progress_bar_is_named_and_a_view_keeps_its_static_form():
+    from explain.features.lessons import static_views
+
+    widget = {"model_id": "x", "version_major": 2, "version_minor": 0}
+    shown = [
+        {"text/plain": "Loading weights:   0%|          | 0/272 [00:00<?, ?it/s]"},  # tqdm, as it started
+        {"text/plain": "Dashboard(...)", "text/html": '<div class="explain-static">3 steps</div>'},
+        {"text/plain": "BeamTree(run 5, 'call 5: 12 steps')"},
+    ]
+    cell = nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output("display_data", dict(d)) for d in shown])
+    for output in cell.outputs:
+        output.data["application/vnd.jupyter.widget-view+json"] = widget
+    notebook = nbformat.v4.new_notebook(cells=[cell], metadata={"widgets": {"state": {}}})
+    assert static_views(notebook) == 3
+    bar, dashboard, tree = (dict(o.data) for o in cell.outputs)
+    assert bar == {"text/plain": "(a progress bar: it filled while the cell ran)"}
+    assert dashboard == shown[1]
+    assert tree == {"text/plain": shown[2]["text/plain"] + "\n(a live view: it draws in the running notebook)"}
+    assert "widgets" not in notebook.metadata

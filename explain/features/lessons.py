@@ -3,9 +3,12 @@
 Each notebook runs top to bottom in a fresh kernel, one after another, as a learner who tried every exercise (its
 `tried = False` reads `tried = True`, so the solutions show their answers), and is written as one HTML page with
 nbconvert: the code, its printed outputs, plots and tables. A live view (a widget) needs a kernel, so the page shows
-the static HTML each of explain's views carries beside its widget (the summary nbconvert and GitHub show): the
-widget's own entry is dropped, and with it nbconvert's "Error displaying widget" for a widget whose state a page
-cannot hold. Nothing is downloaded when the pages open: no CDN, no widget manager.
+the static HTML a view carries beside its widget (the dashboard's summary, the weights and quantization panels: what
+nbconvert and GitHub show), else the view's one-line summary (the strategy trees: its run and what it drew); a
+progress bar is named, not shown at the 0% it started from. The widget's own entry is dropped, and with it
+nbconvert's "Error displaying widget" for a widget whose state a page cannot hold. Nothing is downloaded when the
+pages open: no CDN, no widget manager. (An interactive offline page of a run, with every view, is
+`explain.export(pipe, "run.html")`.)
 
 The lessons write their scratch folders (lesson 00's bfloat16 copy of the model) into one temporary working
 folder, removed at the end. The build prints each lesson's time and the cells that ran longer than 3 seconds.
@@ -17,6 +20,7 @@ import datetime
 import glob
 import html
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -26,6 +30,7 @@ from ..errors import ArgumentError, ExplainError
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
 LONG_CELL_SECONDS = 3.0
+PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[")  # tqdm's "| 0/272 [00:00<?, ?it/s]"
 
 
 @dataclass
@@ -65,11 +70,15 @@ def static_views(notebook) -> int:
             if WIDGET in data:
                 del data[WIDGET]
                 dropped += 1
-                if not any(kind == "text/html" or kind.startswith("image/") for kind in data):
-                    # a widget with no static form (a slider, a progress bar): its text is the state it started
-                    # in ("0%"), so the page says what it was instead
-                    data.clear()
-                    data["text/plain"] = "(a live control or progress bar: it works in the running notebook)"
+                if any(kind == "text/html" or kind.startswith("image/") for kind in data):
+                    continue  # the view's own static form (explain's views carry one)
+                text = str(data.get("text/plain", ""))
+                if PROGRESS_BAR.search(text):  # tqdm's text is the bar as it started ("0%"): not what happened
+                    text = "(a progress bar: it filled while the cell ran)"
+                else:  # a view without a static form: its text says what it showed (its run, its summary)
+                    text = (text + "\n" if text else "") + "(a live view: it draws in the running notebook)"
+                data.clear()
+                data["text/plain"] = text
     notebook.metadata.pop("widgets", None)
     return dropped
 
