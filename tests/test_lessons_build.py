@@ -58,6 +58,11 @@ def test_a_lesson_builds_into_a_static_page_with_its_outputs_and_views(tiny_fold
     assert "Error displaying widget" not in page and "widget-state+json" not in page
     assert 'class="explain-static"' in page, "the view's static HTML is on the page"
     assert "IntSlider(value=3)\n(a live view: it draws in the running notebook)" in page, "a view with no static form"
+    # the pipeline's calls as explain.export's offline page, linked from the lesson's page and the index
+    views = (out / "00_short-views-1.html").read_text(encoding="utf-8")
+    assert 'href="00_short-views-1.html"' in page and 'href="00_short-views-1.html"' in index
+    assert "exported by explain on" in views and "call 1" in views
+    assert "_build_" not in page, "the build's own cells stay off the page"
     body = page[page.index("<body") :]
     assert not re.search(r"\{\{|\}\}|\{%|%\}", body), "an unrendered template placeholder"
 
