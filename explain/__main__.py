@@ -1,4 +1,4 @@
-"""Command line: python -m explain {provision, load, generate, trace, export, plan} ..."""
+"""Command line: python -m explain {provision, load, generate, trace, export, plan, lessons} ..."""
 
 from __future__ import annotations
 
@@ -194,6 +194,15 @@ def main(argv=None) -> int:
     plan.add_argument("--strategy", default="auto", help="auto, balanced, balanced_low_0, sequential")
     plan.add_argument("--context", type=int, default=None, help="tokens per sequence for the KV cache")
     plan.add_argument("--batch", type=int, default=1, help="sequences for the KV cache")
+    lessons = sub.add_parser(
+        "lessons",
+        help="run every lesson and write each, executed, as a static HTML page to re-read (no kernel needed)",
+        parents=[debug],
+    )
+    lessons.add_argument("output", help="the folder to write the pages to (one .html per lesson and an index.html)")
+    lessons.add_argument("--notebooks", default="notebooks", help="the lessons' folder (default: notebooks)")
+    lessons.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these lessons, e.g. 00 03")
+    lessons.add_argument("--timeout", type=int, default=900, help="seconds a cell may run (default: 900)")
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
@@ -275,6 +284,11 @@ def main(argv=None) -> int:
             except TraceFileError as error:
                 raise ExplainError(str(error)) from None
             print(f"wrote {written} ({os.path.getsize(written) / 2**20:.1f} MiB): open it in any browser")
+        elif args.command == "lessons":
+            from .features.lessons import build
+
+            built = build(args.output, notebooks=args.notebooks, only=args.only, timeout=args.timeout)
+            print(f"wrote {len(built)} lesson pages and index.html to {args.output}: open them in any browser")
         elif args.command == "plan":
             from .device_plan import plan_device_map
 

