@@ -20,6 +20,7 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils.chat_template_utils import Chat, is_valid_message
 
 from ...errors import ArgumentError, ExplainError
+from ...generation.arguments import generation_config_values
 from ...generation.ending import emit_decode, emit_end, finish_by_hand, role_segments
 from ...generation.options import RUN_OPTIONS, RunOptions, check_limits
 from ...generation.settings import SETTINGS, knobs_transformers_lacks, transformers_lacks, validate
@@ -142,17 +143,22 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         """Where each setting came from, in explain's words: the call (or the pipeline's construction), the model's
         generation config, the text-generation pipeline's defaults, generate()'s defaults."""
         model_set = self.model.generation_config.to_diff_dict()
+        user = generation_config_values(call.get("generation_config"))  # it replaces the construction's settings
+        constructed = {} if call.get("generation_config") is not None else self._generate_kwargs
         sources = {}
         for key in SETTINGS:
-            if key in call or key in self._generate_kwargs:
+            if key in call or key in constructed:
                 sources[key] = "call"
+            elif key in user:
+                sources[key] = "generation_config argument"
             elif key in self._generation_defaults and key in generate_kwargs and key not in model_set:
                 sources[key] = "tokenizer pad token" if key == "pad_token_id" else "text-generation pipeline default"
             elif key in model_set:
                 sources[key] = self.generation_config_source
             else:
                 sources[key] = "generate() default"
-        if sources["max_new_tokens"] != "generate() default" and "max_new_tokens" in generate_kwargs | model_set:
+        set_somewhere = generate_kwargs | model_set | user
+        if sources["max_new_tokens"] != "generate() default" and "max_new_tokens" in set_somewhere:
             sources["max_length"] = f"max_new_tokens ({sources['max_new_tokens']}) + prompt length {prompt_length}"
         elif sources["max_length"] == "generate() default":
             sources["max_length"] = f"generate() default: 20 new tokens + prompt length {prompt_length}"
