@@ -160,7 +160,7 @@ def stream(generation, streamer) -> None:
     """Run `generation`, handing its tokens to `streamer` as generate() does: put(the prompt's ids), put(each step's
     new tokens), end(). Several sequences go as rows (transformers' TextStreamer refuses them: "TextStreamer only
     supports batch size 1"); beam search takes no streamer, as in transformers."""
-    if generation.settings.get("num_beams", 1) > 1:
+    if (generation.settings.get("num_beams") or 1) > 1:
         raise ExplainError(
             "`streamer` cannot be used with beam search (transformers' ValueError): a beam's tokens may still be "
             "replaced; pass num_beams=1, or leave the streamer out"

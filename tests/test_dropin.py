@@ -376,12 +376,3 @@ def test_import_explain_never_imports_transformers():
     code = "import sys, explain; explain.pipeline; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_explain_backend_accepts_what_the_transformers_backend_accepts():
-    """The arguments of this file, listed where both backends read them (a new transformers argument is a new test)."""
-    from explain.text_generation import CALL_OPTIONS
-
-    for name in ("truncation", "tokenizer_encode_kwargs", "streamer", "stopping_criteria", "generation_config"):
-        assert name in CALL_OPTIONS
-    assert "max_time" in explain.generation.SETTINGS

@@ -100,7 +100,7 @@ def resolve(
                 settings[length] += prefix_length
                 source[length] = f"{source[length]} + prefix length {prefix_length}"
     if settings["max_new_tokens"] is not None and source["max_length"] != "generate() default":
-        source["max_length (ignored)"] = f"{settings['max_length']} ({source['max_length']})"
+        source["max_length (ignored)"] = f"{settings['max_length']}) (set by the {source['max_length']}"
     # lengths: max_new_tokens wins over max_length; a default max_length means 20 *new* tokens
     if settings["max_new_tokens"] is not None:
         settings["max_length"], source["max_length"] = (
@@ -160,7 +160,7 @@ def warnings_for(settings: dict, sources: dict) -> list[str]:
     if ignored is not None:  # transformers' words (generation/utils.py, _prepare_generated_length)
         found.append(
             f"Both `max_new_tokens` (={settings['max_new_tokens']}) and `max_length`(={ignored}) seem to have been "
-            "set. `max_new_tokens` will take precedence (transformers' warning): the run generates "
+            "set. `max_new_tokens` will take precedence (transformers' warning): the run generates up to "
             f"{settings['max_new_tokens']} new tokens; pass only one of them"
         )
     if not settings.get("do_sample"):

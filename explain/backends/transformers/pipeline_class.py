@@ -179,7 +179,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             return super().__call__(text_inputs, *args, **kwargs)
         except ExplainError:
             raise
-        except (ValueError, TypeError) as error:  # transformers refused the call: its error, with explain's context
+        except (ValueError, TypeError, IndexError, OverflowError) as error:  # transformers refused the call
             raise refused(error, kwargs) from error
 
     def preprocess(self, prompt_text, **params):
