@@ -133,6 +133,16 @@ def batch_problem(strategy, settings: dict, batch_size: int) -> str | None:
     return None
 
 
+def past_learned_positions(length: int, context: int, limit: int) -> str:
+    """Why a prompt that handle_long_generation="hole" kept is still too long for a model with learned positions."""
+    return (
+        f'the prompt is {length} tokens after handle_long_generation="hole", which keeps what fits the tokenizer\'s '
+        f"model_max_length ({limit}) as transformers does, but the model has only {context} learned positions "
+        "(transformers' generate fails with an IndexError here); shorten the prompt, or set "
+        f"pipe.tokenizer.model_max_length = {context} so that the hole keeps what fits the model"
+    )
+
+
 def one_sequence_only(strategy, settings: dict, options: dict, batch: bool = False) -> str | None:
     """Why explain cannot run these call options with this decoding strategy, or None: max_time, stopping_criteria
     and return_dict_in_generate's outputs are run by explain's one-sequence loop (greedy search and sampling)."""
@@ -381,6 +391,8 @@ class TextGenerationPipeline:
                 data["hole"] = {"prompt_tokens": len(ids), "kept": keep, "dropped": len(ids) - keep}
                 ids = ids[-keep:]
                 settings, sources = self._resolve(settings_call, options, len(ids))
+            if learned and len(ids) > context:  # "hole" kept more than the learned positions hold
+                raise ExplainError(past_learned_positions(len(ids), context, limit))
             strategy = choose(settings)  # greedy/sampling, several samples, beam search, assisted decoding
             problem = one_sequence_only(strategy, settings, options)
             if problem:
@@ -470,6 +482,8 @@ class TextGenerationPipeline:
                 }
                 rows = [row[-keep:] if len(row) + new_tokens > limit else row for row in rows]
                 settings, sources = settings_for(max(map(len, rows)))
+            if learned and max(map(len, rows)) > context:
+                raise ExplainError(past_learned_positions(max(map(len, rows)), context, limit))
             strategy = choose(settings)
             problem = batch_problem(strategy, settings, batch_size)
             problem = problem or one_sequence_only(strategy, settings, options, batch=True)
@@ -625,6 +639,7 @@ class TextGenerationPipeline:
                 if continue_final is None:
                     continue_final = messages[-1]["role"] == "assistant"
                 tokenizer_kwargs.pop("add_special_tokens", None)  # ignored on chats, as transformers ignores it
+                tokenizer_kwargs.setdefault("truncation", False)  # apply_chat_template: max_length alone cuts nothing
                 variables = {k: v for k, v in tokenizer_kwargs.items() if k not in TOKENIZER_OPTIONS}
                 for name in ("tools", "documents"):
                     if options.get(name) is not None:

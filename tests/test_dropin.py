@@ -175,6 +175,20 @@ def test_prefix_with_max_length_counts_the_prefix(three, tokenizer):
     assert three.settings(three.ours)["prompt_tokens"] == 12
 
 
+def test_max_length_cuts_a_text_prompt_but_not_a_chat(three):
+    """transformers hands max_length to the tokenizer too: a text prompt is cut to it (and then has no room to
+    generate, which both refuse); apply_chat_template does not truncate unless asked."""
+    chat = [{"role": "user", "content": "Say hi"}]
+    length = len(three.reference.tokenizer.apply_chat_template(chat, add_generation_prompt=True)["input_ids"])
+    three.same(chat, do_sample=False, max_length=length + 3)
+    assert three.end(three.ours)["new_tokens"] == 3 and three.settings(three.ours)["prompt_tokens"] == length
+    with pytest.raises(ValueError, match="Input length of input_ids is 5"):
+        three.reference(LONG, do_sample=False, max_length=5)
+    for pipe in (three.ours, three.theirs):
+        with pytest.raises(ExplainError, match="max_length"):
+            pipe(LONG, do_sample=False, max_length=5)
+
+
 def test_a_config_prefix_is_put_before_text_prompts(tmp_path, llama, tokenizer):
     three = folder_with(tmp_path, llama, tokenizer, config={"prefix": "In the beginning "})
     three.same(PROMPT, do_sample=False, max_new_tokens=4)
