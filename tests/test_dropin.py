@@ -390,3 +390,32 @@ def test_import_explain_never_imports_transformers():
     code = "import sys, explain; explain.pipeline; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- item 4: backend="transformers" never blocks what transformers accepts ----------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [dict(top_p=0.0), dict(typical_p=1.5)], ids=["top_p=0", "typical_p=1.5"])
+def test_the_transformers_backend_runs_what_transformers_runs(three, kwargs):
+    """Settings explain's own checks refuse on its backend (with their fix) run on backend="transformers" as
+    transformers runs them."""
+    call = dict(do_sample=True, max_new_tokens=3, **kwargs)
+    torch.manual_seed(1)
+    expected = three.reference(PROMPT, **call)
+    torch.manual_seed(1)
+    assert three.theirs(PROMPT, **call) == expected
+    with pytest.raises(ExplainError, match=next(iter(kwargs))):
+        three.ours(PROMPT, **call)
+
+
+def test_a_call_transformers_refuses_raises_its_error_with_explains_reading(three):
+    with pytest.raises(ValueError, match="`penalty` has to be a strictly positive float") as theirs:
+        three.reference(PROMPT, do_sample=False, max_new_tokens=3, repetition_penalty=0.0)
+    with pytest.raises(ExplainError) as error:
+        three.theirs(PROMPT, do_sample=False, max_new_tokens=3, repetition_penalty=0.0)
+    message = str(error.value)
+    assert f"transformers refused this call (ValueError: {theirs.value})" in message
+    assert "explain's reading: repetition_penalty must be a finite number > 0" in message
+    assert isinstance(error.value.__cause__, ValueError)
+    with pytest.raises(TypeError, match="can only concatenate str"):  # the class of transformers' error is kept
+        three.theirs([PROMPT, [{"role": "user", "content": "Hi"}]], max_new_tokens=2)
