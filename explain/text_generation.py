@@ -144,13 +144,17 @@ def past_learned_positions(length: int, context: int, limit: int) -> str:
 
 
 def one_sequence_only(strategy, settings: dict, options: dict, batch: bool = False) -> str | None:
-    """Why explain cannot run these call options with this decoding strategy, or None: max_time, stopping_criteria
-    and return_dict_in_generate's outputs are run by explain's one-sequence loop (greedy search and sampling)."""
+    """Why explain cannot run these call options with this decoding strategy, or None: max_time and
+    stopping_criteria run with greedy search and sampling (one or several sequences, one prompt or a batch),
+    return_dict_in_generate's outputs with one sequence of one prompt."""
     asked = [name for name in ("max_time",) if settings.get(name) is not None]
     asked += ["stopping_criteria"] if options.get("criteria") else []
     asked += [name for name in ("output_scores", "output_logits") if options.get(name)]
     asked = asked if options.get("return_dict_in_generate") else [n for n in asked if not n.startswith("output_")]
+    outputs = [name for name in asked if name.startswith("output_")]
     if not asked or (strategy.name == "one_sequence" and not batch):
+        return None
+    if strategy.name in ("one_sequence", "samples") and not outputs:  # max_time, stopping_criteria: each row
         return None
     what = "a batch of prompts" if batch else strategy.title
     return (

@@ -324,19 +324,37 @@ def test_streamers_get_the_same_pieces_in_the_same_order(three):
     assert "".join(threaded["reference"]).startswith(PROMPT)
 
 
+class StopAtThree(transformers.StoppingCriteria):
+    """Stops every row once it has three new tokens."""
+
+    def __init__(self, prompt_length):
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), input_ids.shape[1] >= self.prompt_length + 3, dtype=torch.bool)
+
+
 def test_a_stopping_criterion_stops_and_names_the_stop(three):
-    class StopAtThree(transformers.StoppingCriteria):
-        def __init__(self, prompt_length):
-            self.prompt_length = prompt_length
-
-        def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), input_ids.shape[1] >= self.prompt_length + 3, dtype=torch.bool)
-
     length = len(three.reference.tokenizer(PROMPT)["input_ids"])
     criteria = transformers.StoppingCriteriaList([StopAtThree(length)])
     three.same(PROMPT, do_sample=False, max_new_tokens=8, stopping_criteria=criteria)
     for pipe in (three.ours, three.theirs):
         assert three.end(pipe)["stop_reason"] == "StopAtThree" and three.end(pipe)["new_tokens"] == 3
+
+
+def test_criteria_and_max_time_stop_several_samples_and_batches(three):
+    length = len(three.reference.tokenizer(PROMPT)["input_ids"])
+    samples = dict(do_sample=True, num_return_sequences=2, max_new_tokens=8)
+    out = three.same(PROMPT, seed=2, stopping_criteria=[StopAtThree(length)], **samples)
+    assert len(out) == 2 and three.end(three.ours)["stop_reason"] == "StopAtThree"
+    three.same(PROMPT, seed=2, max_time=0.0, **samples)
+    assert three.end(three.ours)["stop_reason"] == "max_time" and three.end(three.ours)["new_tokens"] == 1
+    if three.reference.tokenizer.pad_token_id is not None:  # a batch of two prompts of different lengths
+        three.same([PROMPT, "A"], do_sample=False, max_new_tokens=4, max_time=0.0, batch_size=2)
+        assert three.end(three.ours)["stop_reason"] == "max_time"
+    with pytest.raises(ExplainError, match='max_time with beam search.*backend="transformers"'):
+        three.ours(PROMPT, do_sample=False, num_beams=2, max_new_tokens=3, max_time=10.0)
+    three.theirs(PROMPT, do_sample=False, num_beams=2, max_new_tokens=3, max_time=10.0)  # transformers runs it
 
 
 def test_max_time_stops_with_its_reason(three):
