@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import types
 
-from ..errors import ArgumentError
+import torch
+
+from ..errors import ArgumentError, ExplainError
 from .knobs import suggest_name
 
 # the settings of a GenerationConfig the pipeline returns in each record when return_dict_in_generate=True
@@ -138,3 +140,52 @@ def check_tokenizer_kwargs(found: dict) -> None:
 
 def unknown_tokenizer_option(name: str) -> ArgumentError:
     return ArgumentError(f"tokenizer_encode_kwargs holds {name!r}" + suggest_name(name, TOKENIZER_OPTIONS))
+
+
+def one_sequence_only(strategy, settings: dict, options: dict, batch: bool = False) -> str | None:
+    """Why explain cannot run these call options with this decoding strategy, or None: max_time and
+    stopping_criteria run with greedy search and sampling (one or several sequences, one prompt or a batch),
+    return_dict_in_generate's outputs with one sequence of one prompt."""
+    asked = [name for name in ("max_time",) if settings.get(name) is not None]
+    asked += ["stopping_criteria"] if options.get("criteria") else []
+    asked += [name for name in ("output_scores", "output_logits") if options.get(name)]
+    asked = asked if options.get("return_dict_in_generate") else [n for n in asked if not n.startswith("output_")]
+    outputs = [name for name in asked if name.startswith("output_")]
+    if not asked or (strategy.name == "one_sequence" and not batch):
+        return None
+    if strategy.name in ("one_sequence", "samples") and not outputs:  # max_time, stopping_criteria: each row
+        return None
+    what = "a batch of prompts" if batch else strategy.title
+    return (
+        f"{', '.join(asked)} with {what}: explain runs {'these' if len(asked) > 1 else 'it'} on greedy search and "
+        'sampling of one sequence, one prompt at a time; leave it out, or run the call with backend="transformers"'
+    )
+
+
+def decode_options(options: dict) -> tuple[bool, bool | None]:
+    """(skip_special_tokens, clean_up_tokenization_spaces) of a call, as TextGenerationPipeline.postprocess reads
+    them: skip_special_tokens None is True; clean_up None is the tokenizer's own setting."""
+    skip = options.get("skip_special_tokens")
+    return (True if skip is None else bool(skip)), options.get("clean_up_tokenization_spaces")
+
+
+def stream(generation, streamer) -> None:
+    """Run `generation`, handing its tokens to `streamer` as generate() does: put(the prompt's ids), put(each step's
+    new tokens), end(). Several sequences go as rows (transformers' TextStreamer refuses them: "TextStreamer only
+    supports batch size 1"); beam search takes no streamer, as in transformers."""
+    if (generation.settings.get("num_beams") or 1) > 1:
+        raise ExplainError(
+            "`streamer` cannot be used with beam search (transformers' ValueError): a beam's tokens may still be "
+            "replaced; pass num_beams=1, or leave the streamer out"
+        )
+    rows = generation.sequences
+    streamer.put(torch.tensor([row[: generation.prompt_length] for row in rows]))
+    done = len(rows[0])
+    while not generation.finished:
+        generation.step()
+        rows = generation.sequences
+        if len(rows[0]) > done:  # one token a row a step (several a round of assisted decoding)
+            new = torch.tensor([row[done:] for row in rows])
+            streamer.put(new[0] if len(rows) == 1 and new.shape[1] == 1 else new.squeeze(1) if len(rows) > 1 else new)
+            done = len(rows[0])
+    streamer.end()
