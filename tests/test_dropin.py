@@ -25,6 +25,8 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
+from transformers import StoppingCriteria  # noqa: E402
+
 import explain  # noqa: E402
 from explain.errors import ExplainError  # noqa: E402
 
@@ -324,7 +326,7 @@ def test_streamers_get_the_same_pieces_in_the_same_order(three):
     assert "".join(threaded["reference"]).startswith(PROMPT)
 
 
-class StopAtThree(transformers.StoppingCriteria):
+class StopAtThree(StoppingCriteria):
     """Stops every row once it has three new tokens."""
 
     def __init__(self, prompt_length):
