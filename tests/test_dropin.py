@@ -297,6 +297,25 @@ def test_generation_config_is_merged_and_named_as_the_source(three):
     assert three.end(three.ours)["new_tokens"] == 3
 
 
+def test_a_call_generation_config_replaces_the_constructions_settings(three):
+    """transformers' _prepare_generate_kwargs: settings given at construction apply to every call, unless the call
+    passes a generation_config, which then replaces them."""
+    built = dict(repetition_penalty=3.0, max_new_tokens=5)
+    pipes = (
+        transformers.pipeline("text-generation", model=three.folder, **built),
+        explain.pipeline("text-generation", model=three.folder, **built),
+        explain.pipeline("text-generation", model=three.folder, backend="transformers", **built),
+    )
+    config = transformers.GenerationConfig(do_sample=False, max_new_tokens=4)
+    outputs = [pipe(PROMPT, generation_config=config) for pipe in pipes]
+    assert outputs[1] == outputs[0] == outputs[2] == three.same(PROMPT, do_sample=False, max_new_tokens=4)
+    with_built = [pipe(PROMPT, do_sample=False) for pipe in pipes]
+    assert with_built[1] == with_built[0] == with_built[2] != outputs[0]  # without it, the construction's apply
+    for pipe in pipes[1:]:
+        settings = pipe.trace.filter("generation", "settings", pipe.trace.run)[0].data["settings"]
+        assert settings["repetition_penalty"] == 3.0
+
+
 def test_streamers_get_the_same_pieces_in_the_same_order(three):
     class Pieces(transformers.TextStreamer):
         def __init__(self, tokenizer, **kwargs):
