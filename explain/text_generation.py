@@ -215,10 +215,10 @@ class TextGenerationPipeline:
         size = len(inputs) if hasattr(inputs, "__len__") else None
         if isinstance(inputs, types.GeneratorType):  # transformers peeks at the first item: one message is a chat
             first = next(inputs, None)
-            if first is None:
-                return iter(())
-            if isinstance(first, dict):
-                return iter([self._one([first, *inputs], kwargs)])
+            if first is None:  # an empty generator: transformers runs an empty list
+                return []
+            if isinstance(first, dict):  # messages: one chat, run as one prompt (run_single)
+                return self._one([first, *inputs], kwargs)
             inputs = itertools.chain([first], inputs)
         if batch_size > 1 and self.tokenizer.pad_token_id is None:
             raise ExplainError(NO_PAD_TOKEN)

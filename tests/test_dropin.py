@@ -258,6 +258,15 @@ def test_sampling_over_a_list_a_generator_and_a_dataset_is_reproducible(three):
         assert results["explain"] == results["reference"] == results["transformers"] == expected
 
 
+def test_a_generator_of_messages_is_one_chat_and_an_empty_one_runs_nothing(three):
+    messages = [{"role": "user", "content": "Say hi"}]
+    results = {name: pipe((m for m in messages), do_sample=False, max_new_tokens=3) for name, pipe in three.all()}
+    assert results["explain"] == results["reference"] == results["transformers"]
+    assert isinstance(results["reference"], list) and results["reference"][0]["generated_text"][0] == messages[0]
+    for _, pipe in three.all():
+        assert list(pipe((p for p in []), max_new_tokens=3)) == []
+
+
 def test_per_dimension_rope_factors_are_accepted(tmp_path, tokenizer):
     half = 4  # head_dim 8: one factor per rotary dimension pair
     config = transformers.LlamaConfig(
