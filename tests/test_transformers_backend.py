@@ -367,6 +367,8 @@ def test_every_declared_kind_from_the_transformers_backend(tiny_llama, tmp_path)
     generation.inspect(1, what=("lens",))
     batched = pipe(["Hi", "The capital of France is"], max_new_tokens=2, do_sample=False, batch_size=2)  # pad event
     assert len(batched) == 2 and pipe.last_generation.run_id == reserved + 1
+    pipe("The capital of France is", max_new_tokens=3, num_beams=2, do_sample=False)  # beams, ranking
+    pipe("a b c a b", max_new_tokens=3, prompt_lookup_num_tokens=2, do_sample=False)  # draft
     emitted = {(e.stage, e.kind) for e in pipe.trace.events}
     # a quantization config, an adapter and explain.compare emit theirs on this backend too (in
     # test_transformers_quantization.py and test_transformers_models.py), not in this run; the kinds only explain
@@ -377,7 +379,7 @@ def test_every_declared_kind_from_the_transformers_backend(tiny_llama, tmp_path)
     assert emitted == set(events.KINDS) - explain_only, (
         f"declared but never emitted: {set(events.KINDS) - explain_only - emitted}"
     )
-    assert pipe.trace.runs() == [0, 1, 2, reserved, reserved + 1]
+    assert pipe.trace.runs() == [0, 1, 2, reserved, reserved + 1, reserved + 2, reserved + 3]
     assert {e.data["branch"] for e in pipe.trace.filter("generation", "step", reserved)} == {0, branch.branch}
     assert all(e.run == reserved for e in pipe.trace.events if e.kind in ("force", "inspect"))
     for event in pipe.trace.events:

@@ -397,7 +397,8 @@ class GenerationSettings(TypedDict):
     strategy: NotRequired[StrategyInfo]  # absent in older traces (one sequence, greedy or sampled)
     batch: NotRequired[BatchNote]  # the call was one prompt of a list
     # backend="transformers": the decoding mode generate() chose, and whether explain traces its steps (greedy
-    # search and sampling of one sequence); beam search and assisted decoding run untraced, with the reason
+    # search and sampling of one sequence, beam search and greedy prompt lookup of one prompt); other assisted
+    # decoding runs untraced, with the reason
     generation_mode: NotRequired[str]
     steps_traced: NotRequired[bool]
     why_not_traced: NotRequired[str]
@@ -973,11 +974,13 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("generation", "settings", GenerationSettings, _generation_settings),
         Kind("generation", "prefill", GenerationPrefill, _generation_prefill),
         Kind("generation", "step", GenerationStep, _generation_step),
-        # beam search and assisted decoding: the explain backend's strategies trace them (issue 11); on
-        # backend="transformers" they run untraced, with the reason in the settings event
-        Kind("generation", "beams", GenerationBeams, _generation_beams, EXPLAIN_ONLY),
-        Kind("generation", "ranking", GenerationRanking, _generation_ranking, EXPLAIN_ONLY),
-        Kind("generation", "draft", GenerationDraft, _generation_draft, EXPLAIN_ONLY),
+        # beam search and assisted decoding: the explain backend's strategies trace them (issue 11);
+        # backend="transformers" reads the same events from transformers' _beam_search and, for greedy prompt lookup,
+        # _assisted_decoding (backends/transformers/beams.py); an assistant model runs untraced there, with the reason
+        # in the settings event
+        Kind("generation", "beams", GenerationBeams, _generation_beams),
+        Kind("generation", "ranking", GenerationRanking, _generation_ranking),
+        Kind("generation", "draft", GenerationDraft, _generation_draft),
         Kind("generation", "force", GenerationForce, _generation_force),
         Kind("generation", "inspect", GenerationInspect, _generation_inspect),
         Kind("generation", "end", GenerationEnd, _generation_end),

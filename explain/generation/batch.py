@@ -124,8 +124,12 @@ class BatchedSequences(Run):
         else:
             tokens = torch.argmax(scores, dim=-1)
         running = torch.tensor(self.running, device=self.device)
-        if self.eos:  # a finished row gets the pad token (generate: has_eos_stopping_criteria)
-            tokens = torch.where(running, tokens, torch.full_like(tokens, self.pad))
+        if self.eos:  # a finished row gets the pad token (generate: has_eos_stopping_criteria): generate()'s own
+            # pad_token_id (the call's, else the tokenizer's, else the first EOS: _prepare_special_tokens), which may
+            # differ from the pad the prompts were collated with (the tokenizer's, pad_collate_fn)
+            fill = self.settings.get("pad_token_id")
+            fill = self.eos[0] if fill is None else fill
+            tokens = torch.where(running, tokens, torch.full_like(tokens, int(fill)))
         self.input_ids = torch.cat([self.input_ids, tokens[:, None]], dim=1)  # (rows, T + 1)
         if self.attention_mask is not None:  # every row's new token is attended to, a finished row's pad too
             self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(tokens)[:, None]], dim=1)

@@ -30,6 +30,7 @@ from ...generation.options import DEFAULT_TRACE_TOP, RunOptions
 from ...generation.rows import all_rows_warning, encode_row
 from ...generation.settings import KNOBS as ALL_KNOBS
 from ...generation.settings import LIVE_SETTINGS, transformers_lacks, unknown_argument, validate
+from .beams import BEAM_MODES, BeamWatch, DraftWatch
 from .cache import cropped
 from .hooks import PauseAfterOneToken, generation_mode, observing
 from .records import cache_record, floats, processor_effect, processor_records, settings_record, stop_reason, top
@@ -88,6 +89,11 @@ class TransformersGeneration(RunState):
         self.running: list[bool] = []
         self.row_printed: list[str] = []
         self.batch_note: dict | None = None  # the settings event's "batch"
+        # beam search / beam sampling of one prompt: its watch (beams.py), and the sequences generate() returned
+        self.beam_watch: BeamWatch | None = None
+        self.beam_sequences: list[list[int]] | None = None
+        # greedy prompt lookup of one prompt: its watch (beams.py), which writes generation/draft and the steps
+        self.draft_watch: DraftWatch | None = None
 
     @property
     def criteria_names(self) -> list[str]:
@@ -113,7 +119,10 @@ class TransformersGeneration(RunState):
 
     @property
     def sequences(self) -> list[list[int]]:
-        """The sequence the call returns, prompt included (explain traces a batch of one)."""
+        """The sequences the call returns, prompt included: beam search's first num_return_sequences finished ones
+        (cut to the longest of them, as generate() returns them), else the one sequence traced."""
+        if self.beam_sequences is not None:
+            return self.beam_sequences
         return [self.input_ids[0].tolist()]
 
     def token_text(self, token_id: int) -> str:
@@ -129,6 +138,11 @@ class TransformersGeneration(RunState):
         )
         batch_of_one_each = self.batched and (config.num_return_sequences or 1) == 1
         self.traces_steps = self.mode in TRACED_MODES and (self.input_ids.shape[0] == 1 or batch_of_one_each)
+        if self.mode in BEAM_MODES and self.input_ids.shape[0] == 1 and self.generation_config is None:
+            self.beam_watch = BeamWatch(self, config)  # one prompt's beams: traced into generation/beams
+        lookup = self.mode == "assisted_generation" and config.prompt_lookup_num_tokens is not None
+        if lookup and not config.do_sample and self.input_ids.shape[0] == 1 and self.generation_config is None:
+            self.draft_watch = DraftWatch(self, config)  # greedy prompt lookup: traced into generation/draft
         records = processor_records(config, processors, arguments, self.model.config.get_text_config().vocab_size)
         self._records = {id(p): r for p, r in zip(processors, records, strict=True)}
         if self.generation_config is not None:  # a later step of a step-through
@@ -146,10 +160,12 @@ class TransformersGeneration(RunState):
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": str(self.device),
             "generation_mode": self.mode,
-            "steps_traced": self.traces_steps,
+            "steps_traced": self.traces_steps or self.beam_watch is not None or self.draft_watch is not None,
         }
         if self.batch_note is not None:
             data["batch"] = self.batch_note
+        if self.beam_watch is not None:
+            data["strategy"] = self.beam_watch.strategy()
         if self.trace_top == "all":
             steps = max((config.max_length or 0) - self.prompt_length, 0)
             warning = all_rows_warning(len(processors), self.model.config.get_text_config().vocab_size, steps)
@@ -158,11 +174,11 @@ class TransformersGeneration(RunState):
                 warning + f"; pass trace_top={DEFAULT_TRACE_TOP} (the default) to keep only the top entries",
                 stacklevel=2,
             )
-        if not self.traces_steps:
+        if not data["steps_traced"]:
             data["why_not_traced"] = (
-                f"{self.mode} keeps several candidates per step; explain traces one sequence "
-                "(greedy search or sampling, batch of one) or a batch of prompts with one "
-                "sequence each"
+                f"{self.mode} of this call is not traced: explain traces one sequence (greedy search or sampling, "
+                "batch of one), a batch of prompts with one sequence each, beam search and greedy prompt lookup "
+                "of one prompt"
             )
         self.trace.emit("generation", "settings", data, run=self.run_id)
         if self._settings_only:
@@ -171,12 +187,10 @@ class TransformersGeneration(RunState):
 
     def on_forward_start(self, input_ids, cache, clock: float) -> None:
         past = cache.get_seq_length() if cache is not None else 0
-        self._forward = {
-            "start": time.time(),
-            "clock": clock,
-            "past": past,
-            "tokens": input_ids.shape[1] if input_ids is not None else None,
-        }
+        tokens = input_ids.shape[1] if input_ids is not None else None
+        if self.beam_watch is not None and input_ids is not None:  # every beam's copy of the prompt, as explain counts
+            tokens = input_ids.numel()
+        self._forward = {"start": time.time(), "clock": clock, "past": past, "tokens": tokens}
 
     def on_forward_end(self, cache, clock: float) -> None:
         if self.finished or "clock" not in self._forward:
@@ -211,6 +225,8 @@ class TransformersGeneration(RunState):
             "start": self._forward.get("start", time.time()),
             "clock": time.perf_counter(),
         }
+        if self.draft_watch is not None:  # one of a round's positions: the round's watch keeps them all
+            self.draft_watch.pendings.append(self._pending)
         if self.batched:  # each row's processors and token texts; whole rows and kept logits are one sequence's
             self._pending.update(
                 row_processors={row: [] for row in self.live_rows()}, row_texts={row: {} for row in self.live_rows()}
@@ -253,6 +269,10 @@ class TransformersGeneration(RunState):
     def on_token(self, input_ids: torch.LongTensor, fired: list, per_row: list | None = None) -> None:
         """The stopping criteria ran on the ids with the new token: the step is complete; emit it. `per_row`: in a
         batch, the criteria that fired for each row."""
+        if self.draft_watch is not None:  # a round of prompt lookup ends: its draft and its tokens
+            self._pending = None
+            self.draft_watch.on_round_end(input_ids, fired)
+            return
         pending, self._pending = self._pending, None
         if pending is None or self.finished:
             return
@@ -438,6 +458,12 @@ class TransformersGeneration(RunState):
     def step(self) -> dict:
         """Generate one token with the real generate(); emits and returns the step's generation/step data."""
         self.refuse_if_finished()
+        if self.mode is not None and self.mode not in TRACED_MODES:
+            raise ExplainError(
+                f'{self.mode} cannot be stepped through on backend="transformers": it steps through greedy search '
+                "and sampling (num_beams=1, no assistant model); a call traces beam search whole, and "
+                'backend="explain" steps through it'
+            )
         count = len(self.steps)
         criteria = StoppingCriteriaList([*(self.generate_kwargs.get("stopping_criteria") or []), PauseAfterOneToken()])
         overrides = {"stopping_criteria": criteria}

@@ -74,6 +74,35 @@ class RecordingCriteriaList(StoppingCriteriaList):
         return cast(torch.BoolTensor, is_done)  # transformers annotates the legacy BoolTensor; a bool Tensor is one
 
 
+class BeamProcessorList(LogitsProcessorList):
+    """The processor list of a beam search: transformers' own list call; the processed log-probabilities of every
+    running beam go to the beam watch (beams.py)."""
+
+    def __init__(self, processors, watch):
+        super().__init__(processors)
+        self.watch = watch
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        scores = super().__call__(input_ids, scores, **kwargs)
+        self.watch.on_log_probs(scores)
+        return scores
+
+
+class BeamCriteriaList(StoppingCriteriaList):
+    """The stopping criteria of a beam search, run on every candidate: each one's stop reason goes to the watch."""
+
+    def __init__(self, criteria, watch):
+        super().__init__(criteria)
+        self.watch = watch
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        from .beams import candidate_reasons
+
+        is_done, reasons = candidate_reasons(self, input_ids, scores, **kwargs)
+        self.watch.on_criteria(reasons)
+        return cast(torch.BoolTensor, is_done)
+
+
 class PauseAfterOneToken(StoppingCriteria):
     """A stopping criterion (generate's public extension point) that ends a generate() call after one new token,
     so a step-through advances the real generate() one token at a time. It is never reported as a stop reason."""
@@ -94,13 +123,31 @@ def observing(model, recorder):
     def logits_processor(*args, **kwargs):
         processors = build_processors(*args, **kwargs)
         arguments = inspect.signature(build_processors).bind_partial(*args, **kwargs).arguments
-        if not recorder.on_settings(arguments["generation_config"], processors, arguments):
-            return processors  # a decoding mode whose steps are not traced (beam search, assisted)
+        traced = recorder.on_settings(arguments["generation_config"], processors, arguments)
+        watch = getattr(recorder, "beam_watch", None)
+        if watch is not None:  # beam search: its helpers report each step (beams.py)
+            for name, replacement in watch.shadow(model).items():
+                setattr(model, name, replacement)
+                shadowed[name] = replacement
+            return BeamProcessorList(processors, watch)
+        drafts = getattr(recorder, "draft_watch", None)
+        if drafts is not None:  # prompt lookup: its candidate generator reports each draft (beams.py)
+            for name, replacement in drafts.shadow(model).items():
+                setattr(model, name, replacement)
+                shadowed[name] = replacement
+            return RecordingProcessorList(processors, recorder)
+        if not traced:
+            return processors  # a decoding mode whose steps are not traced
         return RecordingProcessorList(processors, recorder)
 
     def stopping_criteria(*args, **kwargs):
         criteria = build_criteria(*args, **kwargs)
         recorder.on_criteria(criteria)
+        watch = getattr(recorder, "beam_watch", None)
+        if watch is not None:
+            return BeamCriteriaList(criteria, watch)
+        if getattr(recorder, "draft_watch", None) is not None:
+            return RecordingCriteriaList(criteria, recorder)
         if not recorder.traces_steps:
             return criteria
         return RecordingCriteriaList(criteria, recorder)
@@ -110,10 +157,13 @@ def observing(model, recorder):
 
     def after_forward(module, args, kwargs, output):
         cache = getattr(output, "cache", None) if not isinstance(output, tuple) else None
+        drafts = getattr(recorder, "draft_watch", None)
+        if drafts is not None and getattr(output, "logits", None) is not None:
+            drafts.on_logits(output.logits)
         recorder.on_forward_end(cache if cache is not None else kwargs.get("cache"), time.perf_counter())
 
     shadowed = {"_get_logits_processor": logits_processor, "_get_stopping_criteria": stopping_criteria}
-    for name, replacement in shadowed.items():
+    for name, replacement in list(shadowed.items()):
         if name in vars(model):
             raise UnsupportedError(
                 f"a traced generate() is already running on this {type(model).__name__} (its "
@@ -131,7 +181,7 @@ def observing(model, recorder):
     finally:
         for handle in handles:
             handle.remove()
-        for name in shadowed:
+        for name in list(shadowed):
             vars(model).pop(name, None)
 
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..knobs import Knob, number, suggest_name
-from .base import LogitsProcessor
+from .base import LogitsProcessor, require
 from .registry import register
 
 WATERMARK_FIELDS = {
@@ -153,6 +153,14 @@ class WatermarkLogitsProcessor(_Watermark):
         seeding_scheme="lefthash",
         context_width=1,
     ):
+        config = {
+            "greenlist_ratio": greenlist_ratio,
+            "bias": bias,
+            "hashing_key": hashing_key,
+            "seeding_scheme": seeding_scheme,
+            "context_width": context_width,
+        }
+        require(self.knobs[0], config, vocab_size)  # built by hand: the knob's own check (transformers' ValueErrors)
         self.vocab_size = vocab_size
         self.greenlist_ratio, self.greenlist_size = greenlist_ratio, int(vocab_size * greenlist_ratio)
         self.bias, self.seeding_scheme, self.hash_key, self.context_width = (

@@ -1,0 +1,199 @@
+"""The decoding parts of transformers' tests/generation/test_utils.py that apply to a decoder-only model, as the
+specification of both backends: greedy search, sampling, beam search, beam sampling, assisted decoding (an
+assistant model, prompt lookup) and left-padded batches each give what transformers gives for the same call
+(transformers' tests check generate() against its own decoding functions and against greedy decoding; here the
+answer is transformers.pipeline()'s and generate()'s on the same tiny model). Then issue 24's fifth item: a beam
+search on backend="transformers" is traced into the same generation/beams and generation/ranking events, and the
+same beam tree, as on backend="explain". Which tests apply: docs/conformance.md."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+PROMPT = "The cat sat on the mat and the cat"
+TIMING = ("forward_time", "kv_cache")  # measured, not computed: differs between any two runs
+
+
+def both(pipe, reference, prompt, seed: int | None = None, **call):
+    if seed is not None:
+        torch.manual_seed(seed)
+    mine = pipe(prompt, **call)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return mine, reference(prompt, **call)
+
+
+def generate(reference, prompt: str, seed: int | None = None, **call):
+    """transformers' generate() on the prompt, with its scores (return_dict_in_generate)."""
+    ids = reference.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.inference_mode():
+        return reference.model.generate(
+            ids, attention_mask=torch.ones_like(ids), return_dict_in_generate=True, output_scores=True, **call
+        )
+
+
+def run_events(pipe) -> list:
+    return [e for e in pipe.trace.events if e.run == pipe.last_generation.run_id]
+
+
+# -- test_greedy_generate, test_greedy_generate_dict_outputs ------------------------------------------------------
+def test_greedy_generate(pipe, reference):
+    mine, expected = both(pipe, reference, PROMPT, do_sample=False, max_new_tokens=8, return_tensors=True)
+    assert mine == expected
+    reference_ids = generate(reference, PROMPT, do_sample=False, max_new_tokens=8).sequences[0].tolist()
+    assert mine[0]["generated_token_ids"] == reference_ids
+    steps = [e.data["token_id"] for e in run_events(pipe) if e.kind == "step"]
+    assert steps == reference_ids[-8:]  # every step traced, on both backends
+
+
+# -- test_sample_generate (num_return_sequences 1 and 3) -----------------------------------------------------------
+@pytest.mark.parametrize("count", [1, 3])
+def test_sample_generate(pipe, reference, count):
+    call = dict(do_sample=True, max_new_tokens=8, num_return_sequences=count, top_k=20, temperature=0.9)
+    mine, expected = both(pipe, reference, PROMPT, seed=5, return_tensors=True, **call)
+    assert mine == expected and len(mine) == count
+
+
+# -- test_beam_search_generate, test_beam_search_generate_dict_output ----------------------------------------------
+@pytest.mark.parametrize("count", [1, 2])
+def test_beam_search_generate(pipe, reference, count):
+    call = dict(do_sample=False, num_beams=2, num_return_sequences=count, max_new_tokens=8)
+    mine, expected = both(pipe, reference, PROMPT, return_tensors=True, **call)
+    assert mine == expected
+    reference_out = generate(reference, PROMPT, **call)
+    assert [m["generated_token_ids"] for m in mine] == reference_out.sequences.tolist()
+    ranking = pipe.trace.last("generation", "ranking", run=pipe.last_generation.run_id).data
+    returned = [h["score"] for h in ranking["hypotheses"] if h["returned"]]
+    # sequences_scores: one per returned sequence, negative (log-probabilities), equal to generate()'s
+    assert returned == pytest.approx(reference_out.sequences_scores.tolist(), abs=1e-4)
+    assert len(returned) == count and all(score < 0 for score in returned)
+
+
+# -- test_beam_sample_generate, test_beam_sample_generate_dict_output ----------------------------------------------
+def test_beam_sample_generate(pipe, reference):
+    call = dict(do_sample=True, num_beams=2, num_return_sequences=2, max_new_tokens=6, temperature=0.8)
+    mine, expected = both(pipe, reference, PROMPT, seed=3, return_tensors=True, **call)
+    assert mine == expected
+    reference_out = generate(reference, PROMPT, seed=3, **call)
+    ranking = pipe.trace.last("generation", "ranking", run=pipe.last_generation.run_id).data
+    returned = [h["score"] for h in ranking["hypotheses"] if h["returned"]]
+    assert returned == pytest.approx(reference_out.sequences_scores.tolist(), abs=1e-4)
+
+
+# -- test_assisted_decoding_matches_greedy_search, test_prompt_lookup_decoding_matches_greedy_search -------------
+def test_assisted_decoding_matches_greedy_search(pipe, reference, backend, request):
+    """The model as its own assistant: assisted decoding returns greedy decoding's text (and transformers')."""
+    if backend == "transformers":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="issue 24 args (item 4, the transformers backend never blocks what transformers accepts): "
+                "explain's assistant_model check refuses a transformers model before transformers runs",
+            )
+        )
+    call = dict(do_sample=False, max_new_tokens=10)
+    greedy = pipe(PROMPT, **call)
+    assistant = pipe if backend == "explain" else pipe.model  # each backend takes its own kind of model
+    mine = pipe(PROMPT, assistant_model=assistant, **call)
+    assert mine == greedy == reference(PROMPT, assistant_model=reference.model, **call)
+
+
+def test_prompt_lookup_decoding_matches_greedy_search(pipe, reference):
+    prompt = "a b c d a b c d a b"
+    call = dict(do_sample=False, max_new_tokens=10)
+    greedy = pipe(prompt, **call)
+    mine, expected = both(pipe, reference, prompt, prompt_lookup_num_tokens=3, **call)
+    assert mine == expected == greedy
+
+
+# -- test_left_padding_compatibility ------------------------------------------------------------------------------
+@pytest.mark.parametrize("knobs", [{}, {"repetition_penalty": 1.5}], ids=["plain", "repetition penalty"])
+def test_left_padding_compatibility(padded, backend, knobs):
+    """A batch, left-padded, gives each prompt transformers' answer for the same batch (with a repetition penalty
+    too: transformers leaves the pads out of it, RepetitionPenaltyLogitsProcessor's prompt_ignore_length)."""
+    pipe, reference = padded[backend], padded["reference"]
+    prompts = ["Hello", "The cat sat on the mat"]
+    call = dict(do_sample=False, max_new_tokens=5, batch_size=2, **knobs)
+    assert pipe(prompts, **call) == reference(prompts, **call)
+
+
+# -- issue 24, item 5: beam search traced alike on both backends ----------------------------------------------------
+@pytest.mark.parametrize(
+    "call",
+    [
+        dict(do_sample=False, num_beams=3, max_new_tokens=6),
+        dict(do_sample=False, num_beams=3, num_return_sequences=2, max_new_tokens=8, length_penalty=0.5),
+        dict(do_sample=True, num_beams=2, num_return_sequences=2, max_new_tokens=5, seed=1),
+    ],
+    ids=["beam search", "returned two, length penalty", "beam sampling"],
+)
+def test_beam_search_traced_alike_on_both_backends(backends, reference, call):
+    """backend="transformers" emits generation/beams per step and generation/ranking at the end, read from
+    transformers' _beam_search; they equal the explain backend's for the same call (timings aside), the beam tree
+    is the same, and the answer is transformers.pipeline()'s."""
+    from explain.features.trees import beam_tree
+
+    call = dict(call)
+    seed = call.pop("seed", None)
+    outputs, events = {}, {}
+    for name, pipe in backends.items():
+        if seed is not None:
+            torch.manual_seed(seed)
+        outputs[name] = pipe(PROMPT, **call)
+        events[name] = run_events(pipe)
+    if seed is not None:
+        torch.manual_seed(seed)
+    assert outputs["explain"] == outputs["transformers"] == reference(PROMPT, **call)
+    kinds = {name: [(e.stage, e.kind) for e in found] for name, found in events.items()}
+    assert kinds["explain"] == kinds["transformers"]
+    assert ("generation", "beams") in kinds["transformers"] and ("generation", "ranking") in kinds["transformers"]
+    beams = {name: [e.data for e in found if e.kind in ("beams", "ranking")] for name, found in events.items()}
+    for ours, theirs in zip(beams["explain"], beams["transformers"], strict=True):
+        assert {k: v for k, v in ours.items() if k not in TIMING} == {
+            k: v for k, v in theirs.items() if k not in TIMING
+        }
+    settings = {name: next(e.data for e in found if e.kind == "settings") for name, found in events.items()}
+    assert (
+        settings["transformers"]["steps_traced"]
+        and settings["transformers"]["strategy"] == settings["explain"]["strategy"]
+    )
+    assert beam_tree(events["explain"], PROMPT) == beam_tree(events["transformers"], PROMPT)
+
+
+@pytest.mark.parametrize("knobs", [{}, {"repetition_penalty": 1.2, "min_new_tokens": 3}], ids=["plain", "processors"])
+def test_prompt_lookup_traced_alike_on_both_backends(backends, reference, knobs):
+    """Greedy prompt lookup on backend="transformers": generation/draft per round and a generation/step per token,
+    read from transformers' _assisted_decoding, equal to the explain backend's (times aside; the entropy within
+    1e-5 bits, the two backends sum it differently); the rounds view is the same; the answer is transformers'."""
+    from explain.features.trees import draft_rounds
+
+    prompt = "a b c d a b c d a b"
+    call = dict(do_sample=False, max_new_tokens=10, prompt_lookup_num_tokens=3, **knobs)
+    outputs = {name: pipe(prompt, **call) for name, pipe in backends.items()}
+    events = {name: run_events(pipe) for name, pipe in backends.items()}
+    assert outputs["explain"] == outputs["transformers"] == reference(prompt, **call)
+    kinds = {name: [(e.stage, e.kind) for e in found] for name, found in events.items()}
+    assert kinds["explain"] == kinds["transformers"] and ("generation", "draft") in kinds["transformers"]
+    times = ("draft_time", "verify_time")
+    drafts = {name: [e.data for e in found if e.kind == "draft"] for name, found in events.items()}
+    for ours, theirs in zip(drafts["explain"], drafts["transformers"], strict=True):
+        assert {k: v for k, v in ours.items() if k not in times} == {k: v for k, v in theirs.items() if k not in times}
+    steps = {name: [e.data for e in found if e.kind == "step"] for name, found in events.items()}
+    for ours, theirs in zip(steps["explain"], steps["transformers"], strict=True):
+        for key in ours:
+            if key in TIMING:
+                continue
+            if key == "entropy_bits":
+                assert theirs[key] == pytest.approx(ours[key], abs=1e-5)
+            else:
+                assert theirs[key] == ours[key], key
+    views = {name: draft_rounds(found) for name, found in events.items()}
+
+    def untimed(view):
+        rounds = [{k: v for k, v in r.items() if k not in times} for r in view.get("rounds", [])]
+        return {**{k: v for k, v in view.items() if k != "rounds"}, "rounds": rounds}
+
+    assert untimed(views["explain"]) == untimed(views["transformers"])
