@@ -16,11 +16,13 @@ b of them are left-padded into one batch and generated together, one forward per
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import tempfile
 import time
+import types
 import warnings
 
 import torch
@@ -28,8 +30,25 @@ import torch
 from .errors import ArgumentError, ExplainError
 from .errors import interrupted as interrupted_error
 from .generation import SETTINGS, Generation, resolve
+from .generation.arguments import (
+    GENERATE_KWARGS,
+    RECORD_OUTPUTS,
+    TOKENIZER_OPTIONS,
+    check_streamer,
+    check_tokenizer_kwargs,
+    criteria_list,
+    decode_options,
+    generation_config_values,
+    is_stream,
+    one_sequence_only,
+    stream,
+    tokenizer_options,
+    truncate,
+    truncation_length,
+    unknown_tokenizer_option,
+)
 from .generation.batch import BatchedSequences
-from .generation.ending import emit_decode, emit_end, role_segments
+from .generation.ending import emit_decode, emit_end, finish_by_hand, role_segments
 from .generation.options import RunOptions, check_limits
 from .generation.settings import context_window_warnings, warnings_for
 from .generation.strategies import choose
@@ -56,7 +75,21 @@ CALL_OPTIONS = (
     "keep_logits",
     "capture",
     "batch_size",
+    "truncation",
+    "padding",
+    "tokenizer_encode_kwargs",
+    "streamer",
+    "stopping_criteria",
+    "generation_config",
+    "return_dict_in_generate",
+    "output_scores",
+    "output_logits",
+    "tools",
+    "documents",
 )
+# what generate() returns besides the sequences when return_dict_in_generate=True, and the pipeline puts in each
+# record (TextGenerationPipeline._forward keeps the tensors of generate()'s output): the call option -> the key
+OUTPUT_KEYS = {"output_scores": "scores", "output_logits": "logits"}
 BOOLEAN_OPTIONS = (
     "return_full_text",
     "return_text",
@@ -65,6 +98,9 @@ BOOLEAN_OPTIONS = (
     "add_special_tokens",
     "continue_final_message",
     "skip_special_tokens",
+    "return_dict_in_generate",
+    "output_scores",
+    "output_logits",
 )
 GENERATE_ARGUMENTS = tuple(SETTINGS) + CALL_OPTIONS  # SETTINGS: every knob of the processor registry
 
@@ -98,6 +134,16 @@ def batch_problem(strategy, settings: dict, batch_size: int) -> str | None:
             'pass batch_size=1 (the prompts one after another) or backend="transformers"'
         )
     return None
+
+
+def past_learned_positions(length: int, context: int, limit: int) -> str:
+    """Why a prompt that handle_long_generation="hole" kept is still too long for a model with learned positions."""
+    return (
+        f'the prompt is {length} tokens after handle_long_generation="hole", which keeps what fits the tokenizer\'s '
+        f"model_max_length ({limit}) as transformers does, but the model has only {context} learned positions "
+        "(transformers' generate fails with an IndexError here); shorten the prompt, or set "
+        f"pipe.tokenizer.model_max_length = {context} so that the hole keeps what fits the model"
+    )
 
 
 def draw_dataloader_seed() -> None:
@@ -144,7 +190,11 @@ class TextGenerationPipeline:
 
     # -- call ------------------------------------------------------------------------------------------
     def __call__(self, text_inputs, **kwargs):
+        if "generate_kwargs" in kwargs:  # transformers' pipeline hands it to generate() as it is, which refuses it
+            raise ArgumentError(GENERATE_KWARGS)
         batch_size = check_batch_size({**self.generate_defaults, **kwargs}.get("batch_size"))
+        if is_stream(text_inputs):  # a generator or a Dataset: an iterator of results, consumed on demand
+            return self._stream(text_inputs, batch_size, kwargs)
         if not check_inputs(text_inputs):  # one prompt: transformers' run_single, batch_size plays no part
             return self._one(text_inputs, kwargs)
         # a list: every prompt is checked first, then it goes through transformers' get_iterator
@@ -158,6 +208,39 @@ class TextGenerationPipeline:
         for first in range(0, size, batch_size):
             results += self._many(list(text_inputs[first : first + batch_size]), first, size, batch_size, kwargs)
         return results
+
+    def _stream(self, inputs, batch_size: int, kwargs):
+        """The results of a generator's or a Dataset's prompts, one list per prompt, as transformers' get_iterator
+        yields them: its DataLoader draws its seed when iteration starts, prompts run one by one or in batches."""
+        size = len(inputs) if hasattr(inputs, "__len__") else None
+        if isinstance(inputs, types.GeneratorType):  # transformers peeks at the first item: one message is a chat
+            first = next(inputs, None)
+            if first is None:  # an empty generator: transformers runs an empty list
+                return []
+            if isinstance(first, dict):  # messages: one chat, run as one prompt (run_single)
+                return self._one([first, *inputs], kwargs)
+            inputs = itertools.chain([first], inputs)
+        if batch_size > 1 and self.tokenizer.pad_token_id is None:
+            raise ExplainError(NO_PAD_TOKEN)
+
+        def results():
+            draw_dataloader_seed()
+            chunk: list = []
+            index = 0
+            for item in inputs:
+                check_prompt(item, f"text_inputs[{index}]")
+                index += 1
+                if batch_size == 1:
+                    yield self._one(item, kwargs, batch=(index - 1, size))
+                    continue
+                chunk.append(item)
+                if len(chunk) == batch_size:
+                    yield from self._many(chunk, index - len(chunk), size, batch_size, kwargs)
+                    chunk = []
+            if chunk:
+                yield from self._many(chunk, index - len(chunk), size, batch_size, kwargs)
+
+        return results()
 
     def start(self, text_inputs, *, run: int | None = None, **kwargs) -> Generation:
         """Tokenize and set up a generation without running it: advance it with .step() / .run().
@@ -175,13 +258,16 @@ class TextGenerationPipeline:
         """Close a run advanced by hand (start + step/run): emit generation/end and decoding/decode as a call
         does, with the steps' own time as its duration (not the pauses between them); returns the text.
         A run ends once: finishing it again returns the same text and emits nothing."""
-        duration = sum(step["forward_time"] or 0.0 for step in generation.steps)
-        self._end(generation, time.time() - duration, duration, interrupted=False)
-        return generation.output_text
+        return finish_by_hand(generation, lambda start, duration: self._end(generation, start, duration, False))
 
     def _split(self, kwargs):
         """(pipeline options, generation settings), checked as transformers' _sanitize_parameters checks them."""
-        kwargs = {**self.generate_defaults, **kwargs}
+        if "generate_kwargs" in kwargs:
+            raise ArgumentError(GENERATE_KWARGS)
+        defaults = self.generate_defaults
+        if kwargs.get("generation_config") is not None:  # it replaces the construction's settings (transformers)
+            defaults = {k: v for k, v in defaults.items() if k not in SETTINGS}
+        kwargs = {**defaults, **kwargs}
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in CALL_OPTIONS}
         given = [k for k in ("return_full_text", "return_text", "return_tensors") if options.get(k) is not None]
         if "return_full_text" in given and len(given) > 1 or given == ["return_text", "return_tensors"]:
@@ -197,13 +283,45 @@ class TextGenerationPipeline:
                 f"handle_long_generation={options['handle_long_generation']!r} is not a strategy; "
                 'use None (the default) or "hole" (keep only the prompt\'s last tokens)'
             )
+        if "max_length" in kwargs and kwargs["max_length"] is None:
+            del kwargs["max_length"]  # None is "not given" (_sanitize_parameters)
         stop = options.pop("stop_sequence", None)
         if stop is not None:  # the pipeline's name for generate()'s stop_strings
             kwargs["stop_strings"] = [stop] if isinstance(stop, str) else list(stop)
         options.pop("tokenizer", None)  # generate() needs it for stop strings; explain always has its own
+        user_config = generation_config_values(options.get("generation_config"))
+        options["user_config"] = {k: v for k, v in user_config.items() if k in SETTINGS}
+        for name in RECORD_OUTPUTS:  # a GenerationConfig may ask for generate()'s extra outputs too
+            if options.get(name) is None and user_config.get(name) is not None:
+                options[name] = user_config[name]
+        check_streamer(options.get("streamer"))
+        options["criteria"] = criteria_list(options.pop("stopping_criteria", None))
+        options["tokenizer_kwargs"] = tokenizer_options(options, kwargs.get("max_length"))
+        check_tokenizer_kwargs(options["tokenizer_kwargs"])
+        prefix = options.get("prefix")
+        if prefix is None:  # transformers' pipeline takes the model config's prefix as its default (Pipeline.prefix)
+            prefix = options["prefix"] = self.config.get("prefix") or None
+        if prefix and not isinstance(prefix, str):
+            raise ArgumentError(f"prefix={prefix!r:.60} is not a string; pass the text to put before each prompt")
+        add_special = bool(options.get("add_special_tokens", False))  # as _sanitize_parameters tokenizes it
+        options["prefix_length"] = len(self.tokenizer.encode(prefix, add_special_tokens=add_special)) if prefix else 0
         options["run_options"] = RunOptions.from_call(options)  # trace_top, keep_logits, capture: checked once
         check_limits({**kwargs, **options})
         return options, kwargs
+
+    def _resolve(self, settings_call, options, prompt_length: int):
+        """resolve() with this pipeline's model generation config, and the call's generation_config and prefix."""
+        return resolve(
+            settings_call,
+            self.generation_config,
+            self.generation_config_source,
+            prompt_length,
+            self.model.config.max_position_embeddings,
+            self.tokenizer.pad_token_id,
+            self.config.get("vocab_size"),
+            user_config=options["user_config"],
+            prefix_length=options["prefix_length"],
+        )
 
     def _prepare(self, prompt, options, settings_call, run: int | None = None, batch=None) -> Generation:
         run = self.trace.new_run() if run is None else run
@@ -218,36 +336,25 @@ class TextGenerationPipeline:
                 "keep only its last tokens"
             )
         with self.trace.span("generation", "settings", run=run) as data:
-            vocab_size = self.config.get("vocab_size")
-            settings, sources = resolve(
-                settings_call,
-                self.generation_config,
-                self.generation_config_source,
-                len(ids),
-                context,
-                self.tokenizer.pad_token_id,
-                vocab_size,
-            )
+            settings, sources = self._resolve(settings_call, options, len(ids))
+            limit = self.tokenizer.model_max_length  # transformers' "hole" measures against the tokenizer's limit
             new_tokens = settings["max_length"] - len(ids)  # max_new_tokens, or what max_length leaves
-            if context and handle == "hole" and len(ids) + new_tokens > context:
-                keep = context - new_tokens  # transformers' "hole": drop the prompt's start to leave room
+            if handle == "hole" and len(ids) + new_tokens > limit:
+                keep = limit - new_tokens  # transformers' "hole": drop the prompt's start to leave room
                 if keep <= 0:
                     raise ExplainError(
-                        f"{new_tokens} new tokens do not fit the context window of {context} "
-                        "even with an empty prompt; ask for fewer new tokens"
+                        f"{new_tokens} new tokens do not fit the tokenizer's model_max_length of {limit} "
+                        "even with an empty prompt (transformers raises a ValueError); ask for fewer new tokens"
                     )
                 data["hole"] = {"prompt_tokens": len(ids), "kept": keep, "dropped": len(ids) - keep}
                 ids = ids[-keep:]
-                settings, sources = resolve(
-                    settings_call,
-                    self.generation_config,
-                    self.generation_config_source,
-                    len(ids),
-                    context,
-                    self.tokenizer.pad_token_id,
-                    vocab_size,
-                )
+                settings, sources = self._resolve(settings_call, options, len(ids))
+            if learned and len(ids) > context:  # "hole" kept more than the learned positions hold
+                raise ExplainError(past_learned_positions(len(ids), context, limit))
             strategy = choose(settings)  # greedy/sampling, several samples, beam search, assisted decoding
+            problem = one_sequence_only(strategy, settings, options)
+            if problem:
+                raise ExplainError(problem)
             data["strategy"] = strategy.record(settings)
             generation = strategy.run_class()(
                 self.model,
@@ -311,38 +418,33 @@ class TextGenerationPipeline:
                 "(transformers' generate fails on the whole batch with an IndexError here); shorten "
                 'it, or pass handle_long_generation="hole" to keep only its last tokens'
             )
-        vocab_size = self.config.get("vocab_size")
         with self.trace.span("generation", "settings", run=run) as data:
 
             def settings_for(width):
-                return resolve(
-                    settings_call,
-                    self.generation_config,
-                    self.generation_config_source,
-                    width,
-                    context,
-                    self.tokenizer.pad_token_id,
-                    vocab_size,
-                )
+                return self._resolve(settings_call, options, width)
 
             settings, sources = settings_for(max(map(len, rows)))
             new_tokens = settings["max_length"] - max(map(len, rows))
-            if context and handle == "hole" and any(len(row) + new_tokens > context for row in rows):
-                keep = context - new_tokens  # transformers' "hole", prompt by prompt (its preprocess)
+            limit = self.tokenizer.model_max_length
+            if handle == "hole" and any(len(row) + new_tokens > limit for row in rows):
+                keep = limit - new_tokens  # transformers' "hole", prompt by prompt (its preprocess)
                 if keep <= 0:
                     raise ExplainError(
-                        f"{new_tokens} new tokens do not fit the context window of {context} "
-                        "even with an empty prompt; ask for fewer new tokens"
+                        f"{new_tokens} new tokens do not fit the tokenizer's model_max_length of {limit} "
+                        "even with an empty prompt (transformers raises a ValueError); ask for fewer new tokens"
                     )
                 data["hole"] = {
                     "prompt_tokens": max(map(len, rows)),
                     "kept": keep,
                     "dropped": max(map(len, rows)) - keep,
                 }
-                rows = [row[-keep:] if len(row) + new_tokens > context else row for row in rows]
+                rows = [row[-keep:] if len(row) + new_tokens > limit else row for row in rows]
                 settings, sources = settings_for(max(map(len, rows)))
+            if learned and max(map(len, rows)) > context:
+                raise ExplainError(past_learned_positions(max(map(len, rows)), context, limit))
             strategy = choose(settings)
             problem = batch_problem(strategy, settings, batch_size)
+            problem = problem or one_sequence_only(strategy, settings, options, batch=True)
             if problem:
                 raise ExplainError(problem)
             data["strategy"] = strategy.record(settings)
@@ -451,8 +553,12 @@ class TextGenerationPipeline:
         """Run a prepared generation to its end, then emit its end and decode events (also when interrupted)."""
         start, t0 = time.time(), time.perf_counter()
         interrupted = False
+        streamer = generation.options.get("streamer")
         try:
-            generation.run()
+            if streamer is None:
+                generation.run()
+            else:
+                stream(generation, streamer)
         except KeyboardInterrupt:  # Ctrl-C, Kernel > Interrupt: end the run cleanly (its trace stays whole), then stop
             interrupted = True
             generation._finish("interrupted")
@@ -470,9 +576,13 @@ class TextGenerationPipeline:
             if batch_row is not None:  # one prompt of a batch: its index in the call's list
                 data["batch_row"] = batch_row
             prefix = options.get("prefix") or ""
+            tokenizer_kwargs = dict(options["tokenizer_kwargs"])
             if isinstance(prompt, str):
                 text = prefix + prompt
-                add_special = options.get("add_special_tokens", True)
+                add_special = tokenizer_kwargs.pop("add_special_tokens", True)
+                for name in tokenizer_kwargs:
+                    if name not in TOKENIZER_OPTIONS:
+                        raise unknown_tokenizer_option(name)
                 # transformers tokenizes a string as it is (pipelines/text_generation.py:350): a model with a chat
                 # template then continues the text instead of answering it; the views say so in one line
                 data.update(
@@ -486,12 +596,19 @@ class TextGenerationPipeline:
                 continue_final = options.get("continue_final_message")
                 if continue_final is None:
                     continue_final = messages[-1]["role"] == "assistant"
+                tokenizer_kwargs.pop("add_special_tokens", None)  # ignored on chats, as transformers ignores it
+                tokenizer_kwargs.setdefault("truncation", False)  # apply_chat_template: max_length alone cuts nothing
+                variables = {k: v for k, v in tokenizer_kwargs.items() if k not in TOKENIZER_OPTIONS}
+                for name in ("tools", "documents"):
+                    if options.get(name) is not None:
+                        variables[name] = options[name]
                 text = self.tokenizer.apply_chat_template(
-                    messages, add_generation_prompt=not continue_final, tokenize=False
+                    messages,
+                    add_generation_prompt=not continue_final,
+                    continue_final_message=bool(continue_final),  # cut after the last message, as transformers does
+                    tokenize=False,
+                    **variables,
                 )
-                if continue_final:  # cut after the last message's content, so the model continues it
-                    final = messages[-1]["content"]
-                    text = text[: text.rindex(final) + len(final)] if final and final in text else text
                 add_special = False  # the template writes its own special tokens
                 data.update(
                     kind_of_input="chat",
@@ -502,6 +619,12 @@ class TextGenerationPipeline:
                     add_generation_prompt=not continue_final,
                 )
             details = self.tokenizer.encode_with_details(text, add_special_tokens=add_special)
+            keep = truncation_length(tokenizer_kwargs, self.tokenizer.model_max_length)
+            if keep is not None and len(details["ids"]) > keep:  # transformers' tokenizer truncates the prompt
+                content = self.tokenizer.encode(text, add_special_tokens=False)
+                side = getattr(self.tokenizer, "truncation_side", "right")
+                data["truncated"] = {"prompt_tokens": len(details["ids"]), "kept": keep, "side": side}
+                details = truncate(details, content, keep, side)
             data.update(
                 text=text,
                 ids=details["ids"],
@@ -527,12 +650,13 @@ class TextGenerationPipeline:
 
     def _end(self, generation: Generation, start, duration, interrupted):
         if emit_end(generation, start, duration, interrupted, sequences=len(generation.sequences)):  # a run ends once
-            emit_decode(
-                self.trace,
-                generation,
-                lambda ids, skip: self.tokenizer.decode(ids, skip_special_tokens=skip),
-                interrupted=interrupted,
-            )
+            skip, clean_up = decode_options(generation.options)
+
+            def decode(ids, skip_special):  # the call's options shape the text; the one with specials is plain
+                clean = clean_up if skip_special == skip else None
+                return self.tokenizer.decode(ids, skip_special_tokens=skip_special, clean_up_tokenization_spaces=clean)
+
+            emit_decode(self.trace, generation, decode, skip_special_tokens=skip, interrupted=interrupted)
 
     def _postprocess(self, generation: Generation, options):
         """One record per returned sequence, as transformers' TextGenerationPipeline.postprocess builds them."""
@@ -542,8 +666,21 @@ class TextGenerationPipeline:
         """One result record; `prompt` is the row's own prompt in a batch (else the run's)."""
         if options.get("return_tensors"):  # a batch's rows keep their padding, as generate() returns them
             return {"generated_token_ids": sequence}
-        skip = options.get("skip_special_tokens", True)
-        text = self.tokenizer.decode(sequence[generation.prompt_length :], skip_special_tokens=skip)
+        skip, clean_up = decode_options(options)
+        text = self.tokenizer.decode(
+            sequence[generation.prompt_length :], skip_special_tokens=skip, clean_up_tokenization_spaces=clean_up
+        )
+        return {**self._text_record(generation, text, options, prompt), **self._outputs(generation)}
+
+    @staticmethod
+    def _outputs(generation) -> dict:
+        """What return_dict_in_generate with output_scores / output_logits adds to a record: each step's row as a
+        list (TextGenerationPipeline keeps generate()'s extra tensors and splits them by sequence)."""
+        outputs = getattr(generation, "outputs", None) or {}
+        return {key: [row.tolist() for row in rows] for key, rows in outputs.items() if rows}
+
+    @staticmethod
+    def _text_record(generation, text: str, options, prompt) -> dict:
         full = options.get("return_full_text", True) is not False  # return_text only selects text over tensors
         prompt = generation.prompt if prompt is None else prompt
         if not full:

@@ -147,6 +147,10 @@ def test_learned_positions_refuse_a_longer_prompt(learned_model, tokenizer):
     pipe = explain.pipeline(model=learned_model[0])
     with pytest.raises(ExplainError, match="20 tokens but the model's context window is 16 tokens.*IndexError"):
         pipe(words(tokenizer, 20), max_new_tokens=2)
+    # "hole" keeps what fits the tokenizer's model_max_length, as transformers' pipeline does (not the window)
+    with pytest.raises(ExplainError, match='20 tokens after handle_long_generation="hole".*model_max_length = 16'):
+        pipe.start(words(tokenizer, 20), max_new_tokens=4, handle_long_generation="hole")
+    pipe.tokenizer.model_max_length = WINDOW  # the fix the message names
     generation = pipe.start(words(tokenizer, 20), max_new_tokens=4, handle_long_generation="hole")
     assert generation.prompt_length == WINDOW - 4
 

@@ -374,8 +374,16 @@ def test_prompt_longer_than_the_context_window(pipe):
     assert generation.prompt_length > 8192
     warnings = pipe.trace.last("generation", "settings").data["warnings"]
     assert len(warnings) == 1 and "longer than the model's context window of 8192 positions" in warnings[0]
-    # "hole" keeps the prompt's last tokens, leaving room for the new ones
+    # "hole" keeps the prompt's last tokens that fit the tokenizer's model_max_length, leaving room for the new ones,
+    # as transformers' pipeline measures it; the GGUF's tokenizer states no limit, so it keeps them all
     generation = pipe.start(long_prompt, max_new_tokens=10, handle_long_generation="hole")
+    assert generation.prompt_length > 8192 and "hole" not in pipe.trace.last("generation", "settings").data
+    limit = pipe.tokenizer.model_max_length
+    pipe.tokenizer.model_max_length = 8192
+    try:
+        generation = pipe.start(long_prompt, max_new_tokens=10, handle_long_generation="hole")
+    finally:
+        pipe.tokenizer.model_max_length = limit
     assert generation.prompt_length == 8192 - 10 and generation.settings["max_length"] == 8192
     settings = pipe.trace.last("generation", "settings").data
     assert settings["hole"]["kept"] == 8182 and settings["hole"]["dropped"] == settings["hole"]["prompt_tokens"] - 8182

@@ -265,7 +265,7 @@ BAD = [  # (call, words of the message); each checked with a 10-token vocabulary
     (dict(do_sample=True, temperature=math.inf), ["temperature", "finite", "inf"]),  # issue 15: accepted
     (dict(do_sample=True, temperature=float("nan")), ["temperature", "finite"]),
     (dict(repetition_penalty=math.inf), ["repetition_penalty", "finite", "1.0 means no penalty"]),  # issue 15
-    (dict(eos_token_id=-1), ["eos_token_id", "-1", "leave the argument out"]),  # issue 15: accepted silently
+    (dict(eos_token_id=-2.0), ["eos_token_id", "integer"]),  # -1 (an integer) switches EOS off, as in transformers
     (dict(eos_token_id=[2, 10]), ["eos_token_id", "10", "vocabulary size 10"]),
     (dict(eos_token_id=2.5), ["eos_token_id", "integer"]),
     (dict(no_repeat_ngram_size=-2), ["no_repeat_ngram_size", "integer >= 0", "0 turns it off"]),
@@ -279,7 +279,6 @@ BAD = [  # (call, words of the message); each checked with a 10-token vocabulary
     (dict(bad_words_ids=[]), ["bad_words_ids", "non-empty"]),
     (dict(bad_words_ids=[[1, 2], []]), ["bad_words_ids", "non-empty list of token ids"]),
     (dict(bad_words_ids=[[12]]), ["bad_words_ids", "12", "vocabulary size 10"]),
-    (dict(bad_words_ids=[[3]], eos_token_id=3), ["bad_words_ids", "only forbids the EOS token", "min_new_tokens"]),
     (dict(sequence_bias={(1, 2): "a lot"}), ["sequence_bias", "a bias is a number"]),
     (dict(sequence_bias=[[1, 2.0]]), ["sequence_bias", "non-empty list of token ids"]),
     (dict(suppress_tokens=3), ["suppress_tokens", "list of token ids", "[3]"]),

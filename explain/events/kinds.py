@@ -315,6 +315,8 @@ class TokenizationEncode(TypedDict):
     messages: NotRequired[list[dict[str, Any]]]
     add_generation_prompt: NotRequired[bool]
     hole: NotRequired[dict[str, int]]  # handle_long_generation="hole": the prompt's start was cut
+    # truncation / max_length cut the prompt as transformers' tokenizer does: prompt_tokens, kept, side
+    truncated: NotRequired[dict[str, Any]]
     # backend="transformers": the pipeline's own preprocess output
     attention_mask: NotRequired[list[int] | None]
     continue_final_message: NotRequired[bool]
@@ -370,7 +372,7 @@ class BatchNote(TypedDict):
     """A list of prompts: which one this call is, and how explain runs them."""
 
     index: int  # the (first) prompt's index in the list
-    size: int
+    size: int | None  # None: a generator's prompts, whose number is not known ahead
     batch_size: int  # what the call asked for (transformers' pipeline default: 1)
     note: str
     # a batch of several prompts generated together (batch_size > 1)

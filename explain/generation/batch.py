@@ -137,7 +137,7 @@ class BatchedSequences(Run):
         rows = self.input_ids.tolist()
         for record in records:
             row = record["sequence"]
-            reason = self.stop_reason_of(rows[row])
+            reason = self.stop_reason_of(rows[row], row)
             if reason is not None:
                 self.running[row], self.stop_reasons[row] = False, reason
                 record["stop_reason"] = reason

@@ -51,6 +51,17 @@ def emit_end(generation: GenerationInterface, start: float, duration: float, int
     return True
 
 
+def finish_by_hand(generation: GenerationInterface, end: Callable[[float, float], Any]) -> str | None:
+    """Close a run advanced by hand (start + step/run), for both producers' finish(): `end(start, duration)`
+    emits generation/end and decoding/decode, with the steps' own forward time as the duration (not the pauses
+    between them). A run ends once: finishing it again returns the same text and emits nothing."""
+    if generation.ended:
+        return generation.output_text
+    duration = sum(step.get("forward_time") or 0.0 for step in generation.steps)
+    end(time.time() - duration, duration)
+    return generation.output_text
+
+
 def emit_decode(
     trace,
     generation: GenerationInterface | None,

@@ -149,6 +149,18 @@ def token_ids(value, vocab_size=None) -> str | None:
     return token_id_problem(value, vocab_size)
 
 
+def eos_token_ids(value, vocab_size=None) -> str | None:
+    """eos_token_id: token ids as token_ids checks them, and negative integers too, which name no token: transformers'
+    own tests pass eos_token_id=-1 to switch the end-of-sequence stop off (its criterion never matches)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if values and all(is_integer(item) and item < 0 for item in values):
+        return None
+    if isinstance(value, (list, tuple)):
+        kept = [item for item in value if not (is_integer(item) and item < 0)]
+        return token_ids(kept, vocab_size)
+    return token_ids(value, vocab_size)
+
+
 def token_list(value, vocab_size=None) -> str | None:
     """A list of token ids (suppress_tokens)."""
     if not isinstance(value, (list, tuple)):
@@ -231,8 +243,8 @@ GENERAL = (
         "eos_token_id",
         None,
         "json",
-        "the end-of-sequence token id(s): generating one stops the run",
-        check=token_ids,
+        "the end-of-sequence token id(s): generating one stops the run (-1: no token, EOS switched off)",
+        check=eos_token_ids,
         live=False,
     ),
     Knob(
@@ -241,6 +253,14 @@ GENERAL = (
         "int",
         "the padding token id (explain never pads; kept for the record)",
         check=number(integer=True),
+        live=False,
+    ),
+    Knob(
+        "max_time",
+        None,
+        "float",
+        "the most seconds the run may take: it stops after the first token generated past it (MaxTimeCriteria)",
+        check=number(0, fix="pass a number of seconds, or leave it out"),
         live=False,
     ),
     Knob("bos_token_id", None, "int", "the beginning-of-sequence token id", check=number(integer=True), live=False),

@@ -87,6 +87,13 @@ class Generation(RunState):
         self.context = model.config.max_position_embeddings  # every model file's config answers this name
         self.learned_positions = model.learned_positions  # True: no position past the window has an embedding
         self.prompt, self.options = prompt, dict(options or {})  # what the call was given, for its postprocess
+        self.criteria = list(self.options.get("criteria") or [])  # the call's stopping_criteria, after explain's
+        self.clock_start: float | None = None  # when the first step began: max_time counts from it
+        # return_dict_in_generate: the rows generate() returns besides the sequences (output_scores: the processed
+        # scores, output_logits: the raw logits), one (vocab,) tensor a step, as the pipeline puts them in its records
+        self.outputs: dict[str, list] | None = None
+        if self.options.get("return_dict_in_generate"):
+            self.outputs = {key: [] for key in ("scores", "logits") if self.options.get(f"output_{key}")}
         if self.trace_top == "all":
             steps = max(self.settings["max_length"] - self.prompt_length, 0)
             self.warnings.append(all_rows_warning(len(self.processors), model.config.vocab_size, steps))
@@ -166,6 +173,8 @@ class Generation(RunState):
         self.refuse_if_finished()
         start, t0 = time.time(), time.perf_counter()
         index = len(self.steps)
+        if self.clock_start is None:
+            self.clock_start = start
         if self.next_logits is None:
             if index == 0:
                 self.prefill()
@@ -207,6 +216,10 @@ class Generation(RunState):
                 }
             )
         probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
+        if self.outputs is not None:
+            for key, row in (("scores", scores), ("logits", raw)):
+                if key in self.outputs:
+                    self.outputs[key].append(row[0].detach().to("cpu", torch.float32))
         if self.trace_top == "all":
             record["rows"] = {
                 "logits": encode_row(raw[0]),
@@ -275,6 +288,8 @@ class Generation(RunState):
             record["warnings"] = [context_window_message(self.context, self.input_ids.shape[1], learned=True)]
         elif self.stop_strings.completes(ids):
             self._finish("stop_string", record)
+        elif (reason := self.further_stop()) is not None:
+            self._finish(reason, record)
         if not self.finished and self.input_ids.shape[1] > self.context and not self.past_context_window:
             # where transformers' MaxLengthCriteria warns (once) and goes on: the next forward is past the window
             self.past_context_window = True
@@ -285,6 +300,22 @@ class Generation(RunState):
         if self.capture == "inside":
             self.inspect(index)
         return record
+
+    def further_stop(self) -> str | None:
+        """The stopping criteria after explain's own, as generate() lists them: max_time (MaxTimeCriteria, from the
+        run's first step), then the call's stopping_criteria, each called as transformers calls it,
+        criterion(input_ids, scores) with scores None unless return_dict_in_generate and output_scores; a criterion
+        that stops names the stop by its class."""
+        max_time = self.settings.get("max_time")
+        if max_time is not None and self.clock_start is not None and time.time() - self.clock_start > max_time:
+            return "max_time"
+        if self.criteria:
+            kept = self.outputs.get("scores") if self.outputs is not None else None
+            scores = tuple(row[None] for row in kept) if kept is not None else None
+            for criterion in self.criteria:
+                if bool(torch.as_tensor(criterion(self.input_ids, scores)).all()):
+                    return type(criterion).__name__
+        return None
 
     # -- looking inside ---------------------------------------------------------------------------------
     def inspect(self, step: int, what=("lens", "attention"), **options) -> dict:

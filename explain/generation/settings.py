@@ -1,7 +1,9 @@
 """Which generation settings a call ends up with, where each came from, and whether they are valid.
 
 Priority, as in transformers 5 (TextGenerationPipeline + GenerationMixin._prepare_generation_config):
-  1. the call's arguments (and those given to explain.pipeline(...) at construction)
+  1. the call's arguments (and those given to explain.pipeline(...) at construction, unless the call passes a
+     generation_config, which replaces them)
+  1b. the values a generation_config= argument sets (a GenerationConfig: its values that are not None)
   2. the model's generation config (generation_config.json, or the token ids of config.json)
   3. the pipeline's defaults for what neither set: max_new_tokens=256, do_sample=True, temperature=0.7
      (temperature only when sampling; max_new_tokens not when max_length was given)
@@ -55,8 +57,12 @@ def resolve(
     max_position_embeddings: int | None,
     pad_token_id: int | None,
     vocab_size: int | None = None,
+    user_config: dict | None = None,
+    prefix_length: int = 0,
 ) -> tuple[dict, dict]:
-    """Returns (settings, source of each). Lengths are resolved to a total max_length as generate() does."""
+    """Returns (settings, source of each). Lengths are resolved to a total max_length as generate() does.
+    `user_config`: the values of the call's generation_config=; `prefix_length`: the tokens of the pipeline's
+    prefix=, which a total max_length / min_length the call set is raised by (TextGenerationPipeline._forward)."""
     for key in call:
         if key not in KNOBS:
             raise unknown_argument(key, SETTINGS)
@@ -68,6 +74,9 @@ def resolve(
     settings, source = {}, {}
     for key, value in call.items():
         settings[key], source[key] = value, "call"
+    for key, value in (user_config or {}).items():
+        if key not in settings and key in KNOBS:
+            settings[key], source[key] = value, "generation_config argument"
     for key, value in model_set.items():
         if key not in settings:
             settings[key], source[key] = value, model_sources.get(key, "model generation config")
@@ -85,6 +94,13 @@ def resolve(
         if key not in settings:
             settings[key], source[key] = value, "generate() default"
     settings = validate(settings, vocab_size, source)
+    if prefix_length:  # a total length the call set counts the prefix too (TextGenerationPipeline._forward)
+        for length, new_tokens in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
+            if source.get(length) not in (None, "generate() default") and settings.get(new_tokens) is None:
+                settings[length] += prefix_length
+                source[length] = f"{source[length]} + prefix length {prefix_length}"
+    if settings["max_new_tokens"] is not None and source["max_length"] != "generate() default":
+        source["max_length (ignored)"] = f"{settings['max_length']}) (set by the {source['max_length']}"
     # lengths: max_new_tokens wins over max_length; a default max_length means 20 *new* tokens
     if settings["max_new_tokens"] is not None:
         settings["max_length"], source["max_length"] = (
@@ -140,6 +156,13 @@ def warnings_for(settings: dict, sources: dict) -> list[str]:
     _validate_generated_length): sampling knobs the call set while decoding greedily, a minimum length beyond the
     maximum."""
     found = []
+    ignored = sources.pop("max_length (ignored)", None)  # resolve()'s note, not a setting's source
+    if ignored is not None:  # transformers' words (generation/utils.py, _prepare_generated_length)
+        found.append(
+            f"Both `max_new_tokens` (={settings['max_new_tokens']}) and `max_length`(={ignored}) seem to have been "
+            "set. `max_new_tokens` will take precedence (transformers' warning): the run generates up to "
+            f"{settings['max_new_tokens']} new tokens; pass only one of them"
+        )
     if not settings.get("do_sample"):
         for name in sorted(SAMPLING_SETTINGS):
             if sources.get(name) == "call" and settings.get(name) not in (None, KNOBS[name].default):

@@ -111,11 +111,17 @@ def check_config(config: dict, source: str) -> None:
                 raise ConfigValueError(f'{source}: "{key}" is {config[key]!r}; it must be {what}: {_fix(source)}')
     for key in OBJECTS:  # rope_scaling / rope_parameters: their factors and lengths are numbers
         for name, value in (config.get(key) or {}).items():
-            if name.endswith(("factor", "theta", "max_position_embeddings", "beta_fast", "beta_slow")) and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            per_dimension = isinstance(value, list) and name.endswith("_factor")  # longrope's long/short_factor
+            numbers = value if per_dimension else [value]
+            if name.endswith(("factor", "theta", "max_position_embeddings", "beta_fast", "beta_slow")) and any(
+                isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item)
+                for item in numbers
             ):
+                what = "a finite number"
+                if per_dimension:
+                    what = "a list of finite numbers (one per rotary dimension pair)"
                 raise ConfigValueError(
-                    f'{source}: "{key}"["{name}"] is {value!r}; it must be a finite number: {_fix(source)}'
+                    f'{source}: "{key}"["{name}"] is {value!r:.80}; it must be {what}: {_fix(source)}'
                 )
     for key in TOKEN_IDS:
         value = config.get(key)

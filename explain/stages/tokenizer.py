@@ -26,6 +26,7 @@ from .chat_template import render
 from .loading import Loading
 
 TOKENIZER_JSON_LIMIT = 256 * 2**20  # the biggest tokenizer.json files (262k-token vocabularies) are ~35 MB
+CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # transformers' marker (chat_template_utils.py, render_jinja_template)
 NO_LIMIT = int(1e30)  # transformers' VERY_LARGE_INTEGER: the model_max_length of a tokenizer that states none
 NAMED_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")  # in transformers' order
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token_type values for special and added tokens
@@ -195,11 +196,15 @@ class Tokenizer:
             "special": [i in special_ids for i in encoding.ids],
         }
 
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        """Bytes of the tokens joined, then read as UTF-8; a split character shows as U+FFFD, as in transformers."""
+    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
+        """Bytes of the tokens joined, then read as UTF-8; a split character shows as U+FFFD, as in transformers.
+        clean_up_tokenization_spaces=None follows the tokenizer's own setting, as transformers' decode does."""
         ids = [int(i) for i in (ids if hasattr(ids, "__iter__") else [ids])]  # a list, a tensor or one id
         text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
-        if self.clean_up_tokenization_spaces and type(self.backend.model).__name__ != "BPE":  # transformers skips BPE
+        clean_up = clean_up_tokenization_spaces
+        if clean_up is None:
+            clean_up = self.clean_up_tokenization_spaces
+        if clean_up and type(self.backend.model).__name__ != "BPE":  # transformers skips BPE
             for spaced, joined in (
                 (" .", "."),
                 (" ?", "?"),
@@ -229,6 +234,7 @@ class Tokenizer:
         tokenize: bool = True,
         chat_template: str | None = None,
         return_dict: bool = True,
+        continue_final_message: bool = False,
         **kwargs,
     ):
         """Render messages into one prompt with the model's jinja template, as transformers 5 does, with its
@@ -266,7 +272,23 @@ class Tokenizer:
         variables = {**self.special_tokens_map, **_plain(kwargs)}  # caller's variables win, as in transformers
         variables.setdefault("tools", None)
         variables.setdefault("documents", None)
+        final = None
+        if continue_final_message:  # transformers tags the final message's end, renders, and cuts at the tag
+            final = chat[-1].get("content")
+            if not isinstance(final, str):
+                raise ExplainError(
+                    'continue_final_message is set but the final message has no "content" to continue; give it '
+                    "some text, or pass continue_final_message=False"
+                )
+            if "content" not in template:
+                raise ExplainError(
+                    'continue_final_message is set but the chat template reads no "content" field, so the final '
+                    "message cannot be continued (transformers refuses this too); pass continue_final_message=False"
+                )
+            chat[-1] = {**chat[-1], "content": final + CONTINUE_TAG}
         text = render(template, source, messages=chat, add_generation_prompt=add_generation_prompt, **variables)
+        if final is not None:
+            text = cut_at_continue_tag(text, final)
         if not tokenize:
             return text
         ids = self.encode(text, add_special_tokens=False)
@@ -533,6 +555,24 @@ def load_tokenizer(source, trace=None) -> Tokenizer:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+def cut_at_continue_tag(text: str, final: str) -> str:
+    """The rendered chat cut where the final message's tagged end is, so the model continues that message, as
+    transformers' render_jinja_template cuts it; a template that changed the message (| upper, | replace) leaves it
+    nowhere to cut, and transformers raises: so does explain."""
+    if final.strip() not in text or CONTINUE_TAG.strip() not in text:
+        raise ExplainError(
+            "continue_final_message is set but the final message does not appear in the chat after applying the "
+            f"chat template (transformers raises the same ValueError): the template changes the message's text "
+            f"(a filter such as | upper or | replace), so there is no place to continue it from. Final message: "
+            f"{final.strip()[:80]!r}. Pass continue_final_message=False (the model answers after it), or use a "
+            "template that writes the message as it is"
+        )
+    at = text.rindex(CONTINUE_TAG.strip())
+    if text[at : at + len(CONTINUE_TAG)] == CONTINUE_TAG:  # the template kept the spacing: cut at the tag
+        return text[:at]
+    return text[:at].rstrip()  # the template trimmed the message's end (| trim): cut at the tag, trailing space off
+
+
 def _plain(value):
     """What a template may see: plain JSON-like values (transformers' _plain_template_data); anything else
     becomes a placeholder naming its type."""

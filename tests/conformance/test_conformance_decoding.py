@@ -86,14 +86,6 @@ def test_beam_sample_generate(pipe, reference):
 # -- test_assisted_decoding_matches_greedy_search, test_prompt_lookup_decoding_matches_greedy_search -------------
 def test_assisted_decoding_matches_greedy_search(pipe, reference, backend, request):
     """The model as its own assistant: assisted decoding returns greedy decoding's text (and transformers')."""
-    if backend == "transformers":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="issue 24 args (item 4, the transformers backend never blocks what transformers accepts): "
-                "explain's assistant_model check refuses a transformers model before transformers runs",
-            )
-        )
     call = dict(do_sample=False, max_new_tokens=10)
     greedy = pipe(PROMPT, **call)
     assistant = pipe if backend == "explain" else pipe.model  # each backend takes its own kind of model

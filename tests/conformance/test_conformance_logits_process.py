@@ -294,10 +294,9 @@ def test_no_bad_words_dist_processor():
     assert torch.isinf(out).tolist() == [[True, True, False, True, False], [True, True, True, False, False]]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 args: bad_words_ids=[[eos]] is refused by explain")
 def test_no_bad_words_dist_processor_only_eos():
     """test_no_bad_words_dist_processor's edge case: bad words naming only the EOS token leave the scores as they
-    are (transformers 5 runs it; explain refuses it, the first difference of issue 24)."""
+    are (transformers 5 runs it, and so does explain)."""
     input_ids = torch.tensor([[0, 1, 3, 1], [0, 1, 0, 1]])
     scores = uniform(2, 5)
     edge = same(

@@ -45,10 +45,6 @@ def test_small_model_pt_return_tensors(pipe, reference):
 
 def test_small_model_pt_preprocess_kwargs(pipe, reference, backend, request):
     """add_special_tokens=False and padding=False reach the tokenizer and give transformers' answer."""
-    if backend == "explain":
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason=f"{ARGS}: padding (a tokenizer argument, as truncation) is unknown")
-        )
     mine, expected = both(
         pipe, reference, PROMPT, do_sample=False, add_special_tokens=False, padding=False, max_new_tokens=6
     )
@@ -57,8 +53,6 @@ def test_small_model_pt_preprocess_kwargs(pipe, reference, backend, request):
 
 def test_small_model_pt_tokenizer_kwargs_truncation(pipe, reference, backend, request):
     """truncation=True with max_length cuts the prompt, so the generation differs from the uncut one."""
-    if backend == "explain":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{ARGS}: truncation is refused as unknown"))
     text = "testing tokenizer kwargs. using truncation must result in a different generation."
     length = len(reference.tokenizer(text)["input_ids"])
     call = dict(do_sample=False, return_full_text=False, min_new_tokens=1)
@@ -112,8 +106,6 @@ def test_small_chat_model_pt(pipe, reference):
 
 
 def test_small_chat_model_with_dataset_pt(pipe, reference, backend, request):
-    if backend == "explain":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{ARGS}: a KeyDataset input is refused"))
     from torch.utils.data import Dataset
     from transformers.pipelines.pt_utils import KeyDataset
 
@@ -220,8 +212,6 @@ def test_pipeline_length_setting_warning(pipe, reference, backend, request):
     import transformers
     from transformers.testing_utils import CaptureLogger
 
-    if backend == "explain":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{ARGS}: explain does not warn"))
     message = "Both `max_new_tokens`"
     logger = transformers.logging.get_logger("transformers.generation.utils")
 

@@ -48,8 +48,6 @@ def test_max_length_criteria(pipe, reference, new):
 # -- test_max_time_criteria ----------------------------------------------------------------------------------------
 def test_max_time_criteria(pipe, reference, backend, request):
     """max_time=0 stops after the first token (the time is checked after each token)."""
-    if backend == "explain":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{ARGS}: max_time is refused as unknown"))
     mine, expected = both(
         pipe, reference, PROMPT, do_sample=False, max_new_tokens=10, max_time=0.0, return_tensors=True
     )
@@ -183,9 +181,6 @@ def test_stopping_criteria_list_accepts_plain_callables(pipe, reference, backend
     _filters_kwargs_per_criterion): a function stopping after two new tokens stops the call there."""
     from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 
-    request.applymarker(
-        pytest.mark.xfail(backend == "explain", strict=True, reason=f"{ARGS}: stopping_criteria is refused")
-    )
     prompt_length = len(reference.tokenizer(PROMPT)["input_ids"])
 
     def two_new(input_ids, scores, **kwargs):

@@ -20,7 +20,8 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils.chat_template_utils import Chat, is_valid_message
 
 from ...errors import ArgumentError, ExplainError
-from ...generation.ending import emit_decode, emit_end, role_segments
+from ...generation.arguments import generation_config_values
+from ...generation.ending import emit_decode, emit_end, finish_by_hand, role_segments
 from ...generation.options import RUN_OPTIONS, RunOptions, check_limits
 from ...generation.settings import SETTINGS, knobs_transformers_lacks, transformers_lacks, validate
 from ...inputs import check_batch_size
@@ -142,17 +143,22 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         """Where each setting came from, in explain's words: the call (or the pipeline's construction), the model's
         generation config, the text-generation pipeline's defaults, generate()'s defaults."""
         model_set = self.model.generation_config.to_diff_dict()
+        user = generation_config_values(call.get("generation_config"))  # it replaces the construction's settings
+        constructed = {} if call.get("generation_config") is not None else self._generate_kwargs
         sources = {}
         for key in SETTINGS:
-            if key in call or key in self._generate_kwargs:
+            if key in call or key in constructed:
                 sources[key] = "call"
+            elif key in user:
+                sources[key] = "generation_config argument"
             elif key in self._generation_defaults and key in generate_kwargs and key not in model_set:
                 sources[key] = "tokenizer pad token" if key == "pad_token_id" else "text-generation pipeline default"
             elif key in model_set:
                 sources[key] = self.generation_config_source
             else:
                 sources[key] = "generate() default"
-        if sources["max_new_tokens"] != "generate() default" and "max_new_tokens" in generate_kwargs | model_set:
+        set_somewhere = generate_kwargs | model_set | user
+        if sources["max_new_tokens"] != "generate() default" and "max_new_tokens" in set_somewhere:
             sources["max_length"] = f"max_new_tokens ({sources['max_new_tokens']}) + prompt length {prompt_length}"
         elif sources["max_length"] == "generate() default":
             sources["max_length"] = f"generate() default: 20 new tokens + prompt length {prompt_length}"
@@ -163,10 +169,18 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         self._runs.clear()  # a run reserved by a call that failed before its _forward is not this call's
         self._batch_rows.clear()
         batch_size = kwargs.get("batch_size", self._batch_size)
-        check_batch_size(batch_size)  # explain's message for what transformers' DataLoader would refuse
-        is_list = isinstance(text_inputs, list) and text_inputs and not is_valid_message(text_inputs[0])
-        self._batch_size_now, self._items_seen = (batch_size or 1) if is_list else 1, 0
-        return super().__call__(text_inputs, *args, **kwargs)
+        single = isinstance(text_inputs, str) or (
+            isinstance(text_inputs, (list, tuple)) and bool(text_inputs) and is_valid_message(text_inputs[0])
+        )
+        if not single:  # a list, a Dataset or a generator: transformers' DataLoader reads batch_size
+            check_batch_size(batch_size)  # explain's message for what the DataLoader would refuse
+        self._batch_size_now, self._items_seen = (batch_size or 1) if not single else 1, 0
+        try:
+            return super().__call__(text_inputs, *args, **kwargs)
+        except ExplainError:
+            raise
+        except (ValueError, TypeError, IndexError, OverflowError) as error:  # transformers refused the call
+            raise refused(error, kwargs) from error
 
     def preprocess(self, prompt_text, **params):
         batching, item = self._batch_size_now > 1, self._items_seen
@@ -270,8 +284,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         """A TransformersGeneration for this call (its explain options taken out of `generate_kwargs`)."""
         run_options = RunOptions.from_call({name: generate_kwargs.pop(name, None) for name in RUN_OPTIONS})
         call = dict(generate_kwargs)
-        validate({k: v for k, v in call.items() if k in SETTINGS})  # explain's messages for settings that cannot work
-        check_limits(call)
+        check_limits(call)  # explain's own checks stop here: what transformers accepts, it runs (issue 24)
         ids = model_inputs["input_ids"]
         prepared = self._prepare_generate_kwargs({k: v for k, v in generate_kwargs.items() if k != "prefix_length"})
         run = self._runs.popleft() if self._runs else self.trace.new_run()
@@ -402,15 +415,33 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         generation.prepare()
         return generation
 
-    def finish(self, generation: TransformersGeneration) -> str:
+    def finish(self, generation: TransformersGeneration) -> str | None:
         """Close a run advanced by hand: generation/end and decoding/decode as a call emits them; returns the text.
         A run ends once: finishing it again returns the same text and emits nothing."""
-        if generation.ended:
-            return generation.output_text
-        duration = sum(step.get("forward_time") or 0.0 for step in generation.steps)
-        self._end(generation, time.time() - duration, duration, interrupted=False)
-        skip = generation.options.get("skip_special_tokens")
-        return self._decode(generation.generated_ids, generation, skip_special_tokens=True if skip is None else skip)
+
+        def end(start: float, duration: float) -> None:
+            self._end(generation, start, duration, interrupted=False)
+            skip = generation.options.get("skip_special_tokens")
+            clean_up = generation.options.get("clean_up_tokenization_spaces")
+            skip = True if skip is None else skip
+            self._decode(generation.generated_ids, generation, skip_special_tokens=skip, clean_up=clean_up)
+
+        return finish_by_hand(generation, end)
+
+
+def refused(error: Exception, kwargs: dict) -> ExplainError:
+    """transformers' own refusal of a call, as an ExplainError that is also of its class (a TypeError stays one),
+    its message first, then what explain makes of the settings when it has something to say."""
+    try:
+        validate({k: v for k, v in kwargs.items() if k in SETTINGS})
+        context = ""
+    except ExplainError as problem:
+        context = f"; explain's reading: {problem}"
+    cls = type("TransformersRefusal", (ExplainError, type(error)), {})
+    return cls(
+        f'transformers refused this call ({type(error).__name__}: {error}){context}. backend="transformers" runs '
+        "transformers' own pipeline, so this is its answer; change the call as its message says"
+    )
 
 
 def tokenizer_role_segments(tokenizer, messages: list, text: str) -> list | None:

@@ -171,4 +171,4 @@ def stop_reason(fired: list) -> str | None:
     for cls, reason in STOP_REASONS.items():
         if cls in names:
             return reason
-    return snake_case(names[0])
+    return names[0]  # a criterion of the caller's: its class name, as the explain backend names it

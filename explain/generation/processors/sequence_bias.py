@@ -90,7 +90,9 @@ class SequenceBiasLogitsProcessor(LogitsProcessor):
     def _prepare(self, scores: torch.Tensor) -> None:
         """The bias tensors, built once the vocabulary size is known (as transformers does on its first call)."""
         vocab_size = scores.shape[-1]
-        require(SequenceBiasLogitsProcessor.knobs[0], [[list(k), v] for k, v in self.sequence_bias.items()], vocab_size)
+        if self.sequence_bias:  # bad words naming only the EOS token leave none: nothing to do, as in transformers
+            biases = [[list(k), v] for k, v in self.sequence_bias.items()]
+            require(SequenceBiasLogitsProcessor.knobs[0], biases, vocab_size)
         self.length_1_bias = torch.zeros((vocab_size,), dtype=torch.float, device=scores.device)
         single = [(ids[0], bias) for ids, bias in self.sequence_bias.items() if len(ids) == 1]
         if single:
@@ -147,16 +149,6 @@ class NoBadWordsLogitsProcessor(SequenceBiasLogitsProcessor):
         kept = [ids for ids in self.bad_words_ids if all(ids != [eos] for eos in eos_token_ids)]
         self.sequence_bias = {tuple(ids): float("-inf") for ids in kept}
         self.prepared_vocab = None
-
-    @classmethod
-    def settings_problem(cls, settings):
-        value, eos = settings.get("bad_words_ids"), eos_ids(settings)
-        if value and all(list(ids) in [[e] for e in eos] for ids in value):
-            return (
-                f"bad_words_ids={value!r} only forbids the EOS token, which transformers leaves out of bad words "
-                "(and then fails on an empty list); to keep the model from ending early, use min_new_tokens"
-            )
-        return None
 
     @classmethod
     def build(cls, settings, context):

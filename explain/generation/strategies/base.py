@@ -143,6 +143,9 @@ class Run(RunState):
         self.learned_positions = model.learned_positions  # True: no position past the window has an embedding
         self.prompt, self.options = prompt, dict(options or {})
         self.cache = KVCache()
+        self.criteria = list(self.options.get("criteria") or [])  # the call's stopping_criteria, after explain's
+        self.clock_start = time.time()  # max_time counts from here (generate() starts MaxTimeCriteria's clock)
+        self._criteria_at, self._criteria_done = -1, []  # the criteria's answers for the sequences of one length
 
     @classmethod
     def strategy_title(cls) -> str:
@@ -179,9 +182,10 @@ class Run(RunState):
         synchronize(logits.device)
         return logits
 
-    def stop_reason_of(self, ids: list[int]) -> str | None:
+    def stop_reason_of(self, ids: list[int], row: int | None = None) -> str | None:
         """Why a sequence (prompt included) stops after its last token, checked as Generation checks it: EOS, the
-        length, the context window, a stop string; None if it goes on."""
+        length, the context window, a stop string, and for row `row` of the run max_time and the call's
+        stopping_criteria; None if it goes on."""
         if ids[-1] in self.eos:
             return "eos"
         if len(ids) >= self.settings["max_length"]:
@@ -190,6 +194,24 @@ class Run(RunState):
             return "context_window"
         if self.stop_strings.completes(ids):
             return "stop_string"
+        return self.further_stop(row) if row is not None else None
+
+    def further_stop(self, row: int) -> str | None:
+        """max_time, then the call's stopping_criteria, for row `row` of self.input_ids (every criterion called
+        once a step on all rows, as generate() calls it, with scores None); a criterion is named by its class."""
+        max_time = self.settings.get("max_time")
+        if max_time is not None and time.time() - self.clock_start > max_time:
+            return "max_time"
+        if self.criteria:
+            input_ids = self.input_ids
+            if self._criteria_at != input_ids.shape[1]:
+                self._criteria_done = [
+                    (type(c).__name__, torch.as_tensor(c(input_ids, None)).reshape(-1).tolist()) for c in self.criteria
+                ]
+                self._criteria_at = input_ids.shape[1]
+            for name, done in self._criteria_done:
+                if done[row if len(done) > 1 else 0]:
+                    return name
         return None
 
     def emit_prefill(self, start: float, duration: float, tokens: int) -> None:

@@ -129,7 +129,7 @@ class SampledSequences(Run):
             record = self._row_record(
                 row, index, position, raw, outputs, probs, int(tokens[row]), forward, forward_time
             )
-            reason = self.stop_reason_of(self.input_ids[row].tolist())
+            reason = self.stop_reason_of(self.input_ids[row].tolist(), row)
             if reason is not None:
                 self.running[row], self.stop_reasons[row] = False, reason
                 record["stop_reason"] = reason
