@@ -36,6 +36,8 @@ function layout(levels) {
   return { placed, width: PAD * 2 + (levels.length - 1) * COLUMN + WIDTH, height: PAD * 2 + rows * (HEIGHT + GAP) };
 }
 
+let clickTree = null; // set by render: (sequence, step) -> the dashboard shows that step of that returned beam
+
 function treeView(data) {
   const { placed, width, height } = layout(data.levels);
   const root = svg("svg", { width, height, class: "explain-bt-svg", role: "img" });
@@ -74,6 +76,14 @@ function treeView(data) {
           (node.normalized !== undefined ? ` \u00b7 length-penalised score ${Number(node.normalized).toFixed(4)}` : "") +
           (node.reason ? ` \u00b7 met ${node.reason}` : "") + (node.parent !== null && node.parent !== undefined ? ` \u00b7 extends slot ${node.parent}` : "");
       group.appendChild(svg("title", {}, tip));
+      const returnedRank = (node.ranks || []).find((r) => data.ranking && r < data.ranking.num_return_sequences);
+      if (returnedRank !== undefined && node.level > 0 && clickTree) { // on a returned beam's path: opens that step
+        group.classList.add("clickable");
+        group.dataset.sequence = String(returnedRank);
+        group.dataset.step = String(node.level - 1);
+        const handler = clickTree; // this view's own (the module's variable is shared by every tree on the page)
+        group.addEventListener("click", () => handler(returnedRank, node.level - 1));
+      }
       nodes.appendChild(group);
     }
   });
@@ -101,7 +111,14 @@ function rankingView(ranking) {
 function render({ model, el: root }) {
   const box = el("div", "explain-w explain-bt");
   root.appendChild(box);
+  let clicks = 0;
+  const click = (sequence, step) => {
+    clicks += 1;
+    model.set("clicked", { sequence, step, n: clicks });
+    model.save_changes();
+  };
   function draw() {
+    clickTree = Object.keys(model.get("selected") || {}).length ? click : null; // only where a dashboard listens
     const data = model.get("data") || {};
     box.replaceChildren();
     box.appendChild(el("div", "explain-caption", "Beam tree"));
@@ -128,10 +145,18 @@ function render({ model, el: root }) {
       box.appendChild(rankingView(data.ranking));
     }
   }
-  draw();
-  model.on("change:data", draw);
-  model.on("change:caption", draw);
-  return () => { model.off("change:data", draw); model.off("change:caption", draw); };
+  function mark() { // the step on screen in the dashboard
+    const selected = model.get("selected") || {};
+    for (const node of box.querySelectorAll(".explain-bt-node.selected")) node.classList.remove("selected");
+    const node = box.querySelector(`.explain-bt-node[data-sequence="${selected.sequence}"][data-step="${selected.step}"]`);
+    if (node) node.classList.add("selected");
+  }
+  const redraw = () => { draw(); mark(); };
+  redraw();
+  model.on("change:data", redraw);
+  model.on("change:caption", redraw);
+  model.on("change:selected", mark);
+  return () => { model.off("change:data", redraw); model.off("change:caption", redraw); model.off("change:selected", mark); };
 }
 
 export default { render };

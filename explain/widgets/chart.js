@@ -178,10 +178,10 @@ export function figure(step, curves, selected, width, colors) {
     }
     const label = (r) => r.rank !== undefined ? `#${r.rank === null ? "?" : r.rank} ${short(r.word, 9)}` : short(r.word, 14);
     data.push({
-      type: "bar", orientation: "h", xaxis: ref(n, "x"), yaxis: ref(n, "y"),
+      type: "bar", orientation: "h", xaxis: ref(n, "x"), yaxis: ref(n, "y"), tokenIds: shown.map((r) => r.id),
       y: shown.map((r) => r.y), x: shown.map((r) => r.value - base), base,
       marker: { color: shown.map((r) => (r.chosen ? colors.chosen : other)) },
-      text: shown.map((r) => (isProb ? percent(r.value) : fixed(r.value, 1))),
+      text: shown.map((r) => (isProb ? (r.value === 0 ? "removed" : percent(r.value)) : fixed(r.value, 1))),
       textposition: "outside", cliponaxis: false, textfont: { size: 12, color: colors.text },
       hovertemplate: "%{customdata}<extra></extra>",
       customdata: shown.map((r) => `${esc(short(r.word, 40))} (id ${esc(r.id)})<br>` +
@@ -274,8 +274,24 @@ function render({ model, el }) {
   empty.className = "explain-muted explain-chart-empty";
   const plot = document.createElement("div");
   plot.className = "explain-chart-plot";
-  box.append(empty, plot);
+  const forkHint = document.createElement("div");
+  forkHint.className = "explain-muted explain-chart-fork";
+  forkHint.textContent = "Click another token's bar to force it at this step and continue (a new branch).";
+  box.append(empty, plot, forkHint);
   el.appendChild(box);
+  let clicks = 0;
+  function onClick(event) { // a step-through: a click on another token's bar forks the run there
+    const point = event && event.points && event.points[0];
+    const step = model.get("step") || {};
+    if (!model.get("forkable") || !point || !point.data || !point.data.tokenIds) return;
+    const id = point.data.tokenIds[point.pointNumber];
+    const panel = (step.panels || [])[0];
+    if (!Number.isInteger(id) || (panel && id === panel.chosen) || !Number.isInteger(step.index)) return;
+    clicks += 1;
+    model.set("clicked", { step: step.index, token_id: id, n: clicks });
+    model.save_changes();
+    box.dataset.forked = `${step.index}:${id}`;
+  }
 
   let Plotly = null, drawn = false, frame = 0, timer = 0, lastDraw = -Infinity, cost = 0, onScreen = true;
   let dirty = true, closed = false, urgent = true;
@@ -289,8 +305,9 @@ function render({ model, el }) {
     empty.textContent = hasPanels ? "" : message;
     empty.style.display = hasPanels ? "none" : "block";
     plot.style.display = hasPanels ? "block" : "none";
+    forkHint.style.display = "none";
     if (!hasPanels) {
-      if (drawn && Plotly) Plotly.purge(plot);
+      if (drawn && Plotly) { Plotly.purge(plot); delete plot.dataset.clicks; }
       drawn = false;
       dirty = false;
       box.dataset.drawn = "empty";
@@ -318,6 +335,10 @@ function render({ model, el }) {
     const started = performance.now();
     const { data, layout, geometry } = figure(step, model.get("curves"), model.get("selected"), width, theme(box));
     Plotly.react(plot, data, layout, { displayModeBar: false, responsive: false, staticPlot: false });
+    if (!plot.dataset.clicks && plot.on) { plot.on("plotly_click", onClick); plot.dataset.clicks = "1"; }
+    plot.classList.toggle("forkable", !!model.get("forkable"));
+    forkHint.style.display = model.get("forkable") ? "block" : "none";
+    box.dataset.key = model.get("key") || "";
     drawn = true;
     dirty = false;
     lastDraw = performance.now();
@@ -336,8 +357,9 @@ function render({ model, el }) {
 
   const changed = () => { dirty = true; schedule(); }; // new data
   const asked = () => { urgent = true; changed(); }; // something the reader did
+  // a new key (another call, branch or sequence) is what a reader picked: drawn at once, never spaced
   const handlers = { "change:step": changed, "change:curves": changed, "change:selected": asked,
-    "change:message": asked };
+    "change:message": asked, "change:key": asked, "change:forkable": asked };
   for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);
 
   let width = 0;

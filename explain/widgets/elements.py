@@ -75,6 +75,9 @@ class StepChart(ViewWidget):
     selected = traitlets.Int(-1).tag(sync=True)  # the step ringed on the curves
     message = traitlets.Unicode("").tag(sync=True)  # shown instead of the chart when there is no step
     library = traitlets.Unicode("").tag(sync=True)  # "IPY_MODEL_<id>" of the PlotlyLibrary
+    key = traitlets.Unicode("").tag(sync=True)  # run:branch:sequence; a new key is drawn at once, not spaced
+    forkable = traitlets.Bool(False).tag(sync=True)  # a step-through: clicking another token's bar forces it
+    clicked = traitlets.Dict().tag(sync=True)  # {step, token_id, n}: the bar a reader clicked (the page writes it)
 
     def __init__(self, **kwargs):
         super().__init__(library=f"IPY_MODEL_{plotly_library().model_id}", **kwargs)

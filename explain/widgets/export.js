@@ -21,7 +21,11 @@ class Model { // the part of anywidget's model the modules use: get, set, on, of
     this.values[name] = value;
     for (const handler of this.handlers.get(`change:${name}`) || []) handler();
   }
-  update(values) { for (const [name, value] of Object.entries(values)) this.set(name, value); }
+  update(values) { // as a widget model takes a message: every value first, then each change's handlers
+    const changed = Object.entries(values).filter(([name, value]) => JSON.stringify(this.values[name]) !== JSON.stringify(value));
+    for (const [name, value] of changed) this.values[name] = value;
+    for (const [name] of changed) for (const handler of this.handlers.get(`change:${name}`) || []) handler();
+  }
   on(event, handler) {
     if (!this.handlers.has(event)) this.handlers.set(event, []);
     this.handlers.get(event).push(handler);

@@ -104,8 +104,16 @@ def export_data(trace: Trace, run: int | None = None) -> dict:
             label = (f"call {number}" if number else "loading") + (
                 f", branch {branch}: forced at step {fork.get('step')}" if branch else ""
             )
+            if len(state.sequences) > 1 and not branch:
+                label += f", {state.sequence_label(0)}"
             keys.append({"key": key, "label": label})
             pages[key] = _page(state, trace.meta)
+        for sequence in sorted(state.sequences)[1:]:  # several samples, batch rows or returned beams: one page each
+            state.pick_sequence(sequence)
+            key = f"{number or 0}:0:{sequence}"
+            keys.append({"key": key, "label": f"call {number}, {state.sequence_label(sequence)}"})
+            pages[key] = _page(state, trace.meta)
+        state.pick_sequence(0)
     views = [{"name": v.name, "module": v.module, "section": list(v.section) if v.section else None} for v in VIEWS]
     note = (
         f"exported by explain on {datetime.date.today().isoformat()}: no kernel, no network; click a token "

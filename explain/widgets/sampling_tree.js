@@ -16,7 +16,7 @@ function visible(text) {
 
 const shade = (p) => (p === null || p === undefined ? "rgba(128,128,128,0.25)"
   : `hsla(${Math.round(120 * Math.max(0, Math.min(1, p)))}, 75%, 45%, 0.28)`);
-const pct = (p) => (p >= 0.995 ? "100%" : p >= 0.01 ? `${(100 * p).toFixed(0)}%` : p >= 0.001 ? `${(100 * p).toFixed(1)}%` : "<0.1%");
+const pct = (p) => (p === 0 ? "removed" : p >= 0.995 ? "100%" : p >= 0.01 ? `${(100 * p).toFixed(0)}%` : p >= 0.001 ? `${(100 * p).toFixed(1)}%` : "<0.1%");
 const label = (kind, n) => (kind === "branches" ? (n === 0 ? "original" : `branch ${n}`) : `#${n}`);
 
 function badges(kind, names) {
@@ -34,12 +34,13 @@ function splitView(split, kind) {
   box.appendChild(el("div", "explain-st-split-head", `branch point at step ${split.step}: the distribution drawn from`));
   const takenBy = {};
   for (const [token, taken] of Object.entries(split.taken)) takenBy[token] = taken;
-  const rows = split.ids.map((id, i) => ({ id, p: split.probs[i], text: split.texts[i] }));
+  const rows = split.ids.map((id, i) => ({ id, p: split.probs[i], text: split.texts[i],
+    removed: !!(split.removed && split.removed[i]) }));
   for (const [token, taken] of Object.entries(split.taken)) {  // a forced or rare token outside the top
     if (!split.ids.includes(Number(token))) rows.push({ id: Number(token), p: taken.prob, text: taken.text, outside: true });
   }
   for (const row of rows) {
-    const line = el("div", "explain-st-bar-row" + (takenBy[row.id] ? " taken" : ""));
+    const line = el("div", "explain-st-bar-row" + (takenBy[row.id] ? " taken" : "") + (row.removed || row.p === 0 ? " removed" : ""));
     line.appendChild(el("span", "explain-st-bar-tok", visible(row.text)));
     const bar = el("span", "explain-st-bar");
     const fill = el("span");
@@ -52,11 +53,14 @@ function splitView(split, kind) {
       line.appendChild(badges(kind, taken.sequences));
       if (taken.forced) line.appendChild(el("span", "explain-st-forced", "forced"));
     }
-    line.title = `${JSON.stringify(row.text)} (id ${row.id})${row.outside ? " \u00b7 outside the top shown" : ""}`;
+    line.title = `${JSON.stringify(row.text)} (id ${row.id})${row.outside ? " \u00b7 outside the top shown" : ""}` +
+      (row.removed || row.p === 0 ? " \u00b7 removed by a logits processor: probability exactly 0" : "");
     box.appendChild(line);
   }
   return box;
 }
+
+let clickTree = null; // set by render: (sequence or branch, step) -> the dashboard shows that step
 
 function segmentView(data, index) {
   const segment = data.segments[index];
@@ -70,6 +74,13 @@ function segmentView(data, index) {
     span.style.background = shade(prob);
     span.title = `step ${segment.start + i} \u00b7 p = ${prob === null || prob === undefined ? "?" : Number(prob).toFixed(3)}` +
       (forced ? " \u00b7 forced" : "");
+    span.dataset.step = String(segment.start + i);
+    span.dataset.sequences = segment.sequences.join(" ");
+    if (clickTree) {
+      const handler = clickTree; // this view's own (the module's variable is shared by every tree on the page)
+      span.classList.add("clickable");
+      span.addEventListener("click", () => handler(segment.sequences, segment.start + i));
+    }
     text.appendChild(span);
   });
   if (!segment.tokens.length) text.appendChild(el("span", "explain-muted", "(parts at once)"));
@@ -90,8 +101,27 @@ function segmentView(data, index) {
 function render({ model, el: root }) {
   const box = el("div", "explain-w explain-st");
   root.appendChild(box);
+  let clicks = 0, kind = "samples";
+  const click = (names, step) => { // a token shared by several sequences opens it in the one on screen, if there
+    const selected = model.get("selected") || {};
+    const current = kind === "branches" ? selected.branch : selected.sequence;
+    const name = names.includes(current) ? current : names[0];
+    clicks += 1;
+    model.set("clicked", kind === "branches" ? { branch: name, step, n: clicks } : { sequence: name, step, n: clicks });
+    model.save_changes();
+  };
+  function mark() { // the step on screen in the dashboard
+    const selected = model.get("selected") || {};
+    const current = kind === "branches" ? selected.branch : selected.sequence;
+    for (const span of box.querySelectorAll(".explain-st-tok.selected")) span.classList.remove("selected");
+    for (const span of box.querySelectorAll(`.explain-st-tok[data-step="${selected.step}"]`)) {
+      if (span.dataset.sequences.split(" ").includes(String(current))) span.classList.add("selected");
+    }
+  }
   function draw() {
     const data = model.get("data") || {};
+    kind = data.kind;
+    clickTree = Object.keys(model.get("selected") || {}).length ? click : null; // only where a dashboard listens
     box.replaceChildren();
     box.appendChild(el("div", "explain-caption", "Sampling tree"));
     box.appendChild(el("div", "explain-muted", model.get("caption") || ""));
@@ -107,10 +137,12 @@ function render({ model, el: root }) {
       "unlikely, green confident). Badges name the sequences through a segment; at a branch point the bars are the " +
       "distribution of that step, and the badges show which token each sequence drew."));
   }
-  draw();
-  model.on("change:data", draw);
-  model.on("change:caption", draw);
-  return () => { model.off("change:data", draw); model.off("change:caption", draw); };
+  const redraw = () => { draw(); mark(); };
+  redraw();
+  model.on("change:data", redraw);
+  model.on("change:caption", redraw);
+  model.on("change:selected", mark);
+  return () => { model.off("change:data", redraw); model.off("change:caption", redraw); model.off("change:selected", mark); };
 }
 
 export default { render };

@@ -69,7 +69,7 @@ def panels(step: dict, what_if: dict | None = None) -> list[dict]:
     ids, values = _top(step.get("logits_top"))
     result = [
         {
-            "title": "model logits (raw scores)",
+            "title": text(step.get("logits_title")) if step.get("logits_title") else "model logits (raw scores)",
             "kind": "logit",
             "ids": ids,
             "values": values,
@@ -99,7 +99,10 @@ def panels(step: dict, what_if: dict | None = None) -> list[dict]:
         )
     ids, values = _top(step.get("probs_top"))
     kept = [(i, v) for i, v in zip(ids, values, strict=False) if (number(v) or 0) > 0]
-    how = "sampled from these" if step.get("method") == "sample" else "greedy: the top one"
+    how = {
+        "sample": "sampled from these",
+        "beam": "the beam's own; beam search keeps the best sequences, not each step's best token",
+    }.get(step.get("method"), "greedy: the top one")
     # softmax keeps the order of the last scores, so the chosen token's rank is the same as after the last processor
     rank = result[-1]["chosen_rank"] if len(result) > 1 else step.get("rank")
     result.append(

@@ -136,6 +136,8 @@ class StrategyElement(anywidget.AnyWidget):
     _css = HERE / "strategy_views.css"
     data = traitlets.Dict().tag(sync=True)
     caption = traitlets.Unicode("").tag(sync=True)
+    selected = traitlets.Dict().tag(sync=True)  # {sequence, step} on screen in a dashboard: the tree marks it
+    clicked = traitlets.Dict().tag(sync=True)  # {sequence, step, n}: a token a reader clicked (the page writes it)
 
 
 class SamplingTreeElement(StrategyElement):

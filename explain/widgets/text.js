@@ -58,9 +58,11 @@ function render({ model, el: root }) {
     if (model.get("key") !== key || tokens.length < spans.length) {
       key = model.get("key");
       spans = [];
-      prefix.textContent = model.get("prefix") || "";
       text.replaceChildren(prefix, cursor);
     }
+    // the prompt of the call on screen, whichever of key, tokens and prefix arrived first (an exported page's
+    // picker sets them one by one)
+    if (prefix.textContent !== (model.get("prefix") || "")) prefix.textContent = model.get("prefix") || "";
     for (let i = spans.length; i < tokens.length; i++) addToken(tokens[i], i);
     count.textContent = String(tokens.length);
     drawSelected();
