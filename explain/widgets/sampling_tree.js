@@ -1,22 +1,8 @@
 // Several sequences of one call as a prefix tree: a segment holds the tokens its sequences share; where they part,
 // a branch point shows the distribution of that step and which token each sequence took. Draws `data`
 // (explain.features.trees.sampling_tree); writes nothing back. All text reaches the page through textContent.
+// needs: tree.js
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function visible(text) {
-  if (!text) return "\u2205";
-  return text.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
-}
-
-const shade = (p) => (p === null || p === undefined ? "rgba(128,128,128,0.25)"
-  : `hsla(${Math.round(120 * Math.max(0, Math.min(1, p)))}, 75%, 45%, 0.28)`);
-const pct = (p) => (p >= 0.995 ? "100%" : p >= 0.01 ? `${(100 * p).toFixed(0)}%` : p >= 0.001 ? `${(100 * p).toFixed(1)}%` : "<0.1%");
 const label = (kind, n) => (kind === "branches" ? (n === 0 ? "original" : `branch ${n}`) : `#${n}`);
 
 function badges(kind, names) {
@@ -46,7 +32,7 @@ function splitView(split, kind) {
     fill.style.width = `${(100 * Math.max(0, Math.min(1, row.p || 0))).toFixed(1)}%`;
     bar.appendChild(fill);
     line.appendChild(bar);
-    line.appendChild(el("span", "explain-st-bar-p", row.p === null || row.p === undefined ? "?" : pct(row.p)));
+    line.appendChild(el("span", "explain-st-bar-p", pct(row.p)));
     const taken = takenBy[row.id];
     if (taken) {
       line.appendChild(badges(kind, taken.sequences));
@@ -65,11 +51,9 @@ function segmentView(data, index) {
   head.appendChild(badges(data.kind, segment.sequences));
   const text = el("span", "explain-st-text");
   segment.tokens.forEach(([token, prob, forced], i) => {
-    const span = el("span", "explain-st-tok" + (forced ? " forced" : ""), token);
+    const span = treeToken("explain-st-tok" + (forced ? " forced" : ""), token, prob,
+      `step ${segment.start + i} \u00b7 p = ${fixed(prob, 3)}` + (forced ? " \u00b7 forced" : ""));
     if (token.includes("\n")) span.classList.add("explain-st-nl");
-    span.style.background = shade(prob);
-    span.title = `step ${segment.start + i} \u00b7 p = ${prob === null || prob === undefined ? "?" : Number(prob).toFixed(3)}` +
-      (forced ? " \u00b7 forced" : "");
     text.appendChild(span);
   });
   if (!segment.tokens.length) text.appendChild(el("span", "explain-muted", "(parts at once)"));
@@ -87,30 +71,16 @@ function segmentView(data, index) {
   return node;
 }
 
-function render({ model, el: root }) {
-  const box = el("div", "explain-w explain-st");
-  root.appendChild(box);
-  function draw() {
-    const data = model.get("data") || {};
-    box.replaceChildren();
-    box.appendChild(el("div", "explain-caption", "Sampling tree"));
-    box.appendChild(el("div", "explain-muted", model.get("caption") || ""));
-    if (!data.segments || !data.segments.length) return;
-    const tree = el("div", "explain-st-tree");
-    const prompt = el("div", "explain-st-prompt");
-    prompt.appendChild(el("span", "explain-muted", "prompt "));
-    prompt.appendChild(el("span", "explain-st-prompt-text", data.prompt || ""));
-    tree.appendChild(prompt);
-    tree.appendChild(segmentView(data, 0));
-    box.appendChild(tree);
-    box.appendChild(el("div", "explain-legend", "Each token is shaded by the probability it was drawn with (red " +
-      "unlikely, green confident). Badges name the sequences through a segment; at a branch point the bars are the " +
-      "distribution of that step, and the badges show which token each sequence drew."));
-  }
-  draw();
-  model.on("change:data", draw);
-  model.on("change:caption", draw);
-  return () => { model.off("change:data", draw); model.off("change:caption", draw); };
-}
-
-export default { render };
+export default treePanel("explain-st", "Sampling tree", (box, data) => {
+  if (!data.segments || !data.segments.length) return;
+  const tree = el("div", "explain-st-tree");
+  const prompt = el("div", "explain-st-prompt");
+  prompt.appendChild(el("span", "explain-muted", "prompt "));
+  prompt.appendChild(el("span", "explain-st-prompt-text", data.prompt || ""));
+  tree.appendChild(prompt);
+  tree.appendChild(segmentView(data, 0));
+  box.appendChild(tree);
+  box.appendChild(el("div", "explain-legend", "Each token is shaded by the probability it was drawn with (red " +
+    "unlikely, green confident). Badges name the sequences through a segment; at a branch point the bars are the " +
+    "distribution of that step, and the badges show which token each sequence drew."));
+});
