@@ -23,23 +23,7 @@ export function esc(value) {
     .replace(/"/g, "&#34;").replace(/'/g, "&#39;");
 }
 
-export function visible(text) {
-  if (!text) return "\u2205";
-  return text.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
-}
-
-function isNumber(v) {
-  return typeof v === "number" && Number.isFinite(v);
-}
-
-function fixed(v, digits) {
-  return isNumber(v) ? v.toFixed(digits) : "?";
-}
-
-function percent(v) {
-  if (!isNumber(v)) return "?";
-  return v >= 0.1 ? `${(100 * v).toFixed(0)}%` : v >= 0.001 ? `${(100 * v).toFixed(1)}%` : `${(100 * v).toPrecision(1)}%`;
-}
+// visible, isNumber, fixed, percent: prelude.js
 
 function short(text, width) {
   const shown = visible(String(text));
@@ -267,7 +251,7 @@ function plotly(model) {
 }
 
 function render({ model, el }) {
-  if (typeof heal === "function") heal(model); // heal.js, prepended by elements.module_source
+  heal(model); // prelude.js
   const box = document.createElement("div");
   box.className = "explain-w explain-chart";
   const empty = document.createElement("div");

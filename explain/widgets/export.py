@@ -28,7 +28,8 @@ import secrets
 from ..errors import ExplainError
 from ..trace import Trace
 from ..utils.files import save_file, writable_target
-from .elements import HERE, module_source, plotly_js_path
+from .base import HERE, module_source
+from .elements import plotly_js_path
 from .safe import esc
 from .state import DashboardState
 from .static import summary_html
@@ -188,7 +189,7 @@ def export_html(source, run: int | None = None) -> str:
             "</head><body data-jp-theme-light='true'><div id='explain-root'>",
             summary_html(state),  # what a reader sees without JavaScript (and until the views have drawn)
             "</div>",
-            f"<script nonce='{nonce}' type='module'>{_script_source((HERE / 'export.js').read_text(encoding='utf-8'))}"
+            f"<script nonce='{nonce}' type='module'>{_script_source(module_source('export.js'))}"
             "</script></body></html>\n",
         ]
     )

@@ -2,19 +2,6 @@
 // Draws `look` (a generation/inspect event's data); writes only `tab`, `layer`, `head` and `request`.
 // All text reaches the page through textContent.
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function visible(text) {
-  if (!text) return "\u2205";
-  return text.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
-}
-
-const pct = (p) => (p >= 0.995 ? "100%" : p >= 0.01 ? `${(100 * p).toFixed(0)}%` : p >= 0.001 ? `${(100 * p).toFixed(1)}%` : "<0.1%");
 const blue = (a) => `rgba(9, 105, 218, ${Math.max(0, Math.min(1, a)).toFixed(3)})`;
 
 const LAYER_PX = 56, CHOSEN_PX = 150, READING_PX = 84; // the lens grid's columns (a reading at least 84 px)
@@ -194,7 +181,7 @@ function attributionView(look, model) {
 }
 
 function render({ model, el: root }) {
-  if (typeof heal === "function") heal(model); // heal.js, prepended when it is a dashboard part (elements.py)
+  heal(model); // prelude.js
   const box = el("div", "explain-w explain-inside");
   root.appendChild(box);
   function draw() {

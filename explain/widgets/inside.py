@@ -9,19 +9,15 @@ so a live run and a replayed trace draw the same way. Attribution is computed wh
 
 from __future__ import annotations
 
-import pathlib
-
-import anywidget
 import traitlets
 
 from ..errors import ExplainError
 from ..trace import Trace
+from .base import HERE, ViewWidget
 
-HERE = pathlib.Path(__file__).parent
 
-
-class InsideView(anywidget.AnyWidget):
-    _esm = HERE / "inside.js"
+class InsideView(ViewWidget):
+    module = "inside.js"
     _css = HERE / "inside.css"
     look = traitlets.Dict().tag(sync=True)  # a generation/inspect event's data
     tab = traitlets.Unicode("lens").tag(sync=True)  # lens, attention or attribution

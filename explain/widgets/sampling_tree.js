@@ -1,22 +1,10 @@
 // Several sequences of one call as a prefix tree: a segment holds the tokens its sequences share; where they part,
 // a branch point shows the distribution of that step and which token each sequence took. Draws `data`
-// (explain.features.trees.sampling_tree); writes nothing back. All text reaches the page through textContent.
+// (explain.features.trees.sampling_tree). In a dashboard a click on a token opens that step of that sequence (it
+// writes `clicked`). A removed token (a processor set its probability to exactly 0) says "removed". All text
+// reaches the page through textContent.
+// needs: tree.js
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function visible(text) {
-  if (!text) return "\u2205";
-  return text.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
-}
-
-const shade = (p) => (p === null || p === undefined ? "rgba(128,128,128,0.25)"
-  : `hsla(${Math.round(120 * Math.max(0, Math.min(1, p)))}, 75%, 45%, 0.28)`);
-const pct = (p) => (p === 0 ? "removed" : p >= 0.995 ? "100%" : p >= 0.01 ? `${(100 * p).toFixed(0)}%` : p >= 0.001 ? `${(100 * p).toFixed(1)}%` : "<0.1%");
 const label = (kind, n) => (kind === "branches" ? (n === 0 ? "original" : `branch ${n}`) : `#${n}`);
 
 function badges(kind, names) {
@@ -40,46 +28,42 @@ function splitView(split, kind) {
     if (!split.ids.includes(Number(token))) rows.push({ id: Number(token), p: taken.prob, text: taken.text, outside: true });
   }
   for (const row of rows) {
-    const line = el("div", "explain-st-bar-row" + (takenBy[row.id] ? " taken" : "") + (row.removed || row.p === 0 ? " removed" : ""));
+    const gone = row.removed || row.p === 0;
+    const line = el("div", "explain-st-bar-row" + (takenBy[row.id] ? " taken" : "") + (gone ? " removed" : ""));
     line.appendChild(el("span", "explain-st-bar-tok", visible(row.text)));
     const bar = el("span", "explain-st-bar");
     const fill = el("span");
     fill.style.width = `${(100 * Math.max(0, Math.min(1, row.p || 0))).toFixed(1)}%`;
     bar.appendChild(fill);
     line.appendChild(bar);
-    line.appendChild(el("span", "explain-st-bar-p", row.p === null || row.p === undefined ? "?" : pct(row.p)));
+    line.appendChild(el("span", "explain-st-bar-p", gone ? "removed" : pct(row.p)));
     const taken = takenBy[row.id];
     if (taken) {
       line.appendChild(badges(kind, taken.sequences));
       if (taken.forced) line.appendChild(el("span", "explain-st-forced", "forced"));
     }
     line.title = `${JSON.stringify(row.text)} (id ${row.id})${row.outside ? " \u00b7 outside the top shown" : ""}` +
-      (row.removed || row.p === 0 ? " \u00b7 removed by a logits processor: probability exactly 0" : "");
+      (gone ? " \u00b7 removed by a logits processor: probability exactly 0" : "");
     box.appendChild(line);
   }
   return box;
 }
 
-let clickTree = null; // set by render: (sequence or branch, step) -> the dashboard shows that step
-
-function segmentView(data, index) {
+function segmentView(data, index, open) {
   const segment = data.segments[index];
   const node = el("div", "explain-st-node");
   const head = el("div", "explain-st-seg");
   head.appendChild(badges(data.kind, segment.sequences));
   const text = el("span", "explain-st-text");
   segment.tokens.forEach(([token, prob, forced], i) => {
-    const span = el("span", "explain-st-tok" + (forced ? " forced" : ""), token);
+    const span = treeToken("explain-st-tok" + (forced ? " forced" : ""), token, prob,
+      `step ${segment.start + i} \u00b7 p = ${fixed(prob, 3)}` + (forced ? " \u00b7 forced" : ""));
     if (token.includes("\n")) span.classList.add("explain-st-nl");
-    span.style.background = shade(prob);
-    span.title = `step ${segment.start + i} \u00b7 p = ${prob === null || prob === undefined ? "?" : Number(prob).toFixed(3)}` +
-      (forced ? " \u00b7 forced" : "");
     span.dataset.step = String(segment.start + i);
     span.dataset.sequences = segment.sequences.join(" ");
-    if (clickTree) {
-      const handler = clickTree; // this view's own (the module's variable is shared by every tree on the page)
+    if (open) {
       span.classList.add("clickable");
-      span.addEventListener("click", () => handler(segment.sequences, segment.start + i));
+      span.addEventListener("click", () => open(segment.sequences, segment.start + i));
     }
     text.appendChild(span);
   });
@@ -92,57 +76,38 @@ function segmentView(data, index) {
   if (segment.split) node.appendChild(splitView(segment.split, data.kind));
   if (segment.children.length) {
     const children = el("div", "explain-st-children");
-    for (const child of segment.children) children.appendChild(segmentView(data, child));
+    for (const child of segment.children) children.appendChild(segmentView(data, child, open));
     node.appendChild(children);
   }
   return node;
 }
 
-function render({ model, el: root }) {
-  const box = el("div", "explain-w explain-st");
-  root.appendChild(box);
-  let clicks = 0, kind = "samples";
-  const click = (names, step) => { // a token shared by several sequences opens it in the one on screen, if there
-    const selected = model.get("selected") || {};
-    const current = kind === "branches" ? selected.branch : selected.sequence;
-    const name = names.includes(current) ? current : names[0];
-    clicks += 1;
-    model.set("clicked", kind === "branches" ? { branch: name, step, n: clicks } : { sequence: name, step, n: clicks });
-    model.save_changes();
-  };
-  function mark() { // the step on screen in the dashboard
-    const selected = model.get("selected") || {};
-    const current = kind === "branches" ? selected.branch : selected.sequence;
-    for (const span of box.querySelectorAll(".explain-st-tok.selected")) span.classList.remove("selected");
-    for (const span of box.querySelectorAll(`.explain-st-tok[data-step="${selected.step}"]`)) {
-      if (span.dataset.sequences.split(" ").includes(String(current))) span.classList.add("selected");
-    }
-  }
-  function draw() {
-    const data = model.get("data") || {};
-    kind = data.kind;
-    clickTree = Object.keys(model.get("selected") || {}).length ? click : null; // only where a dashboard listens
-    box.replaceChildren();
-    box.appendChild(el("div", "explain-caption", "Sampling tree"));
-    box.appendChild(el("div", "explain-muted", model.get("caption") || ""));
-    if (!data.segments || !data.segments.length) return;
-    const tree = el("div", "explain-st-tree");
-    const prompt = el("div", "explain-st-prompt");
-    prompt.appendChild(el("span", "explain-muted", "prompt "));
-    prompt.appendChild(el("span", "explain-st-prompt-text", data.prompt || ""));
-    tree.appendChild(prompt);
-    tree.appendChild(segmentView(data, 0));
-    box.appendChild(tree);
-    box.appendChild(el("div", "explain-legend", "Each token is shaded by the probability it was drawn with (red " +
-      "unlikely, green confident). Badges name the sequences through a segment; at a branch point the bars are the " +
-      "distribution of that step, and the badges show which token each sequence drew."));
-  }
-  const redraw = () => { draw(); mark(); };
-  redraw();
-  model.on("change:data", redraw);
-  model.on("change:caption", redraw);
-  model.on("change:selected", mark);
-  return () => { model.off("change:data", redraw); model.off("change:caption", redraw); model.off("change:selected", mark); };
-}
+const shownOf = (kind, selected) => (kind === "branches" ? selected.branch : selected.sequence);
 
-export default { render };
+export default treePanel("explain-st", "Sampling tree", (box, data, click, selected) => {
+  if (!data.segments || !data.segments.length) return;
+  box.dataset.kind = data.kind;
+  // a token several sequences share opens it in the one on screen when that is one of them, else in the first
+  const open = click ? (names, step) => {
+    const current = shownOf(data.kind, selected);
+    const name = names.includes(current) ? current : names[0];
+    click(data.kind === "branches" ? { branch: name, step } : { sequence: name, step });
+  } : null;
+  const tree = el("div", "explain-st-tree");
+  const prompt = el("div", "explain-st-prompt");
+  prompt.appendChild(el("span", "explain-muted", "prompt "));
+  prompt.appendChild(el("span", "explain-st-prompt-text", data.prompt || ""));
+  tree.appendChild(prompt);
+  tree.appendChild(segmentView(data, 0, open));
+  box.appendChild(tree);
+  box.appendChild(el("div", "explain-legend", "Each token is shaded by the probability it was drawn with (red " +
+    "unlikely, green confident). Badges name the sequences through a segment; at a branch point the bars are the " +
+    "distribution of that step, and the badges show which token each sequence drew." +
+    (click ? " Click a token to see its step in the text and the step view." : "")));
+}, (box, selected) => { // the step on screen in the dashboard
+  const current = String(shownOf(box.dataset.kind, selected));
+  for (const span of box.querySelectorAll(".explain-st-tok.selected")) span.classList.remove("selected");
+  for (const span of box.querySelectorAll(`.explain-st-tok[data-step="${selected.step}"]`)) {
+    if (span.dataset.sequences.split(" ").includes(current)) span.classList.add("selected");
+  }
+});

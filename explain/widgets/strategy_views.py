@@ -18,18 +18,16 @@ explain/widgets/views.py, where one exists.
 
 from __future__ import annotations
 
-import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import anywidget
 import traitlets
 
 from ..features.trees import beam_tree, draft_rounds, sampling_tree
 from ..trace import Event, Trace
+from .base import HERE, ViewWidget
 from .sink import ThrottledSink
 
-HERE = pathlib.Path(__file__).parent
 PROMPT_TAIL = 80  # characters of the prompt the views show
 
 
@@ -132,7 +130,9 @@ def panel_values(name: str, events: list[Event], run: int | None = None) -> dict
 
 
 # -- the elements (no state of their own) and the views that follow a trace ------------------------------------
-class StrategyElement(anywidget.AnyWidget):
+class StrategyElement(ViewWidget):
+    """A panel's widget: its ES module (with prelude.js and tree.js, base.module_source) over `data` and `caption`."""
+
     _css = HERE / "strategy_views.css"
     data = traitlets.Dict().tag(sync=True)
     caption = traitlets.Unicode("").tag(sync=True)
@@ -141,15 +141,15 @@ class StrategyElement(anywidget.AnyWidget):
 
 
 class SamplingTreeElement(StrategyElement):
-    _esm = HERE / PANELS["sampling_tree"].module
+    module = PANELS["sampling_tree"].module
 
 
 class BeamTreeElement(StrategyElement):
-    _esm = HERE / PANELS["beam_tree"].module
+    module = PANELS["beam_tree"].module
 
 
 class DraftsElement(StrategyElement):
-    _esm = HERE / PANELS["drafts"].module
+    module = PANELS["drafts"].module
 
 
 ELEMENTS = {"sampling_tree": SamplingTreeElement, "beam_tree": BeamTreeElement, "drafts": DraftsElement}
