@@ -186,8 +186,8 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.generations = {generation.branch: generation}
         self._finished = set()
         self.knob_changes: list[tuple[int, dict]] = []  # (the step they apply from, {knob: value}) per change
-        self._started_with = {name: generation.settings.get(name) for name in self.knob_widgets}
         self._set_knobs(generation.settings)
+        self._started_with = self.knobs()  # what the run started with, as the knob widgets read it
         self._after()
 
     def _set_knobs(self, settings: dict) -> None:
@@ -376,11 +376,7 @@ class StepThrough(StaticFallback, widgets.VBox):
         """A line that stays while the knobs differ from the run's start: which ones, and from which step they
         apply (a knob moved for a what-if also changes every later token; this says so where it is seen)."""
         generation = self.generation
-        changed = {
-            n: generation.settings.get(n)
-            for n in self.knob_widgets
-            if generation.settings.get(n) != self._started_with.get(n)
-        }
+        changed = {n: v for n, v in self.knobs().items() if v != self._started_with.get(n)}
         if not changed:
             self.knob_note.value = ""
             return

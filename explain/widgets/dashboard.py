@@ -101,6 +101,7 @@ class Dashboard(StaticFallback, widgets.VBox):
         self.branch_picker = widgets.ToggleButtons(
             options=[("original", 0)], value=0, style={"button_width": "auto"}, layout=widgets.Layout(display="none")
         )
+        self.branch_picker.add_class("explain-branch-picker")
         self.sequence_picker = widgets.ToggleButtons(
             options=[("#0", 0)],
             value=0,
