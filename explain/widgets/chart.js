@@ -251,7 +251,7 @@ function plotly(model) {
 }
 
 function render({ model, el }) {
-  heal(model); // prelude.js
+  heal(model, el); // prelude.js
   const box = document.createElement("div");
   box.className = "explain-w explain-chart";
   const empty = document.createElement("div");

@@ -24,7 +24,7 @@ import ipywidgets as widgets
 from ..trace import Event, Trace
 from .sink import ThrottledSink
 from .state import DashboardState, visible
-from .static import summary_html
+from .static import StaticFallback, summary_html
 from .views import LOADING, RUN, SELECTION, STATUS, STEPS, VIEWS, Scene, shown, traits
 
 CLAIMED: weakref.WeakKeyDictionary[Trace, set[int]] = weakref.WeakKeyDictionary()  # runs a step-through owns
@@ -38,37 +38,6 @@ def claim(trace: Trace, run: int) -> None:
 
 def release(trace: Trace, run: int) -> None:
     CLAIMED.get(trace, set()).discard(run)
-
-
-class StaticFallback:
-    """A widget whose display also carries a static text/html summary, refreshed through its display id."""
-
-    def _static_html(self) -> str:
-        raise NotImplementedError
-
-    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
-        bundle = {"text/plain": repr(self), "text/html": self._static_html()}
-        if getattr(self, "_view_name", None) is not None:
-            bundle["application/vnd.jupyter.widget-view+json"] = {
-                "version_major": 2,
-                "version_minor": 0,
-                "model_id": self.model_id,
-            }
-        return bundle
-
-    def _ipython_display_(self, **kwargs):
-        from IPython.display import display
-
-        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
-        self._display_handles = [h for h in getattr(self, "_display_handles", []) if h is not None] + [handle]
-
-    def _refresh_displays(self) -> None:
-        """Re-send the bundle to every place this widget was displayed, so the static HTML is up to date."""
-        handles = [h for h in getattr(self, "_display_handles", []) if h is not None]
-        if handles:
-            bundle = self._repr_mimebundle_()
-            for handle in handles:
-                handle.update(bundle, raw=True)
 
 
 def _section(title: str, hint: str = "") -> widgets.HTML:

@@ -171,7 +171,7 @@ function attributionView(look, model) {
 }
 
 function render({ model, el: root }) {
-  heal(model); // prelude.js
+  heal(model, root); // prelude.js
   const box = el("div", "explain-w explain-inside");
   root.appendChild(box);
   function draw() {

@@ -6,7 +6,7 @@
 // The panel: `body(box, data)` draws the tree under the title and caption (nothing when the run has none yet).
 function treePanel(className, title, body) {
   function render({ model, el: root }) {
-    heal(model);
+    heal(model, root);
     const box = el("div", `explain-w ${className}`);
     root.appendChild(box);
     function draw() {
