@@ -15,11 +15,22 @@ a page anyone can open (pip install "explain[notebook]").
 
 __version__ = "0.1.0"
 
+import functools
+
 from .errors import ExplainError
 from .features.compare import Comparison, compare
 from .features.embedded import provision
-from .pipeline import pipeline
+from .pipeline import pipeline as _pipeline
+from .progress import loading_progress
 from .trace import STAGES, Event, Trace
+
+
+@functools.wraps(_pipeline)
+def pipeline(*args, trace: Trace | None = None, **kwargs):
+    # the loading stages show as they run: live in a notebook, a progress bar in a terminal (explain/progress.py)
+    trace = trace if trace is not None else Trace()
+    with loading_progress(trace):
+        return _pipeline(*args, trace=trace, **kwargs)
 
 
 def attach(tpipe, trace: Trace | None = None):
