@@ -2,7 +2,7 @@
 
 In a Jupyter kernel an HTML output appears as the call starts (before the first file is read) and is updated in
 place as each stage's events arrive: done stages with their time and facts, the running one, the weights read so
-far. Elsewhere a tqdm bar over the five stages, shown only when loading takes more than a second (tqdm's delay), as
+far. In a terminal a tqdm bar over the five stages, shown only when loading takes more than a second (tqdm's delay), as
 transformers and huggingface_hub show theirs; HF_HUB_DISABLE_PROGRESS_BARS=1 turns it off, as it does theirs.
 
 It needs no widget library (IPython's display, or tqdm) and imports nothing of explain.widgets, so it costs
@@ -159,8 +159,8 @@ def loading_progress(trace: Trace) -> Iterator[None]:
     try:
         if in_kernel():
             shown = NotebookLoading(trace)
-        elif not bars_disabled():
-            shown = TerminalLoading(trace)
+        elif not bars_disabled() and hasattr(sys.stderr, "isatty") and sys.stderr.isatty():
+            shown = TerminalLoading(trace)  # a terminal; not a log file or a captured stream
     except ImportError:  # no tqdm: loading shows nothing, as before
         shown = None
     ok = False
