@@ -212,6 +212,25 @@ export function figure(step, curves, selected, width, colors) {
   return { data, layout, geometry: geo };
 }
 
+// Presentation mode: a figure laid out for width / scale, drawn `scale` times larger (its positions are fractions of
+// the paper; its lengths, the fonts, markers and lines, are multiplied), so it fills the same width in larger type.
+function scaled(fig, scale) {
+  if (scale === 1) return fig;
+  const grow = (node) => {
+    if (Array.isArray(node)) { for (const item of node) if (item && typeof item === "object") grow(item); return; }
+    for (const [key, value] of Object.entries(node)) {
+      if (typeof value === "number" && (key === "size" || key === "width" || key === "standoff")) node[key] = value * scale;
+      else if (value && typeof value === "object") grow(value);
+    }
+  };
+  const { width, height } = fig.layout;
+  grow(fig.data);
+  grow(fig.layout);
+  fig.layout.width = width * scale;
+  fig.layout.height = height * scale;
+  return fig;
+}
+
 // -- plotly.js: on the page already (an exported page inlines it), or the PlotlyLibrary widget's source ------------
 function idle() { // after the views of this output have been set up: evaluating plotly.js holds the page a while
   return new Promise((resolve) => (globalThis.requestIdleCallback ? requestIdleCallback(resolve, { timeout: 400 })
@@ -300,7 +319,9 @@ function render({ model, el }) {
     urgent = false;
     if (timer) { clearTimeout(timer); timer = 0; }
     const started = performance.now();
-    const { data, layout, geometry } = figure(step, model.get("curves"), model.get("selected"), width, theme(box));
+    const scale = scaleOf(box); // presentation mode: the figure of a narrower chart, every length scaled up
+    const { data, layout, geometry } = scaled(figure(step, model.get("curves"), model.get("selected"), width / scale,
+      theme(box)), scale);
     Plotly.react(plot, data, layout, { displayModeBar: false, responsive: false, staticPlot: false });
     drawn = true;
     dirty = false;
@@ -336,7 +357,8 @@ function render({ model, el }) {
   seen.observe(box);
   // JupyterLab switches themes by changing these attributes on <body>; an exported page follows the system
   const themed = new MutationObserver(asked);
-  themed.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
+  themed.observe(document.body, { attributes: true,
+    attributeFilter: ["data-jp-theme-light", "data-jp-theme-name", "data-explain-presentation"] });
   const media = globalThis.matchMedia ? globalThis.matchMedia("(prefers-color-scheme: dark)") : null;
   if (media && media.addEventListener) media.addEventListener("change", asked);
 

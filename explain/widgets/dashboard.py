@@ -22,6 +22,7 @@ from html import escape
 import ipywidgets as widgets
 
 from ..trace import Event, Trace
+from .base import presentation, presentation_button, set_presentation
 from .sink import ThrottledSink
 from .state import DashboardState, visible
 from .static import StaticFallback, summary_html
@@ -70,6 +71,16 @@ class Dashboard(StaticFallback, widgets.VBox):
         self.branch_picker = widgets.ToggleButtons(
             options=[("original", 0)], value=0, style={"button_width": "auto"}, layout=widgets.Layout(display="none")
         )
+        self.present_button = widgets.ToggleButton(
+            value=presentation(),
+            description="presentation",
+            icon="television",
+            tooltip="presentation mode: every view legible on a projector (explain.presentation(True))",
+            layout=widgets.Layout(width="auto", align_self="flex-start"),
+        )
+        self.present_button.add_class("explain-present-button")
+        self.present_button.observe(lambda change: set_presentation(bool(change["new"])), "value")
+        presentation_button(self.present_button)
         self.step_tools = step_tools if step_tools is not None else widgets.Box(layout=widgets.Layout(display="none"))
         super().__init__(children=self._layout(), **kwargs)
         self.add_class("explain-dashboard")
@@ -104,6 +115,8 @@ class Dashboard(StaticFallback, widgets.VBox):
                     else title
                 )
             children.append(self.parts[view.name])
+            if view.name == "header":
+                children.append(self.present_button)
             if view.name == "text":
                 children.append(self.branch_picker)
             if view.name == "caption":

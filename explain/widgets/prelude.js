@@ -63,6 +63,7 @@ function probColor(p) {
 // exported page, another manager) it does nothing. Given the view's root, it also marks a view drawn from saved
 // state (offline).
 async function heal(model, root) {
+  present(model);
   try {
     const manager = model.widget_manager, ref = model.get("ref");
     if (!ref || !manager || typeof manager.get_model !== "function") return;
@@ -89,4 +90,22 @@ function offline(root) {
   host.classList.add("explain-offline");
   host.prepend(el("div", "explain-w explain-offline-note", "Saved view: no kernel is behind it, so its buttons, " +
     "pickers and tokens do nothing. Re-run this cell to make it live."));
+}
+
+// Presentation mode (the `presentation` trait every view has, base.ViewWidget): <body> is marked, and every view's
+// CSS scales its text by --explain-scale (widgets.css); the chart and the trees redraw larger.
+function present(model) {
+  const apply = () => {
+    const on = model.get("presentation");
+    if (on === undefined || on === null) return;
+    const value = on ? "true" : "false";
+    if (document.body.dataset.explainPresentation !== value) document.body.dataset.explainPresentation = value;
+  };
+  apply();
+  model.on("change:presentation", apply);
+}
+
+// The scale presentation mode gives the views (1 without it), read from the page's CSS.
+function scaleOf(node) {
+  return parseFloat(getComputedStyle(node).getPropertyValue("--explain-scale")) || 1;
 }
