@@ -303,6 +303,9 @@ function render({ model, el }) {
     if (!Plotly || !onScreen || width === 0) { // drawn once plotly.js is loaded and the chart is seen and sized
       dirty = true;
       box.dataset.waiting = !Plotly ? "plotly.js" : !onScreen ? "off screen" : "no width";
+      // no width for a moment (JupyterLab re-laying out the page, a theme's style sheets swapped): the resize
+      // observer may never hear of it, so look again shortly
+      if (Plotly && onScreen && !timer) timer = setTimeout(() => { timer = 0; schedule(); }, 250);
       return;
     }
     // new data while a run streams: wait after each draw 19 times what it cost, so drawing takes at most 5% of

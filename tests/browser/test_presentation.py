@@ -16,7 +16,10 @@ CELLS = [
 ]
 SIZES = """() => {
   const d = document.querySelector('.explain-dashboard');
-  const px = (selector) => { const e = d.querySelector(selector); return e ? parseFloat(getComputedStyle(e).fontSize) : null; };
+  const px = (selector) => {
+    const e = d.querySelector(selector);
+    return e ? parseFloat(getComputedStyle(e).fontSize) : null;
+  };
   const tick = d.querySelector('.explain-chart .ytick text');
   const svg = document.querySelector('.explain-bt-svg');
   return { text: px('.explain-gen-text'), body: px('.explain-header'), muted: px('.explain-muted'),
@@ -24,7 +27,8 @@ SIZES = """() => {
     tick: tick ? parseFloat(tick.style.fontSize) : null,
     tree: svg ? svg.getBoundingClientRect().width / Number(svg.getAttribute('width')) : null,
     overflow: d.scrollWidth - d.clientWidth,
-    wide: [...d.querySelectorAll('*')].filter((e) => e.getBoundingClientRect().right > d.getBoundingClientRect().right + 2)
+    wide: [...d.querySelectorAll('*')]
+      .filter((e) => e.getBoundingClientRect().right > d.getBoundingClientRect().right + 2)
       .slice(0, 4).map((e) => `${e.tagName}.${e.className && e.className.baseVal === undefined ? e.className : ''}`) };
 }"""
 
@@ -68,7 +72,7 @@ def test_presentation_mode_scales_every_view(open_notebook):
             dashboard = page.locator(".explain-dashboard").first
             notebook.screenshot(dashboard, f"presentation-{theme}-{width}px")
             notebook.screenshot(dashboard.locator(".explain-chart").first, f"presentation-chart-{theme}-{width}px")
-            notebook.screenshot(page.locator(".explain-bt").first, f"presentation-beams-{theme}-{width}px")
+            notebook.screenshot(notebook.cell(1).locator(".explain-bt").first, f"presentation-beams-{theme}-{width}px")
 
     page.locator(".explain-present-button").first.click()  # the dashboard's switch turns it off
     page.wait_for_function("() => document.body.dataset.explainPresentation === 'false'", timeout=30_000)
