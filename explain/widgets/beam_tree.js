@@ -20,7 +20,10 @@ function layout(levels) {
 
 function treeView(data, click) {
   const { placed, width, height } = layout(data.levels);
-  const root = svg("svg", { width, height, class: "explain-bt-svg", role: "img" });
+  // drawn in its own units and scaled by the page's --explain-scale (presentation mode), text and boxes alike
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "explain-bt-svg", role: "img" });
+  root.style.width = `calc(${width}px * var(--explain-scale, 1))`;
+  root.style.height = `calc(${height}px * var(--explain-scale, 1))`;
   root.appendChild(svg("title", {}, "beam search tree"));
   const edges = svg("g"), nodes = svg("g");
   root.append(edges, nodes);

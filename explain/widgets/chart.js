@@ -212,6 +212,25 @@ export function figure(step, curves, selected, width, colors) {
   return { data, layout, geometry: geo };
 }
 
+// Presentation mode: a figure laid out for width / scale, drawn `scale` times larger (its positions are fractions of
+// the paper; its lengths, the fonts, markers and lines, are multiplied), so it fills the same width in larger type.
+function scaled(fig, scale) {
+  if (scale === 1) return fig;
+  const grow = (node) => {
+    if (Array.isArray(node)) { for (const item of node) if (item && typeof item === "object") grow(item); return; }
+    for (const [key, value] of Object.entries(node)) {
+      if (typeof value === "number" && (key === "size" || key === "width" || key === "standoff")) node[key] = value * scale;
+      else if (value && typeof value === "object") grow(value);
+    }
+  };
+  const { width, height } = fig.layout;
+  grow(fig.data);
+  grow(fig.layout);
+  fig.layout.width = width * scale;
+  fig.layout.height = height * scale;
+  return fig;
+}
+
 // -- plotly.js: on the page already (an exported page inlines it), or the PlotlyLibrary widget's source ------------
 function idle() { // after the views of this output have been set up: evaluating plotly.js holds the page a while
   return new Promise((resolve) => (globalThis.requestIdleCallback ? requestIdleCallback(resolve, { timeout: 400 })
@@ -251,7 +270,7 @@ function plotly(model) {
 }
 
 function render({ model, el }) {
-  heal(model); // prelude.js
+  heal(model, el); // prelude.js
   const box = document.createElement("div");
   box.className = "explain-w explain-chart";
   const empty = document.createElement("div");
@@ -301,6 +320,9 @@ function render({ model, el }) {
     if (!Plotly || !onScreen || width === 0) { // drawn once plotly.js is loaded and the chart is seen and sized
       dirty = true;
       box.dataset.waiting = !Plotly ? "plotly.js" : !onScreen ? "off screen" : "no width";
+      // no width for a moment (JupyterLab re-laying out the page, a theme's style sheets swapped): the resize
+      // observer may never hear of it, so look again shortly
+      if (Plotly && onScreen && !timer) timer = setTimeout(() => { timer = 0; schedule(); }, 250);
       return;
     }
     // new data while a run streams: wait after each draw 19 times what it cost, so drawing takes at most 5% of
@@ -317,7 +339,9 @@ function render({ model, el }) {
     urgent = false;
     if (timer) { clearTimeout(timer); timer = 0; }
     const started = performance.now();
-    const { data, layout, geometry } = figure(step, model.get("curves"), model.get("selected"), width, theme(box));
+    const scale = scaleOf(box); // presentation mode: the figure of a narrower chart, every length scaled up
+    const { data, layout, geometry } = scaled(figure(step, model.get("curves"), model.get("selected"), width / scale,
+      theme(box)), scale);
     Plotly.react(plot, data, layout, { displayModeBar: false, responsive: false, staticPlot: false });
     if (!plot.dataset.clicks && plot.on) { plot.on("plotly_click", onClick); plot.dataset.clicks = "1"; }
     plot.classList.toggle("forkable", !!model.get("forkable"));
@@ -358,7 +382,8 @@ function render({ model, el }) {
   seen.observe(box);
   // JupyterLab switches themes by changing these attributes on <body>; an exported page follows the system
   const themed = new MutationObserver(asked);
-  themed.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
+  themed.observe(document.body, { attributes: true,
+    attributeFilter: ["data-jp-theme-light", "data-jp-theme-name", "data-explain-presentation"] });
   const media = globalThis.matchMedia ? globalThis.matchMedia("(prefers-color-scheme: dark)") : null;
   if (media && media.addEventListener) media.addEventListener("change", asked);
 

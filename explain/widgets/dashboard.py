@@ -22,9 +22,10 @@ from html import escape
 import ipywidgets as widgets
 
 from ..trace import Event, Trace
+from .base import presentation, presentation_button, set_presentation
 from .sink import ThrottledSink
 from .state import DashboardState, visible
-from .static import summary_html
+from .static import StaticFallback, summary_html
 from .views import LOADING, RUN, SELECTION, STATUS, STEPS, VIEWS, Scene, shown, traits
 
 CLAIMED: weakref.WeakKeyDictionary[Trace, set[int]] = weakref.WeakKeyDictionary()  # runs a step-through owns
@@ -38,37 +39,6 @@ def claim(trace: Trace, run: int) -> None:
 
 def release(trace: Trace, run: int) -> None:
     CLAIMED.get(trace, set()).discard(run)
-
-
-class StaticFallback:
-    """A widget whose display also carries a static text/html summary, refreshed through its display id."""
-
-    def _static_html(self) -> str:
-        raise NotImplementedError
-
-    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
-        bundle = {"text/plain": repr(self), "text/html": self._static_html()}
-        if getattr(self, "_view_name", None) is not None:
-            bundle["application/vnd.jupyter.widget-view+json"] = {
-                "version_major": 2,
-                "version_minor": 0,
-                "model_id": self.model_id,
-            }
-        return bundle
-
-    def _ipython_display_(self, **kwargs):
-        from IPython.display import display
-
-        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
-        self._display_handles = [h for h in getattr(self, "_display_handles", []) if h is not None] + [handle]
-
-    def _refresh_displays(self) -> None:
-        """Re-send the bundle to every place this widget was displayed, so the static HTML is up to date."""
-        handles = [h for h in getattr(self, "_display_handles", []) if h is not None]
-        if handles:
-            bundle = self._repr_mimebundle_()
-            for handle in handles:
-                handle.update(bundle, raw=True)
 
 
 def _section(title: str, hint: str = "") -> widgets.HTML:
@@ -112,6 +82,16 @@ class Dashboard(StaticFallback, widgets.VBox):
         self.sequence_picker.add_class("explain-sequence-picker")
         self.forkable = False  # a step-through sets it: a click on another token's bar in the step chart forces it
         self.on_fork = None  # the step-through's force(step, token_id)
+        self.present_button = widgets.ToggleButton(
+            value=presentation(),
+            description="presentation",
+            icon="television",
+            tooltip="presentation mode: every view legible on a projector (explain.presentation(True))",
+            layout=widgets.Layout(width="auto", align_self="flex-start"),
+        )
+        self.present_button.add_class("explain-present-button")
+        self.present_button.observe(lambda change: set_presentation(bool(change["new"])), "value")
+        presentation_button(self.present_button)
         self.step_tools = step_tools if step_tools is not None else widgets.Box(layout=widgets.Layout(display="none"))
         super().__init__(children=self._layout(), **kwargs)
         self.add_class("explain-dashboard")
@@ -151,6 +131,8 @@ class Dashboard(StaticFallback, widgets.VBox):
                     else title
                 )
             children.append(self.parts[view.name])
+            if view.name == "header":
+                children.append(self.present_button)
             if view.name == "text":
                 children.append(self.branch_picker)
             if view.name == "header":

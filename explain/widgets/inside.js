@@ -13,10 +13,12 @@ function lensView(look, texts, width) {
   // the layer, then p(chosen) (what the lesson asks about, so never off-screen), then as many of the top readings
   // as the width holds (an 800 px notebook shows fewer of them, not a grid wider than its output)
   const all = lens.layers[0].ids.length;
-  const fits = width > 0 ? Math.floor((width - LAYER_PX - CHOSEN_PX - 4) / (READING_PX + 1)) : all;
+  const scale = parseFloat(getComputedStyle(document.body).getPropertyValue("--explain-scale")) || 1; // presentation
+  const [layerPx, chosenPx, readingPx] = [LAYER_PX, CHOSEN_PX, READING_PX].map((px) => Math.round(px * scale));
+  const fits = width > 0 ? Math.floor((width - layerPx - chosenPx - 4) / (readingPx + 1)) : all;
   const readings = Math.max(1, Math.min(all, fits));
   grid.dataset.readings = String(readings);
-  grid.style.gridTemplateColumns = `${LAYER_PX}px ${CHOSEN_PX}px repeat(${readings}, minmax(0, 1fr))`;
+  grid.style.gridTemplateColumns = `${layerPx}px ${chosenPx}px repeat(${readings}, minmax(0, 1fr))`;
   grid.appendChild(el("div", "explain-in-head", "layer"));
   grid.appendChild(el("div", "explain-in-head explain-in-chosen-head", `p(${visible(look.token)})`));
   for (let i = 0; i < readings; i++) {
@@ -181,7 +183,7 @@ function attributionView(look, model) {
 }
 
 function render({ model, el: root }) {
-  heal(model); // prelude.js
+  heal(model, root); // prelude.js
   const box = el("div", "explain-w explain-inside");
   root.appendChild(box);
   function draw() {

@@ -60,13 +60,17 @@ function probColor(p) {
 // the kernel sends to it, so the view stays as first drawn: a blank chart, an empty text, for good. heal() takes
 // the model's messages again (ipywidgets' own handler) and asks the kernel for the whole state once, so a view
 // always catches up. It needs the model's id (the `ref` trait) and the page's widget manager; elsewhere (an
-// exported page, another manager) it does nothing.
-async function heal(model) {
+// exported page, another manager) it does nothing. Given the view's root, it also marks a view drawn from saved
+// state (offline).
+async function heal(model, root) {
+  present(model);
   try {
     const manager = model.widget_manager, ref = model.get("ref");
     if (!ref || !manager || typeof manager.get_model !== "function") return;
     const real = await manager.get_model(ref);
-    if (!real || real.__explainHealed || !real.comm || typeof real.comm.on_msg !== "function") return;
+    if (!real) return;
+    if (!real.comm && real.comm_live === false) { offline(root); return; } // drawn from a notebook's saved state
+    if (real.__explainHealed || !real.comm || typeof real.comm.on_msg !== "function") return;
     const base = Object.getPrototypeOf(Object.getPrototypeOf(real)); // past anywidget's model, to ipywidgets'
     if (typeof base._handle_comm_msg !== "function") return;
     real.__explainHealed = true;
@@ -77,3 +81,31 @@ async function heal(model) {
   }
 }
 
+// A view drawn from the widget state a notebook saved, with no kernel behind it: its buttons, pickers and tokens
+// cannot work, so the output says so once (above the step-through or dashboard it belongs to) and greys them out.
+function offline(root) {
+  if (!root || !root.closest) return;
+  const host = root.closest(".explain-step-through") || root.closest(".explain-dashboard") || root;
+  if (host.classList.contains("explain-offline")) return;
+  host.classList.add("explain-offline");
+  host.prepend(el("div", "explain-w explain-offline-note", "Saved view: no kernel is behind it, so its buttons, " +
+    "pickers and tokens do nothing. Re-run this cell to make it live."));
+}
+
+// Presentation mode (the `presentation` trait every view has, base.ViewWidget): <body> is marked, and every view's
+// CSS scales its text by --explain-scale (widgets.css); the chart and the trees redraw larger.
+function present(model) {
+  const apply = () => {
+    const on = model.get("presentation");
+    if (on === undefined || on === null) return;
+    const value = on ? "true" : "false";
+    if (document.body.dataset.explainPresentation !== value) document.body.dataset.explainPresentation = value;
+  };
+  apply();
+  model.on("change:presentation", apply);
+}
+
+// The scale presentation mode gives the views (1 without it), read from the page's CSS.
+function scaleOf(node) {
+  return parseFloat(getComputedStyle(node).getPropertyValue("--explain-scale")) || 1;
+}

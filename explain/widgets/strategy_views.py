@@ -26,7 +26,9 @@ import traitlets
 from ..features.trees import beam_tree, draft_rounds, sampling_tree
 from ..trace import Event, Trace
 from .base import HERE, ViewWidget
+from .safe import esc
 from .sink import ThrottledSink
+from .static import StaticFallback
 
 PROMPT_TAIL = 80  # characters of the prompt the views show
 
@@ -155,7 +157,7 @@ class DraftsElement(StrategyElement):
 ELEMENTS = {"sampling_tree": SamplingTreeElement, "beam_tree": BeamTreeElement, "drafts": DraftsElement}
 
 
-class RunView:
+class RunView(StaticFallback):
     """What the three views share: which trace and run they show, and following it live."""
 
     panel = ""
@@ -179,6 +181,9 @@ class RunView:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(run {self.run}, {self.caption!r})"
+
+    def _static_html(self) -> str:  # where the view cannot draw (a reopened notebook): its title and caption
+        return f"<div class='explain-static'><b>{esc(PANELS[self.panel].title)}</b>: {esc(self.caption)}</div>"
 
     def refresh(self) -> None:
         """Rebuild `data` from the run's events (the newest run that has something to draw, when following)."""

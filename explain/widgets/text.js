@@ -1,7 +1,7 @@
 // The generated text, token by token: each span shaded by the probability the token was chosen with.
 // Click a token to show its step; arrow keys move the selection. New tokens are appended, not redrawn.
 function render({ model, el: root }) {
-  heal(model); // prelude.js
+  heal(model, root); // prelude.js
   const box = el("div", "explain-w explain-gen");
   const status = el("div", "explain-gen-status");
   const count = el("span", "explain-gen-count", "0");

@@ -1,6 +1,6 @@
 // The stage timeline: one row per pipeline stage (dot, name, bar, time, facts). Text goes in via textContent.
 function render({ model, el: root }) {
-  heal(model); // prelude.js
+  heal(model, root); // prelude.js
   const box = el("div", "explain-w explain-timeline");
   root.appendChild(box);
   function draw() {

@@ -3,7 +3,7 @@ const ROLE_COLORS = { system: "explain-role-system", user: "explain-role-user", 
   "generation prompt": "explain-role-generation-prompt", tool: "explain-role-tool" };
 
 function render({ model, el: root }) {
-  heal(model); // prelude.js
+  heal(model, root); // prelude.js
   const box = el("div", "explain-w explain-tokens");
   root.appendChild(box);
   function draw() {

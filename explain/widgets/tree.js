@@ -9,7 +9,7 @@
 // elsewhere `click` is null and the tree only draws.
 function treePanel(className, title, body, mark) {
   function render({ model, el: root }) {
-    heal(model);
+    heal(model, root);
     const box = el("div", `explain-w ${className}`);
     root.appendChild(box);
     let clicks = 0;

@@ -168,7 +168,7 @@ class HeaderView(View):
         return {
             "value": (
                 f"<div class='explain-w explain-header'>"
-                f"<span style='font-size: 16px; font-weight: 700'>explain</span>"
+                f"<span style='font-size: calc(16px * var(--explain-scale, 1)); font-weight: 700'>explain</span>"
                 f"<span>{esc(model)}</span>{code_html(scene.meta)}"
                 f"<span class='explain-status' data-steps='{len(steps)}' style='color: {color}; font-weight: 600'>"
                 f"{call}{esc(status)}</span>{detached}</div>"
