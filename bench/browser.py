@@ -390,7 +390,7 @@ def measure_scale(args) -> dict:
                     timeout=timeout * 1000,
                 )
 
-            def printed(index: int, name: str) -> dict:
+            def printed(index: int, name: str) -> Any:
                 found = re.search(rf"{name} (.*)", cell.nth(index).locator(".jp-OutputArea").first.inner_text())
                 if not found:
                     raise RuntimeError(f"cell {index} printed no {name}")

@@ -59,7 +59,7 @@ def _distribution(step: dict) -> dict:
     pairs = list(zip(step["probs_top"]["ids"], step["probs_top"]["values"], strict=False))
     kept = [(i, p) for i, p in pairs if p > 0][:DISTRIBUTION_TOP]
     shown = {i for i, _ in kept}
-    removed = []
+    removed: list[tuple[int, float]] = []
     for token_id in (step.get("logits_top") or {}).get("ids", []):
         if len(kept) + len(removed) >= DISTRIBUTION_TOP:
             break
