@@ -325,9 +325,11 @@ def step_caption(step: dict) -> str:
             parts.append(f", rank {fmt(final)} after the processors")
     kv = step.get("kv_cache") if isinstance(step.get("kv_cache"), dict) else {}
     seconds = number(step.get("forward_time"))
+    entropy = number(step.get("entropy_bits"))  # none for a beam's step: the trace keeps its top log-probabilities
     parts.append(
-        f"<br><span class='explain-muted'>entropy {fmt(step.get('entropy_bits'), '.2f')} bits \u00b7 "
-        f"{esc(step.get('forward', 'forward'))} pass {fmt(None if seconds is None else 1000 * seconds, '.0f')}"
+        "<br><span class='explain-muted'>"
+        + (f"entropy {fmt(entropy, '.2f')} bits \u00b7 " if entropy is not None else "")
+        + f"{esc(step.get('forward', 'forward'))} pass {fmt(None if seconds is None else 1000 * seconds, '.0f')}"
         f" ms \u00b7 KV cache {fmt(kv.get('length'))} positions "
         f"({esc(size_text(number(kv.get('bytes'))))})"
     )
