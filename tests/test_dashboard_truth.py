@@ -143,3 +143,18 @@ def test_knobs_changed_for_a_what_if_are_said_where_they_apply(pipe):
         assert st.generation.steps[2]["method"] == "sample" and "applied" in st.knob_note.value
     finally:
         st.close()
+
+
+def test_a_running_beam_search_shows_its_best_running_beam(pipe):
+    pipe(PROMPT, max_new_tokens=4, num_beams=3, do_sample=False)
+    events = pipe.trace.filter(run=pipe.trace.run)
+    beams = [e for e in events if e.kind == "beams"]
+    state = DashboardState()
+    for event in events:
+        state.apply(event)
+        if event is beams[1]:  # mid-search: slot 0's tokens, traced back through the parents
+            running = beams[1].data["running"][0]
+            parent = beams[0].data["running"][running["parent"]]
+            assert [s["token_id"] for s in state.steps()] == [parent["token_id"], running["token_id"]]
+            assert "best running beam" in TextView().draw(Scene(state))["status"]
+    assert [s["token_id"] for s in state.steps()] == pipe.trace.last("decoding", "decode").data["ids"]

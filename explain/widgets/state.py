@@ -129,6 +129,16 @@ class DashboardState:
     def _end(self, event: Event) -> None:
         self.end, self.end_branch = event, self.branch
 
+    def _beams(self, event: Event) -> None:
+        """A beam search step: while the search runs, the text and the step view follow the best running beam
+        (slot 0, traced back through its parents); the ranking replaces it with the returned ones."""
+        self.beams.append(event.data)
+        self.step_seconds += event.duration
+        if self.ranking is None:
+            best = best_running(self.beams)
+            if best is not None:
+                self.sequences[0] = beam_steps(self.beams, best, 0)
+
     def _ranking(self, event: Event) -> None:
         """Beam search ended: each hypothesis the call returns becomes a sequence, its steps taken from the beams
         events along its path (the step view shows what its beam scored at each step)."""
@@ -358,6 +368,25 @@ def loading_facts(stage: str, events: list[Event]) -> list[str]:
     return []
 
 
+def best_running(beams: list[dict]) -> dict | None:
+    """The best running beam (slot 0 of the newest step) as a hypothesis {ids, path}: its tokens and, per step,
+    the slot it extended, traced back through each step's running beams. None once no beam runs."""
+    running = beams[-1].get("running") or []
+    if not running or running[0].get("score", 0) <= -1e8:
+        return None
+    ids: list[int] = []
+    path: list[int] = []
+    slot = 0
+    for record in reversed(beams):
+        beam = (record.get("running") or [{}])[slot] if slot < len(record.get("running") or []) else {}
+        if "token_id" not in beam:
+            return None
+        ids.insert(0, beam["token_id"])
+        path.insert(0, beam.get("parent", 0))
+        slot = beam.get("parent", 0)
+    return {"ids": ids, "path": path}
+
+
 def beam_steps(beams: list[dict], hypothesis: dict, number: int) -> list[dict]:
     """A returned beam hypothesis as steps the step view draws: at step t, what the beam it extended (path[t])
     scored for the next token (its log-probabilities after the processors, the top the trace kept), and the token
@@ -430,7 +459,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {  # (stage, kind) -> how the state f
     ("generation", "settings"): keep("settings"),
     ("generation", "prefill"): keep("prefill"),
     ("generation", "step"): DashboardState._step,
-    ("generation", "beams"): keep("beams", data=True, seconds=True),
+    ("generation", "beams"): DashboardState._beams,
     ("generation", "draft"): keep("drafts", data=True, seconds=True),
     ("generation", "inspect"): DashboardState._inspect,
     ("generation", "force"): lambda state, event: state._fork(event.data),

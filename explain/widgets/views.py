@@ -242,6 +242,8 @@ class TextView(View):
             status = f"/ {total} tokens \u00b7 paused: Next token adds one"
         else:
             status = f"/ {total} tokens \u00b7 generating\u2026{rate}"
+        if state.beams and state.ranking is None and steps:
+            status += " \u00b7 the best running beam so far"
         note = strategy_note(state)
         if note:
             status += f" \u00b7 {note}"
