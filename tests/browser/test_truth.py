@@ -305,9 +305,10 @@ def test_the_text_stays_put_when_the_step_view_appears(open_notebook):
     while not page.evaluate("() => window.__done"):
         tops.append(page.evaluate(top))
         time.sleep(0.05)
-        if page.evaluate("() => /done/.test(document.querySelector('.explain-dashboard .explain-status').textContent)"):
+        if page.evaluate("() => +document.querySelector('.explain-dashboard .explain-gen-count').textContent >= 6"):
             break
-    # (not after the call: its end re-sends the display for the static summary, and JupyterLab draws it anew)
+    # (not to the call's end: its end re-sends the display for the static summary, and JupyterLab draws it anew,
+    # which moves the page as well: explain/widgets/static.py's _refresh_displays, not the step view)
     assert page.locator(".explain-dashboard .explain-chart .bars path").count() > 0, "the step view never appeared"
     moved = max(abs(t - before) for t in tops)
     path = [round(t) for i, t in enumerate(tops) if i == 0 or abs(t - tops[i - 1]) > 1]
