@@ -83,6 +83,7 @@ def test_reopened_without_saved_state_shows_the_summary(open_notebook, lab):
         assert box["width"] <= page.viewport_size["width"], box
 
     _check_in_both_themes_and_widths(notebook, "plain", check)
+    notebook.theme("light")  # JupyterLab keeps the theme in its settings: the next tests start light
 
 
 def test_reopened_with_saved_state_says_the_controls_cannot_work(open_notebook, lab):
@@ -108,3 +109,4 @@ def test_reopened_with_saved_state_says_the_controls_cannot_work(open_notebook, 
         assert page.locator(".explain-dashboard .explain-token").count() == 4  # the saved run still shows
 
     _check_in_both_themes_and_widths(notebook, "state", check)
+    notebook.theme("light")  # JupyterLab keeps the theme in its settings: the next tests start light
