@@ -39,7 +39,8 @@ def pipeline(*args, trace: Trace | None = None, **kwargs):
     # the loading stages show as they run: live in a notebook, a progress bar in a terminal (explain/progress.py)
     trace = trace if trace is not None else Trace()
     with loading_progress(trace):
-        return _pipeline(*args, trace=trace, **kwargs)
+        kwargs["trace"] = trace
+        return _pipeline(*args, **kwargs)
 
 
 def attach(tpipe, trace: Trace | None = None):

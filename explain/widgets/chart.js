@@ -201,8 +201,11 @@ export function figure(step, curves, selected, width, colors) {
     data.push({ type: "scatter", mode: "markers", x: mark ? [c.x[s]] : [], y: mark ? [values[s]] : [],
       xaxis: ref(n, "x"), yaxis: ref(n, "y"), hoverinfo: "skip", cliponaxis: false,
       marker: { size: 15, color: "rgba(0,0,0,0)", line: { color: colors.chosen, width: 3 } } });
+    // room for the selected step's ring (15 px) at both ends, in steps; a one-step run's axis is that step alone
+    const last = Math.max(count - 1, 0), pad = Math.max(0.6, (12 * Math.max(last, 1)) / Math.max(box.right - box.left, 1));
     layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), fixedrange: true,
-      range: [-0.6, Math.max(count - 1, 1) + 0.6], zeroline: false, gridcolor: colors.grid, nticks: 6,
+      range: [-pad, last + pad], zeroline: false, gridcolor: colors.grid, nticks: 6,
+      ...(last < 12 ? { tickmode: "linear", tick0: 0, dtick: 1 } : {}), // whole steps only
       title: { text: "step", font: { size: 12, color: colors.muted }, standoff: 2 },
       tickfont: { size: 11, color: colors.muted } };
     layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), fixedrange: true,

@@ -31,14 +31,11 @@ def word(texts: dict, token_id) -> str:
 
 def processor_title(processor: dict) -> str:
     """`top-k 50 (keeps 53: ties with the 50th score stay)`: the processor, its knobs, what it kept."""
-    if isinstance(processor.get("title"), str) and processor["title"]:
-        title = processor["title"]
-    else:
-        args = processor.get("args") if isinstance(processor.get("args"), dict) else {}
-        values = [
-            f"{v:g}" if isinstance(v, float) else text(v) for v in args.values() if not isinstance(v, (list, dict))
-        ]
-        title = f"{text(processor.get('name'), 'processor').replace('_', '-')} {' '.join(values)}".strip()
+    args = processor.get("args") if isinstance(processor.get("args"), dict) else {}
+    values = [f"{v:g}" if isinstance(v, float) else text(v) for v in args.values() if not isinstance(v, (list, dict))]
+    named = processor.get("title") if isinstance(processor.get("title"), str) and processor["title"] else None
+    name = named or text(processor.get("name"), "processor").replace("_", "-")
+    title = f"{name} {' '.join(values)}".strip()  # the knob's value in the title: "temperature 0.7"
     kept, removed = integer(processor.get("kept")), integer(processor.get("removed"))
     if removed:
         k = integer((processor.get("args") or {}).get("top_k")) if isinstance(processor.get("args"), dict) else None

@@ -49,3 +49,4 @@ def test_loading_stages_paint_at_once_and_update_live(open_notebook):
             color = view.evaluate("e => getComputedStyle(e).color")
             assert color != "rgb(0, 0, 0)" or theme == "light", color  # the theme's text colour, readable in dark
             notebook.screenshot(notebook.cell(1), f"loading-{theme}-{width}px")
+    notebook.theme("light")  # JupyterLab keeps the theme in its settings: the next tests start light

@@ -78,3 +78,4 @@ def test_presentation_mode_scales_every_view(open_notebook):
     page.wait_for_function("() => document.body.dataset.explainPresentation === 'false'", timeout=30_000)
     after = page.evaluate(SIZES)
     assert after["body"] == before["body"] and after["tree"] == 1, after
+    notebook.theme("light")  # JupyterLab keeps the theme in its settings: the next tests start light

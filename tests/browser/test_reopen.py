@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import json
 import time
-
-from conftest import shutdown_kernels
+import urllib.request
 
 CELLS = [
     "import explain\npipe = explain.pipeline('text-generation')\nexplain.show(pipe)",
     "out = pipe('Once upon a time', max_new_tokens=4, do_sample=False)",
     "st = explain.step_through(pipe, 'The capital of France is', max_new_tokens=3, do_sample=False)\nst",
 ]
+
+
+def shutdown_kernels(lab) -> None:
+    """Shut every kernel of the server down (its REST API), as closing JupyterLab's server would."""
+    headers = {"Authorization": f"token {lab['token']}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{lab['url']}/api/kernels", headers=headers)) as response:
+        kernels = json.load(response)
+    for kernel in kernels:
+        url = f"{lab['url']}/api/kernels/{kernel['id']}"
+        urllib.request.urlopen(urllib.request.Request(url, method="DELETE", headers=headers), timeout=30)
+
+
 SAVE_STATE = ("@jupyter-widgets", "jupyterlab-manager", "plugin.jupyterlab-settings")
 ERROR = "Error displaying widget"
 
@@ -72,6 +83,7 @@ def test_reopened_without_saved_state_shows_the_summary(open_notebook, lab):
         assert box["width"] <= page.viewport_size["width"], box
 
     _check_in_both_themes_and_widths(notebook, "plain", check)
+    notebook.theme("light")  # JupyterLab keeps the theme in its settings: the next tests start light
 
 
 def test_reopened_with_saved_state_says_the_controls_cannot_work(open_notebook, lab):
@@ -97,3 +109,4 @@ def test_reopened_with_saved_state_says_the_controls_cannot_work(open_notebook, 
         assert page.locator(".explain-dashboard .explain-token").count() == 4  # the saved run still shows
 
     _check_in_both_themes_and_widths(notebook, "state", check)
+    notebook.theme("light")  # JupyterLab keeps the theme in its settings: the next tests start light
