@@ -12,7 +12,15 @@ Time to first display: from the moment a cell is sent to the moment its view is 
 stage timeline drawn), for explain.show in a fresh kernel (imports included), a step-through, and explain.show
 again once warm; target under 2 s.
 
-    python -m bench.browser [--tokens 64] [--rounds 3] [--explain-path OTHER_CHECKOUT] [--out bench/results]
+Scale (`--scale STEPS`, default 1000; 0 skips it): a run of STEPS steps, made from a real sampled call of the
+embedded model whose step events are repeated with new step numbers (running 1,000 real steps takes minutes here).
+Measured: a click on a token of the replayed run to its step drawn in the step chart (the kernel's round trip and
+the chart's draw, median and worst of the clicks; target at most 100 ms); the live dashboard fed the run's events at
+LIVE_RATE steps a second, several times the embedded model's speed here, and how far the page fell behind (worst
+lag in seconds, and the time from the last step to the page showing it); the run's exported page opened in
+chromium to its chart drawn (target at most 3 s), and a click there.
+
+    python -m bench.browser [--tokens 64] [--rounds 3] [--scale 1000] [--explain-path OTHER] [--out bench/results]
 
 Writes <date>-<machine>-browser.json and .md, and browser-latest.md. `--explain-path` measures another checkout
 of explain (the kernel imports it first), to compare before and after a change.
@@ -50,7 +58,8 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 PROMPT = "The history of the printing press begins"
-TARGETS = {"cost_percent": 5.0, "first_display_s": 2.0}
+TARGETS = {"cost_percent": 5.0, "first_display_s": 2.0, "click_ms": 100.0, "export_open_s": 3.0}
+LIVE_RATE = 20.0  # steps a second the live dashboard is fed in the scale section (the embedded model: ~2-5 here)
 
 
 def _free_port() -> int:
@@ -274,6 +283,210 @@ def measure(args) -> dict:
     return results
 
 
+SCALE_SETUP = """import copy, json, time, torch, explain
+from IPython.display import display
+from explain.trace import Trace
+torch.set_num_threads(1)
+pipe = explain.pipeline('text-generation')
+torch.manual_seed(0)
+pipe({prompt!r}, max_new_tokens=8, min_new_tokens=8, do_sample=True, top_k=20)
+RUN = pipe.trace.run
+real = pipe.trace.filter('generation', 'step', RUN)
+head = [e for e in pipe.trace.events if e.run == 0 or (e.run == RUN and e.stage in ('tokenization', 'generation')
+        and e.kind in ('encode', 'settings', 'prefill'))]
+end = pipe.trace.last('generation', 'end')
+
+def steps(count):
+    made = []
+    for index in range(count):
+        source = real[index % len(real)]
+        data = dict(copy.deepcopy(source.data), step=index, position=real[0].data['position'] + index)
+        data.pop('stop_reason', None)
+        if index == count - 1:
+            data['stop_reason'] = 'max_length'
+        made.append((source, data))
+    return made
+
+STEPS = {steps}
+big = Trace(list(head), pipe.trace.meta)
+for source, data in steps(STEPS):
+    big.emit('generation', 'step', data, run=RUN, start=source.start, duration=source.duration)
+big.emit('generation', 'end', dict(end.data, new_tokens=STEPS), run=RUN, duration=end.duration)
+MODEL_RATE = end.data['decode_tokens_per_s']
+print('READY ' + json.dumps({{'steps': STEPS, 'model_tokens_per_s': MODEL_RATE}}))"""
+
+SCALE_LIVE = """live = Trace([], pipe.trace.meta)
+view = explain.widgets.Dashboard(live)
+display(view)"""
+
+SCALE_FEED = """started = time.perf_counter()
+for e in head:
+    live.emit(e.stage, e.kind, e.data, run=e.run, start=e.start, duration=e.duration)
+first = time.perf_counter()
+for index, (source, data) in enumerate(steps(STEPS)):
+    wait = first + index / {rate} - time.perf_counter()
+    if wait > 0:
+        time.sleep(wait)
+    live.emit('generation', 'step', data, run=RUN, duration=source.duration)
+live.emit('generation', 'end', dict(end.data, new_tokens=STEPS), run=RUN, duration=end.duration)
+print('FED ' + json.dumps({{'first': first - started, 'seconds': time.perf_counter() - first}}))"""
+
+# a click on the token of a step, to that step drawn by the chart (its dataset.step, and nothing waiting)
+CLICK_TO_DRAW = """([root, cell, index]) => new Promise((resolve) => {
+    const box = cell >= 0 ? document.querySelectorAll('.jp-Notebook .jp-Cell')[cell].querySelector(root)
+        : document.querySelector(root);
+    const chart = box.querySelector('.explain-chart');
+    const span = box.querySelectorAll('.explain-gen-text .explain-token')[index];
+    const draws = +chart.dataset.draws || 0, drawMs = +chart.dataset.drawMs || 0;
+    const started = performance.now();
+    span.click();
+    const check = () => {
+        if (chart.dataset.step === String(index) && (+chart.dataset.draws || 0) > draws && !chart.dataset.waiting)
+            resolve({ms: performance.now() - started, draw_ms: (+chart.dataset.drawMs || 0) - drawMs});
+        else if (performance.now() - started > 20000) resolve(null);
+        else requestAnimationFrame(check);
+    };
+    check();
+})"""
+
+
+def measure_scale(args) -> dict:
+    """The scale section (see the module docstring): click to draw, the live dashboard's lag, the export's opening."""
+    from playwright.sync_api import sync_playwright
+
+    steps = args.scale
+    cells = [
+        SCALE_SETUP.format(prompt=PROMPT, steps=steps),
+        "explain.show(big)",
+        SCALE_LIVE,
+        SCALE_FEED.format(rate=LIVE_RATE),
+        "print('EXPORTED ' + json.dumps(explain.export(big, 'big.html')))",
+    ]
+    root = tempfile.mkdtemp(prefix="explain-bench-scale-")
+    with open(os.path.join(root, "scale.ipynb"), "w") as f:
+        json.dump(_notebook(cells), f)
+    result: dict[str, Any] = {"steps": steps, "live_rate": LIVE_RATE}
+    try:
+        with jupyter_lab(root, args.explain_path) as lab, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 3000})
+            page.goto(f"{lab['url']}/lab/workspaces/scale/tree/scale.ipynb?reset&token={lab['token']}")
+            page.wait_for_function(
+                "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
+                timeout=120_000,
+            )
+            cell = page.locator(".jp-Notebook .jp-Cell")
+
+            def start(index: int) -> None:
+                page.evaluate(
+                    f"() => {{ const nb = window.jupyterapp.shell.currentWidget.content; nb.activeCellIndex = {index};"
+                    f" window.jupyterapp.commands.execute('notebook:run-cell'); }}"
+                )
+
+            def wait(index: int, timeout: float = 900) -> None:
+                page.wait_for_function(
+                    f"() => {{ const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[{index}]; "
+                    f"return c && /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent); }}",
+                    timeout=timeout * 1000,
+                )
+
+            def printed(index: int, name: str) -> Any:
+                found = re.search(rf"{name} (.*)", cell.nth(index).locator(".jp-OutputArea").first.inner_text())
+                if not found:
+                    raise RuntimeError(f"cell {index} printed no {name}")
+                return json.loads(found.group(1))
+
+            start(0)
+            wait(0)
+            result["model_tokens_per_s"] = printed(0, "READY")["model_tokens_per_s"]
+
+            # the replayed run: a click on a token to its step drawn
+            start(1)
+            wait(1)
+            replay = cell.nth(1).locator(".explain-dashboard").first
+            replay.scroll_into_view_if_needed()
+            page.wait_for_function(
+                f"() => document.querySelectorAll('.jp-Cell')[1].querySelectorAll('.explain-token').length === {steps}",
+                timeout=120_000,
+            )
+            page.evaluate(
+                "() => { const c = document.querySelectorAll('.jp-Cell')[1].querySelector('.explain-chart');"
+                " c.scrollIntoView({block: 'end'}); }"
+            )
+            page.wait_for_function(
+                "() => +(document.querySelectorAll('.jp-Cell')[1].querySelector('.explain-chart').dataset.draws || 0)"
+                " > 0",
+                timeout=120_000,
+            )
+            time.sleep(1.0)
+            targets = [int(steps * f) for f in (0.1, 0.5, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.05)]
+            clicks = []
+            for target in targets:
+                clicks.append(page.evaluate(CLICK_TO_DRAW, [".explain-dashboard", 1, target]))
+                time.sleep(0.3)
+            result["click_ms"] = [c and c["ms"] for c in clicks]
+            result["click_chart_draw_ms"] = [c and c["draw_ms"] for c in clicks]  # of which plotly drawing
+
+            # the live dashboard fed at LIVE_RATE steps a second: how far behind the page falls
+            start(2)
+            wait(2)
+            live = cell.nth(2).locator(".explain-dashboard").first
+            live.scroll_into_view_if_needed()
+            samples = []
+            start(3)
+            sent = time.perf_counter()
+            page.wait_for_function(
+                "() => +(document.querySelectorAll('.jp-Cell')[2].querySelector('.explain-gen-count')?.textContent"
+                " || 0) > 0",
+                timeout=120_000,
+            )
+            while True:
+                shown = page.evaluate(
+                    "() => +(document.querySelectorAll('.jp-Cell')[2].querySelector('.explain-gen-count')"
+                    ".textContent || 0)"
+                )
+                samples.append((time.perf_counter() - sent, shown))
+                if shown >= steps:
+                    break
+                if time.perf_counter() - sent > steps / LIVE_RATE + 300:
+                    raise RuntimeError(f"the live dashboard showed {shown} of {steps} steps")
+                time.sleep(0.25)
+            wait(3)
+            fed = printed(3, "FED")
+            shown_at = samples[-1][0]
+            first = samples[0][0]  # the page's first step shown: the clock of the feed starts about there
+            lag = max(max(0.0, (t - first) - n / LIVE_RATE) for t, n in samples)
+            result["live"] = {
+                "feed_seconds": fed["seconds"],
+                "page_done_after_s": shown_at - first,
+                "behind_at_end_s": max(0.0, (shown_at - first) - fed["seconds"]),
+                "worst_lag_s": lag,
+                "samples": len(samples),
+            }
+
+            # the exported page: opened to its chart drawn, then a click
+            start(4)
+            wait(4)
+            path = printed(4, "EXPORTED")
+            path = path if os.path.isabs(path) else os.path.join(root, path)
+            result["export_bytes"] = os.path.getsize(path)
+            exported = browser.new_page(viewport={"width": 1400, "height": 3000})
+            opened = time.perf_counter()
+            exported.goto(f"file://{path}")
+            exported.wait_for_function(
+                "() => document.body.dataset.explainReady === 'true' && "
+                "+(document.querySelector('.explain-chart')?.dataset.draws || 0) > 0",
+                timeout=120_000,
+                polling=20,
+            )
+            result["export_open_s"] = time.perf_counter() - opened
+            result["export_click_ms"] = exported.evaluate(CLICK_TO_DRAW, ["#explain-root", -1, steps // 2])["ms"]
+            browser.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
 def summarize(results: dict) -> dict:
     rate = {
         kind: statistics.median(c["tokens_per_s"] for c in results["calls"] if c["kind"] == kind)
@@ -291,6 +504,7 @@ def summarize(results: dict) -> dict:
         "chart_draw_ms_per_call": statistics.median(c.get("chart_draw_ms", 0) for c in with_calls),
         "first_display_s": {k: v / 1000 for k, v in results["first_display_ms"].items()},
         "targets": {
+            **scale_targets(results.get("scale")),
             "cost_percent": {
                 "target": f"<= {TARGETS['cost_percent']}%",
                 "value": cost,
@@ -303,6 +517,48 @@ def summarize(results: dict) -> dict:
             },
         },
     }
+
+
+def scale_targets(scale: dict | None) -> dict:
+    if not scale:
+        return {}
+    clicks = [c for c in scale["click_ms"] if c is not None]
+    worst = max(clicks) if len(clicks) == len(scale["click_ms"]) else float("inf")
+    return {
+        "click_ms": {"target": f"<= {TARGETS['click_ms']:.0f} ms", "value": worst, "met": worst <= TARGETS["click_ms"]},
+        "export_open_s": {
+            "target": f"<= {TARGETS['export_open_s']:.0f} s",
+            "value": scale["export_open_s"],
+            "met": scale["export_open_s"] <= TARGETS["export_open_s"],
+        },
+    }
+
+
+def scale_markdown(scale: dict, targets: dict) -> list[str]:
+    clicks = sorted(c for c in scale["click_ms"] if c is not None)
+    live = scale["live"]
+    met = lambda name: "met" if targets[name]["met"] else "missed"  # noqa: E731
+    return [
+        f"## A run of {scale['steps']:,} steps",
+        "",
+        f"A real sampled call of the embedded model ({scale['model_tokens_per_s']:.1f} tokens/s here), its step "
+        f"events repeated to {scale['steps']:,} steps.",
+        "",
+        f"- **A click on a token to its step drawn** (replayed run, kernel round trip and chart): median "
+        f"{statistics.median(clicks):.0f} ms, worst {targets['click_ms']['value']:.0f} ms over "
+        f"{len(scale['click_ms'])} clicks (target {targets['click_ms']['target']}: {met('click_ms')}); of which "
+        f"the chart's own drawing (plotly.js) median "
+        f"{statistics.median(c for c in scale['click_chart_draw_ms'] if c is not None):.0f} ms, the rest the "
+        "kernel's round trip.",
+        f"- **The live dashboard** fed {scale['steps']:,} steps at {scale['live_rate']:.0f} steps/s "
+        f"({scale['live_rate'] / scale['model_tokens_per_s']:.0f} times the embedded model's speed): the feed took "
+        f"{live['feed_seconds']:.1f} s, the page showed the last step {live['page_done_after_s']:.1f} s after its "
+        f"first ({live['behind_at_end_s']:.1f} s behind at the end), worst lag {live['worst_lag_s']:.1f} s.",
+        f"- **The exported page** ({scale['export_bytes'] / 1e6:.1f} MB) opened to its chart drawn in "
+        f"{scale['export_open_s']:.2f} s (target {targets['export_open_s']['target']}: {met('export_open_s')}); "
+        f"a click there drew its step in {scale['export_click_ms']:.0f} ms.",
+        "",
+    ]
 
 
 def markdown(report: dict) -> str:
@@ -336,6 +592,8 @@ def markdown(report: dict) -> str:
         "Every call: " + "; ".join(f"{c['kind']} {c['tokens_per_s']:.2f}/s" for c in report["calls"]) + ".",
         "",
     ]
+    if report.get("scale"):
+        lines += scale_markdown(report["scale"], s["targets"])
     return "\n".join(lines)
 
 
@@ -346,6 +604,7 @@ def parse(argv=None):
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per call (default 64)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of without/with (default 3)")
     parser.add_argument("--explain-path", default=REPO, help="the checkout of explain the kernel imports")
+    parser.add_argument("--scale", type=int, default=1000, help="steps of the scale section's run (0: skip it)")
     parser.add_argument("--out", default=RESULTS)
     return parser.parse_args(argv)
 
@@ -360,6 +619,8 @@ def main(argv=None) -> int:
 
     load_start = os.getloadavg()[0]
     results = measure(args)
+    if args.scale > 0:
+        results["scale"] = measure_scale(args)
     from bench.run import machine
 
     info = machine()
@@ -370,7 +631,12 @@ def main(argv=None) -> int:
         "machine": f"{info['cpu']}, {info['cpus']} CPUs",
         "machine_slug": info["slug"],
         "versions": {"jupyterlab": jupyterlab.__version__, "playwright": getattr(playwright, "__version__", "?")},
-        "settings": {"tokens": args.tokens, "rounds": args.rounds, "explain_path": args.explain_path},
+        "settings": {
+            "tokens": args.tokens,
+            "rounds": args.rounds,
+            "scale": args.scale,
+            "explain_path": args.explain_path,
+        },
         "load_average": [load_start, os.getloadavg()[0]],
         **results,
     }

@@ -238,13 +238,19 @@ def test_step_through_knobs_what_if_and_force(pipe):
             i for i in st.generation.steps[1]["probs_top"]["ids"] if i != st.generation.steps[1]["token_id"]
         )
         st.force_choice.value = runner_up
-        st.force_button.click()
+        st.force_button.click()  # "Force it and continue": the branch goes on to the run's limit
         branch = st.generation
-        assert branch.branch != 0 and branch.steps[1]["forced"] and branch.input_ids[0, -1] == runner_up
+        assert (
+            branch.branch != 0
+            and branch.steps[1]["forced"]
+            and branch.input_ids[0, branch.prompt_length + 1] == runner_up
+        )
+        assert branch.finished and len(branch.steps) == 8 and branch.stop_reason == "max_length"
         assert st.generations[0].input_ids[0].tolist() == original  # the original run is kept
         assert len(st.dashboard.state.branches) == 2
-        st.next_button.click()
-        assert len(branch.steps) == 3
+        assert (
+            st.next_button.disabled and st.next_button.button_style == "" and "Finished" in st.next_button.description
+        )
     finally:
         st.close()
 

@@ -52,13 +52,26 @@ def _sequences(events: list[Event]) -> tuple[dict[int, list[dict]], dict[int, di
 
 
 def _distribution(step: dict) -> dict:
-    """The top of the distribution a step drew from: ids, probabilities and texts."""
+    """The top of the distribution a step drew from: ids, probabilities and texts. Tokens a processor removed
+    have probability exactly 0: when fewer than DISTRIBUTION_TOP tokens kept a chance, the rest of the rows are
+    the most likely removed tokens by the model's raw logits (`removed` True), not whichever zeros topk returned."""
     texts = step.get("token_texts", {})
-    ids = step["probs_top"]["ids"][:DISTRIBUTION_TOP]
+    pairs = list(zip(step["probs_top"]["ids"], step["probs_top"]["values"], strict=False))
+    kept = [(i, p) for i, p in pairs if p > 0][:DISTRIBUTION_TOP]
+    shown = {i for i, _ in kept}
+    removed: list[tuple[int, float]] = []
+    for token_id in (step.get("logits_top") or {}).get("ids", []):
+        if len(kept) + len(removed) >= DISTRIBUTION_TOP:
+            break
+        if token_id not in shown:
+            shown.add(token_id)
+            removed.append((token_id, 0.0))
+    rows = kept + removed
     return {
-        "ids": ids,
-        "probs": step["probs_top"]["values"][:DISTRIBUTION_TOP],
-        "texts": [texts.get(str(i), f"#{i}") for i in ids],
+        "ids": [i for i, _ in rows],
+        "probs": [p for _, p in rows],
+        "removed": [False] * len(kept) + [True] * len(removed),
+        "texts": [texts.get(str(i), f"#{i}") for i, _ in rows],
         "step": step["step"],
     }
 

@@ -1,32 +1,14 @@
 // Beam search, step by step: one column per step, each running beam linked to the beam it extends, the
 // candidates that finished (score divided by length ** length_penalty) or were pruned, and the final ranking, with
-// the returned sequences' paths drawn thick. Draws `data` (explain.features.trees.beam_tree); writes nothing back.
+// the returned sequences' paths drawn thick. Draws `data` (explain.features.trees.beam_tree); in a dashboard a click
+// on a node of a returned beam's path opens that step of that beam (it writes `clicked`).
 // All text reaches the page through textContent (SVG text included).
+// needs: tree.js
 
-const SVG = "http://www.w3.org/2000/svg";
 const COLUMN = 126, WIDTH = 108, HEIGHT = 34, GAP = 8, PAD = 6;
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function svg(tag, attrs, text) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function visible(text) {
-  if (!text) return "\u2205";
-  return text.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
-}
-
 const short = (text, n) => (text.length > n ? text.slice(0, n - 1) + "\u2026" : text);
-const num = (x) => (x === null || x === undefined ? "?" : Number(x).toFixed(2));
+const num = (x) => fixed(x, 2);
 
 function layout(levels) {
   const placed = levels.map((nodes, level) => nodes.map((node, row) => ({
@@ -36,9 +18,12 @@ function layout(levels) {
   return { placed, width: PAD * 2 + (levels.length - 1) * COLUMN + WIDTH, height: PAD * 2 + rows * (HEIGHT + GAP) };
 }
 
-function treeView(data) {
+function treeView(data, click) {
   const { placed, width, height } = layout(data.levels);
-  const root = svg("svg", { width, height, class: "explain-bt-svg", role: "img" });
+  // drawn in its own units and scaled by the page's --explain-scale (presentation mode), text and boxes alike
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "explain-bt-svg", role: "img" });
+  root.style.width = `calc(${width}px * var(--explain-scale, 1))`;
+  root.style.height = `calc(${height}px * var(--explain-scale, 1))`;
   root.appendChild(svg("title", {}, "beam search tree"));
   const edges = svg("g"), nodes = svg("g");
   root.append(edges, nodes);
@@ -48,12 +33,8 @@ function treeView(data) {
         const parents = placed[index - 1];
         const parent = index === 1 ? parents[0] : parents.find((p) => p.kind === "running" && p.slot === node.parent);
         if (parent) {
-          const x1 = parent.x + WIDTH, y1 = parent.y + HEIGHT / 2, x2 = node.x, y2 = node.y + HEIGHT / 2;
-          const mid = (x1 + x2) / 2;
-          edges.appendChild(svg("path", {
-            d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`,
-            class: `explain-bt-edge ${node.kind}${node.returned ? " best" : ""}`,
-          }));
+          edges.appendChild(treeEdge(parent.x + WIDTH, parent.y + HEIGHT / 2, node.x, node.y + HEIGHT / 2,
+            `explain-bt-edge ${node.kind}${node.returned ? " best" : ""}`));
         }
       }
       const group = svg("g", { class: `explain-bt-node ${node.kind}${node.returned ? " best" : ""}`,
@@ -74,6 +55,13 @@ function treeView(data) {
           (node.normalized !== undefined ? ` \u00b7 length-penalised score ${Number(node.normalized).toFixed(4)}` : "") +
           (node.reason ? ` \u00b7 met ${node.reason}` : "") + (node.parent !== null && node.parent !== undefined ? ` \u00b7 extends slot ${node.parent}` : "");
       group.appendChild(svg("title", {}, tip));
+      const returnedRank = (node.ranks || []).find((r) => data.ranking && r < data.ranking.num_return_sequences);
+      if (returnedRank !== undefined && node.level > 0 && click) { // on a returned beam's path: opens that step
+        group.classList.add("clickable");
+        group.dataset.sequence = String(returnedRank);
+        group.dataset.step = String(node.level - 1);
+        group.addEventListener("click", () => click({ sequence: returnedRank, step: node.level - 1 }));
+      }
       nodes.appendChild(group);
     }
   });
@@ -98,40 +86,24 @@ function rankingView(ranking) {
   return table;
 }
 
-function render({ model, el: root }) {
-  const box = el("div", "explain-w explain-bt");
-  root.appendChild(box);
-  function draw() {
-    const data = model.get("data") || {};
-    box.replaceChildren();
-    box.appendChild(el("div", "explain-caption", "Beam tree"));
-    box.appendChild(el("div", "explain-muted", model.get("caption") || ""));
-    if (!data.levels || data.levels.length < 2) return;
-    if (data.label) box.appendChild(el("div", "explain-muted", data.label));
-    const scroll = el("div", "explain-bt-scroll");
-    scroll.appendChild(treeView(data));
-    box.appendChild(scroll);
-    const legend = el("div", "explain-legend");
-    for (const [kind, text] of [["running", "running beam (\u03a3 = summed log-probability)"],
-      ["finished", "finished: \u03a3 / length^length_penalty"], ["pruned", "candidate not kept"],
-      ["best", "a returned sequence's path"]]) {
-      const item = el("span", "explain-bt-key");
-      item.appendChild(el("span", `explain-bt-swatch ${kind}`));
-      item.appendChild(document.createTextNode(text));
-      legend.appendChild(item);
-    }
-    box.appendChild(legend);
-    if (data.ranking) {
-      box.appendChild(el("div", "explain-caption", "Final ranking"));
-      box.appendChild(el("div", "explain-muted", `${data.ranking.reason}; score = log p / length ^ ` +
-        `${data.ranking.length_penalty} (length_penalty); the first ${data.ranking.num_return_sequences} are returned`));
-      box.appendChild(rankingView(data.ranking));
-    }
+export default treePanel("explain-bt", "Beam tree", (box, data, click) => {
+  if (!data.levels || data.levels.length < 2) return;
+  if (data.label) box.appendChild(el("div", "explain-muted", data.label));
+  const scroll = el("div", "explain-bt-scroll");
+  scroll.appendChild(treeView(data, click));
+  box.appendChild(scroll);
+  box.appendChild(treeLegend([["running", "running beam (\u03a3 = summed log-probability)"],
+    ["finished", "finished: \u03a3 / length^length_penalty"], ["pruned", "candidate not kept"],
+    ["best", "a returned sequence's path"]].map(([kind, words]) => [el("span", `explain-bt-swatch ${kind}`), words]),
+  "explain-bt-key"));
+  if (data.ranking) {
+    box.appendChild(el("div", "explain-caption", "Final ranking"));
+    box.appendChild(el("div", "explain-muted", `${data.ranking.reason}; score = log p / length ^ ` +
+      `${data.ranking.length_penalty} (length_penalty); the first ${data.ranking.num_return_sequences} are returned`));
+    box.appendChild(rankingView(data.ranking));
   }
-  draw();
-  model.on("change:data", draw);
-  model.on("change:caption", draw);
-  return () => { model.off("change:data", draw); model.off("change:caption", draw); };
-}
-
-export default { render };
+}, (box, selected) => { // the step on screen in the dashboard
+  for (const node of box.querySelectorAll(".explain-bt-node.selected")) node.classList.remove("selected");
+  const node = box.querySelector(`.explain-bt-node[data-sequence="${selected.sequence}"][data-step="${selected.step}"]`);
+  if (node) node.classList.add("selected");
+});

@@ -23,23 +23,7 @@ export function esc(value) {
     .replace(/"/g, "&#34;").replace(/'/g, "&#39;");
 }
 
-export function visible(text) {
-  if (!text) return "\u2205";
-  return text.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
-}
-
-function isNumber(v) {
-  return typeof v === "number" && Number.isFinite(v);
-}
-
-function fixed(v, digits) {
-  return isNumber(v) ? v.toFixed(digits) : "?";
-}
-
-function percent(v) {
-  if (!isNumber(v)) return "?";
-  return v >= 0.1 ? `${(100 * v).toFixed(0)}%` : v >= 0.001 ? `${(100 * v).toFixed(1)}%` : `${(100 * v).toPrecision(1)}%`;
-}
+// visible, isNumber, fixed, percent: prelude.js
 
 function short(text, width) {
   const shown = visible(String(text));
@@ -178,10 +162,10 @@ export function figure(step, curves, selected, width, colors) {
     }
     const label = (r) => r.rank !== undefined ? `#${r.rank === null ? "?" : r.rank} ${short(r.word, 9)}` : short(r.word, 14);
     data.push({
-      type: "bar", orientation: "h", xaxis: ref(n, "x"), yaxis: ref(n, "y"),
+      type: "bar", orientation: "h", xaxis: ref(n, "x"), yaxis: ref(n, "y"), tokenIds: shown.map((r) => r.id),
       y: shown.map((r) => r.y), x: shown.map((r) => r.value - base), base,
       marker: { color: shown.map((r) => (r.chosen ? colors.chosen : other)) },
-      text: shown.map((r) => (isProb ? percent(r.value) : fixed(r.value, 1))),
+      text: shown.map((r) => (isProb ? (r.value === 0 ? "removed" : percent(r.value)) : fixed(r.value, 1))),
       textposition: "outside", cliponaxis: false, textfont: { size: 12, color: colors.text },
       hovertemplate: "%{customdata}<extra></extra>",
       customdata: shown.map((r) => `${esc(short(r.word, 40))} (id ${esc(r.id)})<br>` +
@@ -217,8 +201,11 @@ export function figure(step, curves, selected, width, colors) {
     data.push({ type: "scatter", mode: "markers", x: mark ? [c.x[s]] : [], y: mark ? [values[s]] : [],
       xaxis: ref(n, "x"), yaxis: ref(n, "y"), hoverinfo: "skip", cliponaxis: false,
       marker: { size: 15, color: "rgba(0,0,0,0)", line: { color: colors.chosen, width: 3 } } });
+    // room for the selected step's ring (15 px) at both ends, in steps; a one-step run's axis is that step alone
+    const last = Math.max(count - 1, 0), pad = Math.max(0.6, (12 * Math.max(last, 1)) / Math.max(box.right - box.left, 1));
     layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), fixedrange: true,
-      range: [-0.6, Math.max(count - 1, 1) + 0.6], zeroline: false, gridcolor: colors.grid, nticks: 6,
+      range: [-pad, last + pad], zeroline: false, gridcolor: colors.grid, nticks: 6,
+      ...(last < 12 ? { tickmode: "linear", tick0: 0, dtick: 1 } : {}), // whole steps only
       title: { text: "step", font: { size: 12, color: colors.muted }, standoff: 2 },
       tickfont: { size: 11, color: colors.muted } };
     layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), fixedrange: true,
@@ -226,6 +213,25 @@ export function figure(step, curves, selected, width, colors) {
     title([name], box.left - 40, box.titleTop, "left");
   });
   return { data, layout, geometry: geo };
+}
+
+// Presentation mode: a figure laid out for width / scale, drawn `scale` times larger (its positions are fractions of
+// the paper; its lengths, the fonts, markers and lines, are multiplied), so it fills the same width in larger type.
+function scaled(fig, scale) {
+  if (scale === 1) return fig;
+  const grow = (node) => {
+    if (Array.isArray(node)) { for (const item of node) if (item && typeof item === "object") grow(item); return; }
+    for (const [key, value] of Object.entries(node)) {
+      if (typeof value === "number" && (key === "size" || key === "width" || key === "standoff")) node[key] = value * scale;
+      else if (value && typeof value === "object") grow(value);
+    }
+  };
+  const { width, height } = fig.layout;
+  grow(fig.data);
+  grow(fig.layout);
+  fig.layout.width = width * scale;
+  fig.layout.height = height * scale;
+  return fig;
 }
 
 // -- plotly.js: on the page already (an exported page inlines it), or the PlotlyLibrary widget's source ------------
@@ -267,15 +273,31 @@ function plotly(model) {
 }
 
 function render({ model, el }) {
-  if (typeof heal === "function") heal(model); // heal.js, prepended by elements.module_source
+  heal(model, el); // prelude.js
   const box = document.createElement("div");
   box.className = "explain-w explain-chart";
   const empty = document.createElement("div");
   empty.className = "explain-muted explain-chart-empty";
   const plot = document.createElement("div");
   plot.className = "explain-chart-plot";
-  box.append(empty, plot);
+  const forkHint = document.createElement("div");
+  forkHint.className = "explain-muted explain-chart-fork";
+  forkHint.textContent = "Click another token's bar to force it at this step and continue (a new branch).";
+  box.append(empty, plot, forkHint);
   el.appendChild(box);
+  let clicks = 0;
+  function onClick(event) { // a step-through: a click on another token's bar forks the run there
+    const point = event && event.points && event.points[0];
+    const step = model.get("step") || {};
+    if (!model.get("forkable") || !point || !point.data || !point.data.tokenIds) return;
+    const id = point.data.tokenIds[point.pointNumber];
+    const panel = (step.panels || [])[0];
+    if (!Number.isInteger(id) || (panel && id === panel.chosen) || !Number.isInteger(step.index)) return;
+    clicks += 1;
+    model.set("clicked", { step: step.index, token_id: id, n: clicks });
+    model.save_changes();
+    box.dataset.forked = `${step.index}:${id}`;
+  }
 
   let Plotly = null, drawn = false, frame = 0, timer = 0, lastDraw = -Infinity, cost = 0, onScreen = true;
   let dirty = true, closed = false, urgent = true;
@@ -289,8 +311,9 @@ function render({ model, el }) {
     empty.textContent = hasPanels ? "" : message;
     empty.style.display = hasPanels ? "none" : "block";
     plot.style.display = hasPanels ? "block" : "none";
+    forkHint.style.display = "none";
     if (!hasPanels) {
-      if (drawn && Plotly) Plotly.purge(plot);
+      if (drawn && Plotly) { Plotly.purge(plot); delete plot.dataset.clicks; }
       drawn = false;
       dirty = false;
       box.dataset.drawn = "empty";
@@ -300,6 +323,9 @@ function render({ model, el }) {
     if (!Plotly || !onScreen || width === 0) { // drawn once plotly.js is loaded and the chart is seen and sized
       dirty = true;
       box.dataset.waiting = !Plotly ? "plotly.js" : !onScreen ? "off screen" : "no width";
+      // no width for a moment (JupyterLab re-laying out the page, a theme's style sheets swapped): the resize
+      // observer may never hear of it, so look again shortly
+      if (Plotly && onScreen && !timer) timer = setTimeout(() => { timer = 0; schedule(); }, 250);
       return;
     }
     // new data while a run streams: wait after each draw 19 times what it cost, so drawing takes at most 5% of
@@ -316,8 +342,14 @@ function render({ model, el }) {
     urgent = false;
     if (timer) { clearTimeout(timer); timer = 0; }
     const started = performance.now();
-    const { data, layout, geometry } = figure(step, model.get("curves"), model.get("selected"), width, theme(box));
+    const scale = scaleOf(box); // presentation mode: the figure of a narrower chart, every length scaled up
+    const { data, layout, geometry } = scaled(figure(step, model.get("curves"), model.get("selected"), width / scale,
+      theme(box)), scale);
     Plotly.react(plot, data, layout, { displayModeBar: false, responsive: false, staticPlot: false });
+    if (!plot.dataset.clicks && plot.on) { plot.on("plotly_click", onClick); plot.dataset.clicks = "1"; }
+    plot.classList.toggle("forkable", !!model.get("forkable"));
+    forkHint.style.display = model.get("forkable") ? "block" : "none";
+    box.dataset.key = model.get("key") || "";
     drawn = true;
     dirty = false;
     lastDraw = performance.now();
@@ -336,8 +368,9 @@ function render({ model, el }) {
 
   const changed = () => { dirty = true; schedule(); }; // new data
   const asked = () => { urgent = true; changed(); }; // something the reader did
+  // a new key (another call, branch or sequence) is what a reader picked: drawn at once, never spaced
   const handlers = { "change:step": changed, "change:curves": changed, "change:selected": asked,
-    "change:message": asked };
+    "change:message": asked, "change:key": asked, "change:forkable": asked };
   for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);
 
   let width = 0;
@@ -352,7 +385,8 @@ function render({ model, el }) {
   seen.observe(box);
   // JupyterLab switches themes by changing these attributes on <body>; an exported page follows the system
   const themed = new MutationObserver(asked);
-  themed.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
+  themed.observe(document.body, { attributes: true,
+    attributeFilter: ["data-jp-theme-light", "data-jp-theme-name", "data-explain-presentation"] });
   const media = globalThis.matchMedia ? globalThis.matchMedia("(prefers-color-scheme: dark)") : null;
   if (media && media.addEventListener) media.addEventListener("change", asked);
 

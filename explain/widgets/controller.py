@@ -87,6 +87,7 @@ class StepThrough(StaticFallback, widgets.VBox):
             description="Reset", icon="undo", tooltip="Start again from the prompt, with the knobs as they are now"
         )
         self.message = widgets.HTML()
+        self.knob_note = widgets.HTML()  # which knobs the next tokens use, when they differ from the run's start
         # a backend without some processors (transformers lacks explain's own) gets no widget for their knobs
         lacking = set(getattr(pipe, "knobs_unavailable", ()))
         shown, more = [n for n in KNOBS if n not in lacking], [n for n in MORE_KNOBS if n not in lacking]
@@ -113,6 +114,8 @@ class StepThrough(StaticFallback, widgets.VBox):
             layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
         )
         self.dashboard = Dashboard(pipe, step_tools=tools, runs=set())
+        self.dashboard.forkable = True  # a click on another token's bar in the step chart forces it
+        self.dashboard.on_fork = lambda step, token_id: self.force(step, token_id)
         title = widgets.HTML(
             f"<div class='explain-w'><b style='font-size: 15px'>Step through</b> "
             f"<span class='explain-muted'>prompt:</span> <code>{escape(_prompt_text(prompt))}"
@@ -137,11 +140,11 @@ class StepThrough(StaticFallback, widgets.VBox):
         )
         self.more_knobs.set_title(0, "more knobs: " + ", ".join(WIDGET_KNOBS[n].widget.label for n in more))
         hint = widgets.HTML(
-            "<div class='explain-w explain-muted'>Knobs change the next tokens. Temperature, top-k "
-            "and top-p act only when sampling; greedy decoding always takes the most likely token."
-            "</div>"
+            "<div class='explain-w explain-muted'>Knobs change the next tokens (What if? only looks at a recorded "
+            "step). Temperature, top-k and top-p act only when sampling; greedy decoding always takes the most "
+            "likely token.</div>"
         )
-        super().__init__(children=[title, buttons, knobs, self.more_knobs, hint, self.dashboard])
+        super().__init__(children=[title, buttons, knobs, self.more_knobs, hint, self.knob_note, self.dashboard])
         self.add_class("explain-step-through")
         self.generations: dict = {}
         self._tooltips = [(b, b.tooltip) for b in (self.next_button, self.run_button, self.end_button)]
@@ -172,7 +175,8 @@ class StepThrough(StaticFallback, widgets.VBox):
         self.dashboard.follow(run)  # and other dashboards leave it out, whatever other cells do meanwhile
         generation = self.pipe.start(self.prompt, run=run, **kwargs)
         strategy = getattr(type(generation), "title", None)  # several samples, beam search, assisted decoding
-        self.next_button.description = "Next step" if strategy else "Next token"
+        self._next_label = "Next step" if strategy else "Next token"
+        self.next_button.description = self._next_label
         self.next_button.tooltip = (
             f"Run the model once ({strategy}: every sequence or beam gains a token; assisted "
             "decoding: one draft-and-check round)"
@@ -181,7 +185,9 @@ class StepThrough(StaticFallback, widgets.VBox):
         )
         self.generations = {generation.branch: generation}
         self._finished = set()
+        self.knob_changes: list[tuple[int, dict]] = []  # (the step they apply from, {knob: value}) per change
         self._set_knobs(generation.settings)
+        self._started_with = self.knobs()  # what the run started with, as the knob widgets read it
         self._after()
 
     def _set_knobs(self, settings: dict) -> None:
@@ -271,8 +277,9 @@ class StepThrough(StaticFallback, widgets.VBox):
         )
         return result
 
-    def force(self, step: int | None = None, token_id: int | None = None):
-        """Take `token_id` at `step` instead and continue from there, in a new branch; the original stays."""
+    def force(self, step: int | None = None, token_id: int | None = None, go_on: bool = True):
+        """Take `token_id` at `step` instead and continue from there, in a new branch, to the end or the run's
+        limit (go_on=False: stop after the forced token); the original stays."""
         step = self.dashboard.selected_step() if step is None else step
         token_id = self.force_choice.value if token_id is None else token_id
         if step is None or token_id is None:
@@ -284,11 +291,19 @@ class StepThrough(StaticFallback, widgets.VBox):
             self._say(str(error), error=True)
             return None
         self.generations[branch.branch] = branch
+        self.dashboard.flush()  # the branch is on screen before it goes on
+        forced = f"Branch {branch.branch}: forced \u201c{visible(branch.token_text(token_id))}\u201d at step {step}"
+        if go_on and not branch.finished:
+            self._advance(None)
+            if not branch.finished:  # an error or an interrupt stopped it: _advance said why
+                return branch
+            self._say(
+                f"{forced}, then went on to the end ({len(branch.steps)} tokens: {stop_text(branch.stop_reason)}). "
+                "The original is kept: the picker under the text switches between them."
+            )
+            return branch
         self._after()
-        self._say(
-            f"Branch {branch.branch}: forced \u201c{visible(branch.token_text(token_id))}\u201d at step {step}. "
-            "Next token continues the new branch; the original is kept below the text."
-        )
+        self._say(f"{forced}. Next token continues the new branch; the original is kept below the text.")
         return branch
 
     # -- keeping the screen in step ----------------------------------------------------------------------
@@ -305,6 +320,11 @@ class StepThrough(StaticFallback, widgets.VBox):
             button.tooltip = (
                 "The run has ended: Reset starts again; Force branches from an earlier step" if done else tooltip
             )
+        # a finished run's Next looks off, not merely disabled: no colour, its label says the run is over
+        self.next_button.button_style = "" if done else "primary"
+        self.next_button.description = "Finished" if done else self._next_label
+        self.next_button.icon = "check" if done else "step-forward"
+        self._show_knob_note()
         self._update_force_choices()
         if done:
             self._say(
@@ -345,9 +365,29 @@ class StepThrough(StaticFallback, widgets.VBox):
         except ExplainError as error:
             self._say(str(error), error=True)
             return
-        self._say("Knobs set: they apply from the next token.")
+        changed = {n: v for n, v in self.knobs().items() if v != self._started_with.get(n)}
+        self.knob_changes.append((len(self.generation.steps), changed))
+        self._show_knob_note()
+        self._say(f"Knobs set: they apply from the next token (step {len(self.generation.steps)}) on.")
         if self.dashboard.what_if is not None:
             self.what_if()
+
+    def _show_knob_note(self) -> None:
+        """A line that stays while the knobs differ from the run's start: which ones, and from which step they
+        apply (a knob moved for a what-if also changes every later token; this says so where it is seen)."""
+        generation = self.generation
+        changed = {n: v for n, v in self.knobs().items() if v != self._started_with.get(n)}
+        if not changed:
+            self.knob_note.value = ""
+            return
+        since = next((step for step, _ in self.knob_changes), len(generation.steps))
+        knobs = ", ".join(f"{n}={v!r}" for n, v in changed.items())
+        verb = "applied" if generation.finished else "apply"
+        self.knob_note.value = (
+            f"<div class='explain-w explain-knob-note'>\u26a0 Knobs changed: {escape(knobs)} {verb} to every "
+            f"token from step {since} on (the steps before used the knobs the run started with)."
+            "</div>"
+        )
 
     def _enable_knobs(self) -> None:
         sampling = self.knob_widgets["do_sample"].value

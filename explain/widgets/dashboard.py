@@ -22,9 +22,10 @@ from html import escape
 import ipywidgets as widgets
 
 from ..trace import Event, Trace
+from .base import presentation, presentation_button, set_presentation
 from .sink import ThrottledSink
 from .state import DashboardState, visible
-from .static import summary_html
+from .static import StaticFallback, summary_html
 from .views import LOADING, RUN, SELECTION, STATUS, STEPS, VIEWS, Scene, shown, traits
 
 CLAIMED: weakref.WeakKeyDictionary[Trace, set[int]] = weakref.WeakKeyDictionary()  # runs a step-through owns
@@ -38,37 +39,6 @@ def claim(trace: Trace, run: int) -> None:
 
 def release(trace: Trace, run: int) -> None:
     CLAIMED.get(trace, set()).discard(run)
-
-
-class StaticFallback:
-    """A widget whose display also carries a static text/html summary, refreshed through its display id."""
-
-    def _static_html(self) -> str:
-        raise NotImplementedError
-
-    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
-        bundle = {"text/plain": repr(self), "text/html": self._static_html()}
-        if getattr(self, "_view_name", None) is not None:
-            bundle["application/vnd.jupyter.widget-view+json"] = {
-                "version_major": 2,
-                "version_minor": 0,
-                "model_id": self.model_id,
-            }
-        return bundle
-
-    def _ipython_display_(self, **kwargs):
-        from IPython.display import display
-
-        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
-        self._display_handles = [h for h in getattr(self, "_display_handles", []) if h is not None] + [handle]
-
-    def _refresh_displays(self) -> None:
-        """Re-send the bundle to every place this widget was displayed, so the static HTML is up to date."""
-        handles = [h for h in getattr(self, "_display_handles", []) if h is not None]
-        if handles:
-            bundle = self._repr_mimebundle_()
-            for handle in handles:
-                handle.update(bundle, raw=True)
 
 
 def _section(title: str, hint: str = "") -> widgets.HTML:
@@ -101,6 +71,27 @@ class Dashboard(StaticFallback, widgets.VBox):
         self.branch_picker = widgets.ToggleButtons(
             options=[("original", 0)], value=0, style={"button_width": "auto"}, layout=widgets.Layout(display="none")
         )
+        self.branch_picker.add_class("explain-branch-picker")
+        self.sequence_picker = widgets.ToggleButtons(
+            options=[("#0", 0)],
+            value=0,
+            style={"button_width": "auto"},
+            tooltip="the sequence the text, the step view and the trees show",
+            layout=widgets.Layout(display="none"),
+        )
+        self.sequence_picker.add_class("explain-sequence-picker")
+        self.forkable = False  # a step-through sets it: a click on another token's bar in the step chart forces it
+        self.on_fork = None  # the step-through's force(step, token_id)
+        self.present_button = widgets.ToggleButton(
+            value=presentation(),
+            description="presentation",
+            icon="television",
+            tooltip="presentation mode: every view legible on a projector (explain.presentation(True))",
+            layout=widgets.Layout(width="auto", align_self="flex-start"),
+        )
+        self.present_button.add_class("explain-present-button")
+        self.present_button.observe(lambda change: set_presentation(bool(change["new"])), "value")
+        presentation_button(self.present_button)
         self.step_tools = step_tools if step_tools is not None else widgets.Box(layout=widgets.Layout(display="none"))
         super().__init__(children=self._layout(), **kwargs)
         self.add_class("explain-dashboard")
@@ -117,7 +108,12 @@ class Dashboard(StaticFallback, widgets.VBox):
         self._unsubscribe = trace.subscribe(self.sink)
         self.text.observe(self._on_select, "selected")
         self.branch_picker.observe(self._on_branch, "value")
+        self.sequence_picker.observe(self._on_sequence, "value")
         self.run_picker.observe(self._on_run, "value")
+        self.chart.observe(self._on_chart_click, "clicked")
+        for name in ("sampling_tree", "beam_tree"):
+            if name in self.parts:
+                self.parts[name].observe(self._on_tree_click, "clicked")
 
     def _layout(self) -> list[widgets.Widget]:
         """The views in registry order, each under its section title; the pickers and tools where they belong."""
@@ -135,8 +131,12 @@ class Dashboard(StaticFallback, widgets.VBox):
                     else title
                 )
             children.append(self.parts[view.name])
+            if view.name == "header":
+                children.append(self.present_button)
             if view.name == "text":
                 children.append(self.branch_picker)
+            if view.name == "header":
+                children.append(self.sequence_picker)
             if view.name == "caption":
                 children.append(self.step_tools)
         return children
@@ -214,7 +214,7 @@ class Dashboard(StaticFallback, widgets.VBox):
         if not hasattr(self, "_unsubscribe"):  # __init__ refused its source: nothing was built or subscribed
             return
         self._unsubscribe()
-        for child in list(self.parts.values()) + [self.run_picker, self.branch_picker]:
+        for child in list(self.parts.values()) + [self.run_picker, self.branch_picker, self.sequence_picker]:
             child.close()
         super().close()
 
@@ -228,12 +228,13 @@ class Dashboard(StaticFallback, widgets.VBox):
             paused=self.paused,
             detached=self.detached,
             meta=self.trace.meta,
+            forkable=self.forkable,
         )
 
     def _render(self, changes) -> None:
         state = self.state
-        key = (state.run, state.branch)
-        if key != self._shown_key:  # another run or branch: the selection and what-if were about the old one
+        key = (state.run, state.branch, state.sequence)
+        if key != self._shown_key:  # another run, branch or sequence: the selection and what-if were about the old one
             self._shown_key = key
             self.what_if = None
             self.text.selected = -1  # (its observer redraws the step view; harmless here)
@@ -257,6 +258,17 @@ class Dashboard(StaticFallback, widgets.VBox):
                         widget.layout.display = display
         if RUN in changes or STEPS in changes:
             self._render_pickers()
+        if changes & {RUN, STEPS, SELECTION}:
+            self._mark_trees()
+
+    def _mark_trees(self) -> None:
+        """Tell the trees which sequence and step are on screen, so they mark it."""
+        step = self.scene().step_index
+        marked = {"sequence": self.state.sequence, "branch": self.state.branch, "step": -1 if step is None else step}
+        for name in ("sampling_tree", "beam_tree"):
+            part = self.parts.get(name)
+            if part is not None and part.selected != marked:
+                part.selected = marked
 
     def _render_pickers(self) -> None:
         self._quiet = True
@@ -287,6 +299,13 @@ class Dashboard(StaticFallback, widgets.VBox):
         if state.run in runs and self.run_picker.value != state.run:
             self.run_picker.value = state.run
         self.run_picker.layout.display = "flex" if len(runs) > 1 else "none"
+        numbers = sorted(state.sequences)
+        sequences = [(state.sequence_label(n), n) for n in numbers]
+        if sequences != list(self.sequence_picker.options):
+            self.sequence_picker.options = sequences or [("#0", 0)]
+        if state.sequence in numbers and self.sequence_picker.value != state.sequence:
+            self.sequence_picker.value = state.sequence
+        self.sequence_picker.layout.display = "flex" if len(numbers) > 1 else "none"
 
     # -- interaction -----------------------------------------------------------------------------------
     def selected_step(self) -> int | None:
@@ -312,6 +331,40 @@ class Dashboard(StaticFallback, widgets.VBox):
         if not self._quiet and change["new"] is not None and change["new"] != self.state.run:
             self.state = DashboardState.from_trace(self.trace, run=change["new"])
             self._render(EVERYTHING)
+
+    def _on_sequence(self, change) -> None:
+        if not self._quiet and change["new"] is not None and change["new"] != self.state.sequence:
+            self.show_sequence(change["new"])
+
+    def show_sequence(self, sequence: int, step: int | None = None) -> None:
+        """Show sequence `sequence` of the run (a sample, a batch row, a returned beam), at `step` if given."""
+        if self.state.pick_sequence(sequence):
+            self._render(EVERYTHING)
+            if step is not None:
+                self.select(step)
+
+    def _on_tree_click(self, change) -> None:
+        """A token clicked in a tree: that step of that sequence (or forced branch) on screen."""
+        clicked = change["new"] or {}
+        step, sequence, branch = clicked.get("step"), clicked.get("sequence"), clicked.get("branch")
+        if not isinstance(step, int):
+            return
+        if isinstance(branch, int) and branch in self.state.branches:
+            if branch != self.state.branch:
+                self.state.branch = branch
+                self._render(EVERYTHING)
+            self.select(step)
+        elif isinstance(sequence, int):
+            if sequence != self.state.sequence:
+                self.show_sequence(sequence, step)
+            else:
+                self.select(step)
+
+    def _on_chart_click(self, change) -> None:
+        """A bar clicked in the step chart of a step-through: force that token at that step (a new branch)."""
+        clicked = change["new"] or {}
+        if self.forkable and self.on_fork is not None and isinstance(clicked.get("token_id"), int):
+            self.on_fork(clicked.get("step"), clicked["token_id"])
 
     # -- static HTML -----------------------------------------------------------------------------------
     def _static_html(self) -> str:

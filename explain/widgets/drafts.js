@@ -1,18 +1,7 @@
 // Assisted decoding, round by round: the drafted tokens (green: accepted, red: the first one rejected, grey: never
 // checked), the token the model added itself, and why the rejected one was rejected; above, the acceptance rate and
 // the forward passes saved. Draws `data` (explain.features.trees.draft_rounds); writes nothing back. Text via textContent.
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function visible(text) {
-  if (!text) return "\u2205";
-  return text.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
-}
+// needs: tree.js
 
 function chip(text, kind, tip) {
   const node = el("span", `explain-dv-chip ${kind}`, visible(text));
@@ -76,40 +65,20 @@ function idleView(rounds) {
   return row;
 }
 
-function render({ model, el: root }) {
-  const box = el("div", "explain-w explain-dv");
-  root.appendChild(box);
-  function draw() {
-    const data = model.get("data") || {};
-    box.replaceChildren();
-    box.appendChild(el("div", "explain-caption", "Drafted vs accepted"));
-    box.appendChild(el("div", "explain-muted", model.get("caption") || ""));
-    if (!data.rounds || !data.rounds.length) return;
-    box.appendChild(summary(data));
-    const list = el("div", "explain-dv-rounds");
-    let i = 0;
-    while (i < data.rounds.length) {  // consecutive rounds with nothing drafted, for the same reason: one row
-      let j = i;
-      while (!data.rounds[i].drafted.length && j + 1 < data.rounds.length && !data.rounds[j + 1].drafted.length &&
-             data.rounds[j + 1].draft_stop === data.rounds[i].draft_stop) j += 1;
-      list.appendChild(j > i ? idleView(data.rounds.slice(i, j + 1)) : roundView(data.rounds[i]));
-      i = j + 1;
-    }
-    box.appendChild(list);
-    const legend = el("div", "explain-legend");
-    for (const [kind, words] of [["accepted", "drafted, accepted"], ["rejected", "drafted, rejected"],
-      ["unchecked", "drafted after a rejection (dropped)"], ["own", "the model's own token"]]) {
-      const item = el("span");
-      item.appendChild(el("span", `explain-dv-chip ${kind}`, " "));
-      item.appendChild(document.createTextNode(" " + words));
-      legend.appendChild(item);
-    }
-    box.appendChild(legend);
+export default treePanel("explain-dv", "Drafted vs accepted", (box, data) => {
+  if (!data.rounds || !data.rounds.length) return;
+  box.appendChild(summary(data));
+  const list = el("div", "explain-dv-rounds");
+  let i = 0;
+  while (i < data.rounds.length) {  // consecutive rounds with nothing drafted, for the same reason: one row
+    let j = i;
+    while (!data.rounds[i].drafted.length && j + 1 < data.rounds.length && !data.rounds[j + 1].drafted.length &&
+           data.rounds[j + 1].draft_stop === data.rounds[i].draft_stop) j += 1;
+    list.appendChild(j > i ? idleView(data.rounds.slice(i, j + 1)) : roundView(data.rounds[i]));
+    i = j + 1;
   }
-  draw();
-  model.on("change:data", draw);
-  model.on("change:caption", draw);
-  return () => { model.off("change:data", draw); model.off("change:caption", draw); };
-}
-
-export default { render };
+  box.appendChild(list);
+  box.appendChild(treeLegend([["accepted", "drafted, accepted"], ["rejected", "drafted, rejected"],
+    ["unchecked", "drafted after a rejection (dropped)"], ["own", "the model's own token"]]
+    .map(([kind, words]) => [el("span", `explain-dv-chip ${kind}`, " "), " " + words])));
+});

@@ -9,36 +9,20 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
-import uuid
 
 import anywidget
 import traitlets
 
+from .base import HERE, ViewWidget, module_source
 from .inside import InsideView
 
-HERE = pathlib.Path(__file__).parent
-
-
-def module_source(name: str) -> str:
-    """A view's ES module as the page gets it: heal.js (see there), then the module."""
-    return (HERE / "heal.js").read_text(encoding="utf-8") + (HERE / name).read_text(encoding="utf-8")
-
-
-class ViewWidget(anywidget.AnyWidget):
-    """An anywidget whose module knows its own model id (`ref`), so heal.js can re-attach it if anywidget gave up."""
-
-    _css = HERE / "widgets.css"
-    ref = traitlets.Unicode("").tag(sync=True)
-
-    def __init__(self, **kwargs):
-        model_id = uuid.uuid4().hex  # the comm's id, chosen here so the first state can carry it
-        super().__init__(model_id=model_id, ref=model_id, **kwargs)
+__all__ = ["ViewWidget", "module_source", "HERE"]  # the base lives in base.py; re-exported for older imports
 
 
 class StageTimeline(ViewWidget):
     """The eight stages of the pipeline: how long each took and its key facts."""
 
-    _esm = module_source("timeline.js")
+    module = "timeline.js"
     rows = traitlets.List().tag(sync=True)  # [{stage, group, seconds, time, facts, status}]
     caption = traitlets.Unicode("").tag(sync=True)
 
@@ -46,7 +30,7 @@ class StageTimeline(ViewWidget):
 class TokenChips(ViewWidget):
     """The prompt as the model sees it: one chip per token, its id, its characters, its chat role."""
 
-    _esm = module_source("tokens.js")
+    module = "tokens.js"
     tokens = traitlets.List().tag(sync=True)  # [[text, id, start, end, special, role]]
     caption = traitlets.Unicode("").tag(sync=True)
 
@@ -54,7 +38,7 @@ class TokenChips(ViewWidget):
 class GeneratedText(ViewWidget):
     """The generated text, token by token, each shaded by the probability it was chosen with."""
 
-    _esm = module_source("text.js")
+    module = "text.js"
     tokens = traitlets.List().tag(sync=True)  # [[text, prob, forced]]
     key = traitlets.Unicode("").tag(sync=True)  # run:branch; a new key redraws, the same key appends
     prefix = traitlets.Unicode("").tag(sync=True)  # the prompt, shown dimmed before a plain-text continuation
@@ -69,12 +53,15 @@ class GeneratedText(ViewWidget):
 class StepChart(ViewWidget):
     """The step view's bars and curves (chart.js draws them with plotly.js)."""
 
-    _esm = module_source("chart.js")
+    module = "chart.js"
     step = traitlets.Dict().tag(sync=True)  # step_chart.chart_step
     curves = traitlets.Dict().tag(sync=True)  # step_chart.chart_curves
     selected = traitlets.Int(-1).tag(sync=True)  # the step ringed on the curves
     message = traitlets.Unicode("").tag(sync=True)  # shown instead of the chart when there is no step
     library = traitlets.Unicode("").tag(sync=True)  # "IPY_MODEL_<id>" of the PlotlyLibrary
+    key = traitlets.Unicode("").tag(sync=True)  # run:branch:sequence; a new key is drawn at once, not spaced
+    forkable = traitlets.Bool(False).tag(sync=True)  # a step-through: clicking another token's bar forces it
+    clicked = traitlets.Dict().tag(sync=True)  # {step, token_id, n}: the bar a reader clicked (the page writes it)
 
     def __init__(self, **kwargs):
         super().__init__(library=f"IPY_MODEL_{plotly_library().model_id}", **kwargs)
@@ -109,9 +96,6 @@ def plotly_library() -> PlotlyLibrary:
     return _library
 
 
-class InsideElement(InsideView, ViewWidget):
+class InsideElement(InsideView):
     """The inside-the-model view (inside.py) as a dashboard part: it draws the generation/inspect events the run
     recorded for the selected step (capture="inside", or generation.inspect(step) while the run is traced)."""
-
-    _esm = module_source("inside.js")
-    _css = HERE / "inside.css"

@@ -1,4 +1,4 @@
-// The exported page (export.py): the dashboard's own ES modules (timeline.js, tokens.js, text.js, chart.js), each
+// The exported page (export.py), after prelude.js (el, the number formats): the dashboard's own ES modules, each
 // drawing from a small in-page model that stands in for the kernel's widget model. The values were computed in
 // Python by the same views as the live dashboard (views.VIEWS), for the newest step and for every step a reader may
 // click; clicking a token here swaps in its step's values, as the dashboard does in the notebook. Each step's values
@@ -21,7 +21,11 @@ class Model { // the part of anywidget's model the modules use: get, set, on, of
     this.values[name] = value;
     for (const handler of this.handlers.get(`change:${name}`) || []) handler();
   }
-  update(values) { for (const [name, value] of Object.entries(values)) this.set(name, value); }
+  update(values) { // as a widget model takes a message: every value first, then each change's handlers
+    const changed = Object.entries(values).filter(([name, value]) => JSON.stringify(this.values[name]) !== JSON.stringify(value));
+    for (const [name, value] of changed) this.values[name] = value;
+    for (const [name] of changed) for (const handler of this.handlers.get(`change:${name}`) || []) handler();
+  }
   on(event, handler) {
     if (!this.handlers.has(event)) this.handlers.set(event, []);
     this.handlers.get(event).push(handler);
@@ -52,13 +56,6 @@ function stepValues(key, index) { // {view: values that differ from the newest s
   }
   const line = stepLines.get(key)[index];
   return line ? JSON.parse(line) : {};
-}
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
 }
 
 // -- the theme: auto (the system's), light or dark, as JupyterLab marks it on <body> ----------------------------

@@ -28,7 +28,8 @@ import secrets
 from ..errors import ExplainError
 from ..trace import Trace
 from ..utils.files import save_file, writable_target
-from .elements import HERE, module_source, plotly_js_path
+from .base import HERE, module_source
+from .elements import plotly_js_path
 from .safe import esc
 from .state import DashboardState
 from .static import summary_html
@@ -104,8 +105,16 @@ def export_data(trace: Trace, run: int | None = None) -> dict:
             label = (f"call {number}" if number else "loading") + (
                 f", branch {branch}: forced at step {fork.get('step')}" if branch else ""
             )
+            if len(state.sequences) > 1 and not branch:
+                label += f", {state.sequence_label(0)}"
             keys.append({"key": key, "label": label})
             pages[key] = _page(state, trace.meta)
+        for sequence in sorted(state.sequences)[1:]:  # several samples, batch rows or returned beams: one page each
+            state.pick_sequence(sequence)
+            key = f"{number or 0}:0:{sequence}"
+            keys.append({"key": key, "label": f"call {number}, {state.sequence_label(sequence)}"})
+            pages[key] = _page(state, trace.meta)
+        state.pick_sequence(0)
     views = [{"name": v.name, "module": v.module, "section": list(v.section) if v.section else None} for v in VIEWS]
     note = (
         f"exported by explain on {datetime.date.today().isoformat()}: no kernel, no network; click a token "
@@ -180,7 +189,7 @@ def export_html(source, run: int | None = None) -> str:
             "</head><body data-jp-theme-light='true'><div id='explain-root'>",
             summary_html(state),  # what a reader sees without JavaScript (and until the views have drawn)
             "</div>",
-            f"<script nonce='{nonce}' type='module'>{_script_source((HERE / 'export.js').read_text(encoding='utf-8'))}"
+            f"<script nonce='{nonce}' type='module'>{_script_source(module_source('export.js'))}"
             "</script></body></html>\n",
         ]
     )

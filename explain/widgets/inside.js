@@ -2,33 +2,39 @@
 // Draws `look` (a generation/inspect event's data); writes only `tab`, `layer`, `head` and `request`.
 // All text reaches the page through textContent.
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function visible(text) {
-  if (!text) return "\u2205";
-  return text.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
-}
-
-const pct = (p) => (p >= 0.995 ? "100%" : p >= 0.01 ? `${(100 * p).toFixed(0)}%` : p >= 0.001 ? `${(100 * p).toFixed(1)}%` : "<0.1%");
 const blue = (a) => `rgba(9, 105, 218, ${Math.max(0, Math.min(1, a)).toFixed(3)})`;
 
-function lensView(look, texts) {
+const LAYER_PX = 56, CHOSEN_PX = 150, READING_PX = 84; // the lens grid's columns (a reading at least 84 px)
+
+function lensView(look, texts, width) {
   const lens = look.lens;
   const box = el("div", "explain-in-lens");
   const grid = el("div", "explain-in-lens-grid");
-  grid.style.gridTemplateColumns = `56px repeat(${lens.layers[0].ids.length}, minmax(72px, 1fr)) 120px`;
+  // the layer, then p(chosen) (what the lesson asks about, so never off-screen), then as many of the top readings
+  // as the width holds (an 800 px notebook shows fewer of them, not a grid wider than its output)
+  const all = lens.layers[0].ids.length;
+  const scale = parseFloat(getComputedStyle(document.body).getPropertyValue("--explain-scale")) || 1; // presentation
+  const [layerPx, chosenPx, readingPx] = [LAYER_PX, CHOSEN_PX, READING_PX].map((px) => Math.round(px * scale));
+  const fits = width > 0 ? Math.floor((width - layerPx - chosenPx - 4) / (readingPx + 1)) : all;
+  const readings = Math.max(1, Math.min(all, fits));
+  grid.dataset.readings = String(readings);
+  grid.style.gridTemplateColumns = `${layerPx}px ${chosenPx}px repeat(${readings}, minmax(0, 1fr))`;
   grid.appendChild(el("div", "explain-in-head", "layer"));
-  lens.layers[0].ids.forEach((_, i) => grid.appendChild(el("div", "explain-in-head", i === 0 ? "top reading" : "")));
-  grid.appendChild(el("div", "explain-in-head", `p(${visible(look.token)})`));
+  grid.appendChild(el("div", "explain-in-head explain-in-chosen-head", `p(${visible(look.token)})`));
+  for (let i = 0; i < readings; i++) {
+    grid.appendChild(el("div", "explain-in-head", i === 0 ? `top reading${readings < all ? ` (${readings} of ${all})` : ""}` : ""));
+  }
   for (const row of lens.layers) {
     const name = row.layer === 0 ? "embed" : String(row.layer);
     grid.appendChild(el("div", "explain-in-layer", name));
-    row.ids.forEach((id, i) => {
+    const bar = el("div", "explain-in-bar");
+    const fill = el("span");
+    fill.style.width = `${(100 * row.chosen_prob).toFixed(1)}%`;
+    bar.appendChild(fill);
+    bar.appendChild(el("em", "", `${pct(row.chosen_prob)} \u00b7 rank ${row.chosen_rank}`));
+    bar.title = `layer ${name}: the chosen token has p = ${row.chosen_prob.toPrecision(3)}, rank ${row.chosen_rank}`;
+    grid.appendChild(bar);
+    row.ids.slice(0, readings).forEach((id, i) => {
       const p = row.probs[i];
       const cell = el("div", "explain-in-cell" + (id === look.token_id ? " chosen" : ""));
       cell.style.background = blue(Math.sqrt(p) * 0.85);
@@ -38,13 +44,6 @@ function lensView(look, texts) {
       if (Math.sqrt(p) * 0.85 > 0.5) cell.classList.add("dark");
       grid.appendChild(cell);
     });
-    const bar = el("div", "explain-in-bar");
-    const fill = el("span");
-    fill.style.width = `${(100 * row.chosen_prob).toFixed(1)}%`;
-    bar.appendChild(fill);
-    bar.appendChild(el("em", "", `${pct(row.chosen_prob)} \u00b7 rank ${row.chosen_rank}`));
-    bar.title = `layer ${name}: the chosen token has p = ${row.chosen_prob.toPrecision(3)}, rank ${row.chosen_rank}`;
-    grid.appendChild(bar);
   }
   box.appendChild(grid);
   const exact = lens.last_layer_difference === 0 ? "equals the step's logits exactly"
@@ -184,7 +183,7 @@ function attributionView(look, model) {
 }
 
 function render({ model, el: root }) {
-  if (typeof heal === "function") heal(model); // heal.js, prepended when it is a dashboard part (elements.py)
+  heal(model, root); // prelude.js
   const box = el("div", "explain-w explain-inside");
   root.appendChild(box);
   function draw() {
@@ -210,7 +209,7 @@ function render({ model, el: root }) {
     box.appendChild(tabs);
     const part = look[tab];
     if (part && part.note) box.appendChild(el("div", "explain-in-note", part.note));
-    if (tab === "lens" && look.lens) box.appendChild(lensView(look, texts));
+    if (tab === "lens" && look.lens) box.appendChild(lensView(look, texts, box.clientWidth));
     else if (tab === "attention" && look.attention) box.appendChild(attentionView(look, model));
     else if (tab === "attribution") box.appendChild(attributionView(look, model));
     else box.appendChild(el("div", "explain-muted", `This trace has no ${tab} for step ${look.step}.`));
@@ -219,7 +218,12 @@ function render({ model, el: root }) {
   draw();
   const names = ["change:look", "change:tab", "change:layer", "change:head", "change:status"];
   for (const name of names) model.on(name, draw);
-  return () => { for (const name of names) model.off(name, draw); };
+  let width = box.clientWidth; // the lens grid's columns follow the output's width
+  const resize = typeof ResizeObserver === "function" ? new ResizeObserver(() => {
+    if (box.clientWidth !== width) { width = box.clientWidth; draw(); }
+  }) : null;
+  if (resize) resize.observe(box);
+  return () => { for (const name of names) model.off(name, draw); if (resize) resize.disconnect(); };
 }
 
 export default { render };

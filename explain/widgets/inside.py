@@ -9,19 +9,17 @@ so a live run and a replayed trace draw the same way. Attribution is computed wh
 
 from __future__ import annotations
 
-import pathlib
-
-import anywidget
 import traitlets
 
 from ..errors import ExplainError
 from ..trace import Trace
+from .base import HERE, ViewWidget
+from .safe import esc, fmt
+from .static import StaticFallback
 
-HERE = pathlib.Path(__file__).parent
 
-
-class InsideView(anywidget.AnyWidget):
-    _esm = HERE / "inside.js"
+class InsideView(StaticFallback, ViewWidget):
+    module = "inside.js"
     _css = HERE / "inside.css"
     look = traitlets.Dict().tag(sync=True)  # a generation/inspect event's data
     tab = traitlets.Unicode("lens").tag(sync=True)  # lens, attention or attribution
@@ -41,6 +39,15 @@ class InsideView(anywidget.AnyWidget):
 
     def __repr__(self) -> str:
         return f"InsideView(step {self.look.get('step')}, tab {self.tab!r})"
+
+    def _static_html(self) -> str:  # where the view cannot draw (a reopened notebook)
+        look = self.look
+        if not look:
+            return f"<div class='explain-static'>Inside the model: {esc(self.status or 'no step shown')}</div>"
+        return (
+            f"<div class='explain-static'>Inside the model at step {fmt(look.get('step'))}: how "
+            f"<code>{esc(look.get('token', ''))}</code> came out (position {fmt(look.get('position'))})</div>"
+        )
 
     def show(self, step: int, branch: int = 0) -> None:
         """Look inside at `step`: compute it from the run in memory, or take what the trace recorded."""

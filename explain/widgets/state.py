@@ -6,6 +6,7 @@ state when the sink flushes. The same state builds the live widgets, a replayed 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from ..events import LOADING_STAGES, STAGES, describe
@@ -51,7 +52,9 @@ class DashboardState:
         self.run_events: list[
             Event
         ] = []  # the run's events in order (the strategy panels fold them: explain.features.trees)
-        self.sequences: dict[int, list[dict]] = {}  # several sampled sequences: the steps of sequence 1, 2, ...
+        self.sequences: dict[int, list[dict]] = {}  # several sequences (samples, batch rows, returned beams): steps
+        self.sequence = 0  # the sequence on screen (the sequence picker)
+        self.ranking: dict | None = None  # beam search: the generation/ranking data
         self.beams: list[dict] = []  # beam search: each step's generation/beams data
         self.drafts: list[dict] = []  # assisted decoding: each round's generation/draft data
         self.forks: dict[int, dict] = {}  # branch -> its generation/force data
@@ -110,9 +113,10 @@ class DashboardState:
         self.branch = data["branch"]
 
     def _step(self, event: Event) -> None:
-        if event.data.get("sequence", 0):
-            self.sequences.setdefault(event.data["sequence"], []).append(event.data)  # the views show sequence 0
-            return
+        if "sequence" in event.data:  # several sequences: each kept; sequence 0 is also the original branch
+            self.sequences.setdefault(event.data["sequence"], []).append(event.data)
+            if event.data["sequence"]:
+                return
         branch = event.data.get("branch", 0)
         self.branches.setdefault(branch, []).append(event.data)
         self.branch = branch
@@ -125,9 +129,56 @@ class DashboardState:
     def _end(self, event: Event) -> None:
         self.end, self.end_branch = event, self.branch
 
+    def _beams(self, event: Event) -> None:
+        """A beam search step: while the search runs, the text and the step view follow the best running beam
+        (slot 0, traced back through its parents); the ranking replaces it with the returned ones."""
+        self.beams.append(event.data)
+        self.step_seconds += event.duration
+        if self.ranking is None:
+            best = best_running(self.beams)
+            if best is not None:
+                self.sequences[0] = beam_steps(self.beams, best, 0)
+
+    def _ranking(self, event: Event) -> None:
+        """Beam search ended: each hypothesis the call returns becomes a sequence, its steps taken from the beams
+        events along its path (the step view shows what its beam scored at each step)."""
+        self.ranking = event.data
+        returned = [h for h in event.data.get("hypotheses", []) if h.get("returned")]
+        for number, hypothesis in enumerate(returned):
+            self.sequences[number] = beam_steps(self.beams, hypothesis, number)
+
+    # -- sequences --------------------------------------------------------------------------------------
+    @property
+    def several(self) -> bool:
+        """Whether the run has several sequences to pick from (samples, batch rows, returned beams)."""
+        return len(self.sequences) > 1 or (bool(self.beams) and bool(self.sequences))
+
+    def sequence_label(self, number: int) -> str:
+        """The picker's name of a sequence: `beam #0 (score -0.55)`, `prompt 1 · #0`, `#2`."""
+        if self.ranking is not None:
+            returned = [h for h in self.ranking.get("hypotheses", []) if h.get("returned")]
+            if number < len(returned):
+                return f"beam #{number} (score {returned[number].get('score', 0):.2f})"
+        steps = self.sequences.get(number) or [{}]
+        row = steps[0].get("batch_row")
+        return f"prompt {row} \u00b7 #{number}" if row is not None and self._batch_rows() > 1 else f"#{number}"
+
+    def _batch_rows(self) -> int:
+        return len({(s[0].get("batch_row") if s else None) for s in self.sequences.values()})
+
+    def pick_sequence(self, number: int) -> bool:
+        """Show sequence `number` (the original branch); False when the run has no such sequence."""
+        if number not in self.sequences:
+            return False
+        self.sequence, self.branch = number, 0
+        return True
+
     # -- reading ----------------------------------------------------------------------------------------
     def steps(self, branch: int | None = None) -> list[dict]:
-        return self.branches.get(self.branch if branch is None else branch, [])
+        branch = self.branch if branch is None else branch
+        if branch == 0 and self.sequences and (self.sequence or self.beams):
+            return self.sequences.get(self.sequence, [])
+        return self.branches.get(branch, [])
 
     @staticmethod
     def prob_of(step: dict, token_id: int) -> float | None:
@@ -154,6 +205,8 @@ class DashboardState:
         steps = self.steps()
         if steps and steps[-1].get("stop_reason"):
             return steps[-1]["stop_reason"]
+        if self.beams and self.end is None and self.ranking is not None:
+            return self.ranking.get("reason") or "ended"
         if self.end is not None and self.end_branch == self.branch:
             return self.end.data.get("stop_reason") or "ended"
         return None
@@ -187,6 +240,9 @@ class DashboardState:
 
     def text(self, branch: int | None = None) -> str:
         if self.decode is not None and (branch is None or branch == self.branch):
+            sequences = self.decode.data.get("sequences") or []
+            if (branch or self.branch) == 0 and self.sequence and self.sequence < len(sequences):
+                return sequences[self.sequence].get("text", "")
             return self.decode.data.get("text", "")
         return "".join(s.get("text") or s.get("token", "") for s in self.steps(branch))
 
@@ -312,6 +368,71 @@ def loading_facts(stage: str, events: list[Event]) -> list[str]:
     return []
 
 
+def best_running(beams: list[dict]) -> dict | None:
+    """The best running beam (slot 0 of the newest step) as a hypothesis {ids, path}: its tokens and, per step,
+    the slot it extended, traced back through each step's running beams. None once no beam runs."""
+    running = beams[-1].get("running") or []
+    if not running or running[0].get("score", 0) <= -1e8:
+        return None
+    ids: list[int] = []
+    path: list[int] = []
+    slot = 0
+    for record in reversed(beams):
+        beam = (record.get("running") or [{}])[slot] if slot < len(record.get("running") or []) else {}
+        if "token_id" not in beam:
+            return None
+        ids.insert(0, beam["token_id"])
+        path.insert(0, beam.get("parent", 0))
+        slot = beam.get("parent", 0)
+    return {"ids": ids, "path": path}
+
+
+def beam_steps(beams: list[dict], hypothesis: dict, number: int) -> list[dict]:
+    """A returned beam hypothesis as steps the step view draws: at step t, what the beam it extended (path[t])
+    scored for the next token (its log-probabilities after the processors, the top the trace kept), and the token
+    it took. `prob` is that token's probability under the beam's distribution, None when outside the kept top."""
+    steps = []
+    ids, path = hypothesis.get("ids") or [], hypothesis.get("path") or []
+    for t, token_id in enumerate(ids):
+        if t >= len(beams):
+            break
+        record = beams[t]
+        beam = path[t] if t < len(path) else 0
+        entry = next((b for b in record.get("beams", []) if b.get("beam") == beam), None) or {}
+        top = entry.get("top") or {"ids": [], "values": []}
+        texts = record.get("token_texts") or {}
+        token = texts.get(str(token_id), texts.get(token_id, f"#{token_id}"))
+        values = dict(zip(top.get("ids", []), top.get("values", []), strict=False))
+        log_prob = values.get(token_id)
+        rank = top["ids"].index(token_id) + 1 if token_id in top.get("ids", []) else None
+        steps.append(
+            {
+                "step": t,
+                "position": record.get("position"),
+                "sequence": number,
+                "beam": beam,
+                "beam_score": entry.get("score"),
+                "token_id": token_id,
+                "token": token,
+                "text": token,
+                "method": "beam",
+                "beam_method": record.get("method"),
+                "logits_title": f"beam {beam}'s log-probabilities (after the processors)",
+                "logits_top": top,
+                "logit": log_prob,
+                "probs_top": {"ids": list(top.get("ids", [])), "values": [math.exp(v) for v in top.get("values", [])]},
+                "prob": None if log_prob is None else math.exp(log_prob),
+                "rank": rank,
+                "processors": [],
+                "token_texts": texts,
+                "forward": record.get("forward"),
+                "forward_time": record.get("forward_time"),
+                "kv_cache": record.get("kv_cache"),
+            }
+        )
+    return steps
+
+
 # -- what each kind of a run's event does to the state --------------------------------------------------------------
 Handler = Callable[[DashboardState, Event], None]
 
@@ -338,11 +459,12 @@ HANDLERS: dict[tuple[str, str], Handler] = {  # (stage, kind) -> how the state f
     ("generation", "settings"): keep("settings"),
     ("generation", "prefill"): keep("prefill"),
     ("generation", "step"): DashboardState._step,
-    ("generation", "beams"): keep("beams", data=True, seconds=True),
+    ("generation", "beams"): DashboardState._beams,
     ("generation", "draft"): keep("drafts", data=True, seconds=True),
     ("generation", "inspect"): DashboardState._inspect,
     ("generation", "force"): lambda state, event: state._fork(event.data),
     ("generation", "end"): DashboardState._end,
+    ("generation", "ranking"): DashboardState._ranking,
     ("decoding", "decode"): keep("decode"),
 }
 

@@ -3,6 +3,13 @@
 Built from a DashboardState (so from the trace), with every value escaped, numbers included: a prompt can hold
 anything, `<script>` included, and a shared trace file can hold markup in any field (a step's rank, a token id);
 all of it must show as text. Readable without its inline styles, which some renderers strip.
+
+`StaticFallback` gives a widget that summary where its live view cannot draw. A reopened notebook has no widget
+models (the kernel that made them is gone), and JupyterLab, which always prefers the widget view of an output
+bundle over its text/html, writes "Error displaying widget: model not found" in its place. So a StaticFallback
+displays two outputs: the widget (widget view, text/html, text/plain: the bundle every other front end reads) and,
+right after it, `fallback_html`: the summary and "re-run this cell to make it live", hidden, with a style sheet
+that in JupyterLab and Notebook 7 shows it (and hides the error) only when the widget before it failed to draw.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ def _timeline(state: DashboardState) -> str:
         rows.append(
             f"<tr><td><b>{esc(row['stage'])}</b></td>"
             f"<td style='text-align:right; padding: 0 8px; white-space: nowrap'>"
-            f"{esc(row['time'])}</td><td>{esc(facts)}</td></tr>"
+            f"{esc(row['time'])}</td><td style='text-align:left'>{esc(facts)}</td></tr>"
         )
     rows.append("</tbody></table>")
     return "".join(rows)
@@ -130,3 +137,69 @@ def _steps(state: DashboardState) -> str:
         rows.append(f"<p>… and {len(steps) - MAX_STEP_ROWS} more steps in the trace.</p>")
     rows.append("</details>")
     return "".join(rows)
+
+
+RERUN = "re-run this cell to make it live"
+# JupyterLab's widget renderer marks its output node `jupyter-widgets` only when it failed (its own view is a child)
+_WIDGET_FAILED = ".jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets)"
+FALLBACK_STYLE = (
+    "<style>"
+    # hidden while the widget before it draws (or loads); its whole output, so it takes no room
+    ".jp-OutputArea-child:has(> .jp-OutputArea-output .explain-fallback) { display: none; }"
+    # the widget failed to draw (no model: a reopened notebook): the summary instead of JupyterLab's error
+    f"{_WIDGET_FAILED} + .jp-OutputArea-child:has(.explain-fallback) {{ display: flex; }}"
+    f"{_WIDGET_FAILED} + .jp-OutputArea-child .explain-fallback {{ display: block !important; }}"
+    f"{_WIDGET_FAILED}:has(+ .jp-OutputArea-child .explain-fallback) {{ display: none; }}"
+    "</style>"
+)
+
+
+def fallback_html(summary: str) -> str:
+    """What a widget's second output holds (see the module docstring): the summary and one line saying how to make
+    it live, hidden unless JupyterLab failed to draw the widget before it."""
+    return (
+        f"{FALLBACK_STYLE}<div class='explain-fallback' style='display: none'>"
+        f"<p class='explain-rerun' style='margin: 2px 0 4px; font-weight: 600'>\u27f3 {RERUN}</p>{summary}</div>"
+    )
+
+
+class StaticFallback:
+    """A widget whose display also carries a static text/html summary, refreshed through its display id, and whose
+    summary replaces JupyterLab's error where the widget cannot draw (fallback_html)."""
+
+    def _static_html(self) -> str:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
+        bundle = {"text/plain": repr(self), "text/html": self._static_html()}
+        if getattr(self, "_view_name", None) is not None:
+            bundle["application/vnd.jupyter.widget-view+json"] = {
+                "version_major": 2,
+                "version_minor": 0,
+                "model_id": self.model_id,
+            }
+        return bundle
+
+    def _fallback_bundle(self) -> dict:
+        return {"text/html": fallback_html(self._static_html())}
+
+    def _ipython_display_(self, **kwargs):
+        from IPython.display import display
+
+        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
+        fallback = display(self._fallback_bundle(), raw=True, display_id=True)
+        self._display_handles = [h for h in getattr(self, "_display_handles", []) if h is not None] + [handle]
+        self._fallback_handles = [h for h in getattr(self, "_fallback_handles", []) if h is not None] + [fallback]
+
+    def _refresh_displays(self) -> None:
+        """Re-send both outputs to every place this widget was displayed, so the static HTML is up to date."""
+        handles = [h for h in getattr(self, "_display_handles", []) if h is not None]
+        if handles:
+            bundle = self._repr_mimebundle_()
+            for handle in handles:
+                handle.update(bundle, raw=True)
+        fallbacks = [h for h in getattr(self, "_fallback_handles", []) if h is not None]
+        if fallbacks:
+            bundle = self._fallback_bundle()
+            for handle in fallbacks:
+                handle.update(bundle, raw=True)

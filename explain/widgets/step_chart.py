@@ -31,14 +31,11 @@ def word(texts: dict, token_id) -> str:
 
 def processor_title(processor: dict) -> str:
     """`top-k 50 (keeps 53: ties with the 50th score stay)`: the processor, its knobs, what it kept."""
-    if isinstance(processor.get("title"), str) and processor["title"]:
-        title = processor["title"]
-    else:
-        args = processor.get("args") if isinstance(processor.get("args"), dict) else {}
-        values = [
-            f"{v:g}" if isinstance(v, float) else text(v) for v in args.values() if not isinstance(v, (list, dict))
-        ]
-        title = f"{text(processor.get('name'), 'processor').replace('_', '-')} {' '.join(values)}".strip()
+    args = processor.get("args") if isinstance(processor.get("args"), dict) else {}
+    values = [f"{v:g}" if isinstance(v, float) else text(v) for v in args.values() if not isinstance(v, (list, dict))]
+    named = processor.get("title") if isinstance(processor.get("title"), str) and processor["title"] else None
+    name = named or text(processor.get("name"), "processor").replace("_", "-")
+    title = f"{name} {' '.join(values)}".strip()  # the knob's value in the title: "temperature 0.7"
     kept, removed = integer(processor.get("kept")), integer(processor.get("removed"))
     if removed:
         k = integer((processor.get("args") or {}).get("top_k")) if isinstance(processor.get("args"), dict) else None
@@ -69,7 +66,7 @@ def panels(step: dict, what_if: dict | None = None) -> list[dict]:
     ids, values = _top(step.get("logits_top"))
     result = [
         {
-            "title": "model logits (raw scores)",
+            "title": text(step.get("logits_title")) if step.get("logits_title") else "model logits (raw scores)",
             "kind": "logit",
             "ids": ids,
             "values": values,
@@ -99,7 +96,10 @@ def panels(step: dict, what_if: dict | None = None) -> list[dict]:
         )
     ids, values = _top(step.get("probs_top"))
     kept = [(i, v) for i, v in zip(ids, values, strict=False) if (number(v) or 0) > 0]
-    how = "sampled from these" if step.get("method") == "sample" else "greedy: the top one"
+    how = {
+        "sample": "sampled from these",
+        "beam": "the beam's own; beam search keeps the best sequences, not each step's best token",
+    }.get(step.get("method"), "greedy: the top one")
     # softmax keeps the order of the last scores, so the chosen token's rank is the same as after the last processor
     rank = result[-1]["chosen_rank"] if len(result) > 1 else step.get("rank")
     result.append(

@@ -18,18 +18,18 @@ explain/widgets/views.py, where one exists.
 
 from __future__ import annotations
 
-import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import anywidget
 import traitlets
 
 from ..features.trees import beam_tree, draft_rounds, sampling_tree
 from ..trace import Event, Trace
+from .base import HERE, ViewWidget
+from .safe import esc
 from .sink import ThrottledSink
+from .static import StaticFallback
 
-HERE = pathlib.Path(__file__).parent
 PROMPT_TAIL = 80  # characters of the prompt the views show
 
 
@@ -132,28 +132,32 @@ def panel_values(name: str, events: list[Event], run: int | None = None) -> dict
 
 
 # -- the elements (no state of their own) and the views that follow a trace ------------------------------------
-class StrategyElement(anywidget.AnyWidget):
+class StrategyElement(ViewWidget):
+    """A panel's widget: its ES module (with prelude.js and tree.js, base.module_source) over `data` and `caption`."""
+
     _css = HERE / "strategy_views.css"
     data = traitlets.Dict().tag(sync=True)
     caption = traitlets.Unicode("").tag(sync=True)
+    selected = traitlets.Dict().tag(sync=True)  # {sequence, step} on screen in a dashboard: the tree marks it
+    clicked = traitlets.Dict().tag(sync=True)  # {sequence, step, n}: a token a reader clicked (the page writes it)
 
 
 class SamplingTreeElement(StrategyElement):
-    _esm = HERE / PANELS["sampling_tree"].module
+    module = PANELS["sampling_tree"].module
 
 
 class BeamTreeElement(StrategyElement):
-    _esm = HERE / PANELS["beam_tree"].module
+    module = PANELS["beam_tree"].module
 
 
 class DraftsElement(StrategyElement):
-    _esm = HERE / PANELS["drafts"].module
+    module = PANELS["drafts"].module
 
 
 ELEMENTS = {"sampling_tree": SamplingTreeElement, "beam_tree": BeamTreeElement, "drafts": DraftsElement}
 
 
-class RunView:
+class RunView(StaticFallback):
     """What the three views share: which trace and run they show, and following it live."""
 
     panel = ""
@@ -177,6 +181,9 @@ class RunView:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(run {self.run}, {self.caption!r})"
+
+    def _static_html(self) -> str:  # where the view cannot draw (a reopened notebook): its title and caption
+        return f"<div class='explain-static'><b>{esc(PANELS[self.panel].title)}</b>: {esc(self.caption)}</div>"
 
     def refresh(self) -> None:
         """Rebuild `data` from the run's events (the newest run that has something to draw, when following)."""

@@ -1,19 +1,7 @@
 // The generated text, token by token: each span shaded by the probability the token was chosen with.
 // Click a token to show its step; arrow keys move the selection. New tokens are appended, not redrawn.
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function probColor(p) {
-  if (p === null || p === undefined) return "rgba(128,128,128,0.25)";
-  return `hsla(${Math.round(120 * Math.max(0, Math.min(1, p)))}, 75%, 45%, 0.28)`;
-}
-
 function render({ model, el: root }) {
-  if (typeof heal === "function") heal(model); // heal.js, prepended by elements.module_source
+  heal(model, root); // prelude.js
   const box = el("div", "explain-w explain-gen");
   const status = el("div", "explain-gen-status");
   const count = el("span", "explain-gen-count", "0");
@@ -46,7 +34,7 @@ function render({ model, el: root }) {
     // a line break has no width: a visible mark (CSS, not text, so the text stays the model's) keeps it clickable
     if (token.includes("\n")) span.classList.add("explain-nl");
     span.style.background = probColor(prob);
-    span.title = `step ${index} \u00b7 p = ${prob === null || prob === undefined ? "?" : prob.toFixed(3)}` +
+    span.title = `step ${index} \u00b7 p = ${fixed(prob, 3)}` +
       `${forced ? " \u00b7 forced" : ""}`;
     span.addEventListener("click", () => select(index));
     text.insertBefore(span, cursor);
@@ -58,9 +46,11 @@ function render({ model, el: root }) {
     if (model.get("key") !== key || tokens.length < spans.length) {
       key = model.get("key");
       spans = [];
-      prefix.textContent = model.get("prefix") || "";
       text.replaceChildren(prefix, cursor);
     }
+    // the prompt of the call on screen, whichever of key, tokens and prefix arrived first (an exported page's
+    // picker sets them one by one)
+    if (prefix.textContent !== (model.get("prefix") || "")) prefix.textContent = model.get("prefix") || "";
     for (let i = spans.length; i < tokens.length; i++) addToken(tokens[i], i);
     count.textContent = String(tokens.length);
     drawSelected();

@@ -1,13 +1,6 @@
 // The stage timeline: one row per pipeline stage (dot, name, bar, time, facts). Text goes in via textContent.
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
 function render({ model, el: root }) {
-  if (typeof heal === "function") heal(model); // heal.js, prepended by elements.module_source
+  heal(model, root); // prelude.js
   const box = el("div", "explain-w explain-timeline");
   root.appendChild(box);
   function draw() {

@@ -2,20 +2,8 @@
 const ROLE_COLORS = { system: "explain-role-system", user: "explain-role-user", assistant: "explain-role-assistant",
   "generation prompt": "explain-role-generation-prompt", tool: "explain-role-tool" };
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function visible(text) {
-  if (!text) return "\u2205";
-  return text.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
-}
-
 function render({ model, el: root }) {
-  if (typeof heal === "function") heal(model); // heal.js, prepended by elements.module_source
+  heal(model, root); // prelude.js
   const box = el("div", "explain-w explain-tokens");
   root.appendChild(box);
   function draw() {

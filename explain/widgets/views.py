@@ -45,6 +45,27 @@ def stop_text(reason) -> str:
     return STOP_REASONS.get(reason, f"stopped: {text(reason)}") if reason else ""
 
 
+def strategy_note(state: DashboardState) -> str:
+    """What a reader would not expect of the run's strategy, said where they look (the header and the text):
+    num_beams with sampling switched on (by the pipeline's or the model's defaults) is beam *sampling*."""
+    if state.settings is None:
+        return ""
+    data = state.settings.data
+    settings, sources = data.get("settings") or {}, data.get("sources") or {}
+    if (settings.get("num_beams") or 1) > 1 and settings.get("do_sample"):
+        source = text(sources.get("do_sample"), "the call")
+        return (
+            f"beam sampling, not beam search: do_sample=True comes from {source}; each beam's next tokens are "
+            "drawn at random. Pass do_sample=False for deterministic beam search."
+        )
+    return ""
+
+
+def key_of(state: DashboardState) -> str:
+    """What the text and the chart show: run, branch and sequence. A new key is redrawn at once and whole."""
+    return f"{state.run}:{state.branch}:{state.sequence}"
+
+
 @dataclass
 class Scene:
     """What the views draw: the folded trace and what the user picked."""
@@ -55,6 +76,7 @@ class Scene:
     paused: bool = False  # a step-through between two clicks (not generating)
     detached: str | None = None  # why this dashboard stopped following its trace
     meta: dict = field(default_factory=dict)  # the trace's meta: the backend and the model code that ran
+    forkable: bool = False  # a step-through: a click on another token's bar forces it
 
     @property
     def step_index(self) -> int | None:
@@ -138,10 +160,15 @@ class HeaderView(View):
             color = "#bf8700"
         detached = f" <span class='explain-muted'>({esc(scene.detached)})</span>" if scene.detached else ""
         call = f"call {fmt(state.run)} \u00b7 " if state.run else ""
+        if state.several:
+            call += f"{esc(state.sequence_label(state.sequence))} of {len(state.sequences)} \u00b7 "
+        note = strategy_note(state)
+        if note:
+            detached += f"<div class='explain-note explain-strategy-note'>\u26a0 {esc(note)}</div>"
         return {
             "value": (
                 f"<div class='explain-w explain-header'>"
-                f"<span style='font-size: 16px; font-weight: 700'>explain</span>"
+                f"<span style='font-size: calc(16px * var(--explain-scale, 1)); font-weight: 700'>explain</span>"
                 f"<span>{esc(model)}</span>{code_html(scene.meta)}"
                 f"<span class='explain-status' data-steps='{len(steps)}' style='color: {color}; font-weight: 600'>"
                 f"{call}{esc(status)}</span>{detached}</div>"
@@ -215,9 +242,14 @@ class TextView(View):
             status = f"/ {total} tokens \u00b7 paused: Next token adds one"
         else:
             status = f"/ {total} tokens \u00b7 generating\u2026{rate}"
+        if state.beams and state.ranking is None and steps:
+            status += " \u00b7 the best running beam so far"
+        note = strategy_note(state)
+        if note:
+            status += f" \u00b7 {note}"
         return {
             "tokens": tokens,
-            "key": f"{state.run}:{state.branch}",
+            "key": key_of(state),
             "status": status,
             "prefix": text(encode.get("text")) if encode.get("kind_of_input") == "text" else "",
             "running": state.settings is not None and not state.finished and not scene.paused,
@@ -271,7 +303,16 @@ def step_caption(step: dict) -> str:
     texts = step.get("token_texts") if isinstance(step.get("token_texts"), dict) else {}
     chosen = f"<code>{esc(visible(text(step.get('token'))))}</code> (id {fmt(step.get('token_id'))})"
     parts = [f"<b>Step {fmt(step.get('step'))}</b> at position {fmt(step.get('position'))}: "]
-    if step.get("forced"):
+    if step.get("method") == "beam":
+        parts.append(
+            f"beam {fmt(step.get('beam'))} (score {fmt(step.get('beam_score'), '.2f')}) went on with {chosen}, "
+            f"log-probability {fmt(step.get('logit'), '.2f')} (p = {fmt(step.get('prob'), '.3f')})"
+        )
+        if step.get("rank") is not None:
+            parts.append(f", rank {fmt(step.get('rank'))} of the beam's candidates")
+        else:
+            parts.append(", outside the beam's top candidates the trace kept")
+    elif step.get("forced"):
         original = esc(visible(text(texts.get(str(step.get("token_id")), step.get("token", "")))))
         parts.append(f"forced {chosen} by hand <span class='explain-muted'>({original})</span>")
     else:
@@ -286,9 +327,11 @@ def step_caption(step: dict) -> str:
             parts.append(f", rank {fmt(final)} after the processors")
     kv = step.get("kv_cache") if isinstance(step.get("kv_cache"), dict) else {}
     seconds = number(step.get("forward_time"))
+    entropy = number(step.get("entropy_bits"))  # none for a beam's step: the trace keeps its top log-probabilities
     parts.append(
-        f"<br><span class='explain-muted'>entropy {fmt(step.get('entropy_bits'), '.2f')} bits \u00b7 "
-        f"{esc(step.get('forward', 'forward'))} pass {fmt(None if seconds is None else 1000 * seconds, '.0f')}"
+        "<br><span class='explain-muted'>"
+        + (f"entropy {fmt(entropy, '.2f')} bits \u00b7 " if entropy is not None else "")
+        + f"{esc(step.get('forward', 'forward'))} pass {fmt(None if seconds is None else 1000 * seconds, '.0f')}"
         f" ms \u00b7 KV cache {fmt(kv.get('length'))} positions "
         f"({esc(size_text(number(kv.get('bytes'))))})"
     )
@@ -321,6 +364,8 @@ class ChartView(View):
             "curves": chart_curves(scene.state.steps()),
             "selected": -1 if index is None else index,
             "message": message,
+            "key": key_of(scene.state),
+            "forkable": scene.forkable,
         }
 
 

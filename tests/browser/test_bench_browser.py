@@ -1,5 +1,5 @@
-"""The real-browser benchmark cannot rot: a smoke run (`python -m bench.browser --tokens 4 --rounds 1`) writes a
-results file whose numbers are real and agree with each other."""
+"""The real-browser benchmark cannot rot: a smoke run (`python -m bench.browser --tokens 4 --rounds 1 --scale 40`)
+writes a results file whose numbers are real and agree with each other."""
 
 from __future__ import annotations
 
@@ -12,7 +12,19 @@ from browser_support import ROOT
 
 def test_browser_benchmark_smoke(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "bench.browser", "--tokens", "4", "--rounds", "1", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "bench.browser",
+            "--tokens",
+            "4",
+            "--rounds",
+            "1",
+            "--scale",
+            "40",
+            "--out",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -32,3 +44,9 @@ def test_browser_benchmark_smoke(tmp_path):
     assert set(summary["first_display_s"]) == {"show, fresh kernel", "step_through", "show, warm"}
     assert all(0 < s < 120 for s in summary["first_display_s"].values())
     assert f"{summary['cost_percent']:.1f}%" in (tmp_path / "browser-latest.md").read_text()
+    scale = report["scale"]  # a run of 40 steps: every click drew its step, the live page showed every step
+    assert scale["steps"] == 40 and len(scale["click_ms"]) == 10 and all(c and c > 0 for c in scale["click_ms"])
+    assert all(0 <= d <= c for d, c in zip(scale["click_chart_draw_ms"], scale["click_ms"], strict=True))
+    assert scale["live"]["page_done_after_s"] > 0 and scale["export_open_s"] > 0 and scale["export_bytes"] > 0
+    assert summary["targets"]["click_ms"]["value"] == max(scale["click_ms"])
+    assert "A run of 40 steps" in (tmp_path / "browser-latest.md").read_text()

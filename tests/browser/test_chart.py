@@ -13,6 +13,7 @@ import json
 import pytest
 from browser_support import ARTIFACTS, CHART_PROBE, CHOSEN_FILLS, ROOT, check_chart_layout
 
+from explain.widgets.base import module_source
 from explain.widgets.elements import plotly_js_path
 from explain.widgets.step_chart import chart_curves, chart_step
 
@@ -72,7 +73,7 @@ def chart_page(browser):
     page.add_script_tag(path=str(plotly_js_path()))
     page.add_script_tag(
         type="module",
-        content=CHART_JS.read_text()
+        content=module_source(CHART_JS.name)  # the module as the page gets it: prelude.js, then chart.js
         + """
 window.explainChart = { geometry, figure, render: (values) => {
   const host = document.getElementById("host");
