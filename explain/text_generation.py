@@ -30,7 +30,7 @@ from .errors import interrupted as interrupted_error
 from .generation import SETTINGS, Generation, resolve
 from .generation.batch import BatchedSequences
 from .generation.ending import emit_decode, emit_end, role_segments
-from .generation.options import RunOptions, check_limits
+from .generation.options import LONG_PROMPT, ModelSize, RunOptions, check_fit, check_limits, rows_of
 from .generation.settings import context_window_warnings, warnings_for
 from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
@@ -247,6 +247,7 @@ class TextGenerationPipeline:
                     self.tokenizer.pad_token_id,
                     vocab_size,
                 )
+            self._check_fit(settings, len(ids), options)  # rows, prompt and new tokens against free memory
             strategy = choose(settings)  # greedy/sampling, several samples, beam search, assisted decoding
             data["strategy"] = strategy.record(settings)
             generation = strategy.run_class()(
@@ -341,6 +342,7 @@ class TextGenerationPipeline:
                 }
                 rows = [row[-keep:] if len(row) + new_tokens > context else row for row in rows]
                 settings, sources = settings_for(max(map(len, rows)))
+            self._check_fit(settings, max(map(len, rows)), options, batch=len(rows))
             strategy = choose(settings)
             problem = batch_problem(strategy, settings, batch_size)
             if problem:
@@ -501,6 +503,9 @@ class TextGenerationPipeline:
                     segments=self._role_segments(messages, text),
                     add_generation_prompt=not continue_final,
                 )
+            if len(text) > LONG_PROMPT:  # count first: a long prompt that cannot fit is refused in a second
+                count = len(self.tokenizer.encode(text, add_special_tokens=add_special))
+                self._check_fit({}, count, options, prompt="the chat" if data["kind_of_input"] == "chat" else None)
             details = self.tokenizer.encode_with_details(text, add_special_tokens=add_special)
             data.update(
                 text=text,
@@ -514,6 +519,13 @@ class TextGenerationPipeline:
         if not details["ids"] and self.tokenizer.bos_token_id is None:
             raise ExplainError("the prompt is empty and this model has no BOS token to start from; give it some text")
         return details["ids"] or [self.tokenizer.bos_token_id]
+
+    def _check_fit(self, settings: dict, prompt_tokens: int, options, batch: int = 1, prompt=None) -> None:
+        """Refuse a run that cannot fit the free memory (generation/options.check_fit), before any work."""
+        size = ModelSize.of(self.config, getattr(torch, self.dtype, torch.float32).itemsize, self.device)
+        new_tokens = settings["max_length"] - prompt_tokens if "max_length" in settings else 1
+        top = options["run_options"].top_count
+        check_fit(size, rows_of(settings, batch), prompt_tokens, max(1, new_tokens), top, prompt or "the prompt")
 
     def _role_segments(self, messages, text):
         """Character ranges of each message in the rendered template (the template is rendered per prefix)."""
