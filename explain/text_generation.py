@@ -30,7 +30,15 @@ from .errors import interrupted as interrupted_error
 from .generation import SETTINGS, Generation, resolve
 from .generation.batch import BatchedSequences
 from .generation.ending import emit_decode, emit_end, role_segments
-from .generation.options import LONG_PROMPT, ModelSize, RunOptions, check_fit, check_limits, rows_of
+from .generation.options import (
+    LONG_PROMPT,
+    ModelSize,
+    RunOptions,
+    check_fit,
+    check_limits,
+    check_prompt_ids,
+    rows_of,
+)
 from .generation.settings import context_window_warnings, warnings_for
 from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
@@ -248,6 +256,7 @@ class TextGenerationPipeline:
                     vocab_size,
                 )
             self._check_fit(settings, len(ids), options)  # rows, prompt and new tokens against free memory
+            check_prompt_ids(max(ids), vocab_size, self.tokenizer.convert_ids_to_tokens([max(ids)])[0])
             strategy = choose(settings)  # greedy/sampling, several samples, beam search, assisted decoding
             data["strategy"] = strategy.record(settings)
             generation = strategy.run_class()(

@@ -34,6 +34,7 @@ LIMITS: dict[str, tuple[int, str]] = {
 }
 
 LONG_PROMPT = 20_000  # characters: a prompt this long has its tokens counted and checked before its details
+LONG_PROMPT_TOKENS = 4_096  # backend="transformers": a prompt of more tokens is checked before its details
 
 
 def rows_of(settings: dict, batch: int = 1) -> tuple[str, int, int]:
@@ -228,3 +229,15 @@ def check_fit(
         f"runs here ({why}); ask for fewer rows, a shorter prompt and fewer new tokens"
     )
 
+
+
+def check_prompt_ids(largest_id: int, vocab_size: int | None, token=None) -> None:
+    """Refuse a prompt holding an id the model has no row for (a tokenizer larger than the model's vocabulary):
+    the embedding lookup would fail with a raw IndexError mid-call."""
+    if vocab_size is not None and largest_id >= vocab_size:
+        spelled = f" ({token!r})" if token is not None else ""
+        raise ArgumentError(
+            f"the tokenizer (tokenizer.json) gave the prompt the id {largest_id}{spelled}, but the model's vocabulary "
+            f"has {vocab_size} entries (config.json vocab_size): the tokenizer and the model do not belong together; "
+            "load the tokenizer made for this model"
+        )

@@ -179,6 +179,10 @@ class Tokenizer:
     def __len__(self) -> int:
         return self.vocab_size
 
+    def get_vocab(self) -> dict[str, int]:
+        """Every token (added ones too) -> its id, as transformers' tokenizers give it."""
+        return self.backend.get_vocab(with_added_tokens=True)
+
     # -- text to ids and back ---------------------------------------------------------------------
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids

@@ -21,7 +21,8 @@ from transformers.utils.chat_template_utils import Chat, is_valid_message
 
 from ...errors import ArgumentError, ExplainError
 from ...generation.ending import emit_decode, emit_end, role_segments
-from ...generation.options import RUN_OPTIONS, RunOptions, check_limits
+from ...generation.rows import NOT_A_DISTRIBUTION
+from ...generation.options import LONG_PROMPT_TOKENS, RUN_OPTIONS, ModelSize, RunOptions, check_fit, check_limits, check_prompt_ids, rows_of
 from ...generation.settings import SETTINGS, knobs_transformers_lacks, transformers_lacks, validate
 from ...inputs import check_batch_size
 from ...trace import Trace
@@ -177,6 +178,8 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             run, self._reserved_run = (self._reserved_run or self.trace.new_run()), None
         start, t0 = time.time(), time.perf_counter()
         inputs = super().preprocess(prompt_text, **params)
+        if inputs["input_ids"] is not None and inputs["input_ids"].shape[-1] > LONG_PROMPT_TOKENS:  # before its details
+            self._check_fit(inputs["input_ids"], {"num_beams": 1, "num_return_sequences": 1, "max_new_tokens": 1}, 1)
         data = self._encode_record(prompt_text, inputs, params)
         if batching:
             data["batch_row"] = item
@@ -260,6 +263,10 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             interrupted = True
             generation._finish("interrupted")
             raise
+        except RuntimeError as error:  # torch.multinomial on NaN weights' logits: explain's message
+            if "probability tensor contains" in str(error):
+                raise ExplainError(NOT_A_DISTRIBUTION) from error
+            raise
         finally:
             self._end(generation, start, time.perf_counter() - t0, interrupted)
             if interrupted:  # postprocess will not run
@@ -274,6 +281,8 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         check_limits(call)
         ids = model_inputs["input_ids"]
         prepared = self._prepare_generate_kwargs({k: v for k, v in generate_kwargs.items() if k != "prefix_length"})
+        if ids is not None and ids.numel():
+            self._check_fit(ids, {**call, **prepared}, run_options.top_count)
         run = self._runs.popleft() if self._runs else self.trace.new_run()
         generation = TransformersGeneration(
             self,
@@ -286,6 +295,23 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         generation.prompt_text = model_inputs.get("prompt_text")
         self.last_generation = generation
         return generation
+
+    def _check_fit(self, ids, settings: dict, top: int) -> None:
+        """Before generate(): every prompt id has a row in the model (else a raw IndexError mid-call), and the rows,
+        prompt and new tokens fit the free memory (generation/options.check_fit), as the explain backend checks."""
+        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else None
+        values = (config or self.model.config).to_dict()
+        largest = int(ids.max())
+        check_prompt_ids(largest, values.get("vocab_size"), self.tokenizer.convert_ids_to_tokens(largest))
+        generation_config = self.model.generation_config
+        merged = {
+            key: settings[key] if settings.get(key) is not None else getattr(generation_config, key, None)
+            for key in ("num_beams", "num_return_sequences", "max_new_tokens", "max_length")
+        }
+        prompt = ids.shape[-1]
+        new_tokens = merged["max_new_tokens"] or max(1, (merged["max_length"] or 20) - prompt)
+        size = ModelSize.of(values, self.model.dtype.itemsize, self.device)
+        check_fit(size, rows_of(merged, ids.shape[0]), prompt, new_tokens, top)
 
     def _start_batch(self, generation: TransformersGeneration, rows: list[int], mask) -> None:
         """A batch of prompts: each row traced (generation.start_batch), and the collation transformers did
