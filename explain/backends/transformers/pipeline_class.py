@@ -11,6 +11,7 @@ transformers.TextGenerationPipeline computes (it is one: isinstance checks, save
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 
@@ -22,6 +23,7 @@ from transformers.utils.chat_template_utils import Chat, is_valid_message
 from ...errors import ArgumentError, ExplainError
 from ...generation.ending import emit_decode, emit_end, role_segments
 from ...generation.rows import NOT_A_DISTRIBUTION
+from ...stages.tokenizer import check_normalizer, rust_call
 from ...generation.options import LONG_PROMPT_TOKENS, RUN_OPTIONS, ModelSize, RunOptions, check_fit, check_limits, check_prompt_ids, rows_of
 from ...generation.settings import SETTINGS, knobs_transformers_lacks, transformers_lacks, validate
 from ...inputs import check_batch_size
@@ -177,7 +179,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         else:
             run, self._reserved_run = (self._reserved_run or self.trace.new_run()), None
         start, t0 = time.time(), time.perf_counter()
-        inputs = super().preprocess(prompt_text, **params)
+        inputs = self._bounded_preprocess(prompt_text, params)
         if inputs["input_ids"] is not None and inputs["input_ids"].shape[-1] > LONG_PROMPT_TOKENS:  # before its details
             self._check_fit(inputs["input_ids"], {"num_beams": 1, "num_return_sequences": 1, "max_new_tokens": 1}, 1)
         data = self._encode_record(prompt_text, inputs, params)
@@ -190,6 +192,17 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             self._runs.append(run)
             self._batch_rows.append([item])
         return inputs
+
+    def _bounded_preprocess(self, prompt_text, params):
+        """transformers' preprocess, with the tokenizer's work bounded and its Rust errors named as the explain
+        backend names them (stages/tokenizer.check_normalizer, a regex panic as a CorruptFileError)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:  # a slow (Python) tokenizer: nothing of Rust's to bound
+            return super().preprocess(prompt_text, **params)
+        source = os.path.join(str(self.tokenizer.name_or_path), "tokenizer.json")
+        texts = [m.get("content") for m in prompt_text.messages] if isinstance(prompt_text, Chat) else [prompt_text]
+        check_normalizer(backend, "".join(t for t in texts if isinstance(t, str)), source)
+        return rust_call(lambda: super(TracedTextGenerationPipeline, self).preprocess(prompt_text, **params), source)
 
     def _encode_record(self, prompt, inputs, params) -> dict:
         ids = inputs["input_ids"][0].tolist()
