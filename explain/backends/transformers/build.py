@@ -10,6 +10,7 @@ explain.attach(tpipe)
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import cast
 
@@ -59,9 +60,17 @@ def _check_arguments(task, device, device_map, dtype, kwargs) -> None:
         )
 
 
-def _meta(trace: Trace, pipe, built_by: str) -> None:
+def _remote_modules() -> set:
+    """The modules transformers imported from repositories' own Python files (trust_remote_code=True)."""
+    return {name for name in sys.modules if name.startswith("transformers_modules")}
+
+
+def _meta(trace: Trace, pipe, built_by: str, ran_remote: bool = False) -> None:
+    """The trace's meta; remote_code is True when any repository code ran: a class defined there, a module
+    transformers imported from the repository during loading (`ran_remote`), even one that only re-exports
+    transformers' own classes, or an auto_map that trust_remote_code let transformers follow."""
     model, tokenizer = pipe.model, pipe.tokenizer
-    remote = any(is_remote(obj) for obj in (model, model.config, tokenizer) if obj is not None)
+    remote = ran_remote or any(is_remote(obj) for obj in (model, model.config, tokenizer) if obj is not None)
     trace.meta.update(
         backend="transformers",
         built_by=built_by,
@@ -166,6 +175,7 @@ def pipeline(
     }
     model_name = model if isinstance(model, str) else f"<{type(model).__name__} object>"
     observer = LoadingObserver(trace, asked, model_name, reason)
+    modules_before = _remote_modules()
     with observer.listening(), translated(model_name, revision, observer):
         # transformers' overloads want the task as a Literal; this is the caller's, checked by _check_arguments
         pipe = transformers.pipeline(
@@ -185,7 +195,12 @@ def pipeline(
             **kwargs,
         )
     _emit_given(trace, observer, pipe)
-    _meta(trace, pipe, 'explain.pipeline(backend="transformers")')
+    trusted = bool(asked["trust_remote_code"])
+    auto_maps = [getattr(pipe.model.config, "auto_map", None)]
+    if pipe.tokenizer is not None:
+        auto_maps.append(getattr(pipe.tokenizer, "init_kwargs", {}).get("auto_map"))
+    ran_remote = _remote_modules() != modules_before or (trusted and any(auto_maps))
+    _meta(trace, pipe, 'explain.pipeline(backend="transformers")', ran_remote)
     return pipe
 
 
