@@ -230,7 +230,6 @@ def check_fit(
     )
 
 
-
 def check_prompt_ids(largest_id: int, vocab_size: int | None, token=None) -> None:
     """Refuse a prompt holding an id the model has no row for (a tokenizer larger than the model's vocabulary):
     the embedding lookup would fail with a raw IndexError mid-call."""

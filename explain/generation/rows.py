@@ -101,7 +101,7 @@ def float32_list(values: torch.Tensor) -> list[float]:
 
 NOT_A_DISTRIBUTION = (
     "the probabilities to sample from hold NaN, infinity or a negative value (torch.multinomial refuses them: "
-    "\"probability tensor contains either inf, nan or element < 0\"), so no token can be drawn. The model's logits "
+    '"probability tensor contains either inf, nan or element < 0"), so no token can be drawn. The model\'s logits '
     "are not numbers: its weights hold NaN or infinity, or overflowed in this dtype; check the checkpoint's "
     "weights, or load it with dtype=torch.float32"
 )

@@ -22,11 +22,20 @@ from transformers.utils.chat_template_utils import Chat, is_valid_message
 
 from ...errors import ArgumentError, ExplainError
 from ...generation.ending import emit_decode, emit_end, role_segments
+from ...generation.options import (
+    LONG_PROMPT_TOKENS,
+    RUN_OPTIONS,
+    ModelSize,
+    RunOptions,
+    check_fit,
+    check_limits,
+    check_prompt_ids,
+    rows_of,
+)
 from ...generation.rows import NOT_A_DISTRIBUTION
-from ...stages.tokenizer import check_normalizer, rust_call
-from ...generation.options import LONG_PROMPT_TOKENS, RUN_OPTIONS, ModelSize, RunOptions, check_fit, check_limits, check_prompt_ids, rows_of
 from ...generation.settings import SETTINGS, knobs_transformers_lacks, transformers_lacks, validate
 from ...inputs import check_batch_size
+from ...stages.tokenizer import check_normalizer, rust_call
 from ...trace import Trace
 from .generation import TransformersGeneration
 

@@ -128,7 +128,10 @@ class HubOnly(DecodingStrategy):
                 selects = value is not None and value > 1
             elif name == "penalty_alpha":
                 selects = (
-                    value is not None and value > 0 and not settings.get("do_sample") and (settings.get("top_k") or 0) > 1
+                    value is not None
+                    and value > 0
+                    and not settings.get("do_sample")
+                    and (settings.get("top_k") or 0) > 1
                 )
             else:
                 selects = value is not None
