@@ -164,17 +164,17 @@ def check_settings(config: dict, config_path: str) -> None:
         refuse("r", config["r"], "a positive integer (the rank)")
     if "lora_alpha" in config and not _is_number(config["lora_alpha"]):
         refuse("lora_alpha", config["lora_alpha"], "a finite number")
-    for field, integer, what in (
+    for key, integer, what in (
         ("rank_pattern", True, "a dict of module name -> positive integer rank"),
         ("alpha_pattern", False, "a dict of module name -> finite alpha"),
     ):
-        pattern = config.get(field)
+        pattern = config.get(key)
         if pattern is None:
             continue
         if not isinstance(pattern, dict) or not all(
             isinstance(k, str) and _is_number(v, integer) and (not integer or v >= 1) for k, v in pattern.items()
         ):
-            refuse(field, pattern, what)
+            refuse(key, pattern, what)
     if not isinstance(config.get("use_rslora", False), bool):
         refuse("use_rslora", config["use_rslora"], "true or false")
     targets = config.get("target_modules")
