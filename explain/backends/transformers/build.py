@@ -10,6 +10,7 @@ explain.attach(tpipe)
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import cast
@@ -58,6 +59,23 @@ def _check_arguments(task, device, device_map, dtype, kwargs) -> None:
             f'unknown dtype {dtype!r}; transformers takes "auto", a torch dtype such as '
             'torch.bfloat16, or its name ("bfloat16", "float16", "float32")'
         )
+
+
+def _check_gguf(model: str, gguf_file: str, revision: str | None) -> None:
+    """A local or cached GGUF's header counted and its tensors' extents checked before transformers' reader parses
+    it (formats/gguf_header.py): a truncated file or a huge metadata array gets explain's message."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from ...formats.gguf_header import check_header
+
+    path: object = os.path.join(model, gguf_file)
+    if not os.path.isfile(str(path)):
+        try:
+            path = try_to_load_from_cache(model, gguf_file, revision=revision)
+        except Exception:  # not a repo id: transformers says what the model argument is
+            return
+    if isinstance(path, str) and os.path.isfile(path):
+        check_header(path)
 
 
 def _remote_modules() -> set:
@@ -161,6 +179,8 @@ def pipeline(
                 "gguf_file given both as an argument and in model_kwargs, with different values; pass it once"
             )
         model_kwargs["gguf_file"] = gguf_file
+    if model_kwargs.get("gguf_file") and isinstance(model, str):
+        _check_gguf(model, model_kwargs["gguf_file"], revision)
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
     asked = {
