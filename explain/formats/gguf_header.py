@@ -108,7 +108,8 @@ def check_header(path: str) -> None:
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         if bytes(data[:4]) != b"GGUF":
             return
-        order = "<" if struct.unpack_from("<I", data, 4)[0] < 0x10000 else ">"  # a big-endian file's version reads large
+        # a big-endian file's version reads as a large number in little-endian order
+        order = "<" if struct.unpack_from("<I", data, 4)[0] < 0x10000 else ">"
         walk = _Walk(data, path, order)
         walk.at = 8
         tensors, fields = walk.number("Q"), walk.number("Q")

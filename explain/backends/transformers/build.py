@@ -78,6 +78,35 @@ def _check_gguf(model: str, gguf_file: str, revision: str | None) -> None:
         check_header(path)
 
 
+def _check_safetensors(folder: str) -> None:
+    """A local folder's safetensors headers against its config.json, as the explain backend checks them before
+    reading (stages/config_checks.check_weight_dtypes): a header saying I32 for float weights ended in torch's
+    "Only Tensors of floating point and complex dtype can require gradients", or NaN text."""
+    import json
+
+    import safetensors
+
+    from ...stages.config_checks import check_weight_dtypes
+
+    try:
+        config = json.load(open(os.path.join(folder, "config.json")))
+    except (OSError, ValueError):
+        return  # transformers names a missing or broken config.json
+    if not isinstance(config, dict):
+        return
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".safetensors"):
+            continue
+        inventory = {}
+        try:
+            with safetensors.safe_open(os.path.join(folder, name), framework="pt") as file:  # the header only
+                for key in file.keys():
+                    inventory[key] = ((), str(file.get_slice(key).get_dtype()))
+        except Exception:  # transformers names a broken file
+            continue
+        check_weight_dtypes(config, inventory, os.path.join(folder, name))
+
+
 def _remote_modules() -> set:
     """The modules transformers imported from repositories' own Python files (trust_remote_code=True)."""
     return {name for name in sys.modules if name.startswith("transformers_modules")}
@@ -181,6 +210,8 @@ def pipeline(
         model_kwargs["gguf_file"] = gguf_file
     if model_kwargs.get("gguf_file") and isinstance(model, str):
         _check_gguf(model, model_kwargs["gguf_file"], revision)
+    elif isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
+        _check_safetensors(os.fspath(model))
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
     asked = {
