@@ -324,3 +324,80 @@ def test_nothing_here_leaves_a_nan_probability_unexplained():
     assert sampled(torch.tensor([[0.0, 1.0]])).item() == 1
     with pytest.raises(ExplainError):
         sampled(torch.tensor([[math.nan, 1.0]]))
+
+
+# -- untrusted GGUF and safetensors headers -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def junk_gguf(tmp_path_factory):
+    """The tiny GGUF with a metadata array of 3,000,000 empty strings (24 MB of header)."""
+    import gguf
+    from tiny_files import write_tiny_gguf
+
+    folder = tmp_path_factory.mktemp("junk-gguf")
+    original = gguf.GGUFWriter.add_chat_template
+
+    def add_junk(writer, template):
+        original(writer, template)
+        writer.add_array("general.junk", [""] * 3_000_000)
+
+    gguf.GGUFWriter.add_chat_template = add_junk
+    try:
+        write_tiny_gguf(folder / "junk.gguf")
+    finally:
+        gguf.GGUFWriter.add_chat_template = original
+    return folder / "junk.gguf"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_huge_gguf_metadata_array_is_refused_before_it_is_read(junk_gguf, backend):
+    from explain.backends import transformers_backend
+
+    transformers_backend()  # imported before the clock starts: a first import of transformers takes seconds
+    start = time.perf_counter()
+    with pytest.raises(CorruptFileError, match=r"junk.gguf: the metadata array general.junk states 3,000,000 items"):
+        explain.pipeline(model=str(junk_gguf.parent), gguf_file="junk.gguf", backend=backend)
+    assert time.perf_counter() - start < 10  # gguf's reader took 28 s and 2 GB
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_truncated_gguf_is_refused_naming_the_tensor_cut_short(models, tmp_path, backend):
+    data = (models.root / "tiny.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(CorruptFileError, match=r"cut.gguf: tensor \S+ \(.*\) ends at byte [\d,]+ but the file has"):
+        explain.pipeline(model=str(tmp_path), gguf_file="cut.gguf", backend=backend)
+
+
+def test_the_header_walk_accepts_the_real_embedded_gguf(embedded_gguf):
+    from explain.formats.gguf_header import check_header
+
+    start = time.perf_counter()
+    check_header(embedded_gguf)  # 49,152 tokens and their merges: walked, not refused
+    assert time.perf_counter() - start < 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_safetensors_header_saying_i32_for_float_weights(models, tmp_path, backend):
+    import struct
+
+    folder = copy(models.llama, tmp_path)
+    path = os.path.join(folder, "model.safetensors")
+    raw = open(path, "rb").read()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = raw[8 : 8 + length].replace(b'"F32"', b'"I32"')  # the same size: only the dtype lies
+    open(path, "wb").write(raw[:8] + header + raw[8 + length :])
+    with pytest.raises(CorruptFileError, match=r"model.safetensors: its header says \S+ is I32, an integer type"):
+        explain.pipeline(model=folder, backend=backend)
+
+
+def test_a_tied_model_missing_its_embedding_says_so(models, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = copy(models.llama, tmp_path)
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    del tensors["model.embed_tokens.weight"], tensors["lm_head.weight"]
+    save_file(tensors, path, metadata={"format": "pt"})
+    config = json.load(open(os.path.join(folder, "config.json")))
+    json.dump({**config, "tie_word_embeddings": True}, open(os.path.join(folder, "config.json"), "w"))
+    with pytest.raises(CorruptFileError, match="lacks the token embedding .*tie_word_embeddings"):
+        explain.pipeline(model=folder)
