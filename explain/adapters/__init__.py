@@ -313,7 +313,8 @@ def _apply_with_peft(model: nn.Module, config: dict, settings: LoraSettings, wei
     import peft
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
-    known = {k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__}
+    # a null field is peft's default (alpha_pattern: null made peft fail with "'NoneType' object has no attribute")
+    known = {k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__ and v is not None}
     lora_config = LoraConfig(**{**known, "inference_mode": True})
     state = {f"{name}.{part}.weight": tensor for name, pair in weights.items() for part, tensor in pair.items()}
     inject_adapter_in_model(lora_config, model, adapter_name="default", state_dict=state)
