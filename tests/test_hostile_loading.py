@@ -354,7 +354,8 @@ def test_a_huge_gguf_metadata_array_is_refused_before_it_is_read(junk_gguf, back
 
     transformers_backend()  # imported before the clock starts: a first import of transformers takes seconds
     start = time.perf_counter()
-    with pytest.raises(CorruptFileError, match=r"junk.gguf: the metadata array general.junk states 3,000,000 items"):
+    refusal = r"junk.gguf is not a readable GGUF file: the metadata array general.junk states 3,000,000 items"
+    with pytest.raises(CorruptFileError, match=refusal):
         explain.pipeline(model=str(junk_gguf.parent), gguf_file="junk.gguf", backend=backend)
     assert time.perf_counter() - start < 10  # gguf's reader took 28 s and 2 GB
 
@@ -363,7 +364,8 @@ def test_a_huge_gguf_metadata_array_is_refused_before_it_is_read(junk_gguf, back
 def test_a_truncated_gguf_is_refused_naming_the_tensor_cut_short(models, tmp_path, backend):
     data = (models.root / "tiny.gguf").read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) * 2 // 3])
-    with pytest.raises(CorruptFileError, match=r"cut.gguf: tensor \S+ \(.*\) ends at byte [\d,]+ but the file has"):
+    refusal = r"cut.gguf is not a readable GGUF file: tensor \S+ \(.*\) ends at byte [\d,]+ but the file has"
+    with pytest.raises(CorruptFileError, match=refusal):
         explain.pipeline(model=str(tmp_path), gguf_file="cut.gguf", backend=backend)
 
 
@@ -401,3 +403,19 @@ def test_a_tied_model_missing_its_embedding_says_so(models, tmp_path):
     json.dump({**config, "tie_word_embeddings": True}, open(os.path.join(folder, "config.json"), "w"))
     with pytest.raises(CorruptFileError, match="lacks the token embedding .*tie_word_embeddings"):
         explain.pipeline(model=folder)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_attribution_of_a_token_that_is_one_byte_of_a_character(pipes, backend):
+    """A forced byte token (0xC3, the first byte of "é") is attributed, and so is the next step whose context ends in
+    it (Captum's pretty-token fallback looked past the last id: an IndexError)."""
+    generation = pipes[backend].start("héllo", max_new_tokens=2, keep_logits=True)
+    generation.run()
+    byte = pipes[backend].tokenizer.convert_tokens_to_ids(["Ã"])[0]
+    branch = generation.force(0, byte)
+    branch.run()
+    first = branch.inspect(0, what=("attribution",))["attribution"]
+    assert first["target"] == byte and len(first["scores"]) == branch.steps[0]["position"]  # one per context token
+    following = branch.inspect(1, what=("attribution",))["attribution"]
+    assert len(following["scores"]) == len(first["scores"]) + 1  # one more position: the byte itself
+    assert all(math.isfinite(score) for score in following["scores"])

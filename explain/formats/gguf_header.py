@@ -35,7 +35,7 @@ class _Walk:
 
     def refuse(self, what: str) -> CorruptFileError:
         return CorruptFileError(
-            f"{self.path}: {what}; the file is truncated, corrupt or not a GGUF model: download it again"
+            f"{self.path} is not a readable GGUF file: {what}; it is truncated or corrupt: download it again"
         )
 
     def number(self, code: str) -> int:
