@@ -352,6 +352,8 @@ class TextGenerationPipeline:
                 rows = [row[-keep:] if len(row) + new_tokens > context else row for row in rows]
                 settings, sources = settings_for(max(map(len, rows)))
             self._check_fit(settings, max(map(len, rows)), options, batch=len(rows))
+            largest = max(max(row) for row in rows if row)
+            check_prompt_ids(largest, vocab_size, self.tokenizer.convert_ids_to_tokens([largest])[0])
             strategy = choose(settings)
             problem = batch_problem(strategy, settings, batch_size)
             if problem:

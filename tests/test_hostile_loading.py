@@ -419,3 +419,10 @@ def test_attribution_of_a_token_that_is_one_byte_of_a_character(pipes, backend):
     following = branch.inspect(1, what=("attribution",))["attribution"]
     assert len(following["scores"]) == len(first["scores"]) + 1  # one more position: the byte itself
     assert all(math.isfinite(score) for score in following["scores"])
+
+
+def test_a_batch_with_ids_past_the_vocabulary_is_refused_before_it_runs(models):
+    pipe = explain.pipeline(model=models.small_vocab)
+    pipe.tokenizer.pad_token = "!"  # id 0: padding is not what is refused
+    with pytest.raises(ArgumentError, match=r"vocabulary has 200 entries"):
+        pipe(["hi", "hi there"], batch_size=2, max_new_tokens=1)
