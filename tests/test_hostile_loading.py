@@ -191,7 +191,12 @@ def test_a_backtracking_split_regex_is_an_error_naming_tokenizer_json(models, tm
 
 
 # -- 8. trust signals true ----------------------------------------------------------------------------------------
-def test_repository_code_that_only_reexports_transformers_sets_remote_code(models, tmp_path):
+def test_repository_code_that_only_reexports_transformers_sets_remote_code(models, tmp_path, monkeypatch):
+    import transformers
+
+    # transformers registers the class the repository names for its auto class (register_for_auto_class): here that
+    # is its own LlamaForCausalLM, whose every later save_pretrained would then copy "repository code"; undone after
+    monkeypatch.setattr(transformers.LlamaForCausalLM, "_auto_class", None)
     folder = copy(models.llama, tmp_path)
     config = json.load(open(os.path.join(folder, "config.json")))
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_reexport.ReexportedLlama"}
