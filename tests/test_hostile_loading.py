@@ -132,7 +132,7 @@ def test_a_huge_prompt_and_a_huge_chat_are_refused_in_seconds(pipes, backend):
         start = time.perf_counter()
         with pytest.raises(ArgumentError, match=r"is \d+ tokens, more than explain runs here.*\d+ tokens or fewer fit"):
             pipes[backend](prompt, max_new_tokens=1)
-        assert time.perf_counter() - start < 20  # was more than 80 s (a 2-core machine shared by the test suite)
+        assert time.perf_counter() - start < 30  # was more than 80 s (a 2-core machine shared by the test suite)
 
 
 def test_what_fits_is_the_largest_value_that_fits():
