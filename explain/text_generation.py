@@ -536,7 +536,9 @@ class TextGenerationPipeline:
         size = ModelSize.of(self.config, getattr(torch, self.dtype, torch.float32).itemsize, self.device)
         new_tokens = settings["max_length"] - prompt_tokens if "max_length" in settings else 1
         top = options["run_options"].top_count
-        check_fit(size, rows_of(settings, batch), prompt_tokens, max(1, new_tokens), top, prompt or "the prompt")
+        beam_sample = bool(settings.get("do_sample")) and (settings.get("num_beams") or 1) > 1
+        rows = rows_of(settings, batch)
+        check_fit(size, rows, prompt_tokens, max(1, new_tokens), top, prompt or "the prompt", beam_sample)
 
     def _role_segments(self, messages, text):
         """Character ranges of each message in the rendered template (the template is rendered per prefix)."""

@@ -431,3 +431,24 @@ def test_a_batch_with_ids_past_the_vocabulary_is_refused_before_it_runs(models):
     pipe.tokenizer.pad_token = "!"  # id 0: padding is not what is refused
     with pytest.raises(ArgumentError, match=r"vocabulary has 200 entries"):
         pipe(["hi", "hi there"], batch_size=2, max_new_tokens=1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_beam_sampling_past_torchs_multinomial_limit_is_refused(pipes, backend):
+    largest = 2**24 // 259  # beams x vocabulary entries in one torch.multinomial draw
+    with pytest.raises(ArgumentError, match=rf"num_beams=100000 is more than .*2\^24\); num_beams={largest} or less"):
+        pipes[backend]("hi", num_beams=100_000, do_sample=True, max_new_tokens=1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_million_rows_are_refused_on_this_machine_or_fit_its_memory(pipes, backend):
+    """The per-row cost is measured, not guessed low: 10**6 samples need more than 20 GiB (10,000 grew 11 KB a
+    row-step), so they are refused unless that much memory is free."""
+    from explain.generation.options import ModelSize
+
+    pipe = pipes[backend]
+    size = ModelSize.of(pipe.model.config.to_dict() if backend == "transformers" else pipe.config, 4)
+    if size.needed(10**6, 2, 2) > size.available:
+        with pytest.raises(ArgumentError, match="num_return_sequences=1000000 is more than explain runs here"):
+            pipes[backend]("hi", num_return_sequences=10**6, do_sample=True, max_new_tokens=2)
+    assert size.needed(10**6, 2, 2) > 20 * 2**30

@@ -48,10 +48,13 @@ def rows_of(settings: dict, batch: int = 1) -> tuple[str, int, int]:
     return "batch_size", batch, 1
 
 
+MULTINOMIAL_CATEGORIES = 2**24  # torch.multinomial's limit: "number of categories cannot exceed 2^24"
+
 # what a run holds per row, in bytes, besides the model (check_fit): the vocabulary-sized rows a step makes (the
 # logits in float32, the processors' copies, the softmax, beam search's scores) and the trace's record of a step
 VOCAB_COPIES = 8
-TRACE_ENTRY_BYTES = 200  # one top entry of a step's record (id, probability, text) as Python objects
+# one top entry of a row's step record, as Python objects (measured: 10,000 rows grew 11 KB a row-step)
+TRACE_ENTRY_BYTES = 500
 
 
 def trace_top_problem(value) -> str | None:
@@ -195,6 +198,7 @@ def check_fit(
     new_tokens: int,
     top: int = DEFAULT_TRACE_TOP,
     prompt: str = "the prompt",
+    beam_sample: bool = False,
 ) -> None:
     """Refuse, before any work, a run whose rows, prompt or new tokens cannot fit the memory free (ModelSize.needed).
     `rows` is (the argument that sets them, its value, the rows each unit of it makes: a batch's prompts times
@@ -203,6 +207,13 @@ def check_fit(
     name, value, per = rows
     count = max(1, value) * max(1, per)
     available = size.available
+    if beam_sample and count * size.vocab_size > MULTINOMIAL_CATEGORIES:  # one draw from beams x vocabulary
+        largest = max(1, MULTINOMIAL_CATEGORIES // (size.vocab_size * max(1, per)))
+        why = (
+            f"beam sampling draws from num_beams x {size.vocab_size} vocabulary entries at once, and "
+            "torch.multinomial takes at most 2^24"
+        )
+        raise too_much(name, value, largest, why)
 
     def fits(r=count, p=prompt_tokens, n=new_tokens):
         return size.needed(r, p, n, top) <= available

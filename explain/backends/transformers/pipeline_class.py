@@ -328,12 +328,13 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         generation_config = self.model.generation_config
         merged = {
             key: settings[key] if settings.get(key) is not None else getattr(generation_config, key, None)
-            for key in ("num_beams", "num_return_sequences", "max_new_tokens", "max_length")
+            for key in ("num_beams", "num_return_sequences", "max_new_tokens", "max_length", "do_sample")
         }
         prompt = ids.shape[-1]
         new_tokens = merged["max_new_tokens"] or max(1, (merged["max_length"] or 20) - prompt)
         size = ModelSize.of(values, self.model.dtype.itemsize, self.device)
-        check_fit(size, rows_of(merged, ids.shape[0]), prompt, new_tokens, top)
+        beam_sample = bool(merged["do_sample"]) and (merged["num_beams"] or 1) > 1
+        check_fit(size, rows_of(merged, ids.shape[0]), prompt, new_tokens, top, beam_sample=beam_sample)
 
     def _start_batch(self, generation: TransformersGeneration, rows: list[int], mask) -> None:
         """A batch of prompts: each row traced (generation.start_batch), and the collation transformers did
