@@ -49,7 +49,15 @@ from .generation.arguments import (
 )
 from .generation.batch import BatchedSequences
 from .generation.ending import emit_decode, emit_end, finish_by_hand, role_segments
-from .generation.options import RunOptions, check_limits
+from .generation.options import (
+    LONG_PROMPT,
+    ModelSize,
+    RunOptions,
+    check_fit,
+    check_limits,
+    check_prompt_ids,
+    rows_of,
+)
 from .generation.settings import context_window_warnings, warnings_for
 from .generation.strategies import choose
 from .generation.strategies.registry import plain_settings
@@ -351,6 +359,12 @@ class TextGenerationPipeline:
                 settings, sources = self._resolve(settings_call, options, len(ids))
             if learned and len(ids) > context:  # "hole" kept more than the learned positions hold
                 raise ExplainError(past_learned_positions(len(ids), context, limit))
+            self._check_fit(settings, len(ids), options)  # rows, prompt and new tokens against free memory
+            if len(ids):
+                largest = max(ids)
+                check_prompt_ids(
+                    largest, self.config.get("vocab_size"), self.tokenizer.convert_ids_to_tokens([largest])[0]
+                )
             strategy = choose(settings)  # greedy/sampling, several samples, beam search, assisted decoding
             problem = one_sequence_only(strategy, settings, options)
             if problem:
@@ -442,6 +456,9 @@ class TextGenerationPipeline:
                 settings, sources = settings_for(max(map(len, rows)))
             if learned and max(map(len, rows)) > context:
                 raise ExplainError(past_learned_positions(max(map(len, rows)), context, limit))
+            self._check_fit(settings, max(map(len, rows)), options, batch=len(rows))
+            largest = max(max(row) for row in rows if row)
+            check_prompt_ids(largest, self.config.get("vocab_size"), self.tokenizer.convert_ids_to_tokens([largest])[0])
             strategy = choose(settings)
             problem = batch_problem(strategy, settings, batch_size)
             problem = problem or one_sequence_only(strategy, settings, options, batch=True)
@@ -618,6 +635,9 @@ class TextGenerationPipeline:
                     segments=self._role_segments(messages, text),
                     add_generation_prompt=not continue_final,
                 )
+            if len(text) > LONG_PROMPT:  # count first: a long prompt that cannot fit is refused in a second
+                count = len(self.tokenizer.encode(text, add_special_tokens=add_special))
+                self._check_fit({}, count, options, prompt="the chat" if data["kind_of_input"] == "chat" else None)
             details = self.tokenizer.encode_with_details(text, add_special_tokens=add_special)
             keep = truncation_length(tokenizer_kwargs, self.tokenizer.model_max_length)
             if keep is not None and len(details["ids"]) > keep:  # transformers' tokenizer truncates the prompt
@@ -637,6 +657,15 @@ class TextGenerationPipeline:
         if not details["ids"] and self.tokenizer.bos_token_id is None:
             raise ExplainError("the prompt is empty and this model has no BOS token to start from; give it some text")
         return details["ids"] or [self.tokenizer.bos_token_id]
+
+    def _check_fit(self, settings: dict, prompt_tokens: int, options, batch: int = 1, prompt=None) -> None:
+        """Refuse a run that cannot fit the free memory (generation/options.check_fit), before any work."""
+        size = ModelSize.of(self.config, getattr(torch, self.dtype, torch.float32).itemsize, self.device)
+        new_tokens = settings["max_length"] - prompt_tokens if "max_length" in settings else 1
+        top = options["run_options"].top_count
+        beam_sample = bool(settings.get("do_sample")) and (settings.get("num_beams") or 1) > 1
+        rows = rows_of(settings, batch)
+        check_fit(size, rows, prompt_tokens, max(1, new_tokens), top, prompt or "the prompt", beam_sample)
 
     def _role_segments(self, messages, text):
         """Character ranges of each message in the rendered template (the template is rendered per prefix)."""

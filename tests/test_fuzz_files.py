@@ -236,3 +236,59 @@ def test_paths_that_are_not_regular_files(tmp_path_factory, kind, write):
         after = os.lstat(path)
         assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino), "the path was replaced"
     assert not [n for n in os.listdir(where) if n.startswith(".explain-")], "a temporary file was left"
+
+
+ADAPTER_KEYS = (
+    "r",
+    "lora_alpha",
+    "alpha_pattern",
+    "rank_pattern",
+    "use_rslora",
+    "target_modules",
+    "base_model_name_or_path",
+    "peft_type",
+    "bias",
+    "use_dora",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_folder, work):
+    """A LoRA adapter made by peft on the tiny folder's model (q_proj, v_proj, down_proj), naming that folder."""
+    import transformers
+    from tiny_files import make_lora
+
+    folder = work / "adapter"
+    make_lora(transformers.AutoModelForCausalLM.from_pretrained(tiny_folder), folder, base=str(tiny_folder))
+    return folder
+
+
+def test_adapter_config_values_of_any_json(tiny_folder, tiny_adapter, work, cache_listing):
+    """adapter_config.json with LoRA keys set to any JSON value (a string alpha, NaN, a list for alpha_pattern, r=0,
+    r=-4): loading works and every logit is a number, or it raises an ExplainError naming adapter_config.json."""
+    import json
+    import math
+
+    original = json.loads((tiny_adapter / "adapter_config.json").read_text())
+    folder = work / "adapter-values"
+
+    @fuzz(60)
+    @given(changes=st.dictionaries(st.sampled_from(ADAPTER_KEYS), json_values, min_size=1, max_size=3))
+    def check(changes):
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(tiny_adapter, folder)
+        (folder / "adapter_config.json").write_text(json.dumps({**original, **changes}))
+        cache = cache_listing()
+        try:
+            with time_limit():
+                pipe = explain.pipeline(model=str(tiny_folder), adapter=str(folder))
+                generation = pipe.start("hi", max_new_tokens=1, trace_top=3)
+                generation.run()
+        except ExplainError as error:
+            assert str(error), "an ExplainError with no message"
+        else:  # applied: its scaling is a number, so the logits are too
+            top = generation.steps[0]["logits_top"]  # non-finite logits are left out of it
+            assert len(top["ids"]) == 3 and all(math.isfinite(v) for v in top["values"]), changes
+        assert cache_listing() == cache, "loading wrote into the Hugging Face cache"
+
+    check()

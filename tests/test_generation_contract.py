@@ -325,8 +325,8 @@ def test_a_bound_in_limits_is_refused_by_both_backends_with_one_message(ours, th
     for pipe in (ours, theirs):
         with pytest.raises(
             ArgumentError,
-            match=r"^num_beams=3 is more than explain runs \(2 at most: each beam is a "
-            r"row of the batch\); ask for less$",
+            match=r"^num_beams=3 is more than explain runs here \(each beam is a "
+            r"row of the batch\); num_beams=2 or less fits$",
         ):
             pipe(PROMPT, max_new_tokens=2, num_beams=3, do_sample=False)
         pipe(PROMPT, max_new_tokens=1, num_beams=2, do_sample=False)  # at the bound: runs

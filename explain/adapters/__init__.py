@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ __all__ = [
     "Adapter",
     "LoraLinear",
     "LoraSettings",
+    "check_settings",
+    "base_model_warning",
 ]
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
@@ -112,6 +115,7 @@ def read_adapter(path) -> tuple[dict, LoraSettings, dict]:
             f"the adapter folder {path} has no {WEIGHTS_FILE}{hint}; save the adapter with peft's "
             "save_pretrained(folder) (safe_serialization is its default)"
         )
+    check_settings(config, config_path)
     settings = LoraSettings(**{k: config[k] for k in LoraSettings.__dataclass_fields__ if config.get(k) is not None})
     weights: dict[str, dict] = {}
     try:
@@ -138,6 +142,71 @@ def read_adapter(path) -> tuple[dict, LoraSettings, dict]:
     if not weights:
         raise CorruptFileError(f"{weights_path} holds no LoRA weights")
     return config, settings, weights
+
+
+def _is_number(value, integer: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) if integer else math.isfinite(value)
+
+
+def check_settings(config: dict, config_path: str) -> None:
+    """The LoRA fields of adapter_config.json have the types peft's LoraConfig declares, a positive rank and a
+    finite alpha (lora_alpha NaN made every logit NaN; a string, a list or r=0 ended in raw errors)."""
+
+    def refuse(field: str, value, what: str):
+        raise CorruptFileError(
+            f"{config_path}: {field} is {value!r:.60}, but it must be {what} (peft's LoraConfig); fix the file or "
+            "save the adapter again with peft"
+        )
+
+    if "r" in config and not (_is_number(config["r"], integer=True) and config["r"] >= 1):
+        refuse("r", config["r"], "a positive integer (the rank)")
+    if "lora_alpha" in config and not _is_number(config["lora_alpha"]):
+        refuse("lora_alpha", config["lora_alpha"], "a finite number")
+    for key, integer, what in (
+        ("rank_pattern", True, "a dict of module name -> positive integer rank"),
+        ("alpha_pattern", False, "a dict of module name -> finite alpha"),
+    ):
+        pattern = config.get(key)
+        if pattern is None:
+            continue
+        if not isinstance(pattern, dict) or not all(
+            isinstance(k, str) and _is_number(v, integer) and (not integer or v >= 1) for k, v in pattern.items()
+        ):
+            refuse(key, pattern, what)
+    if not isinstance(config.get("use_rslora", False), bool):
+        refuse("use_rslora", config["use_rslora"], "true or false")
+    targets = config.get("target_modules")
+    if targets is not None and not (
+        isinstance(targets, str) or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))
+    ):
+        refuse("target_modules", targets, "a module name, a regular expression or a list of module names")
+    base = config.get("base_model_name_or_path")
+    if base is not None and not isinstance(base, str):
+        refuse("base_model_name_or_path", base, "a Hub repo id or a folder")
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Two names of one model: equal, the same folder, or a folder named as the repo (HuggingFaceTB/SmolLM2-135M and
+    ~/models/SmolLM2-135M)."""
+    a, b = os.path.normpath(a), os.path.normpath(b)
+    if a == b or (os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)):
+        return True
+    return os.path.basename(a).lower() == os.path.basename(b).lower()
+
+
+def base_model_warning(settings: LoraSettings, loaded: str | None, path: str) -> str | None:
+    """A warning when adapter_config.json names another base model than the one loaded (the shapes may still fit:
+    a fine-tune of another checkpoint of the same architecture changes every answer)."""
+    trained_on = settings.base_model_name_or_path
+    if not trained_on or not loaded or _same_model(trained_on, loaded):
+        return None
+    return (
+        f"the adapter {path} was made for {trained_on} (adapter_config.json base_model_name_or_path) and is applied "
+        f"to {loaded}: its shapes fit, but a LoRA is a change to one set of weights, so on another base model its "
+        "outputs mean little. Load the base model it names"
+    )
 
 
 def check_fits(model: nn.Module, weights: dict, settings: LoraSettings, path: str) -> None:
@@ -244,7 +313,8 @@ def _apply_with_peft(model: nn.Module, config: dict, settings: LoraSettings, wei
     import peft
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
-    known = {k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__}
+    # a null field is peft's default (alpha_pattern: null made peft fail with "'NoneType' object has no attribute")
+    known = {k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__ and v is not None}
     lora_config = LoraConfig(**{**known, "inference_mode": True})
     state = {f"{name}.{part}.weight": tensor for name, pair in weights.items() for part, tensor in pair.items()}
     inject_adapter_in_model(lora_config, model, adapter_name="default", state_dict=state)
@@ -325,7 +395,12 @@ def adapter_event(
 
 
 def load_adapter(
-    model: nn.Module, path, trace: Trace, apply_with: str | None = None, base_parameters: int | None = None
+    model: nn.Module,
+    path,
+    trace: Trace,
+    apply_with: str | None = None,
+    base_parameters: int | None = None,
+    base_model: str | None = None,
 ) -> Adapter:
     """Check the adapter folder against `model`, apply it (peft where it can wrap the layers, else LoraLinear),
     emit weights/adapter and return the Adapter. apply_with="explain" forces the readable layer (the tests)."""
@@ -357,13 +432,12 @@ def load_adapter(
     adapter = Adapter(path, adapter_config, settings, layers, applied_with, trace)
     if base_parameters is None:
         base_parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    trace.emit(
-        "weights",
-        "adapter",
-        adapter_event(adapter.name, path, settings, facts, applied_with, base_parameters),
-        start=start,
-        duration=time.perf_counter() - t0,
-    )
+    data = adapter_event(adapter.name, path, settings, facts, applied_with, base_parameters)
+    warning = base_model_warning(settings, base_model, path)
+    if warning:
+        data["warnings"] = [warning]
+        warnings.warn(warning, UserWarning, stacklevel=3)
+    trace.emit("weights", "adapter", data, start=start, duration=time.perf_counter() - t0)
     return adapter
 
 
@@ -373,4 +447,7 @@ def run(loading, trace: Trace) -> None:
     if loading.adapter is not None:
         load = trace.last("weights", "load")
         assert load is not None, "the weights stage emitted weights/load"
-        loading.adapted = load_adapter(loading.module, loading.adapter, trace, base_parameters=load.data["parameters"])
+        loaded = os.fspath(loading.model) if isinstance(loading.model, (str, os.PathLike)) else None
+        loading.adapted = load_adapter(
+            loading.module, loading.adapter, trace, base_parameters=load.data["parameters"], base_model=loaded
+        )

@@ -261,6 +261,7 @@ class WeightsAdapter(TypedDict):
     merged: bool
     formula: str
     given: NotRequired[bool]  # backend="transformers": read off a model built outside explain (explain.attach)
+    warnings: NotRequired[list[str]]  # the adapter names another base model than the one loaded
 
 
 class WeightsAdapterMerge(TypedDict):

@@ -184,10 +184,23 @@ def compare(
     **generate_kwargs,
 ) -> Comparison:
     """Run `prompt` through both pipelines (greedy unless told otherwise) and compare them step by step."""
+    for which, pipe in (("first", pipe_a), ("second", pipe_b)):
+        if not callable(getattr(pipe, "start", None)) or getattr(pipe, "tokenizer", None) is None:
+            raise ExplainError(
+                f"compare takes two pipelines from explain.pipeline(...); the {which} argument is "
+                f"{type(pipe).__name__} {str(pipe)[:40]!r}"
+            )
     if pipe_a.tokenizer.vocab_size != pipe_b.tokenizer.vocab_size:
         raise ExplainError(
             f"the two pipelines have different vocabularies ({pipe_a.tokenizer.vocab_size} and "
             f"{pipe_b.tokenizer.vocab_size} tokens); compare pipelines of the same model family"
+        )
+    vocab_a, vocab_b = pipe_a.tokenizer.get_vocab(), pipe_b.tokenizer.get_vocab()
+    if vocab_a != vocab_b:  # the same size, other ids: every comparison of ids would compare other tokens
+        differ = sorted(token for token in vocab_a if vocab_b.get(token) != vocab_a[token])[:3]
+        raise ExplainError(
+            f"the two pipelines' tokenizers give other ids to the same tokens ({', '.join(map(repr, differ))}, ...), "
+            "so their steps cannot be compared id by id; compare pipelines that share a tokenizer"
         )
     kwargs = {"do_sample": False, **generate_kwargs, "max_new_tokens": max_new_tokens}
     run_a, speed_a, _ = _run(pipe_a, prompt, kwargs)

@@ -115,11 +115,18 @@ def emit_decode(
     return text
 
 
+SEGMENTED_MESSAGES = 128  # the longest chat whose messages role_segments finds (n renders of up to n messages)
+
+
 def role_segments(render: Callable[[list], str], messages: list, text: str, passes: tuple = ()) -> list | None:
     """Character ranges of each message in a chat template's `text`: `render(messages[:i])` is the template's text
     of each prefix of the conversation (no generation prompt); what follows the last message is the generation
     prompt. None when the template refuses a partial conversation or its prefixes are not prefixes of `text`.
-    An exception of a class in `passes` is raised rather than read as a refusal (explain's template limits)."""
+    An exception of a class in `passes` is raised rather than read as a refusal (explain's template limits).
+    None too past SEGMENTED_MESSAGES messages: the prefixes cost n renders of up to n messages each (1,000 messages
+    took 84 s), and a chat that long is shown as text."""
+    if len(messages) > SEGMENTED_MESSAGES:
+        return None
     segments, start = [], 0
     for index in range(len(messages)):
         try:

@@ -22,7 +22,7 @@ from ..trace import Trace
 from .contract import RunState, index_argument, no_prompt_tokens
 from .options import DEFAULT_TRACE_TOP, RunOptions
 from .processors import build_processors
-from .rows import all_rows_warning, encode_row, float32_list
+from .rows import all_rows_warning, encode_row, float32_list, sampled
 from .settings import KNOBS, LIVE_SETTINGS, context_window_warnings, eos_ids, unknown_argument, validate
 from .stopping import StopStrings
 
@@ -227,7 +227,7 @@ class Generation(RunState):
                 "probs": encode_row(probs[0]),
             }
         if self.settings.get("do_sample"):
-            chosen = torch.multinomial(probs, num_samples=1)[0, 0]
+            chosen = sampled(probs)[0, 0]
             method = "sample"
         else:
             chosen = torch.argmax(scores, dim=-1)[0]

@@ -97,3 +97,18 @@ def float32_list(values: torch.Tensor) -> list[float]:
         float(np.format_float_positional(v, unique=True, trim="-"))
         for v in values.detach().float().cpu().numpy().ravel()
     ]
+
+
+NOT_A_DISTRIBUTION = (
+    "the probabilities to sample from hold NaN, infinity or a negative value (torch.multinomial refuses them: "
+    '"probability tensor contains either inf, nan or element < 0"), so no token can be drawn. The model\'s logits '
+    "are not numbers: its weights hold NaN or infinity, or overflowed in this dtype; check the checkpoint's "
+    "weights, or load it with dtype=torch.float32"
+)
+
+
+def sampled(probs: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+    """torch.multinomial(probs, num_samples), with explain's message when `probs` is no distribution (NaN weights)."""
+    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
+        raise ExplainError(NOT_A_DISTRIBUTION)
+    return torch.multinomial(probs, num_samples=num_samples)

@@ -17,9 +17,10 @@ import time
 import numpy as np
 import torch
 
-from ..errors import ExplainError
+from ..errors import ArgumentError, ExplainError
+from ..generation.options import check_limits
 from ..generation.rows import float32_list
-from ..utils.step_index import step_number
+from ..utils.step_index import step_number, whole_number
 from .replay import Parts, decoder_parts, replay
 
 LENS_TOP = 8  # tokens per layer in the lens
@@ -99,6 +100,11 @@ def inspect_step(
     if unknown:
         raise ExplainError(f"cannot inspect {unknown}; choose from {', '.join(WHAT)}")
     step = step_number(step, len(generation.steps))  # an int, in range (explain/utils/step_index.py)
+    if "attribution" in what:
+        steps = whole_number(attribution_steps, "attribution_steps")
+        if steps < 1:
+            raise ArgumentError(f"attribution_steps={steps} is not a number of steps; pass 1 or more (captum uses 50)")
+        check_limits({"attribution_steps": steps})
     start, t0 = time.time(), time.perf_counter()
     record = generation.steps[step]
     chosen, position = record["token_id"], record["position"]

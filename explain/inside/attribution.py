@@ -28,13 +28,18 @@ class CaptumTokenizer:
 
     def __init__(self, tokenizer, ids: list[int]):
         self.tokenizer, self.ids = tokenizer, list(ids)
+        self.spelled: dict[str, int] = {}  # a byte token's spelling, as decode gave it -> its id
 
     def encode(self, text, add_special_tokens=True, return_tensors=None):
         if return_tensors == "pt":  # TextTokenInput: the context as the model saw it
             return torch.tensor([self.ids])
+        if text in self.spelled:
+            return [self.spelled[text]]
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     def __call__(self, text, return_offsets_mapping=False, add_special_tokens=True, **kwargs):
+        if text in self.spelled:
+            return {"input_ids": [self.spelled[text]], "offset_mapping": [(0, len(text))]}
         if not hasattr(self.tokenizer, "encode_with_details"):  # transformers' tokenizer (backend="transformers")
             encoded = self.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
             return {"input_ids": encoded["input_ids"], "offset_mapping": [tuple(o) for o in encoded["offset_mapping"]]}
@@ -43,7 +48,16 @@ class CaptumTokenizer:
 
     def decode(self, ids, **kwargs):
         ids = ids.tolist() if hasattr(ids, "tolist") else ids
-        return self.tokenizer.decode([ids] if isinstance(ids, int) else ids)
+        ids = [ids] if isinstance(ids, int) else ids
+        text = self.tokenizer.decode(ids)
+        if len(ids) == 1 and "\ufffd" in text:
+            # one byte of a multi-byte character: its spelling in the vocabulary ("Ã"), since Captum's pretty-token
+            # fallback reads a lone U+FFFD as the first half of a pair and looks past the last id (an IndexError)
+            spelled = self.tokenizer.convert_ids_to_tokens(ids)[0]
+            if isinstance(spelled, str):
+                self.spelled[spelled] = ids[0]  # and encoding it back gives that id (Captum re-encodes to align)
+                return spelled
+        return text
 
     def convert_ids_to_tokens(self, ids):
         return self.tokenizer.convert_ids_to_tokens(ids)

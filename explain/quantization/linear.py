@@ -23,6 +23,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401  registers torch.ops.q
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UnsupportedError
 from .blocks import GROUP_SIZE, Blocks
 
 INT4_KERNEL = "torch.ops.aten._weight_int4pack_mm_for_cpu"
@@ -109,6 +110,19 @@ class Int4Linear(QuantizedLinear):
         return {"int4 values": self.packed_weight.nbytes, f"scales and zeros ({kind})": self.scales_and_zeros.nbytes}
 
 
+# torch's CPU _weight_int8pack_mm reads the input dimension K in blocks of 16 with no remainder loop (torch 2.13,
+# measured: K = 100, 36, 12 crash the process with a segfault; K = 8, 24, 40, 56, 72, 88, 120 return inf, NaN or
+# values off by 40%; every multiple of 16 is exact to bfloat16). Layers with another K stay in float.
+INT8_IN_MULTIPLE = 16
+
+
+def int8_shape_problem(out_features: int, in_features: int) -> str:
+    return (
+        f"{out_features} x {in_features}: torch's int8 kernel (_weight_int8pack_mm) needs in_features divisible by "
+        f"{INT8_IN_MULTIPLE} (otherwise it crashes the process or returns garbage), so this layer stays in float"
+    )
+
+
 class Int8Linear(QuantizedLinear):
     kernel = INT8_KERNEL
     bits = 8
@@ -116,6 +130,8 @@ class Int8Linear(QuantizedLinear):
     scales: torch.Tensor
 
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
+        if weight.shape[1] % INT8_IN_MULTIPLE:  # the kernel would read past the row: a crash or garbage
+            raise UnsupportedError(int8_shape_problem(weight.shape[0], weight.shape[1]))
         super().__init__(weight.shape[1], weight.shape[0], bias)
         self.register_buffer("weight_int8", weight)  # (N, K) int8
         self.register_buffer("scales", scales)  # (N,) one per output row, in the activations' dtype

@@ -25,7 +25,7 @@ from ..formats.gguf_format import reverse_permute
 from ..trace import Trace
 from ..utils.dtypes import dtype_name
 from .blocks import permute_rows, unpack
-from .linear import QuantizedLinear
+from .linear import INT8_IN_MULTIPLE, QuantizedLinear, int8_shape_problem
 from .memory import process_memory, release_freed_memory
 from .methods import GGUF_KINDS, Method
 
@@ -158,6 +158,8 @@ class Quantizer:
                 f"{module.out_features} x {module.in_features}: torch's int4 packing needs out_features divisible "
                 "by 16 and in_features by 32"
             )
+        if kind == "float" and self.method.bits == 8 and module.in_features % INT8_IN_MULTIPLE:
+            return int8_shape_problem(module.out_features, module.in_features)
         return None
 
     # -- after placement --------------------------------------------------------------------------------------

@@ -121,7 +121,11 @@ class GGUFFile(gguf.GGUFReader):
 
 
 def gguf_reader(path: str) -> gguf.GGUFReader:
-    """Open a GGUF file (memory-mapped); a truncated or foreign file gets an error naming it."""
+    """Open a GGUF file (memory-mapped); a truncated or foreign file gets an error naming it, and a header that
+    states more than explain reads is refused before gguf's reader builds it (formats/gguf_header.py)."""
+    from ..formats.gguf_header import check_header
+
+    check_header(path)
     try:
         return GGUFFile(path, "r")
     except Exception as error:  # the reader raises ValueError, IndexError, struct errors... on bad bytes

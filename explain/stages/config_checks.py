@@ -15,7 +15,7 @@ import re
 import psutil
 import torch
 
-from ..errors import ConfigValueError, ExplainError
+from ..errors import ConfigValueError, CorruptFileError, ExplainError
 from ..utils.units import size_text
 
 LAYER_KEYS = ("num_hidden_layers", "n_layer")
@@ -173,11 +173,45 @@ def check_against_checkpoint(config: dict, inventory: dict, source: str, files: 
     largest = max((int(d) for shape, _ in inventory.values() for d in shape), default=0)
     for key in DIMENSION_KEYS:
         value = config.get(key)
+        embeddings = ("embed", "wte", "token_embd", "word_embeddings")
+        if (
+            key == "vocab_size"
+            and isinstance(value, int)
+            and value > largest
+            and not any(part in name for name in inventory for part in embeddings)
+        ):
+            shared = (
+                " (tie_word_embeddings: the output head reuses it, so the file stores only the embedding)"
+                if config.get("tie_word_embeddings", True)
+                else ""
+            )
+            raise CorruptFileError(
+                f"the checkpoint ({files}) holds no tensor with {value} rows (vocab_size in {source}): it lacks the "
+                f"token embedding (model.embed_tokens.weight or its architecture's name){shared}, which the model "
+                "cannot run without. The file is incomplete, or the config and the weights do not belong together: "
+                "download the checkpoint again"
+            )
         if isinstance(value, int) and value > largest:
             raise ConfigValueError(
                 f'{source}: "{key}" is {value}, larger than any dimension of any tensor in the '
                 f"checkpoint ({files}; the largest is {largest}). The config and the weights do not "
                 f"belong together (check {key} in {source} / the repo revision)"
+            )
+
+
+def check_weight_dtypes(config: dict, inventory: dict, files: str) -> None:
+    """A checkpoint of a model that is not quantized stores its weights and biases as floating-point numbers; a header
+    that says I32 for them lies (read as integers, every weight would be a bit pattern, and torch refuses to build
+    float parameters from them mid-load). `inventory` is name -> (shape, stored dtype), from the files' headers."""
+    if config.get("quantization_config"):
+        return  # bitsandbytes, GPTQ, AWQ...: integer weights are the point
+    for name, (_, stored) in inventory.items():
+        if name.endswith((".weight", ".bias")) and INTEGER.match(str(stored)):
+            declared = config.get("torch_dtype") or config.get("dtype") or "a float dtype"
+            raise CorruptFileError(
+                f"{files}: its header says {name} is {stored}, an integer type, but the weights of this model are "
+                f"floating-point numbers (config.json dtype {declared}, no quantization_config); the header does not "
+                "describe the data, or the file is not this model's: download it again"
             )
 
 

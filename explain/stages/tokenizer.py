@@ -89,6 +89,52 @@ def bytes_to_unicode() -> dict[int, str]:
     return {**{byte: chr(byte) for byte in printable}, **{byte: chr(256 + n) for n, byte in enumerate(unprintable)}}
 
 
+MAX_NORMALIZED = 20_000_000  # characters a tokenizer's normalizer may make of one text (a 1 MB prompt 20 times over)
+PROBE = 64  # distinct characters normalized at a time to measure the normalizer's growth
+
+
+def check_normalizer(backend: Backend, text: str, source: str) -> None:
+    """Refuse a text that `backend`'s normalizer would grow past MAX_NORMALIZED characters, measured on the text's
+    distinct characters, a few at a time, before the whole text is normalized (a tokenizer.json whose Replace turns
+    each "a" into 100,000 characters asked for gigabytes and was killed for memory)."""
+    if backend.normalizer is None or not text:
+        return
+    distinct, growth = "".join(dict.fromkeys(text)), 1.0
+    for start in range(0, len(distinct), PROBE):
+        chunk = distinct[start : start + PROBE]
+        growth = max(growth, len(rust_call(lambda c=chunk: backend.normalizer.normalize_str(c), source)) / len(chunk))
+        if growth * len(text) > MAX_NORMALIZED:
+            raise UnsupportedError(
+                f"{source}: its normalizer makes up to {growth:,.0f} characters of each character of this text "
+                f"({len(text):,} characters would become about {growth * len(text):,.0f}, more than explain "
+                f"tokenizes: {MAX_NORMALIZED:,}); the file is broken or hostile: use the model's own tokenizer.json"
+            )
+
+
+def rust_call(work, source: str):
+    """Run `work` (a call into the tokenizers library); its error, or a Rust panic (pyo3's PanicException, a
+    BaseException), becomes a CorruptFileError naming the tokenizer file. Ctrl-C stays Ctrl-C."""
+    try:
+        return work()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # noqa: BLE001  pyo3_runtime.PanicException is no Exception
+        if isinstance(error, ExplainError):
+            raise
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CorruptFileError(
+            f"{source} cannot tokenize this text: the tokenizers library stopped with {first!r} (a pre-tokenizer "
+            "regular expression that backtracks without end, or a broken normalizer); the file is broken or "
+            "hostile: use the model's own tokenizer.json"
+        ) from None
+
+
+def encode_bounded(backend: Backend, text: str, source: str, **options):
+    """backend.encode(text, **options), its work bounded (check_normalizer) and its failures named (_rust)."""
+    check_normalizer(backend, text, source)
+    return rust_call(lambda: backend.encode(text, **options), source)
+
+
 class Tokenizer:
     """A tokenizers.Tokenizer plus what transformers keeps beside it: named special tokens and the chat template."""
 
@@ -180,14 +226,18 @@ class Tokenizer:
     def __len__(self) -> int:
         return self.vocab_size
 
+    def get_vocab(self) -> dict[str, int]:
+        """Every token (added ones too) -> its id, as transformers' tokenizers give it."""
+        return self.backend.get_vocab(with_added_tokens=True)
+
     # -- text to ids and back ---------------------------------------------------------------------
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        return encode_bounded(self.backend, text, self.source, add_special_tokens=add_special_tokens).ids
 
     def encode_with_details(self, text: str, add_special_tokens: bool = True) -> dict:
         """The show-your-work encode: each token's id, its spelling in the vocabulary, the characters of
         `text` it came from (start, end), and whether it is a special token."""
-        encoding = self.backend.encode(text, add_special_tokens=add_special_tokens)
+        encoding = encode_bounded(self.backend, text, self.source, add_special_tokens=add_special_tokens)
         special_ids = {i for i, added in self.backend.get_added_tokens_decoder().items() if added.special}
         return {
             "ids": list(encoding.ids),

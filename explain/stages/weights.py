@@ -21,7 +21,7 @@ from ..quantization import make_quantizer
 from ..trace import Trace
 from ..utils.dtypes import dtype_name, runnable_dtype
 from .config import gguf_reader
-from .config_checks import check_against_checkpoint, check_memory
+from .config_checks import check_against_checkpoint, check_memory, check_weight_dtypes
 from .loading import Loading
 
 
@@ -76,6 +76,7 @@ def load_weights(
     files_text = ", ".join(os.path.basename(p) for p in paths)
     inventory = weight_format.inventory(paths, request)
     check_against_checkpoint(config, inventory, config_source, files_text)
+    check_weight_dtypes(config, inventory, files_text)
     check_memory(inventory, dtype, files_text)
     try:
         with init_empty_weights(include_buffers=False):  # names and shapes only, no memory

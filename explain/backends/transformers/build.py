@@ -10,6 +10,8 @@ explain.attach(tpipe)
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import cast
 
@@ -59,9 +61,63 @@ def _check_arguments(task, device, device_map, dtype, kwargs) -> None:
         )
 
 
-def _meta(trace: Trace, pipe, built_by: str) -> None:
+def _check_gguf(model: str, gguf_file: str, revision: str | None) -> None:
+    """A local or cached GGUF's header counted and its tensors' extents checked before transformers' reader parses
+    it (formats/gguf_header.py): a truncated file or a huge metadata array gets explain's message."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from ...formats.gguf_header import check_header
+
+    path: object = os.path.join(model, gguf_file)
+    if not os.path.isfile(str(path)):
+        try:
+            path = try_to_load_from_cache(model, gguf_file, revision=revision)
+        except Exception:  # not a repo id: transformers says what the model argument is
+            return
+    if isinstance(path, str) and os.path.isfile(path):
+        check_header(path)
+
+
+def _check_safetensors(folder: str) -> None:
+    """A local folder's safetensors headers against its config.json, as the explain backend checks them before
+    reading (stages/config_checks.check_weight_dtypes): a header saying I32 for float weights ended in torch's
+    "Only Tensors of floating point and complex dtype can require gradients", or NaN text."""
+    import json
+
+    import safetensors
+
+    from ...stages.config_checks import check_weight_dtypes
+
+    try:
+        config = json.load(open(os.path.join(folder, "config.json")))
+    except (OSError, ValueError):
+        return  # transformers names a missing or broken config.json
+    if not isinstance(config, dict):
+        return
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".safetensors"):
+            continue
+        inventory = {}
+        try:
+            with safetensors.safe_open(os.path.join(folder, name), framework="pt") as file:  # the header only
+                for key in file.keys():
+                    inventory[key] = ((), str(file.get_slice(key).get_dtype()))
+        except Exception:  # transformers names a broken file
+            continue
+        check_weight_dtypes(config, inventory, os.path.join(folder, name))
+
+
+def _remote_modules() -> set:
+    """The modules transformers imported from repositories' own Python files (trust_remote_code=True)."""
+    return {name for name in sys.modules if name.startswith("transformers_modules")}
+
+
+def _meta(trace: Trace, pipe, built_by: str, ran_remote: bool = False) -> None:
+    """The trace's meta; remote_code is True when any repository code ran: a class defined there, a module
+    transformers imported from the repository during loading (`ran_remote`), even one that only re-exports
+    transformers' own classes, or an auto_map that trust_remote_code let transformers follow."""
     model, tokenizer = pipe.model, pipe.tokenizer
-    remote = any(is_remote(obj) for obj in (model, model.config, tokenizer) if obj is not None)
+    remote = ran_remote or any(is_remote(obj) for obj in (model, model.config, tokenizer) if obj is not None)
     trace.meta.update(
         backend="transformers",
         built_by=built_by,
@@ -152,6 +208,10 @@ def pipeline(
                 "gguf_file given both as an argument and in model_kwargs, with different values; pass it once"
             )
         model_kwargs["gguf_file"] = gguf_file
+    if model_kwargs.get("gguf_file") and isinstance(model, str):
+        _check_gguf(model, model_kwargs["gguf_file"], revision)
+    elif isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
+        _check_safetensors(os.fspath(model))
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
     asked = {
@@ -166,6 +226,7 @@ def pipeline(
     }
     model_name = model if isinstance(model, str) else f"<{type(model).__name__} object>"
     observer = LoadingObserver(trace, asked, model_name, reason)
+    modules_before = _remote_modules()
     with observer.listening(), translated(model_name, revision, observer):
         # transformers' overloads want the task as a Literal; this is the caller's, checked by _check_arguments
         pipe = transformers.pipeline(
@@ -185,7 +246,12 @@ def pipeline(
             **kwargs,
         )
     _emit_given(trace, observer, pipe)
-    _meta(trace, pipe, 'explain.pipeline(backend="transformers")')
+    trusted = bool(asked["trust_remote_code"])
+    auto_maps = [getattr(pipe.model.config, "auto_map", None)]
+    if pipe.tokenizer is not None:
+        auto_maps.append(getattr(pipe.tokenizer, "init_kwargs", {}).get("auto_map"))
+    ran_remote = _remote_modules() != modules_before or (trusted and any(auto_maps))
+    _meta(trace, pipe, 'explain.pipeline(backend="transformers")', ran_remote)
     return pipe
 
 

@@ -11,6 +11,7 @@ transformers.TextGenerationPipeline computes (it is one: isinstance checks, save
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 
@@ -22,9 +23,20 @@ from transformers.utils.chat_template_utils import Chat, is_valid_message
 from ...errors import ArgumentError, ExplainError
 from ...generation.arguments import generation_config_values
 from ...generation.ending import emit_decode, emit_end, finish_by_hand, role_segments
-from ...generation.options import RUN_OPTIONS, RunOptions, check_limits
+from ...generation.options import (
+    LONG_PROMPT_TOKENS,
+    RUN_OPTIONS,
+    ModelSize,
+    RunOptions,
+    check_fit,
+    check_limits,
+    check_prompt_ids,
+    rows_of,
+)
+from ...generation.rows import NOT_A_DISTRIBUTION
 from ...generation.settings import SETTINGS, knobs_transformers_lacks, transformers_lacks, validate
 from ...inputs import check_batch_size
+from ...stages.tokenizer import check_normalizer, rust_call
 from ...trace import Trace
 from .generation import TransformersGeneration
 
@@ -190,7 +202,9 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         else:
             run, self._reserved_run = (self._reserved_run or self.trace.new_run()), None
         start, t0 = time.time(), time.perf_counter()
-        inputs = super().preprocess(prompt_text, **params)
+        inputs = self._bounded_preprocess(prompt_text, params)
+        if inputs["input_ids"] is not None and inputs["input_ids"].shape[-1] > LONG_PROMPT_TOKENS:  # before its details
+            self._check_fit(inputs["input_ids"], {"num_beams": 1, "num_return_sequences": 1, "max_new_tokens": 1}, 1)
         data = self._encode_record(prompt_text, inputs, params)
         if batching:
             data["batch_row"] = item
@@ -201,6 +215,17 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             self._runs.append(run)
             self._batch_rows.append([item])
         return inputs
+
+    def _bounded_preprocess(self, prompt_text, params):
+        """transformers' preprocess, with the tokenizer's work bounded and its Rust errors named as the explain
+        backend names them (stages/tokenizer.check_normalizer, a regex panic as a CorruptFileError)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:  # a slow (Python) tokenizer: nothing of Rust's to bound
+            return super().preprocess(prompt_text, **params)
+        source = os.path.join(str(self.tokenizer.name_or_path), "tokenizer.json")
+        texts = [m.get("content") for m in prompt_text.messages] if isinstance(prompt_text, Chat) else [prompt_text]
+        check_normalizer(backend, "".join(t for t in texts if isinstance(t, str)), source)
+        return rust_call(lambda: super(TracedTextGenerationPipeline, self).preprocess(prompt_text, **params), source)
 
     def _encode_record(self, prompt, inputs, params) -> dict:
         ids = inputs["input_ids"][0].tolist()
@@ -274,6 +299,10 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             interrupted = True
             generation._finish("interrupted")
             raise
+        except RuntimeError as error:  # torch.multinomial on NaN weights' logits: explain's message
+            if "probability tensor contains" in str(error):
+                raise ExplainError(NOT_A_DISTRIBUTION) from error
+            raise
         finally:
             self._end(generation, start, time.perf_counter() - t0, interrupted)
             if interrupted:  # postprocess will not run
@@ -287,6 +316,8 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         check_limits(call)  # explain's own checks stop here: what transformers accepts, it runs (issue 24)
         ids = model_inputs["input_ids"]
         prepared = self._prepare_generate_kwargs({k: v for k, v in generate_kwargs.items() if k != "prefix_length"})
+        if ids is not None and ids.numel():
+            self._check_fit(ids, {**call, **prepared}, run_options.top_count)
         run = self._runs.popleft() if self._runs else self.trace.new_run()
         generation = TransformersGeneration(
             self,
@@ -299,6 +330,24 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
         generation.prompt_text = model_inputs.get("prompt_text")
         self.last_generation = generation
         return generation
+
+    def _check_fit(self, ids, settings: dict, top: int) -> None:
+        """Before generate(): every prompt id has a row in the model (else a raw IndexError mid-call), and the rows,
+        prompt and new tokens fit the free memory (generation/options.check_fit), as the explain backend checks."""
+        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else None
+        values = (config or self.model.config).to_dict()
+        largest = int(ids.max())
+        check_prompt_ids(largest, values.get("vocab_size"), self.tokenizer.convert_ids_to_tokens(largest))
+        generation_config = self.model.generation_config
+        merged = {
+            key: settings[key] if settings.get(key) is not None else getattr(generation_config, key, None)
+            for key in ("num_beams", "num_return_sequences", "max_new_tokens", "max_length", "do_sample")
+        }
+        prompt = ids.shape[-1]
+        new_tokens = merged["max_new_tokens"] or max(1, (merged["max_length"] or 20) - prompt)
+        size = ModelSize.of(values, self.model.dtype.itemsize, self.device)
+        beam_sample = bool(merged["do_sample"]) and (merged["num_beams"] or 1) > 1
+        check_fit(size, rows_of(merged, ids.shape[0]), prompt, new_tokens, top, beam_sample=beam_sample)
 
     def _start_batch(self, generation: TransformersGeneration, rows: list[int], mask) -> None:
         """A batch of prompts: each row traced (generation.start_batch), and the collation transformers did

@@ -25,6 +25,7 @@ import time
 import torch
 
 from ..knobs import Knob, number
+from ..rows import sampled
 from .base import DecodingStrategy, Run, set_by_call, timed
 from .registry import register
 
@@ -196,7 +197,7 @@ class BeamSearchRun(Run):
         totals = log_probs + self.running_scores[:, None]  # (num_beams, vocab): each pair's summed log-probability
         flat = totals.reshape(1, -1)  # (1, num_beams * vocab), as transformers flattens the batch's beams
         if self.do_sample:
-            chosen = torch.multinomial(torch.softmax(flat, dim=-1), num_samples=self.beams_to_keep)
+            chosen = sampled(torch.softmax(flat, dim=-1), self.beams_to_keep)
             top_scores = torch.gather(flat, 1, chosen)
             top_scores, order = top_scores.sort(dim=-1, descending=True)
             chosen = chosen.gather(-1, order)

@@ -123,13 +123,18 @@ class HubOnly(DecodingStrategy):
     def settings_problem(cls, settings):
         for name, (mode, repo, instead) in HUB_MODES.items():
             value = settings.get(name)
-            selects = {
-                "num_beam_groups": value is not None and value > 1,
-                "penalty_alpha": value is not None
-                and value > 0
-                and not settings.get("do_sample")
-                and (settings.get("top_k") or 0) > 1,
-            }.get(name, value is not None)
+            # only this argument's own test runs (dola_layers="high" is no number to compare with 1)
+            if name == "num_beam_groups":
+                selects = value is not None and value > 1
+            elif name == "penalty_alpha":
+                selects = (
+                    value is not None
+                    and value > 0
+                    and not settings.get("do_sample")
+                    and (settings.get("top_k") or 0) > 1
+                )
+            else:
+                selects = value is not None
             if selects:
                 return (
                     f"{name}={value!r} selects {mode}, which transformers 5 no longer runs in generate() itself: "

@@ -17,7 +17,7 @@ import time
 import torch
 
 from ..knobs import Knob, number
-from ..rows import float32_list
+from ..rows import float32_list, sampled
 from .base import DecodingStrategy, Run, timed
 from .registry import register
 
@@ -114,7 +114,7 @@ class SampledSequences(Run):
             outputs.append((before, scores))
         probs = torch.softmax(scores, dim=-1)  # (n, vocab)
         if self.settings.get("do_sample"):
-            tokens = torch.multinomial(probs, num_samples=1).squeeze(1)  # (n,): one draw for the whole batch
+            tokens = sampled(probs).squeeze(1)  # (n,): one draw for the whole batch
         else:
             tokens = torch.argmax(scores, dim=-1)
         running = torch.tensor(self.running, device=self.device)
