@@ -214,6 +214,26 @@ class Run(RunState):
                     return name
         return None
 
+    def end_rows_step(self, index, forward, forward_time, tokens, records, start, t0) -> dict:
+        """The end of one step of several rows (several samples, a batch): the step's record, the run's end once no
+        row runs (its reasons joined when the rows stopped differently), and each running row's generation/step
+        event, the step's time shared among them."""
+        batch = {
+            "step": index,
+            "forward": forward,
+            "forward_time": forward_time,
+            "tokens": tokens.tolist(),
+            "running": list(self.running),
+        }
+        self.steps.append(batch)
+        if not any(self.running):
+            reasons = sorted({r for r in self.stop_reasons if r})
+            self._finish(reasons[0] if len(reasons) == 1 else ", ".join(reasons))
+        duration = (time.perf_counter() - t0) / max(len(records), 1)
+        for record in records:
+            self.trace.emit("generation", "step", record, run=self.run_id, start=start, duration=duration)
+        return batch
+
     def emit_prefill(self, start: float, duration: float, tokens: int) -> None:
         self.trace.emit(
             "generation",

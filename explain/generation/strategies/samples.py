@@ -134,21 +134,7 @@ class SampledSequences(Run):
                 self.running[row], self.stop_reasons[row] = False, reason
                 record["stop_reason"] = reason
             records.append(record)
-        batch = {
-            "step": index,
-            "forward": forward,
-            "forward_time": forward_time,
-            "tokens": tokens.tolist(),
-            "running": list(self.running),
-        }
-        self.steps.append(batch)
-        if not any(self.running):
-            reasons = sorted({r for r in self.stop_reasons if r})
-            self._finish(reasons[0] if len(reasons) == 1 else ", ".join(reasons))
-        duration = (time.perf_counter() - t0) / max(len(records), 1)
-        for record in records:
-            self.trace.emit("generation", "step", record, run=self.run_id, start=start, duration=duration)
-        return batch
+        return self.end_rows_step(index, forward, forward_time, tokens, records, start, t0)
 
     def _row_record(self, row, index, position, raw, outputs, probs, token, forward, forward_time) -> dict:
         """Row `row`'s generation/step record: the fields one sequence's step has, and `sequence`."""
