@@ -229,6 +229,7 @@ def assisted(tiny_folder, tmp_path_factory) -> dict:
         "explain": (explain.pipeline("text-generation", model=target_folder), explain.pipeline(model=assistant_folder)),
         "transformers": (explain.pipeline("text-generation", model=target_folder, backend="transformers"), small),
         "reference": (transformers.pipeline("text-generation", model=target_folder), small),
+        "folder": target_folder,
     }
 
 
@@ -295,3 +296,21 @@ def test_assisted_decoding_untraced_says_why(assisted, backends, reference):
     assert own(PROMPT, assistant_model=own.model, **call) == reference(PROMPT, assistant_model=reference.model, **call)
     settings = next(e.data for e in run_events(own) if e.kind == "settings")
     assert settings["generation_mode"] == "assisted_generation" and "the model itself" in settings["why_not_traced"]
+
+
+def test_pipeline_assistant_model_traced(assisted):
+    """An assistant given when the pipeline is built (transformers' pipeline(..., assistant_model=)) drafts every
+    call on backend="transformers", traced as the call's own assistant is, with transformers' answer."""
+    import transformers
+
+    import explain
+
+    helper = assisted["transformers"][1]
+    pipe = explain.pipeline("text-generation", model=assisted["folder"], backend="transformers", assistant_model=helper)
+    reference = transformers.pipeline("text-generation", model=assisted["folder"], assistant_model=helper)
+    call = dict(do_sample=False, max_new_tokens=8)
+    assert pipe(PROMPT, **call) == reference(PROMPT, **call)
+    found = run_events(pipe)
+    drafts = [e.data for e in found if e.kind == "draft"]
+    assert drafts and all(d["source"] == "assistant" for d in drafts)
+    assert sum(len(d["new_ids"]) for d in drafts) == len([e for e in found if e.kind == "step"]) == 8
