@@ -976,9 +976,9 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("generation", "prefill", GenerationPrefill, _generation_prefill),
         Kind("generation", "step", GenerationStep, _generation_step),
         # beam search and assisted decoding: the explain backend's strategies trace them (issue 11);
-        # backend="transformers" reads the same events from transformers' _beam_search and, for greedy prompt lookup,
-        # _assisted_decoding (backends/transformers/beams.py); an assistant model runs untraced there, with the reason
-        # in the settings event
+        # backend="transformers" reads the same events from transformers' _beam_search and, for greedy assisted
+        # decoding (prompt lookup or an assistant model), _assisted_decoding (backends/transformers/beams.py); sampling
+        # with a draft runs untraced there, with the reason in the settings event
         Kind("generation", "beams", GenerationBeams, _generation_beams),
         Kind("generation", "ranking", GenerationRanking, _generation_ranking),
         Kind("generation", "draft", GenerationDraft, _generation_draft),

@@ -8,6 +8,8 @@ same beam tree, as on backend="explain". Which tests apply: docs/conformance.md.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -189,3 +191,126 @@ def test_prompt_lookup_traced_alike_on_both_backends(backends, reference, knobs)
         return {**{k: v for k, v in view.items() if k != "rounds"}, "rounds": rounds}
 
     assert untimed(views["explain"]) == untimed(views["transformers"])
+
+
+@pytest.fixture(scope="module")
+def assisted(tiny_folder, tmp_path_factory) -> dict:
+    """A target and a smaller assistant of the same tokenizer, written by transformers: the assistant is the one-layer
+    tiny model with its head scaled by 10 (sure enough of its tokens to draft several), the target the same with a
+    second, seeded random layer, so that it agrees with some drafted tokens and not with others. "explain" and
+    "transformers": a pipeline of the target on that backend and the assistant as that backend takes it (an explain
+    pipeline, a transformers model); "reference": transformers.pipeline() of the target, and the assistant model."""
+    import shutil
+
+    import transformers
+
+    import explain
+
+    folders = {name: tmp_path_factory.mktemp(f"assisted-{name}") / "model" for name in ("target", "assistant")}
+    small = transformers.AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    with torch.no_grad():
+        small.lm_head.weight.mul_(10)
+    config = transformers.AutoConfig.from_pretrained(tiny_folder)
+    config.num_hidden_layers = 2
+    torch.manual_seed(7)
+    target = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for name, parameter in target.named_parameters():
+            if "layers.1." in name and "norm" not in name:
+                parameter.normal_(0, 0.1)
+    target.load_state_dict(small.state_dict(), strict=False)  # layer 0, embeddings and head: the assistant's
+    for model, folder in ((target, folders["target"]), (small, folders["assistant"])):
+        model.save_pretrained(folder)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if os.path.exists(f"{tiny_folder}/{name}"):
+                shutil.copy(f"{tiny_folder}/{name}", folder / name)
+    target_folder, assistant_folder = str(folders["target"]), str(folders["assistant"])
+    return {
+        "explain": (explain.pipeline("text-generation", model=target_folder), explain.pipeline(model=assistant_folder)),
+        "transformers": (explain.pipeline("text-generation", model=target_folder, backend="transformers"), small),
+        "reference": (transformers.pipeline("text-generation", model=target_folder), small),
+        "folder": target_folder,
+    }
+
+
+@pytest.mark.parametrize("knobs", [{}, {"repetition_penalty": 1.2, "min_new_tokens": 3}], ids=["plain", "processors"])
+def test_assistant_model_traced_alike_on_both_backends(assisted, knobs):
+    """Greedy assisted decoding by a smaller assistant model on backend="transformers": a generation/draft per round
+    (the assistant's drafted tokens and their probabilities, why the draft ended, the target's picks, the accepted
+    count, the rejection) and a generation/step per token, read from transformers' _assisted_decoding and its
+    AssistedCandidateGenerator, equal to the explain backend's (times aside); the rounds view is the same; the
+    answer is transformers.pipeline()'s with the same assistant, and plain greedy decoding's."""
+    from explain.features.trees import draft_rounds
+
+    call = dict(do_sample=False, max_new_tokens=12, **knobs)
+    pipes = {name: assisted[name][0] for name in ("explain", "transformers")}
+    outputs = {name: pipe(PROMPT, assistant_model=assisted[name][1], **call) for name, pipe in pipes.items()}
+    events = {name: run_events(pipe) for name, pipe in pipes.items()}
+    reference, helper = assisted["reference"]
+    assert outputs["explain"] == outputs["transformers"] == reference(PROMPT, assistant_model=helper, **call)
+    assert outputs["transformers"] == reference(PROMPT, **call)  # speculative decoding's guarantee
+    kinds = {name: [(e.stage, e.kind) for e in found] for name, found in events.items()}
+    assert kinds["explain"] == kinds["transformers"] and ("generation", "draft") in kinds["transformers"]
+    settings = next(e.data for e in events["transformers"] if e.kind == "settings")
+    assert settings["steps_traced"] and "why_not_traced" not in settings
+    times = ("draft_time", "verify_time")
+    drafts = {name: [e.data for e in found if e.kind == "draft"] for name, found in events.items()}
+    for ours, theirs in zip(drafts["explain"], drafts["transformers"], strict=True):
+        assert theirs["source"] == "assistant"
+        assert {k: v for k, v in ours.items() if k not in times} == {k: v for k, v in theirs.items() if k not in times}
+    # a round kept every drafted token and a round rejected one: both paths of the check were traced
+    assert any(d["rejection"] is None and d["drafted"] for d in drafts["transformers"])
+    assert any(d["rejection"] is not None for d in drafts["transformers"])
+    steps = {name: [e.data for e in found if e.kind == "step"] for name, found in events.items()}
+    for ours, theirs in zip(steps["explain"], steps["transformers"], strict=True):
+        for key in ours:
+            if key in TIMING:
+                continue
+            if key == "entropy_bits":
+                assert theirs[key] == pytest.approx(ours[key], abs=1e-5)
+            else:
+                assert theirs[key] == ours[key], key
+    views = {name: draft_rounds(found) for name, found in events.items()}
+    assert {k: v for k, v in views["explain"].items() if k != "rounds"} == {
+        k: v for k, v in views["transformers"].items() if k != "rounds"
+    }
+
+
+def test_assisted_decoding_untraced_says_why(assisted, backends, reference):
+    """What backend="transformers" does not trace of assisted decoding still runs with transformers' answer, and the
+    settings event says why it is not traced: speculative sampling (its uniform draws are inside transformers),
+    and the model as its own assistant (the assistant's generate() would run through the target's hooks)."""
+    pipe, helper = assisted["transformers"]
+    theirs, _ = assisted["reference"]
+    call = dict(do_sample=True, max_new_tokens=8, temperature=0.8)
+    torch.manual_seed(4)
+    mine = pipe(PROMPT, assistant_model=helper, **call)
+    torch.manual_seed(4)
+    assert mine == theirs(PROMPT, assistant_model=helper, **call)
+    found = run_events(pipe)
+    settings = next(e.data for e in found if e.kind == "settings")
+    assert not settings["steps_traced"] and "speculative sampling" in settings["why_not_traced"]
+    assert not any(e.kind in ("draft", "step") for e in found)
+    own = backends["transformers"]
+    call = dict(do_sample=False, max_new_tokens=6)
+    assert own(PROMPT, assistant_model=own.model, **call) == reference(PROMPT, assistant_model=reference.model, **call)
+    settings = next(e.data for e in run_events(own) if e.kind == "settings")
+    assert settings["generation_mode"] == "assisted_generation" and "the model itself" in settings["why_not_traced"]
+
+
+def test_pipeline_assistant_model_traced(assisted):
+    """An assistant given when the pipeline is built (transformers' pipeline(..., assistant_model=)) drafts every
+    call on backend="transformers", traced as the call's own assistant is, with transformers' answer."""
+    import transformers
+
+    import explain
+
+    helper = assisted["transformers"][1]
+    pipe = explain.pipeline("text-generation", model=assisted["folder"], backend="transformers", assistant_model=helper)
+    reference = transformers.pipeline("text-generation", model=assisted["folder"], assistant_model=helper)
+    call = dict(do_sample=False, max_new_tokens=8)
+    assert pipe(PROMPT, **call) == reference(PROMPT, **call)
+    found = run_events(pipe)
+    drafts = [e.data for e in found if e.kind == "draft"]
+    assert drafts and all(d["source"] == "assistant" for d in drafts)
+    assert sum(len(d["new_ids"]) for d in drafts) == len([e for e in found if e.kind == "step"]) == 8

@@ -291,26 +291,37 @@ def candidate_reasons(criteria, input_ids: torch.Tensor, scores, **kwargs) -> tu
 
 
 class DraftWatch:
-    """Prompt lookup decoding (greedy, one prompt) of a traced call: each round of transformers' _assisted_decoding
-    as the explain backend's generation/draft, then a generation/step per token it added. The drafted tokens are
-    what transformers' PromptLookupCandidateGenerator proposed (its get_candidates, shadowed on the generator
+    """Greedy assisted decoding of one prompt, drafted by prompt lookup or by an assistant model, in a traced call:
+    each round of transformers' _assisted_decoding as the explain backend's generation/draft, then a
+    generation/step per token it added. The drafted tokens are what transformers' candidate generator proposed
+    (PromptLookupCandidateGenerator or AssistedCandidateGenerator: its get_candidates, shadowed on the generator
     generate() built), the checked scores are the processor list's output at every drafted position (hooks.py's
-    recording list), the kept tokens are the ids the stopping criteria see after the round. Why the draft ended
-    there and the n-gram it matched are described by explain's own PromptLookupDraft on the same ids."""
+    recording list), the kept tokens are the ids the stopping criteria see after the round. With prompt lookup, why
+    the draft ended there and the n-gram it matched are described by explain's own PromptLookupDraft on the same ids;
+    with an assistant model, the draft's probabilities are the softmax of the processed scores the assistant's own
+    generate() returned with its tokens (the candidate logits), its budget is the generator's
+    (_calculate_new_tokens, from num_assistant_tokens before the round) and why it ended is read from them: the
+    budget filled, EOS, or a token under assistant_confidence_threshold (ConfidenceCriteria)."""
 
     def __init__(self, generation, config):
         from ...generation.strategies.drafts import PromptLookupDraft
 
         self.generation = generation
+        self.source = "prompt_lookup" if config.prompt_lookup_num_tokens is not None else "assistant"
         eos = config._eos_token_tensor.reshape(-1).tolist() if config._eos_token_tensor is not None else []
-        self.describer = PromptLookupDraft(
-            [],
-            eos,
-            int(config.prompt_lookup_num_tokens),
-            int(config.max_matching_ngram_size or 2),
-            int(config.max_length),
-            int(generation.model.config.get_text_config().vocab_size),
-            "cpu",
+        self.eos = eos
+        self.describer = (
+            PromptLookupDraft(
+                [],
+                eos,
+                int(config.prompt_lookup_num_tokens),
+                int(config.max_matching_ngram_size or 2),
+                int(config.max_length),
+                int(generation.model.config.get_text_config().vocab_size),
+                "cpu",
+            )
+            if self.source == "prompt_lookup"
+            else None
         )
         self.rounds: list[dict] = []
         self.pendings: list[dict] = []
@@ -324,10 +335,11 @@ class DraftWatch:
             propose = generator.get_candidates
 
             def get_candidates(input_ids, **more):
+                length = input_ids.shape[1]
+                before = self._assistant_state(generator, length) if self.describer is None else {}
                 t0 = time.perf_counter()
                 out = propose(input_ids, **more)
                 self.pendings = []  # the lookup ran the processor list on rows of ones to vet its tokens: not these
-                length = input_ids.shape[1]
                 self._round = {
                     "length": length,
                     "ids": input_ids[0].tolist(),
@@ -336,12 +348,39 @@ class DraftWatch:
                     "start": time.time(),
                     "clock": time.perf_counter(),
                 }
+                if self.describer is None:
+                    self._round["assistant"] = self._assistant_draft(before, self._round["drafted"], out[1])
                 return out
 
             generator.get_candidates = get_candidates
             return generator
 
         return {"_get_candidate_generator": get_candidate_generator}
+
+    @staticmethod
+    def _assistant_state(generator, length: int) -> dict:
+        """What the assistant's round starts from: its budget (transformers' _calculate_new_tokens, before
+        get_candidates runs) and the confidence threshold its ConfidenceCriteria will use."""
+        budget = min(int(generator.num_assistant_tokens), int(generator.main_model_max_length) - length - 1)
+        threshold = getattr(generator.generation_config, "assistant_confidence_threshold", None)
+        return {"budget": budget, "threshold": threshold}
+
+    def _assistant_draft(self, before: dict, drafted: list[int], logits) -> dict:
+        """The assistant's draft as the explain backend's AssistantDraft describes it: probabilities, budget, stop."""
+        budget = before["budget"]
+        if budget <= 0:
+            return {"probs": None, "stop": "no room: the target's next token reaches max_length", "budget": 0}
+        probs = None
+        if logits is not None and drafted:
+            distribution = torch.softmax(logits[0].detach().to("cpu", torch.float32), dim=-1)  # (k, vocab)
+            probs = [float(distribution[i, token]) for i, token in enumerate(drafted)]
+        stop = "num_assistant_tokens"
+        if drafted and len(drafted) < budget:
+            if drafted[-1] in self.eos:
+                stop = "eos"
+            elif before["threshold"] and probs is not None and probs[-1] < before["threshold"]:
+                stop = "confidence"
+        return {"probs": probs, "stop": stop, "budget": budget}
 
     def on_logits(self, logits: torch.Tensor) -> None:
         """The verifying forward's logits (hooks.py's forward hook): the rows of the drafted positions, which are the
@@ -386,16 +425,20 @@ class DraftWatch:
                 f"(p {float(probs[accepted, chose]):.3f}), not the drafted "
                 f"{text(mine)!r} (p {float(probs[accepted, mine]):.3f})",
             }
-        described = self.describer.propose(state["ids"])
+        if self.describer is not None:
+            described = self.describer.propose(state["ids"])
+            draft = {"probs": None, "stop": described.stop, "budget": described.budget, "lookup": described.lookup}
+        else:
+            draft = state["assistant"]
         texts = {t: generation.token_text(t) for t in drafted + new_ids + picked}
         record = {
             "round": len(self.rounds),
             "position": length,
-            "source": "prompt_lookup",
+            "source": self.source,
             "drafted": drafted,
-            "draft_probs": None,
-            "draft_stop": described.stop,
-            "budget": described.budget,
+            "draft_probs": draft["probs"],
+            "draft_stop": draft["stop"],
+            "budget": draft["budget"],
             "target_ids": picked,
             "target_probs": [float(probs[i, t]) for i, t in enumerate(drafted)],
             "accepted": accepted,
@@ -406,8 +449,8 @@ class DraftWatch:
             "verify_time": generation._forward.get("forward_time") or 0.0,
             "token_texts": {str(k): v for k, v in texts.items()},
         }
-        if described.lookup:
-            record["lookup"] = described.lookup
+        if draft.get("lookup"):
+            record["lookup"] = draft["lookup"]
         self.rounds.append(record)
         generation.trace.emit(
             "generation",

@@ -92,8 +92,17 @@ class TransformersGeneration(RunState):
         # beam search / beam sampling of one prompt: its watch (beams.py), and the sequences generate() returned
         self.beam_watch: BeamWatch | None = None
         self.beam_sequences: list[list[int]] | None = None
-        # greedy prompt lookup of one prompt: its watch (beams.py), which writes generation/draft and the steps
+        # greedy assisted decoding of one prompt (prompt lookup or an assistant model): its watch (beams.py), which
+        # writes generation/draft and the steps; the assistant model and tokenizer generate() is given (the call's,
+        # else the pipeline's), set by the pipeline
         self.draft_watch: DraftWatch | None = None
+        self.assistant_model = None
+        self.assistant_tokenizer = None
+
+    @property
+    def steps_traced(self) -> bool:
+        """Whether this call's steps are traced: one sequence's (or a batch's), a beam search, assisted decoding."""
+        return self.traces_steps or self.beam_watch is not None or self.draft_watch is not None
 
     @property
     def criteria_names(self) -> list[str]:
@@ -132,17 +141,14 @@ class TransformersGeneration(RunState):
     def on_settings(self, config, processors, arguments: dict) -> bool:
         """generate() built its processors for `config` (`arguments`: what it passed the builder); returns whether
         its steps are traced."""
-        self.processors, self.mode = (
-            processors,
-            generation_mode(config, getattr(self.pipeline, "assistant_model", None)),
-        )
+        self.processors, self.mode = processors, generation_mode(config, self.assistant_model)
         batch_of_one_each = self.batched and (config.num_return_sequences or 1) == 1
         self.traces_steps = self.mode in TRACED_MODES and (self.input_ids.shape[0] == 1 or batch_of_one_each)
         if self.mode in BEAM_MODES and self.input_ids.shape[0] == 1 and self.generation_config is None:
             self.beam_watch = BeamWatch(self, config)  # one prompt's beams: traced into generation/beams
-        lookup = self.mode == "assisted_generation" and config.prompt_lookup_num_tokens is not None
-        if lookup and not config.do_sample and self.input_ids.shape[0] == 1 and self.generation_config is None:
-            self.draft_watch = DraftWatch(self, config)  # greedy prompt lookup: traced into generation/draft
+        if self.mode == "assisted_generation" and self.input_ids.shape[0] == 1 and self.generation_config is None:
+            if self._drafts_untraced(config) is None:  # greedy assisted decoding: traced into generation/draft
+                self.draft_watch = DraftWatch(self, config)
         records = processor_records(config, processors, arguments, self.model.config.get_text_config().vocab_size)
         self._records = {id(p): r for p, r in zip(processors, records, strict=True)}
         if self.generation_config is not None:  # a later step of a step-through
@@ -160,7 +166,7 @@ class TransformersGeneration(RunState):
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": str(self.device),
             "generation_mode": self.mode,
-            "steps_traced": self.traces_steps or self.beam_watch is not None or self.draft_watch is not None,
+            "steps_traced": self.steps_traced,
         }
         if self.batch_note is not None:
             data["batch"] = self.batch_note
@@ -177,13 +183,44 @@ class TransformersGeneration(RunState):
         if not data["steps_traced"]:
             data["why_not_traced"] = (
                 f"{self.mode} of this call is not traced: explain traces one sequence (greedy search or sampling, "
-                "batch of one), a batch of prompts with one sequence each, beam search and greedy prompt lookup "
-                "of one prompt"
+                "batch of one), a batch of prompts with one sequence each, beam search, and greedy assisted "
+                "decoding of one prompt (prompt lookup, or an assistant model of the same tokenizer)"
             )
+            if self.mode == "assisted_generation" and self._drafts_untraced(config):
+                data["why_not_traced"] += f"; this call: {self._drafts_untraced(config)}"
         self.trace.emit("generation", "settings", data, run=self.run_id)
         if self._settings_only:
             raise SettingsResolved()
         return self.traces_steps
+
+    def _drafts_untraced(self, config) -> str | None:
+        """Why this call's assisted decoding is not traced (None: it is). Traced: greedy, drafted by prompt lookup or
+        by an assistant model through transformers' AssistedCandidateGenerator (same tokenizer, a model other than
+        the target: the assistant's own generate() must not run through the target's hooks)."""
+        if config.do_sample:
+            return (
+                "sampling with a draft (speculative sampling's uniform draws happen inside transformers' "
+                '_speculative_sampling, out of sight); backend="explain" traces it'
+            )
+        if getattr(config, "assistant_early_exit", None) is not None:
+            return "assistant_early_exit drafts with the model's own first layers"
+        if getattr(config, "assistant_ensemble_weight", None) is not None:
+            return "assistant_ensemble_weight checks the draft against a blend of the two models"
+        if config.prompt_lookup_num_tokens is not None:
+            return None
+        assistant = self.assistant_model
+        if assistant is None or getattr(config, "use_mtp", False) or getattr(config, "speculation_type", None):
+            return "this candidate generator (multi-token prediction or DFlash) is not traced"
+        if self.assistant_tokenizer is not None:
+            return "the assistant has its own tokenizer (universal assisted decoding re-encodes every draft)"
+        if assistant is self.model:
+            return (
+                "the assistant is the model itself (its drafts would run through the target's hooks); pass a "
+                "separate copy of the model, or another model of the same tokenizer"
+            )
+        if type(assistant).__name__.startswith(("Gemma4Assistant", "Gemma4UnifiedAssistant")):
+            return "a Gemma 4 assistant drafts from the target's shared key/value states"
+        return None
 
     def on_forward_start(self, input_ids, cache, clock: float) -> None:
         past = cache.get_seq_length() if cache is not None else 0

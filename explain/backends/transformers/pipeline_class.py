@@ -328,6 +328,8 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             sources=self._sources(call, prepared, ids.shape[1]),
         )
         generation.prompt_text = model_inputs.get("prompt_text")
+        generation.assistant_model = call.get("assistant_model", self.assistant_model)
+        generation.assistant_tokenizer = call.get("assistant_tokenizer", self.assistant_tokenizer)
         self.last_generation = generation
         return generation
 
@@ -429,7 +431,7 @@ class TracedTextGenerationPipeline(TextGenerationPipeline):
             duration,
             interrupted,
             stopping_criteria=generation.criteria_names,
-            steps_traced=generation.traces_steps,
+            steps_traced=generation.steps_traced,
         )
 
     # -- step by step --------------------------------------------------------------------------------------------
