@@ -446,17 +446,26 @@ def test_import_explain_never_imports_transformers():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(top_p=0.0), dict(top_p=1.5), dict(typical_p=1.5), dict(typical_p=1.0)],
-    ids=["top_p=0", "top_p=1.5", "typical_p=1.5", "typical_p=1"],
+    [
+        dict(top_p=0.0),
+        dict(top_p=1.5),
+        dict(typical_p=1.5),
+        dict(typical_p=1.0),
+        dict(epsilon_cutoff=1.0),
+        dict(eta_cutoff=-0.1),
+        dict(eta_cutoff=0.05),
+    ],
+    ids=["top_p=0", "top_p=1.5", "typical_p=1.5", "typical_p=1", "epsilon=1", "eta=-0.1", "eta=0.05"],
 )
 def test_both_backends_run_the_sampling_filters_transformers_runs(three, kwargs):
-    """generate() builds TopPLogitsWarper only for top_p < 1.0 (0 keeps only the top token) and TypicalLogitsWarper
-    only for typical_p < 1.0: both backends run these calls, sampled under one seed, with transformers' answer."""
+    """generate() builds TopPLogitsWarper only for top_p < 1.0 (0 keeps only the top token), TypicalLogitsWarper
+    only for typical_p < 1.0 and the epsilon / eta warpers only for 0 < cutoff < 1: both backends run these calls,
+    sampled under one seed, with transformers' answer."""
     call = dict(do_sample=True, max_new_tokens=4, **kwargs)
     three.same([PROMPT, "A dog"], seed=1, **call)
     processors = {p["name"] for p in three.settings(three.ours)["processors"]}
     name = next(iter(kwargs))
-    assert (name in processors) == (kwargs[name] < 1.0)  # the filter runs only where transformers builds it
+    assert (name in processors) == (0.0 <= kwargs[name] < 1.0)  # it runs only where transformers builds it
     if kwargs == dict(top_p=0.0):  # only the most likely token survives: sampling gives the greedy answer
         assert three.same(PROMPT, seed=2, **call) == three.same(PROMPT, do_sample=False, max_new_tokens=4)
 

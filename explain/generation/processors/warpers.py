@@ -248,7 +248,19 @@ class TypicalLogitsWarper(LogitsProcessor):
         return scores.masked_fill(indices_to_remove, FILTER_VALUE)
 
 
-CUTOFF = number(0, 1, high_open=True, fix="0 turns it off")
+def check_cutoff(value, vocab_size=None) -> str | None:
+    # generate() builds the epsilon / eta warper only for 0 < value < 1 and skips any other number
+    if is_number(value):
+        return None
+    return f"must be a number (0 turns it off; try 3e-4), got {value!r}"
+
+
+def cutoff_for_class(name: str, value) -> None:
+    """transformers' classes built by hand refuse a cutoff outside (0, 1): so do explain's."""
+    if not 0.0 < value < 1.0:
+        raise ExplainError(
+            f"{name} must be in (0, 1) for its warper, got {value!r}; generate() builds none for 0 (0 turns it off)"
+        )
 
 
 @register
@@ -263,7 +275,7 @@ class EpsilonLogitsWarper(LogitsProcessor):
             0.0,
             "float",
             "remove tokens less likely than this (0: off; try 3e-4)",
-            check=CUTOFF,
+            check=check_cutoff,
             sampling_only=True,
             widget=Slider(0.0, 0.01, 0.0005, "epsilon cutoff", format=".4f"),
         ),
@@ -271,6 +283,7 @@ class EpsilonLogitsWarper(LogitsProcessor):
 
     def __init__(self, epsilon: float, min_tokens_to_keep: int = 1):
         require(self.knobs[0], epsilon)
+        cutoff_for_class("epsilon_cutoff", epsilon)
         self.epsilon, self.min_tokens_to_keep = float(epsilon), min_tokens_to_keep
 
     @classmethod
@@ -301,7 +314,7 @@ class EtaLogitsWarper(LogitsProcessor):
             0.0,
             "float",
             "entropy-adaptive cutoff (0: off; try 3e-4)",
-            check=CUTOFF,
+            check=check_cutoff,
             sampling_only=True,
             widget=Slider(0.0, 0.01, 0.0005, "eta cutoff", format=".4f"),
         ),
@@ -309,6 +322,7 @@ class EtaLogitsWarper(LogitsProcessor):
 
     def __init__(self, epsilon: float, min_tokens_to_keep: int = 1, device="cpu"):
         require(self.knobs[0], epsilon)
+        cutoff_for_class("eta_cutoff", epsilon)
         self.given, self.min_tokens_to_keep = float(epsilon), min_tokens_to_keep
         self.epsilon = torch.tensor(float(epsilon), device=device)  # a float32 tensor, as in transformers
 
