@@ -16,6 +16,7 @@ a page anyone can open (pip install "explain[notebook]").
 __version__ = "0.1.0"
 
 import functools
+import inspect
 
 from .errors import ExplainError
 from .features.compare import Comparison, compare
@@ -34,13 +35,40 @@ def presentation(on: bool = True) -> None:
     set_presentation(on)
 
 
+_switch_presentation = presentation  # the pipeline wrapper's argument of the same name hides the function
+
+
 @functools.wraps(_pipeline)
-def pipeline(*args, trace: Trace | None = None, **kwargs):
+def pipeline(*args, trace: Trace | None = None, presentation: bool | None = None, **kwargs):
+    # presentation=True / False: explain.presentation(True / False) for every view on the page (None: as it is)
+    if presentation is not None and not isinstance(presentation, bool):
+        raise ExplainError(
+            f"presentation= is on or off: pass True or False, not {type(presentation).__name__} {presentation!r} "
+            "(or leave it out to keep the mode as it is)"
+        )
     # the loading stages show as they run: live in a notebook, a progress bar in a terminal (explain/progress.py)
     trace = trace if trace is not None else Trace()
     with loading_progress(trace):
         kwargs["trace"] = trace
-        return _pipeline(*args, **kwargs)
+        pipe = _pipeline(*args, **kwargs)
+    if presentation is not None:  # once the pipeline is built: a load that fails changes nothing on the page
+        _switch_presentation(presentation)
+    return pipe
+
+
+def _with_presentation(signature: inspect.Signature) -> inspect.Signature:
+    """The core's signature with the wrapper's presentation= (keyword only, before **kwargs)."""
+    params = list(signature.parameters.values())
+    where = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    params.insert(where, inspect.Parameter("presentation", inspect.Parameter.KEYWORD_ONLY, default=None))
+    return signature.replace(parameters=params)
+
+
+pipeline.__signature__ = _with_presentation(inspect.signature(_pipeline))  # type: ignore[attr-defined]
+pipeline.__doc__ = (_pipeline.__doc__ or "") + (
+    "\n\n    presentation=True switches presentation mode on for every explain view on the page, as\n"
+    "    explain.presentation(True) does (False: off; left out: as it is)."
+)
 
 
 def attach(tpipe, trace: Trace | None = None):

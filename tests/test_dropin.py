@@ -8,7 +8,8 @@ handle_long_generation="hole" against the tokenizer's model_max_length, continue
 changes the message, sampling over a list / generator / Dataset under one seed, generation_config=, streamer=
 (TextStreamer, TextIteratorStreamer on another thread), stopping_criteria=, max_time=, generate_kwargs=,
 tokenizer_encode_kwargs=, truncation=, return_dict_in_generate with output_scores, skip_special_tokens and
-clean_up_tokenization_spaces.
+clean_up_tokenization_spaces, top_p=0 / top_p >= 1 / typical_p >= 1 (filters generate() skips or runs as it does)
+and a float pad_token_id.
 """
 
 from __future__ import annotations
@@ -440,18 +441,61 @@ def test_import_explain_never_imports_transformers():
     assert out.stdout.strip() == "False"
 
 
-# -- item 4: backend="transformers" never blocks what transformers accepts ----------------------------------------
+# -- item 4: both backends run what transformers runs, with its answer ------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs", [dict(top_p=0.0), dict(typical_p=1.5)], ids=["top_p=0", "typical_p=1.5"])
-def test_the_transformers_backend_runs_what_transformers_runs(three, kwargs):
-    """Settings explain's own checks refuse on its backend today (with their fix) run on backend="transformers" as
-    transformers runs them: explain's checks do not run before transformers there."""
-    call = dict(do_sample=True, max_new_tokens=3, **kwargs)
-    torch.manual_seed(1)
-    expected = three.reference(PROMPT, **call)
-    torch.manual_seed(1)
-    assert three.theirs(PROMPT, **call) == expected
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(top_p=0.0),
+        dict(top_p=1.5),
+        dict(typical_p=1.5),
+        dict(typical_p=1.0),
+        dict(epsilon_cutoff=1.0),
+        dict(eta_cutoff=-0.1),
+        dict(eta_cutoff=0.05),
+    ],
+    ids=["top_p=0", "top_p=1.5", "typical_p=1.5", "typical_p=1", "epsilon=1", "eta=-0.1", "eta=0.05"],
+)
+def test_both_backends_run_the_sampling_filters_transformers_runs(three, kwargs):
+    """generate() builds TopPLogitsWarper only for top_p < 1.0 (0 keeps only the top token), TypicalLogitsWarper
+    only for typical_p < 1.0 and the epsilon / eta warpers only for 0 < cutoff < 1: both backends run these calls,
+    sampled under one seed, with transformers' answer."""
+    call = dict(do_sample=True, max_new_tokens=4, **kwargs)
+    three.same([PROMPT, "A dog"], seed=1, **call)
+    processors = {p["name"] for p in three.settings(three.ours)["processors"]}
+    name = next(iter(kwargs))
+    assert (name in processors) == (0.0 <= kwargs[name] < 1.0)  # it runs only where transformers builds it
+    if kwargs == dict(top_p=0.0):  # only the most likely token survives: sampling gives the greedy answer
+        assert three.same(PROMPT, seed=2, **call) == three.same(PROMPT, do_sample=False, max_new_tokens=4)
+
+
+@pytest.mark.parametrize("kwargs", [dict(top_p=-0.1), dict(typical_p=0.0)], ids=["top_p=-0.1", "typical_p=0"])
+def test_the_sampling_filters_transformers_refuses_are_refused(three, kwargs):
+    with pytest.raises(ValueError, match="has to be a float > 0"):
+        three.reference(PROMPT, do_sample=True, max_new_tokens=2, **kwargs)
+    with pytest.raises(ExplainError, match=f"{next(iter(kwargs))} must be a number"):
+        three.ours(PROMPT, do_sample=True, max_new_tokens=2, **kwargs)
+
+
+def test_a_float_pad_token_id_pads_as_transformers_pads(three, tokenizer):
+    """generate() makes pad_token_id a torch.long tensor (65.7 -> 65): the samples that end early are padded with
+    it. Both backends run the call, pad with 65 and give transformers' answer."""
+    call = dict(do_sample=True, max_new_tokens=5, num_return_sequences=4, return_tensors=True)
+    call["sequence_bias"] = {(tokenizer.eos_token_id,): 2.0}  # EOS likely enough that some samples end early
+    for seed in range(8):
+        out = three.same(PROMPT, seed=seed, pad_token_id=65.7, **call)
+        padded = [ids for ids in (o["generated_token_ids"] for o in out) if ids[-1] == 65]
+        if padded and len(padded) < len(out):
+            break
+    else:
+        pytest.fail("no seed gave samples ending at different steps")
+    assert out == three.same(PROMPT, seed=seed, pad_token_id=65, **call)
+    assert three.settings(three.ours)["settings"]["pad_token_id"] == 65  # what the trace shows
+    with pytest.raises(RuntimeError, match="cannot be converted"):  # what torch refuses, explain refuses clearly
+        three.reference(PROMPT, pad_token_id=float("nan"), **call)
+    with pytest.raises(ExplainError, match="pad_token_id must be a token id"):
+        three.ours(PROMPT, pad_token_id=float("nan"), **call)
 
 
 def test_a_call_transformers_refuses_raises_its_error_with_explains_reading(three):

@@ -253,7 +253,7 @@ def test_model_generation_config_values_reach_the_settings_with_their_source():
     assert settings["typical_p"] == 0.8 and sources["typical_p"] == "generation_config.json"
     assert sources["eta_cutoff"] == "generate() default" and sources["watermarking_config"] == "generate() default"
     with pytest.raises(ExplainError, match=r"typical_p \(set by the generation_config.json\) must be"):
-        resolve({"do_sample": True}, {"typical_p": 3.0}, {"typical_p": "generation_config.json"}, 3, 64, None)
+        resolve({"do_sample": True}, {"typical_p": 0.0}, {"typical_p": "generation_config.json"}, 3, 64, None)
 
 
 # -- one clear error per mistake ------------------------------------------------------------------------------
@@ -270,9 +270,11 @@ BAD = [  # (call, words of the message); each checked with a 10-token vocabulary
     (dict(eos_token_id=2.5), ["eos_token_id", "integer"]),
     (dict(no_repeat_ngram_size=-2), ["no_repeat_ngram_size", "integer >= 0", "0 turns it off"]),
     (dict(no_repeat_ngram_size=1.5), ["no_repeat_ngram_size", "integer"]),
-    (dict(do_sample=True, typical_p=1.5), ["typical_p", "(0, 1]", "1.0 turns it off"]),  # transformers ignores it
-    (dict(do_sample=True, epsilon_cutoff=1.0), ["epsilon_cutoff", "[0, 1)"]),
-    (dict(do_sample=True, eta_cutoff=-0.1), ["eta_cutoff", "[0, 1)"]),
+    (dict(do_sample=True, typical_p=0.0), ["typical_p", "> 0", "1.0 turns it off"]),  # 1.5: transformers skips it
+    (dict(do_sample=True, top_p=-0.5), ["top_p", ">= 0", "1.0 keeps every token"]),  # 0 and 1.5 run (test_dropin)
+    (dict(pad_token_id=float("inf")), ["pad_token_id", "token id", "inf"]),  # 2.7 runs as 2, as in transformers
+    (dict(do_sample=True, epsilon_cutoff="3e-4"), ["epsilon_cutoff", "a number", "'3e-4'"]),  # 1.0 runs: skipped
+    (dict(do_sample=True, eta_cutoff="x"), ["eta_cutoff", "a number", "'x'"]),  # -0.1 runs: skipped as well
     (dict(do_sample=True, top_h=0), ["top_h", "(0, 1]"]),
     (dict(do_sample=True, top_k=-1), ["top_k", "positive integer", "0 to turn top-k off"]),
     (dict(encoder_repetition_penalty=0), ["encoder_repetition_penalty", "> 0"]),

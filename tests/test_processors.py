@@ -213,8 +213,12 @@ def test_processor_order_and_arguments_equal_generate(tiny_model, mix):
         (lambda: ours.TemperatureLogitsWarper(0), ["temperature", "do_sample=False"]),
         (lambda: ours.TemperatureLogitsWarper(-1.0), ["temperature", "strictly positive"]),
         (lambda: ours.TopKLogitsWarper(-3), ["top_k", "positive integer"]),
-        (lambda: ours.TopPLogitsWarper(0.0), ["top_p", "(0, 1]"]),
-        (lambda: ours.TopPLogitsWarper(1.5), ["top_p", "(0, 1]"]),
+        (lambda: ours.TopPLogitsWarper(-0.1), ["top_p", ">= 0"]),  # 0 keeps the top token, as transformers' class
+        (lambda: ours.TopPLogitsWarper(1.5), ["top_p", "at most 1", "1.0 keeps every token"]),
+        (lambda: ours.TypicalLogitsWarper(0.0), ["typical_p", "> 0"]),
+        (lambda: ours.TypicalLogitsWarper(1.0), ["typical_p", "below 1", "1.0 turns it off"]),
+        (lambda: ours.EpsilonLogitsWarper(1.0), ["epsilon_cutoff", "(0, 1)"]),  # as transformers' class
+        (lambda: ours.EtaLogitsWarper(0.0), ["eta_cutoff", "(0, 1)", "0 turns it off"]),
         (lambda: ours.MinPLogitsWarper(2.0), ["min_p", "[0, 1]"]),
         (lambda: ours.RepetitionPenaltyLogitsProcessor(0.0), ["repetition_penalty", "1.0 means no penalty"]),
     ],

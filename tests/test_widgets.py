@@ -834,3 +834,34 @@ def test_a_new_kind_reaches_the_dashboard_through_its_declaration_a_handler_and_
         unhandle(*key)
         del events.KINDS[key]
     assert key not in HANDLERS and key not in events.KINDS
+
+
+def test_pipeline_presentation_argument_is_the_same_switch(tiny_folder):
+    """explain.pipeline(..., presentation=True) switches presentation mode as explain.presentation(True) does: the
+    synced `presentation` trait each view's prelude.js reads (it marks <body data-explain-presentation>), on views
+    already shown and on views made later, and the dashboards' button."""
+    from explain.errors import ExplainError
+    from explain.widgets import base
+
+    def state(dashboard) -> tuple:
+        return (base.presentation(), dashboard.chart.get_state()["presentation"], dashboard.present_button.value)
+
+    try:
+        explain.presentation(False)
+        shown = Dashboard(Trace())  # on the page before the switch
+        assert state(shown) == (False, False, False)
+        explain.presentation(True)
+        by_function = (state(shown), state(Dashboard(Trace())))
+        explain.presentation(False)
+        explain.pipeline(model=tiny_folder, presentation=True)
+        by_argument = (state(shown), state(Dashboard(Trace())))
+        assert by_argument == by_function == ((True, True, True), (True, True, True))
+        explain.pipeline(model=tiny_folder)  # left out: the mode stays as it is
+        assert state(shown) == (True, True, True)
+        with pytest.raises(ExplainError, match=r"presentation= is on or off: pass True or False, not str 'yes'"):
+            explain.pipeline(model=tiny_folder, presentation="yes")
+        assert state(shown) == (True, True, True)
+        explain.pipeline(model=tiny_folder, presentation=False)
+        assert state(shown) == (False, False, False) and state(Dashboard(Trace())) == (False, False, False)
+    finally:
+        explain.presentation(False)

@@ -118,6 +118,14 @@ def number(
     return check
 
 
+def check_pad_token_id(value, vocab_size=None) -> str | None:
+    """An integer, or a number generate() turns into one (torch.tensor(value, dtype=torch.long) truncates 2.7 to 2);
+    NaN, infinities and numbers past int64 are what torch refuses."""
+    if is_integer(value) or (is_number(value) and math.isfinite(value) and abs(value) < 2**63):
+        return None
+    return f"must be a token id (an integer), got {value!r}; pass the padding token's id (pipe.tokenizer.pad_token_id)"
+
+
 def token_id_problem(value, vocab_size: int | None, within: bool = False) -> str | None:
     """What is wrong with a token id; `within` words it for an item of a list ("holds 12, which is ...")."""
     if not is_integer(value):
@@ -252,7 +260,8 @@ GENERAL = (
         None,
         "int",
         "the padding token id (explain never pads; kept for the record)",
-        check=number(integer=True),
+        check=check_pad_token_id,
+        convert=int,  # transformers makes it a torch.long tensor: 2.7 -> 2
         live=False,
     ),
     Knob(

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from ...errors import ExplainError
 from ..knobs import Knob, Slider, is_integer, is_number, number
 from .base import FILTER_VALUE, LogitsProcessor, require
 from .registry import register
@@ -26,6 +27,23 @@ def check_top_k(value, vocab_size=None) -> str | None:
     if is_integer(value) and value >= 0:
         return None
     return f"must be a positive integer, or 0 to turn top-k off, got {value!r}"
+
+
+def check_top_p(value, vocab_size=None) -> str | None:
+    # generate() builds TopPLogitsWarper only for top_p < 1.0, which refuses top_p < 0; 0 keeps the top token
+    if is_number(value) and not value < 0:
+        return None
+    return (
+        f"must be a number >= 0 (0 keeps only the top token, 1 or more keeps every token), got {value!r}; "
+        "top_p=1.0 keeps every token"
+    )
+
+
+def check_typical_p(value, vocab_size=None) -> str | None:
+    # generate() builds TypicalLogitsWarper only for typical_p < 1.0, which refuses typical_p <= 0
+    if is_number(value) and not value <= 0:
+        return None
+    return f"must be a number > 0 (1 or more turns it off), got {value!r}; typical_p=1.0 turns it off"
 
 
 @register
@@ -112,7 +130,7 @@ class TopPLogitsWarper(LogitsProcessor):
             1.0,
             "float",
             "keep the fewest top tokens whose probabilities reach this (1.0: off)",
-            check=number(0, 1, low_open=True, fix="top_p=1.0 keeps every token"),
+            check=check_top_p,
             sampling_only=True,
             widget=Slider(0.05, 1.0, 0.05, "top-p", main=True),
         ),
@@ -120,6 +138,8 @@ class TopPLogitsWarper(LogitsProcessor):
 
     def __init__(self, top_p: float, min_tokens_to_keep: int = 1):
         require(self.knobs[0], top_p)
+        if top_p > 1.0:  # transformers' class refuses it too; generate() builds none for top_p >= 1
+            raise ExplainError(f"top_p must be at most 1 for a TopPLogitsWarper, got {top_p!r}; 1.0 keeps every token")
         self.top_p, self.min_tokens_to_keep = float(top_p), min_tokens_to_keep
 
     @classmethod
@@ -192,7 +212,7 @@ class TypicalLogitsWarper(LogitsProcessor):
             1.0,
             "float",
             "keep the most typical tokens up to this probability mass (1.0: off)",
-            check=number(0, 1, low_open=True, fix="typical_p=1.0 turns it off"),
+            check=check_typical_p,
             sampling_only=True,
             widget=Slider(0.05, 1.0, 0.05, "typical-p"),
         ),
@@ -200,6 +220,8 @@ class TypicalLogitsWarper(LogitsProcessor):
 
     def __init__(self, mass: float, min_tokens_to_keep: int = 1):
         require(self.knobs[0], mass)
+        if mass >= 1.0:  # transformers' class refuses it too; generate() builds none for typical_p >= 1
+            raise ExplainError(f"typical_p must be below 1 for a TypicalLogitsWarper, got {mass!r}; 1.0 turns it off")
         self.mass, self.min_tokens_to_keep = float(mass), min_tokens_to_keep
 
     @classmethod
@@ -226,7 +248,19 @@ class TypicalLogitsWarper(LogitsProcessor):
         return scores.masked_fill(indices_to_remove, FILTER_VALUE)
 
 
-CUTOFF = number(0, 1, high_open=True, fix="0 turns it off")
+def check_cutoff(value, vocab_size=None) -> str | None:
+    # generate() builds the epsilon / eta warper only for 0 < value < 1 and skips any other number
+    if is_number(value):
+        return None
+    return f"must be a number (0 turns it off; try 3e-4), got {value!r}"
+
+
+def cutoff_for_class(name: str, value) -> None:
+    """transformers' classes built by hand refuse a cutoff outside (0, 1): so do explain's."""
+    if not 0.0 < value < 1.0:
+        raise ExplainError(
+            f"{name} must be in (0, 1) for its warper, got {value!r}; generate() builds none for 0 (0 turns it off)"
+        )
 
 
 @register
@@ -241,7 +275,7 @@ class EpsilonLogitsWarper(LogitsProcessor):
             0.0,
             "float",
             "remove tokens less likely than this (0: off; try 3e-4)",
-            check=CUTOFF,
+            check=check_cutoff,
             sampling_only=True,
             widget=Slider(0.0, 0.01, 0.0005, "epsilon cutoff", format=".4f"),
         ),
@@ -249,6 +283,7 @@ class EpsilonLogitsWarper(LogitsProcessor):
 
     def __init__(self, epsilon: float, min_tokens_to_keep: int = 1):
         require(self.knobs[0], epsilon)
+        cutoff_for_class("epsilon_cutoff", epsilon)
         self.epsilon, self.min_tokens_to_keep = float(epsilon), min_tokens_to_keep
 
     @classmethod
@@ -279,7 +314,7 @@ class EtaLogitsWarper(LogitsProcessor):
             0.0,
             "float",
             "entropy-adaptive cutoff (0: off; try 3e-4)",
-            check=CUTOFF,
+            check=check_cutoff,
             sampling_only=True,
             widget=Slider(0.0, 0.01, 0.0005, "eta cutoff", format=".4f"),
         ),
@@ -287,6 +322,7 @@ class EtaLogitsWarper(LogitsProcessor):
 
     def __init__(self, epsilon: float, min_tokens_to_keep: int = 1, device="cpu"):
         require(self.knobs[0], epsilon)
+        cutoff_for_class("eta_cutoff", epsilon)
         self.given, self.min_tokens_to_keep = float(epsilon), min_tokens_to_keep
         self.epsilon = torch.tensor(float(epsilon), device=device)  # a float32 tensor, as in transformers
 
