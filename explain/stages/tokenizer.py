@@ -112,14 +112,16 @@ def check_normalizer(backend: Backend, text: str, source: str) -> None:
 
 
 def rust_call(work, source: str):
-    """Run `work` (a call into the tokenizers library); its error, or a Rust panic (pyo3's PanicException, a
-    BaseException), becomes a CorruptFileError naming the tokenizer file. Ctrl-C stays Ctrl-C."""
+    """Run `work` (a call into the tokenizers library); its own error (a plain `Exception`, as the Rust side raises)
+    or a Rust panic (pyo3's PanicException, a BaseException) becomes a CorruptFileError naming the tokenizer file.
+    Python's own errors (a TypeError from a wrong input, say) pass unchanged: they are about the call, not the file.
+    Ctrl-C stays Ctrl-C."""
     try:
         return work()
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:  # noqa: BLE001  pyo3_runtime.PanicException is no Exception
-        if isinstance(error, ExplainError):
+        if isinstance(error, ExplainError) or (isinstance(error, Exception) and type(error) is not Exception):
             raise
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise CorruptFileError(
