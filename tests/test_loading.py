@@ -242,7 +242,8 @@ def test_torch_dtype_is_the_deprecated_name_of_dtype_as_in_transformers(
     theirs = transformers.pipeline("text-generation", model=tiny_llama.folder, **arguments)
     with pytest.warns(FutureWarning) as caught:
         pipe = explain.pipeline("text-generation", model=tiny_llama.folder, **arguments)
-    message = explain.pipeline.__globals__["TORCH_DTYPE_DEPRECATED"]
+    from explain.pipeline import TORCH_DTYPE_DEPRECATED as message
+
     # transformers' own words (logged by the pipeline, and again by from_pretrained when it sits in model_kwargs)
     assert message in transformers_warnings and {m for m in transformers_warnings if "dtype" in m} == {message}
     assert [str(w.message) for w in caught if w.category is FutureWarning] == [message]

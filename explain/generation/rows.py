@@ -108,7 +108,18 @@ NOT_A_DISTRIBUTION = (
 
 
 def sampled(probs: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
-    """torch.multinomial(probs, num_samples), with explain's message when `probs` is no distribution (NaN weights)."""
-    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
+    """torch.multinomial(probs, num_samples), with explain's message when `probs` is no distribution (NaN weights).
+
+    On the CPU torch checks the probabilities itself and raises, so its error is translated and a step reads nothing
+    more from the tensors; elsewhere (a CUDA kernel asserts instead, which ends the process) they are checked first,
+    in one read of the device."""
+    if probs.device.type == "cpu":
+        try:
+            return torch.multinomial(probs, num_samples=num_samples)
+        except RuntimeError as error:
+            if "probability tensor contains" in str(error):
+                raise ExplainError(NOT_A_DISTRIBUTION) from None
+            raise
+    if bool((~torch.isfinite(probs) | (probs < 0)).any()):
         raise ExplainError(NOT_A_DISTRIBUTION)
     return torch.multinomial(probs, num_samples=num_samples)
