@@ -136,7 +136,8 @@ CHART_PROBE = """(chart) => {
         labelFill: g.querySelector('.yaxislayer-above text')?.style.fill,
         box: union([...g.querySelectorAll('.bars path, .bartext, .yaxislayer-above text, .scatterlayer .trace path')]
                    .map(rect))}));
-    const titles = plots.flatMap((p) => [...p.querySelectorAll('.annotation')]).map((a) => ({text: a.textContent, box: rect(a)}));
+    const titles = plots.flatMap((p) => [...p.querySelectorAll('.annotation')])
+        .map((a) => ({text: a.textContent, box: rect(a)}));
     return {drawn: chart.dataset.drawn, width: box.width, right: box.right, left: box.left, subplots, titles,
             columns: +chart.dataset.columns, step: chart.dataset.step,
             overflow: chart.scrollWidth - chart.clientWidth};
