@@ -213,8 +213,8 @@ function barsFigure(panels, geo, colors) {
 function curvesFigure(curves, selected, panelCount, geo, colors) {
   const W = geo.width, start = split(geo), H = geo.height - start;
   const x = (px) => px / W, y = (px) => 1 - (px - start) / H;
-  const data = [], annotations = [], shapes = [];
-  const layout = { ...baseLayout(W, H, colors, annotations), shapes };
+  const data = [], annotations = [];
+  const layout = baseLayout(W, H, colors, annotations);
   const title = titler(annotations, x, y, colors);
   const c = curves || { x: [] };
   const count = (c.x || []).length;
@@ -226,13 +226,11 @@ function curvesFigure(curves, selected, panelCount, geo, colors) {
     data.push({ type: "scatter", mode: count > 400 ? "lines" : "lines+markers", x: c.x || [], y: values, xaxis: ref(n, "x"),
       yaxis: ref(n, "y"), line: { color: colors.curves[i], width: 2 }, marker: { size: 5 }, connectgaps: false,
       hovertemplate: `step %{x}<br>${esc(name)}: %{customdata}<extra></extra>`, customdata: values.map(format) });
-    // the selected step's ring: a shape (15 px), which plotly redraws alone, where a trace redraws the figure
     const s = selected;
-    if (Number.isInteger(s) && s >= 0 && s < count && isNumber(values[s])) {
-      shapes.push({ type: "circle", xref: ref(n, "x"), yref: ref(n, "y"), xsizemode: "pixel", ysizemode: "pixel",
-        xanchor: c.x[s], yanchor: values[s], x0: -7.5, x1: 7.5, y0: -7.5, y1: 7.5,
-        line: { color: colors.chosen, width: 3 }, fillcolor: "rgba(0,0,0,0)" });
-    }
+    const mark = Number.isInteger(s) && s >= 0 && s < count && isNumber(values[s]);
+    data.push({ type: "scatter", mode: "markers", x: mark ? [c.x[s]] : [], y: mark ? [values[s]] : [],
+      xaxis: ref(n, "x"), yaxis: ref(n, "y"), hoverinfo: "skip", cliponaxis: false,
+      marker: { size: 15, color: "rgba(0,0,0,0)", line: { color: colors.chosen, width: 3 } } });
     // room for the selected step's ring (15 px) at both ends, in steps; a one-step run's axis is that step alone
     const last = Math.max(count - 1, 0), pad = Math.max(0.6, (12 * Math.max(last, 1)) / Math.max(box.right - box.left, 1));
     layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), fixedrange: true,
@@ -392,11 +390,14 @@ function render({ model, el }) {
     const config = { displayModeBar: false, responsive: false, staticPlot: false };
     react(Plotly, plot, scaled(bars, scale), config);
     // the curves: the same line traces (the same arrays, which plotly does not compute again) while the run, the
-    // width, the theme and the panels' count are those last drawn; only the selected step's rings (shapes) are new
+    // width, the theme and the panels' count are those last drawn; only the selected step's rings are new
     const key = JSON.stringify([width, scale, colors, step.panels.length]);
     const curvesNow = scaled(curves, scale);
-    if (drawnCurves && drawnCurves.source === source && drawnCurves.key === key) curvesNow.data = drawnCurves.lines;
-    else drawnCurves = { source, key, lines: curvesNow.data };
+    if (drawnCurves && drawnCurves.source === source && drawnCurves.key === key) {
+      curvesNow.data = curvesNow.data.map((trace, i) => (i % 2 === 0 ? drawnCurves.lines[i / 2] : trace));
+    } else {
+      drawnCurves = { source, key, lines: curvesNow.data.filter((_, i) => i % 2 === 0) };
+    }
     react(Plotly, curvesPlot, curvesNow, config);
     if (!plot.dataset.clicks && plot.on) { plot.on("plotly_click", onClick); plot.dataset.clicks = "1"; }
     plot.classList.toggle("forkable", !!model.get("forkable"));
