@@ -125,43 +125,22 @@ function ref(n, letter) {
 const CURVES = [["p(chosen token)", "p", (v) => fixed(v, 3)], ["entropy (bits)", "entropy", (v) => fixed(v, 2)],
   ["step time (ms)", "ms", (v) => fixed(v, 0)]];
 
-// Two figures, one above the other: the step's panels (redrawn for every step a reader clicks) and the curves over
-// all steps (thousands of points, redrawn only when the run, the width or the theme changes; a click moves only their
-// rings). Plotly redraws a whole figure for any change of its axes, so one figure would redraw the curves per click.
-// The curves keep their axis numbers (after the panels'), so both figures' subplots have distinct names.
 export function figure(step, curves, selected, width, colors) {
   const panels = (step && step.panels) || [];
   const geo = geometry(width, panels);
-  return { bars: barsFigure(panels, geo, colors), curves: curvesFigure(curves, selected, panels.length, geo, colors),
-    geometry: geo };
-}
-
-function baseLayout(W, H, colors, annotations) {
-  return {
+  const W = geo.width, H = geo.height;
+  const x = (px) => px / W, y = (px) => 1 - px / H;
+  const data = [], annotations = [];
+  const layout = {
     width: W, height: H, margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false, dragmode: false,
     paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", bargap: 0.28,
     font: { family: colors.font, size: FONT, color: colors.muted },
     hoverlabel: { bgcolor: colors.background, bordercolor: colors.grid, font: { color: colors.text, size: 13 } },
     annotations,
   };
-}
-
-function titler(annotations, x, y, colors) {
-  return (lines, xPx, yPx, anchor) => annotations.push({ text: lines.map((l) => `<b>${esc(l)}</b>`).join("<br>"),
+  const title = (lines, xPx, yPx, anchor) => annotations.push({ text: lines.map((l) => `<b>${esc(l)}</b>`).join("<br>"),
     x: x(xPx), y: y(yPx), xref: "paper", yref: "paper", xanchor: anchor, yanchor: "top", showarrow: false,
     align: anchor, font: { size: 13, color: colors.text } });
-}
-
-function split(geo) { // px: where the curves' figure starts
-  return geo.curves[0].titleTop - 8;
-}
-
-function barsFigure(panels, geo, colors) {
-  const W = geo.width, H = Math.max(split(geo), 1);
-  const x = (px) => px / W, y = (px) => 1 - px / H;
-  const data = [], annotations = [];
-  const layout = baseLayout(W, H, colors, annotations);
-  const title = titler(annotations, x, y, colors);
   panels.forEach((panel, index) => {
     const n = index + 1, box = geo.boxes[index];
     const isProb = panel.kind !== "logit";
@@ -207,19 +186,10 @@ function barsFigure(panels, geo, colors) {
       ticks: "", tickfont: { family: colors.mono, size: FONT, color: colors.text }, automargin: false };
     title(box.title, box.left - LABEL + 4, box.titleTop, "left");
   });
-  return { data, layout };
-}
-
-function curvesFigure(curves, selected, panelCount, geo, colors) {
-  const W = geo.width, start = split(geo), H = geo.height - start;
-  const x = (px) => px / W, y = (px) => 1 - (px - start) / H;
-  const data = [], annotations = [];
-  const layout = baseLayout(W, H, colors, annotations);
-  const title = titler(annotations, x, y, colors);
   const c = curves || { x: [] };
   const count = (c.x || []).length;
   CURVES.forEach(([name, key, format], i) => {
-    const n = panelCount + 1 + i, box = geo.curves[i];
+    const n = panels.length + 1 + i, box = geo.curves[i];
     const values = c[key] || [];
     const present = values.filter(isNumber);
     const top = key === "p" ? 1.05 : Math.max(...present, 0) * 1.15 || 1;
@@ -242,7 +212,7 @@ function curvesFigure(curves, selected, panelCount, geo, colors) {
       range: [0, top], zeroline: false, gridcolor: colors.grid, nticks: 4, tickfont: { size: 11, color: colors.muted } };
     title([name], box.left - 40, box.titleTop, "left");
   });
-  return { data, layout };
+  return { data, layout, geometry: geo };
 }
 
 // Presentation mode: a figure laid out for width / scale, drawn `scale` times larger (its positions are fractions of
@@ -262,11 +232,6 @@ function scaled(fig, scale) {
   fig.layout.width = width * scale;
   fig.layout.height = height * scale;
   return fig;
-}
-
-function react(Plotly, div, fig, config) { // the div as tall as its figure (plotly leaves it the window's height)
-  div.style.height = `${fig.layout.height}px`;
-  Plotly.react(div, fig.data, fig.layout, config);
 }
 
 // -- plotly.js: on the page already (an exported page inlines it), or the PlotlyLibrary widget's source ------------
@@ -313,14 +278,12 @@ function render({ model, el }) {
   box.className = "explain-w explain-chart";
   const empty = document.createElement("div");
   empty.className = "explain-muted explain-chart-empty";
-  const plot = document.createElement("div"); // the step's panels
+  const plot = document.createElement("div");
   plot.className = "explain-chart-plot";
-  const curvesPlot = document.createElement("div"); // the curves over all steps
-  curvesPlot.className = "explain-chart-plot explain-chart-curves";
   const forkHint = document.createElement("div");
   forkHint.className = "explain-muted explain-chart-fork";
   forkHint.textContent = "Click another token's bar to force it at this step and continue (a new branch).";
-  box.append(empty, plot, curvesPlot, forkHint);
+  box.append(empty, plot, forkHint);
   el.appendChild(box);
   let clicks = 0;
   function onClick(event) { // a step-through: a click on another token's bar forks the run there
@@ -339,8 +302,6 @@ function render({ model, el }) {
   let Plotly = null, drawn = false, frame = 0, timer = 0, lastDraw = -Infinity, cost = 0, onScreen = true;
   let dirty = true, closed = false, urgent = true;
   let seenWidth = 0; // the width last drawn or reported: the resize observer's first report of it draws nothing again
-  let drawnCurves = null; // {source, key, lines}: the curves last drawn, kept while the run, width and theme stay
-
 
   function draw() {
     frame = 0;
@@ -351,11 +312,9 @@ function render({ model, el }) {
     empty.textContent = hasPanels ? "" : message;
     empty.style.display = hasPanels ? "none" : "block";
     plot.style.display = hasPanels ? "block" : "none";
-    curvesPlot.style.display = hasPanels ? "block" : "none";
     forkHint.style.display = "none";
     if (!hasPanels) {
-      if (drawn && Plotly) { Plotly.purge(plot); Plotly.purge(curvesPlot); delete plot.dataset.clicks; }
-      drawnCurves = null;
+      if (drawn && Plotly) { Plotly.purge(plot); delete plot.dataset.clicks; }
       drawn = false;
       dirty = false;
       box.dataset.drawn = "empty";
@@ -385,20 +344,9 @@ function render({ model, el }) {
     if (timer) { clearTimeout(timer); timer = 0; }
     const started = performance.now();
     const scale = scaleOf(box); // presentation mode: the figure of a narrower chart, every length scaled up
-    const colors = theme(box), source = model.get("curves");
-    const { bars, curves, geometry } = figure(step, source, model.get("selected"), width / scale, colors);
-    const config = { displayModeBar: false, responsive: false, staticPlot: false };
-    react(Plotly, plot, scaled(bars, scale), config);
-    // the curves: the same line traces (the same arrays, which plotly does not compute again) while the run, the
-    // width, the theme and the panels' count are those last drawn; only the selected step's rings are new
-    const key = JSON.stringify([width, scale, colors, step.panels.length]);
-    const curvesNow = scaled(curves, scale);
-    if (drawnCurves && drawnCurves.source === source && drawnCurves.key === key) {
-      curvesNow.data = curvesNow.data.map((trace, i) => (i % 2 === 0 ? drawnCurves.lines[i / 2] : trace));
-    } else {
-      drawnCurves = { source, key, lines: curvesNow.data.filter((_, i) => i % 2 === 0) };
-    }
-    react(Plotly, curvesPlot, curvesNow, config);
+    const { data, layout, geometry } = scaled(figure(step, model.get("curves"), model.get("selected"), width / scale,
+      theme(box)), scale);
+    Plotly.react(plot, data, layout, { displayModeBar: false, responsive: false, staticPlot: false });
     if (!plot.dataset.clicks && plot.on) { plot.on("plotly_click", onClick); plot.dataset.clicks = "1"; }
     plot.classList.toggle("forkable", !!model.get("forkable"));
     forkHint.style.display = model.get("forkable") ? "block" : "none";
@@ -457,7 +405,7 @@ function render({ model, el }) {
     if (media && media.removeEventListener) media.removeEventListener("change", asked);
     if (frame) cancelAnimationFrame(frame);
     if (timer) clearTimeout(timer);
-    if (drawn && Plotly) { Plotly.purge(plot); Plotly.purge(curvesPlot); }
+    if (drawn && Plotly) Plotly.purge(plot);
   };
 }
 
