@@ -391,9 +391,10 @@ def measure_scale(args) -> dict:
                 )
 
             def printed(index: int, name: str) -> Any:
-                found = re.search(rf"{name} (.*)", cell.nth(index).locator(".jp-OutputArea").first.inner_text())
+                text = cell.nth(index).locator(".jp-OutputArea").first.inner_text()
+                found = re.search(rf"^{name} (.+)$", text, re.M)
                 if not found:
-                    raise RuntimeError(f"cell {index} printed no {name}")
+                    raise RuntimeError(f"cell {index} printed no {name}: {text[-2000:]}")
                 return json.loads(found.group(1))
 
             start(0)

@@ -70,6 +70,24 @@ def test_each_step_is_one_json_line_parsed_on_selection(long_trace):
     assert len(page) < len(found.group(1)) / 5, "the per-step values should not be in the data parsed at once"
 
 
+def test_the_page_inlines_the_basic_plotly_bundle_of_the_live_charts_version(long_trace):
+    """Evaluating the full 4.8 MB plotly.js was most of a long run's page's opening (bench/browser.py --scale): the
+    page inlines plotly.js's basic bundle (bars and lines, all the step chart draws), of the plotly.js version the
+    live chart gets from the plotly package."""
+    from explain.widgets.elements import plotly_basic_js_path, plotly_js_path
+
+    version = re.compile(r"plotly\.js(?: \(basic - minified\))? (v[\d.]+)")
+    full, basic = plotly_js_path().read_text(encoding="utf-8"), plotly_basic_js_path().read_text(encoding="utf-8")
+    assert "(basic - minified)" in basic[:200]
+    assert version.search(basic[:200]).group(1) == version.search(full[:200]).group(1), (
+        "explain/data/plotly/plotly-basic.min.js is another plotly.js version than the plotly package's: update it "
+        "(explain/data/plotly/README.md)"
+    )
+    html = export_html(long_trace)
+    assert "plotly.js (basic - minified)" in html and full[:2000] not in html
+    assert len(basic) < len(full) / 3
+
+
 @pytest.mark.parametrize(
     "version, linked",
     [

@@ -301,6 +301,7 @@ function render({ model, el }) {
 
   let Plotly = null, drawn = false, frame = 0, timer = 0, lastDraw = -Infinity, cost = 0, onScreen = true;
   let dirty = true, closed = false, urgent = true;
+  let seenWidth = 0; // the width last drawn or reported: the resize observer's first report of it draws nothing again
 
   function draw() {
     frame = 0;
@@ -352,6 +353,7 @@ function render({ model, el }) {
     box.dataset.key = model.get("key") || "";
     drawn = true;
     dirty = false;
+    seenWidth = width;
     lastDraw = performance.now();
     cost = lastDraw - started;
     box.dataset.drawn = String((box.dataset.draws | 0) + 1); // for tests and the benchmark: draws and their time
@@ -373,9 +375,8 @@ function render({ model, el }) {
     "change:message": asked, "change:key": asked, "change:forkable": asked };
   for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);
 
-  let width = 0;
   const resize = new ResizeObserver(() => {
-    if (box.clientWidth !== width) { width = box.clientWidth; asked(); }
+    if (box.clientWidth !== seenWidth) { seenWidth = box.clientWidth; asked(); }
   });
   resize.observe(box);
   const seen = new IntersectionObserver((entries) => {

@@ -5,8 +5,10 @@
 
 The page is built from the same state and views as the live dashboard: a DashboardState per run, and each view of
 the registry (views.VIEWS) drawn by its own `draw` for the newest step and, for the views that read the selection,
-for every step a reader may click. The page carries the dashboard's ES modules, its CSS and plotly.js (from the
-installed plotly package) inline; a small script (export.js) gives each module an in-page model with those values.
+for every step a reader may click. The page carries the dashboard's ES modules, its CSS and plotly.js inline (the
+basic bundle, bars and lines, that explain ships in explain/data/plotly/: a quarter of the full bundle, which took
+most of a long run's page's opening time to evaluate); a small script (export.js) gives each module an in-page model
+with those values.
 A teacher can mail it or put it on a website: it needs nothing else.
 
 A page's values for the newest step are parsed when it opens; each step's own values are one line of JSON, parsed
@@ -29,7 +31,7 @@ from ..errors import ExplainError
 from ..trace import Trace
 from ..utils.files import save_file, writable_target
 from .base import HERE, module_source
-from .elements import plotly_js_path
+from .elements import plotly_basic_js_path
 from .safe import esc
 from .state import DashboardState
 from .static import summary_html
@@ -179,7 +181,7 @@ def export_html(source, run: int | None = None) -> str:
             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
             f"<title>explain: {esc(model)}</title>",
             f"<style>{THEME_CSS}{styles}</style>",
-            f"<script nonce='{nonce}'>{_script_source(plotly_js_path().read_text(encoding='utf-8'))}</script>",
+            f"<script nonce='{nonce}'>{_script_source(plotly_basic_js_path().read_text(encoding='utf-8'))}</script>",
             f"<script type='application/json' id='explain-data'>{_json_for_script(data)}</script>",
             *(
                 f"<script type='application/json' id='explain-steps-{number}'>{lines}</script>"
