@@ -26,6 +26,7 @@ import time
 import numpy as np
 import torch
 
+from ...generation.strategies.assisted import rejection_record
 from .records import cache_record, stop_reason
 
 BEAM_MODES = ("beam_search", "beam_sample")
@@ -413,18 +414,7 @@ class DraftWatch:
         picked = torch.argmax(processed, dim=-1).tolist()
         rejection = None
         if accepted < len(drafted):
-            mine, chose = drafted[accepted], picked[accepted]
-            text = generation.token_text
-            rejection = {
-                "index": accepted,
-                "drafted_id": mine,
-                "target_id": chose,
-                "target_prob": float(probs[accepted, chose]),
-                "drafted_prob": float(probs[accepted, mine]),
-                "reason": f"at drafted token {accepted + 1} the model ranks first {text(chose)!r} "
-                f"(p {float(probs[accepted, chose]):.3f}), not the drafted "
-                f"{text(mine)!r} (p {float(probs[accepted, mine]):.3f})",
-            }
+            rejection = rejection_record(accepted, drafted[accepted], picked[accepted], probs, generation.token_text)
         if self.describer is not None:
             described = self.describer.propose(state["ids"])
             draft = {"probs": None, "stop": described.stop, "budget": described.budget, "lookup": described.lookup}

@@ -69,6 +69,22 @@ def check_schedule(value, vocab_size=None) -> str | None:
     return f'must be "constant", "heuristic" or "heuristic_transient", got {value!r}'
 
 
+def rejection_record(index: int, drafted: int, chose: int, probs, token_text, how: str = "ranks first") -> dict:
+    """The draft event's `rejection`: the first drafted token the model did not keep, at `index` of the round,
+    with both tokens' probabilities under the model (`probs`: one row per drafted position) and a sentence saying
+    why. Both producers write it (the transformers backend's DraftWatch too)."""
+    return {
+        "index": index,
+        "drafted_id": drafted,
+        "target_id": chose,
+        "target_prob": float(probs[index, chose]),
+        "drafted_prob": float(probs[index, drafted]),
+        "reason": f"at drafted token {index + 1} the model {how} {token_text(chose)!r} "
+        f"(p {float(probs[index, chose]):.3f}), not the drafted "
+        f"{token_text(drafted)!r} (p {float(probs[index, drafted]):.3f})",
+    }
+
+
 @register
 class AssistedDecoding(DecodingStrategy):
     name, title, order = "assisted", "assisted decoding", 10
@@ -372,18 +388,8 @@ class AssistedRun(Run):
             accepted += 1
         rejection = None
         if accepted < count:
-            drafted, chose = tokens[accepted], picked[accepted]
             how = "drew" if self.do_sample else "ranks first"
-            rejection = {
-                "index": accepted,
-                "drafted_id": drafted,
-                "target_id": chose,
-                "target_prob": float(probs[accepted, chose]),
-                "drafted_prob": float(probs[accepted, drafted]),
-                "reason": f"at drafted token {accepted + 1} the model {how} {self.token_text(chose)!r} "
-                f"(p {float(probs[accepted, chose]):.3f}), not the drafted "
-                f"{self.token_text(drafted)!r} (p {float(probs[accepted, drafted]):.3f})",
-            }
+            rejection = rejection_record(accepted, tokens[accepted], picked[accepted], probs, self.token_text, how)
         return picked[: accepted + 1], accepted, picked, rejection
 
     def _speculative(self, draft, probs) -> tuple[list[int], int, list[int], dict | None]:
