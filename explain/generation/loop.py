@@ -343,20 +343,7 @@ class Generation(RunState):
         with torch.inference_mode():
             for processor in self._build_processors(settings):
                 scores = processor(ids, scores)
-        probs = torch.softmax(scores, dim=-1)[0]
-        top_probs, top_ids = torch.topk(probs, 10)
-        shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *knobs)
-        return {
-            "step": step,
-            "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
-            "ids": top_ids.tolist(),
-            "probs": float32_list(top_probs),
-            "tokens": [self.token_text(i) for i in top_ids.tolist()],
-            "kept": int((probs > 0).sum()),
-            "recorded_token": self.steps[step]["token_id"],
-            "recorded_token_prob": float(probs[self.steps[step]["token_id"]]),
-            "recorded_token_rank": int((probs > probs[self.steps[step]["token_id"]]).sum()) + 1,
-        }
+        return self.what_if_answer(step, settings, knobs, scores)
 
     def force(self, step: int, token_id: int) -> Generation:
         """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was.

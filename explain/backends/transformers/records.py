@@ -34,12 +34,6 @@ STOP_REASONS = {
 SETTINGS = tuple(GENERATE_DEFAULTS)  # the settings explain's generation/settings event lists
 
 
-def floats(values: torch.Tensor) -> list[float]:
-    """float32 values written with the fewest digits that read back as the same float32."""
-    # Copied from explain.generation.loop._floats: the two backends must write numbers identically
-    return [float(np.format_float_positional(v, unique=True, trim="-")) for v in values.float().cpu().numpy()]
-
-
 def plain_value(value):
     """A processor attribute as JSON: tensors of token ids become lists of ints, numbers stay numbers."""
     if isinstance(value, torch.Tensor):
