@@ -90,20 +90,24 @@ async function heal(model, root) {
 // min-height: the next view is drawn into the same room. A new view (shorter while its parts load) lowers it only
 // after HOLD_MS; a view that stays up follows its own height. Elsewhere (an exported page) there is no such output.
 const HOLD_MS = 2000;
-function hold(root) {
-  const output = root && root.closest ? root.closest(".jp-OutputArea-output") : null;
+function hold(root, tries = 0) {
+  if (!root || !root.closest) return;
+  if (!root.isConnected) { // drawn before its box is in the page: look again on the next frames
+    if (tries < 60) requestAnimationFrame(() => hold(root, tries + 1));
+    return;
+  }
+  const output = root.closest(".jp-OutputArea-output");
   const content = output ? output.firstElementChild : null;
   if (!content || content.__explainHold || typeof ResizeObserver === "undefined") return;
   content.__explainHold = true;
   const born = performance.now();
   const follow = () => {
-    if (!content.isConnected) { observer.disconnect(); return; } // replaced: its height stays for the next view
+    if (!content.isConnected) return; // replaced (its height stays for the next view), or a cell out of the window
     const height = content.getBoundingClientRect().height;
     const held = parseFloat(output.style.minHeight) || 0;
     if (height > 0 && (height >= held || performance.now() - born >= HOLD_MS)) output.style.minHeight = `${height}px`;
   };
-  const observer = new ResizeObserver(follow);
-  observer.observe(content);
+  new ResizeObserver(follow).observe(content);
   setTimeout(follow, HOLD_MS);
 }
 
