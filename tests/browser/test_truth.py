@@ -195,6 +195,19 @@ def test_every_run_is_shown_truthfully(open_notebook, lab):
     exported.locator(".explain-export-picker").select_option(label=next(o for o in labels if o.startswith("call 2")))
     exported.wait_for_function("() => document.querySelector('.explain-prefix').textContent === 'Once upon a time'")
     assert any("#2" in o for o in labels), labels  # each sample has a page of its own
+    # and its tree opens them: a token of sample #2 alone turns to #2's page, at that step
+    own = exported.locator(".explain-st-tok.clickable[data-sequences='2']")
+    assert own.count() > 0, "the exported page's sampling tree cannot be clicked"
+    step = int(own.last.get_attribute("data-step"))
+    own.last.click()
+    exported.wait_for_function(
+        "(step) => document.querySelector('.explain-chart')?.dataset.step === String(step)", arg=step, timeout=30_000
+    )
+    picked = exported.locator(".explain-export-picker").evaluate("(p) => p.options[p.selectedIndex].textContent")
+    assert "#2" in picked, picked
+    assert _text(exported) == samples[2][len("Once upon a time") :]
+    assert exported.locator(".explain-gen-text .explain-token.selected").first.get_attribute("data-step") == str(step)
+    assert exported.locator(f".explain-st-tok.selected[data-step='{step}']").count() >= 1
     exported.close()
     assert notebook.dialogs == [] and set(notebook.errors) <= {GAVE_UP}, (notebook.dialogs, notebook.errors)
 
