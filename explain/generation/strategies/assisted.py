@@ -468,7 +468,8 @@ class AssistedRun(Run):
             "drafted": drafted,
         }
         if i == len(round_record["new_ids"]) - 1:
-            reason = self.stop_reason_of(self.input_ids[0].tolist())
+            # the round's end: generate() checks its stopping criteria once a round (_assisted_decoding)
+            reason = self.stop_reason_of(self.input_ids[0].tolist(), row=0)
             if reason is not None:
                 record["stop_reason"] = reason
                 self._finish(reason)
