@@ -9,6 +9,9 @@ Each kernel gets a snapshot of the session's environment taken at the start (a t
 does not reach it) and an HF_HOME of its own, hard-linked from the session's provisioned cache, so whatever a
 notebook writes into its cache never shows in the session's (tests/conftest.py's `cache_untouched` compares the
 session's cache before and after).
+
+Each code cell is timed as it runs (CellTiming: its seconds, and how long it showed nothing), for
+test_no_cell_is_silent_for_long.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def timed_client(notebook, **options):
             if kind in SHOWN:
                 return True
             if kind == "update_display_data":
-                display_id = (content.get("transient") or {}).get("display_id")
+                display_id = str((content.get("transient") or {}).get("display_id"))
                 return cell_index in self._display_id_map.get(display_id, {})
             if kind != "comm_msg" or content.get("data", {}).get("method") != "update":
                 return False

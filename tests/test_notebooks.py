@@ -4,7 +4,8 @@ the memory of a small notebook server; each has the parts a lesson needs.
 Each notebook runs in a fresh kernel with this session's environment (HF_HUB_OFFLINE=1) and a copy of the temporary
 HF_HOME that provision() seeded, so a notebook that tried to download anything would fail here. The kernels run in
 the background from the session's first test, while the other tests run (tests/notebook_runner.py).
-Memory is a test (the kernel's peak resident memory, read from /proc at the end); speed is not (docs/workshop.md
+Memory is a test (the kernel's peak resident memory, read from /proc at the end), and so is silence (no cell runs
+long before its first output: the runner times each cell on the kernel's messages); speed is not (docs/workshop.md
 gives the measured times).
 """
 
