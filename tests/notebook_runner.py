@@ -28,10 +28,12 @@ from dataclasses import dataclass
 PEAK_CELL = "print('VmHWM', [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])"
 
 
-# what a learner sees change in a cell's output area: printed text, a display, an error, a cleared output; an update
-# of a display, or of a widget (a live view filling in, a tqdm bar moving), counts only where this cell shows it (a
-# dashboard displayed earlier that fills in while this cell generates is out of sight)
-SHOWN = {"stream", "display_data", "execute_result", "error", "clear_output"}
+# what tells a learner the cell is getting on: printed text, a display, an error, a cleared output; an update of a
+# display, or of a widget (a live view filling in, a tqdm bar moving), counts only where this cell shows it (a
+# dashboard displayed earlier that fills in while this cell generates is out of sight). Not stderr: there the
+# libraries' warnings go (importing transformers prints torch's), which say nothing of what the cell is doing, and in
+# a kernel with ipywidgets tqdm's bars are widgets
+SHOWN = {"display_data", "execute_result", "error", "clear_output"}
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
@@ -75,7 +77,7 @@ def timed_client(notebook, **options):
         def _visible(self, msg: dict, cell, cell_index: int) -> bool:
             """Whether a message changes what this cell shows."""
             kind, content = msg["msg_type"], msg["content"]
-            if kind in SHOWN:
+            if kind in SHOWN or (kind == "stream" and content.get("name") == "stdout"):
                 return True
             if kind == "update_display_data":
                 display_id = str((content.get("transient") or {}).get("display_id"))

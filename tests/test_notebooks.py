@@ -172,7 +172,7 @@ def test_no_cell_is_silent_for_long(path, notebooks_in_background):
 def test_the_silence_is_measured_from_what_the_cell_itself_shows(tmp_path):
     """The measurement test_no_cell_is_silent_for_long reads, on a notebook of known cells: a printed line, a display
     or a tqdm bar in the cell counts; an update of a widget or a display shown by an earlier cell does not (the
-    learner does not see it by the running cell)."""
+    learner does not see it by the running cell), nor does a warning on stderr."""
     sys.path.insert(0, os.path.dirname(__file__))
     from notebook_runner import timed_client
 
@@ -185,19 +185,21 @@ def test_the_silence_is_measured_from_what_the_cell_itself_shows(tmp_path):
         "time.sleep(1)\nhandle.update('b')",
         "from tqdm.auto import tqdm\nfor i in tqdm(range(3)):\n    time.sleep(0.5)",
         "mine = display('a', display_id=True)\ntime.sleep(1)\nmine.update('b')",
+        "import sys, warnings\nwarnings.warn('deprecated')\nprint('a warning', file=sys.stderr)\ntime.sleep(1.5)",
     ]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
     client = timed_client(notebook, timeout=60, kernel_name="python3", resources={"metadata": {"path": tmp_path}})
     client.execute()
     timed = {timing.index: timing for timing in client.timings}
     assert sorted(timed) == list(range(len(cells)))
-    late, early, widget, shown, bar, mine = (timed[i] for i in range(1, 7))
+    late, early, widget, shown, bar, mine, warned = (timed[i] for i in range(1, 8))
     assert late.silent > 1.4 and late.seconds > 1.4 and late.longest_gap > 1.4
     assert early.silent < 0.5 and early.longest_gap > 1.4  # the line, then the sleep up to the cell's end
     assert widget.silent > 1.4  # the slider moves, but in the first cell
     assert shown.silent > 0.9  # so does the first cell's display
     assert bar.silent < 0.5 and bar.longest_gap < 1.4  # the bar appears at once and moves every 0.5 s
     assert mine.silent < 0.5 and mine.longest_gap > 0.9
+    assert warned.silent > 1.4  # a warning on stderr says nothing of what the cell does
 
 
 @pytest.mark.parametrize("lesson", sorted(CORRECTED))
