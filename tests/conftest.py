@@ -81,15 +81,21 @@ def provisioned(hf_home) -> dict:
     return explain.provision()
 
 
+# the tests that read a lesson's background run (tests/test_notebooks.py)
+NOTEBOOK_RUN_TESTS = {"test_notebook_runs_offline", "test_no_cell_is_silent_for_long"}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def notebooks_in_background(request):
     """The lessons this session selected, started at its first test and executed one at a time on a thread of their
     own while the other tests run (tests/notebook_runner.py); None when no lesson is selected."""
-    paths = [
-        item.callspec.params["path"]
-        for item in request.session.items
-        if getattr(item, "originalname", None) == "test_notebook_runs_offline"
-    ]
+    paths = list(  # in order, once each: the two tests that read a lesson's run share it
+        dict.fromkeys(
+            item.callspec.params["path"]
+            for item in request.session.items
+            if getattr(item, "originalname", None) in NOTEBOOK_RUN_TESTS
+        )
+    )
     if not paths:
         yield None
         return
