@@ -154,9 +154,9 @@ function titler(annotations, x, y, colors) {
     align: anchor, font: { size: 13, color: colors.text } });
 }
 
-// every axis: tick labels never measured against the page's edge (plotly measures each label's box otherwise, a
-// third of a redraw; the layout above keeps them inside), horizontal ticks not tried at other angles
-const AXIS_FIXED = { ticklabeloverflow: "allow", tickangle: 0 };
+// the panels' token labels are not measured against the page's edge (plotly measures each label's box otherwise:
+// a fifth of a click's redraw; the layout gives them LABEL px), their numbers not tried at other angles
+const TOKEN_AXIS = { ticklabeloverflow: "allow" }, NUMBER_AXIS = { tickangle: 0 };
 
 export function split(geo) { // px: where the curves' figure starts
   return geo.curves[0].titleTop - 8;
@@ -205,12 +205,12 @@ function barsFigure(panels, geo, colors) {
       texts.push("\u22ee");
     }
     const last = rows.length ? rows[rows.length - 1].y : 0;
-    layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), range, fixedrange: true, ...AXIS_FIXED,
-      zeroline: false, gridcolor: colors.grid, nticks: 4, tickformat: isProb ? ".0%" : "", ticks: "",
+    layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), range, fixedrange: true,
+      ...NUMBER_AXIS, zeroline: false, gridcolor: colors.grid, nticks: 4, tickformat: isProb ? ".0%" : "", ticks: "",
       tickfont: { size: 11, color: colors.muted }, showline: false };
     layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), range: [last + 0.6, -0.6],
-      fixedrange: true, ...AXIS_FIXED, tickmode: "array", tickvals: ticks, ticktext: texts, showgrid: false, zeroline: false,
-      ticks: "", tickfont: { family: colors.mono, size: FONT, color: colors.text }, automargin: false };
+      fixedrange: true, ...TOKEN_AXIS, tickmode: "array", tickvals: ticks, ticktext: texts, showgrid: false,
+      zeroline: false, ticks: "", tickfont: { family: colors.mono, size: FONT, color: colors.text }, automargin: false };
     title(box.title, box.left - LABEL + 4, box.titleTop, "left");
   });
   return { data, layout };
@@ -242,13 +242,12 @@ function curvesFigure(curves, panelCount, geo, colors) {
       yaxis: ref(n, "y"), line: { color: colors.curves[i], width: 2 }, marker: { size: 5 }, connectgaps: false,
       hovertemplate: `step %{x}<br>${esc(name)}: %{customdata}<extra></extra>`, customdata: values.map(format) });
     layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), fixedrange: true,
-      ...AXIS_FIXED, range: ranges.x, zeroline: false, gridcolor: colors.grid, nticks: 6,
+      range: ranges.x, zeroline: false, gridcolor: colors.grid, nticks: 6,
       ...(ranges.last < 12 ? { tickmode: "linear", tick0: 0, dtick: 1 } : {}), // whole steps only
       title: { text: "step", font: { size: 12, color: colors.muted }, standoff: 2 },
       tickfont: { size: 11, color: colors.muted } };
     layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), fixedrange: true,
-      ...AXIS_FIXED, range: ranges.y, zeroline: false, gridcolor: colors.grid, nticks: 4,
-      tickfont: { size: 11, color: colors.muted } };
+      range: ranges.y, zeroline: false, gridcolor: colors.grid, nticks: 4, tickfont: { size: 11, color: colors.muted } };
     title([name], box.left - 40, box.titleTop, "left");
   });
   return { data, layout };
@@ -469,7 +468,7 @@ function render({ model, el }) {
   }
 
   const changed = () => { dirty = true; schedule(); }; // new data
-  const asked = () => { urgent = true; changed(); box.dataset.askedAt = String(performance.now()); }; // something the reader did
+  const asked = () => { urgent = true; changed(); }; // something the reader did
   // a new key (another call, branch or sequence) is what a reader picked: drawn at once, never spaced
   const handlers = { "change:step": changed, "change:curves": changed, "change:selected": asked,
     "change:message": asked, "change:key": asked, "change:forkable": asked };
