@@ -6,7 +6,7 @@
 //
 // Redraws are coalesced to one per animation frame and skipped while the chart is scrolled out of view; while a
 // run streams new steps they are spaced so that drawing takes at most 5% of the time (a slow machine draws less
-// often, never falls behind); a click, a resize or a theme change is drawn at once.
+// often, never falls behind); a click is drawn as its message arrives, a resize or a theme change at the next frame.
 
 const LABEL = 124; // px left of each panel for the token labels
 const GAP = 18; // px between a panel's bars and the next panel's labels
@@ -383,6 +383,7 @@ function render({ model, el }) {
 
   function draw() {
     frame = 0;
+    streaming = false;
     if (closed || !dirty) return;
     const step = model.get("step") || { panels: [] };
     const message = model.get("message") || "";
@@ -467,11 +468,27 @@ function render({ model, el }) {
     if (!frame && !closed) frame = requestAnimationFrame(draw);
   }
 
+  // What a reader picked (a step, another call) is drawn at the end of the task that brought its message (every
+  // value of the message is in by then), not at the next frame: the page paints it in that frame. A message that
+  // also brings new curves is a run streaming, drawn at most once a frame as before.
+  let soon = false, streaming = false;
+  function drawSoon() {
+    if (soon || closed) return;
+    soon = true;
+    queueMicrotask(() => {
+      soon = false;
+      if (streaming) { streaming = false; schedule(); return; }
+      if (frame) { cancelAnimationFrame(frame); frame = 0; }
+      draw();
+    });
+  }
+
   const changed = () => { dirty = true; schedule(); }; // new data
-  const asked = () => { urgent = true; changed(); }; // something the reader did
+  const asked = () => { urgent = true; changed(); }; // something the reader did (a resize, a theme): next frame
+  const picked = () => { urgent = true; dirty = true; drawSoon(); }; // a message of what the reader picked
   // a new key (another call, branch or sequence) is what a reader picked: drawn at once, never spaced
-  const handlers = { "change:step": changed, "change:curves": changed, "change:selected": asked,
-    "change:message": asked, "change:key": asked, "change:forkable": asked };
+  const handlers = { "change:step": changed, "change:curves": () => { streaming = true; changed(); },
+    "change:selected": picked, "change:message": picked, "change:key": picked, "change:forkable": picked };
   for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);
 
   const resize = new ResizeObserver(() => {
