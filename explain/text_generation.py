@@ -366,7 +366,7 @@ class TextGenerationPipeline:
                     largest, self.config.get("vocab_size"), self.tokenizer.convert_ids_to_tokens([largest])[0]
                 )
             strategy = choose(settings)  # greedy/sampling, several samples, beam search, assisted decoding
-            problem = one_sequence_only(strategy, settings, options)
+            problem = one_sequence_only(strategy, options)
             if problem:
                 raise ExplainError(problem)
             data["strategy"] = strategy.record(settings)
@@ -461,7 +461,7 @@ class TextGenerationPipeline:
             check_prompt_ids(largest, self.config.get("vocab_size"), self.tokenizer.convert_ids_to_tokens([largest])[0])
             strategy = choose(settings)
             problem = batch_problem(strategy, settings, batch_size)
-            problem = problem or one_sequence_only(strategy, settings, options, batch=True)
+            problem = problem or one_sequence_only(strategy, options, batch=True)
             if problem:
                 raise ExplainError(problem)
             data["strategy"] = strategy.record(settings)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import safetensors.torch
@@ -153,6 +155,27 @@ def test_adapter_on_quantized_layers(tiny_llama, tiny_adapter):
         assert torch.allclose(layer(x), expected, atol=1e-5)
     with pytest.raises(ExplainError, match="cannot merge into quantized layers"):
         pipe.adapter.merge()
+
+
+def test_an_adapter_on_quantized_layers_imports_neither_peft_nor_transformers(tiny_llama, tiny_adapter):
+    """peft cannot wrap explain's quantized layers, so it is not imported for them: importing it brings transformers
+    and torchao (~90 MB of modules, lesson 11's peak when it loaded its adapted 4-bit model). A fresh interpreter,
+    as a kernel is; this session has imported both long before."""
+    folder, _ = tiny_adapter
+    code = (
+        "import sys, explain; "
+        "pipe = explain.pipeline('text-generation', model=sys.argv[1], quantization='int8', dtype='float32', "
+        "adapter=sys.argv[2]); "
+        "print(pipe.adapter.applied_with); "
+        "print(sorted(m for m in ('peft', 'transformers', 'torchao') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, tiny_llama.folder, folder], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    applied_with, imported = done.stdout.strip().splitlines()[-2:]
+    assert "peft cannot wrap Int8Linear" in applied_with
+    assert imported == "[]"
 
 
 def test_adapter_on_the_embedded_model_equals_peft_and_transformers(embedded_pipe, tmp_path):

@@ -383,9 +383,29 @@ def test_criteria_and_max_time_stop_several_samples_and_batches(three):
     if three.reference.tokenizer.pad_token_id is not None:  # a batch of two prompts of different lengths
         three.same([PROMPT, "A"], do_sample=False, max_new_tokens=4, max_time=0.0, batch_size=2)
         assert three.end(three.ours)["stop_reason"] == "max_time"
-    with pytest.raises(ExplainError, match='max_time with beam search.*backend="transformers"'):
-        three.ours(PROMPT, do_sample=False, num_beams=2, max_new_tokens=3, max_time=10.0)
-    three.theirs(PROMPT, do_sample=False, num_beams=2, max_new_tokens=3, max_time=10.0)  # transformers runs it
+
+
+def test_criteria_and_max_time_stop_beam_search_and_assisted_decoding(three):
+    """generate() checks its stopping criteria on every candidate of a beam-search step (a candidate that meets one
+    is finished, as at EOS) and once a round in assisted decoding: the same texts on both backends."""
+    length = len(three.reference.tokenizer(PROMPT)["input_ids"])
+    beams = dict(do_sample=False, num_beams=2, max_new_tokens=6)
+    three.same(PROMPT, max_time=10.0, **beams)  # not reached: the search as without it
+    three.same(PROMPT, max_time=0.0, **beams)  # past it after the first step: every candidate finishes
+    assert three.end(three.ours)["new_tokens"] == 1
+    out = three.same(PROMPT, stopping_criteria=[StopAtThree(length)], num_return_sequences=2, **beams)
+    assert len(out) == 2 and all(
+        len(three.reference.tokenizer(o["generated_text"])["input_ids"]) <= length + 3 for o in out
+    )
+    lookup = dict(do_sample=False, prompt_lookup_num_tokens=3, max_new_tokens=10)
+    three.same(
+        PROMPT + PROMPT,
+        stopping_criteria=[StopAtThree(len(three.reference.tokenizer(PROMPT + PROMPT)["input_ids"]))],
+        **lookup,
+    )
+    assert three.end(three.ours)["stop_reason"] == "StopAtThree"
+    three.same(PROMPT + PROMPT, max_time=0.0, **lookup)
+    assert three.end(three.ours)["stop_reason"] == "max_time"
 
 
 def test_max_time_stops_with_its_reason(three):
@@ -421,6 +441,11 @@ def test_return_dict_in_generate_with_scores_as_the_pipeline_returns_them(three)
         assert set(ours) == set(reference) and ours["generated_text"] == reference["generated_text"]
         assert torch.allclose(torch.tensor(ours["scores"]), torch.tensor(reference["scores"]), atol=1e-4)
     three.same(PROMPT, do_sample=False, max_new_tokens=3, output_scores=True)  # without the dict: nothing added
+    # per-step scores of beam search (generate() returns them per beam): explain says so and where they are
+    with pytest.raises(ExplainError, match='output_scores with beam search.*backend="transformers"'):
+        three.ours(
+            PROMPT, do_sample=False, num_beams=2, max_new_tokens=3, return_dict_in_generate=True, output_scores=True
+        )
 
 
 def test_skip_special_tokens_and_clean_up_as_the_caller_asks(three, tokenizer):

@@ -37,7 +37,8 @@ LESSONS = [
     "11_quantization_and_adapters",
 ]
 # A Binder kernel is guaranteed 1 GB (953 MiB); a lesson holds one model in bfloat16 at a time: measured peaks are
-# 0.73-0.87 GiB, loading included (docs/workshop.md lists them). VmHWM counts the memory-mapped GGUF's pages too.
+# 765-872 MiB, loading included (docs/workshop.md lists them). VmHWM counts the memory-mapped GGUF's resident pages
+# too (the loader drops each tensor's once read: formats/gguf_format.release_pages).
 KERNEL_PEAK_MIB = 950
 # sentences a review found wrong and the lessons corrected (issue 27): they do not come back
 CORRECTED = {

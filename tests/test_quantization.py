@@ -16,6 +16,8 @@ bfloat16 (relative 2^-9 each) and the output to bfloat16: it is held to 2^-6 tim
 
 from __future__ import annotations
 
+import sys
+
 import gguf
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ from gguf.quants import dequantize
 
 import explain
 from explain.errors import ExplainError, UnsupportedError
-from explain.formats.gguf_format import reverse_permute
+from explain.formats.gguf_format import release_pages, reverse_permute
 from explain.quantization import (
     METHODS,
     BlockInt8Linear,
@@ -100,6 +102,37 @@ def test_permuted_blocks_are_the_models_rows(reader, embedded_pipe):
 
 
 # -- kernels --------------------------------------------------------------------------------------------------------
+def resident_kib(path: str) -> int:
+    """This process's resident pages of the file at `path`, over all its mappings (/proc/self/smaps), in KiB."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header: address range, perms, ..., path
+                inside = len(fields) >= 6 and fields[-1] == path
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the resident pages from /proc/self/smaps")
+def test_a_read_tensors_pages_leave_the_process_and_its_bytes_stay(embedded_gguf):
+    """release_pages drops a tensor's pages of the mapped file from the process (they counted in its peak memory
+    while the reader stayed open); reading the tensor again gives the same bytes, back from the file."""
+    import os
+
+    path = os.path.realpath(embedded_gguf)
+    reader = gguf.GGUFReader(path)  # a reader of its own: the module's may have pages of this tensor resident
+    tensor = gguf_tensor(reader, "token_embd.weight")  # Q8_0, 49152 x 576: ~30 MB
+    copy = np.array(tensor.data)  # reads every page of the tensor
+    touched = resident_kib(path)
+    release_pages(tensor)
+    released = resident_kib(path)
+    assert touched - released >= 0.95 * tensor.n_bytes / 1024, (touched, released, int(tensor.n_bytes))
+    assert np.array_equal(np.asarray(tensor.data), copy)
+    release_pages(gguf.ReaderTensor(*tensor[:6], copy, tensor.field))  # bytes in memory, no file: nothing to drop
+
+
 @pytest.mark.parametrize("name", ["blk.0.attn_q.weight", "blk.5.ffn_down.weight"])
 def test_int4_exact_form_equals_the_dequantized_product(reader, name):
     blocks = blocks_of(gguf_tensor(reader, name))

@@ -322,6 +322,8 @@ def test_what_if_and_set_settings_take_every_registry_knob(tf_tiny, tiny_llama):
     a, b = (g.what_if(1, no_repeat_ngram_size=1, do_sample=True, top_k=4) for g in runs)
     assert a["ids"][:4] == b["ids"][:4] and a["kept"] == b["kept"] == 4
     assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
+    assert a.keys() == b.keys() and a["settings"] == b["settings"]  # one answer (RunState.what_if_answer) for both
+    assert a["recorded_token_rank"] == b["recorded_token_rank"] >= 1
     with pytest.raises(ExplainError, match="cannot change"):
         runs[1].set_settings(max_new_tokens=3)
     for generation in runs:

@@ -296,16 +296,18 @@ def _base(layer: Any) -> nn.Module:  # peft's LoraLayer or explain's LoraLinear
 
 
 def _peft_can_wrap(model: nn.Module, weights: dict) -> tuple[bool, str]:
-    try:
-        import peft  # noqa: F401  (imports transformers: only when an adapter is asked for)
-    except ImportError:
-        return False, "peft is not installed (pip install peft): explain's readable LoraLinear, proven equal to peft"
+    """Whether peft applies the adapter, and why not. The layers are looked at first: peft imports transformers
+    (and torchao, ~90 MB of modules in a kernel), which a model of explain's quantized layers never uses."""
     kinds = {type(model.get_submodule(name)).__name__ for name in weights}
     if kinds != {"Linear"}:
         return False, (
             f"peft cannot wrap {', '.join(sorted(kinds - {'Linear'}))} (explain's quantized layers): "
             "explain's readable LoraLinear, proven equal to peft"
         )
+    try:
+        import peft  # noqa: F401  (imports transformers: only when an adapter is asked for and peft can wrap it)
+    except ImportError:
+        return False, "peft is not installed (pip install peft): explain's readable LoraLinear, proven equal to peft"
     return True, ""
 
 

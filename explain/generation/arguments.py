@@ -142,23 +142,19 @@ def unknown_tokenizer_option(name: str) -> ArgumentError:
     return ArgumentError(f"tokenizer_encode_kwargs holds {name!r}" + suggest_name(name, TOKENIZER_OPTIONS))
 
 
-def one_sequence_only(strategy, settings: dict, options: dict, batch: bool = False) -> str | None:
-    """Why explain cannot run these call options with this decoding strategy, or None: max_time and
-    stopping_criteria run with greedy search and sampling (one or several sequences, one prompt or a batch),
-    return_dict_in_generate's outputs with one sequence of one prompt."""
-    asked = [name for name in ("max_time",) if settings.get(name) is not None]
-    asked += ["stopping_criteria"] if options.get("criteria") else []
-    asked += [name for name in ("output_scores", "output_logits") if options.get(name)]
-    asked = asked if options.get("return_dict_in_generate") else [n for n in asked if not n.startswith("output_")]
-    outputs = [name for name in asked if name.startswith("output_")]
-    if not asked or (strategy.name == "one_sequence" and not batch):
+def one_sequence_only(strategy, options: dict, batch: bool = False) -> str | None:
+    """Why explain cannot return generate()'s per-step outputs for this call (return_dict_in_generate with
+    output_scores or output_logits), or None: it returns them for greedy search and sampling of one sequence of
+    one prompt. (max_time and stopping_criteria run with every decoding strategy, as generate() runs them.)"""
+    if not options.get("return_dict_in_generate"):
         return None
-    if strategy.name in ("one_sequence", "samples") and not outputs:  # max_time, stopping_criteria: each row
+    asked = [name for name in ("output_scores", "output_logits") if options.get(name)]
+    if not asked or (strategy.name == "one_sequence" and not batch):
         return None
     what = "a batch of prompts" if batch else strategy.title
     return (
-        f"{', '.join(asked)} with {what}: explain runs {'these' if len(asked) > 1 else 'it'} on greedy search and "
-        'sampling of one sequence, one prompt at a time; leave it out, or run the call with backend="transformers"'
+        f"{', '.join(asked)} with {what}: explain returns {'these' if len(asked) > 1 else 'it'} for greedy search "
+        'and sampling of one sequence, one prompt at a time; leave it out, or run the call with backend="transformers"'
     )
 
 

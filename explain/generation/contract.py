@@ -19,7 +19,7 @@ import torch
 from ..errors import ExplainError
 from ..utils.step_index import step_number, token_number, whole_number
 from .options import RunOptions
-from .rows import KeptLogits
+from .rows import KeptLogits, float32_list
 
 
 @runtime_checkable
@@ -131,6 +131,26 @@ class RunState:
                 "(the step-through controller does)"
             )
         return self.raw_logits[step_number(step, len(self.steps))]  # refuses a negative step, as force does
+
+    def what_if_answer(self, step: int, settings: dict, knobs, scores: torch.Tensor) -> dict:
+        """A what-if's answer (both producers' what_if), from `scores`: step `step`'s raw logits after the processors
+        the other knobs build. The ten likeliest tokens, how many stay possible, and the probability and rank the
+        token the run took would have had; `settings` the knobs in force, shown with the sampling ones."""
+        probs = torch.softmax(scores, dim=-1)[0]
+        top_probs, top_ids = torch.topk(probs, min(10, probs.numel()))
+        recorded = self.steps[step]["token_id"]
+        shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *knobs)
+        return {
+            "step": step,
+            "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
+            "ids": top_ids.tolist(),
+            "probs": float32_list(top_probs),
+            "tokens": [self.token_text(i) for i in top_ids.tolist()],
+            "kept": int((probs > 0).sum()),
+            "recorded_token": recorded,
+            "recorded_token_prob": float(probs[recorded]),
+            "recorded_token_rank": int((probs > probs[recorded]).sum()) + 1,
+        }
 
     def force_arguments(self, step, token_id, vocab_size: int) -> tuple[int, int]:
         """force()'s step and token id, checked: a step generated, a token of the vocabulary."""

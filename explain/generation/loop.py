@@ -22,7 +22,7 @@ from ..trace import Trace
 from .contract import RunState, index_argument, no_prompt_tokens
 from .options import DEFAULT_TRACE_TOP, RunOptions
 from .processors import build_processors
-from .rows import all_rows_warning, encode_row, float32_list, sampled
+from .rows import all_rows_warning, encode_row, float32_list, processor_record, sampled
 from .settings import KNOBS, LIVE_SETTINGS, context_window_warnings, eos_ids, unknown_argument, validate
 from .stopping import StopStrings
 
@@ -47,12 +47,6 @@ def _read(*tensors: torch.Tensor) -> list[torch.Tensor]:
     step reads once what it needs rather than once per number. Token ids (< 2**24) are exact in float32."""
     host = torch.cat([t.reshape(-1).to(torch.float32) for t in tensors]).cpu()
     return list(host.split([t.numel() for t in tensors]))
-
-
-def _counts(before: torch.Tensor, after: torch.Tensor) -> list[int]:
-    """(removed, changed, kept) by a processor that turned `before` into `after`, read in one copy."""
-    finite = torch.isfinite(after)
-    return torch.stack([(torch.isfinite(before) & ~finite).sum(), (before != after).sum(), finite.sum()]).tolist()
 
 
 class Generation(RunState):
@@ -203,17 +197,8 @@ class Generation(RunState):
             before = scores
             scores = processor(self.input_ids, scores)
             outputs.append(scores)
-            removed, changed, kept = _counts(before, scores)
             record["processors"].append(
-                {
-                    "name": processor.name,
-                    "title": processor.title,
-                    "args": processor.args(),
-                    "removed": removed,
-                    "changed": changed,
-                    "kept": kept,
-                    "top": self._top(scores, token_texts) if changed else None,
-                }
+                processor_record(processor, before, scores, lambda after: self._top(after, token_texts))
             )
         probs = torch.softmax(scores, dim=-1)  # (1, vocab), the distribution the token is drawn from
         if self.outputs is not None:
@@ -358,20 +343,7 @@ class Generation(RunState):
         with torch.inference_mode():
             for processor in self._build_processors(settings):
                 scores = processor(ids, scores)
-        probs = torch.softmax(scores, dim=-1)[0]
-        top_probs, top_ids = torch.topk(probs, 10)
-        shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *knobs)
-        return {
-            "step": step,
-            "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
-            "ids": top_ids.tolist(),
-            "probs": float32_list(top_probs),
-            "tokens": [self.token_text(i) for i in top_ids.tolist()],
-            "kept": int((probs > 0).sum()),
-            "recorded_token": self.steps[step]["token_id"],
-            "recorded_token_prob": float(probs[self.steps[step]["token_id"]]),
-            "recorded_token_rank": int((probs > probs[self.steps[step]["token_id"]]).sum()) + 1,
-        }
+        return self.what_if_answer(step, settings, knobs, scores)
 
     def force(self, step: int, token_id: int) -> Generation:
         """A new branch of this run: this run up to `step`, then `token_id` there; this run is left as it was.

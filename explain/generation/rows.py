@@ -4,6 +4,10 @@
 a 49,152-token row is 196 KB, so it keeps the newest KEEP_LOGITS rows (about 100 MB for the embedded model)
 unless asked for more, and says which step was dropped when one is asked for.
 
+`processor_record` is what one logits processor did to one step's row (removed, changed, kept, top), the record
+every producer writes: the explain backend's loop, its samples and assisted strategies, and the transformers
+backend's tracer.
+
 `encode_row` / `decode_row` write a row as base64 of little-endian float32 (trace_top="all"): 262 KB of JSON a
 row, read back bit for bit, where a list of JSON numbers took ~1 MB and 21 MiB of Python objects.
 """
@@ -123,3 +127,23 @@ def sampled(probs: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
     if bool((~torch.isfinite(probs) | (probs < 0)).any()):
         raise ExplainError(NOT_A_DISTRIBUTION)
     return torch.multinomial(probs, num_samples=num_samples)
+
+
+def processor_record(processor, before: torch.Tensor, after: torch.Tensor, top) -> dict:
+    """What `processor` (anything with name, title and args: a processor, or the transformers backend's record of
+    one) did to one row of scores, `before` into `after`: how many tokens it removed (finite to -inf), changed and
+    kept finite, read from the device in one copy, and `top(after)`, its highest scores, where it changed any."""
+    finite = torch.isfinite(after)
+    removed, changed, kept = torch.stack(
+        [(torch.isfinite(before) & ~finite).sum(), (before != after).sum(), finite.sum()]
+    ).tolist()
+    named = processor if isinstance(processor, dict) else None
+    return {
+        "name": named["name"] if named else processor.name,
+        "title": named["title"] if named else processor.title,
+        "args": named["args"] if named else processor.args(),
+        "removed": removed,
+        "changed": changed,
+        "kept": kept,
+        "top": top(after) if changed else None,
+    }

@@ -17,6 +17,7 @@ const AXIS = 26; // px under a panel for its tick numbers
 const CURVE = 150; // px of a curve's plot
 const FONT = 13; // px: tick labels and numbers, readable on a projector
 const SPACING = 19; // while a run streams, the chart waits 19 times its last draw's cost: at most 5% of the time
+const STALE_MS = 1000; // but never longer than this: a paused or finished run's chart is its newest step within 1 s
 
 export function esc(value) {
   return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
@@ -412,8 +413,9 @@ function render({ model, el }) {
     }
     // new data while a run streams: wait after each draw 19 times what it cost, so drawing takes at most 5% of
     // the page's time (the page shares the machine with the kernel); what a reader did (a click, a resize, a
-    // theme) is drawn at once
-    const wait = urgent ? 0 : lastDraw + SPACING * cost - performance.now();
+    // theme) is drawn at once. The wait is at most STALE_MS, whatever a draw cost on a loaded machine: when the
+    // stream stops (a step-through's Run, the call's end) the chart shows the newest step within a second.
+    const wait = urgent ? 0 : Math.min(STALE_MS, lastDraw + SPACING * cost - performance.now());
     if (wait > 0) {
       dirty = true;
       box.dataset.waiting = "spacing";

@@ -136,16 +136,41 @@ async function main() {
     const index = models.text ? models.text.get("selected") : -1;
     const step = stepValues(pageKey, index);
     for (const name of pageData.step_views) models[name].update({ ...pageData.values[name], ...(step[name] || {}) });
+    markTrees();
   }
   if (models.text) models.text.on("change:selected", select);
 
-  picker.addEventListener("change", () => {
-    pageKey = picker.value;
+  function markTrees() { // the sequence, branch and step on screen (the dashboard's _mark_trees): the trees mark
+    // it, and their tokens open their steps (tree.js: a tree with `selected` listens for clicks)
+    const [, branch, sequence] = pageKey.split(":").map(Number);
+    const step = models.text ? models.text.get("selected") : -1;
+    const marked = { sequence: sequence || 0, branch: branch || 0, step: step >= 0 ? step : -1 };
+    for (const name of ["sampling_tree", "beam_tree"]) if (models[name]) models[name].set("selected", marked);
+  }
+  markTrees();
+
+  function turnTo(key) { // another page: every view takes its values, no step selected
+    pageKey = key;
     pageData = data.pages[pageKey];
     for (const view of data.views) models[view.name].update(pageData.values[view.name]);
     if (models.text) models.text.set("selected", -1);
     select();
-  });
+  }
+  picker.addEventListener("change", () => turnTo(picker.value));
+
+  // a token clicked in a tree ({sequence | branch, step}, tree.js): that step of that sequence or branch, as the
+  // dashboard's _on_tree_click does in the notebook; its pages are "call:branch" and "call:0:sequence" (export.py)
+  function opened(name) {
+    const clicked = models[name].get("clicked") || {};
+    if (!Number.isInteger(clicked.step) || "token_id" in clicked) return; // the chart's fork needs a kernel
+    const run = pageKey.split(":")[0];
+    const key = Number.isInteger(clicked.branch) ? `${run}:${clicked.branch}`
+      : clicked.sequence > 0 ? `${run}:0:${clicked.sequence}` : `${run}:0`;
+    if (!data.pages[key]) return;
+    if (key !== pageKey) { picker.value = key; turnTo(key); }
+    if (models.text) models.text.set("selected", clicked.step);
+  }
+  for (const view of data.views) models[view.name].on("change:clicked", () => opened(view.name));
   document.body.dataset.explainReady = "true";
 }
 

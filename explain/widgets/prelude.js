@@ -1,7 +1,7 @@
 // The prelude of every view's ES module (base.module_source puts it in front of the module; the exported page's
 // export.js too): the helpers the views share, so each module draws and formats the same way. Top-level names
-// here are the modules' own: a module must not declare el, svg, visible, isNumber, fixed, percent, pct, probColor
-// or heal again (a module that does is a SyntaxError in the page).
+// here are the modules' own: a module must not declare el, svg, visible, isNumber, fixed, percent, pct, probColor,
+// heal, hold or HOLD_MS again (a module that does is a SyntaxError in the page).
 
 // -- building the page: text always through textContent, never innerHTML (a trace is a file people share) --------
 function el(tag, className, text) {
@@ -64,6 +64,7 @@ function probColor(p) {
 // state (offline).
 async function heal(model, root) {
   present(model);
+  hold(root);
   try {
     const manager = model.widget_manager, ref = model.get("ref");
     if (!ref || !manager || typeof manager.get_model !== "function") return;
@@ -79,6 +80,35 @@ async function heal(model, root) {
   } catch (error) {
     console.warn("explain: could not re-attach a widget model", error);
   }
+}
+
+// -- hold ------------------------------------------------------------------------------------------------------
+// At the end of each call the kernel sends the output's bundle again (widgets/static.py's _refresh_displays, so the
+// saved notebook's static summary is the final one), and JupyterLab's widget renderer answers by replacing the whole
+// view: for a moment the output is one line, "Loading widget...", the notebook shrinks, the browser clamps its
+// scroll, and the page jumps by the dashboard's height. So the output keeps the height of the view it holds as its
+// min-height: the next view is drawn into the same room. A new view (shorter while its parts load) lowers it only
+// after HOLD_MS; a view that stays up follows its own height. Elsewhere (an exported page) there is no such output.
+const HOLD_MS = 2000;
+function hold(root, tries = 0) {
+  if (!root || !root.closest) return;
+  if (!root.isConnected) { // drawn before its box is in the page: look again on the next frames
+    if (tries < 60) requestAnimationFrame(() => hold(root, tries + 1));
+    return;
+  }
+  const output = root.closest(".jp-OutputArea-output");
+  const content = output ? output.firstElementChild : null;
+  if (!content || content.__explainHold || typeof ResizeObserver === "undefined") return;
+  content.__explainHold = true;
+  const born = performance.now();
+  const follow = () => {
+    if (!content.isConnected) return; // replaced (its height stays for the next view), or a cell out of the window
+    const height = content.getBoundingClientRect().height;
+    const held = parseFloat(output.style.minHeight) || 0;
+    if (height > 0 && (height >= held || performance.now() - born >= HOLD_MS)) output.style.minHeight = `${height}px`;
+  };
+  new ResizeObserver(follow).observe(content);
+  setTimeout(follow, HOLD_MS);
 }
 
 // A view drawn from the widget state a notebook saved, with no kernel behind it: its buttons, pickers and tokens

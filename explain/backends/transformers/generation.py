@@ -27,13 +27,13 @@ from transformers.generation.stopping_criteria import StoppingCriteriaList
 from ...errors import ArgumentError, ExplainError
 from ...generation.contract import RunState, index_argument
 from ...generation.options import DEFAULT_TRACE_TOP, RunOptions
-from ...generation.rows import all_rows_warning, encode_row
+from ...generation.rows import all_rows_warning, encode_row, float32_list
 from ...generation.settings import KNOBS as ALL_KNOBS
 from ...generation.settings import LIVE_SETTINGS, transformers_lacks, unknown_argument, validate
 from .beams import BEAM_MODES, BeamWatch, DraftWatch
 from .cache import cropped
 from .hooks import PauseAfterOneToken, generation_mode, observing
-from .records import cache_record, floats, processor_effect, processor_records, settings_record, stop_reason, top
+from .records import cache_record, processor_effect, processor_records, settings_record, stop_reason, top
 
 # the knobs that are generate() arguments rather than GenerationConfig fields
 GENERATE_ARGUMENTS = (
@@ -459,7 +459,7 @@ class TransformersGeneration(RunState):
             logit=float(raw[0, token]),
             rank=_rank(raw, token, record["logits_top"]),
             entropy_bits=entropy,
-            probs_top={"ids": top_ids.tolist(), "values": floats(top_probs)},
+            probs_top={"ids": top_ids.tolist(), "values": float32_list(top_probs)},
             kv_cache=self._forward.get("kv_cache", cache_record(self.cache)),
             forward=self._forward.get("forward"),
             forward_time=self._forward.get("forward_time"),
@@ -588,20 +588,7 @@ class TransformersGeneration(RunState):
         ids = self.input_ids[:, : self.steps[step]["position"]].to(self.device)
         with torch.inference_mode():
             scores = self._processors_for({**live, **changed})(ids, scores)
-        probs = torch.softmax(scores, dim=-1)[0]
-        top_probs, top_ids = torch.topk(probs, min(10, probs.numel()))
-        recorded = self.steps[step]["token_id"]
-        shown = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", *changed)
-        return {
-            "step": step,
-            "settings": {k: settings.get(k) for k in dict.fromkeys(shown)},
-            "ids": top_ids.tolist(),
-            "probs": floats(top_probs),
-            "tokens": [self.token_text(i) for i in top_ids.tolist()],
-            "kept": int((probs > 0).sum()),
-            "recorded_token": recorded,
-            "recorded_token_prob": float(probs[recorded]),
-        }
+        return self.what_if_answer(step, settings, changed, scores)
 
     def force(self, step: int, token_id: int) -> TransformersGeneration:
         """A new run that is this one up to `step`, then takes `token_id` there; this run is left as it was."""

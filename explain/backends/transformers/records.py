@@ -20,6 +20,7 @@ from ...errors import ExplainError
 from ...generation.ending import max_new_tokens_effective
 from ...generation.options import TOP_WHEN_ALL
 from ...generation.processors import build_processors
+from ...generation.rows import processor_record
 from ...generation.settings import GENERATE_DEFAULTS, KNOBS, validate
 
 # transformers' stopping criteria -> explain's stop reasons, in the order explain checks them
@@ -31,12 +32,6 @@ STOP_REASONS = {
     "ConfidenceCriteria": "confidence",
 }
 SETTINGS = tuple(GENERATE_DEFAULTS)  # the settings explain's generation/settings event lists
-
-
-def floats(values: torch.Tensor) -> list[float]:
-    """float32 values written with the fewest digits that read back as the same float32."""
-    # Copied from explain.generation.loop._floats: the two backends must write numbers identically
-    return [float(np.format_float_positional(v, unique=True, trim="-")) for v in values.float().cpu().numpy()]
 
 
 def plain_value(value):
@@ -129,16 +124,7 @@ def top(scores: torch.Tensor, count, token_text) -> dict:
 
 def processor_effect(record: dict, before: torch.Tensor, after: torch.Tensor, count, token_text) -> dict:
     """What one processor (its processor_records entry) did at one step: explain's per-processor record."""
-    changed = int((before != after).sum())
-    return {
-        "name": record["name"],
-        "title": record["title"],
-        "args": record["args"],
-        "removed": int((torch.isfinite(before) & ~torch.isfinite(after)).sum()),
-        "changed": changed,
-        "kept": int(torch.isfinite(after).sum()),
-        "top": top(after, count, token_text) if changed else None,
-    }
+    return processor_record(record, before, after, lambda now: top(now, count, token_text))
 
 
 def cache_record(cache) -> dict:

@@ -23,7 +23,7 @@ import torch
 from ..knobs import Knob, number
 from ..processors import build_processors
 from ..processors.registry import MERGE_ORDER, PROCESSORS
-from ..rows import float32_list
+from ..rows import float32_list, processor_record
 from .base import DecodingStrategy, Run, set_by_call, timed
 from .drafts import AssistantDraft, PromptLookupDraft
 from .registry import register
@@ -430,20 +430,10 @@ class AssistedRun(Run):
 
     def _emit_step(self, i, length, token, logits, steps, p, drafted, first, share, round_record) -> None:
         texts: dict[int, str] = {}
-        processors = []
-        for processor, (before, after) in zip(self.processors, steps, strict=True):
-            changed = int((before != after).sum())
-            processors.append(
-                {
-                    "name": processor.name,
-                    "title": processor.title,
-                    "args": processor.args(),
-                    "removed": int((torch.isfinite(before) & ~torch.isfinite(after)).sum()),
-                    "changed": changed,
-                    "kept": int(torch.isfinite(after).sum()),
-                    "top": self.top(after, self.trace_top, texts) if changed else None,
-                }
-            )
+        processors = [
+            processor_record(processor, before, after, lambda now: self.top(now, self.trace_top, texts))
+            for processor, (before, after) in zip(self.processors, steps, strict=True)
+        ]
         top_probs, top_ids = torch.topk(p, min(10, p.numel()))
         for token_id in top_ids.tolist():
             texts.setdefault(token_id, self.token_text(token_id))
@@ -478,7 +468,8 @@ class AssistedRun(Run):
             "drafted": drafted,
         }
         if i == len(round_record["new_ids"]) - 1:
-            reason = self.stop_reason_of(self.input_ids[0].tolist())
+            # the round's end: generate() checks its stopping criteria once a round (_assisted_decoding)
+            reason = self.stop_reason_of(self.input_ids[0].tolist(), row=0)
             if reason is not None:
                 record["stop_reason"] = reason
                 self._finish(reason)

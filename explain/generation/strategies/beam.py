@@ -7,7 +7,8 @@ One step, for one prompt (the batch dimension of transformers' tensors is 1 here
   b. add each beam's running score; take the K best (beam, token) pairs over all beams
                                                                               K = max(2, 1 + #EOS) * num_beams
      (torch.topk, or with do_sample=True, torch.multinomial without replacement: "beam sample")
-  c. a pair whose sequence now meets a stopping criterion (EOS, max_length, a stop string) is finished
+  c. a pair whose sequence now meets a stopping criterion (EOS, max_length, a stop string, max_time, the call's
+     stopping_criteria) is finished
   d. the num_beams best unfinished pairs are the next running beams (the KV cache is reordered to follow them)
   e. the finished pairs among the first num_beams join the finished list, scored sum / length ** length_penalty,
      and the list keeps its num_beams best
@@ -210,6 +211,9 @@ class BeamSearchRun(Run):
         candidate_paths = self.running_paths[source].clone()  # (K, max_length - prompt)
         candidate_paths[:, length - prompt] = source
         reasons = [self.stop_reason_of(candidates[k, : length + 1].tolist()) for k in range(self.beams_to_keep)]
+        if self.criteria or self.settings.get("max_time") is not None:  # max_time, stopping_criteria: per candidate
+            further = self.criteria_stops(candidates[:, : length + 1])
+            reasons = [reason or other for reason, other in zip(reasons, further, strict=True)]
         hits = torch.tensor([r is not None for r in reasons], device=self.device)  # (K,)
 
         # d. the next running beams: the best num_beams pairs that did not finish

@@ -17,7 +17,7 @@ import time
 import torch
 
 from ..knobs import Knob, number
-from ..rows import float32_list, sampled
+from ..rows import float32_list, processor_record, sampled
 from .base import DecodingStrategy, Run, timed
 from .registry import register
 
@@ -141,18 +141,10 @@ class SampledSequences(Run):
         texts: dict[int, str] = {}
         processors = []
         for processor, (before, after) in zip(self.processors, outputs, strict=True):
-            was, now = before[row], after[row]
-            changed = int((was != now).sum())
             processors.append(
-                {
-                    "name": processor.name,
-                    "title": processor.title,
-                    "args": processor.args(),
-                    "removed": int((torch.isfinite(was) & ~torch.isfinite(now)).sum()),
-                    "changed": changed,
-                    "kept": int(torch.isfinite(now).sum()),
-                    "top": self.top(now, self.run_options.top_count, texts) if changed else None,
-                }
+                processor_record(
+                    processor, before[row], after[row], lambda now: self.top(now, self.run_options.top_count, texts)
+                )
             )
         p = probs[row]
         entropy = float(-(p[p > 0] * p[p > 0].log()).sum()) / math.log(2)
