@@ -6,7 +6,7 @@
 //
 // Redraws are coalesced to one per animation frame and skipped while the chart is scrolled out of view; while a
 // run streams new steps they are spaced so that drawing takes at most 5% of the time (a slow machine draws less
-// often, never falls behind); a click, a resize or a theme change is drawn at once.
+// often, never falls behind); a click is drawn as its message arrives, a resize or a theme change at the next frame.
 
 const LABEL = 124; // px left of each panel for the token labels
 const GAP = 18; // px between a panel's bars and the next panel's labels
@@ -126,22 +126,49 @@ function ref(n, letter) {
 const CURVES = [["p(chosen token)", "p", (v) => fixed(v, 3)], ["entropy (bits)", "entropy", (v) => fixed(v, 2)],
   ["step time (ms)", "ms", (v) => fixed(v, 0)]];
 
+// Two figures, one above the other: the step's panels (redrawn for each step a reader clicks) and the curves over
+// all steps (thousands of points, redrawn only when the run, the width, the theme or the panels' count changes).
+// Plotly redraws a whole figure, every axis and trace, for any change of its data, so one figure redrew the curves
+// on every click. The selected step's rings on the curves are an SVG of their own over the curves' figure, placed
+// by the same fixed axis ranges plotly draws with: a click moves them without plotly. The curves keep their axis
+// numbers (after the panels'), so both figures' subplots have distinct names.
 export function figure(step, curves, selected, width, colors) {
   const panels = (step && step.panels) || [];
   const geo = geometry(width, panels);
-  const W = geo.width, H = geo.height;
-  const x = (px) => px / W, y = (px) => 1 - px / H;
-  const data = [], annotations = [];
-  const layout = {
+  return { bars: barsFigure(panels, geo, colors), curves: curvesFigure(curves, panels.length, geo, colors),
+    rings: rings(curves, selected, geo), geometry: geo };
+}
+
+function baseLayout(W, H, colors, annotations) {
+  return {
     width: W, height: H, margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false, dragmode: false,
     paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", bargap: 0.28,
     font: { family: colors.font, size: FONT, color: colors.muted },
     hoverlabel: { bgcolor: colors.background, bordercolor: colors.grid, font: { color: colors.text, size: 13 } },
     annotations,
   };
-  const title = (lines, xPx, yPx, anchor) => annotations.push({ text: lines.map((l) => `<b>${esc(l)}</b>`).join("<br>"),
+}
+
+function titler(annotations, x, y, colors) {
+  return (lines, xPx, yPx, anchor) => annotations.push({ text: lines.map((l) => `<b>${esc(l)}</b>`).join("<br>"),
     x: x(xPx), y: y(yPx), xref: "paper", yref: "paper", xanchor: anchor, yanchor: "top", showarrow: false,
     align: anchor, font: { size: 13, color: colors.text } });
+}
+
+// the panels' token labels are not measured against the page's edge (plotly measures each label's box otherwise:
+// a fifth of a click's redraw; the layout gives them LABEL px), their numbers not tried at other angles
+const TOKEN_AXIS = { ticklabeloverflow: "allow" }, NUMBER_AXIS = { tickangle: 0 };
+
+export function split(geo) { // px: where the curves' figure starts
+  return geo.curves[0].titleTop - 8;
+}
+
+function barsFigure(panels, geo, colors) {
+  const W = geo.width, H = Math.max(split(geo), 1);
+  const x = (px) => px / W, y = (px) => 1 - px / H;
+  const data = [], annotations = [];
+  const layout = baseLayout(W, H, colors, annotations);
+  const title = titler(annotations, x, y, colors);
   panels.forEach((panel, index) => {
     const n = index + 1, box = geo.boxes[index];
     const isProb = panel.kind !== "logit";
@@ -180,40 +207,68 @@ export function figure(step, curves, selected, width, colors) {
     }
     const last = rows.length ? rows[rows.length - 1].y : 0;
     layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), range, fixedrange: true,
-      zeroline: false, gridcolor: colors.grid, nticks: 4, tickformat: isProb ? ".0%" : "", ticks: "",
+      ...NUMBER_AXIS, zeroline: false, gridcolor: colors.grid, nticks: 4, tickformat: isProb ? ".0%" : "", ticks: "",
       tickfont: { size: 11, color: colors.muted }, showline: false };
     layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), range: [last + 0.6, -0.6],
-      fixedrange: true, tickmode: "array", tickvals: ticks, ticktext: texts, showgrid: false, zeroline: false,
-      ticks: "", tickfont: { family: colors.mono, size: FONT, color: colors.text }, automargin: false };
+      fixedrange: true, ...TOKEN_AXIS, tickmode: "array", tickvals: ticks, ticktext: texts, showgrid: false,
+      zeroline: false, ticks: "", tickfont: { family: colors.mono, size: FONT, color: colors.text }, automargin: false };
     title(box.title, box.left - LABEL + 4, box.titleTop, "left");
   });
+  return { data, layout };
+}
+
+// the curves' axis ranges, fixed (never autoranged): plotly's and the rings' alike
+function curveRanges(c, key, box) {
+  const count = (c.x || []).length;
+  const present = (c[key] || []).filter(isNumber);
+  const top = key === "p" ? 1.05 : Math.max(...present, 0) * 1.15 || 1;
+  // room for the selected step's ring (15 px) at both ends, in steps; a one-step run's axis is that step alone
+  const last = Math.max(count - 1, 0), pad = Math.max(0.6, (12 * Math.max(last, 1)) / Math.max(box.right - box.left, 1));
+  return { x: [-pad, last + pad], y: [0, top], last };
+}
+
+function curvesFigure(curves, panelCount, geo, colors) {
+  const W = geo.width, start = split(geo), H = geo.height - start;
+  const x = (px) => px / W, y = (px) => 1 - (px - start) / H;
+  const data = [], annotations = [];
+  const layout = baseLayout(W, H, colors, annotations);
+  const title = titler(annotations, x, y, colors);
   const c = curves || { x: [] };
   const count = (c.x || []).length;
   CURVES.forEach(([name, key, format], i) => {
-    const n = panels.length + 1 + i, box = geo.curves[i];
+    const n = panelCount + 1 + i, box = geo.curves[i];
     const values = c[key] || [];
-    const present = values.filter(isNumber);
-    const top = key === "p" ? 1.05 : Math.max(...present, 0) * 1.15 || 1;
+    const ranges = curveRanges(c, key, box);
     data.push({ type: "scatter", mode: count > 400 ? "lines" : "lines+markers", x: c.x || [], y: values, xaxis: ref(n, "x"),
       yaxis: ref(n, "y"), line: { color: colors.curves[i], width: 2 }, marker: { size: 5 }, connectgaps: false,
       hovertemplate: `step %{x}<br>${esc(name)}: %{customdata}<extra></extra>`, customdata: values.map(format) });
-    const s = selected;
-    const mark = Number.isInteger(s) && s >= 0 && s < count && isNumber(values[s]);
-    data.push({ type: "scatter", mode: "markers", x: mark ? [c.x[s]] : [], y: mark ? [values[s]] : [],
-      xaxis: ref(n, "x"), yaxis: ref(n, "y"), hoverinfo: "skip", cliponaxis: false,
-      marker: { size: 15, color: "rgba(0,0,0,0)", line: { color: colors.chosen, width: 3 } } });
-    // room for the selected step's ring (15 px) at both ends, in steps; a one-step run's axis is that step alone
-    const last = Math.max(count - 1, 0), pad = Math.max(0.6, (12 * Math.max(last, 1)) / Math.max(box.right - box.left, 1));
     layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), fixedrange: true,
-      range: [-pad, last + pad], zeroline: false, gridcolor: colors.grid, nticks: 6,
-      ...(last < 12 ? { tickmode: "linear", tick0: 0, dtick: 1 } : {}), // whole steps only
+      range: ranges.x, zeroline: false, gridcolor: colors.grid, nticks: 6,
+      ...(ranges.last < 12 ? { tickmode: "linear", tick0: 0, dtick: 1 } : {}), // whole steps only
       title: { text: "step", font: { size: 12, color: colors.muted }, standoff: 2 },
       tickfont: { size: 11, color: colors.muted } };
     layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), fixedrange: true,
-      range: [0, top], zeroline: false, gridcolor: colors.grid, nticks: 4, tickfont: { size: 11, color: colors.muted } };
+      range: ranges.y, zeroline: false, gridcolor: colors.grid, nticks: 4, tickfont: { size: 11, color: colors.muted } };
     title([name], box.left - 40, box.titleTop, "left");
   });
-  return { data, layout, geometry: geo };
+  return { data, layout };
+}
+
+// The selected step's rings (15 px across, a 3 px line, as plotly's markers were): each curve's point at that step,
+// in px of the curves' figure, from the same ranges and domains as its axes; none where a curve has no value there
+export function rings(curves, selected, geo) {
+  const c = curves || { x: [] };
+  const count = (c.x || []).length, start = split(geo), s = selected;
+  if (!(Number.isInteger(s) && s >= 0 && s < count)) return [];
+  const out = [];
+  CURVES.forEach(([, key], i) => {
+    const box = geo.curves[i], value = (c[key] || [])[s];
+    if (!isNumber(value)) return;
+    const { x, y } = curveRanges(c, key, box);
+    out.push({ x: box.left + ((c.x[s] - x[0]) / (x[1] - x[0])) * (box.right - box.left),
+      y: box.bottom - start - ((value - y[0]) / (y[1] - y[0])) * (box.bottom - box.top), size: 15, width: 3 });
+  });
+  return out;
 }
 
 // Presentation mode: a figure laid out for width / scale, drawn `scale` times larger (its positions are fractions of
@@ -279,12 +334,19 @@ function render({ model, el }) {
   box.className = "explain-w explain-chart";
   const empty = document.createElement("div");
   empty.className = "explain-muted explain-chart-empty";
-  const plot = document.createElement("div");
+  const plot = document.createElement("div"); // the step's panels
   plot.className = "explain-chart-plot";
+  const curvesBox = document.createElement("div"); // the curves over all steps, and the selected step's rings
+  curvesBox.className = "explain-chart-curves-box";
+  const curvesPlot = document.createElement("div");
+  curvesPlot.className = "explain-chart-plot explain-chart-curves";
+  const ringLayer = document.createElementNS(SVG_NS, "svg");
+  ringLayer.setAttribute("class", "explain-chart-rings");
+  curvesBox.append(curvesPlot, ringLayer);
   const forkHint = document.createElement("div");
   forkHint.className = "explain-muted explain-chart-fork";
   forkHint.textContent = "Click another token's bar to force it at this step and continue (a new branch).";
-  box.append(empty, plot, forkHint);
+  box.append(empty, plot, curvesBox, forkHint);
   el.appendChild(box);
   let clicks = 0;
   function onClick(event) { // a step-through: a click on another token's bar forks the run there
@@ -303,9 +365,26 @@ function render({ model, el }) {
   let Plotly = null, drawn = false, frame = 0, timer = 0, lastDraw = -Infinity, cost = 0, onScreen = true;
   let dirty = true, closed = false, urgent = true;
   let seenWidth = 0; // the width last drawn or reported: the resize observer's first report of it draws nothing again
+  let drawnBars = null, drawnCurves = null; // what each figure last drew: {source, key}; the same is not drawn again
+
+  function placeRings(list, scale, colors) { // the selected step's rings over the curves (see rings())
+    const circles = ringLayer.children;
+    while (circles.length > list.length) circles[circles.length - 1].remove();
+    while (circles.length < list.length) ringLayer.appendChild(document.createElementNS(SVG_NS, "circle"));
+    list.forEach((ring, i) => {
+      const circle = circles[i];
+      circle.setAttribute("cx", String(ring.x * scale));
+      circle.setAttribute("cy", String(ring.y * scale));
+      circle.setAttribute("r", String((ring.size / 2) * scale));
+      circle.setAttribute("stroke-width", String(ring.width * scale));
+      circle.setAttribute("stroke", colors.chosen);
+      circle.setAttribute("fill", "none");
+    });
+  }
 
   function draw() {
     frame = 0;
+    streaming = false;
     if (closed || !dirty) return;
     const step = model.get("step") || { panels: [] };
     const message = model.get("message") || "";
@@ -313,9 +392,11 @@ function render({ model, el }) {
     empty.textContent = hasPanels ? "" : message;
     empty.style.display = hasPanels ? "none" : "block";
     plot.style.display = hasPanels ? "block" : "none";
+    curvesBox.style.display = hasPanels ? "block" : "none";
     forkHint.style.display = "none";
     if (!hasPanels) {
-      if (drawn && Plotly) { Plotly.purge(plot); delete plot.dataset.clicks; }
+      if (drawn && Plotly) { Plotly.purge(plot); Plotly.purge(curvesPlot); delete plot.dataset.clicks; }
+      drawnBars = drawnCurves = null;
       drawn = false;
       dirty = false;
       box.dataset.drawn = "empty";
@@ -346,9 +427,28 @@ function render({ model, el }) {
     if (timer) { clearTimeout(timer); timer = 0; }
     const started = performance.now();
     const scale = scaleOf(box); // presentation mode: the figure of a narrower chart, every length scaled up
-    const { data, layout, geometry } = scaled(figure(step, model.get("curves"), model.get("selected"), width / scale,
-      theme(box)), scale);
-    Plotly.react(plot, data, layout, { displayModeBar: false, responsive: false, staticPlot: false });
+    const colors = theme(box), source = model.get("curves"), panels = step.panels;
+    const geo = geometry(width / scale, panels);
+    const start = split(geo), config = { displayModeBar: false, responsive: false, staticPlot: false };
+    // each figure's div is given its height before plotly draws in it, so the chart is its full height at once
+    plot.style.height = `${start * scale}px`;
+    curvesBox.style.height = curvesPlot.style.height = `${(geo.height - start) * scale}px`;
+    ringLayer.setAttribute("width", String(geo.width * scale));
+    ringLayer.setAttribute("height", String((geo.height - start) * scale));
+    // a figure is drawn again only when what it shows changed: the step (a click), or the curves (a new step), the
+    // width, the theme, the scale or the panels' count (the curves' axes are numbered after the panels)
+    const key = JSON.stringify([width, scale, colors, panels.length]);
+    if (!drawnBars || drawnBars.source !== step || drawnBars.key !== key) {
+      const bars = scaled(barsFigure(panels, geo, colors), scale);
+      Plotly.react(plot, bars.data, bars.layout, config);
+      drawnBars = { source: step, key };
+    }
+    if (!drawnCurves || drawnCurves.source !== source || drawnCurves.key !== key) {
+      const curves = scaled(curvesFigure(source, panels.length, geo, colors), scale);
+      Plotly.react(curvesPlot, curves.data, curves.layout, config);
+      drawnCurves = { source, key };
+    }
+    placeRings(rings(source, model.get("selected"), geo), scale, colors);
     if (!plot.dataset.clicks && plot.on) { plot.on("plotly_click", onClick); plot.dataset.clicks = "1"; }
     plot.classList.toggle("forkable", !!model.get("forkable"));
     forkHint.style.display = model.get("forkable") ? "block" : "none";
@@ -361,7 +461,7 @@ function render({ model, el }) {
     box.dataset.drawn = String((box.dataset.draws | 0) + 1); // for tests and the benchmark: draws and their time
     box.dataset.draws = box.dataset.drawn;
     box.dataset.drawMs = String(Math.round((+box.dataset.drawMs || 0) + cost));
-    box.dataset.columns = String(geometry.columns);
+    box.dataset.columns = String(geo.columns);
     box.dataset.panels = String(step.panels.length);
     box.dataset.step = String(step.index);
   }
@@ -370,11 +470,27 @@ function render({ model, el }) {
     if (!frame && !closed) frame = requestAnimationFrame(draw);
   }
 
+  // What a reader picked (a step, another call) is drawn at the end of the task that brought its message (every
+  // value of the message is in by then), not at the next frame: the page paints it in that frame. A message that
+  // also brings new curves is a run streaming, drawn at most once a frame as before.
+  let soon = false, streaming = false;
+  function drawSoon() {
+    if (soon || closed) return;
+    soon = true;
+    queueMicrotask(() => {
+      soon = false;
+      if (streaming) { streaming = false; schedule(); return; }
+      if (frame) { cancelAnimationFrame(frame); frame = 0; }
+      draw();
+    });
+  }
+
   const changed = () => { dirty = true; schedule(); }; // new data
-  const asked = () => { urgent = true; changed(); }; // something the reader did
+  const asked = () => { urgent = true; changed(); }; // something the reader did (a resize, a theme): next frame
+  const picked = () => { urgent = true; dirty = true; drawSoon(); }; // a message of what the reader picked
   // a new key (another call, branch or sequence) is what a reader picked: drawn at once, never spaced
-  const handlers = { "change:step": changed, "change:curves": changed, "change:selected": asked,
-    "change:message": asked, "change:key": asked, "change:forkable": asked };
+  const handlers = { "change:step": changed, "change:curves": () => { streaming = true; changed(); },
+    "change:selected": picked, "change:message": picked, "change:key": picked, "change:forkable": picked };
   for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);
 
   const resize = new ResizeObserver(() => {
@@ -407,7 +523,7 @@ function render({ model, el }) {
     if (media && media.removeEventListener) media.removeEventListener("change", asked);
     if (frame) cancelAnimationFrame(frame);
     if (timer) clearTimeout(timer);
-    if (drawn && Plotly) Plotly.purge(plot);
+    if (drawn && Plotly) { Plotly.purge(plot); Plotly.purge(curvesPlot); }
   };
 }
 

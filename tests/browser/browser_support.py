@@ -116,24 +116,28 @@ class Notebook:
 
 # What a drawn step chart shows, read from its SVG: per panel (plotly subplot) the bar colours, the token labels and
 # their colour, and the box of what it draws (its bars, their numbers, its labels: the subplot's <g> also holds
-# full-size layers, so its own box says nothing); the titles' boxes. Called with the .explain-chart element.
+# full-size layers, so its own box says nothing); the titles' boxes. Called with the .explain-chart element, whose
+# two plotly figures (the step's panels, then the curves over all steps) are read as one.
 CHART_PROBE = """(chart) => {
-    const plot = chart.querySelector('.js-plotly-plot');
-    if (!plot) return {drawn: chart.dataset.drawn, message: chart.querySelector('.explain-chart-empty').textContent,
-                       subplots: [], titles: []};
-    const box = plot.getBoundingClientRect();
+    const plots = [...chart.querySelectorAll('.js-plotly-plot')];
+    if (!plots.length) return {drawn: chart.dataset.drawn, subplots: [], titles: [],
+                               message: chart.querySelector('.explain-chart-empty').textContent};
+    const boxes = plots.map((p) => p.getBoundingClientRect());
+    const box = {width: Math.max(...boxes.map((b) => b.width)), left: Math.min(...boxes.map((b) => b.left)),
+                 right: Math.max(...boxes.map((b) => b.right))};
     const rect = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
     const union = (boxes) => boxes.filter((b) => b[2] > b[0]).reduce((a, b) =>
         [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[2], b[2]), Math.max(a[3], b[3])],
         [1e9, 1e9, -1e9, -1e9]);
-    const subplots = [...plot.querySelectorAll('.cartesianlayer > .subplot')].map((g) => ({
+    const subplots = plots.flatMap((p) => [...p.querySelectorAll('.cartesianlayer > .subplot')]).map((g) => ({
         name: [...g.classList].find((c) => c !== 'subplot'),
         bars: [...g.querySelectorAll('.bars path')].map((p) => p.style.fill),
         labels: [...g.querySelectorAll('.yaxislayer-above text')].map((t) => t.textContent),
         labelFill: g.querySelector('.yaxislayer-above text')?.style.fill,
         box: union([...g.querySelectorAll('.bars path, .bartext, .yaxislayer-above text, .scatterlayer .trace path')]
                    .map(rect))}));
-    const titles = [...plot.querySelectorAll('.annotation')].map((a) => ({text: a.textContent, box: rect(a)}));
+    const titles = plots.flatMap((p) => [...p.querySelectorAll('.annotation')])
+        .map((a) => ({text: a.textContent, box: rect(a)}));
     return {drawn: chart.dataset.drawn, width: box.width, right: box.right, left: box.left, subplots, titles,
             columns: +chart.dataset.columns, step: chart.dataset.step,
             overflow: chart.scrollWidth - chart.clientWidth};

@@ -80,6 +80,10 @@ window.explainChart = { geometry, figure, render: (values) => {
   host.replaceChildren();
   const model = { get: (k) => values[k], set() {}, save_changes() {}, on() {}, off() {}, widget_manager: null };
   return render({ model, el: host });
+}, renderModel: (model) => { // a model whose handlers a test calls, as a widget model does with a message
+  const host = document.getElementById("host");
+  host.replaceChildren();
+  return render({ model, el: host });
 } };""",
     )
     page.wait_for_function("() => window.explainChart && window.Plotly")
@@ -138,3 +142,68 @@ def test_no_step_shows_a_line_not_empty_axes(chart_page):
     seen = draw(chart_page, chart_step(None), chart_curves([]), 800)
     assert seen["drawn"] == "empty" and seen["message"] == "no step yet"
     assert chart_page.locator("#host .js-plotly-plot .subplot").count() == 0
+
+
+def test_a_click_redraws_the_step_alone(chart_page):
+    """A click (a message bringing another step and selection, the curves unchanged): the step's panels are drawn
+    again before the page's next frame, the curves over all steps are not, the rings move to the new step's points
+    on the curves, and the chart keeps its height."""
+    curves = chart_curves(
+        [
+            {"step": i, "prob": 0.3 + (i % 7) / 10, "entropy_bits": 1 + i % 3, "forward_time": 0.01 + i / 1e4}
+            for i in range(60)
+        ]
+    )
+    first, second = synthetic_step(2), synthetic_step(2)
+    second["step"], second["token_texts"] = 40, {k: f"{v}!" for k, v in second["token_texts"].items()}
+    seen = chart_page.evaluate(
+        """async ([first, second, curves]) => {
+        const host = document.getElementById('host');
+        host.style.width = '1400px';
+        document.body.setAttribute('style', 'margin: 0');
+        host.replaceChildren();
+        const values = {step: first, curves, selected: 3, message: '', key: 'k', forkable: false};
+        const handlers = {};
+        const model = {get: (k) => values[k], set() {}, save_changes() {}, widget_manager: null,
+                       on: (name, h) => { handlers[name] = h; }, off() {}};
+        const reacted = [], react = Plotly.react;
+        Plotly.react = function (div, ...rest) {
+            reacted.push(div.classList.contains('explain-chart-curves') ? 'curves' : 'panels');
+            return react.call(this, div, ...rest);
+        };
+        try {
+            window.explainChart.renderModel(model);
+            const chart = host.querySelector('.explain-chart');
+            await new Promise((resolve) => { const look = () => chart.dataset.drawn ? resolve() : setTimeout(look, 20);
+                                             look(); });
+            const before = {height: chart.getBoundingClientRect().height, reacted: reacted.length};
+            // one message: its values first, then each change's handler, as a widget model takes it
+            values.step = second; values.selected = 40;
+            handlers['change:step'](); handlers['change:selected']();
+            await null; await null; // the end of that task: no animation frame has run
+            const now = {step: chart.dataset.step, height: chart.getBoundingClientRect().height,
+                         reacted: reacted.slice(before.reacted)};
+            const plot = host.querySelector('.explain-chart-curves'), layout = plot._fullLayout;
+            const at = (axis, v) => layout[axis]._offset + layout[axis].l2p(v);
+            now.expected = plot.data.map((t) => [at(t.xaxis.replace('x', 'xaxis'), t.x[40]),
+                                                 at(t.yaxis.replace('y', 'yaxis'), t.y[40])]);
+            now.rings = [...host.querySelectorAll('.explain-chart-rings circle')]
+                .map((r) => [+r.getAttribute('cx'), +r.getAttribute('cy')]);
+            const panels = '.explain-chart-plot:not(.explain-chart-curves) .yaxislayer-above text';
+            now.labels = [...host.querySelectorAll(panels)].map((t) => t.textContent);
+            return {before, now};
+        } finally {
+            Plotly.react = react;
+        }
+    }""",
+        [chart_step(first), chart_step(second), curves],
+    )
+    before, now = seen["before"], seen["now"]
+    assert now["step"] == "40", now  # drawn within the message's task
+    assert now["reacted"] == ["panels"], now["reacted"]  # the step's panels alone, not the curves
+    assert any(label.endswith("!") for label in now["labels"]), now["labels"]  # the new step's tokens
+    assert len(now["rings"]) == 3, now
+    for (x, y), (ex, ey) in zip(now["rings"], now["expected"], strict=True):
+        assert abs(x - ex) < 1 and abs(y - ey) < 1, now  # on each curve's point of step 40
+    assert now["height"] == before["height"]  # the same panels: the page below does not move
+    assert chart_page.errors == []

@@ -92,13 +92,21 @@ def test_the_step_chart_small_items(bare, theme, width):
     steps = [step(i) for i in range(60)]
     show(page, "chart.js", {"step": chart_step(steps[-1]), "curves": chart_curves(steps), "selected": 59}, theme, width)
     wait_drawn(page)
-    clipped = page.evaluate("""() => {
+    rings = page.evaluate("""() => {
         const chart = document.querySelector('#host .main-svg').getBoundingClientRect();
-        const rings = [...document.querySelectorAll('#host .scatterlayer .trace:nth-child(even) path.point')];
-        return rings.map((r) => r.getBoundingClientRect())
-            .filter((b) => b.right > chart.right + 0.5 || b.left < chart.left);
+        const curves = document.querySelector('#host .explain-chart-curves');
+        const rings = [...document.querySelectorAll('#host .explain-chart-rings circle')];
+        // where plotly itself puts step 59 and each curve's value there, from its axes (px in the curves' figure)
+        const layout = curves._fullLayout, at = (axis, v) => layout[axis]._offset + layout[axis].l2p(v);
+        const expected = curves.data.map((trace) => [at(trace.xaxis.replace('x', 'xaxis'), trace.x[59]),
+                                                     at(trace.yaxis.replace('y', 'yaxis'), trace.y[59])]);
+        return {expected, centres: rings.map((r) => [+r.getAttribute('cx'), +r.getAttribute('cy')]),
+                clipped: rings.map((r) => r.getBoundingClientRect())
+                    .filter((b) => b.right > chart.right + 0.5 || b.left < chart.left)};
     }""")
-    assert clipped == [], clipped
+    assert len(rings["centres"]) == 3 and rings["clipped"] == [], rings  # a ring on each curve, none cut off
+    for (x, y), (ex, ey) in zip(rings["centres"], rings["expected"], strict=True):
+        assert abs(x - ex) < 1 and abs(y - ey) < 1, rings  # on the curve's point of the selected step
     page.screenshot(path=str(ARTIFACTS / f"small-ring-{theme}-{width}px.png"), full_page=True)
 
 
