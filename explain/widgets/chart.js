@@ -473,13 +473,21 @@ function render({ model, el }) {
   // What a reader picked (a step, another call) is drawn at the end of the task that brought its message (every
   // value of the message is in by then), not at the next frame: the page paints it in that frame. A message that
   // also brings new curves is a run streaming, drawn at most once a frame as before.
-  let soon = false, streaming = false;
+  // While a run streams, the dashboard follows its newest step, so `selected` changes with every step too: such a
+  // message is new data, spaced (SPACING, STALE_MS), unless it also brings a new key (another call: drawn at once).
+  let soon = false, streaming = false, newKey = false;
   function drawSoon() {
     if (soon || closed) return;
     soon = true;
     queueMicrotask(() => {
       soon = false;
-      if (streaming) { streaming = false; schedule(); return; }
+      if (streaming) {
+        if (!newKey) urgent = false;
+        streaming = newKey = false;
+        schedule();
+        return;
+      }
+      newKey = false;
       if (frame) { cancelAnimationFrame(frame); frame = 0; }
       draw();
     });
@@ -490,7 +498,8 @@ function render({ model, el }) {
   const picked = () => { urgent = true; dirty = true; drawSoon(); }; // a message of what the reader picked
   // a new key (another call, branch or sequence) is what a reader picked: drawn at once, never spaced
   const handlers = { "change:step": changed, "change:curves": () => { streaming = true; changed(); },
-    "change:selected": picked, "change:message": picked, "change:key": picked, "change:forkable": picked };
+    "change:selected": picked, "change:message": picked, "change:key": () => { newKey = true; picked(); },
+    "change:forkable": picked };
   for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);
 
   const resize = new ResizeObserver(() => {

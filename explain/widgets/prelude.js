@@ -113,8 +113,12 @@ function hold(root, tries = 0) {
 
 // A view drawn from the widget state a notebook saved, with no kernel behind it: its buttons, pickers and tokens
 // cannot work, so the output says so once (above the step-through or dashboard it belongs to) and greys them out.
-function offline(root) {
+function offline(root, tries = 0) {
   if (!root || !root.closest) return;
+  if (!root.isConnected) { // not in the page yet: its step-through or dashboard is not found until it is
+    if (tries < 120) requestAnimationFrame(() => offline(root, tries + 1));
+    return;
+  }
   const host = root.closest(".explain-step-through") || root.closest(".explain-dashboard") || root;
   if (host.classList.contains("explain-offline")) return;
   host.classList.add("explain-offline");
