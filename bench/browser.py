@@ -426,8 +426,13 @@ def measure_scale(args) -> dict:
             # each click a step whose content (one of the REAL_STEPS real steps) the page has not drawn yet: plotly
             # measures a text it has not seen, the slow case of a real run, where every step is new
             fractions = (0.1, 0.5, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.05)
-            targets = [int(steps * f) // REAL_STEPS * REAL_STEPS + 11 + i for i, f in enumerate(fractions)]
-            assert len({t % REAL_STEPS for t in targets} | {(steps - 1) % REAL_STEPS}) == len(targets) + 1
+            targets, drawn = [], {(steps - 1) % REAL_STEPS}  # the last step is on screen already
+            for wanted in (int(steps * f) for f in fractions):
+                target = wanted  # the nearest step at or before it whose content is new to the page
+                while target > 0 and (target % REAL_STEPS in drawn or target in targets):
+                    target -= 1
+                drawn.add(target % REAL_STEPS)
+                targets.append(target)
             clicks = []
             for target in targets:
                 clicks.append(page.evaluate(CLICK_TO_DRAW, [".explain-dashboard", 1, target]))
