@@ -12,6 +12,7 @@ recorded, whether and why it finished, whether its end was emitted, and the loop
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -90,6 +91,9 @@ class RunState:
     """The state every run keeps, and the loop that steps it; each producer adds its model, ids and settings."""
 
     tokenizer: Any  # set by each producer: explain's Tokenizer or transformers' tokenizer
+    settings: dict  # the run's generation settings, every knob resolved
+    criteria: list  # the explain backend's runs: the call's stopping_criteria
+    clock_start: float | None  # and when max_time started counting (None: not yet)
 
     def start_state(self, trace, run: int, run_options: RunOptions | None, branch: int = 0) -> None:
         run_options = run_options if run_options is not None else RunOptions()
@@ -131,6 +135,25 @@ class RunState:
                 "(the step-through controller does)"
             )
         return self.raw_logits[step_number(step, len(self.steps))]  # refuses a negative step, as force does
+
+    def criteria_stops(self, sequences: torch.Tensor, scores=None) -> list[str | None]:
+        """The stopping criteria after explain's own, as generate() lists them, for each row of `sequences` (prompt
+        included): "max_time" once the run has taken longer (MaxTimeCriteria), else the class name of the first of
+        the call's stopping_criteria that says the row is done, else None. Each criterion is called once on all
+        rows, as generate()'s StoppingCriteriaList is, with `scores` (None unless return_dict_in_generate and
+        output_scores): on one sequence, a batch's rows, and in beam search every candidate of the step
+        (transformers' `_beam_search`, step d)."""
+        rows = sequences.shape[0]
+        max_time = self.settings.get("max_time")
+        if max_time is not None and self.clock_start is not None and time.time() - self.clock_start > max_time:
+            return ["max_time"] * rows
+        reasons: list[str | None] = [None] * rows
+        for criterion in self.criteria:
+            done = torch.as_tensor(criterion(sequences, scores)).reshape(-1).tolist()
+            for row in range(rows):
+                if reasons[row] is None and (done[row] if rows > 1 and len(done) > 1 else all(done)):
+                    reasons[row] = type(criterion).__name__
+        return reasons
 
     def what_if_answer(self, step: int, settings: dict, knobs, scores: torch.Tensor) -> dict:
         """A what-if's answer (both producers' what_if), from `scores`: step `step`'s raw logits after the processors

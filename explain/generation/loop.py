@@ -287,20 +287,11 @@ class Generation(RunState):
         return record
 
     def further_stop(self) -> str | None:
-        """The stopping criteria after explain's own, as generate() lists them: max_time (MaxTimeCriteria, from the
-        run's first step), then the call's stopping_criteria, each called as transformers calls it,
-        criterion(input_ids, scores) with scores None unless return_dict_in_generate and output_scores; a criterion
-        that stops names the stop by its class."""
-        max_time = self.settings.get("max_time")
-        if max_time is not None and self.clock_start is not None and time.time() - self.clock_start > max_time:
-            return "max_time"
-        if self.criteria:
-            kept = self.outputs.get("scores") if self.outputs is not None else None
-            scores = tuple(row[None] for row in kept) if kept is not None else None
-            for criterion in self.criteria:
-                if bool(torch.as_tensor(criterion(self.input_ids, scores)).all()):
-                    return type(criterion).__name__
-        return None
+        """max_time, then the call's stopping_criteria (RunState.criteria_stops), with the scores generate() hands
+        them: the kept ones where return_dict_in_generate and output_scores keep them, else None."""
+        kept = self.outputs.get("scores") if self.criteria and self.outputs is not None else None
+        scores = tuple(row[None] for row in kept) if kept is not None else None
+        return self.criteria_stops(self.input_ids, scores)[0]
 
     # -- looking inside ---------------------------------------------------------------------------------
     def inspect(self, step: int, what=("lens", "attention"), **options) -> dict:

@@ -204,23 +204,6 @@ class Run(RunState):
             self._criteria_at = self.input_ids.shape[1]
         return self._criteria_done[row]
 
-    def criteria_stops(self, sequences: torch.Tensor) -> list[str | None]:
-        """For each row of `sequences` (prompt included): "max_time" once the run has taken longer, else the name of
-        the first of the call's stopping_criteria (its class) that says the row is done, else None. Each criterion
-        is called once on all rows with scores None, as generate()'s StoppingCriteriaList is: on a batch's rows,
-        and in beam search on every candidate of the step (transformers' `_beam_search`, step d)."""
-        rows = sequences.shape[0]
-        max_time = self.settings.get("max_time")
-        if max_time is not None and time.time() - self.clock_start > max_time:
-            return ["max_time"] * rows
-        reasons: list[str | None] = [None] * rows
-        for criterion in self.criteria:
-            done = torch.as_tensor(criterion(sequences, None)).reshape(-1).tolist()
-            for row in range(rows):
-                if reasons[row] is None and done[row if len(done) > 1 else 0]:
-                    reasons[row] = type(criterion).__name__
-        return reasons
-
     def end_rows_step(self, index, forward, forward_time, tokens, records, start, t0) -> dict:
         """The end of one step of several rows (several samples, a batch): the step's record, the run's end once no
         row runs (its reasons joined when the rows stopped differently), and each running row's generation/step
