@@ -1,7 +1,8 @@
 // The prelude of every view's ES module (base.module_source puts it in front of the module; the exported page's
 // export.js too): the helpers the views share, so each module draws and formats the same way. Top-level names
 // here are the modules' own: a module must not declare el, svg, visible, isNumber, fixed, percent, pct, probColor,
-// heal, hold or HOLD_MS again (a module that does is a SyntaxError in the page).
+// heal, hold, holdHeight, inPage, offline, markOffline or HOLD_MS again (a module that does is a SyntaxError in the
+// page).
 
 // -- building the page: text always through textContent, never innerHTML (a trace is a file people share) --------
 function el(tag, className, text) {
@@ -82,6 +83,13 @@ async function heal(model, root) {
   }
 }
 
+// then() once `root` is in the page: a view may draw before its box is attached, and until it is, nothing around it
+// (its output, its step-through or dashboard) can be found; looked for again each frame, for about 2 s
+function inPage(root, then, tries = 0) {
+  if (root.isConnected) then();
+  else if (tries < 120) requestAnimationFrame(() => inPage(root, then, tries + 1));
+}
+
 // -- hold ------------------------------------------------------------------------------------------------------
 // At the end of each call the kernel sends the output's bundle again (widgets/static.py's _refresh_displays, so the
 // saved notebook's static summary is the final one), and JupyterLab's widget renderer answers by replacing the whole
@@ -90,12 +98,10 @@ async function heal(model, root) {
 // min-height: the next view is drawn into the same room. A new view (shorter while its parts load) lowers it only
 // after HOLD_MS; a view that stays up follows its own height. Elsewhere (an exported page) there is no such output.
 const HOLD_MS = 2000;
-function hold(root, tries = 0) {
-  if (!root || !root.closest) return;
-  if (!root.isConnected) { // drawn before its box is in the page: look again on the next frames
-    if (tries < 60) requestAnimationFrame(() => hold(root, tries + 1));
-    return;
-  }
+function hold(root) {
+  if (root && root.closest) inPage(root, () => holdHeight(root));
+}
+function holdHeight(root) {
   const output = root.closest(".jp-OutputArea-output");
   const content = output ? output.firstElementChild : null;
   if (!content || content.__explainHold || typeof ResizeObserver === "undefined") return;
@@ -113,12 +119,10 @@ function hold(root, tries = 0) {
 
 // A view drawn from the widget state a notebook saved, with no kernel behind it: its buttons, pickers and tokens
 // cannot work, so the output says so once (above the step-through or dashboard it belongs to) and greys them out.
-function offline(root, tries = 0) {
-  if (!root || !root.closest) return;
-  if (!root.isConnected) { // not in the page yet: its step-through or dashboard is not found until it is
-    if (tries < 120) requestAnimationFrame(() => offline(root, tries + 1));
-    return;
-  }
+function offline(root) {
+  if (root && root.closest) inPage(root, () => markOffline(root));
+}
+function markOffline(root) {
   const host = root.closest(".explain-step-through") || root.closest(".explain-dashboard") || root;
   if (host.classList.contains("explain-offline")) return;
   host.classList.add("explain-offline");
