@@ -8,6 +8,7 @@ escaped in the static HTML; the step-through controller adds exactly the tokens 
 from __future__ import annotations
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,7 @@ from explain.widgets.step_chart import CANDIDATES, chart_step, processor_title  
 from explain.widgets.views import step_caption  # noqa: E402
 
 EVIL = "<img src=x onerror=alert(1)>"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 STAGES = ["registry", "config", "tokenizer", "weights", "placement", "tokenization", "generation", "decoding"]
 
 
@@ -57,6 +59,36 @@ class Clock:
 
 def step_event(i: int) -> Event:
     return Event(stage="generation", kind="step", run=1, start=0.0, duration=0.0, data={"step": i})
+
+
+def has_arguments(css: str) -> list[str]:
+    """Every :has() argument in a style sheet, its nested parentheses kept."""
+    found, start = [], css.find(":has(")
+    while start != -1:
+        depth, i = 1, start + len(":has(")
+        while depth:
+            depth += {"(": 1, ")": -1}.get(css[i], 0)
+            i += 1
+        found.append(css[start + len(":has(") : i - 1])
+        start = css.find(":has(", i)
+    return found
+
+
+def test_no_style_rule_looks_at_all_descendants_with_has():
+    """Chrome re-checks a :has() whose argument has a descendant combinator on every change inside the elements it
+    is on: `.jp-Notebook:has(.explain-dashboard)` and the fallback's `:has(> .jp-OutputArea-output .explain-fallback)`
+    made each style recalculation of a chart's redraw in JupyterLab about three times as slow (bench/browser.py's
+    click; its results name the figures). Each :has() looks at children and siblings only."""
+    from explain.widgets.static import FALLBACK_STYLE
+
+    sheets = {path.name: path.read_text() for path in (ROOT / "explain" / "widgets").glob("*.css")}
+    sheets["static.py FALLBACK_STYLE"] = FALLBACK_STYLE
+    arguments = {name: has_arguments(css) for name, css in sheets.items()}
+    assert len(arguments["static.py FALLBACK_STYLE"]) == 6, arguments  # the reopened notebook's rules are still there
+    for name, found in arguments.items():
+        for argument in found:
+            tight = re.sub(r"\s*([>+~])\s*", r"\1", argument.strip())
+            assert tight[0] in ">+~" and not re.search(r"\s", tight), f"{name}: :has({argument}) looks at descendants"
 
 
 def test_sink_coalesces_steps_to_about_ten_flushes_a_second():

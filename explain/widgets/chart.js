@@ -89,13 +89,13 @@ export function geometry(width, panels) {
   let top = 0;
   for (let start = 0; start < panels.length; start += columns) {
     const row = panels.slice(start, start + columns);
-    const titles = row.map((p) => wrap(p.title, chars));
-    const lines = Math.max(...titles.map((t) => t.length));
+    const wrapped = row.map((p) => wrap(p.title, chars));
+    const lines = Math.max(...wrapped.map((t) => t.length));
     const count = Math.max(...row.map((p) => p.bars.length + (p.extra ? 1.7 : 0)), 1);
     row.forEach((p, i) => {
       const left = LABEL + i * (bars + GAP + LABEL);
       boxes.push({ left, right: left + bars, titleTop: top, top: top + lines * TITLE_LINE + 4,
-        bottom: top + lines * TITLE_LINE + 4 + count * BAR, title: titles[i] });
+        bottom: top + lines * TITLE_LINE + 4 + count * BAR, title: wrapped[i] });
     });
     top += lines * TITLE_LINE + 4 + count * BAR + AXIS + 10;
   }
@@ -132,32 +132,36 @@ const CURVES = [["p(chosen token)", "p", (v) => fixed(v, 3)], ["entropy (bits)",
 // on every click. The selected step's rings on the curves are an SVG of their own over the curves' figure, placed
 // by the same fixed axis ranges plotly draws with: a click moves them without plotly. The curves keep their axis
 // numbers (after the panels'), so both figures' subplots have distinct names.
+// The panels' and curves' titles are HTML over each figure (titles()), not plotly annotations: plotly measures
+// every annotation's text box in the page as it draws, a fifth of a click's redraw.
 export function figure(step, curves, selected, width, colors) {
   const panels = (step && step.panels) || [];
   const geo = geometry(width, panels);
   return { bars: barsFigure(panels, geo, colors), curves: curvesFigure(curves, panels.length, geo, colors),
-    rings: rings(curves, selected, geo), geometry: geo };
+    rings: rings(curves, selected, geo), titles: titles(geo), geometry: geo };
 }
 
-function baseLayout(W, H, colors, annotations) {
+function baseLayout(W, H, colors) {
   return {
     width: W, height: H, margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false, dragmode: false,
     paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", bargap: 0.28,
     font: { family: colors.font, size: FONT, color: colors.muted },
     hoverlabel: { bgcolor: colors.background, bordercolor: colors.grid, font: { color: colors.text, size: 13 } },
-    annotations,
   };
 }
 
-function titler(annotations, x, y, colors) {
-  return (lines, xPx, yPx, anchor) => annotations.push({ text: lines.map((l) => `<b>${esc(l)}</b>`).join("<br>"),
-    x: x(xPx), y: y(yPx), xref: "paper", yref: "paper", xanchor: anchor, yanchor: "top", showarrow: false,
-    align: anchor, font: { size: 13, color: colors.text } });
+// Each figure's titles, in px of that figure: {lines, left, top}; the panels' over their token labels, the curves'
+// over their axis numbers
+export function titles(geo) {
+  const start = split(geo);
+  return { bars: geo.boxes.map((box) => ({ lines: box.title, left: box.left - LABEL + 4, top: box.titleTop })),
+    curves: CURVES.map(([name], i) => ({ lines: [name], left: geo.curves[i].left - 40,
+      top: geo.curves[i].titleTop - start })) };
 }
 
 // the panels' token labels are not measured against the page's edge (plotly measures each label's box otherwise:
 // a fifth of a click's redraw; the layout gives them LABEL px), their numbers not tried at other angles
-const TOKEN_AXIS = { ticklabeloverflow: "allow" }, NUMBER_AXIS = { tickangle: 0 };
+const TOKEN_AXIS = { ticklabeloverflow: "allow" }, NUMBER_AXIS = { tickangle: 0, ticklabeloverflow: "allow" };
 
 export function split(geo) { // px: where the curves' figure starts
   return geo.curves[0].titleTop - 8;
@@ -166,9 +170,8 @@ export function split(geo) { // px: where the curves' figure starts
 function barsFigure(panels, geo, colors) {
   const W = geo.width, H = Math.max(split(geo), 1);
   const x = (px) => px / W, y = (px) => 1 - px / H;
-  const data = [], annotations = [];
-  const layout = baseLayout(W, H, colors, annotations);
-  const title = titler(annotations, x, y, colors);
+  const data = [];
+  const layout = baseLayout(W, H, colors);
   panels.forEach((panel, index) => {
     const n = index + 1, box = geo.boxes[index];
     const isProb = panel.kind !== "logit";
@@ -212,7 +215,6 @@ function barsFigure(panels, geo, colors) {
     layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), range: [last + 0.6, -0.6],
       fixedrange: true, ...TOKEN_AXIS, tickmode: "array", tickvals: ticks, ticktext: texts, showgrid: false,
       zeroline: false, ticks: "", tickfont: { family: colors.mono, size: FONT, color: colors.text }, automargin: false };
-    title(box.title, box.left - LABEL + 4, box.titleTop, "left");
   });
   return { data, layout };
 }
@@ -230,9 +232,8 @@ function curveRanges(c, key, box) {
 function curvesFigure(curves, panelCount, geo, colors) {
   const W = geo.width, start = split(geo), H = geo.height - start;
   const x = (px) => px / W, y = (px) => 1 - (px - start) / H;
-  const data = [], annotations = [];
-  const layout = baseLayout(W, H, colors, annotations);
-  const title = titler(annotations, x, y, colors);
+  const data = [];
+  const layout = baseLayout(W, H, colors);
   const c = curves || { x: [] };
   const count = (c.x || []).length;
   CURVES.forEach(([name, key, format], i) => {
@@ -249,7 +250,6 @@ function curvesFigure(curves, panelCount, geo, colors) {
       tickfont: { size: 11, color: colors.muted } };
     layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), fixedrange: true,
       range: ranges.y, zeroline: false, gridcolor: colors.grid, nticks: 4, tickfont: { size: 11, color: colors.muted } };
-    title([name], box.left - 40, box.titleTop, "left");
   });
   return { data, layout };
 }
@@ -334,19 +334,26 @@ function render({ model, el }) {
   box.className = "explain-w explain-chart";
   const empty = document.createElement("div");
   empty.className = "explain-muted explain-chart-empty";
-  const plot = document.createElement("div"); // the step's panels
+  const barsBox = document.createElement("div"); // the step's panels, and their titles
+  barsBox.className = "explain-chart-bars-box";
+  const plot = document.createElement("div");
   plot.className = "explain-chart-plot";
+  const barTitles = document.createElement("div");
+  barTitles.className = "explain-chart-titles";
+  barsBox.append(plot, barTitles);
   const curvesBox = document.createElement("div"); // the curves over all steps, and the selected step's rings
   curvesBox.className = "explain-chart-curves-box";
   const curvesPlot = document.createElement("div");
   curvesPlot.className = "explain-chart-plot explain-chart-curves";
+  const curveTitles = document.createElement("div");
+  curveTitles.className = "explain-chart-titles";
   const ringLayer = document.createElementNS(SVG_NS, "svg");
   ringLayer.setAttribute("class", "explain-chart-rings");
-  curvesBox.append(curvesPlot, ringLayer);
+  curvesBox.append(curvesPlot, curveTitles, ringLayer);
   const forkHint = document.createElement("div");
   forkHint.className = "explain-muted explain-chart-fork";
   forkHint.textContent = "Click another token's bar to force it at this step and continue (a new branch).";
-  box.append(empty, plot, curvesBox, forkHint);
+  box.append(empty, barsBox, curvesBox, forkHint);
   el.appendChild(box);
   let clicks = 0;
   function onClick(event) { // a step-through: a click on another token's bar forks the run there
@@ -382,6 +389,18 @@ function render({ model, el }) {
     });
   }
 
+  // a figure's titles (titles()), as HTML in the figure's px, scaled and coloured as the figure
+  function placeTitles(layer, list, scale, colors) {
+    layer.replaceChildren(...list.map(({ lines, left, top }) => {
+      const title = document.createElement("div");
+      title.className = "explain-chart-title";
+      title.textContent = lines.join("\n");
+      Object.assign(title.style, { left: `${left * scale}px`, top: `${top * scale}px`, color: colors.text,
+        fontFamily: colors.font, fontSize: `${13 * scale}px`, lineHeight: `${TITLE_LINE * scale}px` });
+      return title;
+    }));
+  }
+
   function draw() {
     frame = 0;
     streaming = false;
@@ -391,11 +410,13 @@ function render({ model, el }) {
     const hasPanels = step.panels && step.panels.length > 0;
     empty.textContent = hasPanels ? "" : message;
     empty.style.display = hasPanels ? "none" : "block";
-    plot.style.display = hasPanels ? "block" : "none";
+    barsBox.style.display = hasPanels ? "block" : "none";
     curvesBox.style.display = hasPanels ? "block" : "none";
     forkHint.style.display = "none";
     if (!hasPanels) {
       if (drawn && Plotly) { Plotly.purge(plot); Plotly.purge(curvesPlot); delete plot.dataset.clicks; }
+      barTitles.replaceChildren();
+      curveTitles.replaceChildren();
       drawnBars = drawnCurves = null;
       drawn = false;
       dirty = false;
@@ -438,14 +459,17 @@ function render({ model, el }) {
     // a figure is drawn again only when what it shows changed: the step (a click), or the curves (a new step), the
     // width, the theme, the scale or the panels' count (the curves' axes are numbered after the panels)
     const key = JSON.stringify([width, scale, colors, panels.length]);
+    const named = titles(geo);
     if (!drawnBars || drawnBars.source !== step || drawnBars.key !== key) {
       const bars = scaled(barsFigure(panels, geo, colors), scale);
       Plotly.react(plot, bars.data, bars.layout, config);
+      placeTitles(barTitles, named.bars, scale, colors);
       drawnBars = { source: step, key };
     }
     if (!drawnCurves || drawnCurves.source !== source || drawnCurves.key !== key) {
       const curves = scaled(curvesFigure(source, panels.length, geo, colors), scale);
       Plotly.react(curvesPlot, curves.data, curves.layout, config);
+      placeTitles(curveTitles, named.curves, scale, colors);
       drawnCurves = { source, key };
     }
     placeRings(rings(source, model.get("selected"), geo), scale, colors);

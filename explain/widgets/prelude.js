@@ -99,7 +99,7 @@ function inPage(root, then, tries = 0) {
 // after HOLD_MS; a view that stays up follows its own height. Elsewhere (an exported page) there is no such output.
 const HOLD_MS = 2000;
 function hold(root) {
-  if (root && root.closest) inPage(root, () => holdHeight(root));
+  if (root && root.closest) inPage(root, () => { holdHeight(root); keepScroll(root); });
 }
 function holdHeight(root) {
   const output = root.closest(".jp-OutputArea-output");
@@ -115,6 +115,18 @@ function holdHeight(root) {
   };
   new ResizeObserver(follow).observe(content);
   setTimeout(follow, HOLD_MS);
+}
+
+// Chrome's scroll anchoring in JupyterLab's notebook anchors to content below a dashboard: when the step view
+// appeared after the prefill (~700 px), the text a reader was looking at jumped off-screen. A notebook with a
+// dashboard keeps its scroll position instead (content added below what is read moves nothing). Set on the
+// notebook's scrolling boxes themselves: a CSS rule `.jp-Notebook:has(.explain-dashboard)` did the same, but Chrome
+// re-checked it on every change inside the notebook, doubling the cost of each chart redraw's style recalculation.
+function keepScroll(root) {
+  if (!root.closest(".explain-dashboard")) return;
+  for (const box of [root.closest(".jp-WindowedPanel-outer"), root.closest(".jp-Notebook")]) {
+    if (box && box.style.overflowAnchor !== "none") box.style.overflowAnchor = "none";
+  }
 }
 
 // A view drawn from the widget state a notebook saved, with no kernel behind it: its buttons, pickers and tokens

@@ -142,14 +142,18 @@ def _steps(state: DashboardState) -> str:
 RERUN = "re-run this cell to make it live"
 # JupyterLab's widget renderer marks its output node `jupyter-widgets` only when it failed (its own view is a child)
 _WIDGET_FAILED = ".jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets)"
+# the summary, a top-level element of its output's HTML. Each :has() looks only at children (>, +), never at all
+# descendants: Chrome re-checks a :has() with a descendant in it on every change inside the outputs (each redraw of
+# the step chart), which made every style recalculation of a click's redraw about twice as slow
+_FALLBACK = "> .jp-OutputArea-output > .explain-fallback"
 FALLBACK_STYLE = (
     "<style>"
     # hidden while the widget before it draws (or loads); its whole output, so it takes no room
-    ".jp-OutputArea-child:has(> .jp-OutputArea-output .explain-fallback) { display: none; }"
+    f".jp-OutputArea-child:has({_FALLBACK}) {{ display: none; }}"
     # the widget failed to draw (no model: a reopened notebook): the summary instead of JupyterLab's error
-    f"{_WIDGET_FAILED} + .jp-OutputArea-child:has(.explain-fallback) {{ display: flex; }}"
-    f"{_WIDGET_FAILED} + .jp-OutputArea-child .explain-fallback {{ display: block !important; }}"
-    f"{_WIDGET_FAILED}:has(+ .jp-OutputArea-child .explain-fallback) {{ display: none; }}"
+    f"{_WIDGET_FAILED} + .jp-OutputArea-child:has({_FALLBACK}) {{ display: flex; }}"
+    f"{_WIDGET_FAILED} + .jp-OutputArea-child {_FALLBACK} {{ display: block !important; }}"
+    f"{_WIDGET_FAILED}:has(+ .jp-OutputArea-child {_FALLBACK}) {{ display: none; }}"
     "</style>"
 )
 

@@ -207,3 +207,27 @@ def test_a_click_redraws_the_step_alone(chart_page):
         assert abs(x - ex) < 1 and abs(y - ey) < 1, now  # on each curve's point of step 40
     assert now["height"] == before["height"]  # the same panels: the page below does not move
     assert chart_page.errors == []
+
+
+def test_a_redraw_measures_no_text_against_the_page(chart_page):
+    """plotly measures a text's box in the page (in JupyterLab, a style and layout pass over the whole notebook) for
+    each tick label of an axis that may hide labels past the page's edge (its default for number axes) and for
+    each annotation: about 60 measurements in a click's redraw, half its time. Every axis of both figures shows its
+    labels where the layout put them, and the titles are HTML over the figures, each panel's and curve's in order,
+    as text."""
+    step = chart_step(synthetic_step(2))
+    curves = chart_curves([{"step": i, "prob": 0.5, "entropy_bits": 2.0, "forward_time": 0.02} for i in range(6)])
+    draw(chart_page, step, curves, 1400, selected=5)
+    seen = chart_page.evaluate("""() => [...document.querySelectorAll('#host .explain-chart-plot')].map((plot) => {
+        const layout = plot._fullLayout;
+        const axes = Object.keys(layout).filter((k) => /^[xy]axis\\d*$/.test(k));
+        return { axes: axes.map((k) => [k, layout[k].ticklabeloverflow]), annotations: layout.annotations.length,
+                 titles: [...plot.parentNode.querySelectorAll('.explain-chart-title')].map((t) => t.textContent) };
+    })""")
+    bars, over_curves = seen
+    assert len(bars["axes"]) == 2 * len(step["panels"]) and len(over_curves["axes"]) == 6, seen
+    assert all(overflow == "allow" for figure in seen for _, overflow in figure["axes"]), seen
+    assert [figure["annotations"] for figure in seen] == [0, 0], seen
+    assert [t.replace("\n", " ") for t in bars["titles"]] == [p["title"] for p in step["panels"]], bars["titles"]
+    assert over_curves["titles"] == ["p(chosen token)", "entropy (bits)", "step time (ms)"], over_curves["titles"]
+    assert chart_page.errors == []

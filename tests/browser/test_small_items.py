@@ -84,7 +84,9 @@ def test_the_step_chart_small_items(bare, theme, width):
         ".map((t) => t.textContent)"
     )
     assert ticks == ["0", "0", "0"], ticks  # step 0 alone: not -0.5, 0.5, 1, 1.5
-    titles = page.evaluate("() => [...document.querySelectorAll('#host .annotation-text')].map((t) => t.textContent)")
+    titles = page.evaluate(
+        "() => [...document.querySelectorAll('#host .explain-chart-title')].map((t) => t.textContent)"
+    )
     assert any(t.startswith("temperature 0.7") for t in titles), titles
     page.screenshot(path=str(ARTIFACTS / f"small-one-step-{theme}-{width}px.png"), full_page=True)
 
