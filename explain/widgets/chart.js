@@ -159,8 +159,10 @@ export function titles(geo) {
       top: geo.curves[i].titleTop - start })) };
 }
 
-// the panels' token labels are not measured against the page's edge (plotly measures each label's box otherwise:
-// a fifth of a click's redraw; the layout gives them LABEL px), their numbers not tried at other angles
+// No axis's labels are measured against the page's edge: plotly's default for a number axis ("hide past div")
+// measures every tick label's box in the page, which in JupyterLab is a style and layout pass over the whole
+// notebook each time, about a third of a click's redraw; the layout gives the labels their room (the token labels
+// LABEL px). Numbers are not tried at other angles either.
 const TOKEN_AXIS = { ticklabeloverflow: "allow" }, NUMBER_AXIS = { tickangle: 0, ticklabeloverflow: "allow" };
 
 export function split(geo) { // px: where the curves' figure starts
@@ -244,12 +246,13 @@ function curvesFigure(curves, panelCount, geo, colors) {
       yaxis: ref(n, "y"), line: { color: colors.curves[i], width: 2 }, marker: { size: 5 }, connectgaps: false,
       hovertemplate: `step %{x}<br>${esc(name)}: %{customdata}<extra></extra>`, customdata: values.map(format) });
     layout[axisName(n, "x")] = { domain: [x(box.left), x(box.right)], anchor: ref(n, "y"), fixedrange: true,
-      range: ranges.x, zeroline: false, gridcolor: colors.grid, nticks: 6,
+      range: ranges.x, ...NUMBER_AXIS, zeroline: false, gridcolor: colors.grid, nticks: 6,
       ...(ranges.last < 12 ? { tickmode: "linear", tick0: 0, dtick: 1 } : {}), // whole steps only
       title: { text: "step", font: { size: 12, color: colors.muted }, standoff: 2 },
       tickfont: { size: 11, color: colors.muted } };
     layout[axisName(n, "y")] = { domain: [y(box.bottom), y(box.top)], anchor: ref(n, "x"), fixedrange: true,
-      range: ranges.y, zeroline: false, gridcolor: colors.grid, nticks: 4, tickfont: { size: 11, color: colors.muted } };
+      range: ranges.y, ...NUMBER_AXIS, zeroline: false, gridcolor: colors.grid, nticks: 4,
+      tickfont: { size: 11, color: colors.muted } };
   });
   return { data, layout };
 }

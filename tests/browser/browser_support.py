@@ -116,8 +116,9 @@ class Notebook:
 
 # What a drawn step chart shows, read from its SVG: per panel (plotly subplot) the bar colours, the token labels and
 # their colour, and the box of what it draws (its bars, their numbers, its labels: the subplot's <g> also holds
-# full-size layers, so its own box says nothing); the titles' boxes. Called with the .explain-chart element, whose
-# two plotly figures (the step's panels, then the curves over all steps) are read as one.
+# full-size layers, so its own box says nothing); the titles' boxes (HTML over the figures). Called with the
+# .explain-chart element, whose two plotly figures (the step's panels, then the curves over all steps) are read as
+# one.
 CHART_PROBE = """(chart) => {
     const plots = [...chart.querySelectorAll('.js-plotly-plot')];
     if (!plots.length) return {drawn: chart.dataset.drawn, subplots: [], titles: [],
@@ -136,7 +137,7 @@ CHART_PROBE = """(chart) => {
         labelFill: g.querySelector('.yaxislayer-above text')?.style.fill,
         box: union([...g.querySelectorAll('.bars path, .bartext, .yaxislayer-above text, .scatterlayer .trace path')]
                    .map(rect))}));
-    const titles = plots.flatMap((p) => [...p.querySelectorAll('.annotation')])
+    const titles = [...chart.querySelectorAll('.explain-chart-title')]
         .map((a) => ({text: a.textContent, box: rect(a)}));
     return {drawn: chart.dataset.drawn, width: box.width, right: box.right, left: box.left, subplots, titles,
             columns: +chart.dataset.columns, step: chart.dataset.step,
