@@ -198,13 +198,17 @@ function barsFigure(panels, geo, colors) {
       type: "bar", orientation: "h", xaxis: ref(n, "x"), yaxis: ref(n, "y"), tokenIds: shown.map((r) => r.id),
       y: shown.map((r) => r.y), x: shown.map((r) => r.value - base), base,
       marker: { color: shown.map((r) => (r.chosen ? colors.chosen : other)) },
-      text: shown.map((r) => (isProb ? (r.value === 0 ? "removed" : percent(r.value)) : fixed(r.value, 1))),
-      textposition: "outside", cliponaxis: false, textfont: { size: 12, color: colors.text },
       hovertemplate: "%{customdata}<extra></extra>",
       customdata: shown.map((r) => `${esc(short(r.word, 40))} (id ${esc(r.id)})<br>` +
         `${isProb ? "probability" : "score"} ${isProb ? fixed(r.value, 4) : fixed(r.value, 3)}` +
         (r.chosen ? `<br>the chosen token${r.rank !== undefined ? `, rank ${esc(r.rank ?? "?")}` : ""}` : "")),
     });
+    // each bar's number just past its end: a text trace of its own, which plotly places from the numbers alone
+    // (a bar's own outside text is measured in the page, one forced layout each, a fifth of a click's redraw)
+    data.push({ type: "scatter", mode: "text", xaxis: ref(n, "x"), yaxis: ref(n, "y"), x: shown.map((r) => r.value),
+      y: shown.map((r) => r.y), textposition: "middle right", cliponaxis: false, hoverinfo: "skip",
+      text: shown.map((r) => "\u00a0" + (isProb ? (r.value === 0 ? "removed" : percent(r.value)) : fixed(r.value, 1))),
+      textfont: { size: 12, color: colors.text } });
     const ticks = rows.map((r) => r.y), texts = rows.map((r) => (r.chosen ? `<b>${esc(label(r))}</b>` : esc(label(r))));
     if (panel.extra) { // the gap: a vertical ellipsis where the candidates between the top and the chosen one are
       ticks.push(panel.bars.length - 0.05);

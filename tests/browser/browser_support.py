@@ -135,7 +135,7 @@ CHART_PROBE = """(chart) => {
         bars: [...g.querySelectorAll('.bars path')].map((p) => p.style.fill),
         labels: [...g.querySelectorAll('.yaxislayer-above text')].map((t) => t.textContent),
         labelFill: g.querySelector('.yaxislayer-above text')?.style.fill,
-        box: union([...g.querySelectorAll('.bars path, .bartext, .yaxislayer-above text, .scatterlayer .trace path')]
+        box: union([...g.querySelectorAll('.bars path, .textpoint, .yaxislayer-above text, .scatterlayer .trace path')]
                    .map(rect))}));
     const titles = [...chart.querySelectorAll('.explain-chart-title')]
         .map((a) => ({text: a.textContent, box: rect(a)}));
