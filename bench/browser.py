@@ -165,10 +165,14 @@ def _cells(tokens: int, rounds: int) -> tuple[list[str], list[tuple[str, int]]]:
     plan = []
     for round_ in range(rounds):
         for with_view in (False, True) if round_ % 2 == 0 else (True, False):  # the order alternates
+            # the previous call's dashboard closed either way: a "with" call has exactly one live dashboard (two
+            # "with" calls in a row left the first one following the pipeline: two dashboards, then one in the
+            # "without" call after them)
+            close = "try:\n    view.close()\nexcept NameError:\n    pass\n"
             if with_view:
-                cells.append(f"view = explain.widgets.Dashboard(pipe)\ndisplay(view)\ncall({tokens})")
+                cells.append(f"{close}view = explain.widgets.Dashboard(pipe)\ndisplay(view)\ncall({tokens})")
             else:
-                cells.append(f"try:\n    view.close()\nexcept NameError:\n    pass\ncall({tokens})")
+                cells.append(f"{close}call({tokens})")
             plan.append(("with" if with_view else "without", len(cells) - 1))
     return cells, plan
 
