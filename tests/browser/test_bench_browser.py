@@ -38,6 +38,7 @@ def test_browser_benchmark_smoke(tmp_path):
     assert all(c["tokens"] == 4 and c["tokens_per_s"] > 0 for c in report["calls"])
     with_view = report["calls"][1]
     assert with_view["frames"] > 0 and with_view["chart_visible"]  # the page got the dashboard's messages
+    assert with_view["chart_draws"] >= 1 and with_view["chart_draw_ms"] > 0, with_view  # every view's draws counted
     summary = report["summary"]
     assert summary["tokens_per_s_without"] == report["calls"][0]["tokens_per_s"]
     assert abs(summary["cost_percent"] - 100 * (1 - with_view["tokens_per_s"] / summary["tokens_per_s_without"])) < 1e-9
