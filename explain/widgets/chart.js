@@ -6,7 +6,8 @@
 //
 // Redraws are coalesced to one per animation frame and skipped while the chart is scrolled out of view; while a
 // run streams new steps they are spaced so that drawing takes at most 5% of the time (a slow machine draws less
-// often, never falls behind); a click is drawn as its message arrives, a resize or a theme change at the next frame.
+// often, never falls behind), and the newest step is drawn as soon as the stream pauses or ends; a click is drawn as
+// its message arrives, a resize or a theme change at the next frame.
 
 const LABEL = 124; // px left of each panel for the token labels
 const GAP = 18; // px between a panel's bars and the next panel's labels
@@ -17,7 +18,8 @@ const AXIS = 26; // px under a panel for its tick numbers
 const CURVE = 150; // px of a curve's plot
 const FONT = 13; // px: tick labels and numbers, readable on a projector
 const SPACING = 19; // while a run streams, the chart waits 19 times its last draw's cost: at most 5% of the time
-const STALE_MS = 1000; // but never longer than this: a paused or finished run's chart is its newest step within 1 s
+const STALE_MS = 3000; // but never longer than this while it streams, whatever a draw cost on a loaded machine
+const QUIET_MS = 250; // no new step for this long (and 3 times the stream's usual gap): it paused or ended, drawn now
 
 export function esc(value) {
   return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
@@ -297,6 +299,20 @@ function scaled(fig, scale) {
   return fig;
 }
 
+// -- when new data is drawn ---------------------------------------------------------------------------------
+// ms to wait before drawing (0 or less: draw now), from the last draw's time and cost (ms), the time the stream
+// last brought a step and its usual gap between steps (draw(): SPACING, STALE_MS, QUIET_MS)
+export function drawWait({ urgent, now, lastDraw, cost, lastData, gap }) {
+  if (urgent) return 0;
+  const spaced = lastDraw + SPACING * cost, stale = lastDraw + STALE_MS, quiet = lastData + Math.max(QUIET_MS, 3 * gap);
+  return Math.min(spaced, stale, quiet) - now;
+}
+
+// the stream's usual gap between steps, smoothed; a gap of a second or more is a pause (the reader's), not the stream
+export function nextGap(gap, elapsed) {
+  return elapsed < 1000 ? 0.8 * gap + 0.2 * elapsed : gap;
+}
+
 // -- plotly.js: on the page already (an exported page inlines it), or the PlotlyLibrary widget's source ------------
 function idle() { // after the views of this output have been set up: evaluating plotly.js holds the page a while
   return new Promise((resolve) => (globalThis.requestIdleCallback ? requestIdleCallback(resolve, { timeout: 400 })
@@ -377,6 +393,7 @@ function render({ model, el }) {
   }
 
   let Plotly = null, drawn = false, frame = 0, timer = 0, lastDraw = -Infinity, cost = 0, onScreen = true;
+  let lastData = -Infinity, gap = 100; // when the stream last brought a step, and its usual gap (ms, smoothed)
   let dirty = true, closed = false, urgent = true;
   let seenWidth = 0; // the width last drawn or reported: the resize observer's first report of it draws nothing again
   let drawnBars = null, drawnCurves = null; // what each figure last drew: {source, key}; the same is not drawn again
@@ -441,9 +458,10 @@ function render({ model, el }) {
     }
     // new data while a run streams: wait after each draw 19 times what it cost, so drawing takes at most 5% of
     // the page's time (the page shares the machine with the kernel); what a reader did (a click, a resize, a
-    // theme) is drawn at once. The wait is at most STALE_MS, whatever a draw cost on a loaded machine: when the
-    // stream stops (a step-through's Run, the call's end) the chart shows the newest step within a second.
-    const wait = urgent ? 0 : Math.min(STALE_MS, lastDraw + SPACING * cost - performance.now());
+    // theme) is drawn at once. The wait ends early when the stream goes quiet (a step-through's Run paused, the
+    // call's end: the newest step is drawn within QUIET_MS, or 3 usual gaps), and at STALE_MS in any case. (The
+    // wait was at most 1 s, which on a loaded machine, a draw costing 100 ms, made drawing 10% of the page's time.)
+    const wait = drawWait({ urgent, now: performance.now(), lastDraw, cost, lastData, gap });
     if (wait > 0) {
       dirty = true;
       box.dataset.waiting = "spacing";
@@ -528,7 +546,14 @@ function render({ model, el }) {
   const asked = () => { urgent = true; changed(); }; // something the reader did (a resize, a theme): next frame
   const picked = () => { urgent = true; dirty = true; drawSoon(); }; // a message of what the reader picked
   // a new key (another call, branch or sequence) is what a reader picked: drawn at once, never spaced
-  const handlers = { "change:step": changed, "change:curves": () => { streaming = true; changed(); },
+  function streamed() { // new curves: a step of a run streaming
+    const now = performance.now();
+    gap = nextGap(gap, now - lastData);
+    lastData = now;
+    streaming = true;
+    changed();
+  }
+  const handlers = { "change:step": changed, "change:curves": streamed,
     "change:selected": picked, "change:message": picked, "change:key": () => { newKey = true; picked(); },
     "change:forkable": picked };
   for (const [name, handler] of Object.entries(handlers)) model.on(name, handler);

@@ -75,7 +75,7 @@ def chart_page(browser):
         type="module",
         content=module_source(CHART_JS.name)  # the module as the page gets it: prelude.js, then chart.js
         + """
-window.explainChart = { geometry, figure, render: (values) => {
+window.explainChart = { geometry, figure, drawWait, nextGap, render: (values) => {
   const host = document.getElementById("host");
   host.replaceChildren();
   const model = { get: (k) => values[k], set() {}, save_changes() {}, on() {}, off() {}, widget_manager: null };
@@ -231,3 +231,29 @@ def test_a_redraw_measures_no_text_against_the_page(chart_page):
     assert [t.replace("\n", " ") for t in bars["titles"]] == [p["title"] for p in step["panels"]], bars["titles"]
     assert over_curves["titles"] == ["p(chosen token)", "entropy (bits)", "step time (ms)"], over_curves["titles"]
     assert chart_page.errors == []
+
+
+def test_a_streaming_chart_keeps_its_budget_and_draws_the_newest_step_when_the_stream_stops(chart_page):
+    """chart.js's drawWait, the policy for new data while a run streams (ms: 0 or less draws now): a draw that cost
+    150 ms (a loaded machine) is followed by 19 times that, 2.85 s, while steps keep coming every 100 ms: drawing
+    takes at most 5% of the page's time (the wait was capped at 1 s: 13% on such a machine). When the steps stop, the
+    newest is drawn once 3 usual gaps have passed with none (300 ms here), not after the spacing; a paused stream's
+    chart is never more than 3 s old; what a reader did is drawn at once. A pause of the reader's (seconds between two
+    steps of a step-through) does not stretch the usual gap."""
+    seen = chart_page.evaluate("""() => {
+        const { drawWait, nextGap } = window.explainChart;
+        let gap = 100;
+        for (let i = 0; i < 30; i++) gap = nextGap(gap, 100);
+        const drawn = { lastDraw: 0, cost: 150, gap };
+        const streaming = [500, 1000, 2000, 2800].map((now) => drawWait({ ...drawn, urgent: false, now,
+                                                                           lastData: now - 20 }));
+        const stopped = [1100, 1250, 1310].map((now) => drawWait({ ...drawn, urgent: false, now, lastData: 1000 }));
+        const stale = drawWait({ ...drawn, cost: 1000, urgent: false, now: 3001, lastData: 3000 });
+        const urgent = drawWait({ ...drawn, urgent: true, now: 10, lastData: 5 });
+        return { gap, streaming, stopped, stale, urgent, paused: nextGap(gap, 60000) };
+    }""")
+    assert abs(seen["gap"] - 100) < 1e-6 and seen["paused"] == seen["gap"], seen
+    assert all(wait > 0 for wait in seen["streaming"]), seen  # steps coming: no draw before 2850 ms
+    assert abs(seen["streaming"][-1] - 50) < 1e-6, seen  # at 2800 ms: 50 ms to go (19 x 150 ms after the last draw)
+    assert seen["stopped"][0] > 0 and seen["stopped"][1] > 0 and seen["stopped"][2] <= 0, seen  # 300 ms of quiet
+    assert seen["stale"] <= 0 and seen["urgent"] <= 0, seen

@@ -169,7 +169,7 @@ def test_step_chart_is_never_blank(open_notebook):
             timeout=30_000,
         )
         assert controller.locator(".explain-gen-text .explain-token").count() == 6
-        # while steps stream the chart is spaced (chart.js: SPACING, at most STALE_MS behind); stopped, it catches up
+        # while steps stream the chart is spaced (chart.js drawWait); stopped, it draws the newest within QUIET_MS
         box = f"document.querySelectorAll('.explain-step-through')[{i}].querySelector('.explain-chart')"
         try:
             notebook.page.wait_for_function(
