@@ -163,12 +163,11 @@ def _cells(tokens: int, rounds: int) -> tuple[list[str], list[tuple[str, int]]]:
         "for ref in list(explain.widgets._shown.values()):\n    ref() is not None and ref().close()\nst.close()",
     ]
     plan = []
+    # the previous call's dashboard closed either way: a "with" call has exactly one live dashboard (two "with" calls
+    # in a row left the first one following the pipeline: two dashboards, then one in the "without" call after them)
+    close = "try:\n    view.close()\nexcept NameError:\n    pass\n"
     for round_ in range(rounds):
         for with_view in (False, True) if round_ % 2 == 0 else (True, False):  # the order alternates
-            # the previous call's dashboard closed either way: a "with" call has exactly one live dashboard (two
-            # "with" calls in a row left the first one following the pipeline: two dashboards, then one in the
-            # "without" call after them)
-            close = "try:\n    view.close()\nexcept NameError:\n    pass\n"
             if with_view:
                 cells.append(f"{close}view = explain.widgets.Dashboard(pipe)\ndisplay(view)\ncall({tokens})")
             else:
@@ -200,6 +199,7 @@ def _notebook(cells) -> dict:
 # output's view (widgets/static.py's _refresh_displays), so the view on the page then has drawn once, whatever the
 # call's own view drew while it streamed
 COUNT_DRAWS = """(index) => {
+    if (window.__benchObserver) window.__benchObserver.disconnect(); // the last call's, if it was a "without" call
     const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[index];
     const tally = window.__benchDraws = {draws: 0, ms: 0};
     window.__benchObserver = new MutationObserver((records) => {
