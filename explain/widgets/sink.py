@@ -3,8 +3,10 @@
 Each event costs O(1) here (an append and a clock read); the view's own work happens in `flush`, which runs
 when `interval` has passed since the last flush, at once for the events that end a stage (a generation's end,
 decoding) or that are rare and worth seeing at once (loading, tokenization, settings, prefill, force), and
-whenever the owner asks (the step-through buttons flush after each click). The interval stretches when a
-flush turns out costly, so the view never takes more than about `budget` of the model's time.
+whenever the owner asks (the step-through buttons flush after each click). The interval stretches when
+flushes turn out costly, so the view takes about `budget` of the model's time, but never past `max_wait`: a live
+view that stood still for seconds would say the run had stopped. One slow flush (a garbage collection, the
+process paused on a loaded machine) does not stretch it: the cost is the smaller of the last two flushes'.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ class ThrottledSink:
         on_flush: Callable[[list[Event]], None],
         interval: float = 0.1,
         budget: float = 0.02,
+        max_wait: float = 1.0,
         clock: Callable[[], float] = time.perf_counter,
     ):
-        self.on_flush, self.interval, self.budget, self.clock = on_flush, interval, budget, clock
+        self.on_flush, self.interval, self.budget, self.max_wait, self.clock = on_flush, interval, budget, max_wait, clock
         self.pending: list[Event] = []
         self.flushes = 0
-        self.wait = interval  # the current gap between flushes: interval, or longer after a costly flush
+        self.wait = interval  # the current gap between flushes: interval, or longer after costly flushes
+        self._cost = 0.0  # the last flush's cost
         self._last = -float("inf")
 
     def __call__(self, event: Event) -> None:
@@ -62,5 +66,6 @@ class ThrottledSink:
         finally:
             self._last = self.clock()
             self.flushes += 1
-            cost = self._last - started
-            self.wait = max(self.interval, cost / self.budget if self.budget else 0.0)
+            cost, self._cost = min(self._cost, self._last - started), self._last - started
+            stretched = cost / self.budget if self.budget else 0.0
+            self.wait = max(self.interval, min(self.max_wait, stretched))
