@@ -43,7 +43,8 @@ class ThrottledSink:
         max_wait: float = 1.0,
         clock: Callable[[], float] = time.perf_counter,
     ):
-        self.on_flush, self.interval, self.budget, self.max_wait, self.clock = on_flush, interval, budget, max_wait, clock
+        self.on_flush, self.interval, self.budget, self.clock = on_flush, interval, budget, clock
+        self.max_wait = max_wait
         self.pending: list[Event] = []
         self.flushes = 0
         self.wait = interval  # the current gap between flushes: interval, or longer after costly flushes
