@@ -44,6 +44,9 @@ def test_browser_benchmark_smoke(tmp_path):
     assert abs(summary["cost_percent"] - 100 * (1 - with_view["tokens_per_s"] / summary["tokens_per_s_without"])) < 1e-9
     assert set(summary["first_display_s"]) == {"show, fresh kernel", "step_through", "show, warm"}
     assert all(0 < s < 120 for s in summary["first_display_s"].values())
+    loading = summary["targets"]["loading_paint_s"]  # explain.pipeline(...) sent -> its loading stages on the page
+    assert loading["value"] == report["loading_paint_ms"] / 1000 and 0 < loading["value"] < 120
+    assert f"loading stages on the page in {loading['value']:.2f} s" in (tmp_path / "browser-latest.md").read_text()
     assert f"{summary['cost_percent']:.1f}%" in (tmp_path / "browser-latest.md").read_text()
     scale = report["scale"]  # a run of 40 steps: every click drew its step, the live page showed every step
     assert scale["steps"] == 40 and len(scale["click_ms"]) == 10 and all(c and c > 0 for c in scale["click_ms"])

@@ -1,19 +1,25 @@
-"""Loading is visible: in JupyterLab, `explain.pipeline(...)` paints its loading stages within a second of the cell
-starting and updates them while it loads (a stage done, the next running, before the cell ends); at the end all five
-are done with their times. Light and dark, 1400 and 800 px; screenshots in test-artifacts/loading-*.png.
+"""Loading is visible: in JupyterLab, `explain.pipeline(...)` paints its loading stages while it loads, before any
+stage is done, and updates them as it goes (a stage done, the next running, before the cell ends); at the end all
+five are done with their times. Light and dark, 1400 and 800 px; screenshots in test-artifacts/loading-*.png.
+How soon the first paint comes (target: within a second of the cell starting) is measured by `python -m
+bench.browser`, not asserted here: a timed assertion fails on a loaded machine and proves nothing on a fast one.
 """
 
 from __future__ import annotations
 
 CELLS = ["import explain", "pipe = explain.pipeline('text-generation')"]
 WATCH = """() => {
-  window.explainSeen = { start: performance.now(), paint: null, live: null };
+  window.explainSeen = { start: performance.now(), paint: null, first: null, live: null };
   const look = () => {
     const view = document.querySelector('.explain-loading');
     if (!view) return;
     const seen = window.explainSeen;
-    if (seen.paint === null) seen.paint = performance.now();
     const statuses = [...view.querySelectorAll('.explain-loading-stage')].map((s) => s.dataset.status);
+    if (seen.paint === null) {
+      seen.paint = performance.now();
+      seen.first = Object.fromEntries([...view.querySelectorAll('.explain-loading-stage')].map(
+        (s) => [s.querySelector('b').textContent, s.dataset.status]));
+    }
     if (seen.live === null && statuses.includes('done') && statuses.includes('running')) seen.live = statuses;
   };
   new MutationObserver(look).observe(document.body, { childList: true, subtree: true, characterData: true });
@@ -32,7 +38,8 @@ def test_loading_stages_paint_at_once_and_update_live(open_notebook):
     seen = page.evaluate("() => window.explainSeen")
     assert seen["paint"] is not None, "no loading stages were shown"
     print(f"first paint {seen['paint'] - seen['start']:.0f} ms after the cell was run")
-    assert seen["paint"] - seen["start"] < 1000, f"first paint {seen['paint'] - seen['start']:.0f} ms after the run"
+    # painted while loading: before the weights (seconds of reading and dequantizing) were done, not at the end
+    assert seen["first"].get("weights") in ("waiting", "running"), f"the first paint came late: {seen['first']}"
     assert seen["live"] is not None, "the stages did not update while loading"
     view = page.locator(".explain-loading").first
     page.wait_for_function("() => document.querySelector('.explain-loading')?.dataset.finished === 'true'")
