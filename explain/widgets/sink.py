@@ -67,6 +67,8 @@ class ThrottledSink:
         finally:
             self._last = self.clock()
             self.flushes += 1
-            cost, self._cost = min(self._cost, self._last - started), self._last - started
+            took = self._last - started
+            cost = min(took, self._cost)  # the smaller of the last two: one slow flush stretches nothing
+            self._cost = took
             stretched = cost / self.budget if self.budget else 0.0
             self.wait = max(self.interval, min(self.max_wait, stretched))
