@@ -233,6 +233,25 @@ RUN_AND_WATCH = """([index, selector, limit]) => new Promise((resolve) => {
 })"""
 
 
+def start_cell(page, index: int) -> None:
+    """Run the notebook's cell `index` as a reader would (its run-cell command); returns at once."""
+    page.evaluate(
+        f"() => {{ const nb = window.jupyterapp.shell.currentWidget.content; nb.activeCellIndex = {index}; "
+        f"window.jupyterapp.commands.execute('notebook:run-cell'); }}"
+    )
+
+
+def wait_cell(page, index: int, timeout: float = 900) -> None:
+    """Until cell `index` has run (its prompt shows a number)."""
+    page.wait_for_function(
+        f"() => {{ const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[{index}]; "
+        f"return c && /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent); }}",
+        timeout=timeout * 1000,
+        polling=100,  # not every frame: a page polled each frame draws a frame each vsync (its CSS animations
+        # with it), which no reader's page does: about 0.3 s of the page's CPU a call here
+    )
+
+
 def measure(args) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -261,22 +280,9 @@ def measure(args) -> dict:
                 timeout=120_000,
             )
 
-            def run(index: int, timeout: float = 900) -> None:
-                page.evaluate(
-                    f"() => {{ const nb = window.jupyterapp.shell.currentWidget.content; "
-                    f"nb.activeCellIndex = {index}; "
-                    f"window.jupyterapp.commands.execute('notebook:run-cell'); }}"
-                )
-                wait(index, timeout)
-
-            def wait(index: int, timeout: float = 900) -> None:
-                page.wait_for_function(
-                    f"() => {{ const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[{index}]; "
-                    f"return c && /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent); }}",
-                    timeout=timeout * 1000,
-                    polling=100,  # not every frame: a page polled each frame draws a frame each vsync (its CSS
-                    # animations with it), which no reader's page does: about 0.3 s of the page's CPU a call here
-                )
+            def run(index: int) -> None:
+                start_cell(page, index)
+                wait_cell(page, index)
 
             def output(index: int) -> str:
                 return page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-OutputArea").first.inner_text()
@@ -286,12 +292,12 @@ def measure(args) -> dict:
             results["loading_paint_ms"] = page.evaluate(
                 RUN_AND_WATCH, [CELL["load"], ".explain-loading-stage", 120_000]
             )
-            wait(CELL["load"])
+            wait_cell(page, CELL["load"])
             run(CELL["setup"])
             for name in ("show, fresh kernel", "step_through", "show, warm"):
                 page.locator(".jp-Notebook .jp-Cell").nth(CELL[name]).scroll_into_view_if_needed()
                 results["first_display_ms"][name] = page.evaluate(RUN_AND_WATCH, [CELL[name], ".explain-tl-row", 0])
-                wait(CELL[name])
+                wait_cell(page, CELL[name])
             run(CELL["close"])
             for kind, index in plan:
                 page.locator(".jp-Notebook .jp-Cell").nth(index).scroll_into_view_if_needed()
@@ -414,20 +420,6 @@ def measure_scale(args) -> dict:
             )
             cell = page.locator(".jp-Notebook .jp-Cell")
 
-            def start(index: int) -> None:
-                page.evaluate(
-                    f"() => {{ const nb = window.jupyterapp.shell.currentWidget.content; nb.activeCellIndex = {index};"
-                    f" window.jupyterapp.commands.execute('notebook:run-cell'); }}"
-                )
-
-            def wait(index: int, timeout: float = 900) -> None:
-                page.wait_for_function(
-                    f"() => {{ const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[{index}]; "
-                    f"return c && /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent); }}",
-                    timeout=timeout * 1000,
-                    polling=100,
-                )
-
             def printed(index: int, name: str) -> Any:
                 text = cell.nth(index).locator(".jp-OutputArea").first.inner_text()
                 found = re.search(rf"^{name} (.+)$", text, re.M)
@@ -435,13 +427,13 @@ def measure_scale(args) -> dict:
                     raise RuntimeError(f"cell {index} printed no {name}: {text[-2000:]}")
                 return json.loads(found.group(1))
 
-            start(0)
-            wait(0)
+            start_cell(page, 0)
+            wait_cell(page, 0)
             result["model_tokens_per_s"] = printed(0, "READY")["model_tokens_per_s"]
 
             # the replayed run: a click on a token to its step drawn
-            start(1)
-            wait(1)
+            start_cell(page, 1)
+            wait_cell(page, 1)
             replay = cell.nth(1).locator(".explain-dashboard").first
             replay.scroll_into_view_if_needed()
             page.wait_for_function(
@@ -476,12 +468,12 @@ def measure_scale(args) -> dict:
             result["click_chart_draw_ms"] = [c and c["draw_ms"] for c in clicks]  # of which plotly drawing
 
             # the live dashboard fed at LIVE_RATE steps a second: how far behind the page falls
-            start(2)
-            wait(2)
+            start_cell(page, 2)
+            wait_cell(page, 2)
             live = cell.nth(2).locator(".explain-dashboard").first
             live.scroll_into_view_if_needed()
             samples = []
-            start(3)
+            start_cell(page, 3)
             sent = time.perf_counter()
             page.wait_for_function(
                 "() => +(document.querySelectorAll('.jp-Cell')[2].querySelector('.explain-gen-count')?.textContent"
@@ -499,7 +491,7 @@ def measure_scale(args) -> dict:
                 if time.perf_counter() - sent > steps / LIVE_RATE + 300:
                     raise RuntimeError(f"the live dashboard showed {shown} of {steps} steps")
                 time.sleep(0.25)
-            wait(3)
+            wait_cell(page, 3)
             fed = printed(3, "FED")
             shown_at = samples[-1][0]
             first = samples[0][0]  # the page's first step shown: the clock of the feed starts about there
@@ -513,8 +505,8 @@ def measure_scale(args) -> dict:
             }
 
             # the exported page: opened to its chart drawn, then a click
-            start(4)
-            wait(4)
+            start_cell(page, 4)
+            wait_cell(page, 4)
             path = printed(4, "EXPORTED")
             path = path if os.path.isabs(path) else os.path.join(root, path)
             result["export_bytes"] = os.path.getsize(path)
