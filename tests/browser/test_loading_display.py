@@ -1,5 +1,5 @@
-"""Loading is visible: in JupyterLab, `explain.pipeline(...)` paints its loading stages while it loads, before any
-stage is done, and updates them as it goes (a stage done, the next running, before the cell ends); at the end all
+"""Loading is visible: in JupyterLab, `explain.pipeline(...)` paints its loading stages while it loads, before the
+weights are read, and updates them as it goes (a stage done, the next running, before the cell ends); at the end all
 five are done with their times. Light and dark, 1400 and 800 px; screenshots in test-artifacts/loading-*.png.
 How soon the first paint comes (target: within a second of the cell starting) is measured by `python -m
 bench.browser`, not asserted here: a timed assertion fails on a loaded machine and proves nothing on a fast one.
@@ -14,11 +14,11 @@ WATCH = """() => {
     const view = document.querySelector('.explain-loading');
     if (!view) return;
     const seen = window.explainSeen;
-    const statuses = [...view.querySelectorAll('.explain-loading-stage')].map((s) => s.dataset.status);
+    const stages = [...view.querySelectorAll('.explain-loading-stage')];
+    const statuses = stages.map((s) => s.dataset.status);
     if (seen.paint === null) {
       seen.paint = performance.now();
-      seen.first = Object.fromEntries([...view.querySelectorAll('.explain-loading-stage')].map(
-        (s) => [s.querySelector('b').textContent, s.dataset.status]));
+      seen.first = Object.fromEntries(stages.map((s, i) => [s.querySelector('b').textContent, statuses[i]]));
     }
     if (seen.live === null && statuses.includes('done') && statuses.includes('running')) seen.live = statuses;
   };
